@@ -1,0 +1,32 @@
+# jobsuite — targets a newcomer can guess.
+GO        ?= go
+BIN       ?= bin/jobsuite
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X jobsuite/cli.Version=$(VERSION) -X jobsuite/agent.Version=$(VERSION)
+FUZZTIME  ?= 30s
+
+.PHONY: build dev test bench fuzz lint clean
+
+build: ## build bin/jobsuite
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) .
+
+dev: build ## controller + 2 local agents + throwaway PKI in .jobsuite-dev
+	$(BIN) dev
+
+test: ## the full test suite, as CI runs it
+	$(GO) test -race ./...
+
+bench: ## benchmarks (not part of make test)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+fuzz: ## each fuzz target for FUZZTIME
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./protocol/
+	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./protocol/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadLog$$' -fuzztime $(FUZZTIME) ./controller/store/
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

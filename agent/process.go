@@ -1,0 +1,413 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Outcome is how a run ended. The values are those of protocol.Outcome.
+type Outcome uint8
+
+const (
+	OutcomeCompleted Outcome = 1 // exit status 0
+	OutcomeFailed    Outcome = 2 // non-zero exit, killed by a signal, or could not start
+	OutcomeTimeout   Outcome = 3 // killed at Spec.Timeout
+	OutcomeCancelled Outcome = 4 // killed because the context was cancelled
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case OutcomeCompleted:
+		return "completed"
+	case OutcomeFailed:
+		return "failed"
+	case OutcomeTimeout:
+		return "timeout"
+	case OutcomeCancelled:
+		return "cancelled"
+	}
+	return fmt.Sprintf("outcome(%d)", uint8(o))
+}
+
+// Output streams, the values of protocol.Stdout and protocol.Stderr.
+const (
+	streamStdout uint8 = 1
+	streamStderr uint8 = 2
+)
+
+const (
+	defaultShell     = "/bin/sh"
+	defaultKillGrace = 5 * time.Second
+
+	// chunkSize is the largest piece of output handed to Output at once.
+	chunkSize = 32 << 10
+
+	// pipeDrainTimeout bounds how long Run waits for the output pipes to reach
+	// EOF after the main process exited and its process group was killed. Only
+	// a process that left the group (setsid, setpgid) can hold them open longer.
+	pipeDrainTimeout = 2 * time.Second
+
+	// finalDrainMax bounds, per stream, what Run still reads without blocking
+	// once pipeDrainTimeout has passed, so that output the job wrote before it
+	// ended is not lost when Output was slow, while an escaped process that
+	// keeps writing cannot keep Run going.
+	finalDrainMax = 4 << 20
+)
+
+// Spec says what to run.
+type Spec struct {
+	Command   string        // run as: Shell -c Command
+	Shell     string        // "" → "/bin/sh"
+	Env       []string      // full environment (KEY=VALUE) for the process; nil → empty environment
+	Dir       string        // working directory; "" → the agent's current directory
+	Timeout   time.Duration // 0 = none
+	KillGrace time.Duration // between SIGTERM and SIGKILL on timeout or cancel; 0 → 5s
+	Capture   bool          // false: output goes to /dev/null
+}
+
+// Output receives a job's output in the order it was read. stream is 1 for
+// stdout and 2 for stderr (protocol.Stdout, protocol.Stderr). It is called
+// from one goroutine at a time, and data is only valid during the call. While
+// it blocks, reading the pipes pauses (backpressure): nothing is dropped, and
+// a job that writes more than the pipe buffers hold waits for it.
+type Output func(stream uint8, data []byte)
+
+// Result describes a finished run.
+type Result struct {
+	PID       int
+	StartedAt time.Time
+	Outcome   Outcome
+	ExitCode  int    // exit status, 128+signal number when killed by a signal, -1 if it never started
+	Signal    string // "SIGKILL" etc. when killed by a signal
+	Err       error  // why it could not start (Outcome Failed or Cancelled, ExitCode -1); nil otherwise
+	Duration  time.Duration
+	UserCPU   time.Duration
+	SystemCPU time.Duration
+	MaxRSS    uint64 // bytes
+	Bytes     uint64 // total output bytes delivered to Output
+}
+
+// Run runs spec.Command as spec.Shell -c Command in a process group of its
+// own, with stdin from /dev/null, and returns when it has ended and its output
+// has been delivered. started, if not nil, is called with the pid right after
+// a successful start, before any call to out. out may be nil only when
+// spec.Capture is false.
+//
+// Ending:
+//   - Cancelling ctx, or reaching spec.Timeout, sends SIGTERM to the whole
+//     process group and SIGKILL to it spec.KillGrace later if the main process
+//     is still running. The Outcome is then Cancelled or Timeout whatever the
+//     exit status says.
+//   - Whenever the main process exits — on its own or on a signal — whatever
+//     it left running in its process group (background jobs, daemons that did
+//     not call setsid) is killed at once with SIGKILL, before the main process
+//     is reaped so that the group id cannot have been reused. A job therefore
+//     never leaks processes that stay in its group, and its pipes reach EOF.
+//   - A process that left the group (setsid, setpgid) is not killed. If it
+//     still holds stdout or stderr open, Run waits at most 2s after the group
+//     was killed for EOF, then reads without blocking what is left in the pipe
+//     buffers (up to 4 MiB per stream), closes its ends of the pipes and
+//     returns; that process's later writes fail with EPIPE.
+//
+// If ctx is already done Run starts nothing and reports Cancelled with
+// ExitCode -1. A start failure (missing Dir or shell, ...) is reported as
+// Failed with ExitCode -1 and Err set; Run never panics on it.
+//
+// Duration runs from the start to the exit of the main process. The CPU times
+// and MaxRSS are those of the main process and the descendants it waited for
+// (getrusage semantics; ru_maxrss is KiB on Linux and converted to bytes).
+func Run(ctx context.Context, spec Spec, started func(pid int), out Output) Result {
+	res := Result{ExitCode: -1, StartedAt: time.Now()}
+	fail := func(o Outcome, err error) Result {
+		res.Outcome = o
+		res.Err = err
+		return res
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(OutcomeCancelled, fmt.Errorf("agent: job not started: %w", err))
+	}
+	shell := spec.Shell
+	if shell == "" {
+		shell = defaultShell
+	}
+	grace := spec.KillGrace
+	if grace <= 0 {
+		grace = defaultKillGrace
+	}
+	if spec.Dir != "" {
+		// A missing directory otherwise surfaces as the confusing
+		// "fork/exec /bin/sh: no such file or directory".
+		fi, err := os.Stat(spec.Dir)
+		if err != nil {
+			return fail(OutcomeFailed, fmt.Errorf("agent: job directory: %w (create it on the worker or fix the job's dir)", err))
+		}
+		if !fi.IsDir() {
+			return fail(OutcomeFailed, fmt.Errorf("agent: job directory %s is not a directory (fix the job's dir)", spec.Dir))
+		}
+	}
+
+	cmd := exec.Command(shell, "-c", spec.Command)
+	cmd.Dir = spec.Dir
+	cmd.Env = spec.Env
+	if cmd.Env == nil {
+		cmd.Env = []string{} // exec.Cmd reads nil as "inherit the agent's environment"
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// cmd.Stdin nil is /dev/null; so are Stdout and Stderr when not capturing.
+
+	var readEnds []*os.File
+	closeAll := func(fs ...*os.File) {
+		for _, f := range fs {
+			f.Close()
+		}
+	}
+	if spec.Capture {
+		outR, outW, err := os.Pipe()
+		if err != nil {
+			return fail(OutcomeFailed, fmt.Errorf("agent: stdout pipe: %w", err))
+		}
+		errR, errW, err := os.Pipe()
+		if err != nil {
+			closeAll(outR, outW)
+			return fail(OutcomeFailed, fmt.Errorf("agent: stderr pipe: %w", err))
+		}
+		cmd.Stdout, cmd.Stderr = outW, errW
+		readEnds = []*os.File{outR, errR}
+		defer closeAll(outR, errR)
+	}
+
+	res.StartedAt = time.Now()
+	err := cmd.Start()
+	if spec.Capture {
+		// The child holds its own copies; ours must go for EOF to come.
+		closeAll(cmd.Stdout.(*os.File), cmd.Stderr.(*os.File))
+	}
+	if err != nil {
+		return fail(OutcomeFailed, fmt.Errorf("agent: start %s in %s: %w (check the agent's shell and the job's dir)", shell, dirName(spec.Dir), err))
+	}
+	pid := cmd.Process.Pid
+	res.PID = pid
+
+	readers := &sync.WaitGroup{}
+	readersDone := make(chan struct{})
+	chunks := make(chan chunk, 8)
+	for i, f := range readEnds {
+		readers.Go(func() { readPipe(f, uint8(i)+streamStdout, chunks) })
+	}
+	go func() {
+		readers.Wait()
+		close(readersDone)
+		close(chunks)
+	}()
+
+	// The supervisor kills and reaps independently of out, which may block.
+	supDone := make(chan supervised, 1)
+	go func() {
+		supDone <- supervise(ctx, cmd, spec.Timeout, grace, readEnds, readersDone)
+	}()
+
+	if started != nil {
+		started(pid)
+	}
+	for c := range chunks {
+		out(c.stream, (*c.buf)[:c.n])
+		res.Bytes += uint64(c.n)
+		chunkPool.Put(c.buf)
+	}
+	sup := <-supDone
+
+	res.Duration = sup.exitedAt.Sub(res.StartedAt)
+	res.Outcome = sup.reason
+	if ps := cmd.ProcessState; ps != nil {
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			res.ExitCode = 128 + int(ws.Signal())
+			res.Signal = unix.SignalName(ws.Signal())
+		} else {
+			res.ExitCode = ps.ExitCode()
+		}
+		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+			res.UserCPU = time.Duration(ru.Utime.Nano())
+			res.SystemCPU = time.Duration(ru.Stime.Nano())
+			res.MaxRSS = uint64(ru.Maxrss) * 1024
+		}
+	}
+	if res.Outcome == 0 {
+		if res.ExitCode == 0 {
+			res.Outcome = OutcomeCompleted
+		} else {
+			res.Outcome = OutcomeFailed
+		}
+	}
+	return res
+}
+
+func dirName(dir string) string {
+	if dir == "" {
+		return "the agent's directory"
+	}
+	return dir
+}
+
+// supervised is what supervise reports.
+type supervised struct {
+	reason   Outcome // OutcomeTimeout or OutcomeCancelled if Run killed the job, else 0
+	exitedAt time.Time
+}
+
+// supervise enforces the timeout and cancellation, kills the rest of the
+// process group when the main process exits, reaps it, and bounds the wait for
+// the pipes to reach EOF.
+func supervise(ctx context.Context, cmd *exec.Cmd, timeout, grace time.Duration, readEnds []*os.File, readersDone <-chan struct{}) supervised {
+	pgid := cmd.Process.Pid
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		waitExited(pgid)
+	}()
+
+	var timeoutC, graceC <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		timeoutC = t.C
+	}
+	var graceTimer *time.Timer
+	defer func() {
+		if graceTimer != nil {
+			graceTimer.Stop()
+		}
+	}()
+	var s supervised
+	terminate := func(reason Outcome) {
+		if s.reason != 0 {
+			return
+		}
+		s.reason = reason
+		signalGroup(pgid, syscall.SIGTERM)
+		graceTimer = time.NewTimer(grace)
+		graceC = graceTimer.C
+	}
+	done := ctx.Done()
+wait:
+	for {
+		select {
+		case <-exited:
+			break wait
+		case <-done:
+			done = nil
+			terminate(OutcomeCancelled)
+		case <-timeoutC:
+			timeoutC = nil
+			terminate(OutcomeTimeout)
+		case <-graceC:
+			graceC = nil
+			signalGroup(pgid, syscall.SIGKILL)
+		}
+	}
+	s.exitedAt = time.Now()
+	// The main process is a zombie until Wait, so pgid still names its group.
+	signalGroup(pgid, syscall.SIGKILL)
+	cmd.Wait() // the outcome is read from cmd.ProcessState
+
+	if len(readEnds) > 0 {
+		t := time.NewTimer(pipeDrainTimeout)
+		defer t.Stop()
+		select {
+		case <-readersDone:
+		case <-t.C:
+			now := time.Now()
+			for _, f := range readEnds {
+				f.SetReadDeadline(now)
+			}
+		}
+	}
+	return s
+}
+
+// waitExited blocks until pid has exited, without reaping it.
+func waitExited(pid int) {
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return // on any other error cmd.Wait reports what happened
+		}
+	}
+}
+
+// signalGroup sends sig to process group pgid; a group that is already gone
+// is not an error.
+func signalGroup(pgid int, sig syscall.Signal) {
+	syscall.Kill(-pgid, sig)
+}
+
+type chunk struct {
+	stream uint8
+	buf    *[]byte
+	n      int
+}
+
+var chunkPool = sync.Pool{New: func() any {
+	b := make([]byte, chunkSize)
+	return &b
+}}
+
+// readPipe sends what it reads from f to chunks until EOF. When supervise
+// sets a read deadline it reads what is left in the pipe without blocking.
+func readPipe(f *os.File, stream uint8, chunks chan<- chunk) {
+	for {
+		buf := chunkPool.Get().(*[]byte)
+		n, err := f.Read(*buf)
+		if n > 0 {
+			chunks <- chunk{stream: stream, buf: buf, n: n}
+		} else {
+			chunkPool.Put(buf)
+		}
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			drainPipe(f, stream, chunks)
+		}
+		return
+	}
+}
+
+// drainPipe reads what f's pipe holds right now, up to finalDrainMax bytes,
+// without waiting for more.
+func drainPipe(f *os.File, stream uint8, chunks chan<- chunk) {
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		return
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	for total := 0; total < finalDrainMax; {
+		buf := chunkPool.Get().(*[]byte)
+		var n int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			for {
+				n, rerr = syscall.Read(int(fd), *buf)
+				if rerr != syscall.EINTR {
+					return true // never wait for the pipe to become readable
+				}
+			}
+		})
+		if err != nil || rerr != nil || n <= 0 {
+			chunkPool.Put(buf)
+			return // EAGAIN (empty), EOF or an error
+		}
+		total += n
+		chunks <- chunk{stream: stream, buf: buf, n: n}
+	}
+}

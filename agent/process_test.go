@@ -1,0 +1,464 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// pathEnv is the environment the tests give jobs that run external commands.
+func pathEnv() []string { return []string{"PATH=" + os.Getenv("PATH")} }
+
+// captured is what a job wrote, per stream, as delivered to Output.
+type captured struct {
+	mu     sync.Mutex
+	stdout bytes.Buffer
+	stderr bytes.Buffer
+	calls  int
+}
+
+func (c *captured) out(t *testing.T) Output {
+	return func(stream uint8, data []byte) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.calls++
+		if len(data) == 0 || len(data) > chunkSize {
+			t.Errorf("Output got %d bytes, want 1..%d", len(data), chunkSize)
+		}
+		switch stream {
+		case streamStdout:
+			c.stdout.Write(data)
+		case streamStderr:
+			c.stderr.Write(data)
+		default:
+			t.Errorf("Output got stream %d", stream)
+		}
+	}
+}
+
+// pids parses one pid per line.
+func pids(t *testing.T, s string) []int {
+	t.Helper()
+	var ps []int
+	for _, f := range strings.Fields(s) {
+		p, err := strconv.Atoi(f)
+		if err != nil {
+			t.Fatalf("not a pid: %q in %q", f, s)
+		}
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// gone reports whether pid no longer runs. A zombie counts as gone: orphans
+// are reparented to PID 1, which in a container may never reap them.
+func gone(pid int) bool {
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return true
+	}
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	// pid (comm) state ...; comm may contain spaces and parentheses.
+	rest := stat[bytes.LastIndexByte(stat, ')')+1:]
+	fields := bytes.Fields(rest)
+	return len(fields) > 0 && (fields[0][0] == 'Z' || fields[0][0] == 'X')
+}
+
+// waitGone polls until every pid is gone, failing the test after 10s.
+func waitGone(t *testing.T, ps ...int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for _, pid := range ps {
+		for !gone(pid) {
+			if time.Now().After(deadline) {
+				t.Fatalf("process %d still running", pid)
+			}
+			<-tick.C
+		}
+	}
+}
+
+// killAtEnd makes sure a test leaves no process behind even when it fails.
+func killAtEnd(t *testing.T, ps ...int) {
+	t.Cleanup(func() {
+		for _, pid := range ps {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+}
+
+func TestRunExit(t *testing.T) {
+	t.Parallel()
+	cases := map[string]struct {
+		command string
+		outcome Outcome
+		code    int
+		signal  string
+	}{
+		"zero":        {"exit 0", OutcomeCompleted, 0, ""},
+		"three":       {"exit 3", OutcomeFailed, 3, ""},
+		"last status": {"false", OutcomeFailed, 1, ""},
+		"sigkill":     {"kill -KILL $$", OutcomeFailed, 128 + 9, "SIGKILL"},
+		"sigterm":     {"kill -TERM $$", OutcomeFailed, 128 + 15, "SIGTERM"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var startedPIDs []int
+			res := Run(t.Context(), Spec{Command: tc.command, Env: pathEnv()},
+				func(pid int) { startedPIDs = append(startedPIDs, pid) }, nil)
+			if res.Outcome != tc.outcome || res.ExitCode != tc.code || res.Signal != tc.signal || res.Err != nil {
+				t.Fatalf("got outcome %v, exit %d, signal %q, err %v; want %v, %d, %q, nil",
+					res.Outcome, res.ExitCode, res.Signal, res.Err, tc.outcome, tc.code, tc.signal)
+			}
+			if len(startedPIDs) != 1 || startedPIDs[0] != res.PID || res.PID <= 0 {
+				t.Errorf("started called with %v, Result.PID %d", startedPIDs, res.PID)
+			}
+			if res.StartedAt.IsZero() || res.Duration <= 0 {
+				t.Errorf("StartedAt %v, Duration %v", res.StartedAt, res.Duration)
+			}
+		})
+	}
+}
+
+func TestRunOutput(t *testing.T) {
+	t.Parallel()
+	const mib = 1 << 20
+	dir := t.TempDir()
+	realDir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Setenv("JOBSUITE_TEST_INHERITED", "leak") // must not reach a job with Env nil
+	t.Cleanup(func() { os.Unsetenv("JOBSUITE_TEST_INHERITED") })
+	cases := map[string]struct {
+		spec   Spec
+		stdout func() []byte
+		stderr func() []byte
+	}{
+		"1 MiB per stream": {
+			spec: Spec{
+				Command: "head -c 1048576 /dev/zero; head -c 1048576 /dev/zero | tr '\\0' e >&2",
+				Env:     pathEnv(),
+			},
+			stdout: func() []byte { return make([]byte, mib) },
+			stderr: func() []byte { return bytes.Repeat([]byte("e"), mib) },
+		},
+		"order within a stream": {
+			spec: Spec{Command: `i=0; while [ $i -lt 3000 ]; do echo $i; echo e$i >&2; i=$((i+1)); done`},
+			stdout: func() []byte {
+				var b bytes.Buffer
+				for i := range 3000 {
+					b.WriteString(strconv.Itoa(i) + "\n")
+				}
+				return b.Bytes()
+			},
+			stderr: func() []byte {
+				var b bytes.Buffer
+				for i := range 3000 {
+					b.WriteString("e" + strconv.Itoa(i) + "\n")
+				}
+				return b.Bytes()
+			},
+		},
+		"env applied": {
+			spec:   Spec{Command: `echo "$FOO"; echo "${HOME-unset}" >&2`, Env: []string{"FOO=bar baz"}},
+			stdout: func() []byte { return []byte("bar baz\n") },
+			stderr: func() []byte { return []byte("unset\n") },
+		},
+		"nil env is empty": {
+			spec:   Spec{Command: `echo "${JOBSUITE_TEST_INHERITED-unset}"`},
+			stdout: func() []byte { return []byte("unset\n") },
+			stderr: func() []byte { return nil },
+		},
+		"dir": {
+			spec:   Spec{Command: "pwd -P", Dir: dir},
+			stdout: func() []byte { return []byte(realDir + "\n") },
+			stderr: func() []byte { return nil },
+		},
+		"stdin is /dev/null": {
+			spec:   Spec{Command: "cat; echo done", Env: pathEnv()},
+			stdout: func() []byte { return []byte("done\n") },
+			stderr: func() []byte { return nil },
+		},
+		"explicit shell": {
+			spec:   Spec{Command: "echo $0", Shell: "/bin/sh"},
+			stdout: func() []byte { return []byte("/bin/sh\n") },
+			stderr: func() []byte { return nil },
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var c captured
+			spec := tc.spec
+			spec.Capture = true
+			res := Run(t.Context(), spec, nil, c.out(t))
+			if res.Outcome != OutcomeCompleted || res.ExitCode != 0 {
+				t.Fatalf("outcome %v exit %d err %v, stderr %q", res.Outcome, res.ExitCode, res.Err, c.stderr.Bytes())
+			}
+			wantOut, wantErr := tc.stdout(), tc.stderr()
+			if !bytes.Equal(c.stdout.Bytes(), wantOut) {
+				t.Errorf("stdout: got %d bytes %.80q, want %d bytes %.80q", c.stdout.Len(), c.stdout.Bytes(), len(wantOut), wantOut)
+			}
+			if !bytes.Equal(c.stderr.Bytes(), wantErr) {
+				t.Errorf("stderr: got %d bytes %.80q, want %d bytes %.80q", c.stderr.Len(), c.stderr.Bytes(), len(wantErr), wantErr)
+			}
+			if want := uint64(len(wantOut) + len(wantErr)); res.Bytes != want {
+				t.Errorf("Bytes %d, want %d", res.Bytes, want)
+			}
+		})
+	}
+}
+
+func TestRunNoCapture(t *testing.T) {
+	t.Parallel()
+	res := Run(t.Context(), Spec{Command: "echo out; echo err >&2; head -c 100000 /dev/zero", Env: pathEnv()}, nil,
+		func(stream uint8, data []byte) { t.Errorf("Output called with Capture false: %d %q", stream, data) })
+	if res.Outcome != OutcomeCompleted || res.ExitCode != 0 || res.Bytes != 0 {
+		t.Fatalf("outcome %v exit %d bytes %d err %v", res.Outcome, res.ExitCode, res.Bytes, res.Err)
+	}
+}
+
+func TestRunStartFailure(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(t.Context())
+	cancel()
+	cases := map[string]struct {
+		ctx     context.Context
+		spec    Spec
+		outcome Outcome
+		is      error
+	}{
+		"missing dir":       {t.Context(), Spec{Command: "true", Dir: "/nonexistent/jobsuite"}, OutcomeFailed, fs.ErrNotExist},
+		"dir is a file":     {t.Context(), Spec{Command: "true", Dir: file}, OutcomeFailed, nil},
+		"missing shell":     {t.Context(), Spec{Command: "true", Shell: "/nonexistent/sh"}, OutcomeFailed, fs.ErrNotExist},
+		"shell not in PATH": {t.Context(), Spec{Command: "true", Shell: "jobsuite-no-such-shell"}, OutcomeFailed, exec.ErrNotFound},
+		"cancelled before":  {cancelled, Spec{Command: "true"}, OutcomeCancelled, context.Canceled},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			for _, capture := range []bool{false, true} {
+				spec := tc.spec
+				spec.Capture = capture
+				res := Run(tc.ctx, spec,
+					func(pid int) { t.Errorf("started called with %d", pid) },
+					func(uint8, []byte) { t.Error("Output called") })
+				if res.Outcome != tc.outcome || res.ExitCode != -1 || res.Err == nil || res.PID != 0 {
+					t.Fatalf("capture %v: outcome %v exit %d pid %d err %v; want %v, -1, 0, an error",
+						capture, res.Outcome, res.ExitCode, res.PID, res.Err, tc.outcome)
+				}
+				if tc.is != nil && !errors.Is(res.Err, tc.is) {
+					t.Errorf("err %v is not %v", res.Err, tc.is)
+				}
+				t.Logf("capture %v: %v", capture, res.Err)
+			}
+		})
+	}
+}
+
+// TestRunKill covers timeouts and cancellation, including a job that ignores
+// SIGTERM and has to be killed after KillGrace.
+func TestRunKill(t *testing.T) {
+	t.Parallel()
+	const grace = 200 * time.Millisecond
+	cases := map[string]struct {
+		command string
+		timeout time.Duration
+		cancel  bool // cancel once the job printed "ready"
+		outcome Outcome
+		signal  string
+	}{
+		"timeout":               {"echo ready; sleep 100", 100 * time.Millisecond, false, OutcomeTimeout, "SIGTERM"},
+		"cancel":                {"echo ready; sleep 100", 0, true, OutcomeCancelled, "SIGTERM"},
+		"timeout, ignores TERM": {"trap '' TERM; echo ready; sleep 100", 100 * time.Millisecond, false, OutcomeTimeout, "SIGKILL"},
+		"cancel, ignores TERM":  {"trap '' TERM; echo ready; sleep 100", 0, true, OutcomeCancelled, "SIGKILL"},
+		"cancel beats timeout":  {"echo ready; sleep 100", time.Hour, true, OutcomeCancelled, "SIGTERM"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			var c captured
+			out := c.out(t)
+			ready := false
+			begin := time.Now()
+			res := Run(ctx, Spec{Command: tc.command, Env: pathEnv(), Timeout: tc.timeout, KillGrace: grace, Capture: true},
+				nil, func(stream uint8, data []byte) {
+					out(stream, data)
+					if !ready && bytes.Contains(c.stdout.Bytes(), []byte("ready\n")) {
+						ready = true
+						if tc.cancel {
+							cancel()
+						}
+					}
+				})
+			elapsed := time.Since(begin)
+			if res.Outcome != tc.outcome || res.Signal != tc.signal || res.Err != nil {
+				t.Fatalf("outcome %v signal %q exit %d err %v; want %v %q", res.Outcome, res.Signal, res.ExitCode, res.Err, tc.outcome, tc.signal)
+			}
+			wantCode := map[string]int{"SIGTERM": 128 + 15, "SIGKILL": 128 + 9}[tc.signal]
+			if res.ExitCode != wantCode {
+				t.Errorf("exit %d, want %d", res.ExitCode, wantCode)
+			}
+			if tc.signal == "SIGKILL" && res.Duration < grace {
+				t.Errorf("killed after %v, before KillGrace %v", res.Duration, grace)
+			}
+			if elapsed > 10*time.Second {
+				t.Errorf("Run took %v", elapsed)
+			}
+			if !ready {
+				t.Errorf("job never printed ready; stdout %q", c.stdout.Bytes())
+			}
+			waitGone(t, res.PID)
+		})
+	}
+}
+
+// TestRunCancelKillsTree cancels a job with children and grandchildren and
+// checks that every one of them is gone.
+func TestRunCancelKillsTree(t *testing.T) {
+	t.Parallel()
+	const command = `
+sleep 300 & echo $!
+sleep 300 & echo $!
+sh -c 'sleep 300 & echo $!; sleep 300 & echo $!; trap "" TERM; wait' & echo $!
+wait`
+	const want = 5
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var stdout bytes.Buffer
+	var tree []int
+	res := Run(ctx, Spec{Command: command, Env: pathEnv(), KillGrace: 500 * time.Millisecond, Capture: true},
+		func(pid int) { tree = append(tree, pid) },
+		func(stream uint8, data []byte) {
+			if stream != streamStdout {
+				t.Errorf("stderr: %q", data)
+				return
+			}
+			stdout.Write(data)
+			if tree != nil && bytes.Count(stdout.Bytes(), []byte("\n")) == want {
+				tree = append(tree, pids(t, stdout.String())...)
+				killAtEnd(t, tree...)
+				cancel()
+			}
+		})
+	if res.Outcome != OutcomeCancelled {
+		t.Fatalf("outcome %v exit %d err %v, stdout %q", res.Outcome, res.ExitCode, res.Err, stdout.Bytes())
+	}
+	if len(tree) != 1+want {
+		t.Fatalf("pids %v, want %d", tree, 1+want)
+	}
+	waitGone(t, tree...)
+}
+
+// TestRunKillsLeftovers runs jobs that exit leaving a background process in
+// their group: Run returns without waiting for it and kills it.
+func TestRunKillsLeftovers(t *testing.T) {
+	t.Parallel()
+	for name, capture := range map[string]bool{"capture": true, "no capture": false} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			pidFile := filepath.Join(t.TempDir(), "pid")
+			begin := time.Now()
+			var c captured
+			res := Run(t.Context(), Spec{
+				Command: `sleep 300 & echo $! > "$PIDFILE"; echo bye`,
+				Env:     append(pathEnv(), "PIDFILE="+pidFile),
+				Capture: capture,
+			}, nil, c.out(t))
+			elapsed := time.Since(begin)
+			b, err := os.ReadFile(pidFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			left := pids(t, string(b))
+			killAtEnd(t, left...)
+			if res.Outcome != OutcomeCompleted || res.ExitCode != 0 {
+				t.Fatalf("outcome %v exit %d err %v", res.Outcome, res.ExitCode, res.Err)
+			}
+			if capture && c.stdout.String() != "bye\n" {
+				t.Errorf("stdout %q", c.stdout.Bytes())
+			}
+			if elapsed >= pipeDrainTimeout {
+				t.Errorf("Run took %v, the leftover process kept the pipes open", elapsed)
+			}
+			waitGone(t, left...)
+		})
+	}
+}
+
+// TestRunEscapedProcess runs a job whose child leaves the process group with
+// setsid and keeps stdout open: Run returns after pipeDrainTimeout anyway.
+func TestRunEscapedProcess(t *testing.T) {
+	t.Parallel()
+	setsid, err := exec.LookPath("setsid")
+	if err != nil {
+		t.Skip("no setsid:", err)
+	}
+	// The job waits on a FIFO until its child has left the group, or the
+	// group kill at exit could catch the child before setsid.
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var c captured
+	begin := time.Now()
+	res := Run(t.Context(), Spec{
+		Command: setsid + ` sh -c 'echo $$ > "$FIFO"; exec sleep 300' & read pid < "$FIFO"; echo $pid`,
+		Env:     append(pathEnv(), "FIFO="+fifo),
+		Capture: true,
+	}, nil, c.out(t))
+	elapsed := time.Since(begin)
+	escaped := pids(t, c.stdout.String())
+	killAtEnd(t, escaped...)
+	if res.Outcome != OutcomeCompleted || res.ExitCode != 0 || len(escaped) != 1 {
+		t.Fatalf("outcome %v exit %d err %v stdout %q", res.Outcome, res.ExitCode, res.Err, c.stdout.Bytes())
+	}
+	if elapsed < pipeDrainTimeout || elapsed > pipeDrainTimeout+5*time.Second {
+		t.Errorf("Run took %v, want about %v", elapsed, pipeDrainTimeout)
+	}
+	if gone(escaped[0]) {
+		t.Errorf("escaped process %d was killed; it left the group", escaped[0])
+	}
+}
+
+func TestRunRusage(t *testing.T) {
+	t.Parallel()
+	res := Run(t.Context(), Spec{
+		Command: `i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; dd if=/dev/zero of=/dev/null bs=1M count=3000 2>/dev/null`,
+		Env:     pathEnv(),
+	}, nil, nil)
+	if res.Outcome != OutcomeCompleted {
+		t.Fatalf("outcome %v exit %d err %v", res.Outcome, res.ExitCode, res.Err)
+	}
+	if res.UserCPU <= 0 || res.SystemCPU <= 0 || res.MaxRSS == 0 {
+		t.Errorf("user %v system %v maxrss %d, want all > 0", res.UserCPU, res.SystemCPU, res.MaxRSS)
+	}
+	if res.MaxRSS < 1<<10 || res.MaxRSS > 1<<34 {
+		t.Errorf("MaxRSS %d bytes is implausible", res.MaxRSS)
+	}
+	if res.UserCPU+res.SystemCPU > res.Duration+time.Second {
+		t.Errorf("cpu %v+%v exceeds duration %v", res.UserCPU, res.SystemCPU, res.Duration)
+	}
+}

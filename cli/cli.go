@@ -1,0 +1,113 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	mcli "github.com/mitchellh/cli"
+)
+
+// Version is the jobsuite release, set at build time with
+// -ldflags "-X jobsuite/cli.Version=...".
+var Version = "0.1.0-dev"
+
+// Exit codes shared by all commands. A command that mirrors a job
+// (submit -f, logs -f) exits with the job's own exit code instead.
+const (
+	ExitOK    = 0
+	ExitError = 1 // the command failed: bad input, controller error
+	ExitUsage = 2 // wrong flags or arguments
+)
+
+// Run runs the jobsuite command line with args (without the program
+// name) and returns the process exit code.
+func Run(args []string) int {
+	return run(args, os.Stdin, os.Stdout, os.Stderr)
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	ui := &mcli.BasicUi{Reader: stdin, Writer: stdout, ErrorWriter: stderr}
+	m := Meta{UI: ui, Stdout: stdout, Stderr: stderr}
+	c := &mcli.CLI{
+		Name:         "jobsuite",
+		Version:      Version,
+		Args:         args,
+		Commands:     commands(m),
+		Autocomplete: true,
+		HelpWriter:   stdout,
+		ErrorWriter:  stderr,
+		HelpFunc:     mcli.BasicHelpFunc("jobsuite"),
+	}
+	code, err := c.Run()
+	if err != nil {
+		fmt.Fprintf(stderr, "jobsuite: %v\n", err)
+		return ExitError
+	}
+	return code
+}
+
+// Meta is what every command gets: where to write.
+type Meta struct {
+	UI     mcli.Ui
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// flagSet returns a quiet FlagSet: parse reports its errors together
+// with the command's help.
+func (m Meta) flagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// parse parses args and turns flag errors into an exit code: 0 and a
+// printed help for -h, ExitUsage with the error for bad flags. ok is
+// false when the command must return code.
+func (m Meta) parse(fs *flag.FlagSet, args []string, help string) (code int, ok bool) {
+	err := fs.Parse(args)
+	if err == nil {
+		return 0, true
+	}
+	if err == flag.ErrHelp {
+		fmt.Fprintln(m.Stdout, strings.TrimSpace(help))
+		return ExitOK, false
+	}
+	fmt.Fprintf(m.Stderr, "error: %v\n\n%s\n", err, strings.TrimSpace(help))
+	return ExitUsage, false
+}
+
+// errorf prints an error line to stderr and returns ExitError.
+func (m Meta) errorf(format string, args ...any) int {
+	fmt.Fprintf(m.Stderr, "error: "+format+"\n", args...)
+	return ExitError
+}
+
+func commands(m Meta) map[string]mcli.CommandFactory {
+	cmds := map[string]mcli.CommandFactory{
+		"version":    func() (mcli.Command, error) { return &VersionCommand{Meta: m}, nil },
+		"controller": func() (mcli.Command, error) { return &ControllerCommand{Meta: m}, nil },
+		"agent":      func() (mcli.Command, error) { return &AgentCommand{Meta: m}, nil },
+		"dev":        func() (mcli.Command, error) { return &DevCommand{Meta: m}, nil },
+	}
+	for k, v := range tlsCommands(m) {
+		cmds[k] = v
+	}
+	return cmds
+}
+
+// VersionCommand prints the version.
+type VersionCommand struct{ Meta }
+
+func (c *VersionCommand) Help() string {
+	return "Usage: jobsuite version\n\n  Prints the jobsuite version."
+}
+func (c *VersionCommand) Synopsis() string { return "Print the jobsuite version" }
+func (c *VersionCommand) Run(args []string) int {
+	fmt.Fprintf(c.Stdout, "jobsuite %s\n", Version)
+	return ExitOK
+}

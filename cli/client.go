@@ -1,0 +1,528 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"jobsuite/certs"
+)
+
+// Environment variables naming the controller and the TLS files. When
+// none of them is set, the CLI reads devEnvFile, written by 'jobsuite dev'.
+const (
+	envAddr       = "JOBSUITE_ADDR"
+	envCACert     = "JOBSUITE_CACERT"
+	envClientCert = "JOBSUITE_CLIENT_CERT"
+	envClientKey  = "JOBSUITE_CLIENT_KEY"
+)
+
+// devEnvFile is where 'jobsuite dev' writes the settings of its
+// controller, relative to the current directory.
+var devEnvFile = filepath.Join(".jobsuite-dev", "env")
+
+// Limits on what the CLI reads from the controller.
+const (
+	maxResponseBytes = 64 << 20
+	maxWSMessage     = 8 << 20
+	requestTimeout   = 60 * time.Second
+)
+
+// clientOptionsHelp documents the flags clientFlags registers; every
+// client command's help ends with it.
+const clientOptionsHelp = `
+Connection options:
+
+  -addr=<host:port>
+    The controller's API address, host:port or https://host:port.
+    Default: $JOBSUITE_ADDR.
+
+  -ca-cert=<path>
+    The CA certificate (ca.pem) the controller's certificate is checked
+    against. Default: $JOBSUITE_CACERT.
+
+  -client-cert=<path>
+    Your operator (or viewer) certificate. Default: $JOBSUITE_CLIENT_CERT.
+
+  -client-key=<path>
+    The key of -client-cert. Default: $JOBSUITE_CLIENT_KEY.
+
+  When none of the JOBSUITE_* variables is set, the settings come from
+  .jobsuite-dev/env in the current directory, written by 'jobsuite dev'.`
+
+// clientFlags are the connection flags shared by every client command.
+type clientFlags struct {
+	addr, caCert, clientCert, clientKey string
+}
+
+// register adds the connection flags to fs.
+func (f *clientFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.addr, "addr", "", "")
+	fs.StringVar(&f.caCert, "ca-cert", "", "")
+	fs.StringVar(&f.clientCert, "client-cert", "", "")
+	fs.StringVar(&f.clientKey, "client-key", "", "")
+}
+
+// settings is where the controller is and which files prove who we are.
+type settings struct {
+	Addr, CA, Cert, Key string
+}
+
+// resolveSettings picks each setting from the flags, else from the
+// environment, else — only when no JOBSUITE_* variable is set — from
+// .jobsuite-dev/env in the current directory.
+func resolveSettings(f *clientFlags) (settings, error) {
+	if f == nil {
+		f = &clientFlags{}
+	}
+	s := settings{Addr: f.addr, CA: f.caCert, Cert: f.clientCert, Key: f.clientKey}
+	env := map[string]string{}
+	for _, k := range []string{envAddr, envCACert, envClientCert, envClientKey} {
+		if v := os.Getenv(k); v != "" {
+			env[k] = v
+		}
+	}
+	if len(env) == 0 {
+		dev, err := readDevEnv(devEnvFile)
+		if err != nil {
+			return settings{}, err
+		}
+		env = dev
+	}
+	for _, p := range []struct {
+		dst *string
+		key string
+	}{{&s.Addr, envAddr}, {&s.CA, envCACert}, {&s.Cert, envClientCert}, {&s.Key, envClientKey}} {
+		if *p.dst == "" {
+			*p.dst = env[p.key]
+		}
+	}
+	return s, nil
+}
+
+// readDevEnv reads the "export KEY=VALUE" lines of the env file written
+// by 'jobsuite dev'. A missing file is no error. Relative certificate
+// paths are made relative to the folder holding .jobsuite-dev.
+func readDevEnv(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	env, err := parseEnvFile(data)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w; delete it or run 'jobsuite dev' again", path, err)
+	}
+	base, err := filepath.Abs(filepath.Dir(filepath.Dir(path)))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	for _, k := range []string{envCACert, envClientCert, envClientKey} {
+		if v := env[k]; v != "" && !filepath.IsAbs(v) {
+			env[k] = filepath.Join(base, v)
+		}
+	}
+	return env, nil
+}
+
+// parseEnvFile parses shell assignment lines, "export KEY=VALUE" or
+// "KEY=VALUE", where VALUE may be in single or double quotes. Blank
+// lines and lines starting with # are skipped.
+func parseEnvFile(data []byte) (map[string]string, error) {
+	env := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.TrimSpace(strings.TrimPrefix(line, "export "))
+		key, val, ok := strings.Cut(line, "=")
+		key = strings.TrimSpace(key)
+		if !ok || key == "" || strings.ContainsAny(key, " \t") {
+			return nil, fmt.Errorf("line %d is not KEY=VALUE", n)
+		}
+		val, err := unquote(strings.TrimSpace(val))
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+		env[key] = val
+	}
+	return env, sc.Err()
+}
+
+// unquote removes one level of shell quoting: single quotes (the text
+// taken as is, a quote written as close-quote, backslash-quote, open-quote)
+// or double quotes (with backslash escapes of " \ $ and `).
+func unquote(v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	switch v[0] {
+	case '\'':
+		if len(v) < 2 || v[len(v)-1] != '\'' {
+			return "", errors.New("unterminated single quote")
+		}
+		return strings.ReplaceAll(v[1:len(v)-1], `'\''`, "'"), nil
+	case '"':
+		if len(v) < 2 || v[len(v)-1] != '"' {
+			return "", errors.New("unterminated double quote")
+		}
+		var b strings.Builder
+		in := v[1 : len(v)-1]
+		for i := 0; i < len(in); i++ {
+			if in[i] == '\\' && i+1 < len(in) && strings.IndexByte("\"\\$`", in[i+1]) >= 0 {
+				i++
+			}
+			b.WriteByte(in[i])
+		}
+		return b.String(), nil
+	}
+	return v, nil
+}
+
+// normalizeAddr turns host:port or https://host:port into the base URL
+// of the API. Plain http is refused: the controller requires mutual TLS.
+func normalizeAddr(addr string) (*url.URL, error) {
+	addr = strings.TrimSpace(addr)
+	lower := strings.ToLower(addr)
+	switch {
+	case strings.HasPrefix(lower, "http://"):
+		return nil, fmt.Errorf("controller address %q uses http://, but the controller only speaks HTTPS with mutual TLS: use https://%s", addr, addr[len("http://"):])
+	case !strings.Contains(addr, "://"):
+		addr = "https://" + addr
+	case !strings.HasPrefix(lower, "https://"):
+		return nil, fmt.Errorf("controller address %q: want host:port or https://host:port", addr)
+	}
+	u, err := url.Parse(addr)
+	if err != nil {
+		return nil, fmt.Errorf("controller address %q: %v; want host:port or https://host:port", addr, err)
+	}
+	if u.Hostname() == "" {
+		return nil, fmt.Errorf("controller address %q has no host; want host:port or https://host:port", addr)
+	}
+	u.Scheme = "https"
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawQuery, u.Fragment, u.User = "", "", nil
+	return u, nil
+}
+
+// Client talks to the controller's HTTP API over mutual TLS.
+type Client struct {
+	base *url.URL
+	http *http.Client
+	tls  *tls.Config
+}
+
+// newClient resolves the connection settings (flags, environment,
+// .jobsuite-dev/env) and loads the certificates.
+func newClient(m Meta, f *clientFlags) (*Client, error) {
+	s, err := resolveSettings(f)
+	if err != nil {
+		return nil, err
+	}
+	if s.Addr == "" {
+		return nil, errors.New("no controller address: set JOBSUITE_ADDR or run 'jobsuite dev' in this folder (see 'jobsuite submit -h')")
+	}
+	base, err := normalizeAddr(s.Addr)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case s.CA == "":
+		return nil, errors.New("no CA certificate: set JOBSUITE_CACERT or -ca-cert to the ca.pem of the controller's PKI")
+	case s.Cert == "":
+		return nil, errors.New("no client certificate: set JOBSUITE_CLIENT_CERT or -client-cert to your operator certificate (issue one with 'jobsuite tls cert create -role operator')")
+	case s.Key == "":
+		return nil, errors.New("no client key: set JOBSUITE_CLIENT_KEY or -client-key to the key of your certificate")
+	}
+	pool, cert, err := certs.Files{CA: s.CA, Cert: s.Cert, Key: s.Key}.Load()
+	if err != nil {
+		return nil, err
+	}
+	return newClientTLS(base, pool, cert), nil
+}
+
+func newClientTLS(base *url.URL, pool *x509.CertPool, cert tls.Certificate) *Client {
+	cfg := certs.ClientTLS(pool, cert, base.Hostname(), "http/1.1")
+	tr := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		TLSClientConfig:     cfg,
+		TLSHandshakeTimeout: 15 * time.Second,
+		IdleConnTimeout:     30 * time.Second,
+	}
+	return &Client{base: base, tls: cfg, http: &http.Client{Transport: tr, Timeout: requestTimeout}}
+}
+
+// close releases idle connections.
+func (c *Client) close() { c.http.CloseIdleConnections() }
+
+// APIError is an error answer of the controller.
+type APIError struct {
+	Status    int    // HTTP status
+	Message   string // the server's "error"
+	Field     string // the request field at fault, if any
+	JobStatus string // the job's state, for 409 answers
+}
+
+func (e *APIError) Error() string {
+	if e.Message != "" {
+		return e.Message
+	}
+	return fmt.Sprintf("the controller answered %d %s", e.Status, http.StatusText(e.Status))
+}
+
+// apiError builds an *APIError from an error answer's body.
+func apiError(status int, body []byte) *APIError {
+	var b struct {
+		Error  string `json:"error"`
+		Field  string `json:"field"`
+		Status string `json:"status"`
+	}
+	e := &APIError{Status: status}
+	if json.Unmarshal(body, &b) == nil && b.Error != "" {
+		e.Message, e.Field, e.JobStatus = b.Error, b.Field, b.Status
+		return e
+	}
+	if text := strings.TrimSpace(string(body)); text != "" && len(text) < 512 {
+		e.Message = fmt.Sprintf("the controller answered %d %s: %s", status, http.StatusText(status), text)
+	}
+	return e
+}
+
+// do sends a request with body (if not nil) as JSON and decodes a 2xx
+// answer into out (if not nil; a *json.RawMessage keeps it as is).
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	_, err := c.request(ctx, method, path, body, out)
+	return err
+}
+
+// request is do returning the HTTP status of a successful answer too.
+func (c *Client) request(ctx context.Context, method, path string, body, out any) (int, error) {
+	var rd io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return 0, fmt.Errorf("encoding the request: %w", err)
+		}
+		rd = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.url("https", path), rd)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, c.connError(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return 0, fmt.Errorf("reading the answer of %s %s: %w", method, path, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return resp.StatusCode, apiError(resp.StatusCode, data)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp.StatusCode, fmt.Errorf("the answer of %s %s is not the JSON expected: %v; is %s a jobsuite controller?", method, path, err, c.base)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+// websocket opens the WebSocket at path (which may hold a query).
+func (c *Client) websocket(ctx context.Context, path string) (*websocket.Conn, error) {
+	cfg := c.tls.Clone()
+	cfg.NextProtos = []string{"http/1.1"}
+	d := websocket.Dialer{
+		Proxy:            http.ProxyFromEnvironment,
+		TLSClientConfig:  cfg,
+		HandshakeTimeout: 15 * time.Second,
+		ReadBufferSize:   64 << 10,
+	}
+	conn, resp, err := d.DialContext(ctx, c.url("wss", path), nil)
+	if err != nil {
+		if errors.Is(err, websocket.ErrBadHandshake) && resp != nil {
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode < 200 || resp.StatusCode > 299 {
+				return nil, apiError(resp.StatusCode, body)
+			}
+			return nil, fmt.Errorf("%s did not accept a WebSocket at %s (HTTP %d); is it a jobsuite controller?", c.base, path, resp.StatusCode)
+		}
+		return nil, c.connError(err)
+	}
+	conn.SetReadLimit(maxWSMessage)
+	return conn, nil
+}
+
+func (c *Client) url(scheme, path string) string {
+	u := *c.base
+	u.Scheme = scheme
+	p, q, _ := strings.Cut(path, "?")
+	u.Path = c.base.Path + p
+	u.RawQuery = q
+	return u.String()
+}
+
+// connError explains a failure to reach or trust the controller.
+func (c *Client) connError(err error) error {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		err = uerr.Err
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	var verr *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &verr), errors.Is(err, certs.ErrWrongRole), errors.Is(err, certs.ErrNoRole):
+		return fmt.Errorf("the controller at %s is not trusted: %w; check that -ca-cert/JOBSUITE_CACERT is the CA of its PKI", c.base, err)
+	case strings.Contains(err.Error(), "remote error: tls:"):
+		return fmt.Errorf("the controller at %s refused our certificate: %w; use an operator or viewer certificate issued by its CA (-client-cert/JOBSUITE_CLIENT_CERT)", c.base, err)
+	}
+	return fmt.Errorf("cannot reach the controller: %w; is the controller running at %s?", err, c.base)
+}
+
+// jobView is the part of the controller's JobView the CLI reads.
+type jobView struct {
+	JobID         uint64            `json:"job_id"`
+	Name          string            `json:"name"`
+	Command       string            `json:"command"`
+	Params        string            `json:"params"`
+	Priority      any               `json:"priority"` // "low"|"mid"|"high" or a number
+	PriorityValue int               `json:"priority_value"`
+	Status        string            `json:"status"`
+	Reason        string            `json:"reason"`
+	Timeout       float64           `json:"timeout"`
+	MaxRetries    int               `json:"max_retries"`
+	CancelPending bool              `json:"cancel_requested"`
+	Labels        map[string]string `json:"labels"`
+	Dir           string            `json:"dir"`
+	CreatedAt     time.Time         `json:"created_at"`
+	StartedAt     *time.Time        `json:"started_at"`
+	FinishedAt    *time.Time        `json:"finished_at"`
+	RetryAt       *time.Time        `json:"retry_at"`
+	Duration      *float64          `json:"duration"`
+	ExitCode      *int              `json:"exit_code"`
+	Attempts      []attemptView     `json:"attempts"`
+	LogBytes      uint64            `json:"log_bytes"`
+}
+
+// attemptView is one attempt of a job.
+type attemptView struct {
+	Number     uint32     `json:"number"`
+	Agent      string     `json:"agent"`
+	StartedAt  *time.Time `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at"`
+	Outcome    string     `json:"outcome"`
+	ExitCode   *int       `json:"exit_code"`
+	Signal     string     `json:"signal"`
+	Error      string     `json:"error"`
+	Duration   float64    `json:"duration"`
+}
+
+// agentInfo is the part of the controller's AgentInfo the CLI reads.
+type agentInfo struct {
+	Name        string            `json:"name"`
+	Labels      map[string]string `json:"labels"`
+	Slots       int               `json:"slots"`
+	Running     int               `json:"running"`
+	Transport   string            `json:"transport"`
+	Address     string            `json:"address"`
+	Version     string            `json:"version"`
+	ConnectedAt time.Time         `json:"connected_at"`
+	LastSeen    time.Time         `json:"last_heartbeat"`
+}
+
+// priorityText shows a job's priority: its name, or its number.
+func (j *jobView) priorityText() string {
+	switch p := j.Priority.(type) {
+	case string:
+		return p
+	case float64:
+		return strconv.FormatFloat(p, 'f', -1, 64)
+	}
+	return strconv.Itoa(j.PriorityValue)
+}
+
+// commandLine is the command a job runs, with its params.
+func (j *jobView) commandLine() string {
+	if j.Params == "" {
+		return j.Command
+	}
+	return j.Command + " " + j.Params
+}
+
+// parseJobID parses a job ID argument.
+func parseJobID(s string) (uint64, error) {
+	id, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+	if err != nil || id == 0 {
+		return 0, fmt.Errorf("job id must be a positive integer, got %q", s)
+	}
+	return id, nil
+}
+
+// usageError reports a wrong use of the command cmd and returns ExitUsage.
+func usageError(m Meta, cmd, format string, args ...any) int {
+	fmt.Fprintf(m.Stderr, "error: "+format+"\n", args...)
+	fmt.Fprintf(m.Stderr, "Run 'jobsuite %s -h' for usage.\n", cmd)
+	return ExitUsage
+}
+
+// writeRawJSON prints a raw JSON answer, ending with a newline.
+func writeRawJSON(w io.Writer, raw json.RawMessage) {
+	raw = bytes.TrimSpace(raw)
+	w.Write(raw)
+	io.WriteString(w, "\n")
+}
+
+// ago shows how long before now t was: "3s ago", "5m ago", "2h ago", "4d ago".
+func ago(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < 0:
+		return "in " + shortDuration(-d)
+	case d < time.Second:
+		return "just now"
+	}
+	return shortDuration(d) + " ago"
+}
+
+// shortDuration rounds d to its largest unit: 3s, 5m, 2h, 4d.
+func shortDuration(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d/time.Hour))
+	}
+	return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+}

@@ -1,0 +1,194 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"jobsuite/agent"
+	"jobsuite/certs"
+	"jobsuite/controller"
+	"jobsuite/transport"
+)
+
+// DevCommand runs a controller and local agents in one process.
+type DevCommand struct{ Meta }
+
+func (c *DevCommand) Synopsis() string {
+	return "Run a controller and local agents with a throwaway PKI"
+}
+
+func (c *DevCommand) Help() string {
+	return strings.TrimSpace(`
+Usage: jobsuite dev [-dir DIR] [-agents N] [-slots N] [-http ADDR] [-listen ADDR]
+
+  Starts a controller and N local agents in one process, for trying
+  jobsuite out and for development. On first use it creates a PKI under
+  DIR (a CA plus controller, operator and agent certificates — the same
+  layout 'jobsuite tls ca create -dir DIR' writes, so 'jobsuite tls cert
+  create -dir DIR ...' issues more from it) and keeps jobs in DIR/data.
+  Running it again reuses both, so jobs and logs survive restarts.
+
+  It writes the settings the CLI needs to DIR/env as shell export lines.
+  A jobsuite command run from the same folder finds DIR/env by itself
+  when DIR is .jobsuite-dev and no JOBSUITE_* variable is set.
+
+Options:
+
+  -dir DIR          State directory. Default .jobsuite-dev.
+  -agents N         Local agents to start. Default 2.
+  -slots N          Slots per agent. Default 4.
+  -http ADDR        HTTPS API address. Default 127.0.0.1:8443.
+  -listen ADDR      Agent address (UDP+TCP). Default 127.0.0.1:7443.
+  -log-level LEVEL  trace, debug, info, warn or error. Default info.
+  -log-json         Log JSON lines.
+
+Example:
+
+  jobsuite dev &
+  jobsuite submit -f -- 'echo hello; echo oops >&2; exit 3'
+`)
+}
+
+func (c *DevCommand) Run(args []string) int {
+	fs := c.flagSet("dev")
+	var lf logFlags
+	dir := fs.String("dir", ".jobsuite-dev", "")
+	nAgents := fs.Int("agents", 2, "")
+	slots := fs.Int("slots", 4, "")
+	httpAddr := fs.String("http", "127.0.0.1:8443", "")
+	listen := fs.String("listen", "127.0.0.1:7443", "")
+	lf.register(fs)
+	if code, ok := c.parse(fs, args, c.Help()); !ok {
+		return code
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(c.Stderr, "error: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
+		return ExitUsage
+	}
+	if *nAgents < 0 || *nAgents > 64 {
+		return c.errorf("-agents must be between 0 and 64")
+	}
+	if *slots < 1 {
+		return c.errorf("-slots must be at least 1")
+	}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		return c.errorf("%v", err)
+	}
+	log, err := lf.logger("dev", c.Stderr)
+	if err != nil {
+		return c.errorf("%v", err)
+	}
+	agentNames, err := devPKI(abs, *nAgents)
+	if err != nil {
+		return c.errorf("setting up the dev PKI in %s: %v", abs, err)
+	}
+	srv, err := controller.New(controller.Config{
+		HTTPAddr: *httpAddr, AgentAddr: *listen, DataDir: filepath.Join(abs, "data"),
+		TLS:    certs.Files{CA: certs.CAFile(abs), Cert: certs.CertFile(abs, "controller"), Key: certs.KeyFile(abs, "controller")},
+		Logger: log.Named("controller"),
+	})
+	if err != nil {
+		return c.errorf("%v", err)
+	}
+	env := devEnv(abs, srv.HTTPAddr())
+	if err := os.WriteFile(filepath.Join(abs, "env"), []byte(env), 0o600); err != nil {
+		return c.errorf("writing %s: %v", filepath.Join(abs, "env"), err)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	agentAddr := srv.AgentAddr()
+	if host, port, err := net.SplitHostPort(agentAddr); err == nil && (host == "" || host == "::" || host == "0.0.0.0") {
+		agentAddr = net.JoinHostPort("127.0.0.1", port)
+	}
+	var wg sync.WaitGroup
+	var agentErr error
+	var errOnce sync.Once
+	for _, name := range agentNames {
+		a, err := agent.New(agent.Config{
+			Controller: agentAddr, Slots: *slots, Transport: transport.ModeAuto,
+			TLS:    certs.Files{CA: certs.CAFile(abs), Cert: certs.CertFile(abs, name), Key: certs.KeyFile(abs, name)},
+			Labels: map[string]string{"dev": "true", "agent": name},
+			Logger: log.Named(name),
+		})
+		if err != nil {
+			stop()
+			return c.errorf("%v", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.Run(ctx); err != nil {
+				errOnce.Do(func() { agentErr = err })
+				stop()
+			}
+		}()
+	}
+	fmt.Fprintf(c.Stdout, "jobsuite dev: controller at https://%s with %d local agent(s); state in %s\n\n", srv.HTTPAddr(), len(agentNames), abs)
+	fmt.Fprintf(c.Stdout, "Run jobsuite from this folder, or set these in another shell (also in %s):\n\n%s\n", filepath.Join(abs, "env"), env)
+	fmt.Fprintf(c.Stdout, "Try: jobsuite submit -f -- 'echo hello; echo oops >&2; exit 3'\nPress Ctrl-C to stop.\n\n")
+
+	runErr := srv.Run(ctx)
+	stop()
+	wg.Wait()
+	if runErr == nil {
+		runErr = agentErr
+	}
+	if runErr != nil {
+		return c.errorf("%v", runErr)
+	}
+	return ExitOK
+}
+
+// devPKI creates whatever of the dev PKI is missing under dir: the CA,
+// a controller certificate for loopback, an operator certificate and
+// one certificate per agent. It returns the agent names.
+func devPKI(dir string, agents int) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(certs.CAFile(dir)); errors.Is(err, os.ErrNotExist) {
+		if err := certs.CreateCA(dir); err != nil {
+			return nil, err
+		}
+	}
+	reqs := []certs.Request{
+		{Role: certs.RoleController, Name: "controller", DNS: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}},
+		{Role: certs.RoleOperator, Name: "operator"},
+	}
+	var names []string
+	for i := 1; i <= agents; i++ {
+		name := fmt.Sprintf("agent-%d", i)
+		names = append(names, name)
+		reqs = append(reqs, certs.Request{Role: certs.RoleAgent, Name: name})
+	}
+	for _, req := range reqs {
+		if _, err := os.Stat(certs.CertFile(dir, req.Name)); err == nil {
+			continue
+		}
+		if _, _, err := certs.IssueFiles(dir, req); err != nil {
+			return nil, err
+		}
+	}
+	return names, nil
+}
+
+// devEnv is the content of DIR/env: what the CLI needs to reach the dev
+// controller as operator.
+func devEnv(dir, httpAddr string) string {
+	if host, port, err := net.SplitHostPort(httpAddr); err == nil && (host == "" || host == "::" || host == "0.0.0.0") {
+		httpAddr = net.JoinHostPort("127.0.0.1", port)
+	}
+	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+	return fmt.Sprintf("export JOBSUITE_ADDR=%s\nexport JOBSUITE_CACERT=%s\nexport JOBSUITE_CLIENT_CERT=%s\nexport JOBSUITE_CLIENT_KEY=%s\n",
+		q("https://"+httpAddr), q(certs.CAFile(dir)), q(certs.CertFile(dir, "operator")), q(certs.KeyFile(dir, "operator")))
+}

@@ -1,0 +1,230 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"time"
+)
+
+// logMessage is one message of the log WebSocket in format=json (the
+// controller's LogMessage): "output" carries Data of Stream at byte
+// Offset of the job's log; the last message, "end", the job's state.
+type logMessage struct {
+	Type     string `json:"type"` // output | end
+	Offset   uint64 `json:"offset"`
+	Stream   string `json:"stream"` // stdout | stderr
+	Data     []byte `json:"data"`   // base64 in JSON
+	Status   string `json:"status"`
+	ExitCode *int   `json:"exit_code"`
+	Signal   string `json:"signal"`
+	Reason   string `json:"reason"`
+}
+
+// Exit codes of a command mirroring a job that did not exit by itself.
+const (
+	ExitTimeout     = 124 // the job was killed at its timeout, like coreutils timeout
+	ExitInterrupted = 130 // the job was cancelled, or the user pressed Ctrl-C
+)
+
+// jobExitCode maps the end of a job to the exit code of the command that
+// mirrors it (submit -f, logs -f), the way ssh mirrors a remote command:
+//
+//	completed                            → 0
+//	failed with the process's exit code  → that code; a process killed by
+//	                                       signal N reports 128+N
+//	timeout                              → 124, like coreutils timeout
+//	cancelled                            → 130, like a shell's Ctrl-C
+//	failed without an exit code (lost,
+//	could not start), or anything else   → 1
+func jobExitCode(end logMessage) int {
+	switch end.Status {
+	case "completed":
+		return ExitOK
+	case "timeout":
+		return ExitTimeout
+	case "cancelled":
+		return ExitInterrupted
+	case "failed":
+		if c := end.ExitCode; c != nil && *c > 0 && *c < 256 {
+			return *c
+		}
+	}
+	return ExitError
+}
+
+// failedWithoutCode reports whether a job failed in a way its exit code
+// cannot tell (lost, could not start): the follower then explains it.
+func failedWithoutCode(end logMessage) bool {
+	return end.Status == "failed" && jobExitCode(end) == ExitError
+}
+
+// errInterrupted is returned by follower.run when the user pressed Ctrl-C.
+var errInterrupted = errors.New("interrupted")
+
+// follower copies a job's log from the log WebSocket to stdout and
+// stderr, stream by stream and byte-exact, reconnecting from the last
+// byte received when the connection drops before the end.
+type follower struct {
+	client *Client
+	id     uint64
+	follow bool   // wait for the job to finish (follow=1), else stop at the stored end
+	offset uint64 // log bytes received so far: where a reconnect resumes
+	stdout io.Writer
+	stderr io.Writer
+
+	tries   int           // reconnects in a row before giving up; 0 means 5
+	backoff time.Duration // wait before the first reconnect, doubled each time; 0 means 250ms
+
+	connected bool // a WebSocket was opened once: only then are failures retried
+}
+
+// run follows until the end message and returns it. A connection that
+// drops is reopened from f.offset, up to f.tries times in a row without
+// progress; an error answer (4xx), a failure to write locally or a first
+// connection that fails are returned at once. It returns errInterrupted
+// when ctx is cancelled.
+func (f *follower) run(ctx context.Context) (logMessage, error) {
+	tries, backoff := f.tries, f.backoff
+	if tries == 0 {
+		tries = 5
+	}
+	if backoff == 0 {
+		backoff = 250 * time.Millisecond
+	}
+	failures := 0
+	for {
+		before := f.offset
+		end, err := f.once(ctx)
+		if ctx.Err() != nil {
+			return logMessage{}, errInterrupted
+		}
+		if err == nil {
+			return end, nil
+		}
+		var apiErr *APIError
+		var werr *writeError
+		if !f.connected || errors.As(err, &apiErr) && apiErr.Status < 500 || errors.As(err, &werr) {
+			return logMessage{}, err
+		}
+		if f.offset > before {
+			failures = 0
+		}
+		failures++
+		if failures > tries {
+			return logMessage{}, fmt.Errorf("lost the log stream of job %d after %d reconnects: %w", f.id, tries, err)
+		}
+		t := time.NewTimer(backoff << (failures - 1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return logMessage{}, errInterrupted
+		case <-t.C:
+		}
+	}
+}
+
+// once follows one WebSocket connection until the end message or an error.
+func (f *follower) once(ctx context.Context) (logMessage, error) {
+	q := url.Values{"format": {"json"}, "follow": {"0"}}
+	if f.follow {
+		q.Set("follow", "1")
+	}
+	if f.offset > 0 {
+		q.Set("offset", strconv.FormatUint(f.offset, 10))
+	}
+	conn, err := f.client.websocket(ctx, fmt.Sprintf("/ws/jobs/%d/logs?%s", f.id, q.Encode()))
+	if err != nil {
+		return logMessage{}, err
+	}
+	f.connected = true
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	for {
+		_, data, err := conn.ReadMessage()
+		if err != nil {
+			return logMessage{}, fmt.Errorf("reading the log of job %d: %w", f.id, err)
+		}
+		var m logMessage
+		if err := json.Unmarshal(data, &m); err != nil {
+			return logMessage{}, fmt.Errorf("the log of job %d holds a malformed message: %w", f.id, err)
+		}
+		switch m.Type {
+		case "output":
+			if err := f.output(m); err != nil {
+				return logMessage{}, err
+			}
+		case "end":
+			return m, nil
+		}
+		// Other types are newer than this CLI: skip them.
+	}
+}
+
+// writeError is a failure to write the job's output locally.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return "writing the job's output: " + e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
+
+// output writes the part of m not received yet to its stream.
+func (f *follower) output(m logMessage) error {
+	data := m.Data
+	end := m.Offset + uint64(len(data))
+	if end <= f.offset {
+		return nil // received before a reconnect
+	}
+	if m.Offset < f.offset {
+		data = data[f.offset-m.Offset:]
+	}
+	w := f.stdout
+	if m.Stream == "stderr" {
+		w = f.stderr
+	}
+	if _, err := w.Write(data); err != nil {
+		return &writeError{err}
+	}
+	f.offset = end
+	return nil
+}
+
+// followJob follows job id's log for the submit -f and logs commands and
+// returns the command's exit code: the job's (jobExitCode) when follow
+// is set, else 0 once the stored log is written.
+func followJob(m Meta, c *Client, id, offset uint64, follow bool) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	f := &follower{client: c, id: id, follow: follow, offset: offset, stdout: m.Stdout, stderr: m.Stderr}
+	return finishFollow(ctx, m, f)
+}
+
+// finishFollow runs f and turns its outcome into an exit code.
+func finishFollow(ctx context.Context, m Meta, f *follower) int {
+	end, err := f.run(ctx)
+	switch {
+	case errors.Is(err, errInterrupted):
+		if f.follow {
+			fmt.Fprintf(m.Stderr, "\njob %d is still running; 'jobsuite cancel %d' stops it\n", f.id, f.id)
+		}
+		return ExitInterrupted
+	case err != nil:
+		return m.errorf("%v", err)
+	case !f.follow:
+		return ExitOK
+	}
+	if failedWithoutCode(end) {
+		if end.Reason != "" {
+			fmt.Fprintf(m.Stderr, "job %d %s: %s\n", f.id, end.Status, end.Reason)
+		} else {
+			fmt.Fprintf(m.Stderr, "job %d %s\n", f.id, end.Status)
+		}
+	}
+	return jobExitCode(end)
+}

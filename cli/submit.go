@@ -1,0 +1,264 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SubmitCommand queues a job: "jobsuite submit".
+type SubmitCommand struct{ Meta }
+
+func (c *SubmitCommand) Synopsis() string { return "Queue a job, optionally following its output" }
+func (c *SubmitCommand) Help() string {
+	return strings.TrimSpace(`
+Usage: jobsuite submit [options] [--] COMMAND...
+
+  Queues COMMAND to run with /bin/sh -c on an agent and prints the job's
+  ID. Several words are joined with spaces; a single argument is taken as
+  is, so quote a command that holds shell syntax. Put -- before a command
+  that has flags of its own.
+
+  With -f the output of the job follows on stdout and stderr, byte for
+  byte, and the command exits with the job's exit code, like ssh: 124 if
+  it timed out, 130 if it was cancelled, 1 if it failed without an exit
+  code (its agent was lost, it could not start). Ctrl-C stops following
+  but leaves the job running.
+
+Options:
+
+  -name=<name>
+    A name for the job. Default: the first words of the command.
+
+  -priority=<low|mid|high|0-100>
+    Higher priorities run first, in order of submission within a
+    priority. Default: mid.
+
+  -timeout=<duration>
+    Kill the job after this long: a duration such as 90s or 5m, or a
+    number of seconds. Default: none.
+
+  -retries=<n>
+    Run the job again, after a backoff, up to n times when it fails,
+    times out or its agent is lost. Default: 0.
+
+  -logs=<true|false>
+    Capture the job's output. Default: true.
+
+  -label=<key=value>
+    Run only on an agent carrying this label. May be repeated.
+
+  -env=<NAME=value>
+    Set an environment variable for the job. May be repeated.
+
+  -dir=<path>
+    The working directory of the job on the agent.
+
+  -idempotency-key=<key>
+    Submitting again with the same key returns the job already queued
+    instead of queueing a second one: safe to retry.
+
+  -no-cancel
+    The job cannot be cancelled.
+
+  -f, -follow
+    Follow the job's output and exit with its exit code.
+
+  -json
+    Print the queued job as JSON (not with -f).
+` + clientOptionsHelp + `
+
+Example:
+
+  $ jobsuite submit -priority high -timeout 10m -label gpu=yes -- make -j8 test
+  Job 12 queued (priority high)
+
+  $ jobsuite submit -f -- 'echo hello; exit 3'
+  hello
+  $ echo $?
+  3
+`)
+}
+
+// submitRequest is the body of POST /jobs (the controller's SubmitRequest).
+type submitRequest struct {
+	Name           string            `json:"name,omitempty"`
+	Command        string            `json:"command"`
+	Priority       any               `json:"priority,omitempty"`
+	Timeout        *float64          `json:"timeout,omitempty"`
+	Retries        *int              `json:"retries,omitempty"`
+	Logs           *bool             `json:"logs,omitempty"`
+	Cancellable    *bool             `json:"cancellable,omitempty"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	Env            map[string]string `json:"env,omitempty"`
+	Dir            string            `json:"dir,omitempty"`
+	IdempotencyKey string            `json:"idempotency_key,omitempty"`
+}
+
+func (c *SubmitCommand) Run(args []string) int {
+	const name = "submit"
+	var (
+		cf               clientFlags
+		req              submitRequest
+		priority, tmo    string
+		retries          int
+		logs             bool
+		labels, env      = kvFlag{}, kvFlag{}
+		noCancel, follow bool
+		asJSON           bool
+	)
+	fs := c.flagSet(name)
+	cf.register(fs)
+	fs.StringVar(&req.Name, "name", "", "")
+	fs.StringVar(&priority, "priority", "", "")
+	fs.StringVar(&tmo, "timeout", "", "")
+	fs.IntVar(&retries, "retries", 0, "")
+	fs.BoolVar(&logs, "logs", true, "")
+	fs.Var(labels, "label", "")
+	fs.Var(env, "env", "")
+	fs.StringVar(&req.Dir, "dir", "", "")
+	fs.StringVar(&req.IdempotencyKey, "idempotency-key", "", "")
+	fs.BoolVar(&noCancel, "no-cancel", false, "")
+	fs.BoolVar(&follow, "f", false, "")
+	fs.BoolVar(&follow, "follow", false, "")
+	fs.BoolVar(&asJSON, "json", false, "")
+	if code, ok := c.parse(fs, args, c.Help()); !ok {
+		return code
+	}
+
+	switch words := fs.Args(); len(words) {
+	case 0:
+		return usageError(c.Meta, name, "a command is required, as in 'jobsuite submit -- echo hello'")
+	case 1:
+		req.Command = words[0]
+	default:
+		req.Command = strings.Join(words, " ")
+	}
+	if strings.TrimSpace(req.Command) == "" {
+		return usageError(c.Meta, name, "the command is blank")
+	}
+	if follow && asJSON {
+		return usageError(c.Meta, name, "-json and -f cannot be combined: -f writes the job's output")
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if priority != "" {
+		p, err := parsePriority(priority)
+		if err != nil {
+			return usageError(c.Meta, name, "-priority: %v", err)
+		}
+		req.Priority = p
+	}
+	if tmo != "" {
+		secs, err := parseTimeout(tmo)
+		if err != nil {
+			return usageError(c.Meta, name, "-timeout: %v", err)
+		}
+		req.Timeout = &secs
+	}
+	if set["retries"] {
+		if retries < 0 {
+			return usageError(c.Meta, name, "-retries must not be negative, got %d", retries)
+		}
+		req.Retries = &retries
+	}
+	if set["logs"] {
+		req.Logs = &logs
+	}
+	if noCancel {
+		f := false
+		req.Cancellable = &f
+	}
+	if len(labels) > 0 {
+		req.Labels = labels
+	}
+	if len(env) > 0 {
+		req.Env = env
+	}
+
+	client, err := newClient(c.Meta, &cf)
+	if err != nil {
+		return c.errorf("%v", err)
+	}
+	defer client.close()
+	var raw json.RawMessage
+	status, err := client.request(context.Background(), "POST", "/jobs", req, &raw)
+	if err != nil {
+		return c.errorf("%v", err)
+	}
+	if asJSON {
+		writeRawJSON(c.Stdout, raw)
+		return ExitOK
+	}
+	var job jobView
+	if err := json.Unmarshal(raw, &job); err != nil {
+		return c.errorf("the controller's answer is not a job: %v", err)
+	}
+	if follow {
+		return followJob(c.Meta, client, job.JobID, 0, true)
+	}
+	if status == http.StatusOK && req.IdempotencyKey != "" {
+		fmt.Fprintf(c.Stdout, "Job %d already submitted with idempotency key %q (status %s)\n", job.JobID, req.IdempotencyKey, job.Status)
+		return ExitOK
+	}
+	fmt.Fprintf(c.Stdout, "Job %d %s (priority %s)\n", job.JobID, job.Status, job.priorityText())
+	return ExitOK
+}
+
+// parsePriority accepts low, mid (med, medium), high, or an integer
+// 0–100; names stay names in the request, numbers become numbers.
+func parsePriority(s string) (any, error) {
+	switch p := strings.ToLower(strings.TrimSpace(s)); p {
+	case "low", "mid", "med", "medium", "high":
+		return p, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil || n < 0 || n > 100 {
+		return nil, fmt.Errorf("want low, mid, high or an integer from 0 to 100, got %q", s)
+	}
+	return n, nil
+}
+
+// parseTimeout accepts a Go duration (90s, 5m, 1h30m) or a number of
+// seconds, and returns seconds.
+func parseTimeout(s string) (float64, error) {
+	s = strings.TrimSpace(s)
+	secs, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		d, derr := time.ParseDuration(s)
+		if derr != nil {
+			return 0, fmt.Errorf("want a duration such as 90s or 5m, or a number of seconds, got %q", s)
+		}
+		secs = d.Seconds()
+	}
+	if secs < 0 || math.IsNaN(secs) || math.IsInf(secs, 0) {
+		return 0, fmt.Errorf("must not be negative, got %q", s)
+	}
+	return secs, nil
+}
+
+// kvFlag is a repeatable key=value flag.
+type kvFlag map[string]string
+
+func (f kvFlag) String() string {
+	parts := make([]string, 0, len(f))
+	for k, v := range f {
+		parts = append(parts, k+"="+v)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f kvFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || strings.TrimSpace(k) == "" {
+		return fmt.Errorf("want key=value, got %q", s)
+	}
+	f[strings.TrimSpace(k)] = v
+	return nil
+}

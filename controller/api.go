@@ -1,0 +1,399 @@
+package controller
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"jobsuite/certs"
+	"jobsuite/controller/store"
+)
+
+// routes builds the HTTP API. Every path answers with and without a
+// trailing slash and never redirects: clients of the original job_suite
+// POST to /jobs/ and do not follow redirects.
+func (s *Server) routes() http.Handler {
+	r := httprouter.New()
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.HandleMethodNotAllowed = true
+	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: %s %s", req.Method, req.URL.Path)
+	})
+	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "method %s is not allowed on %s (allowed: %s)", req.Method, req.URL.Path, w.Header().Get("Allow"))
+	})
+	r.PanicHandler = func(w http.ResponseWriter, req *http.Request, v any) {
+		s.log.Error("panic in API handler", "path", req.URL.Path, "panic", v)
+		writeError(w, http.StatusInternalServerError, "internal error")
+	}
+
+	r.POST("/jobs", s.auth(certs.RoleOperator, s.handleSubmit))
+	r.GET("/jobs", s.auth(certs.RoleViewer, s.handleList))
+	r.GET("/jobs/:id", s.auth(certs.RoleViewer, s.handleGet))
+	r.DELETE("/jobs/:id", s.auth(certs.RoleOperator, s.handleCancel))
+	r.GET("/jobs/:id/logs", s.auth(certs.RoleViewer, s.handleLogs))
+	r.GET("/jobs/:id/events", s.auth(certs.RoleViewer, s.handleEvents))
+	r.GET("/ws/jobs/:id/logs", s.auth(certs.RoleViewer, s.handleLogSocket))
+	r.GET("/agents", s.auth(certs.RoleViewer, s.handleAgents))
+	r.GET("/health", s.handleHealth)
+
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if p := req.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") {
+			req.URL.Path = strings.TrimRight(p, "/")
+			if req.URL.Path == "" {
+				req.URL.Path = "/"
+			}
+		}
+		r.ServeHTTP(w, req)
+	})
+}
+
+// auth admits a request whose client certificate carries a role at
+// least as strong as min: operator may do everything, viewer may read.
+func (s *Server) auth(min certs.Role, h httprouter.Handle) httprouter.Handle {
+	return func(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
+		if r.TLS == nil {
+			writeError(w, http.StatusUnauthorized, "a client certificate is required")
+			return
+		}
+		role, name, err := certs.PeerIdentity(*r.TLS)
+		if err != nil {
+			writeError(w, http.StatusUnauthorized, "client certificate: %v", err)
+			return
+		}
+		switch {
+		case role == certs.RoleOperator:
+		case role == certs.RoleViewer && min == certs.RoleViewer:
+		case role == certs.RoleViewer:
+			writeError(w, http.StatusForbidden, "certificate %q has role viewer, which may only read; %s %s needs an operator certificate", name, r.Method, r.URL.Path)
+			return
+		default:
+			writeError(w, http.StatusForbidden, "certificate %q has role %s, which may not use the API; use an operator or viewer certificate", name, role)
+			return
+		}
+		h(w, r, p)
+	}
+}
+
+type errorBody struct {
+	Error  string `json:"error"`
+	Field  string `json:"field,omitempty"`
+	Status string `json:"status,omitempty"`
+	JobID  uint64 `json:"job_id,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, format string, args ...any) {
+	writeJSON(w, code, errorBody{Error: fmt.Sprintf(format, args...)})
+}
+
+// Priority names and their numbers. A number 0–100 is accepted too.
+var priorityNames = map[string]int{"low": 25, "mid": 50, "med": 50, "medium": 50, "high": 75}
+
+// priorityName is the canonical name of a numeric priority, or "".
+func priorityName(p int) string {
+	switch p {
+	case 25:
+		return "low"
+	case 50:
+		return "mid"
+	case 75:
+		return "high"
+	}
+	return ""
+}
+
+// SubmitRequest is the body of POST /jobs. The first eight fields are
+// the original job_suite JSON and keep their meaning.
+type SubmitRequest struct {
+	Name           string            `json:"name"`
+	Command        string            `json:"command"`
+	Params         json.RawMessage   `json:"params"`   // string, or list of strings (each shell-quoted)
+	Priority       json.RawMessage   `json:"priority"` // low|mid|med|high or 0–100; default mid
+	Timeout        *float64          `json:"timeout"`  // seconds; 0 or absent: none
+	Retries        *int              `json:"retries"`
+	Logs           *bool             `json:"logs"` // capture output; default true
+	Cancellable    *bool             `json:"cancellable"`
+	Labels         map[string]string `json:"labels"`
+	Env            map[string]string `json:"env"`
+	Dir            string            `json:"dir"`
+	IdempotencyKey string            `json:"idempotency_key"`
+	Backoff        *struct {
+		Base *float64 `json:"base"`
+		Max  *float64 `json:"max"`
+	} `json:"backoff"`
+}
+
+// fieldError is a validation error that names its field.
+type fieldError struct {
+	field string
+	msg   string
+}
+
+func (e *fieldError) Error() string { return fmt.Sprintf("field %q: %s", e.field, e.msg) }
+
+func badField(field, format string, args ...any) error {
+	return &fieldError{field: field, msg: fmt.Sprintf(format, args...)}
+}
+
+var (
+	labelKeyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$`)
+	envKeyRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
+)
+
+// Limits on a submitted job.
+const (
+	maxCommand   = 64 << 10
+	maxName      = 256
+	maxRetries   = 100
+	maxLabels    = 32
+	maxEnv       = 128
+	maxEnvValue  = 32 << 10
+	maxKeyLength = 256
+)
+
+// decodeSubmit parses and validates a submission into a new job.
+func decodeSubmit(body []byte) (*store.Job, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, errors.New("request body is empty; send a JSON job such as {\"command\": \"echo hi\"}")
+	}
+	var req SubmitRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return nil, jsonError(err)
+	}
+	if dec.More() {
+		return nil, errors.New("request body holds more than one JSON value")
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); err != io.EOF {
+		return nil, errors.New("request body holds more than one JSON value")
+	}
+	j := &store.Job{Name: req.Name, Command: req.Command, Logs: true, Cancellable: true, Priority: 50}
+
+	if strings.TrimSpace(req.Command) == "" {
+		return nil, badField("command", "is required and must not be blank")
+	}
+	if len(req.Command) > maxCommand {
+		return nil, badField("command", "is %d bytes; the limit is %d", len(req.Command), maxCommand)
+	}
+	if strings.ContainsRune(req.Command, 0) {
+		return nil, badField("command", "must not contain NUL bytes")
+	}
+	if len(req.Name) > maxName {
+		return nil, badField("name", "is longer than %d bytes", maxName)
+	}
+	if j.Name == "" {
+		j.Name = firstWords(req.Command)
+	}
+	params, err := decodeParams(req.Params)
+	if err != nil {
+		return nil, err
+	}
+	j.Params = params
+	if len(j.Command)+len(j.Params) > maxCommand {
+		return nil, badField("params", "command plus params exceed %d bytes", maxCommand)
+	}
+	if len(req.Priority) > 0 && string(req.Priority) != "null" {
+		p, err := decodePriority(req.Priority)
+		if err != nil {
+			return nil, err
+		}
+		j.Priority = p
+	}
+	if req.Timeout != nil {
+		t := *req.Timeout
+		if t < 0 || math.IsNaN(t) || t > 365*24*3600 {
+			return nil, badField("timeout", "must be between 0 (none) and 31536000 seconds, got %v", t)
+		}
+		j.Timeout = time.Duration(t * float64(time.Second))
+	}
+	if req.Retries != nil {
+		if *req.Retries < 0 || *req.Retries > maxRetries {
+			return nil, badField("retries", "must be between 0 and %d, got %d", maxRetries, *req.Retries)
+		}
+		j.Retries = *req.Retries
+	}
+	if req.Logs != nil {
+		j.Logs = *req.Logs
+	}
+	if req.Cancellable != nil {
+		j.Cancellable = *req.Cancellable
+	}
+	if len(req.Labels) > maxLabels {
+		return nil, badField("labels", "has %d entries; the limit is %d", len(req.Labels), maxLabels)
+	}
+	for k, v := range req.Labels {
+		if !labelKeyRE.MatchString(k) {
+			return nil, badField("labels", "key %q must be 1–63 letters, digits, '.', '_', '/' or '-'", k)
+		}
+		if len(v) > 256 {
+			return nil, badField("labels", "value of %q is longer than 256 bytes", k)
+		}
+	}
+	if len(req.Labels) > 0 {
+		j.Labels = req.Labels
+	}
+	if len(req.Env) > maxEnv {
+		return nil, badField("env", "has %d entries; the limit is %d", len(req.Env), maxEnv)
+	}
+	for k, v := range req.Env {
+		if !envKeyRE.MatchString(k) {
+			return nil, badField("env", "name %q is not a valid environment variable name", k)
+		}
+		if len(v) > maxEnvValue || strings.ContainsRune(v, 0) {
+			return nil, badField("env", "value of %q is too long or contains NUL", k)
+		}
+	}
+	if len(req.Env) > 0 {
+		j.Env = req.Env
+	}
+	if len(req.Dir) > 4096 || strings.ContainsRune(req.Dir, 0) {
+		return nil, badField("dir", "is not a valid path")
+	}
+	j.Dir = req.Dir
+	if len(req.IdempotencyKey) > maxKeyLength {
+		return nil, badField("idempotency_key", "is longer than %d bytes", maxKeyLength)
+	}
+	j.IdempotencyKey = req.IdempotencyKey
+	if b := req.Backoff; b != nil {
+		if b.Base != nil {
+			if *b.Base <= 0 || *b.Base > 86400 {
+				return nil, badField("backoff", "base must be between 0 and 86400 seconds")
+			}
+			j.BackoffBase = time.Duration(*b.Base * float64(time.Second))
+		}
+		if b.Max != nil {
+			if *b.Max <= 0 || *b.Max > 86400 {
+				return nil, badField("backoff", "max must be between 0 and 86400 seconds")
+			}
+			j.BackoffMax = time.Duration(*b.Max * float64(time.Second))
+		}
+	}
+	return j, nil
+}
+
+// firstWords names a job after the start of its command.
+func firstWords(cmd string) string {
+	f := strings.Fields(cmd)
+	if len(f) == 0 {
+		return "job"
+	}
+	name := f[0]
+	if len(f) > 1 {
+		name += " " + f[1]
+	}
+	if len(name) > 64 {
+		name = name[:64]
+	}
+	return name
+}
+
+func decodeParams(raw json.RawMessage) (string, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		return strings.TrimSpace(s), nil
+	}
+	var list []string
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return "", badField("params", "must be a string or a list of strings")
+	}
+	quoted := make([]string, len(list))
+	for i, p := range list {
+		quoted[i] = shellQuote(p)
+	}
+	return strings.Join(quoted, " "), nil
+}
+
+// shellQuote quotes s for /bin/sh.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func decodePriority(raw json.RawMessage) (int, error) {
+	var name string
+	if err := json.Unmarshal(raw, &name); err == nil {
+		if p, ok := priorityNames[strings.ToLower(strings.TrimSpace(name))]; ok {
+			return p, nil
+		}
+		if n, err := strconv.Atoi(strings.TrimSpace(name)); err == nil && n >= 0 && n <= 100 {
+			return n, nil
+		}
+		return 0, badField("priority", "must be low, mid (or med), high, or an integer 0–100; got %q", name)
+	}
+	var f float64
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return 0, badField("priority", "must be low, mid (or med), high, or an integer 0–100")
+	}
+	if f != math.Trunc(f) || f < 0 || f > 100 {
+		return 0, badField("priority", "must be an integer between 0 and 100; got %v", f)
+	}
+	return int(f), nil
+}
+
+// jsonError turns a decoding error into a message that names the field.
+func jsonError(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			return fmt.Errorf("request body must be a JSON object, got %s", typeErr.Value)
+		}
+		return badField(field, "must be %s, got %s", jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
+	case errors.As(err, &syntaxErr):
+		return fmt.Errorf("malformed JSON at byte %d: %v", syntaxErr.Offset, err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("malformed JSON: the body ends early")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return badField(field, "is not a job field (known: name, command, params, priority, timeout, retries, logs, cancellable, labels, env, dir, idempotency_key, backoff)")
+	}
+	return fmt.Errorf("malformed JSON: %v", err)
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "int", "int64", "uint64", "uint32", "int32":
+		return "an integer"
+	case "float64":
+		return "a number"
+	case "bool":
+		return "true or false"
+	case "string":
+		return "a string"
+	case "map":
+		return "an object of strings"
+	case "ptr", "struct":
+		return "an object"
+	}
+	return "a " + k
+}

@@ -1,0 +1,351 @@
+package controller
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"jobsuite/controller/store"
+)
+
+// JobView is a job as the API shows it. job_id, status, command and
+// priority are what clients of the original job_suite read.
+type JobView struct {
+	JobID           uint64            `json:"job_id"`
+	Name            string            `json:"name"`
+	Command         string            `json:"command"`
+	Params          string            `json:"params"`
+	Priority        any               `json:"priority"` // "low"|"mid"|"high" when it is one of those, else the number
+	PriorityValue   int               `json:"priority_value"`
+	Status          store.State       `json:"status"`
+	Reason          string            `json:"reason,omitempty"`
+	Timeout         float64           `json:"timeout"` // seconds, 0 = none
+	Retries         int               `json:"retries"`
+	MaxRetries      int               `json:"max_retries"`
+	Logs            bool              `json:"logs"`
+	Cancellable     bool              `json:"cancellable"`
+	CancelRequested bool              `json:"cancel_requested,omitempty"`
+	Labels          map[string]string `json:"labels,omitempty"`
+	Env             map[string]string `json:"env,omitempty"`
+	Dir             string            `json:"dir,omitempty"`
+	IdempotencyKey  string            `json:"idempotency_key,omitempty"`
+	CreatedAt       time.Time         `json:"created_at"`
+	QueuedAt        *time.Time        `json:"queued_at,omitempty"`
+	StartedAt       *time.Time        `json:"started_at,omitempty"`
+	FinishedAt      *time.Time        `json:"finished_at,omitempty"`
+	RetryAt         *time.Time        `json:"retry_at,omitempty"`
+	Duration        *float64          `json:"duration,omitempty"` // seconds from first start to finish
+	ExitCode        *int              `json:"exit_code"`
+	Result          *ResultView       `json:"result,omitempty"`
+	Attempt         int               `json:"attempt"` // number of attempts so far
+	Attempts        []AttemptView     `json:"attempts"`
+	LogBytes        uint64            `json:"log_bytes"`
+}
+
+// ResultView is the outcome of the latest finished attempt.
+type ResultView struct {
+	Outcome   string  `json:"outcome"`
+	ExitCode  *int    `json:"exit_code"`
+	Signal    string  `json:"signal,omitempty"`
+	Error     string  `json:"error,omitempty"`
+	Duration  float64 `json:"duration"`   // seconds the process ran
+	UserCPU   float64 `json:"user_cpu"`   // seconds
+	SystemCPU float64 `json:"system_cpu"` // seconds
+	MaxRSS    uint64  `json:"max_rss"`    // bytes
+}
+
+// AttemptView is one attempt of a job.
+type AttemptView struct {
+	Number       uint32     `json:"number"`
+	Agent        string     `json:"agent"`
+	DispatchedAt time.Time  `json:"dispatched_at"`
+	StartedAt    *time.Time `json:"started_at,omitempty"`
+	FinishedAt   *time.Time `json:"finished_at,omitempty"`
+	PID          uint32     `json:"pid,omitempty"`
+	Outcome      string     `json:"outcome,omitempty"`
+	ExitCode     *int       `json:"exit_code"`
+	Signal       string     `json:"signal,omitempty"`
+	Error        string     `json:"error,omitempty"`
+	Duration     float64    `json:"duration,omitempty"`
+	UserCPU      float64    `json:"user_cpu,omitempty"`
+	SystemCPU    float64    `json:"system_cpu,omitempty"`
+	MaxRSS       uint64     `json:"max_rss,omitempty"`
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func viewJob(j *store.Job, reason string) JobView {
+	v := JobView{
+		JobID: j.ID, Name: j.Name, Command: j.Command, Params: j.Params,
+		PriorityValue: j.Priority, Status: j.State, Reason: j.Reason,
+		Timeout: j.Timeout.Seconds(), Retries: j.Retries, MaxRetries: j.Retries,
+		Logs: j.Logs, Cancellable: j.Cancellable, CancelRequested: j.CancelRequested,
+		Labels: j.Labels, Env: j.Env, Dir: j.Dir, IdempotencyKey: j.IdempotencyKey,
+		CreatedAt: j.CreatedAt, StartedAt: timePtr(j.StartedAt), FinishedAt: timePtr(j.FinishedAt),
+		Attempt: len(j.Attempts), Attempts: make([]AttemptView, 0, len(j.Attempts)), LogBytes: j.LogBytes,
+	}
+	if reason != "" {
+		v.Reason = reason
+	}
+	if name := priorityName(j.Priority); name != "" {
+		v.Priority = name
+	} else {
+		v.Priority = j.Priority
+	}
+	if j.State == store.Queued {
+		v.QueuedAt = timePtr(j.QueuedAt)
+	}
+	if j.State == store.Waiting {
+		v.RetryAt = timePtr(j.NotBefore)
+	}
+	if !j.StartedAt.IsZero() && !j.FinishedAt.IsZero() {
+		d := j.FinishedAt.Sub(j.StartedAt).Seconds()
+		v.Duration = &d
+	}
+	for _, a := range j.Attempts {
+		v.Attempts = append(v.Attempts, AttemptView{
+			Number: a.Number, Agent: a.Agent, DispatchedAt: a.DispatchedAt,
+			StartedAt: timePtr(a.StartedAt), FinishedAt: timePtr(a.FinishedAt), PID: a.PID,
+			Outcome: a.Outcome, ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error,
+			Duration: a.Duration.Seconds(), UserCPU: a.UserCPU.Seconds(), SystemCPU: a.SystemCPU.Seconds(),
+			MaxRSS: a.MaxRSS,
+		})
+	}
+	for i := len(j.Attempts) - 1; i >= 0; i-- {
+		a := j.Attempts[i]
+		if a.Outcome == "" {
+			continue
+		}
+		v.ExitCode = a.ExitCode
+		v.Result = &ResultView{
+			Outcome: a.Outcome, ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error,
+			Duration: a.Duration.Seconds(), UserCPU: a.UserCPU.Seconds(), SystemCPU: a.SystemCPU.Seconds(),
+			MaxRSS: a.MaxRSS,
+		}
+		break
+	}
+	return v
+}
+
+// jobID parses the :id parameter; it writes the error itself.
+func jobID(w http.ResponseWriter, p httprouter.Params) (uint64, bool) {
+	raw := p.ByName("id")
+	id, err := strconv.ParseUint(raw, 10, 64)
+	if err != nil || id == 0 {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "job id must be a positive integer, got " + strconv.Quote(raw), Field: "id"})
+		return 0, false
+	}
+	return id, true
+}
+
+// getJob loads a job or writes 404/500.
+func (s *Server) getJob(w http.ResponseWriter, id uint64) (*store.Job, bool) {
+	j, err := s.st.Get(id)
+	if errors.Is(err, store.ErrNotFound) {
+		writeJSON(w, http.StatusNotFound, errorBody{Error: "no job with id " + strconv.FormatUint(id, 10), JobID: id})
+		return nil, false
+	}
+	if err != nil {
+		s.log.Error("reading job", "job", id, "error", err)
+		writeError(w, http.StatusInternalServerError, "reading job %d failed", id)
+		return nil, false
+	}
+	return j, true
+}
+
+func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", s.cfg.MaxBodyBytes)
+			return
+		}
+		writeError(w, http.StatusBadRequest, "reading request body: %v", err)
+		return
+	}
+	job, err := decodeSubmit(body)
+	if err != nil {
+		var fe *fieldError
+		if errors.As(err, &fe) {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: fe.Error(), Field: fe.field})
+			return
+		}
+		writeError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	j, created, err := s.sched.submit(job)
+	if err != nil {
+		s.log.Error("submit failed", "error", err)
+		writeError(w, http.StatusServiceUnavailable, "the job could not be stored: %v", err)
+		return
+	}
+	w.Header().Set("Location", "/jobs/"+strconv.FormatUint(j.ID, 10))
+	if !created {
+		if cur, err := s.st.Get(j.ID); err == nil {
+			j = cur
+		}
+		writeJSON(w, http.StatusOK, viewJob(j, s.sched.reason(j)))
+		return
+	}
+	writeJSON(w, http.StatusCreated, viewJob(j, ""))
+}
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	q := r.URL.Query()
+	var o store.ListOptions
+	if st := q.Get("status"); st != "" {
+		switch state := store.State(st); state {
+		case store.Queued, store.Waiting, store.Dispatched, store.Running, store.Completed, store.Failed, store.Timeout, store.Cancelled:
+			o.State = state
+		default:
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: "status must be one of queued, waiting, dispatched, running, completed, failed, timeout, cancelled; got " + strconv.Quote(st), Field: "status"})
+			return
+		}
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 1000 {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: "limit must be an integer from 1 to 1000, got " + strconv.Quote(l), Field: "limit"})
+			return
+		}
+		o.Limit = n
+	}
+	if b := q.Get("before"); b != "" {
+		n, err := strconv.ParseUint(b, 10, 64)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: "before must be a job id, got " + strconv.Quote(b), Field: "before"})
+			return
+		}
+		o.Before = n
+	}
+	jobs, err := s.st.List(o)
+	if err != nil {
+		s.log.Error("listing jobs", "error", err)
+		writeError(w, http.StatusInternalServerError, "listing jobs failed")
+		return
+	}
+	out := make([]JobView, 0, len(jobs))
+	for _, j := range jobs {
+		out = append(out, viewJob(j, ""))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
+	id, ok := jobID(w, p)
+	if !ok {
+		return
+	}
+	j, ok := s.getJob(w, id)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, viewJob(j, s.sched.reason(j)))
+}
+
+func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
+	id, ok := jobID(w, p)
+	if !ok {
+		return
+	}
+	j, pending, err := s.sched.cancel(id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeJSON(w, http.StatusNotFound, errorBody{Error: "no job with id " + strconv.FormatUint(id, 10), JobID: id})
+	case errors.Is(err, ErrFinished):
+		writeJSON(w, http.StatusConflict, errorBody{Error: err.Error() + "; only queued, waiting or running jobs can be cancelled", Status: string(j.State), JobID: id})
+	case errors.Is(err, ErrNotCancellable):
+		writeJSON(w, http.StatusConflict, errorBody{Error: err.Error(), Status: string(j.State), JobID: id})
+	case err != nil:
+		s.log.Error("cancel failed", "job", id, "error", err)
+		writeError(w, http.StatusServiceUnavailable, "cancel of job %d failed: %v", id, err)
+	case pending:
+		writeJSON(w, http.StatusAccepted, viewJob(j, ""))
+	default:
+		writeJSON(w, http.StatusOK, viewJob(j, ""))
+	}
+}
+
+func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
+	id, ok := jobID(w, p)
+	if !ok {
+		return
+	}
+	evs, err := s.st.Events(id)
+	if errors.Is(err, store.ErrNotFound) {
+		writeJSON(w, http.StatusNotFound, errorBody{Error: "no job with id " + strconv.FormatUint(id, 10), JobID: id})
+		return
+	}
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "reading events failed")
+		return
+	}
+	if evs == nil {
+		evs = []store.Event{}
+	}
+	writeJSON(w, http.StatusOK, evs)
+}
+
+// handleLogs writes a job's stored output as plain text, from ?offset=.
+func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
+	id, ok := jobID(w, p)
+	if !ok {
+		return
+	}
+	offset, ok := queryOffset(w, r)
+	if !ok {
+		return
+	}
+	if _, ok := s.getJob(w, id); !ok {
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	for {
+		chunks, err := s.st.ReadLog(id, offset, 1<<20)
+		if err != nil {
+			s.log.Error("reading log", "job", id, "error", err)
+			return
+		}
+		if len(chunks) == 0 {
+			return
+		}
+		for _, c := range chunks {
+			if _, err := w.Write(c.Data); err != nil {
+				return
+			}
+			offset = c.Offset + uint64(len(c.Data))
+		}
+	}
+}
+
+func queryOffset(w http.ResponseWriter, r *http.Request) (uint64, bool) {
+	raw := r.URL.Query().Get("offset")
+	if raw == "" {
+		return 0, true
+	}
+	n, err := strconv.ParseUint(raw, 10, 64)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "offset must be a non-negative integer, got " + strconv.Quote(raw), Field: "offset"})
+		return 0, false
+	}
+	return n, true
+}
+
+func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	writeJSON(w, http.StatusOK, s.sched.agentList())
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}

@@ -1,0 +1,658 @@
+package controller
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"jobsuite/controller/store"
+	"jobsuite/protocol"
+)
+
+// scheduler owns the live state: every non-terminal job's latest record,
+// the queue, the delay index, the connected agents and the attempt
+// leases. All of it sits behind one mutex; disk writes happen outside it
+// through the committer (see commit.go). Every change of a job goes
+// through transition, which keeps memory, indexes and store in step.
+type scheduler struct {
+	log  hclog.Logger
+	st   *store.Store
+	c    *committer
+	hub  *hub
+	opts schedOptions
+
+	mu      sync.Mutex
+	jobs    map[uint64]*store.Job // non-terminal jobs, latest version
+	q       *queue
+	delay   delayHeap
+	agents  map[string]*agentConn
+	leases  map[uint64]time.Time  // job ID → deadline of its current attempt
+	keys    map[string]pendingKey // idempotency keys of jobs not yet durable
+	logEnd  map[uint64]uint64     // job ID → end of its stored output (active jobs)
+	rotate  int                   // round-robin start among agents
+	wake    chan struct{}         // dispatcher doorbell
+	delayCh chan struct{}         // delay timer doorbell
+}
+
+// pendingKey is a submission with an idempotency key whose batch is not
+// durable yet; a repeat of it waits for the same batch.
+type pendingKey struct {
+	job *store.Job
+	b   *batch
+}
+
+type schedOptions struct {
+	LeaseTTL          time.Duration
+	HeartbeatInterval time.Duration
+	KillGrace         time.Duration
+	BackoffBase       time.Duration
+	BackoffMax        time.Duration
+}
+
+func newScheduler(log hclog.Logger, st *store.Store, c *committer, h *hub, o schedOptions) *scheduler {
+	return &scheduler{
+		log: log, st: st, c: c, hub: h, opts: o,
+		jobs:    map[uint64]*store.Job{},
+		q:       newQueue(),
+		agents:  map[string]*agentConn{},
+		leases:  map[uint64]time.Time{},
+		keys:    map[string]pendingKey{},
+		logEnd:  map[uint64]uint64{},
+		wake:    make(chan struct{}, 1),
+		delayCh: make(chan struct{}, 1),
+	}
+}
+
+// load rebuilds memory from the store at start. Attempts that were out
+// on agents get a fresh lease: their agents have one lease TTL to
+// reconnect and claim them, after which they count as lost.
+func (s *scheduler) load() error {
+	jobs, err := s.st.Active()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, j := range jobs {
+		s.jobs[j.ID] = j
+		s.logEnd[j.ID] = j.LogBytes
+		switch j.State {
+		case store.Queued:
+			s.q.push(j.ID, j.Priority, j.QueuedAt.UnixNano(), j.Labels)
+		case store.Waiting:
+			heap.Push(&s.delay, delayItem{id: j.ID, due: j.NotBefore})
+		case store.Dispatched, store.Running:
+			s.leases[j.ID] = now.Add(s.opts.LeaseTTL)
+		}
+	}
+	s.log.Info("queue loaded", "queued", s.q.len(), "waiting", s.delay.Len(), "active", len(s.leases))
+	return nil
+}
+
+func (s *scheduler) kickDispatch() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *scheduler) kickDelay() {
+	select {
+	case s.delayCh <- struct{}{}:
+	default:
+	}
+}
+
+// transition makes next the latest version of its job, keeps the
+// in-memory indexes in step and queues the durable write. The caller
+// holds s.mu and must not modify next afterwards.
+func (s *scheduler) transition(prev, next *store.Job, typ, msg string) *batch {
+	ev := store.Event{
+		Time:    time.Now().UTC(),
+		Type:    typ,
+		State:   next.State,
+		Message: msg,
+	}
+	if a := next.Current(); a != nil {
+		ev.Attempt = a.Number
+		ev.Agent = a.Agent
+	}
+	u := store.NewUpdate(prev, next, ev)
+
+	id := next.ID
+	if prev != nil && prev.State == store.Queued && next.State != store.Queued {
+		s.q.remove(id)
+	}
+	if next.State == store.Queued && (prev == nil || prev.State != store.Queued) {
+		s.q.push(id, next.Priority, next.QueuedAt.UnixNano(), next.Labels)
+		s.kickDispatch()
+	}
+	if next.State == store.Waiting && (prev == nil || prev.State != store.Waiting) {
+		heap.Push(&s.delay, delayItem{id: id, due: next.NotBefore})
+		s.kickDelay()
+	}
+	if !next.State.Active() {
+		delete(s.leases, id)
+	}
+	if next.State.Terminal() {
+		delete(s.jobs, id)
+		delete(s.logEnd, id)
+	} else {
+		s.jobs[id] = next
+	}
+
+	s.log.Info("job "+typ, "job", id, "state", next.State, "attempt", ev.Attempt, "agent", ev.Agent, "msg", msg)
+	return s.c.add(u)
+}
+
+// submit queues a new job. With an idempotency key already used, it
+// returns the existing job and created=false.
+func (s *scheduler) submit(j *store.Job) (job *store.Job, created bool, err error) {
+	s.mu.Lock()
+	if j.IdempotencyKey != "" {
+		if p, ok := s.keys[j.IdempotencyKey]; ok {
+			s.mu.Unlock()
+			return p.job, false, p.b.wait()
+		}
+		id, ok, err := s.st.IdempotencyKey(j.IdempotencyKey)
+		if err != nil {
+			s.mu.Unlock()
+			return nil, false, err
+		}
+		if ok {
+			s.mu.Unlock()
+			job, err := s.st.Get(id)
+			return job, false, err
+		}
+	}
+	now := time.Now().UTC()
+	j.ID = s.st.NextID()
+	j.State = store.Queued
+	j.CreatedAt = now
+	j.QueuedAt = now
+	s.logEnd[j.ID] = 0
+	j.Reason = s.whyQueued(j)
+	b := s.transition(nil, j, "submitted", "")
+	if j.IdempotencyKey != "" {
+		s.keys[j.IdempotencyKey] = pendingKey{job: j, b: b}
+	}
+	s.mu.Unlock()
+
+	err = b.wait()
+	if j.IdempotencyKey != "" {
+		s.mu.Lock()
+		delete(s.keys, j.IdempotencyKey)
+		s.mu.Unlock()
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return j, true, nil
+}
+
+// whyQueued says why a queued job is waiting, for humans. The caller
+// holds s.mu.
+func (s *scheduler) whyQueued(j *store.Job) string {
+	if len(j.Labels) == 0 {
+		if len(s.agents) == 0 {
+			return "waiting for an agent to connect"
+		}
+		return "waiting for a free slot"
+	}
+	for _, a := range s.agents {
+		if matches(j.Labels, a.labels) {
+			return "waiting for a free slot on an agent matching " + formatLabels(j.Labels)
+		}
+	}
+	return "no connected agent matches labels " + formatLabels(j.Labels)
+}
+
+func formatLabels(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+// reason returns the live explanation for a job's state, or "" to use
+// the stored one.
+func (s *scheduler) reason(j *store.Job) string {
+	if j.State != store.Queued {
+		return ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.whyQueued(j)
+}
+
+// dispatchLoop hands queued jobs to agents with free slots whenever
+// something changes (a job queued, credits granted).
+func (s *scheduler) dispatchLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		}
+		s.dispatch()
+	}
+}
+
+type outgoing struct {
+	a *agentConn
+	m protocol.Message
+}
+
+// dispatch assigns as many jobs as agents have credits for, strictly by
+// priority, spreading work round-robin across agents. The Dispatch
+// messages go out only once the assignments are durable.
+func (s *scheduler) dispatch() {
+	s.mu.Lock()
+	names := make([]string, 0, len(s.agents))
+	for n, a := range s.agents {
+		if a.credits > 0 && !a.closed {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 || s.q.len() == 0 {
+		s.mu.Unlock()
+		return
+	}
+	sort.Strings(names)
+	s.rotate++
+	start := s.rotate % len(names)
+	var out []outgoing
+	var last *batch
+	now := time.Now().UTC()
+	for progress := true; progress; {
+		progress = false
+		for i := range names {
+			a := s.agents[names[(start+i)%len(names)]]
+			if a == nil || a.credits <= 0 {
+				continue
+			}
+			id := s.q.best(a.labels)
+			if id == 0 {
+				continue
+			}
+			prev := s.jobs[id]
+			next := prev.Clone()
+			n := uint32(len(next.Attempts) + 1)
+			next.Attempts = append(next.Attempts, store.Attempt{
+				Number: n, Agent: a.name, DispatchedAt: now, LogStart: s.logEnd[id],
+			})
+			next.State = store.Dispatched
+			next.Reason = ""
+			last = s.transition(prev, next, "dispatched", "")
+			a.credits--
+			a.running[id] = n
+			s.leases[id] = now.Add(s.opts.LeaseTTL)
+			out = append(out, outgoing{a, s.dispatchMsg(next)})
+			progress = true
+		}
+	}
+	s.mu.Unlock()
+	if last == nil {
+		return
+	}
+	if err := last.wait(); err != nil {
+		return
+	}
+	for _, o := range out {
+		o.a.send(o.m)
+	}
+}
+
+func (s *scheduler) dispatchMsg(j *store.Job) *protocol.Dispatch {
+	cmd := j.Command
+	if j.Params != "" {
+		cmd += " " + j.Params
+	}
+	env := make([]string, 0, len(j.Env))
+	for k, v := range j.Env {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	return &protocol.Dispatch{
+		JobID:       j.ID,
+		Attempt:     j.Current().Number,
+		Name:        j.Name,
+		Command:     cmd,
+		Env:         env,
+		Dir:         j.Dir,
+		Timeout:     j.Timeout,
+		KillGrace:   s.opts.KillGrace,
+		CaptureLogs: j.Logs,
+	}
+}
+
+// current returns job id if attempt is its current attempt on agent.
+// The caller holds s.mu.
+func (s *scheduler) current(id uint64, attempt uint32, agent string) *store.Job {
+	j := s.jobs[id]
+	if j == nil || !j.State.Active() {
+		return nil
+	}
+	c := j.Current()
+	if c == nil || c.Number != attempt || c.Agent != agent {
+		return nil
+	}
+	return j
+}
+
+// started records that an attempt's process runs.
+func (s *scheduler) started(a *agentConn, id uint64, attempt uint32, m *protocol.Started) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev := s.current(id, attempt, a.name)
+	if prev == nil {
+		return fmt.Errorf("%w: job %d attempt %d", ErrStaleAttempt, id, attempt)
+	}
+	if prev.State == store.Running {
+		return nil
+	}
+	next := prev.Clone()
+	next.State = store.Running
+	at := m.StartedAt.UTC()
+	if at.IsZero() {
+		at = time.Now().UTC()
+	}
+	c := next.Current()
+	c.StartedAt = at
+	c.PID = m.PID
+	if next.StartedAt.IsZero() {
+		next.StartedAt = at
+	}
+	s.transition(prev, next, "started", fmt.Sprintf("pid %d", m.PID))
+	return nil
+}
+
+// finished records the end of an attempt and returns the batch to wait
+// on before acknowledging it.
+func (s *scheduler) finished(a *agentConn, id uint64, attempt uint32, f *protocol.Finished) (*batch, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev := s.current(id, attempt, a.name)
+	if prev == nil {
+		return nil, fmt.Errorf("%w: job %d attempt %d", ErrStaleAttempt, id, attempt)
+	}
+	delete(a.running, id)
+	next := prev.Clone()
+	c := next.Current()
+	c.FinishedAt = time.Now().UTC()
+	code := int(f.ExitCode)
+	if f.ExitCode >= 0 {
+		c.ExitCode = &code
+	}
+	c.Signal = f.Signal
+	c.Error = f.Error
+	c.Duration = f.Duration
+	c.UserCPU = f.UserCPU
+	c.SystemCPU = f.SystemCPU
+	c.MaxRSS = f.MaxRSS
+	next.LogBytes = s.logEnd[id]
+	var outcome string
+	switch f.Outcome {
+	case protocol.OutcomeCompleted:
+		outcome = "completed"
+	case protocol.OutcomeTimeout:
+		outcome = "timeout"
+	case protocol.OutcomeCancelled:
+		outcome = "cancelled"
+	default:
+		outcome = "failed"
+	}
+	return s.endAttempt(prev, next, outcome, describe(f)), nil
+}
+
+func describe(f *protocol.Finished) string {
+	switch {
+	case f.Error != "":
+		return f.Error
+	case f.Signal != "":
+		return "killed by " + f.Signal
+	default:
+		return fmt.Sprintf("exit code %d", f.ExitCode)
+	}
+}
+
+// endAttempt closes next's current attempt with outcome and decides what
+// follows: done, a retry after backoff, or a final failure. The caller
+// holds s.mu.
+func (s *scheduler) endAttempt(prev, next *store.Job, outcome, msg string) *batch {
+	c := next.Current()
+	c.Outcome = outcome
+	if c.FinishedAt.IsZero() {
+		c.FinishedAt = time.Now().UTC()
+	}
+	now := time.Now().UTC()
+	switch {
+	case outcome == "completed":
+		next.State = store.Completed
+	case outcome == "cancelled" || next.CancelRequested:
+		next.State = store.Cancelled
+		msg = "cancelled: " + msg
+	case len(next.Attempts) <= next.Retries:
+		next.State = store.Waiting
+		wait := s.backoff(next, len(next.Attempts))
+		next.NotBefore = now.Add(wait)
+		next.Reason = fmt.Sprintf("attempt %d %s (%s); retry %d of %d in %s",
+			c.Number, outcome, msg, len(next.Attempts), next.Retries, wait.Round(time.Millisecond))
+		return s.transition(prev, next, "retry", next.Reason)
+	case outcome == "timeout":
+		next.State = store.Timeout
+	default:
+		next.State = store.Failed
+	}
+	next.FinishedAt = now
+	next.Reason = fmt.Sprintf("attempt %d %s: %s", c.Number, outcome, msg)
+	return s.transition(prev, next, "finished", next.Reason)
+}
+
+// backoff is the wait before retry n (1-based): base·2^(n-1), capped,
+// with ±20% jitter so retries of many jobs do not arrive in lockstep.
+func (s *scheduler) backoff(j *store.Job, n int) time.Duration {
+	base, max := s.opts.BackoffBase, s.opts.BackoffMax
+	if j.BackoffBase > 0 {
+		base = j.BackoffBase
+	}
+	if j.BackoffMax > 0 {
+		max = j.BackoffMax
+	}
+	d := base
+	for i := 1; i < n && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	jitter := time.Duration(float64(d) * (rand.Float64()*0.4 - 0.2))
+	return d + jitter
+}
+
+// cancel cancels job id. Queued and waiting jobs end at once; a running
+// job's agent is told to kill it and the job ends when the agent
+// confirms. It returns the job as it is now and whether the job was
+// still running (the cancellation is pending).
+func (s *scheduler) cancel(id uint64) (*store.Job, bool, error) {
+	s.mu.Lock()
+	prev := s.jobs[id]
+	if prev == nil {
+		s.mu.Unlock()
+		j, err := s.st.Get(id)
+		if err != nil {
+			return nil, false, err
+		}
+		if j.State == store.Cancelled {
+			return j, false, nil
+		}
+		return j, false, fmt.Errorf("%w: job %d already %s", ErrFinished, id, j.State)
+	}
+	switch prev.State {
+	case store.Queued, store.Waiting:
+		next := prev.Clone()
+		next.State = store.Cancelled
+		next.CancelRequested = true
+		next.FinishedAt = time.Now().UTC()
+		next.Reason = "cancelled before it ran"
+		if prev.State == store.Waiting {
+			next.Reason = "cancelled while waiting to retry"
+		}
+		b := s.transition(prev, next, "cancelled", next.Reason)
+		s.mu.Unlock()
+		return next, false, b.wait()
+	}
+	// Dispatched or running.
+	if !prev.Cancellable {
+		s.mu.Unlock()
+		return prev, true, fmt.Errorf("%w: job %d", ErrNotCancellable, id)
+	}
+	if prev.CancelRequested {
+		s.mu.Unlock()
+		return prev, true, nil
+	}
+	next := prev.Clone()
+	next.CancelRequested = true
+	next.Reason = "cancel requested; waiting for the agent to stop it"
+	cur := next.Current()
+	b := s.transition(prev, next, "cancel_requested", "")
+	a := s.agents[cur.Agent]
+	s.mu.Unlock()
+	if err := b.wait(); err != nil {
+		return nil, false, err
+	}
+	if a != nil {
+		a.send(&protocol.Cancel{JobID: id, Attempt: cur.Number, Reason: "cancelled by user"})
+	}
+	return next, true, nil
+}
+
+// loseAttempt ends an attempt whose agent is gone or silent. The caller
+// holds s.mu.
+func (s *scheduler) loseAttempt(j *store.Job, why string) *batch {
+	next := j.Clone()
+	next.LogBytes = s.logEnd[j.ID]
+	c := next.Current()
+	c.Error = why
+	if a := s.agents[c.Agent]; a != nil {
+		delete(a.running, j.ID)
+	}
+	return s.endAttempt(j, next, "lost", why)
+}
+
+// reapLoop expires attempt leases and silent agents.
+func (s *scheduler) reapLoop(ctx context.Context) {
+	period := s.opts.LeaseTTL / 4
+	if period < 50*time.Millisecond {
+		period = 50 * time.Millisecond
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.reap(time.Now())
+		}
+	}
+}
+
+func (s *scheduler) reap(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.agents {
+		if now.Sub(a.lastSeen) > s.opts.LeaseTTL {
+			s.log.Warn("agent missed heartbeats; closing its session", "agent", a.name, "last_seen", a.lastSeen)
+			a.close("missed heartbeats for " + s.opts.LeaseTTL.String())
+		}
+	}
+	for id, deadline := range s.leases {
+		if now.Before(deadline) {
+			continue
+		}
+		j := s.jobs[id]
+		if j == nil || !j.State.Active() {
+			delete(s.leases, id)
+			continue
+		}
+		agent := j.Current().Agent
+		s.loseAttempt(j, fmt.Sprintf("lost: agent %s did not renew the lease within %s", agent, s.opts.LeaseTTL))
+		if a := s.agents[agent]; a != nil {
+			a.send(&protocol.Cancel{JobID: id, Attempt: j.Current().Number, Reason: "lease expired"})
+		}
+	}
+}
+
+// delayLoop moves waiting jobs back into the queue when they are due.
+func (s *scheduler) delayLoop(ctx context.Context) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		now := time.Now()
+		for s.delay.Len() > 0 && !s.delay[0].due.After(now) {
+			it := heap.Pop(&s.delay).(delayItem)
+			prev := s.jobs[it.id]
+			if prev == nil || prev.State != store.Waiting || !prev.NotBefore.Equal(it.due) {
+				continue // cancelled or superseded
+			}
+			next := prev.Clone()
+			next.State = store.Queued
+			next.QueuedAt = now.UTC()
+			next.NotBefore = time.Time{}
+			next.Reason = s.whyQueued(next)
+			s.transition(prev, next, "requeued", "retry due")
+		}
+		wait := time.Hour
+		if s.delay.Len() > 0 {
+			wait = time.Until(s.delay[0].due)
+		}
+		s.mu.Unlock()
+		t.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.delayCh:
+			if !t.Stop() {
+				select {
+				case <-t.C:
+				default:
+				}
+			}
+		}
+	}
+}
+
+type delayItem struct {
+	id  uint64
+	due time.Time
+}
+
+type delayHeap []delayItem
+
+func (h delayHeap) Len() int           { return len(h) }
+func (h delayHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h delayHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *delayHeap) Push(x any)        { *h = append(*h, x.(delayItem)) }
+func (h *delayHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return it
+}

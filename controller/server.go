@@ -1,0 +1,240 @@
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"jobsuite/certs"
+	"jobsuite/controller/store"
+	"jobsuite/transport"
+)
+
+// Config configures a controller. Zero durations take the defaults
+// documented on each field.
+type Config struct {
+	HTTPAddr  string      // HTTPS API listener; default 127.0.0.1:8443
+	AgentAddr string      // agent listener, QUIC (UDP) and TLS+yamux (TCP) on one port; default :7443
+	DataDir   string      // Pebble directory; required
+	TLS       certs.Files // CA, controller certificate and key; required
+	Logger    hclog.Logger
+
+	LeaseTTL          time.Duration // an attempt or agent silent this long is lost; default 15s
+	HeartbeatInterval time.Duration // asked of agents; default LeaseTTL/3
+	KillGrace         time.Duration // SIGTERM→SIGKILL grace agents use; default 5s
+	HandshakeTimeout  time.Duration // agent hello deadline; default 10s
+	BackoffBase       time.Duration // first retry delay; default 1s
+	BackoffMax        time.Duration // longest retry delay; default 5m
+	MaxBodyBytes      int64         // largest API request body; default 1 MiB
+
+	// NoSync commits without fsync. Tests only: a crash loses data.
+	NoSync bool
+}
+
+func (c *Config) setDefaults() error {
+	if c.DataDir == "" {
+		return fmt.Errorf("%w: a data directory is required (-data-dir)", ErrConfig)
+	}
+	if c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "" {
+		return fmt.Errorf("%w: -ca, -cert and -key are required (create them with 'jobsuite tls')", ErrConfig)
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = "127.0.0.1:8443"
+	}
+	if c.AgentAddr == "" {
+		c.AgentAddr = ":7443"
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.LeaseTTL, 15*time.Second)
+	def(&c.HeartbeatInterval, c.LeaseTTL/3)
+	def(&c.KillGrace, 5*time.Second)
+	def(&c.HandshakeTimeout, 10*time.Second)
+	def(&c.BackoffBase, time.Second)
+	def(&c.BackoffMax, 5*time.Minute)
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.HeartbeatInterval >= c.LeaseTTL {
+		return fmt.Errorf("%w: heartbeat interval %s must be shorter than the lease TTL %s", ErrConfig, c.HeartbeatInterval, c.LeaseTTL)
+	}
+	return nil
+}
+
+// Server is a running controller: the store, the scheduler, the agent
+// listener and the HTTPS API.
+type Server struct {
+	cfg   Config
+	log   hclog.Logger
+	id    string
+	st    *store.Store
+	c     *committer
+	hub   *hub
+	sched *scheduler
+
+	agentLn *transport.Listener
+	httpLn  net.Listener
+	http    *http.Server
+
+	closeOnce sync.Once
+}
+
+// New opens the store, rebuilds the queue and binds both listeners; Run
+// serves them. If New fails, nothing is left open.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	pool, cert, err := cfg.TLS.Load()
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	if role, err := certs.RoleOf(cert.Leaf); err != nil || role != certs.RoleController {
+		return nil, fmt.Errorf("%w: %s is not a controller certificate (role %q); issue one with 'jobsuite tls cert create -role controller'", ErrConfig, cfg.TLS.Cert, role)
+	}
+	idb := make([]byte, 8)
+	_, _ = rand.Read(idb)
+	s := &Server{cfg: cfg, log: cfg.Logger, id: hex.EncodeToString(idb), hub: newHub()}
+
+	s.st, err = store.Open(cfg.DataDir, store.Options{Logger: s.log.Named("store"), NoSync: cfg.NoSync})
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	s.c = newCommitter(s.st)
+	s.sched = newScheduler(s.log.Named("scheduler"), s.st, s.c, s.hub, schedOptions{
+		LeaseTTL: cfg.LeaseTTL, HeartbeatInterval: cfg.HeartbeatInterval, KillGrace: cfg.KillGrace,
+		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax,
+	})
+	if err := s.sched.load(); err != nil {
+		s.st.Close()
+		return nil, fmt.Errorf("controller: loading queue: %w", err)
+	}
+
+	s.agentLn, err = transport.Listen(cfg.AgentAddr, certs.ServerTLS(pool, cert), transport.Options{
+		IdleTimeout:      cfg.LeaseTTL,
+		HandshakeTimeout: cfg.HandshakeTimeout,
+		Logger:           s.log.Named("transport"),
+	})
+	if err != nil {
+		s.st.Close()
+		return nil, fmt.Errorf("controller: agent listener: %w", err)
+	}
+	httpTLS := certs.ServerTLS(pool, cert, "http/1.1")
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		s.agentLn.Close()
+		s.st.Close()
+		return nil, fmt.Errorf("controller: API listener: %w", err)
+	}
+	s.httpLn = tls.NewListener(ln, httpTLS)
+	s.http = &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true, ForceLevel: hclog.Debug}),
+	}
+	return s, nil
+}
+
+// HTTPAddr is the address the API listens on.
+func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
+
+// AgentAddr is the address agents dial.
+func (s *Server) AgentAddr() string { return s.agentLn.Addr() }
+
+// Run serves until ctx is done or the store fails, then shuts down:
+// listeners close, agent sessions end, queued writes are flushed and
+// the store is closed.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.log.Info("controller ready", "api", "https://"+s.HTTPAddr(), "agents", s.AgentAddr(), "data", s.cfg.DataDir)
+
+	var wg sync.WaitGroup
+	stopCommit := make(chan struct{})
+	commitErr := make(chan error, 1)
+	go func() {
+		err := s.c.run(stopCommit)
+		commitErr <- err
+		if err != nil {
+			s.log.Error("store write failed; stopping", "error", err)
+			cancel()
+		}
+	}()
+	httpErr := make(chan error, 1)
+	wg.Add(4)
+	go func() { defer wg.Done(); s.sched.dispatchLoop(ctx) }()
+	go func() { defer wg.Done(); s.sched.reapLoop(ctx) }()
+	go func() { defer wg.Done(); s.sched.delayLoop(ctx) }()
+	go func() { defer wg.Done(); s.acceptAgents(ctx) }()
+	go func() {
+		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			httpErr <- err
+			cancel()
+		}
+	}()
+	s.sched.kickDispatch()
+
+	<-ctx.Done()
+	s.log.Info("controller stopping")
+	shutCtx, shutCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = s.http.Shutdown(shutCtx)
+	shutCancel()
+	_ = s.http.Close()
+	s.agentLn.Close()
+	s.sched.closeAgents("controller shutting down")
+	wg.Wait()
+	close(stopCommit)
+	err := <-commitErr
+	if cerr := s.st.Close(); err == nil {
+		err = cerr
+	}
+	select {
+	case herr := <-httpErr:
+		if err == nil {
+			err = fmt.Errorf("controller: API server: %w", herr)
+		}
+	default:
+	}
+	s.log.Info("controller stopped")
+	return err
+}
+
+func (s *Server) acceptAgents(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		sess, err := s.agentLn.Accept(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("agent listener failed", "error", err)
+			}
+			return
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); s.serveAgent(ctx, sess) }()
+	}
+}
+
+func (s *scheduler) closeAgents(reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.agents {
+		a.close(reason)
+	}
+}

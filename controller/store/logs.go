@@ -1,0 +1,132 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// defaultReadLog is ReadLog's byte budget when max <= 0.
+const defaultReadLog = 1 << 20
+
+// AppendLog stores a chunk of job id's output under its offset. It is not
+// synced: the chunk becomes durable with the next synced Apply or Sync
+// (an agent should keep it spooled until then). Writing the same offset
+// again replaces the chunk, so resending after a reconnect is harmless.
+// AppendLog does not check that the job exists.
+func (s *Store) AppendLog(id uint64, c Chunk) error {
+	if !s.acquire() {
+		return fmt.Errorf("store: append log of job %d: %w", id, ErrClosed)
+	}
+	defer s.mu.RUnlock()
+	if len(c.Data) == 0 {
+		return fmt.Errorf("store: append log of job %d: %w: empty chunk", id, ErrInvalid)
+	}
+	if c.Offset > math.MaxUint64-uint64(len(c.Data)) {
+		return fmt.Errorf("store: append log of job %d: %w: offset %d overflows", id, ErrInvalid, c.Offset)
+	}
+	// Build the value in the batch itself rather than copying it twice.
+	b := s.db.NewBatch()
+	defer b.Close()
+	op := b.SetDeferred(17, 1+len(c.Data))
+	copy(op.Key, logKey(id, c.Offset))
+	op.Value[0] = c.Stream
+	copy(op.Value[1:], c.Data)
+	if err := op.Finish(); err != nil {
+		return fmt.Errorf("store: append log of job %d: %w", id, err)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("store: append log of job %d: %w", id, err)
+	}
+	return nil
+}
+
+// Sync makes every earlier write durable, including AppendLog chunks.
+// With Options.NoSync it only orders writes.
+func (s *Store) Sync() error {
+	if !s.acquire() {
+		return fmt.Errorf("store: sync: %w", ErrClosed)
+	}
+	defer s.mu.RUnlock()
+	if err := s.db.LogData(nil, s.write); err != nil {
+		return fmt.Errorf("store: sync: %w", err)
+	}
+	return nil
+}
+
+// ReadLog returns job id's output from offset from on, in offset order:
+// the chunk containing from is trimmed to start exactly at from, and
+// later chunks follow until about max bytes (max <= 0 means 1 MiB) are
+// returned; the last chunk is cut so the total never exceeds max. Bytes
+// stored twice by overlapping chunks are returned once. Reading at or past
+// the end returns no chunks and no error, as does an unknown job. The
+// returned Data are copies the caller may keep.
+func (s *Store) ReadLog(id uint64, from uint64, max int) ([]Chunk, error) {
+	if !s.acquire() {
+		return nil, fmt.Errorf("store: read log of job %d: %w", id, ErrClosed)
+	}
+	defer s.mu.RUnlock()
+	chunks, err := s.readLog(id, from, max)
+	if err != nil {
+		return nil, fmt.Errorf("store: read log of job %d: %w", id, err)
+	}
+	return chunks, nil
+}
+
+func (s *Store) readLog(id, from uint64, limit int) ([]Chunk, error) {
+	if limit <= 0 {
+		limit = defaultReadLog
+	}
+	prefix := logKey(id, 0)[:9]
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, err
+	}
+	// Start at the last chunk beginning at or before from: it may
+	// contain from. If there is none, start at the first chunk.
+	var ok bool
+	if from == math.MaxUint64 {
+		ok = it.Last()
+	} else {
+		ok = it.SeekLT(logKey(id, from+1))
+	}
+	if !ok {
+		ok = it.First()
+	}
+	var (
+		chunks []Chunk
+		pos    = from // first byte not yet returned
+		total  int
+	)
+	for ; ok && total < limit; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			_ = it.Close()
+			return nil, err
+		}
+		off := binary.BigEndian.Uint64(it.Key()[9:])
+		if len(v) < 2 {
+			_ = it.Close()
+			return nil, fmt.Errorf("chunk at offset %d: malformed value (%d bytes)", off, len(v))
+		}
+		data := v[1:]
+		end := off + uint64(len(data))
+		if end <= pos {
+			continue // entirely before from, or covered by an earlier chunk
+		}
+		if off < pos {
+			data = data[pos-off:]
+			off = pos
+		}
+		if n := limit - total; len(data) > n {
+			data = data[:n]
+		}
+		chunks = append(chunks, Chunk{Offset: off, Stream: v[0], Data: append([]byte(nil), data...)})
+		total += len(data)
+		pos = off + uint64(len(data))
+	}
+	return chunks, errors.Join(it.Error(), it.Close())
+}

@@ -1,0 +1,203 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/websocket"
+	"github.com/julienschmidt/httprouter"
+
+	"jobsuite/controller/store"
+)
+
+// LogMessage is one message of the log WebSocket in format=json.
+// Type "output" carries Data (base64 in JSON, so any bytes survive);
+// the last message has Type "end" and the job's final status.
+type LogMessage struct {
+	Type     string      `json:"type"` // output | end
+	Offset   uint64      `json:"offset,omitempty"`
+	Stream   string      `json:"stream,omitempty"` // stdout | stderr
+	Data     []byte      `json:"data,omitempty"`
+	Status   store.State `json:"status,omitempty"`
+	ExitCode *int        `json:"exit_code,omitempty"`
+	Signal   string      `json:"signal,omitempty"`
+	Reason   string      `json:"reason,omitempty"`
+}
+
+const (
+	wsWriteTimeout = 10 * time.Second
+	wsPingEvery    = 30 * time.Second
+	wsReadChunk    = 256 << 10
+)
+
+var upgrader = websocket.Upgrader{
+	ReadBufferSize:  1024,
+	WriteBufferSize: 32 << 10,
+	Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+		writeError(w, status, "websocket: %v", reason)
+	},
+}
+
+// handleLogSocket streams a job's output over a WebSocket: first what is
+// stored (from ?offset=), then live output as it arrives, and closes when
+// the job reaches a final state (or at once with ?follow=0).
+//
+// format=text (default, what original job_suite clients read): one text
+// message per output chunk, stdout and stderr interleaved, invalid UTF-8
+// replaced; the close frame's reason states the outcome.
+// format=json: LogMessage values, stream-tagged and byte-exact.
+func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
+	id, ok := jobID(w, p)
+	if !ok {
+		return
+	}
+	offset, ok := queryOffset(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	format := q.Get("format")
+	if format == "" {
+		format = "text"
+	}
+	if format != "text" && format != "json" {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "format must be text or json, got " + format, Field: "format"})
+		return
+	}
+	follow := true
+	switch q.Get("follow") {
+	case "", "1", "true", "yes":
+	case "0", "false", "no":
+		follow = false
+	default:
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "follow must be true or false", Field: "follow"})
+		return
+	}
+	if _, ok := s.getJob(w, id); !ok {
+		return
+	}
+	conn, err := upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader answered
+	}
+	defer conn.Close()
+	conn.SetReadLimit(4096)
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() { // the client sends nothing we need; reading notices it leaving
+		defer cancel()
+		for {
+			if _, _, err := conn.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+
+	bell, unsubscribe := s.hub.subscribe(id)
+	defer unsubscribe()
+	ping := time.NewTicker(wsPingEvery)
+	defer ping.Stop()
+
+	f := &follower{conn: conn, json: format == "json", offset: offset}
+	for {
+		// State first, then output: a job seen final has all its output
+		// stored already, so draining after this read misses nothing.
+		j, err := s.st.Get(id)
+		if err != nil {
+			return
+		}
+		for {
+			chunks, err := s.st.ReadLog(id, f.offset, wsReadChunk)
+			if err != nil || len(chunks) == 0 {
+				break
+			}
+			for _, c := range chunks {
+				if err := f.output(c); err != nil {
+					return
+				}
+			}
+		}
+		if j.State.Terminal() || !follow {
+			f.end(j)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-bell.c:
+		case <-ping.C:
+			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteTimeout)); err != nil {
+				return
+			}
+		}
+	}
+}
+
+type follower struct {
+	conn   *websocket.Conn
+	json   bool
+	offset uint64
+	carry  []byte // an incomplete UTF-8 sequence held for the next text message
+}
+
+func (f *follower) output(c store.Chunk) error {
+	f.offset = c.Offset + uint64(len(c.Data))
+	_ = f.conn.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+	if f.json {
+		stream := "stdout"
+		if c.Stream == 2 {
+			stream = "stderr"
+		}
+		return f.conn.WriteJSON(LogMessage{Type: "output", Offset: c.Offset, Stream: stream, Data: c.Data})
+	}
+	data := append(f.carry, c.Data...)
+	f.carry = nil
+	// Hold back a rune cut at the chunk's end.
+	for i := 1; i <= 3 && i <= len(data); i++ {
+		b := data[len(data)-i]
+		if b < 0x80 {
+			break
+		}
+		if utf8.RuneStart(b) {
+			if !utf8.FullRune(data[len(data)-i:]) {
+				f.carry = append([]byte(nil), data[len(data)-i:]...)
+				data = data[:len(data)-i]
+			}
+			break
+		}
+	}
+	if len(data) == 0 {
+		return nil
+	}
+	return f.conn.WriteMessage(websocket.TextMessage, []byte(strings.ToValidUTF8(string(data), "\uFFFD")))
+}
+
+func (f *follower) end(j *store.Job) {
+	_ = f.conn.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+	if len(f.carry) > 0 && !f.json {
+		_ = f.conn.WriteMessage(websocket.TextMessage, []byte(strings.ToValidUTF8(string(f.carry), "\uFFFD")))
+	}
+	v := viewJob(j, "")
+	reason := fmt.Sprintf("job %d %s", j.ID, j.State)
+	if !j.State.Terminal() {
+		reason = fmt.Sprintf("job %d is %s; end of stored output", j.ID, j.State)
+	} else if v.ExitCode != nil {
+		reason += fmt.Sprintf(" (exit code %d)", *v.ExitCode)
+	}
+	if f.json {
+		var sig string
+		if v.Result != nil {
+			sig = v.Result.Signal
+		}
+		_ = f.conn.WriteJSON(LogMessage{Type: "end", Status: j.State, ExitCode: v.ExitCode, Signal: sig, Reason: j.Reason})
+	}
+	if len(reason) > 120 {
+		reason = reason[:120]
+	}
+	_ = f.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, reason), time.Now().Add(wsWriteTimeout))
+}

@@ -1,0 +1,205 @@
+package protocol
+
+import "time"
+
+// Version is the wire protocol version spoken by this build. It is
+// negotiated twice: in the TLS ALPN string (ALPN) and in Hello/Welcome.
+//
+// History:
+//
+//	1 — first version: hello/welcome, credits, dispatch, cancel,
+//	    heartbeat, per-job streams (job open, started, log chunk,
+//	    log ack, finished, finish ack), error.
+const Version = 1
+
+// ALPN is the TLS application protocol name for this protocol version.
+// A peer that offers only other versions fails the TLS handshake.
+const ALPN = "jobsuite/1"
+
+// Type identifies a message on the wire. Numbers are only ever added,
+// never reused. Types at or above OptionalBase are optional: a receiver
+// that does not know one skips it. An unknown type below OptionalBase
+// is an error (ErrUnknownType).
+type Type uint8
+
+// OptionalBase is the first optional message type number.
+const OptionalBase Type = 128
+
+const (
+	TypeHello     Type = 1  // agent → controller, first frame on the control stream
+	TypeWelcome   Type = 2  // controller → agent, answer to Hello
+	TypeCredit    Type = 3  // agent → controller, grants more free slots
+	TypeDispatch  Type = 4  // controller → agent, run one attempt of a job
+	TypeCancel    Type = 5  // controller → agent, stop one attempt
+	TypeHeartbeat Type = 6  // agent → controller, renews leases
+	TypeJobOpen   Type = 7  // agent → controller, first frame on a job stream
+	TypeStarted   Type = 8  // agent → controller, the process is running
+	TypeLogChunk  Type = 9  // agent → controller, output bytes at an offset
+	TypeLogAck    Type = 10 // controller → agent, output stored below an offset
+	TypeFinished  Type = 11 // agent → controller, the attempt ended
+	TypeFinishAck Type = 12 // controller → agent, the result is stored
+	TypeError     Type = 13 // either way, fatal; the sender closes after it
+)
+
+// Message is implemented by every message type.
+type Message interface {
+	Type() Type
+}
+
+// AttemptRef names one attempt of one job.
+type AttemptRef struct {
+	JobID   uint64
+	Attempt uint32
+}
+
+// Hello opens the control stream. Running lists the attempts the agent
+// is still running (non-empty after a reconnect).
+type Hello struct {
+	Version      uint32
+	Name         string
+	Labels       map[string]string
+	Slots        uint32
+	AgentVersion string
+	Running      []AttemptRef
+}
+
+// Welcome accepts a Hello. The agent sends a Heartbeat every
+// HeartbeatInterval; the controller considers it lost after LeaseTTL
+// without one.
+type Welcome struct {
+	Version           uint32
+	ControllerID      string
+	HeartbeatInterval time.Duration
+	LeaseTTL          time.Duration
+}
+
+// Credit grants the controller Slots more dispatches. Credits add up;
+// each Dispatch consumes one.
+type Credit struct {
+	Slots uint32
+}
+
+// Dispatch asks the agent to run one attempt of a job. Command is the
+// full shell command (params already appended). Env holds KEY=VALUE
+// pairs added to the agent's environment. Timeout 0 means none.
+// KillGrace is how long to wait between SIGTERM and SIGKILL.
+type Dispatch struct {
+	JobID       uint64
+	Attempt     uint32
+	Name        string
+	Command     string
+	Env         []string
+	Dir         string
+	Timeout     time.Duration
+	KillGrace   time.Duration
+	CaptureLogs bool
+}
+
+// Cancel asks the agent to stop an attempt (kill its process group).
+type Cancel struct {
+	JobID   uint64
+	Attempt uint32
+	Reason  string
+}
+
+// Heartbeat renews the leases of the listed running attempts.
+type Heartbeat struct {
+	Seq     uint64
+	Running []AttemptRef
+}
+
+// JobOpen is the first frame on a job stream: everything after it on
+// that stream concerns this attempt. Offset is where the log resumes
+// (0 for a fresh attempt).
+type JobOpen struct {
+	JobID   uint64
+	Attempt uint32
+	Offset  uint64
+}
+
+// Started says the attempt's process is running.
+type Started struct {
+	PID       uint32
+	StartedAt time.Time
+}
+
+// Output stream of a log chunk.
+type Stream uint8
+
+const (
+	Stdout Stream = 1
+	Stderr Stream = 2
+)
+
+// LogChunk carries output bytes. Offset is the position of Data[0] in
+// the attempt's combined output (stdout and stderr interleaved in the
+// order the agent read them).
+type LogChunk struct {
+	Stream Stream
+	Offset uint64
+	Data   []byte
+}
+
+// LogAck says every output byte below Offset is stored.
+type LogAck struct {
+	Offset uint64
+}
+
+// Outcome is how an attempt ended.
+type Outcome uint8
+
+const (
+	OutcomeCompleted Outcome = 1 // exit status 0
+	OutcomeFailed    Outcome = 2 // non-zero exit, killed by a signal, or could not start
+	OutcomeTimeout   Outcome = 3 // killed at its timeout
+	OutcomeCancelled Outcome = 4 // killed on a Cancel
+)
+
+// Finished reports the end of an attempt. ExitCode is the process exit
+// status, or 128+N when it was killed by signal N (Signal then names it,
+// e.g. "SIGKILL"). Error explains a failure to start. LogBytes is the
+// total output length, so the controller can tell it has every byte.
+type Finished struct {
+	Outcome   Outcome
+	ExitCode  int32
+	Signal    string
+	Error     string
+	Duration  time.Duration
+	UserCPU   time.Duration
+	SystemCPU time.Duration
+	MaxRSS    uint64 // bytes
+	LogBytes  uint64
+}
+
+// FinishAck says the controller stored the Finished report.
+type FinishAck struct{}
+
+// Error is fatal: the sender closes the stream or session after it.
+type Error struct {
+	Code    uint16
+	Message string
+}
+
+// Error codes.
+const (
+	CodeProtocol     uint16 = 1 // malformed or unexpected message
+	CodeVersion      uint16 = 2 // unsupported protocol version
+	CodeDuplicate    uint16 = 3 // an agent with this name is already connected
+	CodeStaleAttempt uint16 = 4 // the attempt is not current (fencing)
+	CodeShutdown     uint16 = 5 // the peer is going away
+	CodeForbidden    uint16 = 6 // the certificate's role may not do this
+)
+
+func (*Hello) Type() Type     { return TypeHello }
+func (*Welcome) Type() Type   { return TypeWelcome }
+func (*Credit) Type() Type    { return TypeCredit }
+func (*Dispatch) Type() Type  { return TypeDispatch }
+func (*Cancel) Type() Type    { return TypeCancel }
+func (*Heartbeat) Type() Type { return TypeHeartbeat }
+func (*JobOpen) Type() Type   { return TypeJobOpen }
+func (*Started) Type() Type   { return TypeStarted }
+func (*LogChunk) Type() Type  { return TypeLogChunk }
+func (*LogAck) Type() Type    { return TypeLogAck }
+func (*Finished) Type() Type  { return TypeFinished }
+func (*FinishAck) Type() Type { return TypeFinishAck }
+func (*Error) Type() Type     { return TypeError }
