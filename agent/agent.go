@@ -210,12 +210,13 @@ func (a *Agent) session(ctx context.Context) error {
 
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	go func() {
+	go func() { // a blocked read of the control stream ends with the session
 		select {
 		case <-sess.Done():
 		case <-sctx.Done():
 		}
 		stop()
+		sess.Close("agent stopping")
 	}()
 	// This version cannot carry a running job across connections: its
 	// output would have nowhere to go. Jobs end with their session and

@@ -97,6 +97,9 @@ func commands(m Meta) map[string]mcli.CommandFactory {
 	for k, v := range tlsCommands(m) {
 		cmds[k] = v
 	}
+	for k, v := range clientCommands(m) {
+		cmds[k] = v
+	}
 	return cmds
 }
 

@@ -167,12 +167,13 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	go func() {
+	go func() { // a blocked read of the control stream ends with the session
 		select {
 		case <-sess.Done():
 		case <-sctx.Done():
 		}
 		stop()
+		a.close("session ended")
 	}()
 	go s.writeControl(sctx, a, w)
 	go s.acceptJobStreams(sctx, a)

@@ -591,7 +591,7 @@ func (s *scheduler) reap(now time.Time) {
 			continue
 		}
 		agent := j.Current().Agent
-		s.loseAttempt(j, fmt.Sprintf("lost: agent %s did not renew the lease within %s", agent, s.opts.LeaseTTL))
+		s.loseAttempt(j, fmt.Sprintf("agent %s did not renew the lease within %s", agent, s.opts.LeaseTTL))
 		if a := s.agents[agent]; a != nil {
 			a.send(&protocol.Cancel{JobID: id, Attempt: j.Current().Number, Reason: "lease expired"})
 		}
