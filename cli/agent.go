@@ -1,11 +1,8 @@
 package cli
 
 import (
-	"context"
 	"fmt"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"jobsuite/agent"
 	"jobsuite/transport"
@@ -95,7 +92,7 @@ func (c *AgentCommand) Run(args []string) int {
 	if err != nil {
 		return c.errorf("%v", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := c.signalContext()
 	defer stop()
 	if err := a.Run(ctx); err != nil {
 		return c.errorf("%v", err)

@@ -1,11 +1,14 @@
 package cli
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	mcli "github.com/mitchellh/cli"
 )
@@ -49,11 +52,24 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return code
 }
 
-// Meta is what every command gets: where to write.
+// Meta is what every command gets: where to write, and the context
+// long-running commands stop with.
 type Meta struct {
 	UI     mcli.Ui
 	Stdout io.Writer
 	Stderr io.Writer
+	// Ctx, when set, stops long-running commands (tests use it); SIGINT
+	// and SIGTERM always do.
+	Ctx context.Context
+}
+
+// signalContext is done on SIGINT, SIGTERM or when m.Ctx is done.
+func (m Meta) signalContext() (context.Context, context.CancelFunc) {
+	parent := m.Ctx
+	if parent == nil {
+		parent = context.Background()
+	}
+	return signal.NotifyContext(parent, syscall.SIGINT, syscall.SIGTERM)
 }
 
 // flagSet returns a quiet FlagSet: parse reports its errors together

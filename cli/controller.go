@@ -1,11 +1,8 @@
 package cli
 
 import (
-	"context"
 	"fmt"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"jobsuite/controller"
 )
@@ -77,7 +74,7 @@ func (c *ControllerCommand) Run(args []string) int {
 	if err != nil {
 		return c.errorf("%v", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := c.signalContext()
 	defer stop()
 	if err := srv.Run(ctx); err != nil {
 		return c.errorf("%v", err)

@@ -1,16 +1,13 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 
 	"jobsuite/agent"
 	"jobsuite/certs"
@@ -104,7 +101,7 @@ func (c *DevCommand) Run(args []string) int {
 		return c.errorf("writing %s: %v", filepath.Join(abs, "env"), err)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := c.signalContext()
 	defer stop()
 	agentAddr := srv.AgentAddr()
 	if host, port, err := net.SplitHostPort(agentAddr); err == nil && (host == "" || host == "::" || host == "0.0.0.0") {

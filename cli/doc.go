@@ -1,0 +1,15 @@
+// Package cli holds the jobsuite commands, one file each, built on
+// mitchellh/cli. main.go hands os.Args to Run. Commands hold no business
+// logic: the long-running ones (controller, agent, dev) configure and
+// run controller.Server and agent.Agent; the client ones (submit,
+// status, list, cancel, logs, agents) call the HTTP API through Client.
+//
+// Client commands find the controller through -addr/-ca-cert/
+// -client-cert/-client-key, else JOBSUITE_ADDR, JOBSUITE_CACERT,
+// JOBSUITE_CLIENT_CERT and JOBSUITE_CLIENT_KEY, else ./.jobsuite-dev/env
+// (written by 'jobsuite dev').
+//
+// Exit codes: 0 success, 1 error, 2 usage error; submit -f and logs -f
+// exit with the job's own code (124 timeout, 130 cancelled or
+// interrupted, 1 when the job ended without an exit code).
+package cli

@@ -1,0 +1,38 @@
+// Package controller is the jobsuite controller: the HTTPS API, the
+// scheduler, agent sessions and the log hub. Server.Run serves it.
+//
+// # State and durability
+//
+// The store (package controller/store, the only Pebble user) holds every
+// job record, the queue, delay and active indexes, each job's events and
+// its output. The scheduler keeps the non-terminal jobs, the queue and
+// the connected agents in memory behind one mutex and changes them only
+// through scheduler.transition, which also queues the matching store
+// update. The committer (commit.go) writes queued updates as one synced
+// Pebble batch per round, so concurrent transitions share an fsync.
+// Whatever makes a transition visible outside — the HTTP answer, the
+// Dispatch to an agent, the FinishAck — waits for its batch, so nothing
+// is acknowledged that a kill -9 could lose. Every transition is a
+// command (prev → next, event) applied to the store: the shape a
+// replicated log could later apply on several controllers.
+//
+// # Dispatch
+//
+// Agents grant credits (free slots). Whenever a job is queued or a
+// credit arrives, the dispatcher hands out the best queued job each
+// agent's labels satisfy: higher priority first, FIFO within a priority,
+// round-robin across agents. Each dispatch is a new attempt whose number
+// is a fencing token; the agent quotes it on the attempt's job stream and
+// in heartbeats, and reports for any other attempt are refused. An
+// attempt's lease is renewed by heartbeats that list it; one that runs
+// out makes the attempt lost, and the job is retried (after an
+// exponential backoff with jitter) or fails.
+//
+// # Logs
+//
+// An agent streams output on the attempt's own stream; the controller
+// appends it to the store at the job's log offset and rings the hub.
+// Followers (WebSocket, CLI) read from the store from their own offset
+// whenever the hub rings, so a slow follower holds up nothing and no
+// follower ever sees a gap or a duplicate.
+package controller
