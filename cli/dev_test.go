@@ -34,30 +34,10 @@ func TestDevModeAsANewUser(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
 
-	ctx, cancel := context.WithCancel(context.Background())
 	var devOut, devErr bytes.Buffer
-	m := Meta{UI: &mcli.BasicUi{Writer: &devOut, ErrorWriter: &devErr}, Stdout: &syncWriter{w: &devOut}, Stderr: &syncWriter{w: &devErr}, Ctx: ctx}
-	done := make(chan int, 1)
-	go func() {
-		done <- (&DevCommand{Meta: m}).Run([]string{"-http", "127.0.0.1:0", "-listen", "127.0.0.1:0", "-log-level", "warn"})
-	}()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case code := <-done:
-			if code != 0 {
-				t.Errorf("dev exited %d", code)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatal("dev did not stop")
-		}
-	}
-	defer stop()
+	m := Meta{UI: &mcli.BasicUi{Writer: &devOut, ErrorWriter: &devErr}, Stdout: &syncWriter{w: &devOut}, Stderr: &syncWriter{w: &devErr}}
+	stop := startDev(t, m)
+	defer func() { stop() }()
 
 	envFile := filepath.Join(dir, ".jobsuite-dev", "env")
 	waitUntil(t, "dev to write its env file and agents to connect", func() bool {
@@ -87,13 +67,7 @@ func TestDevModeAsANewUser(t *testing.T) {
 
 	// 3. Restarting dev on the same folder keeps jobs and logs.
 	stop()
-	ctx, cancel = context.WithCancel(context.Background())
-	m.Ctx = ctx
-	done = make(chan int, 1)
-	stopped = false
-	go func() {
-		done <- (&DevCommand{Meta: m}).Run([]string{"-http", "127.0.0.1:0", "-listen", "127.0.0.1:0", "-log-level", "warn"})
-	}()
+	stop = startDev(t, m)
 	waitUntil(t, "dev to restart", func() bool {
 		code, out, _ := runCLI(t, "list")
 		return code == 0 && strings.Contains(out, "failed")
@@ -101,6 +75,32 @@ func TestDevModeAsANewUser(t *testing.T) {
 	code, out, _ = runCLI(t, "logs", "1")
 	if code != 0 || out != "hello\n" {
 		t.Fatalf("logs after restart: %d %q", code, out)
+	}
+}
+
+// startDev runs 'jobsuite dev' on loopback ports until the returned
+// function is called; that function waits for it to exit cleanly.
+func startDev(t *testing.T, m Meta) func() {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	m.Ctx = ctx
+	done := make(chan int, 1)
+	go func() {
+		done <- (&DevCommand{Meta: m}).Run([]string{"-http", "127.0.0.1:0", "-listen", "127.0.0.1:0", "-log-level", "warn"})
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case code := <-done:
+				if code != 0 {
+					t.Errorf("dev exited %d", code)
+				}
+			case <-time.After(30 * time.Second):
+				t.Error("dev did not stop")
+			}
+		})
 	}
 }
 
