@@ -47,6 +47,7 @@ func (s *Server) routes() http.Handler {
 	r.GET("/ws/jobs/:id/logs", s.auth(certs.RoleViewer, s.handleLogSocket))
 	r.GET("/agents", s.auth(certs.RoleViewer, s.handleAgents))
 	r.GET("/health", s.handleHealth)
+	r.GET("/openapi.json", s.handleOpenAPI)
 
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if p := req.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") {

@@ -36,6 +36,13 @@ type Config struct {
 	BackoffMax        time.Duration // longest retry delay; default 5m
 	MaxBodyBytes      int64         // largest API request body; default 1 MiB
 
+	// Retention of finished jobs (record, events and output). A finished
+	// job is removed when it is older than RetainFor or when more than
+	// RetainJobs finished jobs are newer. Zero means the default; a
+	// negative value turns that limit off.
+	RetainFor  time.Duration // default 30 days
+	RetainJobs int           // default 1,000,000
+
 	// NoSync commits without fsync. Tests only: a crash loses data.
 	NoSync bool
 }
@@ -67,6 +74,12 @@ func (c *Config) setDefaults() error {
 	def(&c.HandshakeTimeout, 10*time.Second)
 	def(&c.BackoffBase, time.Second)
 	def(&c.BackoffMax, 5*time.Minute)
+	if c.RetainFor == 0 {
+		c.RetainFor = 30 * 24 * time.Hour
+	}
+	if c.RetainJobs == 0 {
+		c.RetainJobs = 1_000_000
+	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
@@ -177,7 +190,8 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 	httpErr := make(chan error, 1)
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); s.retentionLoop(ctx) }()
 	go func() { defer wg.Done(); s.sched.dispatchLoop(ctx) }()
 	go func() { defer wg.Done(); s.sched.reapLoop(ctx) }()
 	go func() { defer wg.Done(); s.sched.delayLoop(ctx) }()
