@@ -7,9 +7,11 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +40,22 @@ type Config struct {
 	Shell      string            // default /bin/sh
 	Logger     hclog.Logger
 
+	// StateDir holds each attempt's output spool and result until the
+	// controller has stored them. Default: /var/lib/jobsuite/agent-NAME
+	// when running as root, else ~/.local/state/jobsuite/agent-NAME.
+	StateDir string
+	// SpoolMax bounds an attempt's output that the controller has not
+	// acknowledged yet; past it the agent stops reading the job's pipes
+	// (the job blocks on write) until acknowledgements arrive. Default 64 MiB.
+	SpoolMax uint64
+	// MaxLogBytes caps an attempt's output; what follows is dropped and a
+	// marker line says so. 0 means no cap.
+	MaxLogBytes uint64
+	// DrainTimeout is how long Run lets running jobs finish after its
+	// context is done (graceful drain) before it cancels them. 0 cancels
+	// them at once.
+	DrainTimeout time.Duration
+
 	ReconnectMin time.Duration // first reconnect delay; default 500ms
 	ReconnectMax time.Duration // longest reconnect delay; default 30s
 }
@@ -46,23 +64,47 @@ type Config struct {
 type Agent struct {
 	cfg     Config
 	log     hclog.Logger
-	tls     transportTLS
+	files   certs.Files
+	sn      string
 	name    string
 	baseEnv []string
 
+	stopOnce sync.Once
+	stopNow  chan struct{} // Stop: cancel running jobs now
+
 	mu   sync.Mutex
 	jobs map[protocol.AttemptRef]*job
-	wg   sync.WaitGroup
+	// precancel remembers cancels for attempts not seen yet: a Cancel can
+	// overtake its Dispatch, and the attempt must then not run.
+	precancel map[protocol.AttemptRef]time.Time
+	sess      *session // current session, nil while disconnected
+	draining  bool
+	idle      chan struct{} // closed and replaced whenever a job is removed
 }
 
-type transportTLS struct {
-	files certs.Files
-	sn    string
+// session is one connection to the controller.
+type session struct {
+	t    transport.Session
+	ctrl *protocol.Writer
+	ctx  context.Context
 }
 
-// job is one running attempt.
+// job is one attempt the agent holds: running, or ended with a result
+// the controller has not acknowledged yet.
 type job struct {
-	cancel context.CancelFunc
+	ref     protocol.AttemptRef
+	d       protocol.Dispatch
+	dir     string
+	sp      *spool
+	cancel  context.CancelFunc
+	started chan struct{} // closed once the process started or failed to
+
+	// guarded by Agent.mu
+	pid       int
+	startedAt time.Time
+	result    *protocol.Finished
+	shipping  *session // the session a shipper serves, if any
+	abandoned bool     // the controller refused the attempt
 }
 
 // New checks the configuration and the certificates.
@@ -110,46 +152,181 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.ReconnectMax <= 0 {
 		cfg.ReconnectMax = 30 * time.Second
 	}
+	if cfg.SpoolMax == 0 {
+		cfg.SpoolMax = 64 << 20
+	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = defaultStateDir(name)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("%w: state directory: %v", ErrConfig, err)
+	}
 	return &Agent{
-		cfg: cfg, log: cfg.Logger, name: name,
-		tls:     transportTLS{files: cfg.TLS, sn: cfg.ServerName},
-		baseEnv: os.Environ(),
-		jobs:    map[protocol.AttemptRef]*job{},
+		cfg: cfg, log: cfg.Logger, name: name, files: cfg.TLS, sn: cfg.ServerName,
+		baseEnv:   os.Environ(),
+		stopNow:   make(chan struct{}),
+		jobs:      map[protocol.AttemptRef]*job{},
+		precancel: map[protocol.AttemptRef]time.Time{},
+		idle:      make(chan struct{}),
 	}, nil
+}
+
+func defaultStateDir(name string) string {
+	if os.Geteuid() == 0 {
+		return filepath.Join("/var/lib/jobsuite", "agent-"+name)
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "jobsuite", "agent-"+name)
+	}
+	return filepath.Join(os.TempDir(), "jobsuite-agent-"+name)
 }
 
 // Name is the agent's name (its certificate's).
 func (a *Agent) Name() string { return a.name }
 
+// Stop cancels the running jobs at once (their process groups are
+// killed and they are reported as cancelled); Run then returns. Use it
+// for a second SIGTERM or SIGINT during a drain.
+func (a *Agent) Stop() { a.stopOnce.Do(func() { close(a.stopNow) }) }
+
+// Running returns how many attempts the agent holds.
+func (a *Agent) Running() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.jobs)
+}
+
 // Run connects and serves until ctx is done, reconnecting with
-// exponential backoff and jitter whenever the connection is lost. When
-// it returns, no job it started is running.
+// exponential backoff and jitter whenever the connection is lost;
+// running jobs keep running meanwhile and their output waits in the
+// spool. When ctx is done the agent drains: it takes no new jobs, keeps
+// heartbeating while the running ones finish (up to DrainTimeout), then
+// cancels what is left (or everything at once after Stop) and returns
+// once their results are delivered or a short grace has passed.
 func (a *Agent) Run(ctx context.Context) error {
-	defer a.wg.Wait()
+	if err := a.recover(); err != nil {
+		return err
+	}
+	jobsCtx, cancelJobs := context.WithCancel(context.Background())
+	defer cancelJobs()
+	connCtx, stopConn := context.WithCancel(context.Background())
+	defer stopConn()
+	connDone := make(chan error, 1)
+	go func() { connDone <- a.connectLoop(connCtx, jobsCtx) }()
+
+	select {
+	case <-ctx.Done():
+	case <-a.stopNow:
+	case err := <-connDone:
+		cancelJobs()
+		a.waitJobs(10 * time.Second)
+		return err
+	}
+	a.drain()
+	if n := a.Running(); n > 0 && a.cfg.DrainTimeout > 0 {
+		a.log.Info("draining: waiting for running jobs to finish", "jobs", n, "timeout", a.cfg.DrainTimeout)
+		dctx, cancel := context.WithTimeout(context.Background(), a.cfg.DrainTimeout)
+		select {
+		case <-a.whenIdle(dctx):
+			if dctx.Err() != nil {
+				a.log.Warn("drain timeout: cancelling the jobs still running", "jobs", a.Running())
+			}
+		case <-a.stopNow:
+		}
+		cancel()
+	}
+	if a.Running() > 0 {
+		a.cancelAll("agent shutting down")
+		a.waitJobs(10 * time.Second)
+	}
+	stopConn()
+	select {
+	case err := <-connDone:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	case <-time.After(5 * time.Second):
+	}
+	return nil
+}
+
+// whenIdle returns a channel closed once no attempt is held (or ctx is
+// done).
+func (a *Agent) whenIdle(ctx context.Context) <-chan struct{} {
+	c := make(chan struct{})
+	go func() {
+		defer close(c)
+		for {
+			a.mu.Lock()
+			n, idle := len(a.jobs), a.idle
+			a.mu.Unlock()
+			if n == 0 {
+				return
+			}
+			select {
+			case <-idle:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return c
+}
+
+// waitJobs waits until every held attempt is reported, or d passes.
+func (a *Agent) waitJobs(d time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	<-a.whenIdle(ctx)
+	if n := a.Running(); n > 0 {
+		a.log.Warn("stopping with results not delivered; they stay in the state directory and are reported at the next start", "jobs", n)
+	}
+}
+
+// drain stops taking jobs and tells the controller.
+func (a *Agent) drain() {
+	a.mu.Lock()
+	a.draining = true
+	s := a.sess
+	a.mu.Unlock()
+	if s != nil {
+		_ = s.ctrl.Write(&protocol.Drain{})
+	}
+}
+
+func (a *Agent) cancelAll(reason string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, j := range a.jobs {
+		a.log.Info("cancelling job", "job", j.ref.JobID, "attempt", j.ref.Attempt, "reason", reason)
+		j.cancel()
+	}
+}
+
+// connectLoop keeps a session up until ctx is done.
+func (a *Agent) connectLoop(ctx, jobsCtx context.Context) error {
 	delay := a.cfg.ReconnectMin
 	for {
 		start := time.Now()
-		err := a.session(ctx)
+		err := a.session(ctx, jobsCtx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if errors.Is(err, errFatal) {
+			a.log.Error("controller refused this agent; not reconnecting", "error", err)
 			return err
 		}
 		if time.Since(start) > 10*time.Second {
 			delay = a.cfg.ReconnectMin // it was up for a while: start over
 		}
 		wait := delay/2 + rand.N(delay/2+1)
-		a.log.Warn("connection to controller lost; reconnecting", "error", err, "in", wait.Round(time.Millisecond))
+		a.log.Warn("connection to controller lost; reconnecting", "error", err, "in", wait.Round(time.Millisecond), "jobs", a.Running())
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(wait):
 		}
-		delay *= 2
-		if delay > a.cfg.ReconnectMax {
-			delay = a.cfg.ReconnectMax
-		}
+		delay = min(delay*2, a.cfg.ReconnectMax)
 	}
 }
 
@@ -157,40 +334,43 @@ func (a *Agent) Run(ctx context.Context) error {
 var errFatal = errors.New("fatal")
 
 // session dials once and serves the connection until it ends.
-func (a *Agent) session(ctx context.Context) error {
+func (a *Agent) session(ctx, jobsCtx context.Context) error {
 	// Certificates are reloaded on every connection, so renewed files on
 	// disk take effect at the next reconnect.
-	pool, cert, err := a.tls.files.Load()
+	pool, cert, err := a.files.Load()
 	if err != nil {
 		return fmt.Errorf("loading certificates: %w", err)
 	}
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	sess, err := transport.Dial(dctx, a.cfg.Controller, certs.ClientTLS(pool, cert, a.tls.sn), a.cfg.Transport, transport.Options{Logger: a.log.Named("transport")})
+	t, err := transport.Dial(dctx, a.cfg.Controller, certs.ClientTLS(pool, cert, a.sn), a.cfg.Transport, transport.Options{Logger: a.log.Named("transport")})
 	cancel()
 	if err != nil {
+		if errors.Is(err, transport.ErrHandshake) {
+			return fmt.Errorf("dialing %s: %w (check -ca and that the controller certificate names %q)", a.cfg.Controller, err, a.sn)
+		}
 		return fmt.Errorf("dialing %s: %w", a.cfg.Controller, err)
 	}
-	defer sess.Close("agent session ended")
-	log := a.log.With("controller", a.cfg.Controller, "transport", sess.Transport())
+	defer t.Close("agent session ended")
+	log := a.log.With("controller", a.cfg.Controller, "transport", t.Transport())
 
-	ctrl, err := sess.OpenStream(ctx)
+	ctrlStream, err := t.OpenStream(ctx)
 	if err != nil {
 		return fmt.Errorf("opening control stream: %w", err)
 	}
-	w := protocol.NewWriter(ctrl)
-	r := protocol.NewReader(ctrl, 0)
+	w := protocol.NewWriter(ctrlStream)
+	r := protocol.NewReader(ctrlStream, 0)
 	if err := w.Write(&protocol.Hello{
 		Version: protocol.Version, Name: a.name, Labels: a.cfg.Labels,
-		Slots: uint32(a.cfg.Slots), AgentVersion: Version, Running: a.running(),
+		Slots: uint32(a.cfg.Slots), AgentVersion: Version, Running: a.held(),
 	}); err != nil {
 		return fmt.Errorf("sending hello: %w", err)
 	}
-	_ = ctrl.SetReadDeadline(time.Now().Add(15 * time.Second))
+	_ = ctrlStream.SetReadDeadline(time.Now().Add(15 * time.Second))
 	m, err := r.Read()
 	if err != nil {
 		return fmt.Errorf("waiting for welcome: %w", err)
 	}
-	_ = ctrl.SetReadDeadline(time.Time{})
+	_ = ctrlStream.SetReadDeadline(time.Time{})
 	var welcome *protocol.Welcome
 	switch m := m.(type) {
 	case *protocol.Welcome:
@@ -201,29 +381,45 @@ func (a *Agent) session(ctx context.Context) error {
 		}
 		return fmt.Errorf("controller refused this agent: %s", m.Message)
 	default:
-		return fmt.Errorf("expected welcome, got message type %d", m.Type())
+		return fmt.Errorf("expected welcome, got %s", m.Type())
 	}
 	if err := protocol.CheckVersion(welcome.Version); err != nil {
 		return fmt.Errorf("%w: %v", errFatal, err)
 	}
-	log.Info("connected", "slots", a.cfg.Slots, "heartbeat", welcome.HeartbeatInterval)
 
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() { // a blocked read of the control stream ends with the session
 		select {
-		case <-sess.Done():
+		case <-t.Done():
 		case <-sctx.Done():
 		}
 		stop()
-		sess.Close("agent stopping")
+		t.Close("agent stopping")
 	}()
-	// This version cannot carry a running job across connections: its
-	// output would have nowhere to go. Jobs end with their session and
-	// the controller retries them.
-	defer a.cancelAll()
+	s := &session{t: t, ctrl: w, ctx: sctx}
+	a.mu.Lock()
+	a.sess = s
+	draining := a.draining
+	free := a.cfg.Slots - len(a.jobs)
+	for _, j := range a.jobs {
+		a.shipLocked(j, s)
+	}
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		if a.sess == s {
+			a.sess = nil
+		}
+		a.mu.Unlock()
+	}()
+	log.Info("connected", "slots", a.cfg.Slots, "held", a.Running(), "heartbeat", welcome.HeartbeatInterval)
 
-	if free := a.cfg.Slots - len(a.running()); free > 0 {
+	if draining {
+		if err := w.Write(&protocol.Drain{}); err != nil {
+			return err
+		}
+	} else if free > 0 {
 		if err := w.Write(&protocol.Credit{Slots: uint32(free)}); err != nil {
 			return err
 		}
@@ -240,9 +436,13 @@ func (a *Agent) session(ctx context.Context) error {
 		}
 		switch m := m.(type) {
 		case *protocol.Dispatch:
-			a.start(sctx, sess, w, m)
+			if err := a.start(jobsCtx, s, m); err != nil {
+				log.Error("cannot start job", "job", m.JobID, "error", err)
+			}
 		case *protocol.Cancel:
 			a.cancelJob(protocol.AttemptRef{JobID: m.JobID, Attempt: m.Attempt}, m.Reason)
+		case *protocol.StatusRequest:
+			_ = w.Write(a.status(m))
 		case *protocol.Error:
 			return fmt.Errorf("controller closed the session: %s", m.Message)
 		default:
@@ -264,20 +464,23 @@ func (a *Agent) heartbeat(ctx context.Context, w *protocol.Writer, every time.Du
 			return
 		case <-t.C:
 			seq++
-			if err := w.Write(&protocol.Heartbeat{Seq: seq, Running: a.running()}); err != nil {
+			if err := w.Write(&protocol.Heartbeat{Seq: seq, Running: a.held()}); err != nil {
 				return
 			}
 		}
 	}
 }
 
-// running lists the attempts in progress, sorted.
-func (a *Agent) running() []protocol.AttemptRef {
+// held lists the attempts the agent holds (running or not yet
+// reported), sorted.
+func (a *Agent) held() []protocol.AttemptRef {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	refs := make([]protocol.AttemptRef, 0, len(a.jobs))
-	for ref := range a.jobs {
-		refs = append(refs, ref)
+	for ref, j := range a.jobs {
+		if !j.abandoned {
+			refs = append(refs, ref)
+		}
 	}
 	sort.Slice(refs, func(i, j int) bool { return refs[i].JobID < refs[j].JobID })
 	return refs
@@ -286,6 +489,15 @@ func (a *Agent) running() []protocol.AttemptRef {
 func (a *Agent) cancelJob(ref protocol.AttemptRef, reason string) {
 	a.mu.Lock()
 	j := a.jobs[ref]
+	if j == nil {
+		now := time.Now()
+		for r, at := range a.precancel { // keep the set small
+			if now.Sub(at) > time.Minute {
+				delete(a.precancel, r)
+			}
+		}
+		a.precancel[ref] = now
+	}
 	a.mu.Unlock()
 	if j == nil {
 		return
@@ -294,74 +506,48 @@ func (a *Agent) cancelJob(ref protocol.AttemptRef, reason string) {
 	j.cancel()
 }
 
-func (a *Agent) cancelAll() {
-	a.mu.Lock()
-	for _, j := range a.jobs {
-		j.cancel()
-	}
-	a.mu.Unlock()
+func (a *Agent) jobDir(ref protocol.AttemptRef) string {
+	return filepath.Join(a.cfg.StateDir, fmt.Sprintf("%d-%d", ref.JobID, ref.Attempt))
 }
 
 // start runs one dispatched attempt in the background.
-func (a *Agent) start(ctx context.Context, sess transport.Session, ctrl *protocol.Writer, d *protocol.Dispatch) {
+func (a *Agent) start(jobsCtx context.Context, s *session, d *protocol.Dispatch) error {
 	ref := protocol.AttemptRef{JobID: d.JobID, Attempt: d.Attempt}
-	jctx, cancel := context.WithCancel(ctx)
 	a.mu.Lock()
 	if _, dup := a.jobs[ref]; dup {
 		a.mu.Unlock()
-		cancel()
-		return
+		return nil
 	}
-	a.jobs[ref] = &job{cancel: cancel}
 	a.mu.Unlock()
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		defer cancel()
-		a.runJob(jctx, sess, d)
-		a.mu.Lock()
-		delete(a.jobs, ref)
-		a.mu.Unlock()
-		if ctx.Err() == nil {
-			_ = ctrl.Write(&protocol.Credit{Slots: 1})
-		}
-	}()
+	dir := a.jobDir(ref)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := writeMeta(dir, &meta{Dispatch: *d}); err != nil {
+		return err
+	}
+	sp, err := openSpool(filepath.Join(dir, "output"), a.cfg.SpoolMax, a.cfg.MaxLogBytes)
+	if err != nil {
+		return err
+	}
+	jctx, cancel := context.WithCancel(jobsCtx)
+	j := &job{ref: ref, d: *d, dir: dir, sp: sp, cancel: cancel, started: make(chan struct{})}
+	a.mu.Lock()
+	if _, ok := a.precancel[ref]; ok {
+		delete(a.precancel, ref)
+		cancel() // Run starts nothing and reports it cancelled
+	}
+	a.jobs[ref] = j
+	a.shipLocked(j, s)
+	a.mu.Unlock()
+	go a.runJob(jctx, jobsCtx, j)
+	return nil
 }
 
-// runJob runs the attempt and reports it on a stream of its own.
-func (a *Agent) runJob(ctx context.Context, sess transport.Session, d *protocol.Dispatch) {
+// runJob runs the attempt's process, spooling its output.
+func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
+	d := &j.d
 	log := a.log.With("job", d.JobID, "attempt", d.Attempt)
-	st, err := sess.OpenStream(ctx)
-	if err != nil {
-		log.Warn("cannot open job stream; not running the job", "error", err)
-		return
-	}
-	defer st.Abort()
-	w := protocol.NewWriter(st)
-	if err := w.Write(&protocol.JobOpen{JobID: d.JobID, Attempt: d.Attempt}); err != nil {
-		log.Warn("cannot open job stream; not running the job", "error", err)
-		return
-	}
-	acked := make(chan struct{})
-	go func() { // the controller answers FinishAck, or Error if it refuses the attempt
-		defer close(acked)
-		r := protocol.NewReader(st, 0)
-		for {
-			m, err := r.Read()
-			if err != nil {
-				return
-			}
-			switch m := m.(type) {
-			case *protocol.FinishAck:
-				return
-			case *protocol.Error:
-				log.Warn("controller refused the job stream; stopping the job", "error", m.Message)
-				a.cancelJob(protocol.AttemptRef{JobID: d.JobID, Attempt: d.Attempt}, m.Message)
-				return
-			}
-		}
-	}()
-
 	env := append(append([]string(nil), a.baseEnv...),
 		"JOBSUITE_JOB_ID="+strconv.FormatUint(d.JobID, 10),
 		"JOBSUITE_ATTEMPT="+strconv.FormatUint(uint64(d.Attempt), 10),
@@ -374,46 +560,292 @@ func (a *Agent) runJob(ctx context.Context, sess transport.Session, d *protocol.
 		dir = a.cfg.WorkDir
 	}
 	log.Info("job starting", "command", d.Command)
-	var offset uint64
-	var sendErr error
+	startedOnce := sync.OnceFunc(func() { close(j.started) })
 	res := Run(ctx, Spec{
 		Command: d.Command, Shell: a.cfg.Shell, Env: env, Dir: dir,
 		Timeout: d.Timeout, KillGrace: d.KillGrace, Capture: d.CaptureLogs,
 	}, func(pid int) {
-		if err := w.Write(&protocol.Started{PID: uint32(pid), StartedAt: time.Now()}); err != nil && sendErr == nil {
-			sendErr = err
-		}
+		now := time.Now()
+		a.mu.Lock()
+		j.pid, j.startedAt = pid, now
+		a.mu.Unlock()
+		_ = writeMeta(j.dir, &meta{Dispatch: *d, PID: pid, StartTick: startTick(pid)})
+		startedOnce()
 	}, func(stream uint8, data []byte) {
-		if sendErr != nil {
-			return // keep draining the pipes; the session is gone
-		}
-		if err := w.Write(&protocol.LogChunk{Stream: protocol.Stream(stream), Offset: offset, Data: data}); err != nil {
-			sendErr = err
-			return
-		}
-		offset += uint64(len(data))
+		// Blocks while the spool is full; gives up only when the agent
+		// stops for good.
+		_ = j.sp.write(jobsCtx, stream, data)
 	})
+	startedOnce()
+	end, _, _ := j.sp.state() // the process and its pipes are done: end is final
 	f := &protocol.Finished{
 		Outcome: protocol.Outcome(res.Outcome), ExitCode: int32(res.ExitCode), Signal: res.Signal,
 		Duration: res.Duration, UserCPU: res.UserCPU, SystemCPU: res.SystemCPU,
-		MaxRSS: res.MaxRSS, LogBytes: offset,
+		MaxRSS: res.MaxRSS, LogBytes: end,
 	}
 	if res.Err != nil {
 		f.Error = res.Err.Error()
 	}
+	if err := writeMeta(j.dir, &meta{Dispatch: *d, PID: res.PID, Result: f}); err != nil {
+		log.Error("cannot record the result on disk", "error", err)
+	}
 	log.Info("job finished", "outcome", res.Outcome, "exit_code", res.ExitCode, "duration", res.Duration)
-	if sendErr != nil {
-		log.Warn("job result not delivered: connection lost", "error", sendErr)
+	a.mu.Lock()
+	j.result = f // before the spool closes: a shipper that sees it closed reads the result
+	a.mu.Unlock()
+	j.sp.close()
+}
+
+// shipLocked starts a shipper for j on session s unless one runs. The
+// caller holds a.mu.
+func (a *Agent) shipLocked(j *job, s *session) {
+	if j.shipping == s || j.abandoned {
 		return
 	}
+	j.shipping = s
+	go a.ship(j, s)
+}
+
+// ship reports one attempt on session s: it opens the attempt's stream,
+// sends Started, the output from the last acknowledged offset, and the
+// result; once the controller acknowledges the result, the attempt is
+// forgotten and its slot offered again. If the stream fails while the
+// session lives on, it opens a new one after a pause; when the session
+// ends, the next session starts a new shipper where this one stopped.
+func (a *Agent) ship(j *job, s *session) {
+	log := a.log.With("job", j.ref.JobID, "attempt", j.ref.Attempt)
+	defer func() {
+		a.mu.Lock()
+		if j.shipping == s {
+			j.shipping = nil
+		}
+		a.mu.Unlock()
+	}()
+	delay := 100 * time.Millisecond
+	for {
+		switch msg, done := a.shipOnce(j, s); {
+		case done:
+			a.forget(j)
+			return
+		case msg != "":
+			a.abandon(j, msg, log)
+			return
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+		log.Debug("reopening the job stream")
+	}
+}
+
+// shipOnce reports the attempt on one stream. done says the controller
+// stored the result; refused carries the controller's reason when it
+// refuses the attempt. Neither means the stream failed.
+func (a *Agent) shipOnce(j *job, s *session) (refused string, done bool) {
+	st, err := s.t.OpenStream(s.ctx)
+	if err != nil {
+		return "", false
+	}
+	defer st.Abort()
+	w := protocol.NewWriter(st)
+	_, acked, _ := j.sp.state()
+	if err := w.Write(&protocol.JobOpen{JobID: j.ref.JobID, Attempt: j.ref.Attempt, Offset: acked}); err != nil {
+		return "", false
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	finAck := make(chan struct{})
+	refusedCh := make(chan string, 1)
+	go func() {
+		defer cancel()
+		r := protocol.NewReader(st, 0)
+		for {
+			m, err := r.Read()
+			if err != nil {
+				return
+			}
+			switch m := m.(type) {
+			case *protocol.LogAck:
+				j.sp.ack(m.Offset)
+			case *protocol.FinishAck:
+				close(finAck)
+				return
+			case *protocol.Error:
+				refusedCh <- m.Message
+				return
+			}
+		}
+	}()
+	// outcome reads what the controller said once the stream is over.
+	outcome := func() (string, bool) {
+		<-ctx.Done()
+		select {
+		case <-finAck:
+			return "", true
+		case msg := <-refusedCh:
+			return msg, false
+		default:
+			return "", false
+		}
+	}
+
+	select {
+	case <-j.started:
+	case <-ctx.Done():
+		return outcome()
+	}
+	a.mu.Lock()
+	pid, at := j.pid, j.startedAt
+	a.mu.Unlock()
+	if pid > 0 {
+		if err := w.Write(&protocol.Started{PID: uint32(pid), StartedAt: at}); err != nil {
+			cancel()
+			return outcome()
+		}
+	}
+	off := acked
+	buf := make([]byte, protocol.MaxChunkSize)
+	for {
+		stream, data, at, err := j.sp.next(ctx, off, buf)
+		if errors.Is(err, errSpoolDone) {
+			break
+		}
+		if err == nil {
+			err = w.Write(&protocol.LogChunk{Stream: protocol.Stream(stream), Offset: at, Data: data})
+		}
+		if err != nil {
+			cancel()
+			return outcome()
+		}
+		off = at + uint64(len(data))
+	}
+	a.mu.Lock()
+	f := j.result
+	a.mu.Unlock()
 	if err := w.Write(f); err != nil {
-		log.Warn("job result not delivered", "error", err)
-		return
+		cancel()
+		return outcome()
 	}
 	_ = st.Close()
-	select {
-	case <-acked:
-	case <-time.After(30 * time.Second):
-		log.Warn("controller did not acknowledge the result in 30s")
+	return outcome()
+}
+
+// abandon drops an attempt the controller no longer accepts (it was
+// lost and retried elsewhere, or cancelled): the process is killed and
+// nothing more is reported.
+func (a *Agent) abandon(j *job, why string, log hclog.Logger) {
+	log.Warn("controller refused the attempt; stopping it", "reason", why)
+	a.mu.Lock()
+	j.abandoned = true
+	a.mu.Unlock()
+	j.cancel()
+	go func() {
+		<-j.sp.waitClosed()
+		a.forget(j)
+	}()
+}
+
+// forget drops an attempt and offers its slot to the controller again.
+func (a *Agent) forget(j *job) {
+	j.sp.remove()
+	_ = os.RemoveAll(j.dir)
+	a.mu.Lock()
+	if a.jobs[j.ref] == j {
+		delete(a.jobs, j.ref)
 	}
+	s, draining := a.sess, a.draining
+	close(a.idle)
+	a.idle = make(chan struct{})
+	a.mu.Unlock()
+	if s != nil && !draining {
+		_ = s.ctrl.Write(&protocol.Credit{Slots: 1})
+	}
+}
+
+// recover loads the attempts a previous run of the agent left in the
+// state directory: their output and results are reported at the first
+// connection. An attempt whose process was still running when the agent
+// died is killed (its process group) and reported as failed.
+func (a *Agent) recover() error {
+	entries, err := os.ReadDir(a.cfg.StateDir)
+	if err != nil {
+		return fmt.Errorf("agent: reading state directory: %w", err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		var ref protocol.AttemptRef
+		if _, err := fmt.Sscanf(e.Name(), "%d-%d", &ref.JobID, &ref.Attempt); err != nil {
+			continue
+		}
+		dir := filepath.Join(a.cfg.StateDir, e.Name())
+		m, err := readMeta(dir)
+		if err != nil {
+			a.log.Warn("discarding unreadable attempt state", "dir", dir, "error", err)
+			_ = os.RemoveAll(dir)
+			continue
+		}
+		if m.Result == nil {
+			if m.PID > 0 && m.StartTick != 0 && startTick(m.PID) == m.StartTick {
+				killGroup(m.PID)
+			}
+			m.Result = &protocol.Finished{Outcome: protocol.OutcomeFailed, ExitCode: -1,
+				Error: "the agent stopped while the job ran; its processes were killed"}
+		}
+		sp, err := openSpool(filepath.Join(dir, "output"), a.cfg.SpoolMax, a.cfg.MaxLogBytes)
+		if err != nil {
+			return err
+		}
+		sp.close()
+		end, _, _ := sp.state()
+		m.Result.LogBytes = end
+		j := &job{ref: ref, d: m.Dispatch, dir: dir, sp: sp, cancel: func() {}, started: make(chan struct{}), result: m.Result, pid: m.PID}
+		close(j.started)
+		a.jobs[ref] = j
+		a.log.Info("found an unreported attempt from a previous run; it will be reported", "job", ref.JobID, "attempt", ref.Attempt)
+	}
+	return nil
+}
+
+// startTick returns the start time of pid in clock ticks since boot, or
+// 0; with the PID it identifies a process across PID reuse.
+func startTick(pid int) uint64 {
+	st, err := readProcStat(pid)
+	if err != nil {
+		return 0
+	}
+	return st.startTick
+}
+
+// status answers a StatusRequest from the process table.
+func (a *Agent) status(req *protocol.StatusRequest) *protocol.StatusReply {
+	rep := &protocol.StatusReply{Seq: req.Seq, JobID: req.JobID, Attempt: req.Attempt}
+	a.mu.Lock()
+	j := a.jobs[protocol.AttemptRef{JobID: req.JobID, Attempt: req.Attempt}]
+	var pid int
+	var at time.Time
+	if j != nil {
+		pid, at = j.pid, j.startedAt
+	}
+	a.mu.Unlock()
+	if j == nil {
+		return rep
+	}
+	rep.Found = true
+	rep.PID = uint32(pid)
+	if !at.IsZero() {
+		rep.Elapsed = time.Since(at)
+	}
+	end, _, _ := j.sp.state()
+	rep.OutputBytes = end
+	rep.LastLine = strings.ToValidUTF8(j.sp.lastOutputLine(), "\uFFFD")
+	if pid > 0 {
+		u := groupUsage(pid)
+		rep.UserCPU, rep.SystemCPU, rep.RSS, rep.Processes = u.user, u.system, u.rss, uint32(u.procs)
+	}
+	return rep
 }

@@ -25,6 +25,8 @@ Usage: jobsuite controller -data-dir DIR -ca FILE -cert FILE -key FILE [options]
 
 Options:
 
+  -config FILE       Read settings from a TOML file (see below). Flags given
+                     on the command line override it.
   -data-dir DIR      Pebble data directory (created if missing). Required.
   -ca FILE           CA certificate that signs agents and operators. Required.
   -cert FILE         Controller certificate (role controller). Required.
@@ -36,12 +38,31 @@ Options:
   -log-level LEVEL   trace, debug, info, warn or error. Default info.
   -log-json          Log JSON lines.
 
+Configuration file:
+
+  Every flag has a key in the -config file: its name with _ for -.
+  Unknown keys and bad values stop the controller with the file, line
+  and key at fault. The keys, with their defaults (example values for
+  the required ones):
+
+    data_dir   = "/var/lib/jobsuite/controller"          # required
+    ca         = "/etc/jobsuite/pki/ca.pem"              # required
+    cert       = "/etc/jobsuite/pki/controller.pem"      # required
+    key        = "/etc/jobsuite/pki/controller-key.pem"  # required
+    http       = "127.0.0.1:8443"
+    listen     = ":7443"
+    lease_ttl  = "15s"
+    kill_grace = "5s"
+    log_level  = "info"
+    log_json   = false
+
 Example:
 
   jobsuite tls ca create -dir pki
   jobsuite tls cert create -dir pki -role controller -name controller -dns ctl.example.com
   jobsuite controller -data-dir /var/lib/jobsuite -ca pki/ca.pem \
       -cert pki/controller.pem -key pki/controller-key.pem -http :8443
+  jobsuite controller -config /etc/jobsuite/controller.toml -log-level debug
 `)
 }
 
@@ -58,12 +79,19 @@ func (c *ControllerCommand) Run(args []string) int {
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "")
 	fs.DurationVar(&cfg.KillGrace, "kill-grace", 0, "")
 	lf.register(fs)
+	var configPath string
+	fs.StringVar(&configPath, "config", "", "")
 	if code, ok := c.parse(fs, args, c.Help()); !ok {
 		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(c.Stderr, "error: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
 		return ExitUsage
+	}
+	if configPath != "" {
+		if err := loadConfigFile(fs, configPath, controllerConfig); err != nil {
+			return c.errorf("%v", err)
+		}
 	}
 	log, err := lf.logger("controller", c.Stderr)
 	if err != nil {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"jobsuite/agent"
 	"jobsuite/certs"
@@ -101,41 +103,59 @@ func (c *DevCommand) Run(args []string) int {
 		return c.errorf("writing %s: %v", filepath.Join(abs, "env"), err)
 	}
 
-	ctx, stop := c.signalContext()
-	defer stop()
 	agentAddr := srv.AgentAddr()
 	if host, port, err := net.SplitHostPort(agentAddr); err == nil && (host == "" || host == "::" || host == "0.0.0.0") {
 		agentAddr = net.JoinHostPort("127.0.0.1", port)
 	}
-	var wg sync.WaitGroup
-	var agentErr error
-	var errOnce sync.Once
+	// The first Ctrl-C drains the agents (running jobs finish); the
+	// controller stops once they are gone. A second Ctrl-C cancels the
+	// running jobs.
+	var agents []*agent.Agent
+	agentCtx, stopAgents := c.drainContext(log, func() {
+		for _, a := range agents {
+			a.Stop()
+		}
+	})
+	defer stopAgents()
+	ctrlCtx, stopCtrl := context.WithCancel(context.Background())
+	defer stopCtrl()
 	for _, name := range agentNames {
 		a, err := agent.New(agent.Config{
 			Controller: agentAddr, Slots: *slots, Transport: transport.ModeAuto,
-			TLS:    certs.Files{CA: certs.CAFile(abs), Cert: certs.CertFile(abs, name), Key: certs.KeyFile(abs, name)},
-			Labels: map[string]string{"dev": "true", "agent": name},
-			Logger: log.Named(name),
+			TLS:          certs.Files{CA: certs.CAFile(abs), Cert: certs.CertFile(abs, name), Key: certs.KeyFile(abs, name)},
+			Labels:       map[string]string{"dev": "true", "agent": name},
+			StateDir:     filepath.Join(abs, name),
+			DrainTimeout: 10 * time.Minute,
+			Logger:       log.Named(name),
 		})
 		if err != nil {
-			stop()
 			return c.errorf("%v", err)
 		}
+		agents = append(agents, a)
+	}
+	var wg sync.WaitGroup
+	var agentErr error
+	var errOnce sync.Once
+	for _, a := range agents {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := a.Run(ctx); err != nil {
+			if err := a.Run(agentCtx); err != nil {
 				errOnce.Do(func() { agentErr = err })
-				stop()
+				stopAgents()
 			}
 		}()
 	}
+	go func() { wg.Wait(); stopCtrl() }()
 	fmt.Fprintf(c.Stdout, "jobsuite dev: controller at https://%s with %d local agent(s); state in %s\n\n", srv.HTTPAddr(), len(agentNames), abs)
 	fmt.Fprintf(c.Stdout, "Run jobsuite from this folder, or set these in another shell (also in %s):\n\n%s\n", filepath.Join(abs, "env"), env)
-	fmt.Fprintf(c.Stdout, "Try: jobsuite submit -f -- 'echo hello; echo oops >&2; exit 3'\nPress Ctrl-C to stop.\n\n")
+	fmt.Fprintf(c.Stdout, "Try: jobsuite submit -f -- 'echo hello; echo oops >&2; exit 3'\nPress Ctrl-C to stop (twice to cancel running jobs).\n\n")
 
-	runErr := srv.Run(ctx)
-	stop()
+	runErr := srv.Run(ctrlCtx)
+	stopAgents()
+	for _, a := range agents {
+		a.Stop() // the controller is gone: nothing to drain into
+	}
 	wg.Wait()
 	if runErr == nil {
 		runErr = agentErr

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
@@ -29,16 +31,33 @@ Options:
     Only jobs in this state: queued, waiting, dispatched, running,
     completed, failed, timeout or cancelled.
 
+  -label=<key=value>
+    Only jobs labelled key=value. Repeat it for jobs carrying every one
+    of the labels given.
+
   -limit=<n>
-    List at most n jobs, 1 to 1000. Default: 100.
+    List at most n jobs, 1 to 1000. Default: 100. With -all, the size
+    of each page fetched.
+
+  -cursor=<cursor>
+    Start at this page: the cursor printed by an earlier list ("more:"
+    on stderr). Give the same -status and -label again.
+
+  -all
+    Follow the pages to the end and list every matching job.
 
   -json
-    Print the jobs as JSON, as the controller's API returns them.
+    Print the jobs as JSON, as the controller's API returns them (one
+    array, also with -all).
 ` + clientOptionsHelp + `
+
+  When more jobs match than one page shows, the command that lists the
+  next page is printed to stderr.
 
 Example:
 
   $ jobsuite list -status failed -limit 20
+  $ jobsuite list -label team=infra -label gpu=yes -all
 `)
 }
 
@@ -49,6 +68,10 @@ func (c *ListCommand) Run(args []string) int {
 	cf.register(fs)
 	status := fs.String("status", "", "")
 	limit := fs.Int("limit", 0, "")
+	labels := kvFlag{}
+	fs.Var(labels, "label", "")
+	cursor := fs.String("cursor", "", "")
+	all := fs.Bool("all", false, "")
 	asJSON := fs.Bool("json", false, "")
 	if code, ok := c.parse(fs, args, c.Help()); !ok {
 		return code
@@ -59,16 +82,24 @@ func (c *ListCommand) Run(args []string) int {
 	if *limit < 0 || *limit > 1000 {
 		return usageError(c.Meta, name, "-limit must be from 1 to 1000, got %d", *limit)
 	}
-	q := url.Values{}
+	// q is the query of every page; hint repeats it as flags.
+	q, hint := url.Values{}, []string{"jobsuite", "list"}
 	if *status != "" {
 		q.Set("status", strings.ToLower(strings.TrimSpace(*status)))
+		hint = append(hint, "-status", q.Get("status"))
+	}
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		q.Add("label", k+"="+labels[k])
+		hint = append(hint, "-label", shellQuote(k+"="+labels[k]))
 	}
 	if *limit > 0 {
 		q.Set("limit", strconv.Itoa(*limit))
-	}
-	path := "/jobs"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
+		hint = append(hint, "-limit", strconv.Itoa(*limit))
 	}
 
 	client, err := newClient(c.Meta, &cf)
@@ -76,11 +107,56 @@ func (c *ListCommand) Run(args []string) int {
 		return c.errorf("%v", err)
 	}
 	defer client.close()
-	var raw json.RawMessage
-	if err := client.do(context.Background(), "GET", path, nil, &raw); err != nil {
-		return c.errorf("%v", err)
+	ctx, stop := c.signalContext()
+	defer stop()
+	var (
+		raw   json.RawMessage
+		pages []json.RawMessage // every page's jobs, with -all
+		next  = *cursor
+	)
+	for {
+		if next != "" {
+			q.Set("cursor", next)
+		}
+		path := "/jobs"
+		if len(q) > 0 {
+			path += "?" + q.Encode()
+		}
+		var cur string
+		raw, cur, err = listPage(ctx, client, path)
+		if err != nil {
+			return c.errorf("%v", err)
+		}
+		if cur != "" && cur == next {
+			return c.errorf("the controller answered cursor %q twice; stopping", cur)
+		}
+		next = cur
+		if !*all {
+			break
+		}
+		var page []json.RawMessage
+		if err := json.Unmarshal(raw, &page); err != nil {
+			return c.errorf("the controller's answer is not a list of jobs: %v", err)
+		}
+		pages = append(pages, page...)
+		if next == "" {
+			if raw, err = json.Marshal(pages); err != nil {
+				return c.errorf("%v", err)
+			}
+			break
+		}
 	}
-	if *asJSON {
+	code := c.print(raw, *asJSON, next != "")
+	if code == ExitOK && next != "" {
+		fmt.Fprintf(c.Stderr, "more: %s -cursor %s\n", strings.Join(hint, " "), shellQuote(next))
+	}
+	return code
+}
+
+// print shows a JSON array of jobs as JSON or as a table; more says
+// that further pages follow.
+func (c *ListCommand) print(raw json.RawMessage, asJSON, more bool) int {
+	if asJSON {
 		writeRawJSON(c.Stdout, raw)
 		return ExitOK
 	}
@@ -89,6 +165,11 @@ func (c *ListCommand) Run(args []string) int {
 		return c.errorf("the controller's answer is not a list of jobs: %v", err)
 	}
 	if len(jobs) == 0 {
+		if more {
+			// The controller reached its scan bound before a match.
+			fmt.Fprintln(c.Stdout, "No jobs on this page.")
+			return ExitOK
+		}
 		fmt.Fprintln(c.Stdout, "No jobs.")
 		return ExitOK
 	}
@@ -109,6 +190,41 @@ func (c *ListCommand) Run(args []string) int {
 	}
 	tw.Flush()
 	return ExitOK
+}
+
+// listPage gets one page of jobs: the raw JSON array and the cursor of
+// the next page from the X-Next-Cursor header ("" on the last page).
+func listPage(ctx context.Context, c *Client, path string) (json.RawMessage, string, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", c.url("https", path), nil)
+	if err != nil {
+		return nil, "", err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, "", c.connError(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return nil, "", fmt.Errorf("reading the answer of GET %s: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, "", apiError(resp.StatusCode, data)
+	}
+	if !json.Valid(data) {
+		return nil, "", fmt.Errorf("the answer of GET %s is not JSON; is %s a jobsuite controller?", path, c.base)
+	}
+	return data, resp.Header.Get("X-Next-Cursor"), nil
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but
+// letters, digits and . _ / = : , + -.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/=:,+-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // cell makes s fit one table cell: one line of at most max runes.

@@ -72,6 +72,23 @@ Options:
 
   -json
     Print the queued job as JSON (not with -f).
+
+Defaults file:
+
+  The [submit] table of ./jobsuite.toml, or else of
+  ~/.config/jobsuite/config.toml ($XDG_CONFIG_HOME/jobsuite/config.toml),
+  sets defaults for -name, -priority, -timeout, -retries, -logs, -label
+  and -env; flags override it, and -label and -env add to its tables.
+  Unknown keys and bad values are errors naming the file, line and key.
+
+    [submit]
+    name     = "nightly"
+    priority = "high"          # or 0-100
+    timeout  = "10m"           # or a number of seconds
+    retries  = 2
+    logs     = true
+    labels   = {gpu = "yes"}
+    env      = {CI = "1"}
 ` + clientOptionsHelp + `
 
 Example:
@@ -130,6 +147,9 @@ func (c *SubmitCommand) Run(args []string) int {
 	fs.BoolVar(&asJSON, "json", false, "")
 	if code, ok := c.parse(fs, args, c.Help()); !ok {
 		return code
+	}
+	if err := loadSubmitDefaults(fs); err != nil {
+		return c.errorf("%v", err)
 	}
 
 	switch words := fs.Args(); len(words) {

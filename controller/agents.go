@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -33,11 +34,25 @@ type agentConn struct {
 	out       chan protocol.Message // to the control stream writer
 	closeOnce sync.Once
 
+	statusMu   sync.Mutex
+	statusSeq  uint64
+	statusWait map[uint64]chan *protocol.StatusReply
+
 	// guarded by scheduler.mu
+	draining bool
 	credits  int
 	running  map[uint64]uint32 // job ID → attempt
 	lastSeen time.Time
 	closed   bool
+}
+
+// free is how many more attempts the agent may be sent: it granted the
+// credits and has the slots. The caller holds the scheduler's mutex.
+func (a *agentConn) free() int {
+	if a.closed || a.draining {
+		return 0
+	}
+	return min(a.credits, a.slots-len(a.running))
 }
 
 // outQueue bounds the messages waiting for an agent's control stream. An
@@ -66,6 +81,7 @@ type AgentInfo struct {
 	Slots       int               `json:"slots"`
 	Running     int               `json:"running"`
 	Credits     int               `json:"free"`
+	Draining    bool              `json:"draining"`
 	Transport   string            `json:"transport"`
 	Address     string            `json:"address"`
 	Version     string            `json:"version"`
@@ -90,7 +106,7 @@ func (s *scheduler) agentList() []AgentInfo {
 		}
 		out = append(out, AgentInfo{
 			Name: a.name, Labels: labels, Slots: a.slots, Running: len(a.running),
-			Credits: a.credits, Transport: a.transport, Address: a.addr, Version: a.version,
+			Credits: a.credits, Draining: a.draining, Transport: a.transport, Address: a.addr, Version: a.version,
 			ConnectedAt: a.connected, LastSeen: a.lastSeen, Jobs: jobs,
 		})
 	}
@@ -121,26 +137,32 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 	_ = ctrl.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	r := protocol.NewReader(ctrl, 0)
 	w := protocol.NewWriter(ctrl)
+	goodbye := func(code uint16, msg string) {
+		_ = ctrl.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = w.Write(&protocol.Error{Code: code, Message: msg})
+		_ = ctrl.Close()
+		drain(ctrl, 2*time.Second) // the Error arrives before the session closes
+	}
 	m, err := r.Read()
 	if err != nil {
 		log.Warn("bad hello", "error", err)
-		_ = w.Write(&protocol.Error{Code: protocol.CodeProtocol, Message: "expected hello: " + err.Error()})
+		goodbye(protocol.CodeProtocol, "expected hello: "+err.Error())
 		return
 	}
 	hello, ok := m.(*protocol.Hello)
 	if !ok {
 		log.Warn("first message is not a hello", "type", m.Type())
-		_ = w.Write(&protocol.Error{Code: protocol.CodeProtocol, Message: "expected hello"})
+		goodbye(protocol.CodeProtocol, "expected hello, got "+m.Type().String())
 		return
 	}
 	if err := protocol.CheckVersion(hello.Version); err != nil {
 		log.Warn("refusing agent", "error", err)
-		_ = w.Write(&protocol.Error{Code: protocol.CodeVersion, Message: err.Error()})
+		goodbye(protocol.CodeVersion, err.Error())
 		return
 	}
 	if hello.Name != "" && hello.Name != name {
 		log.Warn("refusing agent: hello name differs from certificate", "hello_name", hello.Name)
-		_ = w.Write(&protocol.Error{Code: protocol.CodeForbidden, Message: fmt.Sprintf("agent name %q does not match its certificate name %q", hello.Name, name)})
+		goodbye(protocol.CodeForbidden, fmt.Sprintf("agent name %q does not match its certificate name %q", hello.Name, name))
 		return
 	}
 	_ = ctrl.SetReadDeadline(time.Time{})
@@ -191,6 +213,11 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 			s.sched.credit(a, int(m.Slots))
 		case *protocol.Heartbeat:
 			s.sched.heartbeat(a, m.Running)
+		case *protocol.Drain:
+			log.Info("agent is draining: no new jobs for it")
+			s.sched.drain(a.name)
+		case *protocol.StatusReply:
+			a.deliverStatus(m)
 		case *protocol.Error:
 			log.Warn("agent reported an error", "code", m.Code, "message", m.Message)
 			return
@@ -210,6 +237,7 @@ func (s *Server) refuse(ctx context.Context, sess transport.Session, code uint16
 		_ = st.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = protocol.NewWriter(st).Write(&protocol.Error{Code: code, Message: msg})
 		_ = st.Close()
+		drain(st, 2*time.Second) // the Error arrives before the session closes
 	}
 	_ = sess.Close(msg)
 }
@@ -239,7 +267,14 @@ func (s *Server) acceptJobStreams(ctx context.Context, a *agentConn) {
 	}
 }
 
-// serveJobStream receives one attempt's start, output and result.
+// serveJobStream receives one attempt's start, output and result. The
+// agent may open a stream for the same attempt again after a reconnect;
+// it then resends output from its last acknowledged offset, and bytes
+// already stored are skipped, so the stored log has every byte once.
+//
+// Output is acknowledged (LogAck) only once it is durable: an acker
+// syncs the store at most every ackEvery and then tells the agent, which
+// may then discard it from its spool.
 func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 	defer st.Close()
 	r := protocol.NewReader(st, 0)
@@ -248,14 +283,18 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 		msg := fmt.Sprintf(format, args...)
 		a.log.Warn("job stream refused", "reason", msg)
 		_ = w.Write(&protocol.Error{Code: code, Message: msg})
+		_ = st.Close()
+		drain(st, 2*time.Second) // let the Error arrive rather than reset it
 	}
+	_ = st.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	m, err := r.Read()
 	if err != nil {
 		return
 	}
+	_ = st.SetReadDeadline(time.Time{})
 	open, ok := m.(*protocol.JobOpen)
 	if !ok {
-		fail(protocol.CodeProtocol, "expected job open, got message type %d", m.Type())
+		fail(protocol.CodeProtocol, "expected job open, got %s", m.Type())
 		return
 	}
 	id, attempt := open.JobID, open.Attempt
@@ -268,11 +307,23 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 	}
 	s.sched.mu.Unlock()
 	if j == nil {
+		if s.recorded(id, attempt, a.name) {
+			// The result is stored; the agent missed our FinishAck.
+			_ = w.Write(&protocol.FinishAck{})
+			drain(st, 10*time.Second)
+			return
+		}
 		fail(protocol.CodeStaleAttempt, "job %d attempt %d is not current on agent %s", id, attempt, a.name)
 		return
 	}
-	have := end - logStart // output bytes of this attempt already stored
+	var have atomic.Uint64 // output bytes of this attempt stored
+	have.Store(end - logStart)
 	log := a.log.With("job", id, "attempt", attempt)
+	_ = w.Write(&protocol.LogAck{Offset: have.Load()})
+
+	ackCtx, stopAcks := context.WithCancel(context.Background())
+	defer stopAcks()
+	go s.ackLoop(ackCtx, w, &have)
 
 	for {
 		m, err := r.Read()
@@ -289,12 +340,12 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 				return
 			}
 		case *protocol.LogChunk:
-			data, off := m.Data, m.Offset
-			if off > have {
-				fail(protocol.CodeProtocol, "log gap: chunk at offset %d, have %d", off, have)
+			data, off, got := m.Data, m.Offset, have.Load()
+			if off > got {
+				fail(protocol.CodeProtocol, "log gap: chunk at offset %d, have %d", off, got)
 				return
 			}
-			if skip := have - off; skip > 0 { // resent bytes we already have
+			if skip := got - off; skip > 0 { // resent bytes we already have
 				if skip >= uint64(len(data)) {
 					continue
 				}
@@ -303,19 +354,34 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			if len(data) == 0 {
 				continue
 			}
-			if err := s.st.AppendLog(id, store.Chunk{Offset: logStart + have, Stream: uint8(m.Stream), Data: data}); err != nil {
+			// The attempt must still be current when its output is
+			// stored: once it is lost and retried, the next attempt owns
+			// the log from here on. Checked and stored under the
+			// scheduler lock, so a loss cannot slip in between.
+			s.sched.mu.Lock()
+			if s.sched.current(id, attempt, a.name) == nil {
+				s.sched.mu.Unlock()
+				fail(protocol.CodeStaleAttempt, "job %d attempt %d is no longer current on agent %s", id, attempt, a.name)
+				return
+			}
+			err := s.st.AppendLog(id, store.Chunk{Offset: logStart + got, Stream: uint8(m.Stream), Data: data})
+			if err == nil {
+				got += uint64(len(data))
+				s.sched.logEnd[id] = logStart + got
+			}
+			s.sched.mu.Unlock()
+			if err != nil {
 				log.Error("storing output failed", "error", err)
 				fail(protocol.CodeShutdown, "controller cannot store output")
 				return
 			}
-			have += uint64(len(data))
-			s.sched.mu.Lock()
-			if _, ok := s.sched.logEnd[id]; ok {
-				s.sched.logEnd[id] = logStart + have
-			}
-			s.sched.mu.Unlock()
+			have.Store(got)
 			s.hub.ring(id)
 		case *protocol.Finished:
+			if m.LogBytes != have.Load() {
+				fail(protocol.CodeProtocol, "result says %d output bytes, %d arrived", m.LogBytes, have.Load())
+				return
+			}
 			b, err := s.sched.finished(a, id, attempt, m)
 			if err != nil {
 				fail(protocol.CodeStaleAttempt, "%v", err)
@@ -326,12 +392,61 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			}
 			s.hub.ring(id)
 			_ = w.Write(&protocol.FinishAck{})
+			drain(st, 10*time.Second)
 			return
 		default:
-			fail(protocol.CodeProtocol, "unexpected message type %d on a job stream", m.Type())
+			fail(protocol.CodeProtocol, "unexpected %s on a job stream", m.Type())
 			return
 		}
 	}
+}
+
+// ackEvery is how often a job stream acknowledges stored output.
+const ackEvery = 50 * time.Millisecond
+
+// ackLoop tells the agent which output is durable, every ackEvery while
+// more arrives.
+func (s *Server) ackLoop(ctx context.Context, w *protocol.Writer, have *atomic.Uint64) {
+	t := time.NewTicker(ackEvery)
+	defer t.Stop()
+	acked := have.Load()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		got := have.Load()
+		if got == acked {
+			continue
+		}
+		if err := s.st.Sync(); err != nil {
+			return
+		}
+		if err := w.Write(&protocol.LogAck{Offset: got}); err != nil {
+			return
+		}
+		acked = got
+	}
+}
+
+// drain reads what the peer still sends until it closes its side (or
+// for at most d), so the last frames written to it are delivered rather
+// than reset.
+func drain(st transport.Stream, d time.Duration) {
+	_ = st.SetReadDeadline(time.Now().Add(d))
+	_, _ = io.Copy(io.Discard, st)
+}
+
+// recorded reports whether attempt of job id ended on agent with a
+// result the controller stored (not lost).
+func (s *Server) recorded(id uint64, attempt uint32, agent string) bool {
+	j, err := s.st.Get(id)
+	if err != nil || attempt == 0 || int(attempt) > len(j.Attempts) {
+		return false
+	}
+	at := j.Attempts[attempt-1]
+	return at.Agent == agent && at.Outcome != "" && at.Outcome != "lost"
 }
 
 // register adds a connected agent, replacing an older session of the
@@ -369,29 +484,66 @@ func (s *scheduler) unregister(a *agentConn) {
 	// them; otherwise they expire and count as lost.
 }
 
+// drain stops dispatching to agent name; its running jobs go on. It
+// reports whether the agent is connected.
+func (s *scheduler) drain(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.agents[name]
+	if a == nil {
+		return false
+	}
+	a.draining = true
+	a.credits = 0
+	return true
+}
+
 func (s *scheduler) credit(a *agentConn, n int) {
 	s.mu.Lock()
-	a.credits += n
-	if max := a.slots - len(a.running); a.credits > max {
-		a.credits = max
+	if a.draining {
+		s.mu.Unlock()
+		return
 	}
-	if a.credits < 0 {
-		a.credits = 0
-	}
+	// Credits are the agent's word on its free slots. They are not
+	// clamped by our view of what it runs (that view can briefly hold an
+	// attempt the agent already dropped, and a clamped credit would be
+	// lost for good); dispatch checks both credits and slots instead.
+	a.credits = min(a.credits+n, a.slots)
 	s.mu.Unlock()
 	s.kickDispatch()
 }
 
+// heartbeat renews the leases of the attempts the agent lists and
+// resynchronises its credits. Credits are deltas and a delta can be lost
+// (a credit sent on a session that died, an attempt dropped on one side
+// only); the heartbeat says what the agent holds, so the free slots are
+// slots minus everything it holds or has been sent but not yet seen
+// (our attempts on it that it does not list). Credits it sends after
+// this heartbeat come after it on the stream and add to the result.
 func (s *scheduler) heartbeat(a *agentConn, running []protocol.AttemptRef) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
 	a.lastSeen = now
+	held := make(map[uint64]bool, len(running)+len(a.running))
 	for _, ref := range running {
+		held[ref.JobID] = true
 		if s.current(ref.JobID, ref.Attempt, a.name) != nil {
 			s.leases[ref.JobID] = now.Add(s.opts.LeaseTTL)
 			continue
 		}
 		a.send(&protocol.Cancel{JobID: ref.JobID, Attempt: ref.Attempt, Reason: "attempt is no longer current"})
+	}
+	for id := range a.running {
+		held[id] = true
+	}
+	if a.draining {
+		return
+	}
+	free := max(a.slots-len(held), 0)
+	if free != a.credits {
+		a.log.Debug("credits resynchronised from heartbeat", "had", a.credits, "now", free)
+		a.credits = free
+		s.kickDispatch()
 	}
 }

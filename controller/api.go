@@ -46,6 +46,7 @@ func (s *Server) routes() http.Handler {
 	r.GET("/jobs/:id/events", s.auth(certs.RoleViewer, s.handleEvents))
 	r.GET("/ws/jobs/:id/logs", s.auth(certs.RoleViewer, s.handleLogSocket))
 	r.GET("/agents", s.auth(certs.RoleViewer, s.handleAgents))
+	r.POST("/agents/:name/drain", s.auth(certs.RoleOperator, s.handleDrain))
 	r.GET("/health", s.handleHealth)
 	r.GET("/openapi.json", s.handleOpenAPI)
 

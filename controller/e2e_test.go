@@ -125,6 +125,7 @@ func (c *cluster) startAgent(name string, slots int, labels map[string]string, m
 	a, err := agent.New(agent.Config{
 		Controller: c.srv.AgentAddr(), TLS: files(c.dir, name), Slots: slots, Labels: labels,
 		Transport: mode, Logger: testLogger(c.t, name), ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
+		StateDir: c.t.TempDir(),
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -142,7 +143,7 @@ func (c *cluster) startAgent(name string, slots int, labels map[string]string, m
 		var agents []controller.AgentInfo
 		c.getJSON("/agents", &agents)
 		for _, ag := range agents {
-			if ag.Name == name && ag.Credits > 0 {
+			if ag.Name == name {
 				return true
 			}
 		}

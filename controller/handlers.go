@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
@@ -44,6 +45,7 @@ type JobView struct {
 	Attempt         int               `json:"attempt"` // number of attempts so far
 	Attempts        []AttemptView     `json:"attempts"`
 	LogBytes        uint64            `json:"log_bytes"`
+	Live            *LiveView         `json:"live,omitempty"` // only with ?live=1
 }
 
 // ResultView is the outcome of the latest finished attempt.
@@ -220,6 +222,21 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ httprouter
 		}
 		o.Limit = n
 	}
+	for _, l := range q["label"] {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || !labelKeyRE.MatchString(k) {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: "label must be key=value with a key of 1–63 letters, digits, '.', '_', '/' or '-', got " + strconv.Quote(l), Field: "label"})
+			return
+		}
+		if prev, dup := o.Labels[k]; dup && prev != v {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: "label " + strconv.Quote(k) + " is given twice with different values; no job can match", Field: "label"})
+			return
+		}
+		if o.Labels == nil {
+			o.Labels = map[string]string{}
+		}
+		o.Labels[k] = v
+	}
 	if b := q.Get("before"); b != "" {
 		n, err := strconv.ParseUint(b, 10, 64)
 		if err != nil {
@@ -228,11 +245,29 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ httprouter
 		}
 		o.Before = n
 	}
-	jobs, err := s.st.List(o)
+	if c := q.Get("cursor"); c != "" {
+		if o.Before != 0 {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: "give cursor or before, not both", Field: "cursor"})
+			return
+		}
+		n, err := store.DecodeCursor(c)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: "cursor must be the X-Next-Cursor header of an earlier answer, got " + strconv.Quote(c), Field: "cursor"})
+			return
+		}
+		o.Before = n
+	}
+	jobs, next, err := s.st.List(o)
 	if err != nil {
 		s.log.Error("listing jobs", "error", err)
 		writeError(w, http.StatusInternalServerError, "listing jobs failed")
 		return
+	}
+	if next != 0 {
+		// The body stays a bare array for the original job_suite clients;
+		// the next page is named in a header. It may be empty while the
+		// header is set (the scan bound was reached): keep following.
+		w.Header().Set("X-Next-Cursor", store.EncodeCursor(next))
 	}
 	out := make([]JobView, 0, len(jobs))
 	for _, j := range jobs {
@@ -246,11 +281,26 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, p httprouter.
 	if !ok {
 		return
 	}
+	q := r.URL.Query()
+	wantLive := q.Get("live") == "1" || q.Get("live") == "true"
+	wait := 500 * time.Millisecond
+	if raw := q.Get("wait"); raw != "" {
+		d, err := time.ParseDuration(raw)
+		if err != nil || d <= 0 || d > 30*time.Second {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: "wait must be a duration such as 500ms, at most 30s; got " + strconv.Quote(raw), Field: "wait"})
+			return
+		}
+		wait = d
+	}
 	j, ok := s.getJob(w, id)
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, viewJob(j, s.sched.reason(j)))
+	v := viewJob(j, s.sched.reason(j))
+	if wantLive {
+		v.Live = s.live(r.Context(), id, wait)
+	}
+	writeJSON(w, http.StatusOK, v)
 }
 
 func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
@@ -348,4 +398,21 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request, _ httprout
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// handleDrain stops dispatching to an agent; its running jobs finish.
+func (s *Server) handleDrain(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
+	name := p.ByName("name")
+	if !s.sched.drain(name) {
+		writeJSON(w, http.StatusNotFound, errorBody{Error: "no connected agent named " + strconv.Quote(name), Field: "name"})
+		return
+	}
+	s.log.Info("agent drained by API", "agent", name)
+	for _, a := range s.sched.agentList() {
+		if a.Name == name {
+			writeJSON(w, http.StatusOK, a)
+			return
+		}
+	}
+	writeJSON(w, http.StatusNotFound, errorBody{Error: "agent " + strconv.Quote(name) + " disconnected", Field: "name"})
 }

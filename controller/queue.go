@@ -3,6 +3,7 @@ package controller
 import (
 	"container/heap"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -46,12 +47,16 @@ func selectorKey(sel map[string]string) string {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	// Length-prefixed, so no key or value can forge another selector's key.
 	var b strings.Builder
 	for _, k := range keys {
+		v := sel[k]
+		b.WriteString(strconv.Itoa(len(k)))
+		b.WriteByte(':')
 		b.WriteString(k)
-		b.WriteByte('=')
-		b.WriteString(sel[k])
-		b.WriteByte(0)
+		b.WriteString(strconv.Itoa(len(v)))
+		b.WriteByte(':')
+		b.WriteString(v)
 	}
 	return b.String()
 }

@@ -84,6 +84,15 @@ func (s *scheduler) load() error {
 	for _, j := range jobs {
 		s.jobs[j.ID] = j
 		s.logEnd[j.ID] = j.LogBytes
+		if j.State.Active() {
+			// Output of a running attempt is in the store beyond the
+			// record's LogBytes (set only when an attempt ends).
+			end, err := s.st.LogEnd(j.ID)
+			if err != nil {
+				return err
+			}
+			s.logEnd[j.ID] = max(end, j.LogBytes)
+		}
 		switch j.State {
 		case store.Queued:
 			s.q.push(j.ID, j.Priority, j.QueuedAt.UnixNano(), j.Labels)
@@ -264,7 +273,7 @@ func (s *scheduler) dispatch() {
 	s.mu.Lock()
 	names := make([]string, 0, len(s.agents))
 	for n, a := range s.agents {
-		if a.credits > 0 && !a.closed {
+		if a.free() > 0 {
 			names = append(names, n)
 		}
 	}
@@ -282,7 +291,7 @@ func (s *scheduler) dispatch() {
 		progress = false
 		for i := range names {
 			a := s.agents[names[(start+i)%len(names)]]
-			if a == nil || a.credits <= 0 {
+			if a == nil || a.free() <= 0 {
 				continue
 			}
 			id := s.q.best(a.labels)

@@ -156,6 +156,31 @@ func appendPayload(b []byte, m Message) ([]byte, bool) {
 		}
 		b = binary.AppendUvarint(b, uint64(m.Code))
 		b = appendString(b, m.Message)
+	case *Drain:
+		// No fields.
+	case *StatusRequest:
+		if m == nil {
+			return b, false
+		}
+		b = binary.AppendUvarint(b, m.Seq)
+		b = binary.AppendUvarint(b, m.JobID)
+		b = binary.AppendUvarint(b, uint64(m.Attempt))
+	case *StatusReply:
+		if m == nil {
+			return b, false
+		}
+		b = binary.AppendUvarint(b, m.Seq)
+		b = binary.AppendUvarint(b, m.JobID)
+		b = binary.AppendUvarint(b, uint64(m.Attempt))
+		b = appendBool(b, m.Found)
+		b = binary.AppendUvarint(b, uint64(m.PID))
+		b = binary.AppendVarint(b, int64(m.Elapsed))
+		b = binary.AppendVarint(b, int64(m.UserCPU))
+		b = binary.AppendVarint(b, int64(m.SystemCPU))
+		b = binary.AppendUvarint(b, m.RSS)
+		b = binary.AppendUvarint(b, uint64(m.Processes))
+		b = binary.AppendUvarint(b, m.OutputBytes)
+		b = appendString(b, m.LastLine)
 	default:
 		return b, false
 	}
@@ -221,7 +246,7 @@ func appendRefs(b []byte, refs []AttemptRef) []byte {
 }
 
 // known reports whether this build defines message type t.
-func known(t Type) bool { return t >= TypeHello && t <= TypeError }
+func known(t Type) bool { return t >= TypeHello && t <= lastType }
 
 // Decode decodes the payload of one message of type t (the frame without
 // its length prefix and type byte) into a new message, always a pointer
@@ -285,6 +310,29 @@ func Decode(t Type, payload []byte) (Message, error) {
 		m = &Error{
 			Code:    d.u16("Error.Code"),
 			Message: d.str("Error.Message"),
+		}
+	case TypeDrain:
+		m = &Drain{}
+	case TypeStatusRequest:
+		m = &StatusRequest{
+			Seq:     d.uvarint("StatusRequest.Seq"),
+			JobID:   d.uvarint("StatusRequest.JobID"),
+			Attempt: d.u32("StatusRequest.Attempt"),
+		}
+	case TypeStatusReply:
+		m = &StatusReply{
+			Seq:         d.uvarint("StatusReply.Seq"),
+			JobID:       d.uvarint("StatusReply.JobID"),
+			Attempt:     d.u32("StatusReply.Attempt"),
+			Found:       d.bool("StatusReply.Found"),
+			PID:         d.u32("StatusReply.PID"),
+			Elapsed:     d.duration("StatusReply.Elapsed"),
+			UserCPU:     d.duration("StatusReply.UserCPU"),
+			SystemCPU:   d.duration("StatusReply.SystemCPU"),
+			RSS:         d.uvarint("StatusReply.RSS"),
+			Processes:   d.u32("StatusReply.Processes"),
+			OutputBytes: d.uvarint("StatusReply.OutputBytes"),
+			LastLine:    d.str("StatusReply.LastLine"),
 		}
 	default:
 		if t >= OptionalBase {
@@ -559,19 +607,22 @@ func (t Type) String() string {
 }
 
 var typeNames = [...]string{
-	TypeHello:     "Hello",
-	TypeWelcome:   "Welcome",
-	TypeCredit:    "Credit",
-	TypeDispatch:  "Dispatch",
-	TypeCancel:    "Cancel",
-	TypeHeartbeat: "Heartbeat",
-	TypeJobOpen:   "JobOpen",
-	TypeStarted:   "Started",
-	TypeLogChunk:  "LogChunk",
-	TypeLogAck:    "LogAck",
-	TypeFinished:  "Finished",
-	TypeFinishAck: "FinishAck",
-	TypeError:     "Error",
+	TypeHello:         "Hello",
+	TypeWelcome:       "Welcome",
+	TypeCredit:        "Credit",
+	TypeDispatch:      "Dispatch",
+	TypeCancel:        "Cancel",
+	TypeHeartbeat:     "Heartbeat",
+	TypeJobOpen:       "JobOpen",
+	TypeStarted:       "Started",
+	TypeLogChunk:      "LogChunk",
+	TypeLogAck:        "LogAck",
+	TypeFinished:      "Finished",
+	TypeFinishAck:     "FinishAck",
+	TypeError:         "Error",
+	TypeDrain:         "Drain",
+	TypeStatusRequest: "StatusRequest",
+	TypeStatusReply:   "StatusReply",
 }
 
 // String returns "stdout" or "stderr", or "Stream(N)" for a number this

@@ -92,10 +92,19 @@ func samples() map[string]Message {
 			UserCPU:  math.MinInt64,
 			MaxRSS:   math.MaxUint64,
 		},
-		"Finished/minimal": &Finished{Outcome: OutcomeCompleted},
-		"FinishAck":        &FinishAck{},
-		"Error":            &Error{Code: CodeStaleAttempt, Message: "attempt 3 of job 5 is not current"},
-		"Error/zero":       &Error{},
+		"Finished/minimal":   &Finished{Outcome: OutcomeCompleted},
+		"FinishAck":          &FinishAck{},
+		"Error":              &Error{Code: CodeStaleAttempt, Message: "attempt 3 of job 5 is not current"},
+		"Error/zero":         &Error{},
+		"Drain":              &Drain{},
+		"StatusRequest":      &StatusRequest{Seq: 9, JobID: 1 << 40, Attempt: 3},
+		"StatusRequest/zero": &StatusRequest{},
+		"StatusReply": &StatusReply{
+			Seq: 9, JobID: 77, Attempt: 2, Found: true, PID: 4242,
+			Elapsed: 3 * time.Second, UserCPU: time.Second, SystemCPU: time.Millisecond,
+			RSS: 64 << 20, Processes: 3, OutputBytes: 1 << 30, LastLine: "step 7/9 ✓",
+		},
+		"StatusReply/zero": &StatusReply{},
 	}
 }
 
@@ -309,7 +318,7 @@ func TestDecodeUnknownType(t *testing.T) {
 		wantErr error
 	}{
 		"zero":           {0, ErrUnknownType},
-		"next required":  {TypeError + 1, ErrUnknownType},
+		"next required":  {lastType + 1, ErrUnknownType},
 		"last required":  {OptionalBase - 1, ErrUnknownType},
 		"first optional": {OptionalBase, nil},
 		"last optional":  {255, nil},
@@ -385,7 +394,7 @@ func TestStrings(t *testing.T) {
 			}
 		})
 	}
-	for typ := TypeHello; typ <= TypeError; typ++ {
+	for typ := TypeHello; typ <= lastType; typ++ {
 		if strings.HasPrefix(typ.String(), "Type(") {
 			t.Errorf("type %d has no name", typ)
 		}

@@ -9,7 +9,8 @@ import "time"
 //
 //	1 — first version: hello/welcome, credits, dispatch, cancel,
 //	    heartbeat, per-job streams (job open, started, log chunk,
-//	    log ack, finished, finish ack), error.
+//	    log ack, finished, finish ack), error, drain, status
+//	    request/reply.
 const Version = 1
 
 // ALPN is the TLS application protocol name for this protocol version.
@@ -26,19 +27,25 @@ type Type uint8
 const OptionalBase Type = 128
 
 const (
-	TypeHello     Type = 1  // agent → controller, first frame on the control stream
-	TypeWelcome   Type = 2  // controller → agent, answer to Hello
-	TypeCredit    Type = 3  // agent → controller, grants more free slots
-	TypeDispatch  Type = 4  // controller → agent, run one attempt of a job
-	TypeCancel    Type = 5  // controller → agent, stop one attempt
-	TypeHeartbeat Type = 6  // agent → controller, renews leases
-	TypeJobOpen   Type = 7  // agent → controller, first frame on a job stream
-	TypeStarted   Type = 8  // agent → controller, the process is running
-	TypeLogChunk  Type = 9  // agent → controller, output bytes at an offset
-	TypeLogAck    Type = 10 // controller → agent, output stored below an offset
-	TypeFinished  Type = 11 // agent → controller, the attempt ended
-	TypeFinishAck Type = 12 // controller → agent, the result is stored
-	TypeError     Type = 13 // either way, fatal; the sender closes after it
+	TypeHello         Type = 1  // agent → controller, first frame on the control stream
+	TypeWelcome       Type = 2  // controller → agent, answer to Hello
+	TypeCredit        Type = 3  // agent → controller, grants more free slots
+	TypeDispatch      Type = 4  // controller → agent, run one attempt of a job
+	TypeCancel        Type = 5  // controller → agent, stop one attempt
+	TypeHeartbeat     Type = 6  // agent → controller, renews leases
+	TypeJobOpen       Type = 7  // agent → controller, first frame on a job stream
+	TypeStarted       Type = 8  // agent → controller, the process is running
+	TypeLogChunk      Type = 9  // agent → controller, output bytes at an offset
+	TypeLogAck        Type = 10 // controller → agent, output stored below an offset
+	TypeFinished      Type = 11 // agent → controller, the attempt ended
+	TypeFinishAck     Type = 12 // controller → agent, the result is stored
+	TypeError         Type = 13 // either way, fatal; the sender closes after it
+	TypeDrain         Type = 14 // agent → controller, send me no more jobs
+	TypeStatusRequest Type = 15 // controller → agent, how is this attempt doing?
+	TypeStatusReply   Type = 16 // agent → controller, answer to StatusRequest
+
+	// lastType is the highest required type this build knows.
+	lastType = TypeStatusReply
 )
 
 // Message is implemented by every message type.
@@ -190,16 +197,49 @@ const (
 	CodeForbidden    uint16 = 6 // the certificate's role may not do this
 )
 
-func (*Hello) Type() Type     { return TypeHello }
-func (*Welcome) Type() Type   { return TypeWelcome }
-func (*Credit) Type() Type    { return TypeCredit }
-func (*Dispatch) Type() Type  { return TypeDispatch }
-func (*Cancel) Type() Type    { return TypeCancel }
-func (*Heartbeat) Type() Type { return TypeHeartbeat }
-func (*JobOpen) Type() Type   { return TypeJobOpen }
-func (*Started) Type() Type   { return TypeStarted }
-func (*LogChunk) Type() Type  { return TypeLogChunk }
-func (*LogAck) Type() Type    { return TypeLogAck }
-func (*Finished) Type() Type  { return TypeFinished }
-func (*FinishAck) Type() Type { return TypeFinishAck }
-func (*Error) Type() Type     { return TypeError }
+// Drain tells the controller to dispatch nothing more to this agent
+// (it is shutting down once its running attempts end). It has no fields.
+type Drain struct{}
+
+// StatusRequest asks the agent for the live state of an attempt. Seq
+// pairs the reply with the request.
+type StatusRequest struct {
+	Seq     uint64
+	JobID   uint64
+	Attempt uint32
+}
+
+// StatusReply is the live state of an attempt. Found is false when the
+// agent does not run it. CPU and RSS cover the attempt's whole process
+// group; LastLine is the last complete line of output (at most 1 KiB).
+type StatusReply struct {
+	Seq         uint64
+	JobID       uint64
+	Attempt     uint32
+	Found       bool
+	PID         uint32
+	Elapsed     time.Duration
+	UserCPU     time.Duration
+	SystemCPU   time.Duration
+	RSS         uint64 // bytes
+	Processes   uint32
+	OutputBytes uint64
+	LastLine    string
+}
+
+func (*Hello) Type() Type         { return TypeHello }
+func (*Welcome) Type() Type       { return TypeWelcome }
+func (*Credit) Type() Type        { return TypeCredit }
+func (*Dispatch) Type() Type      { return TypeDispatch }
+func (*Cancel) Type() Type        { return TypeCancel }
+func (*Heartbeat) Type() Type     { return TypeHeartbeat }
+func (*JobOpen) Type() Type       { return TypeJobOpen }
+func (*Started) Type() Type       { return TypeStarted }
+func (*LogChunk) Type() Type      { return TypeLogChunk }
+func (*LogAck) Type() Type        { return TypeLogAck }
+func (*Finished) Type() Type      { return TypeFinished }
+func (*FinishAck) Type() Type     { return TypeFinishAck }
+func (*Error) Type() Type         { return TypeError }
+func (*Drain) Type() Type         { return TypeDrain }
+func (*StatusRequest) Type() Type { return TypeStatusRequest }
+func (*StatusReply) Type() Type   { return TypeStatusReply }

@@ -93,7 +93,7 @@ func TestReaderErrors(t *testing.T) {
 		"cut in payload":        {Append(nil, &Cancel{Reason: "abc"})[:7], 0, io.ErrUnexpectedEOF},
 		"cut in skipped":        {rawFrame(200, make([]byte, 50))[:30], 0, io.ErrUnexpectedEOF},
 		"zero length":           {[]byte{0, 0, 0, 0, byte(TypeCredit), 1}, 0, ErrMalformed},
-		"unknown required":      {rawFrame(TypeError+1, nil), 0, ErrUnknownType},
+		"unknown required":      {rawFrame(lastType+1, nil), 0, ErrUnknownType},
 		"type zero":             {rawFrame(0, []byte{1}), 0, ErrUnknownType},
 		"bad payload":           {rawFrame(TypeLogChunk, []byte{0, 0, 0}), 0, ErrMalformed},
 		"truncated payload":     {rawFrame(TypeCancel, []byte{1}), 0, ErrMalformed},

@@ -16,8 +16,9 @@ import (
 )
 
 // maxPending bounds, per transport, the connections in their handshake or
-// waiting for Accept. Beyond it the listener stops accepting and the
-// kernel's backlog (tcp) or quic-go's queue (quic) holds the rest.
+// waiting for Accept. For tcp, a new connection beyond it pushes out the
+// oldest pending handshake; for quic (whose handshakes quic-go finishes
+// before Accept), the listener stops accepting and quic-go queues them.
 const maxPending = 64
 
 // portAttempts is how often Listen on port 0 retries when the port the
@@ -243,17 +244,16 @@ func (l *Listener) serveQUIC(conn *quic.Conn) {
 
 func (l *Listener) acceptTCP() {
 	defer l.wg.Done()
-	pending := make(chan struct{}, maxPending)
+	// Handshakes run concurrently, at most maxPending at once. When that
+	// many are pending, the oldest is dropped to make room: a peer that
+	// opens connections and never finishes a handshake (slowloris) cannot
+	// lock real agents out; it only loses its own oldest connection.
+	var mu sync.Mutex
+	var pending []net.Conn
 	backoff := 5 * time.Millisecond
 	for {
-		select {
-		case pending <- struct{}{}:
-		case <-l.ctx.Done():
-			return
-		}
 		c, err := l.tcp.Accept()
 		if err != nil {
-			<-pending
 			if l.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return
 			}
@@ -268,21 +268,41 @@ func (l *Listener) acceptTCP() {
 			continue
 		}
 		backoff = 5 * time.Millisecond
+		mu.Lock()
+		if len(pending) >= maxPending {
+			oldest := pending[0]
+			pending = pending[1:]
+			l.log.Debug("too many pending handshakes; dropping the oldest", "remote", oldest.RemoteAddr())
+			_ = oldest.Close()
+		}
+		pending = append(pending, c)
+		mu.Unlock()
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			defer func() { <-pending }()
-			l.serveTCP(c)
+			l.serveTCP(c, func() {
+				mu.Lock()
+				for i, p := range pending {
+					if p == c {
+						pending = append(pending[:i], pending[i+1:]...)
+						break
+					}
+				}
+				mu.Unlock()
+			})
 		}()
 	}
 }
 
-func (l *Listener) serveTCP(c net.Conn) {
+// serveTCP completes one connection's handshake; handshaken is called
+// when it is no longer pending, whatever the outcome.
+func (l *Listener) serveTCP(c net.Conn, handshaken func()) {
 	ctx, cancel := context.WithTimeout(l.ctx, l.opts.HandshakeTimeout)
 	defer cancel()
 	opts := l.opts
 	opts.Logger = l.log
 	s, err := acceptTCP(ctx, c, l.tlsConf, opts)
+	handshaken()
 	if err != nil {
 		l.log.Debug("handshake failed", "transport", "tcp", "remote", c.RemoteAddr(), "error", err)
 		return

@@ -47,3 +47,68 @@ func BenchmarkAppendLog(b *testing.B) {
 		b.Fatal(fmt.Errorf("sync: %w", err))
 	}
 }
+
+// finishJobs stores n completed jobs (three events, one output chunk
+// each) in unsynced batches of 1000.
+func finishJobs(b *testing.B, s *Store, n int) {
+	b.Helper()
+	for n > 0 {
+		var ups []Update
+		for range min(n, 1000) {
+			j := &Job{ID: s.NextID(), Name: "bench", Command: "true", State: Queued, CreatedAt: t0, QueuedAt: t0}
+			run := j.Clone()
+			run.State = Running
+			done := run.Clone()
+			done.State, done.FinishedAt = Completed, t0
+			ups = append(ups, NewUpdate(nil, j, Event{Type: "submitted"}), NewUpdate(j, run, Event{Type: "started"}), NewUpdate(run, done, Event{Type: "finished"}))
+			if err := s.AppendLog(j.ID, Chunk{Stream: 1, Data: []byte("output\n")}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := s.Apply(ups...); err != nil {
+			b.Fatal(err)
+		}
+		n -= len(ups) / 3
+	}
+}
+
+// BenchmarkPrune measures removing finished jobs with everything they
+// own, in Prune's default batches.
+func BenchmarkPrune(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	finishJobs(b, s, b.N)
+	b.ResetTimer()
+	n, err := s.Prune(b.Context(), PruneOptions{FinishedBefore: t0.Add(time.Second)})
+	if err != nil || n != b.N {
+		b.Fatalf("Prune = %d, %v; want %d", n, err, b.N)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+}
+
+// BenchmarkListByState measures a page of 100 running jobs among many
+// finished ones, read through the state index.
+func BenchmarkListByState(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	for range 100 {
+		j := &Job{ID: s.NextID(), Command: "true", State: Running}
+		if err := s.Apply(NewUpdate(nil, j, Event{})); err != nil {
+			b.Fatal(err)
+		}
+	}
+	finishJobs(b, s, 50_000)
+	b.ReportAllocs()
+	for b.Loop() {
+		jobs, _, err := s.List(ListOptions{State: Running})
+		if err != nil || len(jobs) != 100 {
+			b.Fatalf("List = %d jobs, %v", len(jobs), err)
+		}
+	}
+}

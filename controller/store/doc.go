@@ -1,6 +1,6 @@
-// Package store is the controller's durable state: jobs, their queue and
-// delay indexes, event history, captured output and idempotency keys, in
-// one Pebble database. It is the only package that imports Pebble;
+// Package store is the controller's durable state: jobs, their queue,
+// delay, state and finished indexes, event history, captured output and
+// idempotency keys, in one Pebble database. It is the only package that imports Pebble;
 // callers declare the small interface they need.
 //
 // Every state transition is one Update (Prev → Next plus an Event), and
@@ -24,14 +24,37 @@
 //	                                             dispatch order (priority desc, FIFO, ID)
 //	"d" notBefore(8) id(8)                       empty: delay index, Waiting jobs
 //	"a" id(8)                                    empty: Dispatched and Running jobs
+//	"s" state(1) id(8)                           empty: state index, every job under the
+//	                                             code of its state (queued 1, waiting 2,
+//	                                             dispatched 3, running 4, completed 5,
+//	                                             failed 6, timeout 7, cancelled 8)
+//	"f" finishedAt(8) id(8)                      empty: finished index, jobs in a terminal
+//	                                             state in finish order
 //	"e" id(8) seq(4)                             Event as JSON; seq counts from 0
 //	"l" id(8) offset(8)                          stream(1) + output bytes starting at offset
 //	"k" idempotency key (raw bytes)              job id(8)
 //
-// Priority is clamped to 0..255 in the queue key. A job's index key is
-// derived from its record (State, Priority, QueuedAt, NotBefore, ID), which
-// is why Apply needs Prev: it deletes the key Prev occupied. ReadLog finds
-// the chunk containing an offset with SeekLT on "l" id (offset+1).
+// Priority is clamped to 0..255 in the queue key. A job's index keys are
+// derived from its record (State, Priority, QueuedAt, NotBefore,
+// FinishedAt, ID), which is why Apply needs Prev: it deletes the keys Prev
+// occupied. A job is in exactly one of "q", "d", "a" unless it finished,
+// always in "s", and in "f" once it finished. State codes are only added,
+// never reused. ReadLog finds the chunk containing an offset with SeekLT
+// on "l" id (offset+1).
+//
+// # Listing and retention
+//
+// List walks "j" backwards (newest first), or "s" state backwards when a
+// state is asked for, so filtering by state reads only that state's jobs.
+// Label filters are applied to the records read; one call examines at
+// most DefaultListScan records and returns a cursor to continue from.
+//
+// Prune walks "f" from the oldest finish on, removing each job's record,
+// index keys and idempotency key with point deletes and its "e" and "l"
+// ranges with one range deletion each, up to DefaultPruneBatch jobs per
+// synced batch. A finished job without FinishedAt sorts first. Open
+// counts "f" once (a key-only scan) so Prune knows how many finished jobs
+// exist without scanning; Apply and Prune keep that count.
 //
 // # Schema version
 //
@@ -43,4 +66,11 @@
 // changes type or meaning. Adding optional JSON fields to Job or Event, or
 // a new prefix that old data simply does not have yet, does not need a
 // bump.
+//
+// History:
+//
+//	1  first layout
+//	2  added the "s" state index and the "f" finished index; a version 1
+//	   directory is refused (no release wrote one, so there is no
+//	   migration)
 package store

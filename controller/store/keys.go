@@ -13,6 +13,8 @@ const (
 	prefixQueue   = 'q'
 	prefixDelay   = 'd'
 	prefixActive  = 'a'
+	prefixState   = 's'
+	prefixDone    = 'f'
 	prefixEvent   = 'e'
 	prefixLog     = 'l'
 	prefixIdem    = 'k'
@@ -49,6 +51,45 @@ func activeKey(id uint64) []byte {
 	k := make([]byte, 9)
 	k[0] = prefixActive
 	binary.BigEndian.PutUint64(k[1:], id)
+	return k
+}
+
+// stateCodes gives each state its byte in the state index. Codes are only
+// added, never reused.
+var stateCodes = map[State]byte{
+	Queued: 1, Waiting: 2, Dispatched: 3, Running: 4,
+	Completed: 5, Failed: 6, Timeout: 7, Cancelled: 8,
+}
+
+// stateKey returns j's key in the state index, or nil for a state without
+// a code.
+func stateKey(j *Job) []byte {
+	code, ok := stateCodes[j.State]
+	if !ok {
+		return nil
+	}
+	return stateIDKey(code, j.ID)
+}
+
+// stateIDKey returns the state index key of job id in the state with code.
+func stateIDKey(code byte, id uint64) []byte {
+	k := make([]byte, 10)
+	k[0] = prefixState
+	k[1] = code
+	binary.BigEndian.PutUint64(k[2:], id)
+	return k
+}
+
+// doneKey orders finished jobs by FinishedAt, then ID; nil for a job that
+// has not finished.
+func doneKey(j *Job) []byte {
+	if !j.State.Terminal() {
+		return nil
+	}
+	k := make([]byte, 17)
+	k[0] = prefixDone
+	binary.BigEndian.PutUint64(k[1:], nanos(j.FinishedAt))
+	binary.BigEndian.PutUint64(k[9:], j.ID)
 	return k
 }
 

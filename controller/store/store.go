@@ -16,7 +16,7 @@ import (
 
 // SchemaVersion is the layout version written under the "v" key. See
 // doc.go for what bumps it.
-const SchemaVersion uint32 = 1
+const SchemaVersion uint32 = 2
 
 // Options configures Open.
 type Options struct {
@@ -34,7 +34,12 @@ type Store struct {
 	log   hclog.Logger
 	write *pebble.WriteOptions // pebble.Sync, or pebble.NoSync with Options.NoSync
 
-	nextID atomic.Uint64 // last ID handed out (or seen)
+	nextID   atomic.Uint64 // last ID handed out (or seen)
+	finished atomic.Int64  // entries in the finished index: stored jobs in a terminal state
+
+	// pruneMu serializes Prune calls, so two never remove (and count) the
+	// same job.
+	pruneMu sync.Mutex
 
 	// mu guards closed; every operation holds it for reading so Close
 	// waits for operations in flight instead of pulling the database
@@ -85,7 +90,13 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	s.nextID.Store(last)
-	logger.Debug("opened", "dir", dir, "schema", SchemaVersion, "last_job", last, "no_sync", opts.NoSync)
+	finished, err := s.countKeys(prefixDone)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	s.finished.Store(int64(finished))
+	logger.Debug("opened", "dir", dir, "schema", SchemaVersion, "last_job", last, "finished_jobs", finished, "no_sync", opts.NoSync)
 	return s, nil
 }
 
@@ -142,6 +153,25 @@ func (s *Store) lastJobID() (uint64, error) {
 	return id, errors.Join(it.Error(), it.Close())
 }
 
+// countKeys counts the keys starting with prefix p.
+func (s *Store) countKeys(p byte) (int, error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		n++
+	}
+	return n, errors.Join(it.Error(), it.Close())
+}
+
+// FinishedJobs returns how many jobs in a terminal state are stored: the
+// number Prune's KeepNewest is compared with.
+func (s *Store) FinishedJobs() int {
+	return int(s.finished.Load())
+}
+
 // Close closes the database, waiting for operations in flight. It is
 // idempotent.
 func (s *Store) Close() error {
@@ -196,9 +226,9 @@ func (s *Store) seeID(id uint64) {
 //     calling Apply. Apply never modifies Next, so callers may publish
 //     Next to other goroutines before it is written;
 //   - sets Event.State to Next.State if it is empty;
-//   - moves the job between the queue, delay and active indexes: the key
-//     derived from Prev's fields (if Prev has an indexed state) is
-//     deleted, then Next's is written;
+//   - moves the job between the queue, delay and active indexes, the
+//     state index and the finished index: the keys derived from Prev's
+//     fields are deleted, then Next's are written;
 //   - for a create (Prev == nil), claims Next.IdempotencyKey if set; a key
 //     already taken fails the whole Apply with ErrExists.
 //
@@ -260,7 +290,7 @@ func (s *Store) apply(updates []Update) error {
 		_ = b.Set(jobKey(next.ID), job, nil)
 		_ = b.Set(eventKey(next.ID, u.Event.Seq), ev, nil)
 		if u.Prev != nil {
-			if k := indexKey(u.Prev); k != nil {
+			for _, k := range indexKeys(u.Prev) {
 				_ = b.Delete(k, nil)
 			}
 		} else if next.IdempotencyKey != "" {
@@ -268,7 +298,7 @@ func (s *Store) apply(updates []Update) error {
 			binary.BigEndian.PutUint64(id[:], next.ID)
 			_ = b.Set(idemKey(next.IdempotencyKey), id[:], nil)
 		}
-		if k := indexKey(next); k != nil {
+		for _, k := range indexKeys(next) {
 			_ = b.Set(k, nil, nil)
 		}
 	}
@@ -276,11 +306,31 @@ func (s *Store) apply(updates []Update) error {
 		return err
 	}
 	for _, u := range updates {
+		wasDone := u.Prev != nil && u.Prev.State.Terminal()
+		switch isDone := u.Next.State.Terminal(); {
+		case isDone && !wasDone:
+			s.finished.Add(1)
+		case wasDone && !isDone:
+			s.finished.Add(-1)
+		}
 		if u.Prev == nil {
 			s.seeID(u.Next.ID)
 		}
 	}
 	return nil
+}
+
+// indexKeys returns every index key j occupies: its queue, delay or
+// active key, its state key and its finished key, as far as its state
+// has them.
+func indexKeys(j *Job) [][]byte {
+	keys := make([][]byte, 0, 3)
+	for _, k := range [][]byte{indexKey(j), stateKey(j), doneKey(j)} {
+		if k != nil {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // claim reserves idempotency keys for a create, failing with ErrExists if
@@ -358,54 +408,6 @@ func decodeJob(v []byte) (*Job, error) {
 		return nil, fmt.Errorf("decode job: %w", err)
 	}
 	return j, nil
-}
-
-// ListOptions selects jobs for List.
-type ListOptions struct {
-	State  State  // only jobs in this state; "" for all
-	Limit  int    // at most this many jobs; 0 (or less) means 100
-	Before uint64 // only IDs below Before; 0 starts at the newest job
-}
-
-// List returns jobs newest first (descending ID). Page with
-// Before = the last returned ID. Filtering by State scans job records
-// until Limit matches are found.
-func (s *Store) List(o ListOptions) ([]*Job, error) {
-	if !s.acquire() {
-		return nil, fmt.Errorf("store: list: %w", ErrClosed)
-	}
-	defer s.mu.RUnlock()
-	jobs, err := s.list(o)
-	if err != nil {
-		return nil, fmt.Errorf("store: list: %w", err)
-	}
-	return jobs, nil
-}
-
-func (s *Store) list(o ListOptions) ([]*Job, error) {
-	if o.Limit <= 0 {
-		o.Limit = 100
-	}
-	upper := []byte{prefixJob + 1}
-	if o.Before > 0 {
-		upper = jobKey(o.Before)
-	}
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixJob}, UpperBound: upper})
-	if err != nil {
-		return nil, err
-	}
-	var jobs []*Job
-	for ok := it.Last(); ok && len(jobs) < o.Limit; ok = it.Prev() {
-		j, err := decodeJob(it.Value())
-		if err != nil {
-			_ = it.Close()
-			return nil, fmt.Errorf("job %d: %w", binary.BigEndian.Uint64(it.Key()[1:]), err)
-		}
-		if o.State == "" || j.State == o.State {
-			jobs = append(jobs, j)
-		}
-	}
-	return jobs, errors.Join(it.Error(), it.Close())
 }
 
 // Events returns job id's history in order, or ErrNotFound if the job is

@@ -281,6 +281,16 @@ func TestIndexesFollowTransitions(t *testing.T) {
 					t.Fatalf("in %s: index keys q=%d d=%d a=%d, want %d %d %d",
 						j.State, q, d, a, want[Queued], want[Waiting], want[Dispatched]+want[Running])
 				}
+				done := 0
+				if j.State.Terminal() {
+					done = 1
+				}
+				if st, f, n := countPrefix(t, s, prefixState), countPrefix(t, s, prefixDone), s.FinishedJobs(); st != 4 || f != done || n != done {
+					t.Fatalf("in %s: state index %d keys, finished index %d keys, FinishedJobs %d; want 4, %d, %d", j.State, st, f, n, done, done)
+				}
+				if got, _, err := s.List(ListOptions{State: j.State}); err != nil || len(got) == 0 || got[0].ID != j.ID {
+					t.Fatalf("List(State: %s) = %v, %v; want job %d first", j.State, ids(got), err, j.ID)
+				}
 			}
 			check(j)
 			for _, st := range steps {
@@ -365,7 +375,7 @@ func TestList(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, err := s.List(tt.opts)
+			got, _, err := s.List(tt.opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -448,6 +458,11 @@ func TestSchema(t *testing.T) {
 		"newer version": func(db *pebble.DB) error {
 			var v [4]byte
 			binary.BigEndian.PutUint32(v[:], SchemaVersion+1)
+			return db.Set(versionKey, v[:], pebble.Sync)
+		},
+		"older version": func(db *pebble.DB) error {
+			var v [4]byte
+			binary.BigEndian.PutUint32(v[:], SchemaVersion-1)
 			return db.Set(versionKey, v[:], pebble.Sync)
 		},
 		"malformed version": func(db *pebble.DB) error { return db.Set(versionKey, []byte("x"), pebble.Sync) },
@@ -604,7 +619,7 @@ func TestConcurrentApply(t *testing.T) {
 	if len(active) != workers*perWorker {
 		t.Errorf("Active has %d jobs, want %d", len(active), workers*perWorker)
 	}
-	all, err := s.List(ListOptions{Limit: 1000})
+	all, _, err := s.List(ListOptions{Limit: 1000})
 	if err != nil || len(all) != workers*perWorker {
 		t.Errorf("List: %d jobs, %v", len(all), err)
 	}
@@ -644,7 +659,8 @@ func TestClosed(t *testing.T) {
 	calls := map[string]func() error{
 		"Apply":          func() error { return s.Apply(NewUpdate(nil, newJob(s, 1, t0), Event{})) },
 		"Get":            func() error { _, err := s.Get(j.ID); return err },
-		"List":           func() error { _, err := s.List(ListOptions{}); return err },
+		"List":           func() error { _, _, err := s.List(ListOptions{}); return err },
+		"Prune":          func() error { _, err := s.Prune(t.Context(), PruneOptions{KeepNewest: 1}); return err },
 		"Events":         func() error { _, err := s.Events(j.ID); return err },
 		"AppendLog":      func() error { return s.AppendLog(j.ID, Chunk{Data: []byte("x")}) },
 		"Sync":           s.Sync,

@@ -1,0 +1,381 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"jobsuite/protocol"
+)
+
+// spool keeps one attempt's output on disk until the controller has
+// stored it, so a dropped connection or a controller restart loses no
+// byte: the sender resumes from the last acknowledged offset.
+//
+// The file is a sequence of records: stream (1 byte), length (4 bytes,
+// big endian), data. Offsets count data bytes only, in the order the
+// process wrote them (stdout and stderr interleaved), exactly as in
+// LogChunk. Acknowledged records are released with FALLOC_FL_PUNCH_HOLE,
+// so a long job's spool holds only what is in flight.
+//
+// The spool is bounded: when the unacknowledged output reaches max bytes,
+// write blocks — the agent stops reading the job's pipes, and the job
+// blocks in its own write() — until acknowledgements make room. Nothing
+// is ever dropped silently; the only output not forwarded is what passes
+// the per-job limit (limit), which is replaced by one marker line.
+type spool struct {
+	path  string
+	max   uint64 // bound on unacknowledged bytes
+	limit uint64 // per-attempt output limit; 0 = none
+
+	mu        sync.Mutex
+	f         *os.File
+	recs      []record // records not yet acknowledged, in order
+	wpos      int64    // file size
+	end       uint64   // output bytes written
+	acked     uint64   // output bytes the controller stored
+	truncated bool     // output past limit was dropped (and marked)
+	closed    bool     // no more writes: the process ended
+	lastLine  []byte   // tail of the output, for live status
+	more      chan struct{}
+	room      chan struct{}
+}
+
+type record struct {
+	off    uint64
+	pos    int64 // file position of the data (after the header)
+	n      uint32
+	stream uint8
+}
+
+const recordHeader = 5
+
+// truncationMarker ends the stored output of an attempt that passed its
+// output limit.
+const truncationMarker = "\n[jobsuite: output truncated: the job wrote more than %d bytes]\n"
+
+func openSpool(path string, max, limit uint64) (*spool, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	s := &spool{path: path, f: f, max: max, limit: limit, more: make(chan struct{}), room: make(chan struct{})}
+	if err := s.recover(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// recover rebuilds the record index of an existing spool file (after an
+// agent restart), starting after the acknowledged part recorded in the
+// .ack file. A torn last record is cut off.
+func (s *spool) recover() error {
+	var pos int64
+	if b, err := os.ReadFile(s.path + ".ack"); err == nil && len(b) == 16 {
+		s.acked = binary.BigEndian.Uint64(b)
+		s.end = s.acked
+		pos = int64(binary.BigEndian.Uint64(b[8:]))
+	}
+	r := bufio.NewReader(io.NewSectionReader(s.f, pos, 1<<62))
+	var hdr [recordHeader]byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			break
+		}
+		n := binary.BigEndian.Uint32(hdr[1:])
+		if _, err := r.Discard(int(n)); err != nil {
+			break
+		}
+		s.recs = append(s.recs, record{off: s.end, pos: pos + recordHeader, n: n, stream: hdr[0]})
+		s.end += uint64(n)
+		pos += recordHeader + int64(n)
+	}
+	s.wpos = pos
+	return s.f.Truncate(pos)
+}
+
+func (s *spool) wake(c *chan struct{}) {
+	close(*c)
+	*c = make(chan struct{})
+}
+
+// write appends output, blocking while the spool is full. It returns
+// early only when ctx is done.
+func (s *spool) write(ctx context.Context, stream uint8, data []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.limit > 0 {
+		if s.truncated {
+			return nil
+		}
+		if left := s.limit - s.end; uint64(len(data)) > left {
+			data = data[:left]
+			s.truncated = true
+			if err := s.appendLocked(ctx, stream, data); err != nil {
+				return err
+			}
+			return s.appendLocked(ctx, uint8(protocol.Stderr), fmt.Appendf(nil, truncationMarker, s.limit))
+		}
+	}
+	return s.appendLocked(ctx, stream, data)
+}
+
+func (s *spool) appendLocked(ctx context.Context, stream uint8, data []byte) error {
+	for len(data) > 0 {
+		for s.end-s.acked >= s.max {
+			room := s.room
+			s.mu.Unlock()
+			select {
+			case <-room:
+			case <-ctx.Done():
+				s.mu.Lock()
+				return ctx.Err()
+			}
+			s.mu.Lock()
+		}
+		n := min(uint64(len(data)), s.max-(s.end-s.acked), protocol.MaxChunkSize)
+		buf := make([]byte, recordHeader+n)
+		buf[0] = stream
+		binary.BigEndian.PutUint32(buf[1:], uint32(n))
+		copy(buf[recordHeader:], data[:n])
+		if _, err := s.f.WriteAt(buf, s.wpos); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		s.recs = append(s.recs, record{off: s.end, pos: s.wpos + recordHeader, n: uint32(n), stream: stream})
+		s.wpos += int64(len(buf))
+		s.end += n
+		s.keepTail(data[:n])
+		data = data[n:]
+		s.wake(&s.more)
+	}
+	return nil
+}
+
+// keepTail remembers the end of the output for LastLine.
+func (s *spool) keepTail(data []byte) {
+	const keep = 2048
+	if len(data) >= keep {
+		s.lastLine = append(s.lastLine[:0], data[len(data)-keep:]...)
+		return
+	}
+	s.lastLine = append(s.lastLine, data...)
+	if len(s.lastLine) > keep {
+		s.lastLine = append(s.lastLine[:0], s.lastLine[len(s.lastLine)-keep:]...)
+	}
+}
+
+// lastOutputLine is the last complete line of output, at most 1 KiB.
+func (s *spool) lastOutputLine() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.lastLine
+	if i := lastIndexByte(b, '\n'); i >= 0 {
+		b = b[:i]
+	}
+	if i := lastIndexByte(b, '\n'); i >= 0 {
+		b = b[i+1:]
+	}
+	if len(b) > 1024 {
+		b = b[len(b)-1024:]
+	}
+	return string(b)
+}
+
+func lastIndexByte(b []byte, c byte) int {
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// close marks the output complete: the process ended.
+func (s *spool) close() {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		s.wake(&s.more)
+	}
+	s.mu.Unlock()
+}
+
+// waitClosed returns a channel closed once the process ended.
+func (s *spool) waitClosed() <-chan struct{} {
+	c := make(chan struct{})
+	go func() {
+		defer close(c)
+		s.mu.Lock()
+		for !s.closed {
+			more := s.more
+			s.mu.Unlock()
+			<-more
+			s.mu.Lock()
+		}
+		s.mu.Unlock()
+	}()
+	return c
+}
+
+// ack records that the controller stored every byte below off and
+// releases the disk space they used.
+func (s *spool) ack(off uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if off <= s.acked {
+		return
+	}
+	if off > s.end {
+		off = s.end
+	}
+	s.acked = off
+	i := 0
+	for i < len(s.recs) && s.recs[i].off+uint64(s.recs[i].n) <= off {
+		i++
+	}
+	if i > 0 {
+		last := s.recs[i-1]
+		releaseTo := last.pos + int64(last.n)
+		s.recs = append(s.recs[:0], s.recs[i:]...)
+		// Record where the unacknowledged records start before releasing
+		// the space before it: a restarted agent reads on from there.
+		var b [16]byte
+		binary.BigEndian.PutUint64(b[:], last.off+uint64(last.n))
+		binary.BigEndian.PutUint64(b[8:], uint64(releaseTo))
+		if err := writeSynced(s.path+".ack", b[:]); err == nil {
+			// Best effort: a file system without hole punching keeps the bytes.
+			_ = unix.Fallocate(int(s.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, releaseTo)
+		}
+	}
+	s.wake(&s.room)
+}
+
+// errSpoolDone is returned by next when every byte was read and the
+// process ended.
+var errSpoolDone = errors.New("spool: all output read")
+
+// next returns the output at offset off (up to one record), waiting for
+// it if the process has not written it yet. Output already acknowledged
+// is skipped: at is where data starts, at least off. It returns
+// errSpoolDone at the end of a finished attempt's output.
+func (s *spool) next(ctx context.Context, off uint64, buf []byte) (stream uint8, data []byte, at uint64, err error) {
+	s.mu.Lock()
+	off = max(off, s.acked)
+	for off >= s.end {
+		if s.closed {
+			s.mu.Unlock()
+			return 0, nil, off, errSpoolDone
+		}
+		more := s.more
+		s.mu.Unlock()
+		select {
+		case <-more:
+		case <-ctx.Done():
+			return 0, nil, off, ctx.Err()
+		}
+		s.mu.Lock()
+		off = max(off, s.acked)
+	}
+	var rec *record
+	for i := range s.recs {
+		r := &s.recs[i]
+		if off < r.off+uint64(r.n) {
+			rec = r
+			break
+		}
+	}
+	if rec == nil || off < rec.off {
+		s.mu.Unlock()
+		return 0, nil, off, fmt.Errorf("spool: offset %d is not in the spool", off)
+	}
+	skip := off - rec.off
+	n := uint64(rec.n) - skip
+	pos := rec.pos + int64(skip)
+	stream = rec.stream
+	s.mu.Unlock()
+	if uint64(cap(buf)) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if _, err := s.f.ReadAt(buf, pos); err != nil {
+		return 0, nil, off, fmt.Errorf("spool: %w", err)
+	}
+	return stream, buf, off, nil
+}
+
+// state returns the output written, the offset acknowledged and whether
+// the process ended.
+func (s *spool) state() (end, acked uint64, closed bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.end, s.acked, s.closed
+}
+
+// remove deletes the spool file; the attempt is fully reported.
+func (s *spool) remove() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.f.Close()
+	os.Remove(s.path)
+	os.Remove(s.path + ".ack")
+}
+
+// writeSynced replaces path with data, durably.
+func writeSynced(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// meta is what the agent keeps on disk about an attempt besides its
+// output: enough to report it after an agent restart.
+type meta struct {
+	Dispatch  protocol.Dispatch  `json:"dispatch"`
+	PID       int                `json:"pid,omitempty"`
+	StartTick uint64             `json:"start_tick,omitempty"` // /proc/PID/stat starttime, to recognise the process
+	Result    *protocol.Finished `json:"result,omitempty"`     // set once the process ended
+}
+
+func writeMeta(dir string, m *meta) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return writeSynced(filepath.Join(dir, "meta.json"), b)
+}
+
+func readMeta(dir string) (*meta, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "meta.json"))
+	if err != nil {
+		return nil, err
+	}
+	var m meta
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "meta.json"), err)
+	}
+	return &m, nil
+}

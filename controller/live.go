@@ -1,0 +1,107 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"jobsuite/protocol"
+)
+
+// LiveView is the live part of GET /jobs/:id?live=1: what the agent
+// running the job says about it right now. Stale is set, with Error
+// saying why, when no fresh answer could be had in time.
+type LiveView struct {
+	Stale       bool    `json:"stale"`
+	Error       string  `json:"error,omitempty"`
+	Agent       string  `json:"agent,omitempty"`
+	Attempt     uint32  `json:"attempt,omitempty"`
+	PID         uint32  `json:"pid,omitempty"`
+	Elapsed     float64 `json:"elapsed,omitempty"`    // seconds since the process started
+	UserCPU     float64 `json:"user_cpu,omitempty"`   // seconds, whole process group
+	SystemCPU   float64 `json:"system_cpu,omitempty"` // seconds, whole process group
+	RSS         uint64  `json:"rss,omitempty"`        // bytes, whole process group
+	Processes   uint32  `json:"processes,omitempty"`
+	OutputBytes uint64  `json:"output_bytes"`
+	LastLine    string  `json:"last_line"`
+}
+
+// errNoAnswer: the agent did not answer a status request in time.
+var errNoAnswer = errors.New("agent did not answer in time")
+
+// askStatus asks the agent about an attempt and waits for the answer
+// until ctx is done.
+func (a *agentConn) askStatus(ctx context.Context, id uint64, attempt uint32) (*protocol.StatusReply, error) {
+	a.statusMu.Lock()
+	if a.statusWait == nil {
+		a.statusWait = map[uint64]chan *protocol.StatusReply{}
+	}
+	a.statusSeq++
+	seq := a.statusSeq
+	ch := make(chan *protocol.StatusReply, 1)
+	a.statusWait[seq] = ch
+	a.statusMu.Unlock()
+	defer func() {
+		a.statusMu.Lock()
+		delete(a.statusWait, seq)
+		a.statusMu.Unlock()
+	}()
+	a.send(&protocol.StatusRequest{Seq: seq, JobID: id, Attempt: attempt})
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		return nil, errNoAnswer
+	case <-a.sess.Done():
+		return nil, errors.New("agent disconnected")
+	}
+}
+
+func (a *agentConn) deliverStatus(r *protocol.StatusReply) {
+	a.statusMu.Lock()
+	ch := a.statusWait[r.Seq]
+	a.statusMu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- r:
+		default:
+		}
+	}
+}
+
+// live asks the agent running job id for its live state, waiting at
+// most wait.
+func (s *Server) live(ctx context.Context, id uint64, wait time.Duration) *LiveView {
+	s.sched.mu.Lock()
+	j := s.sched.jobs[id]
+	var a *agentConn
+	var attempt uint32
+	var agent string
+	if j != nil && j.State.Active() {
+		c := j.Current()
+		attempt, agent = c.Number, c.Agent
+		a = s.sched.agents[agent]
+	}
+	s.sched.mu.Unlock()
+	switch {
+	case j == nil || !j.State.Active():
+		return &LiveView{Stale: true, Error: "the job is not running"}
+	case a == nil:
+		return &LiveView{Stale: true, Agent: agent, Attempt: attempt, Error: fmt.Sprintf("agent %s is not connected", agent)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	r, err := a.askStatus(ctx, id, attempt)
+	if err != nil {
+		return &LiveView{Stale: true, Agent: agent, Attempt: attempt, Error: fmt.Sprintf("%v (waited %s)", err, wait)}
+	}
+	if !r.Found {
+		return &LiveView{Stale: true, Agent: agent, Attempt: attempt, Error: "the agent does not hold this attempt"}
+	}
+	return &LiveView{
+		Agent: agent, Attempt: attempt, PID: r.PID, Elapsed: r.Elapsed.Seconds(),
+		UserCPU: r.UserCPU.Seconds(), SystemCPU: r.SystemCPU.Seconds(), RSS: r.RSS,
+		Processes: r.Processes, OutputBytes: r.OutputBytes, LastLine: r.LastLine,
+	}
+}
