@@ -55,6 +55,10 @@ type Config struct {
 	// context is done (graceful drain) before it cancels them. 0 cancels
 	// them at once.
 	DrainTimeout time.Duration
+	// Policy restricts what the agent runs: allowed commands, the user
+	// jobs run as, a root for their directories, a clean environment.
+	// The zero Policy restricts nothing. See Policy.
+	Policy Policy
 
 	ReconnectMin time.Duration // first reconnect delay; default 500ms
 	ReconnectMax time.Duration // longest reconnect delay; default 30s
@@ -68,6 +72,7 @@ type Agent struct {
 	sn      string
 	name    string
 	baseEnv []string
+	policy  *policy
 
 	stopOnce sync.Once
 	stopNow  chan struct{} // Stop: cancel running jobs now
@@ -155,6 +160,16 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.SpoolMax == 0 {
 		cfg.SpoolMax = 64 << 20
 	}
+	pol, err := newPolicy(cfg.Policy, os.Geteuid())
+	if err != nil {
+		return nil, err
+	}
+	if cfg.WorkDir, err = pol.checkWorkDir(cfg.WorkDir); err != nil {
+		return nil, err
+	}
+	if os.Geteuid() == 0 && pol.cred == nil {
+		cfg.Logger.Warn("the agent runs as root and so will its jobs; set -run-as to run them as an unprivileged user")
+	}
 	if cfg.StateDir == "" {
 		cfg.StateDir = defaultStateDir(name)
 	}
@@ -164,6 +179,7 @@ func New(cfg Config) (*Agent, error) {
 	return &Agent{
 		cfg: cfg, log: cfg.Logger, name: name, files: cfg.TLS, sn: cfg.ServerName,
 		baseEnv:   os.Environ(),
+		policy:    pol,
 		stopNow:   make(chan struct{}),
 		jobs:      map[protocol.AttemptRef]*job{},
 		precancel: map[protocol.AttemptRef]time.Time{},
@@ -548,34 +564,38 @@ func (a *Agent) start(jobsCtx context.Context, s *session, d *protocol.Dispatch)
 func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 	d := &j.d
 	log := a.log.With("job", d.JobID, "attempt", d.Attempt)
-	env := append(append([]string(nil), a.baseEnv...),
-		"JOBSUITE_JOB_ID="+strconv.FormatUint(d.JobID, 10),
-		"JOBSUITE_ATTEMPT="+strconv.FormatUint(uint64(d.Attempt), 10),
-		"JOBSUITE_JOB_NAME="+d.Name,
-		"JOBSUITE_AGENT="+a.name,
-	)
-	env = append(env, d.Env...)
-	dir := d.Dir
-	if dir == "" {
-		dir = a.cfg.WorkDir
+	vars := []string{
+		"JOBSUITE_JOB_ID=" + strconv.FormatUint(d.JobID, 10),
+		"JOBSUITE_ATTEMPT=" + strconv.FormatUint(uint64(d.Attempt), 10),
+		"JOBSUITE_JOB_NAME=" + d.Name,
+		"JOBSUITE_AGENT=" + a.name,
 	}
-	log.Info("job starting", "command", d.Command)
 	startedOnce := sync.OnceFunc(func() { close(j.started) })
-	res := Run(ctx, Spec{
-		Command: d.Command, Shell: a.cfg.Shell, Env: env, Dir: dir,
-		Timeout: d.Timeout, KillGrace: d.KillGrace, Capture: d.CaptureLogs,
-	}, func(pid int) {
-		now := time.Now()
-		a.mu.Lock()
-		j.pid, j.startedAt = pid, now
-		a.mu.Unlock()
-		_ = writeMeta(j.dir, &meta{Dispatch: *d, PID: pid, StartTick: startTick(pid)})
-		startedOnce()
-	}, func(stream uint8, data []byte) {
-		// Blocks while the spool is full; gives up only when the agent
-		// stops for good.
-		_ = j.sp.write(jobsCtx, stream, data)
-	})
+	// The policy is checked before anything runs: a refused attempt
+	// starts no process and is reported failed, with no Started.
+	l, err := a.policy.prepare(d.Command, d.Dir, a.cfg.WorkDir, a.baseEnv, vars, d.Env)
+	var res Result
+	if err != nil {
+		log.Warn("job refused by the agent policy; nothing runs", "command", d.Command, "reason", err)
+		res = Result{Outcome: OutcomeFailed, ExitCode: -1, Err: err}
+	} else {
+		log.Info("job starting", "command", d.Command)
+		res = Run(ctx, Spec{
+			Command: d.Command, Shell: a.cfg.Shell, Env: l.env, Dir: l.dir, Credential: l.cred,
+			Timeout: d.Timeout, KillGrace: d.KillGrace, Capture: d.CaptureLogs,
+		}, func(pid int) {
+			now := time.Now()
+			a.mu.Lock()
+			j.pid, j.startedAt = pid, now
+			a.mu.Unlock()
+			_ = writeMeta(j.dir, &meta{Dispatch: *d, PID: pid, StartTick: startTick(pid)})
+			startedOnce()
+		}, func(stream uint8, data []byte) {
+			// Blocks while the spool is full; gives up only when the agent
+			// stops for good.
+			_ = j.sp.write(jobsCtx, stream, data)
+		})
+	}
 	startedOnce()
 	end, _, _ := j.sp.state() // the process and its pipes are done: end is final
 	f := &protocol.Finished{

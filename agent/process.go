@@ -71,6 +71,9 @@ type Spec struct {
 	Timeout   time.Duration // 0 = none
 	KillGrace time.Duration // between SIGTERM and SIGKILL on timeout or cancel; 0 → 5s
 	Capture   bool          // false: output goes to /dev/null
+	// Credential runs the job as another user (uid, gid, supplementary
+	// groups; the agent must be root); nil runs it as the agent's user.
+	Credential *syscall.Credential
 }
 
 // Output receives a job's output in the order it was read. stream is 1 for
@@ -160,7 +163,7 @@ func Run(ctx context.Context, spec Spec, started func(pid int), out Output) Resu
 	if cmd.Env == nil {
 		cmd.Env = []string{} // exec.Cmd reads nil as "inherit the agent's environment"
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: spec.Credential}
 	// cmd.Stdin nil is /dev/null; so are Stdout and Stderr when not capturing.
 
 	var readEnds []*os.File

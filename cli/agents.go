@@ -3,7 +3,9 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,8 +20,9 @@ func (c *AgentsCommand) Help() string {
 Usage: jobsuite agents [options]
 
   Lists the agents connected to the controller: name, transport (quic or
-  tcp), job slots, jobs running, labels, when the agent connected and when
-  it last sent a heartbeat.
+  tcp), state (active, or draining: it gets no new jobs), job slots, jobs
+  running, labels, when the agent connected and when it last sent a
+  heartbeat. 'jobsuite agents drain NAME' stops sending jobs to one agent.
 
 Options:
 
@@ -30,8 +33,9 @@ Options:
 Example:
 
   $ jobsuite agents
-  NAME      TRANSPORT  SLOTS  RUNNING  LABELS   CONNECTED  LAST-HEARTBEAT
-  worker-1  quic       4      1        gpu=yes  2h ago     1s ago
+  NAME      TRANSPORT  STATE     SLOTS  RUNNING  LABELS   CONNECTED  LAST-HEARTBEAT
+  worker-1  quic       active    4      1        gpu=yes  2h ago     1s ago
+  worker-2  tcp        draining  4      2        -        5d ago     just now
 `)
 }
 
@@ -60,7 +64,7 @@ func (c *AgentsCommand) Run(args []string) int {
 		writeRawJSON(c.Stdout, raw)
 		return ExitOK
 	}
-	var agents []agentInfo
+	var agents []agentRow
 	if err := json.Unmarshal(raw, &agents); err != nil {
 		return c.errorf("the controller's answer is not a list of agents: %v", err)
 	}
@@ -70,11 +74,120 @@ func (c *AgentsCommand) Run(args []string) int {
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(c.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tTRANSPORT\tSLOTS\tRUNNING\tLABELS\tCONNECTED\tLAST-HEARTBEAT")
+	fmt.Fprintln(tw, "NAME\tTRANSPORT\tSTATE\tSLOTS\tRUNNING\tLABELS\tCONNECTED\tLAST-HEARTBEAT")
 	for _, a := range agents {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", a.Name, cell(a.Transport, 10), a.Slots, a.Running,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", a.Name, cell(a.Transport, 10), a.state(), a.Slots, a.Running,
 			labelsText(a.Labels), ago(a.ConnectedAt, now), ago(a.LastSeen, now))
 	}
 	tw.Flush()
 	return ExitOK
+}
+
+// agentRow is an agent as GET /agents and POST /agents/:name/drain
+// return it, with what only these commands read.
+type agentRow struct {
+	agentInfo
+	Draining bool `json:"draining"`
+}
+
+// state is the agent's STATE column: active, or draining.
+func (a *agentRow) state() string {
+	if a.Draining {
+		return "draining"
+	}
+	return "active"
+}
+
+// AgentsDrainCommand drains an agent: "jobsuite agents drain NAME".
+type AgentsDrainCommand struct{ Meta }
+
+func (c *AgentsDrainCommand) Synopsis() string { return "Stop sending jobs to an agent" }
+func (c *AgentsDrainCommand) Help() string {
+	return strings.TrimSpace(`
+Usage: jobsuite agents drain [options] NAME
+
+  Drains the connected agent NAME (POST /agents/NAME/drain): the
+  controller sends it no new jobs, and the jobs it runs go on until they
+  end. 'jobsuite agents' shows it as draining.
+
+  The drain lasts as long as the agent's connection: an agent that
+  reconnects (or restarts) takes jobs again. To take an agent out of
+  service for good, stop it with SIGTERM (systemctl stop jobsuite-agent):
+  it drains itself, waits up to its -drain-timeout for running jobs to
+  finish, and exits.
+
+Options:
+
+  -json
+    Print the agent as JSON, as the controller's API returns it.
+` + clientOptionsHelp + `
+
+Example:
+
+  $ jobsuite agents drain worker-1
+  Agent worker-1 is draining: no new jobs; 2 running
+`)
+}
+
+func (c *AgentsDrainCommand) Run(args []string) int {
+	const name = "agents drain"
+	var cf clientFlags
+	fs := c.flagSet(name)
+	cf.register(fs)
+	asJSON := fs.Bool("json", false, "")
+	if code, ok := c.parse(fs, args, c.Help()); !ok {
+		return code
+	}
+	if fs.NArg() != 1 {
+		return usageError(c.Meta, name, "want one agent name, got %d arguments", fs.NArg())
+	}
+	agent := strings.TrimSpace(fs.Arg(0))
+	if err := checkAgentName(agent); err != "" {
+		return usageError(c.Meta, name, "%s", err)
+	}
+	client, err := newClient(c.Meta, &cf)
+	if err != nil {
+		return c.errorf("%v", err)
+	}
+	defer client.close()
+	var raw json.RawMessage
+	err = client.do(context.Background(), "POST", "/agents/"+agent+"/drain", nil, &raw)
+	var apiErr *APIError
+	switch {
+	case errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound && apiErr.Field == "name":
+		fmt.Fprintf(c.Stderr, "error: no connected agent named %s\n", agent)
+		fmt.Fprintln(c.Stderr, "Run 'jobsuite agents' to list the connected agents.")
+		return ExitError
+	case errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound:
+		return c.errorf("%v; does this controller support draining agents (is it older than this CLI)?", err)
+	case err != nil:
+		return c.errorf("%v", err)
+	}
+	if *asJSON {
+		writeRawJSON(c.Stdout, raw)
+		return ExitOK
+	}
+	var a agentRow
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return c.errorf("the controller's answer is not an agent: %v", err)
+	}
+	fmt.Fprintf(c.Stdout, "Agent %s is draining: no new jobs; %d running\n", agent, a.Running)
+	return ExitOK
+}
+
+// checkAgentName says what is wrong with an agent name, or "". Agent
+// names are certificate names: letters, digits, '.', '_' and '-', at
+// most 64 characters; so they need no escaping in a URL path.
+func checkAgentName(s string) string {
+	switch {
+	case s == "":
+		return "the agent name is empty"
+	case len(s) > 64:
+		return fmt.Sprintf("agent name %q is longer than 64 characters", s)
+	case s == "." || s == "..":
+		return fmt.Sprintf("%q is not an agent name", s)
+	case strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "":
+		return fmt.Sprintf("agent name %q: agent names have only letters, digits, '.', '_' and '-' (see 'jobsuite agents')", s)
+	}
+	return ""
 }

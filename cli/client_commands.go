@@ -12,5 +12,9 @@ func clientCommands(m Meta) map[string]mcli.CommandFactory {
 		"cancel": func() (mcli.Command, error) { return &CancelCommand{Meta: m}, nil },
 		"logs":   func() (mcli.Command, error) { return &LogsCommand{Meta: m}, nil },
 		"agents": func() (mcli.Command, error) { return &AgentsCommand{Meta: m}, nil },
+		// Nested: "jobsuite agents drain NAME".
+		"agents drain": func() (mcli.Command, error) {
+			return &AgentsDrainCommand{Meta: m}, nil
+		},
 	}
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"jobsuite/controller"
 )
@@ -35,6 +36,13 @@ Options:
   -listen ADDR       Agent address (UDP+TCP). Default :7443.
   -lease-ttl DUR     An agent or attempt silent this long is lost. Default 15s.
   -kill-grace DUR    Grace between SIGTERM and SIGKILL when stopping jobs. Default 5s.
+  -aging DUR         A queued job gains one priority point per DUR waited, so
+                     high-priority floods cannot starve the rest. Default 0
+                     (strict priority).
+  -retain-for DUR    Finished jobs (and their logs) older than this are removed.
+                     Default 720h (30 days); 0 keeps them for ever.
+  -retain-jobs N     At most N finished jobs are kept; older ones are removed.
+                     Default 1000000; 0 keeps them all.
   -log-level LEVEL   trace, debug, info, warn or error. Default info.
   -log-json          Log JSON lines.
 
@@ -53,6 +61,9 @@ Configuration file:
     listen     = ":7443"
     lease_ttl  = "15s"
     kill_grace = "5s"
+    aging      = "0s"
+    retain_for = "720h"
+    retain_jobs = 1000000
     log_level  = "info"
     log_json   = false
 
@@ -78,6 +89,9 @@ func (c *ControllerCommand) Run(args []string) int {
 	fs.StringVar(&cfg.AgentAddr, "listen", ":7443", "")
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "")
 	fs.DurationVar(&cfg.KillGrace, "kill-grace", 0, "")
+	fs.DurationVar(&cfg.Aging, "aging", 0, "")
+	fs.DurationVar(&cfg.RetainFor, "retain-for", 30*24*time.Hour, "")
+	fs.IntVar(&cfg.RetainJobs, "retain-jobs", 1_000_000, "")
 	lf.register(fs)
 	var configPath string
 	fs.StringVar(&configPath, "config", "", "")
@@ -98,6 +112,12 @@ func (c *ControllerCommand) Run(args []string) int {
 		return c.errorf("%v", err)
 	}
 	cfg.Logger = log
+	if cfg.RetainFor == 0 { // 0 on the command line: keep for ever
+		cfg.RetainFor = -1
+	}
+	if cfg.RetainJobs == 0 {
+		cfg.RetainJobs = -1
+	}
 	srv, err := controller.New(cfg)
 	if err != nil {
 		return c.errorf("%v", err)

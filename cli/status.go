@@ -3,12 +3,15 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 )
 
 // StatusCommand shows one job: "jobsuite status".
@@ -23,15 +26,42 @@ Usage: jobsuite status [options] ID
   created, started and finished, its exit code, and every attempt with
   the agent that ran it and the outcome.
 
+  With -live, the controller also asks the agent running the job how it
+  is doing right now: process ID, time since it started, CPU time and
+  memory (RSS) of its whole process group, the number of processes,
+  the output written so far and its last line. When the job is not
+  running, its agent is not connected, or the agent does not answer
+  within -wait, the live part says "stale" and why instead: the command
+  does not hang.
+
 Options:
 
   -json
-    Print the job as JSON, as the controller's API returns it.
+    Print the job as JSON, as the controller's API returns it (with a
+    "live" object when -live is given).
+
+  -live
+    Ask the job's agent for its live state (GET /jobs/ID?live=1).
+
+  -wait=<duration>
+    With -live, how long the controller waits for the agent's answer,
+    e.g. 500ms or 2s; at most 30s. Default: the controller's (500ms).
 ` + clientOptionsHelp + `
 
 Example:
 
   $ jobsuite status 12
+  $ jobsuite status -live -wait 1s 12
+  ID:       12
+  ...
+  Live:        agent worker-1, attempt 1
+    PID:       48121
+    Elapsed:   2m13s
+    CPU:       1m2s user, 3.5s sys
+    RSS:       212.4 MiB
+    Processes: 3
+    Output:    1.2 MiB (1258291 bytes)
+    Last line: [ 42%] Building CXX object src/parser.o
 `)
 }
 
@@ -41,6 +71,8 @@ func (c *StatusCommand) Run(args []string) int {
 	fs := c.flagSet(name)
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "")
+	live := fs.Bool("live", false, "")
+	wait := fs.Duration("wait", 0, "")
 	if code, ok := c.parse(fs, args, c.Help()); !ok {
 		return code
 	}
@@ -51,13 +83,39 @@ func (c *StatusCommand) Run(args []string) int {
 	if err != nil {
 		return usageError(c.Meta, name, "%v", err)
 	}
+	waitSet := false
+	fs.Visit(func(f *flag.Flag) { waitSet = waitSet || f.Name == "wait" })
+	switch {
+	case waitSet && !*live:
+		return usageError(c.Meta, name, "-wait applies only with -live")
+	case waitSet && (*wait <= 0 || *wait > maxLiveWait):
+		return usageError(c.Meta, name, "-wait must be a duration between 1ms and %s, e.g. 500ms; got %s", maxLiveWait, *wait)
+	}
 	client, err := newClient(c.Meta, &cf)
 	if err != nil {
 		return c.errorf("%v", err)
 	}
 	defer client.close()
+
+	path := fmt.Sprintf("/jobs/%d", id)
+	ctx := context.Background()
+	if *live {
+		q := url.Values{"live": {"1"}}
+		if waitSet {
+			q.Set("wait", wait.String())
+		}
+		path += "?" + q.Encode()
+		// The controller answers within the wait; don't let a stuck one
+		// hold us much longer than that.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, max(*wait, defaultLiveWait)+liveSlack)
+		defer cancel()
+	}
 	var raw json.RawMessage
-	if err := client.do(context.Background(), "GET", fmt.Sprintf("/jobs/%d", id), nil, &raw); err != nil {
+	if err := client.do(ctx, "GET", path, nil, &raw); err != nil {
+		if ctx.Err() != nil {
+			return c.errorf("the controller did not answer within %s: %v", max(*wait, defaultLiveWait)+liveSlack, err)
+		}
 		return c.errorf("%v", err)
 	}
 	if *asJSON {
@@ -69,7 +127,113 @@ func (c *StatusCommand) Run(args []string) int {
 		return c.errorf("the controller's answer is not a job: %v", err)
 	}
 	printJob(c.Stdout, &job, time.Now())
+	if *live {
+		var lv struct {
+			Live *liveView `json:"live"`
+		}
+		if err := json.Unmarshal(raw, &lv); err != nil {
+			return c.errorf("the controller's live part is not what this CLI expects: %v", err)
+		}
+		printLive(c.Stdout, lv.Live)
+	}
 	return ExitOK
+}
+
+// Waits of status -live: the controller's default and upper bound.
+const (
+	defaultLiveWait = 500 * time.Millisecond
+	maxLiveWait     = 30 * time.Second
+)
+
+// liveSlack is how much longer than the wait status -live gives the
+// whole request before it gives up on the controller (a variable for
+// tests).
+var liveSlack = 10 * time.Second
+
+// liveView is the live part of GET /jobs/:id?live=1.
+type liveView struct {
+	Stale       bool    `json:"stale"`
+	Error       string  `json:"error"`
+	Agent       string  `json:"agent"`
+	Attempt     uint32  `json:"attempt"`
+	PID         uint32  `json:"pid"`
+	Elapsed     float64 `json:"elapsed"`    // seconds
+	UserCPU     float64 `json:"user_cpu"`   // seconds
+	SystemCPU   float64 `json:"system_cpu"` // seconds
+	RSS         uint64  `json:"rss"`        // bytes
+	Processes   uint32  `json:"processes"`
+	OutputBytes uint64  `json:"output_bytes"`
+	LastLine    string  `json:"last_line"`
+}
+
+// printLive writes the live part of a job after printJob's lines.
+func printLive(w io.Writer, l *liveView) {
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	defer tw.Flush()
+	switch {
+	case l == nil:
+		fmt.Fprintf(tw, "Live:\tnot available (the controller sent no live part; it may be older than this CLI)\n")
+		return
+	case l.Stale:
+		why := l.Error
+		if why == "" {
+			why = "no answer from the agent"
+		}
+		fmt.Fprintf(tw, "Live:\tstale (%s)\n", oneLine(why))
+		return
+	}
+	fmt.Fprintf(tw, "Live:\tagent %s, attempt %d\n", l.Agent, l.Attempt)
+	line := func(key, format string, args ...any) {
+		fmt.Fprintf(tw, "  %s:\t"+format+"\n", append([]any{key}, args...)...)
+	}
+	if l.PID > 0 {
+		line("PID", "%d", l.PID)
+	} else {
+		line("PID", "- (not started)")
+	}
+	line("Elapsed", "%s", secondsText(l.Elapsed))
+	line("CPU", "%s user, %s sys", secondsText(l.UserCPU), secondsText(l.SystemCPU))
+	line("RSS", "%s", bytesText(l.RSS))
+	line("Processes", "%d", l.Processes)
+	if l.OutputBytes < 1024 {
+		line("Output", "%s", bytesText(l.OutputBytes))
+	} else {
+		line("Output", "%s (%d bytes)", bytesText(l.OutputBytes), l.OutputBytes)
+	}
+	last := oneLine(l.LastLine)
+	if last == "" {
+		last = "-"
+	}
+	line("Last line", "%s", last)
+}
+
+// bytesText shows a byte count in binary units: 512 B, 1.5 KiB, 212.4 MiB.
+func bytesText(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n)/unit, 0
+	for v >= unit && i < 5 {
+		v /= unit
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[i])
+}
+
+// oneLine makes text safe to print on one terminal line: control
+// characters (escape sequences, carriage returns) become U+FFFD, tabs
+// spaces.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '\t':
+			return ' '
+		case unicode.IsControl(r):
+			return '\uFFFD'
+		}
+		return r
+	}, s)
 }
 
 // printJob writes a job as aligned "Key: value" lines.

@@ -368,6 +368,7 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			if err == nil {
 				got += uint64(len(data))
 				s.sched.logEnd[id] = logStart + got
+				s.metrics.logBytes(len(data))
 			}
 			s.sched.mu.Unlock()
 			if err != nil {

@@ -39,6 +39,7 @@ func (s *Server) routes() http.Handler {
 	}
 
 	r.POST("/jobs", s.auth(certs.RoleOperator, s.handleSubmit))
+	r.POST("/jobs/batch", s.auth(certs.RoleOperator, s.handleSubmitBatch))
 	r.GET("/jobs", s.auth(certs.RoleViewer, s.handleList))
 	r.GET("/jobs/:id", s.auth(certs.RoleViewer, s.handleGet))
 	r.DELETE("/jobs/:id", s.auth(certs.RoleOperator, s.handleCancel))
@@ -49,6 +50,8 @@ func (s *Server) routes() http.Handler {
 	r.POST("/agents/:name/drain", s.auth(certs.RoleOperator, s.handleDrain))
 	r.GET("/health", s.handleHealth)
 	r.GET("/openapi.json", s.handleOpenAPI)
+	r.GET("/ui", s.handleUI) // the web dashboard: static files, no role needed (see ui.go)
+	r.GET("/ui/*file", s.handleUI)
 
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if p := req.URL.Path; len(p) > 1 && strings.HasSuffix(p, "/") {

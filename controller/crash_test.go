@@ -622,17 +622,17 @@ func TestCrashController(t *testing.T) {
 			continue
 		}
 		switch {
+		case lost > 0:
+			loose++
 		case len(j.Attempts) == 1:
 			exact++
-		case lost == 0:
-			repeat++
 		default:
-			loose++
+			repeat++
 		}
 	}
 	t.Logf("%d acknowledged jobs, %d submissions lost to connection errors; ends %v; %d lost attempts, %d jobs with several attempts",
 		len(acks), connErrs.Load(), outcomes, lostAttempts, multi)
-	t.Logf("logs checked exactly for %d single-attempt jobs, as repeats for %d retried ones, by suffix and lines for %d with lost attempts", exact, repeat, loose)
+	t.Logf("logs checked exactly for %d single-attempt jobs, as repeats for %d retried ones, by lines (and suffix if completed) for %d with a lost attempt", exact, repeat, loose)
 
 	// The agents hold nothing and have every slot free again.
 	poll(t, "agents idle with all slots free", 15*time.Second, func() (bool, string) {

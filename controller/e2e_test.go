@@ -734,12 +734,62 @@ func TestLabelsTargetAgents(t *testing.T) {
 	}
 }
 
+// TestTimeout: the agent kills the whole process group at the timeout;
+// no child or grandchild survives.
 func TestTimeout(t *testing.T) {
 	c := startCluster(t, "agent-1")
-	j := c.submit(`{"command":"sleep 300","timeout":0.5}`)
+	pids := filepath.Join(t.TempDir(), "pids")
+	j := c.submit(fmt.Sprintf(`{"command":"sleep 300 & echo $! >> %[1]s; sh -c 'sleep 300 & echo $! >> %[1]s; wait' & echo $! >> %[1]s; echo $$ >> %[1]s; wait","timeout":1}`, pids))
 	done := c.waitState(j.JobID, "timeout")
 	if done.Result == nil || done.Result.Outcome != "timeout" {
 		t.Errorf("timed out job: %+v", done)
+	}
+	b, err := os.ReadFile(pids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) != 4 {
+		t.Fatalf("pids file %q", b)
+	}
+	for _, f := range fields {
+		var pid int
+		fmt.Sscan(f, &pid)
+		c.waitFor(fmt.Sprintf("process %d gone", pid), func() bool { return processGone(pid) })
+	}
+}
+
+// TestRetryBackoffGrows: each retry waits longer than the one before
+// (base 50ms doubling, ±20% jitter: at least 40, 80, 160 ms).
+func TestRetryBackoffGrows(t *testing.T) {
+	c := startCluster(t, "agent-1")
+	j := c.submit(`{"command":"exit 1","retries":3}`)
+	done := c.waitState(j.JobID, "failed")
+	if len(done.Attempts) != 4 {
+		t.Fatalf("%d attempts, want 4", len(done.Attempts))
+	}
+	var events []struct {
+		Type string    `json:"type"`
+		Time time.Time `json:"time"`
+	}
+	c.getJSON(fmt.Sprintf("/jobs/%d/events", j.JobID), &events)
+	var retry time.Time
+	var waits []time.Duration
+	for _, e := range events {
+		switch e.Type {
+		case "retry":
+			retry = e.Time
+		case "requeued":
+			waits = append(waits, e.Time.Sub(retry))
+		}
+	}
+	if len(waits) != 3 {
+		t.Fatalf("waits %v from events %+v", waits, events)
+	}
+	for i, min := range []time.Duration{40 * time.Millisecond, 80 * time.Millisecond, 160 * time.Millisecond} {
+		if waits[i] < min {
+			t.Errorf("retry %d waited %s, want at least %s (waits %v)", i+1, waits[i], min, waits)
+		}
 	}
 }
 

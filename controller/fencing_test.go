@@ -548,6 +548,7 @@ func TestAgentPortGarbage(t *testing.T) {
 				default:
 					t.Fatalf("answer %#v, %v; want Error{Code: %d}", m, err, tc.code)
 				}
+				_ = st.Close() // done writing, as an agent that read the Error is
 				select {
 				case <-sess.Done():
 				case <-time.After(5 * time.Second):
@@ -658,4 +659,37 @@ func readUntilClosed(conn net.Conn, timeout time.Duration) error {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout() || err != nil && strings.Contains(err.Error(), "deadline")
+}
+
+// TestControllerDeadline: an agent that keeps heartbeating but never
+// ends a job at its timeout cannot keep it running: past timeout + kill
+// grace + lease TTL the controller ends the attempt as timed out and
+// tells the agent to cancel it.
+func TestControllerDeadline(t *testing.T) {
+	c := startCluster(t)
+	f := connectFake(t, c, "agent-1", 1, transport.ModeTCP)
+	j := c.submit(`{"command":"sleep 300","timeout":0.5}`)
+	f.credit(1)
+	d := f.dispatch()
+	ref := protocol.AttemptRef{JobID: d.JobID, Attempt: d.Attempt}
+	f.renew(ref) // heartbeats keep listing it; it never finishes
+	done := c.waitState(j.JobID, "timeout")
+	if done.Result == nil || done.Result.Outcome != "timeout" || !strings.Contains(c.job(j.JobID).Reason, "deadline") {
+		t.Errorf("job after the controller deadline: %+v", done)
+	}
+	// The agent is told to stop it.
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case m, ok := <-f.ctrl:
+			if !ok {
+				t.Fatal("control stream closed before a Cancel arrived")
+			}
+			if cm, isCancel := m.(*protocol.Cancel); isCancel && cm.JobID == ref.JobID && cm.Attempt == ref.Attempt {
+				return
+			}
+		case <-deadline:
+			t.Fatal("no Cancel for the attempt past its deadline")
+		}
+	}
 }

@@ -76,6 +76,8 @@ type AttemptView struct {
 	UserCPU      float64    `json:"user_cpu,omitempty"`
 	SystemCPU    float64    `json:"system_cpu,omitempty"`
 	MaxRSS       uint64     `json:"max_rss,omitempty"`
+	QueueLatency float64    `json:"queue_latency,omitempty"` // seconds from entering the queue to dispatch
+	OutputBytes  uint64     `json:"output_bytes,omitempty"`
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -119,7 +121,7 @@ func viewJob(j *store.Job, reason string) JobView {
 			StartedAt: timePtr(a.StartedAt), FinishedAt: timePtr(a.FinishedAt), PID: a.PID,
 			Outcome: a.Outcome, ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error,
 			Duration: a.Duration.Seconds(), UserCPU: a.UserCPU.Seconds(), SystemCPU: a.SystemCPU.Seconds(),
-			MaxRSS: a.MaxRSS,
+			MaxRSS: a.MaxRSS, OutputBytes: a.OutputBytes, QueueLatency: queueLatency(a),
 		})
 	}
 	for i := len(j.Attempts) - 1; i >= 0; i-- {
@@ -136,6 +138,13 @@ func viewJob(j *store.Job, reason string) JobView {
 		break
 	}
 	return v
+}
+
+func queueLatency(a store.Attempt) float64 {
+	if a.QueuedAt.IsZero() || a.DispatchedAt.Before(a.QueuedAt) {
+		return 0
+	}
+	return a.DispatchedAt.Sub(a.QueuedAt).Seconds()
 }
 
 // jobID parses the :id parameter; it writes the error itself.

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // queue is the in-memory mirror of the store's queue index: the jobs in
@@ -18,6 +19,11 @@ import (
 type queue struct {
 	classes map[string]*class
 	items   map[uint64]*item
+	// aging, when positive, lets a waiting job gain one priority point per
+	// aging of waiting. Comparing prio + (now-queuedAt)/aging between two
+	// jobs does not depend on now, so the heaps stay valid as time passes:
+	// the order key is prio·aging − queuedAt.
+	aging int64
 }
 
 type class struct {
@@ -31,10 +37,11 @@ type item struct {
 	queuedAt int64 // unix nanoseconds
 	class    *class
 	index    int
+	aging    int64 // the queue's aging interval, 0 for strict priority
 }
 
-func newQueue() *queue {
-	return &queue{classes: map[string]*class{}, items: map[uint64]*item{}}
+func newQueue(aging time.Duration) *queue {
+	return &queue{classes: map[string]*class{}, items: map[uint64]*item{}, aging: int64(aging)}
 }
 
 // selectorKey is a canonical string for a label selector.
@@ -86,7 +93,7 @@ func (q *queue) push(id uint64, priority int, queuedAt int64, selector map[strin
 		c = &class{selector: selector}
 		q.classes[key] = c
 	}
-	it := &item{id: id, priority: priority, queuedAt: queuedAt, class: c}
+	it := &item{id: id, priority: priority, queuedAt: queuedAt, class: c, aging: q.aging}
 	heap.Push(&c.h, it)
 	q.items[id] = it
 }
@@ -124,8 +131,16 @@ func (q *queue) best(labels map[string]string) uint64 {
 }
 
 // before orders items: higher priority first, then earlier queue entry,
-// then lower ID.
+// then lower ID. With aging, priority grows with the time waited.
 func before(a, b *item) bool {
+	if a.aging > 0 {
+		ka := int64(a.priority)*a.aging - a.queuedAt
+		kb := int64(b.priority)*b.aging - b.queuedAt
+		if ka != kb {
+			return ka > kb
+		}
+		return a.id < b.id
+	}
 	if a.priority != b.priority {
 		return a.priority > b.priority
 	}

@@ -5,12 +5,14 @@ import (
 	"math/rand/v2"
 	"sort"
 	"testing"
+	"time"
 )
 
 // refQueue is the obviously correct model of queue: a plain map, sorted
 // and filtered on every best().
 type refQueue struct {
 	items map[uint64]refItem
+	aging int64 // as queue.aging: 0 for strict priority
 }
 
 type refItem struct {
@@ -20,7 +22,7 @@ type refItem struct {
 	selector map[string]string
 }
 
-func newRefQueue() *refQueue { return &refQueue{items: map[uint64]refItem{}} }
+func newRefQueue(aging int64) *refQueue { return &refQueue{items: map[uint64]refItem{}, aging: aging} }
 
 func (r *refQueue) push(id uint64, priority int, queuedAt int64, sel map[string]string) {
 	if _, ok := r.items[id]; ok {
@@ -59,6 +61,13 @@ func (r *refQueue) sorted(labels map[string]string) []refItem {
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
+		if r.aging > 0 { // a point of priority per aging waited
+			ka, kb := int64(a.priority)*r.aging-a.queuedAt, int64(b.priority)*r.aging-b.queuedAt
+			if ka != kb {
+				return ka > kb
+			}
+			return a.id < b.id
+		}
 		if a.priority != b.priority {
 			return a.priority > b.priority
 		}
@@ -144,12 +153,15 @@ func checkInvariants(t *testing.T, q *queue, ref *refQueue) {
 }
 
 // TestQueueProperty drives the queue and the model with the same random
-// operations and compares every answer.
+// operations and compares every answer, with strict priority and with
+// aging (queue times are small integers, so an aging of 5 lets a job
+// that waited 5 units longer beat one a point above it).
 func TestQueueProperty(t *testing.T) {
 	for seed := range uint64(20) {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+		aging := []int64{0, 5}[seed%2]
+		t.Run(fmt.Sprintf("seed=%d/aging=%d", seed, aging), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
-			q, ref := newQueue(), newRefQueue()
+			q, ref := newQueue(time.Duration(aging)), newRefQueue(aging)
 			var nextID uint64
 			priorities := []int{0, 25, 50, 50, 75, 100} // few values: many ties
 			for step := range 2000 {
@@ -215,7 +227,7 @@ func TestQueueProperty(t *testing.T) {
 }
 
 func TestQueueOrder(t *testing.T) {
-	q := newQueue()
+	q := newQueue(0)
 	// id, priority, queuedAt
 	for _, j := range [][3]int{{1, 50, 10}, {2, 75, 20}, {3, 50, 5}, {4, 75, 20}, {5, 0, 1}, {6, 100, 30}, {7, 50, 5}} {
 		q.push(uint64(j[0]), j[1], int64(j[2]), nil)
@@ -235,7 +247,7 @@ func TestQueueOrder(t *testing.T) {
 }
 
 func TestQueueSelectorClasses(t *testing.T) {
-	q := newQueue()
+	q := newQueue(0)
 	q.push(1, 50, 1, map[string]string{"gpu": "true"})
 	q.push(2, 50, 2, nil)
 	q.push(3, 90, 3, map[string]string{"gpu": "true", "os": "linux"})
@@ -281,7 +293,7 @@ func classKeys(q *queue) []string {
 }
 
 func TestQueueRemoveAbsentAndDuplicatePush(t *testing.T) {
-	q := newQueue()
+	q := newQueue(0)
 	if q.remove(42) {
 		t.Fatal("remove from an empty queue reported success")
 	}
@@ -317,10 +329,34 @@ func TestQueueSelectorKeyInjective(t *testing.T) {
 	if selectorKey(a) == selectorKey(b) {
 		t.Errorf("selectorKey(%q) == selectorKey(%q): jobs with either selector share one class and are matched against the first one's selector", a, b)
 	}
-	q := newQueue()
+	q := newQueue(0)
 	q.push(1, 50, 1, a)
 	q.push(2, 50, 2, b)
 	if got := q.best(b); got != 2 {
 		t.Errorf("agent labelled %v gets job %d, want 2", b, got)
+	}
+}
+
+// TestQueueAging: with aging, a long-waiting low-priority job overtakes
+// newer high-priority ones, once it has waited (high-low)·aging longer.
+func TestQueueAging(t *testing.T) {
+	const minute = int64(time.Minute)
+	tests := map[string]struct {
+		aging time.Duration
+		want  uint64
+	}{
+		"strict priority":        {0, 2},
+		"aging, not long enough": {time.Hour, 2},
+		"aging, waited enough":   {time.Minute, 1},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			q := newQueue(tc.aging)
+			q.push(1, 25, 0, nil)         // low, queued at t=0
+			q.push(2, 75, 60*minute, nil) // high, queued an hour later
+			if got := q.best(nil); got != tc.want {
+				t.Errorf("best = %d, want %d", got, tc.want)
+			}
+		})
 	}
 }

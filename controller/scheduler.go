@@ -3,6 +3,7 @@ package controller
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -39,6 +40,7 @@ type scheduler struct {
 	rotate  int                   // round-robin start among agents
 	wake    chan struct{}         // dispatcher doorbell
 	delayCh chan struct{}         // delay timer doorbell
+	metrics *metrics              // counts transitions; nil in tests without a Server
 }
 
 // pendingKey is a submission with an idempotency key whose batch is not
@@ -54,13 +56,14 @@ type schedOptions struct {
 	KillGrace         time.Duration
 	BackoffBase       time.Duration
 	BackoffMax        time.Duration
+	Aging             time.Duration
 }
 
 func newScheduler(log hclog.Logger, st *store.Store, c *committer, h *hub, o schedOptions) *scheduler {
 	return &scheduler{
 		log: log, st: st, c: c, hub: h, opts: o,
 		jobs:    map[uint64]*store.Job{},
-		q:       newQueue(),
+		q:       newQueue(o.Aging),
 		agents:  map[string]*agentConn{},
 		leases:  map[uint64]time.Time{},
 		keys:    map[string]pendingKey{},
@@ -159,6 +162,7 @@ func (s *scheduler) transition(prev, next *store.Job, typ, msg string) *batch {
 	}
 
 	s.log.Info("job "+typ, "job", id, "state", next.State, "attempt", ev.Attempt, "agent", ev.Agent, "msg", msg)
+	s.metrics.transition(prev, next)
 	return s.c.add(u)
 }
 
@@ -177,9 +181,13 @@ func (s *scheduler) submit(j *store.Job) (job *store.Job, created bool, err erro
 			return nil, false, err
 		}
 		if ok {
-			s.mu.Unlock()
 			job, err := s.st.Get(id)
-			return job, false, err
+			if !errors.Is(err, store.ErrNotFound) {
+				s.mu.Unlock()
+				return job, false, err
+			}
+			// Retention removed the job (and frees its key) under us: the
+			// key is free again, so this is a new submission.
 		}
 	}
 	now := time.Now().UTC()
@@ -302,7 +310,7 @@ func (s *scheduler) dispatch() {
 			next := prev.Clone()
 			n := uint32(len(next.Attempts) + 1)
 			next.Attempts = append(next.Attempts, store.Attempt{
-				Number: n, Agent: a.name, DispatchedAt: now, LogStart: s.logEnd[id],
+				Number: n, Agent: a.name, DispatchedAt: now, LogStart: s.logEnd[id], QueuedAt: prev.QueuedAt,
 			})
 			next.State = store.Dispatched
 			next.Reason = ""
@@ -414,6 +422,7 @@ func (s *scheduler) finished(a *agentConn, id uint64, attempt uint32, f *protoco
 	c.SystemCPU = f.SystemCPU
 	c.MaxRSS = f.MaxRSS
 	next.LogBytes = s.logEnd[id]
+	c.OutputBytes = next.LogBytes - c.LogStart
 	var outcome string
 	switch f.Outcome {
 	case protocol.OutcomeCompleted:
@@ -557,6 +566,7 @@ func (s *scheduler) loseAttempt(j *store.Job, why string) *batch {
 	next.LogBytes = s.logEnd[j.ID]
 	c := next.Current()
 	c.Error = why
+	c.OutputBytes = next.LogBytes - c.LogStart
 	if a := s.agents[c.Agent]; a != nil {
 		delete(a.running, j.ID)
 	}
@@ -591,6 +601,24 @@ func (s *scheduler) reap(now time.Time) {
 		}
 	}
 	for id, deadline := range s.leases {
+		if j := s.jobs[id]; j != nil && j.Timeout > 0 && j.State.Active() {
+			// The agent enforces the timeout; this is the backstop for an
+			// agent that heartbeats but does not stop the job.
+			c := j.Current()
+			if hard := c.DispatchedAt.Add(j.Timeout + s.opts.KillGrace + s.opts.LeaseTTL); now.After(hard) {
+				next := j.Clone()
+				next.LogBytes = s.logEnd[id]
+				nc := next.Current()
+				nc.OutputBytes = next.LogBytes - nc.LogStart
+				nc.Error = fmt.Sprintf("agent %s did not end the job %s after its timeout; the controller's deadline passed", c.Agent, s.opts.KillGrace+s.opts.LeaseTTL)
+				if a := s.agents[c.Agent]; a != nil {
+					delete(a.running, id)
+					a.send(&protocol.Cancel{JobID: id, Attempt: c.Number, Reason: "timeout (controller deadline)"})
+				}
+				s.endAttempt(j, next, "timeout", nc.Error)
+				continue
+			}
+		}
 		if now.Before(deadline) {
 			continue
 		}

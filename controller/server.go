@@ -35,6 +35,10 @@ type Config struct {
 	BackoffBase       time.Duration // first retry delay; default 1s
 	BackoffMax        time.Duration // longest retry delay; default 5m
 	MaxBodyBytes      int64         // largest API request body; default 1 MiB
+	// Aging lets a queued job gain one priority point per Aging waited, so
+	// a flood of high-priority work cannot starve the rest for ever. 0
+	// (the default) keeps strict priority.
+	Aging time.Duration
 
 	// Retention of finished jobs (record, events and output). A finished
 	// job is removed when it is older than RetainFor or when more than
@@ -131,7 +135,7 @@ func New(cfg Config) (*Server, error) {
 	s.c = newCommitter(s.st)
 	s.sched = newScheduler(s.log.Named("scheduler"), s.st, s.c, s.hub, schedOptions{
 		LeaseTTL: cfg.LeaseTTL, HeartbeatInterval: cfg.HeartbeatInterval, KillGrace: cfg.KillGrace,
-		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax,
+		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Aging: cfg.Aging,
 	})
 	if err := s.sched.load(); err != nil {
 		s.st.Close()

@@ -1,7 +1,9 @@
 // Package store is the controller's durable state: jobs, their queue,
 // delay, state and finished indexes, event history, captured output and
-// idempotency keys, in one Pebble database. It is the only package that imports Pebble;
-// callers declare the small interface they need.
+// idempotency keys, and the security records (certificate revocations,
+// API tokens, the audit log), in one Pebble database. It is the only
+// package that imports Pebble; callers declare the small interface they
+// need.
 //
 // Every state transition is one Update (Prev → Next plus an Event), and
 // Apply commits any number of them in a single synced batch: the job
@@ -33,6 +35,12 @@
 //	"e" id(8) seq(4)                             Event as JSON; seq counts from 0
 //	"l" id(8) offset(8)                          stream(1) + output bytes starting at offset
 //	"k" idempotency key (raw bytes)              job id(8)
+//	"r" revocation ID                            Revocation as JSON; the ID is
+//	                                             "serial:HEX" or "name:ROLE:NAME"
+//	"t" token ID                                 Token as JSON (SHA-256 of the
+//	                                             secret, never the secret)
+//	"u" id(8)                                    AuditEntry as JSON; id increases and
+//	                                             is at least the entry's Unix nanoseconds
 //
 // Priority is clamped to 0..255 in the queue key. A job's index keys are
 // derived from its record (State, Priority, QueuedAt, NotBefore,
@@ -55,6 +63,14 @@
 // synced batch. A finished job without FinishedAt sorts first. Open
 // counts "f" once (a key-only scan) so Prune knows how many finished jobs
 // exist without scanning; Apply and Prune keep that count.
+//
+// # Security records
+//
+// Revocations and tokens are few; the controller loads them all at start
+// (Revocations, Tokens) and checks them in memory. PutRevocation,
+// PutToken and their deletes are synced. Audit entries are appended
+// without sync (AppendAudit) and become durable with the next synced
+// write; PruneAudit drops the old ones with one range deletion.
 //
 // # Schema version
 //

@@ -121,7 +121,9 @@ type Attempt struct {
 	UserCPU      time.Duration `json:"user_cpu,omitempty"`
 	SystemCPU    time.Duration `json:"system_cpu,omitempty"`
 	MaxRSS       uint64        `json:"max_rss,omitempty"`
-	LogStart     uint64        `json:"log_start"` // job log offset where this attempt's output begins
+	LogStart     uint64        `json:"log_start"`              // job log offset where this attempt's output begins
+	QueuedAt     time.Time     `json:"queued_at,omitempty"`    // when the job entered the queue this attempt came from
+	OutputBytes  uint64        `json:"output_bytes,omitempty"` // output of this attempt, set when it ends
 }
 
 // Event is one entry in a job's history.

@@ -51,6 +51,8 @@ type Store struct {
 	// so two concurrent creates cannot both claim the same key.
 	idemMu  sync.Mutex
 	pending map[string]struct{}
+
+	stalls *stallCounter // write stalls, for Metrics
 }
 
 // Open opens (creating if needed) the store in dir. A directory written
@@ -64,9 +66,11 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
+	stalls := new(stallCounter)
 	db, err := pebble.Open(dir, &pebble.Options{
-		MemTableSize: 64 << 20,
-		Logger:       pebbleLogger{log: logger.Named("pebble")},
+		MemTableSize:  64 << 20,
+		Logger:        pebbleLogger{log: logger.Named("pebble")},
+		EventListener: stalls.listener(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
@@ -76,6 +80,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		log:     logger,
 		write:   pebble.Sync,
 		pending: make(map[string]struct{}),
+		stalls:  stalls,
 	}
 	if opts.NoSync {
 		s.write = pebble.NoSync

@@ -1,0 +1,251 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"jobsuite/agent"
+	"jobsuite/certs"
+	"jobsuite/controller"
+	"jobsuite/transport"
+)
+
+// childEnv names the environment variable that turns the benchmark
+// binary (or the bench test binary) into a child process: a controller
+// or a real agent, alone in its process so its CPU time and memory can
+// be read from /proc. Its value is the JSON childConfig.
+const childEnv = "JOBSUITE_BENCH_CHILD"
+
+// childConfig configures a child process.
+type childConfig struct {
+	Mode     string // "controller" or "agent"
+	PKI      string // PKI directory
+	Data     string // controller data directory, or agent state directory
+	Log      string // log file (appended)
+	LogLevel string
+	Profile  string // CPU profile file; empty: none
+
+	// controller
+	LeaseTTL time.Duration
+
+	// agent
+	Name       string
+	Controller string
+	Slots      int
+	Transport  string
+}
+
+// childInfo is the first line a child prints on stdout.
+type childInfo struct {
+	HTTP  string        `json:"http,omitempty"`
+	Agent string        `json:"agent,omitempty"`
+	New   time.Duration `json:"new_ns,omitempty"` // controller.New: store open and queue load
+}
+
+// Child runs this process as a benchmark child when the environment
+// asks for one, and returns its exit code and true; otherwise it
+// returns false at once. Call it first thing in main (and in the
+// TestMain of tests that run the harness). A child stops when its
+// standard input reaches EOF: the parent closes it to stop the child.
+func Child() (int, bool) {
+	raw, ok := os.LookupEnv(childEnv)
+	if !ok {
+		return 0, false
+	}
+	os.Unsetenv(childEnv) // jobs started by an agent child must not inherit it
+	var cfg childConfig
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "bench child: bad %s: %v\n", childEnv, err)
+		return 2, true
+	}
+	if err := runChild(cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "bench child %s: %v\n", cfg.Mode, err)
+		return 1, true
+	}
+	return 0, true
+}
+
+func runChild(cfg childConfig) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { // the parent closes stdin to stop us
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		cancel()
+	}()
+	logf, err := os.OpenFile(cfg.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	level := hclog.LevelFromString(cfg.LogLevel)
+	if level == hclog.NoLevel {
+		level = hclog.Info
+	}
+	logger := hclog.New(&hclog.LoggerOptions{Name: cfg.Mode, Level: level, Output: logf})
+	if cfg.Profile != "" {
+		pf, err := os.Create(cfg.Profile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			pf.Close()
+		}()
+	}
+	out := json.NewEncoder(os.Stdout)
+	switch cfg.Mode {
+	case "controller":
+		start := time.Now()
+		srv, err := controller.New(controller.Config{
+			HTTPAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DataDir: cfg.Data,
+			TLS:    certs.Files{CA: certs.CAFile(cfg.PKI), Cert: certs.CertFile(cfg.PKI, "controller"), Key: certs.KeyFile(cfg.PKI, "controller")},
+			Logger: logger, LeaseTTL: cfg.LeaseTTL,
+		})
+		if err != nil {
+			return err
+		}
+		took := time.Since(start)
+		done := make(chan error, 1)
+		go func() { done <- srv.Run(ctx) }()
+		if err := out.Encode(childInfo{HTTP: srv.HTTPAddr(), Agent: srv.AgentAddr(), New: took}); err != nil {
+			return err
+		}
+		return <-done
+	case "agent":
+		mode, err := transport.ParseMode(cfg.Transport)
+		if err != nil {
+			return err
+		}
+		a, err := agent.New(agent.Config{
+			Controller: cfg.Controller, ServerName: "127.0.0.1",
+			TLS:   certs.Files{CA: certs.CAFile(cfg.PKI), Cert: certs.CertFile(cfg.PKI, cfg.Name), Key: certs.KeyFile(cfg.PKI, cfg.Name)},
+			Slots: cfg.Slots, Transport: mode, Logger: logger, StateDir: cfg.Data,
+			WorkDir: cfg.Data, ReconnectMin: 50 * time.Millisecond, ReconnectMax: time.Second,
+		})
+		if err != nil {
+			return err
+		}
+		if err := out.Encode(childInfo{}); err != nil {
+			return err
+		}
+		return a.Run(ctx)
+	}
+	return fmt.Errorf("unknown mode %q", cfg.Mode)
+}
+
+// proc is a running child process, parent side.
+type proc struct {
+	cfg   childConfig
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	done  chan struct{}
+	err   error // of Wait, once done is closed
+	info  childInfo
+	start time.Time // when it was started
+	ready time.Time // when its first line arrived
+}
+
+// startChild starts a child and waits (up to wait) for its first line.
+func startChild(ctx context.Context, cfg childConfig, wait time.Duration) (*proc, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.OpenFile(cfg.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close() // the child holds its own copy
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), childEnv+"="+string(raw))
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	p := &proc{cfg: cfg, cmd: cmd, stdin: stdin, done: make(chan struct{}), start: time.Now()}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s child: %w", cfg.Mode, err)
+	}
+	lines := make(chan []byte, 1)
+	go func() {
+		br := bufio.NewReader(stdout)
+		line, _ := br.ReadBytes('\n')
+		lines <- line
+		_, _ = io.Copy(io.Discard, br)
+	}()
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case line := <-lines:
+		p.ready = time.Now()
+		if err := json.Unmarshal(line, &p.info); err != nil {
+			p.kill()
+			return nil, fmt.Errorf("%s child did not start (see %s): %q", cfg.Mode, cfg.Log, line)
+		}
+		return p, nil
+	case <-t.C:
+		p.kill()
+		return nil, fmt.Errorf("%s child not ready within %s (see %s)", cfg.Mode, wait, cfg.Log)
+	case <-ctx.Done():
+		p.kill()
+		return nil, ctx.Err()
+	}
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// stop asks the child to stop (closes its stdin) and waits for it, up
+// to a minute, then kills it. It is idempotent.
+func (p *proc) stop() error {
+	_ = p.stdin.Close()
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		p.kill()
+		return errors.New("child did not stop within a minute; killed")
+	}
+	return p.err
+}
+
+func (p *proc) kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+func (p *proc) cpu() time.Duration {
+	d, _ := procCPU(p.pid())
+	return d
+}
+
+func (p *proc) mem() (rss, peak uint64) {
+	rss, peak, _ = procMem(p.pid())
+	return rss, peak
+}

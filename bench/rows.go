@@ -1,0 +1,852 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"jobsuite/controller/store"
+	"jobsuite/protocol"
+	"jobsuite/transport"
+)
+
+// cluster is a controller child and the clients of one benchmark.
+type cluster struct {
+	e      *env
+	name   string
+	ctl    *proc
+	api    *api
+	agents []*proc
+}
+
+// startCluster starts a controller child with a fresh data directory
+// under Dir/name; lease 0 is the controller's default.
+func (e *env) startCluster(ctx context.Context, name string, lease time.Duration) (*cluster, error) {
+	base, err := scratch(e.dir, name)
+	if err != nil {
+		return nil, err
+	}
+	c := &cluster{e: e, name: name}
+	cfg := childConfig{Mode: "controller", PKI: e.pki.dir, Data: filepath.Join(base, "data"),
+		Log: filepath.Join(base, "controller.log"), LogLevel: e.cfg.LogLevel, LeaseTTL: lease}
+	if e.cfg.ProfileDir != "" {
+		cfg.Profile = filepath.Join(e.cfg.ProfileDir, name+".pprof")
+	}
+	if err := c.start(ctx, cfg); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *cluster) start(ctx context.Context, cfg childConfig) error {
+	p, err := startChild(ctx, cfg, 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	c.ctl = p
+	c.api = newAPI(c.e.pki, p.info.HTTP, 128)
+	if err := c.api.waitHealthy(ctx, time.Minute); err != nil {
+		c.close()
+		return err
+	}
+	return nil
+}
+
+// restart stops the controller and starts it again on the same data;
+// it returns the time from exec to the first /health answer.
+func (c *cluster) restart(ctx context.Context, between func() error) (time.Duration, error) {
+	cfg := c.ctlConfig()
+	c.api.close()
+	if err := c.ctl.stop(); err != nil {
+		return 0, fmt.Errorf("stopping the controller: %w", err)
+	}
+	if between != nil {
+		if err := between(); err != nil {
+			return 0, err
+		}
+	}
+	if cfg.Profile != "" {
+		cfg.Profile = filepath.Join(c.e.cfg.ProfileDir, c.name+"-restart.pprof")
+	}
+	start := time.Now()
+	p, err := startChild(ctx, cfg, 5*time.Minute)
+	if err != nil {
+		return 0, err
+	}
+	c.ctl = p
+	c.api = newAPI(c.e.pki, p.info.HTTP, 128)
+	if err := c.api.waitHealthy(ctx, time.Minute); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+func (c *cluster) ctlConfig() childConfig {
+	return c.ctl.cfg
+}
+
+// realAgents starts n real agent children with slots each and waits
+// until the controller lists them.
+func (c *cluster) realAgents(ctx context.Context, n, slots int, mode transport.Mode) error {
+	base := filepath.Dir(c.ctlConfig().Data)
+	for i := 1; i <= n; i++ {
+		name := agentName(i)
+		p, err := startChild(ctx, childConfig{Mode: "agent", PKI: c.e.pki.dir, Data: filepath.Join(base, name),
+			Log: filepath.Join(base, name+".log"), LogLevel: c.e.cfg.LogLevel, Name: name,
+			Controller: c.ctl.info.Agent, Slots: slots, Transport: string(mode)}, time.Minute)
+		if err != nil {
+			return err
+		}
+		c.agents = append(c.agents, p)
+	}
+	return c.api.waitAgents(ctx, n, time.Minute)
+}
+
+func (c *cluster) close() {
+	for _, a := range c.agents {
+		_ = a.stop()
+	}
+	c.agents = nil
+	if c.api != nil {
+		c.api.close()
+	}
+	if c.ctl != nil {
+		_ = c.ctl.stop()
+	}
+}
+
+// counter counts acknowledged attempts and says when a goal is reached.
+type counter struct {
+	n    atomic.Int64
+	goal int64
+	done chan struct{}
+	once sync.Once
+}
+
+func newCounter(goal int) *counter {
+	return &counter{goal: int64(goal), done: make(chan struct{})}
+}
+
+func (c *counter) add() {
+	if c.n.Add(1) == c.goal {
+		c.once.Do(func() { close(c.done) })
+	}
+}
+
+// wait waits for the goal, ctx or within.
+func (c *counter) wait(ctx context.Context, within time.Duration) error {
+	t := time.NewTimer(within)
+	defer t.Stop()
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return fmt.Errorf("%d of %d jobs acknowledged after %s", c.n.Load(), c.goal, within)
+	}
+}
+
+// burnWithin is a generous bound for n jobs to finish.
+func burnWithin(n int) time.Duration {
+	return 2*time.Minute + time.Duration(n)*time.Millisecond
+}
+
+const trueJob = `{"command":"true"}`
+
+// ---------------------------------------------------------------------
+// 1. Durable submit
+
+func (e *env) submit(ctx context.Context) {
+	rate, lat, err := e.fsync()
+	if err != nil {
+		e.fail("1", "durable submit", err)
+		return
+	}
+	_ = lat
+	c, err := e.startCluster(ctx, "submit", 0)
+	if err != nil {
+		e.fail("1", "durable submit", err)
+		return
+	}
+	defer c.close()
+	for i, n := range e.sz.Clients {
+		id := fmt.Sprintf("1%c", 'a'+i)
+		name := fmt.Sprintf("durable submit: POST /jobs, %d keep-alive client(s)", n)
+		limit, err := e.pebbleRate(n, 1)
+		if err != nil {
+			e.fail(id, name, err)
+			continue
+		}
+		got, err := submitLoad(ctx, newAPI(e.pki, c.ctl.info.HTTP, n), n, e.sz.Phase, false, 1)
+		if err != nil {
+			e.fail(id, name, err)
+			continue
+		}
+		r := Row{ID: id, Name: name, Value: got, Unit: "jobs/s",
+			Detail:    fmt.Sprintf("%.2f× the disk's %s fdatasync/s", got/rate, num(rate)),
+			Limit:     limit, LimitUnit: "jobs/s", LimitName: fmt.Sprintf("Pebble synced Apply, %d writer(s) × 1 job", n)}
+		if n == 64 {
+			r.Target, r.Verdict = "≥ 15,000 jobs/s at 64 clients", atLeast(got, 15000, "jobs/s")
+		}
+		e.add(r)
+	}
+	id := fmt.Sprintf("1%c", 'a'+len(e.sz.Clients))
+	name := fmt.Sprintf("durable submit: POST /jobs/batch, %d jobs per request, %d client(s)", e.sz.BatchSize, e.sz.BatchClients)
+	limit, err := e.pebbleRate(e.sz.BatchClients, e.sz.BatchSize)
+	if err != nil {
+		e.fail(id, name, err)
+		return
+	}
+	got, err := submitLoad(ctx, newAPI(e.pki, c.ctl.info.HTTP, e.sz.BatchClients), e.sz.BatchClients, e.sz.Phase, true, e.sz.BatchSize)
+	if err != nil {
+		e.fail(id, name, err)
+		return
+	}
+	e.add(Row{ID: id, Name: name, Value: got, Unit: "jobs/s",
+		Detail: fmt.Sprintf("%s requests/s", num(got/float64(e.sz.BatchSize))),
+		Limit:  limit, LimitUnit: "jobs/s", LimitName: fmt.Sprintf("Pebble synced Apply, %d writers × %d jobs", e.sz.BatchClients, e.sz.BatchSize),
+		Target: "≥ 100,000 jobs/s batched", Verdict: atLeast(got, 100000, "jobs/s")})
+}
+
+// submitLoad runs n clients that submit for d (each after one warm-up
+// request) and returns jobs accepted per second.
+func submitLoad(ctx context.Context, a *api, n int, d time.Duration, batch bool, per int) (float64, error) {
+	defer a.close()
+	body := []byte(trueJob)
+	if batch {
+		body = batchBody(trueJob, per)
+	}
+	send := func() (int, error) {
+		if batch {
+			ids, err := a.batch(ctx, body)
+			return len(ids), err
+		}
+		_, err := a.submit(ctx, body)
+		return 1, err
+	}
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	var ready sync.WaitGroup
+	go_ := make(chan struct{})
+	errs := make(chan error, n)
+	var stop atomic.Bool
+	for range n {
+		wg.Add(1)
+		ready.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := send() // warm-up: TLS handshake, connection
+			ready.Done()
+			if err != nil {
+				errs <- err
+				return
+			}
+			<-go_
+			for !stop.Load() {
+				k, err := send()
+				if err != nil {
+					errs <- err
+					return
+				}
+				total.Add(int64(k))
+			}
+		}()
+	}
+	ready.Wait()
+	start := time.Now()
+	close(go_)
+	time.Sleep(d)
+	stop.Store(true)
+	wg.Wait()
+	took := time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	return float64(total.Load()) / took.Seconds(), nil
+}
+
+// ---------------------------------------------------------------------
+// 2. Controller capacity with simulated agents
+
+func (e *env) capacity(ctx context.Context) {
+	for i, mode := range []transport.Mode{transport.ModeQUIC, transport.ModeTCP} {
+		id := fmt.Sprintf("2%c", 'a'+i)
+		name := fmt.Sprintf("capacity: burn-down of %s queued jobs by %d fake agents × %d slots (%s)", num(float64(e.sz.BurnDown)), e.sz.FakeAgents, e.sz.FakeSlots, mode)
+		limit, err := e.pebbleRate(e.sz.BatchClients, e.sz.BatchSize)
+		if err != nil {
+			e.fail(id, name, err)
+			continue
+		}
+		got, detail, err := e.burnDown(ctx, "capacity-"+string(mode), mode)
+		if err != nil {
+			e.fail(id, name, err)
+			continue
+		}
+		e.add(Row{ID: id, Name: name, Value: got, Unit: "jobs/s", Detail: detail,
+			Limit: limit / 3, LimitUnit: "jobs/s", LimitName: "Pebble batched Apply rate ÷ 3 synced transitions per job",
+			Target: "≥ 20,000 jobs/s", Verdict: atLeast(got, 20000, "jobs/s")})
+	}
+}
+
+func (e *env) burnDown(ctx context.Context, name string, mode transport.Mode) (float64, string, error) {
+	c, err := e.startCluster(ctx, name, 0)
+	if err != nil {
+		return 0, "", err
+	}
+	defer c.close()
+	t := time.Now()
+	if _, err := c.api.submitMany(ctx, trueJob, e.sz.BurnDown, e.sz.BatchSize); err != nil {
+		return 0, "", err
+	}
+	load := time.Since(t)
+	cnt := newCounter(e.sz.BurnDown)
+	start := time.Now()
+	fl, err := dialFleet(ctx, e.pki, c.ctl.info.Agent, mode, name, e.sz.FakeAgents, e.sz.FakeSlots, e.sz.FakeAgents, true,
+		fakeHooks{done: func(*protocol.Dispatch, protocol.Outcome) { cnt.add() }})
+	if err != nil {
+		return 0, "", err
+	}
+	defer fl.close()
+	cpu0 := c.ctl.cpu()
+	if err := cnt.wait(ctx, burnWithin(e.sz.BurnDown)); err != nil {
+		return 0, "", err
+	}
+	took := time.Since(start)
+	cpu := c.ctl.cpu() - cpu0
+	rate := float64(e.sz.BurnDown) / took.Seconds()
+	return rate, fmt.Sprintf("dispatched, started and completed durably in %s; controller CPU %.0f µs/job; queue filled by batch at %s jobs/s",
+		took.Round(time.Millisecond), float64(cpu.Microseconds())/float64(e.sz.BurnDown), num(float64(e.sz.BurnDown)/load.Seconds())), nil
+}
+
+// ---------------------------------------------------------------------
+// 3. Real end-to-end, and 4a: dispatch latency through real agents
+
+func (e *env) real(ctx context.Context) {
+	slots := e.sz.RealAgents * e.sz.RealSlots
+	name := fmt.Sprintf("real: `true` jobs through %d real agents × %d slots (quic)", e.sz.RealAgents, e.sz.RealSlots)
+	c, err := e.startCluster(ctx, "real", 0)
+	if err != nil {
+		e.fail("3", name, err)
+		return
+	}
+	defer c.close()
+	if err := c.realAgents(ctx, e.sz.RealAgents, e.sz.RealSlots, transport.ModeQUIC); err != nil {
+		e.fail("3", name, err)
+		return
+	}
+	spawn, err := e.spawnRate(ctx, slots)
+	if err != nil {
+		e.fail("3", name, err)
+		return
+	}
+	ids, err := c.api.submitMany(ctx, trueJob, e.sz.TrueJobs, e.sz.BatchSize)
+	if err != nil {
+		e.fail("3", name, err)
+		return
+	}
+	if err := c.api.waitIdle(ctx, burnWithin(e.sz.TrueJobs*5)); err != nil {
+		e.fail("3", name, err)
+		return
+	}
+	recs, err := c.api.records(ctx, ids)
+	if err != nil {
+		e.fail("3", name, err)
+		return
+	}
+	var first, last time.Time
+	failed := 0
+	for _, r := range recs {
+		if r.Status != store.Completed {
+			failed++
+		}
+		if first.IsZero() || r.CreatedAt.Before(first) {
+			first = r.CreatedAt
+		}
+		if r.FinishedAt != nil && r.FinishedAt.After(last) {
+			last = *r.FinishedAt
+		}
+	}
+	if failed > 0 {
+		e.fail("3", name, fmt.Errorf("%d of %d jobs did not complete", failed, len(ids)))
+		return
+	}
+	got := float64(len(ids)) / last.Sub(first).Seconds()
+	e.add(Row{ID: "3", Name: name, Value: got, Unit: "jobs/s",
+		Detail: fmt.Sprintf("%d jobs from first submit to last finish in %s", len(ids), last.Sub(first).Round(time.Millisecond)),
+		Limit:  spawn, LimitUnit: "processes/s", LimitName: fmt.Sprintf("raw /bin/sh -c true, %d at a time", slots),
+		Target: "≥ 60% of the raw spawn rate", Verdict: atLeast(got/spawn*100, 60, "%")})
+
+	// 4a on the same cluster.
+	name = fmt.Sprintf("dispatch latency: submit → process start, real agents, offered %s jobs/s", num(float64(e.sz.Rate)))
+	lat, detail, err := e.pacedLatency(ctx, c, `{"command":"true"}`, e.sz.LatencyJobs, func(r *jobRecord) (time.Duration, bool) {
+		if len(r.Attempts) == 0 || r.Attempts[0].StartedAt == nil {
+			return 0, false
+		}
+		return r.Attempts[0].StartedAt.Sub(r.CreatedAt), true
+	}, func() error { return c.api.waitIdle(ctx, burnWithin(e.sz.LatencyJobs*5)) })
+	e.latencyRow("4a", name, lat, detail, err)
+}
+
+// pacedLatency submits n copies of body at the offered rate, waits with
+// wait, and measures each job with measure.
+func (e *env) pacedLatency(ctx context.Context, c *cluster, body string, n int, measure func(*jobRecord) (time.Duration, bool), wait func() error) ([]time.Duration, string, error) {
+	ids, offered, accepted, err := paced(ctx, newAPI(e.pki, c.ctl.info.HTTP, 64), n, e.sz.Rate, 64, []byte(body))
+	if err != nil {
+		return nil, "", err
+	}
+	if err := wait(); err != nil {
+		return nil, "", err
+	}
+	recs, err := c.api.records(ctx, ids)
+	if err != nil {
+		return nil, "", err
+	}
+	lat := make([]time.Duration, 0, len(recs))
+	for _, r := range recs {
+		if d, ok := measure(r); ok {
+			lat = append(lat, d)
+		}
+	}
+	if len(lat) == 0 {
+		return nil, "", errors.New("no job has a start time")
+	}
+	return lat, fmt.Sprintf("%d jobs, offered %s/s, accepted %s/s", len(lat), num(offered), num(accepted)), nil
+}
+
+func (e *env) latencyRow(id, name string, lat []time.Duration, detail string, err error) {
+	if err != nil {
+		e.fail(id, name, err)
+		return
+	}
+	_, flat, ferr := e.fsync()
+	if ferr != nil {
+		e.fail(id, name, ferr)
+		return
+	}
+	p50, p99 := percentile(lat, 0.5), percentile(lat, 0.99)
+	verdict := "met"
+	if v := atMost(ms(p50), 1, "ms"); v != "met" {
+		verdict = "p50 " + v
+	}
+	if v := atMost(ms(p99), 5, "ms"); v != "met" {
+		if verdict == "met" {
+			verdict = ""
+		} else {
+			verdict += "; "
+		}
+		verdict += "p99 " + v
+	}
+	e.add(Row{ID: id, Name: name, Value: ms(p50), Unit: "ms p50",
+		Detail: fmt.Sprintf("p50 %.2f / p95 %.2f / p99 %.2f / max %.2f ms; %s", ms(p50), ms(percentile(lat, 0.95)), ms(p99), ms(percentile(lat, 1)), detail),
+		Limit:  2 * ms(percentile(flat, 0.5)), LimitUnit: "ms", LimitName: "two synced commits (submit, dispatch): 2 × fdatasync p50",
+		Target: "p50 ≤ 1 ms, p99 ≤ 5 ms at 1k jobs/s", Verdict: verdict})
+}
+
+// paced submits n jobs through POST /jobs at rate jobs/s (open loop:
+// a job is handed to one of workers clients at its scheduled time) and
+// returns their IDs, the rate offered and the rate accepted.
+func paced(ctx context.Context, a *api, n, rate, workers int, body []byte) ([]uint64, float64, float64, error) {
+	defer a.close()
+	ids := make([]uint64, n)
+	work := make(chan int, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				id, err := a.submit(ctx, body)
+				if err != nil {
+					errs <- err
+					return
+				}
+				ids[i] = id
+			}
+		}()
+	}
+	interval := time.Second / time.Duration(rate)
+	start := time.Now()
+	for i := range n {
+		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		work <- i
+	}
+	offered := float64(n) / time.Since(start).Seconds()
+	close(work)
+	wg.Wait()
+	accepted := float64(n) / time.Since(start).Seconds()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, 0, 0, err
+	}
+	return ids, offered, accepted, nil
+}
+
+// ---------------------------------------------------------------------
+// 4. Dispatch latency with fake agents, and timer lateness
+
+func (e *env) latency(ctx context.Context) {
+	name := fmt.Sprintf("dispatch latency: submit → dispatch received, %d fake agents, offered %s jobs/s", e.sz.FakeAgents, num(float64(e.sz.Rate)))
+	tname := fmt.Sprintf("timer lateness: retry due (retry_at) → requeued, %d jobs failing once, backoff %s ±20%%", e.sz.TimerJobs, e.sz.TimerBase)
+	c, err := e.startCluster(ctx, "latency", 0)
+	if err != nil {
+		e.fail("4b", name, err)
+		e.fail("4c", tname, err)
+		return
+	}
+	defer c.close()
+
+	latDone := newCounter(e.sz.LatencyJobs)
+	timerDone := newCounter(e.sz.TimerJobs)
+	var mu sync.Mutex
+	retryAt := map[uint64]time.Time{}
+	var lookups sync.WaitGroup
+	hooks := fakeHooks{
+		outcome: func(d *protocol.Dispatch) protocol.Outcome {
+			if d.Name == "timer" && d.Attempt == 1 {
+				return protocol.OutcomeFailed
+			}
+			return protocol.OutcomeCompleted
+		},
+		done: func(d *protocol.Dispatch, o protocol.Outcome) {
+			switch {
+			case d.Name == "lat":
+				latDone.add()
+			case d.Name == "timer" && o == protocol.OutcomeFailed:
+				// The retry is durable: read when it is due.
+				lookups.Add(1)
+				go func() {
+					defer lookups.Done()
+					var r jobRecord
+					if err := c.api.getJSON(ctx, fmt.Sprintf("/jobs/%d", d.JobID), &r); err == nil && r.RetryAt != nil {
+						mu.Lock()
+						retryAt[d.JobID] = *r.RetryAt
+						mu.Unlock()
+					}
+				}()
+			case d.Name == "timer":
+				timerDone.add()
+			}
+		},
+	}
+	fl, err := dialFleet(ctx, e.pki, c.ctl.info.Agent, transport.ModeQUIC, "latency", e.sz.FakeAgents, e.sz.FakeSlots, e.sz.FakeAgents, true, hooks)
+	if err != nil {
+		e.fail("4b", name, err)
+		e.fail("4c", tname, err)
+		return
+	}
+	defer fl.close()
+
+	lat, detail, err := e.pacedLatency(ctx, c, `{"command":"true","name":"lat"}`, e.sz.LatencyJobs, func(r *jobRecord) (time.Duration, bool) {
+		if len(r.Attempts) == 0 || r.Attempts[0].StartedAt == nil {
+			return 0, false
+		}
+		return r.Attempts[0].StartedAt.Sub(r.CreatedAt), true
+	}, func() error { return latDone.wait(ctx, burnWithin(e.sz.LatencyJobs)) })
+	e.latencyRow("4b", name, lat, detail, err)
+
+	// Timer lateness, with bare Go timers over the same spread measured
+	// in this process at the same time as the floor.
+	bare := make(chan []time.Duration, 1)
+	go func() { bare <- timerProbe(e.sz.TimerJobs, e.sz.TimerBase*8/10, e.sz.TimerBase*12/10) }()
+	body := fmt.Sprintf(`{"command":"false","name":"timer","retries":1,"backoff":{"base":%g}}`, e.sz.TimerBase.Seconds())
+	ids, _, _, err := paced(ctx, newAPI(e.pki, c.ctl.info.HTTP, 64), e.sz.TimerJobs, e.sz.Rate, 64, []byte(body))
+	if err == nil {
+		err = timerDone.wait(ctx, burnWithin(e.sz.TimerJobs)+2*e.sz.TimerBase)
+	}
+	lookups.Wait()
+	floor := <-bare
+	if err != nil {
+		e.fail("4c", tname, err)
+		return
+	}
+	recs, err := c.api.records(ctx, ids)
+	if err != nil {
+		e.fail("4c", tname, err)
+		return
+	}
+	var late, redispatch []time.Duration
+	for _, id := range ids {
+		due, ok := retryAt[id]
+		if !ok {
+			continue
+		}
+		evs, err := c.api.events(ctx, id)
+		if err != nil {
+			e.fail("4c", tname, err)
+			return
+		}
+		if at, ok := eventTime(evs, "requeued"); ok {
+			late = append(late, at.Sub(due))
+		}
+		if r := recs[id]; r != nil && len(r.Attempts) > 1 {
+			redispatch = append(redispatch, r.Attempts[1].DispatchedAt.Sub(due))
+		}
+	}
+	if len(late) == 0 {
+		e.fail("4c", tname, errors.New("no retry was observed"))
+		return
+	}
+	p99 := percentile(late, 0.99)
+	e.add(Row{ID: "4c", Name: tname, Value: ms(p99), Unit: "ms p99",
+		Detail: fmt.Sprintf("p50 %.2f / p99 %.2f / max %.2f ms over %d retries; due → re-dispatched p50 %.2f / p99 %.2f ms",
+			ms(percentile(late, 0.5)), ms(p99), ms(percentile(late, 1)), len(late), ms(percentile(redispatch, 0.5)), ms(percentile(redispatch, 0.99))),
+		Limit: ms(percentile(floor, 0.99)), LimitUnit: "ms", LimitName: fmt.Sprintf("bare Go timers p99 (p50 %.2f ms), same spread, same time", ms(percentile(floor, 0.5))),
+		Target: "p99 ≤ 10 ms", Verdict: atMost(ms(p99), 10, "ms")})
+}
+
+// ---------------------------------------------------------------------
+// 5. Log throughput
+
+func (e *env) logs(ctx context.Context) {
+	size := e.sz.LogBytes
+	name := fmt.Sprintf("log throughput: one job writing %s to stdout, stored and followed by 1 WebSocket client", bytesName(size))
+	c, err := e.startCluster(ctx, "log", 0)
+	if err != nil {
+		e.fail("5a", name, err)
+		return
+	}
+	defer c.close()
+	if err := c.realAgents(ctx, 1, 1, transport.ModeQUIC); err != nil {
+		e.fail("5a", name, err)
+		return
+	}
+	pipe, err := pipeProbe(ctx, size)
+	if err != nil {
+		e.fail("5a", name, err)
+		return
+	}
+	e.limits.measured = append(e.limits.measured, Row{Name: fmt.Sprintf("pipe: head -c %d /dev/zero | cat > /dev/null", size), Value: pipe / 1e6, Unit: "MB/s"})
+	_ = resetPeak(c.ctl.pid())
+	_ = resetPeak(c.agents[0].pid())
+	start := time.Now()
+	id, err := c.api.submit(ctx, []byte(fmt.Sprintf(`{"command":"head -c %d /dev/zero","name":"log"}`, size)))
+	if err != nil {
+		e.fail("5a", name, err)
+		return
+	}
+	got, err := c.api.follow(ctx, id)
+	took := time.Since(start)
+	if err == nil && got != size {
+		err = fmt.Errorf("the WebSocket delivered %d bytes, want %d", got, size)
+	}
+	if err != nil {
+		e.fail("5a", name, err)
+		return
+	}
+	var rec jobRecord
+	if err := c.api.getJSON(ctx, fmt.Sprintf("/jobs/%d", id), &rec); err != nil || rec.Status != store.Completed || rec.LogBytes != uint64(size) {
+		e.fail("5a", name, fmt.Errorf("job %d: %s with %d bytes stored (%v)", id, rec.Status, rec.LogBytes, err))
+		return
+	}
+	_, ctlPeak := c.ctl.mem()
+	_, agentPeak := c.agents[0].mem()
+	rate := float64(size) / took.Seconds() / 1e6
+	e.add(Row{ID: "5a", Name: name, Value: rate, Unit: "MB/s",
+		Detail: fmt.Sprintf("submit → WebSocket closed in %s; all %d bytes stored and delivered", took.Round(time.Millisecond), size),
+		Limit:  pipe / 1e6, LimitUnit: "MB/s", LimitName: "head | cat through a pipe",
+		Target: "≥ 200 MB/s with bounded memory", Verdict: atLeast(rate, 200, "MB/s")})
+	e.add(Row{ID: "5b", Name: "log throughput: controller peak RSS during it (its own process)", Value: mib(ctlPeak), Unit: "MiB",
+		Detail: "VmHWM of the controller process, reset before the job", Limit: mib(e.memTotal()), LimitUnit: "MiB", LimitName: "RAM"})
+	e.add(Row{ID: "5c", Name: "log throughput: agent peak RSS during it (its own process)", Value: mib(agentPeak), Unit: "MiB",
+		Detail: "VmHWM of the agent process, reset before the job", Limit: mib(e.memTotal()), LimitUnit: "MiB", LimitName: "RAM"})
+}
+
+func bytesName(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+func (e *env) memTotal() uint64 {
+	m := describeMachine(e.dir)
+	return m.MemTotal
+}
+
+// ---------------------------------------------------------------------
+// 6. Scale: idle agents
+
+func (e *env) scale(ctx context.Context) {
+	for i, mode := range []transport.Mode{transport.ModeTCP, transport.ModeQUIC} {
+		e.scaleOne(ctx, fmt.Sprintf("6%c", 'a'+2*i), fmt.Sprintf("6%c", 'b'+2*i), mode)
+	}
+}
+
+func (e *env) scaleOne(ctx context.Context, idRSS, idCPU string, mode transport.Mode) {
+	k := e.sz.IdleAgents
+	nameRSS := fmt.Sprintf("scale: %s idle agents (%s): controller RSS", num(float64(k)), mode)
+	nameCPU := fmt.Sprintf("scale: %s idle agents (%s): controller CPU for heartbeats", num(float64(k)), mode)
+	failBoth := func(err error) {
+		e.fail(idRSS, nameRSS, err)
+		e.fail(idCPU, nameCPU, err)
+	}
+	c, err := e.startCluster(ctx, "scale-"+string(mode), e.sz.IdleLease)
+	if err != nil {
+		failBoth(err)
+		return
+	}
+	defer c.close()
+	time.Sleep(time.Second)
+	rss0, _ := c.ctl.mem()
+	cpuA := c.ctl.cpu()
+	time.Sleep(e.sz.IdleWindow)
+	idle := c.ctl.cpu() - cpuA
+
+	t := time.Now()
+	fl, err := dialFleet(ctx, e.pki, c.ctl.info.Agent, mode, "idle-"+string(mode), k, 4, 32, true, fakeHooks{})
+	if err != nil {
+		failBoth(err)
+		return
+	}
+	defer fl.close()
+	if err := c.api.waitAgents(ctx, k, 2*time.Minute); err != nil {
+		failBoth(err)
+		return
+	}
+	connect := time.Since(t)
+	time.Sleep(time.Second)
+	cpuB := c.ctl.cpu()
+	time.Sleep(e.sz.IdleWindow)
+	busy := c.ctl.cpu() - cpuB
+	rss1, _ := c.ctl.mem()
+
+	per := (float64(rss1) - float64(rss0)) / float64(k)
+	at10k := float64(rss0) + per*10000
+	detail := fmt.Sprintf("%s MiB before the agents; +%.1f KiB per agent; %s agents connected in %s",
+		num(mib(rss0)), per/1024, num(float64(k)), connect.Round(time.Millisecond))
+	target, verdict := "10k idle agents ≤ 1 GiB", ""
+	if k >= 10000 {
+		verdict = atMost(mib(rss1), 1024, "MiB")
+	} else {
+		detail += fmt.Sprintf("; extrapolated to 10k: %s MiB", num(at10k/(1<<20)))
+		verdict = atMost(at10k/(1<<20), 1024, "MiB") + " (extrapolated)"
+	}
+	e.add(Row{ID: idRSS, Name: nameRSS, Value: mib(rss1), Unit: "MiB", Detail: detail,
+		Limit: mib(e.memTotal()), LimitUnit: "MiB", LimitName: "RAM", Target: target, Verdict: verdict})
+
+	hbEvery := e.sz.IdleLease / 3
+	beats := float64(k) * e.sz.IdleWindow.Seconds() / hbEvery.Seconds()
+	net := busy - idle
+	e.add(Row{ID: idCPU, Name: nameCPU, Value: 100 * net.Seconds() / e.sz.IdleWindow.Seconds(), Unit: "% of a core",
+		Detail: fmt.Sprintf("heartbeat every %s; %.1f µs CPU per heartbeat (transport keep-alives included); idle controller %.2f%%",
+			hbEvery, float64(net.Microseconds())/beats, 100*idle.Seconds()/e.sz.IdleWindow.Seconds()),
+		Limit: 100 * float64(runtime.NumCPU()), LimitUnit: "% of a core", LimitName: "all cores"})
+}
+
+// ---------------------------------------------------------------------
+// 7. Deep queue
+
+func (e *env) deep(ctx context.Context) {
+	d := num(float64(e.sz.DeepQueue))
+	nameDispatch := fmt.Sprintf("deep queue: burn-down of %s high-priority jobs with %s low-priority jobs queued behind them", num(float64(e.sz.DeepProbe)), d)
+	nameRestart := fmt.Sprintf("deep queue: controller restart to ready with %s jobs queued", d)
+	nameRSS := fmt.Sprintf("deep queue: controller RSS with %s jobs queued, after restart", d)
+	failAll := func(err error) {
+		e.fail("7a", nameDispatch, err)
+		e.fail("7b", nameRestart, err)
+		e.fail("7c", nameRSS, err)
+	}
+	c, err := e.startCluster(ctx, "deep", 0)
+	if err != nil {
+		failAll(err)
+		return
+	}
+	defer c.close()
+	time.Sleep(500 * time.Millisecond)
+	rssEmpty, _ := c.ctl.mem()
+
+	hi := `{"command":"true","name":"hi","priority":"high"}`
+	burn := func(tag string) (float64, error) {
+		if _, err := c.api.submitMany(ctx, hi, e.sz.DeepProbe, e.sz.BatchSize); err != nil {
+			return 0, err
+		}
+		cnt := newCounter(e.sz.DeepProbe)
+		start := time.Now()
+		fl, err := dialFleet(ctx, e.pki, c.ctl.info.Agent, transport.ModeQUIC, "deep-"+tag, e.sz.FakeAgents, e.sz.FakeSlots, e.sz.FakeAgents, true,
+			fakeHooks{done: func(d *protocol.Dispatch, _ protocol.Outcome) {
+				if d.Name == "hi" {
+					cnt.add()
+				}
+			}})
+		if err != nil {
+			return 0, err
+		}
+		defer fl.close()
+		if err := cnt.wait(ctx, burnWithin(e.sz.DeepProbe)); err != nil {
+			return 0, err
+		}
+		return float64(e.sz.DeepProbe) / time.Since(start).Seconds(), nil
+	}
+	empty, err := burn("empty")
+	if err != nil {
+		failAll(err)
+		return
+	}
+	t := time.Now()
+	if _, err := c.api.submitMany(ctx, `{"command":"true","name":"deep","priority":"low"}`, e.sz.DeepQueue, e.sz.BatchSize); err != nil {
+		failAll(err)
+		return
+	}
+	load := time.Since(t)
+	deep, err := burn("deep")
+	if err != nil {
+		failAll(err)
+		return
+	}
+	e.add(Row{ID: "7a", Name: nameDispatch, Value: deep, Unit: "jobs/s",
+		Detail: fmt.Sprintf("%s low-priority jobs queued by batch in %s", d, load.Round(time.Millisecond)),
+		Limit:  empty, LimitUnit: "jobs/s", LimitName: "the same burn-down with the queue otherwise empty",
+		Target: "dispatch cost within 2× of an empty queue (ratio ≥ 0.5)", Verdict: atLeast(deep/empty, 0.5, "× the empty-queue rate")})
+
+	// Restart: the floor is reading the queue straight from the store.
+	var scan time.Duration
+	var queued int
+	took, err := c.restart(ctx, func() error {
+		t := time.Now()
+		st, err := store.Open(c.ctlConfig().Data, store.Options{})
+		if err != nil {
+			return err
+		}
+		jobs, err := st.Active()
+		st.Close()
+		scan = time.Since(t)
+		queued = len(jobs)
+		return err
+	})
+	if err != nil {
+		e.fail("7b", nameRestart, err)
+		e.fail("7c", nameRSS, err)
+		return
+	}
+	verdict := atMost(took.Seconds(), 5, "s")
+	if e.sz.DeepQueue < 1_000_000 {
+		verdict += " (target is for 1M)"
+	}
+	e.add(Row{ID: "7b", Name: nameRestart, Value: took.Seconds(), Unit: "s",
+		Detail: fmt.Sprintf("exec → /health 200 with %s active jobs; controller.New (store open + queue load) %s", num(float64(queued)), c.ctl.info.New.Round(time.Millisecond)),
+		Limit:  scan.Seconds(), LimitUnit: "s", LimitName: "store.Open + Active() of the same data, no controller",
+		Target: "≤ 5 s with 1M queued", Verdict: verdict})
+	time.Sleep(time.Second)
+	rss, _ := c.ctl.mem()
+	per := math.NaN()
+	if queued > 0 {
+		per = (float64(rss) - float64(rssEmpty)) / float64(queued)
+	}
+	e.add(Row{ID: "7c", Name: nameRSS, Value: mib(rss), Unit: "MiB",
+		Detail: fmt.Sprintf("empty controller %s MiB; ≈ %s bytes per queued job", num(mib(rssEmpty)), num(per)),
+		Limit:  mib(e.memTotal()), LimitUnit: "MiB", LimitName: "RAM"})
+}

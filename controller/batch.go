@@ -1,0 +1,215 @@
+package controller
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"jobsuite/controller/store"
+)
+
+// Limits of POST /jobs/batch.
+const (
+	// MaxBatchJobs is the most jobs one batch request may carry.
+	MaxBatchJobs = 10_000
+	// batchBodyFactor times Config.MaxBodyBytes is the largest batch
+	// body (16 MiB by default).
+	batchBodyFactor = 16
+)
+
+// BatchItem is one entry of the POST /jobs/batch answer, in the order of
+// the request.
+type BatchItem struct {
+	JobID  uint64      `json:"job_id"`
+	Status store.State `json:"status"`
+	// Created is false when the job's idempotency_key named a job that
+	// already existed: that job is returned and nothing new is queued.
+	Created bool `json:"created"`
+}
+
+// errBatchTooLarge is a batch with more than MaxBatchJobs jobs.
+var errBatchTooLarge = fmt.Errorf("a batch holds at most %d jobs; split it into several requests", MaxBatchJobs)
+
+// handleSubmitBatch queues a JSON array of jobs: every job is validated
+// first (one bad job refuses the whole batch, naming its index), then
+// all are queued under one scheduler lock and the answer waits for the
+// one store batch that makes the last of them durable.
+func (s *Server) handleSubmitBatch(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	limit := s.cfg.MaxBodyBytes * batchBodyFactor
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, "request body is larger than %d bytes; split the batch into several requests", limit)
+			return
+		}
+		writeError(w, http.StatusBadRequest, "reading request body: %v", err)
+		return
+	}
+	jobs, err := decodeBatch(body)
+	if err != nil {
+		var fe *fieldError
+		switch {
+		case errors.Is(err, errBatchTooLarge):
+			writeError(w, http.StatusRequestEntityTooLarge, "%v", err)
+		case errors.As(err, &fe):
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: fe.Error(), Field: fe.field})
+		default:
+			writeError(w, http.StatusBadRequest, "%v", err)
+		}
+		return
+	}
+	items, err := s.sched.submitBatch(jobs)
+	if err != nil {
+		s.log.Error("batch submit failed", "jobs", len(jobs), "error", err)
+		writeError(w, http.StatusServiceUnavailable, "the jobs could not be stored: %v", err)
+		return
+	}
+	code := http.StatusOK // every job already existed (idempotency keys)
+	for _, it := range items {
+		if it.Created {
+			code = http.StatusCreated
+			break
+		}
+	}
+	writeJSON(w, code, items)
+}
+
+// decodeBatch parses and validates a batch: a JSON array of submit
+// objects, each checked by decodeSubmit. The first invalid job fails the
+// batch with a fieldError whose field is jobs[i] or jobs[i].field.
+func decodeBatch(body []byte) ([]*store.Job, error) {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return nil, errors.New("request body is empty; send a JSON array of jobs such as [{\"command\": \"echo hi\"}]")
+	}
+	if trimmed[0] != '[' {
+		return nil, errors.New("request body must be a JSON array of jobs, such as [{\"command\": \"echo hi\"}]; POST one job to /jobs")
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(trimmed, &raws); err != nil {
+		return nil, jsonError(err)
+	}
+	if len(raws) == 0 {
+		return nil, errors.New("the batch holds no jobs")
+	}
+	if len(raws) > MaxBatchJobs {
+		return nil, fmt.Errorf("%w (got %d)", errBatchTooLarge, len(raws))
+	}
+	jobs := make([]*store.Job, len(raws))
+	keys := map[string]int{}
+	for i, raw := range raws {
+		j, err := decodeSubmit(raw)
+		if err != nil {
+			var fe *fieldError
+			if errors.As(err, &fe) {
+				return nil, &fieldError{field: fmt.Sprintf("jobs[%d].%s", i, fe.field), msg: fe.msg}
+			}
+			return nil, &fieldError{field: fmt.Sprintf("jobs[%d]", i), msg: err.Error()}
+		}
+		if k := j.IdempotencyKey; k != "" {
+			if first, dup := keys[k]; dup {
+				return nil, badField(fmt.Sprintf("jobs[%d].idempotency_key", i), "repeats the key of jobs[%d]; a key may appear once per batch", first)
+			}
+			keys[k] = i
+		}
+		jobs[i] = j
+	}
+	return jobs, nil
+}
+
+// submitBatch queues jobs in order, taking the scheduler lock once, and
+// waits for the store batch holding the last of them: batches are
+// applied in order, so all are durable when it returns. A job whose
+// idempotency key names an existing job (stored, or being submitted
+// concurrently) is not created; its item names that job. Keys must be
+// distinct within jobs (decodeBatch checks), since the store refuses a
+// batch that claims one key twice.
+//
+// Lookups happen before anything is queued, so an error leaves nothing
+// behind.
+func (s *scheduler) submitBatch(jobs []*store.Job) ([]BatchItem, error) {
+	items := make([]BatchItem, len(jobs))
+	existing := map[int]uint64{} // index → stored job with its key
+	var others []*batch          // concurrent submissions whose jobs we return
+
+	s.mu.Lock()
+	for i, j := range jobs {
+		k := j.IdempotencyKey
+		if k == "" {
+			continue
+		}
+		if p, ok := s.keys[k]; ok {
+			items[i] = BatchItem{JobID: p.job.ID, Status: p.job.State}
+			others = append(others, p.b)
+			continue
+		}
+		id, ok, err := s.st.IdempotencyKey(k)
+		if err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+		if ok {
+			existing[i] = id
+		}
+	}
+	now := time.Now().UTC()
+	var last *batch
+	var mine []*store.Job // created with a key: registered in s.keys
+	for i, j := range jobs {
+		if items[i].JobID != 0 {
+			continue
+		}
+		if _, ok := existing[i]; ok {
+			continue
+		}
+		j.ID = s.st.NextID()
+		j.State = store.Queued
+		j.CreatedAt = now
+		j.QueuedAt = now
+		s.logEnd[j.ID] = 0
+		j.Reason = s.whyQueued(j)
+		last = s.transition(nil, j, "submitted", "")
+		if j.IdempotencyKey != "" {
+			s.keys[j.IdempotencyKey] = pendingKey{job: j, b: last}
+			mine = append(mine, j)
+		}
+		items[i] = BatchItem{JobID: j.ID, Status: store.Queued, Created: true}
+	}
+	s.mu.Unlock()
+
+	var err error
+	if last != nil {
+		err = last.wait()
+	}
+	if len(mine) > 0 {
+		s.mu.Lock()
+		for _, j := range mine {
+			if p, ok := s.keys[j.IdempotencyKey]; ok && p.job == j {
+				delete(s.keys, j.IdempotencyKey)
+			}
+		}
+		s.mu.Unlock()
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range others {
+		if err := b.wait(); err != nil {
+			return nil, err
+		}
+	}
+	for i, id := range existing {
+		items[i] = BatchItem{JobID: id}
+		if j, err := s.st.Get(id); err == nil {
+			items[i].Status = j.State
+		}
+	}
+	return items, nil
+}

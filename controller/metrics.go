@@ -1,0 +1,337 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/julienschmidt/httprouter"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"jobsuite/controller/store"
+)
+
+// metrics is the controller's Prometheus instrumentation, in a registry
+// of its own (never the global one), served at GET /metrics on the API
+// and, with Config.MetricsAddr, on a plain-HTTP listener.
+//
+// Job counts are kept up to date by scheduler.transition (under the
+// scheduler's mutex, with atomic Prometheus updates), so a scrape never
+// scans the store or the queue. Agents, followers and Pebble's figures
+// are read at scrape time by liveCollector. The README's Metrics section
+// lists every metric; keep it in step.
+//
+// Every method is safe on a nil *metrics (schedulers built by tests
+// without a Server have none).
+type metrics struct {
+	reg     *prometheus.Registry
+	handler http.Handler
+
+	jobs            *prometheus.GaugeVec   // state: non-terminal states
+	queueDepth      *prometheus.GaugeVec   // priority: low, mid, high, other
+	submissions     prometheus.Counter     // jobs created
+	completions     *prometheus.CounterVec // result: terminal states
+	retries         prometheus.Counter     // attempts that ended with a retry scheduled
+	lost            prometheus.Counter     // attempts that ended lost
+	dispatchLatency prometheus.Histogram   // queued → dispatched, seconds
+	runTime         prometheus.Histogram   // attempt run time, seconds
+	logBytesTotal   prometheus.Counter     // output bytes stored
+
+	// The plain-HTTP listener of Config.MetricsAddr, if any.
+	ln  net.Listener
+	srv *http.Server
+}
+
+// Label values the vectors are created with, so every series exists
+// (at 0) from the start.
+var (
+	metricStates     = []store.State{store.Queued, store.Waiting, store.Dispatched, store.Running}
+	metricResults    = []store.State{store.Completed, store.Failed, store.Timeout, store.Cancelled}
+	metricPriorities = []string{"low", "mid", "high", "other"}
+)
+
+// newMetrics builds the registry and hooks it into the scheduler: job
+// counts start from what the scheduler loaded and follow its
+// transitions from then on.
+func newMetrics(log hclog.Logger, sched *scheduler, h *hub, st storeStats) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		jobs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "jobsuite_jobs",
+			Help: "Jobs not yet finished, by state (queued, waiting, dispatched, running).",
+		}, []string{"state"}),
+		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "jobsuite_queue_depth",
+			Help: "Queued jobs by priority: low (25), mid (50), high (75), other (any other number).",
+		}, []string{"priority"}),
+		submissions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jobsuite_submissions_total",
+			Help: "Jobs submitted (a repeated idempotency key does not count).",
+		}),
+		completions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jobsuite_completions_total",
+			Help: "Jobs that finished, by result (completed, failed, timeout, cancelled).",
+		}, []string{"result"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jobsuite_retries_total",
+			Help: "Attempts that failed, timed out or were lost and were followed by a retry.",
+		}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jobsuite_lost_attempts_total",
+			Help: "Attempts lost: their agent disconnected or stopped renewing the lease.",
+		}),
+		dispatchLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "jobsuite_dispatch_latency_seconds",
+			Help:    "Time from entering the queue to being dispatched to an agent, per attempt.",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600},
+		}),
+		runTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "jobsuite_attempt_duration_seconds",
+			Help:    "Run time of ended attempts: process start to exit as the agent measured it (start to loss for a lost attempt).",
+			Buckets: []float64{.01, .1, .5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 12 * 3600, 24 * 3600},
+		}),
+		logBytesTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jobsuite_log_bytes_total",
+			Help: "Job output bytes stored.",
+		}),
+	}
+	for _, st := range metricStates {
+		m.jobs.WithLabelValues(string(st))
+	}
+	for _, st := range metricResults {
+		m.completions.WithLabelValues(string(st))
+	}
+	for _, p := range metricPriorities {
+		m.queueDepth.WithLabelValues(p)
+	}
+	m.reg.MustRegister(
+		m.jobs, m.queueDepth, m.submissions, m.completions, m.retries, m.lost,
+		m.dispatchLatency, m.runTime, m.logBytesTotal,
+		newLiveCollector(sched, h, st),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		ErrorLog:            log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
+		ErrorHandling:       promhttp.ContinueOnError,
+		Registry:            m.reg, // adds promhttp_metric_handler_errors_total
+		MaxRequestsInFlight: 4,
+	})
+
+	sched.mu.Lock()
+	defer sched.mu.Unlock()
+	for _, j := range sched.jobs {
+		m.count(j, 1)
+	}
+	sched.metrics = m
+	return m
+}
+
+// count adds d to the gauges job j's state counts in.
+func (m *metrics) count(j *store.Job, d float64) {
+	if j.State.Terminal() {
+		return
+	}
+	m.jobs.WithLabelValues(string(j.State)).Add(d)
+	if j.State == store.Queued {
+		m.queueDepth.WithLabelValues(priorityBucket(j.Priority)).Add(d)
+	}
+}
+
+// priorityBucket is the queue-depth label of priority p.
+func priorityBucket(p int) string {
+	if name := priorityName(p); name != "" {
+		return name
+	}
+	return "other"
+}
+
+// transition counts one job transition (prev is nil for a submission).
+// The scheduler calls it from transition, under its mutex.
+func (m *metrics) transition(prev, next *store.Job) {
+	if m == nil {
+		return
+	}
+	var prevState store.State
+	var pc *store.Attempt
+	if prev == nil {
+		m.submissions.Inc()
+	} else {
+		prevState = prev.State
+		pc = prev.Current()
+		m.count(prev, -1)
+	}
+	m.count(next, 1)
+	if next.State.Terminal() && !prevState.Terminal() {
+		m.completions.WithLabelValues(string(next.State)).Inc()
+	}
+	if next.State == store.Waiting && prevState != store.Waiting {
+		m.retries.Inc()
+	}
+	c := next.Current()
+	if c == nil {
+		return
+	}
+	newAttempt := pc == nil || pc.Number != c.Number
+	if next.State == store.Dispatched && newAttempt && !c.QueuedAt.IsZero() && !c.DispatchedAt.IsZero() {
+		m.dispatchLatency.Observe(max(c.DispatchedAt.Sub(c.QueuedAt), 0).Seconds())
+	}
+	if c.Outcome != "" && (newAttempt || pc.Outcome == "") {
+		if c.Outcome == "lost" {
+			m.lost.Inc()
+		}
+		switch {
+		case c.Duration > 0:
+			m.runTime.Observe(c.Duration.Seconds())
+		case !c.StartedAt.IsZero() && c.FinishedAt.After(c.StartedAt):
+			m.runTime.Observe(c.FinishedAt.Sub(c.StartedAt).Seconds())
+		}
+	}
+}
+
+// logBytes counts n bytes of output stored.
+func (m *metrics) logBytes(n int) {
+	if m == nil {
+		return
+	}
+	m.logBytesTotal.Add(float64(n))
+}
+
+// storeStats is what the metrics need of the store.
+type storeStats interface {
+	Metrics() store.Stats
+}
+
+// liveCollector reads, at scrape time, what is cheap to read then and
+// awkward to keep counted: the connected agents and their slots, the log
+// followers, and Pebble's figures.
+type liveCollector struct {
+	sched *scheduler
+	hub   *hub
+	st    storeStats
+
+	agents, slotsUsed, slotsFree, followers        *prometheus.Desc
+	disk, compactions, writeStalls, memtableBytes *prometheus.Desc
+}
+
+func newLiveCollector(sched *scheduler, h *hub, st storeStats) *liveCollector {
+	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
+	return &liveCollector{
+		sched: sched, hub: h, st: st,
+		agents:        d("jobsuite_agents_connected", "Agents connected now."),
+		slotsUsed:     d("jobsuite_agent_slots_used", "Slots of connected agents that hold an attempt, summed over agents."),
+		slotsFree:     d("jobsuite_agent_slots_free", "Slots of connected agents that could take a job now (draining agents have none), summed over agents."),
+		followers:     d("jobsuite_websocket_followers", "WebSocket log followers connected now (CLI logs -f, browsers)."),
+		disk:          d("jobsuite_store_disk_usage_bytes", "Bytes the Pebble store uses on disk."),
+		compactions:   d("jobsuite_store_compactions_total", "Pebble compactions since the controller started."),
+		writeStalls:   d("jobsuite_store_write_stalls_total", "Pebble write stalls (writes held back for compactions to catch up) since the controller started."),
+		memtableBytes: d("jobsuite_store_memtable_bytes", "Bytes held by Pebble's memtables."),
+	}
+}
+
+func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.agents, c.slotsUsed, c.slotsFree, c.followers, c.disk, c.compactions, c.writeStalls, c.memtableBytes} {
+		ch <- d
+	}
+}
+
+func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
+	var agents, used, free int
+	c.sched.mu.Lock()
+	for _, a := range c.sched.agents {
+		if a.closed {
+			continue
+		}
+		agents++
+		used += len(a.running)
+		if !a.draining {
+			free += max(a.slots-len(a.running), 0)
+		}
+	}
+	c.sched.mu.Unlock()
+	c.hub.mu.Lock()
+	followers := 0
+	for _, subs := range c.hub.subs {
+		followers += len(subs)
+	}
+	c.hub.mu.Unlock()
+	st := c.st.Metrics()
+
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+	}
+	gauge(c.agents, float64(agents))
+	gauge(c.slotsUsed, float64(used))
+	gauge(c.slotsFree, float64(free))
+	gauge(c.followers, float64(followers))
+	gauge(c.disk, float64(st.DiskBytes))
+	ch <- prometheus.MustNewConstMetric(c.compactions, prometheus.CounterValue, float64(st.Compactions))
+	ch <- prometheus.MustNewConstMetric(c.writeStalls, prometheus.CounterValue, float64(st.WriteStalls))
+	gauge(c.memtableBytes, float64(st.MemtableBytes))
+}
+
+// handleMetrics serves the metrics in the Prometheus text format.
+func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	if s.metrics == nil {
+		writeError(w, http.StatusServiceUnavailable, "metrics are not set up")
+		return
+	}
+	s.metrics.handler.ServeHTTP(w, r) // answers 503 when too many scrapes run at once
+}
+
+// MetricsAddr is the address of the plain-HTTP metrics listener, or ""
+// without Config.MetricsAddr.
+func (s *Server) MetricsAddr() string {
+	if s.metrics == nil || s.metrics.ln == nil {
+		return ""
+	}
+	return s.metrics.ln.Addr().String()
+}
+
+// listen binds the plain-HTTP metrics listener when addr is set. It
+// serves GET /metrics only, without TLS or authentication.
+func (m *metrics) listen(addr string, log hclog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.handler)
+	m.ln = ln
+	m.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          log.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true, ForceLevel: hclog.Debug}),
+	}
+	return nil
+}
+
+// serve serves the plain-HTTP listener, if any, until ctx is done.
+func (m *metrics) serve(ctx context.Context, log hclog.Logger) {
+	if m == nil || m.srv == nil {
+		return
+	}
+	log.Warn("serving metrics over plain HTTP without authentication", "addr", "http://"+m.ln.Addr().String()+"/metrics")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := m.srv.Serve(m.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics listener failed", "error", err)
+		}
+	}()
+	<-ctx.Done()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = m.srv.Shutdown(shutCtx)
+	_ = m.srv.Close()
+	<-done
+}
