@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X jobsuite/cli.Version=$(VERSION) -X jobsuite/agent.Version=$(VERSION)
 FUZZTIME  ?= 30s
 
-.PHONY: build dev test bench fuzz lint clean
+.PHONY: build dev test bench bench-go fuzz lint clean
 
 build: ## build bin/jobsuite
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) .
@@ -16,13 +16,18 @@ dev: build ## controller + 2 local agents + throwaway PKI in .jobsuite-dev
 test: ## the full test suite, as CI runs it
 	$(GO) test -race ./...
 
-bench: ## benchmarks (not part of make test)
+bench: ## the benchmark table vs this machine's limits (BENCHFLAGS=-full: 1M jobs, 10k agents); see BENCHMARKS.md
+	$(GO) run ./bench/cmd/jobsuite-bench $(BENCHFLAGS)
+
+bench-go: ## the packages' Go micro-benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 fuzz: ## each fuzz target for FUZZTIME
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadLog$$' -fuzztime $(FUZZTIME) ./controller/store/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCursor$$' -fuzztime $(FUZZTIME) ./controller/store/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSubmit$$' -fuzztime $(FUZZTIME) ./controller/
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

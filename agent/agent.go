@@ -59,6 +59,16 @@ type Config struct {
 	// jobs run as, a root for their directories, a clean environment.
 	// The zero Policy restricts nothing. See Policy.
 	Policy Policy
+	// MetricsAddr, when set, serves GET /metrics (Prometheus) over plain
+	// HTTP without authentication; host:port, port 0 picks one (see
+	// Agent.MetricsAddr). Off by default.
+	MetricsAddr string
+
+	// API is the controller's HTTPS API address, host:port. When set,
+	// the agent renews its certificate there at two thirds of its
+	// lifetime, with no restart, and writes the new one over TLS.Cert
+	// and TLS.Key; the next connection uses it (enroll.go).
+	API string
 
 	ReconnectMin time.Duration // first reconnect delay; default 500ms
 	ReconnectMax time.Duration // longest reconnect delay; default 30s
@@ -73,9 +83,12 @@ type Agent struct {
 	name    string
 	baseEnv []string
 	policy  *policy
+	metrics *metrics
 
 	stopOnce sync.Once
 	stopNow  chan struct{} // Stop: cancel running jobs now
+
+	certMu sync.Mutex // held while the certificate files are read or replaced (renewal)
 
 	mu   sync.Mutex
 	jobs map[protocol.AttemptRef]*job
@@ -160,6 +173,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.SpoolMax == 0 {
 		cfg.SpoolMax = 64 << 20
 	}
+	if err := checkAPI(cfg.API); err != nil {
+		return nil, err
+	}
 	pol, err := newPolicy(cfg.Policy, os.Geteuid())
 	if err != nil {
 		return nil, err
@@ -176,7 +192,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("%w: state directory: %v", ErrConfig, err)
 	}
-	return &Agent{
+	a := &Agent{
 		cfg: cfg, log: cfg.Logger, name: name, files: cfg.TLS, sn: cfg.ServerName,
 		baseEnv:   os.Environ(),
 		policy:    pol,
@@ -184,7 +200,12 @@ func New(cfg Config) (*Agent, error) {
 		jobs:      map[protocol.AttemptRef]*job{},
 		precancel: map[protocol.AttemptRef]time.Time{},
 		idle:      make(chan struct{}),
-	}, nil
+	}
+	a.metrics = newMetrics(a)
+	if err := a.listenMetrics(); err != nil {
+		return nil, fmt.Errorf("%w: metrics listener: %v", ErrConfig, err)
+	}
+	return a, nil
 }
 
 func defaultStateDir(name string) string {
@@ -220,6 +241,7 @@ func (a *Agent) Running() int {
 // cancels what is left (or everything at once after Stop) and returns
 // once their results are delivered or a short grace has passed.
 func (a *Agent) Run(ctx context.Context) error {
+	defer a.serveMetrics()() // until Run returns
 	if err := a.recover(); err != nil {
 		return err
 	}
@@ -227,6 +249,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancelJobs()
 	connCtx, stopConn := context.WithCancel(context.Background())
 	defer stopConn()
+	defer a.startRenewal(connCtx)() // renews the certificate while Run runs
 	connDone := make(chan error, 1)
 	go func() { connDone <- a.connectLoop(connCtx, jobsCtx) }()
 
@@ -337,6 +360,7 @@ func (a *Agent) connectLoop(ctx, jobsCtx context.Context) error {
 		}
 		wait := delay/2 + rand.N(delay/2+1)
 		a.log.Warn("connection to controller lost; reconnecting", "error", err, "in", wait.Round(time.Millisecond), "jobs", a.Running())
+		a.metrics.reconnect()
 		select {
 		case <-ctx.Done():
 			return nil
@@ -353,7 +377,9 @@ var errFatal = errors.New("fatal")
 func (a *Agent) session(ctx, jobsCtx context.Context) error {
 	// Certificates are reloaded on every connection, so renewed files on
 	// disk take effect at the next reconnect.
+	a.certMu.Lock()
 	pool, cert, err := a.files.Load()
+	a.certMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("loading certificates: %w", err)
 	}
@@ -589,10 +615,12 @@ func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 			j.pid, j.startedAt = pid, now
 			a.mu.Unlock()
 			_ = writeMeta(j.dir, &meta{Dispatch: *d, PID: pid, StartTick: startTick(pid)})
+			a.metrics.jobStarted()
 			startedOnce()
 		}, func(stream uint8, data []byte) {
 			// Blocks while the spool is full; gives up only when the agent
 			// stops for good.
+			a.metrics.output(len(data))
 			_ = j.sp.write(jobsCtx, stream, data)
 		})
 	}
@@ -610,6 +638,7 @@ func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 		log.Error("cannot record the result on disk", "error", err)
 	}
 	log.Info("job finished", "outcome", res.Outcome, "exit_code", res.ExitCode, "duration", res.Duration)
+	a.metrics.jobFinished(res.Outcome)
 	a.mu.Lock()
 	j.result = f // before the spool closes: a shipper that sees it closed reads the result
 	a.mu.Unlock()
@@ -643,7 +672,7 @@ func (a *Agent) ship(j *job, s *session) {
 	}()
 	delay := 100 * time.Millisecond
 	for {
-		switch msg, done := a.shipOnce(j, s); {
+		switch msg, done := a.shipOnce(j, s, log); {
 		case done:
 			a.forget(j)
 			return
@@ -664,7 +693,7 @@ func (a *Agent) ship(j *job, s *session) {
 // shipOnce reports the attempt on one stream. done says the controller
 // stored the result; refused carries the controller's reason when it
 // refuses the attempt. Neither means the stream failed.
-func (a *Agent) shipOnce(j *job, s *session) (refused string, done bool) {
+func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, done bool) {
 	st, err := s.t.OpenStream(s.ctx)
 	if err != nil {
 		return "", false
@@ -694,7 +723,14 @@ func (a *Agent) shipOnce(j *job, s *session) (refused string, done bool) {
 				close(finAck)
 				return
 			case *protocol.Error:
-				refusedCh <- m.Message
+				// Only a stale attempt is refused for good; other errors
+				// (the controller cannot store output, a protocol slip)
+				// end this stream and the shipper tries again.
+				if m.Code == protocol.CodeStaleAttempt {
+					refusedCh <- m.Message
+				} else {
+					log.Warn("controller ended the job stream", "code", m.Code, "error", m.Message)
+				}
 				return
 			}
 		}

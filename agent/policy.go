@@ -192,7 +192,7 @@ func (p *policy) checkWorkDir(dir string) (string, error) {
 	}
 	real, err := p.dir(dir)
 	if err != nil {
-		return "", fmt.Errorf("%w: -work-dir: %v", ErrConfig, errors.Unwrap(err))
+		return "", fmt.Errorf("%w: -work-dir: %s", ErrConfig, strings.TrimPrefix(err.Error(), ErrRefused.Error()+": "))
 	}
 	return real, nil
 }

@@ -246,7 +246,7 @@ func TestPolicyWorkRoot(t *testing.T) {
 		t.Errorf("sibling %sx allowed: %v", root, err)
 	}
 	// The agent's -work-dir must be inside the root too.
-	if _, err := pol.checkWorkDir(filepath.Join(base, "outside")); !errors.Is(err, ErrConfig) {
+	if _, err := pol.checkWorkDir(filepath.Join(base, "outside")); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "-work-dir: dir") || !strings.Contains(err.Error(), "outside the work root") {
 		t.Errorf("work dir outside the root: %v", err)
 	}
 	if d, err := pol.checkWorkDir(""); err != nil || d != root {

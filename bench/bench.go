@@ -60,7 +60,7 @@ type Sizes struct {
 	LogBytes int64 // output of the log throughput job
 
 	IdleAgents int           // connected idle fake agents (scale)
-	IdleWindow time.Duration // CPU measuring window
+	IdleWindow time.Duration // CPU measuring window; also the settling pauses (up to 1s)
 	IdleLease  time.Duration // controller lease TTL in the scale benchmark (heartbeats every third)
 
 	DeepQueue int // queued jobs in the deep-queue benchmark
@@ -98,7 +98,7 @@ func SmokeSizes() Sizes {
 		RealAgents: 1, RealSlots: 2, TrueJobs: 20,
 		Rate: 200, LatencyJobs: 40, TimerJobs: 20, TimerBase: 200 * time.Millisecond,
 		LogBytes:   1 << 20,
-		IdleAgents: 5, IdleWindow: time.Second, IdleLease: 1500 * time.Millisecond,
+		IdleAgents: 5, IdleWindow: 300 * time.Millisecond, IdleLease: 600 * time.Millisecond,
 		DeepQueue: 500, DeepProbe: 100,
 	}
 }
@@ -143,6 +143,8 @@ type Report struct {
 	Rows    []Row
 	Limits  []Row // the machine limits measured, for reference
 	Took    time.Duration
+	// LoadAfter is /proc/loadavg at the end.
+	LoadAfter string
 }
 
 // env is the state shared by the benchmark groups of one run.
@@ -224,6 +226,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.Rows = e.rows
 	rep.Limits = e.limits.rows()
 	rep.Took = time.Since(start)
+	rep.LoadAfter = loadAvg()
 	return rep, ctx.Err()
 }
 
@@ -304,6 +307,14 @@ func num(v float64) string {
 	}
 }
 
+// count formats an integer with thousands separators.
+func count(n int) string {
+	if n < 100 && n > -100 {
+		return fmt.Sprint(n)
+	}
+	return num(float64(n))
+}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
@@ -335,8 +346,8 @@ func (r *Report) Markdown(w io.Writer) {
 	m := r.Machine
 	fmt.Fprintf(w, "Machine: %s, %d logical CPUs, %.1f GiB RAM, %s, %s. Data directory %s on %s.\n",
 		m.CPU, m.Cores, float64(m.MemTotal)/(1<<30), m.Kernel, m.Go, m.DataDir, m.DataFS)
-	fmt.Fprintf(w, "Run started %s, took %s. Durability on: every transition is a synced Pebble batch.\n\n",
-		m.StartedAt.Format(time.RFC3339), r.Took.Round(time.Second))
+	fmt.Fprintf(w, "Run started %s, took %s; load average %s at the start, %s at the end. Durability on: every transition is a synced Pebble batch.\n\n",
+		m.StartedAt.Format(time.RFC3339), r.Took.Round(time.Second), m.LoadAvg, r.LoadAfter)
 	fmt.Fprintln(w, "| # | benchmark | result | detail | machine limit (same run) | ratio | target | verdict |")
 	fmt.Fprintln(w, "|---|---|--:|---|---|--:|---|---|")
 	for _, row := range r.Rows {
@@ -350,6 +361,9 @@ func (r *Report) Markdown(w io.Writer) {
 			limit = fmt.Sprintf("%s %s (%s)", num(row.Limit), row.LimitUnit, row.LimitName)
 			if !math.IsNaN(row.Ratio()) {
 				ratio = fmt.Sprintf("%.2f", row.Ratio())
+				if row.Ratio() < 0.1 {
+					ratio = fmt.Sprintf("%.2g", row.Ratio())
+				}
 			}
 		}
 		target, verdict := row.Target, row.Verdict

@@ -9,7 +9,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
+	"runtime"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 	"time"
 
@@ -94,6 +97,19 @@ func runChild(cfg childConfig) error {
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: cfg.Mode, Level: level, Output: logf})
 	if cfg.Profile != "" {
+		// SIGUSR1 writes a heap profile beside the CPU profile.
+		usr1 := make(chan os.Signal, 1)
+		signal.Notify(usr1, syscall.SIGUSR1)
+		defer signal.Stop(usr1)
+		go func() {
+			for range usr1 {
+				runtime.GC()
+				if f, err := os.Create(strings.TrimSuffix(cfg.Profile, ".pprof") + "-heap.pprof"); err == nil {
+					_ = pprof.WriteHeapProfile(f)
+					f.Close()
+				}
+			}
+		}()
 		pf, err := os.Create(cfg.Profile)
 		if err != nil {
 			return err
@@ -244,6 +260,18 @@ func (p *proc) cpu() time.Duration {
 	d, _ := procCPU(p.pid())
 	return d
 }
+
+// heapProfile asks a child started with a profile to write its heap
+// profile, and gives it a moment to.
+func (p *proc) heapProfile() {
+	if p.cfg.Profile == "" {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGUSR1)
+	time.Sleep(time.Second)
+}
+
+func (p *proc) written() uint64 { return procWritten(p.pid()) }
 
 func (p *proc) mem() (rss, peak uint64) {
 	rss, peak, _ = procMem(p.pid())

@@ -41,6 +41,15 @@ func procCPU(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / clockTicks, nil
 }
 
+// selfCPU returns the user+system CPU time this process has used.
+func selfCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // procMem returns the resident set size and its peak (VmHWM) of pid,
 // in bytes.
 func procMem(pid int) (rss, peak uint64, err error) {
@@ -70,6 +79,22 @@ func procMem(pid int) (rss, peak uint64, err error) {
 	return rss, peak, sc.Err()
 }
 
+// procWritten returns the bytes process pid caused to be written to
+// storage (write_bytes of /proc/PID/io).
+func procWritten(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "write_bytes: "); ok {
+			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
 // resetPeak sets pid's peak RSS (VmHWM) to its current RSS (Linux ≥ 4.0).
 func resetPeak(pid int) error {
 	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
@@ -85,6 +110,7 @@ type Machine struct {
 	DataDir   string // where the data directories were
 	DataFS    string // device and filesystem type of DataDir
 	StartedAt time.Time
+	LoadAvg   string // /proc/loadavg at the start: other work on the machine skews every figure
 }
 
 func describeMachine(dataDir string) Machine {
@@ -110,6 +136,7 @@ func describeMachine(dataDir string) Machine {
 		m.Kernel = unix.ByteSliceToString(u.Sysname[:]) + " " + unix.ByteSliceToString(u.Release[:])
 	}
 	m.DataFS = mountOf(dataDir)
+	m.LoadAvg = loadAvg()
 	return m
 }
 
@@ -132,4 +159,17 @@ func mountOf(path string) string {
 		}
 	}
 	return desc
+}
+
+// loadAvg returns the 1, 5 and 15 minute load averages.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }

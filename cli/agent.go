@@ -24,6 +24,7 @@ func (c *AgentCommand) Synopsis() string { return "Run an agent that pulls and r
 func (c *AgentCommand) Help() string {
 	return strings.TrimSpace(`
 Usage: jobsuite agent -controller HOST:PORT -ca FILE -cert FILE -key FILE [options]
+       jobsuite agent -join TOKEN -ca-pin SHA256 -controller HOST:PORT [options]
 
   Runs an agent: it dials the controller over QUIC (falling back to
   TCP+TLS where UDP is blocked) with mutual TLS, pulls jobs up to -slots
@@ -33,15 +34,37 @@ Usage: jobsuite agent -controller HOST:PORT -ca FILE -cert FILE -key FILE [optio
   disk. SIGTERM or SIGINT drains it: no new jobs, running ones finish
   (up to -drain-timeout), then it exits; a second signal cancels them.
 
+  With -join, a new worker enrolls itself: it makes its key, checks that
+  the controller's certificate comes from the CA that -ca-pin names,
+  and gets its agent certificate in exchange for the join token
+  ('jobsuite agent token create' prints the whole command). Later starts
+  find the files and skip enrollment. With -api (the default with
+  -join), the agent renews its certificate before it expires, without a
+  restart.
+
 Options:
 
   -config FILE       Read settings from a TOML file (see below). Flags given
                      on the command line override it.
   -controller ADDR   Controller agent address, host:port. Required.
-  -ca FILE           CA certificate. Required.
-  -cert FILE         Agent certificate (role agent). Required.
-  -key FILE          Agent key. Required.
+  -ca FILE           CA certificate. Required, unless -join writes it.
+  -cert FILE         Agent certificate (role agent). Required, unless -join writes it.
+  -key FILE          Agent key. Required, unless -join writes it.
   -name NAME         Agent name; must match the certificate (default: its name).
+                     With -join, the name to ask for: PREFIX-..., where PREFIX
+                     is the token's name prefix (default: PREFIX-<random>).
+  -join TOKEN        Enroll with this join token if the certificate and key do
+                     not exist yet, and write -ca, -cert and -key (default:
+                     ca.pem, agent.pem and agent-key.pem in -state-dir, else in
+                     /var/lib/jobsuite/agent (root) or ~/.local/state/jobsuite/agent).
+                     Ignored once they exist. Needs -ca-pin.
+  -ca-pin SHA256     With -join: the SHA-256 of the CA certificate (hex) that the
+                     token's creator was shown. The token is sent only to a
+                     controller whose certificate chains to that CA.
+  -api ADDR          The controller's HTTPS API, host:port. The agent renews its
+                     certificate there at 2/3 of its lifetime, with no restart,
+                     and -join enrolls there. Default with -join: the host of
+                     -controller, port 8443; without -join: off (no renewal).
   -slots N           Jobs run at once. Default: number of CPUs.
   -labels K=V,...    Labels that job selectors match, e.g. gpu=true,zone=a.
   -transport MODE    auto (QUIC, else TCP), quic or tcp. Default auto.
@@ -57,8 +80,39 @@ Options:
   -drain-timeout DUR On SIGTERM, how long running jobs may finish before they are
                      cancelled. A second SIGTERM/SIGINT cancels them at once.
                      Default 10m.
+  -reconnect-min DUR First wait before reconnecting after the connection drops;
+                     it doubles (with jitter) up to -reconnect-max. Default 500ms.
+  -reconnect-max DUR Longest wait between reconnect attempts. Default 30s.
+  -metrics ADDR      Serve Prometheus metrics at http://ADDR/metrics: plain
+                     HTTP, no authentication, so bind a private address
+                     (127.0.0.1:9191). Default: off.
   -log-level LEVEL   trace, debug, info, warn or error. Default info.
   -log-json          Log JSON lines.
+
+Policy options (what this agent agrees to run; a job they refuse fails
+with "refused by agent policy: WHY" and nothing of it runs):
+
+  -allow-command RE  Run only jobs whose whole command (with its params, as
+                     the shell gets it) matches this regular expression (Go
+                     RE2 syntax), anchored at both ends: 'make test' allows
+                     exactly that. May be repeated; a command must match one.
+                     The shell still reads the command, so keep ; & | $ < >,
+                     backquotes and newlines out of what a pattern allows
+                     (prefer [a-z0-9_-]+ to .*). Default: any command.
+  -run-as USER       Run jobs as this user (name or uid), with its groups and
+                     HOME, USER and LOGNAME. Needs an agent running as root,
+                     unless USER is the agent's own user. Default: the
+                     agent's user.
+  -work-root DIR     Jobs start in DIR or below: a job's dir (relative ones
+                     are under DIR) must resolve, symbolic links followed,
+                     inside DIR, and DIR is the default -work-dir. Not a
+                     sandbox: a job can still cd elsewhere.
+  -clean-env         Jobs get only PATH (a safe default), HOME, USER, LOGNAME,
+                     the JOBSUITE_* variables and what -allow-env names,
+                     instead of the agent's environment.
+  -allow-env NAME    With -clean-env: pass NAME from the agent's environment
+                     and accept it in a job's env (other job env names are
+                     refused). May be repeated, or NAME,NAME.
 
 Configuration file:
 
@@ -72,6 +126,9 @@ Configuration file:
     cert          = "/etc/jobsuite/pki/agent.pem"     # required
     key           = "/etc/jobsuite/pki/agent-key.pem" # required
     name          = ""        # the certificate's name
+    join          = ""        # a join token: enroll if the files are missing
+    ca_pin        = ""        # with join: SHA-256 of the CA certificate
+    api           = ""        # e.g. "ctl.example.com:8443": renew the certificate
     slots         = 0         # 0: the number of CPUs
     labels        = {}        # a table, e.g. {gpu = "true", zone = "a"}
     transport     = "auto"    # auto, quic or tcp
@@ -81,8 +138,17 @@ Configuration file:
     spool_max     = 67108864  # bytes (64 MiB)
     max_log_bytes = 0         # 0: no cap
     drain_timeout = "10m"
+    reconnect_min = "500ms"
+    reconnect_max = "30s"
+    metrics       = ""        # e.g. "127.0.0.1:9191"; empty: off
     log_level     = "info"
     log_json      = false
+    # policy (defaults: no restriction)
+    allow_command = []        # e.g. ["make -C /srv/app (build|test)"]
+    run_as        = ""        # e.g. "builder"
+    work_root     = ""        # e.g. "/srv/work"
+    clean_env     = false
+    allow_env     = []        # e.g. ["LANG", "TZ"]
 
 Example:
 
@@ -90,6 +156,7 @@ Example:
   jobsuite agent -controller ctl.example.com:7443 -ca pki/ca.pem \
       -cert pki/worker-1.pem -key pki/worker-1-key.pem -slots 4 -labels gpu=true
   jobsuite agent -config /etc/jobsuite/agent.toml -slots 2
+  jobsuite agent -join jsj_... -ca-pin 2d76de9c... -controller ctl.example.com:7443
 `)
 }
 
@@ -103,6 +170,10 @@ func (c *AgentCommand) Run(args []string) int {
 	fs.StringVar(&cfg.TLS.Cert, "cert", "", "")
 	fs.StringVar(&cfg.TLS.Key, "key", "", "")
 	fs.StringVar(&cfg.Name, "name", "", "")
+	var join, caPin string
+	fs.StringVar(&join, "join", "", "")
+	fs.StringVar(&caPin, "ca-pin", "", "")
+	fs.StringVar(&cfg.API, "api", "", "")
 	fs.IntVar(&cfg.Slots, "slots", 0, "")
 	fs.StringVar(&labels, "labels", "", "")
 	fs.StringVar(&mode, "transport", "auto", "")
@@ -112,6 +183,15 @@ func (c *AgentCommand) Run(args []string) int {
 	fs.Uint64Var(&cfg.SpoolMax, "spool-max", 64<<20, "")
 	fs.Uint64Var(&cfg.MaxLogBytes, "max-log-bytes", 0, "")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 10*time.Minute, "")
+	fs.DurationVar(&cfg.ReconnectMin, "reconnect-min", 500*time.Millisecond, "")
+	fs.DurationVar(&cfg.ReconnectMax, "reconnect-max", 30*time.Second, "")
+	fs.StringVar(&cfg.MetricsAddr, "metrics", "", "")
+	var allowCommands, allowEnv listFlag
+	fs.Var(&allowCommands, "allow-command", "")
+	fs.StringVar(&cfg.Policy.RunAs, "run-as", "", "")
+	fs.StringVar(&cfg.Policy.WorkRoot, "work-root", "", "")
+	fs.BoolVar(&cfg.Policy.CleanEnv, "clean-env", false, "")
+	fs.Var(&allowEnv, "allow-env", "")
 	lf.register(fs)
 	var configPath string
 	fs.StringVar(&configPath, "config", "", "")
@@ -127,6 +207,14 @@ func (c *AgentCommand) Run(args []string) int {
 			return c.errorf("%v", err)
 		}
 	}
+	cfg.Policy.AllowCommands = allowCommands
+	for _, v := range allowEnv {
+		for _, name := range strings.Split(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				cfg.Policy.AllowEnv = append(cfg.Policy.AllowEnv, name)
+			}
+		}
+	}
 	var err error
 	if cfg.Labels, err = parseLabels(labels); err != nil {
 		return c.errorf("-labels: %v", err)
@@ -137,14 +225,27 @@ func (c *AgentCommand) Run(args []string) int {
 	if cfg.Slots < 0 {
 		return c.errorf("-slots must be at least 1")
 	}
+	if join != "" {
+		if code := c.joinDefaults(&cfg, caPin); code != ExitOK {
+			return code
+		}
+	}
 	if cfg.TLS.CA == "" || cfg.TLS.Cert == "" || cfg.TLS.Key == "" {
-		return c.errorf("-ca, -cert and -key are required (create them with 'jobsuite tls cert create -role agent')")
+		return c.errorf("-ca, -cert and -key are required (create them with 'jobsuite tls cert create -role agent', or enroll with -join)")
 	}
 	log, err := lf.logger("agent", c.Stderr)
 	if err != nil {
 		return c.errorf("%v", err)
 	}
 	cfg.Logger = log
+	if join != "" {
+		if code := c.enroll(&cfg, join, caPin, log); code != ExitOK {
+			return code
+		}
+	}
+	if e, err := agent.ReadEnrollment(cfg.TLS); err == nil && len(e.Labels) > 0 {
+		cfg.Labels = mergeLabels(e.Labels, cfg.Labels) // the token's labels, under the agent's own
+	}
 	a, err := agent.New(cfg)
 	if err != nil {
 		return c.errorf("%v", err)
@@ -216,4 +317,21 @@ func parseLabels(s string) (map[string]string, error) {
 		out[strings.TrimSpace(k)] = strings.TrimSpace(v)
 	}
 	return out, nil
+}
+
+// listFlag is a repeatable flag: each use adds one value as it is
+// (-allow-command A -allow-command B). Its config file key takes an
+// array of strings, or one string.
+type listFlag []string
+
+func (l *listFlag) String() string {
+	if l == nil {
+		return ""
+	}
+	return strings.Join(*l, " ")
+}
+
+func (l *listFlag) Set(v string) error {
+	*l = append(*l, v)
+	return nil
 }

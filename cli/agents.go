@@ -74,9 +74,9 @@ func (c *AgentsCommand) Run(args []string) int {
 	}
 	now := time.Now()
 	tw := tabwriter.NewWriter(c.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tTRANSPORT\tSTATE\tSLOTS\tRUNNING\tLABELS\tCONNECTED\tLAST-HEARTBEAT")
+	fmt.Fprintln(tw, "NAME\tTRANSPORT\t"+colorize(c.Stdout, "STATE")+"\tSLOTS\tRUNNING\tLABELS\tCONNECTED\tLAST-HEARTBEAT")
 	for _, a := range agents {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", a.Name, cell(a.Transport, 10), a.state(), a.Slots, a.Running,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", a.Name, cell(a.Transport, 10), colorize(c.Stdout, a.state()), a.Slots, a.Running,
 			labelsText(a.Labels), ago(a.ConnectedAt, now), ago(a.LastSeen, now))
 	}
 	tw.Flush()

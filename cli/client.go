@@ -31,6 +31,7 @@ const (
 	envCACert     = "JOBSUITE_CACERT"
 	envClientCert = "JOBSUITE_CLIENT_CERT"
 	envClientKey  = "JOBSUITE_CLIENT_KEY"
+	envToken      = "JOBSUITE_TOKEN" // an API token, instead of (or besides) a certificate
 )
 
 // devEnvFile is where 'jobsuite dev' writes the settings of its
@@ -63,12 +64,17 @@ Connection options:
   -client-key=<path>
     The key of -client-cert. Default: $JOBSUITE_CLIENT_KEY.
 
+  -token=<jst_...>
+    An API token ('jobsuite token create') to send instead of a client
+    certificate, as 'Authorization: Bearer'. Prefer $JOBSUITE_TOKEN: a
+    flag is visible to other users in the process list.
+
   When none of the JOBSUITE_* variables is set, the settings come from
   .jobsuite-dev/env in the current directory, written by 'jobsuite dev'.`
 
 // clientFlags are the connection flags shared by every client command.
 type clientFlags struct {
-	addr, caCert, clientCert, clientKey string
+	addr, caCert, clientCert, clientKey, token string
 }
 
 // register adds the connection flags to fs.
@@ -77,11 +83,13 @@ func (f *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.caCert, "ca-cert", "", "")
 	fs.StringVar(&f.clientCert, "client-cert", "", "")
 	fs.StringVar(&f.clientKey, "client-key", "", "")
+	fs.StringVar(&f.token, "token", "", "")
 }
 
 // settings is where the controller is and which files prove who we are.
 type settings struct {
 	Addr, CA, Cert, Key string
+	Token               string // API token; from -token or JOBSUITE_TOKEN only
 }
 
 // resolveSettings picks each setting from the flags, else from the
@@ -91,7 +99,10 @@ func resolveSettings(f *clientFlags) (settings, error) {
 	if f == nil {
 		f = &clientFlags{}
 	}
-	s := settings{Addr: f.addr, CA: f.caCert, Cert: f.clientCert, Key: f.clientKey}
+	s := settings{Addr: f.addr, CA: f.caCert, Cert: f.clientCert, Key: f.clientKey, Token: f.token}
+	if s.Token == "" {
+		s.Token = os.Getenv(envToken)
+	}
 	env := map[string]string{}
 	for _, k := range []string{envAddr, envCACert, envClientCert, envClientKey} {
 		if v := os.Getenv(k); v != "" {
@@ -227,9 +238,10 @@ func normalizeAddr(addr string) (*url.URL, error) {
 
 // Client talks to the controller's HTTP API over mutual TLS.
 type Client struct {
-	base *url.URL
-	http *http.Client
-	tls  *tls.Config
+	base  *url.URL
+	http  *http.Client
+	tls   *tls.Config
+	token string // API token sent as a bearer, if any
 }
 
 // newClient resolves the connection settings (flags, environment,
@@ -246,11 +258,28 @@ func newClient(m Meta, f *clientFlags) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.Token != "" {
+		if !strings.HasPrefix(s.Token, tokenPrefix) {
+			return nil, fmt.Errorf("the API token (JOBSUITE_TOKEN or -token) does not start with %q; use a token printed by 'jobsuite token create'", tokenPrefix)
+		}
+		if s.CA == "" {
+			return nil, errors.New("no CA certificate: set JOBSUITE_CACERT or -ca-cert to the ca.pem of the controller's PKI (a token needs it too, to check the controller)")
+		}
+		if s.Cert == "" && s.Key == "" { // a token alone
+			pool, err := certs.LoadPool(s.CA)
+			if err != nil {
+				return nil, err
+			}
+			c := newClientTLS(base, pool, tls.Certificate{})
+			c.useToken(s.Token)
+			return c, nil
+		}
+	}
 	switch {
 	case s.CA == "":
 		return nil, errors.New("no CA certificate: set JOBSUITE_CACERT or -ca-cert to the ca.pem of the controller's PKI")
 	case s.Cert == "":
-		return nil, errors.New("no client certificate: set JOBSUITE_CLIENT_CERT or -client-cert to your operator certificate (issue one with 'jobsuite tls cert create -role operator')")
+		return nil, errors.New("no client certificate: set JOBSUITE_CLIENT_CERT or -client-cert to your operator certificate (issue one with 'jobsuite tls cert create -role operator'), or JOBSUITE_TOKEN to an API token")
 	case s.Key == "":
 		return nil, errors.New("no client key: set JOBSUITE_CLIENT_KEY or -client-key to the key of your certificate")
 	}
@@ -258,7 +287,9 @@ func newClient(m Meta, f *clientFlags) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newClientTLS(base, pool, cert), nil
+	c := newClientTLS(base, pool, cert)
+	c.useToken(s.Token)
+	return c, nil
 }
 
 func newClientTLS(base *url.URL, pool *x509.CertPool, cert tls.Certificate) *Client {
@@ -363,7 +394,9 @@ func (c *Client) websocket(ctx context.Context, path string) (*websocket.Conn, e
 		HandshakeTimeout: 15 * time.Second,
 		ReadBufferSize:   64 << 10,
 	}
-	conn, resp, err := d.DialContext(ctx, c.url("wss", path), nil)
+	hdr := http.Header{}
+	c.authorize(hdr)
+	conn, resp, err := d.DialContext(ctx, c.url("wss", path), hdr)
 	if err != nil {
 		if errors.Is(err, websocket.ErrBadHandshake) && resp != nil {
 			body, _ := io.ReadAll(resp.Body)
@@ -378,11 +411,54 @@ func (c *Client) websocket(ctx context.Context, path string) (*websocket.Conn, e
 	return conn, nil
 }
 
+// useToken makes every request of c carry the API token token, if not
+// empty, as a bearer.
+func (c *Client) useToken(token string) {
+	if token == "" {
+		return
+	}
+	c.token = token
+	c.http.Transport = &bearerTransport{next: c.http.Transport, token: token}
+}
+
+// authorize adds the API token, if any, to a request's headers.
+func (c *Client) authorize(h http.Header) {
+	if c.token != "" {
+		h.Set("Authorization", "Bearer "+c.token)
+	}
+}
+
+// bearerTransport adds an API token to every request.
+type bearerTransport struct {
+	next  http.RoundTripper
+	token string
+}
+
+func (t *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Header.Get("Authorization") == "" {
+		req = req.Clone(req.Context())
+		req.Header.Set("Authorization", "Bearer "+t.token)
+	}
+	return t.next.RoundTrip(req)
+}
+
+func (t *bearerTransport) CloseIdleConnections() {
+	if ci, ok := t.next.(interface{ CloseIdleConnections() }); ok {
+		ci.CloseIdleConnections()
+	}
+}
+
 func (c *Client) url(scheme, path string) string {
 	u := *c.base
 	u.Scheme = scheme
 	p, q, _ := strings.Cut(path, "?")
-	u.Path = c.base.Path + p
+	// path is already escaped (callers escape names they put in it).
+	u.RawPath = c.base.EscapedPath() + p
+	if unescaped, err := url.PathUnescape(u.RawPath); err == nil {
+		u.Path = unescaped
+	} else {
+		u.Path, u.RawPath = c.base.Path+p, ""
+	}
 	u.RawQuery = q
 	return u.String()
 }

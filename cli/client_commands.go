@@ -12,9 +12,23 @@ func clientCommands(m Meta) map[string]mcli.CommandFactory {
 		"cancel": func() (mcli.Command, error) { return &CancelCommand{Meta: m}, nil },
 		"logs":   func() (mcli.Command, error) { return &LogsCommand{Meta: m}, nil },
 		"agents": func() (mcli.Command, error) { return &AgentsCommand{Meta: m}, nil },
+		"wait":   func() (mcli.Command, error) { return &WaitCommand{Meta: m}, nil },
 		// Nested: "jobsuite agents drain NAME".
 		"agents drain": func() (mcli.Command, error) {
 			return &AgentsDrainCommand{Meta: m}, nil
 		},
+		// Revocation (revoke.go) and API tokens (token.go); mitchellh/cli
+		// lists the subcommands for "jobsuite certs" and "jobsuite token".
+		"agents revoke":  func() (mcli.Command, error) { return &AgentsRevokeCommand{Meta: m}, nil },
+		"certs revoke":   func() (mcli.Command, error) { return &CertsRevokeCommand{Meta: m}, nil },
+		"certs revoked":  func() (mcli.Command, error) { return &CertsRevokedCommand{Meta: m}, nil },
+		"certs unrevoke": func() (mcli.Command, error) { return &CertsUnrevokeCommand{Meta: m}, nil },
+		"token create":   func() (mcli.Command, error) { return &TokenCreateCommand{Meta: m}, nil },
+		"token list":     func() (mcli.Command, error) { return &TokenListCommand{Meta: m}, nil },
+		"token revoke":   func() (mcli.Command, error) { return &TokenRevokeCommand{Meta: m}, nil },
+		// Join tokens (agent_token.go): "jobsuite agent token create".
+		"agent token create": func() (mcli.Command, error) { return &AgentTokenCreateCommand{Meta: m}, nil },
+		"agent token list":   func() (mcli.Command, error) { return &AgentTokenListCommand{Meta: m}, nil },
+		"agent token revoke": func() (mcli.Command, error) { return &AgentTokenRevokeCommand{Meta: m}, nil },
 	}
 }

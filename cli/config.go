@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -66,6 +67,10 @@ var (
 			},
 			"transport": func(s string) error {
 				_, err := transport.ParseMode(s)
+				return err
+			},
+			"allow-command": func(s string) error {
+				_, err := regexp.Compile(s)
 				return err
 			},
 			"slots": func(s string) error {
@@ -277,6 +282,10 @@ func (c *configApply) apply(key []string, v any) {
 		c.applyKV(key, kv, v)
 		return
 	}
+	if _, ok := f.Value.(*listFlag); ok {
+		c.applyList(key, f, v)
+		return
+	}
 	s, ok := c.flagString(key, f, v)
 	if !ok {
 		return
@@ -402,6 +411,44 @@ func (c *configApply) tableEntries(key []string, t map[string]any) ([][2]string,
 		out = append(out, [2]string{k, s})
 	}
 	return out, ok
+}
+
+// applyList sets a repeatable flag (listFlag) from an array of strings
+// or one string, unless the command line set it.
+func (c *configApply) applyList(key []string, f *flag.Flag, v any) {
+	var values []string
+	switch x := v.(type) {
+	case string:
+		values = []string{x}
+	case []any:
+		for i, e := range x {
+			s, ok := e.(string)
+			if !ok {
+				c.errorf(key, "must be an array of strings; element %d is %s %s", i+1, tomlType(e), tomlValue(e))
+				return
+			}
+			values = append(values, s)
+		}
+	default:
+		c.errorf(key, `must be an array of strings such as ["a", "b"], got %s %s`, tomlType(v), tomlValue(v))
+		return
+	}
+	for _, s := range values {
+		if check := c.o.check[f.Name]; check != nil {
+			if err := check(s); err != nil {
+				c.errorf(key, "%v", err)
+				return
+			}
+		}
+	}
+	if c.set[f.Name] {
+		return // the command line wins
+	}
+	for _, s := range values {
+		if err := c.fs.Set(f.Name, s); err != nil {
+			c.errorf(key, "%v", err)
+		}
+	}
 }
 
 // applyKV adds the file's entries to a repeatable key=value flag,

@@ -1,11 +1,18 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"jobsuite/controller"
+	"jobsuite/protocol"
 )
 
 // ControllerCommand runs the controller service.
@@ -23,6 +30,9 @@ Usage: jobsuite controller -data-dir DIR -ca FILE -cert FILE -key FILE [options]
   durable job queue in Pebble under -data-dir, and the agent listener
   (QUIC on UDP and TLS+yamux on TCP, same port). SIGINT or SIGTERM stops
   it cleanly; every acknowledged job survives a restart, even kill -9.
+  SIGHUP reloads the controller's certificate and key (it also notices
+  when the files change): new connections get the new certificate, open
+  agent sessions and API connections go on.
 
 Options:
 
@@ -32,6 +42,14 @@ Options:
   -ca FILE           CA certificate that signs agents and operators. Required.
   -cert FILE         Controller certificate (role controller). Required.
   -key FILE          Controller key. Required.
+  -ca-key FILE       The CA's private key. With it the controller signs agent
+                     certificates: join-token enrollment ('jobsuite agent token
+                     create', 'jobsuite agent -join') and automatic renewal.
+                     Without it those answer 501. Whoever can read this file
+                     can mint any certificate, operator included (SECURITY.md).
+  -agent-cert-ttl DUR
+                     Lifetime of the agent certificates it signs; agents renew
+                     them at 2/3 of it. Default 720h (30 days).
   -http ADDR         HTTPS API address. Default 127.0.0.1:8443.
   -listen ADDR       Agent address (UDP+TCP). Default :7443.
   -lease-ttl DUR     An agent or attempt silent this long is lost. Default 15s.
@@ -43,8 +61,28 @@ Options:
                      Default 720h (30 days); 0 keeps them for ever.
   -retain-jobs N     At most N finished jobs are kept; older ones are removed.
                      Default 1000000; 0 keeps them all.
+  -metrics ADDR      Also serve GET /metrics (Prometheus) over plain HTTP on
+                     ADDR, for scrapers without a client certificate. No TLS,
+                     no authentication: anyone who reaches ADDR reads job
+                     counts and agent load, so bind a private address
+                     (127.0.0.1:9190). Default: off; /metrics on the HTTPS API
+                     (viewer certificate) is always there.
   -log-level LEVEL   trace, debug, info, warn or error. Default info.
   -log-json          Log JSON lines.
+
+Limits (over-limit input gets a clear error; nothing else is disturbed):
+
+  -max-body-bytes N     Largest API request body, and largest job of a batch
+                        (413 beyond). At most 3145728. Default 1048576 (1 MiB).
+  -max-command-bytes N  Longest job command plus params (400 beyond).
+                        Default 65536 (64 KiB).
+  -max-env N            Most env entries per job (400 beyond). Default 128.
+  -max-labels N         Most labels per job (400 beyond). Default 32.
+  -max-frame-bytes N    Largest protocol frame read from an agent; a longer one
+                        ends that stream (or, on the control stream, the
+                        session). Between 524288 and 4194304. Default 4194304.
+  -max-followers N      WebSocket log followers per job; more get 429.
+                        Default 100.
 
 Configuration file:
 
@@ -57,6 +95,8 @@ Configuration file:
     ca         = "/etc/jobsuite/pki/ca.pem"              # required
     cert       = "/etc/jobsuite/pki/controller.pem"      # required
     key        = "/etc/jobsuite/pki/controller-key.pem"  # required
+    ca_key     = ""        # e.g. "/etc/jobsuite/pki/ca-key.pem": enrollment
+    agent_cert_ttl = "720h"
     http       = "127.0.0.1:8443"
     listen     = ":7443"
     lease_ttl  = "15s"
@@ -64,8 +104,15 @@ Configuration file:
     aging      = "0s"
     retain_for = "720h"
     retain_jobs = 1000000
+    metrics    = ""        # e.g. "127.0.0.1:9190"; empty: off
     log_level  = "info"
     log_json   = false
+    max_body_bytes    = 1048576
+    max_command_bytes = 65536
+    max_env           = 128
+    max_labels        = 32
+    max_frame_bytes   = 4194304
+    max_followers     = 100
 
 Example:
 
@@ -85,6 +132,8 @@ func (c *ControllerCommand) Run(args []string) int {
 	fs.StringVar(&cfg.TLS.CA, "ca", "", "")
 	fs.StringVar(&cfg.TLS.Cert, "cert", "", "")
 	fs.StringVar(&cfg.TLS.Key, "key", "", "")
+	fs.StringVar(&cfg.CAKey, "ca-key", "", "")
+	fs.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", controller.DefaultAgentCertTTL, "")
 	fs.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:8443", "")
 	fs.StringVar(&cfg.AgentAddr, "listen", ":7443", "")
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "")
@@ -92,6 +141,13 @@ func (c *ControllerCommand) Run(args []string) int {
 	fs.DurationVar(&cfg.Aging, "aging", 0, "")
 	fs.DurationVar(&cfg.RetainFor, "retain-for", 30*24*time.Hour, "")
 	fs.IntVar(&cfg.RetainJobs, "retain-jobs", 1_000_000, "")
+	fs.StringVar(&cfg.MetricsAddr, "metrics", "", "")
+	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "")
+	fs.IntVar(&cfg.MaxCommandBytes, "max-command-bytes", 64<<10, "")
+	fs.IntVar(&cfg.MaxEnv, "max-env", 128, "")
+	fs.IntVar(&cfg.MaxLabels, "max-labels", 32, "")
+	fs.IntVar(&cfg.MaxFrameBytes, "max-frame-bytes", protocol.MaxFrameSize, "")
+	fs.IntVar(&cfg.MaxFollowers, "max-followers", 100, "")
 	lf.register(fs)
 	var configPath string
 	fs.StringVar(&configPath, "config", "", "")
@@ -124,8 +180,33 @@ func (c *ControllerCommand) Run(args []string) int {
 	}
 	ctx, stop := c.signalContext()
 	defer stop()
+	defer reloadOnHangup(ctx, srv, log)()
 	if err := srv.Run(ctx); err != nil {
 		return c.errorf("%v", err)
 	}
 	return ExitOK
+}
+
+// reloadOnHangup reloads the controller's certificate at every SIGHUP
+// until ctx is done or the returned function is called.
+func reloadOnHangup(ctx context.Context, srv *controller.Server, log hclog.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: reloading the controller certificate")
+				if err := srv.ReloadCertificate(); err != nil {
+					log.Error("certificate not reloaded", "error", err)
+				}
+			case <-ctx.Done():
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() { signal.Stop(hup); close(done) }
 }

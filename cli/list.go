@@ -176,7 +176,7 @@ func (c *ListCommand) print(raw json.RawMessage, asJSON, more bool) int {
 	sort.SliceStable(jobs, func(i, j int) bool { return jobs[i].JobID > jobs[j].JobID })
 	now := time.Now()
 	tw := tabwriter.NewWriter(c.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tSTATUS\tPRIORITY\tEXIT\tAGENT\tCREATED")
+	fmt.Fprintln(tw, "ID\tNAME\t"+colorize(c.Stdout, "STATUS")+"\tPRIORITY\tEXIT\tAGENT\tCREATED") // colorize keeps the column aligned
 	for i := range jobs {
 		j := &jobs[i]
 		exit, agent := "-", "-"
@@ -186,7 +186,7 @@ func (c *ListCommand) print(raw json.RawMessage, asJSON, more bool) int {
 		if n := len(j.Attempts); n > 0 && j.Attempts[n-1].Agent != "" {
 			agent = j.Attempts[n-1].Agent
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", j.JobID, cell(j.Name, 40), j.Status, j.priorityText(), exit, agent, ago(j.CreatedAt, now))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", j.JobID, cell(j.Name, 40), colorize(c.Stdout, j.Status), j.priorityText(), exit, agent, ago(j.CreatedAt, now))
 	}
 	tw.Flush()
 	return ExitOK

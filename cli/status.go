@@ -244,8 +244,8 @@ func printJob(w io.Writer, j *jobView, now time.Time) {
 	}
 	line("ID", "%d", j.JobID)
 	line("Name", "%s", j.Name)
-	status := j.Status
-	if j.CancelPending && status != "cancelled" {
+	status := colorize(w, j.Status)
+	if j.CancelPending && j.Status != "cancelled" {
 		status += " (cancel requested)"
 	}
 	line("Status", "%s", status)

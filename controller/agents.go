@@ -125,6 +125,9 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		s.refuse(ctx, sess, protocol.CodeForbidden, fmt.Sprintf("certificate role %q may not open an agent session; issue one with -role agent", role))
 		return
 	}
+	if s.refuseRevoked(ctx, sess, log) {
+		return
+	}
 	log = log.With("agent", name)
 
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.HandshakeTimeout)
@@ -135,7 +138,7 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		return
 	}
 	_ = ctrl.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	r := protocol.NewReader(ctrl, 0)
+	r := protocol.NewReader(ctrl, s.cfg.MaxFrameBytes)
 	w := protocol.NewWriter(ctrl)
 	goodbye := func(code uint16, msg string) {
 		_ = ctrl.SetWriteDeadline(time.Now().Add(time.Second))
@@ -181,6 +184,9 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		return
 	}
 	s.sched.register(a, hello.Running)
+	if _, revoked := s.sec.deniedConn(sess.ConnectionState()); revoked {
+		a.close("certificate revoked") // while it said hello: cutOff missed it
+	}
 	log.Info("agent connected", "slots", a.slots, "labels", formatLabels(a.labels), "version", a.version)
 	defer func() {
 		s.sched.unregister(a)
@@ -277,7 +283,7 @@ func (s *Server) acceptJobStreams(ctx context.Context, a *agentConn) {
 // may then discard it from its spool.
 func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 	defer st.Close()
-	r := protocol.NewReader(st, 0)
+	r := protocol.NewReader(st, s.cfg.MaxFrameBytes)
 	w := protocol.NewWriter(st)
 	fail := func(code uint16, format string, args ...any) {
 		msg := fmt.Sprintf(format, args...)
@@ -319,6 +325,12 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 	var have atomic.Uint64 // output bytes of this attempt stored
 	have.Store(end - logStart)
 	log := a.log.With("job", id, "attempt", attempt)
+	// What we have may not be synced yet (the previous stream's last
+	// chunks): make it durable before saying so.
+	if err := s.st.Sync(); err != nil {
+		fail(protocol.CodeShutdown, "controller cannot store output")
+		return
+	}
 	_ = w.Write(&protocol.LogAck{Offset: have.Load()})
 
 	ackCtx, stopAcks := context.WithCancel(context.Background())

@@ -12,11 +12,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/julienschmidt/httprouter"
 
 	"jobsuite/certs"
 	"jobsuite/controller/store"
+	"jobsuite/protocol"
 )
 
 // routes builds the HTTP API. Every path answers with and without a
@@ -47,7 +49,21 @@ func (s *Server) routes() http.Handler {
 	r.GET("/jobs/:id/events", s.auth(certs.RoleViewer, s.handleEvents))
 	r.GET("/ws/jobs/:id/logs", s.auth(certs.RoleViewer, s.handleLogSocket))
 	r.GET("/agents", s.auth(certs.RoleViewer, s.handleAgents))
+	r.GET("/metrics", s.auth(certs.RoleViewer, s.handleMetrics)) // Prometheus; see metrics.go
 	r.POST("/agents/:name/drain", s.auth(certs.RoleOperator, s.handleDrain))
+	r.POST("/agents/:name/revoke", s.auth(certs.RoleOperator, s.handleRevokeAgent))
+	r.POST("/certs/revoke", s.auth(certs.RoleOperator, s.handleRevokeCert))
+	r.GET("/revocations", s.auth(certs.RoleOperator, s.handleRevocations))
+	r.DELETE("/revocations/:id", s.auth(certs.RoleOperator, s.handleUnrevoke))
+	r.POST("/tokens", s.auth(certs.RoleOperator, s.handleCreateToken))
+	r.GET("/tokens", s.auth(certs.RoleOperator, s.handleTokens))
+	r.DELETE("/tokens/:id", s.auth(certs.RoleOperator, s.handleRevokeToken))
+	r.GET("/audit", s.auth(certs.RoleOperator, s.handleAudit))
+	r.POST("/agent-tokens", s.auth(certs.RoleOperator, s.handleCreateJoinToken)) // join tokens; see enroll.go
+	r.GET("/agent-tokens", s.auth(certs.RoleOperator, s.handleJoinTokens))
+	r.DELETE("/agent-tokens/:id", s.auth(certs.RoleOperator, s.handleRevokeJoinToken))
+	r.POST("/enroll", s.handleEnroll)      // no role: the join token in the body authenticates
+	r.POST("/enroll/renew", s.handleRenew) // no role: the agent's own certificate authenticates
 	r.GET("/health", s.handleHealth)
 	r.GET("/openapi.json", s.handleOpenAPI)
 	r.GET("/ui", s.handleUI) // the web dashboard: static files, no role needed (see ui.go)
@@ -62,33 +78,6 @@ func (s *Server) routes() http.Handler {
 		}
 		r.ServeHTTP(w, req)
 	})
-}
-
-// auth admits a request whose client certificate carries a role at
-// least as strong as min: operator may do everything, viewer may read.
-func (s *Server) auth(min certs.Role, h httprouter.Handle) httprouter.Handle {
-	return func(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
-		if r.TLS == nil {
-			writeError(w, http.StatusUnauthorized, "a client certificate is required")
-			return
-		}
-		role, name, err := certs.PeerIdentity(*r.TLS)
-		if err != nil {
-			writeError(w, http.StatusUnauthorized, "client certificate: %v", err)
-			return
-		}
-		switch {
-		case role == certs.RoleOperator:
-		case role == certs.RoleViewer && min == certs.RoleViewer:
-		case role == certs.RoleViewer:
-			writeError(w, http.StatusForbidden, "certificate %q has role viewer, which may only read; %s %s needs an operator certificate", name, r.Method, r.URL.Path)
-			return
-		default:
-			writeError(w, http.StatusForbidden, "certificate %q has role %s, which may not use the API; use an operator or viewer certificate", name, role)
-			return
-		}
-		h(w, r, p)
-	}
 }
 
 type errorBody struct {
@@ -164,19 +153,49 @@ var (
 	envKeyRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
 )
 
-// Limits on a submitted job.
+// Limits on a submitted job. The configurable ones are defaults of
+// Config (MaxCommandBytes, MaxEnv, MaxLabels).
 const (
-	maxCommand   = 64 << 10
-	maxName      = 256
-	maxRetries   = 100
-	maxLabels    = 32
-	maxEnv       = 128
-	maxEnvValue  = 32 << 10
-	maxKeyLength = 256
+	defaultMaxCommand   = 64 << 10
+	defaultMaxLabels    = 32
+	defaultMaxEnv       = 128
+	defaultMaxFollowers = 100
+	maxName             = 256
+	maxRetries          = 100
+	maxEnvValue         = 32 << 10
+	maxKeyLength        = 256
+	maxTimeout          = 365 * 24 * 3600 // seconds
+	maxBackoff          = 86400           // seconds
+	maxDir              = 4096
+	maxLabelValue       = 256
+
+	// maxBodyLimit is the highest Config.MaxBodyBytes: an accepted job
+	// must fit, with room to spare, in one protocol frame to its agent.
+	maxBodyLimit = 3 << 20
 )
 
+// MinFrameBytes is the lowest Config.MaxFrameBytes: a full log chunk
+// and its header must fit in a frame.
+const MinFrameBytes = 2 * protocol.MaxChunkSize
+
+// submitLimits bounds one submitted job (Config's limits).
+type submitLimits struct {
+	body    int // bytes of the job's JSON, and of its fields once decoded
+	command int // command plus params
+	env     int // env entries
+	labels  int // labels
+}
+
+// limits are the server's submit limits.
+func (s *Server) limits() submitLimits {
+	return submitLimits{body: int(s.cfg.MaxBodyBytes), command: s.cfg.MaxCommandBytes, env: s.cfg.MaxEnv, labels: s.cfg.MaxLabels}
+}
+
 // decodeSubmit parses and validates a submission into a new job.
-func decodeSubmit(body []byte) (*store.Job, error) {
+func decodeSubmit(body []byte, lim submitLimits) (*store.Job, error) {
+	if len(body) > lim.body {
+		return nil, fmt.Errorf("the job is %d bytes of JSON; the limit is %d (the controller's -max-body-bytes)", len(body), lim.body)
+	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, errors.New("request body is empty; send a JSON job such as {\"command\": \"echo hi\"}")
 	}
@@ -198,8 +217,8 @@ func decodeSubmit(body []byte) (*store.Job, error) {
 	if strings.TrimSpace(req.Command) == "" {
 		return nil, badField("command", "is required and must not be blank")
 	}
-	if len(req.Command) > maxCommand {
-		return nil, badField("command", "is %d bytes; the limit is %d", len(req.Command), maxCommand)
+	if len(req.Command) > lim.command {
+		return nil, badField("command", "is %d bytes; the limit is %d (the controller's -max-command-bytes)", len(req.Command), lim.command)
 	}
 	if strings.ContainsRune(req.Command, 0) {
 		return nil, badField("command", "must not contain NUL bytes")
@@ -215,8 +234,8 @@ func decodeSubmit(body []byte) (*store.Job, error) {
 		return nil, err
 	}
 	j.Params = params
-	if len(j.Command)+len(j.Params) > maxCommand {
-		return nil, badField("params", "command plus params exceed %d bytes", maxCommand)
+	if len(j.Command)+len(j.Params) > lim.command {
+		return nil, badField("params", "command plus params exceed %d bytes (the controller's -max-command-bytes)", lim.command)
 	}
 	if len(req.Priority) > 0 && string(req.Priority) != "null" {
 		p, err := decodePriority(req.Priority)
@@ -227,7 +246,7 @@ func decodeSubmit(body []byte) (*store.Job, error) {
 	}
 	if req.Timeout != nil {
 		t := *req.Timeout
-		if t < 0 || math.IsNaN(t) || t > 365*24*3600 {
+		if t < 0 || math.IsNaN(t) || t > maxTimeout {
 			return nil, badField("timeout", "must be between 0 (none) and 31536000 seconds, got %v", t)
 		}
 		j.Timeout = time.Duration(t * float64(time.Second))
@@ -244,22 +263,22 @@ func decodeSubmit(body []byte) (*store.Job, error) {
 	if req.Cancellable != nil {
 		j.Cancellable = *req.Cancellable
 	}
-	if len(req.Labels) > maxLabels {
-		return nil, badField("labels", "has %d entries; the limit is %d", len(req.Labels), maxLabels)
+	if len(req.Labels) > lim.labels {
+		return nil, badField("labels", "has %d entries; the limit is %d (the controller's -max-labels)", len(req.Labels), lim.labels)
 	}
 	for k, v := range req.Labels {
 		if !labelKeyRE.MatchString(k) {
 			return nil, badField("labels", "key %q must be 1–63 letters, digits, '.', '_', '/' or '-'", k)
 		}
-		if len(v) > 256 {
-			return nil, badField("labels", "value of %q is longer than 256 bytes", k)
+		if len(v) > maxLabelValue {
+			return nil, badField("labels", "value of %q is longer than %d bytes", k, maxLabelValue)
 		}
 	}
 	if len(req.Labels) > 0 {
 		j.Labels = req.Labels
 	}
-	if len(req.Env) > maxEnv {
-		return nil, badField("env", "has %d entries; the limit is %d", len(req.Env), maxEnv)
+	if len(req.Env) > lim.env {
+		return nil, badField("env", "has %d entries; the limit is %d (the controller's -max-env)", len(req.Env), lim.env)
 	}
 	for k, v := range req.Env {
 		if !envKeyRE.MatchString(k) {
@@ -272,7 +291,7 @@ func decodeSubmit(body []byte) (*store.Job, error) {
 	if len(req.Env) > 0 {
 		j.Env = req.Env
 	}
-	if len(req.Dir) > 4096 || strings.ContainsRune(req.Dir, 0) {
+	if len(req.Dir) > maxDir || strings.ContainsRune(req.Dir, 0) {
 		return nil, badField("dir", "is not a valid path")
 	}
 	j.Dir = req.Dir
@@ -280,21 +299,38 @@ func decodeSubmit(body []byte) (*store.Job, error) {
 		return nil, badField("idempotency_key", "is longer than %d bytes", maxKeyLength)
 	}
 	j.IdempotencyKey = req.IdempotencyKey
+	// JSON decoding can grow a value (an invalid UTF-8 byte becomes a
+	// 3-byte U+FFFD): bound the decoded job too, so it fits a frame.
+	if n := decodedSize(j); n > lim.body {
+		return nil, fmt.Errorf("the job is %d bytes once decoded; the limit is %d (the controller's -max-body-bytes)", n, lim.body)
+	}
 	if b := req.Backoff; b != nil {
 		if b.Base != nil {
-			if *b.Base <= 0 || *b.Base > 86400 {
-				return nil, badField("backoff", "base must be between 0 and 86400 seconds")
+			if !(*b.Base > 0 && *b.Base <= maxBackoff) {
+				return nil, badField("backoff", "base must be between 0 and %d seconds", maxBackoff)
 			}
 			j.BackoffBase = time.Duration(*b.Base * float64(time.Second))
 		}
 		if b.Max != nil {
-			if *b.Max <= 0 || *b.Max > 86400 {
-				return nil, badField("backoff", "max must be between 0 and 86400 seconds")
+			if !(*b.Max > 0 && *b.Max <= maxBackoff) {
+				return nil, badField("backoff", "max must be between 0 and %d seconds", maxBackoff)
 			}
 			j.BackoffMax = time.Duration(*b.Max * float64(time.Second))
 		}
 	}
 	return j, nil
+}
+
+// decodedSize is the size of a job's variable-length fields.
+func decodedSize(j *store.Job) int {
+	n := len(j.Name) + len(j.Command) + len(j.Params) + len(j.Dir) + len(j.IdempotencyKey)
+	for k, v := range j.Env {
+		n += len(k) + len(v)
+	}
+	for k, v := range j.Labels {
+		n += len(k) + len(v)
+	}
+	return n
 }
 
 // firstWords names a job after the start of its command.
@@ -308,7 +344,12 @@ func firstWords(cmd string) string {
 		name += " " + f[1]
 	}
 	if len(name) > 64 {
-		name = name[:64]
+		// Cut at a character boundary: a split one would be invalid UTF-8.
+		n := 64
+		for n > 0 && !utf8.RuneStart(name[n]) {
+			n--
+		}
+		name = name[:n]
 	}
 	return name
 }

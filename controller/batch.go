@@ -52,7 +52,7 @@ func (s *Server) handleSubmitBatch(w http.ResponseWriter, r *http.Request, _ htt
 		writeError(w, http.StatusBadRequest, "reading request body: %v", err)
 		return
 	}
-	jobs, err := decodeBatch(body)
+	jobs, err := decodeBatch(body, s.limits())
 	if err != nil {
 		var fe *fieldError
 		switch {
@@ -84,7 +84,7 @@ func (s *Server) handleSubmitBatch(w http.ResponseWriter, r *http.Request, _ htt
 // decodeBatch parses and validates a batch: a JSON array of submit
 // objects, each checked by decodeSubmit. The first invalid job fails the
 // batch with a fieldError whose field is jobs[i] or jobs[i].field.
-func decodeBatch(body []byte) ([]*store.Job, error) {
+func decodeBatch(body []byte, lim submitLimits) ([]*store.Job, error) {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
 		return nil, errors.New("request body is empty; send a JSON array of jobs such as [{\"command\": \"echo hi\"}]")
@@ -105,7 +105,7 @@ func decodeBatch(body []byte) ([]*store.Job, error) {
 	jobs := make([]*store.Job, len(raws))
 	keys := map[string]int{}
 	for i, raw := range raws {
-		j, err := decodeSubmit(raw)
+		j, err := decodeSubmit(raw, lim)
 		if err != nil {
 			var fe *fieldError
 			if errors.As(err, &fe) {

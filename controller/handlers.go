@@ -184,7 +184,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprout
 		writeError(w, http.StatusBadRequest, "reading request body: %v", err)
 		return
 	}
-	job, err := decodeSubmit(body)
+	job, err := decodeSubmit(body, s.limits())
 	if err != nil {
 		var fe *fieldError
 		if errors.As(err, &fe) {
@@ -208,6 +208,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprout
 		writeJSON(w, http.StatusOK, viewJob(j, s.sched.reason(j)))
 		return
 	}
+	s.audit(r, auditSubmit, "job "+strconv.FormatUint(j.ID, 10))
 	writeJSON(w, http.StatusCreated, viewJob(j, ""))
 }
 
@@ -329,8 +330,10 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request, p httprout
 		s.log.Error("cancel failed", "job", id, "error", err)
 		writeError(w, http.StatusServiceUnavailable, "cancel of job %d failed: %v", id, err)
 	case pending:
+		s.audit(r, auditCancel, "job "+strconv.FormatUint(id, 10))
 		writeJSON(w, http.StatusAccepted, viewJob(j, ""))
 	default:
+		s.audit(r, auditCancel, "job "+strconv.FormatUint(id, 10))
 		writeJSON(w, http.StatusOK, viewJob(j, ""))
 	}
 }
@@ -417,6 +420,7 @@ func (s *Server) handleDrain(w http.ResponseWriter, r *http.Request, p httproute
 		return
 	}
 	s.log.Info("agent drained by API", "agent", name)
+	s.audit(r, auditDrain, "agent "+name)
 	for _, a := range s.sched.agentList() {
 		if a.Name == name {
 			writeJSON(w, http.StatusOK, a)

@@ -215,7 +215,7 @@ type liveCollector struct {
 	hub   *hub
 	st    storeStats
 
-	agents, slotsUsed, slotsFree, followers        *prometheus.Desc
+	agents, slotsUsed, slotsFree, followers       *prometheus.Desc
 	disk, compactions, writeStalls, memtableBytes *prometheus.Desc
 }
 

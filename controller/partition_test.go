@@ -98,7 +98,7 @@ func partitionBlip(t *testing.T, bin string, mode transport.Mode) {
 	e := newPartition(t, bin, mode, blipTTL)
 	dir := t.TempDir()
 	gate, count := filepath.Join(dir, "gate"), filepath.Join(dir, "count")
-	j := e.submit(jobBody("blip", fmt.Sprintf(
+	j := e.submit(partitionJob("blip", fmt.Sprintf(
 		`i=0; while [ ! -e %s ] && [ $i -lt %d ]; do i=$((i+1)); echo "line $i"; sleep 0.005; done; echo $i > %s`, gate, maxLines, count), 0))
 
 	poll(t, "the job's output to flow", 30*time.Second, func() (bool, string) {
@@ -176,7 +176,7 @@ func partitionPastLease(t *testing.T, bin string, mode transport.Mode) {
 	// any later attempt prints one line and succeeds. Were the stale
 	// attempt's report accepted, the job would fail with code 3 and its
 	// log would hold lines printed during the outage.
-	j := e.submit(jobBody("past-lease", fmt.Sprintf(
+	j := e.submit(partitionJob("past-lease", fmt.Sprintf(
 		`if [ "$JOBSUITE_ATTEMPT" = 1 ]; then i=0; while [ ! -e %s ] && [ $i -lt %d ]; do i=$((i+1)); echo "a1 line $i"; sleep 0.005; done; touch %s; exit 3; fi; echo "attempt $JOBSUITE_ATTEMPT on $JOBSUITE_AGENT"`,
 		gate, maxLines, exited), 1))
 
@@ -217,7 +217,7 @@ func partitionPastLease(t *testing.T, bin string, mode transport.Mode) {
 	log := e.logs(j.JobID)
 	const retryLine = "attempt 2 on agent-2\n"
 	if !strings.HasSuffix(log, retryLine) {
-		t.Errorf("log does not end with the retry's output %q: ...%q", retryLine, tailString(log, 200))
+		t.Errorf("log does not end with the retry's output %q: ...%q", retryLine, lastBytes(log, 200))
 	} else {
 		// Before it: what attempt 1 sent before the cut, lines 1 to k in order.
 		lost := strings.TrimSuffix(log, retryLine)
@@ -320,12 +320,12 @@ func newPartition(t *testing.T, bin string, mode transport.Mode, ttl time.Durati
 	t.Helper()
 	e := &partitionEnv{}
 	partitionMu.Lock()
-	for {
+	for tries := 1; ; tries++ {
 		partitionSeq++
 		octet := (partitionBase + partitionSeq) % 256
-		if partitionSeq > 256 {
+		if tries > 256 {
 			partitionMu.Unlock()
-			t.Fatal("no free 10.213.x.0/30 for the veth pair")
+			t.Fatal("no free 10.213.x.0/24 for the veth pair's /30")
 		}
 		if !addrInUse(fmt.Sprintf("10.213.%d.", octet)) {
 			e.hostIP, e.peerIP = net.IPv4(10, 213, byte(octet), 1), net.IPv4(10, 213, byte(octet), 2)
@@ -342,13 +342,13 @@ func newPartition(t *testing.T, bin string, mode transport.Mode, ttl time.Durati
 		t.Skipf("partition test: cannot create a network namespace (ip netns add: %v: %s); it needs root with CAP_SYS_ADMIN and CAP_NET_ADMIN", err, strings.TrimSpace(string(out)))
 	}
 	t.Cleanup(e.removeNetwork) // runs last: after the agent and the controller stopped
-	ip(t, "link", "add", e.hostIf, "type", "veth", "peer", "name", e.peerIf)
-	ip(t, "link", "set", e.peerIf, "netns", e.ns)
-	ip(t, "addr", "add", e.hostIP.String()+"/30", "dev", e.hostIf)
-	ip(t, "link", "set", e.hostIf, "up")
-	ip(t, "-n", e.ns, "addr", "add", e.peerIP.String()+"/30", "dev", e.peerIf)
-	ip(t, "-n", e.ns, "link", "set", e.peerIf, "up")
-	ip(t, "-n", e.ns, "link", "set", "lo", "up")
+	ipCmd(t, "link", "add", e.hostIf, "type", "veth", "peer", "name", e.peerIf)
+	ipCmd(t, "link", "set", e.peerIf, "netns", e.ns)
+	ipCmd(t, "addr", "add", e.hostIP.String()+"/30", "dev", e.hostIf)
+	ipCmd(t, "link", "set", e.hostIf, "up")
+	ipCmd(t, "-n", e.ns, "addr", "add", e.peerIP.String()+"/30", "dev", e.peerIf)
+	ipCmd(t, "-n", e.ns, "link", "set", e.peerIf, "up")
+	ipCmd(t, "-n", e.ns, "link", "set", "lo", "up")
 	t.Logf("namespace %s: %s %s <-> %s %s", e.ns, e.hostIf, e.hostIP, e.peerIf, e.peerIP)
 
 	pki := partitionPKI(t, e.hostIP)
@@ -380,13 +380,13 @@ func newPartition(t *testing.T, bin string, mode transport.Mode, ttl time.Durati
 // linkDown takes the namespace's end of the pair down and returns when.
 func (e *partitionEnv) linkDown() time.Time {
 	e.t.Helper()
-	ip(e.t, "-n", e.ns, "link", "set", e.peerIf, "down")
+	ipCmd(e.t, "-n", e.ns, "link", "set", e.peerIf, "down")
 	return time.Now()
 }
 
 func (e *partitionEnv) linkUp() {
 	e.t.Helper()
-	ip(e.t, "-n", e.ns, "link", "set", e.peerIf, "up")
+	ipCmd(e.t, "-n", e.ns, "link", "set", e.peerIf, "up")
 }
 
 // removeNetwork deletes the namespace, which takes its veth end and with
@@ -569,8 +569,8 @@ func sweepStaleNamespaces(t *testing.T) {
 	}
 }
 
-// ip runs the ip command and fails the test if it fails.
-func ip(t *testing.T, args ...string) {
+// ipCmd runs the ip command and fails the test if it fails.
+func ipCmd(t *testing.T, args ...string) {
 	t.Helper()
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
@@ -592,7 +592,7 @@ func addrInUse(prefix string) bool {
 	return false
 }
 
-func jobBody(name, command string, retries int) string {
+func partitionJob(name, command string, retries int) string {
 	b, err := json.Marshal(map[string]any{"name": name, "command": command, "retries": retries})
 	if err != nil {
 		panic(err)
@@ -652,7 +652,7 @@ func shortInts(v []int) string {
 	return fmt.Sprint(v)
 }
 
-func tailString(s string, n int) string {
+func lastBytes(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]
 	}

@@ -37,10 +37,18 @@ type scheduler struct {
 	leases  map[uint64]time.Time  // job ID → deadline of its current attempt
 	keys    map[string]pendingKey // idempotency keys of jobs not yet durable
 	logEnd  map[uint64]uint64     // job ID → end of its stored output (active jobs)
+	ended   map[uint64]ended      // jobs just finished, until their batch is durable
 	rotate  int                   // round-robin start among agents
 	wake    chan struct{}         // dispatcher doorbell
 	delayCh chan struct{}         // delay timer doorbell
 	metrics *metrics              // counts transitions; nil in tests without a Server
+}
+
+// ended is a job that reached a final state whose batch may not be
+// durable yet.
+type ended struct {
+	job *store.Job
+	b   *batch
 }
 
 // pendingKey is a submission with an idempotency key whose batch is not
@@ -68,6 +76,7 @@ func newScheduler(log hclog.Logger, st *store.Store, c *committer, h *hub, o sch
 		leases:  map[uint64]time.Time{},
 		keys:    map[string]pendingKey{},
 		logEnd:  map[uint64]uint64{},
+		ended:   map[uint64]ended{},
 		wake:    make(chan struct{}, 1),
 		delayCh: make(chan struct{}, 1),
 	}
@@ -163,7 +172,21 @@ func (s *scheduler) transition(prev, next *store.Job, typ, msg string) *batch {
 
 	s.log.Info("job "+typ, "job", id, "state", next.State, "attempt", ev.Attempt, "agent", ev.Agent, "msg", msg)
 	s.metrics.transition(prev, next)
-	return s.c.add(u)
+	b := s.c.add(u)
+	if next.State.Terminal() {
+		// Until the batch is durable the store still has the previous
+		// version; keep the final one at hand for cancel.
+		s.ended[id] = ended{job: next, b: b}
+		go func() {
+			_ = b.wait()
+			s.mu.Lock()
+			if e, ok := s.ended[id]; ok && e.job == next {
+				delete(s.ended, id)
+			}
+			s.mu.Unlock()
+		}()
+	}
+	return b
 }
 
 // submit queues a new job. With an idempotency key already used, it
@@ -510,6 +533,16 @@ func (s *scheduler) cancel(id uint64) (*store.Job, bool, error) {
 	s.mu.Lock()
 	prev := s.jobs[id]
 	if prev == nil {
+		if e, ok := s.ended[id]; ok {
+			s.mu.Unlock()
+			if err := e.b.wait(); err != nil {
+				return nil, false, err
+			}
+			if e.job.State == store.Cancelled {
+				return e.job, false, nil
+			}
+			return e.job, false, fmt.Errorf("%w: job %d already %s", ErrFinished, id, e.job.State)
+		}
 		s.mu.Unlock()
 		j, err := s.st.Get(id)
 		if err != nil {

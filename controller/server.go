@@ -16,6 +16,7 @@ import (
 
 	"jobsuite/certs"
 	"jobsuite/controller/store"
+	"jobsuite/protocol"
 	"jobsuite/transport"
 )
 
@@ -34,7 +35,22 @@ type Config struct {
 	HandshakeTimeout  time.Duration // agent hello deadline; default 10s
 	BackoffBase       time.Duration // first retry delay; default 1s
 	BackoffMax        time.Duration // longest retry delay; default 5m
-	MaxBodyBytes      int64         // largest API request body; default 1 MiB
+	MaxBodyBytes      int64         // largest API request body (and job of a batch); default 1 MiB, at most 3 MiB
+
+	// Limits on input; zero means the default. See SECURITY.md.
+	MaxCommandBytes int // longest job command plus params; default 64 KiB
+	MaxEnv          int // most env entries per job; default 128
+	MaxLabels       int // most labels per job; default 32
+	// MaxFrameBytes is the largest protocol frame the controller reads
+	// from an agent (a longer one ends that stream or session with
+	// protocol.ErrFrameTooLarge); default and most protocol.MaxFrameSize,
+	// at least MinFrameBytes.
+	MaxFrameBytes int
+	MaxFollowers  int // WebSocket log followers per job; more get 429; default 100
+	// MetricsAddr, when set, serves GET /metrics over plain HTTP with no
+	// authentication, for scrapers without a client certificate. Off by
+	// default: anyone who reaches it learns job counts and agent load.
+	MetricsAddr string
 	// Aging lets a queued job gain one priority point per Aging waited, so
 	// a flood of high-priority work cannot starve the rest for ever. 0
 	// (the default) keeps strict priority.
@@ -46,6 +62,19 @@ type Config struct {
 	// negative value turns that limit off.
 	RetainFor  time.Duration // default 30 days
 	RetainJobs int           // default 1,000,000
+
+	// CAKey is the CA's private key file. With it the controller signs
+	// agent certificates: join-token enrollment and renewal (enroll.go);
+	// without it those routes answer 501. The CA certificate is the one
+	// in TLS.CA that matches the key. Whoever holds this key can mint any
+	// certificate, operator included: see SECURITY.md.
+	CAKey string
+	// AgentCertTTL is the lifetime of the agent certificates the
+	// controller signs; default 30 days, at most certs.MaxTTL.
+	AgentCertTTL time.Duration
+	// CertReloadInterval is how often the controller checks whether its
+	// certificate or key file changed, and reloads them; default 5s.
+	CertReloadInterval time.Duration
 
 	// NoSync commits without fsync. Tests only: a crash loses data.
 	NoSync bool
@@ -87,6 +116,22 @@ func (c *Config) setDefaults() error {
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = 1 << 20
 	}
+	if c.MaxBodyBytes > maxBodyLimit {
+		return fmt.Errorf("%w: the body limit %d is over %d bytes: a job must fit in one protocol frame to its agent", ErrConfig, c.MaxBodyBytes, maxBodyLimit)
+	}
+	defInt := func(n *int, v int) {
+		if *n <= 0 {
+			*n = v
+		}
+	}
+	defInt(&c.MaxCommandBytes, defaultMaxCommand)
+	defInt(&c.MaxEnv, defaultMaxEnv)
+	defInt(&c.MaxLabels, defaultMaxLabels)
+	defInt(&c.MaxFrameBytes, protocol.MaxFrameSize)
+	defInt(&c.MaxFollowers, defaultMaxFollowers)
+	if c.MaxFrameBytes < MinFrameBytes || c.MaxFrameBytes > protocol.MaxFrameSize {
+		return fmt.Errorf("%w: the frame limit must be between %d (a log chunk must fit) and %d bytes, got %d", ErrConfig, MinFrameBytes, protocol.MaxFrameSize, c.MaxFrameBytes)
+	}
 	if c.HeartbeatInterval >= c.LeaseTTL {
 		return fmt.Errorf("%w: heartbeat interval %s must be shorter than the lease TTL %s", ErrConfig, c.HeartbeatInterval, c.LeaseTTL)
 	}
@@ -103,6 +148,10 @@ type Server struct {
 	c     *committer
 	hub   *hub
 	sched *scheduler
+
+	metrics *metrics  // Prometheus registry, GET /metrics and the -metrics listener
+	sec     *security // revocations, API tokens and the audit log (auth.go, audit.go)
+	pki     *pki      // own certificate (reloadable) and the CA key for enrollment (enroll.go)
 
 	agentLn *transport.Listener
 	httpLn  net.Listener
@@ -127,6 +176,9 @@ func New(cfg Config) (*Server, error) {
 	idb := make([]byte, 8)
 	_, _ = rand.Read(idb)
 	s := &Server{cfg: cfg, log: cfg.Logger, id: hex.EncodeToString(idb), hub: newHub()}
+	if s.pki, err = newPKI(cfg, cert, s.log.Named("pki")); err != nil {
+		return nil, err
+	}
 
 	s.st, err = store.Open(cfg.DataDir, store.Options{Logger: s.log.Named("store"), NoSync: cfg.NoSync})
 	if err != nil {
@@ -141,8 +193,13 @@ func New(cfg Config) (*Server, error) {
 		s.st.Close()
 		return nil, fmt.Errorf("controller: loading queue: %w", err)
 	}
+	if s.sec, err = loadSecurity(s.st, s.log.Named("auth"), cfg.RetainFor); err != nil {
+		s.st.Close()
+		return nil, fmt.Errorf("controller: loading revocations and API tokens: %w", err)
+	}
+	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st)
 
-	s.agentLn, err = transport.Listen(cfg.AgentAddr, certs.ServerTLS(pool, cert), transport.Options{
+	s.agentLn, err = transport.Listen(cfg.AgentAddr, s.pki.serve(certs.ServerTLS(pool, cert)), transport.Options{
 		IdleTimeout:      cfg.LeaseTTL,
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		Logger:           s.log.Named("transport"),
@@ -151,7 +208,11 @@ func New(cfg Config) (*Server, error) {
 		s.st.Close()
 		return nil, fmt.Errorf("controller: agent listener: %w", err)
 	}
-	httpTLS := certs.ServerTLS(pool, cert, "http/1.1")
+	httpTLS := s.pki.serve(certs.ServerTLS(pool, cert, "http/1.1"))
+	// A client may come without a certificate and show an API token
+	// instead (auth answers 401 when it has neither); a certificate that
+	// is given must still verify against the CA in the handshake.
+	httpTLS.ClientAuth = tls.VerifyClientCertIfGiven
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		s.agentLn.Close()
@@ -159,6 +220,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("controller: API listener: %w", err)
 	}
 	s.httpLn = tls.NewListener(ln, httpTLS)
+	if err := s.metrics.listen(cfg.MetricsAddr, s.log.Named("metrics")); err != nil {
+		s.httpLn.Close()
+		s.agentLn.Close()
+		s.st.Close()
+		return nil, fmt.Errorf("controller: metrics listener: %w", err)
+	}
 	s.http = &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -200,6 +267,10 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.sched.reapLoop(ctx) }()
 	go func() { defer wg.Done(); s.sched.delayLoop(ctx) }()
 	go func() { defer wg.Done(); s.acceptAgents(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.metrics.serve(ctx, s.log.Named("metrics")) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.pki.watch(ctx) }() // reloads the certificate when its files change
 	go func() {
 		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			httpErr <- err

@@ -80,6 +80,18 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 	if _, ok := s.getJob(w, id); !ok {
 		return
 	}
+	// A follower's place is taken before the upgrade, so that one over
+	// the limit gets a plain HTTP answer.
+	bell, unsubscribe, ok := s.hub.subscribeUpTo(id, s.cfg.MaxFollowers)
+	if !ok {
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusTooManyRequests, errorBody{
+			Error: fmt.Sprintf("job %d already has %d log followers, the most the controller allows (-max-followers); try again later, or read GET /jobs/%d/logs", id, s.cfg.MaxFollowers, id),
+			JobID: id,
+		})
+		return
+	}
+	defer unsubscribe()
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader answered
@@ -98,8 +110,6 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 		}
 	}()
 
-	bell, unsubscribe := s.hub.subscribe(id)
-	defer unsubscribe()
 	ping := time.NewTicker(wsPingEvery)
 	defer ping.Stop()
 
@@ -136,6 +146,32 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 			}
 		}
 	}
+}
+
+// subscribeUpTo is subscribe for a follower that may join only while job
+// id has fewer than max followers (max <= 0: no limit); ok is false,
+// and nothing subscribed, when it has that many already.
+func (h *hub) subscribeUpTo(id uint64, max int) (b *bell, unsubscribe func(), ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if max > 0 && len(h.subs[id]) >= max {
+		return nil, nil, false
+	}
+	b = &bell{c: make(chan struct{}, 1)}
+	m := h.subs[id]
+	if m == nil {
+		m = map[*bell]struct{}{}
+		h.subs[id] = m
+	}
+	m[b] = struct{}{}
+	return b, func() {
+		h.mu.Lock()
+		delete(h.subs[id], b)
+		if len(h.subs[id]) == 0 {
+			delete(h.subs, id)
+		}
+		h.mu.Unlock()
+	}, true
 }
 
 type follower struct {

@@ -41,6 +41,9 @@
 //	                                             secret, never the secret)
 //	"u" id(8)                                    AuditEntry as JSON; id increases and
 //	                                             is at least the entry's Unix nanoseconds
+//	"n" SHA-256 of the secret(32)                JoinToken as JSON (uses left, expiry,
+//	                                             labels, name prefix; never the secret);
+//	                                             its ID is the hex of the first 8 bytes
 //
 // Priority is clamped to 0..255 in the queue key. A job's index keys are
 // derived from its record (State, Priority, QueuedAt, NotBefore,
@@ -71,6 +74,11 @@
 // PutToken and their deletes are synced. Audit entries are appended
 // without sync (AppendAudit) and become durable with the next synced
 // write; PruneAudit drops the old ones with one range deletion.
+//
+// Join tokens (enroll.go) are read by hash, one point read per
+// enrollment. UseJoinToken takes a use in a read-modify-write under a
+// lock, synced, so concurrent enrollments never take more uses than a
+// token has, and a refused use (unknown, expired, used up) writes nothing.
 //
 // # Schema version
 //

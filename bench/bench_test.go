@@ -1,0 +1,58 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMain(m *testing.M) {
+	// The harness runs controllers and agents as children of this
+	// binary.
+	if code, ok := Child(); ok {
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// TestSmoke runs every benchmark with tiny sizes so the harness cannot
+// rot. It checks that every row produced a number, never how fast.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts controller and agent processes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := Run(ctx, Config{Dir: t.TempDir(), Sizes: SmokeSizes(), LogLevel: "debug", Progress: &progress})
+	t.Log(progress.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, r := range rep.Rows {
+		ids[r.ID] = true
+		if r.Err != nil {
+			t.Errorf("%s %s: %v", r.ID, r.Name, r.Err)
+			continue
+		}
+		if math.IsNaN(r.Value) || math.IsInf(r.Value, 0) {
+			t.Errorf("%s %s: no number (%v)", r.ID, r.Name, r.Value)
+		}
+	}
+	for _, id := range []string{"1a", "1b", "1c", "2a", "2b", "3", "4a", "4b", "4c", "5a", "5b", "5c", "6a", "6b", "6c", "6d", "7a", "7b", "7c"} {
+		if !ids[id] {
+			t.Errorf("no row %s", id)
+		}
+	}
+	var md bytes.Buffer
+	rep.Markdown(&md)
+	if !strings.Contains(md.String(), "| 1a |") || len(rep.Limits) == 0 {
+		t.Errorf("report:\n%s", md.String())
+	}
+	t.Log("\n" + md.String())
+}

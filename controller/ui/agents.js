@@ -1,0 +1,49 @@
+// The agents page: GET /agents every 2s, and a Drain button
+// (POST /agents/:name/drain).
+import { api, el, badge, when, labels, clearBanner, showError, poll, init, patchRows, ApiError } from '/ui/app.js';
+
+const tbody = document.querySelector('#agents tbody');
+const updated = document.getElementById('updated');
+let poller = null;
+
+async function drain(name) {
+  if (!confirm('Drain agent ' + name + '? It gets no new jobs; its running jobs finish.')) return;
+  try {
+    await api('POST', '/agents/' + encodeURIComponent(name) + '/drain');
+    clearBanner('action');
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) showError('Drain failed', err, 'action');
+  }
+  poller.now();
+}
+
+function row(a) {
+  const jobs = (a.jobs || []).map((id) => el('a', { href: '/ui/job?id=' + encodeURIComponent(id) }, String(id)));
+  const jobCell = el('td', { class: 'wrap' });
+  jobs.forEach((link, i) => jobCell.append(i ? ', ' : '', link));
+  if (!jobs.length) jobCell.append('-');
+  return el('tr', { 'data-key': a.name, 'data-agent': a.name },
+    el('td', { class: 'name' }, a.name),
+    el('td', {}, badge(a.draining ? 'draining' : 'active')),
+    el('td', { class: 'num' }, String(a.slots)),
+    el('td', { class: 'num' }, String(a.running)),
+    el('td', { class: 'num' }, String(a.free)),
+    el('td', {}, labels(a.labels)),
+    jobCell,
+    el('td', {}, a.transport || '-'),
+    el('td', {}, when(a.connected_at)),
+    el('td', {}, when(a.last_heartbeat)),
+    el('td', {}, a.version || '-'),
+    el('td', {}, a.draining ? '' : el('button', { type: 'button', class: 'drain', onclick: () => drain(a.name) }, 'Drain')));
+}
+
+async function refresh() {
+  const agents = await api('GET', '/agents');
+  clearBanner('update', 'auth');
+  updated.textContent = 'updated ' + new Date().toLocaleTimeString();
+  patchRows(tbody, (agents.length ? agents.map(row)
+    : [el('tr', {}, el('td', { colspan: 12, class: 'empty' }, 'No agents connected. Start one with jobsuite agent.'))]));
+}
+
+poller = poll(refresh, 2000);
+init('agents', () => poller.now());

@@ -1,0 +1,200 @@
+// One job: its fields, attempts and events (GET /jobs/:id and
+// /jobs/:id/events, refreshed every 2s until it ends), its live log (the
+// log WebSocket in format=json) and a Cancel button (DELETE /jobs/:id).
+import {
+  api, wsURL, el, badge, when, seconds, bytes, labels, banner, clearBanner, showError, poll, init, patchRows, finalStates, token, ApiError,
+} from '/ui/app.js';
+import { LogView } from '/ui/log.js';
+
+const raw = new URLSearchParams(location.search).get('id') || '';
+const id = /^[1-9][0-9]{0,19}$/.test(raw) ? raw : '';
+
+const $ = (sel) => document.getElementById(sel);
+let job = null;
+let ended = false; // the log's end message arrived
+let poller = null;
+
+init('jobs', () => {
+  if (poller) poller.now();
+  if (!ended) connect();
+});
+
+function field(dl, name, value) {
+  if (value === null || value === undefined || value === '' || value === '-') return;
+  dl.append(el('dt', {}, name), el('dd', {}, value));
+}
+
+function renderJob(j) {
+  document.title = 'Job ' + j.job_id + ' · ' + (j.name || '') + ' · jobsuite';
+  $('job-title').textContent = 'Job ' + j.job_id + ' — ' + j.name;
+  const status = $('job-status');
+  status.textContent = j.status;
+  status.className = 'badge s-' + j.status;
+  $('job-reason').textContent = j.reason || (j.cancel_requested && j.status !== 'cancelled' ? 'cancel requested' : '');
+
+  const cancel = $('cancel');
+  cancel.hidden = finalStates.includes(j.status) || !j.cancellable;
+  cancel.disabled = !!j.cancel_requested;
+  cancel.textContent = j.cancel_requested ? 'Cancelling…' : 'Cancel job';
+
+  const dl = el('dl', { class: 'fields' });
+  field(dl, 'Command', el('code', {}, j.params ? j.command + ' ' + j.params : j.command));
+  field(dl, 'Priority', String(j.priority) + (typeof j.priority === 'string' ? ' (' + j.priority_value + ')' : ''));
+  field(dl, 'Timeout', j.timeout ? seconds(j.timeout) : 'none');
+  field(dl, 'Retries', j.max_retries ? String(j.max_retries) : '0');
+  field(dl, 'Labels', Object.keys(j.labels || {}).length ? labels(j.labels) : '');
+  if (j.env && Object.keys(j.env).length) {
+    field(dl, 'Environment', el('details', {}, el('summary', {}, Object.keys(j.env).length + ' variables'),
+      el('code', { class: 'block' }, Object.keys(j.env).sort().map((k) => k + '=' + j.env[k]).join('\n'))));
+  }
+  field(dl, 'Directory', j.dir || '');
+  field(dl, 'Idempotency key', j.idempotency_key || '');
+  field(dl, 'Created', when(j.created_at));
+  if (j.queued_at) field(dl, 'Queued', when(j.queued_at));
+  if (j.retry_at) field(dl, 'Retry at', when(j.retry_at));
+  if (j.started_at) field(dl, 'Started', when(j.started_at));
+  if (j.finished_at) field(dl, 'Finished', when(j.finished_at));
+  if (j.duration !== undefined) field(dl, 'Duration', seconds(j.duration));
+  if (j.exit_code !== null && j.exit_code !== undefined) field(dl, 'Exit code', String(j.exit_code));
+  if (j.result && j.result.signal) field(dl, 'Signal', j.result.signal);
+  field(dl, 'Output', j.logs ? bytes(j.log_bytes) : 'not captured (logs: false)');
+  $('fields').replaceChildren(dl);
+
+  const rows = (j.attempts || []).map((a) => el('tr', { 'data-key': a.number },
+    el('td', {}, '#' + a.number),
+    el('td', {}, a.agent || '-'),
+    el('td', {}, when(a.dispatched_at)),
+    el('td', {}, a.started_at ? when(a.started_at) : '-'),
+    el('td', {}, a.outcome ? badge(a.outcome) : badge(finalStates.includes(j.status) ? '-' : 'running')),
+    el('td', { class: 'num' }, a.exit_code === null || a.exit_code === undefined ? '-' : String(a.exit_code)),
+    el('td', {}, a.signal || '-'),
+    el('td', { class: 'num' }, a.duration ? seconds(a.duration) : '-'),
+    el('td', { class: 'num' }, a.user_cpu || a.system_cpu ? seconds(a.user_cpu || 0) + ' / ' + seconds(a.system_cpu || 0) : '-'),
+    el('td', { class: 'num' }, a.max_rss ? bytes(a.max_rss) : '-'),
+    el('td', { class: 'wrap' }, a.error || '')));
+  patchRows($('attempts'), rows.length ? rows : [el('tr', {}, el('td', { colspan: 11, class: 'empty' }, 'No attempts yet.'))]);
+}
+
+function renderEvents(evs) {
+  const rows = (evs || []).map((e) => el('tr', { 'data-key': e.seq },
+    el('td', { class: 'num' }, String(e.seq)),
+    el('td', {}, when(e.time)),
+    el('td', {}, e.type),
+    el('td', {}, badge(e.state)),
+    el('td', { class: 'num' }, e.attempt ? '#' + e.attempt : ''),
+    el('td', {}, e.agent || ''),
+    el('td', { class: 'wrap' }, e.message || '')));
+  patchRows($('events'), rows.length ? rows : [el('tr', {}, el('td', { colspan: 7, class: 'empty' }, 'No events.'))]);
+}
+
+async function refresh() {
+  const [j, evs] = await Promise.all([api('GET', '/jobs/' + id), api('GET', '/jobs/' + id + '/events')]);
+  job = j;
+  clearBanner('update', 'auth');
+  renderJob(j);
+  renderEvents(evs);
+  if (finalStates.includes(j.status) && ended) poller.stop();
+}
+
+// The live log.
+const view = new LogView($('log'), () => {
+  $('log-trimmed').hidden = false;
+});
+let socket = null;
+let retry = 0;
+
+function logState(text, cls) {
+  const s = $('log-state');
+  s.textContent = text;
+  s.className = 'log-state ' + (cls || '');
+}
+
+function connect() {
+  if (socket) socket.close();
+  const q = new URLSearchParams({ format: 'json' });
+  if (view.offset) q.set('offset', String(view.offset));
+  const ws = new WebSocket(wsURL('/ws/jobs/' + id + '/logs?' + q));
+  socket = ws;
+  logState(view.offset ? 'reconnecting…' : 'connecting…');
+  ws.onopen = () => logState('live', 'live');
+  ws.onmessage = (ev) => {
+    let m;
+    try {
+      m = JSON.parse(ev.data);
+    } catch {
+      return;
+    }
+    retry = 0;
+    if (m.type === 'output') {
+      view.write(m);
+    } else if (m.type === 'end') {
+      ended = true;
+      view.end();
+      let text = 'ended: ' + m.status;
+      if (m.exit_code !== undefined && m.exit_code !== null) text += ' (exit code ' + m.exit_code + ')';
+      if (m.signal) text += ', ' + m.signal;
+      logState(text, 's-' + m.status);
+      if (!view.offset) $('log-empty').hidden = false;
+      if (poller) poller.now();
+    }
+  };
+  ws.onclose = () => {
+    if (socket !== ws || ended) return;
+    socket = null;
+    // Dropped before the end (controller restart, network): resume from
+    // the last byte shown, backing off up to 10s.
+    retry = Math.min(retry + 1, 5);
+    const wait = Math.min(10000, 500 * 2 ** retry);
+    logState('disconnected; retrying in ' + Math.round(wait / 1000) + 's', 'warn');
+    setTimeout(() => {
+      if (!ended && !socket) connect();
+    }, wait);
+  };
+}
+
+async function cancelJob() {
+  if (!job) return;
+  if (!confirm('Cancel job ' + job.job_id + ' (' + job.name + ')?')) return;
+  const b = $('cancel');
+  b.disabled = true;
+  try {
+    await api('DELETE', '/jobs/' + id);
+    clearBanner('action');
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) showError('Cancel failed', err, 'action');
+    b.disabled = false;
+  }
+  poller.now();
+}
+
+async function downloadLog() {
+  // A plain link would not carry the token: fetch the text, save a copy.
+  try {
+    const resp = await fetch('/jobs/' + id + '/logs', {
+      headers: token() ? { Authorization: 'Bearer ' + token() } : {}, credentials: 'same-origin', cache: 'no-store',
+    });
+    if (!resp.ok) throw new ApiError(resp.status, 'the controller answered ' + resp.status + ' ' + resp.statusText);
+    const url = URL.createObjectURL(new Blob([await resp.arrayBuffer()], { type: 'text/plain' }));
+    const a = el('a', { href: url, download: 'job-' + id + '.log' });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  } catch (err) {
+    showError('Download failed', err, 'action');
+  }
+}
+
+if (!id) {
+  banner('No job: open this page as /ui/job?id=<job id>, or pick a job on the jobs page.', 'fatal');
+} else {
+  $('cancel').addEventListener('click', cancelJob);
+  $('download').addEventListener('click', downloadLog);
+  const follow = $('follow');
+  follow.addEventListener('click', () => view.scrollToEnd());
+  $('log').addEventListener('stick', (ev) => {
+    follow.hidden = ev.detail;
+  });
+  poller = poll(refresh, 2000);
+  connect();
+}
