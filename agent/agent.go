@@ -140,6 +140,9 @@ func New(cfg Config) (*Agent, error) {
 			cfg.ServerName = "localhost"
 		}
 	}
+	if err := finishWrites(cfg.TLS); err != nil { // a renewal cut short by a crash
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 	_, cert, err := cfg.TLS.Load()
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)

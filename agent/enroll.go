@@ -97,9 +97,13 @@ func DefaultEnrollDir() string {
 }
 
 // Enrolled reports whether f's certificate and key exist, so an
-// enrollment would be needless. Only one of them existing is an error:
-// something removed the other.
+// enrollment would be needless, after completing (or undoing) a write
+// of them that a crash interrupted. Only one of them existing is an
+// error: something removed the other.
 func Enrolled(f certs.Files) (bool, error) {
+	if err := finishWrites(f); err != nil {
+		return false, err
+	}
 	cert, err := exists(f.Cert)
 	if err != nil {
 		return false, err
@@ -311,11 +315,11 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (Enrollment, error) {
 	if err != nil {
 		return Enrollment{}, fmt.Errorf("agent: enroll: %w", err)
 	}
-	if err := replaceFiles([]file{
-		{cfg.Files.Key, keyPEM, 0o600},
-		{cfg.Files.Cert, []byte(ans.Certificate), 0o644},
+	if err := replaceFiles([]file{ // the certificate last: see finishWrites
 		{cfg.Files.CA, certs.EncodeCertificate(ca), 0o644},
 		{EnrollmentFile(cfg.Files), append(record, '\n'), 0o600},
+		{cfg.Files.Key, keyPEM, 0o600},
+		{cfg.Files.Cert, []byte(ans.Certificate), 0o644},
 	}); err != nil {
 		return Enrollment{}, fmt.Errorf("agent: enroll: writing the certificate files: %w", err)
 	}
@@ -330,53 +334,94 @@ type file struct {
 	perm os.FileMode
 }
 
-// replaceFiles writes every file to a temporary file beside it, synced,
-// then renames them into place in order, so no reader ever sees a
-// partly written file. Directories are made (0700) if missing.
+// replaceFiles replaces files (made with their directories, 0700, if
+// missing) so that, once finishWrites has run, a reader finds either
+// all the old contents or all the new ones, even after a crash. Each
+// file is first written in full to PATH.new (through PATH.tmp, synced,
+// then renamed), in order; the last one is the marker. Then each PATH.new
+// is renamed over PATH, in order. The agent's writes always end with the
+// certificate, so its .new file marks a complete set (see finishWrites).
 func replaceFiles(files []file) error {
-	var tmps []string
-	defer func() {
-		for _, t := range tmps {
-			_ = os.Remove(t) // those not renamed
+	for _, f := range files {
+		if err := os.MkdirAll(filepath.Dir(f.path), 0o700); err != nil {
+			return err
 		}
-	}()
+		if err := writeFileSynced(f.path+".tmp", f.data, f.perm); err != nil {
+			_ = os.Remove(f.path + ".tmp")
+			return err
+		}
+		if err := os.Rename(f.path+".tmp", f.path+".new"); err != nil {
+			return err
+		}
+	}
+	syncDirs(files)
+	for _, f := range files {
+		if err := os.Rename(f.path+".new", f.path); err != nil {
+			return err
+		}
+	}
+	syncDirs(files)
+	return nil
+}
+
+func writeFileSynced(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func syncDirs(files []file) {
+	done := map[string]bool{}
 	for _, f := range files {
 		dir := filepath.Dir(f.path)
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return err
+		if done[dir] {
+			continue
 		}
-		t, err := os.CreateTemp(dir, "."+filepath.Base(f.path)+".*")
-		if err != nil {
-			return err
-		}
-		tmps = append(tmps, t.Name())
-		_, err = t.Write(f.data)
-		if err == nil {
-			err = t.Chmod(f.perm)
-		}
-		if err == nil {
-			err = t.Sync()
-		}
-		if cerr := t.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-	}
-	dirs := map[string]bool{}
-	for i, f := range files {
-		if err := os.Rename(tmps[i], f.path); err != nil {
-			return err
-		}
-		tmps[i] = ""
-		dirs[filepath.Dir(f.path)] = true
-	}
-	tmps = nil
-	for dir := range dirs {
+		done[dir] = true
 		if d, err := os.Open(dir); err == nil {
 			_ = d.Sync()
 			d.Close()
+		}
+	}
+}
+
+// finishWrites completes or undoes a replaceFiles of f's files that a
+// crash interrupted. Enrollment writes the CA, enrollment.json, the key
+// and the certificate, renewal the key and the certificate: always the
+// certificate last. If its .new file exists, every .new file is complete
+// and goes into place, in that order; if not, the replacement never got
+// that far, and the .new files are removed.
+func finishWrites(f certs.Files) error {
+	order := []string{f.CA, EnrollmentFile(f), f.Key, f.Cert}
+	marker, err := exists(f.Cert + ".new")
+	if err != nil {
+		return err
+	}
+	for _, p := range order {
+		_ = os.Remove(p + ".tmp")
+		if ok, _ := exists(p + ".new"); !ok {
+			continue
+		}
+		if !marker {
+			if err := os.Remove(p + ".new"); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := os.Rename(p+".new", p); err != nil {
+			return fmt.Errorf("finishing an interrupted write of %s: %w", p, err)
 		}
 	}
 	return nil

@@ -305,35 +305,117 @@ func TestRenewal(t *testing.T) {
 	go func() { done <- a.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	first := leafSerial(t, files)
-	seen := map[string]bool{first: true}
+	// The agent reads and replaces the files under its own lock; another
+	// reader may catch the key renamed and the certificate not yet, so
+	// only the certificate is read while the agent runs.
+	seen := map[string]bool{certSerial(t, files): true}
 	deadline := time.Now().Add(30 * time.Second)
 	for len(seen) < 3 {
 		if time.Now().After(deadline) {
 			t.Fatalf("saw %d certificates in 30 s; want 3", len(seen))
 		}
 		time.Sleep(10 * time.Millisecond)
-		if _, cert, err := files.Load(); err == nil { // key and certificate always match
-			seen[cert.Leaf.SerialNumber.Text(16)] = true
-		} else {
-			t.Fatalf("the files do not load while renewing: %v", err)
-		}
+		seen[certSerial(t, files)] = true
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	done <- nil
+	_, cert, err := files.Load()
+	if err != nil {
+		t.Fatalf("the renewed files do not load: %v", err)
+	}
+	if cert.Leaf.Subject.CommonName != "agent-1a2b3c4d" {
+		t.Errorf("renewed for %q", cert.Leaf.Subject.CommonName)
 	}
 	if fi, err := os.Stat(files.Key); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("renewed key: %v, mode %v", err, fi.Mode().Perm())
 	}
-	if _, cert, _ := files.Load(); cert.Leaf.Subject.CommonName != "agent-1a2b3c4d" {
-		t.Errorf("renewed for %q", cert.Leaf.Subject.CommonName)
+	if entries, _ := filepath.Glob(filepath.Join(filepath.Dir(files.Cert), "*.new")); len(entries) != 0 {
+		t.Errorf("left behind: %v", entries)
 	}
 }
 
-func leafSerial(t *testing.T, f certs.Files) string {
+// certSerial reads the serial of f's certificate file.
+func certSerial(t *testing.T, f certs.Files) string {
 	t.Helper()
-	_, cert, err := f.Load()
+	data, err := os.ReadFile(f.Cert)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cert.Leaf.SerialNumber.Text(16)
+	c, err := certs.ParseCertificatesPEM(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c[0].SerialNumber.Text(16)
+}
+
+// TestInterruptedRenewal: a renewal cut short by a crash at any point
+// leaves files that load, old or new, once the agent starts again.
+func TestInterruptedRenewal(t *testing.T) {
+	f := newFakeSigner(t, time.Hour)
+	issue := func() (cert, key []byte) {
+		c, k, err := f.ca.Issue(certs.Request{Role: certs.RoleAgent, Name: "w"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, k
+	}
+	oldCert, oldKey := issue()
+	newCert, newKey := issue()
+	write := func(path string, data []byte) {
+		t.Helper()
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := map[string]struct {
+		setup func(f certs.Files)
+		want  []byte // the certificate in place afterwards
+	}{
+		"crash while writing the key": {func(f certs.Files) {
+			write(f.Key+".tmp", newKey[:10])
+		}, oldCert},
+		"crash before the certificate was written": {func(f certs.Files) {
+			write(f.Key+".new", newKey)
+			write(f.Cert+".tmp", newCert[:10])
+		}, oldCert},
+		"crash before renaming": {func(f certs.Files) {
+			write(f.Key+".new", newKey)
+			write(f.Cert+".new", newCert)
+		}, newCert},
+		"crash between the renames": {func(f certs.Files) {
+			write(f.Key, newKey)
+			write(f.Cert+".new", newCert)
+		}, newCert},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			files := enrollTo(dir)
+			write(files.CA, certs.EncodeCertificate(f.ca.Cert))
+			write(files.Cert, oldCert)
+			write(files.Key, oldKey)
+			tt.setup(files)
+			a, err := agent.New(agent.Config{Controller: "127.0.0.1:1", TLS: files, StateDir: t.TempDir()})
+			if err != nil {
+				t.Fatalf("New after the crash: %v", err)
+			}
+			_ = a
+			if got, _ := os.ReadFile(files.Cert); string(got) != string(tt.want) {
+				t.Error("the certificate in place is not the expected one")
+			}
+			if _, _, err := files.Load(); err != nil {
+				t.Fatal(err)
+			}
+			for _, pattern := range []string{"*.new", "*.tmp"} {
+				if left, _ := filepath.Glob(filepath.Join(dir, pattern)); len(left) != 0 {
+					t.Errorf("left behind: %v", left)
+				}
+			}
+		})
+	}
 }
 
 func TestAPIAddressChecked(t *testing.T) {

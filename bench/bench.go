@@ -371,7 +371,7 @@ func (r *Report) Markdown(w io.Writer) {
 			target, verdict = "—", ""
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n",
-			row.ID, row.Name, result, cell(row.Detail), limit, ratio, target, verdict)
+			row.ID, cell(row.Name), cell(result), cell(row.Detail), cell(limit), ratio, cell(target), cell(verdict))
 	}
 	if len(r.Limits) > 0 {
 		fmt.Fprintln(w)
@@ -380,14 +380,12 @@ func (r *Report) Markdown(w io.Writer) {
 		fmt.Fprintln(w, "| limit | value | detail |")
 		fmt.Fprintln(w, "|---|--:|---|")
 		for _, l := range r.Limits {
-			fmt.Fprintf(w, "| %s | %s %s | %s |\n", l.Name, num(l.Value), l.Unit, cell(l.Detail))
+			fmt.Fprintf(w, "| %s | %s %s | %s |\n", cell(l.Name), num(l.Value), l.Unit, cell(l.Detail))
 		}
 	}
 }
 
+// cell escapes the pipes of a table cell.
 func cell(s string) string {
-	if s == "" {
-		return ""
-	}
-	return strings.ReplaceAll(s, "|", "/")
+	return strings.ReplaceAll(s, "|", `\|`)
 }

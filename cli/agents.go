@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strings"
 	"text/tabwriter"
-	"time"
 )
 
 // AgentsCommand lists the connected agents: "jobsuite agents".
@@ -72,7 +71,7 @@ func (c *AgentsCommand) Run(args []string) int {
 		fmt.Fprintln(c.Stdout, "No agents connected. Start one with 'jobsuite agent'.")
 		return ExitOK
 	}
-	now := time.Now()
+	now := timeNow()
 	tw := tabwriter.NewWriter(c.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tTRANSPORT\t"+colorize(c.Stdout, "STATE")+"\tSLOTS\tRUNNING\tLABELS\tCONNECTED\tLAST-HEARTBEAT")
 	for _, a := range agents {

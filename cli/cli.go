@@ -36,7 +36,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	m := Meta{UI: ui, Stdout: stdout, Stderr: stderr}
 	c := &mcli.CLI{
 		Name:         "jobsuite",
-		Version:      Version,
+		Version:      "jobsuite " + Version,
 		Args:         args,
 		Commands:     commands(m),
 		Autocomplete: true,
@@ -116,6 +116,11 @@ func commands(m Meta) map[string]mcli.CommandFactory {
 	for k, v := range clientCommands(m) {
 		cmds[k] = v
 	}
+	for k, v := range groupCommands() {
+		if _, taken := cmds[k]; !taken {
+			cmds[k] = v
+		}
+	}
 	return cmds
 }
 
@@ -123,7 +128,7 @@ func commands(m Meta) map[string]mcli.CommandFactory {
 type VersionCommand struct{ Meta }
 
 func (c *VersionCommand) Help() string {
-	return "Usage: jobsuite version\n\n  Prints the jobsuite version."
+	return "Usage: jobsuite version\n\n  Prints the jobsuite version.\n\nExample:\n\n  $ jobsuite version\n  jobsuite 0.1.0"
 }
 func (c *VersionCommand) Synopsis() string { return "Print the jobsuite version" }
 func (c *VersionCommand) Run(args []string) int {

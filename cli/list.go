@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 )
 
 // ListCommand lists jobs: "jobsuite list".
@@ -174,7 +173,7 @@ func (c *ListCommand) print(raw json.RawMessage, asJSON, more bool) int {
 		return ExitOK
 	}
 	sort.SliceStable(jobs, func(i, j int) bool { return jobs[i].JobID > jobs[j].JobID })
-	now := time.Now()
+	now := timeNow()
 	tw := tabwriter.NewWriter(c.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\t"+colorize(c.Stdout, "STATUS")+"\tPRIORITY\tEXIT\tAGENT\tCREATED") // colorize keeps the column aligned
 	for i := range jobs {

@@ -126,7 +126,7 @@ func (c *StatusCommand) Run(args []string) int {
 	if err := json.Unmarshal(raw, &job); err != nil {
 		return c.errorf("the controller's answer is not a job: %v", err)
 	}
-	printJob(c.Stdout, &job, time.Now())
+	printJob(c.Stdout, &job, timeNow())
 	if *live {
 		var lv struct {
 			Live *liveView `json:"live"`
@@ -317,6 +317,10 @@ func printJob(w io.Writer, j *jobView, now time.Time) {
 	}
 	tw.Flush()
 }
+
+// timeNow is the clock relative times ("3m ago") are measured from, in
+// status, list and agents (a variable for tests).
+var timeNow = time.Now
 
 // timeText shows t in local time with how long ago it was.
 func timeText(t, now time.Time) string {

@@ -85,10 +85,6 @@ const (
 // it says "expired" rather than "unknown".
 const joinTokenKeep = 24 * time.Hour
 
-// statusNoCAKey answers the signing routes of a controller without
-// Config.CAKey: 501 Not Implemented.
-const statusNoCAKey = http.StatusNotImplemented
-
 // Audit actions of this file.
 const (
 	auditJoinTokenCreate = "join_token_create"
@@ -362,7 +358,8 @@ func (s *Server) canSign(w http.ResponseWriter) bool {
 	if s.pki != nil && s.pki.ca != nil {
 		return true
 	}
-	writeError(w, statusNoCAKey, "this controller cannot sign agent certificates: it was started without the CA key (-ca-key FILE, key ca_key). Restart it with -ca-key to enroll and renew agents (SECURITY.md explains the trade-off), or issue agent certificates by hand with 'jobsuite tls cert create -role agent'")
+	// 501: a controller without Config.CAKey cannot sign.
+	writeError(w, http.StatusNotImplemented, "this controller cannot sign agent certificates: it was started without the CA key (-ca-key FILE, key ca_key). Restart it with -ca-key to enroll and renew agents (SECURITY.md explains the trade-off), or issue agent certificates by hand with 'jobsuite tls cert create -role agent'")
 	return false
 }
 

@@ -421,7 +421,7 @@ var statusCodes = map[string]string{
 	"StatusOK": "200", "StatusCreated": "201", "StatusAccepted": "202", "StatusNoContent": "204",
 	"StatusSwitchingProtocols": "101",
 	"StatusBadRequest":         "400", "StatusUnauthorized": "401", "StatusForbidden": "403", "StatusNotFound": "404",
-	"StatusMethodNotAllowed": "405", "StatusConflict": "409", "StatusRequestEntityTooLarge": "413",
+	"StatusMethodNotAllowed": "405", "StatusConflict": "409", "StatusRequestEntityTooLarge": "413", "StatusNotImplemented": "501",
 	"StatusTooManyRequests": "429", "StatusInternalServerError": "500", "StatusServiceUnavailable": "503",
 }
 
