@@ -55,9 +55,25 @@ func (a *agentConn) free() int {
 	return min(a.credits, a.slots-len(a.running))
 }
 
-// outQueue bounds the messages waiting for an agent's control stream. An
+// outQueue bounds the messages waiting for an agent's control stream,
+// beyond twice its slots (dispatches are bounded by its credits). An
 // agent that lets it fill up is not reading and gets disconnected.
-const outQueue = 4096
+const outQueue = 64
+
+// trySend queues a message the agent may miss (a status request): when
+// the queue is full it reports false instead of closing the session, so
+// a flood of API requests cannot disconnect an agent.
+func (a *agentConn) trySend(m protocol.Message) bool {
+	if len(a.out) >= cap(a.out)/2 {
+		return false
+	}
+	select {
+	case a.out <- m:
+		return true
+	default:
+		return false
+	}
+}
 
 // send queues a message for the agent without blocking.
 func (a *agentConn) send(m protocol.Message) {
@@ -173,7 +189,7 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 	a := &agentConn{
 		name: name, labels: hello.Labels, slots: int(hello.Slots), version: hello.AgentVersion,
 		transport: sess.Transport(), addr: sess.RemoteAddr().String(), connected: time.Now().UTC(),
-		sess: sess, log: log, out: make(chan protocol.Message, outQueue),
+		sess: sess, log: log, out: make(chan protocol.Message, outQueue+2*min(int(hello.Slots), 4096)),
 		running: map[uint64]uint32{}, lastSeen: time.Now(),
 	}
 	if err := w.Write(&protocol.Welcome{

@@ -186,6 +186,19 @@ func (sec *security) deniedCert(leaf *x509.Certificate) (store.Revocation, bool)
 			return r, true
 		}
 	}
+	// Revoking an agent's certificate also revokes every certificate of
+	// that agent issued before the revocation: an enrolled agent may have
+	// renewed already, and its newer certificate must not let it back in.
+	// A certificate issued afterwards (a deliberate re-issue) is not
+	// covered. certs sets NotBefore one minute before issuing.
+	if role == certs.RoleAgent {
+		issued := leaf.NotBefore.Add(time.Minute)
+		for _, r := range sec.revoked {
+			if r.Serial != "" && r.Role == string(certs.RoleAgent) && r.Name == leaf.Subject.CommonName && !issued.After(r.At) {
+				return r, true
+			}
+		}
+	}
 	return store.Revocation{}, false
 }
 

@@ -47,7 +47,9 @@ func (a *agentConn) askStatus(ctx context.Context, id uint64, attempt uint32) (*
 		delete(a.statusWait, seq)
 		a.statusMu.Unlock()
 	}()
-	a.send(&protocol.StatusRequest{Seq: seq, JobID: id, Attempt: attempt})
+	if !a.trySend(&protocol.StatusRequest{Seq: seq, JobID: id, Attempt: attempt}) {
+		return nil, errors.New("agent is busy; try again")
+	}
 	select {
 	case r := <-ch:
 		return r, nil
