@@ -360,12 +360,25 @@ type meta struct {
 	Result    *protocol.Finished `json:"result,omitempty"`     // set once the process ended
 }
 
+// writeMeta replaces an attempt's meta.json. Only a result is synced:
+// it is what must survive until the controller acknowledges it. Before
+// that, a lost meta.json (a machine crash: the job died with it) costs
+// nothing the lease does not already recover, and the page cache keeps
+// it across an agent crash, which is what the PID is for.
 func writeMeta(dir string, m *meta) error {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
-	return writeSynced(filepath.Join(dir, "meta.json"), b)
+	path := filepath.Join(dir, "meta.json")
+	if m.Result != nil {
+		return writeSynced(path, b)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func readMeta(dir string) (*meta, error) {
