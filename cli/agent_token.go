@@ -206,33 +206,9 @@ Example:
 }
 
 func (c *AgentTokenListCommand) Run(args []string) int {
-	const name = "agent token list"
-	var cf clientFlags
-	fs := c.flagSet(name)
-	cf.register(fs)
-	asJSON := fs.Bool("json", false, "")
-	if code, ok := c.parse(fs, args, c.Help()); !ok {
-		return code
-	}
-	if fs.NArg() > 0 {
-		return usageError(c.Meta, name, "unexpected argument %q", fs.Arg(0))
-	}
-	client, err := newClient(c.Meta, &cf)
-	if err != nil {
-		return c.errorf("%v", err)
-	}
-	defer client.close()
-	var raw json.RawMessage
-	if err := client.do(context.Background(), "GET", "/agent-tokens", nil, &raw); err != nil {
-		return c.errorf("%v", err)
-	}
-	if *asJSON {
-		writeRawJSON(c.Stdout, raw)
-		return ExitOK
-	}
 	var toks []joinTokenView
-	if err := json.Unmarshal(raw, &toks); err != nil {
-		return c.errorf("the controller's answer is not a list of join tokens: %v", err)
+	if code, done := getList(c.Meta, "agent token list", c.Help(), "/agent-tokens", "join tokens", args, &toks); done {
+		return code
 	}
 	if len(toks) == 0 {
 		fmt.Fprintln(c.Stdout, "No join tokens. Create one with 'jobsuite agent token create'.")

@@ -39,33 +39,9 @@ Example:
 }
 
 func (c *AgentsCommand) Run(args []string) int {
-	const name = "agents"
-	var cf clientFlags
-	fs := c.flagSet(name)
-	cf.register(fs)
-	asJSON := fs.Bool("json", false, "")
-	if code, ok := c.parse(fs, args, c.Help()); !ok {
-		return code
-	}
-	if fs.NArg() > 0 {
-		return usageError(c.Meta, name, "unexpected argument %q", fs.Arg(0))
-	}
-	client, err := newClient(c.Meta, &cf)
-	if err != nil {
-		return c.errorf("%v", err)
-	}
-	defer client.close()
-	var raw json.RawMessage
-	if err := client.do(context.Background(), "GET", "/agents", nil, &raw); err != nil {
-		return c.errorf("%v", err)
-	}
-	if *asJSON {
-		writeRawJSON(c.Stdout, raw)
-		return ExitOK
-	}
 	var agents []agentRow
-	if err := json.Unmarshal(raw, &agents); err != nil {
-		return c.errorf("the controller's answer is not a list of agents: %v", err)
+	if code, done := getList(c.Meta, "agents", c.Help(), "/agents", "agents", args, &agents); done {
+		return code
 	}
 	if len(agents) == 0 {
 		fmt.Fprintln(c.Stdout, "No agents connected. Start one with 'jobsuite agent'.")

@@ -308,33 +308,9 @@ Example:
 }
 
 func (c *CertsRevokedCommand) Run(args []string) int {
-	const name = "certs revoked"
-	var cf clientFlags
-	fs := c.flagSet(name)
-	cf.register(fs)
-	asJSON := fs.Bool("json", false, "")
-	if code, ok := c.parse(fs, args, c.Help()); !ok {
-		return code
-	}
-	if fs.NArg() > 0 {
-		return usageError(c.Meta, name, "unexpected argument %q", fs.Arg(0))
-	}
-	client, err := newClient(c.Meta, &cf)
-	if err != nil {
-		return c.errorf("%v", err)
-	}
-	defer client.close()
-	var raw json.RawMessage
-	if err := client.do(context.Background(), "GET", "/revocations", nil, &raw); err != nil {
-		return c.errorf("%v", err)
-	}
-	if *asJSON {
-		writeRawJSON(c.Stdout, raw)
-		return ExitOK
-	}
 	var revs []revocationView
-	if err := json.Unmarshal(raw, &revs); err != nil {
-		return c.errorf("the controller's answer is not a list of revocations: %v", err)
+	if code, done := getList(c.Meta, "certs revoked", c.Help(), "/revocations", "revocations", args, &revs); done {
+		return code
 	}
 	if len(revs) == 0 {
 		fmt.Fprintln(c.Stdout, "No revoked certificates.")
