@@ -552,3 +552,18 @@ func TestFirstDiff(t *testing.T) {
 		})
 	}
 }
+
+// TestEveryCommandHasAnExample: every command's -h shows an example, as
+// the operator-experience issue asks.
+func TestEveryCommandHasAnExample(t *testing.T) {
+	var out, errOut bytes.Buffer
+	for name, factory := range commands(Meta{Stdout: &out, Stderr: &errOut}) {
+		cmd, err := factory()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(cmd.Help(), "Example") {
+			t.Errorf("jobsuite %s -h has no example", name)
+		}
+	}
+}

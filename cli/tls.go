@@ -25,6 +25,8 @@ Usage: jobsuite tls <subcommand> [options]
   a role (controller, agent, operator, viewer) that decides what its holder
   may do.
 
+Example:
+
   Set up a PKI directory with a controller, an agent and an operator:
 
       $ jobsuite tls ca create -dir ./pki
@@ -45,6 +47,8 @@ Usage: jobsuite tls ca <subcommand> [options]
 
   Manages the certificate authority that signs every jobsuite certificate.
 
+Example:
+
       $ jobsuite tls ca create -dir ./pki
 `)
 }
@@ -59,6 +63,8 @@ func (c *TLSCertCommand) Help() string {
 Usage: jobsuite tls cert <subcommand> [options]
 
   Issues certificates, each carrying a role, signed by the jobsuite CA.
+
+Example:
 
       $ jobsuite tls cert create -dir ./pki -role agent -name worker-1
 `)
