@@ -76,6 +76,12 @@ func (s *Server) routes() http.Handler {
 				req.URL.Path = "/"
 			}
 		}
+		if req.Method != http.MethodGet && req.Method != http.MethodHead {
+			// A body must arrive within bodyTimeout: a client trickling
+			// one cannot hold a connection and a goroutine for ever.
+			// (GETs, the WebSocket among them, have no body to wait for.)
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+		}
 		r.ServeHTTP(w, req)
 	})
 }

@@ -2,6 +2,7 @@ package controller_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -243,5 +244,37 @@ func TestLimitFrame(t *testing.T) {
 	c.waitState(j.JobID, "completed")
 	if got := c.logs(j.JobID); got != "ok\ndone\n" {
 		t.Errorf("logs %q", got)
+	}
+}
+
+// TestSlowBodyCutOff: a client that trickles a request body is cut off
+// after the body timeout instead of holding its connection for ever.
+func TestSlowBodyCutOff(t *testing.T) {
+	c := &cluster{t: t, dir: newPKI(t), data: filepath.Join(t.TempDir(), "data"), agents: map[string]context.CancelFunc{}}
+	c.cfg = controller.Config{
+		HTTPAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DataDir: c.data,
+		TLS: files(c.dir, "controller"), BodyTimeout: 300 * time.Millisecond,
+	}
+	c.startController()
+	c.client = c.httpClient("operator")
+	t.Cleanup(c.close)
+
+	pool, cert, err := files(c.dir, "operator").Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := tls.Dial("tcp", c.srv.HTTPAddr(), certs.ClientTLS(pool, cert, "127.0.0.1", "http/1.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"command\":")
+	if err := readUntilClosed(conn, 20*time.Second); err != nil {
+		t.Fatalf("a trickled body kept the connection: %v", err)
+	}
+	var jobs []job
+	c.getJSON("/jobs", &jobs)
+	if len(jobs) != 0 {
+		t.Errorf("a cut-off body created %d jobs", len(jobs))
 	}
 }

@@ -36,6 +36,7 @@ type Config struct {
 	BackoffBase       time.Duration // first retry delay; default 1s
 	BackoffMax        time.Duration // longest retry delay; default 5m
 	MaxBodyBytes      int64         // largest API request body (and job of a batch); default 1 MiB, at most 3 MiB
+	BodyTimeout       time.Duration // longest time to receive a request body; default 30s
 
 	// Limits on input; zero means the default. See SECURITY.md.
 	MaxCommandBytes int // longest job command plus params; default 64 KiB
@@ -105,6 +106,7 @@ func (c *Config) setDefaults() error {
 	def(&c.HeartbeatInterval, c.LeaseTTL/3)
 	def(&c.KillGrace, 5*time.Second)
 	def(&c.HandshakeTimeout, 10*time.Second)
+	def(&c.BodyTimeout, 30*time.Second)
 	def(&c.BackoffBase, time.Second)
 	def(&c.BackoffMax, 5*time.Minute)
 	if c.RetainFor == 0 {
