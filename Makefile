@@ -22,7 +22,7 @@ bench: ## the benchmark table vs this machine's limits (BENCHFLAGS=-full: 1M job
 bench-go: ## the packages' Go micro-benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-fuzz: ## each fuzz target for FUZZTIME
+fuzz: ## each fuzz target for FUZZTIME (a duration, or a count such as 20000x; CI uses a count: golang/go#75804)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzReadLog$$' -fuzztime $(FUZZTIME) ./controller/store/
