@@ -71,4 +71,8 @@
 // /proc: PID, elapsed time, user and system CPU and RSS summed over the
 // processes now in the attempt's process group, their number, the output
 // bytes so far and the last complete output line.
+//
+// Agents can enroll with a join token instead of copied files
+// (enroll.go), renew their certificate while connected, and restrict
+// what they run with a policy (policy.go).
 package agent
