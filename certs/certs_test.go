@@ -101,7 +101,7 @@ func TestCreateLoadCA(t *testing.T) {
 	if !ca.Cert.PublicKey.(*ecdsa.PublicKey).Equal(ca.Key.Public()) {
 		t.Error("CA key does not match its certificate")
 	}
-	years := ca.Cert.NotAfter.Sub(time.Now()).Hours() / 24 / 365
+	years := time.Until(ca.Cert.NotAfter).Hours() / 24 / 365
 	if years < 9.9 || years > 10.1 {
 		t.Errorf("CA valid for %.2f years, want 10", years)
 	}

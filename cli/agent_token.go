@@ -214,7 +214,7 @@ func (c *AgentTokenListCommand) Run(args []string) int {
 		fmt.Fprintln(c.Stdout, "No join tokens. Create one with 'jobsuite agent token create'.")
 		return ExitOK
 	}
-	now := time.Now()
+	now := timeNow()
 	tw := tabwriter.NewWriter(c.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tUSES-LEFT\tEXPIRES\tNAMES\tLABELS\tENROLLED")
 	for _, t := range toks {

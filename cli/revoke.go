@@ -316,7 +316,7 @@ func (c *CertsRevokedCommand) Run(args []string) int {
 		fmt.Fprintln(c.Stdout, "No revoked certificates.")
 		return ExitOK
 	}
-	now := time.Now()
+	now := timeNow()
 	tw := tabwriter.NewWriter(c.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tBY\tWHEN\tREASON")
 	for _, r := range revs {

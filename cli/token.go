@@ -158,7 +158,7 @@ func (c *TokenListCommand) Run(args []string) int {
 		fmt.Fprintln(c.Stdout, "No API tokens. Create one with 'jobsuite token create -role viewer'.")
 		return ExitOK
 	}
-	now := time.Now()
+	now := timeNow()
 	tw := tabwriter.NewWriter(c.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tROLE\tCREATED-BY\tEXPIRES")
 	for _, t := range toks {

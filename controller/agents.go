@@ -341,11 +341,14 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 	var have atomic.Uint64 // output bytes of this attempt stored
 	have.Store(end - logStart)
 	log := a.log.With("job", id, "attempt", attempt)
-	// What we have may not be synced yet (the previous stream's last
-	// chunks): make it durable before saying so.
-	if err := s.st.Sync(); err != nil {
-		fail(protocol.CodeShutdown, "controller cannot store output")
-		return
+	// On a reopened stream, what we have may not be synced yet (the
+	// previous stream's last chunks): make it durable before saying so.
+	// A fresh attempt has nothing stored, so it costs no fsync.
+	if have.Load() > 0 {
+		if err := s.st.Sync(); err != nil {
+			fail(protocol.CodeShutdown, "controller cannot store output")
+			return
+		}
 	}
 	_ = w.Write(&protocol.LogAck{Offset: have.Load()})
 

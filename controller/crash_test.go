@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -266,7 +265,7 @@ func buildJobsuite(t *testing.T, dir string) string {
 	t.Helper()
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatalf("go build jobsuite: no go on PATH: %v", err)
 	}
 	bin := filepath.Join(dir, "jobsuite")
 	start := time.Now()

@@ -19,18 +19,22 @@ type bell struct{ c chan struct{} }
 
 func newHub() *hub { return &hub{subs: map[uint64]map[*bell]struct{}{}} }
 
-// subscribe returns a doorbell for job id; call the returned function to
-// stop ringing it.
-func (h *hub) subscribe(id uint64) (*bell, func()) {
-	b := &bell{c: make(chan struct{}, 1)}
+// subscribe returns a doorbell for job id and the function that stops
+// ringing it. With max > 0 a follower may join only while the job has
+// fewer than max; ok is false, and nothing is subscribed, otherwise.
+func (h *hub) subscribe(id uint64, max int) (b *bell, unsubscribe func(), ok bool) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	if max > 0 && len(h.subs[id]) >= max {
+		return nil, nil, false
+	}
+	b = &bell{c: make(chan struct{}, 1)}
 	m := h.subs[id]
 	if m == nil {
 		m = map[*bell]struct{}{}
 		h.subs[id] = m
 	}
 	m[b] = struct{}{}
-	h.mu.Unlock()
 	return b, func() {
 		h.mu.Lock()
 		delete(h.subs[id], b)
@@ -38,7 +42,7 @@ func (h *hub) subscribe(id uint64) (*bell, func()) {
 			delete(h.subs, id)
 		}
 		h.mu.Unlock()
-	}
+	}, true
 }
 
 // ring wakes every follower of job id.
@@ -53,9 +57,13 @@ func (h *hub) ring(id uint64) {
 	h.mu.Unlock()
 }
 
-// followers returns how many followers job id has.
-func (h *hub) followers(id uint64) int {
+// followers returns how many followers all jobs have.
+func (h *hub) followers() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.subs[id])
+	n := 0
+	for _, subs := range h.subs {
+		n += len(subs)
+	}
+	return n
 }

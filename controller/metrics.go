@@ -254,12 +254,7 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	c.sched.mu.Unlock()
-	c.hub.mu.Lock()
-	followers := 0
-	for _, subs := range c.hub.subs {
-		followers += len(subs)
-	}
-	c.hub.mu.Unlock()
+	followers := c.hub.followers()
 	st := c.st.Metrics()
 
 	gauge := func(d *prometheus.Desc, v float64) {

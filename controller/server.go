@@ -158,8 +158,6 @@ type Server struct {
 	agentLn *transport.Listener
 	httpLn  net.Listener
 	http    *http.Server
-
-	closeOnce sync.Once
 }
 
 // New opens the store, rebuilds the queue and binds both listeners; Run

@@ -82,7 +82,7 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 	}
 	// A follower's place is taken before the upgrade, so that one over
 	// the limit gets a plain HTTP answer.
-	bell, unsubscribe, ok := s.hub.subscribeUpTo(id, s.cfg.MaxFollowers)
+	bell, unsubscribe, ok := s.hub.subscribe(id, s.cfg.MaxFollowers)
 	if !ok {
 		w.Header().Set("Retry-After", "5")
 		writeJSON(w, http.StatusTooManyRequests, errorBody{
@@ -146,32 +146,6 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 			}
 		}
 	}
-}
-
-// subscribeUpTo is subscribe for a follower that may join only while job
-// id has fewer than max followers (max <= 0: no limit); ok is false,
-// and nothing subscribed, when it has that many already.
-func (h *hub) subscribeUpTo(id uint64, max int) (b *bell, unsubscribe func(), ok bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if max > 0 && len(h.subs[id]) >= max {
-		return nil, nil, false
-	}
-	b = &bell{c: make(chan struct{}, 1)}
-	m := h.subs[id]
-	if m == nil {
-		m = map[*bell]struct{}{}
-		h.subs[id] = m
-	}
-	m[b] = struct{}{}
-	return b, func() {
-		h.mu.Lock()
-		delete(h.subs[id], b)
-		if len(h.subs[id]) == 0 {
-			delete(h.subs, id)
-		}
-		h.mu.Unlock()
-	}, true
 }
 
 type follower struct {

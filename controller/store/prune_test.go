@@ -187,7 +187,7 @@ func TestPruneFreesIdempotencyKey(t *testing.T) {
 	s := open(t)
 	first := newJob(s, 1, t0)
 	first.IdempotencyKey = "deploy-42"
-	first = move(t, s, submit(t, s, first), Completed, func(j *Job) { j.FinishedAt = t0 })
+	move(t, s, submit(t, s, first), Completed, func(j *Job) { j.FinishedAt = t0 })
 
 	again := newJob(s, 1, t0)
 	again.IdempotencyKey = "deploy-42"
