@@ -20,6 +20,7 @@ import (
 
 	"jobsuite/agent"
 	"jobsuite/certs"
+	"jobsuite/cli/logsink"
 	"jobsuite/controller"
 	"jobsuite/transport"
 )
@@ -95,7 +96,9 @@ func runChild(cfg childConfig) error {
 	if level == hclog.NoLevel {
 		level = hclog.Info
 	}
-	logger := hclog.New(&hclog.LoggerOptions{Name: cfg.Mode, Level: level, Output: logf})
+	sink := logsink.New(logf, 0) // as the CLI's controller and agent log
+	defer sink.Close()
+	logger := hclog.New(&hclog.LoggerOptions{Name: cfg.Mode, Level: level, Output: sink})
 	if cfg.Profile != "" {
 		// SIGUSR1 writes a heap profile beside the CPU profile.
 		usr1 := make(chan os.Signal, 1)

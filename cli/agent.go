@@ -233,10 +233,12 @@ func (c *AgentCommand) Run(args []string) int {
 	if cfg.TLS.CA == "" || cfg.TLS.Cert == "" || cfg.TLS.Key == "" {
 		return c.errorf("-ca, -cert and -key are required (create them with 'jobsuite tls cert create -role agent', or enroll with -join)")
 	}
-	log, err := lf.logger("agent", c.Stderr)
+	log, sink, err := lf.logger("agent", c.Stderr)
 	if err != nil {
 		return c.errorf("%v", err)
 	}
+	defer sink.Close()
+	c.Stderr = sink // our messages stay in order with the log lines
 	cfg.Logger = log
 	if join != "" {
 		if code := c.enroll(&cfg, join, caPin, log); code != ExitOK {

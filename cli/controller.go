@@ -163,10 +163,12 @@ func (c *ControllerCommand) Run(args []string) int {
 			return c.errorf("%v", err)
 		}
 	}
-	log, err := lf.logger("controller", c.Stderr)
+	log, sink, err := lf.logger("controller", c.Stderr)
 	if err != nil {
 		return c.errorf("%v", err)
 	}
+	defer sink.Close()
+	c.Stderr = sink // our messages stay in order with the log lines
 	cfg.Logger = log
 	if cfg.RetainFor == 0 { // 0 on the command line: keep for ever
 		cfg.RetainFor = -1

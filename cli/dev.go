@@ -82,10 +82,12 @@ func (c *DevCommand) Run(args []string) int {
 	if err != nil {
 		return c.errorf("%v", err)
 	}
-	log, err := lf.logger("dev", c.Stderr)
+	log, sink, err := lf.logger("dev", c.Stderr)
 	if err != nil {
 		return c.errorf("%v", err)
 	}
+	defer sink.Close()
+	c.Stderr = sink // our messages stay in order with the log lines
 	agentNames, err := devPKI(abs, *nAgents)
 	if err != nil {
 		return c.errorf("setting up the dev PKI in %s: %v", abs, err)

@@ -130,7 +130,7 @@ func TestWait(t *testing.T) {
 			stderr: []string{"warning: the store is busy; asking again\n", "the controller answers again\n"},
 		},
 		"-timeout": {
-			script: map[uint64][]string{1: {"completed"}, 2: {"queued", "running"}},
+			script: map[uint64][]string{1: {"completed"}, 2: {"running"}}, // one state: a loaded machine may poll only once in 50ms
 			args:   []string{"-timeout", "50ms", "1", "2"}, code: ExitError,
 			stdout: "job 1 completed (exit code 0)\n",
 			stderr: []string{"error: timed out after 50ms; not finished: job 2 (running)\n"},
