@@ -1,6 +1,8 @@
 package controller
 
 import (
+	"github.com/hashicorp/go-hclog"
+
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -161,7 +163,9 @@ func (s *scheduler) submitBatch(jobs []*store.Job) ([]BatchItem, error) {
 	}
 	now := time.Now().UTC()
 	var last *batch
-	var mine []*store.Job // created with a key: registered in s.keys
+	var mine []*store.Job    // created with a key: registered in s.keys
+	var first, lastID uint64 // the first and last job created, and how many
+	var n int
 	for i, j := range jobs {
 		if items[i].JobID != 0 {
 			continue
@@ -175,7 +179,12 @@ func (s *scheduler) submitBatch(jobs []*store.Job) ([]BatchItem, error) {
 		j.QueuedAt = now
 		s.logEnd[j.ID] = 0
 		j.Reason = s.whyQueued(j)
-		last = s.transition(nil, j, "submitted", "")
+		last = s.transitionLogged(nil, j, "submitted", "", hclog.Debug)
+		if first == 0 {
+			first = j.ID
+		}
+		lastID = j.ID
+		n++
 		if j.IdempotencyKey != "" {
 			s.keys[j.IdempotencyKey] = pendingKey{job: j, b: last}
 			mine = append(mine, j)
@@ -183,6 +192,11 @@ func (s *scheduler) submitBatch(jobs []*store.Job) ([]BatchItem, error) {
 		items[i] = BatchItem{JobID: j.ID, Status: store.Queued, Created: true}
 	}
 	s.mu.Unlock()
+	if n > 0 {
+		// One line for the batch; the jobs' own lines are at debug. IDs
+		// are consecutive unless a concurrent submit took some.
+		s.log.Info("jobs submitted", "count", n, "first_job", first, "last_job", lastID)
+	}
 
 	var err error
 	if last != nil {

@@ -16,6 +16,10 @@
 // command (prev → next, event) applied to the store: the shape a
 // replicated log could later apply on several controllers.
 //
+// Each transition logs one info line (job, state, attempt, agent), except
+// the jobs of a batch submit: they log at debug and the batch logs one
+// "jobs submitted" line with the count and the first and last job ID.
+//
 // # Dispatch
 //
 // Agents grant credits (free slots). Whenever a job is queued or a

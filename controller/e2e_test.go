@@ -98,7 +98,9 @@ func startCluster(t *testing.T, agents ...string) *cluster {
 func (c *cluster) startController() {
 	c.t.Helper()
 	cfg := c.cfg
-	cfg.Logger = testLogger(c.t, "controller")
+	if cfg.Logger == nil { // a test may bring its own
+		cfg.Logger = testLogger(c.t, "controller")
+	}
 	srv, err := controller.New(cfg)
 	if err != nil {
 		c.t.Fatal(err)

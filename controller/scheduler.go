@@ -136,6 +136,12 @@ func (s *scheduler) kickDelay() {
 // in-memory indexes in step and queues the durable write. The caller
 // holds s.mu and must not modify next afterwards.
 func (s *scheduler) transition(prev, next *store.Job, typ, msg string) *batch {
+	return s.transitionLogged(prev, next, typ, msg, hclog.Info)
+}
+
+// transitionLogged is transition with the level of its log line: the
+// jobs of a batch submit log at debug, and the batch logs one info line.
+func (s *scheduler) transitionLogged(prev, next *store.Job, typ, msg string, level hclog.Level) *batch {
 	ev := store.Event{
 		Time:    time.Now().UTC(),
 		Type:    typ,
@@ -170,7 +176,9 @@ func (s *scheduler) transition(prev, next *store.Job, typ, msg string) *batch {
 		s.jobs[id] = next
 	}
 
-	s.log.Info("job "+typ, "job", id, "state", next.State, "attempt", ev.Attempt, "agent", ev.Agent, "msg", msg)
+	if s.log.GetLevel() <= level {
+		s.log.Log(level, "job "+typ, "job", id, "state", next.State, "attempt", ev.Attempt, "agent", ev.Agent, "msg", msg)
+	}
 	s.metrics.transition(prev, next)
 	b := s.c.add(u)
 	if next.State.Terminal() {
