@@ -38,6 +38,7 @@ type scheduler struct {
 	keys    map[string]pendingKey // idempotency keys of jobs not yet durable
 	logEnd  map[uint64]uint64     // job ID → end of its stored output (active jobs)
 	ended   map[uint64]ended      // jobs just finished, until their batch is durable
+	endedQ  []uint64              // the keys of ended in the order they ended
 	rotate  int                   // round-robin start among agents
 	wake    chan struct{}         // dispatcher doorbell
 	delayCh chan struct{}         // delay timer doorbell
@@ -184,17 +185,41 @@ func (s *scheduler) transitionLogged(prev, next *store.Job, typ, msg string, lev
 	if next.State.Terminal() {
 		// Until the batch is durable the store still has the previous
 		// version; keep the final one at hand for cancel.
+		s.forgetEnded()
 		s.ended[id] = ended{job: next, b: b}
-		go func() {
-			_ = b.wait()
-			s.mu.Lock()
-			if e, ok := s.ended[id]; ok && e.job == next {
-				delete(s.ended, id)
-			}
-			s.mu.Unlock()
-		}()
+		s.endedQ = append(s.endedQ, id)
 	}
 	return b
+}
+
+// forgetEnded drops the ended entries whose batch is durable, oldest
+// first. Batches become durable in order, so it stops at the first one
+// that is not; an entry kept a little longer is harmless (it holds the
+// job's final version). Called under s.mu by each terminal transition,
+// which keeps the map as small as the batches in flight without a
+// goroutine per finished job.
+func (s *scheduler) forgetEnded() {
+	n := 0
+	for _, id := range s.endedQ {
+		if e, ok := s.ended[id]; ok {
+			if !batchDone(e.b) {
+				break
+			}
+			delete(s.ended, id)
+		}
+		n++
+	}
+	s.endedQ = s.endedQ[n:]
+}
+
+// batchDone reports whether b's commit has finished, without waiting.
+func batchDone(b *batch) bool {
+	select {
+	case <-b.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // submit queues a new job. With an idempotency key already used, it
