@@ -314,15 +314,47 @@ func (s *scheduler) reason(j *store.Job) string {
 
 // dispatchLoop hands queued jobs to agents with free slots whenever
 // something changes (a job queued, credits granted).
+//
+// It does not wait for a round's assignments to become durable before
+// the next round: a sender goroutine waits for each round's batch, in
+// order, and then sends its Dispatch messages, so jobs queued while a
+// round syncs are assigned (and start syncing) at once, and agents still
+// receive Dispatches in assignment order.
 func (s *scheduler) dispatchLoop(ctx context.Context) {
+	sends := make(chan dispatchRound, 256)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for r := range sends {
+			if err := r.b.wait(); err != nil {
+				continue // the committer failed; Run is stopping
+			}
+			for _, o := range r.out {
+				o.a.send(o.m)
+			}
+		}
+	}()
+	defer func() {
+		close(sends)
+		<-done
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.wake:
 		}
-		s.dispatch()
+		if r, ok := s.dispatch(); ok {
+			sends <- r // waits only when 256 rounds are still syncing
+		}
 	}
+}
+
+// dispatchRound is one round's Dispatch messages, to be sent once the
+// batch holding its assignments is durable.
+type dispatchRound struct {
+	b   *batch
+	out []outgoing
 }
 
 type outgoing struct {
@@ -331,9 +363,10 @@ type outgoing struct {
 }
 
 // dispatch assigns as many jobs as agents have credits for, strictly by
-// priority, spreading work round-robin across agents. The Dispatch
-// messages go out only once the assignments are durable.
-func (s *scheduler) dispatch() {
+// priority, spreading work round-robin across agents. It returns the
+// round's Dispatch messages, which must go out only once its batch is
+// durable, and false when nothing was assigned.
+func (s *scheduler) dispatch() (dispatchRound, bool) {
 	s.mu.Lock()
 	names := make([]string, 0, len(s.agents))
 	for n, a := range s.agents {
@@ -343,7 +376,7 @@ func (s *scheduler) dispatch() {
 	}
 	if len(names) == 0 || s.q.len() == 0 {
 		s.mu.Unlock()
-		return
+		return dispatchRound{}, false
 	}
 	sort.Strings(names)
 	s.rotate++
@@ -380,14 +413,9 @@ func (s *scheduler) dispatch() {
 	}
 	s.mu.Unlock()
 	if last == nil {
-		return
+		return dispatchRound{}, false
 	}
-	if err := last.wait(); err != nil {
-		return
-	}
-	for _, o := range out {
-		o.a.send(o.m)
-	}
+	return dispatchRound{b: last, out: out}, true
 }
 
 func (s *scheduler) dispatchMsg(j *store.Job) *protocol.Dispatch {
