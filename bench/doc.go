@@ -22,7 +22,8 @@
 // A fake agent (fake.go) dials the controller's agent port over QUIC or
 // TCP with its own agent certificate, sends Hello and Credit, and on
 // each Dispatch opens the attempt's job stream and reports JobOpen,
-// Started and Finished at once, without spawning anything; it grants
+// Started and Finished at once (one write: protocol.Writer.WriteAll),
+// without spawning anything; it grants
 // the slot again when the controller's FinishAck says the result is
 // durable. Fake agents measure the controller; real agents measure the
 // whole path, process spawning included.

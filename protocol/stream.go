@@ -169,30 +169,53 @@ func NewWriter(w io.Writer) *Writer {
 // error of the underlying writer is wrapped, and sticky: every later
 // Write returns it, since the stream may now hold a partial frame.
 func (w *Writer) Write(m Message) error {
+	return w.WriteAll(m)
+}
+
+// WriteAll writes several messages, in order, with a single call to the
+// underlying Write: one stream frame (and, over TCP, one TLS record and
+// one system call) instead of one per message, for a sender that has
+// them at hand together. Errors are as for Write; when one message
+// cannot be encoded, none is written.
+func (w *Writer) WriteAll(ms ...Message) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.err != nil {
 		return w.err
 	}
-	b, err := appendFrame(w.buf[:0], m)
-	if err != nil {
-		return err
+	b := w.buf[:0]
+	for _, m := range ms {
+		start := len(b)
+		var err error
+		if b, err = appendFrame(b, m); err != nil {
+			return err
+		}
+		if n := len(b) - start - 4; n > MaxFrameSize {
+			w.keep(b)
+			return fmt.Errorf("protocol: %w: %s frame of %d bytes, limit %d", ErrFrameTooLarge, m.Type(), n, MaxFrameSize)
+		}
 	}
-	if cap(b) <= keepBuffer {
-		w.buf = b
-	} else {
-		w.buf = nil
-	}
-	if n := len(b) - 4; n > MaxFrameSize {
-		return fmt.Errorf("protocol: %w: %s frame of %d bytes, limit %d", ErrFrameTooLarge, m.Type(), n, MaxFrameSize)
+	w.keep(b)
+	if len(b) == 0 {
+		return nil
 	}
 	n, err := w.w.Write(b)
 	if err == nil && n != len(b) {
 		err = io.ErrShortWrite
 	}
 	if err != nil {
-		w.err = fmt.Errorf("protocol: write %s: %w", m.Type(), err)
+		w.err = fmt.Errorf("protocol: write %s: %w", ms[len(ms)-1].Type(), err)
 		return w.err
 	}
 	return nil
+}
+
+// keep reuses b as the encode buffer unless it grew too big to hold on
+// to.
+func (w *Writer) keep(b []byte) {
+	if cap(b) <= keepBuffer {
+		w.buf = b[:0]
+	} else {
+		w.buf = nil
+	}
 }

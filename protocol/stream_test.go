@@ -391,3 +391,66 @@ func TestWriterErrors(t *testing.T) {
 		}
 	})
 }
+
+// countingWriter counts Write calls.
+type countingWriter struct {
+	bytes.Buffer
+	calls int
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.calls++
+	return c.Buffer.Write(p)
+}
+
+func TestWriteAll(t *testing.T) {
+	var out countingWriter
+	w := NewWriter(&out)
+	ms := []Message{
+		&JobOpen{JobID: 7, Attempt: 2},
+		&Started{PID: 42},
+		&LogChunk{Stream: Stderr, Offset: 0, Data: []byte("oops\n")},
+		&Finished{Outcome: OutcomeFailed, ExitCode: 3, LogBytes: 5},
+	}
+	if err := w.WriteAll(ms...); err != nil {
+		t.Fatal(err)
+	}
+	if out.calls != 1 {
+		t.Fatalf("%d writes for %d messages, want 1", out.calls, len(ms))
+	}
+	r := NewReader(&out.Buffer, 0)
+	for i, want := range ms {
+		got, err := r.Read()
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if got.Type() != want.Type() {
+			t.Fatalf("message %d is %s, want %s", i, got.Type(), want.Type())
+		}
+	}
+	if m, err := r.Read(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the batch: %#v, %v; want EOF", m, err)
+	}
+
+	// One message that cannot be written refuses the whole batch.
+	for name, bad := range map[string]Message{
+		"nil":       nil,
+		"too large": &LogChunk{Stream: Stdout, Data: make([]byte, MaxFrameSize)},
+	} {
+		out.Reset()
+		out.calls = 0
+		err := w.WriteAll(&Credit{Slots: 1}, bad, &Credit{Slots: 2})
+		if err == nil || out.calls != 0 || out.Len() != 0 {
+			t.Errorf("%s in a batch: err %v, %d writes, %d bytes; want an error and nothing written", name, err, out.calls, out.Len())
+		}
+	}
+	if err := w.WriteAll(&Credit{Slots: 3}); err != nil { // still usable
+		t.Fatal(err)
+	}
+	if m, err := NewReader(&out.Buffer, 0).Read(); err != nil || m.(*Credit).Slots != 3 {
+		t.Fatalf("after refused batches: %#v, %v", m, err)
+	}
+	if err := w.WriteAll(); err != nil || out.calls != 1 {
+		t.Fatalf("empty WriteAll: %v, %d writes; want nil and no write", err, out.calls)
+	}
+}
