@@ -26,6 +26,9 @@
 // A create's idempotency key stays claimed (refusing other creates with
 // ErrExists) from ApplyNoWait until Wait.
 //
+// Job and Event records are JSON; codec.go encodes them by hand, byte for
+// byte as encoding/json would, and decoding uses encoding/json.
+//
 // # Key layout
 //
 // Keys start with one prefix byte. Integers are fixed-width big-endian so
