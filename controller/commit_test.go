@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -296,4 +298,69 @@ func TestCommitterStore(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkCommitter measures synced transitions through the committer
+// from concurrent writers that each wait for their batch, as submits do:
+// throughput and the process's CPU time per transition.
+func BenchmarkCommitter(b *testing.B) {
+	for _, writers := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			st, err := store.Open(b.TempDir(), store.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			c := newCommitter(st)
+			var batches atomic.Int64
+			apply := c.apply
+			c.apply = func(us []store.Update) (syncer, error) {
+				batches.Add(1)
+				return apply(us)
+			}
+			stop := make(chan struct{})
+			result := make(chan error, 1)
+			go func() { result <- c.run(stop) }()
+			var next sync.Mutex
+			n := 0
+			cpu0 := cpuTime()
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			for range writers {
+				wg.Go(func() {
+					for {
+						next.Lock()
+						if n >= b.N {
+							next.Unlock()
+							return
+						}
+						n++
+						next.Unlock()
+						j := &store.Job{ID: st.NextID(), Name: "bench", Command: "true", State: store.Queued,
+							CreatedAt: time.Now(), QueuedAt: time.Now(), Labels: map[string]string{"os": "linux"}}
+						if err := c.add(store.NewUpdate(nil, j, store.Event{Time: j.CreatedAt, Type: "submitted"})).wait(); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+			b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/job")
+			b.ReportMetric(float64(b.N)/float64(batches.Load()), "jobs/batch")
+			close(stop)
+			if err := <-result; err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
+
+// cpuTime returns the process's user and system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
