@@ -330,7 +330,13 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 	s.sched.mu.Unlock()
 	if j == nil {
 		if s.recorded(id, attempt, a.name) {
-			// The result is stored; the agent missed our FinishAck.
+			// The result is stored; the agent missed our FinishAck. The
+			// read may see its batch before it is synced (commit.go):
+			// make it durable before saying so.
+			if err := s.st.Sync(); err != nil {
+				fail(protocol.CodeShutdown, "controller cannot store the result")
+				return
+			}
 			_ = w.Write(&protocol.FinishAck{})
 			drain(st, 10*time.Second)
 			return

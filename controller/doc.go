@@ -9,7 +9,8 @@
 // the connected agents in memory behind one mutex and changes them only
 // through scheduler.transition, which also queues the matching store
 // update. The committer (commit.go) writes queued updates as one synced
-// Pebble batch per round, so concurrent transitions share an fsync.
+// Pebble batch per round, so concurrent transitions share an fsync, and
+// writes the next round while earlier ones sync, releasing them in order.
 // Whatever makes a transition visible outside — the HTTP answer, the
 // Dispatch to an agent, the FinishAck — waits for its batch, so nothing
 // is acknowledged that a kill -9 could lose. Every transition is a

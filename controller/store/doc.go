@@ -10,8 +10,24 @@
 // record, the index entries derived from Prev.State and Next.State, and
 // the event change together or not at all, so a crash never leaves a job
 // in two states or an acknowledged job missing. Concurrent Apply calls
-// share fsyncs through Pebble's commit pipeline. Log chunks are written
-// without sync and become durable with the next synced write.
+// share fsyncs through Pebble's commit pipeline. ApplyNoWait is Apply
+// without the wait for the fsync: the batch enters the WAL and the
+// memtable in call order and Pending.Wait waits for its fsync, so one
+// writer (the controller's committer) can keep several batches syncing
+// at once; a batch whose Wait returned nil implies every earlier one is
+// durable. Log chunks are written without sync and become durable with
+// the next synced write.
+//
+// Readers see a batch once it is in the memtable, before its fsync ends
+// (Pebble publishes it to readers then, with Apply as with ApplyNoWait):
+// a crash can lose a state a reader saw but that no writer was told is
+// durable. Whoever reports durability to the outside world waits for its
+// own Apply or Wait, or calls Sync, instead of inferring it from a read.
+// A create's idempotency key stays claimed (refusing other creates with
+// ErrExists) from ApplyNoWait until Wait.
+//
+// Job and Event records are JSON; codec.go encodes them by hand, byte for
+// byte as encoding/json would, and decoding uses encoding/json.
 //
 // # Key layout
 //

@@ -222,7 +222,8 @@ func (s *Store) seeID(id uint64) {
 // Apply commits updates as one Pebble batch, synced unless Options.NoSync:
 // either all of them are durable when it returns nil, or none is applied.
 // Concurrent callers share fsyncs (Pebble's commit pipeline groups them),
-// so many goroutines may call Apply at once.
+// so many goroutines may call Apply at once. Apply is ApplyNoWait followed
+// by Wait.
 //
 // For each update, in order, Apply:
 //   - writes Next's record and appends Event to its history under
@@ -240,29 +241,100 @@ func (s *Store) seeID(id uint64) {
 // Next is required and Prev, if set, must have the same ID; otherwise
 // Apply returns ErrInvalid without writing anything.
 func (s *Store) Apply(updates ...Update) error {
-	if !s.acquire() {
-		return fmt.Errorf("store: apply: %w", ErrClosed)
+	p, err := s.ApplyNoWait(updates...)
+	if err != nil {
+		return err
 	}
-	defer s.mu.RUnlock()
-	if err := s.apply(updates); err != nil {
-		return fmt.Errorf("store: apply: %w", err)
-	}
-	return nil
+	return p.Wait()
 }
 
-func (s *Store) apply(updates []Update) error {
+// Pending is a batch ApplyNoWait handed to Pebble: it is in the WAL and
+// the memtable, and its fsync may still be running. Wait reports whether
+// it became durable.
+type Pending struct {
+	s    *Store
+	b    *pebble.Batch // awaiting SyncWait; nil without sync
+	keys []string      // idempotency keys claimed until Wait
+	err  error
+	done bool
+}
+
+// ApplyNoWait does what Apply does but returns once the batch is written
+// to the WAL and applied to the memtable, without waiting for its fsync;
+// Pending.Wait waits for it. Batches enter the WAL in call order, and an
+// fsync covers everything written before it, so when one batch's Wait
+// returns nil every batch ApplyNoWait returned earlier is durable too.
+// Several batches may be in flight: Pebble groups their fsyncs.
+//
+// The batch is visible to readers (Get, List, Active, …) as soon as
+// ApplyNoWait returns, before it is durable — as with Apply, whose batch
+// Pebble publishes to readers before its fsync ends. Anything that tells
+// the outside world a write is durable must wait for the write's own
+// Wait (or call Sync) first, not infer it from a read. The idempotency
+// keys the batch claims stay claimed until Wait returns, so no other
+// create can take them in between.
+//
+// The caller must call Wait exactly once, from any goroutine: until then
+// the batch holds the store open (Close waits for it). A non-nil error
+// means nothing was written and there is nothing to wait for.
+func (s *Store) ApplyNoWait(updates ...Update) (*Pending, error) {
+	if !s.acquire() {
+		return nil, fmt.Errorf("store: apply: %w", ErrClosed)
+	}
+	p, err := s.apply(updates)
+	if err != nil {
+		s.mu.RUnlock()
+		return nil, fmt.Errorf("store: apply: %w", err)
+	}
+	return p, nil
+}
+
+// Wait waits until the batch is durable (synced; at once with
+// Options.NoSync) and returns the sync error, if any. A sync error means
+// the batch may be lost; the store should not be written further. Calls
+// after the first return the first call's result.
+func (p *Pending) Wait() error {
+	if p.done {
+		return p.err
+	}
+	p.done = true
+	if p.b != nil {
+		if err := p.b.SyncWait(); err != nil {
+			p.err = fmt.Errorf("store: apply: sync: %w", err)
+		}
+		_ = p.b.Close()
+		p.b = nil
+	}
+	if len(p.keys) > 0 {
+		p.s.unclaim(p.keys)
+	}
+	p.s.mu.RUnlock()
+	return p.err
+}
+
+// scratch holds the buffers apply encodes into, reused across calls.
+type scratch struct {
+	job, event []byte
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// apply writes updates without waiting for their fsync. The caller holds
+// s.mu for reading; the returned Pending releases it in Wait.
+func (s *Store) apply(updates []Update) (*Pending, error) {
+	p := &Pending{s: s}
 	if len(updates) == 0 {
-		return nil
+		return p, nil
 	}
 	var keys []string // idempotency keys claimed by this batch
 	for i, u := range updates {
 		switch {
 		case u.Next == nil:
-			return fmt.Errorf("update %d: %w: Next is nil", i, ErrInvalid)
+			return nil, fmt.Errorf("update %d: %w: Next is nil", i, ErrInvalid)
 		case u.Next.ID == 0:
-			return fmt.Errorf("update %d: %w: job ID 0", i, ErrInvalid)
+			return nil, fmt.Errorf("update %d: %w: job ID 0", i, ErrInvalid)
 		case u.Prev != nil && u.Prev.ID != u.Next.ID:
-			return fmt.Errorf("update %d: %w: Prev.ID %d != Next.ID %d", i, ErrInvalid, u.Prev.ID, u.Next.ID)
+			return nil, fmt.Errorf("update %d: %w: Prev.ID %d != Next.ID %d", i, ErrInvalid, u.Prev.ID, u.Next.ID)
 		}
 		if u.Prev == nil && u.Next.IdempotencyKey != "" {
 			keys = append(keys, u.Next.IdempotencyKey)
@@ -270,46 +342,32 @@ func (s *Store) apply(updates []Update) error {
 	}
 	if len(keys) > 0 {
 		if err := s.claim(keys); err != nil {
-			return err
-		}
-		defer s.unclaim(keys)
-	}
-
-	b := s.db.NewBatch()
-	defer b.Close()
-	for i := range updates {
-		u := &updates[i]
-		next := u.Next
-		if u.Event.State == "" {
-			u.Event.State = next.State
-		}
-		job, err := json.Marshal(next)
-		if err != nil {
-			return fmt.Errorf("job %d: encode: %w", next.ID, err)
-		}
-		ev, err := json.Marshal(&u.Event)
-		if err != nil {
-			return fmt.Errorf("job %d: encode event: %w", next.ID, err)
-		}
-		// Batch operations cannot fail on an open, uncommitted batch.
-		_ = b.Set(jobKey(next.ID), job, nil)
-		_ = b.Set(eventKey(next.ID, u.Event.Seq), ev, nil)
-		if u.Prev != nil {
-			for _, k := range indexKeys(u.Prev) {
-				_ = b.Delete(k, nil)
-			}
-		} else if next.IdempotencyKey != "" {
-			var id [8]byte
-			binary.BigEndian.PutUint64(id[:], next.ID)
-			_ = b.Set(idemKey(next.IdempotencyKey), id[:], nil)
-		}
-		for _, k := range indexKeys(next) {
-			_ = b.Set(k, nil, nil)
+			return nil, err
 		}
 	}
-	if err := b.Commit(s.write); err != nil {
-		return err
+	b, err := s.build(updates)
+	if err == nil {
+		if s.write.Sync {
+			err = s.db.ApplyNoSyncWait(b, s.write)
+		} else {
+			err = b.Commit(s.write)
+		}
 	}
+	if err != nil {
+		if b != nil {
+			_ = b.Close()
+		}
+		if len(keys) > 0 {
+			s.unclaim(keys)
+		}
+		return nil, err
+	}
+	if s.write.Sync {
+		p.b = b
+	} else {
+		_ = b.Close()
+	}
+	p.keys = keys
 	for _, u := range updates {
 		wasDone := u.Prev != nil && u.Prev.State.Terminal()
 		switch isDone := u.Next.State.Terminal(); {
@@ -322,20 +380,68 @@ func (s *Store) apply(updates []Update) error {
 			s.seeID(u.Next.ID)
 		}
 	}
-	return nil
+	return p, nil
+}
+
+// build encodes updates into a new batch. On error it returns the batch
+// (to close) or nil.
+func (s *Store) build(updates []Update) (*pebble.Batch, error) {
+	sc := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(sc)
+	b := s.db.NewBatch()
+	for i := range updates {
+		u := &updates[i]
+		next := u.Next
+		if u.Event.State == "" {
+			u.Event.State = next.State
+		}
+		var err error
+		if sc.job, err = appendJob(sc.job[:0], next); err != nil {
+			return b, fmt.Errorf("job %d: encode: %w", next.ID, err)
+		}
+		if sc.event, err = appendEvent(sc.event[:0], &u.Event); err != nil {
+			return b, fmt.Errorf("job %d: encode event: %w", next.ID, err)
+		}
+		// Batch operations cannot fail on an open, uncommitted batch;
+		// Set copies key and value.
+		_ = b.Set(jobKey(next.ID), sc.job, nil)
+		_ = b.Set(eventKey(next.ID, u.Event.Seq), sc.event, nil)
+		if u.Prev != nil {
+			keys, n := indexKeyArray(u.Prev)
+			for _, k := range keys[:n] {
+				_ = b.Delete(k, nil)
+			}
+		} else if next.IdempotencyKey != "" {
+			var id [8]byte
+			binary.BigEndian.PutUint64(id[:], next.ID)
+			_ = b.Set(idemKey(next.IdempotencyKey), id[:], nil)
+		}
+		keys, n := indexKeyArray(next)
+		for _, k := range keys[:n] {
+			_ = b.Set(k, nil, nil)
+		}
+	}
+	return b, nil
 }
 
 // indexKeys returns every index key j occupies: its queue, delay or
 // active key, its state key and its finished key, as far as its state
 // has them.
 func indexKeys(j *Job) [][]byte {
-	keys := make([][]byte, 0, 3)
-	for _, k := range [][]byte{indexKey(j), stateKey(j), doneKey(j)} {
+	keys, n := indexKeyArray(j)
+	return keys[:n:n]
+}
+
+// indexKeyArray is indexKeys without allocating the slice: the first n
+// of keys are set.
+func indexKeyArray(j *Job) (keys [3][]byte, n int) {
+	for _, k := range [3][]byte{indexKey(j), stateKey(j), doneKey(j)} {
 		if k != nil {
-			keys = append(keys, k)
+			keys[n] = k
+			n++
 		}
 	}
-	return keys
+	return keys, n
 }
 
 // claim reserves idempotency keys for a create, failing with ErrExists if

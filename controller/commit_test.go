@@ -1,0 +1,366 @@
+package controller
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"jobsuite/controller/store"
+)
+
+// fakeSync is a batch handed to a fakeStore: Wait blocks until the test
+// releases it with an error or nil.
+type fakeSync struct {
+	updates []store.Update
+	result  chan error
+}
+
+func (f *fakeSync) Wait() error { return <-f.result }
+
+// fakeStore stands in for store.ApplyNoWait: every applied batch is
+// sent on applied, and its fsync ends when the test says so.
+type fakeStore struct {
+	applied chan *fakeSync
+	fail    map[uint64]error // job ID → error ApplyNoWait returns for its batch
+}
+
+func newFakeStore() *fakeStore {
+	return &fakeStore{applied: make(chan *fakeSync, 100), fail: map[uint64]error{}}
+}
+
+func (f *fakeStore) apply(us []store.Update) (syncer, error) {
+	for _, u := range us {
+		if err := f.fail[u.Next.ID]; err != nil {
+			return nil, err
+		}
+	}
+	s := &fakeSync{updates: us, result: make(chan error, 1)}
+	f.applied <- s
+	return s, nil
+}
+
+// recv returns the next value from ch, failing the test if none comes
+// (a deadlock guard, not a timing assertion).
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no %s after 30s", what)
+		panic("unreachable")
+	}
+}
+
+func update(id uint64) store.Update {
+	return store.Update{Next: &store.Job{ID: id, State: store.Queued}}
+}
+
+func isDone(b *batch) bool {
+	select {
+	case <-b.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// startCommitter runs c until the test ends (or stop is closed by the
+// test) and returns run's result channel.
+func startCommitter(t *testing.T, c *committer) (stop chan struct{}, result chan error) {
+	t.Helper()
+	stop = make(chan struct{})
+	result = make(chan error, 1)
+	go func() { result <- c.run(stop) }()
+	t.Cleanup(func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+	})
+	return stop, result
+}
+
+func fakeCommitter(f *fakeStore) *committer {
+	c := newCommitter(nil)
+	c.apply = f.apply
+	return c
+}
+
+// The next batch is applied while the previous one is still syncing,
+// and waiters are released in batch order even when a later fsync ends
+// first.
+func TestCommitterPipelines(t *testing.T) {
+	f := newFakeStore()
+	c := fakeCommitter(f)
+	stop, result := startCommitter(t, c)
+
+	b1 := c.add(update(1))
+	s1 := recv(t, f.applied, "first batch")
+	b2 := c.add(update(2))
+	s2 := recv(t, f.applied, "second batch applied while the first syncs")
+	if b1 == b2 {
+		t.Fatal("both updates in one batch")
+	}
+	if len(s1.updates) != 1 || s1.updates[0].Next.ID != 1 || len(s2.updates) != 1 || s2.updates[0].Next.ID != 2 {
+		t.Fatalf("batches hold %v and %v", s1.updates, s2.updates)
+	}
+
+	// The second fsync ends first; its waiter must still wait for the
+	// first batch.
+	s2.result <- nil
+	order := make(chan error, 1)
+	go func() {
+		err := b2.wait()
+		if err == nil && !isDone(b1) {
+			err = errors.New("batch 2 released before batch 1")
+		}
+		order <- err
+	}()
+	s1.result <- nil
+	if err := b1.wait(); err != nil {
+		t.Fatalf("batch 1: %v", err)
+	}
+	if err := recv(t, order, "batch 2 release"); err != nil {
+		t.Fatal(err)
+	}
+
+	close(stop)
+	if err := recv(t, result, "run's return"); err != nil {
+		t.Fatalf("run = %v", err)
+	}
+	if err := c.add(update(3)).wait(); !errors.Is(err, ErrShuttingDown) {
+		t.Fatalf("add after stop = %v, want ErrShuttingDown", err)
+	}
+}
+
+// A failed fsync fails its batch and every later one, even one whose
+// own fsync succeeded, and run returns the error.
+func TestCommitterSyncFailure(t *testing.T) {
+	f := newFakeStore()
+	c := fakeCommitter(f)
+	_, result := startCommitter(t, c)
+
+	b1 := c.add(update(1))
+	s1 := recv(t, f.applied, "first batch")
+	b2 := c.add(update(2))
+	s2 := recv(t, f.applied, "second batch")
+	s2.result <- nil
+	boom := errors.New("fsync failed")
+	s1.result <- boom
+
+	if err := b1.wait(); !errors.Is(err, boom) {
+		t.Fatalf("batch 1 = %v, want the fsync error", err)
+	}
+	if err := b2.wait(); !errors.Is(err, boom) {
+		t.Fatalf("batch 2 = %v, want the fsync error of batch 1", err)
+	}
+	if err := recv(t, result, "run's return"); !errors.Is(err, boom) {
+		t.Fatalf("run = %v, want the fsync error", err)
+	}
+	if err := c.add(update(3)).wait(); !errors.Is(err, boom) {
+		t.Fatalf("add after the failure = %v, want the fsync error", err)
+	}
+}
+
+// A batch the store refuses fails after the batches before it are
+// released (in order, with their own results); later adds fail.
+func TestCommitterApplyFailure(t *testing.T) {
+	f := newFakeStore()
+	boom := errors.New("refused")
+	f.fail[2] = boom
+	c := fakeCommitter(f)
+	_, result := startCommitter(t, c)
+
+	b1 := c.add(update(1))
+	s1 := recv(t, f.applied, "first batch")
+	b2 := c.add(update(2))
+	// Batch 2 fails in apply while batch 1 syncs; run must not return
+	// before batch 1 is released.
+	order := make(chan error, 1)
+	go func() {
+		err := b2.wait()
+		if !errors.Is(err, boom) {
+			err = fmt.Errorf("batch 2 = %v, want the apply error", err)
+		} else if !isDone(b1) {
+			err = errors.New("batch 2 released before batch 1")
+		} else {
+			err = nil
+		}
+		order <- err
+	}()
+	s1.result <- nil
+	if err := b1.wait(); err != nil {
+		t.Fatalf("batch 1 = %v, want nil (it was synced)", err)
+	}
+	if err := recv(t, order, "batch 2 release"); err != nil {
+		t.Fatal(err)
+	}
+	if err := recv(t, result, "run's return"); !errors.Is(err, boom) {
+		t.Fatalf("run = %v, want the apply error", err)
+	}
+	if err := c.add(update(3)).wait(); !errors.Is(err, boom) {
+		t.Fatalf("add after the failure = %v, want the apply error", err)
+	}
+}
+
+// With a real store, synced and not: many concurrent transitions, each
+// waiter released only after every earlier batch, and every
+// acknowledged job is in the store after a restart.
+func TestCommitterStore(t *testing.T) {
+	for name, noSync := range map[string]bool{"sync": false, "nosync": true} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			st, err := store.Open(dir, store.Options{Logger: testLog(t, "store"), NoSync: noSync})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := newCommitter(st)
+			stop := make(chan struct{})
+			result := make(chan error, 1)
+			go func() { result <- c.run(stop) }()
+
+			const writers, perWriter = 8, 50
+			var (
+				mu      sync.Mutex
+				batches []*batch // in the order add returned them
+				acked   []uint64
+				wg      sync.WaitGroup
+				errs    = make(chan error, writers*perWriter)
+			)
+			for range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range perWriter {
+						j := &store.Job{ID: st.NextID(), Command: "true", State: store.Queued}
+						u := store.NewUpdate(nil, j, store.Event{Type: "submitted"})
+						// add and recording its position happen together,
+						// as under the scheduler's lock.
+						mu.Lock()
+						b := c.add(u)
+						n := len(batches)
+						batches = append(batches, b)
+						mu.Unlock()
+						if err := b.wait(); err != nil {
+							errs <- err
+							return
+						}
+						mu.Lock()
+						earlier := batches[:n]
+						mu.Unlock()
+						for _, e := range earlier {
+							if !isDone(e) {
+								errs <- fmt.Errorf("job %d released before an earlier batch", j.ID)
+								return
+							}
+						}
+						mu.Lock()
+						acked = append(acked, j.ID)
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			close(stop)
+			if err := recv(t, result, "run's return"); err != nil {
+				t.Fatalf("run = %v", err)
+			}
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			st, err = store.Open(dir, store.Options{Logger: testLog(t, "store")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			if len(acked) != writers*perWriter {
+				t.Fatalf("%d jobs acknowledged, want %d", len(acked), writers*perWriter)
+			}
+			for _, id := range acked {
+				j, err := st.Get(id)
+				if err != nil {
+					t.Fatalf("acknowledged job %d: %v", id, err)
+				}
+				if j.State != store.Queued || j.Events != 1 {
+					t.Fatalf("job %d stored as %s with %d events", id, j.State, j.Events)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCommitter measures synced transitions through the committer
+// from concurrent writers that each wait for their batch, as submits do:
+// throughput and the process's CPU time per transition.
+func BenchmarkCommitter(b *testing.B) {
+	for _, writers := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			st, err := store.Open(b.TempDir(), store.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			c := newCommitter(st)
+			var batches atomic.Int64
+			apply := c.apply
+			c.apply = func(us []store.Update) (syncer, error) {
+				batches.Add(1)
+				return apply(us)
+			}
+			stop := make(chan struct{})
+			result := make(chan error, 1)
+			go func() { result <- c.run(stop) }()
+			var next sync.Mutex
+			n := 0
+			cpu0 := cpuTime()
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			for range writers {
+				wg.Go(func() {
+					for {
+						next.Lock()
+						if n >= b.N {
+							next.Unlock()
+							return
+						}
+						n++
+						next.Unlock()
+						j := &store.Job{ID: st.NextID(), Name: "bench", Command: "true", State: store.Queued,
+							CreatedAt: time.Now(), QueuedAt: time.Now(), Labels: map[string]string{"os": "linux"}}
+						if err := c.add(store.NewUpdate(nil, j, store.Event{Time: j.CreatedAt, Type: "submitted"})).wait(); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
+			b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/job")
+			b.ReportMetric(float64(b.N)/float64(batches.Load()), "jobs/batch")
+			close(stop)
+			if err := <-result; err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
+
+// cpuTime returns the process's user and system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
