@@ -15,10 +15,11 @@ import (
 // revocations and token changes. Entries live in the store under
 // time-ordered IDs and are read with GET /audit, newest first.
 //
-// An entry is written after its action succeeded. Entries are appended
-// without an fsync of their own and become durable with the next synced
-// write; every action but a submission syncs right after, so a crash can
-// lose at most the entries of the latest submissions, never a job.
+// An entry is written after its action succeeded, and synced. A
+// submission's entry (one per POST /jobs, one per POST /jobs/batch) is
+// written in the same store batch as the job it creates, so a job is
+// never durable without its entry, nor an entry without its job, and a
+// submit costs no store write of its own for the audit.
 
 // Audit actions.
 const (
@@ -49,45 +50,63 @@ func (s *Server) audit(r *http.Request, action, target string) {
 
 // auditDetail is audit with a free-form detail.
 func (s *Server) auditDetail(r *http.Request, action, target, detail string) {
-	id, ok := requestIdentity(r)
-	if !ok {
-		id = identity{Name: "unknown", Via: "unknown"}
-	}
-	e := store.AuditEntry{
-		Time: time.Now().UTC(), Who: id.Name, Role: string(id.Role), Via: id.Via, Credential: id.Credential,
-		Remote: r.RemoteAddr, Action: action, Target: target, Detail: detail,
-	}
-	s.log.Info("audit", "action", action, "target", target, "who", id.Name, "role", id.Role, "via", id.Via, "detail", detail)
+	e := s.auditEntry(r, action)
+	e.Target, e.Detail = target, detail
+	s.logAudit(e)
 	if s.sec == nil {
 		return
 	}
-	if err := s.sec.append(e, action != auditSubmit); err != nil {
+	if err := s.sec.append(e); err != nil {
 		s.log.Error("writing the audit log failed", "action", action, "target", target, "error", err)
 	}
 }
 
-// append gives e the next ID and stores it, synced when sync is set.
-func (sec *security) append(e store.AuditEntry, sync bool) error {
+// auditEntry starts the entry for r's identity doing action, with an ID
+// (nil when the server keeps no audit log). The caller sets the target.
+func (s *Server) auditEntry(r *http.Request, action string) *store.AuditEntry {
+	id, ok := requestIdentity(r)
+	if !ok {
+		id = identity{Name: "unknown", Via: "unknown"}
+	}
+	e := &store.AuditEntry{
+		Time: time.Now().UTC(), Who: id.Name, Role: string(id.Role), Via: id.Via, Credential: id.Credential,
+		Remote: r.RemoteAddr, Action: action,
+	}
+	if s.sec != nil {
+		s.sec.stamp(e)
+	}
+	return e
+}
+
+// logAudit writes e's log line.
+func (s *Server) logAudit(e *store.AuditEntry) {
+	s.log.Info("audit", "action", e.Action, "target", e.Target, "who", e.Who, "role", e.Role, "via", e.Via, "detail", e.Detail)
+}
+
+// stamp gives e the next ID: at least its time in Unix nanoseconds and
+// above every earlier ID. Every auditPruneEvery entries it prunes the
+// old ones (one range deletion).
+func (sec *security) stamp(e *store.AuditEntry) {
 	sec.auditMu.Lock()
 	e.ID = max(uint64(e.Time.UnixNano()), sec.auditLast+1)
 	sec.auditLast = e.ID
-	err := sec.st.AppendAudit(e)
 	sec.auditN++
 	prune := sec.auditN >= auditPruneEvery
 	if prune {
 		sec.auditN = 0
 	}
 	sec.auditMu.Unlock()
-	if err != nil {
-		return err
-	}
 	if prune {
 		sec.pruneAudit()
 	}
-	if sync {
-		return sec.st.Sync()
+}
+
+// append stores a stamped entry, synced.
+func (sec *security) append(e *store.AuditEntry) error {
+	if err := sec.st.AppendAudit(*e); err != nil {
+		return err
 	}
-	return nil
+	return sec.st.Sync()
 }
 
 // pruneAudit removes entries older than the retention.

@@ -546,8 +546,18 @@ func TestAuditLog(t *testing.T) {
 	if code, b := c.do("POST", "/agents/agent-1/drain", ""); code != 200 {
 		t.Fatalf("drain: %d %s", code, b)
 	}
+	// A batch is one entry naming its jobs; repeating it with the same
+	// idempotency keys creates nothing and leaves no entry.
+	batchBody := `[{"command":"true","idempotency_key":"audit-a"},{"command":"true","idempotency_key":"audit-b"}]`
+	code, items, b := c.submitBatch(batchBody)
+	if code != 201 || len(items) != 2 {
+		t.Fatalf("batch: %d %s", code, b)
+	}
+	if code, _, b := c.submitBatch(batchBody); code != 200 {
+		t.Fatalf("repeated batch: %d %s", code, b)
+	}
 	tok := c.createToken(`{"role":"operator","name":"ci-bot"}`)
-	code, b := c.tokenClient(tok.Token).do("POST", "/jobs", `{"command":"true"}`)
+	code, b = c.tokenClient(tok.Token).do("POST", "/jobs", `{"command":"true"}`)
 	if code != 201 {
 		t.Fatalf("submit with token: %d %s", code, b)
 	}
@@ -573,6 +583,7 @@ func TestAuditLog(t *testing.T) {
 		{"token_revoke", "token " + tok.ID, "operator", "certificate", opSerial},
 		{"submit", fmt.Sprintf("job %d", byToken.JobID), "ci-bot", "token", tok.ID},
 		{"token_create", "token " + tok.ID, "operator", "certificate", opSerial},
+		{"submit", fmt.Sprintf("jobs %d-%d", items[0].JobID, items[1].JobID), "operator", "certificate", opSerial},
 		{"drain", "agent agent-1", "operator", "certificate", opSerial},
 		{"cancel", fmt.Sprintf("job %d", j.JobID), "operator", "certificate", opSerial},
 		{"submit", fmt.Sprintf("job %d", j.JobID), "operator", "certificate", opSerial},
@@ -594,6 +605,9 @@ func TestAuditLog(t *testing.T) {
 	if !strings.Contains(entries[0].Detail, "audit test") {
 		t.Errorf("revoke detail %q lacks the reason", entries[0].Detail)
 	}
+	if entries[4].Detail != "batch of 2" {
+		t.Errorf("batch submit detail %q, want %q", entries[4].Detail, "batch of 2")
+	}
 
 	// Paging with limit and before; the log survives a restart.
 	c.stopController()
@@ -604,7 +618,7 @@ func TestAuditLog(t *testing.T) {
 		t.Fatalf("first page: %d %s", code, b)
 	}
 	c.getJSON(fmt.Sprintf("/audit?limit=100&before=%d", page[2].ID), &page)
-	if len(page) != 4 || page[0].ID != entries[3].ID || page[3].ID != entries[6].ID {
+	if len(page) != 5 || page[0].ID != entries[3].ID || page[4].ID != entries[7].ID {
 		t.Fatalf("second page: %+v", page)
 	}
 	for _, q := range []string{"limit=0", "limit=1001", "limit=x", "before=-1", "before=0"} {

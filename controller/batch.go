@@ -1,6 +1,8 @@
 package controller
 
 import (
+	"strconv"
+
 	"github.com/hashicorp/go-hclog"
 
 	"bytes"
@@ -67,11 +69,15 @@ func (s *Server) handleSubmitBatch(w http.ResponseWriter, r *http.Request, _ htt
 		}
 		return
 	}
-	items, err := s.sched.submitBatch(jobs)
+	audit := s.auditEntry(r, auditSubmit) // stored with the last job created, if any
+	items, err := s.sched.submitBatch(jobs, audit)
 	if err != nil {
 		s.log.Error("batch submit failed", "jobs", len(jobs), "error", err)
 		writeError(w, http.StatusServiceUnavailable, "the jobs could not be stored: %v", err)
 		return
+	}
+	if audit.Target != "" {
+		s.logAudit(audit)
 	}
 	code := http.StatusOK // every job already existed (idempotency keys)
 	for _, it := range items {
@@ -136,7 +142,7 @@ func decodeBatch(body []byte, lim submitLimits) ([]*store.Job, error) {
 //
 // Lookups happen before anything is queued, so an error leaves nothing
 // behind.
-func (s *scheduler) submitBatch(jobs []*store.Job) ([]BatchItem, error) {
+func (s *scheduler) submitBatch(jobs []*store.Job, audit *store.AuditEntry) ([]BatchItem, error) {
 	items := make([]BatchItem, len(jobs))
 	existing := map[int]uint64{} // index → stored job with its key
 	var others []*batch          // concurrent submissions whose jobs we return
@@ -161,11 +167,9 @@ func (s *scheduler) submitBatch(jobs []*store.Job) ([]BatchItem, error) {
 			existing[i] = id
 		}
 	}
-	now := time.Now().UTC()
-	var last *batch
-	var mine []*store.Job    // created with a key: registered in s.keys
-	var first, lastID uint64 // the first and last job created, and how many
-	var n int
+	// IDs first, so the audit entry can name them before the batch is
+	// queued (the committer may encode it at once).
+	var created []int // indexes of the jobs to create
 	for i, j := range jobs {
 		if items[i].JobID != 0 {
 			continue
@@ -174,17 +178,39 @@ func (s *scheduler) submitBatch(jobs []*store.Job) ([]BatchItem, error) {
 			continue
 		}
 		j.ID = s.st.NextID()
+		created = append(created, i)
+	}
+	var stored *store.AuditEntry // written with the last job created
+	if n := len(created); n > 0 {
+		first, lastID := jobs[created[0]].ID, jobs[created[n-1]].ID
+		if audit != nil {
+			audit.Target = fmt.Sprintf("jobs %d-%d", first, lastID)
+			if n == 1 {
+				audit.Target = "job " + strconv.FormatUint(first, 10)
+			}
+			audit.Detail = fmt.Sprintf("batch of %d", n)
+			if audit.ID != 0 {
+				stored = audit
+			}
+		}
+		// One line for the batch; the jobs' own lines are at debug.
+		s.log.Info("jobs submitted", "count", n, "first_job", first, "last_job", lastID)
+	}
+	now := time.Now().UTC()
+	var last *batch
+	var mine []*store.Job // created with a key: registered in s.keys
+	for k, i := range created {
+		j := jobs[i]
 		j.State = store.Queued
 		j.CreatedAt = now
 		j.QueuedAt = now
 		s.logEnd[j.ID] = 0
 		j.Reason = s.whyQueued(j)
-		last = s.transitionLogged(nil, j, "submitted", "", hclog.Debug)
-		if first == 0 {
-			first = j.ID
+		var a *store.AuditEntry
+		if k == len(created)-1 {
+			a = stored
 		}
-		lastID = j.ID
-		n++
+		last = s.transitionAudited(nil, j, "submitted", "", hclog.Debug, a)
 		if j.IdempotencyKey != "" {
 			s.keys[j.IdempotencyKey] = pendingKey{job: j, b: last}
 			mine = append(mine, j)
@@ -192,11 +218,6 @@ func (s *scheduler) submitBatch(jobs []*store.Job) ([]BatchItem, error) {
 		items[i] = BatchItem{JobID: j.ID, Status: store.Queued, Created: true}
 	}
 	s.mu.Unlock()
-	if n > 0 {
-		// One line for the batch; the jobs' own lines are at debug. IDs
-		// are consecutive unless a concurrent submit took some.
-		s.log.Info("jobs submitted", "count", n, "first_job", first, "last_job", lastID)
-	}
 
 	var err error
 	if last != nil {

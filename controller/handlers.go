@@ -194,7 +194,8 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprout
 		writeError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	j, created, err := s.sched.submit(job)
+	audit := s.auditEntry(r, auditSubmit) // stored with the job, if created
+	j, created, err := s.sched.submit(job, audit)
 	if err != nil {
 		s.log.Error("submit failed", "error", err)
 		writeError(w, http.StatusServiceUnavailable, "the job could not be stored: %v", err)
@@ -208,7 +209,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprout
 		writeJSON(w, http.StatusOK, viewJob(j, s.sched.reason(j)))
 		return
 	}
-	s.audit(r, auditSubmit, "job "+strconv.FormatUint(j.ID, 10))
+	s.logAudit(audit)
 	writeJSON(w, http.StatusCreated, viewJob(j, ""))
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -143,6 +144,12 @@ func (s *scheduler) transition(prev, next *store.Job, typ, msg string) *batch {
 // transitionLogged is transition with the level of its log line: the
 // jobs of a batch submit log at debug, and the batch logs one info line.
 func (s *scheduler) transitionLogged(prev, next *store.Job, typ, msg string, level hclog.Level) *batch {
+	return s.transitionAudited(prev, next, typ, msg, level, nil)
+}
+
+// transitionAudited is transitionLogged writing an audit entry (if not
+// nil) in the same batch.
+func (s *scheduler) transitionAudited(prev, next *store.Job, typ, msg string, level hclog.Level, audit *store.AuditEntry) *batch {
 	ev := store.Event{
 		Time:    time.Now().UTC(),
 		Type:    typ,
@@ -154,6 +161,7 @@ func (s *scheduler) transitionLogged(prev, next *store.Job, typ, msg string, lev
 		ev.Agent = a.Agent
 	}
 	u := store.NewUpdate(prev, next, ev)
+	u.Audit = audit
 
 	id := next.ID
 	if prev != nil && prev.State == store.Queued && next.State != store.Queued {
@@ -223,8 +231,10 @@ func batchDone(b *batch) bool {
 }
 
 // submit queues a new job. With an idempotency key already used, it
-// returns the existing job and created=false.
-func (s *scheduler) submit(j *store.Job) (job *store.Job, created bool, err error) {
+// returns the existing job and created=false. audit, if not nil, is
+// written with the job (its Target becomes "job ID"); it is not written
+// when no job is created.
+func (s *scheduler) submit(j *store.Job, audit *store.AuditEntry) (job *store.Job, created bool, err error) {
 	s.mu.Lock()
 	if j.IdempotencyKey != "" {
 		if p, ok := s.keys[j.IdempotencyKey]; ok {
@@ -253,7 +263,14 @@ func (s *scheduler) submit(j *store.Job) (job *store.Job, created bool, err erro
 	j.QueuedAt = now
 	s.logEnd[j.ID] = 0
 	j.Reason = s.whyQueued(j)
-	b := s.transition(nil, j, "submitted", "")
+	var stored *store.AuditEntry // only a stamped entry can be stored
+	if audit != nil {
+		audit.Target = "job " + strconv.FormatUint(j.ID, 10)
+		if audit.ID != 0 {
+			stored = audit
+		}
+	}
+	b := s.transitionAudited(nil, j, "submitted", "", hclog.Info, stored)
 	if j.IdempotencyKey != "" {
 		s.keys[j.IdempotencyKey] = pendingKey{job: j, b: b}
 	}

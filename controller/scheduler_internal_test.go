@@ -34,7 +34,7 @@ func TestEndedEntriesAreForgotten(t *testing.T) {
 	const n = 50
 	var ids []uint64
 	for range n {
-		j, _, err := s.submit(&store.Job{Command: "true", Priority: 50})
+		j, _, err := s.submit(&store.Job{Command: "true", Priority: 50}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

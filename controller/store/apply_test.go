@@ -87,3 +87,35 @@ func TestApplyNoWait(t *testing.T) {
 		})
 	}
 }
+
+// An Update's audit entry is written in the job's batch; an entry
+// without an ID refuses the whole batch.
+func TestApplyWithAudit(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	bad := newJob(s, 0, t0)
+	u := NewUpdate(nil, bad, Event{Type: "submitted"})
+	u.Audit = &AuditEntry{Action: "submit", Target: "job 1"}
+	if err := s.Apply(u); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("audit entry without ID: %v, want ErrInvalid", err)
+	}
+	if _, err := s.Get(bad.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the refused batch wrote its job: %v", err)
+	}
+	j := newJob(s, 1, t0)
+	u = NewUpdate(nil, j, Event{Type: "submitted"})
+	u.Audit = &AuditEntry{ID: 42, Time: t0, Action: "submit", Target: "job 2", Who: "op"}
+	if err := s.Apply(u); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Audit(0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].ID != 42 || got[0].Target != "job 2" || got[0].Who != "op" {
+		t.Fatalf("audit entries %+v, want the one written with the job", got)
+	}
+}

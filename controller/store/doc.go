@@ -89,7 +89,9 @@
 // (Revocations, Tokens) and checks them in memory. PutRevocation,
 // PutToken and their deletes are synced. Audit entries are appended
 // without sync (AppendAudit) and become durable with the next synced
-// write; PruneAudit drops the old ones with one range deletion.
+// write, or ride in a job's Update (Update.Audit: a submission's entry
+// is in the batch that creates the job); PruneAudit drops the old ones
+// with one range deletion.
 //
 // Join tokens (enroll.go) are read by hash, one point read per
 // enrollment. UseJoinToken takes a use in a read-modify-write under a

@@ -152,6 +152,10 @@ type Update struct {
 	Prev  *Job
 	Next  *Job
 	Event Event
+	// Audit, if set, is an audit entry written in the same batch (a
+	// submission's), so the entry is exactly as durable as the job. Its
+	// ID must be set.
+	Audit *AuditEntry
 }
 
 // NewUpdate numbers ev as next's following event and returns the

@@ -420,6 +420,16 @@ func (s *Store) build(updates []Update) (*pebble.Batch, error) {
 		for _, k := range keys[:n] {
 			_ = b.Set(k, nil, nil)
 		}
+		if a := u.Audit; a != nil {
+			if a.ID == 0 {
+				return b, fmt.Errorf("job %d: %w: audit entry ID 0", next.ID, ErrInvalid)
+			}
+			v, err := json.Marshal(a)
+			if err != nil {
+				return b, fmt.Errorf("job %d: encode audit entry: %w", next.ID, err)
+			}
+			_ = b.Set(auditKey(a.ID), v, nil)
+		}
 	}
 	return b, nil
 }
