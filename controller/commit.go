@@ -9,10 +9,11 @@ import (
 // committer turns state transitions into synced store batches.
 //
 // The scheduler changes its in-memory state first, under its lock, and
-// queues the matching store.Update here in the same order. Whatever must
-// only happen once a transition is durable — answering the client,
-// sending a Dispatch to an agent, acknowledging a result — waits on the
-// batch holding it.
+// queues the matching store.Update here in the same order; it never holds
+// its lock across a disk write, and concurrent transitions share an fsync
+// (group commit). Whatever must only happen once a transition is durable
+// — answering the client, sending a Dispatch to an agent, acknowledging a
+// result — waits on the batch holding it.
 //
 // Two goroutines form a pipeline. The applier takes everything queued so
 // far as one batch and hands it to the store with ApplyNoWait, which
@@ -153,7 +154,7 @@ func (c *committer) run(stop <-chan struct{}) error {
 	c.open = nil
 	c.mu.Unlock()
 	if b != nil {
-		b.err = c.errLocked()
+		b.err = c.currentErr()
 		c.inflight <- b
 	}
 	close(c.inflight)
@@ -163,8 +164,8 @@ func (c *committer) run(stop <-chan struct{}) error {
 	return c.failed
 }
 
-// errLocked is err under c.mu.
-func (c *committer) errLocked() error {
+// currentErr returns err, taking c.mu.
+func (c *committer) currentErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err()

@@ -3,6 +3,7 @@ package controller
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -363,4 +364,58 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkCommitterLatency measures how long one synced transition
+// waits for its batch (add to release) while 8 other writers keep
+// batches in flight, as a dispatch waits behind submits.
+func BenchmarkCommitterLatency(b *testing.B) {
+	st, err := store.Open(b.TempDir(), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	c := newCommitter(st)
+	stop := make(chan struct{})
+	result := make(chan error, 1)
+	go func() { result <- c.run(stop) }()
+	create := func() store.Update {
+		j := &store.Job{ID: st.NextID(), Command: "true", State: store.Queued, CreatedAt: time.Now(), QueuedAt: time.Now()}
+		return store.NewUpdate(nil, j, store.Event{Time: j.CreatedAt, Type: "submitted"})
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				if err := c.add(create()).wait(); err != nil {
+					return
+				}
+			}
+		})
+	}
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		t := time.Now()
+		if err := c.add(create()).wait(); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t))
+	}
+	b.StopTimer()
+	close(done)
+	wg.Wait()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	close(stop)
+	if err := <-result; err != nil {
+		b.Fatal(err)
+	}
 }

@@ -1,8 +1,13 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
+	"slices"
 	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // ApplyNoWait's batch is readable at once, its idempotency keys stay
@@ -117,5 +122,57 @@ func TestApplyWithAudit(t *testing.T) {
 	}
 	if len(got) != 1 || got[0].ID != 42 || got[0].Target != "job 2" || got[0].Who != "op" {
 		t.Fatalf("audit entries %+v, want the one written with the job", got)
+	}
+}
+
+// After every transition a job occupies exactly the index keys its
+// record derives, also when Prev and Next share some (Apply then leaves
+// those alone).
+func TestApplyIndexKeysExact(t *testing.T) {
+	s := open(t)
+	j := submit(t, s, newJob(s, 50, t0))
+	occupied := func() []string {
+		var got []string
+		for _, p := range []byte{prefixQueue, prefixDelay, prefixActive, prefixState, prefixDone} {
+			it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for ok := it.First(); ok; ok = it.Next() {
+				if k := it.Key(); binary.BigEndian.Uint64(k[len(k)-8:]) == j.ID {
+					got = append(got, string(k))
+				}
+			}
+			if err := it.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		slices.Sort(got)
+		return got
+	}
+	steps := []struct {
+		state  State
+		change func(*Job)
+	}{
+		{Queued, func(j *Job) { j.Reason = "still waiting" }}, // every key shared
+		{Queued, func(j *Job) { j.Priority = 90 }},            // state key shared
+		{Dispatched, nil},
+		{Running, nil}, // active key shared
+		{Running, func(j *Job) { j.CancelRequested = true }},
+		{Waiting, func(j *Job) { j.NotBefore = t0.Add(time.Minute) }},
+		{Queued, func(j *Job) { j.QueuedAt = t0.Add(time.Minute) }},
+		{Cancelled, func(j *Job) { j.FinishedAt = t0.Add(time.Hour) }},
+		{Cancelled, func(j *Job) { j.Reason = "again" }}, // state and finished keys shared
+	}
+	for i, st := range steps {
+		j = move(t, s, j, st.state, st.change)
+		var want []string
+		for _, k := range indexKeys(j) {
+			want = append(want, string(k))
+		}
+		slices.Sort(want)
+		if got := occupied(); !slices.Equal(got, want) {
+			t.Fatalf("step %d (%s): job %d occupies %q, want %q", i, st.state, j.ID, got, want)
+		}
 	}
 }

@@ -1,12 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -406,19 +408,28 @@ func (s *Store) build(updates []Update) (*pebble.Batch, error) {
 		// Set copies key and value.
 		_ = b.Set(jobKey(next.ID), sc.job, nil)
 		_ = b.Set(eventKey(next.ID, u.Event.Seq), sc.event, nil)
+		// A key both versions occupy (the active key from dispatched to
+		// running, the state key when only a field changes) stays as it
+		// is: deleting and setting it again would end the same.
+		var old [3][]byte
+		var nOld int
 		if u.Prev != nil {
-			keys, n := indexKeyArray(u.Prev)
-			for _, k := range keys[:n] {
-				_ = b.Delete(k, nil)
-			}
+			old, nOld = indexKeyArray(u.Prev)
 		} else if next.IdempotencyKey != "" {
 			var id [8]byte
 			binary.BigEndian.PutUint64(id[:], next.ID)
 			_ = b.Set(idemKey(next.IdempotencyKey), id[:], nil)
 		}
 		keys, n := indexKeyArray(next)
+		for _, k := range old[:nOld] {
+			if !slices.ContainsFunc(keys[:n], func(nk []byte) bool { return bytes.Equal(k, nk) }) {
+				_ = b.Delete(k, nil)
+			}
+		}
 		for _, k := range keys[:n] {
-			_ = b.Set(k, nil, nil)
+			if !slices.ContainsFunc(old[:nOld], func(ok []byte) bool { return bytes.Equal(k, ok) }) {
+				_ = b.Set(k, nil, nil)
+			}
 		}
 		if a := u.Audit; a != nil {
 			if a.ID == 0 {
