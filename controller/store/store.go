@@ -456,64 +456,6 @@ func (s *Store) events(id uint64) ([]Event, error) {
 	return evs, errors.Join(it.Error(), it.Close())
 }
 
-// Active returns every job the scheduler must hold in memory, read through
-// the indexes: Queued jobs in queue order (priority descending, then
-// QueuedAt, then ID), then Waiting jobs by NotBefore, then Dispatched and
-// Running jobs by ID.
-func (s *Store) Active() ([]*Job, error) {
-	if !s.acquire() {
-		return nil, fmt.Errorf("store: active jobs: %w", ErrClosed)
-	}
-	defer s.mu.RUnlock()
-	jobs, err := s.active()
-	if err != nil {
-		return nil, fmt.Errorf("store: active jobs: %w", err)
-	}
-	return jobs, nil
-}
-
-func (s *Store) active() ([]*Job, error) {
-	snap := s.db.NewSnapshot()
-	defer snap.Close()
-	var jobs []*Job
-	for _, idx := range []struct {
-		prefix byte
-		match  func(State) bool
-	}{
-		{prefixQueue, func(st State) bool { return st == Queued }},
-		{prefixDelay, func(st State) bool { return st == Waiting }},
-		{prefixActive, State.Active},
-	} {
-		it, err := snap.NewIter(&pebble.IterOptions{
-			LowerBound: []byte{idx.prefix},
-			UpperBound: []byte{idx.prefix + 1},
-		})
-		if err != nil {
-			return nil, err
-		}
-		for ok := it.First(); ok; ok = it.Next() {
-			k := it.Key()
-			id := binary.BigEndian.Uint64(k[len(k)-8:])
-			j, err := getJob(snap, id)
-			if err != nil {
-				_ = it.Close()
-				return nil, fmt.Errorf("index %q: job %d: %w", idx.prefix, id, err)
-			}
-			if !idx.match(j.State) {
-				// Cannot happen while Apply is the only writer; the job
-				// record is the truth.
-				s.log.Warn("index entry disagrees with job record, skipping", "index", string(idx.prefix), "job", id, "state", j.State)
-				continue
-			}
-			jobs = append(jobs, j)
-		}
-		if err := errors.Join(it.Error(), it.Close()); err != nil {
-			return nil, err
-		}
-	}
-	return jobs, nil
-}
-
 // IdempotencyKey returns the ID of the job created with key, if any.
 func (s *Store) IdempotencyKey(key string) (uint64, bool, error) {
 	if !s.acquire() {
