@@ -64,13 +64,17 @@
 // index keys and idempotency key with point deletes and its "e" and "l"
 // ranges with one range deletion each, up to DefaultPruneBatch jobs per
 // synced batch. A finished job without FinishedAt sorts first. Open
-// counts "f" once (a key-only scan) so Prune knows how many finished jobs
-// exist without scanning; Apply and Prune keep that count.
+// counts "f" once (a key-only scan, in the background: see Startup) so
+// Prune knows how many finished jobs exist without scanning; Apply and
+// Prune keep that count.
 //
 // # Startup
 //
-// Open replays Pebble's WAL, reads the highest "j" key (Last, one seek)
-// for NextID, and counts "f" with a key-only scan for FinishedJobs.
+// Open replays Pebble's WAL and reads the highest "j" key (Last, one
+// seek) for NextID. Counting "f" for FinishedJobs is a key-only scan of
+// every finished job, so Open starts it in the background on a snapshot
+// taken before any write, and Apply's and Prune's changes add to it;
+// FinishedJobs and Prune wait for the count, Close waits for it to end.
 //
 // Active, which the controller calls once at start to rebuild its queue,
 // does not look each job up from its index entry: it scans "q", "d" and

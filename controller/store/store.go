@@ -36,6 +36,10 @@ type Store struct {
 
 	nextID   atomic.Uint64 // last ID handed out (or seen)
 	finished atomic.Int64  // entries in the finished index: stored jobs in a terminal state
+	// counted is closed once finished holds the count Open started in
+	// the background (countFinished); until then it holds only the
+	// changes made since Open.
+	counted chan struct{}
 
 	// pruneMu serializes Prune calls, so two never remove (and count) the
 	// same job.
@@ -95,14 +99,35 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	s.nextID.Store(last)
-	finished, err := s.countKeys(prefixDone)
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("store: open %s: %w", dir, err)
-	}
-	s.finished.Store(int64(finished))
-	logger.Debug("opened", "dir", dir, "schema", SchemaVersion, "last_job", last, "finished_jobs", finished, "no_sync", opts.NoSync)
+	// Counting the finished index is a scan of every finished job's key
+	// (a million at the controller's default retention), so it runs in
+	// the background, on a snapshot taken before any write: Apply's and
+	// Prune's changes from now on add to the count. FinishedJobs and
+	// Prune wait for it; Close waits for it through the read lock taken
+	// here on its behalf.
+	s.counted = make(chan struct{})
+	snap := db.NewSnapshot()
+	s.mu.RLock()
+	go s.countFinished(snap)
+	logger.Debug("opened", "dir", dir, "schema", SchemaVersion, "last_job", last, "no_sync", opts.NoSync)
 	return s, nil
+}
+
+// countFinished adds the finished index's entries in snap to s.finished
+// and closes s.counted. It releases the read lock Open took for it.
+func (s *Store) countFinished(snap *pebble.Snapshot) {
+	defer s.mu.RUnlock()
+	defer close(s.counted)
+	n, err := countKeys(snap, prefixDone)
+	if cerr := snap.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		// Counting low only makes Prune keep more than KeepNewest.
+		s.log.Error("counting finished jobs failed; retention by count may keep more than it should until a restart", "error", err)
+	}
+	s.finished.Add(int64(n))
+	s.log.Debug("finished jobs counted", "finished_jobs", n)
 }
 
 // checkSchema reads the schema version key, writing it into an empty
@@ -158,9 +183,9 @@ func (s *Store) lastJobID() (uint64, error) {
 	return id, errors.Join(it.Error(), it.Close())
 }
 
-// countKeys counts the keys starting with prefix p.
-func (s *Store) countKeys(p byte) (int, error) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
+// countKeys counts the keys starting with prefix p in snap.
+func countKeys(snap *pebble.Snapshot, p byte) (int, error) {
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
 	if err != nil {
 		return 0, err
 	}
@@ -174,6 +199,7 @@ func (s *Store) countKeys(p byte) (int, error) {
 // FinishedJobs returns how many jobs in a terminal state are stored: the
 // number Prune's KeepNewest is compared with.
 func (s *Store) FinishedJobs() int {
+	<-s.counted
 	return int(s.finished.Load())
 }
 
