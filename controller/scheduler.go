@@ -104,8 +104,16 @@ func (s *scheduler) load() error {
 		s.jobs = make(map[uint64]*store.Job, len(jobs))
 	}
 	queued := make([]*store.Job, 0, len(jobs))
+	n := 0
 	for _, j := range jobs {
+		before := len(s.jobs)
 		s.jobs[j.ID] = j
+		if len(s.jobs) == before {
+			// Listed twice (a stale index entry): the same record.
+			continue
+		}
+		jobs[n] = j
+		n++
 		end := j.LogBytes
 		if j.State.Active() {
 			// Output of a running attempt is in the store beyond the
@@ -128,6 +136,7 @@ func (s *scheduler) load() error {
 			s.leases[j.ID] = now.Add(s.opts.LeaseTTL)
 		}
 	}
+	jobs = jobs[:n]
 	s.q.pushAll(queued)
 	if s.metrics != nil {
 		s.metrics.countAll(slices.Values(jobs))
