@@ -59,9 +59,9 @@ type activeChunk struct {
 
 const activeChunkJobs = 256
 
-// maxSteps is how many records readRecords steps over with Next before
+// activeMaxSteps is how many records readRecords steps over with Next before
 // it seeks instead.
-const maxSteps = 8
+const activeMaxSteps = 8
 
 // active reads the indexes and then the records they name. A point Get
 // per index entry costs an index and data block lookup each (and the
@@ -211,7 +211,7 @@ func (s *Store) readRecords(snap *pebble.Snapshot, refs []activeRef, work chan<-
 		binary.BigEndian.PutUint64(key[1:], ref.id)
 		// The records of a queue are mostly a contiguous run of "j":
 		// step forward a few keys before seeking.
-		for range maxSteps {
+		for range activeMaxSteps {
 			if !it.Valid() || bytes.Compare(it.Key(), key) >= 0 {
 				break
 			}

@@ -382,7 +382,7 @@ func parseUTC(b []byte) (time.Time, bool) {
 	if !ok {
 		return time.Time{}, false
 	}
-	day := num(8, 10, 1, daysIn(month, year))
+	day := num(8, 10, 1, monthDays(month, year))
 	hour, minute, sec := num(11, 13, 0, 23), num(14, 16, 0, 59), num(17, 19, 0, 59)
 	nsec := 0
 	if n > 20 {
@@ -402,7 +402,7 @@ func parseUTC(b []byte) (time.Time, bool) {
 	return time.Unix(days*86400+int64(hour*3600+minute*60+sec), int64(nsec)).UTC(), true
 }
 
-func daysIn(month, year int) int {
+func monthDays(month, year int) int {
 	if month == 2 && year%4 == 0 && (year%100 != 0 || year%400 == 0) {
 		return 29
 	}
@@ -441,11 +441,11 @@ func (d *jobDecoder) stringMap(dst *map[string]string) bool {
 	})
 }
 
-// seen detects a repeated key: encoding/json would let the last one win
+// seenKeys detects a repeated key: encoding/json would let the last one win
 // (or merge two maps), which the fast path does not copy.
-type seen uint64
+type seenKeys uint64
 
-func (s *seen) first(bit uint) bool {
+func (s *seenKeys) first(bit uint) bool {
 	if *s&(1<<bit) != 0 {
 		return false
 	}
@@ -454,7 +454,7 @@ func (s *seen) first(bit uint) bool {
 }
 
 func (d *jobDecoder) job(j *Job) bool {
-	var set seen
+	var set seenKeys
 	return d.object(false, func(key []byte) bool {
 		switch string(key) {
 		case "id":
@@ -538,7 +538,7 @@ func (d *jobDecoder) attempts(dst *[]Attempt) bool {
 }
 
 func (d *jobDecoder) attempt(a *Attempt) bool {
-	var set seen
+	var set seenKeys
 	return d.object(false, func(key []byte) bool {
 		switch string(key) {
 		case "number":
@@ -588,7 +588,7 @@ func (d *jobDecoder) attempt(a *Attempt) bool {
 	})
 }
 
-// interner hands out one copy of each short string it has seen, up to a
+// interner hands out one copy of each short string it has seenKeys, up to a
 // bounded number of them, so a million queued jobs with the same name
 // and command hold those strings once. Not safe for concurrent use.
 type interner struct {
