@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"errors"
+	"iter"
+	"maps"
 	"net"
 	"net/http"
 	"time"
@@ -125,11 +127,33 @@ func newMetrics(log hclog.Logger, sched *scheduler, h *hub, st storeStats) *metr
 
 	sched.mu.Lock()
 	defer sched.mu.Unlock()
-	for _, j := range sched.jobs {
-		m.count(j, 1)
-	}
+	m.countAll(maps.Values(sched.jobs))
 	sched.metrics = m
 	return m
+}
+
+// countAll adds jobs to the state and queue depth gauges, as count(j, 1)
+// for each would, counting in plain maps and setting each gauge once: a
+// labelled gauge's lookup costs more than the rest, and a controller
+// starts with up to millions of jobs (scheduler.load).
+func (m *metrics) countAll(jobs iter.Seq[*store.Job]) {
+	states := map[store.State]float64{}
+	depth := map[string]float64{}
+	for j := range jobs {
+		if j.State.Terminal() {
+			continue
+		}
+		states[j.State]++
+		if j.State == store.Queued {
+			depth[priorityBucket(j.Priority)]++
+		}
+	}
+	for st, n := range states {
+		m.jobs.WithLabelValues(string(st)).Add(n)
+	}
+	for p, n := range depth {
+		m.queueDepth.WithLabelValues(p).Add(n)
+	}
 }
 
 // count adds d to the gauges job j's state counts in.

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"jobsuite/controller/store"
 )
 
 // queue is the in-memory mirror of the store's queue index: the jobs in
@@ -96,6 +98,49 @@ func (q *queue) push(id uint64, priority int, queuedAt int64, selector map[strin
 	it := &item{id: id, priority: priority, queuedAt: queuedAt, class: c, aging: q.aging}
 	heap.Push(&c.h, it)
 	q.items[id] = it
+}
+
+// itemBlock is how many items pushAll allocates at once: one allocation
+// instead of many, while a block that still holds one queued job keeps
+// at most this many items' memory alive.
+const itemBlock = 256
+
+// pushAll adds queued jobs in bulk, as the scheduler's load does at
+// start: the items map is sized once, items are allocated in blocks and
+// each class's heap is built in one pass (heap.Init) rather than one
+// push at a time. Jobs already queued are left as they are.
+func (q *queue) pushAll(jobs []*store.Job) {
+	if len(jobs) == 0 {
+		return
+	}
+	if len(q.items) == 0 {
+		q.items = make(map[uint64]*item, len(jobs))
+	}
+	touched := map[*class]struct{}{}
+	var block []item
+	for i, j := range jobs {
+		if _, ok := q.items[j.ID]; ok {
+			continue
+		}
+		key := selectorKey(j.Labels)
+		c := q.classes[key]
+		if c == nil {
+			c = &class{selector: j.Labels}
+			q.classes[key] = c
+		}
+		if len(block) == 0 {
+			block = make([]item, min(itemBlock, len(jobs)-i))
+		}
+		it := &block[0]
+		block = block[1:]
+		*it = item{id: j.ID, priority: j.Priority, queuedAt: j.QueuedAt.UnixNano(), class: c, index: len(c.h), aging: q.aging}
+		c.h = append(c.h, it)
+		q.items[j.ID] = it
+		touched[c] = struct{}{}
+	}
+	for c := range touched {
+		heap.Init(&c.h)
+	}
 }
 
 // remove takes a job out of the queue; it reports whether it was there.

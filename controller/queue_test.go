@@ -6,6 +6,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"jobsuite/controller/store"
 )
 
 // refQueue is the obviously correct model of queue: a plain map, sorted
@@ -356,6 +358,64 @@ func TestQueueAging(t *testing.T) {
 			q.push(2, 75, 60*minute, nil) // high, queued an hour later
 			if got := q.best(nil); got != tc.want {
 				t.Errorf("best = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestQueuePushAll checks the bulk push of load against the model: a
+// queue already holding some jobs, a batch in random order with IDs
+// repeated and already queued, more items than one block; then every
+// answer of best while the queue drains.
+func TestQueuePushAll(t *testing.T) {
+	for seed := range uint64(10) {
+		aging := []int64{0, 5}[seed%2]
+		t.Run(fmt.Sprintf("seed=%d/aging=%d", seed, aging), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 7))
+			q, ref := newQueue(time.Duration(aging)), newRefQueue(aging)
+			priorities := []int{0, 25, 50, 50, 75, 100}
+			mk := func(id uint64) *store.Job {
+				return &store.Job{ID: id, Priority: priorities[rng.IntN(len(priorities))],
+					QueuedAt: time.Unix(0, int64(rng.IntN(20))), Labels: testSelectors[rng.IntN(len(testSelectors))]}
+			}
+			if seed%3 != 0 { // start non-empty
+				for id := uint64(1); id <= 20; id++ {
+					j := mk(id)
+					q.push(j.ID, j.Priority, j.QueuedAt.UnixNano(), j.Labels)
+					ref.push(j.ID, j.Priority, j.QueuedAt.UnixNano(), j.Labels)
+				}
+			}
+			var batch []*store.Job
+			for range 3*itemBlock + rng.IntN(itemBlock) {
+				batch = append(batch, mk(1+rng.Uint64N(4*itemBlock)))
+			}
+			q.pushAll(batch)
+			for _, j := range batch {
+				ref.push(j.ID, j.Priority, j.QueuedAt.UnixNano(), j.Labels)
+			}
+			checkInvariants(t, q, ref)
+			for step := 0; q.len() > 0; step++ {
+				labels := testLabels[rng.IntN(len(testLabels))]
+				if step%7 == 0 {
+					labels = map[string]string{"gpu": "true", "os": "linux", "zone": "a"}
+				}
+				got, want := q.best(labels), ref.best(labels)
+				if got != want {
+					t.Fatalf("step %d: best(%v) = %d, want %d", step, labels, got, want)
+				}
+				if got == 0 {
+					// Whatever is left fits no agent of these labels: take any.
+					for id := range ref.items {
+						got = id
+						break
+					}
+				}
+				if !q.remove(got) || !ref.remove(got) {
+					t.Fatalf("step %d: removing %d failed", step, got)
+				}
+				if step%50 == 0 {
+					checkInvariants(t, q, ref)
+				}
 			}
 		})
 	}

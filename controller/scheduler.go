@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -87,6 +88,12 @@ func newScheduler(log hclog.Logger, st *store.Store, c *committer, h *hub, o sch
 // load rebuilds memory from the store at start. Attempts that were out
 // on agents get a fresh lease: their agents have one lease TTL to
 // reconnect and claim them, after which they count as lost.
+//
+// With a deep queue this is most of the controller's start: the maps are
+// sized once for all the jobs, queued jobs go into the queue in bulk, and
+// logEnd gets entries only for jobs with output (a missing entry reads
+// as 0, the end of no output). The Server creates its metrics first, so
+// the jobs are counted here from the slice rather than from the map.
 func (s *scheduler) load() error {
 	jobs, err := s.st.Active()
 	if err != nil {
@@ -95,26 +102,46 @@ func (s *scheduler) load() error {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(s.jobs) == 0 {
+		s.jobs = make(map[uint64]*store.Job, len(jobs))
+	}
+	queued := make([]*store.Job, 0, len(jobs))
+	n := 0
 	for _, j := range jobs {
+		before := len(s.jobs)
 		s.jobs[j.ID] = j
-		s.logEnd[j.ID] = j.LogBytes
+		if len(s.jobs) == before {
+			// Listed twice (a stale index entry): the same record.
+			continue
+		}
+		jobs[n] = j
+		n++
+		end := j.LogBytes
 		if j.State.Active() {
 			// Output of a running attempt is in the store beyond the
 			// record's LogBytes (set only when an attempt ends).
-			end, err := s.st.LogEnd(j.ID)
+			stored, err := s.st.LogEnd(j.ID)
 			if err != nil {
 				return err
 			}
-			s.logEnd[j.ID] = max(end, j.LogBytes)
+			end = max(stored, end)
+		}
+		if end > 0 {
+			s.logEnd[j.ID] = end
 		}
 		switch j.State {
 		case store.Queued:
-			s.q.push(j.ID, j.Priority, j.QueuedAt.UnixNano(), j.Labels)
+			queued = append(queued, j)
 		case store.Waiting:
 			heap.Push(&s.delay, delayItem{id: j.ID, due: j.NotBefore})
 		case store.Dispatched, store.Running:
 			s.leases[j.ID] = now.Add(s.opts.LeaseTTL)
 		}
+	}
+	jobs = jobs[:n]
+	s.q.pushAll(queued)
+	if s.metrics != nil {
+		s.metrics.countAll(slices.Values(jobs))
 	}
 	s.log.Info("queue loaded", "queued", s.q.len(), "waiting", s.delay.Len(), "active", len(s.leases))
 	return nil

@@ -189,6 +189,8 @@ func New(cfg Config) (*Server, error) {
 		LeaseTTL: cfg.LeaseTTL, HeartbeatInterval: cfg.HeartbeatInterval, KillGrace: cfg.KillGrace,
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Aging: cfg.Aging,
 	})
+	// The metrics first: load counts the jobs it reads into them.
+	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st)
 	if err := s.sched.load(); err != nil {
 		s.st.Close()
 		return nil, fmt.Errorf("controller: loading queue: %w", err)
@@ -197,7 +199,6 @@ func New(cfg Config) (*Server, error) {
 		s.st.Close()
 		return nil, fmt.Errorf("controller: loading revocations and API tokens: %w", err)
 	}
-	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st)
 
 	s.agentLn, err = transport.Listen(cfg.AgentAddr, s.pki.serve(certs.ServerTLS(pool, cert)), transport.Options{
 		IdleTimeout:      cfg.LeaseTTL,

@@ -80,8 +80,33 @@
 // index keys and idempotency key with point deletes and its "e" and "l"
 // ranges with one range deletion each, up to DefaultPruneBatch jobs per
 // synced batch. A finished job without FinishedAt sorts first. Open
-// counts "f" once (a key-only scan) so Prune knows how many finished jobs
-// exist without scanning; Apply and Prune keep that count.
+// counts "f" once (a key-only scan, in the background: see Startup) so
+// Prune knows how many finished jobs exist without scanning; Apply and
+// Prune keep that count.
+//
+// # Startup
+//
+// Open replays Pebble's WAL and reads the highest "j" key (Last, one
+// seek) for NextID. Counting "f" for FinishedJobs is a key-only scan of
+// every finished job, so Open starts it in the background on a snapshot
+// taken before any write, and Apply's and Prune's changes add to it;
+// FinishedJobs and Prune wait for the count, Close waits for it to end.
+//
+// Active, which the controller calls once at start to rebuild its queue,
+// does not look each job up from its index entry: it scans "q", "d" and
+// "a" for keys only, collecting the IDs in the order it returns them,
+// sorts the IDs and reads the records with one forward iterator over "j"
+// (stepping with Next over short gaps, seeking over longer ones: a queue
+// filled by submissions is mostly one contiguous run of "j"), and decodes
+// them on GOMAXPROCS goroutines into their places. Records are decoded by
+// a hand-written decoder for the JSON that encoding/json writes
+// (jobdecode.go), which hands anything else — an unknown field from a
+// newer release, a key in another case, null, a surrogate escape — to
+// encoding/json, so the result is always what encoding/json gives; short
+// strings repeated across records (names, commands, agents) share
+// memory. Everything is read from one snapshot; an index entry whose
+// record is in another state is skipped with a warning, and one without a
+// record fails Active.
 //
 // # Security records
 //

@@ -79,6 +79,7 @@ func (s *Store) pruneBatch(o PruneOptions, from *[]byte) (n int, more bool, err 
 	cutoff := nanos(o.FinishedBefore)
 	excess := 0
 	if o.KeepNewest > 0 {
+		<-s.counted // Open's count of the finished index
 		excess = int(s.finished.Load()) - o.KeepNewest
 	}
 	if (!byAge || cutoff == 0) && excess <= 0 {

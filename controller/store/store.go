@@ -38,6 +38,10 @@ type Store struct {
 
 	nextID   atomic.Uint64 // last ID handed out (or seen)
 	finished atomic.Int64  // entries in the finished index: stored jobs in a terminal state
+	// counted is closed once finished holds the count Open started in
+	// the background (countFinished); until then it holds only the
+	// changes made since Open.
+	counted chan struct{}
 
 	// pruneMu serializes Prune calls, so two never remove (and count) the
 	// same job.
@@ -97,14 +101,35 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	s.nextID.Store(last)
-	finished, err := s.countKeys(prefixDone)
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("store: open %s: %w", dir, err)
-	}
-	s.finished.Store(int64(finished))
-	logger.Debug("opened", "dir", dir, "schema", SchemaVersion, "last_job", last, "finished_jobs", finished, "no_sync", opts.NoSync)
+	// Counting the finished index is a scan of every finished job's key
+	// (a million at the controller's default retention), so it runs in
+	// the background, on a snapshot taken before any write: Apply's and
+	// Prune's changes from now on add to the count. FinishedJobs and
+	// Prune wait for it; Close waits for it through the read lock taken
+	// here on its behalf.
+	s.counted = make(chan struct{})
+	snap := db.NewSnapshot()
+	s.mu.RLock()
+	go s.countFinished(snap)
+	logger.Debug("opened", "dir", dir, "schema", SchemaVersion, "last_job", last, "no_sync", opts.NoSync)
 	return s, nil
+}
+
+// countFinished adds the finished index's entries in snap to s.finished
+// and closes s.counted. It releases the read lock Open took for it.
+func (s *Store) countFinished(snap *pebble.Snapshot) {
+	defer s.mu.RUnlock()
+	defer close(s.counted)
+	n, err := countKeys(snap, prefixDone)
+	if cerr := snap.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		// Counting low only makes Prune keep more than KeepNewest.
+		s.log.Error("counting finished jobs failed; retention by count may keep more than it should until a restart", "error", err)
+	}
+	s.finished.Add(int64(n))
+	s.log.Debug("finished jobs counted", "finished_jobs", n)
 }
 
 // checkSchema reads the schema version key, writing it into an empty
@@ -160,9 +185,9 @@ func (s *Store) lastJobID() (uint64, error) {
 	return id, errors.Join(it.Error(), it.Close())
 }
 
-// countKeys counts the keys starting with prefix p.
-func (s *Store) countKeys(p byte) (int, error) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
+// countKeys counts the keys starting with prefix p in snap.
+func countKeys(snap *pebble.Snapshot, p byte) (int, error) {
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{p}, UpperBound: []byte{p + 1}})
 	if err != nil {
 		return 0, err
 	}
@@ -176,6 +201,7 @@ func (s *Store) countKeys(p byte) (int, error) {
 // FinishedJobs returns how many jobs in a terminal state are stored: the
 // number Prune's KeepNewest is compared with.
 func (s *Store) FinishedJobs() int {
+	<-s.counted
 	return int(s.finished.Load())
 }
 
@@ -581,64 +607,6 @@ func (s *Store) events(id uint64) ([]Event, error) {
 		evs = append(evs, e)
 	}
 	return evs, errors.Join(it.Error(), it.Close())
-}
-
-// Active returns every job the scheduler must hold in memory, read through
-// the indexes: Queued jobs in queue order (priority descending, then
-// QueuedAt, then ID), then Waiting jobs by NotBefore, then Dispatched and
-// Running jobs by ID.
-func (s *Store) Active() ([]*Job, error) {
-	if !s.acquire() {
-		return nil, fmt.Errorf("store: active jobs: %w", ErrClosed)
-	}
-	defer s.mu.RUnlock()
-	jobs, err := s.active()
-	if err != nil {
-		return nil, fmt.Errorf("store: active jobs: %w", err)
-	}
-	return jobs, nil
-}
-
-func (s *Store) active() ([]*Job, error) {
-	snap := s.db.NewSnapshot()
-	defer snap.Close()
-	var jobs []*Job
-	for _, idx := range []struct {
-		prefix byte
-		match  func(State) bool
-	}{
-		{prefixQueue, func(st State) bool { return st == Queued }},
-		{prefixDelay, func(st State) bool { return st == Waiting }},
-		{prefixActive, State.Active},
-	} {
-		it, err := snap.NewIter(&pebble.IterOptions{
-			LowerBound: []byte{idx.prefix},
-			UpperBound: []byte{idx.prefix + 1},
-		})
-		if err != nil {
-			return nil, err
-		}
-		for ok := it.First(); ok; ok = it.Next() {
-			k := it.Key()
-			id := binary.BigEndian.Uint64(k[len(k)-8:])
-			j, err := getJob(snap, id)
-			if err != nil {
-				_ = it.Close()
-				return nil, fmt.Errorf("index %q: job %d: %w", idx.prefix, id, err)
-			}
-			if !idx.match(j.State) {
-				// Cannot happen while Apply is the only writer; the job
-				// record is the truth.
-				s.log.Warn("index entry disagrees with job record, skipping", "index", string(idx.prefix), "job", id, "state", j.State)
-				continue
-			}
-			jobs = append(jobs, j)
-		}
-		if err := errors.Join(it.Error(), it.Close()); err != nil {
-			return nil, err
-		}
-	}
-	return jobs, nil
 }
 
 // IdempotencyKey returns the ID of the job created with key, if any.
