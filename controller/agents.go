@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -385,18 +386,27 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			if len(data) == 0 {
 				continue
 			}
+			// Followers read the newest output from the hub's memory:
+			// copied here, outside the lock (data is the reader's buffer).
+			var kept []byte
+			if s.hub.followed(id) {
+				kept = bytes.Clone(data)
+			}
 			// The attempt must still be current when its output is
 			// stored: once it is lost and retried, the next attempt owns
 			// the log from here on. Checked and stored under the
-			// scheduler lock, so a loss cannot slip in between.
+			// scheduler lock, so a loss cannot slip in between; the hub
+			// hears of the chunks in the same order.
 			s.sched.mu.Lock()
 			if s.sched.current(id, attempt, a.name) == nil {
 				s.sched.mu.Unlock()
 				fail(protocol.CodeStaleAttempt, "job %d attempt %d is no longer current on agent %s", id, attempt, a.name)
 				return
 			}
-			err := s.st.AppendLog(id, store.Chunk{Offset: logStart + got, Stream: uint8(m.Stream), Data: data})
+			c := store.Chunk{Offset: logStart + got, Stream: uint8(m.Stream), Data: data}
+			err := s.st.AppendLog(id, c)
 			if err == nil {
+				s.hub.appended(id, c, kept)
 				got += uint64(len(data))
 				s.sched.logEnd[id] = logStart + got
 				s.metrics.logBytes(len(data))

@@ -121,7 +121,11 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 			return
 		}
 		for {
-			chunks, err := s.st.ReadLog(id, f.offset, wsReadChunk)
+			// The newest output from memory, older output from the store.
+			chunks, ok := s.hub.read(id, f.offset, wsReadChunk)
+			if !ok {
+				chunks, err = s.st.ReadLog(id, f.offset, wsReadChunk)
+			}
 			if err != nil || len(chunks) == 0 {
 				break
 			}
