@@ -35,6 +35,6 @@
 // Followers (WebSocket, CLI) read from their own offset whenever the hub
 // rings, so a slow follower holds up nothing and no follower ever sees a
 // gap or a duplicate. While a job has followers the hub keeps a copy of
-// its newest output (at most 8 MiB per job) for those that keep up;
-// older output comes from the store.
+// its newest output (at most 8 MiB per job, 64 MiB in all) for those
+// that keep up; older output comes from the store.
 package controller

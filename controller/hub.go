@@ -7,8 +7,11 @@ import (
 )
 
 // tailMax bounds the output the hub keeps in memory per job that has
-// followers (see topic).
-const tailMax = 8 << 20
+// followers, and hubTailMax all of it (see hub).
+const (
+	tailMax    = 8 << 20
+	hubTailMax = 64 << 20
+)
 
 // hub tells log followers that a job has news: more output stored, or a
 // new state. Followers read output from their own offset, so a slow
@@ -22,11 +25,13 @@ const tailMax = 8 << 20
 // they may already have been flushed to a table and compressed). The tail
 // is an exact copy of the stored bytes it covers, contiguous, or empty;
 // a follower whose offset it does not cover reads the store. Memory is
-// bounded by tailMax per followed job, and freed when the last follower
-// leaves.
+// bounded by tailMax per followed job and hubTailMax in all (a chunk
+// that would pass the latter empties its job's tail instead), and freed
+// when the last follower leaves.
 type hub struct {
-	mu   sync.Mutex
-	subs map[uint64]*topic
+	mu    sync.Mutex
+	subs  map[uint64]*topic
+	bytes int // in all tails
 }
 
 // topic is one followed job: its followers and its tail.
@@ -64,6 +69,7 @@ func (h *hub) subscribe(id uint64, max int) (b *bell, unsubscribe func(), ok boo
 		if t := h.subs[id]; t != nil {
 			delete(t.bells, b)
 			if len(t.bells) == 0 {
+				h.bytes -= t.size
 				delete(h.subs, id)
 			}
 		}
@@ -113,22 +119,34 @@ func (h *hub) appended(id uint64, c store.Chunk, kept []byte) {
 	fresh := c.Offset >= t.high
 	t.high = max(t.high, end)
 	if !contiguous {
-		t.tail, t.size = nil, 0
+		h.drop(t)
 		if !fresh {
 			return
 		}
 	}
 	if kept == nil || len(kept) != len(c.Data) || len(kept) > tailMax {
-		t.tail, t.size = nil, 0
+		h.drop(t)
 		return
 	}
 	t.tail = append(t.tail, store.Chunk{Offset: c.Offset, Stream: c.Stream, Data: kept})
 	t.size += len(kept)
+	h.bytes += len(kept)
 	for t.size > tailMax {
-		t.size -= len(t.tail[0].Data)
+		n := len(t.tail[0].Data)
+		t.size -= n
+		h.bytes -= n
 		t.tail[0] = store.Chunk{}
 		t.tail = t.tail[1:]
 	}
+	if h.bytes > hubTailMax {
+		h.drop(t)
+	}
+}
+
+// drop empties t's tail.
+func (h *hub) drop(t *topic) {
+	h.bytes -= t.size
+	t.tail, t.size = nil, 0
 }
 
 // read returns job id's output from offset from on, at most max bytes,

@@ -128,3 +128,32 @@ func TestHubTailBounded(t *testing.T) {
 		t.Fatal("kept a chunk larger than tailMax")
 	}
 }
+
+func TestHubTailsBoundedInAll(t *testing.T) {
+	h := newHub()
+	piece := make([]byte, 1<<20)
+	jobs := hubTailMax/tailMax + 2
+	var unsubscribes []func()
+	for id := uint64(1); id <= uint64(jobs); id++ {
+		_, unsubscribe, _ := h.subscribe(id, 0)
+		unsubscribes = append(unsubscribes, unsubscribe)
+		for off := uint64(0); off < tailMax; off += uint64(len(piece)) {
+			appendChunk(h, id, store.Chunk{Offset: off, Stream: 1, Data: piece})
+			if h.bytes > hubTailMax {
+				t.Fatalf("tails hold %d bytes, more than %d", h.bytes, hubTailMax)
+			}
+		}
+	}
+	if _, ok := h.read(1, 0, 100); !ok {
+		t.Fatal("the first job lost its tail")
+	}
+	if _, ok := h.read(uint64(jobs), tailMax-1, 100); ok {
+		t.Fatal("the last job has a tail beyond the hub's bound")
+	}
+	for _, unsubscribe := range unsubscribes {
+		unsubscribe()
+	}
+	if h.bytes != 0 {
+		t.Fatalf("%d bytes accounted after every follower left", h.bytes)
+	}
+}
