@@ -31,6 +31,7 @@ const (
 	wsWriteTimeout = 10 * time.Second
 	wsPingEvery    = 30 * time.Second
 	wsReadChunk    = 256 << 10
+	wsStateEvery   = 100 * time.Millisecond
 )
 
 var upgrader = websocket.Upgrader{
@@ -113,40 +114,72 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 	defer ping.Stop()
 
 	f := &follower{conn: conn, json: format == "json", offset: offset}
+	// Reading the job's state costs a store lookup, which, while the job
+	// writes output fast, mostly misses the memtable and decompresses
+	// table blocks; it is read when the follower has caught up, and at
+	// most every wsStateEvery while output flows.
+	var checked time.Time // when the state was last read
+	recheck := time.NewTimer(wsStateEvery)
+	defer recheck.Stop()
 	for {
-		// State first, then output: a job seen final has all its output
-		// stored already, so draining after this read misses nothing.
-		j, err := s.st.Get(id)
+		n, err := s.sendOutput(id, f)
 		if err != nil {
 			return
 		}
-		for {
-			// The newest output from memory, older output from the store.
-			chunks, ok := s.hub.read(id, f.offset, wsReadChunk)
-			if !ok {
-				chunks, err = s.st.ReadLog(id, f.offset, wsReadChunk)
+		if n > 0 && follow && time.Since(checked) < wsStateEvery {
+			recheck.Reset(wsStateEvery)
+		} else {
+			// State first, then output: a job seen final has all its
+			// output stored already, so draining after this read misses
+			// nothing.
+			j, err := s.st.Get(id)
+			if err != nil {
+				return
 			}
-			if err != nil || len(chunks) == 0 {
-				break
-			}
-			for _, c := range chunks {
-				if err := f.output(c); err != nil {
+			checked = time.Now()
+			if j.State.Terminal() || !follow {
+				if _, err := s.sendOutput(id, f); err != nil {
 					return
 				}
+				f.end(j)
+				return
 			}
-		}
-		if j.State.Terminal() || !follow {
-			f.end(j)
-			return
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-bell.c:
+		case <-recheck.C:
 		case <-ping.C:
 			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteTimeout)); err != nil {
 				return
 			}
+		}
+	}
+}
+
+// sendOutput sends f the output stored from its offset on until there is
+// no more, the newest from the hub's memory, older output from the
+// store, and returns how many bytes it sent. A failed store read ends it
+// early; only a failed send is an error.
+func (s *Server) sendOutput(id uint64, f *follower) (int, error) {
+	sent := 0
+	for {
+		chunks, ok := s.hub.read(id, f.offset, wsReadChunk)
+		if !ok {
+			var err error
+			if chunks, err = s.st.ReadLog(id, f.offset, wsReadChunk); err != nil {
+				return sent, nil
+			}
+		}
+		if len(chunks) == 0 {
+			return sent, nil
+		}
+		for _, c := range chunks {
+			if err := f.output(c); err != nil {
+				return sent, err
+			}
+			sent += len(c.Data)
 		}
 	}
 }
