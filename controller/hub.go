@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"sort"
 	"sync"
 
 	"jobsuite/controller/store"
@@ -11,6 +12,10 @@ import (
 const (
 	tailMax    = 8 << 20
 	hubTailMax = 64 << 20
+	// chunkOverhead is what a chunk costs in a tail besides its data
+	// (its Chunk and allocation), counted so that many small chunks
+	// respect the bounds too.
+	chunkOverhead = 64
 )
 
 // hub tells log followers that a job has news: more output stored, or a
@@ -38,7 +43,7 @@ type hub struct {
 type topic struct {
 	bells map[*bell]struct{}
 	tail  []store.Chunk // contiguous; Data never modified once here
-	size  int           // bytes in tail
+	size  int           // bytes in tail, chunkOverhead included
 	high  uint64        // highest end of a chunk appended while followed
 }
 
@@ -124,15 +129,15 @@ func (h *hub) appended(id uint64, c store.Chunk, kept []byte) {
 			return
 		}
 	}
-	if kept == nil || len(kept) != len(c.Data) || len(kept) > tailMax {
+	if kept == nil || len(kept) != len(c.Data) || len(kept)+chunkOverhead > tailMax {
 		h.drop(t)
 		return
 	}
 	t.tail = append(t.tail, store.Chunk{Offset: c.Offset, Stream: c.Stream, Data: kept})
-	t.size += len(kept)
-	h.bytes += len(kept)
+	t.size += len(kept) + chunkOverhead
+	h.bytes += len(kept) + chunkOverhead
 	for t.size > tailMax {
-		n := len(t.tail[0].Data)
+		n := len(t.tail[0].Data) + chunkOverhead
 		t.size -= n
 		h.bytes -= n
 		t.tail[0] = store.Chunk{}
@@ -161,13 +166,13 @@ func (h *hub) read(id, from uint64, max int) (chunks []store.Chunk, ok bool) {
 	if t == nil || len(t.tail) == 0 || from < t.tail[0].Offset || from > chunkEnd(t.tail[len(t.tail)-1]) {
 		return nil, false
 	}
+	// The first chunk that ends after from (the tail may hold many small
+	// chunks).
+	first := sort.Search(len(t.tail), func(i int) bool { return chunkEnd(t.tail[i]) > from })
 	total := 0
-	for _, c := range t.tail {
+	for _, c := range t.tail[first:] {
 		if total >= max {
 			break
-		}
-		if chunkEnd(c) <= from {
-			continue
 		}
 		if c.Offset < from {
 			c.Data = c.Data[from-c.Offset:]

@@ -111,12 +111,12 @@ func TestHubTailBounded(t *testing.T) {
 			t.Fatalf("tail holds %d bytes, more than %d", size, tailMax)
 		}
 	}
-	if _, ok := h.read(7, 0, 100); ok {
-		t.Fatal("oldest output still in the tail")
-	}
-	first := off - tailMax
+	// The newest pieces that fit with their overhead are in the tail,
+	// no more.
+	fit := uint64(tailMax / (len(piece) + chunkOverhead))
+	first := off - fit*uint64(len(piece))
 	if _, ok := h.read(7, first, 100); !ok {
-		t.Fatalf("the newest %d bytes are not in the tail", tailMax)
+		t.Fatalf("the newest %d pieces are not in the tail", fit)
 	}
 	if _, ok := h.read(7, first-1, 100); ok {
 		t.Fatal("tail holds more than tailMax")
@@ -144,10 +144,11 @@ func TestHubTailsBoundedInAll(t *testing.T) {
 			}
 		}
 	}
-	if _, ok := h.read(1, 0, 100); !ok {
+	last := uint64(tailMax - len(piece))
+	if _, ok := h.read(1, last, 100); !ok {
 		t.Fatal("the first job lost its tail")
 	}
-	if _, ok := h.read(uint64(jobs), tailMax-1, 100); ok {
+	if _, ok := h.read(uint64(jobs), last, 100); ok {
 		t.Fatal("the last job has a tail beyond the hub's bound")
 	}
 	for _, unsubscribe := range unsubscribes {
@@ -155,5 +156,24 @@ func TestHubTailsBoundedInAll(t *testing.T) {
 	}
 	if h.bytes != 0 {
 		t.Fatalf("%d bytes accounted after every follower left", h.bytes)
+	}
+}
+
+// Reads from any offset of a tail of many small chunks find their place.
+func TestHubTailSmallChunks(t *testing.T) {
+	h := newHub()
+	_, unsubscribe, _ := h.subscribe(3, 0)
+	defer unsubscribe()
+	var all []byte
+	for i := range 500 {
+		data := bytes.Repeat([]byte{byte('a' + i%26)}, 1+i%7)
+		appendChunk(h, 3, store.Chunk{Offset: uint64(len(all)), Stream: 1, Data: data})
+		all = append(all, data...)
+	}
+	for from := range len(all) + 1 {
+		got, ok := readAll(t, h, 3, uint64(from), len(all))
+		if !ok || got != string(all[from:]) {
+			t.Fatalf("read from %d = %q, %v; want %q", from, got, ok, all[from:])
+		}
 	}
 }
