@@ -37,7 +37,9 @@
 //
 // An agent streams output on the attempt's own stream; the controller
 // appends it to the store at the job's log offset and rings the hub.
-// Followers (WebSocket, CLI) read from the store from their own offset
-// whenever the hub rings, so a slow follower holds up nothing and no
-// follower ever sees a gap or a duplicate.
+// Followers (WebSocket, CLI) read from their own offset whenever the hub
+// rings, so a slow follower holds up nothing and no follower ever sees a
+// gap or a duplicate. While a job has followers the hub keeps a copy of
+// its newest output (at most 8 MiB per job, 64 MiB in all) for those
+// that keep up; older output comes from the store.
 package controller

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -32,6 +31,7 @@ const (
 	wsWriteTimeout = 10 * time.Second
 	wsPingEvery    = 30 * time.Second
 	wsReadChunk    = 256 << 10
+	wsStateEvery   = 100 * time.Millisecond
 )
 
 var upgrader = websocket.Upgrader{
@@ -114,36 +114,72 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 	defer ping.Stop()
 
 	f := &follower{conn: conn, json: format == "json", offset: offset}
+	// Reading the job's state costs a store lookup, which, while the job
+	// writes output fast, mostly misses the memtable and decompresses
+	// table blocks; it is read when the follower has caught up, and at
+	// most every wsStateEvery while output flows.
+	var checked time.Time // when the state was last read
+	recheck := time.NewTimer(wsStateEvery)
+	defer recheck.Stop()
 	for {
-		// State first, then output: a job seen final has all its output
-		// stored already, so draining after this read misses nothing.
-		j, err := s.st.Get(id)
+		n, err := s.sendOutput(id, f)
 		if err != nil {
 			return
 		}
-		for {
-			chunks, err := s.st.ReadLog(id, f.offset, wsReadChunk)
-			if err != nil || len(chunks) == 0 {
-				break
+		if n > 0 && follow && time.Since(checked) < wsStateEvery {
+			recheck.Reset(wsStateEvery)
+		} else {
+			// State first, then output: a job seen final has all its
+			// output stored already, so draining after this read misses
+			// nothing.
+			j, err := s.st.Get(id)
+			if err != nil {
+				return
 			}
-			for _, c := range chunks {
-				if err := f.output(c); err != nil {
+			checked = time.Now()
+			if j.State.Terminal() || !follow {
+				if _, err := s.sendOutput(id, f); err != nil {
 					return
 				}
+				f.end(j)
+				return
 			}
-		}
-		if j.State.Terminal() || !follow {
-			f.end(j)
-			return
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-bell.c:
+		case <-recheck.C:
 		case <-ping.C:
 			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteTimeout)); err != nil {
 				return
 			}
+		}
+	}
+}
+
+// sendOutput sends f the output stored from its offset on until there is
+// no more, the newest from the hub's memory, older output from the
+// store, and returns how many bytes it sent. A failed store read ends it
+// early; only a failed send is an error.
+func (s *Server) sendOutput(id uint64, f *follower) (int, error) {
+	sent := 0
+	for {
+		chunks, ok := s.hub.read(id, f.offset, wsReadChunk)
+		if !ok {
+			var err error
+			if chunks, err = s.st.ReadLog(id, f.offset, wsReadChunk); err != nil {
+				return sent, nil
+			}
+		}
+		if len(chunks) == 0 {
+			return sent, nil
+		}
+		for _, c := range chunks {
+			if err := f.output(c); err != nil {
+				return sent, err
+			}
+			sent += len(c.Data)
 		}
 	}
 }
@@ -165,8 +201,12 @@ func (f *follower) output(c store.Chunk) error {
 		}
 		return f.conn.WriteJSON(LogMessage{Type: "output", Offset: c.Offset, Stream: stream, Data: c.Data})
 	}
-	data := append(f.carry, c.Data...)
-	f.carry = nil
+	// c.Data is never modified: it may be shared with other followers.
+	data := c.Data
+	if len(f.carry) > 0 { // rare: a rune was cut at the previous chunk's end
+		data = append(f.carry, data...)
+		f.carry = nil
+	}
 	// Hold back a rune cut at the chunk's end.
 	for i := 1; i <= 3 && i <= len(data); i++ {
 		b := data[len(data)-i]
@@ -184,13 +224,72 @@ func (f *follower) output(c store.Chunk) error {
 	if len(data) == 0 {
 		return nil
 	}
-	return f.conn.WriteMessage(websocket.TextMessage, []byte(strings.ToValidUTF8(string(data), "\uFFFD")))
+	return writeText(f.conn, data)
+}
+
+// writeText sends data as one text message, each run of invalid UTF-8
+// replaced by U+FFFD exactly as strings.ToValidUTF8 does. Valid data (the
+// common case) goes to the connection as it is, without a copy.
+func writeText(conn *websocket.Conn, data []byte) error {
+	if utf8.Valid(data) {
+		return conn.WriteMessage(websocket.TextMessage, data)
+	}
+	w, err := conn.NextWriter(websocket.TextMessage)
+	if err != nil {
+		return err
+	}
+	if err := validUTF8(data, w.Write); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+var replacementChar = []byte("\uFFFD")
+
+// validUTF8 passes data to emit in pieces whose concatenation is
+// strings.ToValidUTF8(string(data), "\uFFFD"): valid spans as slices of
+// data, one replacement character per run of invalid bytes.
+func validUTF8(data []byte, emit func([]byte) (int, error)) error {
+	start := 0 // first byte of the valid span not emitted yet
+	invalid := false
+	for i := 0; i < len(data); {
+		if data[i] < utf8.RuneSelf {
+			i++
+			invalid = false
+			continue
+		}
+		_, n := utf8.DecodeRune(data[i:])
+		if n > 1 {
+			i += n
+			invalid = false
+			continue
+		}
+		if !invalid {
+			if start < i {
+				if _, err := emit(data[start:i]); err != nil {
+					return err
+				}
+			}
+			if _, err := emit(replacementChar); err != nil {
+				return err
+			}
+			invalid = true
+		}
+		i++
+		start = i
+	}
+	if start < len(data) {
+		if _, err := emit(data[start:]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (f *follower) end(j *store.Job) {
 	_ = f.conn.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
 	if len(f.carry) > 0 && !f.json {
-		_ = f.conn.WriteMessage(websocket.TextMessage, []byte(strings.ToValidUTF8(string(f.carry), "\uFFFD")))
+		_ = writeText(f.conn, f.carry)
 	}
 	v := viewJob(j, "")
 	reason := fmt.Sprintf("job %d %s", j.ID, j.State)

@@ -36,10 +36,18 @@ type Reader struct {
 // bufio.Reader and refuses frames longer than maxFrame bytes (the value
 // of the length prefix). maxFrame <= 0 means MaxFrameSize.
 func NewReader(r io.Reader, maxFrame int) *Reader {
+	return NewReaderSize(r, maxFrame, readBufferSize)
+}
+
+// NewReaderSize is NewReader with a bufio.Reader of size bytes (at least
+// 16). A stream of small, rare frames, such as an idle agent's control
+// stream, needs little: the buffer is held while Read waits, and larger
+// payloads are read past it anyway.
+func NewReaderSize(r io.Reader, maxFrame, size int) *Reader {
 	if maxFrame <= 0 {
 		maxFrame = MaxFrameSize
 	}
-	return &Reader{br: bufio.NewReaderSize(r, readBufferSize), maxFrame: maxFrame}
+	return &Reader{br: bufio.NewReaderSize(r, size), maxFrame: maxFrame}
 }
 
 // Read returns the next message, skipping frames of unknown optional

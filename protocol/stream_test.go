@@ -22,6 +22,14 @@ func rawFrame(t Type, payload []byte) []byte {
 }
 
 func TestReaderWriterPipe(t *testing.T) {
+	// The default buffer, and one smaller than most frames (their
+	// payloads are read past it).
+	for _, size := range []int{readBufferSize, 64} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) { testReaderWriterPipe(t, size) })
+	}
+}
+
+func testReaderWriterPipe(t *testing.T, size int) {
 	client, server := net.Pipe()
 	defer server.Close()
 	want := make([]Message, 0, 3000)
@@ -42,7 +50,7 @@ func TestReaderWriterPipe(t *testing.T) {
 		}
 		client.Close()
 	}()
-	r := NewReader(server, 0)
+	r := NewReaderSize(server, 0, size)
 	for i, w := range want {
 		m, err := r.Read()
 		if err != nil {

@@ -41,9 +41,11 @@
 // discarded until it closes its side.
 //
 // A session is gone after Close on either side (or of the Listener that
-// accepted it), after IdleTimeout without
-// hearing from the peer (KeepAlive keeps an idle session alive), or when
-// the connection breaks. Done is closed then, and every pending and later
+// accepted it), after IdleTimeout without hearing from the peer, or when
+// the connection breaks. The dialer sends a keep-alive every KeepAlive and
+// the listener answers it, which keeps an idle session alive on both
+// sides; the listener sends none of its own, so the side that holds many
+// sessions spends as little as possible on idle ones. Done is closed then, and every pending and later
 // operation on the session and its streams fails with an error matching
 // ErrClosed. Data the peer wrote but this side had not read yet may be lost
 // (on TCP a reader still gets what had arrived before ErrClosed), and a

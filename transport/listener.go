@@ -185,22 +185,28 @@ func (l *Listener) Close() error {
 	return nil
 }
 
-// track keeps s in l.live until it is done or the listener closes.
+// track keeps s in l.live until it is done or the listener closes. It
+// costs no goroutine per session: the session calls back once it is done.
 func (l *Listener) track(s Session) {
 	l.mu.Lock()
 	l.live[s] = struct{}{}
 	l.mu.Unlock()
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		select {
-		case <-s.Done():
-			l.mu.Lock()
-			delete(l.live, s)
-			l.mu.Unlock()
-		case <-l.ctx.Done():
-		}
-	}()
+	afterDone(s, func() {
+		l.mu.Lock()
+		delete(l.live, s)
+		l.mu.Unlock()
+	})
+}
+
+// afterDone calls f once s is done (at once if it is already), from the
+// goroutine that ended it.
+func afterDone(s Session, f func()) {
+	switch s := s.(type) {
+	case *quicSession:
+		context.AfterFunc(s.conn.Context(), f)
+	case *tcpSession:
+		s.conn.afterClose(f)
+	}
 }
 
 func (l *Listener) acceptQUIC() {

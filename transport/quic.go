@@ -39,6 +39,9 @@ func quicConfig(opts Options, server bool) *quic.Config {
 	}
 	if server {
 		c.MaxIncomingUniStreams = -1
+		// The dialer's keep-alives, and our answers, keep the session
+		// alive both ways (see Options.KeepAlive).
+		c.KeepAlivePeriod = 0
 	}
 	return c
 }

@@ -16,12 +16,21 @@ import (
 	"github.com/hashicorp/yamux"
 )
 
-func yamuxConfig(opts Options) *yamux.Config {
+// acceptBacklog is yamux's AcceptBacklog unless MaxStreams is lower.
+const acceptBacklog = 256
+
+func yamuxConfig(opts Options, server bool) *yamux.Config {
 	c := yamux.DefaultConfig()
 	// The backlog of streams waiting for AcceptStream, and on the opening
-	// side the number of streams the peer has not yet accepted.
-	c.AcceptBacklog = opts.MaxStreams
-	c.EnableKeepAlive = true
+	// side the number of streams the peer has not yet accepted: OpenStream
+	// waits beyond it. A session allocates room for the backlog up front
+	// (8 bytes a stream), so it stays at yamux's default of 256 rather
+	// than MaxStreams, which tcpSession enforces itself.
+	c.AcceptBacklog = min(opts.MaxStreams, acceptBacklog)
+	// Only the dialer pings: its pings and our answers keep the session
+	// alive both ways (see Options.KeepAlive), and a listener's session
+	// needs no keep-alive goroutine.
+	c.EnableKeepAlive = !server
 	c.KeepAliveInterval = opts.KeepAlive
 	// Bounds both a stuck write and a keep-alive ping left unanswered.
 	c.ConnectionWriteTimeout = opts.IdleTimeout
@@ -60,7 +69,7 @@ func dialTCP(ctx context.Context, addr string, conf *tls.Config, opts Options) (
 		return nil, err
 	}
 	ic := &idleConn{Conn: tc, idle: opts.IdleTimeout}
-	mux, err := yamux.Client(ic, yamuxConfig(opts))
+	mux, err := yamux.Client(ic, yamuxConfig(opts, false))
 	if err != nil {
 		_ = raw.Close()
 		return nil, err
@@ -85,7 +94,7 @@ func dialTCP(ctx context.Context, addr string, conf *tls.Config, opts Options) (
 		}
 		return nil, err
 	}
-	return newTCPSession(mux, cs, raw.RemoteAddr(), opts), nil
+	return newTCPSession(mux, ic, cs, raw.RemoteAddr(), opts), nil
 }
 
 // acceptTCP runs the server side of the handshake on raw within ctx.
@@ -100,12 +109,13 @@ func acceptTCP(ctx context.Context, raw net.Conn, conf *tls.Config, opts Options
 		_ = raw.Close()
 		return nil, err
 	}
-	mux, err := yamux.Server(&idleConn{Conn: tc, idle: opts.IdleTimeout}, yamuxConfig(opts))
+	ic := &idleConn{Conn: tc, idle: opts.IdleTimeout}
+	mux, err := yamux.Server(ic, yamuxConfig(opts, true))
 	if err != nil {
 		_ = raw.Close()
 		return nil, err
 	}
-	return newTCPSession(mux, cs, raw.RemoteAddr(), opts), nil
+	return newTCPSession(mux, ic, cs, raw.RemoteAddr(), opts), nil
 }
 
 // handshakeError marks a TLS failure with ErrHandshake, leaving plain
@@ -121,13 +131,42 @@ func handshakeError(err error) error {
 // deadline IdleTimeout ahead: with keep-alives flowing both ways, a read
 // that waits longer means the peer is gone, and the session ends the way a
 // quic session ends after MaxIdleTimeout. It also keeps the first read
-// error, which is how a refused client certificate shows up.
+// error, which is how a refused client certificate shows up. yamux
+// closes it when its session ends, for whatever reason, after closing
+// the session's CloseChan; afterClose hooks that moment.
 type idleConn struct {
 	net.Conn
 	idle time.Duration
 
-	mu  sync.Mutex
-	err error
+	mu      sync.Mutex
+	err     error
+	closed  bool
+	onClose []func()
+}
+
+// afterClose calls f once the connection is closed: from Close, or at
+// once if it is closed already.
+func (c *idleConn) afterClose(f func()) {
+	c.mu.Lock()
+	if !c.closed {
+		c.onClose = append(c.onClose, f)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	f()
+}
+
+func (c *idleConn) Close() error {
+	err := c.Conn.Close()
+	c.mu.Lock()
+	fs := c.onClose
+	c.onClose, c.closed = nil, true
+	c.mu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+	return err
 }
 
 func (c *idleConn) Read(p []byte) (int, error) {
@@ -160,6 +199,7 @@ func (c *idleConn) readErr() error {
 
 type tcpSession struct {
 	mux    *yamux.Session
+	conn   *idleConn
 	state  tls.ConnectionState
 	remote net.Addr
 	log    hclog.Logger
@@ -168,9 +208,10 @@ type tcpSession struct {
 	slots chan struct{}
 }
 
-func newTCPSession(mux *yamux.Session, cs tls.ConnectionState, remote net.Addr, opts Options) *tcpSession {
+func newTCPSession(mux *yamux.Session, conn *idleConn, cs tls.ConnectionState, remote net.Addr, opts Options) *tcpSession {
 	return &tcpSession{
 		mux:    mux,
+		conn:   conn,
 		state:  cs,
 		remote: remote,
 		log:    opts.Logger,

@@ -77,7 +77,11 @@ func ParseMode(s string) (Mode, error) {
 
 // Options tune both transports. The zero value is ready to use.
 type Options struct {
-	// KeepAlive is how often an idle session sends a keep-alive; 0 means 5s.
+	// KeepAlive is how often an idle session that Dial opened sends a
+	// keep-alive; 0 means 5s. The listener's sessions only answer them
+	// (their answers keep the dialer's session alive), so an idle session
+	// costs one keep-alive and one answer per KeepAlive, and nothing more
+	// on the side that holds many sessions.
 	KeepAlive time.Duration
 	// IdleTimeout drops a session after this long without hearing from
 	// the peer (keep-alives count); 0 means 15s.
@@ -139,7 +143,12 @@ func serverTLS(conf *tls.Config) (*tls.Config, error) {
 	if len(conf.Certificates) == 0 && conf.GetCertificate == nil && conf.GetConfigForClient == nil {
 		return nil, errors.New("the TLS configuration holds no server certificate: build it with certs.ServerTLS")
 	}
-	return withALPN(conf), nil
+	conf = withALPN(conf)
+	// Clients keep no session cache (certs.ClientTLS), so they never
+	// resume: a ticket would be encrypted and sent on every handshake,
+	// and its buffers kept with the session, for nothing.
+	conf.SessionTicketsDisabled = true
+	return conf, nil
 }
 
 // clientTLS returns a copy of conf speaking TLS 1.3 and only protocol.ALPN.

@@ -915,3 +915,45 @@ func TestParseMode(t *testing.T) {
 		t.Error(`ParseMode("udp") succeeded`)
 	}
 }
+
+// The listener forgets a session once it is done, whichever side ended
+// it, without a goroutine per session to notice.
+func TestListenerForgetsEndedSessions(t *testing.T) {
+	p := newPKI(t)
+	opts := Options{Logger: testLogger(t)}
+	ctx := testContext(t)
+	l := startListener(t, p, opts, true)
+	live := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.live)
+	}
+	for name, mode := range modes {
+		for _, closer := range []string{"client", "server"} {
+			client, server := connect(t, ctx, l, p.client, mode, opts)
+			for live() != 1 { // tracked just after Accept returned it
+				if ctx.Err() != nil {
+					t.Fatalf("%s: %d live sessions after one was accepted", name, live())
+				}
+				time.Sleep(time.Millisecond)
+			}
+			if closer == "client" {
+				_ = client.Close("done")
+			} else {
+				_ = server.Close("done")
+			}
+			select {
+			case <-server.Done():
+			case <-ctx.Done():
+				t.Fatalf("%s: server session not done after the %s closed it", name, closer)
+			}
+			// The callback runs just after Done is closed: wait for it.
+			for live() != 0 {
+				if ctx.Err() != nil {
+					t.Fatalf("%s: the listener still tracks a session the %s closed", name, closer)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+}
