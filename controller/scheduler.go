@@ -299,7 +299,8 @@ type outgoing struct {
 
 // dispatch assigns as many jobs as agents have credits for, strictly by
 // priority, spreading work round-robin across agents. The Dispatch
-// messages go out only once the assignments are durable.
+// messages go out only once the assignments are durable; dispatch does
+// not wait for that.
 func (s *scheduler) dispatch() {
 	s.mu.Lock()
 	names := make([]string, 0, len(s.agents))
@@ -349,12 +350,16 @@ func (s *scheduler) dispatch() {
 	if last == nil {
 		return
 	}
-	if err := last.wait(); err != nil {
-		return
-	}
-	for _, o := range out {
-		o.a.send(o.m)
-	}
+	// The next round need not wait for this one's commit: slots freed
+	// meanwhile go into the committer's next batch.
+	go func() {
+		if err := last.wait(); err != nil {
+			return
+		}
+		for _, o := range out {
+			o.a.send(o.m)
+		}
+	}()
 }
 
 func (s *scheduler) dispatchMsg(j *store.Job) *protocol.Dispatch {
