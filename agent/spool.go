@@ -286,7 +286,9 @@ var errSpoolDone = errors.New("spool: all output read")
 // next returns the output at offset off (up to one record), waiting for
 // it if the process has not written it yet. Output already acknowledged
 // is skipped: at is where data starts, at least off. It returns
-// errSpoolDone at the end of a finished attempt's output.
+// errSpoolDone at the end of a finished attempt's output. data is read
+// into buf, or into a new buffer of MaxChunkSize (room for any record)
+// if buf is too small: pass data[:cap(data)] back to reuse it.
 func (s *spool) next(ctx context.Context, off uint64, buf []byte) (stream uint8, data []byte, at uint64, err error) {
 	s.mu.Lock()
 	off = max(off, s.acked)
