@@ -84,11 +84,18 @@ type Agent struct {
 	baseEnv []string
 	policy  *policy
 	metrics *metrics
+	recs    *recPool // record files for the attempts' meta (state.go)
 
 	stopOnce sync.Once
 	stopNow  chan struct{} // Stop: cancel running jobs now
 
 	certMu sync.Mutex // held while the certificate files are read or replaced (renewal)
+
+	// slotMu orders what the controller learns about free slots: a Credit
+	// and the state a Heartbeat (or a session's first Credit) reports are
+	// decided and written under it, so that a heartbeat lists an attempt
+	// as ended exactly when its Credit went out before it.
+	slotMu sync.Mutex
 
 	mu   sync.Mutex
 	jobs map[protocol.AttemptRef]*job
@@ -112,7 +119,8 @@ type session struct {
 type job struct {
 	ref     protocol.AttemptRef
 	d       protocol.Dispatch
-	dir     string
+	mf      *metaFile
+	dir     string // the attempt's directory, in the layout of earlier agents; else ""
 	sp      *spool
 	cancel  context.CancelFunc
 	started chan struct{} // closed once the process started or failed to
@@ -121,6 +129,7 @@ type job struct {
 	pid       int
 	startedAt time.Time
 	result    *protocol.Finished
+	released  bool     // the process ended and its slot was granted again
 	shipping  *session // the session a shipper serves, if any
 	abandoned bool     // the controller refused the attempt
 }
@@ -203,6 +212,7 @@ func New(cfg Config) (*Agent, error) {
 		jobs:      map[protocol.AttemptRef]*job{},
 		precancel: map[protocol.AttemptRef]time.Time{},
 		idle:      make(chan struct{}),
+		recs:      &recPool{dir: cfg.StateDir, keep: 2 * cfg.Slots},
 	}
 	a.metrics = newMetrics(a)
 	if err := a.listenMetrics(); err != nil {
@@ -443,11 +453,17 @@ func (a *Agent) session(ctx, jobsCtx context.Context) error {
 		t.Close("agent stopping")
 	}()
 	s := &session{t: t, ctrl: w, ctx: sctx}
+	// The first Credit covers every slot no attempt occupies; releases
+	// from here on send their own (slotMu keeps the two apart).
+	a.slotMu.Lock()
 	a.mu.Lock()
 	a.sess = s
 	draining := a.draining
-	free := a.cfg.Slots - len(a.jobs)
+	free := a.cfg.Slots
 	for _, j := range a.jobs {
+		if !j.released {
+			free--
+		}
 		a.shipLocked(j, s)
 	}
 	a.mu.Unlock()
@@ -458,17 +474,17 @@ func (a *Agent) session(ctx, jobsCtx context.Context) error {
 		}
 		a.mu.Unlock()
 	}()
-	log.Info("connected", "slots", a.cfg.Slots, "held", a.Running(), "heartbeat", welcome.HeartbeatInterval)
-
+	var err0 error
 	if draining {
-		if err := w.Write(&protocol.Drain{}); err != nil {
-			return err
-		}
+		err0 = w.Write(&protocol.Drain{})
 	} else if free > 0 {
-		if err := w.Write(&protocol.Credit{Slots: uint32(free)}); err != nil {
-			return err
-		}
+		err0 = w.Write(&protocol.Credit{Slots: uint32(free)})
 	}
+	a.slotMu.Unlock()
+	if err0 != nil {
+		return err0
+	}
+	log.Info("connected", "slots", a.cfg.Slots, "held", a.Running(), "heartbeat", welcome.HeartbeatInterval)
 	go a.heartbeat(sctx, w, welcome.HeartbeatInterval)
 
 	for {
@@ -509,7 +525,11 @@ func (a *Agent) heartbeat(ctx context.Context, w *protocol.Writer, every time.Du
 			return
 		case <-t.C:
 			seq++
-			if err := w.Write(&protocol.Heartbeat{Seq: seq, Running: a.held()}); err != nil {
+			a.slotMu.Lock()
+			held, ended := a.heldEnded()
+			err := w.Write(&protocol.Heartbeat{Seq: seq, Running: held, Ended: ended})
+			a.slotMu.Unlock()
+			if err != nil {
 				return
 			}
 		}
@@ -519,16 +539,31 @@ func (a *Agent) heartbeat(ctx context.Context, w *protocol.Writer, every time.Du
 // held lists the attempts the agent holds (running or not yet
 // reported), sorted.
 func (a *Agent) held() []protocol.AttemptRef {
+	held, _ := a.heldEnded()
+	return held
+}
+
+// heldEnded lists the attempts the agent holds and, of those, the ones
+// whose slot it granted again (the process ended), each sorted.
+func (a *Agent) heldEnded() (held, ended []protocol.AttemptRef) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	refs := make([]protocol.AttemptRef, 0, len(a.jobs))
+	held = make([]protocol.AttemptRef, 0, len(a.jobs))
 	for ref, j := range a.jobs {
-		if !j.abandoned {
-			refs = append(refs, ref)
+		if j.abandoned {
+			continue
+		}
+		held = append(held, ref)
+		if j.released {
+			ended = append(ended, ref)
 		}
 	}
-	sort.Slice(refs, func(i, j int) bool { return refs[i].JobID < refs[j].JobID })
-	return refs
+	byID := func(r []protocol.AttemptRef) {
+		sort.Slice(r, func(i, j int) bool { return r[i].JobID < r[j].JobID })
+	}
+	byID(held)
+	byID(ended)
+	return held, ended
 }
 
 func (a *Agent) cancelJob(ref protocol.AttemptRef, reason string) {
@@ -551,8 +586,9 @@ func (a *Agent) cancelJob(ref protocol.AttemptRef, reason string) {
 	j.cancel()
 }
 
-func (a *Agent) jobDir(ref protocol.AttemptRef) string {
-	return filepath.Join(a.cfg.StateDir, fmt.Sprintf("%d-%d", ref.JobID, ref.Attempt))
+// spoolPath is where the attempt's output is spooled, if it writes any.
+func (a *Agent) spoolPath(ref protocol.AttemptRef) string {
+	return filepath.Join(a.cfg.StateDir, strconv.FormatUint(ref.JobID, 10)+"-"+strconv.FormatUint(uint64(ref.Attempt), 10)+spoolExt)
 }
 
 // start runs one dispatched attempt in the background.
@@ -564,19 +600,11 @@ func (a *Agent) start(jobsCtx context.Context, s *session, d *protocol.Dispatch)
 		return nil
 	}
 	a.mu.Unlock()
-	dir := a.jobDir(ref)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	if err := writeMeta(dir, &meta{Dispatch: *d}); err != nil {
-		return err
-	}
-	sp, err := openSpool(filepath.Join(dir, "output"), a.cfg.SpoolMax, a.cfg.MaxLogBytes)
-	if err != nil {
-		return err
-	}
+	// Nothing is written before the process starts: an agent that dies
+	// before that has run nothing, and the lease recovers the attempt.
+	sp := newSpool(a.spoolPath(ref), a.cfg.SpoolMax, a.cfg.MaxLogBytes)
 	jctx, cancel := context.WithCancel(jobsCtx)
-	j := &job{ref: ref, d: *d, dir: dir, sp: sp, cancel: cancel, started: make(chan struct{})}
+	j := &job{ref: ref, d: *d, mf: &metaFile{pool: a.recs}, sp: sp, cancel: cancel, started: make(chan struct{})}
 	a.mu.Lock()
 	if _, ok := a.precancel[ref]; ok {
 		delete(a.precancel, ref)
@@ -617,9 +645,13 @@ func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 			a.mu.Lock()
 			j.pid, j.startedAt = pid, now
 			a.mu.Unlock()
-			_ = writeMeta(j.dir, &meta{Dispatch: *d, PID: pid, StartTick: startTick(pid)})
+			startedOnce() // Started goes out while the PID is recorded
 			a.metrics.jobStarted()
-			startedOnce()
+			// Before any output is read, so a spool file never exists
+			// without its meta file.
+			if err := j.mf.write(&meta{Dispatch: *d, PID: pid, StartTick: startTick(pid)}); err != nil {
+				log.Error("cannot record the process on disk", "error", err)
+			}
 		}, func(stream uint8, data []byte) {
 			// Blocks while the spool is full; gives up only when the agent
 			// stops for good.
@@ -637,7 +669,11 @@ func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 	if res.Err != nil {
 		f.Error = res.Err.Error()
 	}
-	if err := writeMeta(j.dir, &meta{Dispatch: *d, PID: res.PID, Result: f}); err != nil {
+	// The result is written (not synced) before anything is reported:
+	// from here on an agent crash keeps it. It is synced resultSyncDelay
+	// later unless the FinishAck came first (doc.go: "When the result is
+	// durable").
+	if err := j.mf.write(&meta{Dispatch: *d, PID: res.PID, Result: f}); err != nil {
 		log.Error("cannot record the result on disk", "error", err)
 	}
 	log.Info("job finished", "outcome", res.Outcome, "exit_code", res.ExitCode, "duration", res.Duration)
@@ -645,7 +681,37 @@ func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 	a.mu.Lock()
 	j.result = f // before the spool closes: a shipper that sees it closed reads the result
 	a.mu.Unlock()
+	a.release(j)
 	j.sp.close()
+	time.AfterFunc(resultSyncDelay, func() {
+		if err := j.mf.sync(); err != nil {
+			log.Error("cannot sync the result to disk", "error", err)
+		}
+	})
+}
+
+// resultSyncDelay is how long a result may wait for its FinishAck before
+// the agent syncs it to disk; a FinishAck in time makes the sync moot
+// (doc.go: "When the result is durable").
+const resultSyncDelay = 50 * time.Millisecond
+
+// release grants the slot of an attempt whose process has ended: the
+// attempt is still held (its result waits for the FinishAck) but runs
+// nothing, so the controller may send the next job at once.
+func (a *Agent) release(j *job) {
+	a.slotMu.Lock()
+	defer a.slotMu.Unlock()
+	a.mu.Lock()
+	if j.released {
+		a.mu.Unlock()
+		return
+	}
+	j.released = true
+	s, draining := a.sess, a.draining
+	a.mu.Unlock()
+	if s != nil && !draining {
+		_ = s.ctrl.Write(&protocol.Credit{Slots: 1})
+	}
 }
 
 // shipLocked starts a shipper for j on session s unless one runs. The
@@ -766,13 +832,14 @@ func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, 
 		}
 	}
 	off := acked
-	buf := make([]byte, protocol.MaxChunkSize)
+	var buf []byte // allocated by next at the first output: most jobs of many write none
 	for {
 		stream, data, at, err := j.sp.next(ctx, off, buf)
 		if errors.Is(err, errSpoolDone) {
 			break
 		}
 		if err == nil {
+			buf = data[:cap(data)]
 			err = w.Write(&protocol.LogChunk{Stream: protocol.Stream(stream), Offset: at, Data: data})
 		}
 		if err != nil {
@@ -807,21 +874,22 @@ func (a *Agent) abandon(j *job, why string, log hclog.Logger) {
 	}()
 }
 
-// forget drops an attempt and offers its slot to the controller again.
+// forget drops an attempt and its files. Its slot was granted again
+// when its process ended (release).
 func (a *Agent) forget(j *job) {
+	a.release(j) // a no-op: every attempt is released before it is forgotten
 	j.sp.remove()
-	_ = os.RemoveAll(j.dir)
+	j.mf.remove() // last: a spool file never outlives its meta file
+	if j.dir != "" {
+		_ = os.RemoveAll(j.dir)
+	}
 	a.mu.Lock()
 	if a.jobs[j.ref] == j {
 		delete(a.jobs, j.ref)
 	}
-	s, draining := a.sess, a.draining
 	close(a.idle)
 	a.idle = make(chan struct{})
 	a.mu.Unlock()
-	if s != nil && !draining {
-		_ = s.ctrl.Write(&protocol.Credit{Slots: 1})
-	}
 }
 
 // recover loads the attempts a previous run of the agent left in the
@@ -829,23 +897,24 @@ func (a *Agent) forget(j *job) {
 // connection. An attempt whose process was still running when the agent
 // died is killed (its process group) and reported as failed.
 func (a *Agent) recover() error {
-	entries, err := os.ReadDir(a.cfg.StateDir)
+	entries, err := scanState(a.cfg.StateDir, a.recs)
 	if err != nil {
 		return fmt.Errorf("agent: reading state directory: %w", err)
 	}
 	for _, e := range entries {
-		if !e.IsDir() {
+		ref, m := e.ref, e.m
+		mf := &metaFile{pool: a.recs, f: e.rec}
+		if m == nil {
+			a.log.Warn("discarding unreadable attempt state", "error", e.err)
+			mf.remove()
+			if e.dir != "" {
+				_ = os.RemoveAll(e.dir)
+			}
 			continue
 		}
-		var ref protocol.AttemptRef
-		if _, err := fmt.Sscanf(e.Name(), "%d-%d", &ref.JobID, &ref.Attempt); err != nil {
-			continue
-		}
-		dir := filepath.Join(a.cfg.StateDir, e.Name())
-		m, err := readMeta(dir)
-		if err != nil {
-			a.log.Warn("discarding unreadable attempt state", "dir", dir, "error", err)
-			_ = os.RemoveAll(dir)
+		if _, dup := a.jobs[ref]; dup { // cannot happen but in a corrupt directory
+			a.log.Warn("discarding a second record of an attempt", "job", ref.JobID, "attempt", ref.Attempt)
+			mf.remove()
 			continue
 		}
 		if m.Result == nil {
@@ -855,14 +924,15 @@ func (a *Agent) recover() error {
 			m.Result = &protocol.Finished{Outcome: protocol.OutcomeFailed, ExitCode: -1,
 				Error: "the agent stopped while the job ran; its processes were killed"}
 		}
-		sp, err := openSpool(filepath.Join(dir, "output"), a.cfg.SpoolMax, a.cfg.MaxLogBytes)
+		sp, err := openSpool(e.spool, a.cfg.SpoolMax, a.cfg.MaxLogBytes)
 		if err != nil {
 			return err
 		}
 		sp.close()
 		end, _, _ := sp.state()
 		m.Result.LogBytes = end
-		j := &job{ref: ref, d: m.Dispatch, dir: dir, sp: sp, cancel: func() {}, started: make(chan struct{}), result: m.Result, pid: m.PID}
+		j := &job{ref: ref, d: m.Dispatch, mf: mf, dir: e.dir, sp: sp, cancel: func() {},
+			started: make(chan struct{}), result: m.Result, pid: m.PID, released: true}
 		close(j.started)
 		a.jobs[ref] = j
 		a.log.Info("found an unreported attempt from a previous run; it will be reported", "job", ref.JobID, "attempt", ref.Attempt)

@@ -5,9 +5,12 @@
 // (process.go). Every attempt gets a stream of its own that carries
 // JobOpen, Started, the output chunks with their byte offsets, and
 // Finished; the controller acknowledges the output it stored (LogAck)
-// and the result (FinishAck), after which the agent forgets the attempt
-// and grants a new credit. Heartbeats list the attempts the agent holds
-// and renew their leases. protocol/PROTOCOL.md specifies the exchange.
+// and the result (FinishAck), after which the agent forgets the attempt.
+// The slot is granted again (Credit) as soon as the process ends, while
+// the result still waits for its FinishAck: the next job's dispatch
+// overlaps the controller's commit of the last one's result. Heartbeats
+// list the attempts the agent holds, and which of them have ended, and
+// renew their leases. protocol/PROTOCOL.md specifies the exchange.
 //
 // The agent trusts only the configured CA and only a peer whose
 // certificate carries the controller role.
@@ -43,15 +46,55 @@
 //
 // # The state directory
 //
-// Each attempt has a directory DIR/JOBID-ATTEMPT holding the spool, the
-// offset acknowledged so far and meta.json (the dispatch, the process ID
-// and start time, and the result once the process ended). A result is
-// kept there until the controller acknowledges it, so an agent that
-// restarts reports it at its first connection. An attempt that was still
-// running when the agent died cannot be resumed: at start the agent kills
-// its process group (if that process still exists — the start time tells
-// a reused PID apart) and reports the attempt failed, with the output it
-// had spooled.
+// An attempt's meta — the dispatch, the process ID and start time, and
+// the result once the process ended — is a JSON record in a file rec-N
+// of the state directory (state.go). Record files are reused: when an
+// attempt is forgotten its record is marked free and the next attempt
+// writes over it, so a job costs two writes to an open file and no file
+// created or deleted, which on a busy file system is what costs most
+// (each is a journal transaction). The record is written once the
+// process has started (nothing before: an agent that dies earlier ran
+// nothing, and the lease recovers the attempt) and again with the
+// result. Output goes to JOBID-ATTEMPT.out, with the offset acknowledged
+// so far in JOBID-ATTEMPT.out.ack, created at the first output: a job
+// that writes nothing has no spool file. (Earlier agents kept all of an
+// attempt's files in a directory JOBID-ATTEMPT; an agent still reads
+// and reports those at start.)
+//
+// A result is kept until the controller acknowledges it, so an agent
+// that restarts reports it at its first connection. An attempt that was
+// still running when the agent died cannot be resumed: at start the
+// agent kills its process group (if that process still exists — the
+// start time tells a reused PID apart) and reports the attempt failed,
+// with the output it had spooled.
+//
+// # When the result is durable
+//
+// The result is written to its record before anything is reported, and
+// synced 50 ms later unless the FinishAck has come first; Finished does
+// not wait for the sync. Nothing is lost by that order:
+//
+//   - A crash of the agent (the process, not the machine) keeps every
+//     write in the page cache: the restarted agent finds the result and
+//     reports it again. If the controller had stored it, it answers the
+//     reopened stream with FinishAck and keeps what it stored; if not,
+//     it stores it now. A sync would add nothing.
+//   - A crash of the machine before the sync loses the unsynced result,
+//     and the restarted agent reports the attempt failed ("the agent
+//     stopped while the job ran") or, if the record itself was lost, the
+//     lease runs out and the attempt counts as lost. Either way the job
+//     is retried if it has retries left, exactly as if the machine had
+//     gone down while the job ran — and a Finished the controller did
+//     store before the crash stands: it answers the report of the
+//     restarted agent with FinishAck. The window is the time from the
+//     process's end to the FinishAck, at most 50 ms plus one sync.
+//     Syncing before Finished would shorten it to one sync, not close
+//     it: the result of a job that ends just before a power loss is
+//     lost in any order, and the unacknowledged output in the spool is
+//     not synced either.
+//   - Once the FinishAck arrives the result is durable on the controller:
+//     the sync is moot and skipped, which it usually is (a commit takes
+//     a few milliseconds).
 //
 // # Drain
 //

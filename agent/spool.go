@@ -4,12 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -38,7 +36,8 @@ type spool struct {
 	limit uint64 // per-attempt output limit; 0 = none
 
 	mu        sync.Mutex
-	f         *os.File
+	f         *os.File // nil until the first output: a silent job has no spool file
+	onDisk    bool     // the file, or its .ack, may exist
 	recs      []record // records not yet acknowledged, in order
 	wpos      int64    // file size
 	end       uint64   // output bytes written
@@ -63,12 +62,25 @@ const recordHeader = 5
 // output limit.
 const truncationMarker = "\n[jobsuite: output truncated: the job wrote more than %d bytes]\n"
 
+// newSpool returns the empty spool of a new attempt. Its file is
+// created at the first output.
+func newSpool(path string, max, limit uint64) *spool {
+	return &spool{path: path, max: max, limit: limit, more: make(chan struct{}), room: make(chan struct{})}
+}
+
+// openSpool reopens the spool an earlier run of the agent left at path;
+// a missing file is a spool with no output.
 func openSpool(path string, max, limit uint64) (*spool, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	s := newSpool(path, max, limit)
+	s.onDisk = true
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	s := &spool{path: path, f: f, max: max, limit: limit, more: make(chan struct{}), room: make(chan struct{})}
+	s.f = f
 	if err := s.recover(); err != nil {
 		f.Close()
 		return nil, err
@@ -142,6 +154,13 @@ func (s *spool) appendLocked(ctx context.Context, stream uint8, data []byte) err
 				return ctx.Err()
 			}
 			s.mu.Lock()
+		}
+		if s.f == nil {
+			f, err := os.OpenFile(s.path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+			if err != nil {
+				return fmt.Errorf("spool: %w", err)
+			}
+			s.f, s.onDisk = f, true
 		}
 		n := min(uint64(len(data)), s.max-(s.end-s.acked), protocol.MaxChunkSize)
 		buf := make([]byte, recordHeader+n)
@@ -267,7 +286,9 @@ var errSpoolDone = errors.New("spool: all output read")
 // next returns the output at offset off (up to one record), waiting for
 // it if the process has not written it yet. Output already acknowledged
 // is skipped: at is where data starts, at least off. It returns
-// errSpoolDone at the end of a finished attempt's output.
+// errSpoolDone at the end of a finished attempt's output. data is read
+// into buf, or into a new buffer of MaxChunkSize (room for any record)
+// if buf is too small: pass data[:cap(data)] back to reuse it.
 func (s *spool) next(ctx context.Context, off uint64, buf []byte) (stream uint8, data []byte, at uint64, err error) {
 	s.mu.Lock()
 	off = max(off, s.acked)
@@ -304,7 +325,7 @@ func (s *spool) next(ctx context.Context, off uint64, buf []byte) (stream uint8,
 	stream = rec.stream
 	s.mu.Unlock()
 	if uint64(cap(buf)) < n {
-		buf = make([]byte, n)
+		buf = make([]byte, max(n, protocol.MaxChunkSize)) // a record is at most that
 	}
 	buf = buf[:n]
 	if _, err := s.f.ReadAt(buf, pos); err != nil {
@@ -325,9 +346,15 @@ func (s *spool) state() (end, acked uint64, closed bool) {
 func (s *spool) remove() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.f.Close()
-	os.Remove(s.path)
-	os.Remove(s.path + ".ack")
+	if s.f != nil {
+		s.f.Close()
+		s.f = nil
+	}
+	if s.onDisk {
+		os.Remove(s.path)
+		os.Remove(s.path + ".ack")
+		s.onDisk = false
+	}
 }
 
 // writeSynced replaces path with data, durably.
@@ -349,46 +376,4 @@ func writeSynced(path string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp, path)
-}
-
-// meta is what the agent keeps on disk about an attempt besides its
-// output: enough to report it after an agent restart.
-type meta struct {
-	Dispatch  protocol.Dispatch  `json:"dispatch"`
-	PID       int                `json:"pid,omitempty"`
-	StartTick uint64             `json:"start_tick,omitempty"` // /proc/PID/stat starttime, to recognise the process
-	Result    *protocol.Finished `json:"result,omitempty"`     // set once the process ended
-}
-
-// writeMeta replaces an attempt's meta.json. Only a result is synced:
-// it is what must survive until the controller acknowledges it. Before
-// that, a lost meta.json (a machine crash: the job died with it) costs
-// nothing the lease does not already recover, and the page cache keeps
-// it across an agent crash, which is what the PID is for.
-func writeMeta(dir string, m *meta) error {
-	b, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	path := filepath.Join(dir, "meta.json")
-	if m.Result != nil {
-		return writeSynced(path, b)
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-func readMeta(dir string) (*meta, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "meta.json"))
-	if err != nil {
-		return nil, err
-	}
-	var m meta
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "meta.json"), err)
-	}
-	return &m, nil
 }

@@ -239,7 +239,7 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		case *protocol.Credit:
 			s.sched.credit(a, int(m.Slots))
 		case *protocol.Heartbeat:
-			s.sched.heartbeat(a, m.Running)
+			s.sched.heartbeat(a, m.Running, m.Ended)
 		case *protocol.Drain:
 			log.Info("agent is draining: no new jobs for it")
 			s.sched.drain(a.name)
@@ -572,24 +572,38 @@ func (s *scheduler) credit(a *agentConn, n int) {
 // (a credit sent on a session that died, an attempt dropped on one side
 // only); the heartbeat says what the agent holds, so the free slots are
 // slots minus everything it holds or has been sent but not yet seen
-// (our attempts on it that it does not list). Credits it sends after
-// this heartbeat come after it on the stream and add to the result.
-func (s *scheduler) heartbeat(a *agentConn, running []protocol.AttemptRef) {
+// (our attempts on it that it does not list). An attempt it lists as
+// ended holds no slot: its process is gone and its Credit went out
+// before this heartbeat. Credits it sends after this heartbeat come
+// after it on the stream and add to the result.
+func (s *scheduler) heartbeat(a *agentConn, running, ended []protocol.AttemptRef) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
 	a.lastSeen = now
+	listed := make(map[uint64]bool, len(running))
+	done := make(map[uint64]bool, len(ended))
+	for _, ref := range ended {
+		done[ref.JobID] = true
+	}
 	held := make(map[uint64]bool, len(running)+len(a.running))
 	for _, ref := range running {
-		held[ref.JobID] = true
+		listed[ref.JobID] = true
+		if !done[ref.JobID] {
+			held[ref.JobID] = true
+		}
 		if s.current(ref.JobID, ref.Attempt, a.name) != nil {
 			s.leases[ref.JobID] = now.Add(s.opts.LeaseTTL)
 			continue
 		}
-		a.send(&protocol.Cancel{JobID: ref.JobID, Attempt: ref.Attempt, Reason: "attempt is no longer current"})
+		if !done[ref.JobID] { // an ended attempt has nothing left to stop
+			a.send(&protocol.Cancel{JobID: ref.JobID, Attempt: ref.Attempt, Reason: "attempt is no longer current"})
+		}
 	}
 	for id := range a.running {
-		held[id] = true
+		if !listed[id] {
+			held[id] = true
+		}
 	}
 	if a.draining {
 		return

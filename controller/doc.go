@@ -23,15 +23,20 @@
 //
 // # Dispatch
 //
-// Agents grant credits (free slots). Whenever a job is queued or a
-// credit arrives, the dispatcher hands out the best queued job each
-// agent's labels satisfy: higher priority first, FIFO within a priority,
-// round-robin across agents. Each dispatch is a new attempt whose number
-// is a fencing token; the agent quotes it on the attempt's job stream and
-// in heartbeats, and reports for any other attempt are refused. An
-// attempt's lease is renewed by heartbeats that list it; one that runs
-// out makes the attempt lost, and the job is retried (after an
-// exponential backoff with jitter) or fails.
+// Agents grant credits (free slots), one as soon as an attempt's process
+// ends — possibly before its Finished report arrives, which is what
+// frees the slot on this side. Whenever a job is queued, a credit
+// arrives or a report frees a slot, the dispatcher hands out the best
+// queued job each agent's labels satisfy: higher priority first, FIFO
+// within a priority, round-robin across agents. It assigns the next
+// round while the last one's batch is being written; a sender sends
+// each round's Dispatches, in order, once its batch is durable. Each
+// dispatch is a new attempt whose number is a fencing token; the agent
+// quotes it on the attempt's job stream and in heartbeats, and reports
+// for any other attempt are refused. An attempt's lease is renewed by
+// heartbeats that list it; one that runs out makes the attempt lost, and
+// the job is retried (after an exponential backoff with jitter) or
+// fails.
 //
 // # Logs
 //

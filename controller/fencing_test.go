@@ -32,6 +32,7 @@ type fakeAgent struct {
 
 	mu      sync.Mutex
 	running []protocol.AttemptRef // listed in heartbeats
+	ended   []protocol.AttemptRef // listed in heartbeats as ended (slot granted again)
 	beating bool
 	stopHB  chan struct{}
 }
@@ -125,9 +126,10 @@ func (f *fakeAgent) heartbeat() {
 		}
 		f.mu.Lock()
 		running := append([]protocol.AttemptRef(nil), f.running...)
+		ended := append([]protocol.AttemptRef(nil), f.ended...)
 		f.mu.Unlock()
 		seq++
-		if err := f.w.Write(&protocol.Heartbeat{Seq: seq, Running: running}); err != nil {
+		if err := f.w.Write(&protocol.Heartbeat{Seq: seq, Running: running, Ended: ended}); err != nil {
 			return
 		}
 	}

@@ -536,6 +536,11 @@ func (s *scheduler) finished(a *agentConn, id uint64, attempt uint32, f *protoco
 		return nil, fmt.Errorf("%w: job %d attempt %d", ErrStaleAttempt, id, attempt)
 	}
 	delete(a.running, id)
+	if a.free() > 0 {
+		// The agent grants the slot when the process ends, so its Credit
+		// may have come before this report, while the slot still counted.
+		s.kickDispatch()
+	}
 	next := prev.Clone()
 	c := next.Current()
 	c.FinishedAt = time.Now().UTC()

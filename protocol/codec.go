@@ -107,6 +107,7 @@ func appendPayload(b []byte, m Message) ([]byte, bool) {
 		}
 		b = binary.AppendUvarint(b, m.Seq)
 		b = appendRefs(b, m.Running)
+		b = appendRefs(b, m.Ended)
 	case *JobOpen:
 		if m == nil {
 			return b, false
@@ -286,6 +287,7 @@ func Decode(t Type, payload []byte) (Message, error) {
 		m = &Heartbeat{
 			Seq:     d.uvarint("Heartbeat.Seq"),
 			Running: d.refs("Heartbeat.Running"),
+			Ended:   d.optionalRefs("Heartbeat.Ended"),
 		}
 	case TypeJobOpen:
 		m = &JobOpen{
@@ -569,6 +571,16 @@ func (d *decoder) refs(field string) []AttemptRef {
 		v[i].Attempt = d.u32(field)
 	}
 	return v
+}
+
+// optionalRefs reads a list of attempt references appended to a message
+// after its first version: a payload that ends before it decodes as nil
+// (PROTOCOL.md §7).
+func (d *decoder) optionalRefs(field string) []AttemptRef {
+	if len(d.b) == 0 {
+		return nil
+	}
+	return d.refs(field)
 }
 
 // maxMapHint bounds the size hint for a decoded map: a count that fits in

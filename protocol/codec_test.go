@@ -54,6 +54,7 @@ func samples() map[string]Message {
 		"Heartbeat": &Heartbeat{
 			Seq:     99,
 			Running: []AttemptRef{{JobID: 7, Attempt: 1}, {JobID: 8, Attempt: 4}},
+			Ended:   []AttemptRef{{JobID: 8, Attempt: 4}},
 		},
 		"Heartbeat/zero": &Heartbeat{},
 		"JobOpen":        &JobOpen{JobID: 5, Attempt: 1, Offset: 1 << 33},
@@ -184,6 +185,27 @@ func TestNormalisation(t *testing.T) {
 	}
 }
 
+// TestHeartbeatWithoutEnded decodes a Heartbeat as the first agents
+// sent it, before Ended was appended: the field is absent, not malformed.
+func TestHeartbeatWithoutEnded(t *testing.T) {
+	payload := binary.AppendUvarint(nil, 3)    // Seq
+	payload = binary.AppendUvarint(payload, 1) // Running: one ref
+	payload = binary.AppendUvarint(payload, 7) // JobID
+	payload = binary.AppendUvarint(payload, 2) // Attempt
+	got, err := Decode(TypeHeartbeat, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Heartbeat{Seq: 3, Running: []AttemptRef{{JobID: 7, Attempt: 2}}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %#v, want %#v", got, want)
+	}
+	// A truncated Ended is still malformed.
+	if _, err := Decode(TypeHeartbeat, append(payload, 1)); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("truncated Ended: err = %v, want ErrMalformed", err)
+	}
+}
+
 func TestDecodeAliasing(t *testing.T) {
 	_, payload := splitFrame(t, Append(nil, &LogChunk{Stream: Stdout, Data: []byte("abc")}))
 	m, err := Decode(TypeLogChunk, payload)
@@ -217,12 +239,28 @@ func TestTrailingBytesIgnored(t *testing.T) {
 	}
 }
 
+// optionalCut reports whether a payload of m cut at cut is m as a sender
+// of the first version wrote it, without the fields appended since
+// (PROTOCOL.md §7), and decoded as m with those fields zero.
+func optionalCut(m, got Message, cut int) bool {
+	h, ok := m.(*Heartbeat)
+	if !ok {
+		return false
+	}
+	old := &Heartbeat{Seq: h.Seq, Running: h.Running}
+	payload := Append(nil, old)[frameHeader:]
+	return cut == len(payload)-1 && reflect.DeepEqual(got, old) // -1: the empty Ended
+}
+
 func TestTruncated(t *testing.T) {
 	for name, m := range samples() {
 		t.Run(name, func(t *testing.T) {
 			typ, payload := splitFrame(t, Append(nil, m))
 			for cut := range len(payload) {
-				_, err := Decode(typ, payload[:cut])
+				got, err := Decode(typ, payload[:cut])
+				if err == nil && optionalCut(m, got, cut) {
+					continue
+				}
 				if !errors.Is(err, ErrMalformed) {
 					t.Fatalf("cut at %d of %d: err = %v, want ErrMalformed", cut, len(payload), err)
 				}

@@ -109,10 +109,17 @@ type Cancel struct {
 	Reason  string
 }
 
-// Heartbeat renews the leases of the listed running attempts.
+// Heartbeat renews the leases of the listed attempts: Running lists
+// every attempt the agent holds (as Hello.Running). Ended lists those of
+// Running whose process has ended and whose slot the agent has already
+// granted again (its Credit went out before this heartbeat): they hold a
+// result waiting for its FinishAck, not a slot. Added in version 1 after
+// the first agents; absent (nil) from older agents, which grant a slot
+// only after the FinishAck.
 type Heartbeat struct {
 	Seq     uint64
 	Running []AttemptRef
+	Ended   []AttemptRef
 }
 
 // JobOpen is the first frame on a job stream: everything after it on

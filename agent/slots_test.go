@@ -1,0 +1,186 @@
+package agent
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"jobsuite/certs"
+	"jobsuite/protocol"
+	"jobsuite/transport"
+)
+
+// TestSlotGrantedAtExit runs an attempt against a fake controller that
+// withholds the FinishAck. The agent must grant the slot again (Credit)
+// as soon as the process has ended, not after the FinishAck; every
+// heartbeat must list the attempt while the agent holds it, as ended
+// exactly when its Credit came before the heartbeat; and the FinishAck
+// must not bring a second Credit.
+func TestSlotGrantedAtExit(t *testing.T) {
+	pki, state := testPKI(t), t.TempDir()
+	files := func(name string) certs.Files {
+		return certs.Files{CA: certs.CAFile(pki), Cert: certs.CertFile(pki, name), Key: certs.KeyFile(pki, name)}
+	}
+	pool, cert, err := files("controller").Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := transport.Listen("127.0.0.1:0", certs.ServerTLS(pool, cert), transport.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+
+	a, err := New(Config{
+		Controller: ln.Addr(), TLS: files("agent-1"), Slots: 1, Transport: transport.ModeTCP,
+		StateDir: state, WorkDir: state, ReconnectMin: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- a.Run(ctx) }()
+	defer func() { stop(); <-runDone }()
+
+	tctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sess, err := ln.Accept(tctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close("test over")
+	ctrl, err := sess.AcceptStream(tctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w := protocol.NewReader(ctrl, 0), protocol.NewWriter(ctrl)
+	if m, err := r.Read(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := m.(*protocol.Hello); !ok {
+		t.Fatalf("first message %#v, want Hello", m)
+	}
+	if err := w.Write(&protocol.Welcome{Version: protocol.Version, HeartbeatInterval: 20 * time.Millisecond, LeaseTTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	msgs := make(chan protocol.Message, 1024)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := r.Read()
+			if err != nil {
+				return
+			}
+			msgs <- m
+		}
+	}()
+	next := func() protocol.Message {
+		t.Helper()
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				t.Fatal("control stream ended")
+			}
+			return m
+		case <-tctx.Done():
+			t.Fatal("timed out waiting for a control message")
+		}
+		return nil
+	}
+	credit := func() {
+		t.Helper()
+		for {
+			switch m := next().(type) {
+			case *protocol.Credit:
+				if m.Slots != 1 {
+					t.Fatalf("Credit{%d}, want 1", m.Slots)
+				}
+				return
+			case *protocol.Heartbeat:
+				if len(m.Running) != 0 || len(m.Ended) != 0 {
+					t.Fatalf("heartbeat before the job: %+v", m)
+				}
+			}
+		}
+	}
+	credit() // the free slot, at connect
+
+	ref := protocol.AttemptRef{JobID: 7, Attempt: 1}
+	if err := w.Write(&protocol.Dispatch{JobID: 7, Attempt: 1, Command: "echo hi", CaptureLogs: true, KillGrace: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := sess.AcceptStream(tctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jr, jw := protocol.NewReader(st, 0), protocol.NewWriter(st)
+	if m, err := jr.Read(); err != nil {
+		t.Fatal(err)
+	} else if o, ok := m.(*protocol.JobOpen); !ok || o.JobID != 7 || o.Offset != 0 {
+		t.Fatalf("first job stream message %#v, want JobOpen of job 7", m)
+	}
+	if err := jw.Write(&protocol.LogAck{Offset: 0}); err != nil {
+		t.Fatal(err)
+	}
+	var fin *protocol.Finished
+	for fin == nil {
+		m, err := jr.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f, ok := m.(*protocol.Finished); ok {
+			fin = f
+		}
+	}
+	if fin.Outcome != protocol.OutcomeCompleted || fin.LogBytes != 3 {
+		t.Fatalf("Finished %+v, want completed with 3 bytes", fin)
+	}
+
+	// No FinishAck yet: the slot comes back anyway. Until its Credit, a
+	// heartbeat lists the attempt as held, not ended.
+	for credited := false; !credited; {
+		switch m := next().(type) {
+		case *protocol.Credit:
+			if m.Slots != 1 {
+				t.Fatalf("Credit{%d}, want 1", m.Slots)
+			}
+			credited = true
+		case *protocol.Heartbeat:
+			if len(m.Ended) != 0 {
+				t.Fatalf("heartbeat lists %v as ended before its Credit", m.Ended)
+			}
+		}
+	}
+	// After it, held and ended until the FinishAck.
+	for {
+		m := next()
+		if _, ok := m.(*protocol.Credit); ok {
+			t.Fatal("a second Credit before the FinishAck")
+		}
+		if hb, ok := m.(*protocol.Heartbeat); ok {
+			if !slices.Equal(hb.Running, []protocol.AttemptRef{ref}) || !slices.Equal(hb.Ended, []protocol.AttemptRef{ref}) {
+				t.Fatalf("heartbeat after the Credit: %+v, want %v running and ended", hb, ref)
+			}
+			break
+		}
+	}
+	if err := jw.Write(&protocol.FinishAck{}); err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Close()
+	// Forgotten: heartbeats list nothing, and no Credit came with it.
+	for {
+		switch m := next().(type) {
+		case *protocol.Credit:
+			t.Fatal("a Credit after the FinishAck: the slot was granted twice")
+		case *protocol.Heartbeat:
+			if len(m.Running) == 0 {
+				if names := dirNames(t, state); !slices.Equal(names, []string{"rec-0"}) {
+					t.Errorf("state directory holds %v, want only the free record", names)
+				}
+				return
+			}
+		}
+	}
+}
