@@ -134,6 +134,12 @@ func (s *scheduler) agentList() []AgentInfo {
 // controlReadBuffer is the read buffer of an agent's control stream.
 const controlReadBuffer = 2 << 10
 
+// jobStreamReadBuffer is the read buffer of a job stream. Its frames
+// are small (open, started, finished) except output chunks, whose data
+// the Reader reads past the buffer anyway; a stream per job makes the
+// default 16 KiB an allocation (and GC work) per job for nothing.
+const jobStreamReadBuffer = 2 << 10
+
 // serveAgent runs one agent session until it ends.
 func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 	log := s.log.Named("agent").With("remote", sess.RemoteAddr().String(), "transport", sess.Transport())
@@ -306,7 +312,7 @@ func (s *Server) acceptJobStreams(ctx context.Context, a *agentConn) {
 // may then discard it from its spool.
 func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 	defer st.Close()
-	r := protocol.NewReader(st, s.cfg.MaxFrameBytes)
+	r := protocol.NewReaderSize(st, s.cfg.MaxFrameBytes, jobStreamReadBuffer)
 	w := protocol.NewWriter(st)
 	fail := func(code uint16, format string, args ...any) {
 		msg := fmt.Sprintf(format, args...)
