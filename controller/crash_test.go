@@ -38,7 +38,7 @@ const (
 	crashSeedEnv  = "JOBSUITE_CRASH_SEED"  // seed for the job mix and kill moments; default: the clock
 )
 
-func envInt(t *testing.T, name string, def int) int {
+func envInt(t testing.TB, name string, def int) int {
 	t.Helper()
 	v := os.Getenv(name)
 	if v == "" {

@@ -52,7 +52,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func newPKI(t *testing.T) string {
+func newPKI(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	if err := certs.CreateCA(dir); err != nil {
