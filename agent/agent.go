@@ -779,7 +779,9 @@ func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, 
 	refusedCh := make(chan string, 1)
 	go func() {
 		defer cancel()
-		r := protocol.NewReader(st, 0)
+		// Only small frames come back on a job stream (acks, errors):
+		// a small buffer, not 16 KiB per attempt.
+		r := protocol.NewReaderSize(st, 0, 512)
 		for {
 			m, err := r.Read()
 			if err != nil {

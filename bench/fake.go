@@ -154,7 +154,7 @@ func (f *fakeAgent) run(d *protocol.Dispatch, ref protocol.AttemptRef, received 
 	}
 	_ = st.Close()
 	_ = st.SetReadDeadline(time.Now().Add(time.Minute))
-	r := protocol.NewReader(st, 0)
+	r := protocol.NewReaderSize(st, 0, 512) // as the agent: only acks come back
 	for {
 		m, err := r.Read()
 		if err != nil {
