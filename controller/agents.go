@@ -33,6 +33,8 @@ type agentConn struct {
 	log       hclog.Logger
 
 	out       chan protocol.Message // to the control stream writer
+	ctrl      *protocol.Writer      // the control stream
+	writing   atomic.Bool           // a writeControl goroutine runs
 	closeOnce sync.Once
 
 	statusMu   sync.Mutex
@@ -70,6 +72,7 @@ func (a *agentConn) trySend(m protocol.Message) bool {
 	}
 	select {
 	case a.out <- m:
+		a.kick()
 		return true
 	default:
 		return false
@@ -80,6 +83,7 @@ func (a *agentConn) trySend(m protocol.Message) bool {
 func (a *agentConn) send(m protocol.Message) {
 	select {
 	case a.out <- m:
+		a.kick()
 	default:
 		a.log.Warn("agent is not reading its control stream; closing the session")
 		a.close("control stream backlog full")
@@ -201,7 +205,7 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 	a := &agentConn{
 		name: name, labels: hello.Labels, slots: int(hello.Slots), version: hello.AgentVersion,
 		transport: sess.Transport(), addr: sess.RemoteAddr().String(), connected: time.Now().UTC(),
-		sess: sess, log: log, out: make(chan protocol.Message, outQueue+2*min(int(hello.Slots), 4096)),
+		sess: sess, log: log, out: make(chan protocol.Message, outQueue+2*min(int(hello.Slots), 4096)), ctrl: w,
 		running: map[uint64]uint32{}, lastSeen: time.Now(),
 	}
 	if err := w.Write(&protocol.Welcome{
@@ -223,7 +227,6 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	go s.writeControl(sctx, a, w)
 	go func() {
 		// Accepting fails once the session is gone or sctx is cancelled;
 		// closing the session then ends a blocked read of the control
@@ -275,15 +278,31 @@ func (s *Server) refuse(ctx context.Context, sess transport.Session, code uint16
 	_ = sess.Close(msg)
 }
 
-func (s *Server) writeControl(ctx context.Context, a *agentConn, w *protocol.Writer) {
+// kick starts a writeControl goroutine unless one runs.
+func (a *agentConn) kick() {
+	if a.writing.CompareAndSwap(false, true) {
+		go a.writeControl()
+	}
+}
+
+// writeControl writes the queued messages to the control stream in
+// order, and exits once the queue is empty: an idle agent costs no
+// writer goroutine (kick starts one again). After a failed write it
+// closes the session and leaves writing set, so nothing more is written.
+func (a *agentConn) writeControl() {
 	for {
 		select {
-		case <-ctx.Done():
-			return
 		case m := <-a.out:
-			if err := w.Write(m); err != nil {
+			if err := a.ctrl.Write(m); err != nil {
 				a.log.Debug("control write failed", "error", err)
 				a.close("write failed")
+				return
+			}
+		default:
+			a.writing.Store(false)
+			// A message queued since the queue looked empty found
+			// writing set and started no writer: this one goes on.
+			if len(a.out) == 0 || !a.writing.CompareAndSwap(false, true) {
 				return
 			}
 		}

@@ -31,7 +31,7 @@ const (
 	wsWriteTimeout = 10 * time.Second
 	wsPingEvery    = 30 * time.Second
 	wsReadChunk    = 256 << 10
-	wsStateEvery   = 100 * time.Millisecond
+	wsStateEvery   = 50 * time.Millisecond
 )
 
 var upgrader = websocket.Upgrader{
@@ -116,18 +116,17 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 	f := &follower{conn: conn, json: format == "json", offset: offset}
 	// Reading the job's state costs a store lookup, which, while the job
 	// writes output fast, mostly misses the memtable and decompresses
-	// table blocks; it is read when the follower has caught up, and at
-	// most every wsStateEvery while output flows.
+	// table blocks: it is read at most every wsStateEvery (a timer wakes
+	// the follower for the next one), and output is sent in between.
 	var checked time.Time // when the state was last read
 	recheck := time.NewTimer(wsStateEvery)
 	defer recheck.Stop()
 	for {
-		n, err := s.sendOutput(id, f)
-		if err != nil {
+		if err := s.sendOutput(id, f); err != nil {
 			return
 		}
-		if n > 0 && follow && time.Since(checked) < wsStateEvery {
-			recheck.Reset(wsStateEvery)
+		if wait := wsStateEvery - time.Since(checked); follow && wait > 0 {
+			recheck.Reset(wait)
 		} else {
 			// State first, then output: a job seen final has all its
 			// output stored already, so draining after this read misses
@@ -138,7 +137,7 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 			}
 			checked = time.Now()
 			if j.State.Terminal() || !follow {
-				if _, err := s.sendOutput(id, f); err != nil {
+				if err := s.sendOutput(id, f); err != nil {
 					return
 				}
 				f.end(j)
@@ -159,27 +158,25 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 }
 
 // sendOutput sends f the output stored from its offset on until there is
-// no more, the newest from the hub's memory, older output from the
-// store, and returns how many bytes it sent. A failed store read ends it
-// early; only a failed send is an error.
-func (s *Server) sendOutput(id uint64, f *follower) (int, error) {
-	sent := 0
+// no more: the newest from the hub's memory, older output from the
+// store. A failed store read ends it early; only a failed send is an
+// error.
+func (s *Server) sendOutput(id uint64, f *follower) error {
 	for {
 		chunks, ok := s.hub.read(id, f.offset, wsReadChunk)
 		if !ok {
 			var err error
 			if chunks, err = s.st.ReadLog(id, f.offset, wsReadChunk); err != nil {
-				return sent, nil
+				return nil
 			}
 		}
 		if len(chunks) == 0 {
-			return sent, nil
+			return nil
 		}
 		for _, c := range chunks {
 			if err := f.output(c); err != nil {
-				return sent, err
+				return err
 			}
-			sent += len(c.Data)
 		}
 	}
 }
