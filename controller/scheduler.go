@@ -412,6 +412,10 @@ type outgoing struct {
 // durable, and false when nothing was assigned.
 func (s *scheduler) dispatch() (dispatchRound, bool) {
 	s.mu.Lock()
+	if s.q.len() == 0 { // before the scan over every agent: credits alone wake us too
+		s.mu.Unlock()
+		return dispatchRound{}, false
+	}
 	names := make([]string, 0, len(s.agents))
 	for n, a := range s.agents {
 		if a.free() > 0 {
