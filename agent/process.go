@@ -47,8 +47,17 @@ const (
 	defaultShell     = "/bin/sh"
 	defaultKillGrace = 5 * time.Second
 
-	// chunkSize is the largest piece of output handed to Output at once.
-	chunkSize = 32 << 10
+	// chunkSize is the largest piece of output handed to Output at once
+	// (protocol.MaxChunkSize: one spool record, one LogChunk). A stream
+	// reads into buffers of smallChunkSize, the pipe's default capacity,
+	// until a read finds the pipe full (the job writes faster than the
+	// agent reads); then the pipe is grown to pipeGrowSize and read in
+	// chunkSize pieces, so a heavy writer costs a few large records and
+	// messages instead of many small ones, and a light one no memory.
+	chunkSize       = 256 << 10
+	smallChunkSize  = pipeDefaultSize
+	pipeDefaultSize = 64 << 10 // Linux's default pipe capacity
+	pipeGrowSize    = 1 << 20  // /proc/sys/fs/pipe-max-size's default
 
 	// pipeDrainTimeout bounds how long Run waits for the output pipes to reach
 	// EOF after the main process exited and its process group was killed. Only
@@ -201,7 +210,7 @@ func Run(ctx context.Context, spec Spec, started func(pid int), out Output) Resu
 
 	readers := &sync.WaitGroup{}
 	readersDone := make(chan struct{})
-	chunks := make(chan chunk, 8)
+	chunks := make(chan chunk, 4)
 	for i, f := range readEnds {
 		readers.Go(func() { readPipe(f, uint8(i)+streamStdout, chunks) })
 	}
@@ -223,7 +232,7 @@ func Run(ctx context.Context, spec Spec, started func(pid int), out Output) Resu
 	for c := range chunks {
 		out(c.stream, (*c.buf)[:c.n])
 		res.Bytes += uint64(c.n)
-		chunkPool.Put(c.buf)
+		putChunk(c.buf)
 	}
 	sup := <-supDone
 
@@ -358,21 +367,42 @@ type chunk struct {
 	n      int
 }
 
-var chunkPool = sync.Pool{New: func() any {
-	b := make([]byte, chunkSize)
-	return &b
-}}
+var (
+	chunkPool = sync.Pool{New: func() any {
+		b := make([]byte, chunkSize)
+		return &b
+	}}
+	smallChunkPool = sync.Pool{New: func() any {
+		b := make([]byte, smallChunkSize)
+		return &b
+	}}
+)
+
+// putChunk returns buf to the pool it came from.
+func putChunk(buf *[]byte) {
+	if cap(*buf) >= chunkSize {
+		chunkPool.Put(buf)
+	} else {
+		smallChunkPool.Put(buf)
+	}
+}
 
 // readPipe sends what it reads from f to chunks until EOF. When supervise
 // sets a read deadline it reads what is left in the pipe without blocking.
 func readPipe(f *os.File, stream uint8, chunks chan<- chunk) {
+	pool := &smallChunkPool
 	for {
-		buf := chunkPool.Get().(*[]byte)
+		buf := pool.Get().(*[]byte)
 		n, err := f.Read(*buf)
+		if n >= pipeDefaultSize && pool != &chunkPool {
+			// The pipe was full: a heavy writer.
+			_ = growPipe(f)
+			pool = &chunkPool
+		}
 		if n > 0 {
 			chunks <- chunk{stream: stream, buf: buf, n: n}
 		} else {
-			chunkPool.Put(buf)
+			putChunk(buf)
 		}
 		if err == nil {
 			continue
@@ -382,6 +412,23 @@ func readPipe(f *os.File, stream uint8, chunks chan<- chunk) {
 		}
 		return
 	}
+}
+
+// growPipe raises f's pipe capacity to pipeGrowSize, if the system lets
+// it (an unprivileged user past fs.pipe-user-pages-soft cannot); the
+// pipe works the same either way.
+func growPipe(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) {
+		_, ferr = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeGrowSize)
+	}); err != nil {
+		return err
+	}
+	return ferr
 }
 
 // drainPipe reads what f's pipe holds right now, up to finalDrainMax bytes,
@@ -407,7 +454,7 @@ func drainPipe(f *os.File, stream uint8, chunks chan<- chunk) {
 			}
 		})
 		if err != nil || rerr != nil || n <= 0 {
-			chunkPool.Put(buf)
+			putChunk(buf)
 			return // EAGAIN (empty), EOF or an error
 		}
 		total += n

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // pathEnv is the environment the tests give jobs that run external commands.
@@ -460,5 +462,65 @@ func TestRunRusage(t *testing.T) {
 	}
 	if res.UserCPU+res.SystemCPU > res.Duration+time.Second {
 		t.Errorf("cpu %v+%v exceeds duration %v", res.UserCPU, res.SystemCPU, res.Duration)
+	}
+}
+
+// A stream whose pipe was found full is read from a grown pipe in large
+// chunks; until then, in small ones.
+func TestReadPipeGrowsForHeavyWriters(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	if sz, err := unix.FcntlInt(r.Fd(), unix.F_GETPIPE_SZ, 0); err != nil || sz != pipeDefaultSize {
+		t.Skipf("pipe capacity %d (%v), not Linux's default", sz, err)
+	}
+	if err := growPipe(r); err != nil { // probe: may the agent grow pipes here?
+		t.Skipf("cannot grow a pipe: %v", err)
+	}
+	if _, err := unix.FcntlInt(r.Fd(), unix.F_SETPIPE_SZ, pipeDefaultSize); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the pipe before the reader starts: its first read finds it full.
+	full := bytes.Repeat([]byte{'a'}, pipeDefaultSize)
+	if _, err := w.Write(full); err != nil {
+		t.Fatal(err)
+	}
+	chunks := make(chan chunk, 64)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		readPipe(r, streamStdout, chunks)
+	}()
+	first := <-chunks
+	if first.n != pipeDefaultSize || cap(*first.buf) != smallChunkSize {
+		t.Fatalf("first chunk %d bytes in a %d-byte buffer, want %d in %d", first.n, cap(*first.buf), pipeDefaultSize, smallChunkSize)
+	}
+	// The pipe was grown before the first chunk was handed on: a write
+	// of more than its old capacity now fits without a reader.
+	if sz, err := unix.FcntlInt(r.Fd(), unix.F_GETPIPE_SZ, 0); err != nil || sz != pipeGrowSize {
+		t.Fatalf("pipe capacity after a full read: %d (%v), want %d", sz, err, pipeGrowSize)
+	}
+	if _, err := w.Write(bytes.Repeat([]byte{'b'}, pipeGrowSize/2)); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	<-done
+	close(chunks)
+	total, largest := first.n, 0
+	for c := range chunks {
+		total += c.n
+		largest = max(largest, c.n)
+		if c.n > chunkSize {
+			t.Errorf("chunk of %d bytes, more than %d", c.n, chunkSize)
+		}
+	}
+	if want := pipeDefaultSize + pipeGrowSize/2; total != want {
+		t.Errorf("read %d bytes, want %d", total, want)
+	}
+	if largest != chunkSize {
+		t.Errorf("largest chunk after growing %d bytes, want %d", largest, chunkSize)
 	}
 }

@@ -45,6 +45,8 @@ type spool struct {
 	truncated bool     // output past limit was dropped (and marked)
 	closed    bool     // no more writes: the process ended
 	lastLine  []byte   // tail of the output, for live status
+	hdr       [recordHeader]byte
+	iov       [][]byte // a record's header and data, for pwritev
 	more      chan struct{}
 	room      chan struct{}
 }
@@ -163,15 +165,16 @@ func (s *spool) appendLocked(ctx context.Context, stream uint8, data []byte) err
 			s.f, s.onDisk = f, true
 		}
 		n := min(uint64(len(data)), s.max-(s.end-s.acked), protocol.MaxChunkSize)
-		buf := make([]byte, recordHeader+n)
-		buf[0] = stream
-		binary.BigEndian.PutUint32(buf[1:], uint32(n))
-		copy(buf[recordHeader:], data[:n])
-		if _, err := s.f.WriteAt(buf, s.wpos); err != nil {
+		s.hdr[0] = stream
+		binary.BigEndian.PutUint32(s.hdr[1:], uint32(n))
+		s.iov = append(s.iov[:0], s.hdr[:], data[:n])
+		err := pwritevFull(int(s.f.Fd()), s.iov, s.wpos)
+		s.iov[1] = nil // do not keep the caller's buffer
+		if err != nil {
 			return fmt.Errorf("spool: %w", err)
 		}
 		s.recs = append(s.recs, record{off: s.end, pos: s.wpos + recordHeader, n: uint32(n), stream: stream})
-		s.wpos += int64(len(buf))
+		s.wpos += recordHeader + int64(n)
 		s.end += n
 		s.keepTail(data[:n])
 		data = data[n:]
@@ -355,6 +358,39 @@ func (s *spool) remove() {
 		os.Remove(s.path + ".ack")
 		s.onDisk = false
 	}
+}
+
+// pwritevFull writes the buffers one after the other at off, in as many
+// pwritev calls as it takes: a record's header and data go to the file
+// without being copied into one buffer first. It may modify iovs.
+func pwritevFull(fd int, iovs [][]byte, off int64) error {
+	for len(iovs) > 0 {
+		n, err := unix.Pwritev(fd, iovs, off)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrShortWrite
+		}
+		off += int64(n)
+		iovs = advanceIovs(iovs, n)
+	}
+	return nil
+}
+
+// advanceIovs drops the first n bytes of iovs, and any buffer left empty.
+func advanceIovs(iovs [][]byte, n int) [][]byte {
+	for len(iovs) > 0 && n >= len(iovs[0]) {
+		n -= len(iovs[0])
+		iovs = iovs[1:]
+	}
+	if n > 0 {
+		iovs[0] = iovs[0][n:]
+	}
+	return iovs
 }
 
 // writeSynced replaces path with data, durably.

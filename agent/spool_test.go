@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -160,5 +161,60 @@ func TestSpoolLimit(t *testing.T) {
 	}
 	if streams[1] != "12345678" {
 		t.Errorf("stdout %q", streams[1])
+	}
+}
+
+// A record goes to the file without being copied into a buffer of its
+// own: writing output allocates far less than the output's size.
+func TestSpoolWriteDoesNotCopy(t *testing.T) {
+	s, err := openSpool(filepath.Join(t.TempDir(), "out"), 64<<20, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.remove()
+	ctx := context.Background()
+	data := bytes.Repeat([]byte("0123456789abcdef"), 2048) // 32 KiB
+	if err := s.write(ctx, 1, data); err != nil {          // opens the file
+		t.Fatal(err)
+	}
+	const writes = 64
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range writes {
+		if err := s.write(ctx, 1, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if got, limit := after.TotalAlloc-before.TotalAlloc, uint64(writes*len(data)/8); got > limit {
+		t.Errorf("%d writes of %d bytes allocated %d bytes; want at most %d", writes, len(data), got, limit)
+	}
+	s.close()
+	got, _ := readAll(t, s, 0)
+	if want := bytes.Repeat(data, writes+1); got != string(want) {
+		t.Errorf("read back %d bytes, want %d", len(got), len(want))
+	}
+}
+
+func TestAdvanceIovs(t *testing.T) {
+	for _, tc := range []struct {
+		n    int
+		want []string
+	}{
+		{0, []string{"abc", "de", "f"}},
+		{1, []string{"bc", "de", "f"}},
+		{3, []string{"de", "f"}},
+		{4, []string{"e", "f"}},
+		{5, []string{"f"}},
+		{6, nil},
+	} {
+		iovs := [][]byte{[]byte("abc"), []byte("de"), []byte("f")}
+		var got []string
+		for _, b := range advanceIovs(iovs, tc.n) {
+			got = append(got, string(b))
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("advanceIovs(%d) = %q, want %q", tc.n, got, tc.want)
+		}
 	}
 }
