@@ -173,7 +173,14 @@ func Run(ctx context.Context, spec Spec, started func(pid int), out Output) Resu
 		cmd.Env = []string{} // exec.Cmd reads nil as "inherit the agent's environment"
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: spec.Credential}
-	// cmd.Stdin nil is /dev/null; so are Stdout and Stderr when not capturing.
+	// Stdin is /dev/null; so are Stdout and Stderr when not capturing. The
+	// agent keeps /dev/null open (nil would have os/exec open it per job).
+	if dn, err := devNull(); err == nil {
+		cmd.Stdin = dn.r
+		if !spec.Capture {
+			cmd.Stdout, cmd.Stderr = dn.w, dn.w
+		}
+	}
 
 	var readEnds []*os.File
 	closeAll := func(fs ...*os.File) {
@@ -182,11 +189,11 @@ func Run(ctx context.Context, spec Spec, started func(pid int), out Output) Resu
 		}
 	}
 	if spec.Capture {
-		outR, outW, err := os.Pipe()
+		outR, outW, err := outputPipe()
 		if err != nil {
 			return fail(OutcomeFailed, fmt.Errorf("agent: stdout pipe: %w", err))
 		}
-		errR, errW, err := os.Pipe()
+		errR, errW, err := outputPipe()
 		if err != nil {
 			closeAll(outR, outW)
 			return fail(OutcomeFailed, fmt.Errorf("agent: stderr pipe: %w", err))
@@ -260,6 +267,40 @@ func Run(ctx context.Context, spec Spec, started func(pid int), out Output) Resu
 	}
 	return res
 }
+
+// outputPipe returns a pipe for a job's stdout or stderr. Only the read
+// end is non-blocking and in the runtime's poller; the write end, which
+// the child gets and Run closes right after the start, stays a plain
+// blocking descriptor (os.Pipe would register it with the poller, and
+// os/exec would then switch it back to blocking).
+func outputPipe() (r, w *os.File, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, nil, os.NewSyscallError("pipe2", err)
+	}
+	if err := unix.SetNonblock(p[0], true); err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return nil, nil, os.NewSyscallError("fcntl", err)
+	}
+	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), nil
+}
+
+// devNullFiles is /dev/null, opened once for reading and once for writing.
+type devNullFiles struct{ r, w *os.File }
+
+var devNull = sync.OnceValues(func() (devNullFiles, error) {
+	r, err := os.Open(os.DevNull)
+	if err != nil {
+		return devNullFiles{}, err
+	}
+	w, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		r.Close()
+		return devNullFiles{}, err
+	}
+	return devNullFiles{r: r, w: w}, nil
+})
 
 func dirName(dir string) string {
 	if dir == "" {

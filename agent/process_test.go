@@ -524,3 +524,88 @@ func TestReadPipeGrowsForHeavyWriters(t *testing.T) {
 		t.Errorf("largest chunk after growing %d bytes, want %d", largest, chunkSize)
 	}
 }
+
+// The job gets a blocking write end, the agent a non-blocking read end.
+func TestOutputPipeModes(t *testing.T) {
+	r, w, err := outputPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	nonblock := func(f *os.File) bool {
+		t.Helper()
+		rc, err := f.SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fl int
+		var ferr error
+		if err := rc.Control(func(fd uintptr) { fl, ferr = unix.FcntlInt(fd, unix.F_GETFL, 0) }); err != nil || ferr != nil {
+			t.Fatal(err, ferr)
+		}
+		return fl&unix.O_NONBLOCK != 0
+	}
+	if !nonblock(r) {
+		t.Error("read end is blocking")
+	}
+	if nonblock(w) {
+		t.Error("write end is non-blocking")
+	}
+	// Deadlines work on the read end: it is in the poller.
+	if err := r.SetReadDeadline(time.Now()); err != nil {
+		t.Fatalf("SetReadDeadline: %v", err)
+	}
+	if _, err := r.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("read past the deadline: %v", err)
+	}
+}
+
+// The /dev/null the agent keeps open serves job after job, captured or not.
+func TestRunSharedDevNull(t *testing.T) {
+	for i := range 3 {
+		for _, capture := range []bool{false, true} {
+			var c captured
+			res := Run(t.Context(), Spec{Command: "cat; echo done", Env: pathEnv(), Capture: capture}, nil, c.out(t))
+			if res.Outcome != OutcomeCompleted {
+				t.Fatalf("run %d capture %v: outcome %v exit %d err %v", i, capture, res.Outcome, res.ExitCode, res.Err)
+			}
+			want := ""
+			if capture {
+				want = "done\n"
+			}
+			if got := c.stdout.String(); got != want {
+				t.Errorf("run %d capture %v: stdout %q, want %q", i, capture, got, want)
+			}
+		}
+	}
+	dn, err := devNull()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []*os.File{dn.r, dn.w} {
+		if _, err := f.Stat(); err != nil {
+			t.Errorf("%s closed by a run: %v", f.Name(), err)
+		}
+	}
+}
+
+// BenchmarkRunTrue runs `true` jobs with captured output, 8 at a time as
+// the benchmark's real agents do, and reports the agent's own CPU time
+// per job (getrusage RUSAGE_SELF: the jobs' processes not counted).
+func BenchmarkRunTrue(b *testing.B) {
+	var ru0, ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	b.SetParallelism(4) // × GOMAXPROCS 2 = 8
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			res := Run(context.Background(), Spec{Command: "true", Capture: true}, func(int) {}, func(uint8, []byte) {})
+			if res.Outcome != OutcomeCompleted {
+				b.Errorf("outcome %v: %v", res.Outcome, res.Err)
+			}
+		}
+	})
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "agent-cpu-µs/op")
+}

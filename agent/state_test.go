@@ -3,11 +3,13 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"syscall"
 	"testing"
 	"time"
 
@@ -238,5 +240,21 @@ func TestResultSurvivesRestart(t *testing.T) {
 	}
 	if names := dirNames(t, state); !slices.Equal(names, []string{"rec-0"}) {
 		t.Errorf("state directory holds %v, want only the free record", names)
+	}
+}
+
+func TestReadProcStat(t *testing.T) {
+	st, err := readProcStat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.pgrp != syscall.Getpgrp() || st.startTick == 0 || st.rssPages <= 0 {
+		t.Errorf("own /proc stat: %+v (pgrp %d)", st, syscall.Getpgrp())
+	}
+	if startTick(os.Getpid()) != st.startTick {
+		t.Error("startTick differs from readProcStat")
+	}
+	if _, err := readProcStat(1 << 30); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a missing process: %v, want ErrNotExist", err)
 	}
 }
