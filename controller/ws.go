@@ -31,9 +31,13 @@ type LogMessage struct {
 
 const (
 	wsWriteTimeout = 10 * time.Second
-	wsPingEvery    = 30 * time.Second
-	wsReadChunk    = 256 << 10
-	wsStateEvery   = 50 * time.Millisecond
+	// wsSlowest is what a follower must take per wsWriteTimeout: a text
+	// message of n bytes gets ceil(n / wsSlowest) times wsWriteTimeout,
+	// as if it were sent in chunks of wsSlowest (3.2 KB/s at least).
+	wsSlowest    = 32 << 10
+	wsPingEvery  = 30 * time.Second
+	wsReadChunk  = 256 << 10
+	wsStateEvery = 50 * time.Millisecond
 )
 
 // upgrader's write buffer holds a whole text message of up to
@@ -218,6 +222,11 @@ func (f *follower) output(c store.Chunk) error {
 // text sends chunks, contiguous output from f.offset on, as one text
 // message (none if they hold only part of a rune).
 func (f *follower) text(chunks []store.Chunk) error {
+	n := 0
+	for _, c := range chunks {
+		n += len(c.Data)
+	}
+	timeout := textTimeout(n)
 	var w io.WriteCloser
 	for _, c := range chunks {
 		f.offset = c.Offset + uint64(len(c.Data))
@@ -226,7 +235,7 @@ func (f *follower) text(chunks []store.Chunk) error {
 			continue
 		}
 		if w == nil {
-			_ = f.conn.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+			_ = f.conn.SetWriteDeadline(time.Now().Add(timeout))
 			var err error
 			if w, err = f.conn.NextWriter(websocket.TextMessage); err != nil {
 				return err
@@ -240,6 +249,11 @@ func (f *follower) text(chunks []store.Chunk) error {
 		return nil
 	}
 	return w.Close()
+}
+
+// textTimeout is how long a text message of n bytes may take to send.
+func textTimeout(n int) time.Duration {
+	return wsWriteTimeout * time.Duration(max(1, (n+wsSlowest-1)/wsSlowest))
 }
 
 // runes returns data, after the bytes carried from the previous chunk,

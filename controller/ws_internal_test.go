@@ -129,3 +129,19 @@ func TestFollowerTextMessages(t *testing.T) {
 		t.Error("the follower modified the chunks' data")
 	}
 }
+
+// A text message of many chunks may take as long as its chunks sent one
+// by one could: a slow follower that kept up before still does.
+func TestTextTimeout(t *testing.T) {
+	for _, c := range []struct {
+		n    int
+		want time.Duration
+	}{
+		{0, wsWriteTimeout}, {1, wsWriteTimeout}, {wsSlowest, wsWriteTimeout},
+		{wsSlowest + 1, 2 * wsWriteTimeout}, {wsReadChunk, wsReadChunk / wsSlowest * wsWriteTimeout},
+	} {
+		if got := textTimeout(c.n); got != c.want {
+			t.Errorf("textTimeout(%d) = %v, want %v", c.n, got, c.want)
+		}
+	}
+}
