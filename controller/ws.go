@@ -3,7 +3,9 @@ package controller
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -29,14 +31,24 @@ type LogMessage struct {
 
 const (
 	wsWriteTimeout = 10 * time.Second
-	wsPingEvery    = 30 * time.Second
-	wsReadChunk    = 256 << 10
-	wsStateEvery   = 50 * time.Millisecond
+	// wsSlowest is what a follower must take per wsWriteTimeout: a text
+	// message of n bytes gets ceil(n / wsSlowest) times wsWriteTimeout,
+	// as if it were sent in chunks of wsSlowest (3.2 KB/s at least).
+	wsSlowest    = 32 << 10
+	wsPingEvery  = 30 * time.Second
+	wsReadChunk  = 256 << 10
+	wsStateEvery = 50 * time.Millisecond
 )
 
+// upgrader's write buffer holds a whole text message of up to
+// wsReadChunk bytes, so that one goes to TLS in one Write: full 16 KiB
+// records and one short one, where a message per 32 KiB chunk cost a
+// third record (and syscall) for its frame header alone. The buffers
+// are pooled: a follower holds one only while it writes a message.
 var upgrader = websocket.Upgrader{
 	ReadBufferSize:  1024,
-	WriteBufferSize: 32 << 10,
+	WriteBufferSize: wsReadChunk,
+	WriteBufferPool: &sync.Pool{},
 	Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 		writeError(w, status, "websocket: %v", reason)
 	},
@@ -46,10 +58,12 @@ var upgrader = websocket.Upgrader{
 // stored (from ?offset=), then live output as it arrives, and closes when
 // the job reaches a final state (or at once with ?follow=0).
 //
-// format=text (default, what original job_suite clients read): one text
-// message per output chunk, stdout and stderr interleaved, invalid UTF-8
-// replaced; the close frame's reason states the outcome.
-// format=json: LogMessage values, stream-tagged and byte-exact.
+// format=text (default, what original job_suite clients read): text
+// messages of up to wsReadChunk bytes of output each, stdout and stderr
+// interleaved, invalid UTF-8 replaced; message boundaries carry no
+// meaning; the close frame's reason states the outcome.
+// format=json: a LogMessage per output chunk, stream-tagged and
+// byte-exact.
 func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
 	id, ok := jobID(w, p)
 	if !ok {
@@ -173,6 +187,12 @@ func (s *Server) sendOutput(id uint64, f *follower) error {
 		if len(chunks) == 0 {
 			return nil
 		}
+		if !f.json {
+			if err := f.text(chunks); err != nil {
+				return err
+			}
+			continue
+		}
 		for _, c := range chunks {
 			if err := f.output(c); err != nil {
 				return err
@@ -188,18 +208,58 @@ type follower struct {
 	carry  []byte // an incomplete UTF-8 sequence held for the next text message
 }
 
+// output sends chunk c as one LogMessage (format=json).
 func (f *follower) output(c store.Chunk) error {
 	f.offset = c.Offset + uint64(len(c.Data))
 	_ = f.conn.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
-	if f.json {
-		stream := "stdout"
-		if c.Stream == 2 {
-			stream = "stderr"
-		}
-		return f.conn.WriteJSON(LogMessage{Type: "output", Offset: c.Offset, Stream: stream, Data: c.Data})
+	stream := "stdout"
+	if c.Stream == 2 {
+		stream = "stderr"
 	}
-	// c.Data is never modified: it may be shared with other followers.
-	data := c.Data
+	return f.conn.WriteJSON(LogMessage{Type: "output", Offset: c.Offset, Stream: stream, Data: c.Data})
+}
+
+// text sends chunks, contiguous output from f.offset on, as one text
+// message (none if they hold only part of a rune).
+func (f *follower) text(chunks []store.Chunk) error {
+	n := 0
+	for _, c := range chunks {
+		n += len(c.Data)
+	}
+	timeout := textTimeout(n)
+	var w io.WriteCloser
+	for _, c := range chunks {
+		f.offset = c.Offset + uint64(len(c.Data))
+		data := f.runes(c.Data)
+		if len(data) == 0 {
+			continue
+		}
+		if w == nil {
+			_ = f.conn.SetWriteDeadline(time.Now().Add(timeout))
+			var err error
+			if w, err = f.conn.NextWriter(websocket.TextMessage); err != nil {
+				return err
+			}
+		}
+		if err := writeValid(w, data); err != nil {
+			return err
+		}
+	}
+	if w == nil {
+		return nil
+	}
+	return w.Close()
+}
+
+// textTimeout is how long a text message of n bytes may take to send.
+func textTimeout(n int) time.Duration {
+	return wsWriteTimeout * time.Duration(max(1, (n+wsSlowest-1)/wsSlowest))
+}
+
+// runes returns data, after the bytes carried from the previous chunk,
+// without a rune cut at its end, which it carries to the next.
+func (f *follower) runes(data []byte) []byte {
+	// data is never modified: it may be shared with other followers.
 	if len(f.carry) > 0 { // rare: a rune was cut at the previous chunk's end
 		data = append(f.carry, data...)
 		f.carry = nil
@@ -218,24 +278,28 @@ func (f *follower) output(c store.Chunk) error {
 			break
 		}
 	}
-	if len(data) == 0 {
-		return nil
-	}
-	return writeText(f.conn, data)
+	return data
 }
 
-// writeText sends data as one text message, each run of invalid UTF-8
-// replaced by U+FFFD exactly as strings.ToValidUTF8 does. Valid data (the
-// common case) goes to the connection as it is, without a copy.
-func writeText(conn *websocket.Conn, data []byte) error {
+// writeValid writes data to w with each run of invalid UTF-8 replaced by
+// U+FFFD exactly as strings.ToValidUTF8 does. Valid data (the common
+// case) is written as it is, in one piece.
+func writeValid(w io.Writer, data []byte) error {
 	if utf8.Valid(data) {
-		return conn.WriteMessage(websocket.TextMessage, data)
+		_, err := w.Write(data)
+		return err
 	}
+	return validUTF8(data, w.Write)
+}
+
+// writeText sends data as one text message, made valid UTF-8 by
+// writeValid.
+func writeText(conn *websocket.Conn, data []byte) error {
 	w, err := conn.NextWriter(websocket.TextMessage)
 	if err != nil {
 		return err
 	}
-	if err := validUTF8(data, w.Write); err != nil {
+	if err := writeValid(w, data); err != nil {
 		return err
 	}
 	return w.Close()
