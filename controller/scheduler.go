@@ -213,7 +213,9 @@ func (s *scheduler) transitionAudited(prev, next *store.Job, typ, msg string, le
 	}
 
 	if s.log.GetLevel() <= level {
-		s.log.Log(level, "job "+typ, "job", id, "state", next.State, "attempt", ev.Attempt, "agent", ev.Agent, "msg", msg)
+		// string(State): hclog formats a string directly, a named string
+		// type through reflection and fmt.Sprintf.
+		s.log.Log(level, "job "+typ, "job", id, "state", string(next.State), "attempt", ev.Attempt, "agent", ev.Agent, "msg", msg)
 	}
 	s.metrics.transition(prev, next)
 	b := s.c.add(u)

@@ -132,7 +132,11 @@
 // added that old data lacks (unless Open backfills it), or a JSON field
 // changes type or meaning. Adding optional JSON fields to Job or Event, or
 // a new prefix that old data simply does not have yet, does not need a
-// bump.
+// bump. Neither does leaving out a field whose absence decodes to the
+// value it held: Job's and Attempt's optional times are tagged omitzero,
+// so a zero time is not written, and an absent time and an old record's
+// "0001-01-01T00:00:00Z" both decode to the zero time, in this release
+// and in earlier ones.
 //
 // History:
 //
