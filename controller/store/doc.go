@@ -26,6 +26,11 @@
 // A create's idempotency key stays claimed (refusing other creates with
 // ErrExists) from ApplyNoWait until Wait.
 //
+// Pebble compacts L0 at 8 sublevels instead of its default 4 (Open):
+// transitions rewrite job records across the whole "j" range, so each
+// L0 compaction rewrites most of the base level, and fewer, larger ones
+// cost less CPU, for a deeper L0 on reads.
+//
 // Job and Event records are JSON; codec.go encodes them by hand, byte for
 // byte as encoding/json would, and decoding uses encoding/json.
 //
