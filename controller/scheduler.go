@@ -213,7 +213,9 @@ func (s *scheduler) transitionAudited(prev, next *store.Job, typ, msg string, le
 	}
 
 	if s.log.GetLevel() <= level {
-		s.log.Log(level, "job "+typ, "job", id, "state", next.State, "attempt", ev.Attempt, "agent", ev.Agent, "msg", msg)
+		// string(State): hclog formats a string directly, a named string
+		// type through reflection and fmt.Sprintf.
+		s.log.Log(level, "job "+typ, "job", id, "state", string(next.State), "attempt", ev.Attempt, "agent", ev.Agent, "msg", msg)
 	}
 	s.metrics.transition(prev, next)
 	b := s.c.add(u)
@@ -526,7 +528,7 @@ func (s *scheduler) started(a *agentConn, id uint64, attempt uint32, m *protocol
 	if next.StartedAt.IsZero() {
 		next.StartedAt = at
 	}
-	s.transition(prev, next, "started", fmt.Sprintf("pid %d", m.PID))
+	s.transition(prev, next, "started", "pid "+strconv.FormatUint(uint64(m.PID), 10))
 	return nil
 }
 
@@ -581,7 +583,7 @@ func describe(f *protocol.Finished) string {
 	case f.Signal != "":
 		return "killed by " + f.Signal
 	default:
-		return fmt.Sprintf("exit code %d", f.ExitCode)
+		return "exit code " + strconv.FormatInt(int64(f.ExitCode), 10)
 	}
 }
 
@@ -614,7 +616,7 @@ func (s *scheduler) endAttempt(prev, next *store.Job, outcome, msg string) *batc
 		next.State = store.Failed
 	}
 	next.FinishedAt = now
-	next.Reason = fmt.Sprintf("attempt %d %s: %s", c.Number, outcome, msg)
+	next.Reason = "attempt " + strconv.FormatUint(uint64(c.Number), 10) + " " + outcome + ": " + msg
 	return s.transition(prev, next, "finished", next.Reason)
 }
 

@@ -12,7 +12,7 @@ import (
 // record on every transition, so instead of encoding/json's reflection
 // these hand-written encoders append the same bytes to a reused buffer:
 // the output is byte-for-byte what json.Marshal produces for the same
-// value — field order, omitempty, sorted map keys, string escaping
+// value — field order, omitempty and omitzero, sorted map keys, string escaping
 // (HTML characters, U+2028/U+2029, invalid UTF-8 as U+FFFD) and
 // time.Time's MarshalJSON, errors included — so the stored format and
 // the schema version do not change. Decoding still uses encoding/json.
@@ -20,7 +20,7 @@ import (
 // codec_test.go compares them with json.Marshal on random records that
 // fill every field by reflection, and fails when a field is added to Job,
 // Attempt or Event that these encoders do not write: add it here, in
-// declaration order, with the same omitempty rule as its tag.
+// declaration order, with the same omitempty or omitzero rule as its tag.
 
 // appendJob appends j encoded as json.Marshal would to dst.
 func appendJob(dst []byte, j *Job) ([]byte, error) {
@@ -73,8 +73,9 @@ func appendJob(dst []byte, j *Job) ([]byte, error) {
 	}
 	dst = append(dst, `,"state":`...)
 	dst = appendString(dst, string(j.State))
-	// omitempty never omits a struct, so every time is written, zero or
-	// not.
+	// created_at and queued_at are always written; the times tagged
+	// omitzero are left out when IsZero (json.Marshal's rule for a type
+	// with an IsZero method).
 	dst = append(dst, `,"created_at":`...)
 	if dst, err = appendTime(dst, j.CreatedAt); err != nil {
 		return dst, err
@@ -83,16 +84,13 @@ func appendJob(dst []byte, j *Job) ([]byte, error) {
 	if dst, err = appendTime(dst, j.QueuedAt); err != nil {
 		return dst, err
 	}
-	dst = append(dst, `,"not_before":`...)
-	if dst, err = appendTime(dst, j.NotBefore); err != nil {
+	if dst, err = appendTimeField(dst, `,"not_before":`, j.NotBefore); err != nil {
 		return dst, err
 	}
-	dst = append(dst, `,"started_at":`...)
-	if dst, err = appendTime(dst, j.StartedAt); err != nil {
+	if dst, err = appendTimeField(dst, `,"started_at":`, j.StartedAt); err != nil {
 		return dst, err
 	}
-	dst = append(dst, `,"finished_at":`...)
-	if dst, err = appendTime(dst, j.FinishedAt); err != nil {
+	if dst, err = appendTimeField(dst, `,"finished_at":`, j.FinishedAt); err != nil {
 		return dst, err
 	}
 	if len(j.Attempts) > 0 {
@@ -134,12 +132,10 @@ func appendAttempt(dst []byte, a *Attempt) ([]byte, error) {
 	if dst, err = appendTime(dst, a.DispatchedAt); err != nil {
 		return dst, err
 	}
-	dst = append(dst, `,"started_at":`...)
-	if dst, err = appendTime(dst, a.StartedAt); err != nil {
+	if dst, err = appendTimeField(dst, `,"started_at":`, a.StartedAt); err != nil {
 		return dst, err
 	}
-	dst = append(dst, `,"finished_at":`...)
-	if dst, err = appendTime(dst, a.FinishedAt); err != nil {
+	if dst, err = appendTimeField(dst, `,"finished_at":`, a.FinishedAt); err != nil {
 		return dst, err
 	}
 	if a.PID != 0 {
@@ -180,8 +176,7 @@ func appendAttempt(dst []byte, a *Attempt) ([]byte, error) {
 	}
 	dst = append(dst, `,"log_start":`...)
 	dst = strconv.AppendUint(dst, a.LogStart, 10)
-	dst = append(dst, `,"queued_at":`...)
-	if dst, err = appendTime(dst, a.QueuedAt); err != nil {
+	if dst, err = appendTimeField(dst, `,"queued_at":`, a.QueuedAt); err != nil {
 		return dst, err
 	}
 	if a.OutputBytes != 0 {
@@ -228,6 +223,15 @@ func appendTime(dst []byte, t time.Time) ([]byte, error) {
 		return dst, fmt.Errorf("json: %w", err)
 	}
 	return append(b, '"'), nil
+}
+
+// appendTimeField appends key (`,"name":`) and t for a time field tagged
+// omitzero: nothing when t.IsZero(), as json.Marshal does.
+func appendTimeField(dst []byte, key string, t time.Time) ([]byte, error) {
+	if t.IsZero() {
+		return dst, nil
+	}
+	return appendTime(append(dst, key...), t)
 }
 
 // appendMap appends m with its keys sorted, as encoding/json does.

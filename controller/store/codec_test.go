@@ -272,6 +272,9 @@ func TestCodecCases(t *testing.T) {
 		"escapes":  {Name: "<a href=\"x\">&amp;</a>\u2028\u2029\x00\x7f\xff\ufffd", Command: "\b\f\n\r\t\\/"},
 		"emptymap": {Labels: map[string]string{}, Env: map[string]string{}, Attempts: []Attempt{}},
 		"nilexit":  {Attempts: []Attempt{{}, {Number: 2, ExitCode: new(int)}}},
+		// a zero instant in another zone IsZero: omitzero leaves it out
+		"zerozone": {StartedAt: time.Time{}.In(time.FixedZone("", 3600)), NotBefore: time.Time{}.In(time.UTC),
+			Attempts: []Attempt{{QueuedAt: time.Time{}.In(time.FixedZone("x", -60)), StartedAt: t0}}},
 	}
 	for name, j := range cases {
 		t.Run(name, func(t *testing.T) { same(t, name, &j, appendJob) })
@@ -323,5 +326,40 @@ func TestCodecAllocs(t *testing.T) {
 		_, _ = appendEvent(buf[:0], e)
 	}); n != 0 {
 		t.Errorf("%v allocations per record, want 0", n)
+	}
+}
+
+// A record written before the optional times were tagged omitzero holds
+// "0001-01-01T00:00:00Z" where a new one holds nothing: both decode to
+// the same Job, with either decoder (doc.go: no schema bump).
+func TestOmittedZeroTimesDecodeAsBefore(t *testing.T) {
+	j := &Job{ID: 7, Name: "n", Command: "c", State: Running, CreatedAt: t0, QueuedAt: t0, Events: 2,
+		Attempts: []Attempt{{Number: 1, Agent: "a", DispatchedAt: t0}}}
+	enc, err := appendJob(nil, j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(enc, []byte("0001-01-01")) {
+		t.Fatalf("zero time written: %s", enc)
+	}
+	const zero = `"0001-01-01T00:00:00Z"`
+	old := `{"id":7,"name":"n","command":"c","priority":0,"retries":0,"logs":false,"cancellable":false,"state":"running",` +
+		`"created_at":"2025-01-02T03:04:05.000000006Z","queued_at":"2025-01-02T03:04:05.000000006Z",` +
+		`"not_before":` + zero + `,"started_at":` + zero + `,"finished_at":` + zero + `,` +
+		`"attempts":[{"number":1,"agent":"a","dispatched_at":"2025-01-02T03:04:05.000000006Z","started_at":` + zero +
+		`,"finished_at":` + zero + `,"log_start":0,"queued_at":` + zero + `}],"events":2}`
+	for name, data := range map[string][]byte{"new": enc, "old": []byte(old)} {
+		var viaJSON, fast Job
+		if err := jsonDecodeJob(data, &viaJSON); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !reflect.DeepEqual(&viaJSON, j) {
+			t.Errorf("%s: encoding/json decoded %+v, want %+v", name, viaJSON, *j)
+		}
+		if !decodeJobFast(data, &fast, nil) {
+			t.Errorf("%s: decodeJobFast refused %s", name, data)
+		} else if !reflect.DeepEqual(&fast, j) {
+			t.Errorf("%s: decodeJobFast decoded %+v, want %+v", name, fast, *j)
+		}
 	}
 }

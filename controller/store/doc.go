@@ -26,6 +26,11 @@
 // A create's idempotency key stays claimed (refusing other creates with
 // ErrExists) from ApplyNoWait until Wait.
 //
+// Pebble compacts L0 at 8 sublevels instead of its default 4 (Open):
+// transitions rewrite job records across the whole "j" range, so each
+// L0 compaction rewrites most of the base level, and fewer, larger ones
+// cost less CPU, for a deeper L0 on reads.
+//
 // Job and Event records are JSON; codec.go encodes them by hand, byte for
 // byte as encoding/json would, and decoding uses encoding/json.
 //
@@ -132,7 +137,11 @@
 // added that old data lacks (unless Open backfills it), or a JSON field
 // changes type or meaning. Adding optional JSON fields to Job or Event, or
 // a new prefix that old data simply does not have yet, does not need a
-// bump.
+// bump. Neither does leaving out a field whose absence decodes to the
+// value it held: Job's and Attempt's optional times are tagged omitzero,
+// so a zero time is not written, and an absent time and an old record's
+// "0001-01-01T00:00:00Z" both decode to the zero time, in this release
+// and in earlier ones.
 //
 // History:
 //

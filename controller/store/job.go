@@ -56,9 +56,9 @@ type Job struct {
 	// entry into Queued.
 	QueuedAt time.Time `json:"queued_at"`
 	// NotBefore is when a Waiting job is due back in the queue.
-	NotBefore  time.Time `json:"not_before,omitempty"`
-	StartedAt  time.Time `json:"started_at,omitempty"`  // first process start
-	FinishedAt time.Time `json:"finished_at,omitempty"` // reached a terminal state
+	NotBefore  time.Time `json:"not_before,omitzero"`
+	StartedAt  time.Time `json:"started_at,omitzero"`  // first process start
+	FinishedAt time.Time `json:"finished_at,omitzero"` // reached a terminal state
 
 	Attempts        []Attempt `json:"attempts,omitempty"` // Attempts[i].Number == i+1
 	CancelRequested bool      `json:"cancel_requested,omitempty"`
@@ -110,8 +110,8 @@ type Attempt struct {
 	Number       uint32        `json:"number"`
 	Agent        string        `json:"agent"`
 	DispatchedAt time.Time     `json:"dispatched_at"`
-	StartedAt    time.Time     `json:"started_at,omitempty"`
-	FinishedAt   time.Time     `json:"finished_at,omitempty"`
+	StartedAt    time.Time     `json:"started_at,omitzero"`
+	FinishedAt   time.Time     `json:"finished_at,omitzero"`
 	PID          uint32        `json:"pid,omitempty"`
 	Outcome      string        `json:"outcome,omitempty"` // completed|failed|timeout|cancelled|lost
 	ExitCode     *int          `json:"exit_code,omitempty"`
@@ -122,7 +122,7 @@ type Attempt struct {
 	SystemCPU    time.Duration `json:"system_cpu,omitempty"`
 	MaxRSS       uint64        `json:"max_rss,omitempty"`
 	LogStart     uint64        `json:"log_start"`              // job log offset where this attempt's output begins
-	QueuedAt     time.Time     `json:"queued_at,omitempty"`    // when the job entered the queue this attempt came from
+	QueuedAt     time.Time     `json:"queued_at,omitzero"`     // when the job entered the queue this attempt came from
 	OutputBytes  uint64        `json:"output_bytes,omitempty"` // output of this attempt, set when it ends
 }
 
