@@ -16,11 +16,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"jobsuite/agent"
 	"jobsuite/certs"
-	"jobsuite/cli/logsink"
+	"jobsuite/cli"
 	"jobsuite/controller"
 	"jobsuite/transport"
 )
@@ -92,13 +90,11 @@ func runChild(cfg childConfig) error {
 		return err
 	}
 	defer logf.Close()
-	level := hclog.LevelFromString(cfg.LogLevel)
-	if level == hclog.NoLevel {
-		level = hclog.Info
+	logger, sink, err := cli.NewLogger(cfg.Mode, cfg.LogLevel, false, logf) // as the real commands log
+	if err != nil {
+		return err
 	}
-	sink := logsink.New(logf, 0) // as the CLI's controller and agent log
 	defer sink.Close()
-	logger := hclog.New(&hclog.LoggerOptions{Name: cfg.Mode, Level: level, Output: sink})
 	if cfg.Profile != "" {
 		// SIGUSR1 writes a heap profile beside the CPU profile.
 		usr1 := make(chan os.Signal, 1)

@@ -30,20 +30,29 @@ func (l *logFlags) register(fs *flag.FlagSet) {
 // the same sink, so they stay in order with the log lines, and Close it
 // before returning.
 func (l *logFlags) logger(name string, out io.Writer) (hclog.Logger, *logsink.Writer, error) {
-	level := hclog.LevelFromString(l.level)
+	return NewLogger(name, l.level, l.json, out)
+}
+
+// NewLogger builds a root logger as the controller, agent and dev
+// commands do: level is trace, debug, info, warn or error; json selects
+// JSON lines. It writes through the returned logsink.Writer on out,
+// which the caller must Close before returning. The benchmark's child
+// processes use it, so they log as the real commands do.
+func NewLogger(name, levelName string, json bool, out io.Writer) (hclog.Logger, *logsink.Writer, error) {
+	level := hclog.LevelFromString(levelName)
 	if level == hclog.NoLevel {
-		return nil, nil, fmt.Errorf("-log-level %q: use trace, debug, info, warn or error", l.level)
+		return nil, nil, fmt.Errorf("-log-level %q: use trace, debug, info, warn or error", levelName)
 	}
 	sink := logsink.New(out, 0)
 	opts := &hclog.LoggerOptions{
 		Name:            name,
 		Level:           level,
 		Output:          sink,
-		JSONFormat:      l.json,
+		JSONFormat:      json,
 		IncludeLocation: false,
 		TimeFormat:      logTimeFormat,
 	}
-	if !l.json {
+	if !json {
 		// The same lines, with the time written by stampWriter instead
 		// of hclog's time.Format on every line.
 		opts.DisableTime = true
