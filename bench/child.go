@@ -260,6 +260,27 @@ func (p *proc) cpu() time.Duration {
 	return d
 }
 
+// waitQuiet waits until the child used less than a tenth of a core over
+// half a second (its background work, such as Pebble compacting what was
+// just written, is done), or until within has passed; it returns how
+// long it waited and whether it became quiet.
+func (p *proc) waitQuiet(ctx context.Context, within time.Duration) (time.Duration, bool) {
+	const window = 500 * time.Millisecond
+	start := time.Now()
+	for time.Since(start) < within {
+		c0 := p.cpu()
+		select {
+		case <-ctx.Done():
+			return time.Since(start), false
+		case <-time.After(window):
+		}
+		if p.cpu()-c0 < window/10 {
+			return time.Since(start), true
+		}
+	}
+	return time.Since(start), false
+}
+
 // heapProfile asks a child started with a profile to write its heap
 // profile, and gives it a moment to.
 func (p *proc) heapProfile() {
