@@ -70,15 +70,6 @@ func (d *jobDecoder) byte(c byte) bool {
 	return false
 }
 
-// peek returns the next byte after white space, or 0 at the end.
-func (d *jobDecoder) peek() byte {
-	d.ws()
-	if d.i < len(d.data) {
-		return d.data[d.i]
-	}
-	return 0
-}
-
 // object decodes {"key": value, ...}, calling field for each key with the
 // decoder positioned at its value. Keys are taken as they stand (a key
 // with an escape fails) unless unescape is set; an unescaped key is only
