@@ -200,10 +200,18 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("controller: loading revocations and API tokens: %w", err)
 	}
 
+	// A stable key lets a restarted controller reset its previous run's
+	// QUIC sessions, so agents reconnect at once (transport.Options).
+	resetKey, err := s.st.Secret("quic-stateless-reset", 32)
+	if err != nil {
+		s.st.Close()
+		return nil, fmt.Errorf("controller: %w", err)
+	}
 	s.agentLn, err = transport.Listen(cfg.AgentAddr, s.pki.serve(certs.ServerTLS(pool, cert)), transport.Options{
-		IdleTimeout:      cfg.LeaseTTL,
-		HandshakeTimeout: cfg.HandshakeTimeout,
-		Logger:           s.log.Named("transport"),
+		IdleTimeout:       cfg.LeaseTTL,
+		HandshakeTimeout:  cfg.HandshakeTimeout,
+		StatelessResetKey: (*[32]byte)(resetKey),
+		Logger:            s.log.Named("transport"),
 	})
 	if err != nil {
 		s.st.Close()

@@ -45,9 +45,13 @@
 // the connection breaks. The dialer sends a keep-alive every KeepAlive and
 // the listener answers it, which keeps an idle session alive on both
 // sides; the listener sends none of its own, so the side that holds many
-// sessions spends as little as possible on idle ones. Done is closed then, and every pending and later
-// operation on the session and its streams fails with an error matching
-// ErrClosed. Data the peer wrote but this side had not read yet may be lost
+// sessions spends as little as possible on idle ones. A listener with a
+// StatelessResetKey that stays the same across restarts answers packets
+// of its previous run's QUIC sessions with a stateless reset, so after a
+// crash or restart their dialers learn at once that the session is gone
+// (on TCP the kernel's RST does that). Done is closed then, and every
+// pending and later operation on the session and its streams fails with
+// an error matching ErrClosed. Data the peer wrote but this side had not read yet may be lost
 // (on TCP a reader still gets what had arrived before ErrClosed), and a
 // half-close that had not been read as EOF reads as ErrClosed: a protocol
 // that needs to know its data arrived has the peer acknowledge it before

@@ -32,7 +32,8 @@ type Listener struct {
 	opts     Options
 	log      hclog.Logger
 	udp      net.PacketConn
-	quic     *quic.Listener // nil when quic is off (tests)
+	qtr      *quic.Transport // on udp; nil when quic is off (tests)
+	quic     *quic.Listener  // nil when quic is off (tests)
 	tcp      net.Listener
 	sessions chan Session
 
@@ -79,8 +80,14 @@ func listen(addr string, tlsConf *tls.Config, opts Options, serveQUIC bool) (*Li
 		live:     make(map[Session]struct{}),
 	}
 	if serveQUIC {
-		l.quic, err = quic.Listen(udp, conf, quicConfig(opts, true))
+		l.qtr = &quic.Transport{Conn: udp}
+		if k := opts.StatelessResetKey; k != nil {
+			key := quic.StatelessResetKey(*k)
+			l.qtr.StatelessResetKey = &key
+		}
+		l.quic, err = l.qtr.Listen(conf, quicConfig(opts, true))
 		if err != nil {
+			_ = l.qtr.Close()
 			cancel()
 			_ = udp.Close()
 			_ = tcp.Close()
@@ -178,6 +185,9 @@ func (l *Listener) Close() error {
 		l.mu.Unlock()
 		for s := range live {
 			_ = s.Close("listener closed")
+		}
+		if l.qtr != nil {
+			_ = l.qtr.Close() // the sessions are closed: nothing left to end abruptly
 		}
 		_ = l.udp.Close()
 		l.log.Info("stopped listening", "addr", l.addr)

@@ -96,6 +96,13 @@ type Options struct {
 	// opener's OpenStream blocks, on tcp the peer's AcceptStream does not
 	// return them until a slot is free.
 	MaxStreams int
+	// StatelessResetKey, on a listener, keys QUIC stateless resets
+	// (RFC 9000 §10.3). It must be secret and stay the same across
+	// restarts: a restarted listener then answers packets of its previous
+	// run's sessions with a reset, and their peers notice at once that
+	// the session is gone and dial again, instead of after IdleTimeout.
+	// nil sends no resets. TCP needs none: the kernel answers with RST.
+	StatelessResetKey *[32]byte
 	// Logger receives the package's logs; nil discards them.
 	Logger hclog.Logger
 }

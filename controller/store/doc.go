@@ -62,6 +62,8 @@
 //	                                             secret, never the secret)
 //	"u" id(8)                                    AuditEntry as JSON; id increases and
 //	                                             is at least the entry's Unix nanoseconds
+//	"c" name                                     a controller secret (raw bytes), made
+//	                                             once by Secret: "quic-stateless-reset"
 //	"n" SHA-256 of the secret(32)                JoinToken as JSON (uses left, expiry,
 //	                                             labels, name prefix; never the secret);
 //	                                             its ID is the hex of the first 8 bytes

@@ -53,6 +53,9 @@ type Store struct {
 	mu     sync.RWMutex
 	closed bool
 
+	// secretMu serializes Secret's read-or-create.
+	secretMu sync.Mutex
+
 	// idemMu guards pending: idempotency keys of creates being committed,
 	// so two concurrent creates cannot both claim the same key.
 	idemMu  sync.Mutex
