@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"net/http"
 	"strings"
@@ -113,12 +114,9 @@ func (c *AgentsDrainCommand) Run(args []string) int {
 	if code, ok := c.parse(fs, args, c.Help()); !ok {
 		return code
 	}
-	if fs.NArg() != 1 {
-		return usageError(c.Meta, name, "want one agent name, got %d arguments", fs.NArg())
-	}
-	agent := strings.TrimSpace(fs.Arg(0))
-	if err := checkAgentName(agent); err != "" {
-		return usageError(c.Meta, name, "%s", err)
+	agent, code, ok := agentArg(c.Meta, fs, name)
+	if !ok {
+		return code
 	}
 	client, err := newClient(c.Meta, &cf)
 	if err != nil {
@@ -148,6 +146,20 @@ func (c *AgentsDrainCommand) Run(args []string) int {
 	}
 	fmt.Fprintf(c.Stdout, "Agent %s is draining: no new jobs; %d running\n", agent, a.Running)
 	return ExitOK
+}
+
+// agentArg takes the one agent name argument of command name, checked;
+// ok is false (with the usage error printed) when it is not there or
+// not a valid name.
+func agentArg(m Meta, fs *flag.FlagSet, name string) (agent string, code int, ok bool) {
+	if fs.NArg() != 1 {
+		return "", usageError(m, name, "want one agent name, got %d arguments", fs.NArg()), false
+	}
+	agent = strings.TrimSpace(fs.Arg(0))
+	if err := checkAgentName(agent); err != "" {
+		return "", usageError(m, name, "%s", err), false
+	}
+	return agent, 0, true
 }
 
 // checkAgentName says what is wrong with an agent name, or "". Agent

@@ -130,12 +130,9 @@ func (c *AgentsRevokeCommand) Run(args []string) int {
 	if code, ok := c.parse(fs, args, c.Help()); !ok {
 		return code
 	}
-	if fs.NArg() != 1 {
-		return usageError(c.Meta, name, "want one agent name, got %d arguments", fs.NArg())
-	}
-	agent := strings.TrimSpace(fs.Arg(0))
-	if err := checkAgentName(agent); err != "" {
-		return usageError(c.Meta, name, "%s", err)
+	agent, code, ok := agentArg(c.Meta, fs, name)
+	if !ok {
+		return code
 	}
 	client, err := newClient(c.Meta, &cf)
 	if err != nil {
