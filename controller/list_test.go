@@ -18,11 +18,7 @@ import (
 // IDs oldest first.
 func listServer(t *testing.T) (*Server, []uint64) {
 	t.Helper()
-	st, err := store.Open(t.TempDir(), store.Options{Logger: testLog(t, "store"), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := testStore(t)
 	var ids []uint64
 	now := time.Now()
 	for i := range 12 {

@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,11 +15,7 @@ import (
 // the store for a running attempt, none for jobs without output) and the
 // metrics' gauges.
 func TestSchedulerLoad(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "data"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := testStore(t)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	apply := func(prev, next *store.Job) *store.Job {
 		t.Helper()

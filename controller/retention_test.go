@@ -28,6 +28,18 @@ func (w logWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// testStore opens a NoSync store in a temporary directory, closed when
+// the test ends.
+func testStore(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(t.TempDir(), store.Options{Logger: testLog(t, "store"), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
 // fakePruner records Prune calls with the (bubble) time they were made.
 type fakePruner struct {
 	mu    sync.Mutex
@@ -145,11 +157,7 @@ func TestRetentionStopsMidPass(t *testing.T) {
 // TestRetentionLoop runs the Server's loop on a real store: it returns
 // when its context ends.
 func TestRetentionLoop(t *testing.T) {
-	st, err := store.Open(t.TempDir(), store.Options{Logger: testLog(t, "store"), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := testStore(t)
 	s := &Server{cfg: Config{RetainFor: time.Hour, RetainJobs: 10}, log: testLog(t, "ctl"), st: st}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
@@ -162,11 +170,7 @@ func TestRetentionLoop(t *testing.T) {
 // never an unfinished job.
 func TestRetentionPass(t *testing.T) {
 	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
-	st, err := store.Open(t.TempDir(), store.Options{Logger: testLog(t, "store"), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := testStore(t)
 	add := func(state store.State, finished time.Time) uint64 {
 		t.Helper()
 		j := &store.Job{ID: st.NextID(), Command: "true", State: state, CreatedAt: now.Add(-48 * time.Hour), FinishedAt: finished}

@@ -2,7 +2,6 @@ package controller
 
 import (
 	"errors"
-	"path/filepath"
 	"testing"
 
 	"jobsuite/controller/store"
@@ -14,11 +13,7 @@ import (
 // transition once it is: the map does not grow with the jobs that ever
 // finished.
 func TestEndedEntriesAreForgotten(t *testing.T) {
-	st, err := store.Open(filepath.Join(t.TempDir(), "data"), store.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := testStore(t)
 	c := newCommitter(st)
 	stop := make(chan struct{})
 	done := make(chan error, 1)
