@@ -210,7 +210,7 @@ func (s *scheduler) submitBatch(jobs []*store.Job, audit *store.AuditEntry) ([]B
 		if k == len(created)-1 {
 			a = stored
 		}
-		last = s.transitionAudited(nil, j, "submitted", "", hclog.Debug, a)
+		last = s.submitTransition(nil, j, "submitted", "", hclog.Debug, a)
 		if j.IdempotencyKey != "" {
 			s.keys[j.IdempotencyKey] = pendingKey{job: j, b: last}
 			mine = append(mine, j)

@@ -165,18 +165,13 @@ func (s *scheduler) kickDelay() {
 // in-memory indexes in step and queues the durable write. The caller
 // holds s.mu and must not modify next afterwards.
 func (s *scheduler) transition(prev, next *store.Job, typ, msg string) *batch {
-	return s.transitionLogged(prev, next, typ, msg, hclog.Info)
+	return s.submitTransition(prev, next, typ, msg, hclog.Info, nil)
 }
 
-// transitionLogged is transition with the level of its log line: the
-// jobs of a batch submit log at debug, and the batch logs one info line.
-func (s *scheduler) transitionLogged(prev, next *store.Job, typ, msg string, level hclog.Level) *batch {
-	return s.transitionAudited(prev, next, typ, msg, level, nil)
-}
-
-// transitionAudited is transitionLogged writing an audit entry (if not
-// nil) in the same batch.
-func (s *scheduler) transitionAudited(prev, next *store.Job, typ, msg string, level hclog.Level, audit *store.AuditEntry) *batch {
+// submitTransition is transition for submissions: with the level of its
+// log line (a batch submit's jobs log at debug, the batch one info line)
+// and an audit entry (if not nil) written in the same store batch.
+func (s *scheduler) submitTransition(prev, next *store.Job, typ, msg string, level hclog.Level, audit *store.AuditEntry) *batch {
 	ev := store.Event{
 		Time:    time.Now().UTC(),
 		Type:    typ,
@@ -299,7 +294,7 @@ func (s *scheduler) submit(j *store.Job, audit *store.AuditEntry) (job *store.Jo
 			stored = audit
 		}
 	}
-	b := s.transitionAudited(nil, j, "submitted", "", hclog.Info, stored)
+	b := s.submitTransition(nil, j, "submitted", "", hclog.Info, stored)
 	if j.IdempotencyKey != "" {
 		s.keys[j.IdempotencyKey] = pendingKey{job: j, b: b}
 	}
