@@ -232,6 +232,16 @@ func decodeSubmit(body []byte, lim submitLimits) (*store.Job, error) {
 	if len(req.Name) > maxName {
 		return nil, badField("name", "is longer than %d bytes", maxName)
 	}
+	// Every field that reaches the job's process (name: JOBSUITE_JOB_NAME;
+	// params: its command line) must be a string exec can pass, and a NUL
+	// byte ends one: such a job could never run. The idempotency key
+	// reaches no process but is refused too: no client means one.
+	if strings.ContainsRune(req.Name, 0) {
+		return nil, badField("name", "must not contain NUL bytes")
+	}
+	if strings.ContainsRune(req.IdempotencyKey, 0) {
+		return nil, badField("idempotency_key", "must not contain NUL bytes")
+	}
 	if j.Name == "" {
 		j.Name = firstWords(req.Command)
 	}
@@ -240,6 +250,9 @@ func decodeSubmit(body []byte, lim submitLimits) (*store.Job, error) {
 		return nil, err
 	}
 	j.Params = params
+	if strings.ContainsRune(params, 0) {
+		return nil, badField("params", "must not contain NUL bytes")
+	}
 	if len(j.Command)+len(j.Params) > lim.command {
 		return nil, badField("params", "command plus params exceed %d bytes (the controller's -max-command-bytes)", lim.command)
 	}
@@ -290,15 +303,21 @@ func decodeSubmit(body []byte, lim submitLimits) (*store.Job, error) {
 		if !envKeyRE.MatchString(k) {
 			return nil, badField("env", "name %q is not a valid environment variable name", k)
 		}
-		if len(v) > maxEnvValue || strings.ContainsRune(v, 0) {
-			return nil, badField("env", "value of %q is too long or contains NUL", k)
+		if len(v) > maxEnvValue {
+			return nil, badField("env", "value of %q is longer than %d bytes", k, maxEnvValue)
+		}
+		if strings.ContainsRune(v, 0) {
+			return nil, badField("env", "value of %q must not contain NUL bytes", k)
 		}
 	}
 	if len(req.Env) > 0 {
 		j.Env = req.Env
 	}
-	if len(req.Dir) > maxDir || strings.ContainsRune(req.Dir, 0) {
-		return nil, badField("dir", "is not a valid path")
+	if len(req.Dir) > maxDir {
+		return nil, badField("dir", "is longer than %d bytes", maxDir)
+	}
+	if strings.ContainsRune(req.Dir, 0) {
+		return nil, badField("dir", "must not contain NUL bytes")
 	}
 	j.Dir = req.Dir
 	if len(req.IdempotencyKey) > maxKeyLength {

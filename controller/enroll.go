@@ -374,13 +374,15 @@ func newJoinToken() (secret string, hash []byte) {
 
 // handleCreateJoinToken creates a join token and shows it once.
 func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	if !s.canSign(w) {
-		return
-	}
+	// Who may ask comes first: an API token is refused (403) whether or
+	// not this controller could sign (501).
 	who, _ := requestIdentity(r)
 	if who.Via != "certificate" {
 		// An agent certificate outlives the API token that asked for it.
 		writeError(w, http.StatusForbidden, "%s may not create join tokens: create them with an operator certificate", who)
+		return
+	}
+	if !s.canSign(w) {
 		return
 	}
 	var req JoinTokenRequest
@@ -628,9 +630,6 @@ func (s *Server) certificateView(name string, certPEM []byte) CertificateView {
 // handleRenew signs a new certificate for the agent whose current
 // certificate authenticates the request.
 func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	if !s.canSign(w) {
-		return
-	}
 	var leaf *x509.Certificate
 	if r.TLS != nil {
 		leaf = leafOf(*r.TLS)
@@ -647,6 +646,9 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request, _ httproute
 	if rev, ok := s.sec.deniedCert(leaf); ok {
 		s.log.Warn("renewal refused: certificate revoked", "agent", name, "serial", serialHex(leaf.SerialNumber), "revocation", rev.ID(), "remote", r.RemoteAddr)
 		writeError(w, http.StatusUnauthorized, "%s", revokedMessage(leaf, rev))
+		return
+	}
+	if !s.canSign(w) { // after the caller is known: 401/403 before 501
 		return
 	}
 	var req RenewRequest

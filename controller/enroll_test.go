@@ -577,6 +577,25 @@ func TestEnrollWithoutCAKey(t *testing.T) {
 			t.Errorf("%s without a CA key: %d %s; want 501 naming -ca-key", name, code, b)
 		}
 	}
+	// Who may not ask hears so first, CA key or not: 403, not 501.
+	tok := c.createToken(`{"role":"operator"}`)
+	viewer := loadPair(t, c.dir, "viewer")
+	for name, do := range map[string]func() (int, []byte){
+		"create token with an API token": func() (int, []byte) {
+			return c.tokenClient(tok.Token).do("POST", "/agent-tokens", `{}`)
+		},
+		"renew with a viewer certificate": func() (int, []byte) {
+			code, b, err := postRenew(t, c, viewer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return code, b
+		},
+	} {
+		if code, b := do(); code != http.StatusForbidden {
+			t.Errorf("%s without a CA key: %d %s; want 403", name, code, b)
+		}
+	}
 	// Listing works (and is empty).
 	var all []controller.JoinTokenView
 	c.getJSON("/agent-tokens", &all)

@@ -128,8 +128,8 @@ func checkJob(t *testing.T, body []byte, lim submitLimits, j *store.Job) {
 		t.Fatal("accepted a blank command")
 	case len(command)+len(params) > lim.command:
 		t.Fatalf("command plus params are %d bytes, over %d", len(command)+len(params), lim.command)
-	case strings.ContainsRune(command, 0):
-		t.Fatal("command holds NUL")
+	case strings.ContainsRune(command+name+params+dir+key, 0):
+		t.Fatalf("a NUL byte in command %q, name %q, params %q, dir %q or idempotency key %q", command, name, params, dir, key)
 	case name == "" || len(name) > maxName:
 		t.Fatalf("name %q", name)
 	case priority < 0 || priority > 100:
