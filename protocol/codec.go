@@ -94,6 +94,7 @@ func appendPayload(b []byte, m Message) ([]byte, bool) {
 		b = binary.AppendVarint(b, int64(m.Timeout))
 		b = binary.AppendVarint(b, int64(m.KillGrace))
 		b = appendBool(b, m.CaptureLogs)
+		b = binary.AppendUvarint(b, m.MaxOutput)
 	case *Cancel:
 		if m == nil {
 			return b, false
@@ -380,6 +381,7 @@ func (d *decoder) dispatch() *Dispatch {
 	m.Timeout = d.duration("Dispatch.Timeout")
 	m.KillGrace = d.duration("Dispatch.KillGrace")
 	m.CaptureLogs = d.bool("Dispatch.CaptureLogs")
+	m.MaxOutput = d.optionalUvarint("Dispatch.MaxOutput")
 	return m
 }
 
@@ -576,6 +578,15 @@ func (d *decoder) refs(field string) []AttemptRef {
 // optionalRefs reads a list of attempt references appended to a message
 // after its first version: a payload that ends before it decodes as nil
 // (PROTOCOL.md §7).
+// optionalUvarint reads a u64 field appended after the first version
+// (PROTOCOL.md §7): absent, it is 0.
+func (d *decoder) optionalUvarint(field string) uint64 {
+	if len(d.b) == 0 {
+		return 0
+	}
+	return d.uvarint(field)
+}
+
 func (d *decoder) optionalRefs(field string) []AttemptRef {
 	if len(d.b) == 0 {
 		return nil

@@ -89,7 +89,11 @@ type Credit struct {
 // Dispatch asks the agent to run one attempt of a job. Command is the
 // full shell command (params already appended). Env holds KEY=VALUE
 // pairs added to the agent's environment. Timeout 0 means none.
-// KillGrace is how long to wait between SIGTERM and SIGKILL.
+// KillGrace is how long to wait between SIGTERM and SIGKILL. MaxOutput
+// caps the attempt's output as the controller stores it (0: no cap; an
+// optional last field, absent from the first controllers): the agent
+// truncates there and ends the output with a marker line, as with its
+// own cap.
 type Dispatch struct {
 	JobID       uint64
 	Attempt     uint32
@@ -100,6 +104,7 @@ type Dispatch struct {
 	Timeout     time.Duration
 	KillGrace   time.Duration
 	CaptureLogs bool
+	MaxOutput   uint64
 }
 
 // Cancel asks the agent to stop an attempt (kill its process group).
@@ -202,6 +207,7 @@ const (
 	CodeStaleAttempt uint16 = 4 // the attempt is not current (fencing)
 	CodeShutdown     uint16 = 5 // the peer is going away
 	CodeForbidden    uint16 = 6 // the certificate's role may not do this
+	CodeStorageFull  uint16 = 7 // the controller cannot store output now (its disk is nearly full); try again later
 )
 
 // Drain tells the controller to dispatch nothing more to this agent
