@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -70,6 +71,11 @@ type Config struct {
 	// and TLS.Key; the next connection uses it (enroll.go).
 	API string
 
+	// DiskFullTimeout is how long a job's output may wait for the state
+	// directory's disk to take it (the job blocks meanwhile) before the
+	// attempt fails with "agent disk full: output incomplete". Default 1m.
+	DiskFullTimeout time.Duration
+
 	ReconnectMin time.Duration // first reconnect delay; default 500ms
 	ReconnectMax time.Duration // longest reconnect delay; default 30s
 }
@@ -96,6 +102,11 @@ type Agent struct {
 	// decided and written under it, so that a heartbeat lists an attempt
 	// as ended exactly when its Credit went out before it.
 	slotMu sync.Mutex
+
+	// lease is the attempt lease the controller last announced
+	// (Welcome.LeaseTTL), defaultLease until one arrives: while the agent
+	// holds attempts it retries at least every quarter of it.
+	lease atomic.Int64
 
 	mu   sync.Mutex
 	jobs map[protocol.AttemptRef]*job
@@ -214,6 +225,7 @@ func New(cfg Config) (*Agent, error) {
 		idle:      make(chan struct{}),
 		recs:      &recPool{dir: cfg.StateDir, keep: 2 * cfg.Slots},
 	}
+	a.lease.Store(int64(defaultLease))
 	a.metrics = newMetrics(a)
 	if err := a.listenMetrics(); err != nil {
 		return nil, fmt.Errorf("%w: metrics listener: %v", ErrConfig, err)
@@ -355,12 +367,31 @@ func (a *Agent) cancelAll(reason string) {
 	}
 }
 
+// defaultLease is the lease assumed before a controller has announced
+// one: the controller's default.
+const defaultLease = 15 * time.Second
+
 // connectLoop keeps a session up until ctx is done.
+//
+// Between tries it waits with exponential backoff and jitter, from
+// ReconnectMin up to ReconnectMax, except that:
+//   - a session the controller welcomed starts the backoff over when it
+//     ends: the controller went away (a restart, a crash, a dropped
+//     link), and the sooner the agent is back the better;
+//   - while the agent holds attempts (running, or with results not yet
+//     acknowledged) it tries at least every quarter of the controller's
+//     lease (jittered between an eighth and a quarter), however far the
+//     backoff has grown, and bounds each dial to that too: their leases
+//     run on the controller, and an agent that waits longer than what
+//     is left of a lease finds its healthy jobs declared lost. A link
+//     that comes back after an outage of up to half the lease (with
+//     heartbeats every third of it) leaves the agent time to return.
+//     After a restart the controller gives attempts a lease plus that
+//     quarter (controller.scheduler.restartGrace).
 func (a *Agent) connectLoop(ctx, jobsCtx context.Context) error {
 	delay := a.cfg.ReconnectMin
 	for {
-		start := time.Now()
-		err := a.session(ctx, jobsCtx)
+		welcomed, err := a.session(ctx, jobsCtx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -368,49 +399,79 @@ func (a *Agent) connectLoop(ctx, jobsCtx context.Context) error {
 			a.log.Error("controller refused this agent; not reconnecting", "error", err)
 			return err
 		}
-		if time.Since(start) > 10*time.Second {
-			delay = a.cfg.ReconnectMin // it was up for a while: start over
+		if welcomed {
+			delay = a.cfg.ReconnectMin // it was up: start over
 		}
-		wait := delay/2 + rand.N(delay/2+1)
+		wait := jitter(delay)
+		if held := a.Running(); held > 0 {
+			wait = min(wait, jitter(a.holdRetry()))
+		}
 		a.log.Warn("connection to controller lost; reconnecting", "error", err, "in", wait.Round(time.Millisecond), "jobs", a.Running())
 		a.metrics.reconnect()
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
-		case <-time.After(wait):
+		case <-t.C:
 		}
 		delay = min(delay*2, a.cfg.ReconnectMax)
 	}
 }
 
+// jitter returns a wait between d/2 and d.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+// holdRetry is the longest an agent holding attempts waits between two
+// reconnect tries, and about the longest one try may take: a quarter of
+// the controller's lease, so that a try made after the controller (or
+// the link) is back lands well inside the lease.
+func (a *Agent) holdRetry() time.Duration {
+	return time.Duration(a.lease.Load()) / 4
+}
+
+// dialTimeout bounds one dial: the transport's handshake timeout, or
+// for an agent that holds attempts a quarter of the lease (at least 2s).
+func (a *Agent) dialTimeout() time.Duration {
+	if a.Running() == 0 {
+		return transport.DefaultHandshakeTimeout
+	}
+	return min(max(a.holdRetry(), 2*time.Second), transport.DefaultHandshakeTimeout)
+}
+
 // errFatal marks errors that reconnecting cannot fix.
 var errFatal = errors.New("fatal")
 
-// session dials once and serves the connection until it ends.
-func (a *Agent) session(ctx, jobsCtx context.Context) error {
+// session dials once and serves the connection until it ends. welcomed
+// says the controller accepted the session (Welcome) before it ended.
+func (a *Agent) session(ctx, jobsCtx context.Context) (welcomed bool, err error) {
 	// Certificates are reloaded on every connection, so renewed files on
 	// disk take effect at the next reconnect.
 	a.certMu.Lock()
 	pool, cert, err := a.files.Load()
 	a.certMu.Unlock()
 	if err != nil {
-		return fmt.Errorf("loading certificates: %w", err)
+		return false, fmt.Errorf("loading certificates: %w", err)
 	}
-	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	t, err := transport.Dial(dctx, a.cfg.Controller, certs.ClientTLS(pool, cert, a.sn), a.cfg.Transport, transport.Options{Logger: a.log.Named("transport")})
+	hs := a.dialTimeout()
+	dctx, cancel := context.WithTimeout(ctx, hs+hs/2)
+	t, err := transport.Dial(dctx, a.cfg.Controller, certs.ClientTLS(pool, cert, a.sn), a.cfg.Transport,
+		transport.Options{Logger: a.log.Named("transport"), HandshakeTimeout: hs})
 	cancel()
 	if err != nil {
 		if errors.Is(err, transport.ErrHandshake) {
-			return fmt.Errorf("dialing %s: %w (check -ca and that the controller certificate names %q)", a.cfg.Controller, err, a.sn)
+			return false, fmt.Errorf("dialing %s: %w (check -ca and that the controller certificate names %q)", a.cfg.Controller, err, a.sn)
 		}
-		return fmt.Errorf("dialing %s: %w", a.cfg.Controller, err)
+		return false, fmt.Errorf("dialing %s: %w", a.cfg.Controller, err)
 	}
 	defer t.Close("agent session ended")
 	log := a.log.With("controller", a.cfg.Controller, "transport", t.Transport())
 
 	ctrlStream, err := t.OpenStream(ctx)
 	if err != nil {
-		return fmt.Errorf("opening control stream: %w", err)
+		return false, fmt.Errorf("opening control stream: %w", err)
 	}
 	w := protocol.NewWriter(ctrlStream)
 	r := protocol.NewReader(ctrlStream, 0)
@@ -418,12 +479,12 @@ func (a *Agent) session(ctx, jobsCtx context.Context) error {
 		Version: protocol.Version, Name: a.name, Labels: a.cfg.Labels,
 		Slots: uint32(a.cfg.Slots), AgentVersion: Version, Running: a.held(),
 	}); err != nil {
-		return fmt.Errorf("sending hello: %w", err)
+		return false, fmt.Errorf("sending hello: %w", err)
 	}
 	_ = ctrlStream.SetReadDeadline(time.Now().Add(15 * time.Second))
 	m, err := r.Read()
 	if err != nil {
-		return fmt.Errorf("waiting for welcome: %w", err)
+		return false, fmt.Errorf("waiting for welcome: %w", err)
 	}
 	_ = ctrlStream.SetReadDeadline(time.Time{})
 	var welcome *protocol.Welcome
@@ -432,14 +493,17 @@ func (a *Agent) session(ctx, jobsCtx context.Context) error {
 		welcome = m
 	case *protocol.Error:
 		if m.Code == protocol.CodeForbidden || m.Code == protocol.CodeVersion {
-			return fmt.Errorf("%w: controller refused this agent: %s", errFatal, m.Message)
+			return false, fmt.Errorf("%w: controller refused this agent: %s", errFatal, m.Message)
 		}
-		return fmt.Errorf("controller refused this agent: %s", m.Message)
+		return false, fmt.Errorf("controller refused this agent: %s", m.Message)
 	default:
-		return fmt.Errorf("expected welcome, got %s", m.Type())
+		return false, fmt.Errorf("expected welcome, got %s", m.Type())
 	}
 	if err := protocol.CheckVersion(welcome.Version); err != nil {
-		return fmt.Errorf("%w: %v", errFatal, err)
+		return false, fmt.Errorf("%w: %v", errFatal, err)
+	}
+	if welcome.LeaseTTL > 0 {
+		a.lease.Store(int64(welcome.LeaseTTL))
 	}
 
 	sctx, stop := context.WithCancel(ctx)
@@ -482,7 +546,7 @@ func (a *Agent) session(ctx, jobsCtx context.Context) error {
 	}
 	a.slotMu.Unlock()
 	if err0 != nil {
-		return err0
+		return true, err0
 	}
 	log.Info("connected", "slots", a.cfg.Slots, "held", a.Running(), "heartbeat", welcome.HeartbeatInterval)
 	go a.heartbeat(sctx, w, welcome.HeartbeatInterval)
@@ -491,9 +555,9 @@ func (a *Agent) session(ctx, jobsCtx context.Context) error {
 		m, err := r.Read()
 		if err != nil {
 			if sctx.Err() != nil && ctx.Err() == nil {
-				return fmt.Errorf("session closed: %w", err)
+				return true, fmt.Errorf("session closed: %w", err)
 			}
-			return err
+			return true, err
 		}
 		switch m := m.(type) {
 		case *protocol.Dispatch:
@@ -505,7 +569,7 @@ func (a *Agent) session(ctx, jobsCtx context.Context) error {
 		case *protocol.StatusRequest:
 			_ = w.Write(a.status(m))
 		case *protocol.Error:
-			return fmt.Errorf("controller closed the session: %s", m.Message)
+			return true, fmt.Errorf("controller closed the session: %s", m.Message)
 		default:
 			log.Warn("unexpected message from controller; ignoring it", "type", m.Type())
 		}
@@ -591,6 +655,71 @@ func (a *Agent) spoolPath(ref protocol.AttemptRef) string {
 	return filepath.Join(a.cfg.StateDir, strconv.FormatUint(ref.JobID, 10)+"-"+strconv.FormatUint(uint64(ref.Attempt), 10)+spoolExt)
 }
 
+// newSpool makes the spool of a new attempt. Its output is capped at the
+// lower of the agent's -max-log-bytes and the controller's cap
+// (Dispatch.MaxOutput); the marker line says which.
+func (a *Agent) newSpool(ref protocol.AttemptRef, d *protocol.Dispatch) *spool {
+	sp := newSpool(a.spoolPath(ref), a.cfg.SpoolMax, a.cfg.MaxLogBytes)
+	if d.MaxOutput > 0 && (sp.limit == 0 || d.MaxOutput < sp.limit) {
+		sp.limit, sp.limitBy = d.MaxOutput, "the most the controller stores, its max_output_bytes"
+	}
+	if a.cfg.DiskFullTimeout > 0 {
+		sp.diskWait = a.cfg.DiskFullTimeout
+	}
+	sp.events = &spoolLog{a: a, ref: ref}
+	return sp
+}
+
+// spoolLog reports an attempt's spool write errors in the agent's log
+// and metrics. A disk that is just full enough pauses and resumes a
+// job's output many times a second (each acknowledgement frees a
+// little): the log says so at most every spoolLogEvery per attempt,
+// with the count of pauses since; every failed write is counted in the
+// metrics.
+type spoolLog struct {
+	a   *Agent
+	ref protocol.AttemptRef
+
+	mu      sync.Mutex
+	logged  time.Time // of the last line
+	pauses  int       // pauses since
+	pausing bool      // the last pause was logged: log its end
+}
+
+const spoolLogEvery = 10 * time.Second
+
+func (l *spoolLog) writeFailed(err error, first bool) {
+	l.a.metrics.spoolWriteError()
+	if !first {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.pauses++
+	if now := time.Now(); now.Sub(l.logged) >= spoolLogEvery {
+		l.a.log.Error("cannot write the job's output to the state directory; the job's output (and the job) waits for space",
+			"job", l.ref.JobID, "attempt", l.ref.Attempt, "dir", l.a.cfg.StateDir, "gives_up_in", l.a.diskFullTimeout(),
+			"pauses", l.pauses, "error", err)
+		l.logged, l.pauses, l.pausing = now, 0, true
+	}
+}
+
+func (l *spoolLog) writeRecovered() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pausing {
+		l.a.log.Info("the job's output is written again", "job", l.ref.JobID, "attempt", l.ref.Attempt)
+		l.pausing = false
+	}
+}
+
+func (a *Agent) diskFullTimeout() time.Duration {
+	if a.cfg.DiskFullTimeout > 0 {
+		return a.cfg.DiskFullTimeout
+	}
+	return defaultDiskWait
+}
+
 // start runs one dispatched attempt in the background.
 func (a *Agent) start(jobsCtx context.Context, s *session, d *protocol.Dispatch) error {
 	ref := protocol.AttemptRef{JobID: d.JobID, Attempt: d.Attempt}
@@ -602,7 +731,7 @@ func (a *Agent) start(jobsCtx context.Context, s *session, d *protocol.Dispatch)
 	a.mu.Unlock()
 	// Nothing is written before the process starts: an agent that dies
 	// before that has run nothing, and the lease recovers the attempt.
-	sp := newSpool(a.spoolPath(ref), a.cfg.SpoolMax, a.cfg.MaxLogBytes)
+	sp := a.newSpool(ref, d)
 	jctx, cancel := context.WithCancel(jobsCtx)
 	j := &job{ref: ref, d: *d, mf: &metaFile{pool: a.recs}, sp: sp, cancel: cancel, started: make(chan struct{})}
 	a.mu.Lock()
@@ -628,6 +757,7 @@ func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 		"JOBSUITE_AGENT=" + a.name,
 	}
 	startedOnce := sync.OnceFunc(func() { close(j.started) })
+	var brokenOnce sync.Once
 	// The policy is checked before anything runs: a refused attempt
 	// starts no process and is reported failed, with no Started.
 	l, err := a.policy.prepare(d.Command, d.Dir, a.cfg.WorkDir, a.baseEnv, vars, d.Env)
@@ -653,13 +783,24 @@ func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 				log.Error("cannot record the process on disk", "error", err)
 			}
 		}, func(stream uint8, data []byte) {
-			// Blocks while the spool is full; gives up only when the agent
-			// stops for good.
+			// Blocks while the spool is full, and while the disk refuses
+			// its writes; returns early only when the agent stops for good,
+			// or when the disk refused for too long: then the job is
+			// stopped, and fails below.
 			a.metrics.output(len(data))
-			_ = j.sp.write(jobsCtx, stream, data)
+			if err := j.sp.write(jobsCtx, stream, data); errors.Is(err, errSpoolBroken) {
+				brokenOnce.Do(func() {
+					log.Error("giving up on the job's output: stopping the job; it fails with its output incomplete", "error", err)
+					j.cancel()
+				})
+			}
 		})
 	}
 	startedOnce()
+	if err := j.sp.brokenErr(); err != nil {
+		// Never "completed" with a hole in the log.
+		res.Outcome, res.Err = OutcomeFailed, err
+	}
 	end, _, _ := j.sp.state() // the process and its pipes are done: end is final
 	f := &protocol.Finished{
 		Outcome: protocol.Outcome(res.Outcome), ExitCode: int32(res.ExitCode), Signal: res.Signal,

@@ -19,9 +19,13 @@
 //
 // A lost connection does not stop a job. The agent reconnects with
 // exponential backoff and jitter (ReconnectMin doubling up to
-// ReconnectMax, back to the start after a session that lasted), and its
-// Hello lists every attempt it holds — running, or ended with a result
-// not yet acknowledged. The controller reattaches those whose lease has
+// ReconnectMax, back to the start after a session the controller
+// welcomed), and its Hello lists every attempt it holds — running, or
+// ended with a result not yet acknowledged. Leases keep running on the
+// controller meanwhile, so while it holds attempts the agent tries at
+// least every quarter of the lease the controller announced
+// (Welcome.LeaseTTL), and bounds each dial to that, however far its
+// backoff has grown (connectLoop). The controller reattaches those whose lease has
 // not run out (no retry, no duplicate) and cancels the others; the
 // agent then reopens each attempt's stream and resumes its output from
 // the last acknowledged offset. An attempt the controller refuses (its
@@ -37,12 +41,24 @@
 // (-spool-max, 64 MiB by default) of unacknowledged output per attempt:
 // when it is full the agent stops reading the job's pipes, so the job
 // blocks in its own write() until acknowledgements make room. Output is
-// never dropped silently. The one exception is the per-attempt cap,
-// Config.MaxLogBytes (-max-log-bytes, none by default): output past it
-// is dropped and a marker line on stderr ("[jobsuite: output truncated:
-// the job wrote more than N bytes]") ends the stored log; the job runs
-// on. Spool writes are not synced one by one: they survive a crash of
-// the agent, not a power loss of the worker.
+// never dropped silently. The one exception is the per-attempt cap, the
+// lower of Config.MaxLogBytes (-max-log-bytes, none by default) and the
+// controller's (Dispatch.MaxOutput): output past it is dropped and a
+// marker line on stderr ("[jobsuite: output truncated: the job wrote
+// more than N bytes (WHOSE CAP)]") ends the stored log; the job runs on.
+// Spool writes are not synced one by one: they survive a crash of the
+// agent, not a power loss of the worker.
+//
+// A write the disk refuses (full, failing) is tried again, the same
+// record at the same place, every half second and whenever an
+// acknowledgement frees space; meanwhile the job's output, and so the
+// job, waits. Only when the disk has refused for Config.DiskFullTimeout
+// (-disk-full-timeout, 1 minute) does the agent give up: it stops the
+// job, and the attempt fails with "agent disk full: output incomplete"
+// and the output written before, whole — never "completed" with a hole.
+// Releasing acknowledged space needs no new space: the offset
+// acknowledged is kept in a .ack file of two fixed slots rewritten in
+// place (spool.go), so a spool on a full disk still drains.
 //
 // # The state directory
 //
@@ -56,8 +72,9 @@
 // process has started (nothing before: an agent that dies earlier ran
 // nothing, and the lease recovers the attempt) and again with the
 // result. Output goes to JOBID-ATTEMPT.out, with the offset acknowledged
-// so far in JOBID-ATTEMPT.out.ack, created at the first output: a job
-// that writes nothing has no spool file. (Earlier agents kept all of an
+// so far in JOBID-ATTEMPT.out.ack (two 32-byte slots, written in turn;
+// earlier agents wrote 16 bytes, still read), both created at the first
+// output: a job that writes nothing has no spool file. (Earlier agents kept all of an
 // attempt's files in a directory JOBID-ATTEMPT; an agent still reads
 // and reports those at start.)
 //

@@ -27,6 +27,7 @@ type metrics struct {
 	finished   *prometheus.CounterVec // outcome
 	outputB    prometheus.Counter
 	reconnects prometheus.Counter
+	spoolErrs  prometheus.Counter
 
 	ln  net.Listener
 	srv *http.Server
@@ -51,17 +52,22 @@ func newMetrics(a *Agent) *metrics {
 			Name: "jobsuite_agent_reconnects_total",
 			Help: "Times the connection to the controller was lost (or could not be made) and the agent tried again.",
 		}),
+		spoolErrs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jobsuite_agent_spool_write_errors_total",
+			Help: "Writes of job output to the state directory that failed (disk full or failing); each is tried again.",
+		}),
 	}
 	for _, o := range []Outcome{OutcomeCompleted, OutcomeFailed, OutcomeTimeout, OutcomeCancelled} {
 		m.finished.WithLabelValues(o.String())
 	}
-	m.reg.MustRegister(m.started, m.finished, m.outputB, m.reconnects,
+	m.reg.MustRegister(m.started, m.finished, m.outputB, m.reconnects, m.spoolErrs,
 		&stateCollector{a: a,
 			running:   prometheus.NewDesc("jobsuite_agent_jobs_running", "Jobs whose process has not ended yet.", nil, nil),
 			held:      prometheus.NewDesc("jobsuite_agent_attempts_held", "Attempts held: running, or ended with a result the controller has not acknowledged.", nil, nil),
 			slots:     prometheus.NewDesc("jobsuite_agent_slots", "Jobs the agent runs at once (-slots).", nil, nil),
 			unacked:   prometheus.NewDesc("jobsuite_agent_spool_unacked_bytes", "Output bytes spooled on disk that the controller has not acknowledged yet.", nil, nil),
 			connected: prometheus.NewDesc("jobsuite_agent_connected", "1 while a session with the controller is up, else 0.", nil, nil),
+			paused:    prometheus.NewDesc("jobsuite_agent_output_paused_jobs", "Jobs whose output (and so the job) waits because the state directory's disk refuses writes.", nil, nil),
 		},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -87,6 +93,12 @@ func (m *metrics) output(n int) {
 	}
 }
 
+func (m *metrics) spoolWriteError() {
+	if m != nil {
+		m.spoolErrs.Inc()
+	}
+}
+
 func (m *metrics) reconnect() {
 	if m != nil {
 		m.reconnects.Inc()
@@ -95,12 +107,12 @@ func (m *metrics) reconnect() {
 
 // stateCollector reads the agent's gauges at scrape time.
 type stateCollector struct {
-	a                                        *Agent
-	running, held, slots, unacked, connected *prometheus.Desc
+	a                                                *Agent
+	running, held, slots, unacked, connected, paused *prometheus.Desc
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.running, c.held, c.slots, c.unacked, c.connected} {
+	for _, d := range []*prometheus.Desc{c.running, c.held, c.slots, c.unacked, c.connected, c.paused} {
 		ch <- d
 	}
 }
@@ -122,9 +134,13 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	a.mu.Unlock()
 	var unacked uint64
+	paused := 0
 	for _, sp := range spools {
 		end, acked, _ := sp.state()
 		unacked += end - min(acked, end)
+		if sp.isPaused() {
+			paused++
+		}
 	}
 	gauge := func(d *prometheus.Desc, v float64) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
@@ -134,6 +150,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.slots, float64(a.cfg.Slots))
 	gauge(c.unacked, float64(unacked))
 	gauge(c.connected, float64(connected))
+	gauge(c.paused, float64(paused))
 }
 
 // listenMetrics binds the plain-HTTP metrics listener of

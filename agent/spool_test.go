@@ -3,12 +3,16 @@ package agent
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // readAll reads a spool from off to its end (it must be closed).
@@ -155,7 +159,7 @@ func TestSpoolLimit(t *testing.T) {
 	}
 	s.close()
 	got, streams := readAll(t, s, 0)
-	want := "12345678" + fmt.Sprintf(truncationMarker, 8)
+	want := "12345678" + fmt.Sprintf(truncationMarker, 8, "the agent's -max-log-bytes")
 	if got != want {
 		t.Errorf("truncated output %q, want %q", got, want)
 	}
@@ -217,4 +221,208 @@ func TestAdvanceIovs(t *testing.T) {
 			t.Errorf("advanceIovs(%d) = %q, want %q", tc.n, got, tc.want)
 		}
 	}
+}
+
+// diskEvents records what a spool reports of its disk errors.
+type diskEvents struct {
+	failed, first, recovered int
+}
+
+func (e *diskEvents) writeFailed(err error, first bool) {
+	e.failed++
+	if first {
+		e.first++
+	}
+}
+func (e *diskEvents) writeRecovered() { e.recovered++ }
+
+// A write the disk refuses is tried again, whole and at the same place,
+// until it succeeds: the output has no hole and no torn record.
+func TestSpoolDiskErrorIsRetried(t *testing.T) {
+	s, err := openSpool(filepath.Join(t.TempDir(), "out"), 1<<20, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &diskEvents{}
+	s.events, s.retry = ev, time.Millisecond
+	failures := 0
+	s.pwrite = func(fd int, iovs [][]byte, off int64) error {
+		if failures < 3 && len(iovs[1]) > 0 && iovs[1][0] == 'B' {
+			failures++
+			// Part of the record reaches the file first, as a short write
+			// on a disk that runs out would leave it.
+			if _, err := unix.Pwrite(fd, append(bytes.Clone(iovs[0]), iovs[1][:2]...), off); err != nil {
+				t.Error(err)
+			}
+			return unix.ENOSPC
+		}
+		return pwritevFull(fd, iovs, off)
+	}
+	ctx := context.Background()
+	for _, w := range []string{"AAAA\n", "BBBB\n", "CCCC\n"} {
+		if err := s.write(ctx, 1, []byte(w)); err != nil {
+			t.Fatalf("write %q: %v", w, err)
+		}
+	}
+	s.close()
+	if got, _ := readAll(t, s, 0); got != "AAAA\nBBBB\nCCCC\n" {
+		t.Fatalf("output after the disk recovered: %q", got)
+	}
+	if failures != 3 || ev.failed != 3 || ev.first != 1 || ev.recovered != 1 {
+		t.Errorf("failures %d, events %+v; want 3 failures reported, one first, one recovery", failures, *ev)
+	}
+	if s.brokenErr() != nil || s.isPaused() {
+		t.Errorf("after recovering: broken %v, paused %v", s.brokenErr(), s.isPaused())
+	}
+	// The file holds exactly the three records: a restarted agent reads
+	// the same output.
+	s2, err := openSpool(s.path, 1<<20, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.close()
+	if got, _ := readAll(t, s2, 0); got != "AAAA\nBBBB\nCCCC\n" {
+		t.Fatalf("output reread from the file: %q", got)
+	}
+}
+
+// A disk that keeps refusing breaks the spool after diskWait: the write
+// returns errSpoolBroken (and so does every later one, at once), and what
+// was written before stays readable, with no torn record behind it.
+func TestSpoolGivesUpOnAFullDisk(t *testing.T) {
+	s, err := openSpool(filepath.Join(t.TempDir(), "out"), 1<<20, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &diskEvents{}
+	s.events, s.retry, s.diskWait = ev, time.Millisecond, 20*time.Millisecond
+	ctx := context.Background()
+	if err := s.write(ctx, 1, []byte("kept\n")); err != nil {
+		t.Fatal(err)
+	}
+	s.pwrite = func(fd int, iovs [][]byte, off int64) error {
+		if _, err := unix.Pwrite(fd, iovs[0], off); err != nil { // a torn header
+			t.Error(err)
+		}
+		return unix.ENOSPC
+	}
+	if err := s.write(ctx, 1, []byte("lost\n")); !errors.Is(err, errSpoolBroken) || !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("write on a full disk: %v, want errSpoolBroken wrapping ENOSPC", err)
+	}
+	if ev.first != 1 || ev.failed < 2 || ev.recovered != 0 {
+		t.Errorf("events %+v: want the failure reported, retried, never recovered", *ev)
+	}
+	calls := ev.failed
+	if err := s.write(ctx, 1, []byte("more\n")); !errors.Is(err, errSpoolBroken) || ev.failed != calls {
+		t.Fatalf("write on a broken spool: %v after %d more tries; want errSpoolBroken at once", err, ev.failed-calls)
+	}
+	if s.brokenErr() == nil || s.isPaused() {
+		t.Errorf("broken %v, paused %v", s.brokenErr(), s.isPaused())
+	}
+	s.close()
+	if got, _ := readAll(t, s, 0); got != "kept\n" {
+		t.Fatalf("output of a broken spool: %q, want what was written before", got)
+	}
+	s2, err := openSpool(s.path, 1<<20, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.close()
+	if got, _ := readAll(t, s2, 0); got != "kept\n" {
+		t.Fatalf("output reread from the file: %q (a torn record left behind?)", got)
+	}
+}
+
+// The .ack file is rewritten in place, one slot after the other: a torn
+// slot leaves the previous acknowledgement in force, and the 16-byte file
+// of earlier agents is still read (and replaced by this layout).
+func TestSpoolAckFile(t *testing.T) {
+	write := func(t *testing.T, path string, n int) []byte {
+		s, err := openSpool(path, 1<<20, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var all []byte
+		for i := range n {
+			line := fmt.Appendf(nil, "record %02d\n", i) // 10 bytes
+			all = append(all, line...)
+			if err := s.write(context.Background(), 1, line); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.ack(100) // records 0..9
+		s.ack(200) // records 10..19: the other slot
+		s.f.Close()
+		s.ackF.Close()
+		return all
+	}
+	recovered := func(t *testing.T, path string) (acked uint64, out string) {
+		t.Helper()
+		r, err := openSpool(path, 1<<20, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, acked, _ = r.state()
+		r.close()
+		out, _ = readAll(t, r, acked)
+		return acked, out
+	}
+
+	t.Run("both slots", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "out")
+		all := write(t, path, 30)
+		if fi, err := os.Stat(path + ".ack"); err != nil || fi.Size() != ackFileSize {
+			t.Fatalf(".ack file: %v, %v bytes; want %d", err, fi, ackFileSize)
+		}
+		if acked, out := recovered(t, path); acked != 200 || out != string(all[200:]) {
+			t.Fatalf("recovered at %d: %q", acked, out)
+		}
+	})
+	t.Run("torn newest slot", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "out")
+		all := write(t, path, 30)
+		// A crash while the second acknowledgement was written to slot 0
+		// (sequence 2): it never completed, so nothing after record 9 was
+		// released. Put those records back and tear the slot.
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 10; i < 20; i++ {
+			rec := append([]byte{1, 0, 0, 0, 10}, all[i*10:(i+1)*10]...)
+			if _, err := f.WriteAt(rec, int64(i*(recordHeader+10))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.Close()
+		if f, err = os.OpenFile(path+".ack", os.O_WRONLY, 0); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte{0xff, 0xff}, 9); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if acked, out := recovered(t, path); acked != 100 || out != string(all[100:]) {
+			t.Fatalf("recovered at %d: %q; want the first acknowledgement", acked, out)
+		}
+	})
+	t.Run("earlier layout", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "out")
+		all := write(t, path, 30)
+		var old [oldAckSize]byte
+		binary.BigEndian.PutUint64(old[:], 200)
+		binary.BigEndian.PutUint64(old[8:], 200+20*recordHeader)
+		if err := os.WriteFile(path+".ack", old[:], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if acked, out := recovered(t, path); acked != 200 || out != string(all[200:]) {
+			t.Fatalf("recovered at %d: %q", acked, out)
+		}
+		if fi, err := os.Stat(path + ".ack"); err != nil || fi.Size() != ackFileSize {
+			t.Fatalf("the .ack file was not replaced by the current layout: %v, %v", err, fi)
+		}
+		if acked, _ := recovered(t, path); acked != 200 {
+			t.Fatalf("recovered again at %d", acked)
+		}
+	})
 }
