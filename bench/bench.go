@@ -65,6 +65,9 @@ type Sizes struct {
 
 	DeepQueue int // queued jobs in the deep-queue benchmark
 	DeepProbe int // jobs burned down ahead of them (and in an empty queue)
+
+	FaultLease time.Duration // controller lease TTL of the fault benchmark (heartbeats every third)
+	FaultKills int           // agents killed (kill -9) while running a job
 }
 
 // DefaultSizes are the sizes of `make bench`; full selects the issue's
@@ -79,6 +82,7 @@ func DefaultSizes(full bool) Sizes {
 		LogBytes:   1 << 30,
 		IdleAgents: 1000, IdleWindow: 10 * time.Second, IdleLease: 15 * time.Second,
 		DeepQueue: 100_000, DeepProbe: 10_000,
+		FaultLease: 3 * time.Second, FaultKills: 5,
 	}
 	if full {
 		s.BurnDown = 1_000_000
@@ -100,12 +104,13 @@ func SmokeSizes() Sizes {
 		LogBytes:   1 << 20,
 		IdleAgents: 5, IdleWindow: 300 * time.Millisecond, IdleLease: 600 * time.Millisecond,
 		DeepQueue: 500, DeepProbe: 100,
+		FaultLease: 600 * time.Millisecond, FaultKills: 1,
 	}
 }
 
 // Groups lists the benchmark groups in the order they run, keyed by
 // the issue's item number.
-var Groups = []string{"submit", "capacity", "real", "latency", "log", "scale", "deep"}
+var Groups = []string{"submit", "capacity", "real", "latency", "log", "scale", "deep", "faults"}
 
 // Row is one line of the report: a figure, the machine limit it is
 // compared with (measured in the same run) and the issue's target.
@@ -246,6 +251,8 @@ func (e *env) run(ctx context.Context, group string) {
 		e.scale(ctx)
 	case "deep":
 		e.deep(ctx)
+	case "faults":
+		e.faults(ctx)
 	}
 }
 

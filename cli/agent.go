@@ -76,13 +76,22 @@ Options:
   -spool-max BYTES   Unacknowledged output kept per job before the job's output
                      pipe is paused (never dropped). Default 67108864 (64 MiB).
   -max-log-bytes N   Cap on one attempt's output; the rest is dropped and a marker
-                     line says so. Default 0 (no cap).
+                     line says so. Default 0 (no cap; the controller's
+                     -max-output-bytes still applies).
+  -disk-full-timeout DUR
+                     How long a job's output may wait for the state directory's
+                     disk to take it (the job blocks meanwhile) before the
+                     attempt fails with "agent disk full: output incomplete".
+                     Default 1m.
   -drain-timeout DUR On SIGTERM, how long running jobs may finish before they are
                      cancelled. A second SIGTERM/SIGINT cancels them at once.
                      Default 10m.
   -reconnect-min DUR First wait before reconnecting after the connection drops;
                      it doubles (with jitter) up to -reconnect-max. Default 500ms.
-  -reconnect-max DUR Longest wait between reconnect attempts. Default 30s.
+  -reconnect-max DUR Longest wait between reconnect attempts. Default 30s. While
+                     the agent holds jobs it tries at least every quarter of
+                     the controller's lease (15s: every 3.75s), so its jobs
+                     are not declared lost while it backs off.
   -metrics ADDR      Serve Prometheus metrics at http://ADDR/metrics: plain
                      HTTP, no authentication, so bind a private address
                      (127.0.0.1:9191). Default: off.
@@ -137,6 +146,7 @@ Configuration file:
     state_dir     = ""        # see -state-dir
     spool_max     = 67108864  # bytes (64 MiB)
     max_log_bytes = 0         # 0: no cap
+    disk_full_timeout = "1m"
     drain_timeout = "10m"
     reconnect_min = "500ms"
     reconnect_max = "30s"
@@ -182,6 +192,7 @@ func (c *AgentCommand) Run(args []string) int {
 	fs.StringVar(&cfg.StateDir, "state-dir", "", "")
 	fs.Uint64Var(&cfg.SpoolMax, "spool-max", 64<<20, "")
 	fs.Uint64Var(&cfg.MaxLogBytes, "max-log-bytes", 0, "")
+	fs.DurationVar(&cfg.DiskFullTimeout, "disk-full-timeout", time.Minute, "")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 10*time.Minute, "")
 	fs.DurationVar(&cfg.ReconnectMin, "reconnect-min", 500*time.Millisecond, "")
 	fs.DurationVar(&cfg.ReconnectMax, "reconnect-max", 30*time.Second, "")

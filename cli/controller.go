@@ -83,6 +83,20 @@ Limits (over-limit input gets a clear error; nothing else is disturbed):
                         session). Between 524288 and 4194304. Default 4194304.
   -max-followers N      WebSocket log followers per job; more get 429.
                         Default 100.
+  -max-agent-slots N    Most slots an agent may announce; an agent announcing
+                        more is refused (and does not reconnect). Bounds what
+                        one agent certificate can take. Default 1024.
+  -max-output-bytes N   Most output stored per attempt: the agent cuts the
+                        output there and ends it with a marker line saying so.
+                        Default: 1 GiB, or a quarter of the data directory's
+                        file system if that is less. 0: no cap.
+  -min-free-bytes N     Floor of free space on the data directory's file
+                        system. Below it new jobs get 507, new output waits on
+                        the agents and nothing new is dispatched; below half of
+                        it every write waits. Both lift by themselves when
+                        space is freed; reads go on throughout. Default: a
+                        twentieth of the file system, 16 MiB to 1 GiB. 0: off
+                        (a full disk then stops the controller).
 
 Configuration file:
 
@@ -113,6 +127,9 @@ Configuration file:
     max_labels        = 32
     max_frame_bytes   = 4194304
     max_followers     = 100
+    max_agent_slots   = 1024
+    # max_output_bytes = 1073741824   # default: 1 GiB, at most 1/4 of the disk; 0: no cap
+    # min_free_bytes   = 1073741824   # default: 1/20 of the disk, 16 MiB–1 GiB; 0: off
 
 Example:
 
@@ -148,6 +165,10 @@ func (c *ControllerCommand) Run(args []string) int {
 	fs.IntVar(&cfg.MaxLabels, "max-labels", 32, "")
 	fs.IntVar(&cfg.MaxFrameBytes, "max-frame-bytes", protocol.MaxFrameSize, "")
 	fs.IntVar(&cfg.MaxFollowers, "max-followers", 100, "")
+	fs.IntVar(&cfg.MaxAgentSlots, "max-agent-slots", controller.DefaultMaxAgentSlots, "")
+	// -1: the default, which follows the disk's size; 0: off.
+	minFree := fs.Int64("min-free-bytes", -1, "")
+	maxOutput := fs.Int64("max-output-bytes", -1, "")
 	lf.register(fs)
 	var configPath string
 	fs.StringVar(&configPath, "config", "", "")
@@ -175,6 +196,21 @@ func (c *ControllerCommand) Run(args []string) int {
 	}
 	if cfg.RetainJobs == 0 {
 		cfg.RetainJobs = -1
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+		dst  *int64
+	}{{"min-free-bytes", *minFree, &cfg.MinFreeBytes}, {"max-output-bytes", *maxOutput, &cfg.MaxOutputBytes}} {
+		switch {
+		case f.v == -1: // not given: the default
+		case f.v == 0:
+			*f.dst = -1 // off
+		case f.v < 0:
+			return c.errorf("-%s %d: give a number of bytes, or 0 for none", f.name, f.v)
+		default:
+			*f.dst = f.v
+		}
 	}
 	srv, err := controller.New(cfg)
 	if err != nil {

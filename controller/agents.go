@@ -200,6 +200,12 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		goodbye(protocol.CodeForbidden, fmt.Sprintf("agent name %q does not match its certificate name %q", hello.Name, name))
 		return
 	}
+	if int64(hello.Slots) > int64(s.cfg.MaxAgentSlots) {
+		// One agent certificate must not take every queued job.
+		log.Warn("refusing agent: it announces more slots than allowed", "slots", hello.Slots, "max", s.cfg.MaxAgentSlots)
+		goodbye(protocol.CodeForbidden, fmt.Sprintf("agent announces %d slots; this controller accepts at most %d (its -max-agent-slots): lower the agent's -slots", hello.Slots, s.cfg.MaxAgentSlots))
+		return
+	}
 	_ = ctrl.SetReadDeadline(time.Time{})
 
 	a := &agentConn{
@@ -423,6 +429,18 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			if len(data) == 0 {
 				continue
 			}
+			if limit := s.sched.opts.MaxOutput; limit > 0 && got+uint64(len(data)) > limit+maxOutputSlack {
+				// The agent stops at MaxOutput (and adds a marker line): one
+				// that goes on ignores the Dispatch.
+				fail(protocol.CodeProtocol, "output passes the cap of %d bytes the dispatch set (MaxOutput)", limit)
+				return
+			}
+			if err := s.disk.room(len(data)); err != nil {
+				// Nothing is lost: the agent keeps the output spooled and
+				// sends it again on a later stream.
+				fail(protocol.CodeStorageFull, "%v", err)
+				return
+			}
 			// Followers read the newest output from the hub's memory:
 			// copied here, outside the lock (data is the reader's buffer).
 			var kept []byte
@@ -479,6 +497,10 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 		}
 	}
 }
+
+// maxOutputSlack is how far past Dispatch.MaxOutput an attempt's output
+// may go: the agent's marker line that says it was cut.
+const maxOutputSlack = 4 << 10
 
 // ackEvery is how often a job stream acknowledges stored output.
 const ackEvery = 50 * time.Millisecond
@@ -543,7 +565,7 @@ func (s *scheduler) register(a *agentConn, running []protocol.AttemptRef) {
 	for _, ref := range running {
 		if j := s.current(ref.JobID, ref.Attempt, a.name); j != nil {
 			a.running[ref.JobID] = ref.Attempt
-			s.leases[ref.JobID] = now.Add(s.opts.LeaseTTL)
+			s.setLease(ref.JobID, ref.Attempt, now.Add(s.opts.LeaseTTL))
 			continue
 		}
 		a.send(&protocol.Cancel{JobID: ref.JobID, Attempt: ref.Attempt, Reason: "attempt is no longer current"})
@@ -618,7 +640,7 @@ func (s *scheduler) heartbeat(a *agentConn, running, ended []protocol.AttemptRef
 			held[ref.JobID] = true
 		}
 		if s.current(ref.JobID, ref.Attempt, a.name) != nil {
-			s.leases[ref.JobID] = now.Add(s.opts.LeaseTTL)
+			s.setLease(ref.JobID, ref.Attempt, now.Add(s.opts.LeaseTTL))
 			continue
 		}
 		if !done[ref.JobID] { // an ended attempt has nothing left to stop

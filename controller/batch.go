@@ -72,8 +72,7 @@ func (s *Server) handleSubmitBatch(w http.ResponseWriter, r *http.Request, _ htt
 	audit := s.auditEntry(r, auditSubmit) // stored with the last job created, if any
 	items, err := s.sched.submitBatch(jobs, audit)
 	if err != nil {
-		s.log.Error("batch submit failed", "jobs", len(jobs), "error", err)
-		writeError(w, http.StatusServiceUnavailable, "the jobs could not be stored: %v", err)
+		s.submitFailed(w, err, len(jobs))
 		return
 	}
 	if audit.Target != "" {
@@ -143,6 +142,13 @@ func decodeBatch(body []byte, lim submitLimits) ([]*store.Job, error) {
 // Lookups happen before anything is queued, so an error leaves nothing
 // behind.
 func (s *scheduler) submitBatch(jobs []*store.Job, audit *store.AuditEntry) ([]BatchItem, error) {
+	size := 0
+	for _, j := range jobs {
+		size += recordSize(j)
+	}
+	if err := s.disk.room(size); err != nil {
+		return nil, err
+	}
 	items := make([]BatchItem, len(jobs))
 	existing := map[int]uint64{} // index → stored job with its key
 	var others []*batch          // concurrent submissions whose jobs we return

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"sync"
+	"time"
 
 	"jobsuite/controller/store"
 )
@@ -47,6 +48,10 @@ type committer struct {
 	// apply hands a batch to the store without waiting for its fsync
 	// (store.ApplyNoWait); tests replace it.
 	apply func([]store.Update) (syncer, error)
+	// writable, if set, says whether the disk has room for a write; while
+	// it says no, the next batch waits (disk.go) instead of failing the
+	// store. It is asked once per batch.
+	writable func() bool
 
 	mu      sync.Mutex
 	open    *batch
@@ -177,11 +182,11 @@ func (c *committer) applyLoop(stop <-chan struct{}) {
 	for {
 		select {
 		case <-c.kick:
-			if !c.flush(false) {
+			if !c.flush(false, stop) {
 				return
 			}
 		case <-stop:
-			c.flush(true)
+			c.flush(true, nil)
 			return
 		case <-c.broken:
 			return
@@ -192,8 +197,12 @@ func (c *committer) applyLoop(stop <-chan struct{}) {
 // flush applies the open batch without waiting for its fsync and queues
 // it for the syncer. With final set, later adds fail at once instead of
 // waiting for a flush that will never come. It reports false once the
-// committer failed.
-func (c *committer) flush(final bool) bool {
+// committer failed. While the disk has no room it waits, until stop is
+// closed; then the batch fails (ErrDiskFull) and so does the committer.
+func (c *committer) flush(final bool, stop <-chan struct{}) bool {
+	if !c.waitWritable(stop) {
+		c.fail(ErrDiskFull)
+	}
 	c.mu.Lock()
 	b := c.open
 	c.open = nil
@@ -216,6 +225,30 @@ func (c *committer) flush(final bool) bool {
 	}
 	c.inflight <- b // blocks while the pipeline is full; the syncer owns b now
 	return ok
+}
+
+// diskWait is how often a committer waiting for disk space looks again.
+const diskWait = 250 * time.Millisecond
+
+// waitWritable waits while the disk has no room for a write. It reports
+// false if stop was closed first (a nil stop: it does not wait).
+func (c *committer) waitWritable(stop <-chan struct{}) bool {
+	if c.writable == nil || c.writable() {
+		return true
+	}
+	if stop == nil {
+		return false
+	}
+	t := time.NewTicker(diskWait)
+	defer t.Stop()
+	for !c.writable() {
+		select {
+		case <-stop:
+			return false
+		case <-t.C:
+		}
+	}
+	return true
 }
 
 // syncLoop waits for each applied batch's fsync, in order, and releases

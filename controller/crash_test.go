@@ -99,6 +99,7 @@ type controllerProc struct {
 	t                   *testing.T
 	bin, dir, pki, data string
 	httpAddr, agentAddr string
+	extra               []string // flags after the defaults below (later ones win)
 	starts              int
 
 	cmd    *exec.Cmd
@@ -127,6 +128,7 @@ func (p *controllerProc) start(api *apiClient) {
 		"-key", filepath.Join(p.pki, "controller-key.pem"),
 		"-http", p.httpAddr, "-listen", p.agentAddr,
 		"-lease-ttl", "2s", "-kill-grace", "500ms", "-log-level", "info")
+	p.cmd.Args = append(p.cmd.Args, p.extra...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.killed.Store(false)
 	if err := p.cmd.Start(); err != nil {

@@ -36,7 +36,22 @@
 // for any other attempt are refused. An attempt's lease is renewed by
 // heartbeats that list it; one that runs out makes the attempt lost, and
 // the job is retried (after an exponential backoff with jitter) or
-// fails.
+// fails. Leases end on time: every running attempt has an entry in an
+// expiry heap at its deadline, and one timer waits for the earliest
+// (expiry.go). After a restart, attempts found running get 1¼ leases for
+// their agents to reclaim them — the agents retry at least every quarter
+// of a lease while they hold attempts.
+//
+// # Disk space
+//
+// Pebble must never meet a full disk (a failed log write panics it), so
+// the controller keeps a floor of free space on its data directory
+// (disk.go): below it new jobs get 507, output chunks are refused with
+// CodeStorageFull (the agent keeps them spooled) and dispatch pauses;
+// below half of it the committer holds every write until space returns.
+// Both lift by themselves. Each attempt's stored output is capped
+// (Config.MaxOutputBytes, sent to the agent in Dispatch.MaxOutput), so
+// one job cannot fill the disk.
 //
 // # Logs
 //

@@ -80,11 +80,22 @@ func files(dir, name string) certs.Files {
 // startCluster starts a controller on 127.0.0.1:0 with the named agents.
 func startCluster(t *testing.T, agents ...string) *cluster {
 	t.Helper()
+	return startClusterWith(t, nil, agents...)
+}
+
+// startClusterWith is startCluster with the controller's configuration
+// changed by mod (if not nil) before it starts.
+func startClusterWith(t *testing.T, mod func(*controller.Config), agents ...string) *cluster {
+	t.Helper()
 	c := &cluster{t: t, dir: newPKI(t), data: filepath.Join(t.TempDir(), "data"), agents: map[string]context.CancelFunc{}}
 	c.cfg = controller.Config{
 		HTTPAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DataDir: c.data,
 		TLS: files(c.dir, "controller"), LeaseTTL: 3 * time.Second, KillGrace: 500 * time.Millisecond,
 		BackoffBase: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+	}
+	if mod != nil {
+		mod(&c.cfg)
+		c.data = c.cfg.DataDir
 	}
 	c.startController()
 	c.client = c.httpClient("operator")
@@ -124,11 +135,22 @@ func (c *cluster) stopController() {
 
 func (c *cluster) startAgent(name string, slots int, labels map[string]string, mode transport.Mode) {
 	c.t.Helper()
-	a, err := agent.New(agent.Config{
+	c.startAgentWith(name, slots, labels, mode, nil)
+}
+
+// startAgentWith is startAgent with the agent's configuration changed by
+// mod (if not nil) before it starts.
+func (c *cluster) startAgentWith(name string, slots int, labels map[string]string, mode transport.Mode, mod func(*agent.Config)) {
+	c.t.Helper()
+	cfg := agent.Config{
 		Controller: c.srv.AgentAddr(), TLS: files(c.dir, name), Slots: slots, Labels: labels,
 		Transport: mode, Logger: testLogger(c.t, name), ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
 		StateDir: c.t.TempDir(),
-	})
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -608,6 +630,16 @@ func TestBadInput(t *testing.T) {
 		"unknown path":        {"GET", "/nope", "", 404, ""},
 		"method not allowed":  {"PUT", "/jobs", "", 405, ""},
 		"trailing slash 404s": {"GET", "/jobs/999/", "", 404, ""},
+		// A NUL byte in any string that reaches the process: exec cannot
+		// pass it, so the job could never run.
+		"NUL in command":         {"POST", "/jobs", `{"command":"echo a\u0000b"}`, 400, "command"},
+		"NUL in name":            {"POST", "/jobs", `{"command":"true","name":"a\u0000b"}`, 400, "name"},
+		"NUL in params":          {"POST", "/jobs", `{"command":"echo","params":"a\u0000b"}`, 400, "params"},
+		"NUL in a params list":   {"POST", "/jobs", `{"command":"echo","params":["a","b\u0000"]}`, 400, "params"},
+		"NUL in idempotency_key": {"POST", "/jobs", `{"command":"true","idempotency_key":"k\u0000"}`, 400, "idempotency_key"},
+		"NUL in an env value":    {"POST", "/jobs", `{"command":"true","env":{"A":"x\u0000"}}`, 400, "env"},
+		"NUL in dir":             {"POST", "/jobs", `{"command":"true","dir":"/tmp\u0000"}`, 400, "dir"},
+		"NUL in a batch job":     {"POST", "/jobs/batch", `[{"command":"true","name":"\u0000"}]`, 400, "jobs[0].name"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -17,4 +17,11 @@ var (
 	ErrShuttingDown = errors.New("controller is shutting down")
 	// ErrConfig: the configuration is incomplete or inconsistent.
 	ErrConfig = errors.New("invalid controller configuration")
+	// ErrDiskLow: growth (a new job, new output) is refused because the
+	// data directory's file system is below its floor of free space
+	// (Config.MinFreeBytes); it lifts by itself when space is freed.
+	ErrDiskLow = errors.New("the controller's disk is nearly full")
+	// ErrDiskFull: the controller stopped while a write waited for disk
+	// space; the changes it held were not stored.
+	ErrDiskFull = errors.New("stopped while waiting for disk space: changes not stored")
 )

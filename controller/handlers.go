@@ -197,8 +197,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprout
 	audit := s.auditEntry(r, auditSubmit) // stored with the job, if created
 	j, created, err := s.sched.submit(job, audit)
 	if err != nil {
-		s.log.Error("submit failed", "error", err)
-		writeError(w, http.StatusServiceUnavailable, "the job could not be stored: %v", err)
+		s.submitFailed(w, err, 1)
 		return
 	}
 	w.Header().Set("Location", "/jobs/"+strconv.FormatUint(j.ID, 10))
@@ -211,6 +210,17 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprout
 	}
 	s.logAudit(audit)
 	writeJSON(w, http.StatusCreated, viewJob(j, ""))
+}
+
+// submitFailed answers a submission the scheduler could not take: 507
+// while the disk is nearly full (the client may retry later), else 503.
+func (s *Server) submitFailed(w http.ResponseWriter, err error, jobs int) {
+	if errors.Is(err, ErrDiskLow) {
+		writeError(w, http.StatusInsufficientStorage, "%v", err)
+		return
+	}
+	s.log.Error("submit failed", "jobs", jobs, "error", err)
+	writeError(w, http.StatusServiceUnavailable, "the job could not be stored: %v", err)
 }
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {

@@ -241,6 +241,7 @@ type liveCollector struct {
 
 	agents, slotsUsed, slotsFree, followers       *prometheus.Desc
 	disk, compactions, writeStalls, memtableBytes *prometheus.Desc
+	diskFree, diskFloor, diskLow, diskRefused     *prometheus.Desc
 }
 
 func newLiveCollector(sched *scheduler, h *hub, st storeStats) *liveCollector {
@@ -255,11 +256,16 @@ func newLiveCollector(sched *scheduler, h *hub, st storeStats) *liveCollector {
 		compactions:   d("jobsuite_store_compactions_total", "Pebble compactions since the controller started."),
 		writeStalls:   d("jobsuite_store_write_stalls_total", "Pebble write stalls (writes held back for compactions to catch up) since the controller started."),
 		memtableBytes: d("jobsuite_store_memtable_bytes", "Bytes held by Pebble's memtables."),
+		diskFree:      d("jobsuite_disk_free_bytes", "Free bytes on the data directory's file system, at the last reading."),
+		diskFloor:     d("jobsuite_disk_min_free_bytes", "The floor of free space (-min-free-bytes): below it new jobs, output and dispatch are refused; 0: off."),
+		diskLow:       d("jobsuite_disk_low", "1 while new jobs, output and dispatch are refused because free space is below the floor, else 0."),
+		diskRefused:   d("jobsuite_disk_refusals_total", "New jobs and output chunks refused because free space was below the floor."),
 	}
 }
 
 func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.agents, c.slotsUsed, c.slotsFree, c.followers, c.disk, c.compactions, c.writeStalls, c.memtableBytes} {
+	for _, d := range []*prometheus.Desc{c.agents, c.slotsUsed, c.slotsFree, c.followers, c.disk, c.compactions, c.writeStalls, c.memtableBytes,
+		c.diskFree, c.diskFloor, c.diskLow, c.diskRefused} {
 		ch <- d
 	}
 }
@@ -292,6 +298,15 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.compactions, prometheus.CounterValue, float64(st.Compactions))
 	ch <- prometheus.MustNewConstMetric(c.writeStalls, prometheus.CounterValue, float64(st.WriteStalls))
 	gauge(c.memtableBytes, float64(st.MemtableBytes))
+	diskFree, floor, low, refused := c.sched.disk.state()
+	gauge(c.diskFree, float64(diskFree))
+	gauge(c.diskFloor, float64(floor))
+	lowV := 0.0
+	if low {
+		lowV = 1
+	}
+	gauge(c.diskLow, lowV)
+	ch <- prometheus.MustNewConstMetric(c.diskRefused, prometheus.CounterValue, float64(refused))
 }
 
 // handleMetrics serves the metrics in the Prometheus text format.

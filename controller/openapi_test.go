@@ -423,6 +423,7 @@ var statusCodes = map[string]string{
 	"StatusBadRequest":         "400", "StatusUnauthorized": "401", "StatusForbidden": "403", "StatusNotFound": "404",
 	"StatusMethodNotAllowed": "405", "StatusConflict": "409", "StatusRequestEntityTooLarge": "413", "StatusNotImplemented": "501",
 	"StatusTooManyRequests": "429", "StatusInternalServerError": "500", "StatusServiceUnavailable": "503",
+	"StatusInsufficientStorage": "507",
 }
 
 // TestOpenAPIParametersAndStatuses checks each operation's query

@@ -36,12 +36,16 @@ import (
 // else on the host is touched, and t.Cleanup deletes the namespace and
 // the pair.
 //
-// Two scenarios run on each transport, each with a controller and an
+// Three scenarios run on each transport, each with a controller and an
 // agent of its own:
 //
 //   - blip: the link is down for several heartbeats but well inside the
 //     lease. The job must not be restarted (one attempt) and its stored
 //     log must hold every line it printed exactly once, in order.
+//   - flap: the same with the production lease (15s) and heartbeat (5s)
+//     and a 5s outage, with the agent's default reconnect backoff: up to
+//     10s of the lease may be gone when the link returns, so the agent
+//     must come back within the 5s left however its backoff grew.
 //   - past-lease: the link stays down past the lease. The attempt is
 //     lost, the retry runs on a second agent and completes; when the
 //     link returns, the stale agent's late report is refused and the
@@ -62,6 +66,12 @@ const (
 
 	blipTTL    = 12 * time.Second // the outage plus the worst reconnect backoff fit in it with seconds to spare
 	blipOutage = 3 * time.Second  // six heartbeats
+
+	// flap: the production lease (15s) and heartbeat (5s), and a 5s
+	// outage: the agent's last heartbeat may be 5s before the cut, so
+	// it must be back within 5s of the link's return, whatever its
+	// reconnect backoff grew to while the link was down.
+	flapOutage = 5 * time.Second
 
 	pastTTL = 3 * time.Second // short, so the outage past it is short too
 
@@ -85,17 +95,19 @@ func TestPartition(t *testing.T) {
 	for _, mode := range []transport.Mode{transport.ModeQUIC, transport.ModeTCP} {
 		t.Run(string(mode), func(t *testing.T) {
 			t.Parallel() // the two transports share nothing; halves the wall time
-			t.Run("blip", func(t *testing.T) { partitionBlip(t, bin, mode) })
+			t.Run("blip", func(t *testing.T) { partitionBlip(t, bin, mode, blipTTL, partitionHeartbeat, blipOutage) })
+			t.Run("flap", func(t *testing.T) { partitionBlip(t, bin, mode, 0, 0, flapOutage) })
 			t.Run("past-lease", func(t *testing.T) { partitionPastLease(t, bin, mode) })
 		})
 	}
 }
 
 // partitionBlip: a link outage shorter than the lease neither restarts
-// the job nor loses or repeats a line of its output.
-func partitionBlip(t *testing.T, bin string, mode transport.Mode) {
+// the job nor loses or repeats a line of its output. A zero ttl or
+// heartbeat is the controller's default.
+func partitionBlip(t *testing.T, bin string, mode transport.Mode, ttl, heartbeat, outage time.Duration) {
 	start := time.Now()
-	e := newPartition(t, bin, mode, blipTTL)
+	e := newPartition(t, bin, mode, ttl, heartbeat)
 	dir := t.TempDir()
 	gate, count := filepath.Join(dir, "gate"), filepath.Join(dir, "count")
 	j := e.submit(partitionJob("blip", fmt.Sprintf(
@@ -112,7 +124,7 @@ func partitionBlip(t *testing.T, bin string, mode transport.Mode) {
 	down := e.linkDown()
 	time.Sleep(time.Second) // what was in flight has landed
 	during := len(e.logs(j.JobID))
-	time.Sleep(time.Until(down.Add(blipOutage))) // holding the link down is the point
+	time.Sleep(time.Until(down.Add(outage))) // holding the link down is the point
 	// The partition holds: nothing arrived while the link was down.
 	if n := len(e.logs(j.JobID)); n != during {
 		t.Fatalf("the controller stored output while the link was down (%d bytes, then %d): the partition does not hold", during, n)
@@ -122,12 +134,12 @@ func partitionBlip(t *testing.T, bin string, mode transport.Mode) {
 	var agents []controller.AgentInfo
 	e.getJSON("/agents", &agents)
 	for _, a := range agents {
-		if a.Name == "agent-1" && time.Since(a.LastSeen) < 4*partitionHeartbeat {
+		if a.Name == "agent-1" && heartbeat > 0 && time.Since(a.LastSeen) < 4*heartbeat {
 			t.Fatalf("agent-1 was heard %s ago, in the middle of the outage", time.Since(a.LastSeen).Round(time.Millisecond))
 		}
 	}
 	if v := e.view(j.JobID); v.Status != "running" || len(v.Attempts) != 1 {
-		t.Fatalf("after a %s outage within a %s lease: %s with %d attempts (%s)", blipOutage, blipTTL, v.Status, len(v.Attempts), v.Reason)
+		t.Fatalf("after a %s outage within the lease: %s with %d attempts (%s)", outage, v.Status, len(v.Attempts), v.Reason)
 	}
 	e.linkUp()
 	up := time.Now()
@@ -161,7 +173,7 @@ func partitionBlip(t *testing.T, bin string, mode transport.Mode) {
 		t.Errorf("stored log differs from the %d lines the job printed: %s", n, describeNumbered(got, "line", n))
 	}
 	e.agent.checkAlive()
-	t.Logf("%s: %d lines, %s outage, %d attempt(s), %s in all", mode, n, blipOutage, len(v.Attempts), time.Since(start).Round(time.Millisecond))
+	t.Logf("%s: %d lines, %s outage, %d attempt(s), %s in all", mode, n, outage, len(v.Attempts), time.Since(start).Round(time.Millisecond))
 }
 
 // partitionPastLease: a link outage past the lease makes the attempt
@@ -169,7 +181,7 @@ func partitionBlip(t *testing.T, bin string, mode transport.Mode) {
 // is refused and the job stays as the retry left it.
 func partitionPastLease(t *testing.T, bin string, mode transport.Mode) {
 	start := time.Now()
-	e := newPartition(t, bin, mode, pastTTL)
+	e := newPartition(t, bin, mode, pastTTL, partitionHeartbeat)
 	dir := t.TempDir()
 	gate, exited := filepath.Join(dir, "gate"), filepath.Join(dir, "exited")
 	// Attempt 1 prints until the gate exists, then fails with exit code 3;
@@ -316,7 +328,7 @@ var (
 
 // newPartition sets up the namespace, the pair, a controller listening
 // for agents on the root end's address, and the agent in the namespace.
-func newPartition(t *testing.T, bin string, mode transport.Mode, ttl time.Duration) *partitionEnv {
+func newPartition(t *testing.T, bin string, mode transport.Mode, ttl, heartbeat time.Duration) *partitionEnv {
 	t.Helper()
 	e := &partitionEnv{}
 	partitionMu.Lock()
@@ -355,7 +367,7 @@ func newPartition(t *testing.T, bin string, mode transport.Mode, ttl time.Durati
 	e.cluster = &cluster{t: t, dir: pki, data: filepath.Join(t.TempDir(), "data"), agents: map[string]context.CancelFunc{}}
 	e.cfg = controller.Config{
 		HTTPAddr: "127.0.0.1:0", AgentAddr: net.JoinHostPort(e.hostIP.String(), "0"), DataDir: e.data,
-		TLS: files(pki, "controller"), LeaseTTL: ttl, HeartbeatInterval: partitionHeartbeat,
+		TLS: files(pki, "controller"), LeaseTTL: ttl, HeartbeatInterval: heartbeat,
 		KillGrace: 500 * time.Millisecond, BackoffBase: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
 	}
 	e.startController()

@@ -31,20 +31,23 @@ type scheduler struct {
 	hub  *hub
 	opts schedOptions
 
-	mu      sync.Mutex
-	jobs    map[uint64]*store.Job // non-terminal jobs, latest version
-	q       *queue
-	delay   delayHeap
-	agents  map[string]*agentConn
-	leases  map[uint64]time.Time  // job ID → deadline of its current attempt
-	keys    map[string]pendingKey // idempotency keys of jobs not yet durable
-	logEnd  map[uint64]uint64     // job ID → end of its stored output (active jobs)
-	ended   map[uint64]ended      // jobs just finished, until their batch is durable
-	endedQ  []uint64              // the keys of ended in the order they ended
-	rotate  int                   // round-robin start among agents
-	wake    chan struct{}         // dispatcher doorbell
-	delayCh chan struct{}         // delay timer doorbell
-	metrics *metrics              // counts transitions; nil in tests without a Server
+	mu       sync.Mutex
+	jobs     map[uint64]*store.Job // non-terminal jobs, latest version
+	q        *queue
+	delay    delayHeap
+	agents   map[string]*agentConn
+	leases   map[uint64]lease      // job ID → lease of its current attempt (expiry.go)
+	expiry   expiryHeap            // when leases and controller deadlines may run out
+	keys     map[string]pendingKey // idempotency keys of jobs not yet durable
+	logEnd   map[uint64]uint64     // job ID → end of its stored output (active jobs)
+	ended    map[uint64]ended      // jobs just finished, until their batch is durable
+	endedQ   []uint64              // the keys of ended in the order they ended
+	rotate   int                   // round-robin start among agents
+	wake     chan struct{}         // dispatcher doorbell
+	delayCh  chan struct{}         // delay timer doorbell
+	expiryCh chan struct{}         // expiry timer doorbell: an earlier entry
+	metrics  *metrics              // counts transitions; nil in tests without a Server
+	disk     *diskGuard            // dispatch pauses while it refuses growth; nil in tests
 }
 
 // ended is a job that reached a final state whose batch may not be
@@ -68,26 +71,29 @@ type schedOptions struct {
 	BackoffBase       time.Duration
 	BackoffMax        time.Duration
 	Aging             time.Duration
+	MaxOutput         uint64 // stored output per attempt, sent in Dispatch; 0: no cap
 }
 
 func newScheduler(log hclog.Logger, st *store.Store, c *committer, h *hub, o schedOptions) *scheduler {
 	return &scheduler{
 		log: log, st: st, c: c, hub: h, opts: o,
-		jobs:    map[uint64]*store.Job{},
-		q:       newQueue(o.Aging),
-		agents:  map[string]*agentConn{},
-		leases:  map[uint64]time.Time{},
-		keys:    map[string]pendingKey{},
-		logEnd:  map[uint64]uint64{},
-		ended:   map[uint64]ended{},
-		wake:    make(chan struct{}, 1),
-		delayCh: make(chan struct{}, 1),
+		jobs:     map[uint64]*store.Job{},
+		q:        newQueue(o.Aging),
+		agents:   map[string]*agentConn{},
+		leases:   map[uint64]lease{},
+		keys:     map[string]pendingKey{},
+		logEnd:   map[uint64]uint64{},
+		ended:    map[uint64]ended{},
+		wake:     make(chan struct{}, 1),
+		delayCh:  make(chan struct{}, 1),
+		expiryCh: make(chan struct{}, 1),
 	}
 }
 
 // load rebuilds memory from the store at start. Attempts that were out
-// on agents get a fresh lease: their agents have one lease TTL to
-// reconnect and claim them, after which they count as lost.
+// on agents get a fresh lease with a grace (restartGrace: one lease plus
+// the agents' longest retry interval) to reconnect and claim them, after
+// which they count as lost.
 //
 // With a deep queue this is most of the controller's start: the maps are
 // sized once for all the jobs, queued jobs go into the queue in bulk, and
@@ -135,7 +141,9 @@ func (s *scheduler) load() error {
 		case store.Waiting:
 			heap.Push(&s.delay, delayItem{id: j.ID, due: j.NotBefore})
 		case store.Dispatched, store.Running:
-			s.leases[j.ID] = now.Add(s.opts.LeaseTTL)
+			c := j.Current()
+			s.setLease(j.ID, c.Number, now.Add(s.restartGrace()))
+			s.setHardDeadline(j.ID, c.Number, c.DispatchedAt, j.Timeout)
 		}
 	}
 	jobs = jobs[:n]
@@ -259,6 +267,9 @@ func batchDone(b *batch) bool {
 // written with the job (its Target becomes "job ID"); it is not written
 // when no job is created.
 func (s *scheduler) submit(j *store.Job, audit *store.AuditEntry) (job *store.Job, created bool, err error) {
+	if err := s.disk.room(recordSize(j)); err != nil {
+		return nil, false, err
+	}
 	s.mu.Lock()
 	if j.IdempotencyKey != "" {
 		if p, ok := s.keys[j.IdempotencyKey]; ok {
@@ -312,9 +323,25 @@ func (s *scheduler) submit(j *store.Job, audit *store.AuditEntry) (job *store.Jo
 	return j, true, nil
 }
 
+// recordSize estimates what storing a new job takes: its fields, the
+// record's JSON around them, its index keys and its first event.
+func recordSize(j *store.Job) int {
+	n := 1024 + len(j.Name) + len(j.Command) + len(j.Params) + len(j.Dir) + len(j.IdempotencyKey)
+	for k, v := range j.Env {
+		n += len(k) + len(v) + 8
+	}
+	for k, v := range j.Labels {
+		n += len(k) + len(v) + 8
+	}
+	return n
+}
+
 // whyQueued says why a queued job is waiting, for humans. The caller
 // holds s.mu.
 func (s *scheduler) whyQueued(j *store.Job) string {
+	if !s.disk.accepting() {
+		return "dispatch is paused: the controller's disk is nearly full (jobs resume when space is freed)"
+	}
 	if len(j.Labels) == 0 {
 		if len(s.agents) == 0 {
 			return "waiting for an agent to connect"
@@ -408,6 +435,9 @@ type outgoing struct {
 // round's Dispatch messages, which must go out only once its batch is
 // durable, and false when nothing was assigned.
 func (s *scheduler) dispatch() (dispatchRound, bool) {
+	if !s.disk.accepting() {
+		return dispatchRound{}, false // disk.watch kicks us when space is back
+	}
 	s.mu.Lock()
 	if s.q.len() == 0 { // before the scan over every agent: credits alone wake us too
 		s.mu.Unlock()
@@ -451,7 +481,8 @@ func (s *scheduler) dispatch() (dispatchRound, bool) {
 			last = s.transition(prev, next, "dispatched", "")
 			a.credits--
 			a.running[id] = n
-			s.leases[id] = now.Add(s.opts.LeaseTTL)
+			s.setLease(id, n, now.Add(s.opts.LeaseTTL))
+			s.setHardDeadline(id, n, now, next.Timeout)
 			out = append(out, outgoing{a, s.dispatchMsg(next)})
 			progress = true
 		}
@@ -483,6 +514,7 @@ func (s *scheduler) dispatchMsg(j *store.Job) *protocol.Dispatch {
 		Timeout:     j.Timeout,
 		KillGrace:   s.opts.KillGrace,
 		CaptureLogs: j.Logs,
+		MaxOutput:   s.opts.MaxOutput,
 	}
 }
 
@@ -715,68 +747,6 @@ func (s *scheduler) loseAttempt(j *store.Job, why string) *batch {
 		delete(a.running, j.ID)
 	}
 	return s.endAttempt(j, next, "lost", why)
-}
-
-// reapLoop expires attempt leases and silent agents.
-func (s *scheduler) reapLoop(ctx context.Context) {
-	period := s.opts.LeaseTTL / 4
-	if period < 50*time.Millisecond {
-		period = 50 * time.Millisecond
-	}
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.reap(time.Now())
-		}
-	}
-}
-
-func (s *scheduler) reap(now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, a := range s.agents {
-		if now.Sub(a.lastSeen) > s.opts.LeaseTTL {
-			s.log.Warn("agent missed heartbeats; closing its session", "agent", a.name, "last_seen", a.lastSeen)
-			a.close("missed heartbeats for " + s.opts.LeaseTTL.String())
-		}
-	}
-	for id, deadline := range s.leases {
-		if j := s.jobs[id]; j != nil && j.Timeout > 0 && j.State.Active() {
-			// The agent enforces the timeout; this is the backstop for an
-			// agent that heartbeats but does not stop the job.
-			c := j.Current()
-			if hard := c.DispatchedAt.Add(j.Timeout + s.opts.KillGrace + s.opts.LeaseTTL); now.After(hard) {
-				next := j.Clone()
-				next.LogBytes = s.logEnd[id]
-				nc := next.Current()
-				nc.OutputBytes = next.LogBytes - nc.LogStart
-				nc.Error = fmt.Sprintf("agent %s did not end the job %s after its timeout; the controller's deadline passed", c.Agent, s.opts.KillGrace+s.opts.LeaseTTL)
-				if a := s.agents[c.Agent]; a != nil {
-					delete(a.running, id)
-					a.send(&protocol.Cancel{JobID: id, Attempt: c.Number, Reason: "timeout (controller deadline)"})
-				}
-				s.endAttempt(j, next, "timeout", nc.Error)
-				continue
-			}
-		}
-		if now.Before(deadline) {
-			continue
-		}
-		j := s.jobs[id]
-		if j == nil || !j.State.Active() {
-			delete(s.leases, id)
-			continue
-		}
-		agent := j.Current().Agent
-		s.loseAttempt(j, fmt.Sprintf("agent %s did not renew the lease within %s", agent, s.opts.LeaseTTL))
-		if a := s.agents[agent]; a != nil {
-			a.send(&protocol.Cancel{JobID: id, Attempt: j.Current().Number, Reason: "lease expired"})
-		}
-	}
 }
 
 // delayLoop moves waiting jobs back into the queue when they are due.

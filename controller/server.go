@@ -20,6 +20,9 @@ import (
 	"jobsuite/transport"
 )
 
+// DefaultMaxAgentSlots is Config.MaxAgentSlots's default.
+const DefaultMaxAgentSlots = 1024
+
 // Config configures a controller. Zero durations take the defaults
 // documented on each field.
 type Config struct {
@@ -48,6 +51,21 @@ type Config struct {
 	// at least MinFrameBytes.
 	MaxFrameBytes int
 	MaxFollowers  int // WebSocket log followers per job; more get 429; default 100
+	// MinFreeBytes is the floor of free space on the data directory's
+	// file system: below it new jobs (507), new output and dispatch are
+	// refused, below half of it every write waits for space (disk.go).
+	// 0 means the default: a twentieth of the file system, at least 16
+	// MiB (four memtables) and at most 1 GiB; negative turns it off.
+	MinFreeBytes int64
+	// MaxOutputBytes caps the output stored per attempt: the agent stops
+	// there and ends the log with a marker line. 0 means the default:
+	// 1 GiB, or a quarter of the data directory's file system if that is
+	// less; negative means no cap.
+	MaxOutputBytes int64
+	// MaxAgentSlots is the most slots an agent may announce; an agent
+	// announcing more is refused at its Hello (it does not reconnect).
+	// It bounds what one agent certificate can take; default 1024.
+	MaxAgentSlots int
 	// MetricsAddr, when set, serves GET /metrics over plain HTTP with no
 	// authentication, for scrapers without a client certificate. Off by
 	// default: anyone who reaches it learns job counts and agent load.
@@ -131,6 +149,7 @@ func (c *Config) setDefaults() error {
 	defInt(&c.MaxLabels, defaultMaxLabels)
 	defInt(&c.MaxFrameBytes, protocol.MaxFrameSize)
 	defInt(&c.MaxFollowers, defaultMaxFollowers)
+	defInt(&c.MaxAgentSlots, DefaultMaxAgentSlots)
 	if c.MaxFrameBytes < MinFrameBytes || c.MaxFrameBytes > protocol.MaxFrameSize {
 		return fmt.Errorf("%w: the frame limit must be between %d (a log chunk must fit) and %d bytes, got %d", ErrConfig, MinFrameBytes, protocol.MaxFrameSize, c.MaxFrameBytes)
 	}
@@ -151,9 +170,10 @@ type Server struct {
 	hub   *hub
 	sched *scheduler
 
-	metrics *metrics  // Prometheus registry, GET /metrics and the -metrics listener
-	sec     *security // revocations, API tokens and the audit log (auth.go, audit.go)
-	pki     *pki      // own certificate (reloadable) and the CA key for enrollment (enroll.go)
+	disk    *diskGuard // free space of the data directory (disk.go)
+	metrics *metrics   // Prometheus registry, GET /metrics and the -metrics listener
+	sec     *security  // revocations, API tokens and the audit log (auth.go, audit.go)
+	pki     *pki       // own certificate (reloadable) and the CA key for enrollment (enroll.go)
 
 	agentLn *transport.Listener
 	httpLn  net.Listener
@@ -180,15 +200,23 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	s.st, err = store.Open(cfg.DataDir, store.Options{Logger: s.log.Named("store"), NoSync: cfg.NoSync})
+	// The disk's size sets the defaults that keep a small one from
+	// filling up (disk.go).
+	size := diskSize(cfg.DataDir)
+	floor, maxOutput := positive(cfg.MinFreeBytes, defaultMinFree(size)), positive(cfg.MaxOutputBytes, defaultMaxOutput(size))
+	s.disk = newDiskGuard(cfg.DataDir, floor, s.log.Named("disk"))
+	s.st, err = store.Open(cfg.DataDir, store.Options{Logger: s.log.Named("store"), NoSync: cfg.NoSync, MemTableSize: defaultMemTable(size)})
 	if err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
+	s.log.Info("disk limits", "dir", cfg.DataDir, "size", size, "min_free_bytes", floor, "max_output_bytes", maxOutput)
 	s.c = newCommitter(s.st)
+	s.c.writable = s.disk.writable
 	s.sched = newScheduler(s.log.Named("scheduler"), s.st, s.c, s.hub, schedOptions{
 		LeaseTTL: cfg.LeaseTTL, HeartbeatInterval: cfg.HeartbeatInterval, KillGrace: cfg.KillGrace,
-		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Aging: cfg.Aging,
+		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Aging: cfg.Aging, MaxOutput: maxOutput,
 	})
+	s.sched.disk = s.disk
 	// The metrics first: load counts the jobs it reads into them.
 	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st)
 	if err := s.sched.load(); err != nil {
@@ -273,13 +301,15 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Add(5)
 	go func() { defer wg.Done(); s.retentionLoop(ctx) }()
 	go func() { defer wg.Done(); s.sched.dispatchLoop(ctx) }()
-	go func() { defer wg.Done(); s.sched.reapLoop(ctx) }()
+	go func() { defer wg.Done(); s.sched.expiryLoop(ctx) }()
 	go func() { defer wg.Done(); s.sched.delayLoop(ctx) }()
 	go func() { defer wg.Done(); s.acceptAgents(ctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.metrics.serve(ctx, s.log.Named("metrics")) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.pki.watch(ctx) }() // reloads the certificate when its files change
+	wg.Add(1)
+	go func() { defer wg.Done(); s.disk.watch(ctx, s.sched.kickDispatch) }()
 	go func() {
 		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			httpErr <- err
@@ -327,6 +357,17 @@ func (s *Server) acceptAgents(ctx context.Context) {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.serveAgent(ctx, sess) }()
 	}
+}
+
+// positive is v as a byte count: def for 0, none (0) for a negative v.
+func positive(v int64, def uint64) uint64 {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return uint64(v)
 }
 
 func (s *scheduler) closeAgents(reason string) {

@@ -24,6 +24,10 @@ const SchemaVersion uint32 = 2
 type Options struct {
 	// Logger receives the store's and Pebble's log lines; nil discards them.
 	Logger hclog.Logger
+	// MemTableSize is the size of Pebble's memtable, and so about the
+	// size of each of its log files and of a flush; 0 means 64 MiB. A
+	// small disk wants a small one (the controller sizes it to the disk).
+	MemTableSize uint64
 	// NoSync commits without fsync. For tests and benchmarks only: a crash
 	// may lose acknowledged writes.
 	NoSync bool
@@ -76,8 +80,12 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	stalls := new(stallCounter)
+	memTable := opts.MemTableSize
+	if memTable == 0 {
+		memTable = 64 << 20
+	}
 	db, err := pebble.Open(dir, &pebble.Options{
-		MemTableSize: 64 << 20,
+		MemTableSize: memTable,
 		// Transitions rewrite job records all over the "j" range, so each L0
 		// compaction rewrites most of the base level. Twice Pebble's
 		// default L0 depth before compacting (4) halves those rewrites
