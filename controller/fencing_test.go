@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -515,6 +516,9 @@ func TestAgentPortGarbage(t *testing.T) {
 		"unsupported version":   {cert: "agent-3", msg: &protocol.Hello{Version: 99, Name: "agent-3", Slots: 1}, code: protocol.CodeVersion},
 		"name of another agent": {cert: "agent-3", msg: &protocol.Hello{Version: protocol.Version, Name: "agent-1", Slots: 1}, code: protocol.CodeForbidden},
 		"operator certificate":  {cert: "operator", msg: &protocol.Hello{Version: protocol.Version, Name: "operator", Slots: 1}, code: protocol.CodeForbidden},
+		// One agent key must not take every queued job.
+		"2^32-1 slots": {cert: "agent-3", msg: &protocol.Hello{Version: protocol.Version, Name: "agent-3", Slots: math.MaxUint32}, code: protocol.CodeForbidden},
+		"1025 slots":   {cert: "agent-3", msg: &protocol.Hello{Version: protocol.Version, Name: "agent-3", Slots: controller.DefaultMaxAgentSlots + 1}, code: protocol.CodeForbidden},
 	}
 	for name, tc := range control {
 		for _, mode := range []transport.Mode{transport.ModeTCP, transport.ModeQUIC} {
