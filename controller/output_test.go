@@ -384,3 +384,40 @@ func TestAttemptFollow(t *testing.T) {
 		t.Errorf("followed with markers: %q", got)
 	}
 }
+
+// TestAttemptWithoutOutput retries a job whose first attempt writes
+// nothing: its marker still comes, right before the second's, and a
+// stream of that attempt alone is its marker and its end.
+func TestAttemptWithoutOutput(t *testing.T) {
+	c := startCluster(t, "agent-1")
+	j := c.submit(fmt.Sprintf(`{"command":%q,"retries":1}`, `[ $JOBSUITE_ATTEMPT = 1 ] && exit 7; echo x`))
+	if done := c.waitState(j.JobID, "completed", "failed"); done.Status != "completed" {
+		t.Fatalf("job %+v", done)
+	}
+	seq := func(msgs []controller.LogMessage) string {
+		var b strings.Builder
+		for _, m := range msgs {
+			switch m.Type {
+			case "attempt":
+				fmt.Fprintf(&b, "[%d@%d]", m.Attempt, m.Offset)
+			case "output":
+				b.Write(m.Data)
+			case "end":
+				fmt.Fprintf(&b, "end %s %s", m.Status, m.Outcome)
+			}
+		}
+		return b.String()
+	}
+	for query, want := range map[string]string{
+		"attempts=1": "[1@0][2@0]x\nend completed ",
+		"attempt=1":  "[1@0]end completed failed",
+		"attempt=2":  "[2@0]x\nend completed completed",
+	} {
+		if got := seq(readWS(t, c, fmt.Sprintf("/ws/jobs/%d/logs?format=json&%s", j.JobID, query))); got != want {
+			t.Errorf("%s: %q, want %q", query, got, want)
+		}
+	}
+	if code, b := c.do("GET", fmt.Sprintf("/jobs/%d/logs?attempt=1", j.JobID), ""); code != 200 || len(b) != 0 {
+		t.Errorf("GET ?attempt=1: %d %q", code, b)
+	}
+}

@@ -272,7 +272,7 @@ func (s *Server) sendOutput(id uint64, f *follower) error {
 			}
 		}
 	}
-	return nil
+	return f.markersUpTo(f.offset) // at stop: attempt=N's marker, if it wrote nothing
 }
 
 type follower struct {
