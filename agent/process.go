@@ -211,6 +211,12 @@ func Run(ctx context.Context, spec Spec, started func(pid int), out Output) Resu
 		if err != nil {
 			return fail(OutcomeFailed, fmt.Errorf("agent: pseudo-terminal: %w (run the job without -tty, or check /dev/ptmx and /dev/pts on the worker)", err))
 		}
+		if c := spec.Credential; c != nil {
+			// The terminal is the job user's, as login and sshd make it,
+			// so the job can open /dev/tty too. Best effort: the job has
+			// its descriptors either way.
+			_ = slave.Chown(int(c.Uid), int(c.Gid))
+		}
 		cmd.Stdout, cmd.Stderr = slave, slave
 		// A session of its own, with the terminal (the child's fd 1) as
 		// its controlling terminal; the session leader also leads a new
