@@ -52,6 +52,10 @@ type Config struct {
 	// MaxLogBytes caps an attempt's output; what follows is dropped and a
 	// marker line says so. 0 means no cap.
 	MaxLogBytes uint64
+	// TTY runs jobs on a pseudo-terminal unless they say otherwise
+	// ("tty": false) or asked for their stdout and stderr apart
+	// ("output": "split"); see Spec.TTY.
+	TTY bool
 	// DrainTimeout is how long Run lets running jobs finish after its
 	// context is done (graceful drain) before it cancels them. 0 cancels
 	// them at once.
@@ -766,10 +770,15 @@ func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 		log.Warn("job refused by the agent policy; nothing runs", "command", d.Command, "reason", err)
 		res = Result{Outcome: OutcomeFailed, ExitCode: -1, Err: err}
 	} else {
-		log.Info("job starting", "command", d.Command)
+		tty, split := a.outputMode(d)
+		env := l.env
+		if tty && !hasEnv(d.Env, "TERM") {
+			env = setEnv(env, "TERM", ttyTerm)
+		}
+		log.Info("job starting", "command", d.Command, "tty", tty, "split_output", split)
 		res = Run(ctx, Spec{
-			Command: d.Command, Shell: a.cfg.Shell, Env: l.env, Dir: l.dir, Credential: l.cred,
-			Timeout: d.Timeout, KillGrace: d.KillGrace, Capture: d.CaptureLogs,
+			Command: d.Command, Shell: a.cfg.Shell, Env: env, Dir: l.dir, Credential: l.cred,
+			Timeout: d.Timeout, KillGrace: d.KillGrace, Capture: d.CaptureLogs, Split: split, TTY: tty,
 		}, func(pid int) {
 			now := time.Now()
 			a.mu.Lock()
@@ -829,6 +838,33 @@ func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 			log.Error("cannot sync the result to disk", "error", err)
 		}
 	})
+}
+
+// outputMode decides how an attempt's output is captured: on a
+// pseudo-terminal when the dispatch asks for one, or by the agent's
+// default (Config.TTY) unless it asks for no terminal or for split
+// output; else on one pipe, or two with split output (PROTOCOL.md,
+// Dispatch). Values it does not know count as the default (TTY) and as
+// ordered (Output).
+func (a *Agent) outputMode(d *protocol.Dispatch) (tty, split bool) {
+	switch d.TTY {
+	case protocol.TTYOn:
+		tty = true
+	case protocol.TTYOff:
+	default:
+		tty = a.cfg.TTY && d.Output != protocol.OutputSplit
+	}
+	return tty, !tty && d.Output == protocol.OutputSplit
+}
+
+// hasEnv reports whether env (KEY=VALUE entries) sets key.
+func hasEnv(env []string, key string) bool {
+	for _, kv := range env {
+		if k, _, _ := strings.Cut(kv, "="); k == key {
+			return true
+		}
+	}
+	return false
 }
 
 // resultSyncDelay is how long a result may wait for its FinishAck before

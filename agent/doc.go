@@ -15,6 +15,17 @@
 // The agent trusts only the configured CA and only a peer whose
 // certificate carries the controller role.
 //
+// # Output
+//
+// By default a job's stdout and stderr share one pipe, so its output is
+// stored in the order it wrote it (as one stream, stdout). A dispatch can
+// ask for two pipes instead (Output split: stdout and stderr apart, the
+// order between them approximate) or for a pseudo-terminal (TTY, tty.go:
+// one stream, 80x24, TERM set, echo and output processing off, the job a
+// session leader whose process group is killed as any other); Config.TTY
+// (-tty) puts every job on a terminal that does not ask otherwise. See
+// Spec and PROTOCOL.md (Dispatch).
+//
 // # Jobs outlive the connection
 //
 // A lost connection does not stop a job. The agent reconnects with

@@ -83,6 +83,17 @@ type Spec struct {
 	Timeout   time.Duration // 0 = none
 	KillGrace time.Duration // between SIGTERM and SIGKILL on timeout or cancel; 0 → 5s
 	Capture   bool          // false: output goes to /dev/null
+	// Split gives stdout and stderr a pipe each, delivered to Output as
+	// streams 1 and 2; the order between the two is the order Run read
+	// them, not the order the job wrote them. By default (false) they
+	// share one pipe: the output is in write order, all of it stream 1.
+	Split bool
+	// TTY runs the job on a pseudo-terminal (tty.go): its stdout and
+	// stderr are the terminal, one stream in write order (stream 1),
+	// and it leads a session of its own, whose process group is killed
+	// as without a terminal. Stdin stays /dev/null. It overrides Split,
+	// and needs Capture.
+	TTY bool
 	// Credential runs the job as another user (uid, gid, supplementary
 	// groups; the agent must be root); nil runs it as the agent's user.
 	Credential *syscall.Credential
@@ -111,8 +122,8 @@ type Result struct {
 }
 
 // Run runs spec.Command as spec.Shell -c Command in a process group of its
-// own, with stdin from /dev/null, and returns when it has ended and its output
-// has been delivered. started, if not nil, is called with the pid right after
+// own (a session of its own with spec.TTY), with stdin from /dev/null, and
+// returns when it has ended and its output has been delivered. started, if not nil, is called with the pid right after
 // a successful start, before any call to out. out may be nil only when
 // spec.Capture is false.
 //
@@ -185,13 +196,34 @@ func Run(ctx context.Context, spec Spec, started func(pid int), out Output) Resu
 		}
 	}
 
-	var readEnds []*os.File
+	// readEnds are read by the agent, stream 1 first; the child gets
+	// writeEnds.
+	var readEnds, writeEnds []*os.File
 	closeAll := func(fs ...*os.File) {
 		for _, f := range fs {
 			f.Close()
 		}
 	}
-	if spec.Capture {
+	switch {
+	case !spec.Capture:
+	case spec.TTY:
+		master, slave, err := openTTY()
+		if err != nil {
+			return fail(OutcomeFailed, fmt.Errorf("agent: pseudo-terminal: %w (run the job without -tty, or check /dev/ptmx and /dev/pts on the worker)", err))
+		}
+		if c := spec.Credential; c != nil {
+			// The terminal is the job user's, as login and sshd make it,
+			// so the job can open /dev/tty too. Best effort: the job has
+			// its descriptors either way.
+			_ = slave.Chown(int(c.Uid), int(c.Gid))
+		}
+		cmd.Stdout, cmd.Stderr = slave, slave
+		// A session of its own, with the terminal (the child's fd 1) as
+		// its controlling terminal; the session leader also leads a new
+		// process group, whose ID is its PID, as with Setpgid.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 1, Credential: spec.Credential}
+		readEnds, writeEnds = []*os.File{master}, []*os.File{slave}
+	case spec.Split:
 		outR, outW, err := outputPipe()
 		if err != nil {
 			return fail(OutcomeFailed, fmt.Errorf("agent: stdout pipe: %w", err))
@@ -202,16 +234,23 @@ func Run(ctx context.Context, spec Spec, started func(pid int), out Output) Resu
 			return fail(OutcomeFailed, fmt.Errorf("agent: stderr pipe: %w", err))
 		}
 		cmd.Stdout, cmd.Stderr = outW, errW
-		readEnds = []*os.File{outR, errR}
-		defer closeAll(outR, errR)
+		readEnds, writeEnds = []*os.File{outR, errR}, []*os.File{outW, errW}
+	default:
+		// One pipe for both: the kernel keeps the job's writes in order.
+		r, w, err := outputPipe()
+		if err != nil {
+			return fail(OutcomeFailed, fmt.Errorf("agent: output pipe: %w", err))
+		}
+		cmd.Stdout, cmd.Stderr = w, w
+		readEnds, writeEnds = []*os.File{r}, []*os.File{w}
 	}
+	defer closeAll(readEnds...)
 
 	res.StartedAt = time.Now()
 	err := cmd.Start()
-	if spec.Capture {
-		// The child holds its own copies; ours must go for EOF to come.
-		closeAll(cmd.Stdout.(*os.File), cmd.Stderr.(*os.File))
-	}
+	// The child holds its own copies; ours must go for EOF to come (EIO
+	// on a terminal's master: see readPipe).
+	closeAll(writeEnds...)
 	if err != nil {
 		return fail(OutcomeFailed, fmt.Errorf("agent: start %s in %s: %w (check the agent's shell and the job's dir)", shell, dirName(spec.Dir), err))
 	}
@@ -433,6 +472,11 @@ func putChunk(buf *[]byte) {
 
 // readPipe sends what it reads from f to chunks until EOF. When supervise
 // sets a read deadline it reads what is left in the pipe without blocking.
+//
+// f may be a pseudo-terminal's master (Spec.TTY): Linux answers a read
+// there with EIO once every descriptor of the slave side is closed — the
+// terminal's EOF — and only after what the slave wrote has been read, so
+// EIO ends the stream like EOF, with nothing lost.
 func readPipe(f *os.File, stream uint8, chunks chan<- chunk) {
 	pool := &smallChunkPool
 	for {

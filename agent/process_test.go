@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"jobsuite/protocol"
 )
 
 // pathEnv is the environment the tests give jobs that run external commands.
@@ -137,6 +140,8 @@ func TestRunExit(t *testing.T) {
 	}
 }
 
+// TestRunOutput checks what split output (Spec.Split) delivers per
+// stream; TestRunOrdered and TestRunTTY the one-stream modes.
 func TestRunOutput(t *testing.T) {
 	t.Parallel()
 	const mib = 1 << 20
@@ -209,6 +214,7 @@ func TestRunOutput(t *testing.T) {
 			var c captured
 			spec := tc.spec
 			spec.Capture = true
+			spec.Split = true // streams apart
 			res := Run(t.Context(), spec, nil, c.out(t))
 			if res.Outcome != OutcomeCompleted || res.ExitCode != 0 {
 				t.Fatalf("outcome %v exit %d err %v, stderr %q", res.Outcome, res.ExitCode, res.Err, c.stderr.Bytes())
@@ -297,48 +303,51 @@ func TestRunKill(t *testing.T) {
 		"cancel beats timeout":  {"echo ready; sleep 100", time.Hour, true, OutcomeCancelled, "SIGTERM"},
 	}
 	for name, tc := range cases {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			ctx, cancel := context.WithCancel(t.Context())
-			defer cancel()
-			var c captured
-			out := c.out(t)
-			ready := false
-			begin := time.Now()
-			res := Run(ctx, Spec{Command: tc.command, Env: pathEnv(), Timeout: tc.timeout, KillGrace: grace, Capture: true},
-				nil, func(stream uint8, data []byte) {
-					out(stream, data)
-					if !ready && bytes.Contains(c.stdout.Bytes(), []byte("ready\n")) {
-						ready = true
-						if tc.cancel {
-							cancel()
+		for mode, m := range outputModes {
+			t.Run(name+"/"+mode, func(t *testing.T) {
+				t.Parallel()
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				var c captured
+				out := c.out(t)
+				ready := false
+				begin := time.Now()
+				res := Run(ctx, m.with(Spec{Command: tc.command, Env: pathEnv(), Timeout: tc.timeout, KillGrace: grace, Capture: true}),
+					nil, func(stream uint8, data []byte) {
+						out(stream, data)
+						if !ready && bytes.Contains(c.stdout.Bytes(), []byte("ready\n")) {
+							ready = true
+							if tc.cancel {
+								cancel()
+							}
 						}
-					}
-				})
-			elapsed := time.Since(begin)
-			if res.Outcome != tc.outcome || res.Signal != tc.signal || res.Err != nil {
-				t.Fatalf("outcome %v signal %q exit %d err %v; want %v %q", res.Outcome, res.Signal, res.ExitCode, res.Err, tc.outcome, tc.signal)
-			}
-			wantCode := map[string]int{"SIGTERM": 128 + 15, "SIGKILL": 128 + 9}[tc.signal]
-			if res.ExitCode != wantCode {
-				t.Errorf("exit %d, want %d", res.ExitCode, wantCode)
-			}
-			if tc.signal == "SIGKILL" && res.Duration < grace {
-				t.Errorf("killed after %v, before KillGrace %v", res.Duration, grace)
-			}
-			if elapsed > 10*time.Second {
-				t.Errorf("Run took %v", elapsed)
-			}
-			if !ready {
-				t.Errorf("job never printed ready; stdout %q", c.stdout.Bytes())
-			}
-			waitGone(t, res.PID)
-		})
+					})
+				elapsed := time.Since(begin)
+				if res.Outcome != tc.outcome || res.Signal != tc.signal || res.Err != nil {
+					t.Fatalf("outcome %v signal %q exit %d err %v; want %v %q", res.Outcome, res.Signal, res.ExitCode, res.Err, tc.outcome, tc.signal)
+				}
+				wantCode := map[string]int{"SIGTERM": 128 + 15, "SIGKILL": 128 + 9}[tc.signal]
+				if res.ExitCode != wantCode {
+					t.Errorf("exit %d, want %d", res.ExitCode, wantCode)
+				}
+				if tc.signal == "SIGKILL" && res.Duration < grace {
+					t.Errorf("killed after %v, before KillGrace %v", res.Duration, grace)
+				}
+				if elapsed > 10*time.Second {
+					t.Errorf("Run took %v", elapsed)
+				}
+				if !ready {
+					t.Errorf("job never printed ready; stdout %q", c.stdout.Bytes())
+				}
+				waitGone(t, res.PID)
+			})
+		}
 	}
 }
 
-// TestRunCancelKillsTree cancels a job with children and grandchildren and
-// checks that every one of them is gone.
+// TestRunCancelKillsTree cancels a job with children and grandchildren,
+// or lets it time out, and checks that every one of them is gone — with
+// each output mode, a terminal included (its job leads a session).
 func TestRunCancelKillsTree(t *testing.T) {
 	t.Parallel()
 	const command = `
@@ -347,48 +356,83 @@ sleep 300 & echo $!
 sh -c 'sleep 300 & echo $!; sleep 300 & echo $!; trap "" TERM; wait' & echo $!
 wait`
 	const want = 5
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	var stdout bytes.Buffer
-	var tree []int
-	res := Run(ctx, Spec{Command: command, Env: pathEnv(), KillGrace: 500 * time.Millisecond, Capture: true},
-		func(pid int) { tree = append(tree, pid) },
-		func(stream uint8, data []byte) {
-			if stream != streamStdout {
-				t.Errorf("stderr: %q", data)
-				return
+	for mode, m := range outputModes {
+		for _, timeout := range []bool{false, true} {
+			name := mode + "/cancel"
+			if timeout {
+				name = mode + "/timeout"
 			}
-			stdout.Write(data)
-			if tree != nil && bytes.Count(stdout.Bytes(), []byte("\n")) == want {
-				tree = append(tree, pids(t, stdout.String())...)
-				killAtEnd(t, tree...)
-				cancel()
-			}
-		})
-	if res.Outcome != OutcomeCancelled {
-		t.Fatalf("outcome %v exit %d err %v, stdout %q", res.Outcome, res.ExitCode, res.Err, stdout.Bytes())
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				ctx, cancel := context.WithCancel(t.Context())
+				defer cancel()
+				// With timeout the job is stopped by its deadline, not
+				// by cancel; the deadline is long enough for the tree to
+				// be listed first (output arrives in milliseconds) and
+				// the test waits for it either way.
+				listed := make(chan struct{})
+				spec := Spec{Command: command, Env: pathEnv(), KillGrace: 500 * time.Millisecond, Capture: true}
+				if timeout {
+					spec.Timeout = 5 * time.Second
+				}
+				var stdout bytes.Buffer
+				var tree []int
+				res := Run(ctx, m.with(spec),
+					func(pid int) { tree = append(tree, pid) },
+					func(stream uint8, data []byte) {
+						if stream != streamStdout {
+							t.Errorf("stderr: %q", data)
+							return
+						}
+						stdout.Write(data)
+						if tree != nil && bytes.Count(stdout.Bytes(), []byte("\n")) == want {
+							tree = append(tree, pids(t, stdout.String())...)
+							killAtEnd(t, tree...)
+							close(listed)
+							if !timeout {
+								cancel()
+							}
+						}
+					})
+				wantOutcome := OutcomeCancelled
+				if timeout {
+					wantOutcome = OutcomeTimeout
+				}
+				if res.Outcome != wantOutcome {
+					t.Fatalf("outcome %v exit %d err %v, stdout %q", res.Outcome, res.ExitCode, res.Err, stdout.Bytes())
+				}
+				select {
+				case <-listed:
+				default:
+					t.Fatalf("the job ended before it listed its processes; stdout %q", stdout.Bytes())
+				}
+				if len(tree) != 1+want {
+					t.Fatalf("pids %v, want %d", tree, 1+want)
+				}
+				waitGone(t, tree...)
+			})
+		}
 	}
-	if len(tree) != 1+want {
-		t.Fatalf("pids %v, want %d", tree, 1+want)
-	}
-	waitGone(t, tree...)
 }
 
 // TestRunKillsLeftovers runs jobs that exit leaving a background process in
 // their group: Run returns without waiting for it and kills it.
 func TestRunKillsLeftovers(t *testing.T) {
 	t.Parallel()
-	for name, capture := range map[string]bool{"capture": true, "no capture": false} {
+	cases := map[string]Spec{"no capture": {}}
+	for mode, m := range outputModes {
+		cases[mode] = m.with(Spec{Capture: true})
+	}
+	for name, spec := range cases {
+		capture := spec.Capture
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			pidFile := filepath.Join(t.TempDir(), "pid")
 			begin := time.Now()
 			var c captured
-			res := Run(t.Context(), Spec{
-				Command: `sleep 300 & echo $! > "$PIDFILE"; echo bye`,
-				Env:     append(pathEnv(), "PIDFILE="+pidFile),
-				Capture: capture,
-			}, nil, c.out(t))
+			spec.Command = `sleep 300 & echo $! > "$PIDFILE"; echo bye`
+			spec.Env = append(pathEnv(), "PIDFILE="+pidFile)
+			res := Run(t.Context(), spec, nil, c.out(t))
 			elapsed := time.Since(begin)
 			b, err := os.ReadFile(pidFile)
 			if err != nil {
@@ -418,6 +462,15 @@ func TestRunEscapedProcess(t *testing.T) {
 	if err != nil {
 		t.Skip("no setsid:", err)
 	}
+	for mode, m := range outputModes {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			testRunEscapedProcess(t, setsid, m)
+		})
+	}
+}
+
+func testRunEscapedProcess(t *testing.T, setsid string, m outputMode) {
 	// The job waits on a FIFO until its child has left the group, or the
 	// group kill at exit could catch the child before setsid.
 	fifo := filepath.Join(t.TempDir(), "fifo")
@@ -426,11 +479,11 @@ func TestRunEscapedProcess(t *testing.T) {
 	}
 	var c captured
 	begin := time.Now()
-	res := Run(t.Context(), Spec{
+	res := Run(t.Context(), m.with(Spec{
 		Command: setsid + ` sh -c 'echo $$ > "$FIFO"; exec sleep 300' & read pid < "$FIFO"; echo $pid`,
 		Env:     append(pathEnv(), "FIFO="+fifo),
 		Capture: true,
-	}, nil, c.out(t))
+	}), nil, c.out(t))
 	elapsed := time.Since(begin)
 	escaped := pids(t, c.stdout.String())
 	killAtEnd(t, escaped...)
@@ -608,4 +661,150 @@ func BenchmarkRunTrue(b *testing.B) {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
 	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "agent-cpu-µs/op")
+}
+
+// outputMode is one way of capturing output, for tests that must behave
+// the same in each.
+type outputMode struct{ split, tty bool }
+
+var outputModes = map[string]outputMode{
+	"ordered": {},
+	"split":   {split: true},
+	"tty":     {tty: true},
+}
+
+func (m outputMode) with(s Spec) Spec {
+	s.Split, s.TTY = m.split, m.tty
+	return s
+}
+
+// interleaved is a job that alternates stdout and stderr, and what it
+// writes in write order.
+const (
+	interleaved     = `echo out1; echo err1 >&2; echo out2; echo err2 >&2; printf tail`
+	interleavedWant = "out1\nerr1\nout2\nerr2\ntail"
+)
+
+// TestRunOrdered runs the interleaving job many times: with one pipe the
+// output is in write order every time, all of it stream 1 — and so on a
+// terminal, which is one stream too.
+func TestRunOrdered(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"ordered", "tty"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			for i := range 50 {
+				var c captured
+				res := Run(t.Context(), outputModes[mode].with(Spec{Command: interleaved, Capture: true}), nil, c.out(t))
+				if res.Outcome != OutcomeCompleted {
+					t.Fatalf("run %d: outcome %v exit %d err %v", i, res.Outcome, res.ExitCode, res.Err)
+				}
+				if got := c.stdout.String(); got != interleavedWant || c.stderr.Len() != 0 {
+					t.Fatalf("run %d: stream 1 %q, stream 2 %q; want %q on stream 1", i, got, c.stderr.Bytes(), interleavedWant)
+				}
+				if res.Bytes != uint64(len(interleavedWant)) {
+					t.Errorf("run %d: Bytes %d, want %d", i, res.Bytes, len(interleavedWant))
+				}
+			}
+		})
+	}
+}
+
+// TestRunTTY runs jobs on a pseudo-terminal: stdout and stderr are the
+// terminal, stdin is not, the terminal is the controlling one and 80x24,
+// escape sequences and newlines arrive byte for byte (no \r added), and
+// nothing is echoed.
+func TestRunTTY(t *testing.T) {
+	t.Parallel()
+	const command = `test -t 1 && echo stdout-tty; test -t 2 && echo stderr-tty >&2; test -t 0 || echo stdin-not-tty
+printf '\033[1;31mred\033[0m \033[38;5;82mgreen\033[0m\ttab\n'
+stty size < /dev/tty
+echo "$TERM"
+printf 'no newline'`
+	const want = "stdout-tty\nstderr-tty\nstdin-not-tty\n" +
+		"\x1b[1;31mred\x1b[0m \x1b[38;5;82mgreen\x1b[0m\ttab\n" +
+		"24 80\n" +
+		"xterm-256color\n" +
+		"no newline"
+	var c captured
+	res := Run(t.Context(), Spec{Command: command, Env: append(pathEnv(), "TERM=xterm-256color"), Capture: true, TTY: true}, nil, c.out(t))
+	if res.Outcome != OutcomeCompleted {
+		t.Fatalf("outcome %v exit %d err %v, output %q", res.Outcome, res.ExitCode, res.Err, c.stdout.Bytes())
+	}
+	if got := c.stdout.String(); got != want || c.stderr.Len() != 0 {
+		t.Errorf("output %q, stream 2 %q; want %q", got, c.stderr.Bytes(), want)
+	}
+	// Without a terminal, the same job sees pipes.
+	c = captured{}
+	res = Run(t.Context(), Spec{Command: `test -t 1 || echo not-a-tty`, Capture: true}, nil, c.out(t))
+	if res.Outcome != OutcomeCompleted || c.stdout.String() != "not-a-tty\n" {
+		t.Errorf("without TTY: outcome %v, output %q", res.Outcome, c.stdout.Bytes())
+	}
+}
+
+// TestRunTTYTail checks that the end of a terminal job's output survives
+// the EIO that ends it: a job that writes a lot and exits at once (the
+// slave side closes right after its last write) has every byte, its last
+// bytes included, run after run.
+func TestRunTTYTail(t *testing.T) {
+	t.Parallel()
+	const n = 200000
+	for i := range 10 {
+		var c captured
+		res := Run(t.Context(), Spec{
+			Command: fmt.Sprintf(`head -c %d /dev/zero | tr '\0' x; printf END`, n),
+			Env:     pathEnv(), Capture: true, TTY: true,
+		}, nil, c.out(t))
+		if res.Outcome != OutcomeCompleted {
+			t.Fatalf("run %d: outcome %v exit %d err %v", i, res.Outcome, res.ExitCode, res.Err)
+		}
+		out := c.stdout.Bytes()
+		if len(out) != n+3 || !bytes.HasSuffix(out, []byte("END")) || bytes.Count(out, []byte("x")) != n {
+			t.Fatalf("run %d: %d bytes ending %q, want %d x's and END", i, len(out), out[max(0, len(out)-10):], n)
+		}
+	}
+}
+
+// TestOutputModeChoice checks how the agent turns a dispatch and its own
+// -tty into a capture mode.
+func TestOutputModeChoice(t *testing.T) {
+	type want struct{ tty, split bool }
+	cases := map[string]struct {
+		agentTTY bool
+		output   protocol.OutputMode
+		tty      protocol.TTYMode
+		want     want
+	}{
+		"ordered":                          {false, protocol.OutputOrdered, protocol.TTYDefault, want{}},
+		"split":                            {false, protocol.OutputSplit, protocol.TTYDefault, want{split: true}},
+		"tty asked":                        {false, protocol.OutputOrdered, protocol.TTYOn, want{tty: true}},
+		"tty asked, split":                 {false, protocol.OutputSplit, protocol.TTYOn, want{tty: true}},
+		"agent default tty":                {true, protocol.OutputOrdered, protocol.TTYDefault, want{tty: true}},
+		"agent default tty, split job":     {true, protocol.OutputSplit, protocol.TTYDefault, want{split: true}},
+		"agent default tty, job says no":   {true, protocol.OutputOrdered, protocol.TTYOff, want{}},
+		"unknown output is ordered":        {false, 7, protocol.TTYDefault, want{}},
+		"unknown tty is the agent default": {true, protocol.OutputOrdered, 9, want{tty: true}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			a := &Agent{cfg: Config{TTY: tc.agentTTY}}
+			tty, split := a.outputMode(&protocol.Dispatch{Output: tc.output, TTY: tc.tty})
+			if (want{tty, split}) != tc.want {
+				t.Errorf("tty %v split %v, want %+v", tty, split, tc.want)
+			}
+		})
+	}
+}
+
+func TestSetEnv(t *testing.T) {
+	env := []string{"TERMINAL=x", "TERM=dumb", "A=1"}
+	if got := setEnv(env, "TERM", "xterm"); strings.Join(got, " ") != "TERMINAL=x TERM=xterm A=1" {
+		t.Errorf("replace: %q", got)
+	}
+	if got := setEnv([]string{"A=1"}, "TERM", "xterm"); strings.Join(got, " ") != "A=1 TERM=xterm" {
+		t.Errorf("add: %q", got)
+	}
+	if !hasEnv([]string{"TERM="}, "TERM") || hasEnv([]string{"TERMX=1"}, "TERM") {
+		t.Error("hasEnv")
+	}
 }

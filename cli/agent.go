@@ -83,6 +83,9 @@ Options:
                      disk to take it (the job blocks meanwhile) before the
                      attempt fails with "agent disk full: output incomplete".
                      Default 1m.
+  -tty               Run jobs on a pseudo-terminal (80x24, TERM=xterm-256color)
+                     unless they ask for none ("tty": false) or for split
+                     output. Default: only jobs that ask ("tty": true).
   -drain-timeout DUR On SIGTERM, how long running jobs may finish before they are
                      cancelled. A second SIGTERM/SIGINT cancels them at once.
                      Default 10m.
@@ -147,6 +150,7 @@ Configuration file:
     spool_max     = 67108864  # bytes (64 MiB)
     max_log_bytes = 0         # 0: no cap
     disk_full_timeout = "1m"
+    tty           = false     # true: jobs run on a pseudo-terminal unless they say otherwise
     drain_timeout = "10m"
     reconnect_min = "500ms"
     reconnect_max = "30s"
@@ -193,6 +197,7 @@ func (c *AgentCommand) Run(args []string) int {
 	fs.Uint64Var(&cfg.SpoolMax, "spool-max", 64<<20, "")
 	fs.Uint64Var(&cfg.MaxLogBytes, "max-log-bytes", 0, "")
 	fs.DurationVar(&cfg.DiskFullTimeout, "disk-full-timeout", time.Minute, "")
+	fs.BoolVar(&cfg.TTY, "tty", false, "")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 10*time.Minute, "")
 	fs.DurationVar(&cfg.ReconnectMin, "reconnect-min", 500*time.Millisecond, "")
 	fs.DurationVar(&cfg.ReconnectMax, "reconnect-max", 30*time.Second, "")

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -269,7 +270,7 @@ func (f *fakeController) serveLogs(w http.ResponseWriter, r *http.Request, rawID
 		fakeError(w, http.StatusBadRequest, "the CLI must ask for format=json", "field", "format")
 		return
 	}
-	if rawID != "12" && rawID != "13" && rawID != "20" {
+	if rawID != "12" && rawID != "13" && rawID != "14" && rawID != "20" {
 		fakeError(w, http.StatusNotFound, "no job with id "+rawID)
 		return
 	}
@@ -290,6 +291,9 @@ func (f *fakeController) serveLogs(w http.ResponseWriter, r *http.Request, rawID
 		}
 	case "13":
 		_ = conn.WriteJSON(logMessage{Type: "end", Status: "failed", Reason: "attempt 1 lost: agent worker-1 stopped sending heartbeats"})
+		return
+	case "14":
+		serveRetried(conn, q, offset)
 		return
 	}
 	for _, m := range fakeLog {
@@ -314,6 +318,50 @@ func (f *fakeController) serveLogs(w http.ResponseWriter, r *http.Request, rawID
 	}
 	_ = conn.WriteJSON(end)
 	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "job 12 failed"), time.Now().Add(time.Second))
+}
+
+// retriedLog is job 14's output: attempt 1 on worker-1 writes "one\none"
+// (no newline at the end) and fails with exit code 4 after it was
+// received at two times; attempt 2 on worker-2 writes "two\n" and
+// completes.
+var (
+	retriedAt  = time.Date(2025, 7, 1, 12, 0, 0, 0, time.UTC)
+	retriedLog = []logMessage{
+		{Type: "attempt", Attempt: 1, Agent: "worker-1", Time: retriedAt, Offset: 0, Attempts: 2},
+		{Type: "output", Offset: 0, Stream: "stdout", Data: []byte("one\no"), Time: retriedAt.Add(1500 * time.Millisecond)},
+		{Type: "output", Offset: 5, Stream: "stdout", Data: []byte("ne"), Time: retriedAt.Add(2 * time.Second)},
+		{Type: "attempt", Attempt: 2, Agent: "worker-2", Time: retriedAt.Add(time.Minute), Offset: 7, Attempts: 2},
+		{Type: "output", Offset: 7, Stream: "stdout", Data: []byte("two\n")}, // stored before times were kept
+	}
+)
+
+// serveRetried mimics the log WebSocket of job 14 (retriedLog), with
+// attempt markers (attempts=1) or one attempt (attempt=N).
+func serveRetried(conn *websocket.Conn, q url.Values, offset uint64) {
+	only, _ := strconv.ParseUint(q.Get("attempt"), 10, 32)
+	var cur uint32
+	for _, m := range retriedLog {
+		if m.Type == "attempt" {
+			cur = m.Attempt
+			if only != 0 && uint64(cur) == only || only == 0 && q.Get("attempts") == "1" && m.Offset >= offset {
+				_ = conn.WriteJSON(m)
+			}
+			continue
+		}
+		if only != 0 && uint64(cur) != only || m.Offset+uint64(len(m.Data)) <= offset {
+			continue
+		}
+		_ = conn.WriteJSON(m)
+	}
+	end := logMessage{Type: "end", Status: "completed", ExitCode: new(int)}
+	switch only {
+	case 1:
+		end = logMessage{Type: "end", Status: "completed", Attempt: 1, Outcome: "failed", ExitCode: intPtr(4)}
+	case 2:
+		end = logMessage{Type: "end", Status: "completed", Attempt: 2, Outcome: "completed", ExitCode: new(int)}
+	}
+	_ = conn.WriteJSON(end)
+	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "job 14 completed"), time.Now().Add(time.Second))
 }
 
 func TestResolveSettings(t *testing.T) {

@@ -48,10 +48,10 @@ func TestDevModeAsANewUser(t *testing.T) {
 		return code == 0 && strings.Contains(out, "agent-1") && strings.Contains(out, "agent-2")
 	})
 
-	// 1. submit -f prints the job's output on the right streams and exits
-	// with its exit code.
+	// 1. submit -f prints the job's output in the order it wrote it (one
+	// stream, on stdout) and exits with its exit code.
 	code, out, errOut := runCLI(t, "submit", "-f", "--", "echo hello; echo oops >&2; exit 3")
-	if code != 3 || out != "hello\n" || !strings.Contains(errOut, "oops\n") {
+	if code != 3 || out != "hello\noops\n" || strings.Contains(errOut, "oops") {
 		t.Fatalf("submit -f: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	code, out, _ = runCLI(t, "list")
@@ -73,7 +73,7 @@ func TestDevModeAsANewUser(t *testing.T) {
 		return code == 0 && strings.Contains(out, "failed")
 	})
 	code, out, _ = runCLI(t, "logs", "1")
-	if code != 0 || out != "hello\n" {
+	if code != 0 || out != "hello\noops\n" {
 		t.Fatalf("logs after restart: %d %q", code, out)
 	}
 }

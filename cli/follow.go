@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,16 +16,23 @@ import (
 
 // logMessage is one message of the log WebSocket in format=json (the
 // controller's LogMessage): "output" carries Data of Stream at byte
-// Offset of the job's log; the last message, "end", the job's state.
+// Offset of the job's log, received at Time; "attempt" says attempt
+// Attempt (of Attempts so far) on Agent begins at Offset; the last
+// message, "end", the job's state (or, with attempt=N, N's Outcome).
 type logMessage struct {
-	Type     string `json:"type"` // output | end
-	Offset   uint64 `json:"offset"`
-	Stream   string `json:"stream"` // stdout | stderr
-	Data     []byte `json:"data"`   // base64 in JSON
-	Status   string `json:"status"`
-	ExitCode *int   `json:"exit_code"`
-	Signal   string `json:"signal"`
-	Reason   string `json:"reason"`
+	Type     string    `json:"type"` // output | attempt | end
+	Offset   uint64    `json:"offset"`
+	Stream   string    `json:"stream"` // stdout | stderr
+	Data     []byte    `json:"data"`   // base64 in JSON
+	Time     time.Time `json:"time"`
+	Attempt  uint32    `json:"attempt"`
+	Agent    string    `json:"agent"`
+	Attempts int       `json:"attempts"`
+	Status   string    `json:"status"`
+	ExitCode *int      `json:"exit_code"`
+	Signal   string    `json:"signal"`
+	Reason   string    `json:"reason"`
+	Outcome  string    `json:"outcome"`
 }
 
 // Exit codes of a command mirroring a job that did not exit by itself.
@@ -44,7 +52,28 @@ const (
 //	failed without an exit code (lost,
 //	could not start), or anything else   → 1
 func jobExitCode(end logMessage) int {
+	if end.Attempt > 0 { // the end of one attempt (logs -attempt N)
+		return attemptExitCode(end)
+	}
 	switch end.Status {
+	case "completed":
+		return ExitOK
+	case "timeout":
+		return ExitTimeout
+	case "cancelled":
+		return ExitInterrupted
+	case "failed":
+		if c := end.ExitCode; c != nil && *c > 0 && *c < 256 {
+			return *c
+		}
+	}
+	return ExitError
+}
+
+// attemptExitCode maps the end of one attempt like jobExitCode does a
+// job's: its outcome, lost counting as a failure without an exit code.
+func attemptExitCode(end logMessage) int {
+	switch end.Outcome {
 	case "completed":
 		return ExitOK
 	case "timeout":
@@ -68,9 +97,17 @@ func failedWithoutCode(end logMessage) bool {
 // errInterrupted is returned by follower.run when the user pressed Ctrl-C.
 var errInterrupted = errors.New("interrupted")
 
+// errNoAttempts is returned by follower.run with -attempt when the
+// controller sends output without the attempt's marker first: it is older
+// than attempt=N and sends the whole log.
+var errNoAttempts = errors.New("the controller does not serve one attempt's output (-attempt): upgrade it, or read the whole log")
+
 // follower copies a job's log from the log WebSocket to stdout and
 // stderr, stream by stream and byte-exact, reconnecting from the last
-// byte received when the connection drops before the end.
+// byte received when the connection drops before the end. A job with
+// ordered output (the default) or a terminal has one stream, stdout; a
+// split one has both. Where a retried job's attempts begin, a marker
+// line goes to stderr, never into the output.
 type follower struct {
 	client *Client
 	id     uint64
@@ -78,6 +115,12 @@ type follower struct {
 	offset uint64 // log bytes received so far: where a reconnect resumes
 	stdout io.Writer
 	stderr io.Writer
+
+	attempt    uint32 // only this attempt's output (logs -attempt); 0: all
+	timestamps bool   // start each line with the time its output arrived
+	marked     uint32 // the last attempt announced (or, with attempt, seen)
+	lineStart  map[io.Writer]bool
+	midLine    bool // the output written last, on either stream, did not end a line
 
 	tries   int           // reconnects in a row before giving up; 0 means 5
 	backoff time.Duration // wait before the first reconnect, doubled each time; 0 means 250ms
@@ -110,7 +153,7 @@ func (f *follower) run(ctx context.Context) (logMessage, error) {
 		}
 		var apiErr *APIError
 		var werr *writeError
-		if !f.connected || errors.As(err, &apiErr) && apiErr.Status < 500 || errors.As(err, &werr) {
+		if !f.connected || errors.As(err, &apiErr) && apiErr.Status < 500 || errors.As(err, &werr) || errors.Is(err, errNoAttempts) {
 			return logMessage{}, err
 		}
 		if f.offset > before {
@@ -132,9 +175,13 @@ func (f *follower) run(ctx context.Context) (logMessage, error) {
 
 // once follows one WebSocket connection until the end message or an error.
 func (f *follower) once(ctx context.Context) (logMessage, error) {
-	q := url.Values{"format": {"json"}, "follow": {"0"}}
+	q := url.Values{"format": {"json"}, "follow": {"0"}, "attempts": {"1"}}
 	if f.follow {
 		q.Set("follow", "1")
+	}
+	if f.attempt > 0 {
+		q.Del("attempts")
+		q.Set("attempt", strconv.FormatUint(uint64(f.attempt), 10))
 	}
 	if f.offset > 0 {
 		q.Set("offset", strconv.FormatUint(f.offset, 10))
@@ -158,7 +205,16 @@ func (f *follower) once(ctx context.Context) (logMessage, error) {
 		}
 		switch m.Type {
 		case "output":
+			if f.attempt > 0 && f.marked != f.attempt {
+				// A controller that does not know attempt=N sends the
+				// whole log: refuse to pass it off as one attempt.
+				return logMessage{}, errNoAttempts
+			}
 			if err := f.output(m); err != nil {
+				return logMessage{}, err
+			}
+		case "attempt":
+			if err := f.announce(m); err != nil {
 				return logMessage{}, err
 			}
 		case "end":
@@ -188,10 +244,89 @@ func (f *follower) output(m logMessage) error {
 	if m.Stream == "stderr" {
 		w = f.stderr
 	}
-	if _, err := w.Write(data); err != nil {
+	var err error
+	if f.timestamps {
+		err = f.writeTimed(w, data, m.Time)
+	} else {
+		_, err = w.Write(data)
+	}
+	if err != nil {
 		return &writeError{err}
 	}
+	if len(data) > 0 {
+		f.midLine = data[len(data)-1] != '\n'
+	}
 	f.offset = end
+	return nil
+}
+
+// stampLayout is how -timestamps shows the time output arrived: UTC,
+// milliseconds; output stored before the controller kept times shows
+// stampUnknown instead.
+const stampLayout = "2006-01-02T15:04:05.000Z07:00"
+
+var stampUnknown = fmt.Sprintf("%-*s", len(stampLayout)-5, "-")
+
+// writeTimed writes data to w with the time at the start of each line
+// that begins in it: a line's time is that of the output its first byte
+// came in (the controller keeps one per chunk it receives).
+func (f *follower) writeTimed(w io.Writer, data []byte, at time.Time) error {
+	if f.lineStart == nil {
+		f.lineStart = map[io.Writer]bool{}
+	}
+	stamp := stampUnknown
+	if !at.IsZero() {
+		stamp = at.UTC().Format(stampLayout)
+	}
+	var b []byte
+	for len(data) > 0 {
+		if started, seen := f.lineStart[w]; started || !seen {
+			b = append(append(b, stamp...), ' ')
+		}
+		i := bytes.IndexByte(data, '\n') + 1
+		if i == 0 {
+			i = len(data)
+		}
+		b = append(b, data[:i]...)
+		f.lineStart[w] = data[i-1] == '\n'
+		data = data[i:]
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+// announce handles an "attempt" message: with -attempt it only checks
+// that the controller serves that attempt; else it prints where a
+// retried job's attempt begins, on stderr, once per attempt — for the
+// first attempt only when the job already has more than one.
+func (f *follower) announce(m logMessage) error {
+	if f.attempt > 0 {
+		if m.Attempt == f.attempt {
+			f.marked = m.Attempt
+		}
+		return nil
+	}
+	if m.Attempt <= f.marked {
+		return nil // announced before a reconnect
+	}
+	f.marked = m.Attempt
+	if m.Attempt == 1 && m.Attempts <= 1 {
+		return nil
+	}
+	line := fmt.Sprintf("--- attempt %d", m.Attempt)
+	if m.Agent != "" {
+		line += " on " + m.Agent
+	}
+	if !m.Time.IsZero() {
+		line += ", " + m.Time.UTC().Format(time.RFC3339)
+	}
+	line += " ---\n"
+	if f.midLine {
+		line = "\n" + line // the output stopped mid-line
+	}
+	if _, err := io.WriteString(f.stderr, line); err != nil {
+		return &writeError{err}
+	}
 	return nil
 }
 
@@ -199,9 +334,14 @@ func (f *follower) output(m logMessage) error {
 // returns the command's exit code: the job's (jobExitCode) when follow
 // is set, else 0 once the stored log is written.
 func followJob(m Meta, c *Client, id, offset uint64, follow bool) int {
+	return followJobWith(m, c, &follower{id: id, offset: offset, follow: follow})
+}
+
+// followJobWith is followJob with f's options (attempt, timestamps) set.
+func followJobWith(m Meta, c *Client, f *follower) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	f := &follower{client: c, id: id, follow: follow, offset: offset, stdout: m.Stdout, stderr: m.Stderr}
+	f.client, f.stdout, f.stderr = c, m.Stdout, m.Stderr
 	return finishFollow(ctx, m, f)
 }
 
@@ -218,6 +358,16 @@ func finishFollow(ctx context.Context, m Meta, f *follower) int {
 		return m.errorf("%v", err)
 	case !f.follow:
 		return ExitOK
+	}
+	if end.Attempt > 0 { // -attempt N: the attempt's end, not the job's
+		if (end.Outcome == "failed" || end.Outcome == "lost") && end.ExitCode == nil { // lost, could not start
+			if end.Reason != "" {
+				fmt.Fprintf(m.Stderr, "job %d attempt %d %s: %s\n", f.id, end.Attempt, end.Outcome, end.Reason)
+			} else {
+				fmt.Fprintf(m.Stderr, "job %d attempt %d %s\n", f.id, end.Attempt, end.Outcome)
+			}
+		}
+		return attemptExitCode(end)
 	}
 	if failedWithoutCode(end) {
 		if end.Reason != "" {

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"flag"
+	"math"
 	"strings"
 )
 
@@ -12,8 +14,15 @@ func (c *LogsCommand) Help() string {
 	return strings.TrimSpace(`
 Usage: jobsuite logs [options] ID
 
-  Prints the output job ID has written so far, byte for byte: its stdout
-  to stdout and its stderr to stderr.
+  Prints the output job ID has written so far, byte for byte, to stdout:
+  by default a job's stdout and stderr are one stream, in the order it
+  wrote them (so is the output of a job on a terminal). A job submitted
+  with -split-output has them apart: its stdout goes to stdout and its
+  stderr to stderr, the order between the two only approximate.
+
+  Where each attempt of a retried job begins, a line on stderr says so
+  ("--- attempt 2 on worker-1, 2025-07-01T12:00:00Z ---"); the output
+  on stdout stays exactly what the job wrote.
 
   With -f it then follows the output until the job finishes and exits
   with the job's exit code, like 'jobsuite submit -f': 124 if it timed
@@ -28,12 +37,23 @@ Options:
   -offset=<n>
     Start at byte n of the job's output (stdout and stderr counted
     together, as 'jobsuite status' shows under Output). Default: 0.
+
+  -attempt=<n>
+    Only the output of attempt n (1 is the first). With -f, follow it
+    until that attempt ends and exit with its exit code, whatever the
+    job does next.
+
+  -timestamps
+    Start each line with the time its output reached the controller,
+    in UTC to the millisecond (the controller keeps one time per piece
+    of output it receives, so lines that came together share it).
 ` + clientOptionsHelp + `
 
 Example:
 
   $ jobsuite logs 12
-  $ jobsuite logs -f 12 > out.txt 2> err.txt
+  $ jobsuite logs -f 12 > out.txt
+  $ jobsuite logs -attempt 2 -timestamps 12
 `)
 }
 
@@ -48,6 +68,8 @@ func (c *LogsCommand) Run(args []string) int {
 	fs.BoolVar(&follow, "f", false, "")
 	fs.BoolVar(&follow, "follow", false, "")
 	offset := fs.Uint64("offset", 0, "")
+	attempt := fs.Uint("attempt", 0, "")
+	timestamps := fs.Bool("timestamps", false, "")
 	if code, ok := c.parse(fs, args, c.Help()); !ok {
 		return code
 	}
@@ -58,10 +80,15 @@ func (c *LogsCommand) Run(args []string) int {
 	if err != nil {
 		return usageError(c.Meta, name, "%v", err)
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["attempt"] && (*attempt == 0 || *attempt > math.MaxUint32) {
+		return usageError(c.Meta, name, "-attempt must be an attempt number, 1 or more; got %d", *attempt)
+	}
 	client, err := newClient(c.Meta, &cf)
 	if err != nil {
 		return c.errorf("%v", err)
 	}
 	defer client.close()
-	return followJob(c.Meta, client, id, *offset, follow)
+	return followJobWith(c.Meta, client, &follower{id: id, offset: *offset, follow: follow, attempt: uint32(*attempt), timestamps: *timestamps})
 }

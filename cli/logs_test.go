@@ -116,3 +116,74 @@ func TestFollowGivesUp(t *testing.T) {
 		t.Errorf("%d WebSocket connections, want 5 (3 with output, 2 reconnects without)", f.wsConns)
 	}
 }
+
+// TestLogsAttempts reads job 14, retried once: markers on stderr where
+// each attempt begins (after a newline if the output stopped mid-line),
+// the output on stdout as it is; one attempt with -attempt, exiting with
+// its code under -f; times at the start of lines with -timestamps.
+func TestLogsAttempts(t *testing.T) {
+	tests := map[string]struct {
+		args           []string
+		code           int
+		stdout, stderr string
+		query          string
+	}{
+		"markers": {
+			args: []string{"14"}, code: ExitOK, query: "attempts=1",
+			stdout: "one\none" + "two\n",
+			stderr: "--- attempt 1 on worker-1, 2025-07-01T12:00:00Z ---\n" +
+				"\n--- attempt 2 on worker-2, 2025-07-01T12:01:00Z ---\n",
+		},
+		"resumed past the first attempt": {
+			args: []string{"-offset", "7", "14"}, code: ExitOK,
+			stdout: "two\n",
+			stderr: "--- attempt 2 on worker-2, 2025-07-01T12:01:00Z ---\n",
+		},
+		"one attempt": {
+			args: []string{"-attempt", "2", "14"}, code: ExitOK, query: "attempt=2",
+			stdout: "two\n",
+		},
+		"one attempt, followed to its failure": {
+			args: []string{"-f", "-attempt", "1", "14"}, code: 4, query: "attempt=1",
+			stdout: "one\none",
+		},
+		"timestamps": {
+			args: []string{"-timestamps", "-attempt", "1", "14"}, code: ExitOK,
+			// The second line began in the first chunk: its time.
+			stdout: "2025-07-01T12:00:01.500Z one\n2025-07-01T12:00:01.500Z one",
+		},
+		"timestamps, unknown time": {
+			args: []string{"-timestamps", "-attempt", "2", "14"}, code: ExitOK,
+			stdout: "-                        two\n",
+		},
+		"a controller without attempt=N": {
+			args: []string{"-attempt", "1", "12"}, code: ExitError,
+			stderr: "error: the controller does not serve one attempt's output (-attempt): upgrade it, or read the whole log\n",
+		},
+		"attempt 0": {
+			args: []string{"-attempt", "0", "14"}, code: ExitUsage,
+		},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			f := newFakeController(t)
+			f.useEnv(t)
+			m, out, errb := clientTestMeta()
+			if code := (&LogsCommand{Meta: m}).Run(tt.args); code != tt.code {
+				t.Fatalf("exit %d, want %d; stderr %q", code, tt.code, errb)
+			}
+			if tt.code == ExitUsage {
+				return
+			}
+			if out.String() != tt.stdout {
+				t.Errorf("stdout %q, want %q", out, tt.stdout)
+			}
+			if errb.String() != tt.stderr {
+				t.Errorf("stderr %q, want %q", errb, tt.stderr)
+			}
+			if q := f.lastQuery(); !strings.Contains(q, tt.query) {
+				t.Errorf("last WebSocket query %q does not contain %q", q, tt.query)
+			}
+		})
+	}
+}

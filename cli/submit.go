@@ -25,11 +25,14 @@ Usage: jobsuite submit [options] [--] COMMAND...
   is, so quote a command that holds shell syntax. Put -- before a command
   that has flags of its own.
 
-  With -f the output of the job follows on stdout and stderr, byte for
-  byte, and the command exits with the job's exit code, like ssh: 124 if
-  it timed out, 130 if it was cancelled, 1 if it failed without an exit
-  code (its agent was lost, it could not start). Ctrl-C stops following
-  but leaves the job running.
+  With -f the output of the job follows byte for byte, and the command
+  exits with the job's exit code, like ssh: 124 if it timed out, 130 if
+  it was cancelled, 1 if it failed without an exit code (its agent was
+  lost, it could not start). Ctrl-C stops following but leaves the job
+  running. The job's stdout and stderr share one pipe, so its output is
+  one stream in the order it wrote it, printed on stdout; with
+  -split-output they stay apart and go to stdout and stderr. Lines
+  jobsuite adds (where a retry begins, why a job failed) go to stderr.
 
 Options:
 
@@ -66,6 +69,19 @@ Options:
 
   -no-cancel
     The job cannot be cancelled.
+
+  -split-output
+    Keep the job's stdout and stderr apart (two pipes) instead of one
+    stream in write order: -f and 'jobsuite logs' then print them to
+    stdout and stderr, but the order between the two is only as the
+    agent read them, so an error may show up away from the line it
+    follows.
+
+  -tty
+    Run the job on a pseudo-terminal (80x24, TERM=xterm-256color unless
+    -env sets TERM), so tools that check for one keep their colours and
+    line buffering; stdin stays empty. Its output is one stream. Agents
+    started with -tty do this for every job; -tty=false declines it.
 
   -f, -follow
     Follow the job's output and exit with its exit code.
@@ -116,6 +132,8 @@ type submitRequest struct {
 	Env            map[string]string `json:"env,omitempty"`
 	Dir            string            `json:"dir,omitempty"`
 	IdempotencyKey string            `json:"idempotency_key,omitempty"`
+	Output         string            `json:"output,omitempty"`
+	TTY            *bool             `json:"tty,omitempty"`
 }
 
 func (c *SubmitCommand) Run(args []string) int {
@@ -129,6 +147,7 @@ func (c *SubmitCommand) Run(args []string) int {
 		labels, env      = kvFlag{}, kvFlag{}
 		noCancel, follow bool
 		asJSON           bool
+		split, tty       bool
 	)
 	fs := c.flagSet(name)
 	cf.register(fs)
@@ -142,6 +161,8 @@ func (c *SubmitCommand) Run(args []string) int {
 	fs.StringVar(&req.Dir, "dir", "", "")
 	fs.StringVar(&req.IdempotencyKey, "idempotency-key", "", "")
 	fs.BoolVar(&noCancel, "no-cancel", false, "")
+	fs.BoolVar(&split, "split-output", false, "")
+	fs.BoolVar(&tty, "tty", false, "")
 	fs.BoolVar(&follow, "f", false, "")
 	fs.BoolVar(&follow, "follow", false, "")
 	fs.BoolVar(&asJSON, "json", false, "")
@@ -194,6 +215,15 @@ func (c *SubmitCommand) Run(args []string) int {
 	if noCancel {
 		f := false
 		req.Cancellable = &f
+	}
+	if split {
+		if tty {
+			return usageError(c.Meta, name, "-tty and -split-output cannot be combined: a terminal is one stream")
+		}
+		req.Output = "split"
+	}
+	if set["tty"] {
+		req.TTY = &tty
 	}
 	if len(labels) > 0 {
 		req.Labels = labels

@@ -41,6 +41,21 @@ func TestSubmitBody(t *testing.T) {
 			want: `{"command":"true","priority":60,"timeout":30,"retries":0}`,
 			out:  "Job 12 queued (priority 60)\n",
 		},
+		"split output": {
+			args: []string{"-split-output", "--", "make"},
+			want: `{"command":"make","output":"split"}`,
+			out:  "Job 12 queued (priority mid)\n",
+		},
+		"on a terminal": {
+			args: []string{"-tty", "ls --color=auto"},
+			want: `{"command":"ls --color=auto","tty":true}`,
+			out:  "Job 12 queued (priority mid)\n",
+		},
+		"declining the agent's terminal": {
+			args: []string{"-tty=false", "ls"},
+			want: `{"command":"ls","tty":false}`,
+			out:  "Job 12 queued (priority mid)\n",
+		},
 		"idempotent resubmit": {
 			args: []string{"-idempotency-key", "dup", "true"},
 			want: `{"command":"true","idempotency_key":"dup"}`,
@@ -101,6 +116,7 @@ func TestSubmitUsageErrors(t *testing.T) {
 		"retries < 0":     {args: []string{"-retries", "-1", "true"}, err: "-retries"},
 		"label not k=v":   {args: []string{"-label", "gpu", "true"}, err: "want key=value"},
 		"json and follow": {args: []string{"-json", "-f", "true"}, err: "cannot be combined"},
+		"tty and split":   {args: []string{"-tty", "-split-output", "true"}, err: "cannot be combined"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -458,7 +458,7 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 				fail(protocol.CodeStaleAttempt, "job %d attempt %d is no longer current on agent %s", id, attempt, a.name)
 				return
 			}
-			c := store.Chunk{Offset: logStart + got, Stream: uint8(m.Stream), Data: data}
+			c := store.Chunk{Offset: logStart + got, Stream: uint8(m.Stream), Data: data, Time: time.Now()}
 			err := s.st.AppendLog(id, c)
 			if err == nil {
 				s.hub.appended(id, c, kept)

@@ -140,6 +140,8 @@ type SubmitRequest struct {
 		Base *float64 `json:"base"`
 		Max  *float64 `json:"max"`
 	} `json:"backoff"`
+	Output string `json:"output"` // ordered (default: stdout and stderr in write order) or split
+	TTY    *bool  `json:"tty"`    // run on a pseudo-terminal; absent: the agent's default
 }
 
 // fieldError is a validation error that names its field.
@@ -324,6 +326,20 @@ func decodeSubmit(body []byte, lim submitLimits) (*store.Job, error) {
 		return nil, badField("idempotency_key", "is longer than %d bytes", maxKeyLength)
 	}
 	j.IdempotencyKey = req.IdempotencyKey
+	switch req.Output {
+	case "", "ordered":
+	case store.OutputSplit:
+		j.Output = store.OutputSplit
+	default:
+		return nil, badField("output", "must be ordered (stdout and stderr in the order the job wrote them, the default) or split (apart, the order between them approximate); got %q", req.Output)
+	}
+	if req.TTY != nil {
+		if *req.TTY && j.Output == store.OutputSplit {
+			return nil, badField("tty", "a terminal is one stream: it cannot be combined with \"output\": \"split\"")
+		}
+		v := *req.TTY
+		j.TTY = &v
+	}
 	// JSON decoding can grow a value (an invalid UTF-8 byte becomes a
 	// 3-byte U+FFFD): bound the decoded job too, so it fits a frame.
 	if n := decodedSize(j); n > lim.body {
@@ -446,7 +462,7 @@ func jsonError(err error) error {
 		return errors.New("malformed JSON: the body ends early")
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return badField(field, "is not a job field (known: name, command, params, priority, timeout, retries, logs, cancellable, labels, env, dir, idempotency_key, backoff)")
+		return badField(field, "is not a job field (known: name, command, params, priority, timeout, retries, logs, cancellable, labels, env, dir, idempotency_key, backoff, output, tty)")
 	}
 	return fmt.Errorf("malformed JSON: %v", err)
 }

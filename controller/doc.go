@@ -62,4 +62,15 @@
 // gap or a duplicate. While a job has followers the hub keeps a copy of
 // its newest output (at most 8 MiB per job, 64 MiB in all) for those
 // that keep up; older output comes from the store.
+//
+// Each chunk is stored with the time it arrived. A job's log is its
+// attempts' output one after the other, and each attempt's record says
+// where its output begins (LogStart): a follower that asks for attempt
+// markers reads the job's attempts after the output it is about to send
+// (from the scheduler while it holds the job), which is enough, because
+// an attempt is recorded before its agent is sent the Dispatch and so
+// before it can write a byte; the follower then cuts the output where
+// an attempt begins and sends the attempt's marker first. ?attempt=N
+// clips the same way, at the next attempt's LogStart (or N's end once
+// it ended).
 package controller

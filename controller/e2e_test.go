@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -387,42 +388,66 @@ func TestOriginalBodyEndToEnd(t *testing.T) {
 
 func TestExitCodesAndStreams(t *testing.T) {
 	c := startCluster(t, "agent-1")
-	j := c.submit(`{"command":"echo hello; echo oops >&2; exit 3"}`)
-	done := c.waitState(j.JobID, "failed")
-	if done.ExitCode == nil || *done.ExitCode != 3 {
-		t.Fatalf("exit code: %+v", done)
-	}
-	if got := c.logs(j.JobID); got != "hello\noops\n" && got != "oops\nhello\n" {
-		t.Errorf("logs = %q", got)
-	}
-	// stdout and stderr keep their identity on the json WebSocket.
-	ws, err := c.dialWS("viewer", fmt.Sprintf("/ws/jobs/%d/logs?format=json", j.JobID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
-	streams := map[string]string{}
-	var end controller.LogMessage
-	for {
-		var m controller.LogMessage
-		if err := ws.ReadJSON(&m); err != nil {
-			break
+	// streams reads a job's log from the json WebSocket, per stream.
+	streams := func(id uint64) (map[string]string, controller.LogMessage) {
+		t.Helper()
+		ws, err := c.dialWS("viewer", fmt.Sprintf("/ws/jobs/%d/logs?format=json", id))
+		if err != nil {
+			t.Fatal(err)
 		}
-		if m.Type == "end" {
-			end = m
-			continue
+		defer ws.Close()
+		got := map[string]string{}
+		var end controller.LogMessage
+		for {
+			var m controller.LogMessage
+			if err := ws.ReadJSON(&m); err != nil {
+				break
+			}
+			switch m.Type {
+			case "end":
+				end = m
+			case "output":
+				got[m.Stream] += string(m.Data)
+				if m.Time.IsZero() {
+					t.Errorf("output message without a time: %+v", m)
+				}
+			default:
+				t.Errorf("message %q without attempts=1", m.Type)
+			}
 		}
-		streams[m.Stream] += string(m.Data)
+		return got, end
 	}
-	if streams["stdout"] != "hello\n" || streams["stderr"] != "oops\n" {
-		t.Errorf("streams = %q", streams)
-	}
-	if end.Status != "failed" || end.ExitCode == nil || *end.ExitCode != 3 {
-		t.Errorf("end message = %+v", end)
+	for name, tc := range map[string]struct {
+		output string
+		want   map[string]string
+	}{
+		// One pipe: the write order, all of it stdout.
+		"ordered": {``, map[string]string{"stdout": "hello\noops\n"}},
+		// Two pipes: stdout and stderr keep their identity on the json
+		// WebSocket; the log holds both in some order.
+		"split": {`,"output":"split"`, map[string]string{"stdout": "hello\n", "stderr": "oops\n"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			j := c.submit(`{"command":"echo hello; echo oops >&2; exit 3"` + tc.output + `}`)
+			done := c.waitState(j.JobID, "failed")
+			if done.ExitCode == nil || *done.ExitCode != 3 {
+				t.Fatalf("exit code: %+v", done)
+			}
+			if got := c.logs(j.JobID); got != "hello\noops\n" && (name == "ordered" || got != "oops\nhello\n") {
+				t.Errorf("logs = %q", got)
+			}
+			got, end := streams(j.JobID)
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("streams = %q, want %q", got, tc.want)
+			}
+			if end.Status != "failed" || end.ExitCode == nil || *end.ExitCode != 3 {
+				t.Errorf("end message = %+v", end)
+			}
+		})
 	}
 
 	sig := c.submit(`{"command":"kill -9 $$"}`)
-	done = c.waitState(sig.JobID, "failed")
+	done := c.waitState(sig.JobID, "failed")
 	if done.Result == nil || done.Result.Signal != "SIGKILL" || done.ExitCode == nil || *done.ExitCode != 137 {
 		t.Errorf("killed job: %+v", done)
 	}
@@ -615,6 +640,11 @@ func TestBadInput(t *testing.T) {
 		"bad label key":       {"POST", "/jobs", `{"command":"true","labels":{"":"x"}}`, 400, "labels"},
 		"bad env name":        {"POST", "/jobs", `{"command":"true","env":{"A-B":"x"}}`, 400, "env"},
 		"params wrong type":   {"POST", "/jobs", `{"command":"true","params":5}`, 400, "params"},
+		"bad output":          {"POST", "/jobs", `{"command":"true","output":"both"}`, 400, "output"},
+		"output not a string": {"POST", "/jobs", `{"command":"true","output":1}`, 400, "output"},
+		"tty not bool":        {"POST", "/jobs", `{"command":"true","tty":"yes"}`, 400, "tty"},
+		"tty with split":      {"POST", "/jobs", `{"command":"true","tty":true,"output":"split"}`, 400, "tty"},
+		"ws markers as text":  {"GET", "/ws/jobs/999/logs?attempts=1", "", 400, "attempts"},
 		"two values":          {"POST", "/jobs", `{"command":"true"}{"command":"true"}`, 400, ""},
 		"oversized body":      {"POST", "/jobs", `{"command":"` + strings.Repeat("x", 2<<20) + `"}`, 413, ""},
 		"unknown job":         {"GET", "/jobs/999", "", 404, ""},

@@ -75,6 +75,11 @@ func FuzzDecodeSubmit(f *testing.F) {
 		`{"Command":"true","NAME":"case-insensitive keys"}`,
 		`{"command":"true","command":"false"}`,
 		`{"command":"true","labels":{"a":"1","b":"2","c":"3"},"env":{"A":"1","B":"2","C":"3"}}`,
+		// Output modes and the terminal.
+		`{"command":"true","output":"split","tty":false}`,
+		`{"command":"true","output":"ordered","tty":true}`,
+		`{"command":"true","output":"split","tty":true}`,
+		`{"command":"true","output":"SPLIT","tty":null}`,
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s), false)
@@ -148,6 +153,10 @@ func checkJob(t *testing.T, body []byte, lim submitLimits, j *store.Job) {
 		t.Fatalf("dir %q", dir)
 	case len(key) > maxKeyLength:
 		t.Fatalf("idempotency key of %d bytes", len(key))
+	case j.Output != "" && j.Output != store.OutputSplit:
+		t.Fatalf("output %q", j.Output)
+	case j.TTY != nil && *j.TTY && j.Output == store.OutputSplit:
+		t.Fatal("a terminal with split output")
 	}
 	for k, v := range labels {
 		if !labelKeyRE.MatchString(k) || len(v) > maxLabelValue {

@@ -2,7 +2,9 @@ package controller
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -34,6 +36,8 @@ type JobView struct {
 	Env             map[string]string `json:"env,omitempty"`
 	Dir             string            `json:"dir,omitempty"`
 	IdempotencyKey  string            `json:"idempotency_key,omitempty"`
+	Output          string            `json:"output"`        // ordered | split
+	TTY             *bool             `json:"tty,omitempty"` // absent: the agent's default
 	CreatedAt       time.Time         `json:"created_at"`
 	QueuedAt        *time.Time        `json:"queued_at,omitempty"`
 	StartedAt       *time.Time        `json:"started_at,omitempty"`
@@ -77,6 +81,7 @@ type AttemptView struct {
 	SystemCPU    float64    `json:"system_cpu,omitempty"`
 	MaxRSS       uint64     `json:"max_rss,omitempty"`
 	QueueLatency float64    `json:"queue_latency,omitempty"` // seconds from entering the queue to dispatch
+	LogStart     uint64     `json:"log_start"`               // offset in the job's log where this attempt's output begins
 	OutputBytes  uint64     `json:"output_bytes,omitempty"`
 }
 
@@ -93,12 +98,15 @@ func viewJob(j *store.Job, reason string) JobView {
 		PriorityValue: j.Priority, Status: j.State, Reason: j.Reason,
 		Timeout: j.Timeout.Seconds(), Retries: j.Retries, MaxRetries: j.Retries,
 		Logs: j.Logs, Cancellable: j.Cancellable, CancelRequested: j.CancelRequested,
-		Labels: j.Labels, Env: j.Env, Dir: j.Dir, IdempotencyKey: j.IdempotencyKey,
+		Labels: j.Labels, Env: j.Env, Dir: j.Dir, IdempotencyKey: j.IdempotencyKey, Output: "ordered", TTY: j.TTY,
 		CreatedAt: j.CreatedAt, StartedAt: timePtr(j.StartedAt), FinishedAt: timePtr(j.FinishedAt),
 		Attempt: len(j.Attempts), Attempts: make([]AttemptView, 0, len(j.Attempts)), LogBytes: j.LogBytes,
 	}
 	if reason != "" {
 		v.Reason = reason
+	}
+	if j.Output == store.OutputSplit {
+		v.Output = store.OutputSplit
 	}
 	if name := priorityName(j.Priority); name != "" {
 		v.Priority = name
@@ -121,7 +129,7 @@ func viewJob(j *store.Job, reason string) JobView {
 			StartedAt: timePtr(a.StartedAt), FinishedAt: timePtr(a.FinishedAt), PID: a.PID,
 			Outcome: a.Outcome, ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error,
 			Duration: a.Duration.Seconds(), UserCPU: a.UserCPU.Seconds(), SystemCPU: a.SystemCPU.Seconds(),
-			MaxRSS: a.MaxRSS, OutputBytes: a.OutputBytes, QueueLatency: queueLatency(a),
+			MaxRSS: a.MaxRSS, LogStart: a.LogStart, OutputBytes: a.OutputBytes, QueueLatency: queueLatency(a),
 		})
 	}
 	for i := len(j.Attempts) - 1; i >= 0; i-- {
@@ -369,7 +377,10 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, p httprout
 	writeJSON(w, http.StatusOK, evs)
 }
 
-// handleLogs writes a job's stored output as plain text, from ?offset=.
+// handleLogs writes a job's stored output as plain text, from ?offset=;
+// with ?attempt=N only that attempt's output (what is stored of it so
+// far), its range given in X-Log-Start and, once the attempt has ended,
+// X-Log-End.
 func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
 	id, ok := jobID(w, p)
 	if !ok {
@@ -379,12 +390,28 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, p httprouter
 	if !ok {
 		return
 	}
-	if _, ok := s.getJob(w, id); !ok {
+	j, ok := s.getJob(w, id)
+	if !ok {
 		return
+	}
+	stop := uint64(math.MaxUint64)
+	if n, ok := queryAttempt(w, r, j); !ok {
+		return
+	} else if n > 0 {
+		if cur := s.sched.snapshot(id); cur != nil {
+			j = cur // newer than the store's until its batch is durable
+		}
+		start, end, ended := attemptRange(j, n)
+		offset = max(offset, start)
+		w.Header().Set("X-Log-Start", strconv.FormatUint(start, 10))
+		if ended {
+			stop = end
+			w.Header().Set("X-Log-End", strconv.FormatUint(end, 10))
+		}
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	for {
+	for offset < stop {
 		chunks, err := s.st.ReadLog(id, offset, 1<<20)
 		if err != nil {
 			s.log.Error("reading log", "job", id, "error", err)
@@ -393,13 +420,66 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, p httprouter
 		if len(chunks) == 0 {
 			return
 		}
-		for _, c := range chunks {
+		for _, c := range clipChunks(chunks, stop) {
 			if _, err := w.Write(c.Data); err != nil {
 				return
 			}
 			offset = c.Offset + uint64(len(c.Data))
 		}
 	}
+}
+
+// queryAttempt parses ?attempt=, a number of one of j's attempts; 0 when
+// absent. It writes the error itself.
+func queryAttempt(w http.ResponseWriter, r *http.Request, j *store.Job) (uint32, bool) {
+	raw := r.URL.Query().Get("attempt")
+	if raw == "" {
+		return 0, true
+	}
+	n, err := strconv.ParseUint(raw, 10, 32)
+	if err != nil || n == 0 {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "attempt must be a positive integer, got " + strconv.Quote(raw), Field: "attempt"})
+		return 0, false
+	}
+	if int(n) > len(j.Attempts) {
+		msg := fmt.Sprintf("job %d has %d attempts so far; attempt must be between 1 and %d", j.ID, len(j.Attempts), len(j.Attempts))
+		if len(j.Attempts) == 0 {
+			msg = fmt.Sprintf("job %d has not been dispatched yet: it has no attempt %d", j.ID, n)
+		}
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: msg, Field: "attempt", JobID: j.ID})
+		return 0, false
+	}
+	return uint32(n), true
+}
+
+// attemptRange is where attempt n of j (1-based, one it has) lies in the
+// job's log: from start to end once it has ended (ended true), else from
+// start on. An attempt's output ends where the next attempt's begins:
+// output of an attempt that is no longer current is refused.
+func attemptRange(j *store.Job, n uint32) (start, end uint64, ended bool) {
+	a := j.Attempts[n-1]
+	start = a.LogStart
+	switch {
+	case int(n) < len(j.Attempts):
+		return start, j.Attempts[n].LogStart, true
+	case a.Outcome != "" || j.State.Terminal():
+		return start, max(start+a.OutputBytes, j.LogBytes), true
+	}
+	return start, 0, false
+}
+
+// clipChunks cuts chunks, in offset order, at stop.
+func clipChunks(chunks []store.Chunk, stop uint64) []store.Chunk {
+	for i, c := range chunks {
+		if c.Offset >= stop {
+			return chunks[:i]
+		}
+		if end := c.Offset + uint64(len(c.Data)); end > stop {
+			chunks[i].Data = c.Data[:stop-c.Offset]
+			return chunks[:i+1]
+		}
+	}
+	return chunks
 }
 
 func queryOffset(w http.ResponseWriter, r *http.Request) (uint64, bool) {

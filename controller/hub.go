@@ -133,7 +133,7 @@ func (h *hub) appended(id uint64, c store.Chunk, kept []byte) {
 		h.drop(t)
 		return
 	}
-	t.tail = append(t.tail, store.Chunk{Offset: c.Offset, Stream: c.Stream, Data: kept})
+	t.tail = append(t.tail, store.Chunk{Offset: c.Offset, Stream: c.Stream, Data: kept, Time: c.Time})
 	t.size += len(kept) + chunkOverhead
 	h.bytes += len(kept) + chunkOverhead
 	for t.size > tailMax {

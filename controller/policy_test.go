@@ -201,4 +201,11 @@ func TestAgentPolicyRunAs(t *testing.T) {
 	if got := c.waitState(r.JobID, "completed", "failed"); got.Status != "failed" || !strings.Contains(got.Reason, "refused by agent policy: env LD_PRELOAD") {
 		t.Errorf("job with a disallowed env: %s (%s)", got.Status, got.Reason)
 	}
+
+	// On a terminal, the terminal is the job user's, as after a login;
+	// TERM is set in a clean environment too.
+	tj := c.submit(`{"command":"test -t 1 && echo tty; test -O /proc/self/fd/1 && echo owner; stty size < /dev/tty; echo \"$TERM\"","tty":true}`)
+	if got := c.waitState(tj.JobID, "completed", "failed"); got.Status != "completed" || c.logs(tj.JobID) != "tty\nowner\n24 80\nxterm-256color\n" {
+		t.Errorf("tty job as %s: %s (%s), output %q", name, got.Status, got.Reason, c.logs(tj.JobID))
+	}
 }

@@ -515,7 +515,49 @@ func (s *scheduler) dispatchMsg(j *store.Job) *protocol.Dispatch {
 		KillGrace:   s.opts.KillGrace,
 		CaptureLogs: j.Logs,
 		MaxOutput:   s.opts.MaxOutput,
+		Output:      outputMode(j),
+		TTY:         ttyMode(j),
 	}
+}
+
+// outputMode is how an agent captures j's output: one pipe unless j
+// asked for its streams apart.
+func outputMode(j *store.Job) protocol.OutputMode {
+	if j.Output == store.OutputSplit {
+		return protocol.OutputSplit
+	}
+	return protocol.OutputOrdered
+}
+
+// ttyMode is whether j runs on a pseudo-terminal: as it asked, else as
+// its agent is configured.
+func ttyMode(j *store.Job) protocol.TTYMode {
+	switch {
+	case j.TTY == nil:
+		return protocol.TTYDefault
+	case *j.TTY:
+		return protocol.TTYOn
+	}
+	return protocol.TTYOff
+}
+
+// snapshot returns a copy of the scheduler's latest version of job id
+// (ahead of the store's until its batch is durable), with attempts of
+// its own, or nil for a job it no longer holds (finished, and durable:
+// the store's record is final). Maps are shared: read them only.
+func (s *scheduler) snapshot(id uint64) *store.Job {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.jobs[id]
+	if j == nil {
+		j = s.ended[id].job
+	}
+	if j == nil {
+		return nil
+	}
+	c := *j
+	c.Attempts = slices.Clone(j.Attempts)
+	return &c
 }
 
 // current returns job id if attempt is its current attempt on agent.

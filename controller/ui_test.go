@@ -212,10 +212,11 @@ func TestUIBrowser(t *testing.T) {
 	b.waitJS("the jobs page", `document.querySelector('#jobs tbody td') !== null && document.querySelector('.auth-state').textContent === 'client certificate'`)
 
 	checkANSI(t, b)
+	checkLogView(t, b)
 
 	gate := filepath.Join(t.TempDir(), "gate")
 	slow := c.submit(jobJSON(t, map[string]any{
-		"name": "slow printer",
+		"name": "slow printer", "output": "split", // stdout and stderr apart
 		"command": fmt.Sprintf(`echo first line; seq 1 200; while [ ! -e %s ]; do sleep 0.05; done; `+
 			`printf '\033[31mred\033[0m \033[1mbold\033[0m plain\n'; echo '<b>not markup</b>'; echo to-stderr >&2; echo last line`, gate),
 	}))
@@ -252,6 +253,8 @@ func TestUIBrowser(t *testing.T) {
 		"no escape codes shown":     `!document.getElementById('log').textContent.includes('\x1b')`,
 		"HTML is text":              `document.querySelector('#log b') === null`,
 		"stderr marked":             `[...document.querySelectorAll('#log span.err')].map(s => s.textContent).join('') === 'to-stderr\n'`,
+		"one attempt, no separator": `document.querySelectorAll('#log .attempt').length === 1 && getComputedStyle(document.querySelector('#log .attempt')).display === 'none'`,
+		"times hidden":              `document.querySelectorAll('#log .ts').length > 0 && getComputedStyle(document.querySelector('#log .ts')).display === 'none'`,
 		"exit code shown":           `document.getElementById('log-state').textContent === 'ended: completed (exit code 0)'`,
 		"attempt on agent-1":        `document.querySelector('#attempts tr td:nth-child(2)').textContent === 'agent-1'`,
 		"events listed":             `document.querySelectorAll('#events tr').length >= 3`,
@@ -269,6 +272,30 @@ func TestUIBrowser(t *testing.T) {
 	b.click("#follow")
 	b.waitJS("the log followed again", logAtBottom+` && document.getElementById('follow').hidden`)
 	b.screenshot("job-completed.png")
+
+	// A retried job: a separator where each attempt begins, the log's
+	// text still exactly the output; times on request.
+	retried := c.submit(jobJSON(t, map[string]any{
+		"name": "retried", "retries": 1,
+		"command": `printf '\033[32mattempt %s\033[0m\n' "$JOBSUITE_ATTEMPT"; [ $JOBSUITE_ATTEMPT -ge 2 ]`,
+	}))
+	b.navigate(fmt.Sprintf("%s/ui/job?id=%d", base, retried.JobID))
+	b.waitJS("the retried job ended", `document.getElementById('log-state').textContent.startsWith('ended: completed')`)
+	b.click("#timestamps")
+	for what, expr := range map[string]string{
+		"the output, unmarked":               `document.getElementById('log').textContent === 'attempt 1\nattempt 2\n'`,
+		"two separators shown":               `[...document.querySelectorAll('#log .attempt')].map(e => getComputedStyle(e).display + ' ' + e.dataset.label.split(' · ').slice(0, 2).join(' · ')).join('|') === 'block Attempt 1 · agent-1|block Attempt 2 · agent-1'`,
+		"attempt 2 after attempt 1's output": `(() => { let s = '', e = document.querySelectorAll('#log .attempt')[1].previousElementSibling; while (e) { s = e.textContent + s; e = e.previousElementSibling; } return s === 'attempt 1\n'; })()`,
+		"colours kept":                       `[...document.querySelectorAll('#log span.a-fg2')].map(s => s.textContent).join('|') === 'attempt 1|attempt 2'`,
+		"times shown":                        `getComputedStyle(document.querySelector('#log .ts')).display === 'inline' && /^"\d\d:\d\d:\d\d\.\d{3}  "$/.test(getComputedStyle(document.querySelector('#log .ts'), '::before').content)`,
+		"button pressed":                     `document.getElementById('timestamps').getAttribute('aria-pressed') === 'true'`,
+		"terminal field":                     `!document.getElementById('fields').textContent.includes('Terminal')`,
+	} {
+		if !b.evalBool(expr) {
+			t.Errorf("retried job page: %s: false: %s", what, expr)
+		}
+	}
+	b.screenshot("job-retried.png")
 
 	// A running job: sign in with a token (the proxy records and strips
 	// it: the controller keeps using the proxy's certificate), then
@@ -444,6 +471,36 @@ func checkANSI(t *testing.T, b *browser) {
 		if got != tt.want {
 			t.Errorf("ANSI %s: %q, want %q", name, got, tt.want)
 		}
+	}
+}
+
+// checkLogView feeds the page's LogView (ui/log.js) output and attempt
+// messages and checks what it puts in the <pre>: "[t]" for a time
+// element, "{label}" for a visible separator, text otherwise.
+func checkLogView(t *testing.T, b *browser) {
+	t.Helper()
+	got := b.evalString(`(async () => {
+		const { LogView, stamp } = await import('/ui/log.js');
+		const pre = document.createElement('pre');
+		document.body.append(pre);
+		const v = new LogView(pre);
+		const b64 = (s) => btoa(s);
+		const t1 = '2025-07-01T12:00:01.5Z', t2 = '2025-07-01T12:00:02Z';
+		v.marker({ type: 'attempt', attempt: 1, agent: 'w1', attempts: 1 });
+		v.write({ type: 'output', offset: 0, data: b64('a\nb'), time: t1 });
+		v.write({ type: 'output', offset: 3, data: b64('c\nd\n'), time: t2 });
+		v.marker({ type: 'attempt', attempt: 2, agent: 'w2', attempts: 2 });
+		v.marker({ type: 'attempt', attempt: 2, agent: 'w2', attempts: 2 }); // again after a reconnect
+		v.write({ type: 'output', offset: 7, data: b64('e\n') }); // stored before times
+		v.write({ type: 'output', offset: 9, data: b64('') , time: t2 });
+		v.end();
+		const out = [...pre.children].map((e) => e.classList.contains('ts') ? '[' + (e.dataset.t === stamp(t1) ? 't1' : e.dataset.t === stamp(t2) ? 't2' : e.dataset.t) + ']'
+			: e.classList.contains('attempt') ? '{' + e.dataset.label + (getComputedStyle(e).display === 'none' ? ' hidden' : '') + '}' : e.textContent).join('');
+		pre.remove();
+		return out;
+	})()`)
+	if want := "{Attempt 1 · w1}[t1]a\nbc\n[t2]d\n{Attempt 2 · w2}[–]e\n"; got != want {
+		t.Errorf("LogView: %q, want %q", got, want)
 	}
 }
 

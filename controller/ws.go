@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"sync"
 	"time"
@@ -16,17 +17,27 @@ import (
 )
 
 // LogMessage is one message of the log WebSocket in format=json.
-// Type "output" carries Data (base64 in JSON, so any bytes survive);
-// the last message has Type "end" and the job's final status.
+// Type "output" carries Data (base64 in JSON, so any bytes survive) at
+// Offset of the job's log, and the Time the controller received it;
+// the last message has Type "end" and the job's final status. With
+// ?attempts=1 (or ?attempt=N), a message of Type "attempt" comes before
+// the output of each attempt (or of attempt N): its number, Agent, the
+// Time it was dispatched, the Offset where its output begins and the
+// job's Attempts so far. Clients skip types they do not know.
 type LogMessage struct {
-	Type     string      `json:"type"` // output | end
+	Type     string      `json:"type"` // output | attempt | end
 	Offset   uint64      `json:"offset,omitempty"`
 	Stream   string      `json:"stream,omitempty"` // stdout | stderr
 	Data     []byte      `json:"data,omitempty"`
+	Time     time.Time   `json:"time,omitzero"`     // output: received (absent for output stored before times were kept); attempt: dispatched
+	Attempt  uint32      `json:"attempt,omitempty"` // attempt: its number; end of ?attempt=N: N
+	Agent    string      `json:"agent,omitempty"`
+	Attempts int         `json:"attempts,omitempty"` // attempt: the job's attempts so far
 	Status   store.State `json:"status,omitempty"`
 	ExitCode *int        `json:"exit_code,omitempty"`
 	Signal   string      `json:"signal,omitempty"`
 	Reason   string      `json:"reason,omitempty"`
+	Outcome  string      `json:"outcome,omitempty"` // end of ?attempt=N: the attempt's outcome, "" while it runs
 }
 
 const (
@@ -62,8 +73,13 @@ var upgrader = websocket.Upgrader{
 // messages of up to wsReadChunk bytes of output each, stdout and stderr
 // interleaved, invalid UTF-8 replaced; message boundaries carry no
 // meaning; the close frame's reason states the outcome.
-// format=json: a LogMessage per output chunk, stream-tagged and
-// byte-exact.
+// format=json: a LogMessage per output chunk, stream-tagged, timed and
+// byte-exact; with attempts=1, an "attempt" message where each attempt's
+// output begins (sent only when asked, so older clients see no change).
+//
+// attempt=N streams attempt N's output only (in json, after its
+// "attempt" message) and ends once that attempt has ended, whatever
+// the job does next.
 func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
 	id, ok := jobID(w, p)
 	if !ok {
@@ -91,8 +107,32 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: "follow must be true or false", Field: "follow"})
 		return
 	}
-	if _, ok := s.getJob(w, id); !ok {
+	markers := false
+	switch q.Get("attempts") {
+	case "", "0", "false", "no":
+	case "1", "true", "yes":
+		markers = true
+	default:
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "attempts must be true or false", Field: "attempts"})
 		return
+	}
+	if markers && format != "json" {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "attempts=1 needs format=json: attempt messages are JSON", Field: "attempts"})
+		return
+	}
+	j, ok := s.getJob(w, id)
+	if !ok {
+		return
+	}
+	only, ok := queryAttempt(w, r, j)
+	if !ok {
+		return
+	}
+	f := &follower{conn: nil, json: format == "json", offset: offset, stop: math.MaxUint64, markers: markers, only: only}
+	if only > 0 {
+		start, _, _ := attemptRange(j, only)
+		f.offset = max(offset, start)
+		f.markers = f.json
 	}
 	// A follower's place is taken before the upgrade, so that one over
 	// the limit gets a plain HTTP answer.
@@ -127,7 +167,23 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 	ping := time.NewTicker(wsPingEvery)
 	defer ping.Stop()
 
-	f := &follower{conn: conn, json: format == "json", offset: offset}
+	f.conn = conn
+	if f.markers {
+		// Markers from the first attempt that begins at or after where
+		// this connection starts (a resumed one may repeat the marker of
+		// an attempt that begins exactly there).
+		f.see(j)
+		f.next = len(f.attempts)
+		for i, a := range f.attempts {
+			if a.LogStart >= f.offset {
+				f.next = i
+				break
+			}
+		}
+		if only > 0 {
+			f.next = int(only) - 1
+		}
+	}
 	// Reading the job's state costs a store lookup, which, while the job
 	// writes output fast, mostly misses the memtable and decompresses
 	// table blocks: it is read at most every wsStateEvery (a timer wakes
@@ -150,7 +206,17 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 				return
 			}
 			checked = time.Now()
-			if j.State.Terminal() || !follow {
+			ended := false // attempt=N: N has ended
+			if only > 0 {
+				if cur := s.sched.snapshot(id); cur != nil {
+					j = cur
+				}
+				_, end, done := attemptRange(j, only)
+				if done {
+					f.stop, ended = end, true
+				}
+			}
+			if j.State.Terminal() || !follow || ended {
 				if err := s.sendOutput(id, f); err != nil {
 					return
 				}
@@ -176,7 +242,7 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 // store. A failed store read ends it early; only a failed send is an
 // error.
 func (s *Server) sendOutput(id uint64, f *follower) error {
-	for {
+	for f.offset < f.stop {
 		chunks, ok := s.hub.read(id, f.offset, wsReadChunk)
 		if !ok {
 			var err error
@@ -184,8 +250,15 @@ func (s *Server) sendOutput(id uint64, f *follower) error {
 				return nil
 			}
 		}
+		if f.markers || f.only > 0 {
+			// Read after the output: an attempt's record is stored (and
+			// in the scheduler) before its agent gets the Dispatch, so
+			// the job read now knows the attempt of every chunk read.
+			f.refresh(s, id)
+			chunks = clipChunks(chunks, f.stop)
+		}
 		if len(chunks) == 0 {
-			return nil
+			return f.markersUpTo(f.offset) // attempts that began without output yet
 		}
 		if !f.json {
 			if err := f.text(chunks); err != nil {
@@ -194,11 +267,12 @@ func (s *Server) sendOutput(id uint64, f *follower) error {
 			continue
 		}
 		for _, c := range chunks {
-			if err := f.output(c); err != nil {
+			if err := f.outputs(c); err != nil {
 				return err
 			}
 		}
 	}
+	return f.markersUpTo(f.offset) // at stop: attempt=N's marker, if it wrote nothing
 }
 
 type follower struct {
@@ -206,6 +280,94 @@ type follower struct {
 	json   bool
 	offset uint64
 	carry  []byte // an incomplete UTF-8 sequence held for the next text message
+
+	// stop is where the output sent ends: math.MaxUint64, or with
+	// ?attempt=N (only) the end of attempt N once it has ended.
+	stop uint64
+	only uint32
+
+	// markers: send an "attempt" message before each attempt's output
+	// (of attempt only, with only); attempts as last read, the next
+	// one to announce, and whether the record read is final.
+	markers  bool
+	attempts []store.Attempt
+	next     int
+	final    bool
+}
+
+// refresh reads the job's attempts anew unless they are final: from the
+// scheduler while it holds the job, else from the store (a finished
+// job's record no longer changes). With only, it sets stop once the
+// attempt has ended.
+func (f *follower) refresh(s *Server, id uint64) {
+	if f.final {
+		return
+	}
+	j := s.sched.snapshot(id)
+	if j == nil {
+		var err error
+		if j, err = s.st.Get(id); err != nil {
+			return
+		}
+		f.final = j.State.Terminal()
+	}
+	f.see(j)
+}
+
+// see takes the attempts of j, a version of the job.
+func (f *follower) see(j *store.Job) {
+	if len(j.Attempts) < len(f.attempts) {
+		return // an older version than one seen
+	}
+	f.attempts = j.Attempts
+	if f.only > 0 && int(f.only) <= len(j.Attempts) {
+		if _, end, ended := attemptRange(j, f.only); ended {
+			f.stop = end
+		}
+	}
+}
+
+// outputs sends chunk c (format=json), cut where an attempt begins,
+// each piece after the markers due before it.
+func (f *follower) outputs(c store.Chunk) error {
+	for len(c.Data) > 0 {
+		if err := f.markersUpTo(c.Offset); err != nil {
+			return err
+		}
+		piece := c
+		if f.markers && f.next < len(f.attempts) {
+			if at := f.attempts[f.next].LogStart; at > c.Offset && at-c.Offset < uint64(len(c.Data)) {
+				piece.Data = c.Data[:at-c.Offset]
+			}
+		}
+		if err := f.output(piece); err != nil {
+			return err
+		}
+		c.Offset += uint64(len(piece.Data))
+		c.Data = c.Data[len(piece.Data):]
+	}
+	return nil
+}
+
+// markersUpTo sends the markers of the attempts, from the next one on,
+// that begin at or before off (only attempt only's, with only).
+func (f *follower) markersUpTo(off uint64) error {
+	if !f.markers {
+		return nil
+	}
+	for f.next < len(f.attempts) {
+		a := f.attempts[f.next]
+		if a.LogStart > off || f.only > 0 && a.Number != f.only {
+			return nil
+		}
+		_ = f.conn.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+		if err := f.conn.WriteJSON(LogMessage{Type: "attempt", Attempt: a.Number, Agent: a.Agent, Time: a.DispatchedAt,
+			Offset: a.LogStart, Attempts: len(f.attempts)}); err != nil {
+			return err
+		}
+		f.next++
+	}
+	return nil
 }
 
 // output sends chunk c as one LogMessage (format=json).
@@ -216,7 +378,7 @@ func (f *follower) output(c store.Chunk) error {
 	if c.Stream == 2 {
 		stream = "stderr"
 	}
-	return f.conn.WriteJSON(LogMessage{Type: "output", Offset: c.Offset, Stream: stream, Data: c.Data})
+	return f.conn.WriteJSON(LogMessage{Type: "output", Offset: c.Offset, Stream: stream, Data: c.Data, Time: c.Time})
 }
 
 // text sends chunks, contiguous output from f.offset on, as one text
@@ -359,12 +521,22 @@ func (f *follower) end(j *store.Job) {
 	} else if v.ExitCode != nil {
 		reason += fmt.Sprintf(" (exit code %d)", *v.ExitCode)
 	}
-	if f.json {
-		var sig string
-		if v.Result != nil {
-			sig = v.Result.Signal
+	m := LogMessage{Type: "end", Status: j.State, ExitCode: v.ExitCode, Reason: j.Reason}
+	if v.Result != nil {
+		m.Signal = v.Result.Signal
+	}
+	if f.only > 0 && int(f.only) <= len(j.Attempts) {
+		a := j.Attempts[f.only-1]
+		m.Attempt, m.Outcome, m.ExitCode, m.Signal, m.Reason = f.only, a.Outcome, a.ExitCode, a.Signal, a.Error
+		reason = fmt.Sprintf("job %d attempt %d %s", j.ID, f.only, a.Outcome)
+		if a.Outcome == "" {
+			reason = fmt.Sprintf("job %d attempt %d is running; end of stored output", j.ID, f.only)
+		} else if a.ExitCode != nil {
+			reason += fmt.Sprintf(" (exit code %d)", *a.ExitCode)
 		}
-		_ = f.conn.WriteJSON(LogMessage{Type: "end", Status: j.State, ExitCode: v.ExitCode, Signal: sig, Reason: j.Reason})
+	}
+	if f.json {
+		_ = f.conn.WriteJSON(m)
 	}
 	if len(reason) > 120 {
 		reason = reason[:120]

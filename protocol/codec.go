@@ -95,6 +95,8 @@ func appendPayload(b []byte, m Message) ([]byte, bool) {
 		b = binary.AppendVarint(b, int64(m.KillGrace))
 		b = appendBool(b, m.CaptureLogs)
 		b = binary.AppendUvarint(b, m.MaxOutput)
+		b = binary.AppendUvarint(b, uint64(m.Output))
+		b = binary.AppendUvarint(b, uint64(m.TTY))
 	case *Cancel:
 		if m == nil {
 			return b, false
@@ -382,6 +384,8 @@ func (d *decoder) dispatch() *Dispatch {
 	m.KillGrace = d.duration("Dispatch.KillGrace")
 	m.CaptureLogs = d.bool("Dispatch.CaptureLogs")
 	m.MaxOutput = d.optionalUvarint("Dispatch.MaxOutput")
+	m.Output = OutputMode(d.optionalU8("Dispatch.Output"))
+	m.TTY = TTYMode(d.optionalU8("Dispatch.TTY"))
 	return m
 }
 
@@ -592,6 +596,15 @@ func (d *decoder) optionalRefs(field string) []AttemptRef {
 		return nil
 	}
 	return d.refs(field)
+}
+
+// optionalU8 reads a u8 appended to a message after its first version:
+// a payload that ends before it decodes as 0 (PROTOCOL.md §7).
+func (d *decoder) optionalU8(field string) uint8 {
+	if len(d.b) == 0 {
+		return 0
+	}
+	return d.u8(field)
 }
 
 // maxMapHint bounds the size hint for a decoded map: a count that fits in

@@ -48,10 +48,14 @@ func samples() map[string]Message {
 			KillGrace:   10 * time.Second,
 			CaptureLogs: true,
 			MaxOutput:   1 << 30,
+			Output:      OutputOrdered,
+			TTY:         TTYOff,
 		},
-		"Dispatch/zero": &Dispatch{},
-		"Cancel":        &Cancel{JobID: 42, Attempt: 2, Reason: "cancelled by operator alice"},
-		"Cancel/zero":   &Cancel{},
+		"Dispatch/tty":    &Dispatch{JobID: 1, Attempt: 1, Command: "ls --color=auto", CaptureLogs: true, Output: OutputOrdered, TTY: TTYOn},
+		"Dispatch/future": &Dispatch{JobID: 1, Attempt: 1, Output: 200, TTY: 255},
+		"Dispatch/zero":   &Dispatch{},
+		"Cancel":          &Cancel{JobID: 42, Attempt: 2, Reason: "cancelled by operator alice"},
+		"Cancel/zero":     &Cancel{},
 		"Heartbeat": &Heartbeat{
 			Seq:     99,
 			Running: []AttemptRef{{JobID: 7, Attempt: 1}, {JobID: 8, Attempt: 4}},
@@ -241,22 +245,69 @@ func TestTrailingBytesIgnored(t *testing.T) {
 }
 
 // optionalCut reports whether a payload of m cut at cut is m as a sender
-// of the first version wrote it, without the fields appended since
-// (PROTOCOL.md §7), and decoded as m with those fields zero.
+// of an earlier version wrote it, without (some of) the fields appended
+// since (PROTOCOL.md §7), and decoded as m with those fields zero.
 func optionalCut(m, got Message, cut int) bool {
-	var old Message
 	switch m := m.(type) {
 	case *Heartbeat:
-		old = &Heartbeat{Seq: m.Seq, Running: m.Running}
+		old := &Heartbeat{Seq: m.Seq, Running: m.Running}
+		payload := Append(nil, old)[frameHeader:]
+		return cut == len(payload)-1 && reflect.DeepEqual(got, old) // -1: the empty Ended
 	case *Dispatch:
-		o := *m
-		o.MaxOutput = 0
-		old = &o
-	default:
-		return false
+		// The fields appended since, last first: cut one more each time.
+		old := *m
+		end := len(Append(nil, m)) - frameHeader
+		for _, f := range []struct {
+			v    uint64
+			zero func()
+		}{
+			{uint64(m.TTY), func() { old.TTY = 0 }},
+			{uint64(m.Output), func() { old.Output = 0 }},
+			{m.MaxOutput, func() { old.MaxOutput = 0 }},
+		} {
+			end -= len(binary.AppendUvarint(nil, f.v))
+			f.zero()
+			if cut == end && reflect.DeepEqual(got, &old) {
+				return true
+			}
+		}
 	}
-	payload := Append(nil, old)[frameHeader:]
-	return cut == len(payload)-1 && reflect.DeepEqual(got, old) // -1: the absent field's zero, one byte
+	return false
+}
+
+// TestDispatchWithoutOutput decodes a Dispatch as controllers sent it
+// before Output and TTY were appended: both absent, decoded as zero —
+// two pipes (OutputSplit) and the agent's default terminal setting.
+func TestDispatchWithoutOutput(t *testing.T) {
+	m := &Dispatch{JobID: 9, Attempt: 2, Name: "n", Command: "echo hi", Timeout: time.Second, KillGrace: time.Second, CaptureLogs: true}
+	_, payload := splitFrame(t, Append(nil, m))
+	old := payload[:len(payload)-2] // without Output and TTY
+	got, err := Decode(TypeDispatch, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, m) {
+		t.Fatalf("got %#v, want %#v", got, m)
+	}
+	if d := got.(*Dispatch); d.Output != OutputSplit || d.TTY != TTYDefault {
+		t.Fatalf("absent fields decode as Output %d, TTY %d", d.Output, d.TTY)
+	}
+	// Output without TTY (a sender that only knew Output) is fine too.
+	withOutput := append(bytes.Clone(old), byte(OutputOrdered))
+	got, err = Decode(TypeDispatch, withOutput)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := got.(*Dispatch); d.Output != OutputOrdered || d.TTY != TTYDefault {
+		t.Fatalf("Output only: got Output %d, TTY %d", d.Output, d.TTY)
+	}
+	// A present field that does not fit a u8 is malformed.
+	if _, err := Decode(TypeDispatch, binary.AppendUvarint(bytes.Clone(old), 256)); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "Dispatch.Output") {
+		t.Fatalf("Output 256: err = %v, want ErrMalformed naming Dispatch.Output", err)
+	}
+	if _, err := Decode(TypeDispatch, binary.AppendUvarint(append(bytes.Clone(old), 1), 300)); !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "Dispatch.TTY") {
+		t.Fatalf("TTY 300: err = %v, want ErrMalformed naming Dispatch.TTY", err)
+	}
 }
 
 func TestTruncated(t *testing.T) {

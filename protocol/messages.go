@@ -10,7 +10,9 @@ import "time"
 //	1 — first version: hello/welcome, credits, dispatch, cancel,
 //	    heartbeat, per-job streams (job open, started, log chunk,
 //	    log ack, finished, finish ack), error, drain, status
-//	    request/reply.
+//	    request/reply. Later, still 1, as optional last fields
+//	    (PROTOCOL.md §7): Heartbeat.Ended; Dispatch.Output and
+//	    Dispatch.TTY.
 const Version = 1
 
 // ALPN is the TLS application protocol name for this protocol version.
@@ -90,10 +92,15 @@ type Credit struct {
 // full shell command (params already appended). Env holds KEY=VALUE
 // pairs added to the agent's environment. Timeout 0 means none.
 // KillGrace is how long to wait between SIGTERM and SIGKILL. MaxOutput
-// caps the attempt's output as the controller stores it (0: no cap; an
-// optional last field, absent from the first controllers): the agent
-// truncates there and ends the output with a marker line, as with its
-// own cap.
+// caps the attempt's output as the controller stores it (0: no cap): the
+// agent truncates there and ends the output with a marker line, as with
+// its own cap.
+//
+// MaxOutput, Output and TTY were appended in version 1 after the first
+// agents: absent (zero) from older controllers, which get no cap, the
+// two pipes they always had (OutputSplit) and the agent's default about
+// a terminal; older agents ignore them and run every job with two
+// pipes, no terminal, no cap from the controller.
 type Dispatch struct {
 	JobID       uint64
 	Attempt     uint32
@@ -105,7 +112,33 @@ type Dispatch struct {
 	KillGrace   time.Duration
 	CaptureLogs bool
 	MaxOutput   uint64
+	Output      OutputMode
+	TTY         TTYMode
 }
+
+// OutputMode says how an attempt's stdout and stderr are captured.
+type OutputMode uint8
+
+const (
+	// OutputSplit: two pipes, chunks tagged Stdout or Stderr; the order
+	// between the two is the order the agent read them, not the order
+	// they were written. What agents did before Dispatch.Output; the
+	// zero value, so a Dispatch without the field means it.
+	OutputSplit OutputMode = 0
+	// OutputOrdered: stdout and stderr are one pipe, so the log holds
+	// the bytes exactly in write order; every chunk is tagged Stdout.
+	// A receiver treats a value it does not know as OutputOrdered.
+	OutputOrdered OutputMode = 1
+)
+
+// TTYMode says whether an attempt runs on a pseudo-terminal.
+type TTYMode uint8
+
+const (
+	TTYDefault TTYMode = 0 // as the agent is configured (jobsuite agent -tty); also an unknown value
+	TTYOn      TTYMode = 1 // on a pseudo-terminal: stdout and stderr are the terminal, one stream
+	TTYOff     TTYMode = 2 // no terminal
+)
 
 // Cancel asks the agent to stop an attempt (kill its process group).
 type Cancel struct {

@@ -71,6 +71,14 @@ func appendJob(dst []byte, j *Job) ([]byte, error) {
 		dst = append(dst, `,"backoff_max":`...)
 		dst = strconv.AppendInt(dst, int64(j.BackoffMax), 10)
 	}
+	if j.Output != "" {
+		dst = append(dst, `,"output":`...)
+		dst = appendString(dst, j.Output)
+	}
+	if j.TTY != nil {
+		dst = append(dst, `,"tty":`...)
+		dst = strconv.AppendBool(dst, *j.TTY)
+	}
 	dst = append(dst, `,"state":`...)
 	dst = appendString(dst, string(j.State))
 	// created_at and queued_at are always written; the times tagged

@@ -54,7 +54,11 @@
 //	"f" finishedAt(8) id(8)                      empty: finished index, jobs in a terminal
 //	                                             state in finish order
 //	"e" id(8) seq(4)                             Event as JSON; seq counts from 0
-//	"l" id(8) offset(8)                          stream(1) + output bytes starting at offset
+//	"l" id(8) offset(8) 1                        stream(1) + time(8) + output bytes starting
+//	                                             at offset; time: Unix nanoseconds the
+//	                                             controller received the chunk (0: unknown)
+//	"l" id(8) offset(8)                          stream(1) + output bytes: a chunk stored by
+//	                                             schema 2, read as it is (no time)
 //	"k" idempotency key (raw bytes)              job id(8)
 //	"r" revocation ID                            Revocation as JSON; the ID is
 //	                                             "serial:HEX" or "name:ROLE:NAME"
@@ -74,7 +78,17 @@
 // occupied. A job is in exactly one of "q", "d", "a" unless it finished,
 // always in "s", and in "f" once it finished. State codes are only added,
 // never reused. ReadLog finds the chunk containing an offset with SeekLT
-// on "l" id (offset+1).
+// on "l" id (offset+1): a chunk key with the format byte sorts right
+// after the key of the same offset without one, so both forms of "l"
+// order by offset and mix freely in one log (a job that was running
+// across the upgrade). The length of the key tells the forms apart,
+// never the value's bytes; a key of any other length or format byte is
+// malformed, an error rather than a misread.
+//
+// A job's log is the concatenation of its attempts' output; where each
+// attempt begins is its Attempt.LogStart in the job record (and it ends
+// where the next begins, or at LogStart+OutputBytes), so attempt
+// boundaries need no keys of their own.
 //
 // # Listing and retention
 //
@@ -151,4 +165,12 @@
 //	2  added the "s" state index and the "f" finished index; a version 1
 //	   directory is refused (no release wrote one, so there is no
 //	   migration)
+//	3  "l" chunks keep the time the controller received them, in a key
+//	   with a format byte (1) and the time before the output. A version 2
+//	   directory is upgraded in place by Open, which rewrites "v" alone:
+//	   its chunks keep their form and read as before, without a time,
+//	   and new chunks are written in the new one. The bump is for the
+//	   other direction: a version 2 release would read a new chunk's
+//	   time as output, so it must refuse the directory. Job records also
+//	   gained "output" and "tty" (optional fields, no bump of their own).
 package store

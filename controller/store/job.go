@@ -49,6 +49,14 @@ type Job struct {
 	IdempotencyKey string            `json:"idempotency_key,omitempty"`
 	BackoffBase    time.Duration     `json:"backoff_base,omitempty"`
 	BackoffMax     time.Duration     `json:"backoff_max,omitempty"`
+	// Output is how stdout and stderr are captured: "" (ordered, the
+	// default) on one pipe in the order the job wrote them, OutputSplit
+	// apart. Absent from records written before it, which were split in
+	// fact but are read as ordered: it only matters at dispatch.
+	Output string `json:"output,omitempty"`
+	// TTY asks for a pseudo-terminal (true) or for none (false); nil
+	// leaves it to the agent's default.
+	TTY *bool `json:"tty,omitempty"`
 
 	State     State     `json:"state"`
 	CreatedAt time.Time `json:"created_at"`
@@ -69,6 +77,10 @@ type Job struct {
 	Events uint32 `json:"events"`
 }
 
+// OutputSplit is Job.Output for a job whose stdout and stderr are
+// captured apart.
+const OutputSplit = "split"
+
 // Current returns the latest attempt, or nil before the first dispatch.
 func (j *Job) Current() *Attempt {
 	if len(j.Attempts) == 0 {
@@ -83,6 +95,10 @@ func (j *Job) Clone() *Job {
 	c := *j
 	c.Labels = cloneMap(j.Labels)
 	c.Env = cloneMap(j.Env)
+	if j.TTY != nil {
+		v := *j.TTY
+		c.TTY = &v
+	}
 	c.Attempts = append([]Attempt(nil), j.Attempts...)
 	for i := range c.Attempts {
 		if e := j.Attempts[i].ExitCode; e != nil {
@@ -142,6 +158,10 @@ type Chunk struct {
 	Offset uint64 // position of Data[0] in the job's log
 	Stream uint8  // 1 stdout, 2 stderr (protocol.Stream values)
 	Data   []byte
+	// Time is when the controller received the chunk; zero for chunks
+	// stored before times were kept (and for a zero Time given to
+	// AppendLog).
+	Time time.Time
 }
 
 // Update is one state transition: Next replaces Prev (nil for a new

@@ -500,6 +500,18 @@ func (d *jobDecoder) job(j *Job) bool {
 			return set.first(24) && d.uint64(&j.LogBytes)
 		case "events":
 			return set.first(25) && d.uint32(&j.Events)
+		case "output":
+			return set.first(26) && d.shared(&j.Output)
+		case "tty":
+			if !set.first(27) {
+				return false
+			}
+			var v bool
+			if !d.bool(&v) {
+				return false
+			}
+			j.TTY = &v
+			return true
 		}
 		return false // unknown, or another case: encoding/json's rules
 	})

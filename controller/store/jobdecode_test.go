@@ -255,10 +255,11 @@ func setNum(key, v string) func(string) string {
 // the fast way, so no field silently falls back for ever.
 func TestDecodeJobFastFields(t *testing.T) {
 	exit := 3
+	tty := false
 	at := time.Date(2026, 11, 26, 19, 0, 0, 123456789, time.UTC)
 	j := &Job{ID: 1, Name: "n", Command: "c", Params: "p", Priority: 9, Timeout: 5, Retries: 2, Logs: true, Cancellable: true,
 		Labels: map[string]string{"a": "b"}, Env: map[string]string{"E": "v"}, Dir: "/d", IdempotencyKey: "k",
-		BackoffBase: 6, BackoffMax: 7, State: Running, CreatedAt: at, QueuedAt: at, NotBefore: at, StartedAt: at,
+		BackoffBase: 6, BackoffMax: 7, Output: OutputSplit, TTY: &tty, State: Running, CreatedAt: at, QueuedAt: at, NotBefore: at, StartedAt: at,
 		FinishedAt: at, CancelRequested: true, Reason: "r", LogBytes: 8, Events: 9,
 		Attempts: []Attempt{{Number: 1, Agent: "ag", DispatchedAt: at, StartedAt: at, FinishedAt: at, PID: 10,
 			Outcome: "failed", ExitCode: &exit, Signal: "KILL", Error: "e", Duration: 11, UserCPU: 12, SystemCPU: 13,

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -24,9 +23,13 @@ func (s *Store) LogEnd(id uint64) (uint64, error) {
 	if !it.Last() {
 		return 0, it.Error()
 	}
-	k, v := it.Key(), it.Value()
-	if len(k) != 17 || len(v) < 1 {
-		return 0, fmt.Errorf("store: log end of job %d: malformed chunk key", id)
+	v, err := it.ValueAndErr()
+	if err != nil {
+		return 0, fmt.Errorf("store: log end of job %d: %w", id, err)
 	}
-	return binary.BigEndian.Uint64(k[9:]) + uint64(len(v)-1), nil
+	e, err := decodeLogEntry(it.Key(), v)
+	if err != nil {
+		return 0, fmt.Errorf("store: log end of job %d: %w", id, err)
+	}
+	return e.off + uint64(len(e.data)), nil
 }

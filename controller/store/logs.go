@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -12,11 +13,68 @@ import (
 // defaultReadLog is ReadLog's byte budget when max <= 0.
 const defaultReadLog = 1 << 20
 
-// AppendLog stores a chunk of job id's output under its offset. It is not
-// synced: the chunk becomes durable with the next synced Apply or Sync
-// (an agent should keep it spooled until then). Writing the same offset
-// again replaces the chunk, so resending after a reconnect is harmless.
-// AppendLog does not check that the job exists.
+// A chunk of output is stored in one of two forms (doc.go, key layout),
+// told apart by the length of the key, so that neither can be mistaken
+// for the other whatever bytes the value holds:
+//
+//	"l" id(8) offset(8)            stream(1) data            untimed: before chunk times
+//	"l" id(8) offset(8) format(1)  stream(1) time(8) data    format 1: with the time
+//
+// AppendLog writes format 1; both are read. time is Unix nanoseconds,
+// big-endian (0: unknown).
+const (
+	logKeyLen      = 17
+	logKeyTimedLen = logKeyLen + 1
+	logFormatTimed = 1
+	logTimedHeader = 1 + 8 // stream, time
+)
+
+// timedLogKey is the key of a chunk stored with its time.
+func timedLogKey(id, offset uint64) []byte {
+	return append(logKey(id, offset), logFormatTimed)
+}
+
+// logEntry is one stored chunk as it is in the store: Data aliases the
+// value.
+type logEntry struct {
+	off    uint64
+	stream uint8
+	time   time.Time
+	data   []byte
+}
+
+// decodeLogEntry reads a stored chunk of either form. A key or value
+// that fits neither is malformed.
+func decodeLogEntry(k, v []byte) (logEntry, error) {
+	var e logEntry
+	switch {
+	case len(k) == logKeyLen:
+		if len(v) < 2 {
+			return e, fmt.Errorf("chunk at offset %d: malformed value (%d bytes)", binary.BigEndian.Uint64(k[9:]), len(v))
+		}
+		e.stream, e.data = v[0], v[1:]
+	case len(k) == logKeyTimedLen && k[logKeyLen] == logFormatTimed:
+		if len(v) < logTimedHeader+1 {
+			return e, fmt.Errorf("chunk at offset %d: malformed value (%d bytes)", binary.BigEndian.Uint64(k[9:]), len(v))
+		}
+		e.stream, e.data = v[0], v[logTimedHeader:]
+		if ns := binary.BigEndian.Uint64(v[1:]); ns != 0 && ns <= math.MaxInt64 {
+			e.time = time.Unix(0, int64(ns)).UTC()
+		}
+	default:
+		return e, fmt.Errorf("malformed chunk key %x", k)
+	}
+	e.off = binary.BigEndian.Uint64(k[9:17])
+	return e, nil
+}
+
+// AppendLog stores a chunk of job id's output under its offset, with its
+// stream and Time. It is not synced: the chunk becomes durable with the
+// next synced Apply or Sync (an agent should keep it spooled until then).
+// Writing the same offset again replaces the chunk, so resending after a
+// reconnect is harmless (a chunk stored untimed by an earlier release
+// stays beside it; ReadLog returns the bytes once). AppendLog does not
+// check that the job exists.
 func (s *Store) AppendLog(id uint64, c Chunk) error {
 	if !s.acquire() {
 		return fmt.Errorf("store: append log of job %d: %w", id, ErrClosed)
@@ -31,10 +89,11 @@ func (s *Store) AppendLog(id uint64, c Chunk) error {
 	// Build the value in the batch itself rather than copying it twice.
 	b := s.db.NewBatch()
 	defer b.Close()
-	op := b.SetDeferred(17, 1+len(c.Data))
-	copy(op.Key, logKey(id, c.Offset))
+	op := b.SetDeferred(logKeyTimedLen, logTimedHeader+len(c.Data))
+	copy(op.Key, timedLogKey(id, c.Offset))
 	op.Value[0] = c.Stream
-	copy(op.Value[1:], c.Data)
+	binary.BigEndian.PutUint64(op.Value[1:], nanos(c.Time))
+	copy(op.Value[logTimedHeader:], c.Data)
 	if err := op.Finish(); err != nil {
 		return fmt.Errorf("store: append log of job %d: %w", id, err)
 	}
@@ -63,7 +122,9 @@ func (s *Store) Sync() error {
 // returned; the last chunk is cut so the total never exceeds max. Bytes
 // stored twice by overlapping chunks are returned once. Reading at or past
 // the end returns no chunks and no error, as does an unknown job. The
-// returned Data are copies the caller may keep.
+// returned Data are copies the caller may keep. Each chunk has the Time
+// it was stored with (zero for chunks stored before times were kept); a
+// chunk cut at from keeps its time.
 func (s *Store) ReadLog(id uint64, from uint64, max int) ([]Chunk, error) {
 	if !s.acquire() {
 		return nil, fmt.Errorf("store: read log of job %d: %w", id, ErrClosed)
@@ -107,12 +168,12 @@ func (s *Store) readLog(id, from uint64, limit int) ([]Chunk, error) {
 			_ = it.Close()
 			return nil, err
 		}
-		off := binary.BigEndian.Uint64(it.Key()[9:])
-		if len(v) < 2 {
+		e, err := decodeLogEntry(it.Key(), v)
+		if err != nil {
 			_ = it.Close()
-			return nil, fmt.Errorf("chunk at offset %d: malformed value (%d bytes)", off, len(v))
+			return nil, err
 		}
-		data := v[1:]
+		off, data := e.off, e.data
 		end := off + uint64(len(data))
 		if end <= pos {
 			continue // entirely before from, or covered by an earlier chunk
@@ -124,7 +185,7 @@ func (s *Store) readLog(id, from uint64, limit int) ([]Chunk, error) {
 		if n := limit - total; len(data) > n {
 			data = data[:n]
 		}
-		chunks = append(chunks, Chunk{Offset: off, Stream: v[0], Data: append([]byte(nil), data...)})
+		chunks = append(chunks, Chunk{Offset: off, Stream: e.stream, Data: append([]byte(nil), data...), Time: e.time})
 		total += len(data)
 		pos = off + uint64(len(data))
 	}

@@ -7,6 +7,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 func TestReadLog(t *testing.T) {
@@ -32,18 +35,18 @@ func TestReadLog(t *testing.T) {
 		max  int
 		want []Chunk
 	}{
-		"all":                {0, 0, []Chunk{{0, 1, []byte("hello ")}, {6, 2, []byte("world")}, {11, 1, []byte("!\n")}}},
-		"chunk boundary":     {6, 0, []Chunk{{6, 2, []byte("world")}, {11, 1, []byte("!\n")}}},
-		"middle of a chunk":  {3, 0, []Chunk{{3, 1, []byte("lo ")}, {6, 2, []byte("world")}, {11, 1, []byte("!\n")}}},
-		"last byte":          {12, 0, []Chunk{{12, 1, []byte("\n")}}},
+		"all":                {0, 0, []Chunk{{Offset: 0, Stream: 1, Data: []byte("hello ")}, {Offset: 6, Stream: 2, Data: []byte("world")}, {Offset: 11, Stream: 1, Data: []byte("!\n")}}},
+		"chunk boundary":     {6, 0, []Chunk{{Offset: 6, Stream: 2, Data: []byte("world")}, {Offset: 11, Stream: 1, Data: []byte("!\n")}}},
+		"middle of a chunk":  {3, 0, []Chunk{{Offset: 3, Stream: 1, Data: []byte("lo ")}, {Offset: 6, Stream: 2, Data: []byte("world")}, {Offset: 11, Stream: 1, Data: []byte("!\n")}}},
+		"last byte":          {12, 0, []Chunk{{Offset: 12, Stream: 1, Data: []byte("\n")}}},
 		"at the end":         {13, 0, nil},
 		"beyond the end":     {1000, 0, nil},
 		"max offset":         {1<<64 - 1, 0, nil},
-		"max inside a chunk": {0, 4, []Chunk{{0, 1, []byte("hell")}}},
-		"max across chunks":  {3, 7, []Chunk{{3, 1, []byte("lo ")}, {6, 2, []byte("worl")}}},
-		"max at a boundary":  {0, 6, []Chunk{{0, 1, []byte("hello ")}}},
-		"max one byte":       {8, 1, []Chunk{{8, 2, []byte("r")}}},
-		"negative max":       {11, -1, []Chunk{{11, 1, []byte("!\n")}}},
+		"max inside a chunk": {0, 4, []Chunk{{Offset: 0, Stream: 1, Data: []byte("hell")}}},
+		"max across chunks":  {3, 7, []Chunk{{Offset: 3, Stream: 1, Data: []byte("lo ")}, {Offset: 6, Stream: 2, Data: []byte("worl")}}},
+		"max at a boundary":  {0, 6, []Chunk{{Offset: 0, Stream: 1, Data: []byte("hello ")}}},
+		"max one byte":       {8, 1, []Chunk{{Offset: 8, Stream: 2, Data: []byte("r")}}},
+		"negative max":       {11, -1, []Chunk{{Offset: 11, Stream: 1, Data: []byte("!\n")}}},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -99,7 +102,7 @@ func TestReadLogOverlapsAndGaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Chunk{{1, 1, []byte("bcdef")}, {6, 1, []byte("ghi")}, {20, 1, []byte("xyz")}}
+	want := []Chunk{{Offset: 1, Stream: 1, Data: []byte("bcdef")}, {Offset: 6, Stream: 1, Data: []byte("ghi")}, {Offset: 20, Stream: 1, Data: []byte("xyz")}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("ReadLog = %s, want %s", show(got), show(want))
 	}
@@ -107,7 +110,7 @@ func TestReadLogOverlapsAndGaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []Chunk{{20, 1, []byte("xyz")}}; !reflect.DeepEqual(got, want) {
+	if want := []Chunk{{Offset: 20, Stream: 1, Data: []byte("xyz")}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("ReadLog from a gap = %s, want %s", show(got), show(want))
 	}
 }
@@ -132,7 +135,12 @@ func FuzzReadLog(f *testing.F) {
 				n = min(n, int(cuts[0])+1)
 				cuts = cuts[1:]
 			}
-			if err := s.AppendLog(id, Chunk{Offset: uint64(off), Stream: 1, Data: log[off : off+n]}); err != nil {
+			// Every other chunk in the form of an earlier release: a job
+			// whose log began before an upgrade reads the same.
+			c := Chunk{Offset: uint64(off), Stream: 1, Data: log[off : off+n], Time: time.Unix(int64(off), 0)}
+			if len(cuts)%2 == 1 {
+				putUntimedChunk(t, s, id, c)
+			} else if err := s.AppendLog(id, c); err != nil {
 				t.Fatal(err)
 			}
 			off += n
@@ -172,6 +180,104 @@ func FuzzReadLog(f *testing.F) {
 			t.Fatalf("read %q from %d, want %q", got, from, want)
 		}
 	})
+}
+
+// putUntimedChunk stores c as releases before chunk times did: key "l"
+// id offset, value stream and data.
+func putUntimedChunk(t testing.TB, s *Store, id uint64, c Chunk) {
+	t.Helper()
+	v := append([]byte{c.Stream}, c.Data...)
+	if err := s.db.Set(logKey(id, c.Offset), v, pebble.NoSync); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLogTimes checks that chunks keep the time they were stored with,
+// that chunks stored untimed by an earlier release (the first form of
+// the "l" value) still read, in one log with timed ones, and that
+// LogEnd sees the end of either.
+func TestLogTimes(t *testing.T) {
+	s := open(t)
+	t1 := time.Date(2026, 12, 1, 10, 0, 0, 123456789, time.UTC)
+	t2 := t1.Add(1500 * time.Millisecond)
+	// Job 1: an attempt stored by an earlier release, continued by this
+	// one after an upgrade, then untimed again.
+	putUntimedChunk(t, s, 1, Chunk{Offset: 0, Stream: 1, Data: []byte("old ")})
+	if end, err := s.LogEnd(1); err != nil || end != 4 {
+		t.Fatalf("LogEnd after an untimed chunk = %d, %v; want 4", end, err)
+	}
+	for _, c := range []Chunk{
+		{Offset: 4, Stream: 2, Data: []byte("new "), Time: t1},
+		{Offset: 8, Stream: 1, Data: []byte("newer\n"), Time: t2.In(time.FixedZone("X", 3600))},
+		{Offset: 14, Stream: 1, Data: []byte("untimed")}, // zero Time
+	} {
+		if err := s.AppendLog(1, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if end, err := s.LogEnd(1); err != nil || end != 21 {
+		t.Fatalf("LogEnd after timed chunks = %d, %v; want 21", end, err)
+	}
+	got, err := s.ReadLog(1, 2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Chunk{
+		{Offset: 2, Stream: 1, Data: []byte("d ")},
+		{Offset: 4, Stream: 2, Data: []byte("new "), Time: t1},
+		{Offset: 8, Stream: 1, Data: []byte("newer\n"), Time: t2},
+		{Offset: 14, Stream: 1, Data: []byte("untimed")},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("ReadLog = %s, want %s", showTimes(got), showTimes(want))
+	}
+	// A resend of an untimed chunk's bytes in the new form (an agent
+	// that reconnects across an upgrade) is read once.
+	putUntimedChunk(t, s, 2, Chunk{Offset: 0, Stream: 1, Data: []byte("abcdef")})
+	if err := s.AppendLog(2, Chunk{Offset: 3, Stream: 1, Data: []byte("defgh"), Time: t1}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.ReadLog(2, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Chunk{{Offset: 0, Stream: 1, Data: []byte("abcdef")}, {Offset: 6, Stream: 1, Data: []byte("gh"), Time: t1}}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("overlap: ReadLog = %s, want %s", showTimes(got), showTimes(want))
+	}
+}
+
+// TestLogMalformed checks that a stored chunk of neither form is an
+// error, not a misread.
+func TestLogMalformed(t *testing.T) {
+	tests := map[string]struct{ key, value []byte }{
+		"untimed, no data":   {logKey(1, 0), []byte{1}},
+		"timed, no data":     {timedLogKey(1, 0), []byte{1, 0, 0, 0, 0, 0, 0, 0, 1}},
+		"unknown format":     {append(logKey(1, 0), 2), []byte{1, 0, 0, 0, 0, 0, 0, 0, 1, 'x'}},
+		"key of 19 bytes":    {append(timedLogKey(1, 0), 0), []byte{1, 0, 0, 0, 0, 0, 0, 0, 1, 'x'}},
+		"short key (no off)": {logKey(1, 0)[:12], []byte{1, 'x'}},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			if err := s.db.Set(tt.key, tt.value, pebble.NoSync); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.ReadLog(1, 0, 0); err == nil {
+				t.Error("ReadLog: no error")
+			}
+			if _, err := s.LogEnd(1); err == nil {
+				t.Error("LogEnd: no error")
+			}
+		})
+	}
+}
+
+func showTimes(cs []Chunk) string {
+	var b strings.Builder
+	for _, c := range cs {
+		fmt.Fprintf(&b, "%d/%d:%q@%s ", c.Offset, c.Stream, c.Data, c.Time.Format(time.RFC3339Nano))
+	}
+	return b.String()
 }
 
 func TestSync(t *testing.T) {

@@ -18,7 +18,11 @@ import (
 
 // SchemaVersion is the layout version written under the "v" key. See
 // doc.go for what bumps it.
-const SchemaVersion uint32 = 2
+const SchemaVersion uint32 = 3
+
+// upgradable lists the older schema versions Open upgrades in place by
+// rewriting the "v" key alone, their data being readable as it is.
+var upgradable = map[uint32]bool{2: true}
 
 // Options configures Open.
 type Options struct {
@@ -69,7 +73,9 @@ type Store struct {
 }
 
 // Open opens (creating if needed) the store in dir. A directory written
-// with a different schema version is refused with ErrSchema.
+// with a schema version this build cannot read is refused with ErrSchema;
+// one it reads as it is (version 2) is marked as SchemaVersion, so that
+// a release that would misread what this one writes refuses it.
 func Open(dir string, opts Options) (*Store, error) {
 	logger := opts.Logger
 	if logger == nil {
@@ -174,9 +180,19 @@ func (s *Store) checkSchema() error {
 	if len(v) != 4 {
 		return fmt.Errorf("%w: malformed version key (%d bytes)", ErrSchema, len(v))
 	}
-	if got := binary.BigEndian.Uint32(v); got != SchemaVersion {
+	got := binary.BigEndian.Uint32(v)
+	if got == SchemaVersion {
+		return nil
+	}
+	if !upgradable[got] {
 		return fmt.Errorf("%w: data has schema version %d, this build reads version %d; run the jobsuite release that wrote it", ErrSchema, got, SchemaVersion)
 	}
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], SchemaVersion)
+	if err := s.db.Set(versionKey, b[:], pebble.Sync); err != nil {
+		return fmt.Errorf("upgrading schema version %d to %d: %w", got, SchemaVersion, err)
+	}
+	s.log.Info("schema upgraded in place; earlier releases can no longer open this directory", "from", got, "to", SchemaVersion)
 	return nil
 }
 

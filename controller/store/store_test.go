@@ -447,7 +447,7 @@ func TestReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Chunk{{0, 1, []byte("hello ")}, {6, 2, []byte("world")}}
+	want := []Chunk{{Offset: 0, Stream: 1, Data: []byte("hello ")}, {Offset: 6, Stream: 2, Data: []byte("world")}}
 	if !reflect.DeepEqual(chunks, want) {
 		t.Errorf("ReadLog after reopen = %s", show(chunks))
 	}
@@ -460,9 +460,9 @@ func TestSchema(t *testing.T) {
 			binary.BigEndian.PutUint32(v[:], SchemaVersion+1)
 			return db.Set(versionKey, v[:], pebble.Sync)
 		},
-		"older version": func(db *pebble.DB) error {
+		"version 1": func(db *pebble.DB) error {
 			var v [4]byte
-			binary.BigEndian.PutUint32(v[:], SchemaVersion-1)
+			binary.BigEndian.PutUint32(v[:], 1)
 			return db.Set(versionKey, v[:], pebble.Sync)
 		},
 		"malformed version": func(db *pebble.DB) error { return db.Set(versionKey, []byte("x"), pebble.Sync) },
@@ -492,6 +492,70 @@ func TestSchema(t *testing.T) {
 			}
 			t.Log(err)
 		})
+	}
+}
+
+// TestSchemaUpgrade opens a version 2 directory — jobs and untimed log
+// chunks as the release before chunk times wrote them — and checks that
+// it is read as it is, marked version 3, and written on in the new form.
+func TestSchemaUpgrade(t *testing.T) {
+	dir := t.TempDir()
+	db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{log: hclog.NewNullLogger()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v [4]byte
+	binary.BigEndian.PutUint32(v[:], 2)
+	// A job record as version 2 wrote it (no output or tty field).
+	rec := []byte(`{"id":1,"name":"n","command":"echo hi","priority":50,"retries":0,"logs":true,"cancellable":true,"state":"completed","created_at":"2026-01-02T03:04:05Z","queued_at":"2026-01-02T03:04:05Z","attempts":[{"number":1,"agent":"a","dispatched_at":"2026-01-02T03:04:05Z","log_start":0,"output_bytes":3}],"log_bytes":3,"events":0}`)
+	for _, kv := range [][2][]byte{
+		{versionKey, v[:]},
+		{jobKey(1), rec},
+		{logKey(1, 0), []byte("\x02hi\n")},
+	} {
+		if err := db.Set(kv[0], kv[1], pebble.Sync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := Open(dir, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("Open of a version 2 directory: %v", err)
+	}
+	j, err := s.Get(1)
+	if err != nil || j.Command != "echo hi" || j.Output != "" || j.TTY != nil || j.Attempts[0].OutputBytes != 3 {
+		t.Fatalf("Get = %+v, %v", j, err)
+	}
+	at := time.Date(2026, 1, 2, 3, 4, 6, 0, time.UTC)
+	if err := s.AppendLog(1, Chunk{Offset: 3, Stream: 1, Data: []byte("more\n"), Time: at}); err != nil {
+		t.Fatal(err)
+	}
+	chunks, err := s.ReadLog(1, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Chunk{{Offset: 0, Stream: 2, Data: []byte("hi\n")}, {Offset: 3, Stream: 1, Data: []byte("more\n"), Time: at}}
+	if !reflect.DeepEqual(chunks, want) {
+		t.Fatalf("ReadLog = %s", show(chunks))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{log: hclog.NewNullLogger()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	got, closer, err := db.Get(versionKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closer.Close()
+	if n := binary.BigEndian.Uint32(got); n != SchemaVersion || SchemaVersion != 3 {
+		t.Errorf("schema version after Open: %d, want 3", n)
 	}
 }
 

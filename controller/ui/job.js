@@ -1,6 +1,7 @@
 // One job: its fields, attempts and events (GET /jobs/:id and
 // /jobs/:id/events, refreshed every 2s until it ends), its live log (the
-// log WebSocket in format=json) and a Cancel button (DELETE /jobs/:id).
+// log WebSocket in format=json, with attempt markers) and a Cancel button
+// (DELETE /jobs/:id).
 import {
   api, wsURL, el, badge, when, seconds, bytes, labels, banner, clearBanner, showError, poll, init, patchRows, finalStates, token, ApiError,
 } from '/ui/app.js';
@@ -57,7 +58,8 @@ function renderJob(j) {
   if (j.duration !== undefined) field(dl, 'Duration', seconds(j.duration));
   if (j.exit_code !== null && j.exit_code !== undefined) field(dl, 'Exit code', String(j.exit_code));
   if (j.result && j.result.signal) field(dl, 'Signal', j.result.signal);
-  field(dl, 'Output', j.logs ? bytes(j.log_bytes) : 'not captured (logs: false)');
+  field(dl, 'Output', j.logs ? bytes(j.log_bytes) + (j.output === 'split' ? ', stdout and stderr apart' : '') : 'not captured (logs: false)');
+  field(dl, 'Terminal', j.tty === true ? 'yes' : j.tty === false ? 'no' : '');
   $('fields').replaceChildren(dl);
 
   const rows = (j.attempts || []).map((a) => el('tr', { 'data-key': a.number },
@@ -111,7 +113,7 @@ function logState(text, cls) {
 
 function connect() {
   if (socket) socket.close();
-  const q = new URLSearchParams({ format: 'json' });
+  const q = new URLSearchParams({ format: 'json', attempts: '1' });
   if (view.offset) q.set('offset', String(view.offset));
   const ws = new WebSocket(wsURL('/ws/jobs/' + id + '/logs?' + q));
   socket = ws;
@@ -127,6 +129,8 @@ function connect() {
     retry = 0;
     if (m.type === 'output') {
       view.write(m);
+    } else if (m.type === 'attempt') {
+      view.marker(m);
     } else if (m.type === 'end') {
       ended = true;
       view.end();
@@ -192,6 +196,11 @@ if (!id) {
   $('download').addEventListener('click', downloadLog);
   const follow = $('follow');
   follow.addEventListener('click', () => view.scrollToEnd());
+  const stamps = $('timestamps');
+  stamps.addEventListener('click', () => {
+    const on = $('log').classList.toggle('show-ts');
+    stamps.setAttribute('aria-pressed', String(on));
+  });
   $('log').addEventListener('stick', (ev) => {
     follow.hidden = ev.detail;
   });

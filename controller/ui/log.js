@@ -1,6 +1,7 @@
 // The live log of a job: decodes the WebSocket's base64 output, renders
-// ANSI colours (SGR) as classes on text spans, and keeps the view at the
-// bottom unless the user scrolled up.
+// ANSI colours (SGR) as classes on text spans, marks where each attempt
+// of a retried job begins and when each line arrived, and keeps the view
+// at the bottom unless the user scrolled up.
 
 // Ansi turns terminal text into [text, className] pieces. It keeps the
 // colour state and an escape sequence cut at the end of a chunk for the
@@ -152,7 +153,20 @@ export function decodeBase64(s) {
 // from the view (the raw log has all of it).
 const maxChars = 4 << 20;
 
+// stamp is how a line's time shows (local time of day, milliseconds);
+// '' for output stored before the controller kept times.
+export function stamp(iso) {
+  if (!iso) return '';
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return '';
+  const p = (n, w) => String(n).padStart(w || 2, '0');
+  return p(d.getHours()) + ':' + p(d.getMinutes()) + ':' + p(d.getSeconds()) + '.' + p(d.getMilliseconds(), 3);
+}
+
 // LogView appends a job's output to a <pre> that scrolls by itself.
+// Attempt separators and times are elements whose text is drawn by CSS
+// from a data attribute (style.css), so the <pre>'s text stays exactly
+// the output; the times show when the <pre> has class show-ts.
 export class LogView {
   constructor(pre, onTrim) {
     this.pre = pre;
@@ -162,6 +176,9 @@ export class LogView {
     this.streams = {};
     this.last = null;
     this.lastClass = null;
+    this.lineStart = true; // the next text begins a line
+    this.marked = 0; // the last attempt marked
+    this.first = null; // attempt 1's separator, shown once there is a second
     this.stick = true;
     pre.addEventListener('scroll', () => {
       this.stick = this.atBottom();
@@ -190,33 +207,86 @@ export class LogView {
     this.offset = end;
     const name = m.stream === 'stderr' ? 'stderr' : 'stdout';
     const s = this.stream(name);
-    this.append(name, s.ansi.feed(s.dec.decode(data, { stream: true })));
+    this.append(name, s.ansi.feed(s.dec.decode(data, { stream: true })), stamp(m.time));
+  }
+
+  // marker shows where an attempt begins (an "attempt" LogMessage): a
+  // separator with its number, agent and dispatch time. Attempt 1's is
+  // hidden while the job has had only one attempt.
+  marker(m) {
+    if (!m.attempt || m.attempt <= this.marked) return; // seen before a reconnect
+    this.marked = m.attempt;
+    const when = m.time ? new Date(m.time).toLocaleString() : '';
+    const label = 'Attempt ' + m.attempt + (m.agent ? ' · ' + m.agent : '') + (when ? ' · ' + when : '');
+    const sep = document.createElement('span');
+    sep.className = 'attempt';
+    sep.dataset.attempt = String(m.attempt);
+    sep.dataset.label = label;
+    sep.setAttribute('role', 'separator');
+    sep.setAttribute('aria-label', label);
+    if (m.attempt === 1 && !(m.attempts > 1)) {
+      sep.classList.add('solo');
+      this.first = sep;
+    } else if (this.first) {
+      this.first.classList.remove('solo');
+      this.first = null;
+    }
+    const stick = this.stick;
+    this.pre.append(sep);
+    this.last = null;
+    this.lineStart = true;
+    if (stick) this.scrollToEnd();
   }
 
   // end flushes the decoders at the end of the output.
   end() {
     for (const [name, s] of Object.entries(this.streams)) {
-      this.append(name, s.ansi.feed(s.dec.decode()));
+      this.append(name, s.ansi.feed(s.dec.decode()), null);
       s.ansi.flush();
     }
   }
 
-  append(stream, pieces) {
+  // append shows pieces of text of stream. ts, the time the output they
+  // came in arrived, goes before the first line that begins in them (one
+  // time per piece of output the controller received: the lines after it
+  // arrived with it), unless ts is null.
+  append(stream, pieces, ts) {
     if (!pieces.length) return;
     const stick = this.stick;
-    for (const [text, cls] of pieces) {
+    let stamped = ts === null;
+    for (const [whole, cls] of pieces) {
       const c = (stream === 'stderr' ? 'err' : 'out') + (cls ? ' ' + cls : '');
-      if (this.last && this.lastClass === c) {
-        this.last.firstChild.appendData(text);
-      } else {
-        const span = document.createElement('span');
-        span.className = c;
-        span.textContent = text;
-        this.pre.append(span);
-        this.last = span;
-        this.lastClass = c;
+      let text = whole;
+      while (text.length) {
+        let part = text;
+        if (!stamped) {
+          if (this.lineStart) {
+            const t = document.createElement('span');
+            t.className = 'ts';
+            t.dataset.t = ts || '–';
+            this.pre.append(t);
+            this.last = null;
+            stamped = true;
+          } else {
+            // Up to the end of the line the piece continues.
+            const nl = text.indexOf('\n');
+            if (nl >= 0) part = text.slice(0, nl + 1);
+          }
+        }
+        text = text.slice(part.length);
+        this.lineStart = part.endsWith('\n');
+        if (this.last && this.lastClass === c) {
+          this.last.firstChild.appendData(part);
+        } else {
+          const span = document.createElement('span');
+          span.className = c;
+          span.textContent = part;
+          this.pre.append(span);
+          this.last = span;
+          this.lastClass = c;
+        }
+        this.chars += part.length;
       }
-      this.chars += text.length;
     }
     if (this.chars > maxChars) this.trim();
     if (stick) this.scrollToEnd();
