@@ -176,6 +176,20 @@ func (s *scheduler) closeSilent(now time.Time) {
 	}
 }
 
+// startServing gives the attempts load found running their restart
+// grace from now, when agents can first reach the controller: opening the
+// store and loading a deep queue take time that must not count against
+// it. Run calls it before it accepts the first agent session.
+func (s *scheduler) startServing(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id := range s.leases {
+		if j := s.jobs[id]; j != nil && j.State.Active() {
+			s.setLease(id, j.Current().Number, now.Add(s.restartGrace()))
+		}
+	}
+}
+
 // restartGrace is how long an attempt that was running when the
 // controller started may go unclaimed before it counts as lost: one
 // lease plus the longest wait of an agent that holds attempts between

@@ -190,3 +190,27 @@ func TestStaleExpiryEntriesAreIgnored(t *testing.T) {
 		t.Fatalf("attempt 1's entries ended attempt 2: %s", st)
 	}
 }
+
+// The restart grace counts from when the controller starts serving, not
+// from when it loaded the store: a slow start does not eat into it.
+func TestRestartGraceCountsFromServing(t *testing.T) {
+	f := newExpiryFixture(t, time.Minute)
+	s := f.s
+	id := f.running(1, 0, 0)
+	s.mu.Lock()
+	s.setLease(id, 1, f.t0.Add(s.restartGrace())) // as load does
+	s.mu.Unlock()
+	serving := f.t0.Add(10 * time.Minute)
+	s.startServing(serving)
+	f.expire(5 * time.Minute) // past the grace counted from the load
+	if st, _, _ := f.state(id); st != store.Running {
+		t.Fatalf("lost before the controller served: %s", st)
+	}
+	if next := f.s.expire(serving.Add(s.restartGrace() - time.Second)); !next.Equal(serving.Add(s.restartGrace())) {
+		t.Fatalf("next expiry at %v, want the grace after serving began", next.Sub(f.t0))
+	}
+	f.s.expire(serving.Add(s.restartGrace()))
+	if st, outcome, _ := f.state(id); st != store.Failed || outcome != "lost" {
+		t.Fatalf("after the grace: %s, %q; want failed, lost", st, outcome)
+	}
+}

@@ -26,11 +26,11 @@ import (
 // and one on TCP, both with the default reconnect backoff, and real jobs
 // that print a numbered line every 20ms until the test opens their gate.
 // The production lease is 15s and the outages the issue saw were 25s
-// and 40s; here the lease is 1s and the outages keep the same ratio
-// (25/15 and 40/15 of the lease), 20 of each, on two controllers side
-// by side.
+// and 40s; here everything is ten times shorter — a 1.5s lease (a
+// heartbeat every 0.5s), outages of 2.5s and 4s — 20 of each, on two
+// controllers side by side.
 const (
-	outageLease = time.Second
+	outageLease = 1500 * time.Millisecond
 	outageReps  = 20
 )
 
@@ -217,11 +217,21 @@ func startAgentProc(t *testing.T, bin string, p *controllerProc, name, mode stri
 		}
 		logf.Close()
 		if t.Failed() {
-			for _, l := range grepFile(logf.Name(), 30, "[WARN]", "[ERROR]", "reconnecting") {
+			for _, l := range tailLines(logf.Name(), 40) {
 				t.Logf("%s.log: %s", name, l)
 			}
 		}
 	})
+}
+
+// tailLines returns the last n lines of the file at path.
+func tailLines(path string, n int) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return lines[max(len(lines)-n, 0):]
 }
 
 // jobView is the part of GET /jobs/:id the outage test reads.

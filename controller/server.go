@@ -286,6 +286,8 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	s.log.Info("controller ready", "api", "https://"+s.HTTPAddr(), "agents", s.AgentAddr(), "data", s.cfg.DataDir)
 
+	// Before the expiry loop starts: the restart grace counts from now.
+	s.sched.startServing(time.Now())
 	var wg sync.WaitGroup
 	stopCommit := make(chan struct{})
 	commitErr := make(chan error, 1)
