@@ -84,7 +84,7 @@ var (
 	submitConfig = configOptions{
 		help:    "jobsuite submit -h",
 		section: "submit",
-		only:    []string{"name", "priority", "timeout", "retries", "logs", "labels", "env"},
+		only:    []string{"name", "priority", "timeout", "retries", "logs", "labels", "env", "split_output", "tty"},
 		rename:  map[string]string{"labels": "label"},
 		numbers: []string{"priority", "timeout"},
 		check: map[string]func(string) error{

@@ -444,6 +444,16 @@ env = {A = "1", B = "x=y"}
 			want: `{"name":"adhoc","command":"true","priority":"low","timeout":5,"retries":0,"logs":true,
 				"labels":{"gpu":"no","os":"linux"},"env":{"A":"1","B":"2"}}`,
 		},
+		"output keys": {
+			cwd:  "[submit]\ntty = true\n",
+			args: []string{"true"},
+			want: `{"command":"true","tty":true}`,
+		},
+		"split output from the file": {
+			home: "[submit]\nsplit_output = true\n",
+			args: []string{"true"},
+			want: `{"command":"true","output":"split"}`,
+		},
 		"empty file": {
 			home: "# nothing yet\n",
 			args: []string{"true"},
@@ -452,7 +462,7 @@ env = {A = "1", B = "x=y"}
 		"unknown key": {
 			cwd:  "[submit]\nname = \"x\"\nprio = \"high\"\n",
 			args: []string{"true"},
-			err:  `jobsuite.toml:3: key "submit.prio": unknown key` + "\njobsuite.toml: known keys: env, labels, logs, name, priority, retries, timeout (see 'jobsuite submit -h')",
+			err:  `jobsuite.toml:3: key "submit.prio": unknown key` + "\njobsuite.toml: known keys: env, labels, logs, name, priority, retries, split_output, timeout, tty (see 'jobsuite submit -h')",
 		},
 		"key outside [submit]": {
 			cwd:  "priority = \"high\"\n",

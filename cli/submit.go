@@ -93,9 +93,10 @@ Defaults file:
 
   The [submit] table of ./jobsuite.toml, or else of
   ~/.config/jobsuite/config.toml ($XDG_CONFIG_HOME/jobsuite/config.toml),
-  sets defaults for -name, -priority, -timeout, -retries, -logs, -label
-  and -env; flags override it, and -label and -env add to its tables.
-  Unknown keys and bad values are errors naming the file, line and key.
+  sets defaults for -name, -priority, -timeout, -retries, -logs,
+  -split-output, -tty, -label and -env; flags override it, and -label
+  and -env add to its tables. Unknown keys and bad values are errors
+  naming the file, line and key.
 
     [submit]
     name     = "nightly"
@@ -103,6 +104,8 @@ Defaults file:
     timeout  = "10m"           # or a number of seconds
     retries  = 2
     logs     = true
+    split_output = false
+    tty      = false
     labels   = {gpu = "yes"}
     env      = {CI = "1"}
 ` + clientOptionsHelp + `
