@@ -505,6 +505,8 @@ type jobView struct {
 	ExitCode      *int              `json:"exit_code"`
 	Attempts      []attemptView     `json:"attempts"`
 	LogBytes      uint64            `json:"log_bytes"`
+	OutputMode    string            `json:"output"` // ordered | split
+	TTY           *bool             `json:"tty"`    // nil: the agent's default
 }
 
 // attemptView is one attempt of a job.

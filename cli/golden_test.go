@@ -115,10 +115,10 @@ var goldenJobs = func() map[uint64]map[string]any {
 		"reason":   "attempt 1 completed: exit code 0",
 		"attempts": []any{goldenAttempt(1, "worker-2", s7, f7, "completed", intPtr(0), "", "", 93.0)},
 	}))
-	// 12: failed with exit code 3.
+	// 12: failed with exit code 3; its stdout and stderr kept apart.
 	s12, f12 := gt(3*time.Minute-time.Second), gt(3*time.Minute-2500*time.Millisecond)
 	add(goldenJob(12, "build", "make", "failed", gt(3*time.Minute), map[string]any{
-		"params": "test", "priority": "high", "priority_value": 75,
+		"params": "test", "priority": "high", "priority_value": 75, "output": "split",
 		"reason":     "attempt 1 failed: exit code 3",
 		"started_at": s12, "finished_at": f12, "duration": 1.5, "exit_code": 3, "log_bytes": 15,
 		"attempts": []any{goldenAttempt(1, "worker-1", s12, f12, "failed", intPtr(3), "", "", 1.5)},

@@ -266,6 +266,12 @@ func printJob(w io.Writer, j *jobView, now time.Time) {
 	if j.Dir != "" {
 		line("Dir", "%s", j.Dir)
 	}
+	switch { // ordered output is the default and goes unsaid
+	case j.TTY != nil && *j.TTY:
+		line("Streams", "a terminal (stdout and stderr are one stream)")
+	case j.OutputMode == "split":
+		line("Streams", "split: stdout and stderr apart, the order between them approximate")
+	}
 	line("Created", "%s", timeText(j.CreatedAt, now))
 	if j.RetryAt != nil {
 		line("Retry at", "%s", timeText(*j.RetryAt, now))
