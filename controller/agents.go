@@ -370,8 +370,8 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 		if s.recorded(id, attempt, a.name) {
 			// The result is stored; the agent missed our FinishAck. The
 			// read may see its batch before it is synced (commit.go):
-			// make it durable before saying so.
-			if err := s.st.Sync(); err != nil {
+			// wait until it is durable before saying so.
+			if err := s.c.barrier().wait(); err != nil {
 				fail(protocol.CodeShutdown, "controller cannot store the result")
 				return
 			}
@@ -382,23 +382,22 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 		fail(protocol.CodeStaleAttempt, "job %d attempt %d is not current on agent %s", id, attempt, a.name)
 		return
 	}
-	var have atomic.Uint64 // output bytes of this attempt stored
-	have.Store(end - logStart)
+	acks := &streamAcks{have: end - logStart} // output bytes of this attempt stored
 	log := a.log.With("job", id, "attempt", attempt)
-	// On a reopened stream, what we have may not be synced yet (the
-	// previous stream's last chunks): make it durable before saying so.
-	// A fresh attempt has nothing stored, so it costs no fsync.
-	if have.Load() > 0 {
-		if err := s.st.Sync(); err != nil {
+	// On a reopened stream, what we have may not be durable yet (the
+	// previous stream's last chunks): wait for it before saying so. A
+	// fresh attempt has nothing stored, so it costs no wait.
+	if acks.have > 0 {
+		if err := s.c.barrier().wait(); err != nil {
 			fail(protocol.CodeShutdown, "controller cannot store output")
 			return
 		}
 	}
-	_ = w.Write(&protocol.LogAck{Offset: have.Load()})
+	_ = w.Write(&protocol.LogAck{Offset: acks.have})
 
 	ackCtx, stopAcks := context.WithCancel(context.Background())
 	defer stopAcks()
-	go s.ackLoop(ackCtx, w, &have)
+	go s.ackLoop(ackCtx, w, acks)
 
 	for {
 		m, err := r.Read()
@@ -415,7 +414,7 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 				return
 			}
 		case *protocol.LogChunk:
-			data, off, got := m.Data, m.Offset, have.Load()
+			data, off, got := m.Data, m.Offset, acks.stored()
 			if off > got {
 				fail(protocol.CodeProtocol, "log gap: chunk at offset %d, have %d", off, got)
 				return
@@ -441,17 +440,17 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 				fail(protocol.CodeStorageFull, "%v", err)
 				return
 			}
-			// Followers read the newest output from the hub's memory:
-			// copied here, outside the lock (data is the reader's buffer).
-			var kept []byte
-			if s.hub.followed(id) {
-				kept = bytes.Clone(data)
-			}
+			// The reader reuses its buffer: the command (and the hub, which
+			// keeps the newest output of followed jobs) get a copy, made
+			// outside the lock.
+			data = bytes.Clone(data)
 			// The attempt must still be current when its output is
-			// stored: once it is lost and retried, the next attempt owns
-			// the log from here on. Checked and stored under the
-			// scheduler lock, so a loss cannot slip in between; the hub
-			// hears of the chunks in the same order.
+			// queued: once it is lost and retried, the next attempt owns
+			// the log from here on. Checked and queued under the
+			// scheduler lock, so a loss, queued under the same lock, comes
+			// after the chunk in the committer's order and the store never
+			// holds output of an attempt after its end. The chunk is
+			// written with the committer's next round, not here.
 			s.sched.mu.Lock()
 			if s.sched.current(id, attempt, a.name) == nil {
 				s.sched.mu.Unlock()
@@ -459,24 +458,20 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 				return
 			}
 			c := store.Chunk{Offset: logStart + got, Stream: uint8(m.Stream), Data: data, Time: time.Now()}
-			err := s.st.AppendLog(id, c)
-			if err == nil {
-				s.hub.appended(id, c, kept)
-				got += uint64(len(data))
-				s.sched.logEnd[id] = logStart + got
-				s.metrics.logBytes(len(data))
-			}
+			b := s.c.add(&store.Output{Job: id, Chunk: c})
+			got += uint64(len(data))
+			s.sched.logEnd[id] = logStart + got
+			s.metrics.logBytes(len(data))
 			s.sched.mu.Unlock()
-			if err != nil {
-				log.Error("storing output failed", "error", err)
+			if batchDone(b) && b.err != nil {
+				log.Error("storing output failed", "error", b.err)
 				fail(protocol.CodeShutdown, "controller cannot store output")
 				return
 			}
-			have.Store(got)
-			s.hub.ring(id)
+			acks.queued(got, b)
 		case *protocol.Finished:
-			if m.LogBytes != have.Load() {
-				fail(protocol.CodeProtocol, "result says %d output bytes, %d arrived", m.LogBytes, have.Load())
+			if have := acks.stored(); m.LogBytes != have {
+				fail(protocol.CodeProtocol, "result says %d output bytes, %d arrived", m.LogBytes, have)
 				return
 			}
 			b, err := s.sched.finished(a, id, attempt, m)
@@ -505,23 +500,49 @@ const maxOutputSlack = 4 << 10
 // ackEvery is how often a job stream acknowledges stored output.
 const ackEvery = 50 * time.Millisecond
 
+// streamAcks is the output a job stream has queued to the store and the
+// committer batch holding the last of it.
+type streamAcks struct {
+	mu   sync.Mutex
+	have uint64 // output bytes of the attempt queued (or stored before the stream)
+	b    *batch // the batch holding the last chunk queued; nil before the first
+}
+
+func (a *streamAcks) stored() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.have
+}
+
+// queued records that the attempt's output up to have is queued, the
+// last of it in b.
+func (a *streamAcks) queued(have uint64, b *batch) {
+	a.mu.Lock()
+	a.have, a.b = have, b
+	a.mu.Unlock()
+}
+
 // ackLoop tells the agent which output is durable, every ackEvery while
-// more arrives.
-func (s *Server) ackLoop(ctx context.Context, w *protocol.Writer, have *atomic.Uint64) {
+// more arrives: it waits for the batch holding the last chunk counted
+// (batches become durable in order, so every earlier chunk is durable
+// with it) and then sends the LogAck.
+func (s *Server) ackLoop(ctx context.Context, w *protocol.Writer, acks *streamAcks) {
 	t := time.NewTicker(ackEvery)
 	defer t.Stop()
-	acked := have.Load()
+	acked := acks.stored()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		got := have.Load()
+		acks.mu.Lock()
+		got, b := acks.have, acks.b
+		acks.mu.Unlock()
 		if got == acked {
 			continue
 		}
-		if err := s.st.Sync(); err != nil {
+		if err := b.wait(); err != nil {
 			return
 		}
 		if err := w.Write(&protocol.LogAck{Offset: got}); err != nil {

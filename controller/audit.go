@@ -101,22 +101,19 @@ func (sec *security) stamp(e *store.AuditEntry) {
 	}
 }
 
-// append stores a stamped entry, synced.
+// append stores a stamped entry and waits until it is durable.
 func (sec *security) append(e *store.AuditEntry) error {
-	if err := sec.st.AppendAudit(*e); err != nil {
-		return err
-	}
-	return sec.st.Sync()
+	_, err := sec.c.do(&store.AppendAudit{Entry: *e})
+	return err
 }
 
-// pruneAudit removes entries older than the retention.
+// pruneAudit removes entries older than the retention, in the next
+// round of the committer (which may not run yet: it is not waited for).
 func (sec *security) pruneAudit() {
 	if sec.retain <= 0 {
 		return
 	}
-	if err := sec.st.PruneAudit(time.Now().Add(-sec.retain)); err != nil {
-		sec.log.Warn("pruning the audit log failed", "error", err)
-	}
+	sec.c.add(&store.PruneAudit{Before: time.Now().Add(-sec.retain)})
 }
 
 // handleAudit lists audit entries, newest first: ?limit= (default 100,

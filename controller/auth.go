@@ -102,7 +102,8 @@ func requestIdentity(r *http.Request) (identity, bool) {
 // log's sequence. A nil *security (a Server built without New, in tests)
 // knows no tokens and no revocations.
 type security struct {
-	st     *store.Store
+	st     *store.Store // read at start
+	c      *committer   // writes
 	log    hclog.Logger
 	retain time.Duration // audit entries older than this are pruned; <= 0 keeps them
 
@@ -115,9 +116,10 @@ type security struct {
 	auditN    int    // entries since the last prune
 }
 
-// loadSecurity reads the revocations, tokens and the audit sequence.
-func loadSecurity(st *store.Store, log hclog.Logger, retain time.Duration) (*security, error) {
-	sec := &security{st: st, log: log, retain: retain, revoked: map[string]store.Revocation{}, tokens: map[[sha256.Size]byte]store.Token{}}
+// loadSecurity reads the revocations, tokens and the audit sequence;
+// the security records are written through c.
+func loadSecurity(st *store.Store, c *committer, log hclog.Logger, retain time.Duration) (*security, error) {
+	sec := &security{st: st, c: c, log: log, retain: retain, revoked: map[string]store.Revocation{}, tokens: map[[sha256.Size]byte]store.Token{}}
 	revs, err := st.Revocations()
 	if err != nil {
 		return nil, err
@@ -217,7 +219,7 @@ func revokedMessage(leaf *x509.Certificate, r store.Revocation) string {
 }
 
 func (sec *security) add(r store.Revocation) error {
-	if err := sec.st.PutRevocation(r); err != nil {
+	if _, err := sec.c.do(&store.PutRevocation{Revocation: r}); err != nil {
 		return err
 	}
 	sec.mu.Lock()
@@ -233,7 +235,11 @@ func (sec *security) remove(id string) (store.Revocation, error) {
 	if !ok {
 		return r, store.ErrNotFound
 	}
-	if err := sec.st.DeleteRevocation(id); err != nil && !errors.Is(err, store.ErrNotFound) {
+	res, err := sec.c.do(&store.DeleteRevocation{ID: id})
+	if err == nil && !errors.Is(res.Err, store.ErrNotFound) {
+		err = res.Err
+	}
+	if err != nil {
 		return r, err
 	}
 	sec.mu.Lock()
@@ -692,7 +698,7 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request, _ htt
 	sum := sha256.Sum256([]byte(secret))
 	now := time.Now().UTC()
 	t := store.Token{ID: id, Hash: sum[:], Role: string(role), Name: name, CreatedBy: who.who(), CreatedAt: now, ExpiresAt: now.Add(ttl)}
-	if err := s.st.PutToken(t); err != nil {
+	if _, err := s.c.do(&store.PutToken{Token: t}); err != nil {
 		s.log.Error("storing token failed", "error", err)
 		writeError(w, http.StatusServiceUnavailable, "the token could not be stored: %v", err)
 		return
@@ -751,7 +757,11 @@ func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request, p htt
 	s.sec.mu.Lock()
 	delete(s.sec.tokens, [sha256.Size]byte(found.Hash))
 	s.sec.mu.Unlock()
-	if err := s.st.DeleteToken(id); err != nil && !errors.Is(err, store.ErrNotFound) {
+	res, err := s.c.do(&store.DeleteToken{ID: id})
+	if err == nil && !errors.Is(res.Err, store.ErrNotFound) {
+		err = res.Err
+	}
+	if err != nil {
 		s.log.Error("deleting token failed", "token", id, "error", err)
 		writeError(w, http.StatusServiceUnavailable, "the token is refused until the controller restarts, but could not be deleted from the store: %v", err)
 		return

@@ -49,7 +49,7 @@ func (f *expiryFixture) running(n uint32, timeout time.Duration, retries int) ui
 		}
 		j.Attempts = append(j.Attempts, a)
 	}
-	if err := s.st.Apply(store.NewUpdate(nil, j, store.Event{Type: "submitted"})); err != nil {
+	if err := applyAll(s.st, store.NewTransition(j, store.Event{Type: "submitted"})); err != nil {
 		f.t.Fatal(err)
 	}
 	s.mu.Lock()

@@ -19,7 +19,7 @@ func TestSchedulerLoad(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	apply := func(prev, next *store.Job) *store.Job {
 		t.Helper()
-		if err := st.Apply(store.NewUpdate(prev, next, store.Event{Type: "x"})); err != nil {
+		if err := applyAll(st, store.NewTransition(next, store.Event{Type: "x"})); err != nil {
 			t.Fatal(err)
 		}
 		return next
@@ -46,7 +46,7 @@ func TestSchedulerLoad(t *testing.T) {
 		j.LogBytes = 10
 		j.Attempts = []store.Attempt{{Number: 1, Agent: "a", LogStart: 10}}
 	})
-	if err := st.AppendLog(running.ID, store.Chunk{Offset: 10, Stream: 1, Data: make([]byte, 90)}); err != nil {
+	if err := applyAll(st, &store.Output{Job: running.ID, Chunk: store.Chunk{Offset: 10, Stream: 1, Data: make([]byte, 90)}}); err != nil {
 		t.Fatal(err)
 	}
 	move(mk(50, 0, nil), store.Completed, nil)

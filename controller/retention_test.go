@@ -40,6 +40,33 @@ func testStore(t *testing.T) *store.Store {
 	return st
 }
 
+// applyAll applies cmds to st as one batch and returns the batch's error
+// or else the first command's.
+func applyAll(st *store.Store, cmds ...store.Command) error {
+	res, err := st.Apply(cmds...)
+	if err != nil {
+		return err
+	}
+	for _, r := range res {
+		if r.Err != nil {
+			return r.Err
+		}
+	}
+	return nil
+}
+
+// applyOne returns a function that applies one command to st, as the
+// committer's do does.
+func applyOne(st *store.Store) func(store.Command) (store.Result, error) {
+	return func(c store.Command) (store.Result, error) {
+		res, err := st.Apply(c)
+		if err != nil {
+			return store.Result{}, err
+		}
+		return res[0], nil
+	}
+}
+
 // fakePruner records Prune calls with the (bubble) time they were made.
 type fakePruner struct {
 	mu    sync.Mutex
@@ -53,7 +80,7 @@ type pruneCall struct {
 	o  store.PruneOptions
 }
 
-func (f *fakePruner) Prune(ctx context.Context, o store.PruneOptions) (int, error) {
+func (f *fakePruner) Prune(ctx context.Context, o store.PruneOptions, _ func(store.Command) (store.Result, error)) (int, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, pruneCall{time.Now(), o})
 	err, block := f.err, f.block
@@ -174,10 +201,10 @@ func TestRetentionPass(t *testing.T) {
 	add := func(state store.State, finished time.Time) uint64 {
 		t.Helper()
 		j := &store.Job{ID: st.NextID(), Command: "true", State: state, CreatedAt: now.Add(-48 * time.Hour), FinishedAt: finished}
-		if err := st.Apply(store.NewUpdate(nil, j, store.Event{Type: "submitted"})); err != nil {
+		if err := applyAll(st, store.NewTransition(j, store.Event{Type: "submitted"})); err != nil {
 			t.Fatal(err)
 		}
-		if err := st.AppendLog(j.ID, store.Chunk{Stream: 1, Data: []byte("hi\n")}); err != nil {
+		if err := applyAll(st, &store.Output{Job: j.ID, Chunk: store.Chunk{Stream: 1, Data: []byte("hi\n")}}); err != nil {
 			t.Fatal(err)
 		}
 		return j.ID
@@ -203,7 +230,7 @@ func TestRetentionPass(t *testing.T) {
 		return err == nil
 	}
 
-	r := retention{st: st, log: testLog(t, "retention"), retainFor: time.Hour, retainJobs: 2}
+	r := retention{st: st, apply: applyOne(st), log: testLog(t, "retention"), retainFor: time.Hour, retainJobs: 2}
 	r.pass(t.Context(), now)
 	for _, id := range old {
 		if exists(id) {

@@ -190,8 +190,8 @@ func (s *scheduler) submitTransition(prev, next *store.Job, typ, msg string, lev
 		ev.Attempt = a.Number
 		ev.Agent = a.Agent
 	}
-	u := store.NewUpdate(prev, next, ev)
-	u.Audit = audit
+	tr := store.NewTransition(next, ev)
+	tr.Audit = audit
 
 	id := next.ID
 	if prev != nil && prev.State == store.Queued && next.State != store.Queued {
@@ -221,7 +221,7 @@ func (s *scheduler) submitTransition(prev, next *store.Job, typ, msg string, lev
 		s.log.Log(level, "job "+typ, "job", id, "state", string(next.State), "attempt", ev.Attempt, "agent", ev.Agent, "msg", msg)
 	}
 	s.metrics.transition(prev, next)
-	b := s.c.add(u)
+	b := s.c.add(tr)
 	if next.State.Terminal() {
 		// Until the batch is durable the store still has the previous
 		// version; keep the final one at hand for cancel.

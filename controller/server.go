@@ -212,6 +212,7 @@ func New(cfg Config) (*Server, error) {
 	s.log.Info("disk limits", "dir", cfg.DataDir, "size", size, "min_free_bytes", floor, "max_output_bytes", maxOutput)
 	s.c = newCommitter(s.st)
 	s.c.writable = s.disk.writable
+	s.c.applied = s.outputApplied
 	s.sched = newScheduler(s.log.Named("scheduler"), s.st, s.c, s.hub, schedOptions{
 		LeaseTTL: cfg.LeaseTTL, HeartbeatInterval: cfg.HeartbeatInterval, KillGrace: cfg.KillGrace,
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Aging: cfg.Aging, MaxOutput: maxOutput,
@@ -223,7 +224,7 @@ func New(cfg Config) (*Server, error) {
 		s.st.Close()
 		return nil, fmt.Errorf("controller: loading queue: %w", err)
 	}
-	if s.sec, err = loadSecurity(s.st, s.log.Named("auth"), cfg.RetainFor); err != nil {
+	if s.sec, err = loadSecurity(s.st, s.c, s.log.Named("auth"), cfg.RetainFor); err != nil {
 		s.st.Close()
 		return nil, fmt.Errorf("controller: loading revocations and API tokens: %w", err)
 	}
@@ -343,6 +344,18 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("controller stopped")
 	return err
+}
+
+// outputApplied tells the hub of the output chunks in a batch the
+// committer applied, in the order it applied them: the hub's tail
+// matches the store, and followers woken now find the chunks there.
+func (s *Server) outputApplied(cmds []store.Command) {
+	for _, c := range cmds {
+		if o, ok := c.(*store.Output); ok {
+			s.hub.appended(o.Job, o.Chunk, o.Chunk.Data)
+			s.hub.ring(o.Job)
+		}
+	}
 }
 
 func (s *Server) acceptAgents(ctx context.Context) {

@@ -159,30 +159,7 @@ type Chunk struct {
 	Stream uint8  // 1 stdout, 2 stderr (protocol.Stream values)
 	Data   []byte
 	// Time is when the controller received the chunk; zero for chunks
-	// stored before times were kept (and for a zero Time given to
-	// AppendLog).
+	// stored before times were kept (and for a zero Time in an Output
+	// command).
 	Time time.Time
-}
-
-// Update is one state transition: Next replaces Prev (nil for a new
-// job) and Event is appended to Next's history. The queue, delay and
-// active indexes follow from Prev.State and Next.State, so they can never
-// disagree with the job records.
-type Update struct {
-	Prev  *Job
-	Next  *Job
-	Event Event
-	// Audit, if set, is an audit entry written in the same batch (a
-	// submission's), so the entry is exactly as durable as the job. Its
-	// ID must be set.
-	Audit *AuditEntry
-}
-
-// NewUpdate numbers ev as next's following event and returns the
-// update: ev.Seq becomes next.Events and next.Events grows by one. Call
-// it once per transition, before next is shared or applied.
-func NewUpdate(prev, next *Job, ev Event) Update {
-	ev.Seq = next.Events
-	next.Events++
-	return Update{Prev: prev, Next: next, Event: ev}
 }
