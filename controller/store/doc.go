@@ -95,11 +95,19 @@
 //	                                             secret, never the secret)
 //	"u" id(8)                                    AuditEntry as JSON; id increases and
 //	                                             is at least the entry's Unix nanoseconds
-//	"c" name                                     a controller secret (raw bytes), made
-//	                                             once by Secret: "quic-stateless-reset"
 //	"n" SHA-256 of the secret(32)                JoinToken as JSON (uses left, expiry,
 //	                                             labels, name prefix; never the secret);
 //	                                             its ID is the hex of the first 8 bytes
+//
+// The "c" prefix is retired: schema 3 kept the controller's secrets
+// there, and Open moves them out (below). No other prefix may reuse it.
+//
+// Node-local state is not in Pebble: the keys above are what commands
+// change and what a replica of the store would hold, while the
+// controller's own secrets (Secret: the QUIC stateless-reset key) belong
+// to one node. They are files under node/ in the data directory (mode
+// 0600; Pebble ignores files it did not name), written once through a
+// synced temporary file and a rename.
 //
 // Priority is clamped to 0..255 in the queue key. A job's index keys are
 // derived from its record (State, Priority, QueuedAt, NotBefore,
@@ -177,6 +185,10 @@
 //
 // # Schema version
 //
+// Besides ApplyNoWait, only Open writes: the schema version and the move
+// of retired keys, both about this node's directory rather than changes
+// a replica would apply.
+//
 // Open writes SchemaVersion under "v" in an empty database and refuses,
 // with ErrSchema, a database holding another version or data without a
 // version. Bump SchemaVersion when existing data would be misread: a
@@ -204,4 +216,11 @@
 //	   other direction: a version 2 release would read a new chunk's
 //	   time as output, so it must refuse the directory. Job records also
 //	   gained "output" and "tty" (optional fields, no bump of their own).
+//
+// Still version 3: the "c" keys (the controller's secrets) moved to files
+// under node/. Open moves any it finds, the bytes unchanged, and deletes
+// them. No bump: nothing is misread either way — a release that still
+// keeps secrets under "c" finds none and makes a new one (its QUIC
+// resets then do not match the previous run's sessions, nothing more),
+// and this one moves that key out again (a file already there wins).
 package store

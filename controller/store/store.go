@@ -127,6 +127,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
+	if err := s.migrateSecrets(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
 	last, err := s.lastJobID()
 	if err != nil {
 		_ = db.Close()
