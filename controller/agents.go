@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,13 +13,14 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"jobsuite/certs"
-	"jobsuite/controller/store"
 	"jobsuite/protocol"
 	"jobsuite/transport"
 )
 
-// agentConn is one connected agent session. Fields other than the
-// immutable ones are guarded by the scheduler's mutex.
+// agentConn is one connected agent session: its connection, its control
+// stream's writer and its status requests. What the scheduler knows of
+// it (credits, attempts, last heartbeat) is the scheduler's, in its
+// registry (registry.go).
 type agentConn struct {
 	name      string
 	labels    map[string]string
@@ -40,22 +40,6 @@ type agentConn struct {
 	statusMu   sync.Mutex
 	statusSeq  uint64
 	statusWait map[uint64]chan *protocol.StatusReply
-
-	// guarded by scheduler.mu
-	draining bool
-	credits  int
-	running  map[uint64]uint32 // job ID → attempt
-	lastSeen time.Time
-	closed   bool
-}
-
-// free is how many more attempts the agent may be sent: it granted the
-// credits and has the slots. The caller holds the scheduler's mutex.
-func (a *agentConn) free() int {
-	if a.closed || a.draining {
-		return 0
-	}
-	return min(a.credits, a.slots-len(a.running))
 }
 
 // outQueue bounds the messages waiting for an agent's control stream,
@@ -109,30 +93,6 @@ type AgentInfo struct {
 	ConnectedAt time.Time         `json:"connected_at"`
 	LastSeen    time.Time         `json:"last_heartbeat"`
 	Jobs        []uint64          `json:"jobs"`
-}
-
-func (s *scheduler) agentList() []AgentInfo {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]AgentInfo, 0, len(s.agents))
-	for _, a := range s.agents {
-		jobs := make([]uint64, 0, len(a.running))
-		for id := range a.running {
-			jobs = append(jobs, id)
-		}
-		sort.Slice(jobs, func(i, j int) bool { return jobs[i] < jobs[j] })
-		labels := a.labels
-		if labels == nil {
-			labels = map[string]string{}
-		}
-		out = append(out, AgentInfo{
-			Name: a.name, Labels: labels, Slots: a.slots, Running: len(a.running),
-			Credits: a.credits, Draining: a.draining, Transport: a.transport, Address: a.addr, Version: a.version,
-			ConnectedAt: a.connected, LastSeen: a.lastSeen, Jobs: jobs,
-		})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
 }
 
 // controlReadBuffer is the read buffer of an agent's control stream.
@@ -212,7 +172,6 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		name: name, labels: hello.Labels, slots: int(hello.Slots), version: hello.AgentVersion,
 		transport: sess.Transport(), addr: sess.RemoteAddr().String(), connected: time.Now().UTC(),
 		sess: sess, log: log, out: make(chan protocol.Message, outQueue+2*min(int(hello.Slots), 4096)), ctrl: w,
-		running: map[uint64]uint32{}, lastSeen: time.Now(),
 	}
 	if err := w.Write(&protocol.Welcome{
 		Version: protocol.Version, ControllerID: s.id,
@@ -358,15 +317,8 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 		return
 	}
 	id, attempt := open.JobID, open.Attempt
-	s.sched.mu.Lock()
-	j := s.sched.current(id, attempt, a.name)
-	var logStart, end uint64
-	if j != nil {
-		logStart = j.Current().LogStart
-		end = s.sched.logEnd[id]
-	}
-	s.sched.mu.Unlock()
-	if j == nil {
+	logStart, end, ok := s.sched.streamStart(id, attempt, a.name)
+	if !ok {
 		if s.recorded(id, attempt, a.name) {
 			// The result is stored; the agent missed our FinishAck. The
 			// read may see its batch before it is synced (commit.go):
@@ -428,7 +380,7 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			if len(data) == 0 {
 				continue
 			}
-			if limit := s.sched.opts.MaxOutput; limit > 0 && got+uint64(len(data)) > limit+maxOutputSlack {
+			if limit := s.maxOutput; limit > 0 && got+uint64(len(data)) > limit+maxOutputSlack {
 				// The agent stops at MaxOutput (and adds a marker line): one
 				// that goes on ignores the Dispatch.
 				fail(protocol.CodeProtocol, "output passes the cap of %d bytes the dispatch set (MaxOutput)", limit)
@@ -441,33 +393,19 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 				return
 			}
 			// The reader reuses its buffer: the command (and the hub, which
-			// keeps the newest output of followed jobs) get a copy, made
-			// outside the lock.
+			// keeps the newest output of followed jobs) get a copy.
 			data = bytes.Clone(data)
-			// The attempt must still be current when its output is
-			// queued: once it is lost and retried, the next attempt owns
-			// the log from here on. Checked and queued under the
-			// scheduler lock, so a loss, queued under the same lock, comes
-			// after the chunk in the committer's order and the store never
-			// holds output of an attempt after its end. The chunk is
-			// written with the committer's next round, not here.
-			s.sched.mu.Lock()
-			if s.sched.current(id, attempt, a.name) == nil {
-				s.sched.mu.Unlock()
-				fail(protocol.CodeStaleAttempt, "job %d attempt %d is no longer current on agent %s", id, attempt, a.name)
+			b, err := s.sched.output(a.name, id, attempt, got, uint8(m.Stream), data)
+			if err != nil {
+				fail(protocol.CodeStaleAttempt, "%v", err)
 				return
 			}
-			c := store.Chunk{Offset: logStart + got, Stream: uint8(m.Stream), Data: data, Time: time.Now()}
-			b := s.c.add(&store.Output{Job: id, Chunk: c})
-			got += uint64(len(data))
-			s.sched.logEnd[id] = logStart + got
-			s.metrics.logBytes(len(data))
-			s.sched.mu.Unlock()
 			if batchDone(b) && b.err != nil {
 				log.Error("storing output failed", "error", b.err)
 				fail(protocol.CodeShutdown, "controller cannot store output")
 				return
 			}
+			got += uint64(len(data))
 			acks.queued(got, b)
 		case *protocol.Finished:
 			if have := acks.stored(); m.LogBytes != have {
@@ -569,117 +507,4 @@ func (s *Server) recorded(id uint64, attempt uint32, agent string) bool {
 	}
 	at := j.Attempts[attempt-1]
 	return at.Agent == agent && at.Outcome != "" && at.Outcome != "lost"
-}
-
-// register adds a connected agent, replacing an older session of the
-// same name, and reconciles the attempts it says it runs with ours.
-func (s *scheduler) register(a *agentConn, running []protocol.AttemptRef) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if old := s.agents[a.name]; old != nil {
-		old.closed = true
-		old.log.Warn("agent reconnected; closing its previous session")
-		old.close("replaced by a new session of the same agent")
-	}
-	s.agents[a.name] = a
-	now := time.Now()
-	for _, ref := range running {
-		if j := s.current(ref.JobID, ref.Attempt, a.name); j != nil {
-			a.running[ref.JobID] = ref.Attempt
-			s.setLease(ref.JobID, ref.Attempt, now.Add(s.opts.LeaseTTL))
-			continue
-		}
-		a.send(&protocol.Cancel{JobID: ref.JobID, Attempt: ref.Attempt, Reason: "attempt is no longer current"})
-	}
-	s.kickDispatch()
-}
-
-func (s *scheduler) unregister(a *agentConn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	a.closed = true
-	a.credits = 0
-	if s.agents[a.name] == a {
-		delete(s.agents, a.name)
-	}
-	// Its attempts keep their leases: the agent may reconnect and claim
-	// them; otherwise they expire and count as lost.
-}
-
-// drain stops dispatching to agent name; its running jobs go on. It
-// reports whether the agent is connected.
-func (s *scheduler) drain(name string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	a := s.agents[name]
-	if a == nil {
-		return false
-	}
-	a.draining = true
-	a.credits = 0
-	return true
-}
-
-func (s *scheduler) credit(a *agentConn, n int) {
-	s.mu.Lock()
-	if a.draining {
-		s.mu.Unlock()
-		return
-	}
-	// Credits are the agent's word on its free slots. They are not
-	// clamped by our view of what it runs (that view can briefly hold an
-	// attempt the agent already dropped, and a clamped credit would be
-	// lost for good); dispatch checks both credits and slots instead.
-	a.credits = min(a.credits+n, a.slots)
-	s.mu.Unlock()
-	s.kickDispatch()
-}
-
-// heartbeat renews the leases of the attempts the agent lists and
-// resynchronises its credits. Credits are deltas and a delta can be lost
-// (a credit sent on a session that died, an attempt dropped on one side
-// only); the heartbeat says what the agent holds, so the free slots are
-// slots minus everything it holds or has been sent but not yet seen
-// (our attempts on it that it does not list). An attempt it lists as
-// ended holds no slot: its process is gone and its Credit went out
-// before this heartbeat. Credits it sends after this heartbeat come
-// after it on the stream and add to the result.
-func (s *scheduler) heartbeat(a *agentConn, running, ended []protocol.AttemptRef) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := time.Now()
-	a.lastSeen = now
-	listed := make(map[uint64]bool, len(running))
-	done := make(map[uint64]bool, len(ended))
-	for _, ref := range ended {
-		done[ref.JobID] = true
-	}
-	held := make(map[uint64]bool, len(running)+len(a.running))
-	for _, ref := range running {
-		listed[ref.JobID] = true
-		if !done[ref.JobID] {
-			held[ref.JobID] = true
-		}
-		if s.current(ref.JobID, ref.Attempt, a.name) != nil {
-			s.setLease(ref.JobID, ref.Attempt, now.Add(s.opts.LeaseTTL))
-			continue
-		}
-		if !done[ref.JobID] { // an ended attempt has nothing left to stop
-			a.send(&protocol.Cancel{JobID: ref.JobID, Attempt: ref.Attempt, Reason: "attempt is no longer current"})
-		}
-	}
-	for id := range a.running {
-		if !listed[id] {
-			held[id] = true
-		}
-	}
-	if a.draining {
-		return
-	}
-	free := max(a.slots-len(held), 0)
-	if free != a.credits {
-		a.log.Debug("credits resynchronised from heartbeat", "had", a.credits, "now", free)
-		a.credits = free
-		s.kickDispatch()
-	}
 }

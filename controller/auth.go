@@ -362,29 +362,26 @@ func (s *Server) refuseRevoked(ctx context.Context, sess transport.Session, log 
 // cutOff closes every agent session a revocation now covers. Their
 // running attempts are lost at once (and retried if the job has retries
 // left), as if their leases had expired: the agent will not be let back
-// in to report on them. It returns the sessions closed and the jobs whose
+// in to report on them. Each is drained first, so nothing more is
+// dispatched to it. It returns the sessions closed and the jobs whose
 // attempts were lost, once the losses are durable.
 func (s *Server) cutOff() (sessions []string, lost []uint64, err error) {
 	var batches []*batch
-	s.sched.mu.Lock()
-	for _, a := range s.sched.agents {
+	for _, a := range s.sched.sessions() {
 		rev, ok := s.sec.deniedConn(a.sess.ConnectionState())
 		if !ok {
 			continue
 		}
-		a.draining, a.credits = true, 0 // nothing more is dispatched to it
-		why := fmt.Sprintf("agent %s's certificate was revoked by %s", a.name, rev.By)
-		for id, attempt := range a.running {
-			if j := s.sched.current(id, attempt, a.name); j != nil {
-				batches = append(batches, s.sched.loseAttempt(j, why))
-				lost = append(lost, id)
-			}
+		s.sched.drain(a.name)
+		ids, b := s.sched.loseAttempts(a, fmt.Sprintf("agent %s's certificate was revoked by %s", a.name, rev.By))
+		if b != nil {
+			batches = append(batches, b)
 		}
-		a.log.Warn("closing session: certificate revoked", "revocation", rev.ID(), "by", rev.By, "lost_jobs", len(lost))
+		lost = append(lost, ids...)
+		a.log.Warn("closing session: certificate revoked", "revocation", rev.ID(), "by", rev.By, "lost_jobs", len(ids))
 		a.close("certificate revoked")
 		sessions = append(sessions, a.name)
 	}
-	s.sched.mu.Unlock()
 	for _, b := range batches {
 		if werr := b.wait(); werr != nil && err == nil {
 			err = werr
@@ -504,12 +501,10 @@ func (s *Server) handleRevokeAgent(w http.ResponseWriter, r *http.Request, p htt
 	id, _ := requestIdentity(r)
 	rev := store.Revocation{Role: string(certs.RoleAgent), Name: name, Reason: req.Reason, By: id.who(), At: time.Now().UTC()}
 	if !req.AllCerts {
-		s.sched.mu.Lock()
 		var leaf *x509.Certificate
-		if a := s.sched.agents[name]; a != nil {
+		if a := s.sched.session(name); a != nil {
 			leaf = leafOf(a.sess.ConnectionState())
 		}
-		s.sched.mu.Unlock()
 		if leaf == nil {
 			writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("no connected agent named %q, so its certificate is unknown; revoke the name instead (every certificate named %q: all_certs, 'jobsuite agents revoke -all-certs %s') or the certificate by serial ('jobsuite certs revoke -cert FILE')", name, name, name), Field: "name"})
 			return

@@ -617,10 +617,7 @@ func (s *Server) enrollName(t store.JoinToken, requested string) (name string, c
 	}
 	// A new session takes over a connected agent's name and its
 	// attempts: a join token must not be a way to do that.
-	s.sched.mu.Lock()
-	_, taken := s.sched.agents[requested]
-	s.sched.mu.Unlock()
-	if taken {
+	if s.sched.session(requested) != nil {
 		return "", http.StatusConflict, fmt.Sprintf("an agent named %q is connected; choose another name", requested)
 	}
 	return requested, 0, ""

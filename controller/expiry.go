@@ -135,9 +135,9 @@ func (s *scheduler) expire(now time.Time) time.Time {
 			nc := next.Current()
 			nc.OutputBytes = next.LogBytes - nc.LogStart
 			nc.Error = fmt.Sprintf("agent %s did not end the job %s after its timeout; the controller's deadline passed", c.Agent, s.opts.KillGrace+s.opts.LeaseTTL)
-			if a := s.agents[c.Agent]; a != nil {
-				delete(a.running, it.id)
-				a.send(&protocol.Cancel{JobID: it.id, Attempt: c.Number, Reason: "timeout (controller deadline)"})
+			if st := s.agents[c.Agent]; st != nil {
+				delete(st.running, it.id)
+				st.conn.send(&protocol.Cancel{JobID: it.id, Attempt: c.Number, Reason: "timeout (controller deadline)"})
 			}
 			s.endAttempt(j, next, "timeout", nc.Error)
 			continue
@@ -153,27 +153,14 @@ func (s *scheduler) expire(now time.Time) time.Time {
 			continue
 		}
 		s.loseAttempt(j, fmt.Sprintf("agent %s did not renew the lease within %s", c.Agent, s.opts.LeaseTTL))
-		if a := s.agents[c.Agent]; a != nil {
-			a.send(&protocol.Cancel{JobID: it.id, Attempt: c.Number, Reason: "lease expired"})
+		if st := s.agents[c.Agent]; st != nil {
+			st.conn.send(&protocol.Cancel{JobID: it.id, Attempt: c.Number, Reason: "lease expired"})
 		}
 	}
 	if s.expiry.Len() == 0 {
 		return time.Time{}
 	}
 	return s.expiry[0].due
-}
-
-// closeSilent closes the sessions of agents not heard from for a lease.
-// Their attempts run out on their own leases.
-func (s *scheduler) closeSilent(now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, a := range s.agents {
-		if now.Sub(a.lastSeen) > s.opts.LeaseTTL {
-			s.log.Warn("agent missed heartbeats; closing its session", "agent", a.name, "last_seen", a.lastSeen)
-			a.close("missed heartbeats for " + s.opts.LeaseTTL.String())
-		}
-	}
 }
 
 // startServing gives the attempts load found running their restart

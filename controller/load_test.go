@@ -51,8 +51,8 @@ func TestSchedulerLoad(t *testing.T) {
 	}
 	move(mk(50, 0, nil), store.Completed, nil)
 
-	s := newScheduler(hclog.NewNullLogger(), st, nil, newHub(), schedOptions{LeaseTTL: time.Minute})
-	m := newMetrics(hclog.NewNullLogger(), s, s.hub, st)
+	s := newScheduler(hclog.NewNullLogger(), st, nil, schedOptions{LeaseTTL: time.Minute})
+	m := newMetrics(hclog.NewNullLogger(), s, newHub(), st)
 	if err := s.load(); err != nil {
 		t.Fatal(err)
 	}

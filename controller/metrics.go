@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"iter"
-	"maps"
 	"net"
 	"net/http"
 	"time"
@@ -125,10 +124,7 @@ func newMetrics(log hclog.Logger, sched *scheduler, h *hub, st storeStats) *metr
 		MaxRequestsInFlight: 4,
 	})
 
-	sched.mu.Lock()
-	defer sched.mu.Unlock()
-	m.countAll(maps.Values(sched.jobs))
-	sched.metrics = m
+	sched.setMetrics(m)
 	return m
 }
 
@@ -271,19 +267,7 @@ func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
-	var agents, used, free int
-	c.sched.mu.Lock()
-	for _, a := range c.sched.agents {
-		if a.closed {
-			continue
-		}
-		agents++
-		used += len(a.running)
-		if !a.draining {
-			free += max(a.slots-len(a.running), 0)
-		}
-	}
-	c.sched.mu.Unlock()
+	agents, used, free := c.sched.agentLoad()
 	followers := c.hub.followers()
 	st := c.st.Metrics()
 

@@ -54,10 +54,14 @@ func gather(t *testing.T, m *metrics, name string, labels ...string) float64 {
 // TestMetricsTransitions drives the counting through a job's life with
 // a lost attempt and a retry, as scheduler.transition reports it.
 func TestMetricsTransitions(t *testing.T) {
-	sched := newScheduler(hclog.NewNullLogger(), nil, nil, newHub(), schedOptions{})
 	// A job the scheduler loaded at start is counted from the outset.
-	sched.jobs[7] = &store.Job{ID: 7, State: store.Waiting, Priority: 50}
-	m := newMetrics(hclog.NewNullLogger(), sched, sched.hub, fakeStats{DiskBytes: 123, Compactions: 4, WriteStalls: 2, MemtableBytes: 5})
+	ms := newMemStore()
+	ms.put(&store.Job{ID: 7, State: store.Waiting, Priority: 50})
+	sched := newScheduler(hclog.NewNullLogger(), ms, nil, schedOptions{})
+	if err := sched.load(); err != nil {
+		t.Fatal(err)
+	}
+	m := newMetrics(hclog.NewNullLogger(), sched, newHub(), fakeStats{DiskBytes: 123, Compactions: 4, WriteStalls: 2, MemtableBytes: 5})
 	if sched.metrics != m {
 		t.Fatal("newMetrics did not hook into the scheduler")
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -20,34 +21,38 @@ import (
 )
 
 // scheduler owns the live state: every non-terminal job's latest record,
-// the queue, the delay index, the connected agents and the attempt
-// leases. All of it sits behind one mutex; disk writes happen outside it
-// through the committer (see commit.go). Every change of a job goes
-// through transition, which keeps memory, indexes and store in step.
+// the queue, the delay index, the connected agents' books (registry.go)
+// and the attempt leases (expiry.go). All of it sits behind one mutex
+// that only the scheduler's own files take (scheduler.go, expiry.go,
+// registry.go; queue.go's queue is its data): everyone else calls its
+// methods. No store I/O happens under it: changes are queued to the
+// committer as commands (see commit.go), which writes them in the order
+// they were queued; the store is read outside it. Every change of a job
+// goes through transition, which keeps memory, indexes and store in
+// step.
 type scheduler struct {
 	log  hclog.Logger
-	st   *store.Store
+	st   jobReader
 	c    *committer
-	hub  *hub
 	opts schedOptions
 
 	mu       sync.Mutex
 	jobs     map[uint64]*store.Job // non-terminal jobs, latest version
 	q        *queue
 	delay    delayHeap
-	agents   map[string]*agentConn
-	leases   map[uint64]lease      // job ID → lease of its current attempt (expiry.go)
-	expiry   expiryHeap            // when leases and controller deadlines may run out
-	keys     map[string]pendingKey // idempotency keys of jobs not yet durable
-	logEnd   map[uint64]uint64     // job ID → end of its stored output (active jobs)
-	ended    map[uint64]ended      // jobs just finished, until their batch is durable
-	endedQ   []uint64              // the keys of ended in the order they ended
-	rotate   int                   // round-robin start among agents
-	wake     chan struct{}         // dispatcher doorbell
-	delayCh  chan struct{}         // delay timer doorbell
-	expiryCh chan struct{}         // expiry timer doorbell: an earlier entry
-	metrics  *metrics              // counts transitions; nil in tests without a Server
-	disk     *diskGuard            // dispatch pauses while it refuses growth; nil in tests
+	agents   map[string]*agentState // by name (registry.go)
+	leases   map[uint64]lease       // job ID → lease of its current attempt (expiry.go)
+	expiry   expiryHeap             // when leases and controller deadlines may run out
+	keys     map[string]pendingKey  // idempotency keys of jobs not yet durable
+	logEnd   map[uint64]uint64      // job ID → end of its stored output (active jobs)
+	ended    map[uint64]ended       // jobs just finished, until their batch is durable
+	endedQ   []uint64               // the keys of ended in the order they ended
+	rotate   int                    // round-robin start among agents
+	wake     chan struct{}          // dispatcher doorbell
+	delayCh  chan struct{}          // delay timer doorbell
+	expiryCh chan struct{}          // expiry timer doorbell: an earlier entry
+	metrics  *metrics               // counts transitions; nil in tests without a Server
+	disk     *diskGuard             // dispatch pauses while it refuses growth; nil in tests
 }
 
 // ended is a job that reached a final state whose batch may not be
@@ -71,15 +76,26 @@ type schedOptions struct {
 	BackoffBase       time.Duration
 	BackoffMax        time.Duration
 	Aging             time.Duration
-	MaxOutput         uint64 // stored output per attempt, sent in Dispatch; 0: no cap
+	MaxOutput         uint64     // stored output per attempt, sent in Dispatch; 0: no cap
+	Disk              *diskGuard // dispatch pauses while it refuses growth; nil: no guard
 }
 
-func newScheduler(log hclog.Logger, st *store.Store, c *committer, h *hub, o schedOptions) *scheduler {
+// jobReader is what the scheduler reads of the store; it writes through
+// the committer.
+type jobReader interface {
+	NextID() uint64
+	Get(id uint64) (*store.Job, error)
+	IdempotencyKey(key string) (uint64, bool, error)
+	Active() ([]*store.Job, error)
+	LogEnd(id uint64) (uint64, error)
+}
+
+func newScheduler(log hclog.Logger, st jobReader, c *committer, o schedOptions) *scheduler {
 	return &scheduler{
-		log: log, st: st, c: c, hub: h, opts: o,
+		log: log, st: st, c: c, opts: o, disk: o.Disk,
 		jobs:     map[uint64]*store.Job{},
 		q:        newQueue(o.Aging),
-		agents:   map[string]*agentConn{},
+		agents:   map[string]*agentState{},
 		leases:   map[uint64]lease{},
 		keys:     map[string]pendingKey{},
 		logEnd:   map[uint64]uint64{},
@@ -105,6 +121,16 @@ func (s *scheduler) load() error {
 	if err != nil {
 		return err
 	}
+	// Output of a running attempt is in the store beyond the record's
+	// LogBytes (set only when an attempt ends): read before the lock.
+	ends := map[uint64]uint64{}
+	for _, j := range jobs {
+		if j.State.Active() {
+			if ends[j.ID], err = s.st.LogEnd(j.ID); err != nil {
+				return err
+			}
+		}
+	}
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -122,17 +148,7 @@ func (s *scheduler) load() error {
 		}
 		jobs[n] = j
 		n++
-		end := j.LogBytes
-		if j.State.Active() {
-			// Output of a running attempt is in the store beyond the
-			// record's LogBytes (set only when an attempt ends).
-			stored, err := s.st.LogEnd(j.ID)
-			if err != nil {
-				return err
-			}
-			end = max(stored, end)
-		}
-		if end > 0 {
+		if end := max(j.LogBytes, ends[j.ID]); end > 0 {
 			s.logEnd[j.ID] = end
 		}
 		switch j.State {
@@ -349,7 +365,7 @@ func (s *scheduler) whyQueued(j *store.Job) string {
 		return "waiting for a free slot"
 	}
 	for _, a := range s.agents {
-		if matches(j.Labels, a.labels) {
+		if matches(j.Labels, a.conn.labels) {
 			return "waiting for a free slot on an agent matching " + formatLabels(j.Labels)
 		}
 	}
@@ -444,8 +460,8 @@ func (s *scheduler) dispatch() (dispatchRound, bool) {
 		return dispatchRound{}, false
 	}
 	names := make([]string, 0, len(s.agents))
-	for n, a := range s.agents {
-		if a.free() > 0 {
+	for n, st := range s.agents {
+		if st.free() > 0 {
 			names = append(names, n)
 		}
 	}
@@ -462,10 +478,11 @@ func (s *scheduler) dispatch() (dispatchRound, bool) {
 	for progress := true; progress; {
 		progress = false
 		for i := range names {
-			a := s.agents[names[(start+i)%len(names)]]
-			if a == nil || a.free() <= 0 {
+			st := s.agents[names[(start+i)%len(names)]]
+			if st == nil || st.free() <= 0 {
 				continue
 			}
+			a := st.conn
 			id := s.q.best(a.labels)
 			if id == 0 {
 				continue
@@ -479,8 +496,8 @@ func (s *scheduler) dispatch() (dispatchRound, bool) {
 			next.State = store.Dispatched
 			next.Reason = ""
 			last = s.transition(prev, next, "dispatched", "")
-			a.credits--
-			a.running[id] = n
+			st.credits--
+			st.running[id] = n
 			s.setLease(id, n, now.Add(s.opts.LeaseTTL))
 			s.setHardDeadline(id, n, now, next.Timeout)
 			out = append(out, outgoing{a, s.dispatchMsg(next)})
@@ -560,6 +577,74 @@ func (s *scheduler) snapshot(id uint64) *store.Job {
 	return &c
 }
 
+// holder returns the agent holding job id's current attempt, and its
+// session if it is connected; active is false if the job has no attempt
+// in progress.
+func (s *scheduler) holder(id uint64) (agent string, attempt uint32, a *agentConn, active bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.jobs[id]
+	if j == nil || !j.State.Active() {
+		return "", 0, nil, false
+	}
+	c := j.Current()
+	if st := s.agents[c.Agent]; st != nil {
+		a = st.conn
+	}
+	return c.Agent, c.Number, a, true
+}
+
+// streamStart returns where attempt of job id on agent begins in the
+// job's log and where the output stored for it so far ends; ok is false
+// if it is not the job's current attempt on agent.
+func (s *scheduler) streamStart(id uint64, attempt uint32, agent string) (logStart, end uint64, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.current(id, attempt, agent)
+	if j == nil {
+		return 0, 0, false
+	}
+	return j.Current().LogStart, s.logEnd[id], true
+}
+
+// output queues a chunk of attempt's output (data, which the store and
+// the hub keep: the caller must not modify it) at from, its offset in
+// the attempt's output, and returns the batch that will hold it. The
+// attempt must be job id's current one on agent (ErrStaleAttempt).
+//
+// This is where fencing meets the no-I/O rule. Once an attempt is lost
+// and retried, the next attempt owns the log from the lost one's end
+// on, so no chunk of the lost attempt may be stored after the loss.
+// The check and the queueing happen under s.mu, and so does every
+// transition that ends an attempt: whichever of a chunk and a loss
+// takes the lock first is queued to the committer first, and the
+// committer applies commands in the order they were queued. So the
+// store holds the chunk before the record of the loss (whose LogBytes,
+// read from logEnd under the same lock, counts it), or not at all —
+// without a write under the lock.
+func (s *scheduler) output(agent string, id uint64, attempt uint32, from uint64, stream uint8, data []byte) (*batch, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.current(id, attempt, agent)
+	if j == nil {
+		return nil, fmt.Errorf("%w: job %d attempt %d is no longer current on agent %s", ErrStaleAttempt, id, attempt, agent)
+	}
+	off := j.Current().LogStart + from
+	b := s.c.add(&store.Output{Job: id, Chunk: store.Chunk{Offset: off, Stream: stream, Data: data, Time: time.Now()}})
+	s.logEnd[id] = off + uint64(len(data))
+	s.metrics.logBytes(len(data))
+	return b, nil
+}
+
+// setMetrics hooks m into the scheduler: it counts the jobs held now and
+// every transition from then on.
+func (s *scheduler) setMetrics(m *metrics) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m.countAll(maps.Values(s.jobs))
+	s.metrics = m
+}
+
 // current returns job id if attempt is its current attempt on agent.
 // The caller holds s.mu.
 func (s *scheduler) current(id uint64, attempt uint32, agent string) *store.Job {
@@ -610,11 +695,14 @@ func (s *scheduler) finished(a *agentConn, id uint64, attempt uint32, f *protoco
 	if prev == nil {
 		return nil, fmt.Errorf("%w: job %d attempt %d", ErrStaleAttempt, id, attempt)
 	}
-	delete(a.running, id)
-	if a.free() > 0 {
-		// The agent grants the slot when the process ends, so its Credit
-		// may have come before this report, while the slot still counted.
-		s.kickDispatch()
+	if st := s.agents[a.name]; st != nil {
+		delete(st.running, id)
+		if st.free() > 0 {
+			// The agent grants the slot when the process ends, so its
+			// Credit may have come before this report, while the slot
+			// still counted.
+			s.kickDispatch()
+		}
 	}
 	next := prev.Clone()
 	c := next.Current()
@@ -766,7 +854,10 @@ func (s *scheduler) cancel(id uint64) (*store.Job, bool, error) {
 	next.Reason = "cancel requested; waiting for the agent to stop it"
 	cur := next.Current()
 	b := s.transition(prev, next, "cancel_requested", "")
-	a := s.agents[cur.Agent]
+	var a *agentConn
+	if st := s.agents[cur.Agent]; st != nil {
+		a = st.conn
+	}
 	s.mu.Unlock()
 	if err := b.wait(); err != nil {
 		return nil, false, err
@@ -785,8 +876,8 @@ func (s *scheduler) loseAttempt(j *store.Job, why string) *batch {
 	c := next.Current()
 	c.Error = why
 	c.OutputBytes = next.LogBytes - c.LogStart
-	if a := s.agents[c.Agent]; a != nil {
-		delete(a.running, j.ID)
+	if st := s.agents[c.Agent]; st != nil {
+		delete(st.running, j.ID)
 	}
 	return s.endAttempt(j, next, "lost", why)
 }

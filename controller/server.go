@@ -170,10 +170,11 @@ type Server struct {
 	hub   *hub
 	sched *scheduler
 
-	disk    *diskGuard // free space of the data directory (disk.go)
-	metrics *metrics   // Prometheus registry, GET /metrics and the -metrics listener
-	sec     *security  // revocations, API tokens and the audit log (auth.go, audit.go)
-	pki     *pki       // own certificate (reloadable) and the CA key for enrollment (enroll.go)
+	disk      *diskGuard // free space of the data directory (disk.go)
+	maxOutput uint64     // stored output per attempt (Config.MaxOutputBytes as resolved); 0: no cap
+	metrics   *metrics   // Prometheus registry, GET /metrics and the -metrics listener
+	sec       *security  // revocations, API tokens and the audit log (auth.go, audit.go)
+	pki       *pki       // own certificate (reloadable) and the CA key for enrollment (enroll.go)
 
 	agentLn *transport.Listener
 	httpLn  net.Listener
@@ -213,11 +214,12 @@ func New(cfg Config) (*Server, error) {
 	s.c = newCommitter(s.st)
 	s.c.writable = s.disk.writable
 	s.c.applied = s.outputApplied
-	s.sched = newScheduler(s.log.Named("scheduler"), s.st, s.c, s.hub, schedOptions{
+	s.maxOutput = maxOutput
+	s.sched = newScheduler(s.log.Named("scheduler"), s.st, s.c, schedOptions{
 		LeaseTTL: cfg.LeaseTTL, HeartbeatInterval: cfg.HeartbeatInterval, KillGrace: cfg.KillGrace,
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Aging: cfg.Aging, MaxOutput: maxOutput,
+		Disk: s.disk,
 	})
-	s.sched.disk = s.disk
 	// The metrics first: load counts the jobs it reads into them.
 	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st)
 	if err := s.sched.load(); err != nil {
@@ -383,12 +385,4 @@ func positive(v int64, def uint64) uint64 {
 		return 0
 	}
 	return uint64(v)
-}
-
-func (s *scheduler) closeAgents(reason string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, a := range s.agents {
-		a.close(reason)
-	}
 }
