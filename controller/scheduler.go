@@ -43,7 +43,7 @@ type scheduler struct {
 	agents   map[string]*agentState // by name (registry.go)
 	leases   map[uint64]lease       // job ID → lease of its current attempt (expiry.go)
 	expiry   expiryHeap             // when leases and controller deadlines may run out
-	keys     map[string]pendingKey  // idempotency keys of jobs not yet durable
+	keys     map[string]*pendingKey // idempotency keys being looked up or created
 	logEnd   map[uint64]uint64      // job ID → end of its stored output (active jobs)
 	ended    map[uint64]ended       // jobs just finished, until their batch is durable
 	endedQ   []uint64               // the keys of ended in the order they ended
@@ -62,11 +62,16 @@ type ended struct {
 	b   *batch
 }
 
-// pendingKey is a submission with an idempotency key whose batch is not
-// durable yet; a repeat of it waits for the same batch.
+// pendingKey is an idempotency key a submit holds while it looks the
+// key up in the store and, if it creates the job, until the job's batch
+// is durable; a submit of the same key meanwhile waits for it and
+// returns its job. ready is closed once job (and b, for a job being
+// created) or err is set.
 type pendingKey struct {
-	job *store.Job
-	b   *batch
+	ready chan struct{}
+	job   *store.Job // the job holding the key: created by the holder, or stored
+	b     *batch     // the batch creating job; nil for a stored job
+	err   error      // the lookup failed
 }
 
 type schedOptions struct {
@@ -97,7 +102,7 @@ func newScheduler(log hclog.Logger, st jobReader, c *committer, o schedOptions) 
 		q:        newQueue(o.Aging),
 		agents:   map[string]*agentState{},
 		leases:   map[uint64]lease{},
-		keys:     map[string]pendingKey{},
+		keys:     map[string]*pendingKey{},
 		logEnd:   map[uint64]uint64{},
 		ended:    map[uint64]ended{},
 		wake:     make(chan struct{}, 1),
@@ -278,65 +283,219 @@ func batchDone(b *batch) bool {
 	}
 }
 
-// submit queues a new job. With an idempotency key already used, it
-// returns the existing job and created=false. audit, if not nil, is
-// written with the job (its Target becomes "job ID"); it is not written
-// when no job is created.
+// submit queues a new job (POST /jobs). With an idempotency key already
+// used, it returns the existing job and created=false. audit, if not
+// nil, is written with the job (its Target becomes "job ID"); it is not
+// written when no job is created.
 func (s *scheduler) submit(j *store.Job, audit *store.AuditEntry) (job *store.Job, created bool, err error) {
-	if err := s.disk.room(recordSize(j)); err != nil {
-		return nil, false, err
-	}
-	s.mu.Lock()
-	if j.IdempotencyKey != "" {
-		if p, ok := s.keys[j.IdempotencyKey]; ok {
-			s.mu.Unlock()
-			return p.job, false, p.b.wait()
-		}
-		id, ok, err := s.st.IdempotencyKey(j.IdempotencyKey)
-		if err != nil {
-			s.mu.Unlock()
-			return nil, false, err
-		}
-		if ok {
-			job, err := s.st.Get(id)
-			if !errors.Is(err, store.ErrNotFound) {
-				s.mu.Unlock()
-				return job, false, err
-			}
-			// Retention removed the job (and frees its key) under us: the
-			// key is free again, so this is a new submission.
-		}
-	}
-	now := time.Now().UTC()
-	j.ID = s.st.NextID()
-	j.State = store.Queued
-	j.CreatedAt = now
-	j.QueuedAt = now
-	s.logEnd[j.ID] = 0
-	j.Reason = s.whyQueued(j)
-	var stored *store.AuditEntry // only a stamped entry can be stored
-	if audit != nil {
-		audit.Target = "job " + strconv.FormatUint(j.ID, 10)
-		if audit.ID != 0 {
-			stored = audit
-		}
-	}
-	b := s.submitTransition(nil, j, "submitted", "", hclog.Info, stored)
-	if j.IdempotencyKey != "" {
-		s.keys[j.IdempotencyKey] = pendingKey{job: j, b: b}
-	}
-	s.mu.Unlock()
-
-	err = b.wait()
-	if j.IdempotencyKey != "" {
-		s.mu.Lock()
-		delete(s.keys, j.IdempotencyKey)
-		s.mu.Unlock()
-	}
+	subs, err := s.submitJobs([]*store.Job{j}, audit, false)
 	if err != nil {
 		return nil, false, err
 	}
-	return j, true, nil
+	return subs[0].job, subs[0].created, nil
+}
+
+// submitBatch queues jobs in order (POST /jobs/batch), as submitJobs,
+// and describes each for the answer.
+func (s *scheduler) submitBatch(jobs []*store.Job, audit *store.AuditEntry) ([]BatchItem, error) {
+	subs, err := s.submitJobs(jobs, audit, true)
+	if err != nil {
+		return nil, err
+	}
+	items := make([]BatchItem, len(subs))
+	for i, sub := range subs {
+		items[i] = BatchItem{JobID: sub.job.ID, Status: sub.job.State, Created: sub.created}
+	}
+	return items, nil
+}
+
+// submission is what became of one job of a submit: the job created, or
+// the one its idempotency key already named.
+type submission struct {
+	job     *store.Job
+	created bool
+}
+
+// submitJobs is the one submit path. It queues the new jobs in order,
+// under one hold of the lock, and waits for the store batch holding the
+// last of them: batches are applied in order, so all are durable when
+// it returns. A job whose idempotency key names an existing job — stored,
+// or being submitted concurrently — is not created; its submission
+// names that job. Keys must be distinct within jobs (decodeBatch checks
+// it); a repeat would name the first.
+//
+// Keys are looked up in the store outside the lock: first each key not
+// already held is reserved in s.keys, so that no other submit can create
+// a job with it meanwhile (it waits for this one instead), then looked
+// up, then the jobs are created and the reservations resolved. A stored
+// key whose job is gone (retention removed it between the two reads)
+// is free again. Lookups happen before anything is queued, so an error
+// leaves nothing behind.
+//
+// audit, if not nil and stamped, is written with the last job created.
+// A single submit (isBatch false) names it "job ID" and logs the job at
+// info; a batch names the range, says "batch of N" and logs one info
+// line for all, its jobs at debug.
+func (s *scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBatch bool) ([]submission, error) {
+	size := 0
+	for _, j := range jobs {
+		size += recordSize(j)
+	}
+	if err := s.disk.room(size); err != nil {
+		return nil, err
+	}
+	out := make([]submission, len(jobs))
+	others := map[int]*pendingKey{} // index → another submit's key
+	mine := map[int]*pendingKey{}   // index → key reserved here
+
+	s.mu.Lock()
+	for i, j := range jobs {
+		k := j.IdempotencyKey
+		if k == "" {
+			continue
+		}
+		if p, ok := s.keys[k]; ok {
+			others[i] = p
+			continue
+		}
+		p := &pendingKey{ready: make(chan struct{})}
+		s.keys[k] = p
+		mine[i] = p
+	}
+	s.mu.Unlock()
+
+	existing := map[int]*store.Job{}
+	var lookupErr error
+	for i := range mine {
+		j, err := s.keyed(jobs[i].IdempotencyKey)
+		if err != nil {
+			lookupErr = err
+			break
+		}
+		if j != nil {
+			existing[i] = j
+		}
+	}
+
+	s.mu.Lock()
+	if lookupErr != nil {
+		for i, p := range mine {
+			delete(s.keys, jobs[i].IdempotencyKey)
+			p.err = lookupErr
+			close(p.ready)
+		}
+		s.mu.Unlock()
+		return nil, lookupErr
+	}
+	// IDs first, so the audit entry can name them before the batch is
+	// queued (the committer may encode it at once).
+	var created []int // indexes of the jobs to create
+	for i, j := range jobs {
+		if others[i] == nil && existing[i] == nil {
+			j.ID = s.st.NextID()
+			created = append(created, i)
+		}
+	}
+	var stored *store.AuditEntry // written with the last job created
+	if n := len(created); n > 0 {
+		first, lastID := jobs[created[0]].ID, jobs[created[n-1]].ID
+		if audit != nil {
+			audit.Target = "job " + strconv.FormatUint(first, 10)
+			if isBatch {
+				if n > 1 {
+					audit.Target = fmt.Sprintf("jobs %d-%d", first, lastID)
+				}
+				audit.Detail = fmt.Sprintf("batch of %d", n)
+			}
+			if audit.ID != 0 {
+				stored = audit
+			}
+		}
+		if isBatch {
+			// One line for the batch; the jobs' own lines are at debug.
+			s.log.Info("jobs submitted", "count", n, "first_job", first, "last_job", lastID)
+		}
+	}
+	level := hclog.Info
+	if isBatch {
+		level = hclog.Debug
+	}
+	now := time.Now().UTC()
+	var last *batch
+	for k, i := range created {
+		j := jobs[i]
+		j.State = store.Queued
+		j.CreatedAt = now
+		j.QueuedAt = now
+		s.logEnd[j.ID] = 0
+		j.Reason = s.whyQueued(j)
+		var a *store.AuditEntry
+		if k == len(created)-1 {
+			a = stored
+		}
+		last = s.submitTransition(nil, j, "submitted", "", level, a)
+		out[i] = submission{job: j, created: true}
+		if p := mine[i]; p != nil {
+			p.job, p.b = j, last
+		}
+	}
+	for i, p := range mine {
+		if j := existing[i]; j != nil {
+			// Stored: later submits find it in the store themselves.
+			delete(s.keys, jobs[i].IdempotencyKey)
+			p.job = j
+		}
+		close(p.ready)
+	}
+	s.mu.Unlock()
+
+	var err error
+	if last != nil {
+		err = last.wait()
+	}
+	if len(created) > 0 && len(mine) > 0 {
+		s.mu.Lock()
+		for i, p := range mine {
+			if s.keys[jobs[i].IdempotencyKey] == p {
+				delete(s.keys, jobs[i].IdempotencyKey)
+			}
+		}
+		s.mu.Unlock()
+	}
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range others {
+		<-p.ready
+		if p.err != nil {
+			return nil, p.err
+		}
+		if p.b != nil {
+			if err := p.b.wait(); err != nil {
+				return nil, err
+			}
+		}
+		out[i] = submission{job: p.job}
+	}
+	for i, j := range existing {
+		out[i] = submission{job: j}
+	}
+	return out, nil
+}
+
+// keyed returns the stored job holding idempotency key k, or nil if the
+// key is free: not stored, or its job already removed by retention (the
+// key goes with it).
+func (s *scheduler) keyed(k string) (*store.Job, error) {
+	id, ok, err := s.st.IdempotencyKey(k)
+	if err != nil || !ok {
+		return nil, err
+	}
+	j, err := s.st.Get(id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	return j, err
 }
 
 // recordSize estimates what storing a new job takes: its fields, the
