@@ -93,24 +93,26 @@ func (s *scheduler) pushExpiry(it expiryItem) {
 // expiryLoop ends attempts whose lease or deadline has passed, each when
 // it passes, and closes the sessions of agents that went silent.
 func (s *scheduler) expiryLoop(ctx context.Context) {
-	t := time.NewTimer(time.Hour)
+	t := s.clock.NewTimer(time.Hour)
 	defer t.Stop()
-	silence := time.NewTicker(max(s.opts.LeaseTTL/4, 50*time.Millisecond))
+	every := max(s.opts.LeaseTTL/4, 50*time.Millisecond)
+	silence := s.clock.NewTimer(every)
 	defer silence.Stop()
 	for {
-		next := s.expire(time.Now())
+		now := s.clock.Now()
 		wait := time.Hour
-		if !next.IsZero() {
-			wait = time.Until(next)
+		if next := s.expire(now); !next.IsZero() {
+			wait = next.Sub(now)
 		}
 		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		case <-s.expiryCh:
-		case now := <-silence.C:
+		case now := <-silence.C():
 			s.closeSilent(now)
+			silence.Reset(every)
 		}
 	}
 }

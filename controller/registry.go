@@ -49,7 +49,7 @@ func (s *scheduler) register(a *agentConn, running []protocol.AttemptRef) {
 		old.conn.log.Warn("agent reconnected; closing its previous session")
 		old.conn.close("replaced by a new session of the same agent")
 	}
-	now := time.Now()
+	now := s.clock.Now()
 	st := &agentState{conn: a, running: map[uint64]uint32{}, lastSeen: now}
 	s.agents[a.name] = st
 	for _, ref := range running {
@@ -118,7 +118,7 @@ func (s *scheduler) credit(a *agentConn, n int) {
 func (s *scheduler) heartbeat(a *agentConn, running, ended []protocol.AttemptRef) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
+	now := s.clock.Now()
 	st := s.state(a)
 	if st != nil {
 		st.lastSeen = now

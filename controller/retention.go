@@ -30,6 +30,7 @@ func (s *Server) retentionLoop(ctx context.Context) {
 	retention{
 		st:         s.st,
 		apply:      s.c.do,
+		clock:      s.clock,
 		log:        s.log.Named("retention"),
 		retainFor:  s.cfg.RetainFor,
 		retainJobs: s.cfg.RetainJobs,
@@ -46,6 +47,7 @@ type pruner interface {
 type retention struct {
 	st         pruner
 	apply      func(store.Command) (store.Result, error) // the committer's do
+	clock      clock                                     // nil: realClock
 	log        hclog.Logger
 	retainFor  time.Duration // negative: no age limit
 	retainJobs int           // negative: no count limit
@@ -54,15 +56,19 @@ type retention struct {
 // run makes a pass retentionDelay after it starts and every
 // retentionInterval after the end of the previous one, until ctx is done.
 func (r retention) run(ctx context.Context) {
-	t := time.NewTimer(retentionDelay)
+	clk := r.clock
+	if clk == nil {
+		clk = realClock{}
+	}
+	t := clk.NewTimer(retentionDelay)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
-		r.pass(ctx, time.Now())
+		r.pass(ctx, clk.Now())
 		t.Reset(retentionInterval)
 	}
 }

@@ -31,10 +31,12 @@ import (
 // goes through transition, which keeps memory, indexes and store in
 // step.
 type scheduler struct {
-	log  hclog.Logger
-	st   jobReader
-	c    *committer
-	opts schedOptions
+	log    hclog.Logger
+	st     jobReader
+	c      *committer
+	opts   schedOptions
+	clock  clock
+	jitter func() float64
 
 	mu       sync.Mutex
 	jobs     map[uint64]*store.Job // non-terminal jobs, latest version
@@ -83,6 +85,13 @@ type schedOptions struct {
 	Aging             time.Duration
 	MaxOutput         uint64     // stored output per attempt, sent in Dispatch; 0: no cap
 	Disk              *diskGuard // dispatch pauses while it refuses growth; nil: no guard
+	// Clock is the scheduler's time; nil means realClock. Every time the
+	// scheduler puts in a command (event, attempt and chunk times,
+	// NotBefore, lease deadlines) comes from it.
+	Clock clock
+	// Jitter returns a number in [0, 1) that spreads retry delays (see
+	// backoff); nil means math/rand/v2's Float64.
+	Jitter func() float64
 }
 
 // jobReader is what the scheduler reads of the store; it writes through
@@ -96,8 +105,15 @@ type jobReader interface {
 }
 
 func newScheduler(log hclog.Logger, st jobReader, c *committer, o schedOptions) *scheduler {
+	clk, jitter := o.Clock, o.Jitter
+	if clk == nil {
+		clk = realClock{}
+	}
+	if jitter == nil {
+		jitter = rand.Float64
+	}
 	return &scheduler{
-		log: log, st: st, c: c, opts: o, disk: o.Disk,
+		log: log, st: st, c: c, opts: o, disk: o.Disk, clock: clk, jitter: jitter,
 		jobs:     map[uint64]*store.Job{},
 		q:        newQueue(o.Aging),
 		agents:   map[string]*agentState{},
@@ -136,7 +152,7 @@ func (s *scheduler) load() error {
 			}
 		}
 	}
-	now := time.Now()
+	now := s.clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.jobs) == 0 {
@@ -202,7 +218,7 @@ func (s *scheduler) transition(prev, next *store.Job, typ, msg string) *batch {
 // and an audit entry (if not nil) written in the same store batch.
 func (s *scheduler) submitTransition(prev, next *store.Job, typ, msg string, level hclog.Level, audit *store.AuditEntry) *batch {
 	ev := store.Event{
-		Time:    time.Now().UTC(),
+		Time:    s.clock.Now().UTC(),
 		Type:    typ,
 		State:   next.State,
 		Message: msg,
@@ -420,7 +436,7 @@ func (s *scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBat
 	if isBatch {
 		level = hclog.Debug
 	}
-	now := time.Now().UTC()
+	now := s.clock.Now().UTC()
 	var last *batch
 	for k, i := range created {
 		j := jobs[i]
@@ -633,7 +649,7 @@ func (s *scheduler) dispatch() (dispatchRound, bool) {
 	start := s.rotate % len(names)
 	var out []outgoing
 	var last *batch
-	now := time.Now().UTC()
+	now := s.clock.Now().UTC()
 	for progress := true; progress; {
 		progress = false
 		for i := range names {
@@ -789,7 +805,7 @@ func (s *scheduler) output(agent string, id uint64, attempt uint32, from uint64,
 		return nil, fmt.Errorf("%w: job %d attempt %d is no longer current on agent %s", ErrStaleAttempt, id, attempt, agent)
 	}
 	off := j.Current().LogStart + from
-	b := s.c.add(&store.Output{Job: id, Chunk: store.Chunk{Offset: off, Stream: stream, Data: data, Time: time.Now()}})
+	b := s.c.add(&store.Output{Job: id, Chunk: store.Chunk{Offset: off, Stream: stream, Data: data, Time: s.clock.Now()}})
 	s.logEnd[id] = off + uint64(len(data))
 	s.metrics.logBytes(len(data))
 	return b, nil
@@ -833,7 +849,7 @@ func (s *scheduler) started(a *agentConn, id uint64, attempt uint32, m *protocol
 	next.State = store.Running
 	at := m.StartedAt.UTC()
 	if at.IsZero() {
-		at = time.Now().UTC()
+		at = s.clock.Now().UTC()
 	}
 	c := next.Current()
 	c.StartedAt = at
@@ -865,7 +881,7 @@ func (s *scheduler) finished(a *agentConn, id uint64, attempt uint32, f *protoco
 	}
 	next := prev.Clone()
 	c := next.Current()
-	c.FinishedAt = time.Now().UTC()
+	c.FinishedAt = s.clock.Now().UTC()
 	code := int(f.ExitCode)
 	if f.ExitCode >= 0 {
 		c.ExitCode = &code
@@ -910,9 +926,9 @@ func (s *scheduler) endAttempt(prev, next *store.Job, outcome, msg string) *batc
 	c := next.Current()
 	c.Outcome = outcome
 	if c.FinishedAt.IsZero() {
-		c.FinishedAt = time.Now().UTC()
+		c.FinishedAt = s.clock.Now().UTC()
 	}
-	now := time.Now().UTC()
+	now := s.clock.Now().UTC()
 	switch {
 	case outcome == "completed":
 		next.State = store.Completed
@@ -953,7 +969,7 @@ func (s *scheduler) backoff(j *store.Job, n int) time.Duration {
 	if d > max {
 		d = max
 	}
-	jitter := time.Duration(float64(d) * (rand.Float64()*0.4 - 0.2))
+	jitter := time.Duration(float64(d) * (s.jitter()*0.4 - 0.2))
 	return d + jitter
 }
 
@@ -990,7 +1006,7 @@ func (s *scheduler) cancel(id uint64) (*store.Job, bool, error) {
 		next := prev.Clone()
 		next.State = store.Cancelled
 		next.CancelRequested = true
-		next.FinishedAt = time.Now().UTC()
+		next.FinishedAt = s.clock.Now().UTC()
 		next.Reason = "cancelled before it ran"
 		if prev.State == store.Waiting {
 			next.Reason = "cancelled while waiting to retry"
@@ -1043,43 +1059,47 @@ func (s *scheduler) loseAttempt(j *store.Job, why string) *batch {
 
 // delayLoop moves waiting jobs back into the queue when they are due.
 func (s *scheduler) delayLoop(ctx context.Context) {
-	t := time.NewTimer(time.Hour)
+	t := s.clock.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
-		s.mu.Lock()
-		now := time.Now()
-		for s.delay.Len() > 0 && !s.delay[0].due.After(now) {
-			it := heap.Pop(&s.delay).(delayItem)
-			prev := s.jobs[it.id]
-			if prev == nil || prev.State != store.Waiting || !prev.NotBefore.Equal(it.due) {
-				continue // cancelled or superseded
-			}
-			next := prev.Clone()
-			next.State = store.Queued
-			next.QueuedAt = now.UTC()
-			next.NotBefore = time.Time{}
-			next.Reason = s.whyQueued(next)
-			s.transition(prev, next, "requeued", "retry due")
-		}
+		now := s.clock.Now()
 		wait := time.Hour
-		if s.delay.Len() > 0 {
-			wait = time.Until(s.delay[0].due)
+		if next := s.requeueDue(now); !next.IsZero() {
+			wait = next.Sub(now)
 		}
-		s.mu.Unlock()
 		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		case <-s.delayCh:
-			if !t.Stop() {
-				select {
-				case <-t.C:
-				default:
-				}
-			}
+			t.Stop()
 		}
 	}
+}
+
+// requeueDue puts the waiting jobs due at now back into the queue and
+// returns when the next one is due (zero if none waits).
+func (s *scheduler) requeueDue(now time.Time) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.delay.Len() > 0 && !s.delay[0].due.After(now) {
+		it := heap.Pop(&s.delay).(delayItem)
+		prev := s.jobs[it.id]
+		if prev == nil || prev.State != store.Waiting || !prev.NotBefore.Equal(it.due) {
+			continue // cancelled or superseded
+		}
+		next := prev.Clone()
+		next.State = store.Queued
+		next.QueuedAt = now.UTC()
+		next.NotBefore = time.Time{}
+		next.Reason = s.whyQueued(next)
+		s.transition(prev, next, "requeued", "retry due")
+	}
+	if s.delay.Len() == 0 {
+		return time.Time{}
+	}
+	return s.delay[0].due
 }
 
 type delayItem struct {

@@ -169,6 +169,7 @@ type Server struct {
 	c     *committer
 	hub   *hub
 	sched *scheduler
+	clock clock // the scheduler's and the retention loop's time
 
 	disk      *diskGuard // free space of the data directory (disk.go)
 	maxOutput uint64     // stored output per attempt (Config.MaxOutputBytes as resolved); 0: no cap
@@ -196,7 +197,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	idb := make([]byte, 8)
 	_, _ = rand.Read(idb)
-	s := &Server{cfg: cfg, log: cfg.Logger, id: hex.EncodeToString(idb), hub: newHub()}
+	s := &Server{cfg: cfg, log: cfg.Logger, id: hex.EncodeToString(idb), hub: newHub(), clock: realClock{}}
 	if s.pki, err = newPKI(cfg, cert, s.log.Named("pki")); err != nil {
 		return nil, err
 	}
@@ -218,7 +219,7 @@ func New(cfg Config) (*Server, error) {
 	s.sched = newScheduler(s.log.Named("scheduler"), s.st, s.c, schedOptions{
 		LeaseTTL: cfg.LeaseTTL, HeartbeatInterval: cfg.HeartbeatInterval, KillGrace: cfg.KillGrace,
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Aging: cfg.Aging, MaxOutput: maxOutput,
-		Disk: s.disk,
+		Disk: s.disk, Clock: s.clock,
 	})
 	// The metrics first: load counts the jobs it reads into them.
 	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st)
@@ -290,7 +291,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("controller ready", "api", "https://"+s.HTTPAddr(), "agents", s.AgentAddr(), "data", s.cfg.DataDir)
 
 	// Before the expiry loop starts: the restart grace counts from now.
-	s.sched.startServing(time.Now())
+	s.sched.startServing(s.clock.Now())
 	var wg sync.WaitGroup
 	stopCommit := make(chan struct{})
 	commitErr := make(chan error, 1)
