@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"jobsuite/certs"
+	"jobsuite/controller/store"
 	"jobsuite/protocol"
 	"jobsuite/transport"
 )
@@ -136,7 +137,7 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		_ = ctrl.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = w.Write(&protocol.Error{Code: code, Message: msg})
 		_ = ctrl.Close()
-		drain(ctrl, 2*time.Second) // the Error arrives before the session closes
+		discardUntilEOF(ctrl, 2*time.Second) // the Error arrives before the session closes
 	}
 	m, err := r.Read()
 	if err != nil {
@@ -238,7 +239,7 @@ func (s *Server) refuse(ctx context.Context, sess transport.Session, code uint16
 		_ = st.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = protocol.NewWriter(st).Write(&protocol.Error{Code: code, Message: msg})
 		_ = st.Close()
-		drain(st, 2*time.Second) // the Error arrives before the session closes
+		discardUntilEOF(st, 2*time.Second) // the Error arrives before the session closes
 	}
 	_ = sess.Close(msg)
 }
@@ -303,7 +304,7 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 		a.log.Warn("job stream refused", "reason", msg)
 		_ = w.Write(&protocol.Error{Code: code, Message: msg})
 		_ = st.Close()
-		drain(st, 2*time.Second) // let the Error arrive rather than reset it
+		discardUntilEOF(st, 2*time.Second) // let the Error arrive rather than reset it
 	}
 	_ = st.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	m, err := r.Read()
@@ -328,7 +329,7 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 				return
 			}
 			_ = w.Write(&protocol.FinishAck{})
-			drain(st, 10*time.Second)
+			discardUntilEOF(st, 10*time.Second)
 			return
 		}
 		fail(protocol.CodeStaleAttempt, "job %d attempt %d is not current on agent %s", id, attempt, a.name)
@@ -422,7 +423,7 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			}
 			s.hub.ring(id)
 			_ = w.Write(&protocol.FinishAck{})
-			drain(st, 10*time.Second)
+			discardUntilEOF(st, 10*time.Second)
 			return
 		default:
 			fail(protocol.CodeProtocol, "unexpected %s on a job stream", m.Type())
@@ -490,10 +491,11 @@ func (s *Server) ackLoop(ctx context.Context, w *protocol.Writer, acks *streamAc
 	}
 }
 
-// drain reads what the peer still sends until it closes its side (or
-// for at most d), so the last frames written to it are delivered rather
-// than reset.
-func drain(st transport.Stream, d time.Duration) {
+// discardUntilEOF reads what the peer still sends until it closes its
+// side (or for at most d), so the last frames written to it are delivered
+// rather than reset. (Not to be confused with draining an agent, which
+// stops dispatching to it: scheduler.drain.)
+func discardUntilEOF(st transport.Stream, d time.Duration) {
 	_ = st.SetReadDeadline(time.Now().Add(d))
 	_, _ = io.Copy(io.Discard, st)
 }
@@ -506,5 +508,5 @@ func (s *Server) recorded(id uint64, attempt uint32, agent string) bool {
 		return false
 	}
 	at := j.Attempts[attempt-1]
-	return at.Agent == agent && at.Outcome != "" && at.Outcome != "lost"
+	return at.Agent == agent && at.Outcome != "" && at.Outcome != store.OutcomeLost
 }

@@ -92,7 +92,7 @@ func (t *fakeTimer) Reset(d time.Duration) bool {
 	t.c.mu.Lock()
 	defer t.c.mu.Unlock()
 	was := t.active
-	t.drain()
+	t.clear()
 	t.when, t.active = t.c.now.Add(d), true
 	t.c.fire()
 	t.c.changed.Broadcast()
@@ -104,11 +104,11 @@ func (t *fakeTimer) Stop() bool {
 	defer t.c.mu.Unlock()
 	was := t.active
 	t.active = false
-	t.drain()
+	t.clear()
 	return was
 }
 
-func (t *fakeTimer) drain() {
+func (t *fakeTimer) clear() {
 	select {
 	case <-t.ch:
 	default:

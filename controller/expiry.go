@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"jobsuite/controller/store"
 	"jobsuite/protocol"
 )
 
@@ -141,7 +142,7 @@ func (s *scheduler) expire(now time.Time) time.Time {
 				delete(st.running, it.id)
 				st.conn.send(&protocol.Cancel{JobID: it.id, Attempt: c.Number, Reason: "timeout (controller deadline)"})
 			}
-			s.endAttempt(j, next, "timeout", nc.Error)
+			s.endAttempt(j, next, store.OutcomeTimeout, nc.Error)
 			continue
 		}
 		l, ok := s.leases[it.id]

@@ -78,7 +78,7 @@ func (f *expiryFixture) expire(at time.Duration) time.Duration {
 }
 
 // state returns the job's state and its last attempt's outcome and error.
-func (f *expiryFixture) state(id uint64) (store.State, string, string) {
+func (f *expiryFixture) state(id uint64) (store.State, store.Outcome, string) {
 	f.s.mu.Lock()
 	j := f.s.jobs[id]
 	if j == nil {

@@ -127,7 +127,7 @@ func viewJob(j *store.Job, reason string) JobView {
 		v.Attempts = append(v.Attempts, AttemptView{
 			Number: a.Number, Agent: a.Agent, DispatchedAt: a.DispatchedAt,
 			StartedAt: timePtr(a.StartedAt), FinishedAt: timePtr(a.FinishedAt), PID: a.PID,
-			Outcome: a.Outcome, ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error,
+			Outcome: string(a.Outcome), ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error,
 			Duration: a.Duration.Seconds(), UserCPU: a.UserCPU.Seconds(), SystemCPU: a.SystemCPU.Seconds(),
 			MaxRSS: a.MaxRSS, LogStart: a.LogStart, OutputBytes: a.OutputBytes, QueueLatency: queueLatency(a),
 		})
@@ -139,7 +139,7 @@ func viewJob(j *store.Job, reason string) JobView {
 		}
 		v.ExitCode = a.ExitCode
 		v.Result = &ResultView{
-			Outcome: a.Outcome, ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error,
+			Outcome: string(a.Outcome), ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error,
 			Duration: a.Duration.Seconds(), UserCPU: a.UserCPU.Seconds(), SystemCPU: a.SystemCPU.Seconds(),
 			MaxRSS: a.MaxRSS,
 		}

@@ -202,7 +202,7 @@ func (m *metrics) transition(prev, next *store.Job) {
 		m.dispatchLatency.Observe(max(c.DispatchedAt.Sub(c.QueuedAt), 0).Seconds())
 	}
 	if c.Outcome != "" && (newAttempt || pc.Outcome == "") {
-		if c.Outcome == "lost" {
+		if c.Outcome == store.OutcomeLost {
 			m.lost.Inc()
 		}
 		switch {

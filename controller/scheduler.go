@@ -894,16 +894,14 @@ func (s *scheduler) finished(a *agentConn, id uint64, attempt uint32, f *protoco
 	c.MaxRSS = f.MaxRSS
 	next.LogBytes = s.logEnd[id]
 	c.OutputBytes = next.LogBytes - c.LogStart
-	var outcome string
+	outcome := store.OutcomeFailed
 	switch f.Outcome {
 	case protocol.OutcomeCompleted:
-		outcome = "completed"
+		outcome = store.OutcomeCompleted
 	case protocol.OutcomeTimeout:
-		outcome = "timeout"
+		outcome = store.OutcomeTimeout
 	case protocol.OutcomeCancelled:
-		outcome = "cancelled"
-	default:
-		outcome = "failed"
+		outcome = store.OutcomeCancelled
 	}
 	return s.endAttempt(prev, next, outcome, describe(f)), nil
 }
@@ -922,7 +920,7 @@ func describe(f *protocol.Finished) string {
 // endAttempt closes next's current attempt with outcome and decides what
 // follows: done, a retry after backoff, or a final failure. The caller
 // holds s.mu.
-func (s *scheduler) endAttempt(prev, next *store.Job, outcome, msg string) *batch {
+func (s *scheduler) endAttempt(prev, next *store.Job, outcome store.Outcome, msg string) *batch {
 	c := next.Current()
 	c.Outcome = outcome
 	if c.FinishedAt.IsZero() {
@@ -930,9 +928,9 @@ func (s *scheduler) endAttempt(prev, next *store.Job, outcome, msg string) *batc
 	}
 	now := s.clock.Now().UTC()
 	switch {
-	case outcome == "completed":
+	case outcome == store.OutcomeCompleted:
 		next.State = store.Completed
-	case outcome == "cancelled" || next.CancelRequested:
+	case outcome == store.OutcomeCancelled || next.CancelRequested:
 		next.State = store.Cancelled
 		msg = "cancelled: " + msg
 	case len(next.Attempts) <= next.Retries:
@@ -942,13 +940,13 @@ func (s *scheduler) endAttempt(prev, next *store.Job, outcome, msg string) *batc
 		next.Reason = fmt.Sprintf("attempt %d %s (%s); retry %d of %d in %s",
 			c.Number, outcome, msg, len(next.Attempts), next.Retries, wait.Round(time.Millisecond))
 		return s.transition(prev, next, "retry", next.Reason)
-	case outcome == "timeout":
+	case outcome == store.OutcomeTimeout:
 		next.State = store.Timeout
 	default:
 		next.State = store.Failed
 	}
 	next.FinishedAt = now
-	next.Reason = "attempt " + strconv.FormatUint(uint64(c.Number), 10) + " " + outcome + ": " + msg
+	next.Reason = "attempt " + strconv.FormatUint(uint64(c.Number), 10) + " " + string(outcome) + ": " + msg
 	return s.transition(prev, next, "finished", next.Reason)
 }
 
@@ -1054,7 +1052,7 @@ func (s *scheduler) loseAttempt(j *store.Job, why string) *batch {
 	if st := s.agents[c.Agent]; st != nil {
 		delete(st.running, j.ID)
 	}
-	return s.endAttempt(j, next, "lost", why)
+	return s.endAttempt(j, next, store.OutcomeLost, why)
 }
 
 // delayLoop moves waiting jobs back into the queue when they are due.

@@ -229,7 +229,7 @@ func TestSchedulerLeaseRenewedThenLost(t *testing.T) {
 	}
 	got := f.job(j.ID)
 	c := got.Attempts[0]
-	if got.State != store.Waiting || c.Outcome != "lost" || !strings.Contains(c.Error, "did not renew the lease within 10s") {
+	if got.State != store.Waiting || c.Outcome != store.OutcomeLost || !strings.Contains(c.Error, "did not renew the lease within 10s") {
 		t.Fatalf("after the lease: %s, attempt %q (%s); want waiting, lost", got.State, c.Outcome, c.Error)
 	}
 	if want := schedT0.Add(20 * time.Second); !got.NotBefore.Equal(want) {
@@ -351,7 +351,7 @@ func TestSchedulerControllerDeadline(t *testing.T) {
 	f.expire()
 	got := f.job(j.ID)
 	c := got.Attempts[0]
-	if got.State != store.Waiting || c.Outcome != "timeout" || !strings.Contains(c.Error, "controller's deadline passed") {
+	if got.State != store.Waiting || c.Outcome != store.OutcomeTimeout || !strings.Contains(c.Error, "controller's deadline passed") {
 		t.Fatalf("at the deadline: %s, %q (%s); want waiting, timeout", got.State, c.Outcome, c.Error)
 	}
 	if cs := cancels(a); len(cs) != 1 || cs[0].Reason != "timeout (controller deadline)" {
@@ -609,7 +609,7 @@ func TestSchedulerLoops(t *testing.T) {
 			s.heartbeat(a, nil, nil)
 			synctest.Wait()
 		}
-		if got := s.snapshot(j.ID); got.State != store.Waiting || got.Attempts[0].Outcome != "lost" {
+		if got := s.snapshot(j.ID); got.State != store.Waiting || got.Attempts[0].Outcome != store.OutcomeLost {
 			t.Fatalf("after a lease without the attempt: %s", got.State)
 		}
 		if reason := silent.sess.(*fakeSession).closeReason(); reason != "" {

@@ -120,6 +120,18 @@ func cloneMap(m map[string]string) map[string]string {
 	return c
 }
 
+// Outcome is how an attempt ended. Values are only added, never
+// reused: they are stored.
+type Outcome string
+
+const (
+	OutcomeCompleted Outcome = "completed" // exit status 0
+	OutcomeFailed    Outcome = "failed"    // non-zero exit, killed, could not start
+	OutcomeTimeout   Outcome = "timeout"   // killed at its timeout (by the agent or the controller's deadline)
+	OutcomeCancelled Outcome = "cancelled" // killed because a user cancelled the job
+	OutcomeLost      Outcome = "lost"      // its agent went silent, disconnected for good or was revoked
+)
+
 // Attempt is one dispatch of a job to an agent. Its Number is the
 // fencing token agents quote in every report.
 type Attempt struct {
@@ -129,7 +141,7 @@ type Attempt struct {
 	StartedAt    time.Time     `json:"started_at,omitzero"`
 	FinishedAt   time.Time     `json:"finished_at,omitzero"`
 	PID          uint32        `json:"pid,omitempty"`
-	Outcome      string        `json:"outcome,omitempty"` // completed|failed|timeout|cancelled|lost
+	Outcome      Outcome       `json:"outcome,omitempty"` // how it ended; empty while it runs
 	ExitCode     *int          `json:"exit_code,omitempty"`
 	Signal       string        `json:"signal,omitempty"`
 	Error        string        `json:"error,omitempty"`
