@@ -26,15 +26,18 @@ const (
 // place among the other writes. A PruneJobs removes only jobs whose
 // stored state is terminal when it applies, and a terminal job never
 // changes again, so no job the scheduler holds can be touched.
-func (s *Server) retentionLoop(ctx context.Context) {
-	retention{
+func (s *Server) retentionLoop(ctx context.Context) { s.retention().run(ctx) }
+
+// retention is the Server's retention, as configured.
+func (s *Server) retention() retention {
+	return retention{
 		st:         s.st,
 		apply:      s.c.do,
 		clock:      s.clock,
 		log:        s.log.Named("retention"),
 		retainFor:  s.cfg.RetainFor,
 		retainJobs: s.cfg.RetainJobs,
-	}.run(ctx)
+	}
 }
 
 // pruner is what retention needs of the store.

@@ -294,6 +294,38 @@ func (s *Store) seeID(id uint64) {
 	}
 }
 
+// Dump calls fn with every key and its value, in key order, read from
+// one snapshot: the whole state that commands make (the node-local
+// secrets are files, not keys), byte for byte. fn must not keep k or v
+// past its return; an error from fn stops the walk and is returned.
+// Tests compare stores with it.
+func (s *Store) Dump(fn func(k, v []byte) error) error {
+	if !s.acquire() {
+		return fmt.Errorf("store: dump: %w", ErrClosed)
+	}
+	defer s.mu.RUnlock()
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	it, err := snap.NewIter(nil)
+	if err != nil {
+		return fmt.Errorf("store: dump: %w", err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err == nil {
+			err = fn(it.Key(), v)
+		}
+		if err != nil {
+			_ = it.Close()
+			return err
+		}
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return fmt.Errorf("store: dump: %w", err)
+	}
+	return nil
+}
+
 // Get returns job id, or ErrNotFound.
 func (s *Store) Get(id uint64) (*Job, error) {
 	if !s.acquire() {
