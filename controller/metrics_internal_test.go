@@ -55,16 +55,12 @@ func gather(t *testing.T, m *metrics, name string, labels ...string) float64 {
 // a lost attempt and a retry, as scheduler.transition reports it.
 func TestMetricsTransitions(t *testing.T) {
 	// A job the scheduler loaded at start is counted from the outset.
-	ms := newMemStore()
+	sched, ms := memScheduler(t, schedOptions{})
 	ms.put(&store.Job{ID: 7, State: store.Waiting, Priority: 50})
-	sched := newScheduler(hclog.NewNullLogger(), ms, nil, schedOptions{})
 	if err := sched.load(); err != nil {
 		t.Fatal(err)
 	}
 	m := newMetrics(hclog.NewNullLogger(), sched, newHub(), fakeStats{DiskBytes: 123, Compactions: 4, WriteStalls: 2, MemtableBytes: 5})
-	if sched.metrics != m {
-		t.Fatal("newMetrics did not hook into the scheduler")
-	}
 	if got := gather(t, m, "jobsuite_jobs", "state", "waiting"); got != 1 {
 		t.Fatalf("waiting = %v after load, want 1", got)
 	}
@@ -180,6 +176,14 @@ func TestMetricsTransitions(t *testing.T) {
 				t.Errorf("attempt duration sum = %v, want 14", s)
 			}
 		}
+	}
+
+	// It follows the scheduler's own transitions.
+	if _, _, err := sched.submit(&store.Job{Command: "true", Priority: 25}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := gather(t, m, "jobsuite_submissions_total"); got != 2 {
+		t.Errorf("submissions = %v after the scheduler's submit, want 2: newMetrics did not hook into the scheduler", got)
 	}
 
 	// A nil *metrics (a scheduler built without a Server) ignores hooks.
