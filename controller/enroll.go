@@ -492,7 +492,10 @@ func (s *Server) handleRevokeJoinToken(w http.ResponseWriter, r *http.Request, p
 	if err == nil {
 		err = res.Err
 	}
-	t := res.JoinToken
+	var t store.JoinToken
+	if res.JoinToken != nil {
+		t = *res.JoinToken
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("no join token with id %q; 'jobsuite agent token list' shows them", id), Field: "id"})
@@ -569,7 +572,10 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request, _ httprout
 	}
 	res, err := s.c.do(&store.UseJoinToken{Hash: sum[:], Now: now, Agent: name})
 	if err == nil {
-		t, err = res.JoinToken, res.Err
+		err = res.Err
+		if res.JoinToken != nil {
+			t = *res.JoinToken
+		}
 	}
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrTokenExpired), errors.Is(err, store.ErrTokenUsedUp):

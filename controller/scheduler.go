@@ -361,14 +361,20 @@ func (s *scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBat
 		return nil, err
 	}
 	out := make([]submission, len(jobs))
-	others := map[int]*pendingKey{} // index → another submit's key
-	mine := map[int]*pendingKey{}   // index → key reserved here
-
+	// By index into jobs; nil until a job has a key (most have none).
+	var (
+		others   map[int]*pendingKey // another submit's key
+		mine     map[int]*pendingKey // a key reserved here
+		existing map[int]*store.Job  // the stored job a reserved key names
+	)
 	s.mu.Lock()
 	for i, j := range jobs {
 		k := j.IdempotencyKey
 		if k == "" {
 			continue
+		}
+		if others == nil {
+			others, mine = map[int]*pendingKey{}, map[int]*pendingKey{}
 		}
 		if p, ok := s.keys[k]; ok {
 			others[i] = p
@@ -380,7 +386,6 @@ func (s *scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBat
 	}
 	s.mu.Unlock()
 
-	existing := map[int]*store.Job{}
 	var lookupErr error
 	for i := range mine {
 		j, err := s.keyed(jobs[i].IdempotencyKey)
@@ -389,6 +394,9 @@ func (s *scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBat
 			break
 		}
 		if j != nil {
+			if existing == nil {
+				existing = map[int]*store.Job{}
+			}
 			existing[i] = j
 		}
 	}

@@ -171,6 +171,10 @@ type round struct {
 	lastID   uint64 // highest job ID this round created
 }
 
+// roundMapKeep is the size above which a round's maps are replaced
+// rather than cleared for the next round.
+const roundMapKeep = 256
+
 type kvEntry struct {
 	v   []byte
 	del bool
@@ -189,8 +193,18 @@ func (s *Store) apply(cmds []Command) (*Pending, error) {
 	r := &s.round
 	r.s = s
 	r.b = s.db.NewBatch()
-	clear(r.jobs)
-	clear(r.kv)
+	// Clearing a map costs its capacity, which never shrinks: after a big
+	// round (a batch submit), start the next with fresh maps instead.
+	if len(r.jobs) > roundMapKeep {
+		r.jobs = make(map[uint64]head)
+	} else {
+		clear(r.jobs)
+	}
+	if len(r.kv) > roundMapKeep {
+		r.kv = make(map[string]kvEntry)
+	} else {
+		clear(r.kv)
+	}
 	r.finished, r.lastID = 0, 0
 	p := &Pending{s: s, results: make([]Result, len(cmds))}
 	var err error
@@ -514,16 +528,16 @@ func (c *UseJoinToken) apply(r *round) (Result, error) {
 	}
 	switch {
 	case !c.Now.Before(t.ExpiresAt):
-		return Result{JoinToken: t, Err: fmt.Errorf("store: use join token %s: %w", t.ID(), ErrTokenExpired)}, nil
+		return Result{JoinToken: &t, Err: fmt.Errorf("store: use join token %s: %w", t.ID(), ErrTokenExpired)}, nil
 	case t.UsesLeft <= 0:
-		return Result{JoinToken: t, Err: fmt.Errorf("store: use join token %s: %w", t.ID(), ErrTokenUsedUp)}, nil
+		return Result{JoinToken: &t, Err: fmt.Errorf("store: use join token %s: %w", t.ID(), ErrTokenUsedUp)}, nil
 	}
 	t.UsesLeft--
 	t.Enrolled = append(t.Enrolled, c.Agent)
 	if err := r.setJSON(key, &t); err != nil {
 		return Result{}, err
 	}
-	return Result{JoinToken: t}, nil
+	return Result{JoinToken: &t}, nil
 }
 
 func (c *DeleteJoinToken) apply(r *round) (Result, error) {
@@ -550,7 +564,7 @@ func (c *DeleteJoinToken) apply(r *round) (Result, error) {
 	for _, t := range found {
 		r.del(joinKey(t.Hash))
 	}
-	return Result{JoinToken: found[0]}, nil
+	return Result{JoinToken: &found[0]}, nil
 }
 
 func (c *PruneJoinTokens) apply(r *round) (Result, error) {

@@ -46,8 +46,9 @@ type Result struct {
 	Owner uint64
 	// JoinToken is the token a UseJoinToken used (as it is after the
 	// use) or found expired or used up, or the token a DeleteJoinToken
-	// deleted (the first in key order when the ID named several).
-	JoinToken JoinToken
+	// deleted (the first in key order when the ID named several); nil
+	// for other commands.
+	JoinToken *JoinToken
 	// N is how many records a prune removed.
 	N int
 }

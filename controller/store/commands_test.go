@@ -24,12 +24,19 @@ func appendLog(s *Store, id uint64, c Chunk) error {
 
 func useJoinToken(s *Store, hash []byte, now time.Time, name string) (JoinToken, error) {
 	res, err := applyOne(s, &UseJoinToken{Hash: hash, Now: now, Agent: name})
-	return res.JoinToken, err
+	return deref(res.JoinToken), err
 }
 
 func deleteJoinToken(s *Store, id string) (JoinToken, error) {
 	res, err := applyOne(s, &DeleteJoinToken{ID: id})
-	return res.JoinToken, err
+	return deref(res.JoinToken), err
+}
+
+func deref(t *JoinToken) JoinToken {
+	if t == nil {
+		return JoinToken{}
+	}
+	return *t
 }
 
 func pruneJoinTokens(s *Store, before time.Time) (int, error) {
