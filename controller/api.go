@@ -349,6 +349,12 @@ func firstWords(cmd string) string {
 	if len(f) > 1 {
 		name += " " + f[1]
 	}
+	// "echo hello; echo bye" is named "echo hello", not "echo hello;":
+	// a separator ending the name says nothing about the job.
+	name = strings.TrimRight(name, ";&| ")
+	if name == "" {
+		return "job"
+	}
 	if len(name) > 64 {
 		// Cut at a character boundary: a split one would be invalid UTF-8.
 		n := 64
