@@ -91,6 +91,12 @@
 // Prune knows how many finished jobs exist without scanning; Apply and
 // Prune keep that count.
 //
+// StateCounts (counts.go) says how many jobs are in each state. Nothing
+// is counted until its first call, which counts "s" in a snapshot (keys
+// only); from then on Apply and Prune add their changes, under a lock
+// that puts every batch either in that snapshot or among the changes
+// added, never both.
+//
 // # Startup
 //
 // Open replays Pebble's WAL and reads the highest "j" key (Last, one

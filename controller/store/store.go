@@ -62,6 +62,8 @@ type Store struct {
 	pending map[string]struct{}
 
 	stalls *stallCounter // write stalls, for Metrics
+
+	counts stateCounts // jobs per state, once StateCounts was called (counts.go)
 }
 
 // Open opens (creating if needed) the store in dir. A directory written
@@ -384,6 +386,8 @@ func (s *Store) apply(updates []Update) (*Pending, error) {
 			return nil, err
 		}
 	}
+	add, counted := s.counts.begin()
+	defer counted()
 	b, err := s.build(updates)
 	if err == nil {
 		if s.write.Sync {
@@ -408,6 +412,11 @@ func (s *Store) apply(updates []Update) (*Pending, error) {
 	}
 	p.keys = keys
 	for _, u := range updates {
+		var was State
+		if u.Prev != nil {
+			was = u.Prev.State
+		}
+		add(was, u.Next.State)
 		wasDone := u.Prev != nil && u.Prev.State.Terminal()
 		switch isDone := u.Next.State.Terminal(); {
 		case isDone && !wasDone:
