@@ -42,6 +42,7 @@ func (s *Server) routes() http.Handler {
 
 	r.POST("/jobs", s.auth(certs.RoleOperator, s.handleSubmit))
 	r.POST("/jobs/batch", s.auth(certs.RoleOperator, s.handleSubmitBatch))
+	r.POST("/jobs/resubmit", s.auth(certs.RoleOperator, s.handleResubmit)) // resubmit.go
 	r.GET("/jobs", s.auth(certs.RoleViewer, s.handleList))
 	r.GET("/jobs/:id", s.auth(certs.RoleViewer, s.handleGet))
 	r.DELETE("/jobs/:id", s.auth(certs.RoleOperator, s.handleCancel))
@@ -49,8 +50,12 @@ func (s *Server) routes() http.Handler {
 	r.GET("/jobs/:id/events", s.auth(certs.RoleViewer, s.handleEvents))
 	r.GET("/ws/jobs/:id/logs", s.auth(certs.RoleViewer, s.handleLogSocket))
 	r.GET("/agents", s.auth(certs.RoleViewer, s.handleAgents))
+	r.GET("/agents/:name", s.auth(certs.RoleViewer, s.handleAgent)) // fleet.go
+	r.GET("/stats", s.auth(certs.RoleViewer, s.handleStats))        // stats.go
+	r.GET("/whoami", s.auth(certs.RoleViewer, s.handleWhoAmI))
 	r.GET("/metrics", s.auth(certs.RoleViewer, s.handleMetrics)) // Prometheus; see metrics.go
 	r.POST("/agents/:name/drain", s.auth(certs.RoleOperator, s.handleDrain))
+	r.POST("/agents/:name/undrain", s.auth(certs.RoleOperator, s.handleUndrain))
 	r.POST("/agents/:name/revoke", s.auth(certs.RoleOperator, s.handleRevokeAgent))
 	r.POST("/certs/revoke", s.auth(certs.RoleOperator, s.handleRevokeCert))
 	r.GET("/revocations", s.auth(certs.RoleOperator, s.handleRevocations))

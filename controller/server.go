@@ -77,6 +77,11 @@ type Config struct {
 	// certificate or key file changed, and reloads them; default 5s.
 	CertReloadInterval time.Duration
 
+	// StatsInterval is how often the overview of GET /stats samples the
+	// job and slot counts for its history (an hour of samples at the
+	// default, 10s).
+	StatsInterval time.Duration
+
 	// NoSync commits without fsync. Tests only: a crash loses data.
 	NoSync bool
 }
@@ -109,6 +114,7 @@ func (c *Config) setDefaults() error {
 	def(&c.BodyTimeout, 30*time.Second)
 	def(&c.BackoffBase, time.Second)
 	def(&c.BackoffMax, 5*time.Minute)
+	def(&c.StatsInterval, defaultStatsInterval)
 	if c.RetainFor == 0 {
 		c.RetainFor = 30 * 24 * time.Hour
 	}
@@ -154,6 +160,7 @@ type Server struct {
 	metrics *metrics  // Prometheus registry, GET /metrics and the -metrics listener
 	sec     *security // revocations, API tokens and the audit log (auth.go, audit.go)
 	pki     *pki      // own certificate (reloadable) and the CA key for enrollment (enroll.go)
+	history history   // samples of the counts for GET /stats (stats.go)
 
 	agentLn *transport.Listener
 	httpLn  net.Listener
@@ -280,6 +287,8 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.metrics.serve(ctx, s.log.Named("metrics")) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.pki.watch(ctx) }() // reloads the certificate when its files change
+	wg.Add(1)
+	go func() { defer wg.Done(); s.statsLoop(ctx) }()
 	go func() {
 		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			httpErr <- err

@@ -1,8 +1,15 @@
 package store
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"maps"
+	"os"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -129,4 +136,57 @@ func TestStateCountsClosed(t *testing.T) {
 	if _, err := s.StateCounts(); err == nil {
 		t.Error("StateCounts on a closed store: no error")
 	}
+}
+
+// TestOpenLocked: a directory another process holds open is refused
+// with ErrLocked, not "resource temporarily unavailable". The other
+// process is this test binary, run as holdLock.
+func TestOpenLocked(t *testing.T) {
+	if dir := os.Getenv("JOBSUITE_STORE_HOLD"); dir != "" {
+		holdLock(dir)
+		return
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestOpenLocked$")
+	cmd.Env = append(os.Environ(), "JOBSUITE_STORE_HOLD="+dir)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		cmd.Wait()
+	}()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "open\n" {
+		t.Fatalf("the other process did not open the store: %q, %v", line, err)
+	}
+	s, err := Open(dir, Options{})
+	if err == nil {
+		s.Close()
+		t.Fatal("a second Open of the same directory succeeded")
+	}
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "holds its LOCK file") {
+		t.Errorf("second Open: %v; want ErrLocked", err)
+	}
+}
+
+// holdLock opens the store in dir, says "open" and keeps it open until
+// stdin closes.
+func holdLock(dir string) {
+	s, err := Open(dir, Options{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer s.Close()
+	fmt.Println("open")
+	io.Copy(io.Discard, os.Stdin)
 }

@@ -80,8 +80,9 @@
 //
 // List walks "j" backwards (newest first), or "s" state backwards when a
 // state is asked for, so filtering by state reads only that state's jobs.
-// Label filters are applied to the records read; one call examines at
-// most DefaultListScan records and returns a cursor to continue from.
+// Label filters and a Match function are applied to the records read; one
+// call examines at most DefaultListScan records and returns a cursor to
+// continue from.
 //
 // Prune walks "f" from the oldest finish on, removing each job's record,
 // index keys and idempotency key with point deletes and its "e" and "l"
