@@ -384,7 +384,7 @@ func (a *Agent) connectLoop(ctx, jobsCtx context.Context) error {
 }
 
 // errFatal marks errors that reconnecting cannot fix.
-var errFatal = errors.New("fatal")
+var errFatal = ErrRejected
 
 // session dials once and serves the connection until it ends.
 func (a *Agent) session(ctx, jobsCtx context.Context) error {
@@ -432,7 +432,7 @@ func (a *Agent) session(ctx, jobsCtx context.Context) error {
 		welcome = m
 	case *protocol.Error:
 		if m.Code == protocol.CodeForbidden || m.Code == protocol.CodeVersion {
-			return fmt.Errorf("%w: controller refused this agent: %s", errFatal, m.Message)
+			return fmt.Errorf("%w: %s", errFatal, m.Message)
 		}
 		return fmt.Errorf("controller refused this agent: %s", m.Message)
 	default:

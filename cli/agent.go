@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -255,7 +256,13 @@ func (c *AgentCommand) Run(args []string) int {
 	ctx, stop := c.drainContext(log, a.Stop)
 	defer stop()
 	if err := a.Run(ctx); err != nil {
-		return c.errorf("%v", err)
+		code := c.errorf("%v", err)
+		if errors.Is(err, agent.ErrRejected) {
+			// Distinct, so the unit's RestartPreventExitStatus keeps
+			// systemd from restarting it in a loop.
+			return ExitRefused
+		}
+		return code
 	}
 	return ExitOK
 }

@@ -28,13 +28,25 @@ Usage: jobsuite submit [options] [--] COMMAND...
   With -f the output of the job follows on stdout and stderr, byte for
   byte, and the command exits with the job's exit code, like ssh: 124 if
   it timed out, 130 if it was cancelled, 1 if it failed without an exit
-  code (its agent was lost, it could not start). Ctrl-C stops following
-  but leaves the job running.
+  code (its agent was lost, it could not start). Lines starting with
+  "jobsuite: " on stderr tell what happens to the job meanwhile: its ID,
+  why it waits (no agent matches its labels, no free slot), each attempt
+  and the agent it runs on, how an attempt before a retry ended, and a
+  timeout or cancel at the end; -q leaves them out. Ctrl-C stops
+  following but leaves the job queued or running, and says which.
+
+  Without -f it prints the job's ID, and warns on stderr when no
+  connected agent can run the job (none is connected, or none matches
+  its labels): the job waits until one connects.
 
 Options:
 
   -name=<name>
     A name for the job. Default: the first words of the command.
+
+  -params=<args>
+    Appended to the command after a space: the original job_suite's
+    params. Default: none.
 
   -priority=<low|mid|high|0-100>
     Higher priorities run first, in order of submission within a
@@ -70,25 +82,38 @@ Options:
   -f, -follow
     Follow the job's output and exit with its exit code.
 
+  -q
+    Quiet: with -f, only the job's output (and why it ended when its
+    exit code cannot tell: lost, could not start); without -f, only the
+    job's ID on stdout, for scripts: ID=$(jobsuite submit -q -- make).
+
   -json
     Print the queued job as JSON (not with -f).
 
 Defaults file:
 
-  The [submit] table of ./jobsuite.toml, or else of
-  ~/.config/jobsuite/config.toml ($XDG_CONFIG_HOME/jobsuite/config.toml),
-  sets defaults for -name, -priority, -timeout, -retries, -logs, -label
-  and -env; flags override it, and -label and -env add to its tables.
-  Unknown keys and bad values are errors naming the file, line and key.
+  The [submit] table of ./jobsuite.toml, or else of ./config.toml, or
+  else of ~/.config/jobsuite/config.toml
+  ($XDG_CONFIG_HOME/jobsuite/config.toml), sets defaults for -name,
+  -params, -priority, -timeout, -retries, -logs, -label and -env; flags
+  override it, and -label and -env add to its tables. Unknown keys and
+  bad values are errors naming the file, line and key.
 
     [submit]
     name     = "nightly"
+    params   = "--verbose"     # or ["--out", "a b.txt"], each quoted
     priority = "high"          # or 0-100
     timeout  = "10m"           # or a number of seconds
     retries  = 2
     logs     = true
     labels   = {gpu = "yes"}
     env      = {CI = "1"}
+
+  The original job_suite's config.toml, with its keys (name, params,
+  priority, timeout, retries, logs) at the top level and no [submit]
+  table, is read as it is. ./config.toml is read only when it has a
+  [submit] table or one of those keys, so another tool's config.toml in
+  the folder is left alone.
 ` + clientOptionsHelp + `
 
 Example:
@@ -107,6 +132,7 @@ Example:
 type submitRequest struct {
 	Name           string            `json:"name,omitempty"`
 	Command        string            `json:"command"`
+	Params         string            `json:"params,omitempty"`
 	Priority       any               `json:"priority,omitempty"`
 	Timeout        *float64          `json:"timeout,omitempty"`
 	Retries        *int              `json:"retries,omitempty"`
@@ -128,11 +154,12 @@ func (c *SubmitCommand) Run(args []string) int {
 		logs             bool
 		labels, env      = kvFlag{}, kvFlag{}
 		noCancel, follow bool
-		asJSON           bool
+		asJSON, quiet    bool
 	)
 	fs := c.flagSet(name)
 	cf.register(fs)
 	fs.StringVar(&req.Name, "name", "", "")
+	fs.StringVar(&req.Params, "params", "", "")
 	fs.StringVar(&priority, "priority", "", "")
 	fs.StringVar(&tmo, "timeout", "", "")
 	fs.IntVar(&retries, "retries", 0, "")
@@ -145,6 +172,7 @@ func (c *SubmitCommand) Run(args []string) int {
 	fs.BoolVar(&follow, "f", false, "")
 	fs.BoolVar(&follow, "follow", false, "")
 	fs.BoolVar(&asJSON, "json", false, "")
+	fs.BoolVar(&quiet, "q", false, "")
 	if code, ok := c.parse(fs, args, c.Help()); !ok {
 		return code
 	}
@@ -221,13 +249,18 @@ func (c *SubmitCommand) Run(args []string) int {
 		return c.errorf("the controller's answer is not a job: %v", err)
 	}
 	if follow {
-		return followJob(c.Meta, client, job.JobID, 0, true)
+		return followJob(c.Meta, client, job.JobID, 0, true, newNarrator(client, job.JobID, quiet, &job))
+	}
+	if quiet {
+		fmt.Fprintln(c.Stdout, job.JobID)
+		return ExitOK
 	}
 	if status == http.StatusOK && req.IdempotencyKey != "" {
 		fmt.Fprintf(c.Stdout, "Job %d already submitted with idempotency key %q (status %s)\n", job.JobID, req.IdempotencyKey, job.Status)
 		return ExitOK
 	}
 	fmt.Fprintf(c.Stdout, "Job %d %s (priority %s)\n", job.JobID, job.Status, job.priorityText())
+	warnBlocked(c.Stderr, &job)
 	return ExitOK
 }
 
