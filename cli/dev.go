@@ -112,9 +112,10 @@ func (c *DevCommand) Run(args []string) int {
 	}
 	srv, err := controller.New(controller.Config{
 		HTTPAddr: *httpAddr, AgentAddr: *listen, DataDir: filepath.Join(abs, "data"),
-		TLS:    certs.Files{CA: certs.CAFile(abs), Cert: certs.CertFile(abs, "controller"), Key: certs.KeyFile(abs, "controller")},
-		CAKey:  certs.KeyFile(abs, "ca"), // enrolls agents: 'jobsuite agent token create' works in dev
-		Logger: log.Named("controller"),
+		TLS:     certs.Files{CA: certs.CAFile(abs), Cert: certs.CertFile(abs, "controller"), Key: certs.KeyFile(abs, "controller")},
+		CAKey:   certs.KeyFile(abs, "ca"), // enrolls agents: 'jobsuite agent token create' works in dev
+		Logger:  log.Named("controller"),
+		Version: Version,
 	})
 	if err != nil {
 		return c.errorf("%v", err)

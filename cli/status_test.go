@@ -352,9 +352,9 @@ func TestStripEscapes(t *testing.T) {
 	}
 	for in, want := range map[string]string{
 		"\x1b[1m[ 42%]\x1b[0m\tBuilding parser.o\r": "[ 42%]\tBuilding parser.o",
-		"10%\r20%\r30%":                             "30%",
-		"done\r\r":                                  "done",
-		"\r":                                        "",
+		"10%\r20%\r30%": "30%",
+		"done\r\r":      "done",
+		"\r":            "",
 	} {
 		if got := visibleLine(in); got != want {
 			t.Errorf("visibleLine(%q) = %q, want %q", in, got, want)

@@ -25,7 +25,7 @@ import (
 // trailing slash and never redirects: clients of the original job_suite
 // POST to /jobs/ and do not follow redirects.
 func (s *Server) routes() http.Handler {
-	r := httprouter.New()
+	r := s.instrument(httprouter.New()) // request metrics (httpmetrics.go)
 	r.RedirectTrailingSlash = false
 	r.RedirectFixedPath = false
 	r.HandleMethodNotAllowed = true

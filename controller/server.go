@@ -52,6 +52,12 @@ type Config struct {
 	// authentication, for scrapers without a client certificate. Off by
 	// default: anyone who reaches it learns job counts and agent load.
 	MetricsAddr string
+	// MetricsAgents bounds the per-agent metric series: the first this
+	// many connected agents by name get them; default 100, negative for
+	// none.
+	MetricsAgents int
+	// Version is the release jobsuite_build_info reports.
+	Version string
 	// Aging lets a queued job gain one priority point per Aging waited, so
 	// a flood of high-priority work cannot starve the rest for ever. 0
 	// (the default) keeps strict priority.
@@ -137,6 +143,9 @@ func (c *Config) setDefaults() error {
 	defInt(&c.MaxLabels, defaultMaxLabels)
 	defInt(&c.MaxFrameBytes, protocol.MaxFrameSize)
 	defInt(&c.MaxFollowers, defaultMaxFollowers)
+	if c.MetricsAgents == 0 {
+		c.MetricsAgents = defaultMetricsAgents
+	}
 	if c.MaxFrameBytes < MinFrameBytes || c.MaxFrameBytes > protocol.MaxFrameSize {
 		return fmt.Errorf("%w: the frame limit must be between %d (a log chunk must fit) and %d bytes, got %d", ErrConfig, MinFrameBytes, protocol.MaxFrameSize, c.MaxFrameBytes)
 	}
@@ -197,7 +206,7 @@ func New(cfg Config) (*Server, error) {
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Aging: cfg.Aging,
 	})
 	// The metrics first: load counts the jobs it reads into them.
-	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st)
+	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st, metricsOptions{version: cfg.Version, maxAgents: max(cfg.MetricsAgents, 0)})
 	if err := s.sched.load(); err != nil {
 		s.st.Close()
 		return nil, fmt.Errorf("controller: loading queue: %w", err)
