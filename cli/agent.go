@@ -151,6 +151,13 @@ Configuration file:
     clean_env     = false
     allow_env     = []        # e.g. ["LANG", "TZ"]
 
+Exit codes:
+
+  0 after a drain (SIGTERM, SIGINT); 1 on an error; 3 when the controller
+  refuses this agent for good (its certificate was revoked, or its role,
+  name or protocol version is refused): restarting does not help, and
+  the systemd unit does not restart it (RestartPreventExitStatus=3).
+
 Example:
 
   jobsuite tls cert create -dir pki -role agent -name worker-1
