@@ -124,6 +124,14 @@ func TestStats(t *testing.T) {
 	if code != http.StatusOK {
 		t.Errorf("GET /stats as viewer: %d %s", code, body)
 	}
+	var counts controller.StatsView
+	c.getJSON("/stats?history=0", &counts)
+	if counts.Total != 4 || len(counts.History) != 0 {
+		t.Errorf("GET /stats?history=0: total %d, %d samples; want 4 and none", counts.Total, len(counts.History))
+	}
+	if code, body := c.do("GET", "/stats?history=maybe", ""); code != http.StatusBadRequest {
+		t.Errorf("GET /stats?history=maybe: %d %s; want 400", code, body)
+	}
 }
 
 // TestAgentPageRoutes: GET /agents/:name, POST /agents/:name/undrain

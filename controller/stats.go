@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -156,8 +157,19 @@ func (s *Server) statsLoop(ctx context.Context) {
 	}
 }
 
-// handleStats answers GET /stats.
+// handleStats answers GET /stats; ?history=0 leaves the samples out
+// (the jobs page wants only the counts, every 2s).
 func (s *Server) handleStats(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	q := r.URL.Query()
+	withHistory := true
+	switch h := q.Get("history"); h {
+	case "", "1", "true":
+	case "0", "false":
+		withHistory = false
+	default:
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "history must be 1 or 0, got " + strconv.Quote(h), Field: "history"})
+		return
+	}
 	counts, err := s.st.StateCounts()
 	if err != nil {
 		s.log.Error("counting jobs", "error", err)
@@ -166,8 +178,10 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request, _ httproute
 	}
 	v := StatsView{
 		Jobs: counts, QueueDepth: map[string]int{}, Agents: s.sched.slotStats(), Followers: s.hub.followers(),
-		Interval: s.cfg.StatsInterval.Seconds(),
-		History:  append(s.history.all(), s.sample(time.Now())),
+		Interval: s.cfg.StatsInterval.Seconds(), History: []StatsSample{},
+	}
+	if withHistory {
+		v.History = append(s.history.all(), s.sample(time.Now()))
 	}
 	for _, n := range counts {
 		v.Total += n

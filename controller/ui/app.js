@@ -294,14 +294,20 @@ export function showError(what, err, kind = 'update') {
 }
 
 // poll calls fn now and then every ms milliseconds after it settles,
-// never twice at once, and not while the tab is hidden. It returns a
+// never twice at once (a call asked for meanwhile runs right after), and
+// not while the tab is hidden. It returns a
 // function that stops it and one that runs fn at once.
 export function poll(fn, ms) {
   let timer = null;
   let running = false;
+  let again = false; // asked for while running: run once more at once
   let stopped = false;
   const run = async () => {
-    if (stopped || running) return;
+    if (stopped) return;
+    if (running) {
+      again = true;
+      return;
+    }
     clearTimeout(timer);
     running = true;
     try {
@@ -310,7 +316,12 @@ export function poll(fn, ms) {
       if (!(err instanceof ApiError && err.status === 401)) showError('Update failed', err);
     } finally {
       running = false;
-      if (!stopped && !document.hidden) timer = setTimeout(run, ms);
+      if (again && !stopped) {
+        again = false;
+        run();
+      } else if (!stopped && !document.hidden) {
+        timer = setTimeout(run, ms);
+      }
     }
   };
   document.addEventListener('visibilitychange', () => {

@@ -87,7 +87,7 @@ async function refresh() {
   const limit = Number(limitSel.value) || 50;
   const [page, stats] = await Promise.all([
     fetchPage(cursors[cursors.length - 1], limit),
-    api('GET', '/stats').catch(() => null),
+    api('GET', '/stats?history=0').catch(() => null),
   ]);
   clearBanner('update', 'auth');
   next = page.next;
@@ -107,13 +107,13 @@ function renderCounts() {
     else u.searchParams.delete('status');
     u.searchParams.delete('cursor');
     return el('a', {
-      class: 'chip', href: u.pathname + u.search, 'data-state': state || 'all', 'aria-current': select.value === state ? 'true' : 'false',
+      class: 'chip s-' + (state || 'all'), href: u.pathname + u.search, 'data-state': state || 'all', 'aria-current': select.value === state ? 'true' : 'false',
       onclick: (ev) => {
         ev.preventDefault();
         select.value = state;
         restart();
       },
-    }, badge(label), el('span', { class: 'n' }, (n || 0).toLocaleString()));
+    }, el('span', { class: 'label' }, label), el('span', { class: 'n' }, (n || 0).toLocaleString()));
   };
   const chips = [chip('', 'all', counts.total)];
   for (const s of allStates) chips.push(chip(s, s, counts.jobs[s]));
