@@ -108,45 +108,53 @@ Example:
 }
 
 func (c *AgentsDrainCommand) Run(args []string) int {
-	const name = "agents drain"
+	return agentAction(c.Meta, "agents drain", "drain", c.Help(), args, func(agent string, a agentRow) {
+		fmt.Fprintf(c.Stdout, "Agent %s is draining: no new jobs; %d running\n", agent, a.Running)
+	})
+}
+
+// agentAction is the shared part of 'agents drain' and 'agents undrain':
+// the client flags and -json, one agent name, POST /agents/NAME/ACTION.
+// With -json it prints the answer; otherwise it calls done with it.
+func agentAction(m Meta, name, action, help string, args []string, done func(agent string, a agentRow)) int {
 	var cf clientFlags
-	fs := c.flagSet(name)
+	fs := m.flagSet(name)
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "")
-	if code, ok := c.parse(fs, args, c.Help()); !ok {
+	if code, ok := m.parse(fs, args, help); !ok {
 		return code
 	}
-	agent, code, ok := agentArg(c.Meta, fs, name)
+	agent, code, ok := agentArg(m, fs, name)
 	if !ok {
 		return code
 	}
-	client, err := newClient(c.Meta, &cf)
+	client, err := newClient(m, &cf)
 	if err != nil {
-		return c.errorf("%v", err)
+		return m.errorf("%v", err)
 	}
 	defer client.close()
 	var raw json.RawMessage
-	err = client.do(context.Background(), "POST", "/agents/"+agent+"/drain", nil, &raw)
+	err = client.do(context.Background(), "POST", "/agents/"+agent+"/"+action, nil, &raw)
 	var apiErr *APIError
 	switch {
 	case errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound && apiErr.Field == "name":
-		fmt.Fprintf(c.Stderr, "error: no connected agent named %s\n", agent)
-		fmt.Fprintln(c.Stderr, "Run 'jobsuite agents' to list the connected agents.")
+		fmt.Fprintf(m.Stderr, "error: no connected agent named %s\n", agent)
+		fmt.Fprintln(m.Stderr, "Run 'jobsuite agents' to list the connected agents.")
 		return ExitError
 	case errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound:
-		return c.errorf("%v; does this controller support draining agents (is it older than this CLI)?", err)
+		return m.errorf("%v; does this controller support %sing agents (is it older than this CLI)?", err, action)
 	case err != nil:
-		return c.errorf("%v", err)
+		return m.errorf("%v", err)
 	}
 	if *asJSON {
-		writeRawJSON(c.Stdout, raw)
+		writeRawJSON(m.Stdout, raw)
 		return ExitOK
 	}
 	var a agentRow
 	if err := json.Unmarshal(raw, &a); err != nil {
-		return c.errorf("the controller's answer is not an agent: %v", err)
+		return m.errorf("the controller's answer is not an agent: %v", err)
 	}
-	fmt.Fprintf(c.Stdout, "Agent %s is draining: no new jobs; %d running\n", agent, a.Running)
+	done(agent, a)
 	return ExitOK
 }
 
@@ -179,46 +187,9 @@ Example:
 }
 
 func (c *AgentsUndrainCommand) Run(args []string) int {
-	const name = "agents undrain"
-	var cf clientFlags
-	fs := c.flagSet(name)
-	cf.register(fs)
-	asJSON := fs.Bool("json", false, "")
-	if code, ok := c.parse(fs, args, c.Help()); !ok {
-		return code
-	}
-	agent, code, ok := agentArg(c.Meta, fs, name)
-	if !ok {
-		return code
-	}
-	client, err := newClient(c.Meta, &cf)
-	if err != nil {
-		return c.errorf("%v", err)
-	}
-	defer client.close()
-	var raw json.RawMessage
-	err = client.do(context.Background(), "POST", "/agents/"+agent+"/undrain", nil, &raw)
-	var apiErr *APIError
-	switch {
-	case errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound && apiErr.Field == "name":
-		fmt.Fprintf(c.Stderr, "error: no connected agent named %s\n", agent)
-		fmt.Fprintln(c.Stderr, "Run 'jobsuite agents' to list the connected agents.")
-		return ExitError
-	case errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound:
-		return c.errorf("%v; does this controller support undraining agents (is it older than this CLI)?", err)
-	case err != nil:
-		return c.errorf("%v", err)
-	}
-	if *asJSON {
-		writeRawJSON(c.Stdout, raw)
-		return ExitOK
-	}
-	var a agentRow
-	if err := json.Unmarshal(raw, &a); err != nil {
-		return c.errorf("the controller's answer is not an agent: %v", err)
-	}
-	fmt.Fprintf(c.Stdout, "Agent %s takes jobs again: %d slots, %d running\n", agent, a.Slots, a.Running)
-	return ExitOK
+	return agentAction(c.Meta, "agents undrain", "undrain", c.Help(), args, func(agent string, a agentRow) {
+		fmt.Fprintf(c.Stdout, "Agent %s takes jobs again: %d slots, %d running\n", agent, a.Slots, a.Running)
+	})
 }
 
 // agentArg takes the one agent name argument of command name, checked;

@@ -141,15 +141,8 @@ const completionTimeout = 1500 * time.Millisecond
 // predictJobs returns the IDs of the newest jobs, or nothing when the
 // controller cannot be reached.
 func predictJobs(m Meta) []string {
-	c, err := newClient(m, nil)
-	if err != nil {
-		return nil
-	}
-	defer c.close()
-	ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
-	defer cancel()
 	var jobs []jobView
-	if err := c.do(ctx, "GET", "/jobs?limit=50", nil, &jobs); err != nil {
+	if !fromController(m, "/jobs?limit=50", &jobs) {
 		return nil
 	}
 	out := make([]string, 0, len(jobs))
@@ -161,15 +154,8 @@ func predictJobs(m Meta) []string {
 
 // predictAgents returns the names of the connected agents.
 func predictAgents(m Meta) []string {
-	c, err := newClient(m, nil)
-	if err != nil {
-		return nil
-	}
-	defer c.close()
-	ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
-	defer cancel()
 	var agents []agentInfo
-	if err := c.do(ctx, "GET", "/agents", nil, &agents); err != nil {
+	if !fromController(m, "/agents", &agents) {
 		return nil
 	}
 	out := make([]string, 0, len(agents))
@@ -178,6 +164,19 @@ func predictAgents(m Meta) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// fromController GETs path into out within completionTimeout, with the
+// settings a command line would use; false when that fails.
+func fromController(m Meta, path string, out any) bool {
+	c, err := newClient(m, nil)
+	if err != nil {
+		return false
+	}
+	defer c.close()
+	ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
+	defer cancel()
+	return c.do(ctx, "GET", path, nil, out) == nil
 }
 
 // completionInstalled is what -autocomplete-install prints once done.

@@ -78,20 +78,9 @@ func (c *ResubmitCommand) Run(args []string) int {
 	if err := client.do(context.Background(), "POST", "/jobs/resubmit", map[string]uint64{"job_id": id}, &raw); err != nil {
 		return c.errorf("%v", err)
 	}
-	if asJSON {
-		writeRawJSON(c.Stdout, raw)
-		return ExitOK
-	}
-	var job jobView
-	if err := json.Unmarshal(raw, &job); err != nil {
-		return c.errorf("the controller's answer is not a job: %v", err)
-	}
-	switch {
-	case follow:
-		return followJob(c.Meta, client, job.JobID, 0, true, newNarrator(client, job.JobID, quiet, &job))
-	case quiet:
-		fmt.Fprintln(c.Stdout, job.JobID)
-		return ExitOK
+	job, code, done := queued(c.Meta, client, raw, asJSON, follow, quiet)
+	if done {
+		return code
 	}
 	fmt.Fprintf(c.Stdout, "Job %d %s (a copy of job %d, priority %s)\n", job.JobID, job.Status, id, job.priorityText())
 	warnBlocked(c.Stderr, &job)

@@ -240,20 +240,9 @@ func (c *SubmitCommand) Run(args []string) int {
 	if err != nil {
 		return c.errorf("%v", err)
 	}
-	if asJSON {
-		writeRawJSON(c.Stdout, raw)
-		return ExitOK
-	}
-	var job jobView
-	if err := json.Unmarshal(raw, &job); err != nil {
-		return c.errorf("the controller's answer is not a job: %v", err)
-	}
-	if follow {
-		return followJob(c.Meta, client, job.JobID, 0, true, newNarrator(client, job.JobID, quiet, &job))
-	}
-	if quiet {
-		fmt.Fprintln(c.Stdout, job.JobID)
-		return ExitOK
+	job, code, done := queued(c.Meta, client, raw, asJSON, follow, quiet)
+	if done {
+		return code
 	}
 	if status == http.StatusOK && req.IdempotencyKey != "" {
 		fmt.Fprintf(c.Stdout, "Job %d already submitted with idempotency key %q (status %s)\n", job.JobID, req.IdempotencyKey, job.Status)
@@ -262,6 +251,27 @@ func (c *SubmitCommand) Run(args []string) int {
 	fmt.Fprintf(c.Stdout, "Job %d %s (priority %s)\n", job.JobID, job.Status, job.priorityText())
 	warnBlocked(c.Stderr, &job)
 	return ExitOK
+}
+
+// queued is what submit and resubmit do with the job the controller
+// queued (raw): print it as JSON, follow it (-f), or print only its ID
+// (-q). done is false when the caller still prints its line.
+func queued(m Meta, client *Client, raw json.RawMessage, asJSON, follow, quiet bool) (job jobView, code int, done bool) {
+	if asJSON {
+		writeRawJSON(m.Stdout, raw)
+		return job, ExitOK, true
+	}
+	if err := json.Unmarshal(raw, &job); err != nil {
+		return job, m.errorf("the controller's answer is not a job: %v", err), true
+	}
+	switch {
+	case follow:
+		return job, followJob(m, client, job.JobID, 0, true, newNarrator(client, job.JobID, quiet, &job)), true
+	case quiet:
+		fmt.Fprintln(m.Stdout, job.JobID)
+		return job, ExitOK, true
+	}
+	return job, ExitOK, false
 }
 
 // parsePriority accepts low, mid (med, medium), high, or an integer
