@@ -43,6 +43,7 @@ type agentConn struct {
 
 	// guarded by scheduler.mu
 	draining bool
+	stopping bool // it drains itself (it is shutting down): no undrain
 	credits  int
 	running  map[uint64]uint32 // job ID → attempt
 	lastSeen time.Time
@@ -103,6 +104,7 @@ type AgentInfo struct {
 	Running     int               `json:"running"`
 	Credits     int               `json:"free"`
 	Draining    bool              `json:"draining"`
+	DrainedBy   string            `json:"drained_by,omitempty"` // "agent" (it is stopping) or "operator" (POST /agents/:name/drain)
 	Transport   string            `json:"transport"`
 	Address     string            `json:"address"`
 	Version     string            `json:"version"`
@@ -128,7 +130,7 @@ func (s *scheduler) agentList() []AgentInfo {
 		out = append(out, AgentInfo{
 			Name: a.name, Labels: labels, Slots: a.slots, Running: len(a.running),
 			Credits: a.credits, Draining: a.draining, Transport: a.transport, Address: a.addr, Version: a.version,
-			ConnectedAt: a.connected, LastSeen: a.lastSeen, Jobs: jobs,
+			ConnectedAt: a.connected, LastSeen: a.lastSeen, Jobs: jobs, DrainedBy: drainedBy(a),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -257,7 +259,7 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 			s.sched.heartbeat(a, m.Running, m.Ended)
 		case *protocol.Drain:
 			log.Info("agent is draining: no new jobs for it")
-			s.sched.drain(a.name)
+			s.sched.stopping(a)
 		case *protocol.StatusReply:
 			a.deliverStatus(m)
 		case *protocol.Error:

@@ -57,7 +57,7 @@ func TestMetricsTransitions(t *testing.T) {
 	sched := newScheduler(hclog.NewNullLogger(), nil, nil, newHub(), schedOptions{})
 	// A job the scheduler loaded at start is counted from the outset.
 	sched.jobs[7] = &store.Job{ID: 7, State: store.Waiting, Priority: 50}
-	m := newMetrics(hclog.NewNullLogger(), sched, sched.hub, fakeStats{DiskBytes: 123, Compactions: 4, WriteStalls: 2, MemtableBytes: 5})
+	m := newMetrics(hclog.NewNullLogger(), sched, sched.hub, fakeStats{DiskBytes: 123, Compactions: 4, WriteStalls: 2, MemtableBytes: 5}, metricsOptions{})
 	if sched.metrics != m {
 		t.Fatal("newMetrics did not hook into the scheduler")
 	}

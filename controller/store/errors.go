@@ -19,4 +19,6 @@ var (
 	// ErrInvalid means the caller passed an argument the store refuses,
 	// such as an Update without Next or an empty log chunk.
 	ErrInvalid = errors.New("invalid argument")
+	// ErrLocked means another process has the data directory open.
+	ErrLocked = errors.New("the data directory is in use")
 )

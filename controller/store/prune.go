@@ -99,8 +99,9 @@ func (s *Store) pruneBatch(o PruneOptions, from *[]byte) (n int, more bool, err 
 	b := s.db.NewBatch()
 	defer b.Close()
 	var (
-		stale int    // finished index entries without a job record
-		last  []byte // last finished index key looked at
+		stale   int     // finished index entries without a job record
+		last    []byte  // last finished index key looked at
+		removed []State // the states of the jobs removed, for the state counts
 	)
 	for ok := it.First(); ok; ok = it.Next() {
 		if n == o.MaxBatch {
@@ -136,6 +137,7 @@ func (s *Store) pruneBatch(o PruneOptions, from *[]byte) (n int, more bool, err 
 			_ = it.Close()
 			return 0, false, fmt.Errorf("job %d: %w", id, err)
 		}
+		removed = append(removed, j.State)
 		n++
 		excess--
 	}
@@ -145,8 +147,13 @@ func (s *Store) pruneBatch(o PruneOptions, from *[]byte) (n int, more bool, err 
 	if n+stale == 0 {
 		return 0, false, nil
 	}
+	add, counted := s.counts.begin()
+	defer counted()
 	if err := b.Commit(s.write); err != nil {
 		return 0, false, err
+	}
+	for _, st := range removed {
+		add(st, "")
 	}
 	s.finished.Add(-int64(n + stale))
 	if last != nil {

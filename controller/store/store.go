@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/go-hclog"
@@ -70,6 +71,8 @@ type Store struct {
 	pending map[string]struct{}
 
 	stalls *stallCounter // write stalls, for Metrics
+
+	counts stateCounts // jobs per state, once StateCounts was called (counts.go)
 }
 
 // Open opens (creating if needed) the store in dir. A directory written
@@ -103,6 +106,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		Logger:                pebbleLogger{log: logger.Named("pebble")},
 		EventListener:         stalls.listener(),
 	})
+	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+		// Pebble's LOCK file: "resource temporarily unavailable" says little.
+		return nil, fmt.Errorf("store: open %s: %w: another process (a controller or 'jobsuite dev') holds its LOCK file; stop it, or use another data directory", dir, ErrLocked)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
@@ -408,6 +415,8 @@ func (s *Store) apply(updates []Update) (*Pending, error) {
 			return nil, err
 		}
 	}
+	add, counted := s.counts.begin()
+	defer counted()
 	b, err := s.build(updates)
 	if err == nil {
 		if s.write.Sync {
@@ -432,6 +441,11 @@ func (s *Store) apply(updates []Update) (*Pending, error) {
 	}
 	p.keys = keys
 	for _, u := range updates {
+		var was State
+		if u.Prev != nil {
+			was = u.Prev.State
+		}
+		add(was, u.Next.State)
 		wasDone := u.Prev != nil && u.Prev.State.Terminal()
 		switch isDone := u.Next.State.Terminal(); {
 		case isDone && !wasDone:
