@@ -88,6 +88,7 @@ type AgentInfo struct {
 	Running     int               `json:"running"`
 	Credits     int               `json:"free"`
 	Draining    bool              `json:"draining"`
+	DrainedBy   string            `json:"drained_by,omitempty"` // "agent" (it is stopping) or "operator" (POST /agents/:name/drain)
 	Transport   string            `json:"transport"`
 	Address     string            `json:"address"`
 	Version     string            `json:"version"`
@@ -217,7 +218,7 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 			s.sched.heartbeat(a, m.Running, m.Ended)
 		case *protocol.Drain:
 			log.Info("agent is draining: no new jobs for it")
-			s.sched.drain(a.name)
+			s.sched.stopping(a)
 		case *protocol.StatusReply:
 			a.deliverStatus(m)
 		case *protocol.Error:

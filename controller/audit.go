@@ -11,9 +11,10 @@ import (
 )
 
 // The audit log records who (certificate or token, with its role) did
-// what to which target, and when: submissions, cancellations, drains,
-// revocations and token changes. Entries live in the store under
-// time-ordered IDs and are read with GET /audit, newest first.
+// what to which target, and when: submissions (and resubmissions),
+// cancellations, drains and undrains, revocations and token changes.
+// Entries live in the store under time-ordered IDs and are read with
+// GET /audit, newest first.
 //
 // An entry is written after its action succeeded, and synced. A
 // submission's entry (one per POST /jobs, one per POST /jobs/batch) is
@@ -26,6 +27,8 @@ const (
 	auditSubmit      = "submit"
 	auditCancel      = "cancel"
 	auditDrain       = "drain"
+	auditUndrain     = "undrain"
+	auditResubmit    = "resubmit"
 	auditRevoke      = "revoke"
 	auditUnrevoke    = "unrevoke"
 	auditTokenCreate = "token_create"

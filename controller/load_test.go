@@ -52,7 +52,7 @@ func TestSchedulerLoad(t *testing.T) {
 	move(mk(50, 0, nil), store.Completed, nil)
 
 	s := newScheduler(hclog.NewNullLogger(), st, nil, schedOptions{LeaseTTL: time.Minute})
-	m := newMetrics(hclog.NewNullLogger(), s, newHub(), st)
+	m := newMetrics(hclog.NewNullLogger(), s, newHub(), st, metricsOptions{})
 	if err := s.load(); err != nil {
 		t.Fatal(err)
 	}

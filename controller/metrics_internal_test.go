@@ -60,7 +60,10 @@ func TestMetricsTransitions(t *testing.T) {
 	if err := sched.load(); err != nil {
 		t.Fatal(err)
 	}
-	m := newMetrics(hclog.NewNullLogger(), sched, newHub(), fakeStats{DiskBytes: 123, Compactions: 4, WriteStalls: 2, MemtableBytes: 5})
+	m := newMetrics(hclog.NewNullLogger(), sched, newHub(), fakeStats{DiskBytes: 123, Compactions: 4, WriteStalls: 2, MemtableBytes: 5}, metricsOptions{})
+	if sched.metrics != m {
+		t.Fatal("newMetrics did not hook into the scheduler")
+	}
 	if got := gather(t, m, "jobsuite_jobs", "state", "waiting"); got != 1 {
 		t.Fatalf("waiting = %v after load, want 1", got)
 	}

@@ -4,6 +4,7 @@ import (
 	"sort"
 	"time"
 
+	"jobsuite/controller/store"
 	"jobsuite/protocol"
 )
 
@@ -18,6 +19,7 @@ type agentState struct {
 	conn     *agentConn
 	credits  int
 	draining bool
+	stopping bool              // it drains itself (it is shutting down): no undrain
 	running  map[uint64]uint32 // job ID → attempt
 	lastSeen time.Time
 }
@@ -177,7 +179,7 @@ func (s *scheduler) agentList() []AgentInfo {
 		out = append(out, AgentInfo{
 			Name: a.name, Labels: labels, Slots: a.slots, Running: len(st.running),
 			Credits: st.credits, Draining: st.draining, Transport: a.transport, Address: a.addr, Version: a.version,
-			ConnectedAt: a.connected, LastSeen: st.lastSeen, Jobs: jobs,
+			ConnectedAt: a.connected, LastSeen: st.lastSeen, Jobs: jobs, DrainedBy: drainedBy(st),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -185,18 +187,112 @@ func (s *scheduler) agentList() []AgentInfo {
 }
 
 // agentLoad sums the connected agents' slots: those holding an attempt,
-// and those free for one (a draining agent's count as neither).
-func (s *scheduler) agentLoad() (agents, used, free int) {
+// and those free for one (a draining agent's count as neither). With
+// sample, it also describes each agent for the per-agent metrics.
+func (s *scheduler) agentLoad(sample bool) (agents, used, free int, each []agentSample) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, st := range s.agents {
+		a := st.conn
+		if sample {
+			each = append(each, agentSample{name: a.name, version: a.version, transport: a.transport,
+				slots: a.slots, running: len(st.running), drained: st.draining, heartbeat: st.lastSeen})
+		}
 		agents++
 		used += len(st.running)
 		if !st.draining {
-			free += max(st.conn.slots-len(st.running), 0)
+			free += max(a.slots-len(st.running), 0)
 		}
 	}
-	return agents, used, free
+	return agents, used, free, each
+}
+
+// slotStats sums up the connected agents.
+func (s *scheduler) slotStats() AgentStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out AgentStats
+	for _, st := range s.agents {
+		slots := st.conn.slots
+		out.Connected++
+		out.Slots += slots
+		out.SlotsUsed += len(st.running)
+		if st.draining {
+			out.Draining++
+		} else {
+			out.SlotsFree += max(slots-len(st.running), 0)
+		}
+	}
+	return out
+}
+
+// stopping records that agent a drains itself: it is shutting down.
+func (s *scheduler) stopping(a *agentConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.state(a); st != nil {
+		st.stopping, st.draining, st.credits = true, true, 0
+	}
+}
+
+// drainedBy says who drained a: "agent", "operator" or "" (not
+// draining). The caller holds s.mu.
+func drainedBy(a *agentState) string {
+	switch {
+	case !a.draining:
+		return ""
+	case a.stopping:
+		return "agent"
+	}
+	return "operator"
+}
+
+// undrain lets a drained agent take jobs again: its free slots count as
+// credits at once (its next heartbeat corrects them). found is false
+// when no agent of that name is connected; err is errStopping for an
+// agent that is shutting down.
+func (s *scheduler) undrain(name string) (found bool, err error) {
+	s.mu.Lock()
+	a := s.agents[name]
+	if a == nil {
+		s.mu.Unlock()
+		return false, nil
+	}
+	if a.stopping {
+		s.mu.Unlock()
+		return true, errStopping
+	}
+	kick := a.draining
+	a.draining = false
+	a.credits = max(a.conn.slots-len(a.running), 0)
+	s.mu.Unlock()
+	if kick {
+		s.kickDispatch()
+	}
+	return true, nil
+}
+
+// agentInfo returns the connected agent name as the API shows it.
+func (s *scheduler) agentInfo(name string) (AgentInfo, bool) {
+	for _, a := range s.agentList() {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return AgentInfo{}, false
+}
+
+// outputSoFar is how many bytes of output job j has stored. A record's
+// LogBytes is set when an attempt ends; while one runs, the scheduler
+// knows the end of what it stored. A nil scheduler (tests of the
+// handlers alone) reports the record's.
+func (s *scheduler) outputSoFar(j *store.Job) uint64 {
+	if s == nil || j.State.Terminal() {
+		return j.LogBytes
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return max(s.logEnd[j.ID], j.LogBytes)
 }
 
 // session returns agent name's current session, or nil.

@@ -940,7 +940,12 @@ func (s *scheduler) endAttempt(prev, next *store.Job, outcome store.Outcome, msg
 		next.State = store.Completed
 	case outcome == store.OutcomeCancelled || next.CancelRequested:
 		next.State = store.Cancelled
-		msg = "cancelled: " + msg
+		if outcome != "cancelled" {
+			// The attempt ended otherwise while a cancel was pending: say
+			// both ("attempt 1 failed: cancelled: exit code 1"), but not
+			// "cancelled: cancelled: killed by SIGTERM".
+			msg = "cancelled: " + msg
+		}
 	case len(next.Attempts) <= next.Retries:
 		next.State = store.Waiting
 		wait := s.backoff(next, len(next.Attempts))

@@ -432,7 +432,7 @@ func TestSchedulerDrain(t *testing.T) {
 	if info := f.s.agentList()[0]; !info.Draining || info.Credits != 0 {
 		t.Errorf("agent: draining %v, %d credits; want true, 0", info.Draining, info.Credits)
 	}
-	if agents, used, free := f.s.agentLoad(); agents != 1 || used != 1 || free != 0 {
+	if agents, used, free, _ := f.s.agentLoad(false); agents != 1 || used != 1 || free != 0 {
 		t.Errorf("load: %d agents, %d used, %d free; want 1, 1, 0", agents, used, free)
 	}
 	f.finish(a, first.ID, 1, protocol.OutcomeCompleted, 0)

@@ -70,6 +70,12 @@ type Config struct {
 	// authentication, for scrapers without a client certificate. Off by
 	// default: anyone who reaches it learns job counts and agent load.
 	MetricsAddr string
+	// MetricsAgents bounds the per-agent metric series: the first this
+	// many connected agents by name get them; default 100, negative for
+	// none.
+	MetricsAgents int
+	// Version is the release jobsuite_build_info reports.
+	Version string
 	// Aging lets a queued job gain one priority point per Aging waited, so
 	// a flood of high-priority work cannot starve the rest for ever. 0
 	// (the default) keeps strict priority.
@@ -94,6 +100,11 @@ type Config struct {
 	// CertReloadInterval is how often the controller checks whether its
 	// certificate or key file changed, and reloads them; default 5s.
 	CertReloadInterval time.Duration
+
+	// StatsInterval is how often the overview of GET /stats samples the
+	// job and slot counts for its history (an hour of samples at the
+	// default, 10s).
+	StatsInterval time.Duration
 
 	// NoSync commits without fsync. Tests only: a crash loses data.
 	NoSync bool
@@ -127,6 +138,7 @@ func (c *Config) setDefaults() error {
 	def(&c.BodyTimeout, 30*time.Second)
 	def(&c.BackoffBase, time.Second)
 	def(&c.BackoffMax, 5*time.Minute)
+	def(&c.StatsInterval, defaultStatsInterval)
 	if c.RetainFor == 0 {
 		c.RetainFor = 30 * 24 * time.Hour
 	}
@@ -150,6 +162,9 @@ func (c *Config) setDefaults() error {
 	defInt(&c.MaxFrameBytes, protocol.MaxFrameSize)
 	defInt(&c.MaxFollowers, defaultMaxFollowers)
 	defInt(&c.MaxAgentSlots, DefaultMaxAgentSlots)
+	if c.MetricsAgents == 0 {
+		c.MetricsAgents = defaultMetricsAgents
+	}
 	if c.MaxFrameBytes < MinFrameBytes || c.MaxFrameBytes > protocol.MaxFrameSize {
 		return fmt.Errorf("%w: the frame limit must be between %d (a log chunk must fit) and %d bytes, got %d", ErrConfig, MinFrameBytes, protocol.MaxFrameSize, c.MaxFrameBytes)
 	}
@@ -176,6 +191,7 @@ type Server struct {
 	metrics   *metrics   // Prometheus registry, GET /metrics and the -metrics listener
 	sec       *security  // revocations, API tokens and the audit log (auth.go, audit.go)
 	pki       *pki       // own certificate (reloadable) and the CA key for enrollment (enroll.go)
+	history   history    // samples of the counts for GET /stats (stats.go)
 
 	agentLn *transport.Listener
 	httpLn  net.Listener
@@ -222,7 +238,7 @@ func New(cfg Config) (*Server, error) {
 		Disk: s.disk, Clock: s.clock,
 	})
 	// The metrics first: load counts the jobs it reads into them.
-	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st)
+	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st, metricsOptions{version: cfg.Version, maxAgents: max(cfg.MetricsAgents, 0)})
 	if err := s.sched.load(); err != nil {
 		s.st.Close()
 		return nil, fmt.Errorf("controller: loading queue: %w", err)
@@ -316,6 +332,8 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.pki.watch(ctx) }() // reloads the certificate when its files change
 	wg.Add(1)
 	go func() { defer wg.Done(); s.disk.watch(ctx, s.sched.kickDispatch) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.statsLoop(ctx) }()
 	go func() {
 		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			httpErr <- err

@@ -169,7 +169,12 @@ type round struct {
 	kv       map[string]kvEntry
 	finished int64  // change of the finished jobs count
 	lastID   uint64 // highest job ID this round created
+	// moves are the jobs' state changes, for the state counts
+	// (counts.go): from "" is a create, to "" a removal.
+	moves []stateMove
 }
+
+type stateMove struct{ from, to State }
 
 // roundMapKeep is the size above which a round's maps are replaced
 // rather than cleared for the next round.
@@ -205,7 +210,7 @@ func (s *Store) apply(cmds []Command) (*Pending, error) {
 	} else {
 		clear(r.kv)
 	}
-	r.finished, r.lastID = 0, 0
+	r.finished, r.lastID, r.moves = 0, 0, r.moves[:0]
 	p := &Pending{s: s, results: make([]Result, len(cmds))}
 	var err error
 	for i, c := range cmds {
@@ -218,6 +223,8 @@ func (s *Store) apply(cmds []Command) (*Pending, error) {
 		// Still a WAL record, so that Wait waits for an fsync: a barrier.
 		_ = r.b.LogData(nil, nil)
 	}
+	add, counted := s.counts.begin()
+	defer counted()
 	if s.write.Sync {
 		err = s.db.ApplyNoSyncWait(r.b, s.write)
 	} else {
@@ -226,6 +233,9 @@ func (s *Store) apply(cmds []Command) (*Pending, error) {
 	if err != nil {
 		_ = r.b.Close()
 		return nil, err
+	}
+	for _, m := range r.moves {
+		add(m.from, m.to)
 	}
 	if s.write.Sync {
 		p.b = r.b
@@ -449,6 +459,9 @@ func (t *Transition) apply(r *round) (Result, error) {
 	case wasDone && !isDone:
 		r.finished--
 	}
+	if cur.state != next.State {
+		r.moves = append(r.moves, stateMove{cur.state, next.State})
+	}
 	r.jobs[id] = nh
 	if create {
 		r.lastID = max(r.lastID, id)
@@ -630,6 +643,7 @@ func (c *PruneJobs) apply(r *round) (Result, error) {
 				r.del(idemKey(cur.key))
 			}
 		}
+		r.moves = append(r.moves, stateMove{cur.state, ""})
 		r.jobs[id] = head{}
 		r.finished--
 		n++

@@ -132,8 +132,9 @@
 //
 // List walks "j" backwards (newest first), or "s" state backwards when a
 // state is asked for, so filtering by state reads only that state's jobs.
-// Label filters are applied to the records read; one call examines at
-// most DefaultListScan records and returns a cursor to continue from.
+// Label filters and a Match function are applied to the records read; one
+// call examines at most DefaultListScan records and returns a cursor to
+// continue from.
 //
 // Prune walks "f" from the oldest finish on and hands the jobs it
 // chooses, up to DefaultPruneBatch at a time, to a PruneJobs command (the
@@ -144,6 +145,12 @@
 // FinishedAt sorts first. Open counts "f" once (a key-only scan, in the
 // background: see Startup) so Prune knows how many finished jobs exist
 // without scanning; apply keeps that count.
+//
+// StateCounts (counts.go) says how many jobs are in each state. Nothing
+// is counted until its first call, which counts "s" in a snapshot (keys
+// only); from then on Apply and Prune add their changes, under a lock
+// that puts every batch either in that snapshot or among the changes
+// added, never both.
 //
 // # Startup
 //

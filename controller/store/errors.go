@@ -24,4 +24,6 @@ var (
 	// ErrInvalid means the caller passed an argument the store refuses,
 	// such as a Transition without a job or an empty log chunk.
 	ErrInvalid = errors.New("invalid argument")
+	// ErrLocked means another process has the data directory open.
+	ErrLocked = errors.New("the data directory is in use")
 )

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/go-hclog"
@@ -75,6 +76,8 @@ type Store struct {
 	secretMu sync.Mutex
 
 	stalls *stallCounter // write stalls, for Metrics
+
+	counts stateCounts // jobs per state, once StateCounts was called (counts.go)
 }
 
 // Open opens (creating if needed) the store in dir. A directory written
@@ -108,6 +111,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		Logger:                pebbleLogger{log: logger.Named("pebble")},
 		EventListener:         stalls.listener(),
 	})
+	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+		// Pebble's LOCK file: "resource temporarily unavailable" says little.
+		return nil, fmt.Errorf("store: open %s: %w: another process (a controller or 'jobsuite dev') holds its LOCK file; stop it, or use another data directory", dir, ErrLocked)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}

@@ -375,6 +375,8 @@ func TestList(t *testing.T) {
 		"state and limit":  {ListOptions{State: Running, Limit: 2}, []uint64{all[9], all[6]}},
 		"state and before": {ListOptions{State: Queued, Before: all[3]}, []uint64{all[2], all[1]}},
 		"no match":         {ListOptions{State: Cancelled}, []uint64{}},
+		"match":            {ListOptions{Match: func(j *Job) bool { return j.ID%2 == 0 }}, evens(rev(all))},
+		"match and state":  {ListOptions{State: Running, Match: func(j *Job) bool { return j.ID != all[6] }}, []uint64{all[9], all[3], all[0]}},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -392,6 +394,17 @@ func TestList(t *testing.T) {
 			}
 		})
 	}
+}
+
+// evens keeps the even IDs of ids.
+func evens(ids []uint64) []uint64 {
+	out := []uint64{}
+	for _, id := range ids {
+		if id%2 == 0 {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 func TestReopen(t *testing.T) {
