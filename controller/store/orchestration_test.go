@@ -175,3 +175,47 @@ func TestNotifySecret(t *testing.T) {
 		t.Errorf("a short secret = %v, want ErrInvalid", err)
 	}
 }
+
+// TestActiveBlocked: blocked jobs are loaded (after the others, by ID),
+// leave the load once released, and an orchestration job's fields
+// survive the store.
+func TestActiveBlocked(t *testing.T) {
+	s := open(t)
+	q := submit(t, s, newJob(s, 50, t0))
+	b1 := newJob(s, 50, t0)
+	b1.State, b1.After, b1.Reason = Blocked, []uint64{q.ID}, "waiting for job 1"
+	submit(t, s, b1)
+	max := 1
+	b2 := newJob(s, 50, t0)
+	b2.State, b2.Parent, b2.Agent, b2.Notify = Blocked, 99, "web-1", []string{"https://h/x"}
+	b2.Fanout = &Fanout{Selector: map[string]string{"role": "web"}, FirstChild: 5, Children: 2, Batch: 1, MaxFailures: &max}
+	submit(t, s, b2)
+
+	ids := func() []uint64 {
+		t.Helper()
+		jobs, err := s.Active()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []uint64
+		for _, j := range jobs {
+			out = append(out, j.ID)
+		}
+		return out
+	}
+	if got := ids(); len(got) != 3 || got[0] != q.ID || got[1] != b1.ID || got[2] != b2.ID {
+		t.Fatalf("Active = %v, want %d then the blocked %d, %d", got, q.ID, b1.ID, b2.ID)
+	}
+	got, err := s.Get(b2.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Parent != 99 || got.Agent != "web-1" || got.Fanout == nil || *got.Fanout.MaxFailures != 1 || got.Fanout.Selector["role"] != "web" || got.Notify[0] != "https://h/x" {
+		t.Errorf("stored %+v (fanout %+v)", got, got.Fanout)
+	}
+	move(t, s, b1, Queued, func(j *Job) { j.QueuedAt = t0.Add(time.Second) })
+	move(t, s, b2, Cancelled, func(j *Job) { j.FinishedAt = t0.Add(time.Second) })
+	if got := ids(); len(got) != 2 || got[0] != q.ID || got[1] != b1.ID {
+		t.Errorf("after release and cancel: Active = %v, want %d, %d in queue order", got, q.ID, b1.ID)
+	}
+}
