@@ -180,3 +180,60 @@ func (s *Spec) Last(after, upTo time.Time) (time.Time, bool) {
 	}
 	return time.Time{}, false
 }
+
+// Late is how late an occurrence may run and still count as on time:
+// a timer that fires a little late runs it; an occurrence found later
+// than this (the controller was down) is a missed one.
+const Late = time.Minute
+
+// maxCount bounds the occurrences Due counts as skipped.
+const maxCount = 1 << 20
+
+// Due says what a schedule waiting for occurrence next does at now:
+// run is the occurrence to run (zero: none), skipped how many
+// occurrences it passes over without a run, and after the occurrence
+// to wait for next (strictly after now). Before next nothing is due.
+//
+// An occurrence found at most Late after its time runs. Older ones were
+// missed (no controller ran): with catchUp the most recent missed one
+// runs — once, never a burst — and with catchUp false none does.
+func (s *Spec) Due(next, now time.Time, catchUp bool) (run time.Time, skipped int, after time.Time) {
+	if now.Before(next) {
+		return time.Time{}, 0, next
+	}
+	var last time.Time // the newest occurrence in [next, now]
+	var count int      // occurrences in [next, last]
+	if s.every > 0 {
+		// Keep the cadence: the occurrences are next plus whole intervals.
+		k := now.Sub(next) / s.every
+		last, count = next.Add(k*s.every), int(min(k+1, maxCount))
+		after = last.Add(s.every)
+	} else {
+		after = s.Next(now)
+		var ok bool
+		if last, ok = s.Last(next.Add(-time.Nanosecond), now); !ok {
+			last = next
+		}
+		count = s.count(next, last)
+	}
+	switch {
+	case now.Sub(last) <= Late:
+		return last, count - 1, after
+	case catchUp:
+		return last, count - 1, after
+	}
+	return time.Time{}, count, after
+}
+
+// count returns how many occurrences of an expression lie in [from, to]
+// (from being one), up to maxCount.
+func (s *Spec) count(from, to time.Time) int {
+	if to.Before(from) {
+		return 0
+	}
+	n := 1
+	for t := s.Next(from); !t.IsZero() && !t.After(to) && n < maxCount; t = s.Next(t) {
+		n++
+	}
+	return n
+}

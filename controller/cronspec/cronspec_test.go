@@ -174,3 +174,42 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestDue(t *testing.T) {
+	every5 := mustParse(t, "*/5 * * * *", "")
+	next := at("2026-03-01T10:05:00Z")
+	tests := map[string]struct {
+		now       string
+		catchUp   bool
+		run       string // "" = none
+		skipped   int
+		wantAfter string
+	}{
+		"not yet":               {"2026-03-01T10:04:59Z", true, "", 0, "2026-03-01T10:05:00Z"},
+		"on time":               {"2026-03-01T10:05:00Z", false, "2026-03-01T10:05:00Z", 0, "2026-03-01T10:10:00Z"},
+		"a little late":         {"2026-03-01T10:05:40Z", false, "2026-03-01T10:05:00Z", 0, "2026-03-01T10:10:00Z"},
+		"missed, catch up":      {"2026-03-01T10:07:00Z", true, "2026-03-01T10:05:00Z", 0, "2026-03-01T10:10:00Z"},
+		"missed, no catch-up":   {"2026-03-01T10:07:00Z", false, "", 1, "2026-03-01T10:10:00Z"},
+		"down an hour, one run": {"2026-03-01T11:07:00Z", true, "2026-03-01T11:05:00Z", 12, "2026-03-01T11:10:00Z"},
+		"down an hour, none":    {"2026-03-01T11:07:00Z", false, "", 13, "2026-03-01T11:10:00Z"},
+		"back just in time":     {"2026-03-01T11:05:30Z", false, "2026-03-01T11:05:00Z", 12, "2026-03-01T11:10:00Z"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			run, skipped, after := every5.Due(next, at(tt.now), tt.catchUp)
+			wantRun := time.Time{}
+			if tt.run != "" {
+				wantRun = at(tt.run)
+			}
+			if !run.Equal(wantRun) || skipped != tt.skipped || !after.Equal(at(tt.wantAfter)) {
+				t.Errorf("Due(%s) = run %v, skipped %d, after %v; want %v, %d, %s", tt.now, run, skipped, after, wantRun, tt.skipped, tt.wantAfter)
+			}
+		})
+	}
+	// @every counts its occurrences arithmetically.
+	e := mustParse(t, "@every 90s", "")
+	run, skipped, after := e.Due(at("2026-03-01T10:00:00Z"), at("2026-03-01T10:30:00Z"), true)
+	if !run.Equal(at("2026-03-01T10:30:00Z")) || skipped != 20 || !after.Equal(at("2026-03-01T10:31:30Z")) {
+		t.Errorf("@every 90s after 30 min: run %v, skipped %d, after %v", run, skipped, after)
+	}
+}
