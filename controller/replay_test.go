@@ -84,6 +84,20 @@ func newCommand(name string) store.Command {
 		return new(store.AppendAudit)
 	case "*store.PruneAudit":
 		return new(store.PruneAudit)
+	case "*store.PutSchedule":
+		return new(store.PutSchedule)
+	case "*store.DeleteSchedule":
+		return new(store.DeleteSchedule)
+	case "*store.PutDelivery":
+		return new(store.PutDelivery)
+	case "*store.DeleteDelivery":
+		return new(store.DeleteDelivery)
+	case "*store.PutAgent":
+		return new(store.PutAgent)
+	case "*store.DeleteAgent":
+		return new(store.DeleteAgent)
+	case "*store.SetNotifySecret":
+		return new(store.SetNotifySecret)
 	case "*store.PruneJobs":
 		return new(store.PruneJobs)
 	}

@@ -17,7 +17,7 @@ import (
 // Active returns every job the scheduler must hold in memory, read through
 // the indexes: Queued jobs in queue order (priority descending, then
 // QueuedAt, then ID), then Waiting jobs by NotBefore, then Dispatched and
-// Running jobs by ID.
+// Running jobs by ID, then Blocked jobs by ID.
 func (s *Store) Active() ([]*Job, error) {
 	if !s.acquire() {
 		return nil, fmt.Errorf("store: active jobs: %w", ErrClosed)
@@ -33,12 +33,14 @@ func (s *Store) Active() ([]*Job, error) {
 // activeIndexes are the indexes Active reads, in the order it returns
 // their jobs, with the states a record found through each must be in.
 var activeIndexes = []struct {
-	prefix byte
-	match  func(State) bool
+	lower, upper []byte // the index's key range
+	match        func(State) bool
 }{
-	{prefixQueue, func(st State) bool { return st == Queued }},
-	{prefixDelay, func(st State) bool { return st == Waiting }},
-	{prefixActive, State.Active},
+	{[]byte{prefixQueue}, []byte{prefixQueue + 1}, func(st State) bool { return st == Queued }},
+	{[]byte{prefixDelay}, []byte{prefixDelay + 1}, func(st State) bool { return st == Waiting }},
+	{[]byte{prefixActive}, []byte{prefixActive + 1}, State.Active},
+	// Blocked jobs have no index of their own: the state index's range.
+	{[]byte{prefixState, stateCodes[Blocked]}, []byte{prefixState, stateCodes[Blocked] + 1}, func(st State) bool { return st == Blocked }},
 }
 
 // activeRef is one index entry: the job it names, where it stands in
@@ -67,7 +69,8 @@ const activeMaxSteps = 8
 // per index entry costs an index and data block lookup each (and the
 // queue order is not the key order of the records), so instead:
 //
-//  1. the q, d and a indexes are scanned for keys only, collecting the
+//  1. the q, d and a indexes and the state index's blocked range are
+//     scanned for keys only, collecting the
 //     job IDs in the order Active returns them;
 //  2. the IDs are sorted and the records read with one iterator over
 //     "j", stepping with Next over the few records between two it
@@ -85,8 +88,8 @@ func (s *Store) active() ([]*Job, error) {
 	var refs []activeRef
 	for i, idx := range activeIndexes {
 		it, err := snap.NewIter(&pebble.IterOptions{
-			LowerBound: []byte{idx.prefix},
-			UpperBound: []byte{idx.prefix + 1},
+			LowerBound: idx.lower,
+			UpperBound: idx.upper,
 		})
 		if err != nil {
 			return nil, err
@@ -95,7 +98,7 @@ func (s *Store) active() ([]*Job, error) {
 			k := it.Key()
 			if len(k) < 9 {
 				_ = it.Close()
-				return nil, fmt.Errorf("index %q: malformed key %x", idx.prefix, k)
+				return nil, fmt.Errorf("index %q: malformed key %x", idx.lower, k)
 			}
 			refs = append(refs, activeRef{id: binary.BigEndian.Uint64(k[len(k)-8:]), pos: int32(len(refs)), idx: uint8(i)})
 		}
@@ -146,14 +149,14 @@ func (s *Store) active() ([]*Job, error) {
 					if !decodeJobFast(v, j, in) {
 						*j = Job{}
 						if err := jsonDecodeJob(v, j); err != nil {
-							fail(fmt.Errorf("index %q: job %d: %w", activeIndexes[ref.idx].prefix, ref.id, err))
+							fail(fmt.Errorf("index %q: job %d: %w", activeIndexes[ref.idx].lower, ref.id, err))
 							break
 						}
 					}
 					if !activeIndexes[ref.idx].match(j.State) {
 						// Cannot happen while Apply is the only writer;
 						// the job record is the truth.
-						s.log.Warn("index entry disagrees with job record, skipping", "index", string(activeIndexes[ref.idx].prefix), "job", ref.id, "state", j.State)
+						s.log.Warn("index entry disagrees with job record, skipping", "index", string(activeIndexes[ref.idx].lower), "job", ref.id, "state", j.State)
 						skipped.Add(1)
 						continue
 					}
@@ -226,12 +229,12 @@ func (s *Store) readRecords(snap *pebble.Snapshot, refs []activeRef, work chan<-
 				return err
 			}
 			_ = it.Close()
-			return fmt.Errorf("index %q: job %d: %w", activeIndexes[ref.idx].prefix, ref.id, ErrNotFound)
+			return fmt.Errorf("index %q: job %d: %w", activeIndexes[ref.idx].lower, ref.id, ErrNotFound)
 		}
 		v, err := it.ValueAndErr()
 		if err != nil {
 			_ = it.Close()
-			return fmt.Errorf("index %q: job %d: %w", activeIndexes[ref.idx].prefix, ref.id, err)
+			return fmt.Errorf("index %q: job %d: %w", activeIndexes[ref.idx].lower, ref.id, err)
 		}
 		c.buf = append(c.buf, v...)
 		c.ends = append(c.ends, int32(len(c.buf)))

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -81,6 +82,50 @@ func appendJob(dst []byte, j *Job) ([]byte, error) {
 	if j.TTY != nil {
 		dst = append(dst, `,"tty":`...)
 		dst = strconv.AppendBool(dst, *j.TTY)
+	}
+	if j.Parent != 0 {
+		dst = append(dst, `,"parent":`...)
+		dst = strconv.AppendUint(dst, j.Parent, 10)
+	}
+	if j.Agent != "" {
+		dst = append(dst, `,"agent":`...)
+		dst = appendString(dst, j.Agent)
+	}
+	if len(j.After) > 0 {
+		dst = append(dst, `,"after":[`...)
+		for i, id := range j.After {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = strconv.AppendUint(dst, id, 10)
+		}
+		dst = append(dst, ']')
+	}
+	if j.AfterAny {
+		dst = append(dst, `,"after_any":true`...)
+	}
+	if j.Schedule != "" {
+		dst = append(dst, `,"schedule":`...)
+		dst = appendString(dst, j.Schedule)
+	}
+	if len(j.Notify) > 0 {
+		dst = append(dst, `,"notify":[`...)
+		for i, u := range j.Notify {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendString(dst, u)
+		}
+		dst = append(dst, ']')
+	}
+	if j.Fanout != nil {
+		// Only fan-out parents have one: encoding/json is fast enough.
+		b, err := json.Marshal(j.Fanout)
+		if err != nil {
+			return dst, err
+		}
+		dst = append(dst, `,"fanout":`...)
+		dst = append(dst, b...)
 	}
 	dst = append(dst, `,"state":`...)
 	dst = appendString(dst, string(j.State))

@@ -51,6 +51,8 @@ type Result struct {
 	JoinToken *JoinToken
 	// N is how many records a prune removed.
 	N int
+	// Secret is the stored webhook secret after a SetNotifySecret.
+	Secret []byte
 }
 
 // Transition writes a new version of a job with one event of its

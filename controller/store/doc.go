@@ -98,6 +98,14 @@
 //	"n" SHA-256 of the secret(32)                JoinToken as JSON (uses left, expiry,
 //	                                             labels, name prefix; never the secret);
 //	                                             its ID is the hex of the first 8 bytes
+//	"p" name                                     Schedule as JSON (issue 17): timing,
+//	                                             policies, job template, next occurrence
+//	"o" delivery ID                              Delivery as JSON: a webhook notification
+//	                                             waiting in the outbox (tries, next try)
+//	"g" agent name                               Agent as JSON: an agent seen, for
+//	                                             fan-out to agents not connected
+//	"w"                                          the webhook signing secret (raw bytes);
+//	                                             the first SetNotifySecret wins
 //
 // The "c" prefix is retired: schema 3 kept the controller's secrets
 // there, and Open moves them out (below). No other prefix may reuse it.

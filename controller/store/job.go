@@ -6,6 +6,7 @@ import "time"
 //
 //	queued → dispatched → running → completed | failed | timeout | cancelled
 //	          ↘ (lost/failed with retries left) → waiting → queued
+//	blocked → queued | cancelled
 type State string
 
 const (
@@ -17,6 +18,10 @@ const (
 	Failed     State = "failed"     // non-zero exit, lost with no retries left, could not start
 	Timeout    State = "timeout"    // killed at its timeout, no retries left
 	Cancelled  State = "cancelled"  // cancelled by a user
+	// Blocked: not in the queue until something other than a time
+	// happens — the jobs it runs after end, or its turn in a fan-out's
+	// rollout comes. Reason says what it waits for.
+	Blocked State = "blocked"
 )
 
 // Terminal reports whether no further transition can happen.
@@ -58,6 +63,26 @@ type Job struct {
 	// leaves it to the agent's default.
 	TTY *bool `json:"tty,omitempty"`
 
+	// Orchestration (issue 17).
+	//
+	// Parent is the fan-out job this job is a child of; Agent pins the
+	// job to the agent of that name (a fan-out child runs on its host
+	// and nowhere else).
+	Parent uint64 `json:"parent,omitempty"`
+	Agent  string `json:"agent,omitempty"`
+	// After lists the jobs this one runs after: it stays blocked until
+	// all of them completed, and is cancelled if one did not — unless
+	// AfterAny, when it runs once they all ended, whatever their outcome.
+	After    []uint64 `json:"after,omitempty"`
+	AfterAny bool     `json:"after_any,omitempty"`
+	// Schedule names the schedule that created the job.
+	Schedule string `json:"schedule,omitempty"`
+	// Notify lists URLs to POST the job's end to (webhooks).
+	Notify []string `json:"notify,omitempty"`
+	// Fanout is set on a fan-out's parent: the job is never dispatched
+	// itself; its children run the command, one per agent.
+	Fanout *Fanout `json:"fanout,omitempty"`
+
 	State     State     `json:"state"`
 	CreatedAt time.Time `json:"created_at"`
 	// QueuedAt orders the queue: FIFO within a priority. Set on every
@@ -75,6 +100,29 @@ type Job struct {
 	// Events counts the events appended for this job; the next event
 	// gets sequence number Events.
 	Events uint32 `json:"events"`
+}
+
+// Fanout describes a fan-out parent: its children, how they roll out
+// and how far they got. Its children are the jobs FirstChild to
+// FirstChild+Children-1, created with it in one round.
+type Fanout struct {
+	Selector       map[string]string `json:"selector,omitempty"` // the labels the agents matched; empty: every agent
+	IncludeOffline bool              `json:"include_offline,omitempty"`
+	FirstChild     uint64            `json:"first_child"`
+	Children       int               `json:"children"`
+	// Batch is how many children may be unfinished and released at once
+	// (a rolling rollout); 0: all at once.
+	Batch int `json:"batch,omitempty"`
+	// MaxFailures is how many children may fail before the rollout
+	// stops (the children not yet released are cancelled); nil: no limit.
+	MaxFailures *int `json:"max_failures,omitempty"`
+	// The children that ended, by how.
+	Completed int `json:"completed,omitempty"`
+	Failed    int `json:"failed,omitempty"`
+	Timeout   int `json:"timeout,omitempty"`
+	Cancelled int `json:"cancelled,omitempty"`
+	// Stopped is set once the rollout stopped for MaxFailures.
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // OutputSplit is Job.Output for a job whose stdout and stderr are
@@ -98,6 +146,23 @@ func (j *Job) Clone() *Job {
 	if j.TTY != nil {
 		v := *j.TTY
 		c.TTY = &v
+	}
+	c.After = append([]uint64(nil), j.After...)
+	c.Notify = append([]string(nil), j.Notify...)
+	if j.After == nil {
+		c.After = nil
+	}
+	if j.Notify == nil {
+		c.Notify = nil
+	}
+	if j.Fanout != nil {
+		f := *j.Fanout
+		f.Selector = cloneMap(j.Fanout.Selector)
+		if m := j.Fanout.MaxFailures; m != nil {
+			v := *m
+			f.MaxFailures = &v
+		}
+		c.Fanout = &f
 	}
 	c.Attempts = append([]Attempt(nil), j.Attempts...)
 	for i := range c.Attempts {

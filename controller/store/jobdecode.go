@@ -512,8 +512,114 @@ func (d *jobDecoder) job(j *Job) bool {
 			}
 			j.TTY = &v
 			return true
+		case "parent":
+			return set.first(28) && d.uint64(&j.Parent)
+		case "agent":
+			return set.first(29) && d.shared(&j.Agent)
+		case "after_any":
+			return set.first(30) && d.bool(&j.AfterAny)
+		case "schedule":
+			return set.first(31) && d.shared(&j.Schedule)
+		case "after":
+			return set.first(32) && d.uint64s(&j.After)
+		case "notify":
+			return set.first(33) && d.strings(&j.Notify)
+		case "fanout":
+			if !set.first(34) {
+				return false
+			}
+			j.Fanout = new(Fanout)
+			return d.fanout(j.Fanout)
 		}
 		return false // unknown, or another case: encoding/json's rules
+	})
+}
+
+// array decodes a JSON array, calling elem for each element.
+func (d *jobDecoder) array(elem func() bool) bool {
+	if !d.byte('[') {
+		return false
+	}
+	if d.byte(']') {
+		return true
+	}
+	for {
+		if !elem() {
+			return false
+		}
+		if d.byte(']') {
+			return true
+		}
+		if !d.byte(',') {
+			return false
+		}
+	}
+}
+
+func (d *jobDecoder) uint64s(dst *[]uint64) bool {
+	out := []uint64{} // "[]" decodes to an empty slice, not nil
+	ok := d.array(func() bool {
+		var v uint64
+		if !d.uint64(&v) {
+			return false
+		}
+		out = append(out, v)
+		return true
+	})
+	*dst = out
+	return ok
+}
+
+func (d *jobDecoder) strings(dst *[]string) bool {
+	out := []string{}
+	ok := d.array(func() bool {
+		var v string
+		if !d.str(&v) {
+			return false
+		}
+		out = append(out, v)
+		return true
+	})
+	*dst = out
+	return ok
+}
+
+func (d *jobDecoder) fanout(f *Fanout) bool {
+	var set seenKeys
+	return d.object(false, func(key []byte) bool {
+		switch string(key) {
+		case "selector":
+			return set.first(0) && d.stringMap(&f.Selector)
+		case "include_offline":
+			return set.first(1) && d.bool(&f.IncludeOffline)
+		case "first_child":
+			return set.first(2) && d.uint64(&f.FirstChild)
+		case "children":
+			return set.first(3) && d.int(&f.Children)
+		case "batch":
+			return set.first(4) && d.int(&f.Batch)
+		case "max_failures":
+			if !set.first(5) {
+				return false
+			}
+			var v int
+			if !d.int(&v) {
+				return false
+			}
+			f.MaxFailures = &v
+			return true
+		case "completed":
+			return set.first(6) && d.int(&f.Completed)
+		case "failed":
+			return set.first(7) && d.int(&f.Failed)
+		case "timeout":
+			return set.first(8) && d.int(&f.Timeout)
+		case "cancelled":
+			return set.first(9) && d.int(&f.Cancelled)
+		case "stopped":
+			return set.first(10) && d.bool(&f.Stopped)
+		}
+		return false
 	})
 }
 

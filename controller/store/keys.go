@@ -63,6 +63,7 @@ func activeKey(id uint64) []byte {
 var stateCodes = map[State]byte{
 	Queued: 1, Waiting: 2, Dispatched: 3, Running: 4,
 	Completed: 5, Failed: 6, Timeout: 7, Cancelled: 8,
+	Blocked: 9,
 }
 
 // stateKey returns j's key in the state index, or nil for a state without
