@@ -119,7 +119,11 @@ type Mux struct {
 
 	closeOnce sync.Once
 	closed    chan struct{}
-	wg        sync.WaitGroup
+	// mu orders handshakes begun (wg.Add) before Close's wg.Wait: once
+	// stopping is set, no handshake starts.
+	mu       sync.Mutex
+	stopping bool
+	wg       sync.WaitGroup
 }
 
 // NewMux serves protos on ln; Listener(proto) gives each one's
@@ -176,7 +180,14 @@ func (m *Mux) Serve() error {
 			return fmt.Errorf("cluster: accept: %w", err)
 		}
 		delay = 0
+		m.mu.Lock()
+		if m.stopping {
+			m.mu.Unlock()
+			_ = c.Close()
+			return nil
+		}
 		m.wg.Add(1)
+		m.mu.Unlock()
 		go m.handshake(tls.Server(c, cfg))
 	}
 }
@@ -217,6 +228,9 @@ func (m *Mux) handshake(c *tls.Conn) {
 func (m *Mux) Close() error {
 	var err error
 	m.closeOnce.Do(func() {
+		m.mu.Lock()
+		m.stopping = true
+		m.mu.Unlock()
 		close(m.closed)
 		err = m.ln.Close()
 		m.wg.Wait()

@@ -37,6 +37,7 @@ func newPKI(t *testing.T) *pki {
 		{Role: certs.RoleController, Name: "c1", IPs: ip},
 		{Role: certs.RoleController, Name: "c2", IPs: ip},
 		{Role: certs.RoleController, Name: "c3", IPs: ip},
+		{Role: certs.RoleController, Name: "c4", IPs: ip},
 		{Role: certs.RoleAgent, Name: "a1"},
 		{Role: certs.RoleOperator, Name: "op"},
 	} {
