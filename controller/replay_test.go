@@ -98,6 +98,8 @@ func newCommand(name string) store.Command {
 		return new(store.DeleteAgent)
 	case "*store.SetNotifySecret":
 		return new(store.SetNotifySecret)
+	case "*store.AppendEvent":
+		return new(store.AppendEvent)
 	case "*store.PruneJobs":
 		return new(store.PruneJobs)
 	}

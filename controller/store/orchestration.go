@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -117,6 +118,18 @@ type PutAgent struct{ Agent Agent }
 // DeleteAgent forgets agent Name; ErrNotFound if it is not known.
 type DeleteAgent struct{ Name string }
 
+// AppendEvent adds Event to the history of a finished job (a webhook's
+// delivery or its failure): the job's Events count grows by one, its
+// state stays. Event.Seq and Event.State are set from the record. A job
+// that is not stored (ErrNotFound), not finished, or changed earlier in
+// the same round (ErrConflict) is left alone: an unfinished job's
+// history belongs to the scheduler, whose next transition numbers its
+// events.
+type AppendEvent struct {
+	Job   uint64
+	Event Event
+}
+
 // SetNotifySecret stores the webhook signing secret unless one is stored
 // already: the first one made stays (two controllers racing to make one
 // end with the same). Result.Secret is the stored secret either way.
@@ -158,6 +171,13 @@ func (c *PutAgent) check() error {
 }
 
 func (c *DeleteAgent) check() error { return nil }
+
+func (c *AppendEvent) check() error {
+	if c.Job == 0 || c.Event.Type == "" {
+		return fmt.Errorf("%w: an event without a job or a type", ErrInvalid)
+	}
+	return nil
+}
 
 func (c *SetNotifySecret) check() error {
 	if len(c.Secret) < 16 {
@@ -212,6 +232,38 @@ func (c *PutAgent) apply(r *round) (Result, error) {
 
 func (c *DeleteAgent) apply(r *round) (Result, error) {
 	return r.deleteRecord(agentKey(c.Name), "agent "+c.Name)
+}
+
+func (c *AppendEvent) apply(r *round) (Result, error) {
+	if _, ok := r.jobs[c.Job]; ok {
+		// The batch is not readable: a record this round wrote is not
+		// in Pebble yet. Never the case for a finished job.
+		return Result{Err: fmt.Errorf("store: event of job %d: %w: changed in the same round", c.Job, ErrConflict)}, nil
+	}
+	j, err := getJob(r.s.db, c.Job)
+	if errors.Is(err, ErrNotFound) {
+		return Result{Err: fmt.Errorf("store: event of job %d: %w", c.Job, ErrNotFound)}, nil
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("job %d: %w", c.Job, err)
+	}
+	if !j.State.Terminal() {
+		return Result{Err: fmt.Errorf("store: event of job %d: %w: it is %s, not finished", c.Job, ErrConflict, j.State)}, nil
+	}
+	ev := c.Event
+	ev.Seq, ev.State = j.Events, j.State
+	j.Events++
+	sc := &r.sc
+	if sc.job, err = appendJob(sc.job[:0], j); err != nil {
+		return Result{}, fmt.Errorf("job %d: encode: %w", j.ID, err)
+	}
+	if sc.event, err = appendEvent(sc.event[:0], &ev); err != nil {
+		return Result{}, fmt.Errorf("job %d: encode event: %w", j.ID, err)
+	}
+	_ = r.b.Set(jobKey(j.ID), sc.job, nil)
+	_ = r.b.Set(eventKey(j.ID, ev.Seq), sc.event, nil)
+	r.jobs[j.ID] = headOf(j)
+	return Result{}, nil
 }
 
 func (c *SetNotifySecret) apply(r *round) (Result, error) {

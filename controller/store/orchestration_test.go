@@ -219,3 +219,50 @@ func TestActiveBlocked(t *testing.T) {
 		t.Errorf("after release and cancel: Active = %v, want %d, %d in queue order", got, q.ID, b1.ID)
 	}
 }
+
+// TestAppendEvent: a finished job's history grows by one event, its
+// state and fields stay; an unfinished job, an unknown one and one
+// changed in the same round are refused.
+func TestAppendEvent(t *testing.T) {
+	s := open(t)
+	j := submit(t, s, newJob(s, 50, t0))
+	running := move(t, s, j, Running, nil)
+	done := move(t, s, running, Completed, func(j *Job) { j.FinishedAt = t0.Add(time.Minute) })
+	ev := Event{Time: t0.Add(2 * time.Minute), Type: "webhook", Message: "delivered to https://h/x (try 1)"}
+	if err := applyErr(s, &AppendEvent{Job: done.ID, Event: ev}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(done.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != Completed || got.Events != done.Events+1 || !got.FinishedAt.Equal(done.FinishedAt) {
+		t.Errorf("after the event: %s with %d events, finished %v", got.State, got.Events, got.FinishedAt)
+	}
+	evs, err := s.Events(done.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := evs[len(evs)-1]
+	if len(evs) != int(got.Events) || last.Type != "webhook" || last.State != Completed || last.Seq != done.Events {
+		t.Errorf("events %+v", evs)
+	}
+
+	other := submit(t, s, newJob(s, 50, t0))
+	if err := applyErr(s, &AppendEvent{Job: other.ID, Event: ev}); !errors.Is(err, ErrConflict) {
+		t.Errorf("event of a queued job = %v, want ErrConflict", err)
+	}
+	if err := applyErr(s, &AppendEvent{Job: 999, Event: ev}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("event of an unknown job = %v, want ErrNotFound", err)
+	}
+	// The same round: cancel the queued job, then an event on it.
+	cancelled := other.Clone()
+	cancelled.State, cancelled.FinishedAt = Cancelled, t0
+	res, err := s.Apply(NewTransition(cancelled, Event{Type: "cancelled"}), &AppendEvent{Job: other.ID, Event: ev})
+	if err != nil || res[0].Err != nil || !errors.Is(res[1].Err, ErrConflict) {
+		t.Errorf("same round: %v, %+v; want the event refused", err, res)
+	}
+	if err := applyErr(s, &AppendEvent{Job: other.ID}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("event without a type = %v, want ErrInvalid", err)
+	}
+}
