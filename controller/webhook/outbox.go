@@ -1,0 +1,190 @@
+package webhook
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"jobsuite/controller/store"
+)
+
+// Outbox delivers the notifications waiting in the store's outbox, at
+// least once each. An entry is written (store.PutDelivery) in the same
+// round as the event it reports, so a notification exists exactly when
+// its event is durable; the Outbox, which the controller runs where the
+// scheduler runs (the leader), then POSTs it and records the end with
+// commands: on success the entry goes and the job's history says so
+// (store.AppendEvent); a failure worth retrying is stored back with its
+// count, last error and next time; after MaxTries, or a final refusal,
+// the entry goes and the history says why. A controller killed between
+// a POST and its commit sends it again after the restart, with the same
+// Jobsuite-Delivery ID, so receivers can tell.
+type Outbox struct {
+	// Send makes one delivery (Send with the policy's client and the
+	// signing secret, in production).
+	Send func(ctx context.Context, d store.Delivery) error
+	// Do applies commands and waits until they are durable. Its error
+	// is a failed commit (the controller stops); a command the store
+	// refuses (an event for a job retention removed) is not one.
+	Do func(cmds ...store.Command) error
+	// Backoff is the wait before try tries+1 after tries failed ones.
+	Backoff func(tries int) time.Duration
+	// MaxTries is how many tries a delivery gets; 0: 8.
+	MaxTries int
+	// Parallel bounds the deliveries in flight; 0: 8.
+	Parallel int
+	Now      func() time.Time
+	Log      hclog.Logger
+
+	mu      sync.Mutex
+	waiting map[string]store.Delivery // by ID; not in flight
+	wake    chan struct{}
+}
+
+// Add hands the Outbox entries to deliver: those Load found at start,
+// and each new one once the round holding its PutDelivery is durable.
+func (o *Outbox) Add(ds ...store.Delivery) {
+	o.mu.Lock()
+	if o.waiting == nil {
+		o.waiting = map[string]store.Delivery{}
+		o.wake = make(chan struct{}, 1)
+	}
+	for _, d := range ds {
+		o.waiting[d.ID] = d
+	}
+	o.mu.Unlock()
+	o.kick()
+}
+
+func (o *Outbox) kick() {
+	o.mu.Lock()
+	w := o.wake
+	o.mu.Unlock()
+	if w == nil {
+		return
+	}
+	select {
+	case w <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers until ctx ends (then it waits for the deliveries in
+// flight) or a commit fails (the controller is stopping; the store keeps
+// what is left).
+func (o *Outbox) Run(ctx context.Context) error {
+	o.Add() // make the maps
+	maxTries, parallel := o.MaxTries, o.Parallel
+	if maxTries <= 0 {
+		maxTries = 8
+	}
+	if parallel <= 0 {
+		parallel = 8
+	}
+	slots := make(chan struct{}, parallel)
+	failed := make(chan error, 1)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		now := o.Now()
+		var next time.Time
+		o.mu.Lock()
+		for id, d := range o.waiting {
+			if d.NextTry.After(now) {
+				if next.IsZero() || d.NextTry.Before(next) {
+					next = d.NextTry
+				}
+				continue
+			}
+			select {
+			case slots <- struct{}{}:
+			default:
+				continue // all slots busy: a finished one kicks
+			}
+			delete(o.waiting, id)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots; o.kick() }()
+				if err := o.deliver(ctx, d, maxTries); err != nil {
+					select {
+					case failed <- err:
+					default:
+					}
+				}
+			}()
+		}
+		o.mu.Unlock()
+		var timer *time.Timer
+		var due <-chan time.Time
+		if !next.IsZero() {
+			timer = time.NewTimer(next.Sub(now))
+			due = timer.C
+		}
+		var err error
+		select {
+		case <-ctx.Done():
+		case err = <-failed:
+		case <-o.wake:
+		case <-due:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctx.Err() != nil || err != nil {
+			return err
+		}
+	}
+}
+
+// deliver makes one try of d and records its end.
+func (o *Outbox) deliver(ctx context.Context, d store.Delivery, maxTries int) error {
+	err := o.Send(ctx, d)
+	if ctx.Err() != nil {
+		o.Add(d) // stopping: the entry stays, to be tried after the restart
+		return nil
+	}
+	d.Tries++
+	now := o.Now()
+	target := redactURL(d.URL)
+	if err == nil {
+		o.Log.Debug("notification delivered", "job", d.Job, "event", d.Event, "url", target, "try", d.Tries)
+		return o.Do(&store.DeleteDelivery{ID: d.ID}, &store.AppendEvent{Job: d.Job, Event: store.Event{
+			Time: now, Type: "notified", Message: fmt.Sprintf("%s delivered to %s (try %d)", d.Event, target, d.Tries),
+		}})
+	}
+	var we *Error
+	retry := errors.As(err, &we) && we.Retry
+	if retry && d.Tries < maxTries {
+		d.LastError, d.NextTry = err.Error(), now.Add(o.Backoff(d.Tries))
+		o.Log.Info("notification failed; will try again", "job", d.Job, "url", target, "try", d.Tries, "next", d.NextTry, "error", err)
+		if err := o.Do(&store.PutDelivery{Delivery: d}); err != nil {
+			return err
+		}
+		o.Add(d)
+		return nil
+	}
+	why := fmt.Sprintf("failed after %d tries: %v", d.Tries, err)
+	if !retry {
+		why = fmt.Sprintf("refused (try %d, not retried): %v", d.Tries, err)
+	}
+	o.Log.Warn("notification given up", "job", d.Job, "url", target, "error", err)
+	return o.Do(&store.DeleteDelivery{ID: d.ID}, &store.AppendEvent{Job: d.Job, Event: store.Event{
+		Time: now, Type: "notify_failed", Message: fmt.Sprintf("%s to %s %s", d.Event, target, why),
+	}})
+}
+
+// redactURL drops a URL's query string (it may hold a receiver's token)
+// for logs and events.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(bad URL)"
+	}
+	return redact(u)
+}
