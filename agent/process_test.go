@@ -663,6 +663,24 @@ func BenchmarkRunTrue(b *testing.B) {
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "agent-cpu-µs/op")
 }
 
+// BenchmarkBareSpawn is BenchmarkRunTrue's floor: the same jobs through
+// os/exec with nothing captured, no process group, no supervision.
+func BenchmarkBareSpawn(b *testing.B) {
+	var ru0, ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	b.SetParallelism(4) // × GOMAXPROCS 2 = 8
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := exec.Command("/bin/sh", "-c", "true").Run(); err != nil {
+				b.Error(err)
+			}
+		}
+	})
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "agent-cpu-µs/op")
+}
+
 // outputMode is one way of capturing output, for tests that must behave
 // the same in each.
 type outputMode struct{ split, tty bool }
