@@ -95,6 +95,8 @@ type Agent struct {
 	policy  *policy
 	metrics *metrics
 	recs    *recPool // record files for the attempts' meta (state.go)
+	// startedHold is startedHold; tests set it.
+	startedHold time.Duration
 
 	stopOnce sync.Once
 	stopNow  chan struct{} // Stop: cancel running jobs now
@@ -228,6 +230,8 @@ func New(cfg Config) (*Agent, error) {
 		precancel: map[protocol.AttemptRef]time.Time{},
 		idle:      make(chan struct{}),
 		recs:      &recPool{dir: cfg.StateDir, keep: 2 * cfg.Slots},
+
+		startedHold: startedHold,
 	}
 	a.lease.Store(int64(defaultLease))
 	a.metrics = newMetrics(a)
@@ -939,6 +943,15 @@ func (a *Agent) ship(j *job, s *session) {
 // shipOnce reports the attempt on one stream. done says the controller
 // stored the result; refused carries the controller's reason when it
 // refuses the attempt. Neither means the stream failed.
+//
+// Frames that are ready together go out in one write (one QUIC packet
+// or TLS record, not one per frame): JobOpen waits for the process to
+// start and leaves with Started, and for up to startedHold after the
+// start the shipper holds them back for the first output or the end of
+// the process, so that a short job is reported in a single write —
+// JobOpen, Started, its output and Finished. The controller then also
+// records its start and its end in one commit. The times reported are
+// the process's own (Started.StartedAt), whatever the hold.
 func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, done bool) {
 	st, err := s.t.OpenStream(s.ctx)
 	if err != nil {
@@ -946,10 +959,6 @@ func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, 
 	}
 	defer st.Abort()
 	w := protocol.NewWriter(st)
-	_, acked, _ := j.sp.state()
-	if err := w.Write(&protocol.JobOpen{JobID: j.ref.JobID, Attempt: j.ref.Attempt, Offset: acked}); err != nil {
-		return "", false
-	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	finAck := make(chan struct{})
@@ -1001,25 +1010,51 @@ func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, 
 	case <-ctx.Done():
 		return outcome()
 	}
+	_, acked, _ := j.sp.state()
+	pending := []protocol.Message{&protocol.JobOpen{JobID: j.ref.JobID, Attempt: j.ref.Attempt, Offset: acked}}
 	a.mu.Lock()
 	pid, at := j.pid, j.startedAt
 	a.mu.Unlock()
+	var holdUntil time.Time
 	if pid > 0 {
-		if err := w.Write(&protocol.Started{PID: uint32(pid), StartedAt: at}); err != nil {
-			cancel()
-			return outcome()
-		}
+		pending = append(pending, &protocol.Started{PID: uint32(pid), StartedAt: at})
+		holdUntil = at.Add(a.startedHold)
+	}
+	flush := func(more ...protocol.Message) error {
+		pending = append(pending, more...)
+		err := w.WriteAll(pending...)
+		clear(pending) // no reference to a chunk's buffer
+		pending = pending[:0]
+		return err
 	}
 	off := acked
 	var buf []byte // allocated by next at the first output: most jobs of many write none
 	for {
+		if !j.sp.ready(off) {
+			// Nothing to add for now: hold what is pending while the
+			// process has just started, else send it before waiting.
+			if hold := time.Until(holdUntil); hold > 0 && len(pending) > 0 {
+				if !j.sp.wait(ctx, off, hold) {
+					cancel()
+					return outcome()
+				}
+				continue
+			}
+			if len(pending) > 0 {
+				if err := flush(); err != nil {
+					cancel()
+					return outcome()
+				}
+			}
+		}
 		stream, data, at, err := j.sp.next(ctx, off, buf)
 		if errors.Is(err, errSpoolDone) {
 			break
 		}
 		if err == nil {
 			buf = data[:cap(data)]
-			err = w.Write(&protocol.LogChunk{Stream: protocol.Stream(stream), Offset: at, Data: data})
+			// Sent at once: the next chunk reuses buf.
+			err = flush(&protocol.LogChunk{Stream: protocol.Stream(stream), Offset: at, Data: data})
 		}
 		if err != nil {
 			cancel()
@@ -1030,13 +1065,18 @@ func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, 
 	a.mu.Lock()
 	f := j.result
 	a.mu.Unlock()
-	if err := w.Write(f); err != nil {
+	if err := flush(f); err != nil {
 		cancel()
 		return outcome()
 	}
 	_ = st.Close()
 	return outcome()
 }
+
+// startedHold is how long after a process started its Started may wait
+// for the first output or the end of the process, to leave in the same
+// write (shipOnce).
+const startedHold = 5 * time.Millisecond
 
 // abandon drops an attempt the controller no longer accepts (it was
 // lost and retried elsewhere, or cancelled): the process is killed and
