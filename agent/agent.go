@@ -783,16 +783,16 @@ func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 		res = Run(ctx, Spec{
 			Command: d.Command, Shell: a.cfg.Shell, Env: env, Dir: l.dir, Credential: l.cred,
 			Timeout: d.Timeout, KillGrace: d.KillGrace, Capture: d.CaptureLogs, Split: split, TTY: tty,
-		}, func(pid int) {
+		}, func(p Process) {
 			now := time.Now()
 			a.mu.Lock()
-			j.pid, j.startedAt = pid, now
+			j.pid, j.startedAt = p.PID, now
 			a.mu.Unlock()
 			startedOnce() // Started goes out while the PID is recorded
 			a.metrics.jobStarted()
 			// Before any output is read, so a spool file never exists
 			// without its meta file.
-			if err := j.mf.write(&meta{Dispatch: *d, PID: pid, StartTick: startTick(pid)}); err != nil {
+			if err := j.mf.write(&meta{Dispatch: *d, PID: p.PID, StartTick: p.StartTick}); err != nil {
 				log.Error("cannot record the process on disk", "error", err)
 			}
 		}, func(stream uint8, data []byte) {
