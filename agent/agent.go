@@ -792,7 +792,11 @@ func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 			a.metrics.jobStarted()
 			// Before any output is read, so a spool file never exists
 			// without its meta file.
-			if err := j.mf.write(&meta{Dispatch: *d, PID: p.PID, StartTick: p.StartTick}); err != nil {
+			m := &meta{Dispatch: *d, PID: p.PID, StartTick: p.StartTick}
+			if p.StartTickMax != p.StartTick {
+				m.StartTickMax = p.StartTickMax
+			}
+			if err := j.mf.write(m); err != nil {
 				log.Error("cannot record the process on disk", "error", err)
 			}
 		}, func(stream uint8, data []byte) {
@@ -1137,7 +1141,7 @@ func (a *Agent) recover() error {
 			continue
 		}
 		if m.Result == nil {
-			if m.PID > 0 && m.StartTick != 0 && startTick(m.PID) == m.StartTick {
+			if p := (Process{PID: m.PID, StartTick: m.StartTick, StartTickMax: m.StartTickMax}); m.PID > 0 && p.Is(startTick(m.PID)) {
 				killGroup(m.PID)
 			}
 			m.Result = &protocol.Finished{Outcome: protocol.OutcomeFailed, ExitCode: -1,

@@ -126,10 +126,18 @@ type Result struct {
 // Process is a job's main process as Run started it.
 type Process struct {
 	PID int
-	// StartTick is its start time in clock ticks since boot, as
-	// /proc/PID/stat gives it (starttime): with the PID it names the
-	// process across PID reuse. 0 if unknown.
-	StartTick uint64
+	// StartTick and StartTickMax bracket its start time in clock ticks
+	// since boot, as /proc/PID/stat gives it (starttime): with the PID
+	// they name the process across PID reuse. They are read from the
+	// clock just before and after the start, which costs no file read;
+	// the kernel takes the start time in between. 0 if unknown.
+	StartTick, StartTickMax uint64
+}
+
+// Is reports whether the process running as PID now, which started at
+// start (ticks since boot, /proc/PID/stat), is p.
+func (p Process) Is(start uint64) bool {
+	return p.StartTick != 0 && start >= p.StartTick && start <= max(p.StartTick, p.StartTickMax)
 }
 
 // Run runs spec.Command as spec.Shell -c Command in a process group of its
@@ -265,7 +273,9 @@ func Run(ctx context.Context, spec Spec, started func(Process), out Output) Resu
 	}
 	attr := &syscall.ProcAttr{Dir: spec.Dir, Env: env, Files: []uintptr{stdin.Fd(), stdout.Fd(), stderr.Fd()}, Sys: sys}
 	res.StartedAt = time.Now()
+	before := bootTicks()
 	pid, _, err := syscall.StartProcess(path, []string{shell, "-c", spec.Command}, attr)
+	after := bootTicks()
 	runtime.KeepAlive(stdin)
 	runtime.KeepAlive(stdout)
 	runtime.KeepAlive(stderr)
@@ -281,7 +291,10 @@ func Run(ctx context.Context, spec Spec, started func(Process), out Output) Resu
 		return startErr(&os.PathError{Op: "fork/exec", Path: path, Err: err})
 	}
 	res.PID = pid
-	proc := Process{PID: pid, StartTick: startTick(pid)}
+	proc := Process{PID: pid, StartTick: before, StartTickMax: after}
+	if before == 0 || after < before {
+		proc.StartTick, proc.StartTickMax = startTick(pid), 0
+	}
 
 	exited := watchExit(pid, pidfd)
 	readersDone := make(chan struct{})
@@ -400,6 +413,18 @@ func execEnv(env []string) ([]string, error) {
 		return env, nil
 	}
 	return out, nil
+}
+
+// bootTicks is CLOCK_BOOTTIME in clock ticks (USER_HZ): the clock and
+// unit of a process's start time in /proc/PID/stat, which the kernel
+// takes while it creates the process. Read before and after a start, it
+// brackets the new process's start tick; 0 if unavailable.
+func bootTicks() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return uint64(ts.Nano()) / uint64(time.Second/clockTick)
 }
 
 // pidfdPoll reports whether the kernel gives pidfds that poll readable

@@ -34,10 +34,14 @@ const (
 // meta is what the agent keeps on disk about an attempt besides its
 // output: enough to report it after an agent restart.
 type meta struct {
-	Dispatch  protocol.Dispatch  `json:"dispatch"`
-	PID       int                `json:"pid,omitempty"`
-	StartTick uint64             `json:"start_tick,omitempty"` // /proc/PID/stat starttime, to recognise the process
-	Result    *protocol.Finished `json:"result,omitempty"`     // set once the process ended
+	Dispatch protocol.Dispatch `json:"dispatch"`
+	PID      int               `json:"pid,omitempty"`
+	// StartTick is the process's start time, /proc/PID/stat starttime, to
+	// recognise it; when StartTickMax is set the start time lies between
+	// the two (agents before it wrote the exact value, and read only that).
+	StartTick    uint64             `json:"start_tick,omitempty"`
+	StartTickMax uint64             `json:"start_tick_max,omitempty"`
+	Result       *protocol.Finished `json:"result,omitempty"` // set once the process ended
 }
 
 // A record file holds one attempt's meta: a 4-byte big-endian length
