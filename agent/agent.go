@@ -450,7 +450,7 @@ func (a *Agent) dialTimeout() time.Duration {
 }
 
 // errFatal marks errors that reconnecting cannot fix.
-var errFatal = errors.New("fatal")
+var errFatal = ErrRejected
 
 // session dials once and serves the connection until it ends. welcomed
 // says the controller accepted the session (Welcome) before it ended.
@@ -501,7 +501,7 @@ func (a *Agent) session(ctx, jobsCtx context.Context) (welcomed bool, err error)
 		welcome = m
 	case *protocol.Error:
 		if m.Code == protocol.CodeForbidden || m.Code == protocol.CodeVersion {
-			return false, fmt.Errorf("%w: controller refused this agent: %s", errFatal, m.Message)
+			return false, fmt.Errorf("%w: %s", errFatal, m.Message)
 		}
 		return false, fmt.Errorf("controller refused this agent: %s", m.Message)
 	default:

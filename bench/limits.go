@@ -83,16 +83,16 @@ func pebbleProbe(dir string, writers, per int, d time.Duration) (float64, []time
 				lat = append(lat, mine...)
 				mu.Unlock()
 			}()
-			ups := make([]store.Update, per)
+			ups := make([]store.Command, per)
 			for time.Now().Before(deadline) {
 				now := time.Now().UTC()
 				for i := range ups {
 					j := &store.Job{ID: st.NextID(), Name: "true", Command: "true", Priority: 50, Logs: true,
 						Cancellable: true, State: store.Queued, CreatedAt: now, QueuedAt: now}
-					ups[i] = store.NewUpdate(nil, j, store.Event{Time: now, Type: "submitted"})
+					ups[i] = store.NewTransition(j, store.Event{Time: now, Type: "submitted"})
 				}
 				t := time.Now()
-				if err := st.Apply(ups...); err != nil {
+				if _, err := st.Apply(ups...); err != nil {
 					errOnce.Do(func() { firstErr = err })
 					return
 				}

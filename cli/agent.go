@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -164,6 +165,13 @@ Configuration file:
     clean_env     = false
     allow_env     = []        # e.g. ["LANG", "TZ"]
 
+Exit codes:
+
+  0 after a drain (SIGTERM, SIGINT); 1 on an error; 3 when the controller
+  refuses this agent for good (its certificate was revoked, or its role,
+  name or protocol version is refused): restarting does not help, and
+  the systemd unit does not restart it (RestartPreventExitStatus=3).
+
 Example:
 
   jobsuite tls cert create -dir pki -role agent -name worker-1
@@ -271,7 +279,13 @@ func (c *AgentCommand) Run(args []string) int {
 	ctx, stop := c.drainContext(log, a.Stop)
 	defer stop()
 	if err := a.Run(ctx); err != nil {
-		return c.errorf("%v", err)
+		code := c.errorf("%v", err)
+		if errors.Is(err, agent.ErrRejected) {
+			// Distinct, so the unit's RestartPreventExitStatus keeps
+			// systemd from restarting it in a loop.
+			return ExitRefused
+		}
+		return code
 	}
 	return ExitOK
 }

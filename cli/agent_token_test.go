@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,6 +40,7 @@ func signingController(t *testing.T) *testPKI {
 			t.Errorf("controller: %v", err)
 		}
 	})
+	p.agentAddr = srv.AgentAddr()
 	clearClientEnv(t)
 	t.Setenv("JOBSUITE_TOKEN", "")
 	t.Setenv(envAddr, srv.HTTPAddr())
@@ -160,5 +162,33 @@ func TestAgentJoinUsage(t *testing.T) {
 				t.Fatalf("exit %d, stderr %q; want an error mentioning %q", code, errOut, tt.msg)
 			}
 		})
+	}
+}
+
+// TestAgentRevokedExitCode: an agent whose certificate is revoked exits
+// by itself with ExitRefused, which the systemd unit does not restart
+// (RestartPreventExitStatus), and says why.
+func TestAgentRevokedExitCode(t *testing.T) {
+	unit, err := os.ReadFile(filepath.Join(scriptsDir, "jobsuite-agent.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := signingController(t) // moves to a temporary directory
+	cert, key, err := certs.IssueFiles(p.dir, certs.Request{Role: certs.RoleAgent, Name: "worker-9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runCLI(t, "certs", "revoke", "-role", "agent", "-name", "worker-9", "-reason", "stolen"); code != 0 {
+		t.Fatalf("certs revoke: exit %d, %s %s", code, out, errOut)
+	}
+	var out, errOut lockedBuffer
+	m := Meta{UI: &mcli.BasicUi{Writer: &out, ErrorWriter: &errOut}, Stdout: &out, Stderr: &errOut}
+	code := (&AgentCommand{Meta: m}).Run([]string{"-controller", p.agentAddr, "-ca", p.ca(), "-cert", cert, "-key", key,
+		"-transport", "tcp", "-state-dir", t.TempDir(), "-log-level", "error"})
+	if code != ExitRefused || !strings.Contains(errOut.String(), "revoked") {
+		t.Errorf("a revoked agent: exit %d, stderr %q; want %d and why", code, errOut.String(), ExitRefused)
+	}
+	if want := fmt.Sprintf("\nRestartPreventExitStatus=%d\n", ExitRefused); !strings.Contains(string(unit), want) {
+		t.Errorf("scripts/jobsuite-agent.service lacks %q", strings.TrimSpace(want))
 	}
 }

@@ -22,7 +22,8 @@ Usage: jobsuite agents [options]
   Lists the agents connected to the controller: name, transport (quic or
   tcp), state (active, or draining: it gets no new jobs), job slots, jobs
   running, labels, when the agent connected and when it last sent a
-  heartbeat. 'jobsuite agents drain NAME' stops sending jobs to one agent.
+  heartbeat. 'jobsuite agents drain NAME' stops sending jobs to one agent,
+  'jobsuite agents undrain NAME' starts again.
 
 Options:
 
@@ -86,8 +87,9 @@ Usage: jobsuite agents drain [options] NAME
   controller sends it no new jobs, and the jobs it runs go on until they
   end. 'jobsuite agents' shows it as draining.
 
-  The drain lasts as long as the agent's connection: an agent that
-  reconnects (or restarts) takes jobs again. To take an agent out of
+  The drain lasts as long as the agent's connection, or until 'jobsuite
+  agents undrain NAME': an agent that reconnects (or restarts) takes jobs
+  again. To take an agent out of
   service for good, stop it with SIGTERM (systemctl stop jobsuite-agent):
   it drains itself, waits up to its -drain-timeout for running jobs to
   finish, and exits.
@@ -106,46 +108,88 @@ Example:
 }
 
 func (c *AgentsDrainCommand) Run(args []string) int {
-	const name = "agents drain"
+	return agentAction(c.Meta, "agents drain", "drain", c.Help(), args, func(agent string, a agentRow) {
+		fmt.Fprintf(c.Stdout, "Agent %s is draining: no new jobs; %d running\n", agent, a.Running)
+	})
+}
+
+// agentAction is the shared part of 'agents drain' and 'agents undrain':
+// the client flags and -json, one agent name, POST /agents/NAME/ACTION.
+// With -json it prints the answer; otherwise it calls done with it.
+func agentAction(m Meta, name, action, help string, args []string, done func(agent string, a agentRow)) int {
 	var cf clientFlags
-	fs := c.flagSet(name)
+	fs := m.flagSet(name)
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, "")
-	if code, ok := c.parse(fs, args, c.Help()); !ok {
+	if code, ok := m.parse(fs, args, help); !ok {
 		return code
 	}
-	agent, code, ok := agentArg(c.Meta, fs, name)
+	agent, code, ok := agentArg(m, fs, name)
 	if !ok {
 		return code
 	}
-	client, err := newClient(c.Meta, &cf)
+	client, err := newClient(m, &cf)
 	if err != nil {
-		return c.errorf("%v", err)
+		return m.errorf("%v", err)
 	}
 	defer client.close()
 	var raw json.RawMessage
-	err = client.do(context.Background(), "POST", "/agents/"+agent+"/drain", nil, &raw)
+	err = client.do(context.Background(), "POST", "/agents/"+agent+"/"+action, nil, &raw)
 	var apiErr *APIError
 	switch {
 	case errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound && apiErr.Field == "name":
-		fmt.Fprintf(c.Stderr, "error: no connected agent named %s\n", agent)
-		fmt.Fprintln(c.Stderr, "Run 'jobsuite agents' to list the connected agents.")
+		fmt.Fprintf(m.Stderr, "error: no connected agent named %s\n", agent)
+		fmt.Fprintln(m.Stderr, "Run 'jobsuite agents' to list the connected agents.")
 		return ExitError
 	case errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound:
-		return c.errorf("%v; does this controller support draining agents (is it older than this CLI)?", err)
+		return m.errorf("%v; does this controller support %sing agents (is it older than this CLI)?", err, action)
 	case err != nil:
-		return c.errorf("%v", err)
+		return m.errorf("%v", err)
 	}
 	if *asJSON {
-		writeRawJSON(c.Stdout, raw)
+		writeRawJSON(m.Stdout, raw)
 		return ExitOK
 	}
 	var a agentRow
 	if err := json.Unmarshal(raw, &a); err != nil {
-		return c.errorf("the controller's answer is not an agent: %v", err)
+		return m.errorf("the controller's answer is not an agent: %v", err)
 	}
-	fmt.Fprintf(c.Stdout, "Agent %s is draining: no new jobs; %d running\n", agent, a.Running)
+	done(agent, a)
 	return ExitOK
+}
+
+// AgentsUndrainCommand undoes a drain: "jobsuite agents undrain NAME".
+type AgentsUndrainCommand struct{ Meta }
+
+func (c *AgentsUndrainCommand) Synopsis() string { return "Send jobs to a drained agent again" }
+func (c *AgentsUndrainCommand) Help() string {
+	return strings.TrimSpace(`
+Usage: jobsuite agents undrain [options] NAME
+
+  Undoes 'jobsuite agents drain NAME' (POST /agents/NAME/undrain): the
+  controller sends the connected agent NAME jobs again, at once into its
+  free slots. It is recorded in the audit log, like the drain.
+
+  An agent that drains itself because it is stopping (SIGTERM, systemctl
+  stop) cannot be undrained: start it again instead.
+
+Options:
+
+  -json
+    Print the agent as JSON, as the controller's API returns it.
+` + clientOptionsHelp + `
+
+Example:
+
+  $ jobsuite agents undrain worker-1
+  Agent worker-1 takes jobs again: 4 slots, 1 running
+`)
+}
+
+func (c *AgentsUndrainCommand) Run(args []string) int {
+	return agentAction(c.Meta, "agents undrain", "undrain", c.Help(), args, func(agent string, a agentRow) {
+		fmt.Fprintf(c.Stdout, "Agent %s takes jobs again: %d slots, %d running\n", agent, a.Slots, a.Running)
+	})
 }
 
 // agentArg takes the one agent name argument of command name, checked;

@@ -23,6 +23,13 @@ const (
 	ExitOK    = 0
 	ExitError = 1 // the command failed: bad input, controller error
 	ExitUsage = 2 // wrong flags or arguments
+	// ExitRefused: 'jobsuite agent' was refused by the controller for
+	// good (a revoked certificate, a wrong role or name, an unsupported
+	// protocol version); restarting it does not help.
+	ExitRefused = 3
+	// ExitUnknownCommand: the first words name no command, as a shell
+	// answers for a program it cannot find.
+	ExitUnknownCommand = 127
 )
 
 // Run runs the jobsuite command line with args (without the program
@@ -34,22 +41,43 @@ func Run(args []string) int {
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ui := &mcli.BasicUi{Reader: stdin, Writer: stdout, ErrorWriter: stderr}
 	m := Meta{UI: ui, Stdout: stdout, Stderr: stderr}
+	cmds := commands(m)
+	if len(args) > 0 && args[0] == "help" {
+		// 'jobsuite help submit' is 'jobsuite submit -h'.
+		args = append(append([]string{}, args[1:]...), "-h")
+	}
+	if code, unknown := unknownCommand(stderr, args, cmds); unknown {
+		return code
+	}
 	c := &mcli.CLI{
 		Name:         "jobsuite",
 		Version:      "jobsuite " + Version,
 		Args:         args,
-		Commands:     commands(m),
+		Commands:     withCompletion(m, cmds),
 		Autocomplete: true,
 		HelpWriter:   stdout,
 		ErrorWriter:  stderr,
-		HelpFunc:     mcli.BasicHelpFunc("jobsuite"),
+		HelpFunc:     helpFunc,
 	}
 	code, err := c.Run()
 	if err != nil {
 		fmt.Fprintf(stderr, "jobsuite: %v\n", err)
 		return ExitError
 	}
+	if code == ExitOK {
+		bin, _ := os.Executable()
+		completionNote(stdout, args, bin)
+	}
 	return code
+}
+
+// helpFunc is 'jobsuite -h': the commands, then how to get more.
+func helpFunc(cmds map[string]mcli.CommandFactory) string {
+	return strings.TrimRight(mcli.BasicHelpFunc("jobsuite")(cmds), "\n") + `
+
+Run 'jobsuite COMMAND -h' (or 'jobsuite help COMMAND') for a command's
+options and examples. Shell completion of commands, flags, job IDs and
+agent names: 'jobsuite -autocomplete-install' (bash, zsh, fish).`
 }
 
 // Meta is what every command gets: where to write, and the context
@@ -61,6 +89,10 @@ type Meta struct {
 	// Ctx, when set, stops long-running commands (tests use it); SIGINT
 	// and SIGTERM always do.
 	Ctx context.Context
+
+	// capture, when set, makes the command record its FlagSet and stop
+	// at parse: how completion learns a command's flags (complete.go).
+	capture *flagCapture
 }
 
 // signalContext is done on SIGINT, SIGTERM or when m.Ctx is done.
@@ -78,13 +110,19 @@ func (m Meta) flagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
+	if m.capture != nil {
+		m.capture.fs = fs
+	}
 	return fs
 }
 
 // parse parses args and turns flag errors into an exit code: 0 and a
-// printed help for -h, ExitUsage with the error for bad flags. ok is
-// false when the command must return code.
+// printed help for -h, ExitUsage with the error and where the help is
+// for bad flags. ok is false when the command must return code.
 func (m Meta) parse(fs *flag.FlagSet, args []string, help string) (code int, ok bool) {
+	if m.capture != nil {
+		return ExitOK, false // completion wanted the flags only
+	}
 	err := fs.Parse(args)
 	if err == nil {
 		return 0, true
@@ -93,7 +131,7 @@ func (m Meta) parse(fs *flag.FlagSet, args []string, help string) (code int, ok 
 		fmt.Fprintln(m.Stdout, strings.TrimSpace(help))
 		return ExitOK, false
 	}
-	fmt.Fprintf(m.Stderr, "error: %v\n\n%s\n", err, strings.TrimSpace(help))
+	fmt.Fprintf(m.Stderr, "error: %v\nRun 'jobsuite %s -h' for usage.\n", err, fs.Name())
 	return ExitUsage, false
 }
 

@@ -90,6 +90,10 @@ func (f *clientFlags) register(fs *flag.FlagSet) {
 type settings struct {
 	Addr, CA, Cert, Key string
 	Token               string // API token; from -token or JOBSUITE_TOKEN only
+	// devSkipped, when .jobsuite-dev/env exists but was not read because
+	// JOBSUITE_* variables are set, names them, for the errors about a
+	// missing setting.
+	devSkipped string
 }
 
 // resolveSettings picks each setting from the flags, else from the
@@ -115,6 +119,14 @@ func resolveSettings(f *clientFlags) (settings, error) {
 			return settings{}, err
 		}
 		env = dev
+	} else if _, err := os.Stat(devEnvFile); err == nil {
+		names := make([]string, 0, len(env))
+		for _, k := range []string{envAddr, envCACert, envClientCert, envClientKey} {
+			if env[k] != "" {
+				names = append(names, k)
+			}
+		}
+		s.devSkipped = strings.Join(names, ", ")
 	}
 	for _, p := range []struct {
 		dst *string
@@ -232,6 +244,9 @@ func normalizeAddr(addr string) (*url.URL, error) {
 	}
 	u.Scheme = "https"
 	u.Path = strings.TrimRight(u.Path, "/")
+	if u.Path == "/ui" || strings.HasPrefix(u.Path, "/ui/") {
+		return nil, fmt.Errorf("controller address %q is the web dashboard's, not the API's: use https://%s", addr, u.Host)
+	}
 	u.RawQuery, u.Fragment, u.User = "", "", nil
 	return u, nil
 }
@@ -251,8 +266,15 @@ func newClient(m Meta, f *clientFlags) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	missing := func(msg string) error {
+		if s.devSkipped != "" {
+			// One variable set turns the dev file off: say so.
+			msg += fmt.Sprintf(" (%s is set, so %s is not read: set the other JOBSUITE_* variables too, or unset it to use the 'jobsuite dev' controller)", s.devSkipped, devEnvFile)
+		}
+		return errors.New(msg)
+	}
 	if s.Addr == "" {
-		return nil, errors.New("no controller address: set JOBSUITE_ADDR or run 'jobsuite dev' in this folder (see 'jobsuite submit -h')")
+		return nil, missing("no controller address: set JOBSUITE_ADDR or run 'jobsuite dev' in this folder (see 'jobsuite submit -h')")
 	}
 	base, err := normalizeAddr(s.Addr)
 	if err != nil {
@@ -263,7 +285,7 @@ func newClient(m Meta, f *clientFlags) (*Client, error) {
 			return nil, fmt.Errorf("the API token (JOBSUITE_TOKEN or -token) does not start with %q; use a token printed by 'jobsuite token create'", tokenPrefix)
 		}
 		if s.CA == "" {
-			return nil, errors.New("no CA certificate: set JOBSUITE_CACERT or -ca-cert to the ca.pem of the controller's PKI (a token needs it too, to check the controller)")
+			return nil, missing("no CA certificate: set JOBSUITE_CACERT or -ca-cert to the ca.pem of the controller's PKI (a token needs it too, to check the controller)")
 		}
 		if s.Cert == "" && s.Key == "" { // a token alone
 			pool, err := certs.LoadPool(s.CA)
@@ -277,19 +299,38 @@ func newClient(m Meta, f *clientFlags) (*Client, error) {
 	}
 	switch {
 	case s.CA == "":
-		return nil, errors.New("no CA certificate: set JOBSUITE_CACERT or -ca-cert to the ca.pem of the controller's PKI")
+		return nil, missing("no CA certificate: set JOBSUITE_CACERT or -ca-cert to the ca.pem of the controller's PKI")
 	case s.Cert == "":
-		return nil, errors.New("no client certificate: set JOBSUITE_CLIENT_CERT or -client-cert to your operator certificate (issue one with 'jobsuite tls cert create -role operator'), or JOBSUITE_TOKEN to an API token")
+		return nil, missing("no client certificate: set JOBSUITE_CLIENT_CERT or -client-cert to your operator certificate (issue one with 'jobsuite tls cert create -role operator'), or JOBSUITE_TOKEN to an API token")
 	case s.Key == "":
-		return nil, errors.New("no client key: set JOBSUITE_CLIENT_KEY or -client-key to the key of your certificate")
+		return nil, missing("no client key: set JOBSUITE_CLIENT_KEY or -client-key to the key of your certificate")
 	}
 	pool, cert, err := certs.Files{CA: s.CA, Cert: s.Cert, Key: s.Key}.Load()
 	if err != nil {
 		return nil, err
 	}
+	if err := checkValidity(s.Cert, cert.Leaf, time.Now()); err != nil {
+		return nil, err
+	}
 	c := newClientTLS(base, pool, cert)
 	c.useToken(s.Token)
 	return c, nil
+}
+
+// checkValidity names an expired (or not yet valid) client certificate
+// before the handshake, which would only say "bad certificate".
+func checkValidity(path string, leaf *x509.Certificate, now time.Time) error {
+	if leaf == nil {
+		return nil
+	}
+	const reissue = "issue a new one with 'jobsuite tls cert create -role operator -name NAME' (or use an API token, JOBSUITE_TOKEN)"
+	switch {
+	case now.After(leaf.NotAfter):
+		return fmt.Errorf("your client certificate %s (%q) expired at %s; %s", path, leaf.Subject.CommonName, leaf.NotAfter.UTC().Format(time.RFC3339), reissue)
+	case now.Before(leaf.NotBefore):
+		return fmt.Errorf("your client certificate %s (%q) is not valid before %s: check this machine's clock, or %s", path, leaf.Subject.CommonName, leaf.NotBefore.UTC().Format(time.RFC3339), reissue)
+	}
+	return nil
 }
 
 func newClientTLS(base *url.URL, pool *x509.CertPool, cert tls.Certificate) *Client {
@@ -374,7 +415,11 @@ func (c *Client) request(ctx context.Context, method, path string, body, out any
 		return 0, fmt.Errorf("reading the answer of %s %s: %w", method, path, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return resp.StatusCode, apiError(resp.StatusCode, data)
+		e := apiError(resp.StatusCode, data)
+		if e.Status == http.StatusNotFound && c.base.Path != "" && strings.HasPrefix(e.Message, "no such ") {
+			e.Message += fmt.Sprintf("; the controller address %s has the path %s: the API answers at https://%s", c.base, c.base.Path, c.base.Host)
+		}
+		return resp.StatusCode, e
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -474,6 +519,8 @@ func (c *Client) connError(err error) error {
 	}
 	var verr *tls.CertificateVerificationError
 	switch {
+	case strings.Contains(err.Error(), "no application protocol"):
+		return fmt.Errorf("%s does not serve the jobsuite API (it refused HTTPS: %w): is it the agent port (the controller's -listen, 7443 by default) instead of the API's (-http, 8443 by default)? Check -addr/JOBSUITE_ADDR", c.base, err)
 	case errors.As(err, &verr), errors.Is(err, certs.ErrWrongRole), errors.Is(err, certs.ErrNoRole):
 		return fmt.Errorf("the controller at %s is not trusted: %w; check that -ca-cert/JOBSUITE_CACERT is the CA of its PKI", c.base, err)
 	case strings.Contains(err.Error(), "remote error: tls:"):

@@ -13,6 +13,10 @@ func clientCommands(m Meta) map[string]mcli.CommandFactory {
 		"logs":   func() (mcli.Command, error) { return &LogsCommand{Meta: m}, nil },
 		"agents": func() (mcli.Command, error) { return &AgentsCommand{Meta: m}, nil },
 		"wait":   func() (mcli.Command, error) { return &WaitCommand{Meta: m}, nil },
+		// The operator's control room: resubmit.go, audit.go, agents.go.
+		"resubmit":       func() (mcli.Command, error) { return &ResubmitCommand{Meta: m}, nil },
+		"audit":          func() (mcli.Command, error) { return &AuditCommand{Meta: m}, nil },
+		"agents undrain": func() (mcli.Command, error) { return &AgentsUndrainCommand{Meta: m}, nil },
 		// Nested: "jobsuite agents drain NAME".
 		"agents drain": func() (mcli.Command, error) {
 			return &AgentsDrainCommand{Meta: m}, nil

@@ -49,6 +49,7 @@ type testPKI struct {
 	dir             string
 	ctlCert, ctlKey string
 	opCert, opKey   string
+	agentAddr       string // the agent listener, once signingController started one
 }
 
 func newTestPKI(t *testing.T) *testPKI {
@@ -400,14 +401,15 @@ func TestResolveSettings(t *testing.T) {
 		"environment beats the file, which is ignored": {
 			file: true,
 			env:  map[string]string{envAddr: "ctl:9443"},
-			want: func(string) settings { return settings{Addr: "ctl:9443"} },
+			want: func(string) settings { return settings{Addr: "ctl:9443", devSkipped: envAddr} },
 		},
 		"flags beat the environment": {
 			file:  true,
 			env:   map[string]string{envAddr: "ctl:9443", envCACert: "/env/ca.pem", envClientCert: "/env/op.pem", envClientKey: "/env/op-key.pem"},
 			flags: clientFlags{addr: "flag:1", clientKey: "/flag/key.pem"},
 			want: func(string) settings {
-				return settings{Addr: "flag:1", CA: "/env/ca.pem", Cert: "/env/op.pem", Key: "/flag/key.pem"}
+				return settings{Addr: "flag:1", CA: "/env/ca.pem", Cert: "/env/op.pem", Key: "/flag/key.pem",
+					devSkipped: "JOBSUITE_ADDR, JOBSUITE_CACERT, JOBSUITE_CLIENT_CERT, JOBSUITE_CLIENT_KEY"}
 			},
 		},
 		"flags beat the file": {
@@ -476,6 +478,9 @@ func TestNormalizeAddr(t *testing.T) {
 		"http is refused":  {in: "http://ctl:8443", err: "mutual TLS"},
 		"other scheme":     {in: "ftp://ctl:21", err: "want host:port"},
 		"no host":          {in: "https://:8443", err: "no host"},
+		"a path":           {in: "https://ctl:8443/jobsuite/", want: "https://ctl:8443/jobsuite"},
+		"the dashboard":    {in: "https://ctl:8443/ui/", err: "is the web dashboard's, not the API's: use https://ctl:8443"},
+		"a dashboard page": {in: "ctl:8443/ui/job?id=3", err: "use https://ctl:8443"},
 		"unparseable port": {in: "ctl:port", err: "want host:port"},
 	}
 	for name, tt := range tests {
@@ -646,7 +651,7 @@ func TestClientCommandsHelp(t *testing.T) {
 			if code := c.Run([]string{"-no-such-flag"}); code != ExitUsage {
 				t.Fatalf("bad flag: exit %d, want %d", code, ExitUsage)
 			}
-			if !strings.Contains(errb.String(), "error: flag provided but not defined: -no-such-flag") || !strings.Contains(errb.String(), "Usage: jobsuite "+name) {
+			if want := "error: flag provided but not defined: -no-such-flag\nRun 'jobsuite " + name + " -h' for usage.\n"; errb.String() != want {
 				t.Errorf("bad flag: stderr %q", errb)
 			}
 			if out.Len() != 0 {
@@ -687,5 +692,66 @@ func TestClientCommandsThroughCLI(t *testing.T) {
 	}
 	if got := f.lastSubmit()["command"]; got != "sh -c exit 3" {
 		t.Errorf("command %q", got)
+	}
+}
+
+// TestClientErrorsSayWhatIsWrong: the mistakes that used to get a
+// misleading error get one that names them.
+func TestClientErrorsSayWhatIsWrong(t *testing.T) {
+	pki := newTestPKI(t)
+
+	// One JOBSUITE_* variable set beside a dev env file.
+	dir := clearClientEnv(t)
+	if err := os.MkdirAll(filepath.Join(dir, ".jobsuite-dev"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".jobsuite-dev", "env"), []byte("export JOBSUITE_ADDR=127.0.0.1:1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(envCACert, pki.ca())
+	m, _, _ := clientTestMeta()
+	_, err := newClient(m, nil)
+	if want := "(JOBSUITE_CACERT is set, so .jobsuite-dev/env is not read"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("one variable beside the dev file: %v; want %q", err, want)
+	}
+
+	// The agent port (TLS with another application protocol) as -addr.
+	pool, _ := certs.LoadPool(pki.ca())
+	cert, err := certs.LoadKeyPair(pki.ctlCert, pki.ctlKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentPort := httptest.NewUnstartedServer(http.NotFoundHandler())
+	agentPort.TLS = certs.ServerTLS(pool, cert, "jobsuite-agent")
+	agentPort.Config.ErrorLog = log.New(io.Discard, "", 0)
+	agentPort.StartTLS()
+	defer agentPort.Close()
+	clearClientEnv(t)
+	t.Setenv(envCACert, pki.ca())
+	t.Setenv(envClientCert, pki.opCert)
+	t.Setenv(envClientKey, pki.opKey)
+	m, _, errb := clientTestMeta()
+	if code := (&ListCommand{Meta: m}).Run([]string{"-addr", agentPort.URL}); code != ExitError {
+		t.Errorf("list at the agent port: exit %d", code)
+	}
+	if want := "is it the agent port"; !strings.Contains(errb.String(), want) || strings.Contains(errb.String(), "refused our certificate") {
+		t.Errorf("list at the agent port: %q; want %q", errb, want)
+	}
+
+	// An expired certificate, and one not valid yet.
+	leaf, err := certs.LoadKeyPair(pki.opCert, pki.opKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkValidity(pki.opCert, leaf.Leaf, time.Now()); err != nil {
+		t.Errorf("a valid certificate: %v", err)
+	}
+	err = checkValidity(pki.opCert, leaf.Leaf, leaf.Leaf.NotAfter.Add(time.Hour))
+	if err == nil || !strings.Contains(err.Error(), "expired at") || !strings.Contains(err.Error(), `("alice")`) {
+		t.Errorf("an expired certificate: %v", err)
+	}
+	err = checkValidity(pki.opCert, leaf.Leaf, leaf.Leaf.NotBefore.Add(-time.Hour))
+	if err == nil || !strings.Contains(err.Error(), "is not valid before") {
+		t.Errorf("a certificate not valid yet: %v", err)
 	}
 }

@@ -28,6 +28,10 @@ type configOptions struct {
 	// section, when set, is the only top-level table read ("submit"
 	// reads [submit]); any other top-level key is unknown.
 	section string
+	// flat, with section, also accepts a file without that table whose
+	// keys are all at the top level (the original job_suite's
+	// config.toml); a file may not mix the two.
+	flat bool
 	// only, when set, lists the keys allowed; otherwise every flag not
 	// in skip has a key.
 	only []string
@@ -41,6 +45,9 @@ type configOptions struct {
 	// numbers lists string flags that also take a TOML number
 	// (priority = 60, timeout = 90).
 	numbers []string
+	// arrays lists string flags that also take an array of strings,
+	// written to the flag shell-quoted and joined with spaces (params).
+	arrays []string
 	// check validates a flag's value in the form the flag takes, so a
 	// bad value is reported with its line.
 	check map[string]func(string) error
@@ -84,9 +91,11 @@ var (
 	submitConfig = configOptions{
 		help:    "jobsuite submit -h",
 		section: "submit",
-		only:    []string{"name", "priority", "timeout", "retries", "logs", "labels", "env", "split_output", "tty"},
+		flat:    true,
+		only:    []string{"name", "params", "priority", "timeout", "retries", "logs", "labels", "env", "split_output", "tty"},
 		rename:  map[string]string{"labels": "label"},
 		numbers: []string{"priority", "timeout"},
+		arrays:  []string{"params"},
 		check: map[string]func(string) error{
 			"priority": func(s string) error {
 				_, err := parsePriority(s)
@@ -149,9 +158,14 @@ func applyConfig(fs *flag.FlagSet, path, data string, o configOptions) error {
 
 	table := doc
 	var prefix []string
-	if o.section != "" {
+	_, hasSection := doc[o.section]
+	if o.section != "" && !(o.flat && !hasSection) {
 		for _, k := range sortedKeys(doc) {
-			if k != o.section {
+			switch {
+			case k == o.section:
+			case o.flat:
+				c.errorf([]string{k}, "outside the [%s] table: put every key in [%s], or write none of them in a table (the flat layout of the original job_suite's config.toml)", o.section, o.section)
+			default:
 				c.errorf([]string{k}, "unknown key: this file holds only a [%s] table", o.section)
 			}
 		}
@@ -358,12 +372,26 @@ func (c *configApply) flagString(key []string, f *flag.Flag, v any) (string, boo
 			if contains(c.o.tables, f.Name) {
 				return c.tableString(key, x)
 			}
+		case []any:
+			if contains(c.o.arrays, f.Name) {
+				words := make([]string, len(x))
+				for i, e := range x {
+					w, ok := e.(string)
+					if !ok {
+						return bad("a string or an array of strings")
+					}
+					words[i] = shellQuote(w)
+				}
+				return strings.Join(words, " "), true
+			}
 		}
 		switch {
 		case contains(c.o.tables, f.Name):
 			return bad(`a table such as {gpu = "true"}`)
 		case contains(c.o.numbers, f.Name):
 			return bad("a string or a number")
+		case contains(c.o.arrays, f.Name):
+			return bad("a string or an array of strings")
 		}
 		return bad("a string")
 	}
@@ -653,10 +681,14 @@ func parseTOMLKey(s string) (key []string, rest string, ok bool) {
 }
 
 // submitConfigFile is the file the CLI reads submit defaults from:
-// ./jobsuite.toml, else $XDG_CONFIG_HOME/jobsuite/config.toml
+// ./jobsuite.toml, else ./config.toml when it is the original
+// job_suite's (originalConfig), else $XDG_CONFIG_HOME/jobsuite/config.toml
 // (~/.config/jobsuite/config.toml), whichever exists first; "" if none.
 func submitConfigFile() string {
 	candidates := []string{"jobsuite.toml"}
+	if originalConfig("config.toml") {
+		candidates = append(candidates, "config.toml")
+	}
 	dir := os.Getenv("XDG_CONFIG_HOME")
 	if dir == "" {
 		if home, err := os.UserHomeDir(); err == nil {
@@ -672,6 +704,41 @@ func submitConfigFile() string {
 		}
 	}
 	return ""
+}
+
+// originalKeys are the keys of the original job_suite CLI's
+// ./config.toml, flat at the top level.
+var originalKeys = []string{"name", "params", "priority", "timeout", "retries", "logs"}
+
+// originalConfig reports whether the file at path is a submit defaults
+// file: a [submit] table, or one of the original job_suite's flat keys
+// at the top level. A config.toml of another tool is left alone; one
+// that does not parse counts when it mentions such a key, so that its
+// error is shown.
+func originalConfig(path string) bool {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	var doc map[string]any
+	if _, err := toml.Decode(string(data), &doc); err != nil {
+		lines := keyLines(string(data))
+		for _, k := range append([]string{"submit"}, originalKeys...) {
+			if _, ok := lines[k]; ok {
+				return true
+			}
+		}
+		return false
+	}
+	if _, ok := doc["submit"]; ok {
+		return true
+	}
+	for _, k := range originalKeys {
+		if _, ok := doc[k]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // loadSubmitDefaults applies the [submit] table of the CLI's config

@@ -22,6 +22,10 @@ import (
 // ~/.config/jobsuite/config.toml of whoever runs the tests cannot change
 // what 'jobsuite submit' sends.
 func TestMain(m *testing.M) {
+	if os.Getenv("JOBSUITE_TEST_AS_CLI") == "1" {
+		// The test binary standing in for jobsuite (asJobsuite).
+		os.Exit(Run(os.Args[1:]))
+	}
 	dir, err := os.MkdirTemp("", "jobsuite-cli-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -412,6 +416,7 @@ env = {A = "1", B = "x=y"}
 `
 	tests := map[string]struct {
 		cwd, home string // ./jobsuite.toml and $XDG_CONFIG_HOME/jobsuite/config.toml ("" = none)
+		orig      string // ./config.toml, as the original job_suite CLI read it
 		args      []string
 		want      string // the JSON body the controller must receive
 		err       string // or the error on stderr (exit 1, nothing sent)
@@ -462,12 +467,54 @@ env = {A = "1", B = "x=y"}
 		"unknown key": {
 			cwd:  "[submit]\nname = \"x\"\nprio = \"high\"\n",
 			args: []string{"true"},
-			err:  `jobsuite.toml:3: key "submit.prio": unknown key` + "\njobsuite.toml: known keys: env, labels, logs, name, priority, retries, split_output, timeout, tty (see 'jobsuite submit -h')",
+			err:  `jobsuite.toml:3: key "submit.prio": unknown key` + "\njobsuite.toml: known keys: env, labels, logs, name, params, priority, retries, split_output, timeout, tty (see 'jobsuite submit -h')",
 		},
 		"key outside [submit]": {
-			cwd:  "priority = \"high\"\n",
+			cwd:  "priority = \"high\"\n[submit]\nretries = 1\n",
 			args: []string{"true"},
-			err:  `jobsuite.toml:1: key "priority": unknown key: this file holds only a [submit] table`,
+			err:  `jobsuite.toml:1: key "priority": outside the [submit] table: put every key in [submit], or write none of them in a table`,
+		},
+		"the original job_suite's flat ./config.toml": {
+			orig: "name = \"train\"\nparams = \"--epochs 90\"\npriority = \"high\"\ntimeout = 3600\nretries = 1\nlogs = true\n",
+			args: []string{"python", "train.py"},
+			want: `{"name":"train","command":"python train.py","params":"--epochs 90","priority":"high","timeout":3600,"retries":1,"logs":true}`,
+		},
+		"params as an array, each quoted": {
+			orig: "params = [\"--out\", \"a b.txt\"]\n",
+			args: []string{"true"},
+			want: `{"command":"true","params":"--out 'a b.txt'"}`,
+		},
+		"-params wins": {
+			orig: "params = \"--a\"\n",
+			args: []string{"-params", "--b", "true"},
+			want: `{"command":"true","params":"--b"}`,
+		},
+		"flat keys in jobsuite.toml": {
+			cwd:  "priority = \"low\"\nretries = 3\n",
+			args: []string{"true"},
+			want: `{"command":"true","priority":"low","retries":3}`,
+		},
+		"./jobsuite.toml before ./config.toml": {
+			cwd:  "[submit]\npriority = \"low\"\n",
+			orig: "priority = \"high\"\n",
+			args: []string{"true"},
+			want: `{"command":"true","priority":"low"}`,
+		},
+		"another tool's config.toml is left alone": {
+			orig: "title = \"My blog\"\n[server]\nport = 8080\n",
+			home: "[submit]\nretries = 2\n",
+			args: []string{"true"},
+			want: `{"command":"true","retries":2}`,
+		},
+		"an unknown key beside the original's": {
+			orig: "name = \"x\"\nprio = 3\n",
+			args: []string{"true"},
+			err:  `config.toml:2: key "prio": unknown key`,
+		},
+		"params neither string nor list": {
+			orig: "params = 3\n",
+			args: []string{"true"},
+			err:  `config.toml:1: key "params": must be a string or an array of strings, got integer 3`,
 		},
 		"a flag-only key": {
 			cwd:  "[submit]\ndir = \"/tmp\"\n",
@@ -512,6 +559,11 @@ env = {A = "1", B = "x=y"}
 			t.Setenv("XDG_CONFIG_HOME", home)
 			if tt.cwd != "" {
 				if err := os.WriteFile("jobsuite.toml", []byte(tt.cwd), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.orig != "" {
+				if err := os.WriteFile("config.toml", []byte(tt.orig), 0o600); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -67,6 +67,10 @@ Options:
                      counts and agent load, so bind a private address
                      (127.0.0.1:9190). Default: off; /metrics on the HTTPS API
                      (viewer certificate) is always there.
+  -metrics-agents N  Per-agent metric series (jobsuite_connected_agent_*) for
+                     the first N connected agents by name; the rest are
+                     counted in jobsuite_connected_agents_unexported. Bounds
+                     the series a large fleet adds. Default 100; 0: none.
   -log-level LEVEL   trace, debug, info, warn or error. Default info.
   -log-json          Log JSON lines.
 
@@ -119,6 +123,7 @@ Configuration file:
     retain_for = "720h"
     retain_jobs = 1000000
     metrics    = ""        # e.g. "127.0.0.1:9190"; empty: off
+    metrics_agents = 100
     log_level  = "info"
     log_json   = false
     max_body_bytes    = 1048576
@@ -159,6 +164,7 @@ func (c *ControllerCommand) Run(args []string) int {
 	fs.DurationVar(&cfg.RetainFor, "retain-for", 30*24*time.Hour, "")
 	fs.IntVar(&cfg.RetainJobs, "retain-jobs", 1_000_000, "")
 	fs.StringVar(&cfg.MetricsAddr, "metrics", "", "")
+	fs.IntVar(&cfg.MetricsAgents, "metrics-agents", 100, "")
 	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "")
 	fs.IntVar(&cfg.MaxCommandBytes, "max-command-bytes", 64<<10, "")
 	fs.IntVar(&cfg.MaxEnv, "max-env", 128, "")
@@ -212,6 +218,10 @@ func (c *ControllerCommand) Run(args []string) int {
 			*f.dst = f.v
 		}
 	}
+	if cfg.MetricsAgents == 0 { // 0 on the command line: no per-agent series
+		cfg.MetricsAgents = -1
+	}
+	cfg.Version = Version
 	srv, err := controller.New(cfg)
 	if err != nil {
 		return c.errorf("%v", err)

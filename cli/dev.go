@@ -2,13 +2,16 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"jobsuite/agent"
@@ -38,6 +41,16 @@ Usage: jobsuite dev [-dir DIR] [-agents N] [-slots N] [-http ADDR] [-listen ADDR
   It writes the settings the CLI needs to DIR/env as shell export lines.
   A jobsuite command run from the same folder finds DIR/env by itself
   when DIR is .jobsuite-dev and no JOBSUITE_* variable is set.
+
+  It prints the web dashboard's address with a sign-in link: an operator
+  API token (kept in DIR/dashboard-token, valid 7 days, made again when
+  it expires) in the part after '#', which the browser does not send.
+  The browser does not know the dev CA: import DIR/ca.pem as an
+  authority, or accept its warning for 127.0.0.1 once.
+
+  Only one 'jobsuite dev' may use DIR at a time; a second one says which
+  process holds it. With -agents 0 only the controller runs (until
+  Ctrl-C); start agents yourself, e.g. with a join token.
 
 Options:
 
@@ -88,15 +101,21 @@ func (c *DevCommand) Run(args []string) int {
 	}
 	defer sink.Close()
 	c.Stderr = sink // our messages stay in order with the log lines
+	unlock, err := lockDevDir(abs)
+	if err != nil {
+		return c.errorf("%v", err)
+	}
+	defer unlock()
 	agentNames, err := devPKI(abs, *nAgents)
 	if err != nil {
 		return c.errorf("setting up the dev PKI in %s: %v", abs, err)
 	}
 	srv, err := controller.New(controller.Config{
 		HTTPAddr: *httpAddr, AgentAddr: *listen, DataDir: filepath.Join(abs, "data"),
-		TLS:    certs.Files{CA: certs.CAFile(abs), Cert: certs.CertFile(abs, "controller"), Key: certs.KeyFile(abs, "controller")},
-		CAKey:  certs.KeyFile(abs, "ca"), // enrolls agents: 'jobsuite agent token create' works in dev
-		Logger: log.Named("controller"),
+		TLS:     certs.Files{CA: certs.CAFile(abs), Cert: certs.CertFile(abs, "controller"), Key: certs.KeyFile(abs, "controller")},
+		CAKey:   certs.KeyFile(abs, "ca"), // enrolls agents: 'jobsuite agent token create' works in dev
+		Logger:  log.Named("controller"),
+		Version: Version,
 	})
 	if err != nil {
 		return c.errorf("%v", err)
@@ -149,12 +168,25 @@ func (c *DevCommand) Run(args []string) int {
 			}
 		}()
 	}
-	go func() { wg.Wait(); stopCtrl() }()
+	if len(agents) > 0 {
+		go func() { wg.Wait(); stopCtrl() }() // the agents drained: stop
+	} else {
+		go func() { <-agentCtx.Done(); stopCtrl() }() // nothing to drain
+	}
 	fmt.Fprintf(c.Stdout, "jobsuite dev: controller at https://%s with %d local agent(s); state in %s\n\n", srv.HTTPAddr(), len(agentNames), abs)
 	fmt.Fprintf(c.Stdout, "Run jobsuite from this folder, or set these in another shell (also in %s):\n\n%s\n", filepath.Join(abs, "env"), env)
-	fmt.Fprintf(c.Stdout, "Try: jobsuite submit -f -- 'echo hello; echo oops >&2; exit 3'\nPress Ctrl-C to stop (twice to cancel running jobs).\n\n")
+	if len(agents) > 0 {
+		fmt.Fprintf(c.Stdout, "Try: jobsuite submit -f -- 'echo hello; echo oops >&2; exit 3'\n")
+	} else {
+		fmt.Fprintf(c.Stdout, "No local agents (-agents 0): jobs wait until an agent connects; 'jobsuite agent token create' makes a join token for one.\n")
+	}
+	fmt.Fprintf(c.Stdout, "Press Ctrl-C to stop (twice to cancel running jobs).\n\n")
+	var dashboard sync.WaitGroup
+	dashboard.Go(func() { c.printDashboard(ctrlCtx, abs, env) })
 
 	runErr := srv.Run(ctrlCtx)
+	stopCtrl()
+	dashboard.Wait()
 	stopAgents()
 	for _, a := range agents {
 		a.Stop() // the controller is gone: nothing to drain into
@@ -167,6 +199,112 @@ func (c *DevCommand) Run(args []string) int {
 		return c.errorf("%v", runErr)
 	}
 	return ExitOK
+}
+
+// lockDevDir makes sure no other 'jobsuite dev' uses dir: it holds an
+// exclusive lock on dir/dev.lock (with the holder's PID inside) until
+// the returned function is called.
+func lockDevDir(dir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "dev.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("locking %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			who := "another process"
+			if pid := strings.TrimSpace(string(holder)); pid != "" {
+				who = "process " + pid
+			}
+			return nil, fmt.Errorf("another 'jobsuite dev' (%s) is running with its state in %s: use that one (its settings are in %s), stop it, or give this one another -dir", who, dir, filepath.Join(dir, "env"))
+		}
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() {
+		_ = f.Truncate(0)
+		f.Close() // releases the lock
+	}, nil
+}
+
+// devTokenTTL is how long the dashboard token of 'jobsuite dev' lasts.
+const devTokenTTL = 7 * 24 * time.Hour
+
+// printDashboard prints the dashboard's address and a sign-in link once
+// the controller answers: it reuses the operator token in
+// dir/dashboard-token while it is valid, and otherwise creates one with
+// the dev operator certificate.
+func (c *DevCommand) printDashboard(ctx context.Context, dir, env string) {
+	settings, err := parseEnvFile([]byte(env))
+	if err != nil {
+		return
+	}
+	cf := &clientFlags{addr: settings[envAddr], caCert: settings[envCACert], clientCert: settings[envClientCert], clientKey: settings[envClientKey]}
+	client, err := newClient(c.Meta, cf)
+	if err != nil {
+		return
+	}
+	defer client.close()
+	// Wait for the API (srv.Run has just started).
+	for i := 0; ; i++ {
+		if ctx.Err() != nil {
+			return
+		}
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := client.do(rctx, "GET", "/health", nil, nil)
+		cancel()
+		if err == nil {
+			break
+		}
+		if i == 50 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	tokenFile := filepath.Join(dir, "dashboard-token")
+	token := ""
+	if b, err := os.ReadFile(tokenFile); err == nil {
+		token = strings.TrimSpace(string(b))
+		check := newClientTLS(client.base, client.tls.RootCAs, tls.Certificate{})
+		check.useToken(token)
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if check.do(rctx, "GET", "/whoami", nil, nil) != nil {
+			token = "" // expired, revoked, or of another dev store
+		}
+		cancel()
+		check.close()
+	}
+	if token == "" {
+		var created struct {
+			Token string `json:"token"`
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := client.do(rctx, "POST", "/tokens", map[string]any{"role": "operator", "name": "dev-dashboard", "ttl": devTokenTTL.Seconds()}, &created)
+		cancel()
+		if err != nil || created.Token == "" {
+			fmt.Fprintf(c.Stdout, "Dashboard: %s/ui/ (no sign-in link: %v)\n\n", client.base, err)
+			return
+		}
+		token = created.Token
+		if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+			fmt.Fprintf(c.Stderr, "warning: keeping the dashboard token in %s: %v\n", tokenFile, err)
+		}
+	}
+	fmt.Fprintf(c.Stdout, "Dashboard: %s/ui/\n", client.base)
+	fmt.Fprintf(c.Stdout, "  Sign in as operator: %s/ui/#token=%s\n", client.base, token)
+	fmt.Fprintf(c.Stdout, "  The browser does not know the dev CA: import %s as an authority\n", certs.CAFile(dir))
+	fmt.Fprintf(c.Stdout, "  (Chrome: Settings, Privacy and security, Security, Manage certificates, Authorities;\n")
+	fmt.Fprintf(c.Stdout, "  Firefox: Settings, Privacy & Security, View Certificates, Authorities), or accept its warning once.\n\n")
 }
 
 // devPKI creates whatever of the dev PKI is missing under dir: the CA,

@@ -3,9 +3,11 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -80,13 +82,13 @@ func TestDevModeAsANewUser(t *testing.T) {
 
 // startDev runs 'jobsuite dev' on loopback ports until the returned
 // function is called; that function waits for it to exit cleanly.
-func startDev(t *testing.T, m Meta) func() {
+func startDev(t *testing.T, m Meta, args ...string) func() {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	m.Ctx = ctx
 	done := make(chan int, 1)
 	go func() {
-		done <- (&DevCommand{Meta: m}).Run([]string{"-http", "127.0.0.1:0", "-listen", "127.0.0.1:0", "-log-level", "warn"})
+		done <- (&DevCommand{Meta: m}).Run(append([]string{"-http", "127.0.0.1:0", "-listen", "127.0.0.1:0", "-log-level", "warn"}, args...))
 	}()
 	var once sync.Once
 	return func() {
@@ -125,4 +127,57 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// TestDevWithoutAgents: 'jobsuite dev -agents 0' keeps its controller
+// running; a second dev in the same folder says another holds it; dev
+// prints the dashboard's address with a sign-in token that works and is
+// reused by the next start.
+func TestDevWithoutAgents(t *testing.T) {
+	for _, k := range []string{envAddr, envCACert, envClientCert, envClientKey} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	dir := t.TempDir()
+	t.Chdir(dir)
+	var devOut, devErr lockedBuffer
+	m := Meta{UI: &mcli.BasicUi{Writer: &devOut, ErrorWriter: &devErr}, Stdout: &devOut, Stderr: &devErr}
+	stop := startDev(t, m, "-agents", "0")
+	defer func() { stop() }()
+	tokenRE := regexp.MustCompile(`Sign in as operator: (https://127\.0\.0\.1:\d+)/ui/#token=(jst_\S+)`)
+	waitUntil(t, "the dashboard's address", func() bool { return tokenRE.MatchString(devOut.String()) })
+	code, out, errOut := runCLI(t, "agents")
+	if code != 0 || !strings.Contains(out, "No agents connected") {
+		t.Fatalf("agents with -agents 0: exit %d, %q %q", code, out, errOut)
+	}
+	if !strings.Contains(devOut.String(), "No local agents (-agents 0)") || !strings.Contains(devOut.String(), "import "+filepath.Join(dir, ".jobsuite-dev", "ca.pem")+" as an authority") {
+		t.Errorf("dev's banner:\n%s", devOut.String())
+	}
+
+	// The token signs in.
+	mt := tokenRE.FindStringSubmatch(devOut.String())
+	t.Setenv(envToken, mt[2])
+	code, out, errOut = runCLI(t, "agents", "-addr", mt[1], "-ca-cert", filepath.Join(dir, ".jobsuite-dev", "ca.pem"))
+	if code != 0 {
+		t.Errorf("the dashboard token does not work: %d %q %q", code, out, errOut)
+	}
+	t.Setenv(envToken, "")
+
+	// A second dev in the same folder.
+	var out2, err2 lockedBuffer
+	code = (&DevCommand{Meta: Meta{UI: &mcli.BasicUi{Writer: &out2, ErrorWriter: &err2}, Stdout: &out2, Stderr: &err2}}).Run(
+		[]string{"-http", "127.0.0.1:0", "-listen", "127.0.0.1:0"})
+	want := fmt.Sprintf("another 'jobsuite dev' (process %d) is running with its state in %s", os.Getpid(), filepath.Join(dir, ".jobsuite-dev"))
+	if code != ExitError || !strings.Contains(err2.String(), want) {
+		t.Errorf("a second dev: exit %d, %q; want %q", code, err2.String(), want)
+	}
+
+	// The next start reuses the token.
+	stop()
+	devOut = lockedBuffer{}
+	stop = startDev(t, m, "-agents", "0")
+	waitUntil(t, "the dashboard's address again", func() bool { return tokenRE.MatchString(devOut.String()) })
+	if again := tokenRE.FindStringSubmatch(devOut.String()); again[2] != mt[2] {
+		t.Errorf("a restart made a new token %s; want %s again", again[2], mt[2])
+	}
 }

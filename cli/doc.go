@@ -9,7 +9,9 @@
 // JOBSUITE_CLIENT_CERT and JOBSUITE_CLIENT_KEY, else ./.jobsuite-dev/env
 // (written by 'jobsuite dev').
 //
-// Exit codes: 0 success, 1 error, 2 usage error; submit -f and logs -f
-// exit with the job's own code (124 timeout, 130 cancelled or
-// interrupted, 1 when the job ended without an exit code).
+// Exit codes: 0 success, 1 error, 2 usage error, 3 an agent refused by
+// the controller for good, 127 an unknown command; submit -f, logs -f
+// and resubmit -f exit with the job's own code (124 timeout, 130
+// cancelled or interrupted, 1 when the job ended without an exit code),
+// and tell what happens to the job on stderr (narrate.go).
 package cli

@@ -126,6 +126,8 @@ type follower struct {
 	backoff time.Duration // wait before the first reconnect, doubled each time; 0 means 250ms
 
 	connected bool // a WebSocket was opened once: only then are failures retried
+
+	n *narrator // tells the job's progress on stderr (narrate.go); nil: quiet
 }
 
 // run follows until the end message and returns it. A connection that
@@ -332,16 +334,27 @@ func (f *follower) announce(m logMessage) error {
 
 // followJob follows job id's log for the submit -f and logs commands and
 // returns the command's exit code: the job's (jobExitCode) when follow
-// is set, else 0 once the stored log is written.
-func followJob(m Meta, c *Client, id, offset uint64, follow bool) int {
-	return followJobWith(m, c, &follower{id: id, offset: offset, follow: follow})
+// is set, else 0 once the stored log is written. With follow, n (if not
+// nil) tells the job's progress on stderr.
+func followJob(m Meta, c *Client, id, offset uint64, follow bool, n *narrator) int {
+	return followJobWith(m, c, &follower{id: id, offset: offset, follow: follow}, n)
 }
 
 // followJobWith is followJob with f's options (attempt, timestamps) set.
-func followJobWith(m Meta, c *Client, f *follower) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+func followJobWith(m Meta, c *Client, f *follower, n *narrator) int {
+	parent := m.Ctx
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt)
 	defer stop()
 	f.client, f.stdout, f.stderr = c, m.Stdout, m.Stderr
+	if f.follow && n != nil {
+		f.stderr = n.attach(m.Stderr)
+		f.n = n
+		n.start(ctx)
+		defer n.stop()
+	}
 	return finishFollow(ctx, m, f)
 }
 
@@ -350,7 +363,10 @@ func finishFollow(ctx context.Context, m Meta, f *follower) int {
 	end, err := f.run(ctx)
 	switch {
 	case errors.Is(err, errInterrupted):
-		if f.follow {
+		switch {
+		case f.follow && f.n != nil:
+			f.n.interrupted()
+		case f.follow:
 			fmt.Fprintf(m.Stderr, "\njob %d is still running; 'jobsuite cancel %d' stops it\n", f.id, f.id)
 		}
 		return ExitInterrupted
@@ -369,7 +385,9 @@ func finishFollow(ctx context.Context, m Meta, f *follower) int {
 		}
 		return attemptExitCode(end)
 	}
-	if failedWithoutCode(end) {
+	if f.n != nil {
+		f.n.end(end)
+	} else if failedWithoutCode(end) {
 		if end.Reason != "" {
 			fmt.Fprintf(m.Stderr, "job %d %s: %s\n", f.id, end.Status, end.Reason)
 		} else {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -206,6 +207,13 @@ var goldenAgents = []any{
 	},
 }
 
+// goldenAudit is the answer of GET /audit, newest first.
+var goldenAudit = []any{
+	map[string]any{"id": 9, "time": gt(2 * time.Minute), "who": "alice", "role": "operator", "via": "certificate", "credential": "1f", "action": "drain", "target": "agent worker-2"},
+	map[string]any{"id": 8, "time": gt(3 * time.Minute), "who": "ci", "role": "operator", "via": "token", "credential": "9a8b", "action": "submit", "target": "job 12"},
+	map[string]any{"id": 7, "time": gt(time.Hour), "who": "alice", "role": "operator", "via": "certificate", "credential": "1f", "action": "resubmit", "target": "job 11", "detail": "a copy of job 7"},
+}
+
 // goldenController answers the API routes the golden cases use with the
 // fixed jobs and agents above.
 type goldenController struct {
@@ -308,6 +316,49 @@ func (g *goldenController) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case r.Method == "GET" && r.URL.Path == "/agents":
 		fakeJSON(w, http.StatusOK, goldenAgents)
+	case r.Method == "POST" && r.URL.Path == "/jobs/resubmit":
+		var body struct {
+			JobID uint64 `json:"job_id"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil || goldenJobs[body.JobID] == nil {
+			fakeError(w, http.StatusNotFound, fmt.Sprintf("no job with id %d", body.JobID), "job_id", fmt.Sprint(body.JobID))
+			return
+		}
+		g.mu.Lock()
+		g.next++
+		jid := g.next
+		g.mu.Unlock()
+		orig := goldenJobs[body.JobID]
+		j := goldenJob(jid, orig["name"].(string), orig["command"].(string), "queued", goldenNow, map[string]any{
+			"priority": orig["priority"], "priority_value": orig["priority_value"], "labels": orig["labels"], "reason": "waiting for a free slot",
+		})
+		if body.JobID == 21 {
+			j["reason"] = orig["reason"]
+		}
+		fakeJSON(w, http.StatusCreated, j)
+	case r.Method == "POST" && strings.HasPrefix(r.URL.Path, "/agents/") && strings.HasSuffix(r.URL.Path, "/undrain"):
+		name := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/agents/"), "/undrain")
+		for _, a := range goldenAgents {
+			if a := a.(map[string]any); a["name"] == name {
+				out := map[string]any{}
+				for k, v := range a {
+					out[k] = v
+				}
+				out["draining"] = false
+				fakeJSON(w, http.StatusOK, out)
+				return
+			}
+		}
+		fakeError(w, http.StatusNotFound, "no connected agent named "+strconv.Quote(name), "field", "name")
+	case r.Method == "GET" && r.URL.Path == "/audit":
+		entries := goldenAudit
+		if r.URL.Query().Get("before") == "8" {
+			entries = goldenAudit[2:]
+		} else if r.URL.Query().Get("limit") == "2" {
+			entries = goldenAudit[:2]
+			w.Header().Set("X-Next-Before", "8")
+		}
+		fakeJSON(w, http.StatusOK, entries)
 	default:
 		fakeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	}
@@ -351,6 +402,17 @@ var goldenCases = map[string]goldenCase{
 	},
 	"cancel":       one("cancel", "21", "6", "7"),
 	"cancel-usage": one("cancel", "abc"),
+
+	// The operator's control room.
+	"resubmit":       {{"resubmit", "12"}, {"resubmit", "21"}, {"resubmit", "-q", "7"}, {"resubmit", "99"}},
+	"agents-undrain": {{"agents", "undrain", "worker-2"}, {"agents", "undrain", "nobody"}},
+	"audit":          one("audit"),
+	"audit-pages":    {{"audit", "-limit", "2"}, {"audit", "-limit", "2", "-before", "8"}},
+
+	// Mistakes a new user makes.
+	"unknown-command": {{"sumbit", "--", "make"}, {"lsit"}, {"agents", "dran", "worker-1"}, {"xyzzy"}},
+	"unknown-flag":    one("status", "-bogus", "7"),
+	"help-command":    one("help", "version"),
 }
 
 // TestGolden runs each golden case against a fake controller with a

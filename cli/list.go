@@ -194,6 +194,12 @@ func (c *ListCommand) print(raw json.RawMessage, asJSON, more bool) int {
 // listPage gets one page of jobs: the raw JSON array and the cursor of
 // the next page from the X-Next-Cursor header ("" on the last page).
 func listPage(ctx context.Context, c *Client, path string) (json.RawMessage, string, error) {
+	return getPage(ctx, c, path, "X-Next-Cursor")
+}
+
+// getPage gets one page of a paged list: the raw JSON and the response
+// header next that names the next page ("" on the last page).
+func getPage(ctx context.Context, c *Client, path, next string) (json.RawMessage, string, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", c.url("https", path), nil)
 	if err != nil {
 		return nil, "", err
@@ -214,7 +220,7 @@ func listPage(ctx context.Context, c *Client, path string) (json.RawMessage, str
 	if !json.Valid(data) {
 		return nil, "", fmt.Errorf("the answer of GET %s is not JSON; is %s a jobsuite controller?", path, c.base)
 	}
-	return data, resp.Header.Get("X-Next-Cursor"), nil
+	return data, resp.Header.Get(next), nil
 }
 
 // shellQuote quotes s for a POSIX shell when it holds anything but

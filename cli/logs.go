@@ -27,12 +27,19 @@ Usage: jobsuite logs [options] ID
   With -f it then follows the output until the job finishes and exits
   with the job's exit code, like 'jobsuite submit -f': 124 if it timed
   out, 130 if it was cancelled, 1 if it failed without an exit code.
-  Ctrl-C stops following but leaves the job running.
+  Lines starting with "jobsuite: " on stderr tell, as with submit -f,
+  why the job waits, each new attempt and its agent, and a timeout or
+  cancel at the end; -q leaves them out. Ctrl-C stops following but
+  leaves the job running.
 
 Options:
 
   -f, -follow
     Follow the output until the job finishes.
+
+  -q
+    Quiet: with -f, only the job's output (and why it ended when its
+    exit code cannot tell).
 
   -offset=<n>
     Start at byte n of the job's output (stdout and stderr counted
@@ -60,13 +67,14 @@ Example:
 func (c *LogsCommand) Run(args []string) int {
 	const name = "logs"
 	var (
-		cf     clientFlags
-		follow bool
+		cf            clientFlags
+		follow, quiet bool
 	)
 	fs := c.flagSet(name)
 	cf.register(fs)
 	fs.BoolVar(&follow, "f", false, "")
 	fs.BoolVar(&follow, "follow", false, "")
+	fs.BoolVar(&quiet, "q", false, "")
 	offset := fs.Uint64("offset", 0, "")
 	attempt := fs.Uint("attempt", 0, "")
 	timestamps := fs.Bool("timestamps", false, "")
@@ -90,5 +98,6 @@ func (c *LogsCommand) Run(args []string) int {
 		return c.errorf("%v", err)
 	}
 	defer client.close()
-	return followJobWith(c.Meta, client, &follower{id: id, offset: *offset, follow: follow, attempt: uint32(*attempt), timestamps: *timestamps})
+	return followJobWith(c.Meta, client, &follower{id: id, offset: *offset, follow: follow, attempt: uint32(*attempt), timestamps: *timestamps},
+		newNarrator(client, id, quiet, nil))
 }

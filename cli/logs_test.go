@@ -33,7 +33,7 @@ func TestLogs(t *testing.T) {
 		},
 		"lost job explains itself": {
 			args: []string{"-f", "13"}, code: ExitError,
-			stderr: "job 13 failed: attempt 1 lost: agent worker-1 stopped sending heartbeats\n",
+			stderr: "jobsuite: job 13 failed: attempt 1 lost: agent worker-1 stopped sending heartbeats\n",
 		},
 	}
 	for name, tt := range tests {

@@ -40,12 +40,14 @@ func TestDevOutput(t *testing.T) {
 			t.Errorf("jobsuite %s: exit %d, stdout %q, stderr %q; want %d, %q, %q", strings.Join(args, " "), code, out, errOut, w.code, w.stdout, w.stderr)
 		}
 	}
-	check(want{0, "out1\nerr1\nout2\nerr2\ntail", ""}, "submit", "-f", "--", "echo out1; echo err1 >&2; echo out2; echo err2 >&2; printf tail")
-	check(want{0, "out\n", "err\n"}, "submit", "-f", "-split-output", "--", "echo out; echo err >&2")
-	check(want{0, "tty\nxterm-256color\n", ""}, "submit", "-f", "-tty", "--", `test -t 1 && echo tty; echo "$TERM"`)
+	// -q: the narration ("jobsuite: job 1 queued", ...) has tests of its
+	// own; here stderr holds only what the job and the markers write.
+	check(want{0, "out1\nerr1\nout2\nerr2\ntail", ""}, "submit", "-f", "-q", "--", "echo out1; echo err1 >&2; echo out2; echo err2 >&2; printf tail")
+	check(want{0, "out\n", "err\n"}, "submit", "-f", "-q", "-split-output", "--", "echo out; echo err >&2")
+	check(want{0, "tty\nxterm-256color\n", ""}, "submit", "-f", "-q", "-tty", "--", `test -t 1 && echo tty; echo "$TERM"`)
 
 	// Job 4: attempt 1 fails, attempt 2 completes.
-	code, out, errOut := runCLI(t, "submit", "-f", "-retries", "1", "--", `echo "attempt $JOBSUITE_ATTEMPT"; echo err >&2; [ $JOBSUITE_ATTEMPT -ge 2 ]`)
+	code, out, errOut := runCLI(t, "submit", "-f", "-q", "-retries", "1", "--", `echo "attempt $JOBSUITE_ATTEMPT"; echo err >&2; [ $JOBSUITE_ATTEMPT -ge 2 ]`)
 	if code != 0 || out != "attempt 1\nerr\nattempt 2\nerr\n" || !regexp.MustCompile(`^--- attempt 2 on agent-[12], \S+Z ---\n$`).MatchString(errOut) {
 		t.Fatalf("retried job: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}

@@ -200,7 +200,7 @@ func printLive(w io.Writer, l *liveView) {
 	} else {
 		line("Output", "%s (%d bytes)", bytesText(l.OutputBytes), l.OutputBytes)
 	}
-	last := oneLine(l.LastLine)
+	last := oneLine(visibleLine(l.LastLine))
 	if last == "" {
 		last = "-"
 	}
@@ -219,6 +219,62 @@ func bytesText(n uint64) string {
 		i++
 	}
 	return fmt.Sprintf("%.1f %ciB", v, "KMGTPE"[i])
+}
+
+// visibleLine is what a terminal shows of a line a job wrote: without
+// escape sequences, and after a carriage return (a progress bar redraws
+// its line) the last text written.
+func visibleLine(s string) string {
+	s = stripEscapes(s)
+	parts := strings.Split(s, "\r")
+	for i := len(parts) - 1; i >= 0; i-- {
+		if strings.TrimSpace(parts[i]) != "" {
+			return parts[i]
+		}
+	}
+	return ""
+}
+
+// stripEscapes removes terminal escape sequences from s: CSI ("\x1b[0m",
+// colours and cursor moves), OSC up to BEL or ST (titles, links) and
+// two-character escapes, the way a terminal would not show them. A
+// sequence cut off at the end is removed too.
+func stripEscapes(s string) string {
+	if !strings.Contains(s, "\x1b") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		if s[i] != 0x1b {
+			b.WriteByte(s[i])
+			i++
+			continue
+		}
+		j := i + 1
+		switch {
+		case j < len(s) && s[j] == '[': // CSI: parameters, then a final byte
+			j++
+			for j < len(s) && s[j] >= 0x20 && s[j] <= 0x3f {
+				j++
+			}
+			if j < len(s) && s[j] >= 0x40 && s[j] <= 0x7e {
+				j++
+			}
+		case j < len(s) && s[j] == ']': // OSC: up to BEL or ESC \
+			for j++; j < len(s) && s[j] != 0x07 && !(s[j] == 0x1b && j+1 < len(s) && s[j+1] == '\\'); j++ {
+			}
+			switch {
+			case j < len(s) && s[j] == 0x07:
+				j++
+			case j < len(s):
+				j += 2
+			}
+		case j < len(s):
+			j++
+		}
+		i = j
+	}
+	return b.String()
 }
 
 // oneLine makes text safe to print on one terminal line: control

@@ -203,7 +203,7 @@ func TestStatusLive(t *testing.T) {
 				"  RSS:       212.4 MiB\n",
 				"  Processes: 3\n",
 				"  Output:    1.2 MiB (1258291 bytes)\n",
-				"  Last line: \uFFFD[1m[ 42%]\uFFFD[0m Building parser.o\uFFFD\n",
+				"  Last line: [ 42%] Building parser.o\n",
 			},
 		},
 		"wait": {
@@ -331,6 +331,42 @@ func TestBytesText(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			if got := bytesText(tt.n); got != tt.want {
 				t.Errorf("bytesText(%d) = %q, want %q", tt.n, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestStripEscapes: status -live shows a job's last line without the
+// terminal escape sequences in it, which would otherwise print as U+FFFD.
+func TestStripEscapes(t *testing.T) {
+	tests := map[string]struct{ in, want string }{
+		"plain":              {"epoch 3 loss 0.9", "epoch 3 loss 0.9"},
+		"colours":            {"\x1b[1;31mred\x1b[0m done", "red done"},
+		"a reset at the end": {"loss 0.913\x1b[0m", "loss 0.913"},
+		"cursor and erase":   {"\x1b[2K\x1b[1G[ 42%]", "[ 42%]"},
+		"an OSC title (BEL)": {"\x1b]0;title\x07text", "text"},
+		"an OSC link (ST)":   {"\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\", "link"},
+		"a two-byte escape":  {"a\x1b=b", "ab"},
+		"cut off at the end": {"ok \x1b[3", "ok "},
+		"a lone ESC":         {"ok\x1b", "ok"},
+	}
+	for in, want := range map[string]string{
+		"\x1b[1m[ 42%]\x1b[0m\tBuilding parser.o\r": "[ 42%]\tBuilding parser.o",
+		"10%\r20%\r30%": "30%",
+		"done\r\r":      "done",
+		"\r":            "",
+	} {
+		if got := visibleLine(in); got != want {
+			t.Errorf("visibleLine(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := stripEscapes(tt.in); got != tt.want {
+				t.Errorf("stripEscapes(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+			if got := oneLine(stripEscapes(tt.in)); strings.ContainsRune(got, '\uFFFD') {
+				t.Errorf("%q still shows U+FFFD: %q", tt.in, got)
 			}
 		})
 	}

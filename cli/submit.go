@@ -28,16 +28,29 @@ Usage: jobsuite submit [options] [--] COMMAND...
   With -f the output of the job follows byte for byte, and the command
   exits with the job's exit code, like ssh: 124 if it timed out, 130 if
   it was cancelled, 1 if it failed without an exit code (its agent was
-  lost, it could not start). Ctrl-C stops following but leaves the job
-  running. The job's stdout and stderr share one pipe, so its output is
-  one stream in the order it wrote it, printed on stdout; with
-  -split-output they stay apart and go to stdout and stderr. Lines
-  jobsuite adds (where a retry begins, why a job failed) go to stderr.
+  lost, it could not start). The job's stdout and stderr share one pipe,
+  so its output is one stream in the order it wrote it, printed on
+  stdout; with -split-output they stay apart and go to stdout and
+  stderr. Lines jobsuite adds go to stderr: where a retry begins, why a
+  job failed, and lines starting with "jobsuite: " that tell what
+  happens to the job meanwhile: its ID, why it waits (no agent matches
+  its labels, no free slot), each attempt and the agent it runs on, how
+  an attempt before a retry ended, and a timeout or cancel at the end;
+  -q leaves those out. Ctrl-C stops following but leaves the job queued
+  or running, and says which.
+
+  Without -f it prints the job's ID, and warns on stderr when no
+  connected agent can run the job (none is connected, or none matches
+  its labels): the job waits until one connects.
 
 Options:
 
   -name=<name>
     A name for the job. Default: the first words of the command.
+
+  -params=<args>
+    Appended to the command after a space: the original job_suite's
+    params. Default: none.
 
   -priority=<low|mid|high|0-100>
     Higher priorities run first, in order of submission within a
@@ -86,20 +99,27 @@ Options:
   -f, -follow
     Follow the job's output and exit with its exit code.
 
+  -q
+    Quiet: with -f, only the job's output (and why it ended when its
+    exit code cannot tell: lost, could not start); without -f, only the
+    job's ID on stdout, for scripts: ID=$(jobsuite submit -q -- make).
+
   -json
     Print the queued job as JSON (not with -f).
 
 Defaults file:
 
-  The [submit] table of ./jobsuite.toml, or else of
-  ~/.config/jobsuite/config.toml ($XDG_CONFIG_HOME/jobsuite/config.toml),
-  sets defaults for -name, -priority, -timeout, -retries, -logs,
-  -split-output, -tty, -label and -env; flags override it, and -label
-  and -env add to its tables. Unknown keys and bad values are errors
-  naming the file, line and key.
+  The [submit] table of ./jobsuite.toml, or else of ./config.toml, or
+  else of ~/.config/jobsuite/config.toml
+  ($XDG_CONFIG_HOME/jobsuite/config.toml), sets defaults for -name,
+  -params, -priority, -timeout, -retries, -logs, -split-output, -tty,
+  -label and -env; flags override it, and -label and -env add to its
+  tables. Unknown keys and bad values are errors naming the file, line
+  and key.
 
     [submit]
     name     = "nightly"
+    params   = "--verbose"     # or ["--out", "a b.txt"], each quoted
     priority = "high"          # or 0-100
     timeout  = "10m"           # or a number of seconds
     retries  = 2
@@ -108,6 +128,12 @@ Defaults file:
     tty      = false
     labels   = {gpu = "yes"}
     env      = {CI = "1"}
+
+  The original job_suite's config.toml, with its keys (name, params,
+  priority, timeout, retries, logs) at the top level and no [submit]
+  table, is read as it is. ./config.toml is read only when it has a
+  [submit] table or one of those keys, so another tool's config.toml in
+  the folder is left alone.
 ` + clientOptionsHelp + `
 
 Example:
@@ -126,6 +152,7 @@ Example:
 type submitRequest struct {
 	Name           string            `json:"name,omitempty"`
 	Command        string            `json:"command"`
+	Params         string            `json:"params,omitempty"`
 	Priority       any               `json:"priority,omitempty"`
 	Timeout        *float64          `json:"timeout,omitempty"`
 	Retries        *int              `json:"retries,omitempty"`
@@ -149,12 +176,13 @@ func (c *SubmitCommand) Run(args []string) int {
 		logs             bool
 		labels, env      = kvFlag{}, kvFlag{}
 		noCancel, follow bool
-		asJSON           bool
+		asJSON, quiet    bool
 		split, tty       bool
 	)
 	fs := c.flagSet(name)
 	cf.register(fs)
 	fs.StringVar(&req.Name, "name", "", "")
+	fs.StringVar(&req.Params, "params", "", "")
 	fs.StringVar(&priority, "priority", "", "")
 	fs.StringVar(&tmo, "timeout", "", "")
 	fs.IntVar(&retries, "retries", 0, "")
@@ -169,6 +197,7 @@ func (c *SubmitCommand) Run(args []string) int {
 	fs.BoolVar(&follow, "f", false, "")
 	fs.BoolVar(&follow, "follow", false, "")
 	fs.BoolVar(&asJSON, "json", false, "")
+	fs.BoolVar(&quiet, "q", false, "")
 	if code, ok := c.parse(fs, args, c.Help()); !ok {
 		return code
 	}
@@ -245,23 +274,38 @@ func (c *SubmitCommand) Run(args []string) int {
 	if err != nil {
 		return c.errorf("%v", err)
 	}
-	if asJSON {
-		writeRawJSON(c.Stdout, raw)
-		return ExitOK
-	}
-	var job jobView
-	if err := json.Unmarshal(raw, &job); err != nil {
-		return c.errorf("the controller's answer is not a job: %v", err)
-	}
-	if follow {
-		return followJob(c.Meta, client, job.JobID, 0, true)
+	job, code, done := queued(c.Meta, client, raw, asJSON, follow, quiet)
+	if done {
+		return code
 	}
 	if status == http.StatusOK && req.IdempotencyKey != "" {
 		fmt.Fprintf(c.Stdout, "Job %d already submitted with idempotency key %q (status %s)\n", job.JobID, req.IdempotencyKey, job.Status)
 		return ExitOK
 	}
 	fmt.Fprintf(c.Stdout, "Job %d %s (priority %s)\n", job.JobID, job.Status, job.priorityText())
+	warnBlocked(c.Stderr, &job)
 	return ExitOK
+}
+
+// queued is what submit and resubmit do with the job the controller
+// queued (raw): print it as JSON, follow it (-f), or print only its ID
+// (-q). done is false when the caller still prints its line.
+func queued(m Meta, client *Client, raw json.RawMessage, asJSON, follow, quiet bool) (job jobView, code int, done bool) {
+	if asJSON {
+		writeRawJSON(m.Stdout, raw)
+		return job, ExitOK, true
+	}
+	if err := json.Unmarshal(raw, &job); err != nil {
+		return job, m.errorf("the controller's answer is not a job: %v", err), true
+	}
+	switch {
+	case follow:
+		return job, followJob(m, client, job.JobID, 0, true, newNarrator(client, job.JobID, quiet, &job)), true
+	case quiet:
+		fmt.Fprintln(m.Stdout, job.JobID)
+		return job, ExitOK, true
+	}
+	return job, ExitOK, false
 }
 
 // parsePriority accepts low, mid (med, medium), high, or an integer

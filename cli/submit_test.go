@@ -160,8 +160,8 @@ func TestSubmitFollow(t *testing.T) {
 	if out.String() != "hello\nbye\n" {
 		t.Errorf("stdout %q, want the job's stdout only", out)
 	}
-	if errb.String() != "oops\n" {
-		t.Errorf("stderr %q, want the job's stderr only", errb)
+	if got := withoutNarration(errb.String()); got != "oops\n" {
+		t.Errorf("stderr %q, want the job's stderr and narration lines (jobsuite: ...) only", errb)
 	}
 	if q := f.lastQuery(); !strings.Contains(q, "format=json") || !strings.Contains(q, "follow=1") {
 		t.Errorf("WebSocket query %q", q)
@@ -225,4 +225,16 @@ func TestJobExitCode(t *testing.T) {
 			}
 		})
 	}
+}
+
+// withoutNarration drops the narrator's lines ("jobsuite: ...") from
+// stderr, leaving what the job wrote.
+func withoutNarration(stderr string) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(stderr, "\n") {
+		if !strings.HasPrefix(line, "jobsuite: ") {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
 }

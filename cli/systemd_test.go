@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -317,6 +318,9 @@ func TestSystemdInstallScript(t *testing.T) {
 			if !strings.Contains(out, "Next steps") || !strings.Contains(out, "systemctl enable --now jobsuite-"+role) {
 				t.Errorf("no next steps:\n%s", out)
 			}
+			if join := strings.Contains(out, "jobsuite agent token create"); join != (role == "agent") {
+				t.Errorf("the join-token route in the next steps for the %s: %v:\n%s", role, join, out)
+			}
 
 			// Again, after the operator edited the config: it is kept.
 			config := filepath.Join(root, "etc/jobsuite", role+".toml")
@@ -355,4 +359,64 @@ func TestSystemdInstallScript(t *testing.T) {
 			t.Errorf("exit %d, want 1 naming the binary:\n%s", code, out)
 		}
 	})
+}
+
+// TestBootstrapCertsScript: scripts/bootstrap-certs.sh -h prints its
+// help instead of making a PKI in a folder named -h; without a folder it
+// says what it needs; with one it makes the PKI.
+func TestBootstrapCertsScript(t *testing.T) {
+	script, err := filepath.Abs(filepath.Join(scriptsDir, "bootstrap-certs.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary := asJobsuite(t)
+	dir := t.TempDir()
+	run := func(args ...string) (int, string) {
+		cmd := exec.Command("bash", append([]string{script}, args...)...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "JOBSUITE="+binary)
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			t.Fatal(err)
+		}
+		return cmd.ProcessState.ExitCode(), string(out)
+	}
+	for _, h := range []string{"-h", "--help"} {
+		if code, out := run(h); code != 0 || !strings.Contains(out, "bootstrap-certs.sh DIR") {
+			t.Errorf("bootstrap-certs.sh %s: exit %d\n%s", h, code, out)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("-h made files: %v", entries)
+	}
+	for args, want := range map[string]string{"": "say where the PKI goes", "--bogus": "unknown option"} {
+		if code, out := run(strings.Fields(args)...); code != 2 || !strings.Contains(out, want) {
+			t.Errorf("bootstrap-certs.sh %s: exit %d, %q; want 2 and %q", args, code, out, want)
+		}
+	}
+	if code, out := run("pki", "localhost", "127.0.0.1"); code != 0 || !strings.Contains(out, "PKI ready in pki") {
+		t.Fatalf("bootstrap-certs.sh pki: exit %d\n%s", code, out)
+	}
+	for _, f := range []string{"ca.pem", "controller.pem", "controller-key.pem", "operator.pem", "operator-key.pem"} {
+		if _, err := os.Stat(filepath.Join(dir, "pki", f)); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// asJobsuite returns a jobsuite command for scripts: this test binary,
+// which runs the CLI when JOBSUITE_TEST_AS_CLI is set (TestMain).
+func asJobsuite(t *testing.T) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "jobsuite")
+	script := "#!/bin/sh\nJOBSUITE_TEST_AS_CLI=1 exec " + strconv.Quote(self) + " \"$@\"\n"
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

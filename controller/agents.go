@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,8 +18,10 @@ import (
 	"jobsuite/transport"
 )
 
-// agentConn is one connected agent session. Fields other than the
-// immutable ones are guarded by the scheduler's mutex.
+// agentConn is one connected agent session: its connection, its control
+// stream's writer and its status requests. What the scheduler knows of
+// it (credits, attempts, last heartbeat) is the scheduler's, in its
+// registry (registry.go).
 type agentConn struct {
 	name      string
 	labels    map[string]string
@@ -40,22 +41,6 @@ type agentConn struct {
 	statusMu   sync.Mutex
 	statusSeq  uint64
 	statusWait map[uint64]chan *protocol.StatusReply
-
-	// guarded by scheduler.mu
-	draining bool
-	credits  int
-	running  map[uint64]uint32 // job ID → attempt
-	lastSeen time.Time
-	closed   bool
-}
-
-// free is how many more attempts the agent may be sent: it granted the
-// credits and has the slots. The caller holds the scheduler's mutex.
-func (a *agentConn) free() int {
-	if a.closed || a.draining {
-		return 0
-	}
-	return min(a.credits, a.slots-len(a.running))
 }
 
 // outQueue bounds the messages waiting for an agent's control stream,
@@ -103,36 +88,13 @@ type AgentInfo struct {
 	Running     int               `json:"running"`
 	Credits     int               `json:"free"`
 	Draining    bool              `json:"draining"`
+	DrainedBy   string            `json:"drained_by,omitempty"` // "agent" (it is stopping) or "operator" (POST /agents/:name/drain)
 	Transport   string            `json:"transport"`
 	Address     string            `json:"address"`
 	Version     string            `json:"version"`
 	ConnectedAt time.Time         `json:"connected_at"`
 	LastSeen    time.Time         `json:"last_heartbeat"`
 	Jobs        []uint64          `json:"jobs"`
-}
-
-func (s *scheduler) agentList() []AgentInfo {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]AgentInfo, 0, len(s.agents))
-	for _, a := range s.agents {
-		jobs := make([]uint64, 0, len(a.running))
-		for id := range a.running {
-			jobs = append(jobs, id)
-		}
-		sort.Slice(jobs, func(i, j int) bool { return jobs[i] < jobs[j] })
-		labels := a.labels
-		if labels == nil {
-			labels = map[string]string{}
-		}
-		out = append(out, AgentInfo{
-			Name: a.name, Labels: labels, Slots: a.slots, Running: len(a.running),
-			Credits: a.credits, Draining: a.draining, Transport: a.transport, Address: a.addr, Version: a.version,
-			ConnectedAt: a.connected, LastSeen: a.lastSeen, Jobs: jobs,
-		})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
 }
 
 // controlReadBuffer is the read buffer of an agent's control stream.
@@ -176,7 +138,7 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		_ = ctrl.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = w.Write(&protocol.Error{Code: code, Message: msg})
 		_ = ctrl.Close()
-		drain(ctrl, 2*time.Second) // the Error arrives before the session closes
+		discardUntilEOF(ctrl, 2*time.Second) // the Error arrives before the session closes
 	}
 	m, err := r.Read()
 	if err != nil {
@@ -212,7 +174,6 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		name: name, labels: hello.Labels, slots: int(hello.Slots), version: hello.AgentVersion,
 		transport: sess.Transport(), addr: sess.RemoteAddr().String(), connected: time.Now().UTC(),
 		sess: sess, log: log, out: make(chan protocol.Message, outQueue+2*min(int(hello.Slots), 4096)), ctrl: w,
-		running: map[uint64]uint32{}, lastSeen: time.Now(),
 	}
 	if err := w.Write(&protocol.Welcome{
 		Version: protocol.Version, ControllerID: s.id,
@@ -257,7 +218,7 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 			s.sched.heartbeat(a, m.Running, m.Ended)
 		case *protocol.Drain:
 			log.Info("agent is draining: no new jobs for it")
-			s.sched.drain(a.name)
+			s.sched.stopping(a)
 		case *protocol.StatusReply:
 			a.deliverStatus(m)
 		case *protocol.Error:
@@ -279,7 +240,7 @@ func (s *Server) refuse(ctx context.Context, sess transport.Session, code uint16
 		_ = st.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = protocol.NewWriter(st).Write(&protocol.Error{Code: code, Message: msg})
 		_ = st.Close()
-		drain(st, 2*time.Second) // the Error arrives before the session closes
+		discardUntilEOF(st, 2*time.Second) // the Error arrives before the session closes
 	}
 	_ = sess.Close(msg)
 }
@@ -344,7 +305,7 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 		a.log.Warn("job stream refused", "reason", msg)
 		_ = w.Write(&protocol.Error{Code: code, Message: msg})
 		_ = st.Close()
-		drain(st, 2*time.Second) // let the Error arrive rather than reset it
+		discardUntilEOF(st, 2*time.Second) // let the Error arrive rather than reset it
 	}
 	_ = st.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	m, err := r.Read()
@@ -358,47 +319,39 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 		return
 	}
 	id, attempt := open.JobID, open.Attempt
-	s.sched.mu.Lock()
-	j := s.sched.current(id, attempt, a.name)
-	var logStart, end uint64
-	if j != nil {
-		logStart = j.Current().LogStart
-		end = s.sched.logEnd[id]
-	}
-	s.sched.mu.Unlock()
-	if j == nil {
+	logStart, end, ok := s.sched.streamStart(id, attempt, a.name)
+	if !ok {
 		if s.recorded(id, attempt, a.name) {
 			// The result is stored; the agent missed our FinishAck. The
 			// read may see its batch before it is synced (commit.go):
-			// make it durable before saying so.
-			if err := s.st.Sync(); err != nil {
+			// wait until it is durable before saying so.
+			if err := s.c.barrier().wait(); err != nil {
 				fail(protocol.CodeShutdown, "controller cannot store the result")
 				return
 			}
 			_ = w.Write(&protocol.FinishAck{})
-			drain(st, 10*time.Second)
+			discardUntilEOF(st, 10*time.Second)
 			return
 		}
 		fail(protocol.CodeStaleAttempt, "job %d attempt %d is not current on agent %s", id, attempt, a.name)
 		return
 	}
-	var have atomic.Uint64 // output bytes of this attempt stored
-	have.Store(end - logStart)
+	acks := &streamAcks{have: end - logStart} // output bytes of this attempt stored
 	log := a.log.With("job", id, "attempt", attempt)
-	// On a reopened stream, what we have may not be synced yet (the
-	// previous stream's last chunks): make it durable before saying so.
-	// A fresh attempt has nothing stored, so it costs no fsync.
-	if have.Load() > 0 {
-		if err := s.st.Sync(); err != nil {
+	// On a reopened stream, what we have may not be durable yet (the
+	// previous stream's last chunks): wait for it before saying so. A
+	// fresh attempt has nothing stored, so it costs no wait.
+	if acks.have > 0 {
+		if err := s.c.barrier().wait(); err != nil {
 			fail(protocol.CodeShutdown, "controller cannot store output")
 			return
 		}
 	}
-	_ = w.Write(&protocol.LogAck{Offset: have.Load()})
+	_ = w.Write(&protocol.LogAck{Offset: acks.have})
 
 	ackCtx, stopAcks := context.WithCancel(context.Background())
 	defer stopAcks()
-	go s.ackLoop(ackCtx, w, &have)
+	go s.ackLoop(ackCtx, w, acks)
 
 	for {
 		m, err := r.Read()
@@ -415,7 +368,7 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 				return
 			}
 		case *protocol.LogChunk:
-			data, off, got := m.Data, m.Offset, have.Load()
+			data, off, got := m.Data, m.Offset, acks.stored()
 			if off > got {
 				fail(protocol.CodeProtocol, "log gap: chunk at offset %d, have %d", off, got)
 				return
@@ -429,7 +382,7 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			if len(data) == 0 {
 				continue
 			}
-			if limit := s.sched.opts.MaxOutput; limit > 0 && got+uint64(len(data)) > limit+maxOutputSlack {
+			if limit := s.maxOutput; limit > 0 && got+uint64(len(data)) > limit+maxOutputSlack {
 				// The agent stops at MaxOutput (and adds a marker line): one
 				// that goes on ignores the Dispatch.
 				fail(protocol.CodeProtocol, "output passes the cap of %d bytes the dispatch set (MaxOutput)", limit)
@@ -441,42 +394,24 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 				fail(protocol.CodeStorageFull, "%v", err)
 				return
 			}
-			// Followers read the newest output from the hub's memory:
-			// copied here, outside the lock (data is the reader's buffer).
-			var kept []byte
-			if s.hub.followed(id) {
-				kept = bytes.Clone(data)
-			}
-			// The attempt must still be current when its output is
-			// stored: once it is lost and retried, the next attempt owns
-			// the log from here on. Checked and stored under the
-			// scheduler lock, so a loss cannot slip in between; the hub
-			// hears of the chunks in the same order.
-			s.sched.mu.Lock()
-			if s.sched.current(id, attempt, a.name) == nil {
-				s.sched.mu.Unlock()
-				fail(protocol.CodeStaleAttempt, "job %d attempt %d is no longer current on agent %s", id, attempt, a.name)
+			// The reader reuses its buffer: the command (and the hub, which
+			// keeps the newest output of followed jobs) get a copy.
+			data = bytes.Clone(data)
+			b, err := s.sched.output(a.name, id, attempt, got, uint8(m.Stream), data)
+			if err != nil {
+				fail(protocol.CodeStaleAttempt, "%v", err)
 				return
 			}
-			c := store.Chunk{Offset: logStart + got, Stream: uint8(m.Stream), Data: data, Time: time.Now()}
-			err := s.st.AppendLog(id, c)
-			if err == nil {
-				s.hub.appended(id, c, kept)
-				got += uint64(len(data))
-				s.sched.logEnd[id] = logStart + got
-				s.metrics.logBytes(len(data))
-			}
-			s.sched.mu.Unlock()
-			if err != nil {
-				log.Error("storing output failed", "error", err)
+			if batchDone(b) && b.err != nil {
+				log.Error("storing output failed", "error", b.err)
 				fail(protocol.CodeShutdown, "controller cannot store output")
 				return
 			}
-			have.Store(got)
-			s.hub.ring(id)
+			got += uint64(len(data))
+			acks.queued(got, b)
 		case *protocol.Finished:
-			if m.LogBytes != have.Load() {
-				fail(protocol.CodeProtocol, "result says %d output bytes, %d arrived", m.LogBytes, have.Load())
+			if have := acks.stored(); m.LogBytes != have {
+				fail(protocol.CodeProtocol, "result says %d output bytes, %d arrived", m.LogBytes, have)
 				return
 			}
 			b, err := s.sched.finished(a, id, attempt, m)
@@ -489,7 +424,7 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			}
 			s.hub.ring(id)
 			_ = w.Write(&protocol.FinishAck{})
-			drain(st, 10*time.Second)
+			discardUntilEOF(st, 10*time.Second)
 			return
 		default:
 			fail(protocol.CodeProtocol, "unexpected %s on a job stream", m.Type())
@@ -505,23 +440,49 @@ const maxOutputSlack = 4 << 10
 // ackEvery is how often a job stream acknowledges stored output.
 const ackEvery = 50 * time.Millisecond
 
+// streamAcks is the output a job stream has queued to the store and the
+// committer batch holding the last of it.
+type streamAcks struct {
+	mu   sync.Mutex
+	have uint64 // output bytes of the attempt queued (or stored before the stream)
+	b    *batch // the batch holding the last chunk queued; nil before the first
+}
+
+func (a *streamAcks) stored() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.have
+}
+
+// queued records that the attempt's output up to have is queued, the
+// last of it in b.
+func (a *streamAcks) queued(have uint64, b *batch) {
+	a.mu.Lock()
+	a.have, a.b = have, b
+	a.mu.Unlock()
+}
+
 // ackLoop tells the agent which output is durable, every ackEvery while
-// more arrives.
-func (s *Server) ackLoop(ctx context.Context, w *protocol.Writer, have *atomic.Uint64) {
+// more arrives: it waits for the batch holding the last chunk counted
+// (batches become durable in order, so every earlier chunk is durable
+// with it) and then sends the LogAck.
+func (s *Server) ackLoop(ctx context.Context, w *protocol.Writer, acks *streamAcks) {
 	t := time.NewTicker(ackEvery)
 	defer t.Stop()
-	acked := have.Load()
+	acked := acks.stored()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		got := have.Load()
+		acks.mu.Lock()
+		got, b := acks.have, acks.b
+		acks.mu.Unlock()
 		if got == acked {
 			continue
 		}
-		if err := s.st.Sync(); err != nil {
+		if err := b.wait(); err != nil {
 			return
 		}
 		if err := w.Write(&protocol.LogAck{Offset: got}); err != nil {
@@ -531,10 +492,11 @@ func (s *Server) ackLoop(ctx context.Context, w *protocol.Writer, have *atomic.U
 	}
 }
 
-// drain reads what the peer still sends until it closes its side (or
-// for at most d), so the last frames written to it are delivered rather
-// than reset.
-func drain(st transport.Stream, d time.Duration) {
+// discardUntilEOF reads what the peer still sends until it closes its
+// side (or for at most d), so the last frames written to it are delivered
+// rather than reset. (Not to be confused with draining an agent, which
+// stops dispatching to it: scheduler.drain.)
+func discardUntilEOF(st transport.Stream, d time.Duration) {
 	_ = st.SetReadDeadline(time.Now().Add(d))
 	_, _ = io.Copy(io.Discard, st)
 }
@@ -547,118 +509,5 @@ func (s *Server) recorded(id uint64, attempt uint32, agent string) bool {
 		return false
 	}
 	at := j.Attempts[attempt-1]
-	return at.Agent == agent && at.Outcome != "" && at.Outcome != "lost"
-}
-
-// register adds a connected agent, replacing an older session of the
-// same name, and reconciles the attempts it says it runs with ours.
-func (s *scheduler) register(a *agentConn, running []protocol.AttemptRef) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if old := s.agents[a.name]; old != nil {
-		old.closed = true
-		old.log.Warn("agent reconnected; closing its previous session")
-		old.close("replaced by a new session of the same agent")
-	}
-	s.agents[a.name] = a
-	now := time.Now()
-	for _, ref := range running {
-		if j := s.current(ref.JobID, ref.Attempt, a.name); j != nil {
-			a.running[ref.JobID] = ref.Attempt
-			s.setLease(ref.JobID, ref.Attempt, now.Add(s.opts.LeaseTTL))
-			continue
-		}
-		a.send(&protocol.Cancel{JobID: ref.JobID, Attempt: ref.Attempt, Reason: "attempt is no longer current"})
-	}
-	s.kickDispatch()
-}
-
-func (s *scheduler) unregister(a *agentConn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	a.closed = true
-	a.credits = 0
-	if s.agents[a.name] == a {
-		delete(s.agents, a.name)
-	}
-	// Its attempts keep their leases: the agent may reconnect and claim
-	// them; otherwise they expire and count as lost.
-}
-
-// drain stops dispatching to agent name; its running jobs go on. It
-// reports whether the agent is connected.
-func (s *scheduler) drain(name string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	a := s.agents[name]
-	if a == nil {
-		return false
-	}
-	a.draining = true
-	a.credits = 0
-	return true
-}
-
-func (s *scheduler) credit(a *agentConn, n int) {
-	s.mu.Lock()
-	if a.draining {
-		s.mu.Unlock()
-		return
-	}
-	// Credits are the agent's word on its free slots. They are not
-	// clamped by our view of what it runs (that view can briefly hold an
-	// attempt the agent already dropped, and a clamped credit would be
-	// lost for good); dispatch checks both credits and slots instead.
-	a.credits = min(a.credits+n, a.slots)
-	s.mu.Unlock()
-	s.kickDispatch()
-}
-
-// heartbeat renews the leases of the attempts the agent lists and
-// resynchronises its credits. Credits are deltas and a delta can be lost
-// (a credit sent on a session that died, an attempt dropped on one side
-// only); the heartbeat says what the agent holds, so the free slots are
-// slots minus everything it holds or has been sent but not yet seen
-// (our attempts on it that it does not list). An attempt it lists as
-// ended holds no slot: its process is gone and its Credit went out
-// before this heartbeat. Credits it sends after this heartbeat come
-// after it on the stream and add to the result.
-func (s *scheduler) heartbeat(a *agentConn, running, ended []protocol.AttemptRef) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := time.Now()
-	a.lastSeen = now
-	listed := make(map[uint64]bool, len(running))
-	done := make(map[uint64]bool, len(ended))
-	for _, ref := range ended {
-		done[ref.JobID] = true
-	}
-	held := make(map[uint64]bool, len(running)+len(a.running))
-	for _, ref := range running {
-		listed[ref.JobID] = true
-		if !done[ref.JobID] {
-			held[ref.JobID] = true
-		}
-		if s.current(ref.JobID, ref.Attempt, a.name) != nil {
-			s.setLease(ref.JobID, ref.Attempt, now.Add(s.opts.LeaseTTL))
-			continue
-		}
-		if !done[ref.JobID] { // an ended attempt has nothing left to stop
-			a.send(&protocol.Cancel{JobID: ref.JobID, Attempt: ref.Attempt, Reason: "attempt is no longer current"})
-		}
-	}
-	for id := range a.running {
-		if !listed[id] {
-			held[id] = true
-		}
-	}
-	if a.draining {
-		return
-	}
-	free := max(a.slots-len(held), 0)
-	if free != a.credits {
-		a.log.Debug("credits resynchronised from heartbeat", "had", a.credits, "now", free)
-		a.credits = free
-		s.kickDispatch()
-	}
+	return at.Agent == agent && at.Outcome != "" && at.Outcome != store.OutcomeLost
 }

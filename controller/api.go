@@ -25,7 +25,7 @@ import (
 // trailing slash and never redirects: clients of the original job_suite
 // POST to /jobs/ and do not follow redirects.
 func (s *Server) routes() http.Handler {
-	r := httprouter.New()
+	r := s.instrument(httprouter.New()) // request metrics (httpmetrics.go)
 	r.RedirectTrailingSlash = false
 	r.RedirectFixedPath = false
 	r.HandleMethodNotAllowed = true
@@ -42,6 +42,7 @@ func (s *Server) routes() http.Handler {
 
 	r.POST("/jobs", s.auth(certs.RoleOperator, s.handleSubmit))
 	r.POST("/jobs/batch", s.auth(certs.RoleOperator, s.handleSubmitBatch))
+	r.POST("/jobs/resubmit", s.auth(certs.RoleOperator, s.handleResubmit)) // resubmit.go
 	r.GET("/jobs", s.auth(certs.RoleViewer, s.handleList))
 	r.GET("/jobs/:id", s.auth(certs.RoleViewer, s.handleGet))
 	r.DELETE("/jobs/:id", s.auth(certs.RoleOperator, s.handleCancel))
@@ -49,8 +50,12 @@ func (s *Server) routes() http.Handler {
 	r.GET("/jobs/:id/events", s.auth(certs.RoleViewer, s.handleEvents))
 	r.GET("/ws/jobs/:id/logs", s.auth(certs.RoleViewer, s.handleLogSocket))
 	r.GET("/agents", s.auth(certs.RoleViewer, s.handleAgents))
+	r.GET("/agents/:name", s.auth(certs.RoleViewer, s.handleAgent)) // fleet.go
+	r.GET("/stats", s.auth(certs.RoleViewer, s.handleStats))        // stats.go
+	r.GET("/whoami", s.auth(certs.RoleViewer, s.handleWhoAmI))
 	r.GET("/metrics", s.auth(certs.RoleViewer, s.handleMetrics)) // Prometheus; see metrics.go
 	r.POST("/agents/:name/drain", s.auth(certs.RoleOperator, s.handleDrain))
+	r.POST("/agents/:name/undrain", s.auth(certs.RoleOperator, s.handleUndrain))
 	r.POST("/agents/:name/revoke", s.auth(certs.RoleOperator, s.handleRevokeAgent))
 	r.POST("/certs/revoke", s.auth(certs.RoleOperator, s.handleRevokeCert))
 	r.GET("/revocations", s.auth(certs.RoleOperator, s.handleRevocations))
@@ -383,6 +388,12 @@ func firstWords(cmd string) string {
 	name := f[0]
 	if len(f) > 1 {
 		name += " " + f[1]
+	}
+	// "echo hello; echo bye" is named "echo hello", not "echo hello;":
+	// a separator ending the name says nothing about the job.
+	name = strings.TrimRight(name, ";&| ")
+	if name == "" {
+		return "job"
 	}
 	if len(name) > 64 {
 		// Cut at a character boundary: a split one would be invalid UTF-8.

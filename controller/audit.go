@@ -11,9 +11,10 @@ import (
 )
 
 // The audit log records who (certificate or token, with its role) did
-// what to which target, and when: submissions, cancellations, drains,
-// revocations and token changes. Entries live in the store under
-// time-ordered IDs and are read with GET /audit, newest first.
+// what to which target, and when: submissions (and resubmissions),
+// cancellations, drains and undrains, revocations and token changes.
+// Entries live in the store under time-ordered IDs and are read with
+// GET /audit, newest first.
 //
 // An entry is written after its action succeeded, and synced. A
 // submission's entry (one per POST /jobs, one per POST /jobs/batch) is
@@ -26,6 +27,8 @@ const (
 	auditSubmit      = "submit"
 	auditCancel      = "cancel"
 	auditDrain       = "drain"
+	auditUndrain     = "undrain"
+	auditResubmit    = "resubmit"
 	auditRevoke      = "revoke"
 	auditUnrevoke    = "unrevoke"
 	auditTokenCreate = "token_create"
@@ -101,22 +104,19 @@ func (sec *security) stamp(e *store.AuditEntry) {
 	}
 }
 
-// append stores a stamped entry, synced.
+// append stores a stamped entry and waits until it is durable.
 func (sec *security) append(e *store.AuditEntry) error {
-	if err := sec.st.AppendAudit(*e); err != nil {
-		return err
-	}
-	return sec.st.Sync()
+	_, err := sec.c.do(&store.AppendAudit{Entry: *e})
+	return err
 }
 
-// pruneAudit removes entries older than the retention.
+// pruneAudit removes entries older than the retention, in the next
+// round of the committer (which may not run yet: it is not waited for).
 func (sec *security) pruneAudit() {
 	if sec.retain <= 0 {
 		return
 	}
-	if err := sec.st.PruneAudit(time.Now().Add(-sec.retain)); err != nil {
-		sec.log.Warn("pruning the audit log failed", "error", err)
-	}
+	sec.c.add(&store.PruneAudit{Before: time.Now().Add(-sec.retain)})
 }
 
 // handleAudit lists audit entries, newest first: ?limit= (default 100,

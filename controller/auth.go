@@ -102,7 +102,8 @@ func requestIdentity(r *http.Request) (identity, bool) {
 // log's sequence. A nil *security (a Server built without New, in tests)
 // knows no tokens and no revocations.
 type security struct {
-	st     *store.Store
+	st     *store.Store // read at start
+	c      *committer   // writes
 	log    hclog.Logger
 	retain time.Duration // audit entries older than this are pruned; <= 0 keeps them
 
@@ -115,9 +116,10 @@ type security struct {
 	auditN    int    // entries since the last prune
 }
 
-// loadSecurity reads the revocations, tokens and the audit sequence.
-func loadSecurity(st *store.Store, log hclog.Logger, retain time.Duration) (*security, error) {
-	sec := &security{st: st, log: log, retain: retain, revoked: map[string]store.Revocation{}, tokens: map[[sha256.Size]byte]store.Token{}}
+// loadSecurity reads the revocations, tokens and the audit sequence;
+// the security records are written through c.
+func loadSecurity(st *store.Store, c *committer, log hclog.Logger, retain time.Duration) (*security, error) {
+	sec := &security{st: st, c: c, log: log, retain: retain, revoked: map[string]store.Revocation{}, tokens: map[[sha256.Size]byte]store.Token{}}
 	revs, err := st.Revocations()
 	if err != nil {
 		return nil, err
@@ -217,7 +219,7 @@ func revokedMessage(leaf *x509.Certificate, r store.Revocation) string {
 }
 
 func (sec *security) add(r store.Revocation) error {
-	if err := sec.st.PutRevocation(r); err != nil {
+	if _, err := sec.c.do(&store.PutRevocation{Revocation: r}); err != nil {
 		return err
 	}
 	sec.mu.Lock()
@@ -233,7 +235,11 @@ func (sec *security) remove(id string) (store.Revocation, error) {
 	if !ok {
 		return r, store.ErrNotFound
 	}
-	if err := sec.st.DeleteRevocation(id); err != nil && !errors.Is(err, store.ErrNotFound) {
+	res, err := sec.c.do(&store.DeleteRevocation{ID: id})
+	if err == nil && !errors.Is(res.Err, store.ErrNotFound) {
+		err = res.Err
+	}
+	if err != nil {
 		return r, err
 	}
 	sec.mu.Lock()
@@ -356,29 +362,26 @@ func (s *Server) refuseRevoked(ctx context.Context, sess transport.Session, log 
 // cutOff closes every agent session a revocation now covers. Their
 // running attempts are lost at once (and retried if the job has retries
 // left), as if their leases had expired: the agent will not be let back
-// in to report on them. It returns the sessions closed and the jobs whose
+// in to report on them. Each is drained first, so nothing more is
+// dispatched to it. It returns the sessions closed and the jobs whose
 // attempts were lost, once the losses are durable.
 func (s *Server) cutOff() (sessions []string, lost []uint64, err error) {
 	var batches []*batch
-	s.sched.mu.Lock()
-	for _, a := range s.sched.agents {
+	for _, a := range s.sched.sessions() {
 		rev, ok := s.sec.deniedConn(a.sess.ConnectionState())
 		if !ok {
 			continue
 		}
-		a.draining, a.credits = true, 0 // nothing more is dispatched to it
-		why := fmt.Sprintf("agent %s's certificate was revoked by %s", a.name, rev.By)
-		for id, attempt := range a.running {
-			if j := s.sched.current(id, attempt, a.name); j != nil {
-				batches = append(batches, s.sched.loseAttempt(j, why))
-				lost = append(lost, id)
-			}
+		s.sched.drain(a.name)
+		ids, b := s.sched.loseAttempts(a, fmt.Sprintf("agent %s's certificate was revoked by %s", a.name, rev.By))
+		if b != nil {
+			batches = append(batches, b)
 		}
-		a.log.Warn("closing session: certificate revoked", "revocation", rev.ID(), "by", rev.By, "lost_jobs", len(lost))
+		lost = append(lost, ids...)
+		a.log.Warn("closing session: certificate revoked", "revocation", rev.ID(), "by", rev.By, "lost_jobs", len(ids))
 		a.close("certificate revoked")
 		sessions = append(sessions, a.name)
 	}
-	s.sched.mu.Unlock()
 	for _, b := range batches {
 		if werr := b.wait(); werr != nil && err == nil {
 			err = werr
@@ -498,12 +501,10 @@ func (s *Server) handleRevokeAgent(w http.ResponseWriter, r *http.Request, p htt
 	id, _ := requestIdentity(r)
 	rev := store.Revocation{Role: string(certs.RoleAgent), Name: name, Reason: req.Reason, By: id.who(), At: time.Now().UTC()}
 	if !req.AllCerts {
-		s.sched.mu.Lock()
 		var leaf *x509.Certificate
-		if a := s.sched.agents[name]; a != nil {
+		if a := s.sched.session(name); a != nil {
 			leaf = leafOf(a.sess.ConnectionState())
 		}
-		s.sched.mu.Unlock()
 		if leaf == nil {
 			writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("no connected agent named %q, so its certificate is unknown; revoke the name instead (every certificate named %q: all_certs, 'jobsuite agents revoke -all-certs %s') or the certificate by serial ('jobsuite certs revoke -cert FILE')", name, name, name), Field: "name"})
 			return
@@ -692,7 +693,7 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request, _ htt
 	sum := sha256.Sum256([]byte(secret))
 	now := time.Now().UTC()
 	t := store.Token{ID: id, Hash: sum[:], Role: string(role), Name: name, CreatedBy: who.who(), CreatedAt: now, ExpiresAt: now.Add(ttl)}
-	if err := s.st.PutToken(t); err != nil {
+	if _, err := s.c.do(&store.PutToken{Token: t}); err != nil {
 		s.log.Error("storing token failed", "error", err)
 		writeError(w, http.StatusServiceUnavailable, "the token could not be stored: %v", err)
 		return
@@ -751,7 +752,11 @@ func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request, p htt
 	s.sec.mu.Lock()
 	delete(s.sec.tokens, [sha256.Size]byte(found.Hash))
 	s.sec.mu.Unlock()
-	if err := s.st.DeleteToken(id); err != nil && !errors.Is(err, store.ErrNotFound) {
+	res, err := s.c.do(&store.DeleteToken{ID: id})
+	if err == nil && !errors.Is(res.Err, store.ErrNotFound) {
+		err = res.Err
+	}
+	if err != nil {
 		s.log.Error("deleting token failed", "token", id, "error", err)
 		writeError(w, http.StatusServiceUnavailable, "the token is refused until the controller restarts, but could not be deleted from the store: %v", err)
 		return

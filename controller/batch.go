@@ -1,17 +1,12 @@
 package controller
 
 import (
-	"strconv"
-
-	"github.com/hashicorp/go-hclog"
-
 	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"time"
 
 	"github.com/julienschmidt/httprouter"
 
@@ -129,128 +124,4 @@ func decodeBatch(body []byte, lim submitLimits) ([]*store.Job, error) {
 		jobs[i] = j
 	}
 	return jobs, nil
-}
-
-// submitBatch queues jobs in order, taking the scheduler lock once, and
-// waits for the store batch holding the last of them: batches are
-// applied in order, so all are durable when it returns. A job whose
-// idempotency key names an existing job (stored, or being submitted
-// concurrently) is not created; its item names that job. Keys must be
-// distinct within jobs (decodeBatch checks), since the store refuses a
-// batch that claims one key twice.
-//
-// Lookups happen before anything is queued, so an error leaves nothing
-// behind.
-func (s *scheduler) submitBatch(jobs []*store.Job, audit *store.AuditEntry) ([]BatchItem, error) {
-	size := 0
-	for _, j := range jobs {
-		size += recordSize(j)
-	}
-	if err := s.disk.room(size); err != nil {
-		return nil, err
-	}
-	items := make([]BatchItem, len(jobs))
-	existing := map[int]uint64{} // index → stored job with its key
-	var others []*batch          // concurrent submissions whose jobs we return
-
-	s.mu.Lock()
-	for i, j := range jobs {
-		k := j.IdempotencyKey
-		if k == "" {
-			continue
-		}
-		if p, ok := s.keys[k]; ok {
-			items[i] = BatchItem{JobID: p.job.ID, Status: p.job.State}
-			others = append(others, p.b)
-			continue
-		}
-		id, ok, err := s.st.IdempotencyKey(k)
-		if err != nil {
-			s.mu.Unlock()
-			return nil, err
-		}
-		if ok {
-			existing[i] = id
-		}
-	}
-	// IDs first, so the audit entry can name them before the batch is
-	// queued (the committer may encode it at once).
-	var created []int // indexes of the jobs to create
-	for i, j := range jobs {
-		if items[i].JobID != 0 {
-			continue
-		}
-		if _, ok := existing[i]; ok {
-			continue
-		}
-		j.ID = s.st.NextID()
-		created = append(created, i)
-	}
-	var stored *store.AuditEntry // written with the last job created
-	if n := len(created); n > 0 {
-		first, lastID := jobs[created[0]].ID, jobs[created[n-1]].ID
-		if audit != nil {
-			audit.Target = fmt.Sprintf("jobs %d-%d", first, lastID)
-			if n == 1 {
-				audit.Target = "job " + strconv.FormatUint(first, 10)
-			}
-			audit.Detail = fmt.Sprintf("batch of %d", n)
-			if audit.ID != 0 {
-				stored = audit
-			}
-		}
-		// One line for the batch; the jobs' own lines are at debug.
-		s.log.Info("jobs submitted", "count", n, "first_job", first, "last_job", lastID)
-	}
-	now := time.Now().UTC()
-	var last *batch
-	var mine []*store.Job // created with a key: registered in s.keys
-	for k, i := range created {
-		j := jobs[i]
-		j.State = store.Queued
-		j.CreatedAt = now
-		j.QueuedAt = now
-		s.logEnd[j.ID] = 0
-		j.Reason = s.whyQueued(j)
-		var a *store.AuditEntry
-		if k == len(created)-1 {
-			a = stored
-		}
-		last = s.submitTransition(nil, j, "submitted", "", hclog.Debug, a)
-		if j.IdempotencyKey != "" {
-			s.keys[j.IdempotencyKey] = pendingKey{job: j, b: last}
-			mine = append(mine, j)
-		}
-		items[i] = BatchItem{JobID: j.ID, Status: store.Queued, Created: true}
-	}
-	s.mu.Unlock()
-
-	var err error
-	if last != nil {
-		err = last.wait()
-	}
-	if len(mine) > 0 {
-		s.mu.Lock()
-		for _, j := range mine {
-			if p, ok := s.keys[j.IdempotencyKey]; ok && p.job == j {
-				delete(s.keys, j.IdempotencyKey)
-			}
-		}
-		s.mu.Unlock()
-	}
-	if err != nil {
-		return nil, err
-	}
-	for _, b := range others {
-		if err := b.wait(); err != nil {
-			return nil, err
-		}
-	}
-	for i, id := range existing {
-		items[i] = BatchItem{JobID: id}
-		if j, err := s.st.Get(id); err == nil {
-			items[i].Status = j.State
-		}
-	}
-	return items, nil
 }

@@ -1,26 +1,33 @@
 package controller
 
 import (
+	"fmt"
 	"sync"
 	"time"
 
 	"jobsuite/controller/store"
 )
 
-// committer turns state transitions into synced store batches.
+// committer is the controller's single writer: every durable change is a
+// store.Command queued here, and the committer writes what is queued as
+// one synced store batch per round (store.ApplyNoWait), in the order it
+// was queued. It is the seam a replicated log will sit behind (doc.go).
 //
 // The scheduler changes its in-memory state first, under its lock, and
-// queues the matching store.Update here in the same order; it never holds
-// its lock across a disk write, and concurrent transitions share an fsync
-// (group commit). Whatever must only happen once a transition is durable
-// — answering the client, sending a Dispatch to an agent, acknowledging a
-// result — waits on the batch holding it.
+// queues the matching command here in the same order; it never holds
+// its lock across a disk write, and concurrent transitions share an
+// fsync (group commit). Whatever must only happen once a change is
+// durable — answering the client, sending a Dispatch to an agent,
+// acknowledging a result or output — waits on the batch holding it.
+// Output chunks ride in the rounds like everything else: a job stream
+// queues each chunk and acknowledges it (LogAck) once its round is
+// durable, so a stream costs no fsync of its own.
 //
 // Two goroutines form a pipeline. The applier takes everything queued so
 // far as one batch and hands it to the store with ApplyNoWait, which
 // writes it to the WAL and the memtable and returns without waiting for
 // the fsync; the applier then starts on the next batch while that one
-// syncs, so a transition queued during a sync waits for its own fsync,
+// syncs, so a command queued during a sync waits for its own fsync,
 // not for the one in flight and then its own. Up to maxInFlight batches
 // may be in flight at once; Pebble groups their fsyncs. The syncer waits
 // for each batch's fsync in the order the batches were applied and only
@@ -36,18 +43,27 @@ import (
 // Pebble already published a synced batch to readers before its fsync
 // ended when one batch was applied at a time. A crash can therefore
 // forget a state a reader saw, never one a waiter was told is durable.
-// Code that acknowledges durability from a store read must sync first
-// (see recorded in agents.go).
+// Code that acknowledges durability from a store read waits for a
+// barrier first (see recorded in agents.go).
 //
 // A failed batch (store error or fsync error) is fatal: memory is then
 // ahead of disk, so the controller stops (Run returns the error) rather
-// than serve a state it cannot persist. Every later batch fails with the
-// same error, including those already handed to Pebble, and later adds
-// fail at once. On restart the store is the truth.
+// than serve a state it cannot persist. So is a job transition or an
+// output chunk the store refuses (its Result has an error): the
+// scheduler counted it done, so its memory and the store disagree. Every
+// later batch fails with the same error, including those already handed
+// to Pebble, and later adds fail at once. On restart the store is the
+// truth. Other commands' results (a token that is not there, a join
+// token used up) go back to their waiter.
 type committer struct {
 	// apply hands a batch to the store without waiting for its fsync
-	// (store.ApplyNoWait); tests replace it.
-	apply func([]store.Update) (syncer, error)
+	// (store.ApplyNoWait) and returns each command's result; tests
+	// replace it.
+	apply func([]store.Command) (syncer, []store.Result, error)
+	// applied, if set, is called with each batch the store applied, in
+	// order, from the applier goroutine, before the batch is durable:
+	// the hub hears of output here, once readers can read it.
+	applied func([]store.Command)
 	// writable, if set, says whether the disk has room for a write; while
 	// it says no, the next batch waits (disk.go) instead of failing the
 	// store. It is asked once per batch.
@@ -68,15 +84,16 @@ type syncer interface{ Wait() error }
 
 // maxInFlight bounds the batches applied but not yet released: the one
 // the syncer waits on, maxInFlight-2 queued for it, and the one the
-// applier has just applied and waits to queue. Beyond that, updates
+// applier has just applied and waits to queue. Beyond that, commands
 // gather into the next batch. Deeper pipelines measured no faster
 // (BenchmarkCommitter): they only made the batches smaller.
 const maxInFlight = 4
 
-// batch is a group of updates that become durable together.
+// batch is a group of commands that become durable together.
 type batch struct {
-	updates []store.Update
-	pending syncer // set once applied
+	cmds    []store.Command
+	results []store.Result // set once applied
+	pending syncer         // set once applied
 	done    chan struct{}
 	err     error
 }
@@ -89,12 +106,12 @@ func (b *batch) wait() error {
 
 func newCommitter(st *store.Store) *committer {
 	return &committer{
-		apply: func(us []store.Update) (syncer, error) {
-			p, err := st.ApplyNoWait(us...)
+		apply: func(cmds []store.Command) (syncer, []store.Result, error) {
+			p, err := st.ApplyNoWait(cmds...)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
-			return p, nil
+			return p, p.Results(), nil
 		},
 		kick:     make(chan struct{}, 1),
 		inflight: make(chan *batch, maxInFlight-2),
@@ -102,26 +119,54 @@ func newCommitter(st *store.Store) *committer {
 	}
 }
 
-// add queues one update and returns the batch it will be written in.
-func (c *committer) add(u store.Update) *batch {
+// add queues one command and returns the batch it will be written in.
+func (c *committer) add(cmd store.Command) *batch {
+	b, _ := c.queue(cmd)
+	return b
+}
+
+// do queues one command, waits until it is durable and returns its
+// result.
+func (c *committer) do(cmd store.Command) (store.Result, error) {
+	b, i := c.queue(cmd)
+	if err := b.wait(); err != nil {
+		return store.Result{}, err
+	}
+	return b.results[i], nil
+}
+
+// barrier returns a batch that is done once everything queued before it
+// is durable. It adds no command: it is the batch being filled, or an
+// empty one, which the store makes a barrier (store.ApplyNoWait).
+func (c *committer) barrier() *batch {
+	b, _ := c.queue(nil)
+	return b
+}
+
+// queue adds cmd (nothing if nil) to the open batch and returns the
+// batch and cmd's place in it.
+func (c *committer) queue(cmd store.Command) (*batch, int) {
 	c.mu.Lock()
 	if c.failed != nil || c.stopped {
 		c.mu.Unlock()
 		b := &batch{done: make(chan struct{}), err: c.err()}
 		close(b.done)
-		return b
+		return b, 0
 	}
 	if c.open == nil {
 		c.open = &batch{done: make(chan struct{})}
 	}
 	b := c.open
-	b.updates = append(b.updates, u)
+	i := len(b.cmds)
+	if cmd != nil {
+		b.cmds = append(b.cmds, cmd)
+	}
 	c.mu.Unlock()
 	select {
 	case c.kick <- struct{}{}:
 	default:
 	}
-	return b
+	return b, i
 }
 
 func (c *committer) err() error {
@@ -217,7 +262,13 @@ func (c *committer) flush(final bool, stop <-chan struct{}) bool {
 	if failed != nil {
 		b.err = failed
 	} else {
-		b.pending, b.err = c.apply(b.updates)
+		b.pending, b.results, b.err = c.apply(b.cmds)
+		if b.err == nil {
+			b.err = refused(b.cmds, b.results)
+			if c.applied != nil {
+				c.applied(b.cmds)
+			}
+		}
 	}
 	ok := b.err == nil
 	if !ok {
@@ -270,4 +321,20 @@ func (c *committer) syncLoop() {
 		}
 		close(b.done)
 	}
+}
+
+// refused returns an error for the first job transition or output chunk
+// the store refused: the scheduler counted it done, so memory and store
+// disagree (ErrDiverged).
+func refused(cmds []store.Command, results []store.Result) error {
+	for i, r := range results {
+		if r.Err == nil {
+			continue
+		}
+		switch cmds[i].(type) {
+		case *store.Transition, *store.Output:
+			return fmt.Errorf("%w: %w", ErrDiverged, r.Err)
+		}
+	}
+	return nil
 }

@@ -16,8 +16,8 @@ import (
 // fakeSync is a batch handed to a fakeStore: Wait blocks until the test
 // releases it with an error or nil.
 type fakeSync struct {
-	updates []store.Update
-	result  chan error
+	cmds   []store.Command
+	result chan error
 }
 
 func (f *fakeSync) Wait() error { return <-f.result }
@@ -33,15 +33,23 @@ func newFakeStore() *fakeStore {
 	return &fakeStore{applied: make(chan *fakeSync, 100), fail: map[uint64]error{}}
 }
 
-func (f *fakeStore) apply(us []store.Update) (syncer, error) {
-	for _, u := range us {
-		if err := f.fail[u.Next.ID]; err != nil {
-			return nil, err
+func (f *fakeStore) apply(cmds []store.Command) (syncer, []store.Result, error) {
+	for _, c := range cmds {
+		if err := f.fail[jobOf(c)]; err != nil {
+			return nil, nil, err
 		}
 	}
-	s := &fakeSync{updates: us, result: make(chan error, 1)}
+	s := &fakeSync{cmds: cmds, result: make(chan error, 1)}
 	f.applied <- s
-	return s, nil
+	return s, make([]store.Result, len(cmds)), nil
+}
+
+// jobOf returns the job a transition is about (0 for other commands).
+func jobOf(c store.Command) uint64 {
+	if t, ok := c.(*store.Transition); ok {
+		return t.Job.ID
+	}
+	return 0
 }
 
 // recv returns the next value from ch, failing the test if none comes
@@ -57,8 +65,8 @@ func recv[T any](t *testing.T, ch <-chan T, what string) T {
 	}
 }
 
-func update(id uint64) store.Update {
-	return store.Update{Next: &store.Job{ID: id, State: store.Queued}}
+func update(id uint64) store.Command {
+	return store.NewTransition(&store.Job{ID: id, State: store.Queued}, store.Event{})
 }
 
 func isDone(b *batch) bool {
@@ -108,8 +116,8 @@ func TestCommitterPipelines(t *testing.T) {
 	if b1 == b2 {
 		t.Fatal("both updates in one batch")
 	}
-	if len(s1.updates) != 1 || s1.updates[0].Next.ID != 1 || len(s2.updates) != 1 || s2.updates[0].Next.ID != 2 {
-		t.Fatalf("batches hold %v and %v", s1.updates, s2.updates)
+	if len(s1.cmds) != 1 || jobOf(s1.cmds[0]) != 1 || len(s2.cmds) != 1 || jobOf(s2.cmds[0]) != 2 {
+		t.Fatalf("batches hold %v and %v", s1.cmds, s2.cmds)
 	}
 
 	// The second fsync ends first; its waiter must still wait for the
@@ -240,7 +248,7 @@ func TestCommitterStore(t *testing.T) {
 					defer wg.Done()
 					for range perWriter {
 						j := &store.Job{ID: st.NextID(), Command: "true", State: store.Queued}
-						u := store.NewUpdate(nil, j, store.Event{Type: "submitted"})
+						u := store.NewTransition(j, store.Event{Type: "submitted"})
 						// add and recording its position happen together,
 						// as under the scheduler's lock.
 						mu.Lock()
@@ -315,9 +323,9 @@ func BenchmarkCommitter(b *testing.B) {
 			c := newCommitter(st)
 			var batches atomic.Int64
 			apply := c.apply
-			c.apply = func(us []store.Update) (syncer, error) {
+			c.apply = func(cmds []store.Command) (syncer, []store.Result, error) {
 				batches.Add(1)
-				return apply(us)
+				return apply(cmds)
 			}
 			stop := make(chan struct{})
 			result := make(chan error, 1)
@@ -339,7 +347,7 @@ func BenchmarkCommitter(b *testing.B) {
 						next.Unlock()
 						j := &store.Job{ID: st.NextID(), Name: "bench", Command: "true", State: store.Queued,
 							CreatedAt: time.Now(), QueuedAt: time.Now(), Labels: map[string]string{"os": "linux"}}
-						if err := c.add(store.NewUpdate(nil, j, store.Event{Time: j.CreatedAt, Type: "submitted"})).wait(); err != nil {
+						if err := c.add(store.NewTransition(j, store.Event{Time: j.CreatedAt, Type: "submitted"})).wait(); err != nil {
 							b.Error(err)
 							return
 						}
@@ -379,9 +387,9 @@ func BenchmarkCommitterLatency(b *testing.B) {
 	stop := make(chan struct{})
 	result := make(chan error, 1)
 	go func() { result <- c.run(stop) }()
-	create := func() store.Update {
+	create := func() store.Command {
 		j := &store.Job{ID: st.NextID(), Command: "true", State: store.Queued, CreatedAt: time.Now(), QueuedAt: time.Now()}
-		return store.NewUpdate(nil, j, store.Event{Time: j.CreatedAt, Type: "submitted"})
+		return store.NewTransition(j, store.Event{Time: j.CreatedAt, Type: "submitted"})
 	}
 	done := make(chan struct{})
 	var wg sync.WaitGroup

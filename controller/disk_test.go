@@ -162,7 +162,7 @@ func TestCommitterWaitsForDisk(t *testing.T) {
 	go func() { done <- c.run(stop) }()
 
 	j := &store.Job{ID: st.NextID(), Command: "true", State: store.Queued}
-	b := c.add(store.NewUpdate(nil, j, store.Event{Type: "submitted"}))
+	b := c.add(store.NewTransition(j, store.Event{Type: "submitted"}))
 	<-asked
 	<-asked // asked again: it is waiting, not done
 	select {
@@ -184,7 +184,7 @@ func TestCommitterWaitsForDisk(t *testing.T) {
 	// Stopping while it waits fails what it holds (and says why) rather
 	// than hang.
 	room.Store(false)
-	b = c.add(store.NewUpdate(nil, &store.Job{ID: st.NextID(), Command: "true", State: store.Queued}, store.Event{Type: "submitted"}))
+	b = c.add(store.NewTransition(&store.Job{ID: st.NextID(), Command: "true", State: store.Queued}, store.Event{Type: "submitted"}))
 	<-asked
 	close(stop)
 	if err := b.wait(); !errors.Is(err, ErrDiskFull) {

@@ -5,17 +5,107 @@
 //
 // The store (package controller/store, the only Pebble user) holds every
 // job record, the queue, delay and active indexes, each job's events and
-// its output. The scheduler keeps the non-terminal jobs, the queue and
-// the connected agents in memory behind one mutex and changes them only
-// through scheduler.transition, which also queues the matching store
-// update. The committer (commit.go) writes queued updates as one synced
-// Pebble batch per round, so concurrent transitions share an fsync, and
-// writes the next round while earlier ones sync, releasing them in order.
-// Whatever makes a transition visible outside — the HTTP answer, the
-// Dispatch to an agent, the FinishAck — waits for its batch, so nothing
-// is acknowledged that a kill -9 could lose. Every transition is a
-// command (prev → next, event) applied to the store: the shape a
-// replicated log could later apply on several controllers.
+// its output, and the security records (tokens, revocations, join
+// tokens, the audit log). Every durable change is a store.Command, and
+// the committer (commit.go) is the one writer: it hands what was queued
+// since its last round to store.ApplyNoWait as one synced Pebble batch,
+// so concurrent changes share an fsync, and writes the next round while
+// earlier ones sync, releasing them in order. Whatever makes a change
+// visible outside — the HTTP answer, the Dispatch to an agent, the
+// FinishAck, the LogAck — waits for its round, so nothing is
+// acknowledged that a kill -9 could lose.
+//
+// The scheduler keeps the non-terminal jobs, the queue and its book of
+// the connected agents in memory behind one mutex, and changes a job only
+// through scheduler.transition, which also queues the matching command.
+// The mutex is its own (see Ownership below), and no store I/O happens
+// under it: commands are queued, the store is read outside it.
+//
+// # The write seam
+//
+// What crosses from the controller to the store is a sequence of
+// rounds, each a []store.Command applied as one atomic batch, in order.
+// This is the seam a replicated log sits behind (issue 14: one raft entry
+// per round, and every node's FSM applies it with store.ApplyNoWait);
+// today committer.apply calls store.ApplyNoWait directly.
+//
+// The commands (controller/store/command.go): Transition (a job's new
+// version with its event, and for a submission its audit entry; an
+// event with Seq 0 creates the job), Output (a chunk of a job's log at
+// its offset), PutToken and DeleteToken (API tokens), PutRevocation and
+// DeleteRevocation, CreateJoinToken, UseJoinToken, DeleteJoinToken and
+// PruneJoinTokens, AppendAudit and PruneAudit, and PruneJobs (explicit
+// job IDs, chosen by the retention loop from the finished index: the
+// policy — its clock, its limits, the finished count — stays with the
+// leader, and the command stays bounded, one read per job, whatever the
+// store holds).
+//
+// Their rules, which make a round deterministic:
+//   - Everything that varies is chosen before a command is made and is
+//     carried in it: job IDs (store.NextID, taken by the scheduler), times
+//     (event, attempt and chunk times from the scheduler's clock; token,
+//     revocation and audit times from the handlers), retry delays with
+//     their jitter (Job.NotBefore), audit IDs (security.stamp), the
+//     random parts of tokens, the bytes of output and their offsets.
+//   - Applying reads only the store and the command. A Transition reads
+//     the job's current record itself; it never trusts a copy carried
+//     along. Idempotency keys, join-token uses and deletes are decided in
+//     apply order, and a later command sees an earlier one's effect, in
+//     the same round or an earlier one. Each command's store.Result (a
+//     create refused for its key, a token used up, a delete of a missing
+//     record) is a function of the store and the command, so the same
+//     rounds applied to two stores holding the same data leave them
+//     byte-identical and decide the same results.
+//   - Commands are plain data (exported fields, which encoding/json
+//     carries: TestCommandsReplayByteIdentical sends a real run's rounds
+//     through JSON into two fresh stores and compares them with the
+//     controller's own, key by key) and are never modified once queued.
+//
+// What a replica must do with them: apply every round, in log order,
+// each as one batch through store.ApplyNoWait, and nothing else to its
+// store (Open's schema version is the only other write). Node-local
+// state stays node-local: the QUIC stateless-reset key is a file under
+// node/ in the data directory, not a key, and the store's memory of
+// unfinished jobs (store.head) and its finished count are rebuilt from
+// the store by each node. Output is >99% of the bytes: in one
+// controller its commands ride the rounds like the others; a cluster
+// keeps them out of the replicated log (DESIGN.md) and has each node
+// apply them through the same function.
+//
+// The leader's side: a job transition or output chunk is counted done by
+// the scheduler when it is queued, so the store refusing one means memory
+// and store disagree, and the committer stops the controller
+// (ErrDiverged); the next start loads the store's truth. Other commands'
+// results go back to whoever queued them (committer.do).
+//
+// # Ownership
+//
+// The scheduler owns its state: its mutex, its maps and its book of each
+// agent (agentState) are touched only by its own files — scheduler.go,
+// expiry.go and registry.go — and every other file calls its methods.
+// agentConn is the session only. These print nothing:
+//
+//	grep -nE '\bsched\.(mu|jobs|q|delay|agents|leases|expiry|keys|logEnd|ended|endedQ|rotate|metrics|opts)\b' controller/*.go
+//	grep -n 'func (s \*scheduler)' controller/*.go | grep -vE '^controller/(scheduler|expiry|registry)(_[a-z]+)?(_test)?\.go:'
+//	grep -nE 'agentState|\.(credits|draining|lastSeen)\b|\.running\[' controller/*.go | grep -vE '^controller/((scheduler|expiry|registry)(_[a-z]+)?(_test)?|doc)\.go:'
+//
+// (The scheduler's own tests, scheduler_*_test.go and expiry_test.go,
+// look inside it; load_test.go checks what load rebuilt.)
+//
+// Fencing without I/O under the lock: once an attempt is lost and
+// retried, the next attempt owns the job's log from the lost one's end
+// on, so no chunk of the lost attempt may be stored after its loss. The
+// job stream calls scheduler.output, which checks that the attempt is
+// current and queues the chunk's Output command under the mutex; every
+// transition that ends an attempt is queued under the same mutex; and
+// the committer applies commands in the order they were queued. So a
+// chunk is stored before the record of its attempt's loss (whose
+// LogBytes counts it) or not at all, and the next attempt's LogStart is
+// past it — with no write under the lock.
+//
+// The scheduler takes its time from a clock it is given (clock.go; the
+// real one in production), so its tests move a fake clock through
+// leases, retries and timeouts in microseconds.
 //
 // Each transition logs one info line (job, state, attempt, agent), except
 // the jobs of a batch submit: they log at debug and the batch logs one
@@ -56,7 +146,11 @@
 // # Logs
 //
 // An agent streams output on the attempt's own stream; the controller
-// appends it to the store at the job's log offset and rings the hub.
+// queues each chunk to the committer at the job's log offset, and the
+// hub hears of it (and rings the job's followers) once the committer has
+// applied it. The stream acknowledges output (LogAck) about every 50 ms,
+// once the round holding the last chunk it counts is durable: chunks
+// ride the committer's rounds, so a stream costs no fsync of its own.
 // Followers (WebSocket, CLI) read from their own offset whenever the hub
 // rings, so a slow follower holds up nothing and no follower ever sees a
 // gap or a duplicate. While a job has followers the hub keeps a copy of

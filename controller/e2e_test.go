@@ -39,6 +39,8 @@ type cluster struct {
 	client  *http.Client
 	base    string
 	cfg     controller.Config
+	// beforeRun, if set, is called with each new Server before it runs.
+	beforeRun func(*controller.Server)
 }
 
 func testLogger(t *testing.T, name string) hclog.Logger {
@@ -116,6 +118,9 @@ func (c *cluster) startController() {
 	srv, err := controller.New(cfg)
 	if err != nil {
 		c.t.Fatal(err)
+	}
+	if c.beforeRun != nil {
+		c.beforeRun(srv)
 	}
 	// Keep the same ports across restarts so agents find it again.
 	c.cfg.HTTPAddr, c.cfg.AgentAddr = srv.HTTPAddr(), srv.AgentAddr()

@@ -429,17 +429,18 @@ func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request, _
 		return
 	}
 	now := time.Now().UTC()
-	if n, err := s.st.PruneJoinTokens(now.Add(-joinTokenKeep)); err != nil {
-		s.log.Warn("pruning expired join tokens failed", "error", err)
-	} else if n > 0 {
-		s.log.Debug("expired join tokens pruned", "count", n)
-	}
+	// Expired tokens go in the same round as the new one.
+	s.c.add(&store.PruneJoinTokens{Before: now.Add(-joinTokenKeep)})
 	secret, hash := newJoinToken()
 	t := store.JoinToken{
 		Hash: hash, Uses: uses, UsesLeft: uses, Labels: req.Labels, NamePrefix: prefix,
 		CreatedBy: who.who(), CreatedAt: now, ExpiresAt: now.Add(ttl),
 	}
-	if err := s.st.PutJoinToken(t); err != nil {
+	res, err := s.c.do(&store.CreateJoinToken{Token: t})
+	if err == nil {
+		err = res.Err // ErrExists: 256 random bits met an earlier token
+	}
+	if err != nil {
 		s.log.Error("storing join token failed", "error", err)
 		writeError(w, http.StatusServiceUnavailable, "the join token could not be stored: %v", err)
 		return
@@ -487,7 +488,14 @@ func (s *Server) handleJoinTokens(w http.ResponseWriter, r *http.Request, _ http
 // handleRevokeJoinToken deletes a join token: it enrolls nobody from now on.
 func (s *Server) handleRevokeJoinToken(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
 	id := p.ByName("id")
-	t, err := s.st.DeleteJoinToken(id)
+	res, err := s.c.do(&store.DeleteJoinToken{ID: id})
+	if err == nil {
+		err = res.Err
+	}
+	var t store.JoinToken
+	if res.JoinToken != nil {
+		t = *res.JoinToken
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("no join token with id %q; 'jobsuite agent token list' shows them", id), Field: "id"})
@@ -562,7 +570,13 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request, _ httprout
 		writeError(w, http.StatusServiceUnavailable, "signing the certificate failed: %v", err)
 		return
 	}
-	t, err = s.st.UseJoinToken(sum[:], now, name)
+	res, err := s.c.do(&store.UseJoinToken{Hash: sum[:], Now: now, Agent: name})
+	if err == nil {
+		err = res.Err
+		if res.JoinToken != nil {
+			t = *res.JoinToken
+		}
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrTokenExpired), errors.Is(err, store.ErrTokenUsedUp):
 		s.log.Warn("enrollment refused", "remote", r.RemoteAddr, "reason", err)
@@ -609,10 +623,7 @@ func (s *Server) enrollName(t store.JoinToken, requested string) (name string, c
 	}
 	// A new session takes over a connected agent's name and its
 	// attempts: a join token must not be a way to do that.
-	s.sched.mu.Lock()
-	_, taken := s.sched.agents[requested]
-	s.sched.mu.Unlock()
-	if taken {
+	if s.sched.session(requested) != nil {
 		return "", http.StatusConflict, fmt.Sprintf("an agent named %q is connected; choose another name", requested)
 	}
 	return requested, 0, ""

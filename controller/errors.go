@@ -24,4 +24,9 @@ var (
 	// ErrDiskFull: the controller stopped while a write waited for disk
 	// space; the changes it held were not stored.
 	ErrDiskFull = errors.New("stopped while waiting for disk space: changes not stored")
+	// ErrDiverged: the store refused a job transition or an output chunk
+	// the scheduler had already counted as done, so its memory and the
+	// store disagree; the controller stops, and a restart loads the
+	// store's truth. It means a bug (or a second writer), never load.
+	ErrDiverged = errors.New("the store refused a change the scheduler had made; memory and store disagree")
 )

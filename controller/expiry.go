@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"jobsuite/controller/store"
 	"jobsuite/protocol"
 )
 
@@ -93,24 +94,26 @@ func (s *scheduler) pushExpiry(it expiryItem) {
 // expiryLoop ends attempts whose lease or deadline has passed, each when
 // it passes, and closes the sessions of agents that went silent.
 func (s *scheduler) expiryLoop(ctx context.Context) {
-	t := time.NewTimer(time.Hour)
+	t := s.clock.NewTimer(time.Hour)
 	defer t.Stop()
-	silence := time.NewTicker(max(s.opts.LeaseTTL/4, 50*time.Millisecond))
+	every := max(s.opts.LeaseTTL/4, 50*time.Millisecond)
+	silence := s.clock.NewTimer(every)
 	defer silence.Stop()
 	for {
-		next := s.expire(time.Now())
+		now := s.clock.Now()
 		wait := time.Hour
-		if !next.IsZero() {
-			wait = time.Until(next)
+		if next := s.expire(now); !next.IsZero() {
+			wait = next.Sub(now)
 		}
 		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		case <-s.expiryCh:
-		case now := <-silence.C:
+		case now := <-silence.C():
 			s.closeSilent(now)
+			silence.Reset(every)
 		}
 	}
 }
@@ -135,11 +138,11 @@ func (s *scheduler) expire(now time.Time) time.Time {
 			nc := next.Current()
 			nc.OutputBytes = next.LogBytes - nc.LogStart
 			nc.Error = fmt.Sprintf("agent %s did not end the job %s after its timeout; the controller's deadline passed", c.Agent, s.opts.KillGrace+s.opts.LeaseTTL)
-			if a := s.agents[c.Agent]; a != nil {
-				delete(a.running, it.id)
-				a.send(&protocol.Cancel{JobID: it.id, Attempt: c.Number, Reason: "timeout (controller deadline)"})
+			if st := s.agents[c.Agent]; st != nil {
+				delete(st.running, it.id)
+				st.conn.send(&protocol.Cancel{JobID: it.id, Attempt: c.Number, Reason: "timeout (controller deadline)"})
 			}
-			s.endAttempt(j, next, "timeout", nc.Error)
+			s.endAttempt(j, next, store.OutcomeTimeout, nc.Error)
 			continue
 		}
 		l, ok := s.leases[it.id]
@@ -153,27 +156,14 @@ func (s *scheduler) expire(now time.Time) time.Time {
 			continue
 		}
 		s.loseAttempt(j, fmt.Sprintf("agent %s did not renew the lease within %s", c.Agent, s.opts.LeaseTTL))
-		if a := s.agents[c.Agent]; a != nil {
-			a.send(&protocol.Cancel{JobID: it.id, Attempt: c.Number, Reason: "lease expired"})
+		if st := s.agents[c.Agent]; st != nil {
+			st.conn.send(&protocol.Cancel{JobID: it.id, Attempt: c.Number, Reason: "lease expired"})
 		}
 	}
 	if s.expiry.Len() == 0 {
 		return time.Time{}
 	}
 	return s.expiry[0].due
-}
-
-// closeSilent closes the sessions of agents not heard from for a lease.
-// Their attempts run out on their own leases.
-func (s *scheduler) closeSilent(now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, a := range s.agents {
-		if now.Sub(a.lastSeen) > s.opts.LeaseTTL {
-			s.log.Warn("agent missed heartbeats; closing its session", "agent", a.name, "last_seen", a.lastSeen)
-			a.close("missed heartbeats for " + s.opts.LeaseTTL.String())
-		}
-	}
 }
 
 // startServing gives the attempts load found running their restart

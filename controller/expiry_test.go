@@ -14,6 +14,7 @@ import (
 type expiryFixture struct {
 	t  *testing.T
 	s  *scheduler
+	st *store.Store
 	t0 time.Time
 }
 
@@ -29,10 +30,10 @@ func newExpiryFixture(t *testing.T, lease time.Duration) *expiryFixture {
 			t.Error(err)
 		}
 	})
-	s := newScheduler(testLog(t, "scheduler"), st, c, newHub(), schedOptions{
+	s := newScheduler(testLog(t, "scheduler"), st, c, schedOptions{
 		LeaseTTL: lease, KillGrace: time.Second, BackoffBase: time.Second, BackoffMax: time.Second,
 	})
-	return &expiryFixture{t: t, s: s, t0: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	return &expiryFixture{t: t, s: s, st: st, t0: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 }
 
 // running stores a job whose attempt n runs on agent "a" since t0, with
@@ -49,7 +50,7 @@ func (f *expiryFixture) running(n uint32, timeout time.Duration, retries int) ui
 		}
 		j.Attempts = append(j.Attempts, a)
 	}
-	if err := s.st.Apply(store.NewUpdate(nil, j, store.Event{Type: "submitted"})); err != nil {
+	if err := applyAll(f.st, store.NewTransition(j, store.Event{Type: "submitted"})); err != nil {
 		f.t.Fatal(err)
 	}
 	s.mu.Lock()
@@ -77,7 +78,7 @@ func (f *expiryFixture) expire(at time.Duration) time.Duration {
 }
 
 // state returns the job's state and its last attempt's outcome and error.
-func (f *expiryFixture) state(id uint64) (store.State, string, string) {
+func (f *expiryFixture) state(id uint64) (store.State, store.Outcome, string) {
 	f.s.mu.Lock()
 	j := f.s.jobs[id]
 	if j == nil {

@@ -127,7 +127,7 @@ func viewJob(j *store.Job, reason string) JobView {
 		v.Attempts = append(v.Attempts, AttemptView{
 			Number: a.Number, Agent: a.Agent, DispatchedAt: a.DispatchedAt,
 			StartedAt: timePtr(a.StartedAt), FinishedAt: timePtr(a.FinishedAt), PID: a.PID,
-			Outcome: a.Outcome, ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error,
+			Outcome: string(a.Outcome), ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error,
 			Duration: a.Duration.Seconds(), UserCPU: a.UserCPU.Seconds(), SystemCPU: a.SystemCPU.Seconds(),
 			MaxRSS: a.MaxRSS, LogStart: a.LogStart, OutputBytes: a.OutputBytes, QueueLatency: queueLatency(a),
 		})
@@ -139,7 +139,7 @@ func viewJob(j *store.Job, reason string) JobView {
 		}
 		v.ExitCode = a.ExitCode
 		v.Result = &ResultView{
-			Outcome: a.Outcome, ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error,
+			Outcome: string(a.Outcome), ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error,
 			Duration: a.Duration.Seconds(), UserCPU: a.UserCPU.Seconds(), SystemCPU: a.SystemCPU.Seconds(),
 			MaxRSS: a.MaxRSS,
 		}
@@ -286,6 +286,11 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ httprouter
 		}
 		o.Before = n
 	}
+	match, ok := searchFilter(w, q) // search.go
+	if !ok {
+		return
+	}
+	o.Match = match
 	jobs, next, err := s.st.List(o)
 	if err != nil {
 		s.log.Error("listing jobs", "error", err)
@@ -300,7 +305,9 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ httprouter
 	}
 	out := make([]JobView, 0, len(jobs))
 	for _, j := range jobs {
-		out = append(out, viewJob(j, ""))
+		v := viewJob(j, "")
+		v.LogBytes = s.sched.outputSoFar(j)
+		out = append(out, v)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -326,6 +333,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, p httprouter.
 		return
 	}
 	v := viewJob(j, s.sched.reason(j))
+	v.LogBytes = s.sched.outputSoFar(j)
 	if wantLive {
 		v.Live = s.live(r.Context(), id, wait)
 	}

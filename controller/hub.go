@@ -96,19 +96,10 @@ func (h *hub) ring(id uint64) {
 	h.mu.Unlock()
 }
 
-// followed reports whether job id has followers: whether appended wants
-// a copy of its output.
-func (h *hub) followed(id uint64) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.subs[id] != nil
-}
-
-// appended records chunk c of job id, just stored. kept is a copy of
-// c.Data that the hub may keep (nobody modifies it afterwards), or nil
-// when the caller made none (the job had no followers when it looked).
-// The caller calls appended in the order it stored the chunks, under the
-// lock that orders those writes, so the tail matches the store.
+// appended records chunk c of job id, just applied to the store. kept is
+// a copy of c.Data that the hub may keep (nobody modifies it afterwards),
+// or nil. The committer calls appended for every chunk, in the order it
+// applied them (Server.outputApplied), so the tail matches the store.
 func (h *hub) appended(id uint64, c store.Chunk, kept []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

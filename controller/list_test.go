@@ -27,13 +27,13 @@ func listServer(t *testing.T) (*Server, []uint64) {
 		if i%3 == 0 {
 			j.Labels["gpu"] = "yes"
 		}
-		if err := st.Apply(store.NewUpdate(nil, j, store.Event{Type: "submitted"})); err != nil {
+		if err := applyAll(st, store.NewTransition(j, store.Event{Type: "submitted"})); err != nil {
 			t.Fatal(err)
 		}
 		if i%2 == 1 {
 			next := j.Clone()
 			next.State, next.FinishedAt = store.Completed, now
-			if err := st.Apply(store.NewUpdate(j, next, store.Event{Type: "finished"})); err != nil {
+			if err := applyAll(st, store.NewTransition(next, store.Event{Type: "finished"})); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -75,19 +75,9 @@ func (a *agentConn) deliverStatus(r *protocol.StatusReply) {
 // live asks the agent running job id for its live state, waiting at
 // most wait.
 func (s *Server) live(ctx context.Context, id uint64, wait time.Duration) *LiveView {
-	s.sched.mu.Lock()
-	j := s.sched.jobs[id]
-	var a *agentConn
-	var attempt uint32
-	var agent string
-	if j != nil && j.State.Active() {
-		c := j.Current()
-		attempt, agent = c.Number, c.Agent
-		a = s.sched.agents[agent]
-	}
-	s.sched.mu.Unlock()
+	agent, attempt, a, active := s.sched.holder(id)
 	switch {
-	case j == nil || !j.State.Active():
+	case !active:
 		return &LiveView{Stale: true, Error: "the job is not running"}
 	case a == nil:
 		return &LiveView{Stale: true, Agent: agent, Attempt: attempt, Error: fmt.Sprintf("agent %s is not connected", agent)}

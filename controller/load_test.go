@@ -19,7 +19,7 @@ func TestSchedulerLoad(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	apply := func(prev, next *store.Job) *store.Job {
 		t.Helper()
-		if err := st.Apply(store.NewUpdate(prev, next, store.Event{Type: "x"})); err != nil {
+		if err := applyAll(st, store.NewTransition(next, store.Event{Type: "x"})); err != nil {
 			t.Fatal(err)
 		}
 		return next
@@ -46,13 +46,13 @@ func TestSchedulerLoad(t *testing.T) {
 		j.LogBytes = 10
 		j.Attempts = []store.Attempt{{Number: 1, Agent: "a", LogStart: 10}}
 	})
-	if err := st.AppendLog(running.ID, store.Chunk{Offset: 10, Stream: 1, Data: make([]byte, 90)}); err != nil {
+	if err := applyAll(st, &store.Output{Job: running.ID, Chunk: store.Chunk{Offset: 10, Stream: 1, Data: make([]byte, 90)}}); err != nil {
 		t.Fatal(err)
 	}
 	move(mk(50, 0, nil), store.Completed, nil)
 
-	s := newScheduler(hclog.NewNullLogger(), st, nil, newHub(), schedOptions{LeaseTTL: time.Minute})
-	m := newMetrics(hclog.NewNullLogger(), s, s.hub, st)
+	s := newScheduler(hclog.NewNullLogger(), st, nil, schedOptions{LeaseTTL: time.Minute})
+	m := newMetrics(hclog.NewNullLogger(), s, newHub(), st, metricsOptions{})
 	if err := s.load(); err != nil {
 		t.Fatal(err)
 	}

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"iter"
-	"maps"
 	"net"
 	"net/http"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -43,6 +46,7 @@ type metrics struct {
 	dispatchLatency prometheus.Histogram   // queued → dispatched, seconds
 	runTime         prometheus.Histogram   // attempt run time, seconds
 	logBytesTotal   prometheus.Counter     // output bytes stored
+	http            *httpMetrics           // API requests (httpmetrics.go)
 
 	// The plain-HTTP listener of Config.MetricsAddr, if any.
 	ln  net.Listener
@@ -60,9 +64,10 @@ var (
 // newMetrics builds the registry and hooks it into the scheduler: job
 // counts start from what the scheduler loaded and follow its
 // transitions from then on.
-func newMetrics(log hclog.Logger, sched *scheduler, h *hub, st storeStats) *metrics {
+func newMetrics(log hclog.Logger, sched *scheduler, h *hub, st storeStats, o metricsOptions) *metrics {
 	m := &metrics{
-		reg: prometheus.NewRegistry(),
+		reg:  prometheus.NewRegistry(),
+		http: newHTTPMetrics(),
 		jobs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "jobsuite_jobs",
 			Help: "Jobs not yet finished, by state (queued, waiting, dispatched, running).",
@@ -114,7 +119,8 @@ func newMetrics(log hclog.Logger, sched *scheduler, h *hub, st storeStats) *metr
 	m.reg.MustRegister(
 		m.jobs, m.queueDepth, m.submissions, m.completions, m.retries, m.lost,
 		m.dispatchLatency, m.runTime, m.logBytesTotal,
-		newLiveCollector(sched, h, st),
+		m.http.requests, m.http.duration, buildInfo(o.version),
+		newLiveCollector(sched, h, st, o.maxAgents),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -125,10 +131,7 @@ func newMetrics(log hclog.Logger, sched *scheduler, h *hub, st storeStats) *metr
 		MaxRequestsInFlight: 4,
 	})
 
-	sched.mu.Lock()
-	defer sched.mu.Unlock()
-	m.countAll(maps.Values(sched.jobs))
-	sched.metrics = m
+	sched.setMetrics(m)
 	return m
 }
 
@@ -206,7 +209,7 @@ func (m *metrics) transition(prev, next *store.Job) {
 		m.dispatchLatency.Observe(max(c.DispatchedAt.Sub(c.QueuedAt), 0).Seconds())
 	}
 	if c.Outcome != "" && (newAttempt || pc.Outcome == "") {
-		if c.Outcome == "lost" {
+		if c.Outcome == store.OutcomeLost {
 			m.lost.Inc()
 		}
 		switch {
@@ -226,6 +229,35 @@ func (m *metrics) logBytes(n int) {
 	m.logBytesTotal.Add(float64(n))
 }
 
+// metricsOptions are the Config settings the metrics use.
+type metricsOptions struct {
+	version   string // jobsuite_build_info's version
+	maxAgents int    // per-agent series for at most this many agents; 0: none
+}
+
+// buildInfo is jobsuite_build_info: 1, with the release, the Go version
+// and the VCS revision the binary was built from (if Go recorded one).
+func buildInfo(version string) prometheus.Collector {
+	if version == "" {
+		version = "unknown"
+	}
+	revision := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, kv := range bi.Settings {
+			if kv.Key == "vcs.revision" {
+				revision = kv.Value
+			}
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "jobsuite_build_info",
+		Help:        "Always 1: the jobsuite release, Go version and VCS revision of this controller.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version(), "revision": revision},
+	})
+	g.Set(1)
+	return g
+}
+
 // storeStats is what the metrics need of the store.
 type storeStats interface {
 	Metrics() store.Stats
@@ -235,19 +267,27 @@ type storeStats interface {
 // awkward to keep counted: the connected agents and their slots, the log
 // followers, and Pebble's figures.
 type liveCollector struct {
-	sched *scheduler
-	hub   *hub
-	st    storeStats
+	sched     *scheduler
+	hub       *hub
+	st        storeStats
+	maxAgents int // per-agent series for at most this many agents
 
 	agents, slotsUsed, slotsFree, followers       *prometheus.Desc
 	disk, compactions, writeStalls, memtableBytes *prometheus.Desc
 	diskFree, diskFloor, diskLow, diskRefused     *prometheus.Desc
+
+	// Per connected agent (label agent), the first maxAgents by name.
+	agentInfo, agentSlots, agentRunning, agentDraining, agentHeartbeat *prometheus.Desc
+	agentsUnexported                                                   *prometheus.Desc
 }
 
-func newLiveCollector(sched *scheduler, h *hub, st storeStats) *liveCollector {
+func newLiveCollector(sched *scheduler, h *hub, st storeStats, maxAgents int) *liveCollector {
 	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
+	a := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, append([]string{"agent"}, labels...), nil)
+	}
 	return &liveCollector{
-		sched: sched, hub: h, st: st,
+		sched: sched, hub: h, st: st, maxAgents: maxAgents,
 		agents:        d("jobsuite_agents_connected", "Agents connected now."),
 		slotsUsed:     d("jobsuite_agent_slots_used", "Slots of connected agents that hold an attempt, summed over agents."),
 		slotsFree:     d("jobsuite_agent_slots_free", "Slots of connected agents that could take a job now (draining agents have none), summed over agents."),
@@ -260,30 +300,35 @@ func newLiveCollector(sched *scheduler, h *hub, st storeStats) *liveCollector {
 		diskFloor:     d("jobsuite_disk_min_free_bytes", "The floor of free space (-min-free-bytes): below it new jobs, output and dispatch are refused; 0: off."),
 		diskLow:       d("jobsuite_disk_low", "1 while new jobs, output and dispatch are refused because free space is below the floor, else 0."),
 		diskRefused:   d("jobsuite_disk_refusals_total", "New jobs and output chunks refused because free space was below the floor."),
+
+		// Per agent (metricsAgents bounds them).
+		agentInfo:        a("jobsuite_connected_agent_info", "Always 1, per connected agent: its version and transport (quic or tcp).", "version", "transport"),
+		agentSlots:       a("jobsuite_connected_agent_slots", "Jobs the connected agent runs at once."),
+		agentRunning:     a("jobsuite_connected_agent_running", "Attempts the connected agent holds."),
+		agentDraining:    a("jobsuite_connected_agent_draining", "1 while the connected agent is draining (it gets no new jobs), else 0."),
+		agentHeartbeat:   a("jobsuite_connected_agent_last_heartbeat_timestamp_seconds", "When the connected agent was last heard from, in Unix seconds."),
+		agentsUnexported: d("jobsuite_connected_agents_unexported", "Connected agents beyond the controller's -metrics-agents, which have no per-agent series."),
 	}
 }
 
 func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.agents, c.slotsUsed, c.slotsFree, c.followers, c.disk, c.compactions, c.writeStalls, c.memtableBytes,
-		c.diskFree, c.diskFloor, c.diskLow, c.diskRefused} {
+		c.diskFree, c.diskFloor, c.diskLow, c.diskRefused,
+		c.agentInfo, c.agentSlots, c.agentRunning, c.agentDraining, c.agentHeartbeat, c.agentsUnexported} {
 		ch <- d
 	}
 }
 
+// agentSample is what the per-agent series show of one agent.
+type agentSample struct {
+	name, version, transport string
+	slots, running           int
+	drained                  bool
+	heartbeat                time.Time // its last
+}
+
 func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
-	var agents, used, free int
-	c.sched.mu.Lock()
-	for _, a := range c.sched.agents {
-		if a.closed {
-			continue
-		}
-		agents++
-		used += len(a.running)
-		if !a.draining {
-			free += max(a.slots-len(a.running), 0)
-		}
-	}
-	c.sched.mu.Unlock()
+	agents, used, free, each := c.sched.agentLoad(c.maxAgents > 0)
 	followers := c.hub.followers()
 	st := c.st.Metrics()
 
@@ -307,6 +352,29 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(c.diskLow, lowV)
 	ch <- prometheus.MustNewConstMetric(c.diskRefused, prometheus.CounterValue, float64(refused))
+
+	// Per agent: the first maxAgents by name, so the series stay bounded
+	// however many agents connect (and stable from scrape to scrape).
+	slices.SortFunc(each, func(a, b agentSample) int { return strings.Compare(a.name, b.name) })
+	unexported := max(agents-c.maxAgents, 0)
+	if len(each) > c.maxAgents {
+		each = each[:c.maxAgents]
+	}
+	for _, a := range each {
+		agent := func(d *prometheus.Desc, v float64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{a.name}, labels...)...)
+		}
+		agent(c.agentInfo, 1, a.version, a.transport)
+		agent(c.agentSlots, float64(a.slots))
+		agent(c.agentRunning, float64(a.running))
+		draining := 0.0
+		if a.drained {
+			draining = 1
+		}
+		agent(c.agentDraining, draining)
+		agent(c.agentHeartbeat, float64(a.heartbeat.UnixNano())/1e9)
+	}
+	gauge(c.agentsUnexported, float64(unexported))
 }
 
 // handleMetrics serves the metrics in the Prometheus text format.

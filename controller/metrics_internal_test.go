@@ -54,10 +54,13 @@ func gather(t *testing.T, m *metrics, name string, labels ...string) float64 {
 // TestMetricsTransitions drives the counting through a job's life with
 // a lost attempt and a retry, as scheduler.transition reports it.
 func TestMetricsTransitions(t *testing.T) {
-	sched := newScheduler(hclog.NewNullLogger(), nil, nil, newHub(), schedOptions{})
 	// A job the scheduler loaded at start is counted from the outset.
-	sched.jobs[7] = &store.Job{ID: 7, State: store.Waiting, Priority: 50}
-	m := newMetrics(hclog.NewNullLogger(), sched, sched.hub, fakeStats{DiskBytes: 123, Compactions: 4, WriteStalls: 2, MemtableBytes: 5})
+	sched, ms := memScheduler(t, schedOptions{})
+	ms.put(&store.Job{ID: 7, State: store.Waiting, Priority: 50})
+	if err := sched.load(); err != nil {
+		t.Fatal(err)
+	}
+	m := newMetrics(hclog.NewNullLogger(), sched, newHub(), fakeStats{DiskBytes: 123, Compactions: 4, WriteStalls: 2, MemtableBytes: 5}, metricsOptions{})
 	if sched.metrics != m {
 		t.Fatal("newMetrics did not hook into the scheduler")
 	}
@@ -176,6 +179,14 @@ func TestMetricsTransitions(t *testing.T) {
 				t.Errorf("attempt duration sum = %v, want 14", s)
 			}
 		}
+	}
+
+	// It follows the scheduler's own transitions.
+	if _, _, err := sched.submit(&store.Job{Command: "true", Priority: 25}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := gather(t, m, "jobsuite_submissions_total"); got != 2 {
+		t.Errorf("submissions = %v after the scheduler's submit, want 2: newMetrics did not hook into the scheduler", got)
 	}
 
 	// A nil *metrics (a scheduler built without a Server) ignores hooks.

@@ -501,6 +501,13 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"Event":         reflect.TypeFor[store.Event](),
 		"LogMessage":    reflect.TypeFor[LogMessage](),
 		"Error":         reflect.TypeFor[errorBody](),
+
+		// The fleet routes (stats.go, fleet.go, resubmit.go).
+		"StatsView":       reflect.TypeFor[StatsView](),
+		"AgentStats":      reflect.TypeFor[AgentStats](),
+		"StatsSample":     reflect.TypeFor[StatsSample](),
+		"WhoAmI":          reflect.TypeFor[WhoAmI](),
+		"ResubmitRequest": reflect.TypeFor[ResubmitRequest](),
 	}
 	for name, typ := range types {
 		schema, ok := doc.Components.Schemas[name]

@@ -99,28 +99,28 @@ func buildQueued(t testing.TB, data string, n int) {
 	defer st.Close()
 	now := time.Now().UTC()
 	for done := 0; done < 10_000; done += 1000 {
-		var ups []store.Update
+		var ups []store.Command
 		for range 1000 {
 			j := &store.Job{ID: st.NextID(), Name: "hi", Command: "true", Logs: true, Cancellable: true, Priority: 75,
 				State: store.Queued, CreatedAt: now, QueuedAt: now}
-			ups = append(ups, store.NewUpdate(nil, j, store.Event{Time: now, Type: "submitted"}))
+			ups = append(ups, store.NewTransition(j, store.Event{Time: now, Type: "submitted"}))
 			fin := j.Clone()
 			fin.State, fin.FinishedAt = store.Completed, now
-			ups = append(ups, store.NewUpdate(j, fin, store.Event{Time: now, Type: "finished"}))
+			ups = append(ups, store.NewTransition(fin, store.Event{Time: now, Type: "finished"}))
 		}
-		if err := st.Apply(ups...); err != nil {
+		if _, err := st.Apply(ups...); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for left := n; left > 0; {
-		var ups []store.Update
+		var ups []store.Command
 		for range min(left, 1000) {
 			at := time.Now().UTC()
 			j := &store.Job{ID: st.NextID(), Name: "deep", Command: "true", Logs: true, Cancellable: true, Priority: 25,
 				State: store.Queued, CreatedAt: at, QueuedAt: at}
-			ups = append(ups, store.NewUpdate(nil, j, store.Event{Time: at, Type: "submitted"}))
+			ups = append(ups, store.NewTransition(j, store.Event{Time: at, Type: "submitted"}))
 		}
-		if err := st.Apply(ups...); err != nil {
+		if _, err := st.Apply(ups...); err != nil {
 			t.Fatal(err)
 		}
 		left -= len(ups)

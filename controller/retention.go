@@ -20,29 +20,37 @@ const (
 // retentionLoop removes finished jobs past Config.RetainFor or beyond
 // Config.RetainJobs, in the background, until ctx is done.
 //
-// It runs outside the scheduler lock: the store removes only jobs whose
-// stored state is terminal, and a terminal job never changes again, so
-// no job the scheduler holds can be touched. Removal goes in batches of
-// store.DefaultPruneBatch jobs, each one synced write, so the committer's
-// writes interleave with it.
-func (s *Server) retentionLoop(ctx context.Context) {
-	retention{
+// It runs outside the scheduler lock: it chooses finished jobs from the
+// store and removes them with store.PruneJobs commands through the
+// committer, up to store.DefaultPruneBatch jobs each, so they take their
+// place among the other writes. A PruneJobs removes only jobs whose
+// stored state is terminal when it applies, and a terminal job never
+// changes again, so no job the scheduler holds can be touched.
+func (s *Server) retentionLoop(ctx context.Context) { s.retention().run(ctx) }
+
+// retention is the Server's retention, as configured.
+func (s *Server) retention() retention {
+	return retention{
 		st:         s.st,
+		apply:      s.c.do,
+		clock:      s.clock,
 		log:        s.log.Named("retention"),
 		retainFor:  s.cfg.RetainFor,
 		retainJobs: s.cfg.RetainJobs,
-	}.run(ctx)
+	}
 }
 
 // pruner is what retention needs of the store.
 type pruner interface {
-	Prune(ctx context.Context, o store.PruneOptions) (int, error)
+	Prune(ctx context.Context, o store.PruneOptions, apply func(store.Command) (store.Result, error)) (int, error)
 	FinishedJobs() int
 }
 
 // retention removes finished jobs on a timer.
 type retention struct {
 	st         pruner
+	apply      func(store.Command) (store.Result, error) // the committer's do
+	clock      clock                                     // nil: realClock
 	log        hclog.Logger
 	retainFor  time.Duration // negative: no age limit
 	retainJobs int           // negative: no count limit
@@ -51,15 +59,19 @@ type retention struct {
 // run makes a pass retentionDelay after it starts and every
 // retentionInterval after the end of the previous one, until ctx is done.
 func (r retention) run(ctx context.Context) {
-	t := time.NewTimer(retentionDelay)
+	clk := r.clock
+	if clk == nil {
+		clk = realClock{}
+	}
+	t := clk.NewTimer(retentionDelay)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
-		r.pass(ctx, time.Now())
+		r.pass(ctx, clk.Now())
 		t.Reset(retentionInterval)
 	}
 }
@@ -71,7 +83,7 @@ func (r retention) pass(ctx context.Context, now time.Time) {
 		return
 	}
 	start := time.Now()
-	n, err := r.st.Prune(ctx, o)
+	n, err := r.st.Prune(ctx, o, r.apply)
 	if n > 0 {
 		r.log.Info("removed finished jobs", "jobs", n, "kept", r.st.FinishedJobs(), "took", time.Since(start).Round(time.Millisecond))
 	}

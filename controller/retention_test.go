@@ -40,6 +40,33 @@ func testStore(t *testing.T) *store.Store {
 	return st
 }
 
+// applyAll applies cmds to st as one batch and returns the batch's error
+// or else the first command's.
+func applyAll(st *store.Store, cmds ...store.Command) error {
+	res, err := st.Apply(cmds...)
+	if err != nil {
+		return err
+	}
+	for _, r := range res {
+		if r.Err != nil {
+			return r.Err
+		}
+	}
+	return nil
+}
+
+// applyOne returns a function that applies one command to st, as the
+// committer's do does.
+func applyOne(st *store.Store) func(store.Command) (store.Result, error) {
+	return func(c store.Command) (store.Result, error) {
+		res, err := st.Apply(c)
+		if err != nil {
+			return store.Result{}, err
+		}
+		return res[0], nil
+	}
+}
+
 // fakePruner records Prune calls with the (bubble) time they were made.
 type fakePruner struct {
 	mu    sync.Mutex
@@ -53,7 +80,7 @@ type pruneCall struct {
 	o  store.PruneOptions
 }
 
-func (f *fakePruner) Prune(ctx context.Context, o store.PruneOptions) (int, error) {
+func (f *fakePruner) Prune(ctx context.Context, o store.PruneOptions, _ func(store.Command) (store.Result, error)) (int, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, pruneCall{time.Now(), o})
 	err, block := f.err, f.block
@@ -154,16 +181,65 @@ func TestRetentionStopsMidPass(t *testing.T) {
 	})
 }
 
-// TestRetentionLoop runs the Server's loop on a real store: it returns
-// when its context ends.
+// TestRetentionLoop runs the Server's loop, on a fake clock, over a real
+// store and committer: nothing happens before retentionDelay, then a
+// pass removes the job finished more than RetainFor ago (through the
+// committer) and keeps the recent one, and the loop returns when its
+// context ends.
 func TestRetentionLoop(t *testing.T) {
 	st := testStore(t)
-	s := &Server{cfg: Config{RetainFor: time.Hour, RetainJobs: 10}, log: testLog(t, "ctl"), st: st}
+	clk := newFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	finished := func(at time.Time) uint64 {
+		t.Helper()
+		j := &store.Job{ID: st.NextID(), Command: "true", State: store.Completed, CreatedAt: at, FinishedAt: at}
+		if err := applyAll(st, store.NewTransition(j, store.Event{Type: "finished"})); err != nil {
+			t.Fatal(err)
+		}
+		return j.ID
+	}
+	old, recent := finished(clk.Now().Add(-2*time.Hour)), finished(clk.Now().Add(-time.Minute))
+
+	c := newCommitter(st)
+	pruned := make(chan int, 1)
+	apply := c.apply
+	c.apply = func(cmds []store.Command) (syncer, []store.Result, error) {
+		p, res, err := apply(cmds)
+		for i, cmd := range cmds {
+			if _, ok := cmd.(*store.PruneJobs); ok && err == nil {
+				pruned <- res[i].N
+			}
+		}
+		return p, res, err
+	}
+	stop, result := startCommitter(t, c)
+	s := &Server{cfg: Config{RetainFor: time.Hour, RetainJobs: 10}, log: testLog(t, "ctl"), st: st, c: c, clock: clk}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { s.retentionLoop(ctx); close(done) }()
+
+	clk.waitTimers(1) // the loop's first timer is set
+	clk.Advance(retentionDelay - 1)
+	select {
+	case <-pruned:
+		t.Fatal("a pass before retentionDelay")
+	default: // the timer has not fired: no pass can have started
+	}
+	clk.Advance(1)
+	if n := recv(t, pruned, "a prune"); n != 1 {
+		t.Errorf("the pass removed %d jobs, want 1", n)
+	}
+	if _, err := st.Get(old); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("job finished 2h ago: %v, want removed", err)
+	}
+	if _, err := st.Get(recent); err != nil {
+		t.Errorf("job finished a minute ago: %v, want kept", err)
+	}
 	cancel()
-	<-done
+	recv(t, done, "the loop's return")
+	close(stop)
+	if err := recv(t, result, "the committer's return"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestRetentionPass removes through the real store: by age, by count,
@@ -174,10 +250,10 @@ func TestRetentionPass(t *testing.T) {
 	add := func(state store.State, finished time.Time) uint64 {
 		t.Helper()
 		j := &store.Job{ID: st.NextID(), Command: "true", State: state, CreatedAt: now.Add(-48 * time.Hour), FinishedAt: finished}
-		if err := st.Apply(store.NewUpdate(nil, j, store.Event{Type: "submitted"})); err != nil {
+		if err := applyAll(st, store.NewTransition(j, store.Event{Type: "submitted"})); err != nil {
 			t.Fatal(err)
 		}
-		if err := st.AppendLog(j.ID, store.Chunk{Stream: 1, Data: []byte("hi\n")}); err != nil {
+		if err := applyAll(st, &store.Output{Job: j.ID, Chunk: store.Chunk{Stream: 1, Data: []byte("hi\n")}}); err != nil {
 			t.Fatal(err)
 		}
 		return j.ID
@@ -203,7 +279,7 @@ func TestRetentionPass(t *testing.T) {
 		return err == nil
 	}
 
-	r := retention{st: st, log: testLog(t, "retention"), retainFor: time.Hour, retainJobs: 2}
+	r := retention{st: st, apply: applyOne(st), log: testLog(t, "retention"), retainFor: time.Hour, retainJobs: 2}
 	r.pass(t.Context(), now)
 	for _, id := range old {
 		if exists(id) {

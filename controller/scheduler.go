@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -20,34 +21,40 @@ import (
 )
 
 // scheduler owns the live state: every non-terminal job's latest record,
-// the queue, the delay index, the connected agents and the attempt
-// leases. All of it sits behind one mutex; disk writes happen outside it
-// through the committer (see commit.go). Every change of a job goes
-// through transition, which keeps memory, indexes and store in step.
+// the queue, the delay index, the connected agents' books (registry.go)
+// and the attempt leases (expiry.go). All of it sits behind one mutex
+// that only the scheduler's own files take (scheduler.go, expiry.go,
+// registry.go; queue.go's queue is its data): everyone else calls its
+// methods. No store I/O happens under it: changes are queued to the
+// committer as commands (see commit.go), which writes them in the order
+// they were queued; the store is read outside it. Every change of a job
+// goes through transition, which keeps memory, indexes and store in
+// step.
 type scheduler struct {
-	log  hclog.Logger
-	st   *store.Store
-	c    *committer
-	hub  *hub
-	opts schedOptions
+	log    hclog.Logger
+	st     jobReader
+	c      *committer
+	opts   schedOptions
+	clock  clock
+	jitter func() float64
 
 	mu       sync.Mutex
 	jobs     map[uint64]*store.Job // non-terminal jobs, latest version
 	q        *queue
 	delay    delayHeap
-	agents   map[string]*agentConn
-	leases   map[uint64]lease      // job ID → lease of its current attempt (expiry.go)
-	expiry   expiryHeap            // when leases and controller deadlines may run out
-	keys     map[string]pendingKey // idempotency keys of jobs not yet durable
-	logEnd   map[uint64]uint64     // job ID → end of its stored output (active jobs)
-	ended    map[uint64]ended      // jobs just finished, until their batch is durable
-	endedQ   []uint64              // the keys of ended in the order they ended
-	rotate   int                   // round-robin start among agents
-	wake     chan struct{}         // dispatcher doorbell
-	delayCh  chan struct{}         // delay timer doorbell
-	expiryCh chan struct{}         // expiry timer doorbell: an earlier entry
-	metrics  *metrics              // counts transitions; nil in tests without a Server
-	disk     *diskGuard            // dispatch pauses while it refuses growth; nil in tests
+	agents   map[string]*agentState // by name (registry.go)
+	leases   map[uint64]lease       // job ID → lease of its current attempt (expiry.go)
+	expiry   expiryHeap             // when leases and controller deadlines may run out
+	keys     map[string]*pendingKey // idempotency keys being looked up or created
+	logEnd   map[uint64]uint64      // job ID → end of its stored output (active jobs)
+	ended    map[uint64]ended       // jobs just finished, until their batch is durable
+	endedQ   []uint64               // the keys of ended in the order they ended
+	rotate   int                    // round-robin start among agents
+	wake     chan struct{}          // dispatcher doorbell
+	delayCh  chan struct{}          // delay timer doorbell
+	expiryCh chan struct{}          // expiry timer doorbell: an earlier entry
+	metrics  *metrics               // counts transitions; nil in tests without a Server
+	disk     *diskGuard             // dispatch pauses while it refuses growth; nil in tests
 }
 
 // ended is a job that reached a final state whose batch may not be
@@ -57,11 +64,16 @@ type ended struct {
 	b   *batch
 }
 
-// pendingKey is a submission with an idempotency key whose batch is not
-// durable yet; a repeat of it waits for the same batch.
+// pendingKey is an idempotency key a submit holds while it looks the
+// key up in the store and, if it creates the job, until the job's batch
+// is durable; a submit of the same key meanwhile waits for it and
+// returns its job. ready is closed once job (and b, for a job being
+// created) or err is set.
 type pendingKey struct {
-	job *store.Job
-	b   *batch
+	ready chan struct{}
+	job   *store.Job // the job holding the key: created by the holder, or stored
+	b     *batch     // the batch creating job; nil for a stored job
+	err   error      // the lookup failed
 }
 
 type schedOptions struct {
@@ -71,17 +83,42 @@ type schedOptions struct {
 	BackoffBase       time.Duration
 	BackoffMax        time.Duration
 	Aging             time.Duration
-	MaxOutput         uint64 // stored output per attempt, sent in Dispatch; 0: no cap
+	MaxOutput         uint64     // stored output per attempt, sent in Dispatch; 0: no cap
+	Disk              *diskGuard // dispatch pauses while it refuses growth; nil: no guard
+	// Clock is the scheduler's time; nil means realClock. Every time the
+	// scheduler puts in a command (event, attempt and chunk times,
+	// NotBefore, lease deadlines) comes from it.
+	Clock clock
+	// Jitter returns a number in [0, 1) that spreads retry delays (see
+	// backoff); nil means math/rand/v2's Float64.
+	Jitter func() float64
 }
 
-func newScheduler(log hclog.Logger, st *store.Store, c *committer, h *hub, o schedOptions) *scheduler {
+// jobReader is what the scheduler reads of the store; it writes through
+// the committer.
+type jobReader interface {
+	NextID() uint64
+	Get(id uint64) (*store.Job, error)
+	IdempotencyKey(key string) (uint64, bool, error)
+	Active() ([]*store.Job, error)
+	LogEnd(id uint64) (uint64, error)
+}
+
+func newScheduler(log hclog.Logger, st jobReader, c *committer, o schedOptions) *scheduler {
+	clk, jitter := o.Clock, o.Jitter
+	if clk == nil {
+		clk = realClock{}
+	}
+	if jitter == nil {
+		jitter = rand.Float64
+	}
 	return &scheduler{
-		log: log, st: st, c: c, hub: h, opts: o,
+		log: log, st: st, c: c, opts: o, disk: o.Disk, clock: clk, jitter: jitter,
 		jobs:     map[uint64]*store.Job{},
 		q:        newQueue(o.Aging),
-		agents:   map[string]*agentConn{},
+		agents:   map[string]*agentState{},
 		leases:   map[uint64]lease{},
-		keys:     map[string]pendingKey{},
+		keys:     map[string]*pendingKey{},
 		logEnd:   map[uint64]uint64{},
 		ended:    map[uint64]ended{},
 		wake:     make(chan struct{}, 1),
@@ -105,7 +142,17 @@ func (s *scheduler) load() error {
 	if err != nil {
 		return err
 	}
-	now := time.Now()
+	// Output of a running attempt is in the store beyond the record's
+	// LogBytes (set only when an attempt ends): read before the lock.
+	ends := map[uint64]uint64{}
+	for _, j := range jobs {
+		if j.State.Active() {
+			if ends[j.ID], err = s.st.LogEnd(j.ID); err != nil {
+				return err
+			}
+		}
+	}
+	now := s.clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.jobs) == 0 {
@@ -122,17 +169,7 @@ func (s *scheduler) load() error {
 		}
 		jobs[n] = j
 		n++
-		end := j.LogBytes
-		if j.State.Active() {
-			// Output of a running attempt is in the store beyond the
-			// record's LogBytes (set only when an attempt ends).
-			stored, err := s.st.LogEnd(j.ID)
-			if err != nil {
-				return err
-			}
-			end = max(stored, end)
-		}
-		if end > 0 {
+		if end := max(j.LogBytes, ends[j.ID]); end > 0 {
 			s.logEnd[j.ID] = end
 		}
 		switch j.State {
@@ -181,7 +218,7 @@ func (s *scheduler) transition(prev, next *store.Job, typ, msg string) *batch {
 // and an audit entry (if not nil) written in the same store batch.
 func (s *scheduler) submitTransition(prev, next *store.Job, typ, msg string, level hclog.Level, audit *store.AuditEntry) *batch {
 	ev := store.Event{
-		Time:    time.Now().UTC(),
+		Time:    s.clock.Now().UTC(),
 		Type:    typ,
 		State:   next.State,
 		Message: msg,
@@ -190,8 +227,8 @@ func (s *scheduler) submitTransition(prev, next *store.Job, typ, msg string, lev
 		ev.Attempt = a.Number
 		ev.Agent = a.Agent
 	}
-	u := store.NewUpdate(prev, next, ev)
-	u.Audit = audit
+	tr := store.NewTransition(next, ev)
+	tr.Audit = audit
 
 	id := next.ID
 	if prev != nil && prev.State == store.Queued && next.State != store.Queued {
@@ -221,7 +258,7 @@ func (s *scheduler) submitTransition(prev, next *store.Job, typ, msg string, lev
 		s.log.Log(level, "job "+typ, "job", id, "state", string(next.State), "attempt", ev.Attempt, "agent", ev.Agent, "msg", msg)
 	}
 	s.metrics.transition(prev, next)
-	b := s.c.add(u)
+	b := s.c.add(tr)
 	if next.State.Terminal() {
 		// Until the batch is durable the store still has the previous
 		// version; keep the final one at hand for cancel.
@@ -262,65 +299,227 @@ func batchDone(b *batch) bool {
 	}
 }
 
-// submit queues a new job. With an idempotency key already used, it
-// returns the existing job and created=false. audit, if not nil, is
-// written with the job (its Target becomes "job ID"); it is not written
-// when no job is created.
+// submit queues a new job (POST /jobs). With an idempotency key already
+// used, it returns the existing job and created=false. audit, if not
+// nil, is written with the job (its Target becomes "job ID"); it is not
+// written when no job is created.
 func (s *scheduler) submit(j *store.Job, audit *store.AuditEntry) (job *store.Job, created bool, err error) {
-	if err := s.disk.room(recordSize(j)); err != nil {
-		return nil, false, err
-	}
-	s.mu.Lock()
-	if j.IdempotencyKey != "" {
-		if p, ok := s.keys[j.IdempotencyKey]; ok {
-			s.mu.Unlock()
-			return p.job, false, p.b.wait()
-		}
-		id, ok, err := s.st.IdempotencyKey(j.IdempotencyKey)
-		if err != nil {
-			s.mu.Unlock()
-			return nil, false, err
-		}
-		if ok {
-			job, err := s.st.Get(id)
-			if !errors.Is(err, store.ErrNotFound) {
-				s.mu.Unlock()
-				return job, false, err
-			}
-			// Retention removed the job (and frees its key) under us: the
-			// key is free again, so this is a new submission.
-		}
-	}
-	now := time.Now().UTC()
-	j.ID = s.st.NextID()
-	j.State = store.Queued
-	j.CreatedAt = now
-	j.QueuedAt = now
-	s.logEnd[j.ID] = 0
-	j.Reason = s.whyQueued(j)
-	var stored *store.AuditEntry // only a stamped entry can be stored
-	if audit != nil {
-		audit.Target = "job " + strconv.FormatUint(j.ID, 10)
-		if audit.ID != 0 {
-			stored = audit
-		}
-	}
-	b := s.submitTransition(nil, j, "submitted", "", hclog.Info, stored)
-	if j.IdempotencyKey != "" {
-		s.keys[j.IdempotencyKey] = pendingKey{job: j, b: b}
-	}
-	s.mu.Unlock()
-
-	err = b.wait()
-	if j.IdempotencyKey != "" {
-		s.mu.Lock()
-		delete(s.keys, j.IdempotencyKey)
-		s.mu.Unlock()
-	}
+	subs, err := s.submitJobs([]*store.Job{j}, audit, false)
 	if err != nil {
 		return nil, false, err
 	}
-	return j, true, nil
+	return subs[0].job, subs[0].created, nil
+}
+
+// submitBatch queues jobs in order (POST /jobs/batch), as submitJobs,
+// and describes each for the answer.
+func (s *scheduler) submitBatch(jobs []*store.Job, audit *store.AuditEntry) ([]BatchItem, error) {
+	subs, err := s.submitJobs(jobs, audit, true)
+	if err != nil {
+		return nil, err
+	}
+	items := make([]BatchItem, len(subs))
+	for i, sub := range subs {
+		items[i] = BatchItem{JobID: sub.job.ID, Status: sub.job.State, Created: sub.created}
+	}
+	return items, nil
+}
+
+// submission is what became of one job of a submit: the job created, or
+// the one its idempotency key already named.
+type submission struct {
+	job     *store.Job
+	created bool
+}
+
+// submitJobs is the one submit path. It queues the new jobs in order,
+// under one hold of the lock, and waits for the store batch holding the
+// last of them: batches are applied in order, so all are durable when
+// it returns. A job whose idempotency key names an existing job — stored,
+// or being submitted concurrently — is not created; its submission
+// names that job. Keys must be distinct within jobs (decodeBatch checks
+// it); a repeat would name the first.
+//
+// Keys are looked up in the store outside the lock: first each key not
+// already held is reserved in s.keys, so that no other submit can create
+// a job with it meanwhile (it waits for this one instead), then looked
+// up, then the jobs are created and the reservations resolved. A stored
+// key whose job is gone (retention removed it between the two reads)
+// is free again. Lookups happen before anything is queued, so an error
+// leaves nothing behind.
+//
+// audit, if not nil and stamped, is written with the last job created.
+// A single submit (isBatch false) names it "job ID" and logs the job at
+// info; a batch names the range, says "batch of N" and logs one info
+// line for all, its jobs at debug.
+func (s *scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBatch bool) ([]submission, error) {
+	size := 0
+	for _, j := range jobs {
+		size += recordSize(j)
+	}
+	if err := s.disk.room(size); err != nil {
+		return nil, err
+	}
+	out := make([]submission, len(jobs))
+	// By index into jobs; nil until a job has a key (most have none).
+	var (
+		others   map[int]*pendingKey // another submit's key
+		mine     map[int]*pendingKey // a key reserved here
+		existing map[int]*store.Job  // the stored job a reserved key names
+	)
+	s.mu.Lock()
+	for i, j := range jobs {
+		k := j.IdempotencyKey
+		if k == "" {
+			continue
+		}
+		if others == nil {
+			others, mine = map[int]*pendingKey{}, map[int]*pendingKey{}
+		}
+		if p, ok := s.keys[k]; ok {
+			others[i] = p
+			continue
+		}
+		p := &pendingKey{ready: make(chan struct{})}
+		s.keys[k] = p
+		mine[i] = p
+	}
+	s.mu.Unlock()
+
+	var lookupErr error
+	for i := range mine {
+		j, err := s.keyed(jobs[i].IdempotencyKey)
+		if err != nil {
+			lookupErr = err
+			break
+		}
+		if j != nil {
+			if existing == nil {
+				existing = map[int]*store.Job{}
+			}
+			existing[i] = j
+		}
+	}
+
+	s.mu.Lock()
+	if lookupErr != nil {
+		for i, p := range mine {
+			delete(s.keys, jobs[i].IdempotencyKey)
+			p.err = lookupErr
+			close(p.ready)
+		}
+		s.mu.Unlock()
+		return nil, lookupErr
+	}
+	// IDs first, so the audit entry can name them before the batch is
+	// queued (the committer may encode it at once).
+	var created []int // indexes of the jobs to create
+	for i, j := range jobs {
+		if others[i] == nil && existing[i] == nil {
+			j.ID = s.st.NextID()
+			created = append(created, i)
+		}
+	}
+	var stored *store.AuditEntry // written with the last job created
+	if n := len(created); n > 0 {
+		first, lastID := jobs[created[0]].ID, jobs[created[n-1]].ID
+		if audit != nil {
+			audit.Target = "job " + strconv.FormatUint(first, 10)
+			if isBatch {
+				if n > 1 {
+					audit.Target = fmt.Sprintf("jobs %d-%d", first, lastID)
+				}
+				audit.Detail = fmt.Sprintf("batch of %d", n)
+			}
+			if audit.ID != 0 {
+				stored = audit
+			}
+		}
+		if isBatch {
+			// One line for the batch; the jobs' own lines are at debug.
+			s.log.Info("jobs submitted", "count", n, "first_job", first, "last_job", lastID)
+		}
+	}
+	level := hclog.Info
+	if isBatch {
+		level = hclog.Debug
+	}
+	now := s.clock.Now().UTC()
+	var last *batch
+	for k, i := range created {
+		j := jobs[i]
+		j.State = store.Queued
+		j.CreatedAt = now
+		j.QueuedAt = now
+		s.logEnd[j.ID] = 0
+		j.Reason = s.whyQueued(j)
+		var a *store.AuditEntry
+		if k == len(created)-1 {
+			a = stored
+		}
+		last = s.submitTransition(nil, j, "submitted", "", level, a)
+		out[i] = submission{job: j, created: true}
+		if p := mine[i]; p != nil {
+			p.job, p.b = j, last
+		}
+	}
+	for i, p := range mine {
+		if j := existing[i]; j != nil {
+			// Stored: later submits find it in the store themselves.
+			delete(s.keys, jobs[i].IdempotencyKey)
+			p.job = j
+		}
+		close(p.ready)
+	}
+	s.mu.Unlock()
+
+	var err error
+	if last != nil {
+		err = last.wait()
+	}
+	if len(created) > 0 && len(mine) > 0 {
+		s.mu.Lock()
+		for i, p := range mine {
+			if s.keys[jobs[i].IdempotencyKey] == p {
+				delete(s.keys, jobs[i].IdempotencyKey)
+			}
+		}
+		s.mu.Unlock()
+	}
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range others {
+		<-p.ready
+		if p.err != nil {
+			return nil, p.err
+		}
+		if p.b != nil {
+			if err := p.b.wait(); err != nil {
+				return nil, err
+			}
+		}
+		out[i] = submission{job: p.job}
+	}
+	for i, j := range existing {
+		out[i] = submission{job: j}
+	}
+	return out, nil
+}
+
+// keyed returns the stored job holding idempotency key k, or nil if the
+// key is free: not stored, or its job already removed by retention (the
+// key goes with it).
+func (s *scheduler) keyed(k string) (*store.Job, error) {
+	id, ok, err := s.st.IdempotencyKey(k)
+	if err != nil || !ok {
+		return nil, err
+	}
+	j, err := s.st.Get(id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	return j, err
 }
 
 // recordSize estimates what storing a new job takes: its fields, the
@@ -349,7 +548,7 @@ func (s *scheduler) whyQueued(j *store.Job) string {
 		return "waiting for a free slot"
 	}
 	for _, a := range s.agents {
-		if matches(j.Labels, a.labels) {
+		if matches(j.Labels, a.conn.labels) {
 			return "waiting for a free slot on an agent matching " + formatLabels(j.Labels)
 		}
 	}
@@ -444,8 +643,8 @@ func (s *scheduler) dispatch() (dispatchRound, bool) {
 		return dispatchRound{}, false
 	}
 	names := make([]string, 0, len(s.agents))
-	for n, a := range s.agents {
-		if a.free() > 0 {
+	for n, st := range s.agents {
+		if st.free() > 0 {
 			names = append(names, n)
 		}
 	}
@@ -458,14 +657,15 @@ func (s *scheduler) dispatch() (dispatchRound, bool) {
 	start := s.rotate % len(names)
 	var out []outgoing
 	var last *batch
-	now := time.Now().UTC()
+	now := s.clock.Now().UTC()
 	for progress := true; progress; {
 		progress = false
 		for i := range names {
-			a := s.agents[names[(start+i)%len(names)]]
-			if a == nil || a.free() <= 0 {
+			st := s.agents[names[(start+i)%len(names)]]
+			if st == nil || st.free() <= 0 {
 				continue
 			}
+			a := st.conn
 			id := s.q.best(a.labels)
 			if id == 0 {
 				continue
@@ -479,8 +679,8 @@ func (s *scheduler) dispatch() (dispatchRound, bool) {
 			next.State = store.Dispatched
 			next.Reason = ""
 			last = s.transition(prev, next, "dispatched", "")
-			a.credits--
-			a.running[id] = n
+			st.credits--
+			st.running[id] = n
 			s.setLease(id, n, now.Add(s.opts.LeaseTTL))
 			s.setHardDeadline(id, n, now, next.Timeout)
 			out = append(out, outgoing{a, s.dispatchMsg(next)})
@@ -560,6 +760,74 @@ func (s *scheduler) snapshot(id uint64) *store.Job {
 	return &c
 }
 
+// holder returns the agent holding job id's current attempt, and its
+// session if it is connected; active is false if the job has no attempt
+// in progress.
+func (s *scheduler) holder(id uint64) (agent string, attempt uint32, a *agentConn, active bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.jobs[id]
+	if j == nil || !j.State.Active() {
+		return "", 0, nil, false
+	}
+	c := j.Current()
+	if st := s.agents[c.Agent]; st != nil {
+		a = st.conn
+	}
+	return c.Agent, c.Number, a, true
+}
+
+// streamStart returns where attempt of job id on agent begins in the
+// job's log and where the output stored for it so far ends; ok is false
+// if it is not the job's current attempt on agent.
+func (s *scheduler) streamStart(id uint64, attempt uint32, agent string) (logStart, end uint64, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.current(id, attempt, agent)
+	if j == nil {
+		return 0, 0, false
+	}
+	return j.Current().LogStart, s.logEnd[id], true
+}
+
+// output queues a chunk of attempt's output (data, which the store and
+// the hub keep: the caller must not modify it) at from, its offset in
+// the attempt's output, and returns the batch that will hold it. The
+// attempt must be job id's current one on agent (ErrStaleAttempt).
+//
+// This is where fencing meets the no-I/O rule. Once an attempt is lost
+// and retried, the next attempt owns the log from the lost one's end
+// on, so no chunk of the lost attempt may be stored after the loss.
+// The check and the queueing happen under s.mu, and so does every
+// transition that ends an attempt: whichever of a chunk and a loss
+// takes the lock first is queued to the committer first, and the
+// committer applies commands in the order they were queued. So the
+// store holds the chunk before the record of the loss (whose LogBytes,
+// read from logEnd under the same lock, counts it), or not at all —
+// without a write under the lock.
+func (s *scheduler) output(agent string, id uint64, attempt uint32, from uint64, stream uint8, data []byte) (*batch, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.current(id, attempt, agent)
+	if j == nil {
+		return nil, fmt.Errorf("%w: job %d attempt %d is no longer current on agent %s", ErrStaleAttempt, id, attempt, agent)
+	}
+	off := j.Current().LogStart + from
+	b := s.c.add(&store.Output{Job: id, Chunk: store.Chunk{Offset: off, Stream: stream, Data: data, Time: s.clock.Now()}})
+	s.logEnd[id] = off + uint64(len(data))
+	s.metrics.logBytes(len(data))
+	return b, nil
+}
+
+// setMetrics hooks m into the scheduler: it counts the jobs held now and
+// every transition from then on.
+func (s *scheduler) setMetrics(m *metrics) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m.countAll(maps.Values(s.jobs))
+	s.metrics = m
+}
+
 // current returns job id if attempt is its current attempt on agent.
 // The caller holds s.mu.
 func (s *scheduler) current(id uint64, attempt uint32, agent string) *store.Job {
@@ -589,7 +857,7 @@ func (s *scheduler) started(a *agentConn, id uint64, attempt uint32, m *protocol
 	next.State = store.Running
 	at := m.StartedAt.UTC()
 	if at.IsZero() {
-		at = time.Now().UTC()
+		at = s.clock.Now().UTC()
 	}
 	c := next.Current()
 	c.StartedAt = at
@@ -610,15 +878,18 @@ func (s *scheduler) finished(a *agentConn, id uint64, attempt uint32, f *protoco
 	if prev == nil {
 		return nil, fmt.Errorf("%w: job %d attempt %d", ErrStaleAttempt, id, attempt)
 	}
-	delete(a.running, id)
-	if a.free() > 0 {
-		// The agent grants the slot when the process ends, so its Credit
-		// may have come before this report, while the slot still counted.
-		s.kickDispatch()
+	if st := s.agents[a.name]; st != nil {
+		delete(st.running, id)
+		if st.free() > 0 {
+			// The agent grants the slot when the process ends, so its
+			// Credit may have come before this report, while the slot
+			// still counted.
+			s.kickDispatch()
+		}
 	}
 	next := prev.Clone()
 	c := next.Current()
-	c.FinishedAt = time.Now().UTC()
+	c.FinishedAt = s.clock.Now().UTC()
 	code := int(f.ExitCode)
 	if f.ExitCode >= 0 {
 		c.ExitCode = &code
@@ -631,16 +902,14 @@ func (s *scheduler) finished(a *agentConn, id uint64, attempt uint32, f *protoco
 	c.MaxRSS = f.MaxRSS
 	next.LogBytes = s.logEnd[id]
 	c.OutputBytes = next.LogBytes - c.LogStart
-	var outcome string
+	outcome := store.OutcomeFailed
 	switch f.Outcome {
 	case protocol.OutcomeCompleted:
-		outcome = "completed"
+		outcome = store.OutcomeCompleted
 	case protocol.OutcomeTimeout:
-		outcome = "timeout"
+		outcome = store.OutcomeTimeout
 	case protocol.OutcomeCancelled:
-		outcome = "cancelled"
-	default:
-		outcome = "failed"
+		outcome = store.OutcomeCancelled
 	}
 	return s.endAttempt(prev, next, outcome, describe(f)), nil
 }
@@ -659,19 +928,24 @@ func describe(f *protocol.Finished) string {
 // endAttempt closes next's current attempt with outcome and decides what
 // follows: done, a retry after backoff, or a final failure. The caller
 // holds s.mu.
-func (s *scheduler) endAttempt(prev, next *store.Job, outcome, msg string) *batch {
+func (s *scheduler) endAttempt(prev, next *store.Job, outcome store.Outcome, msg string) *batch {
 	c := next.Current()
 	c.Outcome = outcome
 	if c.FinishedAt.IsZero() {
-		c.FinishedAt = time.Now().UTC()
+		c.FinishedAt = s.clock.Now().UTC()
 	}
-	now := time.Now().UTC()
+	now := s.clock.Now().UTC()
 	switch {
-	case outcome == "completed":
+	case outcome == store.OutcomeCompleted:
 		next.State = store.Completed
-	case outcome == "cancelled" || next.CancelRequested:
+	case outcome == store.OutcomeCancelled || next.CancelRequested:
 		next.State = store.Cancelled
-		msg = "cancelled: " + msg
+		if outcome != "cancelled" {
+			// The attempt ended otherwise while a cancel was pending: say
+			// both ("attempt 1 failed: cancelled: exit code 1"), but not
+			// "cancelled: cancelled: killed by SIGTERM".
+			msg = "cancelled: " + msg
+		}
 	case len(next.Attempts) <= next.Retries:
 		next.State = store.Waiting
 		wait := s.backoff(next, len(next.Attempts))
@@ -679,13 +953,13 @@ func (s *scheduler) endAttempt(prev, next *store.Job, outcome, msg string) *batc
 		next.Reason = fmt.Sprintf("attempt %d %s (%s); retry %d of %d in %s",
 			c.Number, outcome, msg, len(next.Attempts), next.Retries, wait.Round(time.Millisecond))
 		return s.transition(prev, next, "retry", next.Reason)
-	case outcome == "timeout":
+	case outcome == store.OutcomeTimeout:
 		next.State = store.Timeout
 	default:
 		next.State = store.Failed
 	}
 	next.FinishedAt = now
-	next.Reason = "attempt " + strconv.FormatUint(uint64(c.Number), 10) + " " + outcome + ": " + msg
+	next.Reason = "attempt " + strconv.FormatUint(uint64(c.Number), 10) + " " + string(outcome) + ": " + msg
 	return s.transition(prev, next, "finished", next.Reason)
 }
 
@@ -706,7 +980,7 @@ func (s *scheduler) backoff(j *store.Job, n int) time.Duration {
 	if d > max {
 		d = max
 	}
-	jitter := time.Duration(float64(d) * (rand.Float64()*0.4 - 0.2))
+	jitter := time.Duration(float64(d) * (s.jitter()*0.4 - 0.2))
 	return d + jitter
 }
 
@@ -743,7 +1017,7 @@ func (s *scheduler) cancel(id uint64) (*store.Job, bool, error) {
 		next := prev.Clone()
 		next.State = store.Cancelled
 		next.CancelRequested = true
-		next.FinishedAt = time.Now().UTC()
+		next.FinishedAt = s.clock.Now().UTC()
 		next.Reason = "cancelled before it ran"
 		if prev.State == store.Waiting {
 			next.Reason = "cancelled while waiting to retry"
@@ -766,7 +1040,10 @@ func (s *scheduler) cancel(id uint64) (*store.Job, bool, error) {
 	next.Reason = "cancel requested; waiting for the agent to stop it"
 	cur := next.Current()
 	b := s.transition(prev, next, "cancel_requested", "")
-	a := s.agents[cur.Agent]
+	var a *agentConn
+	if st := s.agents[cur.Agent]; st != nil {
+		a = st.conn
+	}
 	s.mu.Unlock()
 	if err := b.wait(); err != nil {
 		return nil, false, err
@@ -785,51 +1062,55 @@ func (s *scheduler) loseAttempt(j *store.Job, why string) *batch {
 	c := next.Current()
 	c.Error = why
 	c.OutputBytes = next.LogBytes - c.LogStart
-	if a := s.agents[c.Agent]; a != nil {
-		delete(a.running, j.ID)
+	if st := s.agents[c.Agent]; st != nil {
+		delete(st.running, j.ID)
 	}
-	return s.endAttempt(j, next, "lost", why)
+	return s.endAttempt(j, next, store.OutcomeLost, why)
 }
 
 // delayLoop moves waiting jobs back into the queue when they are due.
 func (s *scheduler) delayLoop(ctx context.Context) {
-	t := time.NewTimer(time.Hour)
+	t := s.clock.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
-		s.mu.Lock()
-		now := time.Now()
-		for s.delay.Len() > 0 && !s.delay[0].due.After(now) {
-			it := heap.Pop(&s.delay).(delayItem)
-			prev := s.jobs[it.id]
-			if prev == nil || prev.State != store.Waiting || !prev.NotBefore.Equal(it.due) {
-				continue // cancelled or superseded
-			}
-			next := prev.Clone()
-			next.State = store.Queued
-			next.QueuedAt = now.UTC()
-			next.NotBefore = time.Time{}
-			next.Reason = s.whyQueued(next)
-			s.transition(prev, next, "requeued", "retry due")
-		}
+		now := s.clock.Now()
 		wait := time.Hour
-		if s.delay.Len() > 0 {
-			wait = time.Until(s.delay[0].due)
+		if next := s.requeueDue(now); !next.IsZero() {
+			wait = next.Sub(now)
 		}
-		s.mu.Unlock()
 		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		case <-s.delayCh:
-			if !t.Stop() {
-				select {
-				case <-t.C:
-				default:
-				}
-			}
+			t.Stop()
 		}
 	}
+}
+
+// requeueDue puts the waiting jobs due at now back into the queue and
+// returns when the next one is due (zero if none waits).
+func (s *scheduler) requeueDue(now time.Time) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.delay.Len() > 0 && !s.delay[0].due.After(now) {
+		it := heap.Pop(&s.delay).(delayItem)
+		prev := s.jobs[it.id]
+		if prev == nil || prev.State != store.Waiting || !prev.NotBefore.Equal(it.due) {
+			continue // cancelled or superseded
+		}
+		next := prev.Clone()
+		next.State = store.Queued
+		next.QueuedAt = now.UTC()
+		next.NotBefore = time.Time{}
+		next.Reason = s.whyQueued(next)
+		s.transition(prev, next, "requeued", "retry due")
+	}
+	if s.delay.Len() == 0 {
+		return time.Time{}
+	}
+	return s.delay[0].due
 }
 
 type delayItem struct {

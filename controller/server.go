@@ -70,6 +70,12 @@ type Config struct {
 	// authentication, for scrapers without a client certificate. Off by
 	// default: anyone who reaches it learns job counts and agent load.
 	MetricsAddr string
+	// MetricsAgents bounds the per-agent metric series: the first this
+	// many connected agents by name get them; default 100, negative for
+	// none.
+	MetricsAgents int
+	// Version is the release jobsuite_build_info reports.
+	Version string
 	// Aging lets a queued job gain one priority point per Aging waited, so
 	// a flood of high-priority work cannot starve the rest for ever. 0
 	// (the default) keeps strict priority.
@@ -94,6 +100,11 @@ type Config struct {
 	// CertReloadInterval is how often the controller checks whether its
 	// certificate or key file changed, and reloads them; default 5s.
 	CertReloadInterval time.Duration
+
+	// StatsInterval is how often the overview of GET /stats samples the
+	// job and slot counts for its history (an hour of samples at the
+	// default, 10s).
+	StatsInterval time.Duration
 
 	// NoSync commits without fsync. Tests only: a crash loses data.
 	NoSync bool
@@ -127,6 +138,7 @@ func (c *Config) setDefaults() error {
 	def(&c.BodyTimeout, 30*time.Second)
 	def(&c.BackoffBase, time.Second)
 	def(&c.BackoffMax, 5*time.Minute)
+	def(&c.StatsInterval, defaultStatsInterval)
 	if c.RetainFor == 0 {
 		c.RetainFor = 30 * 24 * time.Hour
 	}
@@ -150,6 +162,9 @@ func (c *Config) setDefaults() error {
 	defInt(&c.MaxFrameBytes, protocol.MaxFrameSize)
 	defInt(&c.MaxFollowers, defaultMaxFollowers)
 	defInt(&c.MaxAgentSlots, DefaultMaxAgentSlots)
+	if c.MetricsAgents == 0 {
+		c.MetricsAgents = defaultMetricsAgents
+	}
 	if c.MaxFrameBytes < MinFrameBytes || c.MaxFrameBytes > protocol.MaxFrameSize {
 		return fmt.Errorf("%w: the frame limit must be between %d (a log chunk must fit) and %d bytes, got %d", ErrConfig, MinFrameBytes, protocol.MaxFrameSize, c.MaxFrameBytes)
 	}
@@ -169,11 +184,14 @@ type Server struct {
 	c     *committer
 	hub   *hub
 	sched *scheduler
+	clock clock // the scheduler's and the retention loop's time
 
-	disk    *diskGuard // free space of the data directory (disk.go)
-	metrics *metrics   // Prometheus registry, GET /metrics and the -metrics listener
-	sec     *security  // revocations, API tokens and the audit log (auth.go, audit.go)
-	pki     *pki       // own certificate (reloadable) and the CA key for enrollment (enroll.go)
+	disk      *diskGuard // free space of the data directory (disk.go)
+	maxOutput uint64     // stored output per attempt (Config.MaxOutputBytes as resolved); 0: no cap
+	metrics   *metrics   // Prometheus registry, GET /metrics and the -metrics listener
+	sec       *security  // revocations, API tokens and the audit log (auth.go, audit.go)
+	pki       *pki       // own certificate (reloadable) and the CA key for enrollment (enroll.go)
+	history   history    // samples of the counts for GET /stats (stats.go)
 
 	agentLn *transport.Listener
 	httpLn  net.Listener
@@ -195,7 +213,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	idb := make([]byte, 8)
 	_, _ = rand.Read(idb)
-	s := &Server{cfg: cfg, log: cfg.Logger, id: hex.EncodeToString(idb), hub: newHub()}
+	s := &Server{cfg: cfg, log: cfg.Logger, id: hex.EncodeToString(idb), hub: newHub(), clock: realClock{}}
 	if s.pki, err = newPKI(cfg, cert, s.log.Named("pki")); err != nil {
 		return nil, err
 	}
@@ -212,18 +230,20 @@ func New(cfg Config) (*Server, error) {
 	s.log.Info("disk limits", "dir", cfg.DataDir, "size", size, "min_free_bytes", floor, "max_output_bytes", maxOutput)
 	s.c = newCommitter(s.st)
 	s.c.writable = s.disk.writable
-	s.sched = newScheduler(s.log.Named("scheduler"), s.st, s.c, s.hub, schedOptions{
+	s.c.applied = s.outputApplied
+	s.maxOutput = maxOutput
+	s.sched = newScheduler(s.log.Named("scheduler"), s.st, s.c, schedOptions{
 		LeaseTTL: cfg.LeaseTTL, HeartbeatInterval: cfg.HeartbeatInterval, KillGrace: cfg.KillGrace,
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Aging: cfg.Aging, MaxOutput: maxOutput,
+		Disk: s.disk, Clock: s.clock,
 	})
-	s.sched.disk = s.disk
 	// The metrics first: load counts the jobs it reads into them.
-	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st)
+	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st, metricsOptions{version: cfg.Version, maxAgents: max(cfg.MetricsAgents, 0)})
 	if err := s.sched.load(); err != nil {
 		s.st.Close()
 		return nil, fmt.Errorf("controller: loading queue: %w", err)
 	}
-	if s.sec, err = loadSecurity(s.st, s.log.Named("auth"), cfg.RetainFor); err != nil {
+	if s.sec, err = loadSecurity(s.st, s.c, s.log.Named("auth"), cfg.RetainFor); err != nil {
 		s.st.Close()
 		return nil, fmt.Errorf("controller: loading revocations and API tokens: %w", err)
 	}
@@ -287,7 +307,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("controller ready", "api", "https://"+s.HTTPAddr(), "agents", s.AgentAddr(), "data", s.cfg.DataDir)
 
 	// Before the expiry loop starts: the restart grace counts from now.
-	s.sched.startServing(time.Now())
+	s.sched.startServing(s.clock.Now())
 	var wg sync.WaitGroup
 	stopCommit := make(chan struct{})
 	commitErr := make(chan error, 1)
@@ -312,6 +332,8 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.pki.watch(ctx) }() // reloads the certificate when its files change
 	wg.Add(1)
 	go func() { defer wg.Done(); s.disk.watch(ctx, s.sched.kickDispatch) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.statsLoop(ctx) }()
 	go func() {
 		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			httpErr <- err
@@ -345,6 +367,18 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// outputApplied tells the hub of the output chunks in a batch the
+// committer applied, in the order it applied them: the hub's tail
+// matches the store, and followers woken now find the chunks there.
+func (s *Server) outputApplied(cmds []store.Command) {
+	for _, c := range cmds {
+		if o, ok := c.(*store.Output); ok {
+			s.hub.appended(o.Job, o.Chunk, o.Chunk.Data)
+			s.hub.ring(o.Job)
+		}
+	}
+}
+
 func (s *Server) acceptAgents(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -370,12 +404,4 @@ func positive(v int64, def uint64) uint64 {
 		return 0
 	}
 	return uint64(v)
-}
-
-func (s *scheduler) closeAgents(reason string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, a := range s.agents {
-		a.close(reason)
-	}
 }

@@ -527,7 +527,7 @@ func (f *follower) end(j *store.Job) {
 	}
 	if f.only > 0 && int(f.only) <= len(j.Attempts) {
 		a := j.Attempts[f.only-1]
-		m.Attempt, m.Outcome, m.ExitCode, m.Signal, m.Reason = f.only, a.Outcome, a.ExitCode, a.Signal, a.Error
+		m.Attempt, m.Outcome, m.ExitCode, m.Signal, m.Reason = f.only, string(a.Outcome), a.ExitCode, a.Signal, a.Error
 		reason = fmt.Sprintf("job %d attempt %d %s", j.ID, f.only, a.Outcome)
 		if a.Outcome == "" {
 			reason = fmt.Sprintf("job %d attempt %d is running; end of stored output", j.ID, f.only)

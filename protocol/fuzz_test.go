@@ -67,10 +67,13 @@ func FuzzDecode(f *testing.F) {
 		if h, ok := m.(*Heartbeat); ok && h.Ended == nil {
 			slack = 1
 		}
-		if d, ok := m.(*Dispatch); ok && d.TTY == 0 { // TTY, and maybe Output, left out
+		if d, ok := m.(*Dispatch); ok && d.TTY == 0 { // TTY, and maybe Output and MaxOutput, left out
 			slack = 1
 			if d.Output == 0 {
 				slack = 2
+				if d.MaxOutput == 0 {
+					slack = 3
+				}
 			}
 		}
 		if p := checkReencode(t, m); len(p) > len(payload)+slack {

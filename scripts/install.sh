@@ -142,6 +142,20 @@ if [ "$started" = 1 ]; then
   systemctl status $unit
   journalctl -u $unit -f
 NEXT
+elif [ "$role" = agent ]; then
+  cat <<NEXT
+  1. Either enroll with a join token, if the controller runs with -ca-key: as an
+     operator, anywhere, run
+       jobsuite agent token create -ttl 1h
+     then in $config comment out ca, cert and key, and set join, ca_pin and
+     api as it prints (the agent makes its key and gets its certificate at
+     the first start, in its state directory).
+     Or put $certs
+     in $etc/pki/, then: chgrp jobsuite $etc/pki/*; chmod 0640 $etc/pki/*-key.pem
+  2. Edit $config (every key: jobsuite $role -h).
+  3. systemctl enable --now $unit
+  4. journalctl -u $unit -f
+NEXT
 else
   cat <<NEXT
   1. Put $certs

@@ -312,7 +312,7 @@ type tcpStream struct {
 	sess *tcpSession
 	slot bool // accepted: holds one of sess.slots until done
 
-	readMu  sync.Mutex // held by Read and by the drain after Abort
+	readMu  sync.Mutex // held by Read and by discardUntilEOF after Abort
 	aborted atomic.Bool
 
 	readDone, writeDone atomic.Bool
@@ -380,13 +380,13 @@ func (st *tcpStream) Abort() {
 	_ = st.s.SetWriteDeadline(pastDeadline)
 	_ = st.s.Close()
 	st.done(&st.writeDone)
-	go st.drain()
+	go st.discardUntilEOF()
 }
 
-// drain reads and discards until the peer closes its side or the session
-// ends, so that the peer's writes do not stall on flow control and yamux
-// can forget the stream.
-func (st *tcpStream) drain() {
+// discardUntilEOF reads and discards until the peer closes its side or
+// the session ends, so that the peer's writes do not stall on flow
+// control and yamux can forget the stream.
+func (st *tcpStream) discardUntilEOF() {
 	st.readMu.Lock() // waits for a Read woken by Abort's deadline
 	defer st.readMu.Unlock()
 	_ = st.s.SetReadDeadline(time.Time{})

@@ -18,7 +18,7 @@ func BenchmarkApplySubmit(b *testing.B) {
 		for pb.Next() {
 			j := &Job{ID: s.NextID(), Name: "bench", Command: "true", Priority: 50,
 				State: Queued, CreatedAt: time.Now(), QueuedAt: time.Now()}
-			if err := s.Apply(NewUpdate(nil, j, Event{Time: j.CreatedAt, Type: "submitted"})); err != nil {
+			if err := applyAll(s, NewTransition(j, Event{Time: j.CreatedAt, Type: "submitted"})); err != nil {
 				b.Error(err)
 				return
 			}
@@ -27,7 +27,10 @@ func BenchmarkApplySubmit(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "jobs/s")
 }
 
-// BenchmarkAppendLog measures storing 32 KiB output chunks (unsynced).
+// BenchmarkAppendLog measures storing 32 KiB output chunks, one Output
+// command per batch as a lone job stream sends them through the
+// committer: each batch is synced, several in flight at once, waited
+// for every 16.
 func BenchmarkAppendLog(b *testing.B) {
 	s := open(b)
 	data := make([]byte, 32<<10)
@@ -37,15 +40,26 @@ func BenchmarkAppendLog(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	var off uint64
+	var pending []*Pending
+	wait := func() {
+		for _, p := range pending {
+			if err := p.Wait(); err != nil {
+				b.Fatal(fmt.Errorf("sync: %w", err))
+			}
+		}
+		pending = pending[:0]
+	}
 	for b.Loop() {
-		if err := s.AppendLog(1, Chunk{Offset: off, Stream: 1, Data: data}); err != nil {
+		p, err := s.ApplyNoWait(&Output{Job: 1, Chunk: Chunk{Offset: off, Stream: 1, Data: data}})
+		if err != nil {
 			b.Fatal(err)
+		}
+		if pending = append(pending, p); len(pending) == 16 {
+			wait()
 		}
 		off += uint64(len(data))
 	}
-	if err := s.Sync(); err != nil {
-		b.Fatal(fmt.Errorf("sync: %w", err))
-	}
+	wait()
 }
 
 // finishJobs stores n completed jobs (three events, one output chunk
@@ -53,19 +67,21 @@ func BenchmarkAppendLog(b *testing.B) {
 func finishJobs(b *testing.B, s *Store, n int) {
 	b.Helper()
 	for n > 0 {
-		var ups []Update
+		var ups []Command
 		for range min(n, 1000) {
 			j := &Job{ID: s.NextID(), Name: "bench", Command: "true", State: Queued, CreatedAt: t0, QueuedAt: t0}
+			ups = append(ups, NewTransition(j, Event{Type: "submitted"}))
 			run := j.Clone()
 			run.State = Running
+			ups = append(ups, NewTransition(run, Event{Type: "started"}))
 			done := run.Clone()
 			done.State, done.FinishedAt = Completed, t0
-			ups = append(ups, NewUpdate(nil, j, Event{Type: "submitted"}), NewUpdate(j, run, Event{Type: "started"}), NewUpdate(run, done, Event{Type: "finished"}))
-			if err := s.AppendLog(j.ID, Chunk{Stream: 1, Data: []byte("output\n")}); err != nil {
+			ups = append(ups, NewTransition(done, Event{Type: "finished"}))
+			if err := appendLog(s, j.ID, Chunk{Stream: 1, Data: []byte("output\n")}); err != nil {
 				b.Fatal(err)
 			}
 		}
-		if err := s.Apply(ups...); err != nil {
+		if err := applyAll(s, ups...); err != nil {
 			b.Fatal(err)
 		}
 		n -= len(ups) / 3
@@ -82,7 +98,7 @@ func BenchmarkPrune(b *testing.B) {
 	defer s.Close()
 	finishJobs(b, s, b.N)
 	b.ResetTimer()
-	n, err := s.Prune(b.Context(), PruneOptions{FinishedBefore: t0.Add(time.Second)})
+	n, err := s.Prune(b.Context(), PruneOptions{FinishedBefore: t0.Add(time.Second)}, prune(s))
 	if err != nil || n != b.N {
 		b.Fatalf("Prune = %d, %v; want %d", n, err, b.N)
 	}
@@ -101,7 +117,7 @@ func BenchmarkListByState(b *testing.B) {
 	defer s.Close()
 	for range 100 {
 		j := &Job{ID: s.NextID(), Command: "true", State: Running}
-		if err := s.Apply(NewUpdate(nil, j, Event{})); err != nil {
+		if err := applyAll(s, NewTransition(j, Event{})); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -15,7 +15,10 @@ import (
 // value — field order, omitempty and omitzero, sorted map keys, string escaping
 // (HTML characters, U+2028/U+2029, invalid UTF-8 as U+FFFD) and
 // time.Time's MarshalJSON, errors included — so the stored format and
-// the schema version do not change. Decoding still uses encoding/json.
+// the schema version do not change. Job records are decoded by the
+// hand-written decoder in jobdecode.go where it matters (Active, and
+// apply reading a record it has not seen), which hands whatever it does
+// not take to encoding/json; the rest decode with encoding/json.
 //
 // codec_test.go compares them with json.Marshal on random records that
 // fill every field by reflection, and fails when a field is added to Job,
@@ -152,7 +155,7 @@ func appendAttempt(dst []byte, a *Attempt) ([]byte, error) {
 	}
 	if a.Outcome != "" {
 		dst = append(dst, `,"outcome":`...)
-		dst = appendString(dst, a.Outcome)
+		dst = appendString(dst, string(a.Outcome))
 	}
 	if a.ExitCode != nil {
 		dst = append(dst, `,"exit_code":`...)

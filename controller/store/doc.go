@@ -5,26 +5,50 @@
 // package that imports Pebble; callers declare the small interface they
 // need.
 //
-// Every state transition is one Update (Prev → Next plus an Event), and
-// Apply commits any number of them in a single synced batch: the job
-// record, the index entries derived from Prev.State and Next.State, and
-// the event change together or not at all, so a crash never leaves a job
-// in two states or an acknowledged job missing. Concurrent Apply calls
-// share fsyncs through Pebble's commit pipeline. ApplyNoWait is Apply
-// without the wait for the fsync: the batch enters the WAL and the
-// memtable in call order and Pending.Wait waits for its fsync, so one
-// writer (the controller's committer) can keep several batches syncing
-// at once; a batch whose Wait returned nil implies every earlier one is
-// durable. Log chunks are written without sync and become durable with
-// the next synced write.
+// Every change is a Command, and ApplyNoWait (Apply waits as well) is
+// the one function that writes: it applies a sequence of commands, in
+// order, as one atomic Pebble batch. The command types (command.go) are
+// a job Transition (a new version of the job with one event, and
+// optionally an audit entry), an Output chunk, API tokens, revocations,
+// join tokens (create, use, delete, prune), audit entries (append,
+// prune) and PruneJobs. A command carries everything that varies — IDs,
+// times, backoff delays, the output's bytes — and applying it reads only
+// the store and the command, so the same commands applied to two stores
+// holding the same data leave them byte-identical, results included:
+// this is the seam a replicated log can sit behind (controller/doc.go).
+//
+// Applying a command decides its Result from the state the batch has
+// reached: a Transition reads the job's current record (never a copy
+// its maker carried along), derives the index keys that record occupies
+// and replaces them with those of the new version, so the queue, delay,
+// active, state and finished indexes can never disagree with the
+// records; a create whose idempotency key is taken, a use of a used-up
+// join token, a delete of a missing token change nothing and say so in
+// their Result. Batches are applied one at a time, and a command sees
+// what every earlier one wrote, in its own batch or an earlier one. A
+// malformed command (ErrInvalid) refuses its whole batch before
+// anything is written.
+//
+// Reading a job's current record would cost a point read per
+// transition; instead apply keeps, for every unfinished job it wrote
+// since Open, the few fields its index keys and event count derive from
+// (head), which is exactly what the store holds for it, and reads the
+// record only for a job it has not seen since Open (after a restart) or
+// a finished one. A create's ID above every ID stored needs no read
+// either.
+//
+// ApplyNoWait returns once the batch is in the WAL and the memtable,
+// without waiting for its fsync; Pending.Wait waits for it. Batches
+// enter the WAL in call order, so one writer (the controller's
+// committer) can keep several syncing at once, and a batch whose Wait
+// returned nil implies every earlier one is durable. A batch of no
+// commands still writes a WAL record: its Wait is a barrier.
 //
 // Readers see a batch once it is in the memtable, before its fsync ends
-// (Pebble publishes it to readers then, with Apply as with ApplyNoWait):
-// a crash can lose a state a reader saw but that no writer was told is
-// durable. Whoever reports durability to the outside world waits for its
-// own Apply or Wait, or calls Sync, instead of inferring it from a read.
-// A create's idempotency key stays claimed (refusing other creates with
-// ErrExists) from ApplyNoWait until Wait.
+// (Pebble publishes it to readers then): a crash can lose a state a
+// reader saw but that no writer was told is durable. Whoever reports
+// durability to the outside world waits for its own Apply or Wait (or
+// a later one's) instead of inferring it from a read.
 //
 // Pebble compacts L0 at 8 sublevels instead of its default 4 (Open):
 // transitions rewrite job records across the whole "j" range, so each
@@ -32,7 +56,12 @@
 // cost less CPU, for a deeper L0 on reads.
 //
 // Job and Event records are JSON; codec.go encodes them by hand, byte for
-// byte as encoding/json would, and decoding uses encoding/json.
+// byte as encoding/json would. Job records are decoded by a hand-written
+// decoder for the JSON encoding/json writes (jobdecode.go) where many are
+// read at once (Active) and where apply reads one; anything it does not
+// take it hands to encoding/json, so the result is always what
+// encoding/json gives. Get, List and Events decode with encoding/json.
+// The security records are encoding/json both ways.
 //
 // # Key layout
 //
@@ -66,16 +95,25 @@
 //	                                             secret, never the secret)
 //	"u" id(8)                                    AuditEntry as JSON; id increases and
 //	                                             is at least the entry's Unix nanoseconds
-//	"c" name                                     a controller secret (raw bytes), made
-//	                                             once by Secret: "quic-stateless-reset"
 //	"n" SHA-256 of the secret(32)                JoinToken as JSON (uses left, expiry,
 //	                                             labels, name prefix; never the secret);
 //	                                             its ID is the hex of the first 8 bytes
 //
+// The "c" prefix is retired: schema 3 kept the controller's secrets
+// there, and Open moves them out (below). No other prefix may reuse it.
+//
+// Node-local state is not in Pebble: the keys above are what commands
+// change and what a replica of the store would hold, while the
+// controller's own secrets (Secret: the QUIC stateless-reset key) belong
+// to one node. They are files under node/ in the data directory (mode
+// 0600; Pebble ignores files it did not name), written once through a
+// synced temporary file and a rename.
+//
 // Priority is clamped to 0..255 in the queue key. A job's index keys are
 // derived from its record (State, Priority, QueuedAt, NotBefore,
-// FinishedAt, ID), which is why Apply needs Prev: it deletes the keys Prev
-// occupied. A job is in exactly one of "q", "d", "a" unless it finished,
+// FinishedAt, ID), which is why a Transition reads the current record:
+// it deletes the keys that record occupies. A job is in exactly one of
+// "q", "d", "a" unless it finished,
 // always in "s", and in "f" once it finished. State codes are only added,
 // never reused. ReadLog finds the chunk containing an offset with SeekLT
 // on "l" id (offset+1): a chunk key with the format byte sorts right
@@ -94,24 +132,33 @@
 //
 // List walks "j" backwards (newest first), or "s" state backwards when a
 // state is asked for, so filtering by state reads only that state's jobs.
-// Label filters are applied to the records read; one call examines at
-// most DefaultListScan records and returns a cursor to continue from.
+// Label filters and a Match function are applied to the records read; one
+// call examines at most DefaultListScan records and returns a cursor to
+// continue from.
 //
-// Prune walks "f" from the oldest finish on, removing each job's record,
-// index keys and idempotency key with point deletes and its "e" and "l"
-// ranges with one range deletion each, up to DefaultPruneBatch jobs per
-// synced batch. A finished job without FinishedAt sorts first. Open
-// counts "f" once (a key-only scan, in the background: see Startup) so
-// Prune knows how many finished jobs exist without scanning; Apply and
-// Prune keep that count.
+// Prune walks "f" from the oldest finish on and hands the jobs it
+// chooses, up to DefaultPruneBatch at a time, to a PruneJobs command (the
+// caller's writer applies it: the controller's committer). PruneJobs
+// removes each job that is stored and finished when it applies: its
+// record, index keys and idempotency key with point deletes and its "e"
+// and "l" ranges with one range deletion each. A finished job without
+// FinishedAt sorts first. Open counts "f" once (a key-only scan, in the
+// background: see Startup) so Prune knows how many finished jobs exist
+// without scanning; apply keeps that count.
+//
+// StateCounts (counts.go) says how many jobs are in each state. Nothing
+// is counted until its first call, which counts "s" in a snapshot (keys
+// only); from then on Apply and Prune add their changes, under a lock
+// that puts every batch either in that snapshot or among the changes
+// added, never both.
 //
 // # Startup
 //
 // Open replays Pebble's WAL and reads the highest "j" key (Last, one
 // seek) for NextID. Counting "f" for FinishedJobs is a key-only scan of
 // every finished job, so Open starts it in the background on a snapshot
-// taken before any write, and Apply's and Prune's changes add to it;
-// FinishedJobs and Prune wait for the count, Close waits for it to end.
+// taken before any write, and apply's changes add to it; FinishedJobs
+// and Prune wait for the count, Close waits for it to end.
 //
 // Active, which the controller calls once at start to rebuild its queue,
 // does not look each job up from its index entry: it scans "q", "d" and
@@ -132,19 +179,22 @@
 // # Security records
 //
 // Revocations and tokens are few; the controller loads them all at start
-// (Revocations, Tokens) and checks them in memory. PutRevocation,
-// PutToken and their deletes are synced. Audit entries are appended
-// without sync (AppendAudit) and become durable with the next synced
-// write, or ride in a job's Update (Update.Audit: a submission's entry
-// is in the batch that creates the job); PruneAudit drops the old ones
-// with one range deletion.
+// (Revocations, Tokens) and checks them in memory. They, audit entries
+// and join tokens are written by their commands like everything else; a
+// submission's audit entry rides in the Transition that creates the job,
+// so the entry is exactly as durable as the job. PruneAudit drops the
+// old entries with one range deletion.
 //
 // Join tokens (enroll.go) are read by hash, one point read per
-// enrollment. UseJoinToken takes a use in a read-modify-write under a
-// lock, synced, so concurrent enrollments never take more uses than a
-// token has, and a refused use (unknown, expired, used up) writes nothing.
+// enrollment. A UseJoinToken takes a use in apply order, so concurrent
+// enrollments never take more uses than a token has, and a refused use
+// (unknown, expired, used up) writes nothing.
 //
 // # Schema version
+//
+// Besides ApplyNoWait, only Open writes: the schema version and the move
+// of retired keys, both about this node's directory rather than changes
+// a replica would apply.
 //
 // Open writes SchemaVersion under "v" in an empty database and refuses,
 // with ErrSchema, a database holding another version or data without a
@@ -173,4 +223,11 @@
 //	   other direction: a version 2 release would read a new chunk's
 //	   time as output, so it must refuse the directory. Job records also
 //	   gained "output" and "tty" (optional fields, no bump of their own).
+//
+// Still version 3: the "c" keys (the controller's secrets) moved to files
+// under node/. Open moves any it finds, the bytes unchanged, and deletes
+// them. No bump: nothing is misread either way — a release that still
+// keeps secrets under "c" finds none and makes a new one (its QUIC
+// resets then do not match the previous run's sessions, nothing more),
+// and this one moves that key out again (a file already there wins).
 package store

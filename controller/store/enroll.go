@@ -1,13 +1,11 @@
 package store
 
 import (
-	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
-	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -55,30 +53,6 @@ func (t *JoinToken) ID() string {
 
 func joinKey(hash []byte) []byte { return append([]byte{prefixJoin}, hash...) }
 
-// joinMu serializes the read-modify-write of UseJoinToken, so two
-// enrollments can never both take a token's last use. One lock for
-// every Store is enough: the section is a point read and a write.
-var joinMu sync.Mutex
-
-// PutJoinToken stores a new join token, synced. Its Hash must be set
-// (at least JoinTokenIDBytes long) and not be stored yet.
-func (s *Store) PutJoinToken(t JoinToken) error {
-	if len(t.Hash) < JoinTokenIDBytes || t.Uses <= 0 || t.UsesLeft < 0 || t.UsesLeft > t.Uses {
-		return fmt.Errorf("store: put join token: %w: a hash and 0 <= uses left <= uses > 0 are required", ErrInvalid)
-	}
-	joinMu.Lock()
-	defer joinMu.Unlock()
-	if _, err := s.JoinToken(t.Hash); err == nil {
-		return fmt.Errorf("store: put join token %s: %w", t.ID(), ErrInvalid)
-	} else if !errors.Is(err, ErrNotFound) {
-		return err
-	}
-	if err := s.putJSON(joinKey(t.Hash), &t); err != nil {
-		return fmt.Errorf("store: put join token %s: %w", t.ID(), err)
-	}
-	return nil
-}
-
 // JoinToken returns the join token whose secret hashes to hash, or
 // ErrNotFound. It does not use the token.
 func (s *Store) JoinToken(hash []byte) (JoinToken, error) {
@@ -112,39 +86,6 @@ func (s *Store) joinToken(hash []byte) (JoinToken, error) {
 	return t, nil
 }
 
-// UseJoinToken takes one use of the join token whose secret hashes to
-// hash for the agent name, atomically and synced, and returns the token
-// as it is after the use. A token that is unknown (ErrNotFound), expired
-// at now (ErrTokenExpired) or used up (ErrTokenUsedUp) is left as it is.
-func (s *Store) UseJoinToken(hash []byte, now time.Time, name string) (JoinToken, error) {
-	joinMu.Lock()
-	defer joinMu.Unlock()
-	if !s.acquire() {
-		return JoinToken{}, fmt.Errorf("store: use join token: %w", ErrClosed)
-	}
-	defer s.mu.RUnlock()
-	t, err := s.joinToken(hash)
-	if err != nil {
-		return JoinToken{}, fmt.Errorf("store: use join token: %w", err)
-	}
-	switch {
-	case !now.Before(t.ExpiresAt):
-		return t, fmt.Errorf("store: use join token %s: %w", t.ID(), ErrTokenExpired)
-	case t.UsesLeft <= 0:
-		return t, fmt.Errorf("store: use join token %s: %w", t.ID(), ErrTokenUsedUp)
-	}
-	t.UsesLeft--
-	t.Enrolled = append(t.Enrolled, name)
-	data, err := json.Marshal(&t)
-	if err == nil {
-		err = s.db.Set(joinKey(t.Hash), data, s.write)
-	}
-	if err != nil {
-		return JoinToken{}, fmt.Errorf("store: use join token %s: %w", t.ID(), err)
-	}
-	return t, nil
-}
-
 // JoinTokens returns every stored join token, oldest first.
 func (s *Store) JoinTokens() ([]JoinToken, error) {
 	var out []JoinToken
@@ -161,89 +102,4 @@ func (s *Store) JoinTokens() ([]JoinToken, error) {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
 	return out, nil
-}
-
-// DeleteJoinToken removes the join token with the given ID (see
-// JoinToken.ID) and returns it, or returns ErrNotFound.
-func (s *Store) DeleteJoinToken(id string) (JoinToken, error) {
-	b, err := hex.DecodeString(id)
-	if err != nil || len(b) != JoinTokenIDBytes {
-		return JoinToken{}, fmt.Errorf("store: delete join token %q: %w", id, ErrNotFound)
-	}
-	joinMu.Lock()
-	defer joinMu.Unlock()
-	if !s.acquire() {
-		return JoinToken{}, fmt.Errorf("store: delete join token: %w", ErrClosed)
-	}
-	defer s.mu.RUnlock()
-	p := joinKey(b)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
-	if err != nil {
-		return JoinToken{}, fmt.Errorf("store: delete join token %s: %w", id, err)
-	}
-	var found []JoinToken
-	for ok := it.First(); ok; ok = it.Next() {
-		var t JoinToken
-		if err := json.Unmarshal(it.Value(), &t); err != nil {
-			_ = it.Close()
-			return JoinToken{}, fmt.Errorf("store: delete join token %s: %w", id, err)
-		}
-		found = append(found, t)
-	}
-	if err := errors.Join(it.Error(), it.Close()); err != nil {
-		return JoinToken{}, fmt.Errorf("store: delete join token %s: %w", id, err)
-	}
-	if len(found) == 0 {
-		return JoinToken{}, fmt.Errorf("store: delete join token %s: %w", id, ErrNotFound)
-	}
-	b2 := s.db.NewBatch()
-	defer b2.Close()
-	for _, t := range found { // two tokens sharing 64 bits of hash: both go
-		if err := b2.Delete(joinKey(t.Hash), nil); err != nil {
-			return JoinToken{}, fmt.Errorf("store: delete join token %s: %w", id, err)
-		}
-	}
-	if err := b2.Commit(s.write); err != nil {
-		return JoinToken{}, fmt.Errorf("store: delete join token %s: %w", id, err)
-	}
-	return found[0], nil
-}
-
-// PruneJoinTokens removes the join tokens that expired before before and
-// returns how many it removed.
-func (s *Store) PruneJoinTokens(before time.Time) (int, error) {
-	joinMu.Lock()
-	defer joinMu.Unlock()
-	if !s.acquire() {
-		return 0, fmt.Errorf("store: prune join tokens: %w", ErrClosed)
-	}
-	defer s.mu.RUnlock()
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixJoin}, UpperBound: []byte{prefixJoin + 1}})
-	if err != nil {
-		return 0, fmt.Errorf("store: prune join tokens: %w", err)
-	}
-	var old [][]byte
-	for ok := it.First(); ok; ok = it.Next() {
-		var t JoinToken
-		if err := json.Unmarshal(it.Value(), &t); err == nil && t.ExpiresAt.Before(before) {
-			old = append(old, bytes.Clone(it.Key()))
-		}
-	}
-	if err := errors.Join(it.Error(), it.Close()); err != nil {
-		return 0, fmt.Errorf("store: prune join tokens: %w", err)
-	}
-	if len(old) == 0 {
-		return 0, nil
-	}
-	b := s.db.NewBatch()
-	defer b.Close()
-	for _, k := range old {
-		if err := b.Delete(k, nil); err != nil {
-			return 0, fmt.Errorf("store: prune join tokens: %w", err)
-		}
-	}
-	if err := b.Commit(s.write); err != nil {
-		return 0, fmt.Errorf("store: prune join tokens: %w", err)
-	}
-	return len(old), nil
 }

@@ -36,13 +36,13 @@ func TestJoinTokenUses(t *testing.T) {
 			if tt.uses > 0 {
 				tok := JoinToken{Hash: hash, Uses: tt.uses, UsesLeft: tt.uses, Labels: map[string]string{"gpu": "yes"}, NamePrefix: "ci",
 					CreatedBy: "operator alice", CreatedAt: now, ExpiresAt: now.Add(tt.expires)}
-				if err := s.PutJoinToken(tok); err != nil {
+				if err := applyErr(s, &CreateJoinToken{Token: tok}); err != nil {
 					t.Fatal(err)
 				}
 			}
 			for i := 0; i < tt.tries; i++ {
 				before, _ := s.JoinToken(hash)
-				got, err := s.UseJoinToken(hash, now, "ci-x")
+				got, err := useJoinToken(s, hash, now, "ci-x")
 				if !errors.Is(err, tt.want[i]) || (tt.want[i] == nil) != (err == nil) {
 					t.Fatalf("use %d: %v, want %v", i+1, err, tt.want[i])
 				}
@@ -68,7 +68,7 @@ func TestJoinTokenConcurrentUses(t *testing.T) {
 	now := time.Now()
 	hash := joinHash("shared")
 	const uses, tries = 5, 40
-	if err := s.PutJoinToken(JoinToken{Hash: hash, Uses: uses, UsesLeft: uses, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+	if err := applyErr(s, &CreateJoinToken{Token: JoinToken{Hash: hash, Uses: uses, UsesLeft: uses, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}}); err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -78,7 +78,7 @@ func TestJoinTokenConcurrentUses(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := s.UseJoinToken(hash, now, "a")
+			_, err := useJoinToken(s, hash, now, "a")
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -104,12 +104,12 @@ func TestJoinTokensListDeletePrune(t *testing.T) {
 	a := JoinToken{Hash: joinHash("a"), Uses: 1, UsesLeft: 1, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
 	b := JoinToken{Hash: joinHash("b"), Uses: 2, UsesLeft: 2, CreatedAt: now.Add(time.Second), ExpiresAt: now.Add(-time.Hour)}
 	for _, tok := range []JoinToken{b, a} {
-		if err := s.PutJoinToken(tok); err != nil {
+		if err := applyErr(s, &CreateJoinToken{Token: tok}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.PutJoinToken(a); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("storing a token twice: %v, want ErrInvalid", err)
+	if err := applyErr(s, &CreateJoinToken{Token: a}); !errors.Is(err, ErrExists) {
+		t.Fatalf("storing a token twice: %v, want ErrExists", err)
 	}
 	for name, bad := range map[string]JoinToken{
 		"no hash":       {Uses: 1, UsesLeft: 1},
@@ -117,7 +117,7 @@ func TestJoinTokensListDeletePrune(t *testing.T) {
 		"more left":     {Hash: joinHash("c"), Uses: 1, UsesLeft: 2},
 		"negative left": {Hash: joinHash("c"), Uses: 1, UsesLeft: -1},
 	} {
-		if err := s.PutJoinToken(bad); !errors.Is(err, ErrInvalid) {
+		if err := applyErr(s, &CreateJoinToken{Token: bad}); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: PutJoinToken = %v, want ErrInvalid", name, err)
 		}
 	}
@@ -135,23 +135,23 @@ func TestJoinTokensListDeletePrune(t *testing.T) {
 	if len(a.ID()) != 2*JoinTokenIDBytes {
 		t.Fatalf("ID %q", a.ID())
 	}
-	n, err := s.PruneJoinTokens(now)
+	n, err := pruneJoinTokens(s, now)
 	if err != nil || n != 1 {
 		t.Fatalf("PruneJoinTokens = %d, %v; want 1 (b expired)", n, err)
 	}
 	if _, err := s.JoinToken(b.Hash); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("pruned token: %v", err)
 	}
-	del, err := s.DeleteJoinToken(a.ID())
+	del, err := deleteJoinToken(s, a.ID())
 	if err != nil || !reflect.DeepEqual(del, a) {
 		t.Fatalf("DeleteJoinToken = %+v, %v", del, err)
 	}
 	for _, id := range []string{a.ID(), "zz", "", "0011"} {
-		if _, err := s.DeleteJoinToken(id); !errors.Is(err, ErrNotFound) {
+		if _, err := deleteJoinToken(s, id); !errors.Is(err, ErrNotFound) {
 			t.Errorf("DeleteJoinToken(%q) = %v, want ErrNotFound", id, err)
 		}
 	}
-	if _, err := s.UseJoinToken(a.Hash, now, "x"); !errors.Is(err, ErrNotFound) {
+	if _, err := useJoinToken(s, a.Hash, now, "x"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("deleted token used: %v", err)
 	}
 }

@@ -12,11 +12,18 @@ var (
 	ErrSchema = errors.New("unsupported schema version")
 	// ErrClosed means the Store was used after Close.
 	ErrClosed = errors.New("store is closed")
-	// ErrExists means an idempotency key is already taken by another job,
-	// or a create for it is being committed concurrently. Look the key up
-	// again with IdempotencyKey.
-	ErrExists = errors.New("idempotency key already used")
+	// ErrExists means a create found its record taken: an idempotency
+	// key another job holds (Result.Owner names it), a join token with
+	// the same hash.
+	ErrExists = errors.New("already exists")
+	// ErrConflict means a Transition does not follow the job's stored
+	// record: a create of a job that exists, or an update whose event
+	// does not come next in the stored history. The command's maker
+	// had a wrong idea of the store.
+	ErrConflict = errors.New("conflicts with the stored record")
 	// ErrInvalid means the caller passed an argument the store refuses,
-	// such as an Update without Next or an empty log chunk.
+	// such as a Transition without a job or an empty log chunk.
 	ErrInvalid = errors.New("invalid argument")
+	// ErrLocked means another process has the data directory open.
+	ErrLocked = errors.New("the data directory is in use")
 )

@@ -120,6 +120,18 @@ func cloneMap(m map[string]string) map[string]string {
 	return c
 }
 
+// Outcome is how an attempt ended. Values are only added, never
+// reused: they are stored.
+type Outcome string
+
+const (
+	OutcomeCompleted Outcome = "completed" // exit status 0
+	OutcomeFailed    Outcome = "failed"    // non-zero exit, killed, could not start
+	OutcomeTimeout   Outcome = "timeout"   // killed at its timeout (by the agent or the controller's deadline)
+	OutcomeCancelled Outcome = "cancelled" // killed because a user cancelled the job
+	OutcomeLost      Outcome = "lost"      // its agent went silent, disconnected for good or was revoked
+)
+
 // Attempt is one dispatch of a job to an agent. Its Number is the
 // fencing token agents quote in every report.
 type Attempt struct {
@@ -129,7 +141,7 @@ type Attempt struct {
 	StartedAt    time.Time     `json:"started_at,omitzero"`
 	FinishedAt   time.Time     `json:"finished_at,omitzero"`
 	PID          uint32        `json:"pid,omitempty"`
-	Outcome      string        `json:"outcome,omitempty"` // completed|failed|timeout|cancelled|lost
+	Outcome      Outcome       `json:"outcome,omitempty"` // how it ended; empty while it runs
 	ExitCode     *int          `json:"exit_code,omitempty"`
 	Signal       string        `json:"signal,omitempty"`
 	Error        string        `json:"error,omitempty"`
@@ -159,30 +171,7 @@ type Chunk struct {
 	Stream uint8  // 1 stdout, 2 stderr (protocol.Stream values)
 	Data   []byte
 	// Time is when the controller received the chunk; zero for chunks
-	// stored before times were kept (and for a zero Time given to
-	// AppendLog).
+	// stored before times were kept (and for a zero Time in an Output
+	// command).
 	Time time.Time
-}
-
-// Update is one state transition: Next replaces Prev (nil for a new
-// job) and Event is appended to Next's history. The queue, delay and
-// active indexes follow from Prev.State and Next.State, so they can never
-// disagree with the job records.
-type Update struct {
-	Prev  *Job
-	Next  *Job
-	Event Event
-	// Audit, if set, is an audit entry written in the same batch (a
-	// submission's), so the entry is exactly as durable as the job. Its
-	// ID must be set.
-	Audit *AuditEntry
-}
-
-// NewUpdate numbers ev as next's following event and returns the
-// update: ev.Seq becomes next.Events and next.Events grows by one. Call
-// it once per transition, before next is shared or applied.
-func NewUpdate(prev, next *Job, ev Event) Update {
-	ev.Seq = next.Events
-	next.Events++
-	return Update{Prev: prev, Next: next, Event: ev}
 }

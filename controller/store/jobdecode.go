@@ -557,7 +557,7 @@ func (d *jobDecoder) attempt(a *Attempt) bool {
 		case "pid":
 			return set.first(5) && d.uint32(&a.PID)
 		case "outcome":
-			return set.first(6) && d.shared(&a.Outcome)
+			return set.first(6) && d.shared((*string)(&a.Outcome))
 		case "exit_code":
 			if !set.first(7) {
 				return false

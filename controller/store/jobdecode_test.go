@@ -93,7 +93,7 @@ func randJob(r *rand.Rand) *Job {
 	j.LogBytes, j.Events = r.Uint64(), r.Uint32()
 	for n := range r.IntN(4) {
 		a := Attempt{Number: uint32(n + 1), Agent: randString(r), DispatchedAt: randTime(r), StartedAt: randTime(r),
-			FinishedAt: randTime(r), PID: r.Uint32(), Outcome: randString(r), Signal: randString(r), Error: randString(r),
+			FinishedAt: randTime(r), PID: r.Uint32(), Outcome: Outcome(randString(r)), Signal: randString(r), Error: randString(r),
 			Duration: time.Duration(randInt(r)), UserCPU: time.Duration(randInt(r)), SystemCPU: time.Duration(randInt(r)),
 			MaxRSS: r.Uint64(), LogStart: r.Uint64(), QueuedAt: randTime(r), OutputBytes: r.Uint64()}
 		if maybe() {

@@ -30,20 +30,24 @@ func jobKey(id uint64) []byte {
 }
 
 // queueKey orders the queue: priority descending, then QueuedAt, then ID.
-func queueKey(j *Job) []byte {
+func queueKey(j *Job) []byte { return queueKeyAt(j.Priority, nanos(j.QueuedAt), j.ID) }
+
+func queueKeyAt(priority int, queuedAt, id uint64) []byte {
 	k := make([]byte, 18)
 	k[0] = prefixQueue
-	k[1] = 255 - uint8(min(max(j.Priority, 0), 255))
-	binary.BigEndian.PutUint64(k[2:], nanos(j.QueuedAt))
-	binary.BigEndian.PutUint64(k[10:], j.ID)
+	k[1] = 255 - uint8(min(max(priority, 0), 255))
+	binary.BigEndian.PutUint64(k[2:], queuedAt)
+	binary.BigEndian.PutUint64(k[10:], id)
 	return k
 }
 
-func delayKey(j *Job) []byte {
+func delayKey(j *Job) []byte { return delayKeyAt(nanos(j.NotBefore), j.ID) }
+
+func delayKeyAt(notBefore, id uint64) []byte {
 	k := make([]byte, 17)
 	k[0] = prefixDelay
-	binary.BigEndian.PutUint64(k[1:], nanos(j.NotBefore))
-	binary.BigEndian.PutUint64(k[9:], j.ID)
+	binary.BigEndian.PutUint64(k[1:], notBefore)
+	binary.BigEndian.PutUint64(k[9:], id)
 	return k
 }
 
@@ -86,10 +90,14 @@ func doneKey(j *Job) []byte {
 	if !j.State.Terminal() {
 		return nil
 	}
+	return doneKeyAt(nanos(j.FinishedAt), j.ID)
+}
+
+func doneKeyAt(finishedAt, id uint64) []byte {
 	k := make([]byte, 17)
 	k[0] = prefixDone
-	binary.BigEndian.PutUint64(k[1:], nanos(j.FinishedAt))
-	binary.BigEndian.PutUint64(k[9:], j.ID)
+	binary.BigEndian.PutUint64(k[1:], finishedAt)
+	binary.BigEndian.PutUint64(k[9:], id)
 	return k
 }
 

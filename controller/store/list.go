@@ -26,6 +26,9 @@ type ListOptions struct {
 	Limit  int               // at most this many jobs; 0 (or less) means DefaultListLimit
 	Before uint64            // only IDs below Before; 0 starts at the newest job
 	Scan   int               // examine at most this many records; 0 (or less) means DefaultListScan
+	// Match, when set, keeps only the jobs it returns true for (applied
+	// after State and Labels, to each record read).
+	Match func(*Job) bool
 }
 
 // List returns jobs newest first (descending ID) and next, the Before of
@@ -135,7 +138,7 @@ func (s *Store) list(o ListOptions) ([]*Job, uint64, error) {
 			return nil, 0, err
 		}
 		last = id
-		if j == nil || !hasLabels(j, o.Labels) {
+		if j == nil || !hasLabels(j, o.Labels) || o.Match != nil && !o.Match(j) {
 			continue
 		}
 		if len(jobs) == o.Limit {

@@ -20,7 +20,7 @@ const defaultReadLog = 1 << 20
 //	"l" id(8) offset(8)            stream(1) data            untimed: before chunk times
 //	"l" id(8) offset(8) format(1)  stream(1) time(8) data    format 1: with the time
 //
-// AppendLog writes format 1; both are read. time is Unix nanoseconds,
+// Output commands write format 1; both are read. time is Unix nanoseconds,
 // big-endian (0: unknown).
 const (
 	logKeyLen      = 17
@@ -68,43 +68,8 @@ func decodeLogEntry(k, v []byte) (logEntry, error) {
 	return e, nil
 }
 
-// AppendLog stores a chunk of job id's output under its offset, with its
-// stream and Time. It is not synced: the chunk becomes durable with the
-// next synced Apply or Sync (an agent should keep it spooled until then).
-// Writing the same offset again replaces the chunk, so resending after a
-// reconnect is harmless (a chunk stored untimed by an earlier release
-// stays beside it; ReadLog returns the bytes once). AppendLog does not
-// check that the job exists.
-func (s *Store) AppendLog(id uint64, c Chunk) error {
-	if !s.acquire() {
-		return fmt.Errorf("store: append log of job %d: %w", id, ErrClosed)
-	}
-	defer s.mu.RUnlock()
-	if len(c.Data) == 0 {
-		return fmt.Errorf("store: append log of job %d: %w: empty chunk", id, ErrInvalid)
-	}
-	if c.Offset > math.MaxUint64-uint64(len(c.Data)) {
-		return fmt.Errorf("store: append log of job %d: %w: offset %d overflows", id, ErrInvalid, c.Offset)
-	}
-	// Build the value in the batch itself rather than copying it twice.
-	b := s.db.NewBatch()
-	defer b.Close()
-	op := b.SetDeferred(logKeyTimedLen, logTimedHeader+len(c.Data))
-	copy(op.Key, timedLogKey(id, c.Offset))
-	op.Value[0] = c.Stream
-	binary.BigEndian.PutUint64(op.Value[1:], nanos(c.Time))
-	copy(op.Value[logTimedHeader:], c.Data)
-	if err := op.Finish(); err != nil {
-		return fmt.Errorf("store: append log of job %d: %w", id, err)
-	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("store: append log of job %d: %w", id, err)
-	}
-	return nil
-}
-
-// Sync makes every earlier write durable, including AppendLog chunks.
-// With Options.NoSync it only orders writes.
+// Sync makes every batch applied so far durable. It writes nothing but
+// a WAL record; with Options.NoSync it only orders writes.
 func (s *Store) Sync() error {
 	if !s.acquire() {
 		return fmt.Errorf("store: sync: %w", ErrClosed)

@@ -20,13 +20,13 @@ func TestReadLog(t *testing.T) {
 		{Offset: 6, Stream: 2, Data: []byte("world")},
 		{Offset: 11, Stream: 1, Data: []byte("!\n")},
 	} {
-		if err := s.AppendLog(id, c); err != nil {
+		if err := appendLog(s, id, c); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Another job's log on either side must never leak in.
 	for _, other := range []uint64{id - 1, id + 1} {
-		if err := s.AppendLog(other, Chunk{Offset: 0, Stream: 1, Data: []byte("other")}); err != nil {
+		if err := appendLog(s, other, Chunk{Offset: 0, Stream: 1, Data: []byte("other")}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -94,7 +94,7 @@ func TestReadLogOverlapsAndGaps(t *testing.T) {
 		{Offset: 3, Stream: 1, Data: []byte("defghi")},
 		{Offset: 20, Stream: 1, Data: []byte("xyz")},
 	} {
-		if err := s.AppendLog(1, c); err != nil {
+		if err := appendLog(s, 1, c); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -140,7 +140,7 @@ func FuzzReadLog(f *testing.F) {
 			c := Chunk{Offset: uint64(off), Stream: 1, Data: log[off : off+n], Time: time.Unix(int64(off), 0)}
 			if len(cuts)%2 == 1 {
 				putUntimedChunk(t, s, id, c)
-			} else if err := s.AppendLog(id, c); err != nil {
+			} else if err := appendLog(s, id, c); err != nil {
 				t.Fatal(err)
 			}
 			off += n
@@ -211,7 +211,7 @@ func TestLogTimes(t *testing.T) {
 		{Offset: 8, Stream: 1, Data: []byte("newer\n"), Time: t2.In(time.FixedZone("X", 3600))},
 		{Offset: 14, Stream: 1, Data: []byte("untimed")}, // zero Time
 	} {
-		if err := s.AppendLog(1, c); err != nil {
+		if err := appendLog(s, 1, c); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -234,7 +234,7 @@ func TestLogTimes(t *testing.T) {
 	// A resend of an untimed chunk's bytes in the new form (an agent
 	// that reconnects across an upgrade) is read once.
 	putUntimedChunk(t, s, 2, Chunk{Offset: 0, Stream: 1, Data: []byte("abcdef")})
-	if err := s.AppendLog(2, Chunk{Offset: 3, Stream: 1, Data: []byte("defgh"), Time: t1}); err != nil {
+	if err := appendLog(s, 2, Chunk{Offset: 3, Stream: 1, Data: []byte("defgh"), Time: t1}); err != nil {
 		t.Fatal(err)
 	}
 	got, err = s.ReadLog(2, 0, 0)
@@ -282,7 +282,7 @@ func showTimes(cs []Chunk) string {
 
 func TestSync(t *testing.T) {
 	s := open(t)
-	if err := s.AppendLog(1, Chunk{Data: []byte("x")}); err != nil {
+	if err := appendLog(s, 1, Chunk{Data: []byte("x")}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Sync(); err != nil {

@@ -23,7 +23,7 @@ func pruneFixture(t *testing.T, s *Store) (finished, unfinished []*Job) {
 		j.IdempotencyKey = key
 		j = submit(t, s, j)
 		for off, data := range map[uint64]string{0: "out ", 4: "put\n"} {
-			if err := s.AppendLog(j.ID, Chunk{Offset: off, Stream: 1, Data: []byte(data)}); err != nil {
+			if err := appendLog(s, j.ID, Chunk{Offset: off, Stream: 1, Data: []byte(data)}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -84,7 +84,7 @@ func TestPrune(t *testing.T) {
 			if n := s.FinishedJobs(); n != 10 {
 				t.Fatalf("FinishedJobs before = %d, want 10", n)
 			}
-			removed, err := s.Prune(t.Context(), tt.o)
+			removed, err := s.Prune(t.Context(), tt.o, prune(s))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -113,7 +113,7 @@ func TestPrune(t *testing.T) {
 			}
 
 			// Prune again changes nothing; the count survives a reopen.
-			if n, err := s.Prune(t.Context(), tt.o); n != 0 || err != nil {
+			if n, err := s.Prune(t.Context(), tt.o, prune(s)); n != 0 || err != nil {
 				t.Errorf("second Prune = %d, %v", n, err)
 			}
 			if err := s.Close(); err != nil {
@@ -191,10 +191,10 @@ func TestPruneFreesIdempotencyKey(t *testing.T) {
 
 	again := newJob(s, 1, t0)
 	again.IdempotencyKey = "deploy-42"
-	if err := s.Apply(NewUpdate(nil, again, Event{})); !errors.Is(err, ErrExists) {
+	if err := applyAll(s, NewTransition(again, Event{})); !errors.Is(err, ErrExists) {
 		t.Fatalf("submit with a taken key = %v, want ErrExists", err)
 	}
-	if n, err := s.Prune(t.Context(), PruneOptions{FinishedBefore: t0.Add(time.Second)}); n != 1 || err != nil {
+	if n, err := s.Prune(t.Context(), PruneOptions{FinishedBefore: t0.Add(time.Second)}, prune(s)); n != 1 || err != nil {
 		t.Fatalf("Prune = %d, %v", n, err)
 	}
 	again = newJob(s, 1, t0)
@@ -210,7 +210,7 @@ func TestPruneCancelled(t *testing.T) {
 	finished, _ := pruneFixture(t, s)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	n, err := s.Prune(ctx, PruneOptions{KeepNewest: 1})
+	n, err := s.Prune(ctx, PruneOptions{KeepNewest: 1}, prune(s))
 	if n != 0 || !errors.Is(err, context.Canceled) {
 		t.Errorf("Prune = %d, %v; want 0, context.Canceled", n, err)
 	}
@@ -234,7 +234,7 @@ func TestPruneConcurrent(t *testing.T) {
 				return
 			default:
 			}
-			if _, err := s.Prune(t.Context(), PruneOptions{KeepNewest: keep, MaxBatch: 7}); err != nil {
+			if _, err := s.Prune(t.Context(), PruneOptions{KeepNewest: keep, MaxBatch: 7}, prune(s)); err != nil {
 				t.Errorf("Prune: %v", err)
 				return
 			}
@@ -254,17 +254,17 @@ func TestPruneConcurrent(t *testing.T) {
 			for i := range perWorker {
 				j := newJob(s, 1, t0)
 				j.IdempotencyKey = fmt.Sprintf("w%d-%d", w, i)
-				if err := s.Apply(NewUpdate(nil, j, Event{Type: "submitted"})); err != nil {
+				if err := applyAll(s, NewTransition(j, Event{Type: "submitted"})); err != nil {
 					t.Errorf("submit: %v", err)
 					return
 				}
 				next := j.Clone()
 				next.State = Running
-				if err := s.Apply(NewUpdate(j, next, Event{})); err != nil {
+				if err := applyAll(s, NewTransition(next, Event{})); err != nil {
 					t.Errorf("run: %v", err)
 					return
 				}
-				if err := s.AppendLog(j.ID, Chunk{Data: []byte("x")}); err != nil {
+				if err := appendLog(s, j.ID, Chunk{Data: []byte("x")}); err != nil {
 					t.Errorf("append: %v", err)
 					return
 				}
@@ -277,7 +277,7 @@ func TestPruneConcurrent(t *testing.T) {
 				done := next.Clone()
 				done.State = Completed
 				done.FinishedAt = time.Now()
-				if err := s.Apply(NewUpdate(next, done, Event{})); err != nil {
+				if err := applyAll(s, NewTransition(done, Event{})); err != nil {
 					t.Errorf("finish: %v", err)
 					return
 				}
@@ -287,7 +287,7 @@ func TestPruneConcurrent(t *testing.T) {
 	wg.Wait()
 	close(stop)
 	pruned.Wait()
-	if _, err := s.Prune(t.Context(), PruneOptions{KeepNewest: keep}); err != nil {
+	if _, err := s.Prune(t.Context(), PruneOptions{KeepNewest: keep}, prune(s)); err != nil {
 		t.Fatal(err)
 	}
 	if n, f := s.FinishedJobs(), countPrefix(t, s, prefixDone); n != keep || f != keep {

@@ -76,23 +76,6 @@ func auditKey(id uint64) []byte {
 	return k
 }
 
-// PutRevocation stores r under its ID (replacing an earlier one), synced.
-func (s *Store) PutRevocation(r Revocation) error {
-	if err := s.putJSON(revokedKey(r.ID()), &r); err != nil {
-		return fmt.Errorf("store: put revocation %s: %w", r.ID(), err)
-	}
-	return nil
-}
-
-// DeleteRevocation removes the revocation with id, or returns
-// ErrNotFound.
-func (s *Store) DeleteRevocation(id string) error {
-	if err := s.deleteKey(revokedKey(id)); err != nil {
-		return fmt.Errorf("store: delete revocation %s: %w", id, err)
-	}
-	return nil
-}
-
 // Revocations returns every revocation, oldest first.
 func (s *Store) Revocations() ([]Revocation, error) {
 	var out []Revocation
@@ -111,25 +94,6 @@ func (s *Store) Revocations() ([]Revocation, error) {
 	return out, nil
 }
 
-// PutToken stores t under its ID, synced.
-func (s *Store) PutToken(t Token) error {
-	if t.ID == "" || len(t.Hash) == 0 {
-		return fmt.Errorf("store: put token: %w: ID and hash are required", ErrInvalid)
-	}
-	if err := s.putJSON(tokenKey(t.ID), &t); err != nil {
-		return fmt.Errorf("store: put token %s: %w", t.ID, err)
-	}
-	return nil
-}
-
-// DeleteToken removes token id, or returns ErrNotFound.
-func (s *Store) DeleteToken(id string) error {
-	if err := s.deleteKey(tokenKey(id)); err != nil {
-		return fmt.Errorf("store: delete token %s: %w", id, err)
-	}
-	return nil
-}
-
 // Tokens returns every stored token, oldest first.
 func (s *Store) Tokens() ([]Token, error) {
 	var out []Token
@@ -146,28 +110,6 @@ func (s *Store) Tokens() ([]Token, error) {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
 	return out, nil
-}
-
-// AppendAudit stores e under e.ID, which the caller makes strictly
-// increasing (LastAuditID gives the start). It is not synced: the entry
-// becomes durable with the next synced write (every job transition,
-// revocation and token change is one) or Sync.
-func (s *Store) AppendAudit(e AuditEntry) error {
-	if e.ID == 0 {
-		return fmt.Errorf("store: append audit: %w: entry ID 0", ErrInvalid)
-	}
-	if !s.acquire() {
-		return fmt.Errorf("store: append audit: %w", ErrClosed)
-	}
-	defer s.mu.RUnlock()
-	v, err := json.Marshal(&e)
-	if err == nil {
-		err = s.db.Set(auditKey(e.ID), v, pebble.NoSync)
-	}
-	if err != nil {
-		return fmt.Errorf("store: append audit: %w", err)
-	}
-	return nil
 }
 
 // LastAuditID returns the ID of the newest audit entry, or 0.
@@ -218,49 +160,6 @@ func (s *Store) Audit(before uint64, limit int) ([]AuditEntry, error) {
 		return nil, fmt.Errorf("store: audit: %w", err)
 	}
 	return out, nil
-}
-
-// PruneAudit removes the audit entries with an ID below nanos(before):
-// entries older than before (IDs are at least their time).
-func (s *Store) PruneAudit(before time.Time) error {
-	if !s.acquire() {
-		return fmt.Errorf("store: prune audit: %w", ErrClosed)
-	}
-	defer s.mu.RUnlock()
-	if err := s.db.DeleteRange(auditKey(0), auditKey(nanos(before)), pebble.NoSync); err != nil {
-		return fmt.Errorf("store: prune audit: %w", err)
-	}
-	return nil
-}
-
-// putJSON writes v as JSON under key, synced (unless Options.NoSync).
-func (s *Store) putJSON(key []byte, v any) error {
-	if !s.acquire() {
-		return ErrClosed
-	}
-	defer s.mu.RUnlock()
-	data, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return s.db.Set(key, data, s.write)
-}
-
-// deleteKey deletes key, synced, or returns ErrNotFound.
-func (s *Store) deleteKey(key []byte) error {
-	if !s.acquire() {
-		return ErrClosed
-	}
-	defer s.mu.RUnlock()
-	_, closer, err := s.db.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return ErrNotFound
-	}
-	if err != nil {
-		return err
-	}
-	closer.Close()
-	return s.db.Delete(key, s.write)
 }
 
 // scan calls fn with the value of every key starting with p.

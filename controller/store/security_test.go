@@ -23,14 +23,14 @@ func TestRevocationsSurviveReopen(t *testing.T) {
 		if r.ID() != id {
 			t.Fatalf("ID() = %q, want %q", r.ID(), id)
 		}
-		if err := s.PutRevocation(r); err != nil {
+		if err := applyErr(s, &PutRevocation{Revocation: r}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.DeleteRevocation("name:operator:alice"); err != nil {
+	if err := applyErr(s, &DeleteRevocation{ID: "name:operator:alice"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteRevocation("name:operator:alice"); !errors.Is(err, ErrNotFound) {
+	if err := applyErr(s, &DeleteRevocation{ID: "name:operator:alice"}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("second delete: %v, want ErrNotFound", err)
 	}
 	if err := s.Close(); err != nil {
@@ -53,11 +53,11 @@ func TestTokens(t *testing.T) {
 	a := Token{ID: "a1", Hash: []byte{1, 2, 3}, Role: "viewer", Name: "grafana", CreatedBy: "operator alice", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
 	b := Token{ID: "b2", Hash: []byte{4}, Role: "operator", Name: "ci", CreatedBy: "operator alice", CreatedAt: now.Add(time.Second), ExpiresAt: now.Add(time.Hour)}
 	for _, tok := range []Token{b, a} {
-		if err := s.PutToken(tok); err != nil {
+		if err := applyErr(s, &PutToken{Token: tok}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.PutToken(Token{ID: "x"}); !errors.Is(err, ErrInvalid) {
+	if err := applyErr(s, &PutToken{Token: Token{ID: "x"}}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("token without hash: %v, want ErrInvalid", err)
 	}
 	got, err := s.Tokens()
@@ -67,10 +67,10 @@ func TestTokens(t *testing.T) {
 	if !reflect.DeepEqual(got, []Token{a, b}) {
 		t.Fatalf("Tokens() = %+v", got)
 	}
-	if err := s.DeleteToken("a1"); err != nil {
+	if err := applyErr(s, &DeleteToken{ID: "a1"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DeleteToken("a1"); !errors.Is(err, ErrNotFound) {
+	if err := applyErr(s, &DeleteToken{ID: "a1"}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("second delete: %v", err)
 	}
 	if got, _ := s.Tokens(); len(got) != 1 || got[0].ID != "b2" {
@@ -87,11 +87,11 @@ func TestAuditOrderPagingPrune(t *testing.T) {
 	for i := range 10 {
 		at := base.Add(time.Duration(i) * time.Minute)
 		e := AuditEntry{ID: uint64(at.UnixNano()), Time: at, Who: "alice", Role: "operator", Via: "certificate", Action: "submit", Target: "job"}
-		if err := s.AppendAudit(e); err != nil {
+		if err := applyErr(s, &AppendAudit{Entry: e}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.AppendAudit(AuditEntry{}); !errors.Is(err, ErrInvalid) {
+	if err := applyErr(s, &AppendAudit{Entry: AuditEntry{}}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("entry without ID: %v", err)
 	}
 	last, err := s.LastAuditID()
@@ -112,7 +112,7 @@ func TestAuditOrderPagingPrune(t *testing.T) {
 	if len(page) != 6 || !page[0].Time.Equal(base.Add(5*time.Minute)) || !page[5].Time.Equal(base) {
 		t.Fatalf("second page: %+v", page)
 	}
-	if err := s.PruneAudit(base.Add(5 * time.Minute)); err != nil {
+	if err := applyErr(s, &PruneAudit{Before: base.Add(5 * time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
 	all, err := s.Audit(0, 100)

@@ -1,16 +1,15 @@
 package store
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/go-hclog"
@@ -40,6 +39,7 @@ type Options struct {
 // Store is the controller's durable state in one Pebble database. All
 // methods are safe for concurrent use; after Close they return ErrClosed.
 type Store struct {
+	dir   string
 	db    *pebble.DB
 	log   hclog.Logger
 	write *pebble.WriteOptions // pebble.Sync, or pebble.NoSync with Options.NoSync
@@ -51,9 +51,20 @@ type Store struct {
 	// changes made since Open.
 	counted chan struct{}
 
-	// pruneMu serializes Prune calls, so two never remove (and count) the
-	// same job.
+	// pruneMu serializes Prune calls, so two never choose the same jobs.
 	pruneMu sync.Mutex
+
+	// applyMu serializes ApplyNoWait: a batch is built from what the
+	// batches before it wrote. It guards round, live and stored.
+	applyMu sync.Mutex
+	round   round
+	// live is the head of every unfinished job apply wrote (or read)
+	// since Open: what a Transition needs of the current record, without
+	// reading it. It holds exactly what the store holds for those jobs.
+	live map[uint64]head
+	// stored is at least the highest job ID ever stored: a job with a
+	// higher ID does not exist, which a create need not read to know.
+	stored uint64
 
 	// mu guards closed; every operation holds it for reading so Close
 	// waits for operations in flight instead of pulling the database
@@ -64,12 +75,9 @@ type Store struct {
 	// secretMu serializes Secret's read-or-create.
 	secretMu sync.Mutex
 
-	// idemMu guards pending: idempotency keys of creates being committed,
-	// so two concurrent creates cannot both claim the same key.
-	idemMu  sync.Mutex
-	pending map[string]struct{}
-
 	stalls *stallCounter // write stalls, for Metrics
+
+	counts stateCounts // jobs per state, once StateCounts was called (counts.go)
 }
 
 // Open opens (creating if needed) the store in dir. A directory written
@@ -103,20 +111,30 @@ func Open(dir string, opts Options) (*Store, error) {
 		Logger:                pebbleLogger{log: logger.Named("pebble")},
 		EventListener:         stalls.listener(),
 	})
+	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+		// Pebble's LOCK file: "resource temporarily unavailable" says little.
+		return nil, fmt.Errorf("store: open %s: %w: another process (a controller or 'jobsuite dev') holds its LOCK file; stop it, or use another data directory", dir, ErrLocked)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	s := &Store{
-		db:      db,
-		log:     logger,
-		write:   pebble.Sync,
-		pending: make(map[string]struct{}),
-		stalls:  stalls,
+		dir:    dir,
+		db:     db,
+		log:    logger,
+		write:  pebble.Sync,
+		live:   map[uint64]head{},
+		round:  round{jobs: map[uint64]head{}, kv: map[string]kvEntry{}},
+		stalls: stalls,
 	}
 	if opts.NoSync {
 		s.write = pebble.NoSync
 	}
 	if err := s.checkSchema(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	if err := s.migrateSecrets(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
@@ -126,6 +144,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	s.nextID.Store(last)
+	s.stored = last
 	// Counting the finished index is a scan of every finished job's key
 	// (a million at the controller's default retention), so it runs in
 	// the background, on a snapshot taken before any write: Apply's and
@@ -282,287 +301,36 @@ func (s *Store) seeID(id uint64) {
 	}
 }
 
-// Apply commits updates as one Pebble batch, synced unless Options.NoSync:
-// either all of them are durable when it returns nil, or none is applied.
-// Concurrent callers share fsyncs (Pebble's commit pipeline groups them),
-// so many goroutines may call Apply at once. Apply is ApplyNoWait followed
-// by Wait.
-//
-// For each update, in order, Apply:
-//   - writes Next's record and appends Event to its history under
-//     Event.Seq. The caller numbers events: it sets Event.Seq to the
-//     job's previous Events count and Next.Events to one more, before
-//     calling Apply. Apply never modifies Next, so callers may publish
-//     Next to other goroutines before it is written;
-//   - sets Event.State to Next.State if it is empty;
-//   - moves the job between the queue, delay and active indexes, the
-//     state index and the finished index: the keys derived from Prev's
-//     fields are deleted, then Next's are written;
-//   - for a create (Prev == nil), claims Next.IdempotencyKey if set; a key
-//     already taken fails the whole Apply with ErrExists.
-//
-// Next is required and Prev, if set, must have the same ID; otherwise
-// Apply returns ErrInvalid without writing anything.
-func (s *Store) Apply(updates ...Update) error {
-	p, err := s.ApplyNoWait(updates...)
-	if err != nil {
-		return err
-	}
-	return p.Wait()
-}
-
-// Pending is a batch ApplyNoWait handed to Pebble: it is in the WAL and
-// the memtable, and its fsync may still be running. Wait reports whether
-// it became durable.
-type Pending struct {
-	s    *Store
-	b    *pebble.Batch // awaiting SyncWait; nil without sync
-	keys []string      // idempotency keys claimed until Wait
-	err  error
-	done bool
-}
-
-// ApplyNoWait does what Apply does but returns once the batch is written
-// to the WAL and applied to the memtable, without waiting for its fsync;
-// Pending.Wait waits for it. Batches enter the WAL in call order, and an
-// fsync covers everything written before it, so when one batch's Wait
-// returns nil every batch ApplyNoWait returned earlier is durable too.
-// Several batches may be in flight: Pebble groups their fsyncs.
-//
-// The batch is visible to readers (Get, List, Active, …) as soon as
-// ApplyNoWait returns, before it is durable — as with Apply, whose batch
-// Pebble publishes to readers before its fsync ends. Anything that tells
-// the outside world a write is durable must wait for the write's own
-// Wait (or call Sync) first, not infer it from a read. The idempotency
-// keys the batch claims stay claimed until Wait returns, so no other
-// create can take them in between.
-//
-// The caller must call Wait exactly once, from any goroutine: until then
-// the batch holds the store open (Close waits for it). A non-nil error
-// means nothing was written and there is nothing to wait for.
-func (s *Store) ApplyNoWait(updates ...Update) (*Pending, error) {
+// Dump calls fn with every key and its value, in key order, read from
+// one snapshot: the whole state that commands make (the node-local
+// secrets are files, not keys), byte for byte. fn must not keep k or v
+// past its return; an error from fn stops the walk and is returned.
+// Tests compare stores with it.
+func (s *Store) Dump(fn func(k, v []byte) error) error {
 	if !s.acquire() {
-		return nil, fmt.Errorf("store: apply: %w", ErrClosed)
+		return fmt.Errorf("store: dump: %w", ErrClosed)
 	}
-	p, err := s.apply(updates)
+	defer s.mu.RUnlock()
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	it, err := snap.NewIter(nil)
 	if err != nil {
-		s.mu.RUnlock()
-		return nil, fmt.Errorf("store: apply: %w", err)
+		return fmt.Errorf("store: dump: %w", err)
 	}
-	return p, nil
-}
-
-// Wait waits until the batch is durable (synced; at once with
-// Options.NoSync) and returns the sync error, if any. A sync error means
-// the batch may be lost; the store should not be written further. Calls
-// after the first return the first call's result.
-func (p *Pending) Wait() error {
-	if p.done {
-		return p.err
-	}
-	p.done = true
-	if p.b != nil {
-		if err := p.b.SyncWait(); err != nil {
-			p.err = fmt.Errorf("store: apply: sync: %w", err)
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err == nil {
+			err = fn(it.Key(), v)
 		}
-		_ = p.b.Close()
-		p.b = nil
-	}
-	if len(p.keys) > 0 {
-		p.s.unclaim(p.keys)
-	}
-	p.s.mu.RUnlock()
-	return p.err
-}
-
-// scratch holds the buffers apply encodes into, reused across calls.
-type scratch struct {
-	job, event []byte
-}
-
-var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
-
-// apply writes updates without waiting for their fsync. The caller holds
-// s.mu for reading; the returned Pending releases it in Wait.
-func (s *Store) apply(updates []Update) (*Pending, error) {
-	p := &Pending{s: s}
-	if len(updates) == 0 {
-		return p, nil
-	}
-	var keys []string // idempotency keys claimed by this batch
-	for i, u := range updates {
-		switch {
-		case u.Next == nil:
-			return nil, fmt.Errorf("update %d: %w: Next is nil", i, ErrInvalid)
-		case u.Next.ID == 0:
-			return nil, fmt.Errorf("update %d: %w: job ID 0", i, ErrInvalid)
-		case u.Prev != nil && u.Prev.ID != u.Next.ID:
-			return nil, fmt.Errorf("update %d: %w: Prev.ID %d != Next.ID %d", i, ErrInvalid, u.Prev.ID, u.Next.ID)
-		}
-		if u.Prev == nil && u.Next.IdempotencyKey != "" {
-			keys = append(keys, u.Next.IdempotencyKey)
-		}
-	}
-	if len(keys) > 0 {
-		if err := s.claim(keys); err != nil {
-			return nil, err
-		}
-	}
-	b, err := s.build(updates)
-	if err == nil {
-		if s.write.Sync {
-			err = s.db.ApplyNoSyncWait(b, s.write)
-		} else {
-			err = b.Commit(s.write)
-		}
-	}
-	if err != nil {
-		if b != nil {
-			_ = b.Close()
-		}
-		if len(keys) > 0 {
-			s.unclaim(keys)
-		}
-		return nil, err
-	}
-	if s.write.Sync {
-		p.b = b
-	} else {
-		_ = b.Close()
-	}
-	p.keys = keys
-	for _, u := range updates {
-		wasDone := u.Prev != nil && u.Prev.State.Terminal()
-		switch isDone := u.Next.State.Terminal(); {
-		case isDone && !wasDone:
-			s.finished.Add(1)
-		case wasDone && !isDone:
-			s.finished.Add(-1)
-		}
-		if u.Prev == nil {
-			s.seeID(u.Next.ID)
-		}
-	}
-	return p, nil
-}
-
-// build encodes updates into a new batch. On error it returns the batch
-// (to close) or nil.
-func (s *Store) build(updates []Update) (*pebble.Batch, error) {
-	sc := scratchPool.Get().(*scratch)
-	defer scratchPool.Put(sc)
-	b := s.db.NewBatch()
-	for i := range updates {
-		u := &updates[i]
-		next := u.Next
-		if u.Event.State == "" {
-			u.Event.State = next.State
-		}
-		var err error
-		if sc.job, err = appendJob(sc.job[:0], next); err != nil {
-			return b, fmt.Errorf("job %d: encode: %w", next.ID, err)
-		}
-		if sc.event, err = appendEvent(sc.event[:0], &u.Event); err != nil {
-			return b, fmt.Errorf("job %d: encode event: %w", next.ID, err)
-		}
-		// Batch operations cannot fail on an open, uncommitted batch;
-		// Set copies key and value.
-		_ = b.Set(jobKey(next.ID), sc.job, nil)
-		_ = b.Set(eventKey(next.ID, u.Event.Seq), sc.event, nil)
-		// A key both versions occupy (the active key from dispatched to
-		// running, the state key when only a field changes) stays as it
-		// is: deleting and setting it again would end the same.
-		var old [3][]byte
-		var nOld int
-		if u.Prev != nil {
-			old, nOld = indexKeyArray(u.Prev)
-		} else if next.IdempotencyKey != "" {
-			var id [8]byte
-			binary.BigEndian.PutUint64(id[:], next.ID)
-			_ = b.Set(idemKey(next.IdempotencyKey), id[:], nil)
-		}
-		keys, n := indexKeyArray(next)
-		for _, k := range old[:nOld] {
-			if !slices.ContainsFunc(keys[:n], func(nk []byte) bool { return bytes.Equal(k, nk) }) {
-				_ = b.Delete(k, nil)
-			}
-		}
-		for _, k := range keys[:n] {
-			if !slices.ContainsFunc(old[:nOld], func(ok []byte) bool { return bytes.Equal(k, ok) }) {
-				_ = b.Set(k, nil, nil)
-			}
-		}
-		if a := u.Audit; a != nil {
-			if a.ID == 0 {
-				return b, fmt.Errorf("job %d: %w: audit entry ID 0", next.ID, ErrInvalid)
-			}
-			v, err := json.Marshal(a)
-			if err != nil {
-				return b, fmt.Errorf("job %d: encode audit entry: %w", next.ID, err)
-			}
-			_ = b.Set(auditKey(a.ID), v, nil)
-		}
-	}
-	return b, nil
-}
-
-// indexKeys returns every index key j occupies: its queue, delay or
-// active key, its state key and its finished key, as far as its state
-// has them.
-func indexKeys(j *Job) [][]byte {
-	keys, n := indexKeyArray(j)
-	return keys[:n:n]
-}
-
-// indexKeyArray is indexKeys without allocating the slice: the first n
-// of keys are set.
-func indexKeyArray(j *Job) (keys [3][]byte, n int) {
-	for _, k := range [3][]byte{indexKey(j), stateKey(j), doneKey(j)} {
-		if k != nil {
-			keys[n] = k
-			n++
-		}
-	}
-	return keys, n
-}
-
-// claim reserves idempotency keys for a create, failing with ErrExists if
-// one is stored or being committed by another Apply.
-func (s *Store) claim(keys []string) error {
-	s.idemMu.Lock()
-	defer s.idemMu.Unlock()
-	for i, k := range keys {
-		_, busy := s.pending[k]
-		if !busy {
-			for _, prev := range keys[:i] {
-				busy = busy || prev == k
-			}
-		}
-		if busy {
-			return fmt.Errorf("%w: %q is being used by another submit", ErrExists, k)
-		}
-	}
-	for _, k := range keys {
-		id, ok, err := s.idempotencyKey(k)
 		if err != nil {
+			_ = it.Close()
 			return err
 		}
-		if ok {
-			return fmt.Errorf("%w: %q belongs to job %d", ErrExists, k, id)
-		}
 	}
-	for _, k := range keys {
-		s.pending[k] = struct{}{}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return fmt.Errorf("store: dump: %w", err)
 	}
 	return nil
-}
-
-func (s *Store) unclaim(keys []string) {
-	s.idemMu.Lock()
-	defer s.idemMu.Unlock()
-	for _, k := range keys {
-		delete(s.pending, k)
-	}
 }
 
 // Get returns job id, or ErrNotFound.

@@ -65,7 +65,7 @@ func newJob(s *Store, prio int, queuedAt time.Time) *Job {
 // submit creates j and returns it as stored.
 func submit(t testing.TB, s *Store, j *Job) *Job {
 	t.Helper()
-	if err := s.Apply(NewUpdate(nil, j, Event{Time: j.CreatedAt, Type: "submitted"})); err != nil {
+	if err := applyAll(s, NewTransition(j, Event{Time: j.CreatedAt, Type: "submitted"})); err != nil {
 		t.Fatalf("submit job %d: %v", j.ID, err)
 	}
 	return j
@@ -79,7 +79,7 @@ func move(t testing.TB, s *Store, prev *Job, state State, change func(*Job)) *Jo
 	if change != nil {
 		change(next)
 	}
-	if err := s.Apply(NewUpdate(prev, next, Event{Type: string(state)})); err != nil {
+	if err := applyAll(s, NewTransition(next, Event{Type: string(state)})); err != nil {
 		t.Fatalf("move job %d %s → %s: %v", prev.ID, prev.State, state, err)
 	}
 	return next
@@ -156,28 +156,31 @@ func TestGetRoundTrip(t *testing.T) {
 }
 
 func TestApplyAtomic(t *testing.T) {
-	t.Run("many updates in one batch", func(t *testing.T) {
+	t.Run("many transitions in one batch", func(t *testing.T) {
 		s := open(t)
-		var ups []Update
+		var cmds []Command
+		var jobs []*Job
 		for i := range 200 {
 			j := newJob(s, i%101, t0.Add(time.Duration(i)))
-			ups = append(ups, NewUpdate(nil, j, Event{Type: "submitted"}))
+			cmds = append(cmds, NewTransition(j, Event{Type: "submitted"}))
+			jobs = append(jobs, j)
 		}
 		// The same job twice in one batch: create then dispatch.
-		first := ups[0].Next
+		first := jobs[0]
 		second := first.Clone()
 		second.State = Dispatched
-		ups = append(ups, NewUpdate(first, second, Event{Type: "dispatched"}))
-		if err := s.Apply(ups...); err != nil {
+		dispatch := NewTransition(second, Event{Type: "dispatched"})
+		cmds = append(cmds, dispatch)
+		if err := applyAll(s, cmds...); err != nil {
 			t.Fatal(err)
 		}
-		for i, u := range ups[:200] {
-			if _, err := s.Get(u.Next.ID); err != nil {
+		for i, j := range jobs {
+			if _, err := s.Get(j.ID); err != nil {
 				t.Fatalf("job %d: %v", i, err)
 			}
 		}
-		if ups[200].Event.Seq != 1 || second.Events != 2 {
-			t.Errorf("second update: seq %d, events %d; want 1, 2", ups[200].Event.Seq, second.Events)
+		if dispatch.Event.Seq != 1 || second.Events != 2 {
+			t.Errorf("second transition: seq %d, events %d; want 1, 2", dispatch.Event.Seq, second.Events)
 		}
 		if evs, err := s.Events(first.ID); err != nil || len(evs) != 2 || evs[1].Type != "dispatched" {
 			t.Errorf("events of the job updated twice: %+v, %v", evs, err)
@@ -187,26 +190,26 @@ func TestApplyAtomic(t *testing.T) {
 		}
 	})
 
-	invalid := map[string]Update{
-		"nil Next":       {},
-		"zero ID":        {Next: &Job{State: Queued}},
-		"ID mismatch":    {Prev: &Job{ID: 1}, Next: &Job{ID: 2}},
-		"same key twice": {Next: &Job{ID: 1 << 40, IdempotencyKey: "dup"}},
+	// A malformed command refuses the whole batch.
+	invalid := map[string]Command{
+		"no job":           &Transition{},
+		"zero ID":          &Transition{Job: &Job{State: Queued, Events: 1}},
+		"unnumbered":       &Transition{Job: &Job{ID: 1 << 40, State: Queued}},
+		"empty chunk":      &Output{Job: 1},
+		"token with no ID": &PutToken{Token: Token{Hash: []byte{1}}},
+		"audit with no ID": &AppendAudit{},
 	}
 	for name, bad := range invalid {
 		t.Run("nothing written on "+name, func(t *testing.T) {
 			s := open(t)
 			good := newJob(s, 1, t0)
 			good.IdempotencyKey = "dup"
-			err := s.Apply(Update{Next: good}, bad)
-			if err == nil {
-				t.Fatal("Apply succeeded")
-			}
-			if !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrExists) {
-				t.Errorf("err = %v, want ErrInvalid or ErrExists", err)
+			_, err := s.Apply(NewTransition(good, Event{}), bad)
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("err = %v, want ErrInvalid", err)
 			}
 			if _, err := s.Get(good.ID); !errors.Is(err, ErrNotFound) {
-				t.Errorf("Get of first update: %v, want ErrNotFound", err)
+				t.Errorf("Get of the first transition: %v, want ErrNotFound", err)
 			}
 			if _, ok, _ := s.IdempotencyKey("dup"); ok {
 				t.Error("idempotency key written")
@@ -372,6 +375,8 @@ func TestList(t *testing.T) {
 		"state and limit":  {ListOptions{State: Running, Limit: 2}, []uint64{all[9], all[6]}},
 		"state and before": {ListOptions{State: Queued, Before: all[3]}, []uint64{all[2], all[1]}},
 		"no match":         {ListOptions{State: Cancelled}, []uint64{}},
+		"match":            {ListOptions{Match: func(j *Job) bool { return j.ID%2 == 0 }}, evens(rev(all))},
+		"match and state":  {ListOptions{State: Running, Match: func(j *Job) bool { return j.ID != all[6] }}, []uint64{all[9], all[3], all[0]}},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -391,6 +396,17 @@ func TestList(t *testing.T) {
 	}
 }
 
+// evens keeps the even IDs of ids.
+func evens(ids []uint64) []uint64 {
+	out := []uint64{}
+	for _, id := range ids {
+		if id%2 == 0 {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 func TestReopen(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir, Options{Logger: testLogger(t)})
@@ -404,10 +420,10 @@ func TestReopen(t *testing.T) {
 	q.IdempotencyKey = "k1"
 	q = submit(t, s, q)
 	r := move(t, s, submit(t, s, newJob(s, 10, t0)), Running, nil)
-	if err := s.AppendLog(r.ID, Chunk{Offset: 0, Stream: 1, Data: []byte("hello ")}); err != nil {
+	if err := appendLog(s, r.ID, Chunk{Offset: 0, Stream: 1, Data: []byte("hello ")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.AppendLog(r.ID, Chunk{Offset: 6, Stream: 2, Data: []byte("world")}); err != nil {
+	if err := appendLog(s, r.ID, Chunk{Offset: 6, Stream: 2, Data: []byte("world")}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Sync(); err != nil {
@@ -530,7 +546,7 @@ func TestSchemaUpgrade(t *testing.T) {
 		t.Fatalf("Get = %+v, %v", j, err)
 	}
 	at := time.Date(2026, 1, 2, 3, 4, 6, 0, time.UTC)
-	if err := s.AppendLog(1, Chunk{Offset: 3, Stream: 1, Data: []byte("more\n"), Time: at}); err != nil {
+	if err := appendLog(s, 1, Chunk{Offset: 3, Stream: 1, Data: []byte("more\n"), Time: at}); err != nil {
 		t.Fatal(err)
 	}
 	chunks, err := s.ReadLog(1, 0, 0)
@@ -591,7 +607,7 @@ func TestIdempotencyKey(t *testing.T) {
 	t.Run("second create refused", func(t *testing.T) {
 		dup := newJob(s, 1, t0)
 		dup.IdempotencyKey = "abc"
-		err := s.Apply(NewUpdate(nil, dup, Event{}))
+		err := applyAll(s, NewTransition(dup, Event{}))
 		if !errors.Is(err, ErrExists) {
 			t.Fatalf("Apply = %v, want ErrExists", err)
 		}
@@ -606,7 +622,7 @@ func TestIdempotencyKey(t *testing.T) {
 			wg.Go(func() {
 				j := newJob(s, 1, t0)
 				j.IdempotencyKey = "race"
-				err := s.Apply(NewUpdate(nil, j, Event{}))
+				err := applyAll(s, NewTransition(j, Event{}))
 				switch {
 				case err == nil:
 					wins <- j.ID
@@ -639,14 +655,14 @@ func TestConcurrentApply(t *testing.T) {
 		wg.Go(func() {
 			for i := range perWorker {
 				j := newJob(s, w%5, time.Now())
-				if err := s.Apply(NewUpdate(nil, j, Event{Type: "submitted"})); err != nil {
+				if err := applyAll(s, NewTransition(j, Event{Type: "submitted"})); err != nil {
 					t.Errorf("create: %v", err)
 					return
 				}
 				if i%2 == 0 {
 					next := j.Clone()
 					next.State = Running
-					if err := s.Apply(NewUpdate(j, next, Event{Type: "started"})); err != nil {
+					if err := applyAll(s, NewTransition(next, Event{Type: "started"})); err != nil {
 						t.Errorf("start: %v", err)
 						return
 					}
@@ -721,12 +737,12 @@ func TestClosed(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	calls := map[string]func() error{
-		"Apply":          func() error { return s.Apply(NewUpdate(nil, newJob(s, 1, t0), Event{})) },
+		"Apply":          func() error { return applyAll(s, NewTransition(newJob(s, 1, t0), Event{})) },
 		"Get":            func() error { _, err := s.Get(j.ID); return err },
 		"List":           func() error { _, _, err := s.List(ListOptions{}); return err },
-		"Prune":          func() error { _, err := s.Prune(t.Context(), PruneOptions{KeepNewest: 1}); return err },
+		"Prune":          func() error { _, err := s.Prune(t.Context(), PruneOptions{KeepNewest: 1}, prune(s)); return err },
 		"Events":         func() error { _, err := s.Events(j.ID); return err },
-		"AppendLog":      func() error { return s.AppendLog(j.ID, Chunk{Data: []byte("x")}) },
+		"Output":         func() error { return appendLog(s, j.ID, Chunk{Data: []byte("x")}) },
 		"Sync":           s.Sync,
 		"ReadLog":        func() error { _, err := s.ReadLog(j.ID, 0, 0); return err },
 		"Active":         func() error { _, err := s.Active(); return err },
@@ -741,16 +757,23 @@ func TestClosed(t *testing.T) {
 	}
 }
 
+// Close waits for the operations in flight and fails the later ones with
+// ErrClosed, never pulling the database from under them. The writers are
+// all running (each has applied and read at least once) before Close is
+// called, so Close meets operations in progress.
 func TestCloseDuringUse(t *testing.T) {
 	s, err := Open(t.TempDir(), Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	const writers = 8
+	running := make(chan struct{}, writers)
+	applied := make([]int, writers)
 	var wg sync.WaitGroup
-	for range 8 {
+	for w := range writers {
 		wg.Go(func() {
 			for {
-				err := s.Apply(NewUpdate(nil, newJob(s, 1, t0), Event{}))
+				err := applyAll(s, NewTransition(newJob(s, 1, t0), Event{}))
 				if errors.Is(err, ErrClosed) {
 					return
 				}
@@ -762,17 +785,34 @@ func TestCloseDuringUse(t *testing.T) {
 					t.Errorf("Active: %v", err)
 					return
 				}
+				if applied[w]++; applied[w] == 1 {
+					running <- struct{}{}
+				}
 			}
 		})
 	}
-	time.Sleep(20 * time.Millisecond)
+	for range writers {
+		select {
+		case <-running:
+		case <-time.After(30 * time.Second): // a deadlock guard, not a timing
+			t.Fatal("the writers did not all get going")
+		}
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
+	for w, n := range applied {
+		if n == 0 {
+			t.Errorf("writer %d applied nothing before Close", w)
+		}
+	}
+	if err := applyAll(s, NewTransition(newJob(s, 1, t0), Event{})); !errors.Is(err, ErrClosed) {
+		t.Errorf("Apply after Close = %v, want ErrClosed", err)
+	}
 }
 
-func TestAppendLogRejects(t *testing.T) {
+func TestOutputRejects(t *testing.T) {
 	s := open(t)
 	tests := map[string]Chunk{
 		"nil data":   {Offset: 0},
@@ -781,8 +821,8 @@ func TestAppendLogRejects(t *testing.T) {
 	}
 	for name, c := range tests {
 		t.Run(name, func(t *testing.T) {
-			if err := s.AppendLog(1, c); !errors.Is(err, ErrInvalid) {
-				t.Errorf("AppendLog = %v, want ErrInvalid", err)
+			if err := appendLog(s, 1, c); !errors.Is(err, ErrInvalid) {
+				t.Errorf("Output = %v, want ErrInvalid", err)
 			}
 		})
 	}
@@ -793,8 +833,10 @@ func ExampleStore_ReadLog() {
 	defer os.RemoveAll(dir)
 	s, _ := Open(dir, Options{NoSync: true})
 	defer s.Close()
-	_ = s.AppendLog(1, Chunk{Offset: 0, Stream: 1, Data: []byte("hello ")})
-	_ = s.AppendLog(1, Chunk{Offset: 6, Stream: 1, Data: []byte("world\n")})
+	_, _ = s.Apply(
+		&Output{Job: 1, Chunk: Chunk{Offset: 0, Stream: 1, Data: []byte("hello ")}},
+		&Output{Job: 1, Chunk: Chunk{Offset: 6, Stream: 1, Data: []byte("world\n")}},
+	)
 	chunks, _ := s.ReadLog(1, 3, 0)
 	for _, c := range chunks {
 		fmt.Printf("%d %q\n", c.Offset, c.Data)

@@ -1,6 +1,8 @@
-// The agents page: GET /agents every 2s, and a Drain button
-// (POST /agents/:name/drain).
-import { api, el, badge, when, labels, clearBanner, showError, poll, init, patchRows, ApiError } from '/ui/app.js';
+// The agents page: GET /agents every 2s, each agent a link to its page,
+// and Drain / Undrain buttons (POST /agents/:name/drain and /undrain).
+import {
+  api, el, badge, when, labels, clearBanner, showError, poll, init, patchRows, ApiError, isOperator, onWho,
+} from '/ui/app.js';
 
 const tbody = document.querySelector('#agents tbody');
 const updated = document.getElementById('updated');
@@ -17,13 +19,32 @@ async function drain(name) {
   poller.now();
 }
 
+async function undrain(name) {
+  try {
+    await api('POST', '/agents/' + encodeURIComponent(name) + '/undrain');
+    clearBanner('action');
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) showError('Undrain failed', err, 'action');
+  }
+  poller.now();
+}
+
+// action is the agent's button: Drain, or Undrain for one an operator
+// drained (an agent that is stopping cannot be undrained).
+function action(a) {
+  if (!isOperator()) return '';
+  if (!a.draining) return el('button', { type: 'button', class: 'drain', onclick: () => drain(a.name) }, 'Drain');
+  if (a.drained_by === 'agent') return el('span', { class: 'hint' }, 'stopping');
+  return el('button', { type: 'button', class: 'undrain', onclick: () => undrain(a.name) }, 'Undrain');
+}
+
 function row(a) {
   const jobs = (a.jobs || []).map((id) => el('a', { href: '/ui/job?id=' + encodeURIComponent(id) }, String(id)));
   const jobCell = el('td', { class: 'wrap' });
   jobs.forEach((link, i) => jobCell.append(i ? ', ' : '', link));
   if (!jobs.length) jobCell.append('-');
   return el('tr', { 'data-key': a.name, 'data-agent': a.name },
-    el('td', { class: 'name' }, a.name),
+    el('td', { class: 'name' }, el('a', { href: '/ui/agent?name=' + encodeURIComponent(a.name) }, a.name)),
     el('td', {}, badge(a.draining ? 'draining' : 'active')),
     el('td', { class: 'num' }, String(a.slots)),
     el('td', { class: 'num' }, String(a.running)),
@@ -34,7 +55,7 @@ function row(a) {
     el('td', {}, when(a.connected_at)),
     el('td', {}, when(a.last_heartbeat)),
     el('td', {}, a.version || '-'),
-    el('td', {}, a.draining ? '' : el('button', { type: 'button', class: 'drain', onclick: () => drain(a.name) }, 'Drain')));
+    el('td', {}, action(a)));
 }
 
 async function refresh() {
@@ -47,3 +68,4 @@ async function refresh() {
 
 poller = poll(refresh, 2000);
 init('agents', () => poller.now());
+onWho(() => poller.now());

@@ -7,6 +7,23 @@
 
 const tokenKey = 'jobsuite.token';
 
+// A sign-in link ('jobsuite dev' prints one) carries a token after '#',
+// which the browser never sends: keep it for this tab and drop it from
+// the address bar and history.
+takeTokenFromLink();
+window.addEventListener('hashchange', () => {
+  // The link opened on a page already shown: sign in, and start over.
+  if (takeTokenFromLink()) location.reload();
+});
+
+function takeTokenFromLink() {
+  const m = /^#token=([A-Za-z0-9_~+/=.-]+)$/.exec(location.hash);
+  if (!m) return false;
+  setToken(m[1]);
+  history.replaceState(null, '', location.pathname + location.search);
+  return true;
+}
+
 // token is the API token the user pasted in this tab, or ''.
 export function token() {
   try {
@@ -65,7 +82,36 @@ export async function api(method, path, body) {
     if (resp.status === 401) needSignIn(msg);
     throw err;
   }
+  if (signedOut) signedIn();
   return data;
+}
+
+// apiPage is api for a paged list: the decoded JSON and the response
+// header next that names the following page ('' on the last one).
+export async function apiPage(path, next) {
+  const headers = { Accept: 'application/json' };
+  const t = token();
+  if (t) headers.Authorization = 'Bearer ' + t;
+  let resp;
+  try {
+    resp = await fetch(path, { headers, credentials: 'same-origin', cache: 'no-store' });
+  } catch (err) {
+    throw new ApiError(0, 'cannot reach the controller (' + err.message + ')');
+  }
+  if (!resp.ok) {
+    let data = null;
+    try {
+      data = await resp.json();
+    } catch {
+      data = null;
+    }
+    const msg = data && data.error ? data.error : 'the controller answered ' + resp.status + ' ' + resp.statusText;
+    if (resp.status === 401) needSignIn(msg);
+    throw new ApiError(resp.status, msg, data && data.field);
+  }
+  const data = await resp.json();
+  if (signedOut) signedIn();
+  return { data, next: resp.headers.get(next) || '' };
 }
 
 // wsURL is the WebSocket address of an API path. A browser cannot set
@@ -161,11 +207,37 @@ export function ago(s) {
   return future ? 'in ' + text : text + ' ago';
 }
 
-// when is a <time> element: relative text, the local time as a tooltip.
+// absolute shows an RFC 3339 time as local date and time,
+// 2025-07-01 14:03:12, with the time zone in the tooltip of when().
+export function absolute(s) {
+  const d = parseTime(s);
+  if (!d) return '-';
+  const p = (n) => String(n).padStart(2, '0');
+  return d.getFullYear() + '-' + p(d.getMonth() + 1) + '-' + p(d.getDate()) + ' ' + p(d.getHours()) + ':' + p(d.getMinutes()) + ':' + p(d.getSeconds());
+}
+
+// zone is the browser's time zone, for tooltips.
+const zone = (() => {
+  try {
+    return Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
+  } catch {
+    return 'local time';
+  }
+})();
+
+// when is a <time> element: relative text, the absolute local time (and
+// its zone) as a tooltip.
 export function when(s) {
   const d = parseTime(s);
   if (!d) return '-';
-  return el('time', { datetime: d.toISOString(), title: d.toLocaleString() }, ago(s));
+  return el('time', { datetime: d.toISOString(), title: absolute(s) + ' ' + zone }, ago(s));
+}
+
+// whenFull is a <time> element with both: "2025-07-01 14:03:12 (3m ago)".
+export function whenFull(s) {
+  const d = parseTime(s);
+  if (!d) return '-';
+  return el('time', { datetime: d.toISOString(), title: zone }, absolute(s) + ' (' + ago(s) + ')');
 }
 
 // seconds shows a duration: 850ms, 12.3s, 4m05s, 2h10m.
@@ -222,14 +294,20 @@ export function showError(what, err, kind = 'update') {
 }
 
 // poll calls fn now and then every ms milliseconds after it settles,
-// never twice at once, and not while the tab is hidden. It returns a
+// never twice at once (a call asked for meanwhile runs right after), and
+// not while the tab is hidden. It returns a
 // function that stops it and one that runs fn at once.
 export function poll(fn, ms) {
   let timer = null;
   let running = false;
+  let again = false; // asked for while running: run once more at once
   let stopped = false;
   const run = async () => {
-    if (stopped || running) return;
+    if (stopped) return;
+    if (running) {
+      again = true;
+      return;
+    }
     clearTimeout(timer);
     running = true;
     try {
@@ -238,7 +316,12 @@ export function poll(fn, ms) {
       if (!(err instanceof ApiError && err.status === 401)) showError('Update failed', err);
     } finally {
       running = false;
-      if (!stopped && !document.hidden) timer = setTimeout(run, ms);
+      if (again && !stopped) {
+        again = false;
+        run();
+      } else if (!stopped && !document.hidden) {
+        timer = setTimeout(run, ms);
+      }
     }
   };
   document.addEventListener('visibilitychange', () => {
@@ -256,15 +339,73 @@ export function poll(fn, ms) {
 
 let onSignIn = () => location.reload();
 
-// needSignIn opens the sign-in form after a 401 answer.
+// signedOut is set while the controller refuses the page's credentials:
+// the page's data is hidden (it may belong to whoever signed out) until
+// a call succeeds again.
+let signedOut = false;
+
+// needSignIn hides the page's data and opens the sign-in form after a
+// 401 answer.
 function needSignIn(msg) {
-  banner('Not signed in: ' + msg + '. Paste an API token below, or open this page in a browser that presents a client certificate.', 'auth');
+  signedOut = true;
+  document.body.classList.add('signed-out');
+  renderAuth();
+  banner('Not signed in: ' + msg + '. Paste an API token in the field above, or open this page in a browser that presents a client certificate.', 'auth');
   const form = document.getElementById('signin');
   if (form && form.hidden) {
     form.hidden = false;
     form.querySelector('input').focus();
   }
 }
+
+// signedIn shows the page's data again once a call succeeded.
+function signedIn() {
+  signedOut = false;
+  document.body.classList.remove('signed-out');
+  clearBanner('auth');
+  loadWho();
+}
+
+// who is the identity the controller admitted the page with (GET
+// /whoami), or null while not known.
+let who = null;
+let whoLoading = null;
+const whoListeners = [];
+
+// onWho calls fn with the identity whenever it is (re)learned: pages
+// hide what a viewer may not do.
+export function onWho(fn) {
+  whoListeners.push(fn);
+  if (who) fn(who);
+}
+
+// isOperator reports whether the signed-in identity may change things
+// (unknown counts as yes: the controller has the last word).
+export function isOperator() {
+  return !who || who.role === 'operator';
+}
+
+function loadWho() {
+  if (whoLoading) return whoLoading;
+  whoLoading = (async () => {
+    try {
+      const headers = { Accept: 'application/json' };
+      const t = token();
+      if (t) headers.Authorization = 'Bearer ' + t;
+      const resp = await fetch('/whoami', { headers, credentials: 'same-origin', cache: 'no-store' });
+      who = resp.ok ? await resp.json() : null;
+    } catch {
+      who = null;
+    } finally {
+      whoLoading = null;
+    }
+    renderAuth();
+    if (who) whoListeners.forEach((fn) => fn(who));
+  })();
+  return whoLoading;
+}
+
+let renderAuth = () => {};
 
 // init marks the page's navigation link and builds the sign-in form.
 // signedIn runs after the token changes (default: reload the page).
@@ -286,17 +427,24 @@ export function init(page, signedIn) {
       'The token is kept in this browser tab only (sessionStorage) and sent as a bearer token. ',
       'Without one, the client certificate your browser presents is used.'));
   const state = el('span', { class: 'auth-state' });
+  const whoEl = el('span', { class: 'auth-who' });
   const toggle = el('button', { type: 'button', class: 'link' });
   const render = () => {
     const t = token();
-    state.textContent = t ? 'signed in with a token' : 'client certificate';
+    if (signedOut) state.textContent = 'not signed in';
+    else state.textContent = t ? 'signed in with a token' : 'client certificate';
+    whoEl.textContent = who && !signedOut ? who.name + ' · ' + who.role : '';
+    whoEl.title = who ? 'The controller takes this page for ' + who.name + ', role ' + who.role + ', by its ' + who.via : '';
     toggle.textContent = t ? 'Sign out' : 'Use a token';
   };
+  renderAuth = render;
   toggle.addEventListener('click', () => {
     if (token()) {
+      // Forget the token and everything shown with it.
       setToken('');
-      render();
-      onSignIn();
+      who = null;
+      document.body.classList.add('signed-out');
+      location.reload();
       return;
     }
     form.hidden = !form.hidden;
@@ -310,10 +458,13 @@ export function init(page, signedIn) {
     setToken(t);
     form.hidden = true;
     clearBanner('auth');
+    who = null;
     render();
+    loadWho();
     onSignIn();
   });
   render();
-  auth.append(state, toggle);
+  auth.append(whoEl, state, toggle);
   auth.after(form);
+  loadWho();
 }

@@ -3,9 +3,12 @@
 // log WebSocket in format=json, with attempt markers) and a Cancel button
 // (DELETE /jobs/:id).
 import {
-  api, wsURL, el, badge, when, seconds, bytes, labels, banner, clearBanner, showError, poll, init, patchRows, finalStates, token, ApiError,
+  api, wsURL, el, badge, when, whenFull, seconds, bytes, labels, banner, clearBanner, showError, poll, init, patchRows, finalStates, token, ApiError,
+  isOperator, onWho,
 } from '/ui/app.js';
 import { LogView } from '/ui/log.js';
+import { liveBox } from '/ui/live.js';
+import { attachLogSearch } from '/ui/logsearch.js';
 
 const raw = new URLSearchParams(location.search).get('id') || '';
 const id = /^[1-9][0-9]{0,19}$/.test(raw) ? raw : '';
@@ -13,6 +16,7 @@ const id = /^[1-9][0-9]{0,19}$/.test(raw) ? raw : '';
 const $ = (sel) => document.getElementById(sel);
 let job = null;
 let ended = false; // the log's end message arrived
+let gone = false; // the controller has no such job: stop asking
 let poller = null;
 
 init('jobs', () => {
@@ -34,7 +38,8 @@ function renderJob(j) {
   $('job-reason').textContent = j.reason || (j.cancel_requested && j.status !== 'cancelled' ? 'cancel requested' : '');
 
   const cancel = $('cancel');
-  cancel.hidden = finalStates.includes(j.status) || !j.cancellable;
+  cancel.hidden = finalStates.includes(j.status) || !j.cancellable || !isOperator();
+  $('again').hidden = !isOperator();
   cancel.disabled = !!j.cancel_requested;
   cancel.textContent = j.cancel_requested ? 'Cancelling…' : 'Cancel job';
 
@@ -50,21 +55,22 @@ function renderJob(j) {
   }
   field(dl, 'Directory', j.dir || '');
   field(dl, 'Idempotency key', j.idempotency_key || '');
-  field(dl, 'Created', when(j.created_at));
-  if (j.queued_at) field(dl, 'Queued', when(j.queued_at));
-  if (j.retry_at) field(dl, 'Retry at', when(j.retry_at));
-  if (j.started_at) field(dl, 'Started', when(j.started_at));
-  if (j.finished_at) field(dl, 'Finished', when(j.finished_at));
+  field(dl, 'Created', whenFull(j.created_at));
+  if (j.queued_at) field(dl, 'Queued', whenFull(j.queued_at));
+  if (j.retry_at) field(dl, 'Retry at', whenFull(j.retry_at));
+  if (j.started_at) field(dl, 'Started', whenFull(j.started_at));
+  if (j.finished_at) field(dl, 'Finished', whenFull(j.finished_at));
   if (j.duration !== undefined) field(dl, 'Duration', seconds(j.duration));
   if (j.exit_code !== null && j.exit_code !== undefined) field(dl, 'Exit code', String(j.exit_code));
   if (j.result && j.result.signal) field(dl, 'Signal', j.result.signal);
-  field(dl, 'Output', j.logs ? bytes(j.log_bytes) + (j.output === 'split' ? ', stdout and stderr apart' : '') : 'not captured (logs: false)');
+  field(dl, 'Output', j.logs ? bytes(j.log_bytes) + (finalStates.includes(j.status) ? '' : ' so far') + (j.output === 'split' ? ', stdout and stderr apart' : '') : 'not captured (logs: false)');
   field(dl, 'Terminal', j.tty === true ? 'yes' : j.tty === false ? 'no' : '');
   $('fields').replaceChildren(dl);
+  renderLive(j);
 
   const rows = (j.attempts || []).map((a) => el('tr', { 'data-key': a.number },
     el('td', {}, '#' + a.number),
-    el('td', {}, a.agent || '-'),
+    el('td', {}, a.agent ? el('a', { href: '/ui/agent?name=' + encodeURIComponent(a.agent) }, a.agent) : '-'),
     el('td', {}, when(a.dispatched_at)),
     el('td', {}, a.started_at ? when(a.started_at) : '-'),
     el('td', {}, a.outcome ? badge(a.outcome) : badge(finalStates.includes(j.status) ? '-' : 'running')),
@@ -75,6 +81,28 @@ function renderJob(j) {
     el('td', { class: 'num' }, a.max_rss ? bytes(a.max_rss) : '-'),
     el('td', { class: 'wrap' }, a.error || '')));
   patchRows($('attempts'), rows.length ? rows : [el('tr', {}, el('td', { colspan: 11, class: 'empty' }, 'No attempts yet.'))]);
+}
+
+// The live state shown, and how many answers in a row were stale: an
+// agent slow to answer once keeps its last state on screen (rather than
+// the box jumping between the two), twice shows why.
+let shownLive = null;
+let staleRun = 0;
+
+function renderLive(j) {
+  let l = j.live;
+  if (finalStates.includes(j.status)) {
+    l = null;
+  } else if (l && l.stale && shownLive && !shownLive.stale && ++staleRun < 3) {
+    l = shownLive;
+  } else if (l && !l.stale) {
+    staleRun = 0;
+  }
+  if (!l && j.live === undefined && shownLive && !finalStates.includes(j.status)) l = shownLive; // a refresh without ?live=1
+  shownLive = l;
+  const box = liveBox(l);
+  $('live').hidden = !box;
+  $('live').replaceChildren(...(box ? [box] : []));
 }
 
 function renderEvents(evs) {
@@ -90,7 +118,19 @@ function renderEvents(evs) {
 }
 
 async function refresh() {
-  const [j, evs] = await Promise.all([api('GET', '/jobs/' + id), api('GET', '/jobs/' + id + '/events')]);
+  if (gone) return;
+  // While the job runs, ask its agent for the live state too.
+  const live = job && (job.status === 'running' || job.status === 'dispatched') ? '?live=1&wait=1s' : '';
+  let j, evs;
+  try {
+    [j, evs] = await Promise.all([api('GET', '/jobs/' + id + live), api('GET', '/jobs/' + id + '/events')]);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) {
+      noSuchJob();
+      return;
+    }
+    throw err;
+  }
   job = j;
   clearBanner('update', 'auth');
   renderJob(j);
@@ -112,6 +152,7 @@ function logState(text, cls) {
 }
 
 function connect() {
+  if (gone) return;
   if (socket) socket.close();
   const q = new URLSearchParams({ format: 'json', attempts: '1' });
   if (view.offset) q.set('offset', String(view.offset));
@@ -143,7 +184,7 @@ function connect() {
     }
   };
   ws.onclose = () => {
-    if (socket !== ws || ended) return;
+    if (socket !== ws || ended || gone) return;
     socket = null;
     // Dropped before the end (controller restart, network): resume from
     // the last byte shown, backing off up to 10s.
@@ -154,6 +195,30 @@ function connect() {
       if (!ended && !socket) connect();
     }, wait);
   };
+}
+
+// noSuchJob stops asking for a job the controller does not have.
+function noSuchJob() {
+  gone = true;
+  if (poller) poller.stop();
+  if (socket) socket.close();
+  logState('no such job', 'warn');
+  $('job-status').textContent = 'not found';
+  banner('No job ' + id + ': it never existed, or it finished longer ago than the controller keeps jobs (retain_for, retain_jobs). The jobs page lists those it has.', 'fatal');
+}
+
+// runAgain queues a copy of the job and opens it.
+async function runAgain() {
+  if (!job) return;
+  const b = $('again');
+  b.disabled = true;
+  try {
+    const copy = await api('POST', '/jobs/resubmit', { job_id: job.job_id });
+    location.assign('/ui/job?id=' + encodeURIComponent(copy.job_id));
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) showError('Run again failed', err, 'action');
+    b.disabled = false;
+  }
 }
 
 async function cancelJob() {
@@ -193,6 +258,11 @@ if (!id) {
   banner('No job: open this page as /ui/job?id=<job id>, or pick a job on the jobs page.', 'fatal');
 } else {
   $('cancel').addEventListener('click', cancelJob);
+  $('again').addEventListener('click', runAgain);
+  onWho(() => {
+    if (job) renderJob(job);
+  });
+  attachLogSearch($('log'), $('log-search'), $('log-matches'), $('log-prev'), $('log-next'));
   $('download').addEventListener('click', downloadLog);
   const follow = $('follow');
   follow.addEventListener('click', () => view.scrollToEnd());

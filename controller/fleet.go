@@ -1,0 +1,86 @@
+package controller
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/julienschmidt/httprouter"
+)
+
+// The routes an operator runs a fleet with, beyond the job basics: one
+// agent (GET /agents/:name), undoing a drain, and who the caller is
+// (GET /whoami, for the dashboard).
+
+// errStopping: the agent drains itself because it is shutting down; an
+// operator cannot undo that.
+var errStopping = errors.New("the agent is shutting down (it drains itself): it cannot be undrained; start it again instead")
+
+// agentName parses the :name parameter; it writes the error itself.
+func agentName(w http.ResponseWriter, p httprouter.Params) (string, bool) {
+	name := p.ByName("name")
+	if !certNameRE.MatchString(name) {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "agent name must be 1–64 letters, digits, '.', '_' or '-', got " + strconv.Quote(name), Field: "name"})
+		return "", false
+	}
+	return name, true
+}
+
+// handleAgent answers one connected agent.
+func (s *Server) handleAgent(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
+	name, ok := agentName(w, p)
+	if !ok {
+		return
+	}
+	a, ok := s.sched.agentInfo(name)
+	if !ok {
+		writeJSON(w, http.StatusNotFound, errorBody{Error: "no connected agent named " + strconv.Quote(name), Field: "name"})
+		return
+	}
+	writeJSON(w, http.StatusOK, a)
+}
+
+// handleUndrain lets an agent drained with POST /agents/:name/drain take
+// jobs again.
+func (s *Server) handleUndrain(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
+	name, ok := agentName(w, p)
+	if !ok {
+		return
+	}
+	found, err := s.sched.undrain(name)
+	switch {
+	case !found:
+		writeJSON(w, http.StatusNotFound, errorBody{Error: "no connected agent named " + strconv.Quote(name), Field: "name"})
+		return
+	case err != nil:
+		writeJSON(w, http.StatusConflict, errorBody{Error: "agent " + strconv.Quote(name) + ": " + err.Error(), Field: "name"})
+		return
+	}
+	s.log.Info("agent undrained by API", "agent", name)
+	s.audit(r, auditUndrain, "agent "+name)
+	a, ok := s.sched.agentInfo(name)
+	if !ok {
+		writeJSON(w, http.StatusNotFound, errorBody{Error: "agent " + strconv.Quote(name) + " disconnected", Field: "name"})
+		return
+	}
+	writeJSON(w, http.StatusOK, a)
+}
+
+// WhoAmI is the answer of GET /whoami: the identity a request was
+// admitted with.
+type WhoAmI struct {
+	Name string `json:"name"` // certificate common name or token name
+	Role string `json:"role"` // operator or viewer
+	Via  string `json:"via"`  // certificate or token
+}
+
+// handleWhoAmI tells the caller who the controller takes it for: the
+// dashboard shows it, and hides what the role may not do.
+func (s *Server) handleWhoAmI(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	id, ok := requestIdentity(r)
+	if !ok {
+		writeError(w, http.StatusUnauthorized, "%v", errNoCredentials)
+		return
+	}
+	writeJSON(w, http.StatusOK, WhoAmI{Name: id.Name, Role: string(id.Role), Via: id.Via})
+}
