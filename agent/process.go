@@ -296,12 +296,12 @@ func Run(ctx context.Context, spec Spec, started func(Process), out Output) Resu
 		proc.StartTick, proc.StartTickMax = startTick(pid), 0
 	}
 
-	exited := watchExit(pid, pidfd)
 	readersDone := make(chan struct{})
-	// The supervisor kills and reaps independently of out, which may block.
+	// The supervisor waits for the exit, kills and reaps independently
+	// of out, which may block.
 	supDone := make(chan supervised, 1)
 	go func() {
-		supDone <- supervise(ctx, pid, exited, spec.Timeout, grace, readEnds, readersDone)
+		supDone <- supervise(ctx, pid, pidfd, spec.Timeout, grace, readEnds, readersDone)
 	}()
 
 	if started != nil {
@@ -438,12 +438,11 @@ var pidfdPoll = sync.OnceValue(func() bool {
 	return true
 })
 
-// watchExit returns a channel closed once process pid has exited, still
-// unreaped (a zombie: its PID and process group ID stay taken). With a
-// pidfd it waits in the runtime's poller and closes pidfd; without (-1),
-// in a thread blocked in waitid.
-func watchExit(pid, pidfd int) <-chan struct{} {
-	exited := make(chan struct{})
+// waitExit returns once process pid has exited, still unreaped (a
+// zombie: its PID and process group ID stay taken). With a pidfd it
+// waits in the runtime's poller and closes pidfd; without (-1), in a
+// thread blocked in waitid.
+func waitExit(pid, pidfd int) {
 	if pidfd >= 0 {
 		// O_NONBLOCK makes os.NewFile put it in the poller.
 		if _, err := unix.FcntlInt(uintptr(pidfd), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
@@ -452,29 +451,21 @@ func watchExit(pid, pidfd int) <-chan struct{} {
 		}
 	}
 	if pidfd < 0 {
-		go func() {
-			defer close(exited)
-			waitExited(pid)
-		}()
-		return exited
+		waitExited(pid)
+		return
 	}
 	f := os.NewFile(uintptr(pidfd), "pidfd")
-	go func() {
-		defer close(exited)
-		defer f.Close()
-		rc, err := f.SyscallConn()
-		if err != nil {
-			waitExited(pid)
-			return
-		}
-		// Checked before the first wait too: the poller only reports the
-		// pidfd becoming readable after the wait began.
-		err = rc.Read(func(uintptr) bool { return hasExited(pid) })
-		if err != nil {
-			waitExited(pid)
-		}
-	}()
-	return exited
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		waitExited(pid)
+		return
+	}
+	// Checked before the first wait too: the poller only reports the
+	// pidfd becoming readable after the wait began.
+	if err := rc.Read(func(uintptr) bool { return hasExited(pid) }); err != nil {
+		waitExited(pid)
+	}
 }
 
 // hasExited reports whether pid has exited, without waiting or reaping;
@@ -542,52 +533,53 @@ type supervised struct {
 	err      error // of wait4, when it failed: status and rusage are unknown
 }
 
-// supervise enforces the timeout and cancellation, kills the rest of the
-// process group when the main process pgid exits (exited is closed),
-// reaps it, and bounds the wait for the pipes to reach EOF.
-func supervise(ctx context.Context, pgid int, exited <-chan struct{}, timeout, grace time.Duration, readEnds []*os.File, readersDone <-chan struct{}) supervised {
-	var timeoutC, graceC <-chan time.Time
-	if timeout > 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		timeoutC = t.C
-	}
-	var graceTimer *time.Timer
-	defer func() {
-		if graceTimer != nil {
-			graceTimer.Stop()
-		}
-	}()
-	var s supervised
-	terminate := func(reason Outcome) {
-		if s.reason != 0 {
+// supervise waits for the main process pgid to exit (through pidfd,
+// as waitExit), enforces the timeout and cancellation meanwhile, kills
+// the rest of the process group when the main process exits, reaps it,
+// and bounds the wait for the pipes to reach EOF. It is the one
+// goroutine a job has besides Run's: the timeout, the cancellation and
+// the kill grace are callbacks (time.AfterFunc, context.AfterFunc) that
+// cost no goroutine unless they fire.
+func supervise(ctx context.Context, pgid, pidfd int, timeout, grace time.Duration, readEnds []*os.File, readersDone <-chan struct{}) supervised {
+	var (
+		mu         sync.Mutex
+		reason     Outcome // guarded by mu, as the two below
+		reaped     bool    // pgid may name another group from now on: no more signals
+		graceTimer *time.Timer
+	)
+	terminate := func(r Outcome) {
+		mu.Lock()
+		defer mu.Unlock()
+		if reason != 0 || reaped {
 			return
 		}
-		s.reason = reason
+		reason = r
 		signalGroup(pgid, syscall.SIGTERM)
-		graceTimer = time.NewTimer(grace)
-		graceC = graceTimer.C
+		graceTimer = time.AfterFunc(grace, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if !reaped {
+				signalGroup(pgid, syscall.SIGKILL)
+			}
+		})
 	}
-	done := ctx.Done()
-wait:
-	for {
-		select {
-		case <-exited:
-			break wait
-		case <-done:
-			done = nil
-			terminate(OutcomeCancelled)
-		case <-timeoutC:
-			timeoutC = nil
-			terminate(OutcomeTimeout)
-		case <-graceC:
-			graceC = nil
-			signalGroup(pgid, syscall.SIGKILL)
-		}
+	stopCancel := context.AfterFunc(ctx, func() { terminate(OutcomeCancelled) })
+	var timeoutTimer *time.Timer
+	if timeout > 0 {
+		timeoutTimer = time.AfterFunc(timeout, func() { terminate(OutcomeTimeout) })
 	}
+
+	waitExit(pgid, pidfd)
+
+	var s supervised
 	s.exitedAt = time.Now()
+	stopCancel()
+	if timeoutTimer != nil {
+		timeoutTimer.Stop()
+	}
 	// The main process is a zombie until reaped, so pgid still names its
-	// group.
+	// group; once it is reaped, no callback may signal it.
+	mu.Lock()
 	signalGroup(pgid, syscall.SIGKILL)
 	for {
 		_, err := unix.Wait4(pgid, &s.status, 0, &s.rusage)
@@ -596,6 +588,12 @@ wait:
 			break
 		}
 	}
+	reaped = true
+	s.reason = reason
+	if graceTimer != nil {
+		graceTimer.Stop()
+	}
+	mu.Unlock()
 
 	if len(readEnds) > 0 {
 		t := time.NewTimer(pipeDrainTimeout)

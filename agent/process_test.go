@@ -883,9 +883,9 @@ func TestExecEnv(t *testing.T) {
 	}
 }
 
-// watchExit reports the exit of a process and leaves it unreaped (its
+// waitExit reports the exit of a process and leaves it unreaped (its
 // process group ID stays taken), through a pidfd or without one.
-func TestWatchExit(t *testing.T) {
+func TestWaitExit(t *testing.T) {
 	for _, withPidfd := range []bool{false, true} {
 		if withPidfd && !pidfdPoll() {
 			t.Log("no pidfd poll on this kernel")
@@ -908,7 +908,11 @@ func TestWatchExit(t *testing.T) {
 		if withPidfd && pidfd < 0 {
 			t.Fatal("no pidfd")
 		}
-		exited := watchExit(pid, pidfd)
+		exited := make(chan struct{})
+		go func() {
+			defer close(exited)
+			waitExit(pid, pidfd)
+		}()
 		select {
 		case <-exited:
 			t.Fatalf("pidfd %v: exit reported while the process waits on the fifo", withPidfd)
