@@ -111,7 +111,8 @@ type metaFile struct {
 	mu   sync.Mutex
 	f    *os.File // nil until the first write
 	buf  []byte
-	gone bool // the attempt is forgotten
+	disp []byte // the dispatch's JSON, from the first write: an attempt's dispatch does not change
+	gone bool   // the attempt is forgotten
 }
 
 // write replaces the record's content with m.
@@ -121,8 +122,7 @@ func (mf *metaFile) write(m *meta) error {
 	if mf.gone {
 		return nil
 	}
-	b := append(mf.buf[:0], 0, 0, 0, 0)
-	b, err := appendJSON(b, m)
+	b, err := mf.encode(append(mf.buf[:0], 0, 0, 0, 0), m)
 	if err != nil {
 		return err
 	}
@@ -142,12 +142,43 @@ func (mf *metaFile) write(m *meta) error {
 	return err
 }
 
-func appendJSON(b []byte, v any) ([]byte, error) {
-	j, err := json.Marshal(v)
-	if err != nil {
-		return b, err
+// encode appends m's JSON to b: what json.Marshal(m) gives, with the
+// dispatch encoded only once per attempt (the record is written twice,
+// at the start and with the result).
+func (mf *metaFile) encode(b []byte, m *meta) ([]byte, error) {
+	if mf.disp == nil {
+		d, err := json.Marshal(&m.Dispatch)
+		if err != nil {
+			return b, err
+		}
+		mf.disp = d
 	}
-	return append(b, j...), nil
+	b = append(b, `{"dispatch":`...)
+	b = append(b, mf.disp...)
+	if m.PID != 0 {
+		b = append(b, `,"pid":`...)
+		b = strconv.AppendInt(b, int64(m.PID), 10)
+	}
+	for _, f := range [...]struct {
+		name string
+		v    uint64
+	}{{"start_tick", m.StartTick}, {"start_tick_max", m.StartTickMax}} {
+		if f.v != 0 {
+			b = append(b, `,"`...)
+			b = append(b, f.name...)
+			b = append(b, `":`...)
+			b = strconv.AppendUint(b, f.v, 10)
+		}
+	}
+	if m.Result != nil {
+		r, err := json.Marshal(m.Result)
+		if err != nil {
+			return b, err
+		}
+		b = append(b, `,"result":`...)
+		b = append(b, r...)
+	}
+	return append(b, '}'), nil
 }
 
 // sync makes what was written durable, unless the attempt is forgotten

@@ -336,3 +336,31 @@ func TestRecoverKillsOrphans(t *testing.T) {
 		})
 	}
 }
+
+// TestMetaEncode checks that a record's JSON, with the dispatch encoded
+// once per attempt, is what json.Marshal gives for the whole meta.
+func TestMetaEncode(t *testing.T) {
+	d := protocol.Dispatch{JobID: 7, Attempt: 2, Name: "n", Command: `echo "a"`, Env: []string{"A=1"}, Timeout: time.Second, CaptureLogs: true}
+	fin := &protocol.Finished{Outcome: protocol.OutcomeFailed, ExitCode: -1, Error: "x", Duration: time.Millisecond, LogBytes: 3}
+	for name, m := range map[string]*meta{
+		"dispatch only":   {Dispatch: d},
+		"started":         {Dispatch: d, PID: 42, StartTick: 100},
+		"started bracket": {Dispatch: d, PID: 42, StartTick: 100, StartTickMax: 101},
+		"result":          {Dispatch: d, PID: 42, Result: fin},
+		"negative pid":    {Dispatch: d, PID: -1, Result: fin},
+	} {
+		t.Run(name, func(t *testing.T) {
+			want, err := json.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mf := &metaFile{}
+			for i := range 2 { // the second write reuses the dispatch's JSON
+				got, err := mf.encode(nil, m)
+				if err != nil || string(got) != string(want) {
+					t.Fatalf("write %d: encode = %s, %v; want %s", i, got, err, want)
+				}
+			}
+		})
+	}
+}
