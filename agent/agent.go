@@ -146,9 +146,10 @@ type job struct {
 	pid       int
 	startedAt time.Time
 	result    *protocol.Finished
-	released  bool     // the process ended and its slot was granted again
-	shipping  *session // the session a shipper serves, if any
-	abandoned bool     // the controller refused the attempt
+	released  bool        // the process ended and its slot was granted again
+	shipping  *session    // the session a shipper serves, if any
+	abandoned bool        // the controller refused the attempt
+	syncTimer *time.Timer // syncs the result resultSyncDelay after it was written; stopped when forgotten
 }
 
 // New checks the configuration and the certificates.
@@ -779,7 +780,9 @@ func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 		if tty && !hasEnv(d.Env, "TERM") {
 			env = setEnv(env, "TERM", ttyTerm)
 		}
-		log.Info("job starting", "command", d.Command, "tty", tty, "split_output", split)
+		// One line per job at info level, at its end; the start only at
+		// debug: a log line costs a formatted write per job.
+		log.Debug("job starting", "command", d.Command, "tty", tty, "split_output", split)
 		res = Run(ctx, Spec{
 			Command: d.Command, Shell: a.cfg.Shell, Env: env, Dir: l.dir, Credential: l.cred,
 			Timeout: d.Timeout, KillGrace: d.KillGrace, Capture: d.CaptureLogs, Split: split, TTY: tty,
@@ -834,18 +837,24 @@ func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 	if err := j.mf.write(&meta{Dispatch: *d, PID: res.PID, Result: f}); err != nil {
 		log.Error("cannot record the result on disk", "error", err)
 	}
-	log.Info("job finished", "outcome", res.Outcome, "exit_code", res.ExitCode, "duration", res.Duration)
 	a.metrics.jobFinished(res.Outcome)
-	a.mu.Lock()
-	j.result = f // before the spool closes: a shipper that sees it closed reads the result
-	a.mu.Unlock()
-	a.release(j)
-	j.sp.close()
-	time.AfterFunc(resultSyncDelay, func() {
+	// The sync is set before the spool closes, so before the attempt can
+	// be forgotten, which stops it: the FinishAck usually comes first,
+	// and then no sync runs, nor a goroutine to find it moot.
+	t := time.AfterFunc(resultSyncDelay, func() {
 		if err := j.mf.sync(); err != nil {
 			log.Error("cannot sync the result to disk", "error", err)
 		}
 	})
+	a.mu.Lock()
+	j.result = f // before the spool closes: a shipper that sees it closed reads the result
+	j.syncTimer = t
+	a.mu.Unlock()
+	a.release(j)
+	j.sp.close()
+	// Logged once the slot is granted again and the shipper can send the
+	// result: a log write that waits on a busy disk delays neither.
+	log.Info("job finished", "command", d.Command, "outcome", res.Outcome, "exit_code", res.ExitCode, "duration", res.Duration)
 }
 
 // outputMode decides how an attempt's output is captured: on a
@@ -1107,6 +1116,9 @@ func (a *Agent) forget(j *job) {
 		_ = os.RemoveAll(j.dir)
 	}
 	a.mu.Lock()
+	if j.syncTimer != nil {
+		j.syncTimer.Stop() // the result is stored: nothing to sync
+	}
 	if a.jobs[j.ref] == j {
 		delete(a.jobs, j.ref)
 	}
