@@ -173,8 +173,10 @@ func (p Process) Is(start uint64) bool {
 // Per job Run costs the spawn and little else: the process is started
 // with syscall.StartProcess (the fork and exec os/exec does, without its
 // bookkeeping), its exit is waited for in the runtime's poller through a
-// pidfd (Linux 5.3; older kernels: a thread blocked in waitid), and one
-// pipe is read on the caller's goroutine.
+// pidfd (Linux 5.3; older kernels: a thread blocked in waitid) by the
+// one goroutine that supervises the job (its timeout, cancellation and
+// kill grace are timers, not goroutines), and one pipe is read on the
+// caller's goroutine.
 func Run(ctx context.Context, spec Spec, started func(Process), out Output) Result {
 	res := Result{ExitCode: -1, StartedAt: time.Now()}
 	fail := func(o Outcome, err error) Result {
