@@ -122,10 +122,7 @@ func (mf *metaFile) write(m *meta) error {
 	if mf.gone {
 		return nil
 	}
-	b, err := mf.encode(append(mf.buf[:0], 0, 0, 0, 0), m)
-	if err != nil {
-		return err
-	}
+	b := mf.encode(append(mf.buf[:0], 0, 0, 0, 0), m)
 	mf.buf = b
 	binary.BigEndian.PutUint32(b, uint32(len(b)-recHeader))
 	if mf.f == nil {
@@ -138,20 +135,16 @@ func (mf *metaFile) write(m *meta) error {
 		}
 		mf.f = f
 	}
-	_, err = mf.f.WriteAt(b, 0)
+	_, err := mf.f.WriteAt(b, 0)
 	return err
 }
 
-// encode appends m's JSON to b: what json.Marshal(m) gives, with the
-// dispatch encoded only once per attempt (the record is written twice,
-// at the start and with the result).
-func (mf *metaFile) encode(b []byte, m *meta) ([]byte, error) {
+// encode appends m's JSON to b: what json.Marshal(m) gives, appended
+// by hand (recjson.go), with the dispatch encoded only once per attempt
+// (the record is written twice, at the start and with the result).
+func (mf *metaFile) encode(b []byte, m *meta) []byte {
 	if mf.disp == nil {
-		d, err := json.Marshal(&m.Dispatch)
-		if err != nil {
-			return b, err
-		}
-		mf.disp = d
+		mf.disp = appendDispatchJSON(nil, &m.Dispatch)
 	}
 	b = append(b, `{"dispatch":`...)
 	b = append(b, mf.disp...)
@@ -171,14 +164,10 @@ func (mf *metaFile) encode(b []byte, m *meta) ([]byte, error) {
 		}
 	}
 	if m.Result != nil {
-		r, err := json.Marshal(m.Result)
-		if err != nil {
-			return b, err
-		}
 		b = append(b, `,"result":`...)
-		b = append(b, r...)
+		b = appendFinishedJSON(b, m.Result)
 	}
-	return append(b, '}'), nil
+	return append(b, '}')
 }
 
 // sync makes what was written durable, unless the attempt is forgotten
