@@ -95,6 +95,8 @@ type Agent struct {
 	policy  *policy
 	metrics *metrics
 	recs    *recPool // record files for the attempts' meta (state.go)
+	// startedHold is startedHold; tests set it.
+	startedHold time.Duration
 
 	stopOnce sync.Once
 	stopNow  chan struct{} // Stop: cancel running jobs now
@@ -144,9 +146,10 @@ type job struct {
 	pid       int
 	startedAt time.Time
 	result    *protocol.Finished
-	released  bool     // the process ended and its slot was granted again
-	shipping  *session // the session a shipper serves, if any
-	abandoned bool     // the controller refused the attempt
+	released  bool        // the process ended and its slot was granted again
+	shipping  *session    // the session a shipper serves, if any
+	abandoned bool        // the controller refused the attempt
+	syncTimer *time.Timer // syncs the result resultSyncDelay after it was written; stopped when forgotten
 }
 
 // New checks the configuration and the certificates.
@@ -228,6 +231,8 @@ func New(cfg Config) (*Agent, error) {
 		precancel: map[protocol.AttemptRef]time.Time{},
 		idle:      make(chan struct{}),
 		recs:      &recPool{dir: cfg.StateDir, keep: 2 * cfg.Slots},
+
+		startedHold: startedHold,
 	}
 	a.lease.Store(int64(defaultLease))
 	a.metrics = newMetrics(a)
@@ -775,20 +780,26 @@ func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 		if tty && !hasEnv(d.Env, "TERM") {
 			env = setEnv(env, "TERM", ttyTerm)
 		}
-		log.Info("job starting", "command", d.Command, "tty", tty, "split_output", split)
+		// One line per job at info level, at its end; the start only at
+		// debug: a log line costs a formatted write per job.
+		log.Debug("job starting", "command", d.Command, "tty", tty, "split_output", split)
 		res = Run(ctx, Spec{
 			Command: d.Command, Shell: a.cfg.Shell, Env: env, Dir: l.dir, Credential: l.cred,
 			Timeout: d.Timeout, KillGrace: d.KillGrace, Capture: d.CaptureLogs, Split: split, TTY: tty,
-		}, func(pid int) {
+		}, func(p Process) {
 			now := time.Now()
 			a.mu.Lock()
-			j.pid, j.startedAt = pid, now
+			j.pid, j.startedAt = p.PID, now
 			a.mu.Unlock()
 			startedOnce() // Started goes out while the PID is recorded
 			a.metrics.jobStarted()
 			// Before any output is read, so a spool file never exists
 			// without its meta file.
-			if err := j.mf.write(&meta{Dispatch: *d, PID: pid, StartTick: startTick(pid)}); err != nil {
+			m := &meta{Dispatch: *d, PID: p.PID, StartTick: p.StartTick}
+			if p.StartTickMax != p.StartTick {
+				m.StartTickMax = p.StartTickMax
+			}
+			if err := j.mf.write(m); err != nil {
 				log.Error("cannot record the process on disk", "error", err)
 			}
 		}, func(stream uint8, data []byte) {
@@ -826,18 +837,24 @@ func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 	if err := j.mf.write(&meta{Dispatch: *d, PID: res.PID, Result: f}); err != nil {
 		log.Error("cannot record the result on disk", "error", err)
 	}
-	log.Info("job finished", "outcome", res.Outcome, "exit_code", res.ExitCode, "duration", res.Duration)
 	a.metrics.jobFinished(res.Outcome)
-	a.mu.Lock()
-	j.result = f // before the spool closes: a shipper that sees it closed reads the result
-	a.mu.Unlock()
-	a.release(j)
-	j.sp.close()
-	time.AfterFunc(resultSyncDelay, func() {
+	// The sync is set before the spool closes, so before the attempt can
+	// be forgotten, which stops it: the FinishAck usually comes first,
+	// and then no sync runs, nor a goroutine to find it moot.
+	t := time.AfterFunc(resultSyncDelay, func() {
 		if err := j.mf.sync(); err != nil {
 			log.Error("cannot sync the result to disk", "error", err)
 		}
 	})
+	a.mu.Lock()
+	j.result = f // before the spool closes: a shipper that sees it closed reads the result
+	j.syncTimer = t
+	a.mu.Unlock()
+	a.release(j)
+	j.sp.close()
+	// Logged once the slot is granted again and the shipper can send the
+	// result: a log write that waits on a busy disk delays neither.
+	log.Info("job finished", "command", d.Command, "outcome", res.Outcome, "exit_code", res.ExitCode, "duration", res.Duration)
 }
 
 // outputMode decides how an attempt's output is captured: on a
@@ -939,6 +956,15 @@ func (a *Agent) ship(j *job, s *session) {
 // shipOnce reports the attempt on one stream. done says the controller
 // stored the result; refused carries the controller's reason when it
 // refuses the attempt. Neither means the stream failed.
+//
+// Frames that are ready together go out in one write (one QUIC packet
+// or TLS record, not one per frame): JobOpen waits for the process to
+// start and leaves with Started, and for up to startedHold after the
+// start the shipper holds them back for the first output or the end of
+// the process, so that a short job is reported in a single write —
+// JobOpen, Started, its output and Finished. The controller then also
+// records its start and its end in one commit. The times reported are
+// the process's own (Started.StartedAt), whatever the hold.
 func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, done bool) {
 	st, err := s.t.OpenStream(s.ctx)
 	if err != nil {
@@ -946,10 +972,6 @@ func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, 
 	}
 	defer st.Abort()
 	w := protocol.NewWriter(st)
-	_, acked, _ := j.sp.state()
-	if err := w.Write(&protocol.JobOpen{JobID: j.ref.JobID, Attempt: j.ref.Attempt, Offset: acked}); err != nil {
-		return "", false
-	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	finAck := make(chan struct{})
@@ -1001,25 +1023,51 @@ func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, 
 	case <-ctx.Done():
 		return outcome()
 	}
+	_, acked, _ := j.sp.state()
+	pending := []protocol.Message{&protocol.JobOpen{JobID: j.ref.JobID, Attempt: j.ref.Attempt, Offset: acked}}
 	a.mu.Lock()
 	pid, at := j.pid, j.startedAt
 	a.mu.Unlock()
+	var holdUntil time.Time
 	if pid > 0 {
-		if err := w.Write(&protocol.Started{PID: uint32(pid), StartedAt: at}); err != nil {
-			cancel()
-			return outcome()
-		}
+		pending = append(pending, &protocol.Started{PID: uint32(pid), StartedAt: at})
+		holdUntil = at.Add(a.startedHold)
+	}
+	flush := func(more ...protocol.Message) error {
+		pending = append(pending, more...)
+		err := w.WriteAll(pending...)
+		clear(pending) // no reference to a chunk's buffer
+		pending = pending[:0]
+		return err
 	}
 	off := acked
 	var buf []byte // allocated by next at the first output: most jobs of many write none
 	for {
+		if !j.sp.ready(off) {
+			// Nothing to add for now: hold what is pending while the
+			// process has just started, else send it before waiting.
+			if hold := time.Until(holdUntil); hold > 0 && len(pending) > 0 {
+				if !j.sp.wait(ctx, off, hold) {
+					cancel()
+					return outcome()
+				}
+				continue
+			}
+			if len(pending) > 0 {
+				if err := flush(); err != nil {
+					cancel()
+					return outcome()
+				}
+			}
+		}
 		stream, data, at, err := j.sp.next(ctx, off, buf)
 		if errors.Is(err, errSpoolDone) {
 			break
 		}
 		if err == nil {
 			buf = data[:cap(data)]
-			err = w.Write(&protocol.LogChunk{Stream: protocol.Stream(stream), Offset: at, Data: data})
+			// Sent at once: the next chunk reuses buf.
+			err = flush(&protocol.LogChunk{Stream: protocol.Stream(stream), Offset: at, Data: data})
 		}
 		if err != nil {
 			cancel()
@@ -1030,13 +1078,18 @@ func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, 
 	a.mu.Lock()
 	f := j.result
 	a.mu.Unlock()
-	if err := w.Write(f); err != nil {
+	if err := flush(f); err != nil {
 		cancel()
 		return outcome()
 	}
 	_ = st.Close()
 	return outcome()
 }
+
+// startedHold is how long after a process started its Started may wait
+// for the first output or the end of the process, to leave in the same
+// write (shipOnce).
+const startedHold = 5 * time.Millisecond
 
 // abandon drops an attempt the controller no longer accepts (it was
 // lost and retried elsewhere, or cancelled): the process is killed and
@@ -1063,6 +1116,9 @@ func (a *Agent) forget(j *job) {
 		_ = os.RemoveAll(j.dir)
 	}
 	a.mu.Lock()
+	if j.syncTimer != nil {
+		j.syncTimer.Stop() // the result is stored: nothing to sync
+	}
 	if a.jobs[j.ref] == j {
 		delete(a.jobs, j.ref)
 	}
@@ -1097,7 +1153,7 @@ func (a *Agent) recover() error {
 			continue
 		}
 		if m.Result == nil {
-			if m.PID > 0 && m.StartTick != 0 && startTick(m.PID) == m.StartTick {
+			if p := (Process{PID: m.PID, StartTick: m.StartTick, StartTickMax: m.StartTickMax}); m.PID > 0 && p.Is(startTick(m.PID)) {
 				killGroup(m.PID)
 			}
 			m.Result = &protocol.Finished{Outcome: protocol.OutcomeFailed, ExitCode: -1,

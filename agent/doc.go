@@ -6,6 +6,10 @@
 // JobOpen, Started, the output chunks with their byte offsets, and
 // Finished; the controller acknowledges the output it stored (LogAck)
 // and the result (FinishAck), after which the agent forgets the attempt.
+// Frames that are ready together go out in one write, and Started waits
+// up to 5 ms after the start for the first output or the end, so a
+// short job costs one packet (JobOpen, Started, output, Finished)
+// rather than one per frame.
 // The slot is granted again (Credit) as soon as the process ends, while
 // the result still waits for its FinishAck: the next job's dispatch
 // overlaps the controller's commit of the last one's result. Heartbeats

@@ -25,8 +25,8 @@ const clockTick = 100
 
 func readProcStat(pid int) (procStat, error) {
 	// Read with bare system calls: os.ReadFile adds an fstat, a poller
-	// registration and a second read, and the agent reads this file for
-	// every job it starts (startTick).
+	// registration and a second read, and live status reads this file
+	// for every process on the machine (groupUsage).
 	var b [2048]byte // the file is a few hundred bytes
 	n, err := readSmallFile("/proc/"+strconv.Itoa(pid)+"/stat", b[:])
 	if err != nil {

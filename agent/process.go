@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -121,11 +123,28 @@ type Result struct {
 	Bytes     uint64 // total output bytes delivered to Output
 }
 
+// Process is a job's main process as Run started it.
+type Process struct {
+	PID int
+	// StartTick and StartTickMax bracket its start time in clock ticks
+	// since boot, as /proc/PID/stat gives it (starttime): with the PID
+	// they name the process across PID reuse. They are read from the
+	// clock just before and after the start, which costs no file read;
+	// the kernel takes the start time in between. 0 if unknown.
+	StartTick, StartTickMax uint64
+}
+
+// Is reports whether the process running as PID now, which started at
+// start (ticks since boot, /proc/PID/stat), is p.
+func (p Process) Is(start uint64) bool {
+	return p.StartTick != 0 && start >= p.StartTick && start <= max(p.StartTick, p.StartTickMax)
+}
+
 // Run runs spec.Command as spec.Shell -c Command in a process group of its
 // own (a session of its own with spec.TTY), with stdin from /dev/null, and
-// returns when it has ended and its output has been delivered. started, if not nil, is called with the pid right after
-// a successful start, before any call to out. out may be nil only when
-// spec.Capture is false.
+// returns when it has ended and its output has been delivered. started, if
+// not nil, is called with the process right after a successful start,
+// before any call to out. out may be nil only when spec.Capture is false.
 //
 // Ending:
 //   - Cancelling ctx, or reaching spec.Timeout, sends SIGTERM to the whole
@@ -150,7 +169,15 @@ type Result struct {
 // Duration runs from the start to the exit of the main process. The CPU times
 // and MaxRSS are those of the main process and the descendants it waited for
 // (getrusage semantics; ru_maxrss is KiB on Linux and converted to bytes).
-func Run(ctx context.Context, spec Spec, started func(pid int), out Output) Result {
+//
+// Per job Run costs the spawn and little else: the process is started
+// with syscall.StartProcess (the fork and exec os/exec does, without its
+// bookkeeping), its exit is waited for in the runtime's poller through a
+// pidfd (Linux 5.3; older kernels: a thread blocked in waitid) by the
+// one goroutine that supervises the job (its timeout, cancellation and
+// kill grace are timers, not goroutines), and one pipe is read on the
+// caller's goroutine.
+func Run(ctx context.Context, spec Spec, started func(Process), out Output) Result {
 	res := Result{ExitCode: -1, StartedAt: time.Now()}
 	fail := func(o Outcome, err error) Result {
 		res.Outcome = o
@@ -168,33 +195,29 @@ func Run(ctx context.Context, spec Spec, started func(pid int), out Output) Resu
 	if grace <= 0 {
 		grace = defaultKillGrace
 	}
-	if spec.Dir != "" {
-		// A missing directory otherwise surfaces as the confusing
-		// "fork/exec /bin/sh: no such file or directory".
-		fi, err := os.Stat(spec.Dir)
+	startErr := func(err error) Result {
+		return fail(OutcomeFailed, fmt.Errorf("agent: start %s in %s: %w (check the agent's shell and the job's dir)", shell, dirName(spec.Dir), err))
+	}
+	path := shell
+	if !strings.Contains(shell, "/") { // a bare name is looked up in PATH, as os/exec does
+		p, err := exec.LookPath(shell)
 		if err != nil {
-			return fail(OutcomeFailed, fmt.Errorf("agent: job directory: %w (create it on the worker or fix the job's dir)", err))
+			return startErr(err)
 		}
-		if !fi.IsDir() {
-			return fail(OutcomeFailed, fmt.Errorf("agent: job directory %s is not a directory (fix the job's dir)", spec.Dir))
-		}
+		path = p
 	}
-
-	cmd := exec.Command(shell, "-c", spec.Command)
-	cmd.Dir = spec.Dir
-	cmd.Env = spec.Env
-	if cmd.Env == nil {
-		cmd.Env = []string{} // exec.Cmd reads nil as "inherit the agent's environment"
+	env, err := execEnv(spec.Env)
+	if err != nil {
+		return fail(OutcomeFailed, fmt.Errorf("agent: %w", err))
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: spec.Credential}
-	// Stdin is /dev/null; so are Stdout and Stderr when not capturing. The
-	// agent keeps /dev/null open (nil would have os/exec open it per job).
-	if dn, err := devNull(); err == nil {
-		cmd.Stdin = dn.r
-		if !spec.Capture {
-			cmd.Stdout, cmd.Stderr = dn.w, dn.w
-		}
+	sys := &syscall.SysProcAttr{Setpgid: true, Credential: spec.Credential}
+	// Stdin is /dev/null; so are stdout and stderr when not capturing.
+	// The agent keeps /dev/null open rather than opening it per job.
+	dn, err := devNull()
+	if err != nil {
+		return fail(OutcomeFailed, fmt.Errorf("agent: %w", err))
 	}
+	stdin, stdout, stderr := dn.r, dn.w, dn.w
 
 	// readEnds are read by the agent, stream 1 first; the child gets
 	// writeEnds.
@@ -217,11 +240,11 @@ func Run(ctx context.Context, spec Spec, started func(pid int), out Output) Resu
 			// its descriptors either way.
 			_ = slave.Chown(int(c.Uid), int(c.Gid))
 		}
-		cmd.Stdout, cmd.Stderr = slave, slave
+		stdout, stderr = slave, slave
 		// A session of its own, with the terminal (the child's fd 1) as
 		// its controlling terminal; the session leader also leads a new
 		// process group, whose ID is its PID, as with Setpgid.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 1, Credential: spec.Credential}
+		sys = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 1, Credential: spec.Credential}
 		readEnds, writeEnds = []*os.File{master}, []*os.File{slave}
 	case spec.Split:
 		outR, outW, err := outputPipe()
@@ -233,7 +256,7 @@ func Run(ctx context.Context, spec Spec, started func(pid int), out Output) Resu
 			closeAll(outR, outW)
 			return fail(OutcomeFailed, fmt.Errorf("agent: stderr pipe: %w", err))
 		}
-		cmd.Stdout, cmd.Stderr = outW, errW
+		stdout, stderr = outW, errW
 		readEnds, writeEnds = []*os.File{outR, errR}, []*os.File{outW, errW}
 	default:
 		// One pipe for both: the kernel keeps the job's writes in order.
@@ -241,73 +264,223 @@ func Run(ctx context.Context, spec Spec, started func(pid int), out Output) Resu
 		if err != nil {
 			return fail(OutcomeFailed, fmt.Errorf("agent: output pipe: %w", err))
 		}
-		cmd.Stdout, cmd.Stderr = w, w
+		stdout, stderr = w, w
 		readEnds, writeEnds = []*os.File{r}, []*os.File{w}
 	}
 	defer closeAll(readEnds...)
 
+	pidfd := -1
+	if pidfdPoll() {
+		sys.PidFD = &pidfd
+	}
+	attr := &syscall.ProcAttr{Dir: spec.Dir, Env: env, Files: []uintptr{stdin.Fd(), stdout.Fd(), stderr.Fd()}, Sys: sys}
 	res.StartedAt = time.Now()
-	err := cmd.Start()
+	before := bootTicks()
+	pid, _, err := syscall.StartProcess(path, []string{shell, "-c", spec.Command}, attr)
+	after := bootTicks()
+	runtime.KeepAlive(stdin)
+	runtime.KeepAlive(stdout)
+	runtime.KeepAlive(stderr)
 	// The child holds its own copies; ours must go for EOF to come (EIO
 	// on a terminal's master: see readPipe).
 	closeAll(writeEnds...)
 	if err != nil {
-		return fail(OutcomeFailed, fmt.Errorf("agent: start %s in %s: %w (check the agent's shell and the job's dir)", shell, dirName(spec.Dir), err))
+		if derr := checkDir(spec.Dir); derr != nil {
+			// A missing directory otherwise surfaces as the confusing
+			// "fork/exec /bin/sh: no such file or directory".
+			return fail(OutcomeFailed, derr)
+		}
+		return startErr(&os.PathError{Op: "fork/exec", Path: path, Err: err})
 	}
-	pid := cmd.Process.Pid
 	res.PID = pid
-
-	readers := &sync.WaitGroup{}
-	readersDone := make(chan struct{})
-	chunks := make(chan chunk, 4)
-	for i, f := range readEnds {
-		readers.Go(func() { readPipe(f, uint8(i)+streamStdout, chunks) })
+	proc := Process{PID: pid, StartTick: before, StartTickMax: after}
+	if before == 0 || after < before {
+		proc.StartTick, proc.StartTickMax = startTick(pid), 0
 	}
-	go func() {
-		readers.Wait()
-		close(readersDone)
-		close(chunks)
-	}()
 
-	// The supervisor kills and reaps independently of out, which may block.
+	readersDone := make(chan struct{})
+	// The supervisor waits for the exit, kills and reaps independently
+	// of out, which may block.
 	supDone := make(chan supervised, 1)
 	go func() {
-		supDone <- supervise(ctx, cmd, spec.Timeout, grace, readEnds, readersDone)
+		supDone <- supervise(ctx, pid, pidfd, spec.Timeout, grace, readEnds, readersDone)
 	}()
 
 	if started != nil {
-		started(pid)
+		started(proc)
 	}
-	for c := range chunks {
+	deliver := func(c chunk) {
 		out(c.stream, (*c.buf)[:c.n])
 		res.Bytes += uint64(c.n)
 		putChunk(c.buf)
 	}
+	switch len(readEnds) {
+	case 0:
+	case 1: // read here: no goroutine, no channel
+		readPipe(readEnds[0], streamStdout, deliver)
+	default: // a reader each; out is called from this goroutine only
+		chunks := make(chan chunk, 4)
+		var readers sync.WaitGroup
+		for i, f := range readEnds {
+			readers.Go(func() {
+				readPipe(f, uint8(i)+streamStdout, func(c chunk) { chunks <- c })
+			})
+		}
+		go func() {
+			readers.Wait()
+			close(chunks)
+		}()
+		for c := range chunks {
+			deliver(c)
+		}
+	}
+	close(readersDone)
 	sup := <-supDone
 
 	res.Duration = sup.exitedAt.Sub(res.StartedAt)
 	res.Outcome = sup.reason
-	if ps := cmd.ProcessState; ps != nil {
-		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			res.ExitCode = 128 + int(ws.Signal())
-			res.Signal = unix.SignalName(ws.Signal())
-		} else {
-			res.ExitCode = ps.ExitCode()
-		}
-		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-			res.UserCPU = time.Duration(ru.Utime.Nano())
-			res.SystemCPU = time.Duration(ru.Stime.Nano())
-			res.MaxRSS = uint64(ru.Maxrss) * 1024
-		}
+	if ws := sup.status; ws.Signaled() {
+		res.ExitCode = 128 + int(ws.Signal())
+		res.Signal = unix.SignalName(ws.Signal())
+	} else {
+		res.ExitCode = ws.ExitStatus()
 	}
+	if sup.err != nil {
+		res.ExitCode = -1
+		res.Err = fmt.Errorf("agent: waiting for the job's process: %w", sup.err)
+	}
+	ru := &sup.rusage
+	res.UserCPU = time.Duration(ru.Utime.Nano())
+	res.SystemCPU = time.Duration(ru.Stime.Nano())
+	res.MaxRSS = uint64(ru.Maxrss) * 1024
 	if res.Outcome == 0 {
-		if res.ExitCode == 0 {
+		if res.ExitCode == 0 && sup.err == nil {
 			res.Outcome = OutcomeCompleted
 		} else {
 			res.Outcome = OutcomeFailed
 		}
 	}
 	return res
+}
+
+// checkDir explains why dir cannot be a job's directory, or returns nil
+// (also for "", the agent's own).
+func checkDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("agent: job directory: %w (create it on the worker or fix the job's dir)", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("agent: job directory %s is not a directory (fix the job's dir)", dir)
+	}
+	return nil
+}
+
+// execEnv returns env as a process gets it: for a name set more than
+// once, only the last value, where the first was (a later setting
+// overrides an earlier one, as with os/exec); an entry holding a NUL
+// byte is refused. nil is the empty environment.
+func execEnv(env []string) ([]string, error) {
+	for _, kv := range env {
+		if strings.IndexByte(kv, 0) >= 0 {
+			name, _, _ := strings.Cut(kv, "=")
+			return nil, fmt.Errorf("environment variable %q holds a NUL byte", name)
+		}
+	}
+	if len(env) < 2 {
+		return env, nil
+	}
+	at := make(map[string]int, len(env)) // name → index in out
+	var out []string
+	for i, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if j, ok := at[name]; ok {
+			if out == nil {
+				out = append(make([]string, 0, len(env)), env[:i]...)
+			}
+			out[j] = kv
+			continue
+		}
+		if out != nil {
+			at[name] = len(out)
+			out = append(out, kv)
+		} else {
+			at[name] = i
+		}
+	}
+	if out == nil {
+		return env, nil
+	}
+	return out, nil
+}
+
+// bootTicks is CLOCK_BOOTTIME in clock ticks (USER_HZ): the clock and
+// unit of a process's start time in /proc/PID/stat, which the kernel
+// takes while it creates the process. Read before and after a start, it
+// brackets the new process's start tick; 0 if unavailable.
+func bootTicks() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0
+	}
+	return uint64(ts.Nano()) / uint64(time.Second/clockTick)
+}
+
+// pidfdPoll reports whether the kernel gives pidfds that poll readable
+// when the process exits (Linux 5.3, which also added pidfd_open).
+var pidfdPoll = sync.OnceValue(func() bool {
+	fd, err := unix.PidfdOpen(os.Getpid(), 0)
+	if err != nil {
+		return false
+	}
+	unix.Close(fd)
+	return true
+})
+
+// waitExit returns once process pid has exited, still unreaped (a
+// zombie: its PID and process group ID stay taken). With a pidfd it
+// waits in the runtime's poller and closes pidfd; without (-1), in a
+// thread blocked in waitid.
+func waitExit(pid, pidfd int) {
+	if pidfd >= 0 {
+		// O_NONBLOCK makes os.NewFile put it in the poller.
+		if _, err := unix.FcntlInt(uintptr(pidfd), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
+			unix.Close(pidfd)
+			pidfd = -1
+		}
+	}
+	if pidfd < 0 {
+		waitExited(pid)
+		return
+	}
+	f := os.NewFile(uintptr(pidfd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		waitExited(pid)
+		return
+	}
+	// Checked before the first wait too: the poller only reports the
+	// pidfd becoming readable after the wait began.
+	if err := rc.Read(func(uintptr) bool { return hasExited(pid) }); err != nil {
+		waitExited(pid)
+	}
+}
+
+// hasExited reports whether pid has exited, without waiting or reaping;
+// on an error it reports true (waiting would fail too).
+func hasExited(pid int) bool {
+	for {
+		var info unix.Siginfo // zeroed: stays so while pid runs
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		return err != nil || info.Signo != 0
+	}
 }
 
 // outputPipe returns a pipe for a job's stdout or stderr. Only the read
@@ -320,7 +493,9 @@ func outputPipe() (r, w *os.File, err error) {
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return nil, nil, os.NewSyscallError("pipe2", err)
 	}
-	if err := unix.SetNonblock(p[0], true); err != nil {
+	// The read end is O_RDONLY: F_SETFL leaves that and sets only
+	// O_NONBLOCK, with no F_GETFL first.
+	if _, err := unix.FcntlInt(uintptr(p[0]), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
 		unix.Close(p[0])
 		unix.Close(p[1])
 		return nil, nil, os.NewSyscallError("fcntl", err)
@@ -355,62 +530,72 @@ func dirName(dir string) string {
 type supervised struct {
 	reason   Outcome // OutcomeTimeout or OutcomeCancelled if Run killed the job, else 0
 	exitedAt time.Time
+	status   unix.WaitStatus
+	rusage   unix.Rusage
+	err      error // of wait4, when it failed: status and rusage are unknown
 }
 
-// supervise enforces the timeout and cancellation, kills the rest of the
-// process group when the main process exits, reaps it, and bounds the wait for
-// the pipes to reach EOF.
-func supervise(ctx context.Context, cmd *exec.Cmd, timeout, grace time.Duration, readEnds []*os.File, readersDone <-chan struct{}) supervised {
-	pgid := cmd.Process.Pid
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		waitExited(pgid)
-	}()
-
-	var timeoutC, graceC <-chan time.Time
-	if timeout > 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		timeoutC = t.C
-	}
-	var graceTimer *time.Timer
-	defer func() {
-		if graceTimer != nil {
-			graceTimer.Stop()
-		}
-	}()
-	var s supervised
-	terminate := func(reason Outcome) {
-		if s.reason != 0 {
+// supervise waits for the main process pgid to exit (through pidfd,
+// as waitExit), enforces the timeout and cancellation meanwhile, kills
+// the rest of the process group when the main process exits, reaps it,
+// and bounds the wait for the pipes to reach EOF. It is the one
+// goroutine a job has besides Run's: the timeout, the cancellation and
+// the kill grace are callbacks (time.AfterFunc, context.AfterFunc) that
+// cost no goroutine unless they fire.
+func supervise(ctx context.Context, pgid, pidfd int, timeout, grace time.Duration, readEnds []*os.File, readersDone <-chan struct{}) supervised {
+	var (
+		mu         sync.Mutex
+		reason     Outcome // guarded by mu, as the two below
+		reaped     bool    // pgid may name another group from now on: no more signals
+		graceTimer *time.Timer
+	)
+	terminate := func(r Outcome) {
+		mu.Lock()
+		defer mu.Unlock()
+		if reason != 0 || reaped {
 			return
 		}
-		s.reason = reason
+		reason = r
 		signalGroup(pgid, syscall.SIGTERM)
-		graceTimer = time.NewTimer(grace)
-		graceC = graceTimer.C
+		graceTimer = time.AfterFunc(grace, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if !reaped {
+				signalGroup(pgid, syscall.SIGKILL)
+			}
+		})
 	}
-	done := ctx.Done()
-wait:
+	stopCancel := context.AfterFunc(ctx, func() { terminate(OutcomeCancelled) })
+	var timeoutTimer *time.Timer
+	if timeout > 0 {
+		timeoutTimer = time.AfterFunc(timeout, func() { terminate(OutcomeTimeout) })
+	}
+
+	waitExit(pgid, pidfd)
+
+	var s supervised
+	s.exitedAt = time.Now()
+	stopCancel()
+	if timeoutTimer != nil {
+		timeoutTimer.Stop()
+	}
+	// The main process is a zombie until reaped, so pgid still names its
+	// group; once it is reaped, no callback may signal it.
+	mu.Lock()
+	signalGroup(pgid, syscall.SIGKILL)
 	for {
-		select {
-		case <-exited:
-			break wait
-		case <-done:
-			done = nil
-			terminate(OutcomeCancelled)
-		case <-timeoutC:
-			timeoutC = nil
-			terminate(OutcomeTimeout)
-		case <-graceC:
-			graceC = nil
-			signalGroup(pgid, syscall.SIGKILL)
+		_, err := unix.Wait4(pgid, &s.status, 0, &s.rusage)
+		if err != unix.EINTR {
+			s.err = err
+			break
 		}
 	}
-	s.exitedAt = time.Now()
-	// The main process is a zombie until Wait, so pgid still names its group.
-	signalGroup(pgid, syscall.SIGKILL)
-	cmd.Wait() // the outcome is read from cmd.ProcessState
+	reaped = true
+	s.reason = reason
+	if graceTimer != nil {
+		graceTimer.Stop()
+	}
+	mu.Unlock()
 
 	if len(readEnds) > 0 {
 		t := time.NewTimer(pipeDrainTimeout)
@@ -470,14 +655,14 @@ func putChunk(buf *[]byte) {
 	}
 }
 
-// readPipe sends what it reads from f to chunks until EOF. When supervise
+// readPipe hands what it reads from f to emit until EOF. When supervise
 // sets a read deadline it reads what is left in the pipe without blocking.
 //
 // f may be a pseudo-terminal's master (Spec.TTY): Linux answers a read
 // there with EIO once every descriptor of the slave side is closed — the
 // terminal's EOF — and only after what the slave wrote has been read, so
 // EIO ends the stream like EOF, with nothing lost.
-func readPipe(f *os.File, stream uint8, chunks chan<- chunk) {
+func readPipe(f *os.File, stream uint8, emit func(chunk)) {
 	pool := &smallChunkPool
 	for {
 		buf := pool.Get().(*[]byte)
@@ -488,7 +673,7 @@ func readPipe(f *os.File, stream uint8, chunks chan<- chunk) {
 			pool = &chunkPool
 		}
 		if n > 0 {
-			chunks <- chunk{stream: stream, buf: buf, n: n}
+			emit(chunk{stream: stream, buf: buf, n: n})
 		} else {
 			putChunk(buf)
 		}
@@ -496,7 +681,7 @@ func readPipe(f *os.File, stream uint8, chunks chan<- chunk) {
 			continue
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			drainPipe(f, stream, chunks)
+			drainPipe(f, stream, emit)
 		}
 		return
 	}
@@ -521,7 +706,7 @@ func growPipe(f *os.File) error {
 
 // drainPipe reads what f's pipe holds right now, up to finalDrainMax bytes,
 // without waiting for more.
-func drainPipe(f *os.File, stream uint8, chunks chan<- chunk) {
+func drainPipe(f *os.File, stream uint8, emit func(chunk)) {
 	if err := f.SetReadDeadline(time.Time{}); err != nil {
 		return
 	}
@@ -546,6 +731,6 @@ func drainPipe(f *os.File, stream uint8, chunks chan<- chunk) {
 			return // EAGAIN (empty), EOF or an error
 		}
 		total += n
-		chunks <- chunk{stream: stream, buf: buf, n: n}
+		emit(chunk{stream: stream, buf: buf, n: n})
 	}
 }

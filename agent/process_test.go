@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,7 +126,7 @@ func TestRunExit(t *testing.T) {
 			t.Parallel()
 			var startedPIDs []int
 			res := Run(t.Context(), Spec{Command: tc.command, Env: pathEnv()},
-				func(pid int) { startedPIDs = append(startedPIDs, pid) }, nil)
+				func(p Process) { startedPIDs = append(startedPIDs, p.PID) }, nil)
 			if res.Outcome != tc.outcome || res.ExitCode != tc.code || res.Signal != tc.signal || res.Err != nil {
 				t.Fatalf("got outcome %v, exit %d, signal %q, err %v; want %v, %d, %q, nil",
 					res.Outcome, res.ExitCode, res.Signal, res.Err, tc.outcome, tc.code, tc.signal)
@@ -269,7 +270,7 @@ func TestRunStartFailure(t *testing.T) {
 				spec := tc.spec
 				spec.Capture = capture
 				res := Run(tc.ctx, spec,
-					func(pid int) { t.Errorf("started called with %d", pid) },
+					func(p Process) { t.Errorf("started called with %d", p.PID) },
 					func(uint8, []byte) { t.Error("Output called") })
 				if res.Outcome != tc.outcome || res.ExitCode != -1 || res.Err == nil || res.PID != 0 {
 					t.Fatalf("capture %v: outcome %v exit %d pid %d err %v; want %v, -1, 0, an error",
@@ -378,7 +379,7 @@ wait`
 				var stdout bytes.Buffer
 				var tree []int
 				res := Run(ctx, m.with(spec),
-					func(pid int) { tree = append(tree, pid) },
+					func(p Process) { tree = append(tree, p.PID) },
 					func(stream uint8, data []byte) {
 						if stream != streamStdout {
 							t.Errorf("stderr: %q", data)
@@ -545,7 +546,7 @@ func TestReadPipeGrowsForHeavyWriters(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		readPipe(r, streamStdout, chunks)
+		readPipe(r, streamStdout, func(c chunk) { chunks <- c })
 	}()
 	first := <-chunks
 	if first.n != pipeDefaultSize || cap(*first.buf) != smallChunkSize {
@@ -652,9 +653,27 @@ func BenchmarkRunTrue(b *testing.B) {
 	b.SetParallelism(4) // × GOMAXPROCS 2 = 8
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			res := Run(context.Background(), Spec{Command: "true", Capture: true}, func(int) {}, func(uint8, []byte) {})
+			res := Run(context.Background(), Spec{Command: "true", Capture: true}, func(Process) {}, func(uint8, []byte) {})
 			if res.Outcome != OutcomeCompleted {
 				b.Errorf("outcome %v: %v", res.Outcome, res.Err)
+			}
+		}
+	})
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "agent-cpu-µs/op")
+}
+
+// BenchmarkBareSpawn is BenchmarkRunTrue's floor: the same jobs through
+// os/exec with nothing captured, no process group, no supervision.
+func BenchmarkBareSpawn(b *testing.B) {
+	var ru0, ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	b.SetParallelism(4) // × GOMAXPROCS 2 = 8
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := exec.Command("/bin/sh", "-c", "true").Run(); err != nil {
+				b.Error(err)
 			}
 		}
 	})
@@ -806,5 +825,108 @@ func TestSetEnv(t *testing.T) {
 	}
 	if !hasEnv([]string{"TERM="}, "TERM") || hasEnv([]string{"TERMX=1"}, "TERM") {
 		t.Error("hasEnv")
+	}
+}
+
+// The start ticks Run reports around a process bracket the one
+// /proc/PID/stat gives it.
+func TestRunStartTick(t *testing.T) {
+	for i := range 100 {
+		ctx, cancel := context.WithCancel(t.Context())
+		var got Process
+		var want uint64
+		var err error
+		res := Run(ctx, Spec{Command: "exec sleep 60", Env: pathEnv(), KillGrace: time.Second}, func(p Process) {
+			got = p
+			var st procStat
+			st, err = readProcStat(p.PID) // still running: sleep waits for the cancel
+			want = st.startTick
+			cancel()
+		}, nil)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Outcome != OutcomeCancelled {
+			t.Fatalf("run %d: outcome %v, err %v", i, res.Outcome, res.Err)
+		}
+		if !got.Is(want) {
+			t.Fatalf("run %d: start ticks %d to %d, /proc says %d", i, got.StartTick, got.StartTickMax, want)
+		}
+	}
+}
+
+func TestExecEnv(t *testing.T) {
+	for name, tc := range map[string]struct {
+		in, want []string
+		err      bool
+	}{
+		"nil":           {nil, nil, false},
+		"one":           {[]string{"A=1"}, []string{"A=1"}, false},
+		"no duplicates": {[]string{"A=1", "B=2", "C"}, []string{"A=1", "B=2", "C"}, false},
+		"later wins":    {[]string{"A=1", "B=2", "A=3", "C=4", "B="}, []string{"A=3", "B=", "C=4"}, false},
+		"no value":      {[]string{"A", "A=1"}, []string{"A=1"}, false},
+		"NUL":           {[]string{"A=1", "B=x\x00y"}, nil, true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := execEnv(tc.in)
+			if (err != nil) != tc.err || !slices.Equal(got, tc.want) {
+				t.Fatalf("execEnv(%q) = %q, %v; want %q, error %v", tc.in, got, err, tc.want, tc.err)
+			}
+		})
+	}
+	// A job sees the last value.
+	var c captured
+	res := Run(t.Context(), Spec{Command: `echo "$A"`, Env: []string{"A=1", "A=2"}, Capture: true}, nil, c.out(t))
+	if res.Outcome != OutcomeCompleted || c.stdout.String() != "2\n" {
+		t.Fatalf("outcome %v err %v stdout %q, want 2", res.Outcome, res.Err, c.stdout.Bytes())
+	}
+}
+
+// waitExit reports the exit of a process and leaves it unreaped (its
+// process group ID stays taken), through a pidfd or without one.
+func TestWaitExit(t *testing.T) {
+	for _, withPidfd := range []bool{false, true} {
+		if withPidfd && !pidfdPoll() {
+			t.Log("no pidfd poll on this kernel")
+			continue
+		}
+		fifo := filepath.Join(t.TempDir(), "fifo")
+		if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		pidfd := -1
+		sys := &syscall.SysProcAttr{Setpgid: true}
+		if withPidfd {
+			sys.PidFD = &pidfd
+		}
+		pid, _, err := syscall.StartProcess("/bin/sh", []string{"sh", "-c", "read x < " + fifo}, &syscall.ProcAttr{Sys: sys})
+		if err != nil {
+			t.Fatal(err)
+		}
+		killAtEnd(t, pid)
+		if withPidfd && pidfd < 0 {
+			t.Fatal("no pidfd")
+		}
+		exited := make(chan struct{})
+		go func() {
+			defer close(exited)
+			waitExit(pid, pidfd)
+		}()
+		select {
+		case <-exited:
+			t.Fatalf("pidfd %v: exit reported while the process waits on the fifo", withPidfd)
+		default:
+		}
+		w, err := os.OpenFile(fifo, os.O_WRONLY, 0) // opens once sh has opened it
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Close() // read gets EOF: sh exits
+		<-exited
+		var ws unix.WaitStatus
+		if got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil); err != nil || got != pid {
+			t.Fatalf("pidfd %v: wait4 after the exit: %d, %v; want the unreaped process %d", withPidfd, got, err, pid)
+		}
 	}
 }

@@ -470,6 +470,36 @@ func (s *spool) next(ctx context.Context, off uint64, buf []byte) (stream uint8,
 	return stream, buf, off, nil
 }
 
+// ready reports whether next would return at once for off: output is
+// there to read, or the process ended.
+func (s *spool) ready(off uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return max(off, s.acked) < s.end || s.closed
+}
+
+// wait waits until ready(off) or d has passed; it returns false, at
+// once, when ctx is done.
+func (s *spool) wait(ctx context.Context, off uint64, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	s.mu.Lock()
+	for max(off, s.acked) >= s.end && !s.closed {
+		more := s.more
+		s.mu.Unlock()
+		select {
+		case <-more:
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+		s.mu.Lock()
+	}
+	s.mu.Unlock()
+	return true
+}
+
 // state returns the output written, the offset acknowledged and whether
 // the process ended.
 func (s *spool) state() (end, acked uint64, closed bool) {

@@ -34,10 +34,14 @@ const (
 // meta is what the agent keeps on disk about an attempt besides its
 // output: enough to report it after an agent restart.
 type meta struct {
-	Dispatch  protocol.Dispatch  `json:"dispatch"`
-	PID       int                `json:"pid,omitempty"`
-	StartTick uint64             `json:"start_tick,omitempty"` // /proc/PID/stat starttime, to recognise the process
-	Result    *protocol.Finished `json:"result,omitempty"`     // set once the process ended
+	Dispatch protocol.Dispatch `json:"dispatch"`
+	PID      int               `json:"pid,omitempty"`
+	// StartTick is the process's start time, /proc/PID/stat starttime, to
+	// recognise it; when StartTickMax is set the start time lies between
+	// the two (agents before it wrote the exact value, and read only that).
+	StartTick    uint64             `json:"start_tick,omitempty"`
+	StartTickMax uint64             `json:"start_tick_max,omitempty"`
+	Result       *protocol.Finished `json:"result,omitempty"` // set once the process ended
 }
 
 // A record file holds one attempt's meta: a 4-byte big-endian length
@@ -107,7 +111,8 @@ type metaFile struct {
 	mu   sync.Mutex
 	f    *os.File // nil until the first write
 	buf  []byte
-	gone bool // the attempt is forgotten
+	disp []byte // the dispatch's JSON, from the first write: an attempt's dispatch does not change
+	gone bool   // the attempt is forgotten
 }
 
 // write replaces the record's content with m.
@@ -117,11 +122,7 @@ func (mf *metaFile) write(m *meta) error {
 	if mf.gone {
 		return nil
 	}
-	b := append(mf.buf[:0], 0, 0, 0, 0)
-	b, err := appendJSON(b, m)
-	if err != nil {
-		return err
-	}
+	b := mf.encode(append(mf.buf[:0], 0, 0, 0, 0), m)
 	mf.buf = b
 	binary.BigEndian.PutUint32(b, uint32(len(b)-recHeader))
 	if mf.f == nil {
@@ -134,16 +135,39 @@ func (mf *metaFile) write(m *meta) error {
 		}
 		mf.f = f
 	}
-	_, err = mf.f.WriteAt(b, 0)
+	_, err := mf.f.WriteAt(b, 0)
 	return err
 }
 
-func appendJSON(b []byte, v any) ([]byte, error) {
-	j, err := json.Marshal(v)
-	if err != nil {
-		return b, err
+// encode appends m's JSON to b: what json.Marshal(m) gives, appended
+// by hand (recjson.go), with the dispatch encoded only once per attempt
+// (the record is written twice, at the start and with the result).
+func (mf *metaFile) encode(b []byte, m *meta) []byte {
+	if mf.disp == nil {
+		mf.disp = appendDispatchJSON(nil, &m.Dispatch)
 	}
-	return append(b, j...), nil
+	b = append(b, `{"dispatch":`...)
+	b = append(b, mf.disp...)
+	if m.PID != 0 {
+		b = append(b, `,"pid":`...)
+		b = strconv.AppendInt(b, int64(m.PID), 10)
+	}
+	for _, f := range [...]struct {
+		name string
+		v    uint64
+	}{{"start_tick", m.StartTick}, {"start_tick_max", m.StartTickMax}} {
+		if f.v != 0 {
+			b = append(b, `,"`...)
+			b = append(b, f.name...)
+			b = append(b, `":`...)
+			b = strconv.AppendUint(b, f.v, 10)
+		}
+	}
+	if m.Result != nil {
+		b = append(b, `,"result":`...)
+		b = appendFinishedJSON(b, m.Result)
+	}
+	return append(b, '}')
 }
 
 // sync makes what was written durable, unless the attempt is forgotten

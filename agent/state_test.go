@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -256,5 +257,109 @@ func TestReadProcStat(t *testing.T) {
 	}
 	if _, err := readProcStat(1 << 30); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a missing process: %v, want ErrNotExist", err)
+	}
+}
+
+// TestRecoverKillsOrphans reads the state directory as an agent that
+// restarts while an attempt's process still runs: the process group is
+// killed if its leader is the attempt's process (its start time lies
+// where the record says), and left alone if the PID now names another
+// process; the attempt is reported failed either way.
+func TestRecoverKillsOrphans(t *testing.T) {
+	pki := testPKI(t)
+	for name, theirs := range map[string]bool{"the attempt's process": true, "a reused PID": false} {
+		t.Run(name, func(t *testing.T) {
+			state := t.TempDir()
+			a := testAgent(t, pki, state)
+			ref := protocol.AttemptRef{JobID: 12, Attempt: 1}
+			// A job whose process group holds two processes.
+			d := &protocol.Dispatch{JobID: ref.JobID, Attempt: ref.Attempt, Command: "sleep 300 & exec sleep 300", KillGrace: time.Second}
+			ctx, stop := context.WithCancel(context.Background())
+			defer stop()
+			if err := a.start(ctx, nil, d); err != nil {
+				t.Fatal(err)
+			}
+			var j *job
+			waitUntil(t, "the process to start", func() bool {
+				a.mu.Lock()
+				defer a.mu.Unlock()
+				j = a.jobs[ref]
+				return j != nil && j.pid > 0
+			})
+			pid := j.pid
+			killAtEnd(t, -pid)
+			rec := func() *meta { // as on disk: the first agent left it there
+				t.Helper()
+				j.mf.mu.Lock()
+				defer j.mf.mu.Unlock()
+				if j.mf.f == nil {
+					return nil
+				}
+				m, err := readRecord(j.mf.f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return m
+			}
+			waitUntil(t, "the record of the process", func() bool { m := rec(); return m != nil && m.PID == pid })
+			if m := rec(); !(Process{PID: pid, StartTick: m.StartTick, StartTickMax: m.StartTickMax}).Is(startTick(pid)) {
+				t.Fatalf("record says the process started at ticks %d to %d; /proc says %d", m.StartTick, m.StartTickMax, startTick(pid))
+			}
+			if !theirs {
+				// The record of an earlier process with this PID.
+				m := rec()
+				m.StartTick, m.StartTickMax = startTick(pid)-10, startTick(pid)-5
+				if err := j.mf.write(m); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			b := testAgent(t, pki, state)
+			if err := b.recover(); err != nil {
+				t.Fatal(err)
+			}
+			rj := b.jobs[ref]
+			if rj == nil || rj.result.Outcome != protocol.OutcomeFailed || !strings.Contains(rj.result.Error, "agent stopped while the job ran") {
+				t.Fatalf("restarted agent holds %+v", rj)
+			}
+			if theirs {
+				waitGone(t, pid)
+			} else if gone(pid) {
+				t.Fatal("the process of another PID's owner was killed")
+			}
+			stop() // the first agent's job ends
+			waitUntil(t, "the first agent's job to end", func() bool {
+				a.mu.Lock()
+				defer a.mu.Unlock()
+				return j.released
+			})
+		})
+	}
+}
+
+// TestMetaEncode checks that a record's JSON, with the dispatch encoded
+// once per attempt, is what json.Marshal gives for the whole meta.
+func TestMetaEncode(t *testing.T) {
+	d := protocol.Dispatch{JobID: 7, Attempt: 2, Name: "n", Command: `echo "a" <&2 \ é`, Env: []string{"A=1", ""}, Timeout: time.Second, CaptureLogs: true, Output: protocol.OutputOrdered}
+	fin := &protocol.Finished{Outcome: protocol.OutcomeFailed, ExitCode: -1, Error: "x", Duration: time.Millisecond, LogBytes: 3}
+	for name, m := range map[string]*meta{
+		"dispatch only":   {Dispatch: d},
+		"started":         {Dispatch: d, PID: 42, StartTick: 100},
+		"started bracket": {Dispatch: d, PID: 42, StartTick: 100, StartTickMax: 101},
+		"result":          {Dispatch: d, PID: 42, Result: fin},
+		"negative pid":    {Dispatch: d, PID: -1, Result: fin},
+	} {
+		t.Run(name, func(t *testing.T) {
+			want, err := json.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mf := &metaFile{}
+			for i := range 2 { // the second write reuses the dispatch's JSON
+				if got := mf.encode(nil, m); string(got) != string(want) {
+					t.Fatalf("write %d: encode = %s; want %s", i, got, want)
+				}
+			}
+		})
 	}
 }

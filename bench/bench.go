@@ -324,6 +324,8 @@ func count(n int) string {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
 
 // atLeast and atMost judge a figure against a target.

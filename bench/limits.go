@@ -106,11 +106,13 @@ func pebbleProbe(dir string, writers, per int, d time.Duration) (float64, []time
 }
 
 // spawnProbe runs /bin/sh -c true from par goroutines for d and returns
-// processes per second.
-func spawnProbe(ctx context.Context, par int, d time.Duration) (float64, error) {
+// processes per second and the CPU time each cost: in this process
+// (os/exec: fork, exec, wait) and in the shell itself.
+func spawnProbe(ctx context.Context, par int, d time.Duration) (float64, spawnCost, error) {
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, par)
+	self0, kids0 := selfCPU(), childrenCPU()
 	start := time.Now()
 	deadline := start.Add(d)
 	for range par {
@@ -127,12 +129,23 @@ func spawnProbe(ctx context.Context, par int, d time.Duration) (float64, error) 
 		}()
 	}
 	wg.Wait()
+	took := time.Since(start)
+	self, kids := selfCPU()-self0, childrenCPU()-kids0
 	close(errs)
 	if err := <-errs; err != nil {
-		return 0, err
+		return 0, spawnCost{}, err
 	}
-	return float64(n.Load()) / time.Since(start).Seconds(), nil
+	k := time.Duration(max(n.Load(), 1))
+	return float64(n.Load()) / took.Seconds(), spawnCost{spawner: self / k, shell: kids / k}, nil
 }
+
+// spawnCost is the CPU time of one bare spawn of /bin/sh -c true.
+type spawnCost struct {
+	spawner time.Duration // in the process that spawns and waits
+	shell   time.Duration // in the shell
+}
+
+func (c spawnCost) total() time.Duration { return c.spawner + c.shell }
 
 // pipeProbe times head -c size /dev/zero | cat > /dev/null and returns
 // bytes per second.
@@ -267,13 +280,15 @@ func (e *env) pebbleRate(writers, per int) (float64, []time.Duration, error) {
 	return v, lat, nil
 }
 
-// spawnRate returns the raw /bin/sh -c true rate with par spawners.
-func (e *env) spawnRate(ctx context.Context, par int) (float64, error) {
-	v, err := spawnProbe(ctx, par, e.sz.Probe)
+// spawnRate returns the raw /bin/sh -c true rate with par spawners and
+// the CPU time one spawn costs.
+func (e *env) spawnRate(ctx context.Context, par int) (float64, spawnCost, error) {
+	v, cost, err := spawnProbe(ctx, par, e.sz.Probe)
 	if err != nil {
-		return 0, fmt.Errorf("spawn probe: %w", err)
+		return 0, cost, fmt.Errorf("spawn probe: %w", err)
 	}
-	e.limits.measured = append(e.limits.measured, Row{Name: fmt.Sprintf("raw spawn: /bin/sh -c true, %d at a time (os/exec)", par), Value: v, Unit: "processes/s"})
-	e.progress("limit: spawn ×%d: %s/s", par, num(v))
-	return v, nil
+	e.limits.measured = append(e.limits.measured, Row{Name: fmt.Sprintf("raw spawn: /bin/sh -c true, %d at a time (os/exec)", par), Value: v, Unit: "processes/s",
+		Detail: fmt.Sprintf("CPU per process: spawner %.0f µs, shell %.0f µs", us(cost.spawner), us(cost.shell))})
+	e.progress("limit: spawn ×%d: %s/s, CPU %.0f + %.0f µs per process", par, num(v), us(cost.spawner), us(cost.shell))
+	return v, cost, nil
 }

@@ -19,32 +19,61 @@ const clockTicks = 100
 
 // procCPU returns the user+system CPU time process pid has used.
 func procCPU(pid int) (time.Duration, error) {
+	c, err := procCPUs(pid)
+	return c.self, err
+}
+
+// cpuTimes are a process's CPU time and that of its children it waited
+// for (a real agent's: the jobs' processes).
+type cpuTimes struct{ self, children time.Duration }
+
+func (c cpuTimes) sub(d cpuTimes) cpuTimes {
+	return cpuTimes{c.self - d.self, c.children - d.children}
+}
+
+// procCPUs reads utime+stime and cutime+cstime of process pid.
+func procCPUs(pid int) (cpuTimes, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return cpuTimes{}, err
 	}
 	// The command name may hold spaces and parentheses: fields start
 	// after the last ')'.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+		return cpuTimes{}, fmt.Errorf("/proc/%d/stat: no command name", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	if len(f) < 15 {
+		return cpuTimes{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
-	utime, err1 := strconv.ParseUint(f[11], 10, 64)
-	stime, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: bad times %q %q", pid, f[11], f[12])
+	// f[0] is field 3; utime, stime, cutime, cstime are fields 14-17.
+	var t [4]uint64
+	for k := range t {
+		v, err := strconv.ParseUint(f[11+k], 10, 64)
+		if err != nil {
+			return cpuTimes{}, fmt.Errorf("/proc/%d/stat: bad time %q", pid, f[11+k])
+		}
+		t[k] = v
 	}
-	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+	tick := func(v uint64) time.Duration { return time.Duration(v) * time.Second / clockTicks }
+	return cpuTimes{self: tick(t[0] + t[1]), children: tick(t[2] + t[3])}, nil
 }
 
 // selfCPU returns the user+system CPU time this process has used.
 func selfCPU() time.Duration {
 	var ru unix.Rusage
 	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// childrenCPU returns the user+system CPU time of this process's
+// children it has waited for.
+func childrenCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_CHILDREN, &ru); err != nil {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())

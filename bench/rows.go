@@ -120,6 +120,18 @@ func (c *cluster) cpuMeter() func(jobs float64) string {
 	}
 }
 
+// agentCPU sums the CPU time of the real agents and of the job
+// processes they have reaped.
+func (c *cluster) agentCPU() cpuTimes {
+	var sum cpuTimes
+	for _, a := range c.agents {
+		t, _ := procCPUs(a.pid())
+		sum.self += t.self
+		sum.children += t.children
+	}
+	return sum
+}
+
 func (c *cluster) close() {
 	for _, a := range c.agents {
 		_ = a.stop()
@@ -358,11 +370,12 @@ func (e *env) real(ctx context.Context) {
 		e.fail("3", name, err)
 		return
 	}
-	spawn, err := e.spawnRate(ctx, slots)
+	spawn, spawnCPU, err := e.spawnRate(ctx, slots)
 	if err != nil {
 		e.fail("3", name, err)
 		return
 	}
+	agents0 := c.agentCPU()
 	ids, err := c.api.submitMany(ctx, trueJob, e.sz.TrueJobs, e.sz.BatchSize)
 	if err != nil {
 		e.fail("3", name, err)
@@ -372,6 +385,7 @@ func (e *env) real(ctx context.Context) {
 		e.fail("3", name, err)
 		return
 	}
+	agentsCPU := c.agentCPU().sub(agents0)
 	recs, err := c.api.records(ctx, ids)
 	if err != nil {
 		e.fail("3", name, err)
@@ -398,7 +412,8 @@ func (e *env) real(ctx context.Context) {
 	e.add(Row{ID: "3", Name: name, Value: got, Unit: "jobs/s",
 		Detail: fmt.Sprintf("%d jobs from first submit to last finish in %s", len(ids), last.Sub(first).Round(time.Millisecond)),
 		Limit:  spawn, LimitUnit: "processes/s", LimitName: fmt.Sprintf("raw /bin/sh -c true, %d at a time", slots),
-		Target: "≥ 60% of the raw spawn rate", Verdict: atLeast(got/spawn*100, 60, "%")})
+		Target: "≥ 75% of the raw spawn rate", Verdict: atLeast(got/spawn*100, 75, "%")})
+	e.add(agentOverheadRow(agentsCPU, len(ids), spawnCPU, slots))
 
 	// 4a on the same cluster.
 	name = fmt.Sprintf("dispatch latency: submit → process start, real agents, offered %s jobs/s", count(e.sz.Rate))
@@ -410,7 +425,7 @@ func (e *env) real(ctx context.Context) {
 	}
 	lat, detail, err := e.pacedLatency(ctx, c, trueJob, e.sz.LatencyJobs, e.sz.Rate, started,
 		func() error { return c.api.waitIdle(ctx, burnWithin(e.sz.LatencyJobs*5)) })
-	e.latencyRow("4a", name, lat, detail, err)
+	e.latencyRow("4a", name, lat, detail, err, latencyTarget{p99: 10 * time.Millisecond})
 
 	// The same below the real agents' capacity (row 3): half of it.
 	if rate := int(got / 2); rate < e.sz.Rate && rate > 0 {
@@ -418,8 +433,24 @@ func (e *env) real(ctx context.Context) {
 		name = fmt.Sprintf("dispatch latency: submit → process start, real agents, offered %s jobs/s (half of row 3)", count(rate))
 		lat, detail, err := e.pacedLatency(ctx, c, trueJob, n, rate, started,
 			func() error { return c.api.waitIdle(ctx, burnWithin(n*5)) })
-		e.latencyRow("4d", name, lat, detail, err)
+		e.latencyRow("4d", name, lat, detail, err, latencyTarget{p99: 5 * time.Millisecond, p999: 10 * time.Millisecond})
 	}
+}
+
+// agentOverheadRow is row 3b: what the real agents cost per job beyond
+// a bare spawn. used is the agents' CPU time over row 3 (their own and
+// their reaped jobs'), jobs the jobs they ran; spawn is the CPU of one
+// bare /bin/sh -c true through os/exec measured in the same run (the
+// spawner's and the shell's), which every job costs at the least.
+func agentOverheadRow(used cpuTimes, jobs int, spawn spawnCost, par int) Row {
+	n := time.Duration(max(jobs, 1))
+	self, shell := used.self/n, used.children/n
+	over := self + shell - spawn.total()
+	return Row{ID: "3b", Name: "real: agent CPU per job over a bare spawn (row 3)", Value: us(over), Unit: "µs",
+		Detail: fmt.Sprintf("per job: agent processes %.0f µs + their shells %.0f µs; a bare spawn: spawner %.0f µs + shell %.0f µs; agent over the spawner %.0f µs",
+			us(self), us(shell), us(spawn.spawner), us(spawn.shell), us(self-spawn.spawner)),
+		Limit: us(spawn.total()), LimitUnit: "µs", LimitName: fmt.Sprintf("CPU of one bare /bin/sh -c true through os/exec, %d at a time: spawner + shell", par),
+		Target: "≤ 120 µs", Verdict: atMost(us(over), 120, "µs")}
 }
 
 // pacedLatency submits n copies of body at the offered rate, waits with
@@ -437,18 +468,52 @@ func (e *env) pacedLatency(ctx context.Context, c *cluster, body string, n, rate
 		return nil, "", err
 	}
 	lat := make([]time.Duration, 0, len(recs))
+	var decide, start []time.Duration // the two hops: submit → dispatch decided → started
 	for _, r := range recs {
 		if d, ok := measure(r); ok {
 			lat = append(lat, d)
+			if a := r.Attempts[0]; a.StartedAt != nil {
+				decide = append(decide, a.DispatchedAt.Sub(r.CreatedAt))
+				start = append(start, a.StartedAt.Sub(a.DispatchedAt))
+			}
 		}
 	}
 	if len(lat) == 0 {
 		return nil, "", errors.New("no job has a start time")
 	}
-	return lat, fmt.Sprintf("%d jobs, offered %s/s, accepted %s/s", len(lat), num(offered), num(accepted)), nil
+	hop := func(ds []time.Duration) string {
+		return fmt.Sprintf("p50 %.2f / p99 %.2f / max %.2f ms", ms(percentile(ds, 0.5)), ms(percentile(ds, 0.99)), ms(percentile(ds, 1)))
+	}
+	return lat, fmt.Sprintf("%d jobs, offered %s/s, accepted %s/s; submit → dispatch decided %s; dispatch decided → started %s",
+		len(lat), num(offered), num(accepted), hop(decide), hop(start)), nil
 }
 
-func (e *env) latencyRow(id, name string, lat []time.Duration, detail string, err error) {
+// latencyTarget is what a latency row must meet: each percentile set
+// (non-zero) is a bound.
+type latencyTarget struct {
+	p50, p99, p999 time.Duration
+	at             string // where the target applies, e.g. "at 1k jobs/s"
+}
+
+// latencyBound is one percentile bound of a latencyTarget.
+type latencyBound struct {
+	name string // "p99"
+	q    float64
+	max  time.Duration
+}
+
+// bounds lists the target's percentile bounds, lowest percentile first.
+func (t latencyTarget) bounds() []latencyBound {
+	var out []latencyBound
+	for _, b := range []latencyBound{{"p50", 0.5, t.p50}, {"p99", 0.99, t.p99}, {"p99.9", 0.999, t.p999}} {
+		if b.max > 0 {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+func (e *env) latencyRow(id, name string, lat []time.Duration, detail string, err error, target latencyTarget) {
 	if err != nil {
 		e.fail(id, name, err)
 		return
@@ -458,23 +523,27 @@ func (e *env) latencyRow(id, name string, lat []time.Duration, detail string, er
 		e.fail(id, name, perr)
 		return
 	}
-	p50, p99 := percentile(lat, 0.5), percentile(lat, 0.99)
-	verdict := "met"
-	if v := atMost(ms(p50), 1, "ms"); v != "met" {
-		verdict = "p50 " + v
-	}
-	if v := atMost(ms(p99), 5, "ms"); v != "met" {
-		if verdict == "met" {
-			verdict = ""
-		} else {
-			verdict += "; "
+	var texts, missed []string
+	for _, b := range target.bounds() {
+		texts = append(texts, fmt.Sprintf("%s ≤ %s ms", b.name, num(ms(b.max))))
+		if v := atMost(ms(percentile(lat, b.q)), ms(b.max), "ms"); v != "met" {
+			missed = append(missed, b.name+" "+v)
 		}
-		verdict += "p99 " + v
 	}
+	verdict := "met"
+	if len(missed) > 0 {
+		verdict = strings.Join(missed, "; ")
+	}
+	text := strings.Join(texts, ", ")
+	if target.at != "" {
+		text += " " + target.at
+	}
+	p50 := percentile(lat, 0.5)
 	e.add(Row{ID: id, Name: name, Value: ms(p50), Unit: "ms p50",
-		Detail: fmt.Sprintf("p50 %.2f / p95 %.2f / p99 %.2f / max %.2f ms; %s", ms(p50), ms(percentile(lat, 0.95)), ms(p99), ms(percentile(lat, 1)), detail),
-		Limit:  2 * ms(percentile(plat, 0.5)), LimitUnit: "ms", LimitName: "two synced commits (submit, dispatch): 2 × Pebble synced Apply p50, 1 writer",
-		Target: "p50 ≤ 1 ms, p99 ≤ 5 ms at 1k jobs/s", Verdict: verdict})
+		Detail: fmt.Sprintf("p50 %.2f / p95 %.2f / p99 %.2f / p99.9 %.2f / max %.2f ms; %s", ms(p50), ms(percentile(lat, 0.95)),
+			ms(percentile(lat, 0.99)), ms(percentile(lat, 0.999)), ms(percentile(lat, 1)), detail),
+		Limit: 2 * ms(percentile(plat, 0.5)), LimitUnit: "ms", LimitName: "two synced commits (submit, dispatch): 2 × Pebble synced Apply p50, 1 writer",
+		Target: text, Verdict: verdict})
 }
 
 // paced submits n jobs through POST /jobs at rate jobs/s (open loop:
@@ -580,7 +649,7 @@ func (e *env) latency(ctx context.Context) {
 		}
 		return r.Attempts[0].StartedAt.Sub(r.CreatedAt), true
 	}, func() error { return latDone.wait(ctx, burnWithin(e.sz.LatencyJobs)) })
-	e.latencyRow("4b", name, lat, detail, err)
+	e.latencyRow("4b", name, lat, detail, err, latencyTarget{p50: time.Millisecond, p99: 5 * time.Millisecond, at: "at 1k jobs/s"})
 
 	// Timer lateness, with bare Go timers over the same spread measured
 	// in this process at the same time as the floor.
