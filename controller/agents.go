@@ -422,7 +422,7 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			if err := b.wait(); err != nil {
 				return
 			}
-			s.hub.ring(id)
+			s.hub.Ring(id)
 			_ = w.Write(&protocol.FinishAck{})
 			discardUntilEOF(st, 10*time.Second)
 			return

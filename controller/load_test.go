@@ -6,6 +6,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"jobsuite/controller/hub"
 	"jobsuite/controller/store"
 )
 
@@ -52,7 +53,7 @@ func TestSchedulerLoad(t *testing.T) {
 	move(mk(50, 0, nil), store.Completed, nil)
 
 	s := newScheduler(hclog.NewNullLogger(), st, nil, schedOptions{LeaseTTL: time.Minute})
-	m := newMetrics(hclog.NewNullLogger(), s, newHub(), st, metricsOptions{})
+	m := newMetrics(hclog.NewNullLogger(), s, hub.New(), st, metricsOptions{})
 	if err := s.load(); err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"jobsuite/controller/hub"
 	"jobsuite/controller/store"
 )
 
@@ -64,7 +65,7 @@ var (
 // newMetrics builds the registry and hooks it into the scheduler: job
 // counts start from what the scheduler loaded and follow its
 // transitions from then on.
-func newMetrics(log hclog.Logger, sched *scheduler, h *hub, st storeStats, o metricsOptions) *metrics {
+func newMetrics(log hclog.Logger, sched *scheduler, h *hub.Hub, st storeStats, o metricsOptions) *metrics {
 	m := &metrics{
 		reg:  prometheus.NewRegistry(),
 		http: newHTTPMetrics(),
@@ -268,7 +269,7 @@ type storeStats interface {
 // followers, and Pebble's figures.
 type liveCollector struct {
 	sched     *scheduler
-	hub       *hub
+	hub       *hub.Hub
 	st        storeStats
 	maxAgents int // per-agent series for at most this many agents
 
@@ -281,7 +282,7 @@ type liveCollector struct {
 	agentsUnexported                                                   *prometheus.Desc
 }
 
-func newLiveCollector(sched *scheduler, h *hub, st storeStats, maxAgents int) *liveCollector {
+func newLiveCollector(sched *scheduler, h *hub.Hub, st storeStats, maxAgents int) *liveCollector {
 	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
 	a := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, append([]string{"agent"}, labels...), nil)
@@ -329,7 +330,7 @@ type agentSample struct {
 
 func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 	agents, used, free, each := c.sched.agentLoad(c.maxAgents > 0)
-	followers := c.hub.followers()
+	followers := c.hub.Followers()
 	st := c.st.Metrics()
 
 	gauge := func(d *prometheus.Desc, v float64) {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"jobsuite/controller/hub"
 	"jobsuite/controller/store"
 )
 
@@ -60,7 +61,7 @@ func TestMetricsTransitions(t *testing.T) {
 	if err := sched.load(); err != nil {
 		t.Fatal(err)
 	}
-	m := newMetrics(hclog.NewNullLogger(), sched, newHub(), fakeStats{DiskBytes: 123, Compactions: 4, WriteStalls: 2, MemtableBytes: 5}, metricsOptions{})
+	m := newMetrics(hclog.NewNullLogger(), sched, hub.New(), fakeStats{DiskBytes: 123, Compactions: 4, WriteStalls: 2, MemtableBytes: 5}, metricsOptions{})
 	if sched.metrics != m {
 		t.Fatal("newMetrics did not hook into the scheduler")
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"jobsuite/certs"
+	"jobsuite/controller/hub"
 	"jobsuite/controller/store"
 	"jobsuite/protocol"
 	"jobsuite/transport"
@@ -182,7 +183,7 @@ type Server struct {
 	id    string
 	st    *store.Store
 	c     *committer
-	hub   *hub
+	hub   *hub.Hub
 	sched *scheduler
 	clock clock // the scheduler's and the retention loop's time
 
@@ -213,7 +214,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	idb := make([]byte, 8)
 	_, _ = rand.Read(idb)
-	s := &Server{cfg: cfg, log: cfg.Logger, id: hex.EncodeToString(idb), hub: newHub(), clock: realClock{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, id: hex.EncodeToString(idb), hub: hub.New(), clock: realClock{}}
 	if s.pki, err = newPKI(cfg, cert, s.log.Named("pki")); err != nil {
 		return nil, err
 	}
@@ -373,8 +374,8 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) outputApplied(cmds []store.Command) {
 	for _, c := range cmds {
 		if o, ok := c.(*store.Output); ok {
-			s.hub.appended(o.Job, o.Chunk, o.Chunk.Data)
-			s.hub.ring(o.Job)
+			s.hub.Appended(o.Job, o.Chunk, o.Chunk.Data)
+			s.hub.Ring(o.Job)
 		}
 	}
 }

@@ -156,7 +156,7 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request, _ httproute
 		return
 	}
 	v := StatsView{
-		Jobs: counts, QueueDepth: map[string]int{}, Agents: s.sched.slotStats(), Followers: s.hub.followers(),
+		Jobs: counts, QueueDepth: map[string]int{}, Agents: s.sched.slotStats(), Followers: s.hub.Followers(),
 		Interval: s.cfg.StatsInterval.Seconds(), History: []StatsSample{},
 	}
 	if withHistory {

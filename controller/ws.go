@@ -136,7 +136,7 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 	}
 	// A follower's place is taken before the upgrade, so that one over
 	// the limit gets a plain HTTP answer.
-	bell, unsubscribe, ok := s.hub.subscribe(id, s.cfg.MaxFollowers)
+	bell, unsubscribe, ok := s.hub.Subscribe(id, s.cfg.MaxFollowers)
 	if !ok {
 		w.Header().Set("Retry-After", "5")
 		writeJSON(w, http.StatusTooManyRequests, errorBody{
@@ -227,7 +227,7 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 		select {
 		case <-ctx.Done():
 			return
-		case <-bell.c:
+		case <-bell:
 		case <-recheck.C:
 		case <-ping.C:
 			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteTimeout)); err != nil {
@@ -243,7 +243,7 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 // error.
 func (s *Server) sendOutput(id uint64, f *follower) error {
 	for f.offset < f.stop {
-		chunks, ok := s.hub.read(id, f.offset, wsReadChunk)
+		chunks, ok := s.hub.Read(id, f.offset, wsReadChunk)
 		if !ok {
 			var err error
 			if chunks, err = s.st.ReadLog(id, f.offset, wsReadChunk); err != nil {
