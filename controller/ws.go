@@ -208,7 +208,7 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 			checked = time.Now()
 			ended := false // attempt=N: N has ended
 			if only > 0 {
-				if cur := s.sched.snapshot(id); cur != nil {
+				if cur := s.sched.Snapshot(id); cur != nil {
 					j = cur
 				}
 				_, end, done := attemptRange(j, only)
@@ -303,7 +303,7 @@ func (f *follower) refresh(s *Server, id uint64) {
 	if f.final {
 		return
 	}
-	j := s.sched.snapshot(id)
+	j := s.sched.Snapshot(id)
 	if j == nil {
 		var err error
 		if j, err = s.st.Get(id); err != nil {
