@@ -13,15 +13,17 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"jobsuite/certs"
+	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
 	"jobsuite/protocol"
 	"jobsuite/transport"
 )
 
 // agentConn is one connected agent session: its connection, its control
-// stream's writer and its status requests. What the scheduler knows of
-// it (credits, attempts, last heartbeat) is the scheduler's, in its
-// registry (registry.go).
+// stream's writer and its status requests. It is the scheduler's
+// sched.Session; what the scheduler knows of it (credits, attempts,
+// last heartbeat) is the scheduler's, in its registry
+// (sched/registry.go).
 type agentConn struct {
 	name      string
 	labels    map[string]string
@@ -64,20 +66,49 @@ func (a *agentConn) trySend(m protocol.Message) bool {
 	}
 }
 
-// send queues a message for the agent without blocking.
-func (a *agentConn) send(m protocol.Message) {
+// Name, Labels and Slots are what the agent said in its hello.
+func (a *agentConn) Name() string              { return a.name }
+func (a *agentConn) Labels() map[string]string { return a.labels }
+func (a *agentConn) Slots() int                { return a.slots }
+
+// Log is the session's logger.
+func (a *agentConn) Log() hclog.Logger { return a.log }
+
+// Send queues a message for the agent without blocking.
+func (a *agentConn) Send(m protocol.Message) {
 	select {
 	case a.out <- m:
 		a.kick()
 	default:
 		a.log.Warn("agent is not reading its control stream; closing the session")
-		a.close("control stream backlog full")
+		a.Close("control stream backlog full")
 	}
 }
 
-// close ends the session; the serving goroutine cleans up.
-func (a *agentConn) close(reason string) {
+// Close ends the session; the serving goroutine cleans up.
+func (a *agentConn) Close(reason string) {
 	a.closeOnce.Do(func() { _ = a.sess.Close(reason) })
+}
+
+// conn is the agentConn behind a scheduler's session: every session the
+// scheduler holds is one serveAgent registered.
+func conn(sess sched.Session) *agentConn {
+	a, _ := sess.(*agentConn)
+	return a
+}
+
+// agentInfo describes a connected agent for the API.
+func agentInfo(ag sched.Agent) AgentInfo {
+	a := conn(ag.Session)
+	labels := a.labels
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	return AgentInfo{
+		Name: a.name, Labels: labels, Slots: a.slots, Running: ag.Running,
+		Credits: ag.Credits, Draining: ag.Draining, Transport: a.transport, Address: a.addr, Version: a.version,
+		ConnectedAt: a.connected, LastSeen: ag.LastSeen, Jobs: ag.Jobs, DrainedBy: ag.DrainedBy,
+	}
 }
 
 // AgentInfo describes a connected agent for the API.
@@ -182,13 +213,13 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		log.Warn("welcome failed", "error", err)
 		return
 	}
-	s.sched.register(a, hello.Running)
+	s.sched.Register(a, hello.Running)
 	if _, revoked := s.sec.deniedConn(sess.ConnectionState()); revoked {
-		a.close("certificate revoked") // while it said hello: cutOff missed it
+		a.Close("certificate revoked") // while it said hello: cutOff missed it
 	}
-	log.Info("agent connected", "slots", a.slots, "labels", formatLabels(a.labels), "version", a.version)
+	log.Info("agent connected", "slots", a.slots, "labels", sched.FormatLabels(a.labels), "version", a.version)
 	defer func() {
-		s.sched.unregister(a)
+		s.sched.Unregister(a)
 		log.Info("agent disconnected")
 	}()
 
@@ -200,7 +231,7 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		// stream, and with it this function.
 		s.acceptJobStreams(sctx, a)
 		stop()
-		a.close("session ended")
+		a.Close("session ended")
 	}()
 
 	for {
@@ -213,12 +244,12 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		}
 		switch m := m.(type) {
 		case *protocol.Credit:
-			s.sched.credit(a, int(m.Slots))
+			s.sched.Credit(a, int(m.Slots))
 		case *protocol.Heartbeat:
-			s.sched.heartbeat(a, m.Running, m.Ended)
+			s.sched.Heartbeat(a, m.Running, m.Ended)
 		case *protocol.Drain:
 			log.Info("agent is draining: no new jobs for it")
-			s.sched.stopping(a)
+			s.sched.Stopping(a)
 		case *protocol.StatusReply:
 			a.deliverStatus(m)
 		case *protocol.Error:
@@ -226,7 +257,7 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 			return
 		default:
 			log.Warn("unexpected message on control stream", "type", m.Type())
-			a.send(&protocol.Error{Code: protocol.CodeProtocol, Message: fmt.Sprintf("unexpected message type %d on the control stream", m.Type())})
+			a.Send(&protocol.Error{Code: protocol.CodeProtocol, Message: fmt.Sprintf("unexpected message type %d on the control stream", m.Type())})
 			return
 		}
 	}
@@ -262,7 +293,7 @@ func (a *agentConn) writeControl() {
 		case m := <-a.out:
 			if err := a.ctrl.Write(m); err != nil {
 				a.log.Debug("control write failed", "error", err)
-				a.close("write failed")
+				a.Close("write failed")
 				return
 			}
 		default:
@@ -319,13 +350,13 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 		return
 	}
 	id, attempt := open.JobID, open.Attempt
-	logStart, end, ok := s.sched.streamStart(id, attempt, a.name)
+	logStart, end, ok := s.sched.StreamStart(id, attempt, a.name)
 	if !ok {
 		if s.recorded(id, attempt, a.name) {
 			// The result is stored; the agent missed our FinishAck. The
-			// read may see its batch before it is synced (commit.go):
+			// read may see its batch before it is synced (sched/commit.go):
 			// wait until it is durable before saying so.
-			if err := s.c.barrier().wait(); err != nil {
+			if err := s.c.Barrier().Wait(); err != nil {
 				fail(protocol.CodeShutdown, "controller cannot store the result")
 				return
 			}
@@ -342,7 +373,7 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 	// previous stream's last chunks): wait for it before saying so. A
 	// fresh attempt has nothing stored, so it costs no wait.
 	if acks.have > 0 {
-		if err := s.c.barrier().wait(); err != nil {
+		if err := s.c.Barrier().Wait(); err != nil {
 			fail(protocol.CodeShutdown, "controller cannot store output")
 			return
 		}
@@ -363,7 +394,7 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 		}
 		switch m := m.(type) {
 		case *protocol.Started:
-			if err := s.sched.started(a, id, attempt, m); err != nil {
+			if err := s.sched.Started(a.name, id, attempt, m); err != nil {
 				fail(protocol.CodeStaleAttempt, "%v", err)
 				return
 			}
@@ -388,7 +419,7 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 				fail(protocol.CodeProtocol, "output passes the cap of %d bytes the dispatch set (MaxOutput)", limit)
 				return
 			}
-			if err := s.disk.room(len(data)); err != nil {
+			if err := s.disk.Room(len(data)); err != nil {
 				// Nothing is lost: the agent keeps the output spooled and
 				// sends it again on a later stream.
 				fail(protocol.CodeStorageFull, "%v", err)
@@ -397,13 +428,13 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			// The reader reuses its buffer: the command (and the hub, which
 			// keeps the newest output of followed jobs) get a copy.
 			data = bytes.Clone(data)
-			b, err := s.sched.output(a.name, id, attempt, got, uint8(m.Stream), data)
+			b, err := s.sched.Output(a.name, id, attempt, got, uint8(m.Stream), data)
 			if err != nil {
 				fail(protocol.CodeStaleAttempt, "%v", err)
 				return
 			}
-			if batchDone(b) && b.err != nil {
-				log.Error("storing output failed", "error", b.err)
+			if err := b.Err(); err != nil {
+				log.Error("storing output failed", "error", err)
 				fail(protocol.CodeShutdown, "controller cannot store output")
 				return
 			}
@@ -414,15 +445,15 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 				fail(protocol.CodeProtocol, "result says %d output bytes, %d arrived", m.LogBytes, have)
 				return
 			}
-			b, err := s.sched.finished(a, id, attempt, m)
+			b, err := s.sched.Finished(a.name, id, attempt, m)
 			if err != nil {
 				fail(protocol.CodeStaleAttempt, "%v", err)
 				return
 			}
-			if err := b.wait(); err != nil {
+			if err := b.Wait(); err != nil {
 				return
 			}
-			s.hub.ring(id)
+			s.hub.Ring(id)
 			_ = w.Write(&protocol.FinishAck{})
 			discardUntilEOF(st, 10*time.Second)
 			return
@@ -444,8 +475,8 @@ const ackEvery = 50 * time.Millisecond
 // committer batch holding the last of it.
 type streamAcks struct {
 	mu   sync.Mutex
-	have uint64 // output bytes of the attempt queued (or stored before the stream)
-	b    *batch // the batch holding the last chunk queued; nil before the first
+	have uint64       // output bytes of the attempt queued (or stored before the stream)
+	b    *sched.Batch // the batch holding the last chunk queued; nil before the first
 }
 
 func (a *streamAcks) stored() uint64 {
@@ -456,7 +487,7 @@ func (a *streamAcks) stored() uint64 {
 
 // queued records that the attempt's output up to have is queued, the
 // last of it in b.
-func (a *streamAcks) queued(have uint64, b *batch) {
+func (a *streamAcks) queued(have uint64, b *sched.Batch) {
 	a.mu.Lock()
 	a.have, a.b = have, b
 	a.mu.Unlock()
@@ -482,7 +513,7 @@ func (s *Server) ackLoop(ctx context.Context, w *protocol.Writer, acks *streamAc
 		if got == acked {
 			continue
 		}
-		if err := b.wait(); err != nil {
+		if err := b.Wait(); err != nil {
 			return
 		}
 		if err := w.Write(&protocol.LogAck{Offset: got}); err != nil {
@@ -495,7 +526,7 @@ func (s *Server) ackLoop(ctx context.Context, w *protocol.Writer, acks *streamAc
 // discardUntilEOF reads what the peer still sends until it closes its
 // side (or for at most d), so the last frames written to it are delivered
 // rather than reset. (Not to be confused with draining an agent, which
-// stops dispatching to it: scheduler.drain.)
+// stops dispatching to it: sched.Scheduler.Drain.)
 func discardUntilEOF(st transport.Stream, d time.Duration) {
 	_ = st.SetReadDeadline(time.Now().Add(d))
 	_, _ = io.Copy(io.Discard, st)

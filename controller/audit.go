@@ -106,7 +106,7 @@ func (sec *security) stamp(e *store.AuditEntry) {
 
 // append stores a stamped entry and waits until it is durable.
 func (sec *security) append(e *store.AuditEntry) error {
-	_, err := sec.c.do(&store.AppendAudit{Entry: *e})
+	_, err := sec.c.Do(&store.AppendAudit{Entry: *e})
 	return err
 }
 
@@ -116,7 +116,7 @@ func (sec *security) pruneAudit() {
 	if sec.retain <= 0 {
 		return
 	}
-	sec.c.add(&store.PruneAudit{Before: time.Now().Add(-sec.retain)})
+	sec.c.Add(&store.PruneAudit{Before: time.Now().Add(-sec.retain)})
 }
 
 // handleAudit lists audit entries, newest first: ?limit= (default 100,

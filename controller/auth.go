@@ -25,6 +25,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"jobsuite/certs"
+	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
 	"jobsuite/protocol"
 	"jobsuite/transport"
@@ -102,8 +103,8 @@ func requestIdentity(r *http.Request) (identity, bool) {
 // log's sequence. A nil *security (a Server built without New, in tests)
 // knows no tokens and no revocations.
 type security struct {
-	st     *store.Store // read at start
-	c      *committer   // writes
+	st     *store.Store     // read at start
+	c      *sched.Committer // writes
 	log    hclog.Logger
 	retain time.Duration // audit entries older than this are pruned; <= 0 keeps them
 
@@ -118,7 +119,7 @@ type security struct {
 
 // loadSecurity reads the revocations, tokens and the audit sequence;
 // the security records are written through c.
-func loadSecurity(st *store.Store, c *committer, log hclog.Logger, retain time.Duration) (*security, error) {
+func loadSecurity(st *store.Store, c *sched.Committer, log hclog.Logger, retain time.Duration) (*security, error) {
 	sec := &security{st: st, c: c, log: log, retain: retain, revoked: map[string]store.Revocation{}, tokens: map[[sha256.Size]byte]store.Token{}}
 	revs, err := st.Revocations()
 	if err != nil {
@@ -219,7 +220,7 @@ func revokedMessage(leaf *x509.Certificate, r store.Revocation) string {
 }
 
 func (sec *security) add(r store.Revocation) error {
-	if _, err := sec.c.do(&store.PutRevocation{Revocation: r}); err != nil {
+	if _, err := sec.c.Do(&store.PutRevocation{Revocation: r}); err != nil {
 		return err
 	}
 	sec.mu.Lock()
@@ -235,7 +236,7 @@ func (sec *security) remove(id string) (store.Revocation, error) {
 	if !ok {
 		return r, store.ErrNotFound
 	}
-	res, err := sec.c.do(&store.DeleteRevocation{ID: id})
+	res, err := sec.c.Do(&store.DeleteRevocation{ID: id})
 	if err == nil && !errors.Is(res.Err, store.ErrNotFound) {
 		err = res.Err
 	}
@@ -366,24 +367,25 @@ func (s *Server) refuseRevoked(ctx context.Context, sess transport.Session, log 
 // dispatched to it. It returns the sessions closed and the jobs whose
 // attempts were lost, once the losses are durable.
 func (s *Server) cutOff() (sessions []string, lost []uint64, err error) {
-	var batches []*batch
-	for _, a := range s.sched.sessions() {
+	var batches []*sched.Batch
+	for _, sess := range s.sched.Sessions() {
+		a := conn(sess)
 		rev, ok := s.sec.deniedConn(a.sess.ConnectionState())
 		if !ok {
 			continue
 		}
-		s.sched.drain(a.name)
-		ids, b := s.sched.loseAttempts(a, fmt.Sprintf("agent %s's certificate was revoked by %s", a.name, rev.By))
+		s.sched.Drain(a.name)
+		ids, b := s.sched.LoseAttempts(a, fmt.Sprintf("agent %s's certificate was revoked by %s", a.name, rev.By))
 		if b != nil {
 			batches = append(batches, b)
 		}
 		lost = append(lost, ids...)
 		a.log.Warn("closing session: certificate revoked", "revocation", rev.ID(), "by", rev.By, "lost_jobs", len(ids))
-		a.close("certificate revoked")
+		a.Close("certificate revoked")
 		sessions = append(sessions, a.name)
 	}
 	for _, b := range batches {
-		if werr := b.wait(); werr != nil && err == nil {
+		if werr := b.Wait(); werr != nil && err == nil {
 			err = werr
 		}
 	}
@@ -502,8 +504,8 @@ func (s *Server) handleRevokeAgent(w http.ResponseWriter, r *http.Request, p htt
 	rev := store.Revocation{Role: string(certs.RoleAgent), Name: name, Reason: req.Reason, By: id.who(), At: time.Now().UTC()}
 	if !req.AllCerts {
 		var leaf *x509.Certificate
-		if a := s.sched.session(name); a != nil {
-			leaf = leafOf(a.sess.ConnectionState())
+		if a := s.sched.Session(name); a != nil {
+			leaf = leafOf(conn(a).sess.ConnectionState())
 		}
 		if leaf == nil {
 			writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("no connected agent named %q, so its certificate is unknown; revoke the name instead (every certificate named %q: all_certs, 'jobsuite agents revoke -all-certs %s') or the certificate by serial ('jobsuite certs revoke -cert FILE')", name, name, name), Field: "name"})
@@ -693,7 +695,7 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request, _ htt
 	sum := sha256.Sum256([]byte(secret))
 	now := time.Now().UTC()
 	t := store.Token{ID: id, Hash: sum[:], Role: string(role), Name: name, CreatedBy: who.who(), CreatedAt: now, ExpiresAt: now.Add(ttl)}
-	if _, err := s.c.do(&store.PutToken{Token: t}); err != nil {
+	if _, err := s.c.Do(&store.PutToken{Token: t}); err != nil {
 		s.log.Error("storing token failed", "error", err)
 		writeError(w, http.StatusServiceUnavailable, "the token could not be stored: %v", err)
 		return
@@ -752,7 +754,7 @@ func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request, p htt
 	s.sec.mu.Lock()
 	delete(s.sec.tokens, [sha256.Size]byte(found.Hash))
 	s.sec.mu.Unlock()
-	res, err := s.c.do(&store.DeleteToken{ID: id})
+	res, err := s.c.Do(&store.DeleteToken{ID: id})
 	if err == nil && !errors.Is(res.Err, store.ErrNotFound) {
 		err = res.Err
 	}

@@ -65,10 +65,14 @@ func (s *Server) handleSubmitBatch(w http.ResponseWriter, r *http.Request, _ htt
 		return
 	}
 	audit := s.auditEntry(r, auditSubmit) // stored with the last job created, if any
-	items, err := s.sched.submitBatch(jobs, audit)
+	subs, err := s.sched.SubmitBatch(jobs, audit)
 	if err != nil {
 		s.submitFailed(w, err, len(jobs))
 		return
+	}
+	items := make([]BatchItem, len(subs))
+	for i, sub := range subs {
+		items[i] = BatchItem{JobID: sub.Job.ID, Status: sub.Job.State, Created: sub.Created}
 	}
 	if audit.Target != "" {
 		s.logAudit(audit)

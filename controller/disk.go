@@ -150,10 +150,10 @@ func (g *diskGuard) refresh(now time.Time, force bool, n uint64) {
 	}
 }
 
-// room reports whether n more bytes may be written as growth (a job, a
+// Room reports whether n more bytes may be written as growth (a job, a
 // chunk of output). If not, it returns an error that says why and what
 // to do; the refusal is counted.
-func (g *diskGuard) room(n int) error {
+func (g *diskGuard) Room(n int) error {
 	if g == nil || g.floor == 0 {
 		return nil
 	}
@@ -170,9 +170,9 @@ func (g *diskGuard) room(n int) error {
 		ErrDiskLow, g.free, g.dir, g.floor)
 }
 
-// accepting reports whether growth is accepted, as of the last reading
+// Accepting reports whether growth is accepted, as of the last reading
 // (dispatch asks, under the scheduler's lock: no statfs here).
-func (g *diskGuard) accepting() bool {
+func (g *diskGuard) Accepting() bool {
 	if g == nil || g.floor == 0 {
 		return true
 	}

@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"jobsuite/controller/store"
 )
 
 // fakeDisk is a file system whose free space the test sets.
@@ -42,29 +39,29 @@ func newFakeGuard(t *testing.T, floor, free uint64) (*diskGuard, *fakeDisk) {
 func TestDiskGuardRefusesGrowthBelowTheFloor(t *testing.T) {
 	const mib = 1 << 20
 	g, d := newFakeGuard(t, 100*mib, 200*mib)
-	if err := g.room(mib); err != nil || !g.accepting() || !g.writable() {
-		t.Fatalf("with room: %v, accepting %v, writable %v", err, g.accepting(), g.writable())
+	if err := g.Room(mib); err != nil || !g.Accepting() || !g.writable() {
+		t.Fatalf("with room: %v, accepting %v, writable %v", err, g.Accepting(), g.writable())
 	}
 	// Writes between readings count against the free space: far above
 	// the floor they need no new reading, near it they get one.
 	calls := d.calls
-	if err := g.room(50 * mib); err != nil || d.calls != calls {
+	if err := g.Room(50 * mib); err != nil || d.calls != calls {
 		t.Fatalf("far above the floor: %v, %d more readings; want none", err, d.calls-calls)
 	}
 	d.set(150 * mib) // what the writes took
-	if err := g.room(45 * mib); err != nil || d.calls != calls+1 {
+	if err := g.Room(45 * mib); err != nil || d.calls != calls+1 {
 		t.Fatalf("nearing the floor: %v, %d more readings; want one", err, d.calls-calls)
 	}
 	d.set(105 * mib)
-	if err := g.room(10 * mib); !errors.Is(err, ErrDiskLow) {
+	if err := g.Room(10 * mib); !errors.Is(err, ErrDiskLow) {
 		t.Fatalf("a write that would cross the floor: %v, want ErrDiskLow", err)
 	}
 
 	d.set(99 * mib)
 	g.refresh(time.Now(), true, 0)
-	err := g.room(1)
-	if !errors.Is(err, ErrDiskLow) || g.accepting() || !g.writable() {
-		t.Fatalf("below the floor: %v, accepting %v, writable %v; want refused, not accepting, still writable", err, g.accepting(), g.writable())
+	err := g.Room(1)
+	if !errors.Is(err, ErrDiskLow) || g.Accepting() || !g.writable() {
+		t.Fatalf("below the floor: %v, accepting %v, writable %v; want refused, not accepting, still writable", err, g.Accepting(), g.writable())
 	}
 	if _, _, low, refused := g.state(); !low || refused != 2 {
 		t.Errorf("state: low %v, refused %d; want low, 2 refusals", low, refused)
@@ -77,37 +74,37 @@ func TestDiskGuardRefusesGrowthBelowTheFloor(t *testing.T) {
 	// Just above the floor is not enough to lift it (no flapping)...
 	d.set(101 * mib)
 	g.refresh(time.Now(), true, 0)
-	if g.accepting() {
+	if g.Accepting() {
 		t.Error("refusals lifted at the floor itself, without the margin")
 	}
 	// ...the floor plus a tenth is.
 	d.set(111 * mib)
 	g.refresh(time.Now(), true, 0)
-	if err := g.room(mib); err != nil || !g.accepting() || !g.writable() {
-		t.Fatalf("space back: %v, accepting %v, writable %v", err, g.accepting(), g.writable())
+	if err := g.Room(mib); err != nil || !g.Accepting() || !g.writable() {
+		t.Fatalf("space back: %v, accepting %v, writable %v", err, g.Accepting(), g.writable())
 	}
 }
 
 func TestDiskGuardOffOrBlind(t *testing.T) {
 	off, _ := newFakeGuard(t, 0, 0)
-	if err := off.room(1 << 30); err != nil || !off.accepting() || !off.writable() {
+	if err := off.Room(1 << 30); err != nil || !off.Accepting() || !off.writable() {
 		t.Errorf("a guard with no floor refused: %v", err)
 	}
 	var none *diskGuard
-	if err := none.room(1); err != nil || !none.accepting() || !none.writable() {
+	if err := none.Room(1); err != nil || !none.Accepting() || !none.writable() {
 		t.Errorf("a nil guard refused: %v", err)
 	}
 	// A file system it cannot read is not refused on a guess.
 	g, d := newFakeGuard(t, 1<<20, 0)
 	d.err = errors.New("statfs: input/output error")
-	if err := g.room(1); err != nil || !g.writable() {
+	if err := g.Room(1); err != nil || !g.writable() {
 		t.Errorf("statfs failing: %v, writable %v; want no refusal", err, g.writable())
 	}
 }
 
 func TestDiskWatchLiftsWithoutTraffic(t *testing.T) {
 	g, d := newFakeGuard(t, 1<<20, 0)
-	if err := g.room(1); !errors.Is(err, ErrDiskLow) {
+	if err := g.Room(1); !errors.Is(err, ErrDiskLow) {
 		t.Fatalf("no space: %v", err)
 	}
 	kicked := make(chan struct{})
@@ -116,7 +113,7 @@ func TestDiskWatchLiftsWithoutTraffic(t *testing.T) {
 	go g.watch(ctx, func() { close(kicked) })
 	d.set(1 << 30)
 	<-kicked // the watcher's next reading lifts it and kicks dispatch
-	if !g.accepting() {
+	if !g.Accepting() {
 		t.Fatal("kicked while still refusing")
 	}
 }
@@ -140,57 +137,5 @@ func TestDefaultsFollowTheDisk(t *testing.T) {
 		if got := defaultMaxOutput(tc.size); got != tc.output {
 			t.Errorf("%s: output cap %d MiB, want %d", name, got/mib, tc.output/mib)
 		}
-	}
-}
-
-// While the disk has no room the committer holds its next batch — no
-// error, nothing applied — and writes it once there is room again.
-func TestCommitterWaitsForDisk(t *testing.T) {
-	st := testStore(t)
-	c := newCommitter(st)
-	var room atomic.Bool
-	asked := make(chan struct{}, 1)
-	c.writable = func() bool {
-		select {
-		case asked <- struct{}{}:
-		default:
-		}
-		return room.Load()
-	}
-	stop := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- c.run(stop) }()
-
-	j := &store.Job{ID: st.NextID(), Command: "true", State: store.Queued}
-	b := c.add(store.NewTransition(j, store.Event{Type: "submitted"}))
-	<-asked
-	<-asked // asked again: it is waiting, not done
-	select {
-	case <-b.done:
-		t.Fatalf("the batch ended while the disk had no room: %v", b.err)
-	default:
-	}
-	if _, err := st.Get(j.ID); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("the job was written while the disk had no room: %v", err)
-	}
-	room.Store(true)
-	if err := b.wait(); err != nil {
-		t.Fatalf("once there was room: %v", err)
-	}
-	if _, err := st.Get(j.ID); err != nil {
-		t.Fatal(err)
-	}
-
-	// Stopping while it waits fails what it holds (and says why) rather
-	// than hang.
-	room.Store(false)
-	b = c.add(store.NewTransition(&store.Job{ID: st.NextID(), Command: "true", State: store.Queued}, store.Event{Type: "submitted"}))
-	<-asked
-	close(stop)
-	if err := b.wait(); !errors.Is(err, ErrDiskFull) {
-		t.Errorf("a batch held at shutdown: %v, want ErrDiskFull", err)
-	}
-	if err := <-done; !errors.Is(err, ErrDiskFull) {
-		t.Errorf("committer: %v, want ErrDiskFull", err)
 	}
 }

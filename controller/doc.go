@@ -1,5 +1,51 @@
-// Package controller is the jobsuite controller: the HTTPS API, the
-// scheduler, agent sessions and the log hub. Server.Run serves it.
+// Package controller is the jobsuite controller: the HTTPS API, agent
+// sessions and security, around the scheduler (package sched) and the
+// log hub (package hub). Server.Run serves it.
+//
+// # Layout
+//
+// The controller is split where a package boundary makes an ownership
+// or dependency rule visible, and nowhere else:
+//
+//   - controller/sched: the scheduler (queue, delay heap, leases, the
+//     agents' books) and the committer, the one writer. Its mutex and
+//     state are unexported, so the rule "only the scheduler touches its
+//     state" is the compiler's (see Ownership). What it needs from here
+//     — agent sessions, metrics, the disk guard — it declares as small
+//     interfaces, so it depends on nothing of this package.
+//   - controller/hub: the log hub. It owns one thing (who follows which
+//     job, and the newest output of followed jobs) and needs nothing of
+//     the controller; the committer's apply order feeds it.
+//   - controller/clock (and clock/clocktest): the time the scheduler and
+//     the retention loop are given; two packages run on it and their
+//     tests share one fake.
+//   - controller/store: the only Pebble user.
+//
+// What stays here, this round, and why:
+//
+//   - Agent sessions (agents.go, live.go). A session is a connection
+//     and a control-stream writer; the rule that mattered — a session
+//     holds no scheduler state — is now enforced by the compiler, since
+//     the scheduler sees a session only as a sched.Session and keeps its
+//     book itself. Serving a session needs the scheduler, the committer,
+//     the hub, the disk guard, the revocation check and the config: a
+//     package of its own would take a dozen interfaces to say what the
+//     Server already is, with no rule made clearer.
+//   - Security (auth.go, audit.go, enroll.go): revocations, API tokens,
+//     the audit log and join tokens. Its state already sits behind its
+//     own type (security, with its own lock) and it writes only through
+//     the committer. Most of its code is HTTP handlers and middleware
+//     on the Server, and cutting off a revoked agent drives the
+//     scheduler and sessions; it is also where the wire types are being
+//     moved to package api, so a split now would mostly collide. The
+//     next step is a security package holding that type (identities,
+//     revocations, tokens, audit), with its handlers left here.
+//   - The HTTP API (api.go, handlers.go, batch.go, ws.go, ...). The
+//     handlers are the Server's methods and call the scheduler's
+//     exported API; the wire types they serve are moving to the
+//     top-level package api, shared with the CLI. Handlers in their own
+//     package would have to reach into every component above; the
+//     boundary worth having is the wire types', not the handlers'.
 //
 // # State and durability
 //
@@ -7,7 +53,7 @@
 // job record, the queue, delay and active indexes, each job's events and
 // its output, and the security records (tokens, revocations, join
 // tokens, the audit log). Every durable change is a store.Command, and
-// the committer (commit.go) is the one writer: it hands what was queued
+// the committer (sched.Committer) is the one writer: it hands what was queued
 // since its last round to store.ApplyNoWait as one synced Pebble batch,
 // so concurrent changes share an fsync, and writes the next round while
 // earlier ones sync, releasing them in order. Whatever makes a change
@@ -15,11 +61,12 @@
 // FinishAck, the LogAck — waits for its round, so nothing is
 // acknowledged that a kill -9 could lose.
 //
-// The scheduler keeps the non-terminal jobs, the queue and its book of
-// the connected agents in memory behind one mutex, and changes a job only
-// through scheduler.transition, which also queues the matching command.
-// The mutex is its own (see Ownership below), and no store I/O happens
-// under it: commands are queued, the store is read outside it.
+// The scheduler (package sched) keeps the non-terminal jobs, the queue
+// and its book of the connected agents in memory behind one mutex, and
+// changes a job only through its transition function, which also queues
+// the matching command. The mutex is its own (see Ownership below), and
+// no store I/O happens under it: commands are queued, the store is read
+// outside it.
 //
 // # The write seam
 //
@@ -27,7 +74,7 @@
 // rounds, each a []store.Command applied as one atomic batch, in order.
 // This is the seam a replicated log sits behind (issue 14: one raft entry
 // per round, and every node's FSM applies it with store.ApplyNoWait);
-// today committer.apply calls store.ApplyNoWait directly.
+// today the committer calls store.ApplyNoWait directly.
 //
 // The commands (controller/store/command.go): Transition (a job's new
 // version with its event, and for a submission its audit entry; an
@@ -76,36 +123,41 @@
 // the scheduler when it is queued, so the store refusing one means memory
 // and store disagree, and the committer stops the controller
 // (ErrDiverged); the next start loads the store's truth. Other commands'
-// results go back to whoever queued them (committer.do).
+// results go back to whoever queued them (Committer.Do).
 //
 // # Ownership
 //
 // The scheduler owns its state: its mutex, its maps and its book of each
-// agent (agentState) are touched only by its own files — scheduler.go,
-// expiry.go and registry.go — and every other file calls its methods.
-// agentConn is the session only. These print nothing:
+// agent (agentState) are unexported fields of sched.Scheduler, so no
+// file outside controller/sched can take the lock or touch the state —
+// the compiler enforces it. Everyone else calls its exported methods.
+// agentConn is the session only: the scheduler sees it as a
+// sched.Session and keeps the agent's credits, attempts, drain and last
+// heartbeat in its own book. What the compiler leaves to check, these
+// show (each prints nothing):
 //
-//	grep -nE '\bsched\.(mu|jobs|q|delay|agents|leases|expiry|keys|logEnd|ended|endedQ|rotate|metrics|opts)\b' controller/*.go
-//	grep -n 'func (s \*scheduler)' controller/*.go | grep -vE '^controller/(scheduler|expiry|registry)(_[a-z]+)?(_test)?\.go:'
-//	grep -nE 'agentState|\.(credits|draining|lastSeen)\b|\.running\[' controller/*.go | grep -vE '^controller/((scheduler|expiry|registry)(_[a-z]+)?(_test)?|doc)\.go:'
+//	grep -rl '^package sched$' controller | grep -v '^controller/sched/'
+//	go doc -all ./controller/sched | grep -n 'sync\.'
+//	grep -rnE 'agentState|\.(credits|draining|lastSeen)\b|\.running\[' --include='*.go' controller | grep -vE '^controller/(sched/|doc\.go:)'
 //
-// (The scheduler's own tests, scheduler_*_test.go and expiry_test.go,
-// look inside it; load_test.go checks what load rebuilt.)
+// The first: only the scheduler's own files are in its package (so only
+// they can name the lock). The second: no exported field, type or
+// signature of the package hands out a sync primitive. The third: no
+// file outside it keeps a copy of the agents' books. The scheduler's own
+// tests (controller/sched/*_test.go) look inside it; the controller's
+// tests use its exported API.
 //
-// Fencing without I/O under the lock: once an attempt is lost and
-// retried, the next attempt owns the job's log from the lost one's end
-// on, so no chunk of the lost attempt may be stored after its loss. The
-// job stream calls scheduler.output, which checks that the attempt is
-// current and queues the chunk's Output command under the mutex; every
-// transition that ends an attempt is queued under the same mutex; and
-// the committer applies commands in the order they were queued. So a
-// chunk is stored before the record of its attempt's loss (whose
-// LogBytes counts it) or not at all, and the next attempt's LogStart is
-// past it — with no write under the lock.
+// Fencing without I/O under the lock (sched's doc.go says it in full):
+// the job stream calls Scheduler.Output, which checks under the
+// scheduler's mutex that the attempt is current and queues the chunk's
+// Output command; every transition that ends an attempt is queued under
+// the same mutex; and the committer applies commands in the order they
+// were queued. So a chunk is stored before the record of its attempt's
+// loss or not at all — with no write under the lock.
 //
-// The scheduler takes its time from a clock it is given (clock.go; the
-// real one in production), so its tests move a fake clock through
-// leases, retries and timeouts in microseconds.
+// The scheduler takes its time from a clock it is given (package clock;
+// clock.Real in production), so its tests move a fake clock
+// (clocktest.Fake) through leases, retries and timeouts in microseconds.
 //
 // Each transition logs one info line (job, state, attempt, agent), except
 // the jobs of a batch submit: they log at debug and the batch logs one
@@ -128,7 +180,7 @@
 // the job is retried (after an exponential backoff with jitter) or
 // fails. Leases end on time: every running attempt has an entry in an
 // expiry heap at its deadline, and one timer waits for the earliest
-// (expiry.go). After a restart, attempts found running get 1¼ leases for
+// (sched/expiry.go). After a restart, attempts found running get 1¼ leases for
 // their agents to reclaim them — the agents retry at least every quarter
 // of a lease while they hold attempts.
 //

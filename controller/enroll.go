@@ -430,13 +430,13 @@ func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request, _
 	}
 	now := time.Now().UTC()
 	// Expired tokens go in the same round as the new one.
-	s.c.add(&store.PruneJoinTokens{Before: now.Add(-joinTokenKeep)})
+	s.c.Add(&store.PruneJoinTokens{Before: now.Add(-joinTokenKeep)})
 	secret, hash := newJoinToken()
 	t := store.JoinToken{
 		Hash: hash, Uses: uses, UsesLeft: uses, Labels: req.Labels, NamePrefix: prefix,
 		CreatedBy: who.who(), CreatedAt: now, ExpiresAt: now.Add(ttl),
 	}
-	res, err := s.c.do(&store.CreateJoinToken{Token: t})
+	res, err := s.c.Do(&store.CreateJoinToken{Token: t})
 	if err == nil {
 		err = res.Err // ErrExists: 256 random bits met an earlier token
 	}
@@ -488,7 +488,7 @@ func (s *Server) handleJoinTokens(w http.ResponseWriter, r *http.Request, _ http
 // handleRevokeJoinToken deletes a join token: it enrolls nobody from now on.
 func (s *Server) handleRevokeJoinToken(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
 	id := p.ByName("id")
-	res, err := s.c.do(&store.DeleteJoinToken{ID: id})
+	res, err := s.c.Do(&store.DeleteJoinToken{ID: id})
 	if err == nil {
 		err = res.Err
 	}
@@ -570,7 +570,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request, _ httprout
 		writeError(w, http.StatusServiceUnavailable, "signing the certificate failed: %v", err)
 		return
 	}
-	res, err := s.c.do(&store.UseJoinToken{Hash: sum[:], Now: now, Agent: name})
+	res, err := s.c.Do(&store.UseJoinToken{Hash: sum[:], Now: now, Agent: name})
 	if err == nil {
 		err = res.Err
 		if res.JoinToken != nil {
@@ -623,7 +623,7 @@ func (s *Server) enrollName(t store.JoinToken, requested string) (name string, c
 	}
 	// A new session takes over a connected agent's name and its
 	// attempts: a join token must not be a way to do that.
-	if s.sched.session(requested) != nil {
+	if s.sched.Session(requested) != nil {
 		return "", http.StatusConflict, fmt.Sprintf("an agent named %q is connected; choose another name", requested)
 	}
 	return requested, 0, ""

@@ -1,32 +1,41 @@
 package controller
 
-import "errors"
+import (
+	"errors"
+
+	"jobsuite/controller/sched"
+)
 
 // Errors returned by the controller. Check them with errors.Is.
 var (
-	// ErrStaleAttempt: a report quotes an attempt that is not the job's
-	// current one on that agent (fencing).
-	ErrStaleAttempt = errors.New("stale attempt")
-	// ErrFinished: the job already reached a final state.
-	ErrFinished = errors.New("job already finished")
-	// ErrNotCancellable: the job was submitted with cancellable=false
-	// and is running.
-	ErrNotCancellable = errors.New("job is running and was submitted with cancellable=false")
-	// ErrShuttingDown: the controller is stopping and takes no more
-	// changes.
-	ErrShuttingDown = errors.New("controller is shutting down")
 	// ErrConfig: the configuration is incomplete or inconsistent.
 	ErrConfig = errors.New("invalid controller configuration")
 	// ErrDiskLow: growth (a new job, new output) is refused because the
 	// data directory's file system is below its floor of free space
 	// (Config.MinFreeBytes); it lifts by itself when space is freed.
 	ErrDiskLow = errors.New("the controller's disk is nearly full")
+)
+
+// The scheduler's and the committer's errors (package sched), which the
+// controller returns as they are.
+var (
+	// ErrStaleAttempt: a report quotes an attempt that is not the job's
+	// current one on that agent (fencing).
+	ErrStaleAttempt = sched.ErrStaleAttempt
+	// ErrFinished: the job already reached a final state.
+	ErrFinished = sched.ErrFinished
+	// ErrNotCancellable: the job was submitted with cancellable=false
+	// and is running.
+	ErrNotCancellable = sched.ErrNotCancellable
+	// ErrShuttingDown: the controller is stopping and takes no more
+	// changes.
+	ErrShuttingDown = sched.ErrShuttingDown
 	// ErrDiskFull: the controller stopped while a write waited for disk
 	// space; the changes it held were not stored.
-	ErrDiskFull = errors.New("stopped while waiting for disk space: changes not stored")
+	ErrDiskFull = sched.ErrDiskFull
 	// ErrDiverged: the store refused a job transition or an output chunk
 	// the scheduler had already counted as done, so its memory and the
 	// store disagree; the controller stops, and a restart loads the
 	// store's truth. It means a bug (or a second writer), never load.
-	ErrDiverged = errors.New("the store refused a change the scheduler had made; memory and store disagree")
+	ErrDiverged = sched.ErrDiverged
 )

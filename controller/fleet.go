@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 
@@ -11,10 +10,6 @@ import (
 // The routes an operator runs a fleet with, beyond the job basics: one
 // agent (GET /agents/:name), undoing a drain, and who the caller is
 // (GET /whoami, for the dashboard).
-
-// errStopping: the agent drains itself because it is shutting down; an
-// operator cannot undo that.
-var errStopping = errors.New("the agent is shutting down (it drains itself): it cannot be undrained; start it again instead")
 
 // agentName parses the :name parameter; it writes the error itself.
 func agentName(w http.ResponseWriter, p httprouter.Params) (string, bool) {
@@ -32,12 +27,12 @@ func (s *Server) handleAgent(w http.ResponseWriter, r *http.Request, p httproute
 	if !ok {
 		return
 	}
-	a, ok := s.sched.agentInfo(name)
+	a, ok := s.sched.Agent(name)
 	if !ok {
 		writeJSON(w, http.StatusNotFound, errorBody{Error: "no connected agent named " + strconv.Quote(name), Field: "name"})
 		return
 	}
-	writeJSON(w, http.StatusOK, a)
+	writeJSON(w, http.StatusOK, agentInfo(a))
 }
 
 // handleUndrain lets an agent drained with POST /agents/:name/drain take
@@ -47,7 +42,7 @@ func (s *Server) handleUndrain(w http.ResponseWriter, r *http.Request, p httprou
 	if !ok {
 		return
 	}
-	found, err := s.sched.undrain(name)
+	found, err := s.sched.Undrain(name)
 	switch {
 	case !found:
 		writeJSON(w, http.StatusNotFound, errorBody{Error: "no connected agent named " + strconv.Quote(name), Field: "name"})
@@ -58,12 +53,12 @@ func (s *Server) handleUndrain(w http.ResponseWriter, r *http.Request, p httprou
 	}
 	s.log.Info("agent undrained by API", "agent", name)
 	s.audit(r, auditUndrain, "agent "+name)
-	a, ok := s.sched.agentInfo(name)
+	a, ok := s.sched.Agent(name)
 	if !ok {
 		writeJSON(w, http.StatusNotFound, errorBody{Error: "agent " + strconv.Quote(name) + " disconnected", Field: "name"})
 		return
 	}
-	writeJSON(w, http.StatusOK, a)
+	writeJSON(w, http.StatusOK, agentInfo(a))
 }
 
 // WhoAmI is the answer of GET /whoami: the identity a request was

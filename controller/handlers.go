@@ -203,7 +203,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprout
 		return
 	}
 	audit := s.auditEntry(r, auditSubmit) // stored with the job, if created
-	j, created, err := s.sched.submit(job, audit)
+	j, created, err := s.sched.Submit(job, audit)
 	if err != nil {
 		s.submitFailed(w, err, 1)
 		return
@@ -213,7 +213,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprout
 		if cur, err := s.st.Get(j.ID); err == nil {
 			j = cur
 		}
-		writeJSON(w, http.StatusOK, viewJob(j, s.sched.reason(j)))
+		writeJSON(w, http.StatusOK, viewJob(j, s.sched.Reason(j)))
 		return
 	}
 	s.logAudit(audit)
@@ -306,7 +306,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ httprouter
 	out := make([]JobView, 0, len(jobs))
 	for _, j := range jobs {
 		v := viewJob(j, "")
-		v.LogBytes = s.sched.outputSoFar(j)
+		v.LogBytes = s.sched.OutputSoFar(j)
 		out = append(out, v)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -332,8 +332,8 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, p httprouter.
 	if !ok {
 		return
 	}
-	v := viewJob(j, s.sched.reason(j))
-	v.LogBytes = s.sched.outputSoFar(j)
+	v := viewJob(j, s.sched.Reason(j))
+	v.LogBytes = s.sched.OutputSoFar(j)
 	if wantLive {
 		v.Live = s.live(r.Context(), id, wait)
 	}
@@ -345,7 +345,7 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request, p httprout
 	if !ok {
 		return
 	}
-	j, pending, err := s.sched.cancel(id)
+	j, pending, err := s.sched.Cancel(id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeJSON(w, http.StatusNotFound, errorBody{Error: "no job with id " + strconv.FormatUint(id, 10), JobID: id})
@@ -406,7 +406,7 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, p httprouter
 	if n, ok := queryAttempt(w, r, j); !ok {
 		return
 	} else if n > 0 {
-		if cur := s.sched.snapshot(id); cur != nil {
+		if cur := s.sched.Snapshot(id); cur != nil {
 			j = cur // newer than the store's until its batch is durable
 		}
 		start, end, ended := attemptRange(j, n)
@@ -504,7 +504,12 @@ func queryOffset(w http.ResponseWriter, r *http.Request) (uint64, bool) {
 }
 
 func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	writeJSON(w, http.StatusOK, s.sched.agentList())
+	agents := s.sched.Agents()
+	out := make([]AgentInfo, len(agents))
+	for i, a := range agents {
+		out[i] = agentInfo(a)
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
@@ -514,17 +519,15 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request, _ httprout
 // handleDrain stops dispatching to an agent; its running jobs finish.
 func (s *Server) handleDrain(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
 	name := p.ByName("name")
-	if !s.sched.drain(name) {
+	if !s.sched.Drain(name) {
 		writeJSON(w, http.StatusNotFound, errorBody{Error: "no connected agent named " + strconv.Quote(name), Field: "name"})
 		return
 	}
 	s.log.Info("agent drained by API", "agent", name)
 	s.audit(r, auditDrain, "agent "+name)
-	for _, a := range s.sched.agentList() {
-		if a.Name == name {
-			writeJSON(w, http.StatusOK, a)
-			return
-		}
+	if a, ok := s.sched.Agent(name); ok {
+		writeJSON(w, http.StatusOK, agentInfo(a))
+		return
 	}
 	writeJSON(w, http.StatusNotFound, errorBody{Error: "agent " + strconv.Quote(name) + " disconnected", Field: "name"})
 }

@@ -75,7 +75,7 @@ func (a *agentConn) deliverStatus(r *protocol.StatusReply) {
 // live asks the agent running job id for its live state, waiting at
 // most wait.
 func (s *Server) live(ctx context.Context, id uint64, wait time.Duration) *LiveView {
-	agent, attempt, a, active := s.sched.holder(id)
+	agent, attempt, a, active := s.sched.Holder(id)
 	switch {
 	case !active:
 		return &LiveView{Stale: true, Error: "the job is not running"}
@@ -84,7 +84,7 @@ func (s *Server) live(ctx context.Context, id uint64, wait time.Duration) *LiveV
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	r, err := a.askStatus(ctx, id, attempt)
+	r, err := conn(a).askStatus(ctx, id, attempt)
 	if err != nil {
 		return &LiveView{Stale: true, Agent: agent, Attempt: attempt, Error: fmt.Sprintf("%v (waited %s)", err, wait)}
 	}

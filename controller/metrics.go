@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"jobsuite/controller/hub"
+	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
 )
 
@@ -25,7 +27,8 @@ import (
 // of its own (never the global one), served at GET /metrics on the API
 // and, with Config.MetricsAddr, on a plain-HTTP listener.
 //
-// Job counts are kept up to date by scheduler.transition (under the
+// Job counts are kept up to date by the scheduler, which reports each
+// transition (the sched.Metrics interface: Transition, under the
 // scheduler's mutex, with atomic Prometheus updates), so a scrape never
 // scans the store or the queue. Agents, followers and Pebble's figures
 // are read at scrape time by liveCollector. The README's Metrics section
@@ -64,7 +67,7 @@ var (
 // newMetrics builds the registry and hooks it into the scheduler: job
 // counts start from what the scheduler loaded and follow its
 // transitions from then on.
-func newMetrics(log hclog.Logger, sched *scheduler, h *hub, st storeStats, o metricsOptions) *metrics {
+func newMetrics(log hclog.Logger, sched *sched.Scheduler, h *hub.Hub, st storeStats, o metricsOptions) *metrics {
 	m := &metrics{
 		reg:  prometheus.NewRegistry(),
 		http: newHTTPMetrics(),
@@ -120,7 +123,7 @@ func newMetrics(log hclog.Logger, sched *scheduler, h *hub, st storeStats, o met
 		m.jobs, m.queueDepth, m.submissions, m.completions, m.retries, m.lost,
 		m.dispatchLatency, m.runTime, m.logBytesTotal,
 		m.http.requests, m.http.duration, buildInfo(o.version),
-		newLiveCollector(sched, h, st, o.maxAgents),
+		newLiveCollector(sched, h, st, o.disk, o.maxAgents),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -131,15 +134,15 @@ func newMetrics(log hclog.Logger, sched *scheduler, h *hub, st storeStats, o met
 		MaxRequestsInFlight: 4,
 	})
 
-	sched.setMetrics(m)
+	sched.SetMetrics(m)
 	return m
 }
 
-// countAll adds jobs to the state and queue depth gauges, as count(j, 1)
+// CountAll adds jobs to the state and queue depth gauges, as count(j, 1)
 // for each would, counting in plain maps and setting each gauge once: a
 // labelled gauge's lookup costs more than the rest, and a controller
 // starts with up to millions of jobs (scheduler.load).
-func (m *metrics) countAll(jobs iter.Seq[*store.Job]) {
+func (m *metrics) CountAll(jobs iter.Seq[*store.Job]) {
 	states := map[store.State]float64{}
 	depth := map[string]float64{}
 	for j := range jobs {
@@ -180,7 +183,7 @@ func priorityBucket(p int) string {
 
 // transition counts one job transition (prev is nil for a submission).
 // The scheduler calls it from transition, under its mutex.
-func (m *metrics) transition(prev, next *store.Job) {
+func (m *metrics) Transition(prev, next *store.Job) {
 	if m == nil {
 		return
 	}
@@ -222,7 +225,7 @@ func (m *metrics) transition(prev, next *store.Job) {
 }
 
 // logBytes counts n bytes of output stored.
-func (m *metrics) logBytes(n int) {
+func (m *metrics) LogBytes(n int) {
 	if m == nil {
 		return
 	}
@@ -231,8 +234,9 @@ func (m *metrics) logBytes(n int) {
 
 // metricsOptions are the Config settings the metrics use.
 type metricsOptions struct {
-	version   string // jobsuite_build_info's version
-	maxAgents int    // per-agent series for at most this many agents; 0: none
+	version   string     // jobsuite_build_info's version
+	maxAgents int        // per-agent series for at most this many agents; 0: none
+	disk      *diskGuard // the jobsuite_disk_* series; nil: zeros
 }
 
 // buildInfo is jobsuite_build_info: 1, with the release, the Go version
@@ -267,8 +271,9 @@ type storeStats interface {
 // awkward to keep counted: the connected agents and their slots, the log
 // followers, and Pebble's figures.
 type liveCollector struct {
-	sched     *scheduler
-	hub       *hub
+	sched     *sched.Scheduler
+	hub       *hub.Hub
+	guard     *diskGuard
 	st        storeStats
 	maxAgents int // per-agent series for at most this many agents
 
@@ -281,13 +286,13 @@ type liveCollector struct {
 	agentsUnexported                                                   *prometheus.Desc
 }
 
-func newLiveCollector(sched *scheduler, h *hub, st storeStats, maxAgents int) *liveCollector {
+func newLiveCollector(sched *sched.Scheduler, h *hub.Hub, st storeStats, disk *diskGuard, maxAgents int) *liveCollector {
 	d := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
 	a := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, append([]string{"agent"}, labels...), nil)
 	}
 	return &liveCollector{
-		sched: sched, hub: h, st: st, maxAgents: maxAgents,
+		sched: sched, hub: h, st: st, guard: disk, maxAgents: maxAgents,
 		agents:        d("jobsuite_agents_connected", "Agents connected now."),
 		slotsUsed:     d("jobsuite_agent_slots_used", "Slots of connected agents that hold an attempt, summed over agents."),
 		slotsFree:     d("jobsuite_agent_slots_free", "Slots of connected agents that could take a job now (draining agents have none), summed over agents."),
@@ -319,17 +324,10 @@ func (c *liveCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// agentSample is what the per-agent series show of one agent.
-type agentSample struct {
-	name, version, transport string
-	slots, running           int
-	drained                  bool
-	heartbeat                time.Time // its last
-}
-
 func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
-	agents, used, free, each := c.sched.agentLoad(c.maxAgents > 0)
-	followers := c.hub.followers()
+	load, each := c.sched.Capacity(c.maxAgents > 0)
+	agents, used, free := load.Agents, load.Used, load.Free
+	followers := c.hub.Followers()
 	st := c.st.Metrics()
 
 	gauge := func(d *prometheus.Desc, v float64) {
@@ -343,7 +341,7 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.compactions, prometheus.CounterValue, float64(st.Compactions))
 	ch <- prometheus.MustNewConstMetric(c.writeStalls, prometheus.CounterValue, float64(st.WriteStalls))
 	gauge(c.memtableBytes, float64(st.MemtableBytes))
-	diskFree, floor, low, refused := c.sched.disk.state()
+	diskFree, floor, low, refused := c.guard.state()
 	gauge(c.diskFree, float64(diskFree))
 	gauge(c.diskFloor, float64(floor))
 	lowV := 0.0
@@ -355,24 +353,25 @@ func (c *liveCollector) Collect(ch chan<- prometheus.Metric) {
 
 	// Per agent: the first maxAgents by name, so the series stay bounded
 	// however many agents connect (and stable from scrape to scrape).
-	slices.SortFunc(each, func(a, b agentSample) int { return strings.Compare(a.name, b.name) })
+	slices.SortFunc(each, func(a, b sched.Agent) int { return strings.Compare(a.Session.Name(), b.Session.Name()) })
 	unexported := max(agents-c.maxAgents, 0)
 	if len(each) > c.maxAgents {
 		each = each[:c.maxAgents]
 	}
-	for _, a := range each {
+	for _, ag := range each {
+		a := conn(ag.Session)
 		agent := func(d *prometheus.Desc, v float64, labels ...string) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{a.name}, labels...)...)
 		}
 		agent(c.agentInfo, 1, a.version, a.transport)
 		agent(c.agentSlots, float64(a.slots))
-		agent(c.agentRunning, float64(a.running))
+		agent(c.agentRunning, float64(ag.Running))
 		draining := 0.0
-		if a.drained {
+		if ag.Draining {
 			draining = 1
 		}
 		agent(c.agentDraining, draining)
-		agent(c.agentHeartbeat, float64(a.heartbeat.UnixNano())/1e9)
+		agent(c.agentHeartbeat, float64(ag.LastSeen.UnixNano())/1e9)
 	}
 	gauge(c.agentsUnexported, float64(unexported))
 }

@@ -6,6 +6,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"jobsuite/controller/hub"
+	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
 )
 
@@ -52,18 +54,19 @@ func gather(t *testing.T, m *metrics, name string, labels ...string) float64 {
 }
 
 // TestMetricsTransitions drives the counting through a job's life with
-// a lost attempt and a retry, as scheduler.transition reports it.
+// a lost attempt and a retry, as the scheduler reports it.
 func TestMetricsTransitions(t *testing.T) {
 	// A job the scheduler loaded at start is counted from the outset.
-	sched, ms := memScheduler(t, schedOptions{})
-	ms.put(&store.Job{ID: 7, State: store.Waiting, Priority: 50})
-	if err := sched.load(); err != nil {
+	st := testStore(t)
+	waiting := &store.Job{ID: st.NextID(), Command: "true", State: store.Waiting, Priority: 50}
+	if err := applyAll(st, store.NewTransition(waiting, store.Event{Type: "retry"})); err != nil {
 		t.Fatal(err)
 	}
-	m := newMetrics(hclog.NewNullLogger(), sched, newHub(), fakeStats{DiskBytes: 123, Compactions: 4, WriteStalls: 2, MemtableBytes: 5}, metricsOptions{})
-	if sched.metrics != m {
-		t.Fatal("newMetrics did not hook into the scheduler")
+	sched := testScheduler(t, st)
+	if err := sched.Load(); err != nil {
+		t.Fatal(err)
 	}
+	m := newMetrics(hclog.NewNullLogger(), sched, hub.New(), fakeStats{DiskBytes: 123, Compactions: 4, WriteStalls: 2, MemtableBytes: 5}, metricsOptions{})
 	if got := gather(t, m, "jobsuite_jobs", "state", "waiting"); got != 1 {
 		t.Fatalf("waiting = %v after load, want 1", got)
 	}
@@ -121,17 +124,17 @@ func TestMetricsTransitions(t *testing.T) {
 			return n
 		},
 	}
-	m.transition(nil, j)
+	m.Transition(nil, j)
 	if got := gather(t, m, "jobsuite_queue_depth", "priority", "high"); got != 1 {
 		t.Fatalf("queue depth high = %v after submit, want 1", got)
 	}
 	for _, step := range steps {
 		next := step(j)
-		m.transition(j, next)
+		m.Transition(j, next)
 		j = next
 	}
-	m.logBytes(10)
-	m.logBytes(5)
+	m.LogBytes(10)
+	m.LogBytes(5)
 
 	for _, c := range []struct {
 		name   string
@@ -182,7 +185,7 @@ func TestMetricsTransitions(t *testing.T) {
 	}
 
 	// It follows the scheduler's own transitions.
-	if _, _, err := sched.submit(&store.Job{Command: "true", Priority: 25}, nil); err != nil {
+	if _, _, err := sched.Submit(&store.Job{Command: "true", Priority: 25}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := gather(t, m, "jobsuite_submissions_total"); got != 2 {
@@ -191,8 +194,8 @@ func TestMetricsTransitions(t *testing.T) {
 
 	// A nil *metrics (a scheduler built without a Server) ignores hooks.
 	var none *metrics
-	none.transition(nil, j)
-	none.logBytes(1)
+	none.Transition(nil, j)
+	none.LogBytes(1)
 }
 
 func TestPriorityBucket(t *testing.T) {
@@ -201,4 +204,20 @@ func TestPriorityBucket(t *testing.T) {
 			t.Errorf("priorityBucket(%d) = %q, want %q", p, got, want)
 		}
 	}
+}
+
+// testScheduler is a scheduler over st with a running committer, as a
+// Server builds it, without the rest of the Server.
+func testScheduler(t *testing.T, st *store.Store) *sched.Scheduler {
+	t.Helper()
+	c := sched.NewCommitter(st, sched.CommitOptions{})
+	stop, done := make(chan struct{}), make(chan error, 1)
+	go func() { done <- c.Run(stop) }()
+	t.Cleanup(func() {
+		close(stop)
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return sched.New(testLog(t, "scheduler"), st, c, sched.Options{})
 }

@@ -59,7 +59,7 @@ func (s *Server) handleResubmit(w http.ResponseWriter, r *http.Request, _ httpro
 	}
 	audit := s.auditEntry(r, auditResubmit)
 	audit.Detail = "a copy of job " + strconv.FormatUint(req.JobID, 10)
-	j, _, err := s.sched.submit(resubmission(orig), audit)
+	j, _, err := s.sched.Submit(resubmission(orig), audit)
 	if err != nil {
 		s.log.Error("resubmit failed", "job", req.JobID, "error", err)
 		writeError(w, http.StatusServiceUnavailable, "the job could not be stored: %v", err)

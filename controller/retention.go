@@ -6,6 +6,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"jobsuite/controller/clock"
 	"jobsuite/controller/store"
 )
 
@@ -32,7 +33,7 @@ func (s *Server) retentionLoop(ctx context.Context) { s.retention().run(ctx) }
 func (s *Server) retention() retention {
 	return retention{
 		st:         s.st,
-		apply:      s.c.do,
+		apply:      s.c.Do,
 		clock:      s.clock,
 		log:        s.log.Named("retention"),
 		retainFor:  s.cfg.RetainFor,
@@ -49,8 +50,8 @@ type pruner interface {
 // retention removes finished jobs on a timer.
 type retention struct {
 	st         pruner
-	apply      func(store.Command) (store.Result, error) // the committer's do
-	clock      clock                                     // nil: realClock
+	apply      func(store.Command) (store.Result, error) // the committer's Do
+	clock      clock.Clock                               // nil: clock.Real
 	log        hclog.Logger
 	retainFor  time.Duration // negative: no age limit
 	retainJobs int           // negative: no count limit
@@ -61,7 +62,7 @@ type retention struct {
 func (r retention) run(ctx context.Context) {
 	clk := r.clock
 	if clk == nil {
-		clk = realClock{}
+		clk = clock.Real{}
 	}
 	t := clk.NewTimer(retentionDelay)
 	defer t.Stop()

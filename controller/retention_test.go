@@ -12,6 +12,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"jobsuite/controller/clock/clocktest"
+	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
 )
 
@@ -188,7 +190,7 @@ func TestRetentionStopsMidPass(t *testing.T) {
 // context ends.
 func TestRetentionLoop(t *testing.T) {
 	st := testStore(t)
-	clk := newFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	clk := clocktest.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	finished := func(at time.Time) uint64 {
 		t.Helper()
 		j := &store.Job{ID: st.NextID(), Command: "true", State: store.Completed, CreatedAt: at, FinishedAt: at}
@@ -199,25 +201,28 @@ func TestRetentionLoop(t *testing.T) {
 	}
 	old, recent := finished(clk.Now().Add(-2*time.Hour)), finished(clk.Now().Add(-time.Minute))
 
-	c := newCommitter(st)
 	pruned := make(chan int, 1)
-	apply := c.apply
-	c.apply = func(cmds []store.Command) (syncer, []store.Result, error) {
-		p, res, err := apply(cmds)
+	c := sched.NewCommitter(st, sched.CommitOptions{Applied: func(cmds []store.Command, res []store.Result) {
 		for i, cmd := range cmds {
-			if _, ok := cmd.(*store.PruneJobs); ok && err == nil {
+			if _, ok := cmd.(*store.PruneJobs); ok {
 				pruned <- res[i].N
 			}
 		}
-		return p, res, err
-	}
-	stop, result := startCommitter(t, c)
+	}})
+	stop, result := make(chan struct{}), make(chan error, 1)
+	go func() { result <- c.Run(stop) }()
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			close(stop)
+		}
+	})
 	s := &Server{cfg: Config{RetainFor: time.Hour, RetainJobs: 10}, log: testLog(t, "ctl"), st: st, c: c, clock: clk}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { s.retentionLoop(ctx); close(done) }()
 
-	clk.waitTimers(1) // the loop's first timer is set
+	clk.WaitTimers(1) // the loop's first timer is set
 	clk.Advance(retentionDelay - 1)
 	select {
 	case <-pruned:
@@ -237,6 +242,7 @@ func TestRetentionLoop(t *testing.T) {
 	cancel()
 	recv(t, done, "the loop's return")
 	close(stop)
+	stopped = true
 	if err := recv(t, result, "the committer's return"); err != nil {
 		t.Fatal(err)
 	}
@@ -299,5 +305,16 @@ func TestRetentionPass(t *testing.T) {
 	}
 	if n := st.FinishedJobs(); n != 2 {
 		t.Errorf("FinishedJobs = %d, want 2", n)
+	}
+}
+
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no %s after 30s", what)
+		panic("unreachable")
 	}
 }

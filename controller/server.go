@@ -15,6 +15,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"jobsuite/certs"
+	"jobsuite/controller/clock"
+	"jobsuite/controller/hub"
+	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
 	"jobsuite/protocol"
 	"jobsuite/transport"
@@ -181,10 +184,10 @@ type Server struct {
 	log   hclog.Logger
 	id    string
 	st    *store.Store
-	c     *committer
-	hub   *hub
-	sched *scheduler
-	clock clock // the scheduler's and the retention loop's time
+	c     *sched.Committer
+	hub   *hub.Hub
+	sched *sched.Scheduler
+	clock clock.Clock // the scheduler's and the retention loop's time
 
 	disk      *diskGuard // free space of the data directory (disk.go)
 	maxOutput uint64     // stored output per attempt (Config.MaxOutputBytes as resolved); 0: no cap
@@ -192,6 +195,9 @@ type Server struct {
 	sec       *security  // revocations, API tokens and the audit log (auth.go, audit.go)
 	pki       *pki       // own certificate (reloadable) and the CA key for enrollment (enroll.go)
 	history   history    // samples of the counts for GET /stats (stats.go)
+	// rounds, if set, hears of every round the committer applied
+	// (RecordRounds, for tests; set before Run).
+	rounds func(cmds []store.Command, results []store.Result)
 
 	agentLn *transport.Listener
 	httpLn  net.Listener
@@ -213,7 +219,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	idb := make([]byte, 8)
 	_, _ = rand.Read(idb)
-	s := &Server{cfg: cfg, log: cfg.Logger, id: hex.EncodeToString(idb), hub: newHub(), clock: realClock{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, id: hex.EncodeToString(idb), hub: hub.New(), clock: clock.Real{}}
 	if s.pki, err = newPKI(cfg, cert, s.log.Named("pki")); err != nil {
 		return nil, err
 	}
@@ -228,18 +234,16 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
 	s.log.Info("disk limits", "dir", cfg.DataDir, "size", size, "min_free_bytes", floor, "max_output_bytes", maxOutput)
-	s.c = newCommitter(s.st)
-	s.c.writable = s.disk.writable
-	s.c.applied = s.outputApplied
+	s.c = sched.NewCommitter(s.st, sched.CommitOptions{Writable: s.disk.writable, Applied: s.applied})
 	s.maxOutput = maxOutput
-	s.sched = newScheduler(s.log.Named("scheduler"), s.st, s.c, schedOptions{
+	s.sched = sched.New(s.log.Named("scheduler"), s.st, s.c, sched.Options{
 		LeaseTTL: cfg.LeaseTTL, HeartbeatInterval: cfg.HeartbeatInterval, KillGrace: cfg.KillGrace,
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Aging: cfg.Aging, MaxOutput: maxOutput,
 		Disk: s.disk, Clock: s.clock,
 	})
 	// The metrics first: load counts the jobs it reads into them.
-	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st, metricsOptions{version: cfg.Version, maxAgents: max(cfg.MetricsAgents, 0)})
-	if err := s.sched.load(); err != nil {
+	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st, metricsOptions{version: cfg.Version, maxAgents: max(cfg.MetricsAgents, 0), disk: s.disk})
+	if err := s.sched.Load(); err != nil {
 		s.st.Close()
 		return nil, fmt.Errorf("controller: loading queue: %w", err)
 	}
@@ -307,12 +311,12 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("controller ready", "api", "https://"+s.HTTPAddr(), "agents", s.AgentAddr(), "data", s.cfg.DataDir)
 
 	// Before the expiry loop starts: the restart grace counts from now.
-	s.sched.startServing(s.clock.Now())
+	s.sched.StartServing(s.clock.Now())
 	var wg sync.WaitGroup
 	stopCommit := make(chan struct{})
 	commitErr := make(chan error, 1)
 	go func() {
-		err := s.c.run(stopCommit)
+		err := s.c.Run(stopCommit)
 		commitErr <- err
 		if err != nil {
 			s.log.Error("store write failed; stopping", "error", err)
@@ -322,16 +326,16 @@ func (s *Server) Run(ctx context.Context) error {
 	httpErr := make(chan error, 1)
 	wg.Add(5)
 	go func() { defer wg.Done(); s.retentionLoop(ctx) }()
-	go func() { defer wg.Done(); s.sched.dispatchLoop(ctx) }()
-	go func() { defer wg.Done(); s.sched.expiryLoop(ctx) }()
-	go func() { defer wg.Done(); s.sched.delayLoop(ctx) }()
+	go func() { defer wg.Done(); s.sched.DispatchLoop(ctx) }()
+	go func() { defer wg.Done(); s.sched.ExpiryLoop(ctx) }()
+	go func() { defer wg.Done(); s.sched.DelayLoop(ctx) }()
 	go func() { defer wg.Done(); s.acceptAgents(ctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.metrics.serve(ctx, s.log.Named("metrics")) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.pki.watch(ctx) }() // reloads the certificate when its files change
 	wg.Add(1)
-	go func() { defer wg.Done(); s.disk.watch(ctx, s.sched.kickDispatch) }()
+	go func() { defer wg.Done(); s.disk.watch(ctx, s.sched.KickDispatch) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.statsLoop(ctx) }()
 	go func() {
@@ -340,7 +344,7 @@ func (s *Server) Run(ctx context.Context) error {
 			cancel()
 		}
 	}()
-	s.sched.kickDispatch()
+	s.sched.KickDispatch()
 
 	<-ctx.Done()
 	s.log.Info("controller stopping")
@@ -349,7 +353,7 @@ func (s *Server) Run(ctx context.Context) error {
 	shutCancel()
 	_ = s.http.Close()
 	s.agentLn.Close()
-	s.sched.closeAgents("controller shutting down")
+	s.sched.CloseAgents("controller shutting down")
 	wg.Wait()
 	close(stopCommit)
 	err := <-commitErr
@@ -367,14 +371,25 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// applied hears of each batch the committer applied, in the order it
+// applied them, with the results the store decided: it tells the hub of
+// the output chunks (outputApplied) and hands the round to the
+// recorder, if a test set one (RecordRounds).
+func (s *Server) applied(cmds []store.Command, results []store.Result) {
+	s.outputApplied(cmds)
+	if s.rounds != nil {
+		s.rounds(cmds, results)
+	}
+}
+
 // outputApplied tells the hub of the output chunks in a batch the
 // committer applied, in the order it applied them: the hub's tail
 // matches the store, and followers woken now find the chunks there.
 func (s *Server) outputApplied(cmds []store.Command) {
 	for _, c := range cmds {
 		if o, ok := c.(*store.Output); ok {
-			s.hub.appended(o.Job, o.Chunk, o.Chunk.Data)
-			s.hub.ring(o.Job)
+			s.hub.Appended(o.Job, o.Chunk, o.Chunk.Data)
+			s.hub.Ring(o.Job)
 		}
 	}
 }

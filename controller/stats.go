@@ -105,12 +105,18 @@ func metricValue(m prometheus.Metric) float64 {
 	return 0
 }
 
+// agentStats sums up the connected agents.
+func (s *Server) agentStats() AgentStats {
+	c, _ := s.sched.Capacity(false)
+	return AgentStats{Connected: c.Agents, Draining: c.Draining, Slots: c.Slots, SlotsUsed: c.Used, SlotsFree: c.Free}
+}
+
 // sample reads the current values of the metrics the history keeps.
 func (s *Server) sample(now time.Time) StatsSample {
 	m := s.metrics
 	gauge := func(st store.State) int { return int(metricValue(m.jobs.WithLabelValues(string(st)))) }
 	done := func(st store.State) uint64 { return uint64(metricValue(m.completions.WithLabelValues(string(st)))) }
-	slots := s.sched.slotStats()
+	slots := s.agentStats()
 	return StatsSample{
 		Time: now.UTC(), Queued: gauge(store.Queued), Waiting: gauge(store.Waiting),
 		Dispatched: gauge(store.Dispatched), Running: gauge(store.Running),
@@ -156,7 +162,7 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request, _ httproute
 		return
 	}
 	v := StatsView{
-		Jobs: counts, QueueDepth: map[string]int{}, Agents: s.sched.slotStats(), Followers: s.hub.followers(),
+		Jobs: counts, QueueDepth: map[string]int{}, Agents: s.agentStats(), Followers: s.hub.Followers(),
 		Interval: s.cfg.StatsInterval.Seconds(), History: []StatsSample{},
 	}
 	if withHistory {

@@ -136,7 +136,7 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 	}
 	// A follower's place is taken before the upgrade, so that one over
 	// the limit gets a plain HTTP answer.
-	bell, unsubscribe, ok := s.hub.subscribe(id, s.cfg.MaxFollowers)
+	bell, unsubscribe, ok := s.hub.Subscribe(id, s.cfg.MaxFollowers)
 	if !ok {
 		w.Header().Set("Retry-After", "5")
 		writeJSON(w, http.StatusTooManyRequests, errorBody{
@@ -208,7 +208,7 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 			checked = time.Now()
 			ended := false // attempt=N: N has ended
 			if only > 0 {
-				if cur := s.sched.snapshot(id); cur != nil {
+				if cur := s.sched.Snapshot(id); cur != nil {
 					j = cur
 				}
 				_, end, done := attemptRange(j, only)
@@ -227,7 +227,7 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 		select {
 		case <-ctx.Done():
 			return
-		case <-bell.c:
+		case <-bell:
 		case <-recheck.C:
 		case <-ping.C:
 			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteTimeout)); err != nil {
@@ -243,7 +243,7 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 // error.
 func (s *Server) sendOutput(id uint64, f *follower) error {
 	for f.offset < f.stop {
-		chunks, ok := s.hub.read(id, f.offset, wsReadChunk)
+		chunks, ok := s.hub.Read(id, f.offset, wsReadChunk)
 		if !ok {
 			var err error
 			if chunks, err = s.st.ReadLog(id, f.offset, wsReadChunk); err != nil {
@@ -303,7 +303,7 @@ func (f *follower) refresh(s *Server, id uint64) {
 	if f.final {
 		return
 	}
-	j := s.sched.snapshot(id)
+	j := s.sched.Snapshot(id)
 	if j == nil {
 		var err error
 		if j, err = s.st.Get(id); err != nil {

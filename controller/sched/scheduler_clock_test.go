@@ -1,20 +1,20 @@
-package controller
+package sched
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
+	"jobsuite/controller/clock/clocktest"
 	"jobsuite/controller/store"
 	"jobsuite/protocol"
-	"jobsuite/transport"
 )
 
 // Scheduler tests on a clock of their own: a fake clock the tests move
@@ -26,18 +26,18 @@ var schedT0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 type schedFixture struct {
 	t     *testing.T
-	s     *scheduler
+	s     *Scheduler
 	ms    *memStore
-	clock *fakeClock
+	clock *clocktest.Fake
 }
 
 // newSchedFixture is a scheduler on a fake clock at schedT0 over a
 // memStore. Unset options get test defaults (a lease of 10s, retries
 // after 1s up to 1m, a kill grace of 1s); Jitter is 0.5, which adds
 // nothing.
-func newSchedFixture(t *testing.T, o schedOptions) *schedFixture {
+func newSchedFixture(t *testing.T, o Options) *schedFixture {
 	t.Helper()
-	clk := newFakeClock(schedT0)
+	clk := clocktest.NewFake(schedT0)
 	o.Clock = clk
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = 10 * time.Second
@@ -58,54 +58,57 @@ func newSchedFixture(t *testing.T, o schedOptions) *schedFixture {
 	return &schedFixture{t: t, s: s, ms: ms, clock: clk}
 }
 
-// fakeSession is an agent's session that records being closed.
-type fakeSession struct {
+// fakeAgent is an agent's session (Session): what the scheduler sends
+// it stays in its queue (see sent), and it records being closed.
+type fakeAgent struct {
+	name   string
+	labels map[string]string
+	slots  int
+	log    hclog.Logger
+	out    chan protocol.Message
+
 	mu     sync.Mutex
 	closed string
-	done   chan struct{}
 }
 
-func (f *fakeSession) OpenStream(context.Context) (transport.Stream, error) {
-	return nil, errors.New("fake")
-}
-func (f *fakeSession) AcceptStream(context.Context) (transport.Stream, error) {
-	return nil, errors.New("fake")
-}
-func (f *fakeSession) ConnectionState() tls.ConnectionState { return tls.ConnectionState{} }
-func (f *fakeSession) RemoteAddr() net.Addr                 { return &net.TCPAddr{} }
-func (f *fakeSession) Transport() string                    { return "fake" }
-func (f *fakeSession) Done() <-chan struct{}                { return f.done }
-func (f *fakeSession) Close(reason string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed == "" {
-		f.closed = reason
-		close(f.done)
+func (a *fakeAgent) Name() string              { return a.name }
+func (a *fakeAgent) Labels() map[string]string { return a.labels }
+func (a *fakeAgent) Slots() int                { return a.slots }
+func (a *fakeAgent) Log() hclog.Logger         { return a.log }
+
+func (a *fakeAgent) Send(m protocol.Message) {
+	select {
+	case a.out <- m:
+	default:
+		a.Close("control stream backlog full")
 	}
-	return nil
 }
 
-func (f *fakeSession) closeReason() string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.closed
+func (a *fakeAgent) Close(reason string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed == "" {
+		a.closed = reason
+	}
+}
+
+func (a *fakeAgent) closeReason() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.closed
 }
 
 // newAgent is a session of agent name with slots, connected to s (no
 // credits yet). What s sends it stays in its queue: see sent.
-func newAgent(t *testing.T, s *scheduler, name string, slots int) *agentConn {
+func newAgent(t *testing.T, s *Scheduler, name string, slots int) *fakeAgent {
 	t.Helper()
-	a := &agentConn{
-		name: name, slots: slots, log: testLog(t, name),
-		sess: &fakeSession{done: make(chan struct{})}, out: make(chan protocol.Message, 1024),
-	}
-	a.writing.Store(true) // no writer: the test reads a.out
-	s.register(a, nil)
+	a := &fakeAgent{name: name, slots: slots, log: testLog(t, name), out: make(chan protocol.Message, 1024)}
+	s.Register(a, nil)
 	return a
 }
 
 // sent returns the messages queued for a since the last call.
-func sent(a *agentConn) []protocol.Message {
+func sent(a *fakeAgent) []protocol.Message {
 	var out []protocol.Message
 	for {
 		select {
@@ -118,7 +121,7 @@ func sent(a *agentConn) []protocol.Message {
 }
 
 // cancels returns the Cancel messages queued for a since the last call.
-func cancels(a *agentConn) []*protocol.Cancel {
+func cancels(a *fakeAgent) []*protocol.Cancel {
 	var out []*protocol.Cancel
 	for _, m := range sent(a) {
 		if c, ok := m.(*protocol.Cancel); ok {
@@ -136,12 +139,12 @@ func (f *schedFixture) dispatch() []*protocol.Dispatch {
 	if !ok {
 		return nil
 	}
-	if err := r.b.wait(); err != nil {
+	if err := r.b.Wait(); err != nil {
 		f.t.Fatal(err)
 	}
 	var out []*protocol.Dispatch
 	for _, o := range r.out {
-		o.a.send(o.m)
+		o.a.Send(o.m)
 		out = append(out, o.m.(*protocol.Dispatch))
 	}
 	return out
@@ -149,7 +152,7 @@ func (f *schedFixture) dispatch() []*protocol.Dispatch {
 
 func (f *schedFixture) submit(j *store.Job) *store.Job {
 	f.t.Helper()
-	j, created, err := f.s.submit(j, nil)
+	j, created, err := f.s.Submit(j, nil)
 	if err != nil || !created {
 		f.t.Fatalf("submit: created %v, %v", created, err)
 	}
@@ -159,7 +162,7 @@ func (f *schedFixture) submit(j *store.Job) *store.Job {
 // job returns the scheduler's latest version of job id.
 func (f *schedFixture) job(id uint64) *store.Job {
 	f.t.Helper()
-	j := f.s.snapshot(id)
+	j := f.s.Snapshot(id)
 	if j == nil {
 		var err error
 		if j, err = f.ms.Get(id); err != nil {
@@ -171,13 +174,13 @@ func (f *schedFixture) job(id uint64) *store.Job {
 
 // finish reports attempt of job id ended with exit code, and waits
 // until that is durable.
-func (f *schedFixture) finish(a *agentConn, id uint64, attempt uint32, outcome protocol.Outcome, code int32) {
+func (f *schedFixture) finish(a *fakeAgent, id uint64, attempt uint32, outcome protocol.Outcome, code int32) {
 	f.t.Helper()
-	b, err := f.s.finished(a, id, attempt, &protocol.Finished{Outcome: outcome, ExitCode: code})
+	b, err := f.s.Finished(a.name, id, attempt, &protocol.Finished{Outcome: outcome, ExitCode: code})
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	if err := b.wait(); err != nil {
+	if err := b.Wait(); err != nil {
 		f.t.Fatal(err)
 	}
 }
@@ -195,19 +198,19 @@ func ref(id uint64, attempt uint32) []protocol.AttemptRef {
 // a lease left alone for its whole length runs out — the attempt is
 // lost, the job waits to retry, and the agent is told to stop it.
 func TestSchedulerLeaseRenewedThenLost(t *testing.T) {
-	f := newSchedFixture(t, schedOptions{})
+	f := newSchedFixture(t, Options{})
 	j := f.submit(&store.Job{Command: "true", Retries: 1})
 	a := newAgent(t, f.s, "a", 1)
-	f.s.credit(a, 1)
+	f.s.Credit(a, 1)
 	if d := f.dispatch(); len(d) != 1 || d[0].JobID != j.ID || d[0].Attempt != 1 {
 		t.Fatalf("dispatched %+v, want job %d attempt 1", d, j.ID)
 	}
-	if err := f.s.started(a, j.ID, 1, &protocol.Started{PID: 7}); err != nil {
+	if err := f.s.Started(a.name, j.ID, 1, &protocol.Started{PID: 7}); err != nil {
 		t.Fatal(err)
 	}
 
 	f.clock.Advance(9 * time.Second)
-	f.s.heartbeat(a, ref(j.ID, 1), nil) // until 19s
+	f.s.Heartbeat(a, ref(j.ID, 1), nil) // until 19s
 	if next := f.expire(); !next.Equal(schedT0.Add(10 * time.Second)) {
 		t.Fatalf("next expiry at %v, want the first deadline, 10s", next.Sub(schedT0))
 	}
@@ -239,7 +242,7 @@ func TestSchedulerLeaseRenewedThenLost(t *testing.T) {
 		t.Errorf("cancels sent %+v, want one for attempt 1, lease expired", cs)
 	}
 	// A late report of the lost attempt is refused (fencing).
-	if _, err := f.s.finished(a, j.ID, 1, &protocol.Finished{Outcome: protocol.OutcomeCompleted}); !errors.Is(err, ErrStaleAttempt) {
+	if _, err := f.s.Finished(a.name, j.ID, 1, &protocol.Finished{Outcome: protocol.OutcomeCompleted}); !errors.Is(err, ErrStaleAttempt) {
 		t.Errorf("report of the lost attempt: %v, want ErrStaleAttempt", err)
 	}
 }
@@ -264,7 +267,7 @@ func TestSchedulerBackoff(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			f := newSchedFixture(t, schedOptions{Jitter: func() float64 { return tt.jitter }})
+			f := newSchedFixture(t, Options{Jitter: func() float64 { return tt.jitter }})
 			if got := f.s.backoff(&tt.job, tt.n); got != tt.want {
 				t.Errorf("backoff(%d) = %v, want %v", tt.n, got, tt.want)
 			}
@@ -276,12 +279,12 @@ func TestSchedulerBackoff(t *testing.T) {
 // +10% jitter), waiting in the delay heap until exactly then, and fails
 // for good after its last retry.
 func TestSchedulerRetriesWithBackoff(t *testing.T) {
-	f := newSchedFixture(t, schedOptions{BackoffBase: time.Second, BackoffMax: 3 * time.Second, Jitter: func() float64 { return 0.75 }})
+	f := newSchedFixture(t, Options{BackoffBase: time.Second, BackoffMax: 3 * time.Second, Jitter: func() float64 { return 0.75 }})
 	j := f.submit(&store.Job{Command: "false", Retries: 3})
 	a := newAgent(t, f.s, "a", 1)
 	waits := []time.Duration{1100 * time.Millisecond, 2200 * time.Millisecond, 3300 * time.Millisecond}
 	for n := uint32(1); n <= 4; n++ {
-		f.s.credit(a, 1)
+		f.s.Credit(a, 1)
 		if d := f.dispatch(); len(d) != 1 || d[0].Attempt != n {
 			t.Fatalf("attempt %d: dispatched %+v", n, d)
 		}
@@ -331,15 +334,15 @@ func TestSchedulerRetriesWithBackoff(t *testing.T) {
 // does not stop it at its timeout: timeout + kill grace + lease after the
 // dispatch, with a Cancel to the agent; with a retry left, it is retried.
 func TestSchedulerControllerDeadline(t *testing.T) {
-	f := newSchedFixture(t, schedOptions{LeaseTTL: time.Minute, KillGrace: time.Second})
+	f := newSchedFixture(t, Options{LeaseTTL: time.Minute, KillGrace: time.Second})
 	j := f.submit(&store.Job{Command: "sleep 999", Timeout: 10 * time.Second, Retries: 1})
 	a := newAgent(t, f.s, "a", 1)
-	f.s.credit(a, 1)
+	f.s.Credit(a, 1)
 	f.dispatch()
 	deadline := schedT0.Add(71 * time.Second)
 	for f.clock.Now().Before(deadline.Add(-20 * time.Second)) {
 		f.clock.Advance(20 * time.Second)
-		f.s.heartbeat(a, ref(j.ID, 1), nil)
+		f.s.Heartbeat(a, ref(j.ID, 1), nil)
 		if next := f.expire(); next.After(deadline) {
 			t.Fatalf("at %v the next expiry is %v, after the deadline", f.clock.Now().Sub(schedT0), next.Sub(schedT0))
 		}
@@ -364,7 +367,7 @@ func TestSchedulerControllerDeadline(t *testing.T) {
 // heartbeat, which counts what the agent holds (not what it lists as
 // ended) and what it was sent but has not seen yet.
 func TestSchedulerCredits(t *testing.T) {
-	f := newSchedFixture(t, schedOptions{})
+	f := newSchedFixture(t, Options{})
 	var jobs []*store.Job
 	for range 6 {
 		jobs = append(jobs, f.submit(&store.Job{Command: "true"}))
@@ -373,23 +376,23 @@ func TestSchedulerCredits(t *testing.T) {
 	if d := f.dispatch(); len(d) != 0 {
 		t.Fatalf("dispatched %d without credits", len(d))
 	}
-	f.s.credit(a, 2)
+	f.s.Credit(a, 2)
 	if d := f.dispatch(); len(d) != 2 {
 		t.Fatalf("2 credits: dispatched %d", len(d))
 	}
-	f.s.credit(a, 5) // capped at 3 slots, of which 2 are taken
+	f.s.Credit(a, 5) // capped at 3 slots, of which 2 are taken
 	if d := f.dispatch(); len(d) != 1 {
 		t.Fatalf("after 5 more credits: dispatched %d, want the one free slot", len(d))
 	}
-	info := f.s.agentList()[0]
+	info := f.s.Agents()[0]
 	if info.Running != 3 || info.Credits != 2 {
 		t.Fatalf("agent: %d running, %d credits; want 3, 2", info.Running, info.Credits)
 	}
 	// Job 0 ends, and a heartbeat the agent sent before it saw jobs 1
 	// and 2 lists nothing: they were sent, so they count as held.
 	f.finish(a, jobs[0].ID, 1, protocol.OutcomeCompleted, 0)
-	f.s.heartbeat(a, nil, nil)
-	if info := f.s.agentList()[0]; info.Credits != 1 {
+	f.s.Heartbeat(a, nil, nil)
+	if info := f.s.Agents()[0]; info.Credits != 1 {
 		t.Fatalf("after a heartbeat: %d credits, want 1 (3 slots, 2 sent but not yet seen)", info.Credits)
 	}
 	if d := f.dispatch(); len(d) != 1 {
@@ -397,16 +400,16 @@ func TestSchedulerCredits(t *testing.T) {
 	}
 	// The agent holds jobs 1 and 3, and job 2 has ended on its side
 	// (its process is gone; the report is on its way).
-	f.s.heartbeat(a, []protocol.AttemptRef{{JobID: jobs[1].ID, Attempt: 1}, {JobID: jobs[2].ID, Attempt: 1}, {JobID: jobs[3].ID, Attempt: 1}},
+	f.s.Heartbeat(a, []protocol.AttemptRef{{JobID: jobs[1].ID, Attempt: 1}, {JobID: jobs[2].ID, Attempt: 1}, {JobID: jobs[3].ID, Attempt: 1}},
 		ref(jobs[2].ID, 1))
-	if info := f.s.agentList()[0]; info.Credits != 1 {
+	if info := f.s.Agents()[0]; info.Credits != 1 {
 		t.Fatalf("after a heartbeat with an ended attempt: %d credits, want 1", info.Credits)
 	}
 	if len(cancels(a)) != 0 {
 		t.Error("a heartbeat of current attempts drew a Cancel")
 	}
 	// An attempt the agent runs that is not current is cancelled.
-	f.s.heartbeat(a, ref(jobs[0].ID, 1), nil)
+	f.s.Heartbeat(a, ref(jobs[0].ID, 1), nil)
 	if cs := cancels(a); len(cs) != 1 || cs[0].JobID != jobs[0].ID {
 		t.Errorf("cancels %+v, want one for job %d's finished attempt", cs, jobs[0].ID)
 	}
@@ -415,25 +418,25 @@ func TestSchedulerCredits(t *testing.T) {
 // A drained agent is sent nothing more, whatever credits or heartbeats
 // say, while what it runs goes on and ends as usual.
 func TestSchedulerDrain(t *testing.T) {
-	f := newSchedFixture(t, schedOptions{})
+	f := newSchedFixture(t, Options{})
 	first := f.submit(&store.Job{Command: "true"})
 	a := newAgent(t, f.s, "a", 2)
-	f.s.credit(a, 1)
+	f.s.Credit(a, 1)
 	f.dispatch()
 	f.submit(&store.Job{Command: "true"})
-	if !f.s.drain("a") || f.s.drain("nobody") {
+	if !f.s.Drain("a") || f.s.Drain("nobody") {
 		t.Fatal("drain reports the connected agent connected and an unknown one not")
 	}
-	f.s.credit(a, 2)
-	f.s.heartbeat(a, ref(first.ID, 1), nil)
+	f.s.Credit(a, 2)
+	f.s.Heartbeat(a, ref(first.ID, 1), nil)
 	if d := f.dispatch(); len(d) != 0 {
 		t.Fatalf("dispatched %d to a draining agent", len(d))
 	}
-	if info := f.s.agentList()[0]; !info.Draining || info.Credits != 0 {
+	if info := f.s.Agents()[0]; !info.Draining || info.Credits != 0 {
 		t.Errorf("agent: draining %v, %d credits; want true, 0", info.Draining, info.Credits)
 	}
-	if agents, used, free, _ := f.s.agentLoad(false); agents != 1 || used != 1 || free != 0 {
-		t.Errorf("load: %d agents, %d used, %d free; want 1, 1, 0", agents, used, free)
+	if c, _ := f.s.Capacity(false); c.Agents != 1 || c.Used != 1 || c.Free != 0 || c.Draining != 1 {
+		t.Errorf("capacity %+v; want 1 agent, draining, 1 slot used, none free", c)
 	}
 	f.finish(a, first.ID, 1, protocol.OutcomeCompleted, 0)
 	if st := f.job(first.ID).State; st != store.Completed {
@@ -446,19 +449,19 @@ func TestSchedulerDrain(t *testing.T) {
 
 // Cancel in every state a job can be in.
 func TestSchedulerCancel(t *testing.T) {
-	type setup func(f *schedFixture, a *agentConn) *store.Job
-	queued := func(f *schedFixture, _ *agentConn) *store.Job {
+	type setup func(f *schedFixture, a *fakeAgent) *store.Job
+	queued := func(f *schedFixture, _ *fakeAgent) *store.Job {
 		return f.submit(&store.Job{Command: "true", Cancellable: true})
 	}
 	running := func(cancellable bool) setup {
-		return func(f *schedFixture, a *agentConn) *store.Job {
+		return func(f *schedFixture, a *fakeAgent) *store.Job {
 			j := f.submit(&store.Job{Command: "sleep 9", Cancellable: cancellable, Retries: 2})
-			f.s.credit(a, 1)
+			f.s.Credit(a, 1)
 			f.dispatch()
 			return j
 		}
 	}
-	waiting := func(f *schedFixture, a *agentConn) *store.Job {
+	waiting := func(f *schedFixture, a *fakeAgent) *store.Job {
 		j := running(true)(f, a)
 		f.finish(a, j.ID, 1, protocol.OutcomeFailed, 1)
 		return j
@@ -478,11 +481,11 @@ func TestSchedulerCancel(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			f := newSchedFixture(t, schedOptions{})
+			f := newSchedFixture(t, Options{})
 			a := newAgent(t, f.s, "a", 1)
 			j := tt.setup(f, a)
 			sent(a)
-			got, pending, err := f.s.cancel(j.ID)
+			got, pending, err := f.s.Cancel(j.ID)
 			if pending != tt.pending || !errors.Is(err, tt.err) || (tt.err == nil) != (err == nil) {
 				t.Fatalf("cancel: pending %v, %v; want %v, %v", pending, err, tt.pending, tt.err)
 			}
@@ -496,7 +499,7 @@ func TestSchedulerCancel(t *testing.T) {
 				return
 			}
 			// Again while the agent stops it: nothing new is sent.
-			if _, pending, err := f.s.cancel(j.ID); !pending || err != nil || len(cancels(a)) != 0 {
+			if _, pending, err := f.s.Cancel(j.ID); !pending || err != nil || len(cancels(a)) != 0 {
 				t.Errorf("second cancel: pending %v, %v", pending, err)
 			}
 			// The agent stops it: the job is cancelled, not retried.
@@ -504,17 +507,17 @@ func TestSchedulerCancel(t *testing.T) {
 			if got := f.job(j.ID); got.State != store.Cancelled {
 				t.Errorf("after the agent stopped it: %s, want cancelled", got.State)
 			}
-			if _, _, err := f.s.cancel(j.ID); err != nil {
+			if _, _, err := f.s.Cancel(j.ID); err != nil {
 				t.Errorf("cancel of a cancelled job: %v", err)
 			}
 		})
 	}
 	t.Run("finished", func(t *testing.T) {
-		f := newSchedFixture(t, schedOptions{})
+		f := newSchedFixture(t, Options{})
 		a := newAgent(t, f.s, "a", 1)
 		j := running(true)(f, a)
 		f.finish(a, j.ID, 1, protocol.OutcomeCompleted, 0)
-		if _, _, err := f.s.cancel(j.ID); !errors.Is(err, ErrFinished) {
+		if _, _, err := f.s.Cancel(j.ID); !errors.Is(err, ErrFinished) {
 			t.Errorf("cancel of a completed job: %v, want ErrFinished", err)
 		}
 	})
@@ -525,21 +528,21 @@ func TestSchedulerCancel(t *testing.T) {
 // loss's record (which counts it), one after it is refused, and the
 // next attempt's output begins where the lost one's ended.
 func TestSchedulerOutputFencing(t *testing.T) {
-	f := newSchedFixture(t, schedOptions{})
+	f := newSchedFixture(t, Options{})
 	j := f.submit(&store.Job{Command: "yes", Retries: 1})
 	a := newAgent(t, f.s, "a", 1)
-	f.s.credit(a, 1)
+	f.s.Credit(a, 1)
 	f.dispatch()
-	b, err := f.s.output("a", j.ID, 1, 0, 1, []byte("hello\n"))
+	b, err := f.s.Output("a", j.ID, 1, 0, 1, []byte("hello\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.clock.Advance(10 * time.Second) // the lease runs out
 	f.expire()
-	if _, err := f.s.output("a", j.ID, 1, 6, 1, []byte("late\n")); !errors.Is(err, ErrStaleAttempt) {
+	if _, err := f.s.Output("a", j.ID, 1, 6, 1, []byte("late\n")); !errors.Is(err, ErrStaleAttempt) {
 		t.Fatalf("output after the loss: %v, want ErrStaleAttempt", err)
 	}
-	if err := b.wait(); err != nil {
+	if err := b.Wait(); err != nil {
 		t.Fatal(err)
 	}
 	got := f.job(j.ID)
@@ -548,14 +551,14 @@ func TestSchedulerOutputFencing(t *testing.T) {
 	}
 	f.clock.Advance(time.Second)
 	f.s.requeueDue(f.clock.Now())
-	f.s.credit(a, 1)
+	f.s.Credit(a, 1)
 	f.dispatch()
 	if start := f.job(j.ID).Attempts[1].LogStart; start != 6 {
 		t.Errorf("attempt 2 begins at %d, want 6", start)
 	}
 	// In the store's order: the chunk, then the loss.
 	var order []string
-	if err := f.s.c.barrier().wait(); err != nil {
+	if err := f.s.c.Barrier().Wait(); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range f.ms.applied() {
@@ -579,11 +582,11 @@ func TestSchedulerOutputFencing(t *testing.T) {
 func TestSchedulerLoops(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const lease = 4 * time.Second
-		s, ms := memScheduler(t, schedOptions{LeaseTTL: lease, KillGrace: time.Second, BackoffBase: time.Second, BackoffMax: time.Second,
+		s, ms := memScheduler(t, Options{LeaseTTL: lease, KillGrace: time.Second, BackoffBase: time.Second, BackoffMax: time.Second,
 			Jitter: func() float64 { return 0.5 }})
 		ctx, cancel := context.WithCancel(t.Context())
 		var wg sync.WaitGroup
-		for _, loop := range []func(context.Context){s.dispatchLoop, s.expiryLoop, s.delayLoop} {
+		for _, loop := range []func(context.Context){s.DispatchLoop, s.ExpiryLoop, s.DelayLoop} {
 			wg.Go(func() { loop(ctx) })
 		}
 		defer func() {
@@ -592,11 +595,11 @@ func TestSchedulerLoops(t *testing.T) {
 		}()
 		a := newAgent(t, s, "a", 1)
 		silent := newAgent(t, s, "silent", 1)
-		j, _, err := s.submit(&store.Job{Command: "true", Retries: 1}, nil)
+		j, _, err := s.Submit(&store.Job{Command: "true", Retries: 1}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.credit(a, 1)
+		s.Credit(a, 1)
 		synctest.Wait()
 		if d := dispatches(a); len(d) != 1 || d[0].Attempt != 1 {
 			t.Fatalf("dispatched %+v, want attempt 1", d)
@@ -606,23 +609,23 @@ func TestSchedulerLoops(t *testing.T) {
 		// the attempt.
 		for range 4 {
 			time.Sleep(lease / 4)
-			s.heartbeat(a, nil, nil)
+			s.Heartbeat(a, nil, nil)
 			synctest.Wait()
 		}
-		if got := s.snapshot(j.ID); got.State != store.Waiting || got.Attempts[0].Outcome != store.OutcomeLost {
+		if got := s.Snapshot(j.ID); got.State != store.Waiting || got.Attempts[0].Outcome != store.OutcomeLost {
 			t.Fatalf("after a lease without the attempt: %s", got.State)
 		}
-		if reason := silent.sess.(*fakeSession).closeReason(); reason != "" {
+		if reason := silent.closeReason(); reason != "" {
 			t.Errorf("the silent agent's session closed after a lease, not more: %s", reason)
 		}
 
-		s.credit(a, 1)
+		s.Credit(a, 1)
 		time.Sleep(time.Second) // the backoff
 		synctest.Wait()
-		if reason := a.sess.(*fakeSession).closeReason(); reason != "" {
+		if reason := a.closeReason(); reason != "" {
 			t.Errorf("the heartbeating agent's session was closed: %s", reason)
 		}
-		if reason := silent.sess.(*fakeSession).closeReason(); !strings.Contains(reason, "missed heartbeats") {
+		if reason := silent.closeReason(); !strings.Contains(reason, "missed heartbeats") {
 			t.Errorf("the silent agent's session: closed %q, want for missed heartbeats", reason)
 		}
 		if d := dispatches(a); len(d) != 1 || d[0].Attempt != 2 {
@@ -635,7 +638,7 @@ func TestSchedulerLoops(t *testing.T) {
 }
 
 // dispatches returns the Dispatches queued for a since the last call.
-func dispatches(a *agentConn) []*protocol.Dispatch {
+func dispatches(a *fakeAgent) []*protocol.Dispatch {
 	var out []*protocol.Dispatch
 	for _, m := range sent(a) {
 		if d, ok := m.(*protocol.Dispatch); ok {

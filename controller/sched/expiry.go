@@ -1,4 +1,4 @@
-package controller
+package sched
 
 import (
 	"container/heap"
@@ -61,7 +61,7 @@ func (h *expiryHeap) Pop() any {
 
 // setLease gives job id's current attempt a lease until deadline. The
 // caller holds s.mu.
-func (s *scheduler) setLease(id uint64, attempt uint32, deadline time.Time) {
+func (s *Scheduler) setLease(id uint64, attempt uint32, deadline time.Time) {
 	l, ok := s.leases[id]
 	l.deadline = deadline
 	if !ok || deadline.Before(l.queued) {
@@ -73,14 +73,14 @@ func (s *scheduler) setLease(id uint64, attempt uint32, deadline time.Time) {
 
 // setHardDeadline queues the controller's deadline of an attempt of a
 // job with a timeout. The caller holds s.mu.
-func (s *scheduler) setHardDeadline(id uint64, attempt uint32, dispatched time.Time, timeout time.Duration) {
+func (s *Scheduler) setHardDeadline(id uint64, attempt uint32, dispatched time.Time, timeout time.Duration) {
 	if timeout <= 0 {
 		return
 	}
 	s.pushExpiry(expiryItem{due: dispatched.Add(timeout + s.opts.KillGrace + s.opts.LeaseTTL), id: id, attempt: attempt, hard: true})
 }
 
-func (s *scheduler) pushExpiry(it expiryItem) {
+func (s *Scheduler) pushExpiry(it expiryItem) {
 	earliest := s.expiry.Len() == 0 || it.due.Before(s.expiry[0].due)
 	heap.Push(&s.expiry, it)
 	if earliest {
@@ -91,9 +91,9 @@ func (s *scheduler) pushExpiry(it expiryItem) {
 	}
 }
 
-// expiryLoop ends attempts whose lease or deadline has passed, each when
+// ExpiryLoop ends attempts whose lease or deadline has passed, each when
 // it passes, and closes the sessions of agents that went silent.
-func (s *scheduler) expiryLoop(ctx context.Context) {
+func (s *Scheduler) ExpiryLoop(ctx context.Context) {
 	t := s.clock.NewTimer(time.Hour)
 	defer t.Stop()
 	every := max(s.opts.LeaseTTL/4, 50*time.Millisecond)
@@ -120,7 +120,7 @@ func (s *scheduler) expiryLoop(ctx context.Context) {
 
 // expire handles every heap entry due at now and returns when the next
 // one is due (zero if none).
-func (s *scheduler) expire(now time.Time) time.Time {
+func (s *Scheduler) expire(now time.Time) time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.expiry.Len() > 0 && !s.expiry[0].due.After(now) {
@@ -140,7 +140,7 @@ func (s *scheduler) expire(now time.Time) time.Time {
 			nc.Error = fmt.Sprintf("agent %s did not end the job %s after its timeout; the controller's deadline passed", c.Agent, s.opts.KillGrace+s.opts.LeaseTTL)
 			if st := s.agents[c.Agent]; st != nil {
 				delete(st.running, it.id)
-				st.conn.send(&protocol.Cancel{JobID: it.id, Attempt: c.Number, Reason: "timeout (controller deadline)"})
+				st.conn.Send(&protocol.Cancel{JobID: it.id, Attempt: c.Number, Reason: "timeout (controller deadline)"})
 			}
 			s.endAttempt(j, next, store.OutcomeTimeout, nc.Error)
 			continue
@@ -157,7 +157,7 @@ func (s *scheduler) expire(now time.Time) time.Time {
 		}
 		s.loseAttempt(j, fmt.Sprintf("agent %s did not renew the lease within %s", c.Agent, s.opts.LeaseTTL))
 		if st := s.agents[c.Agent]; st != nil {
-			st.conn.send(&protocol.Cancel{JobID: it.id, Attempt: c.Number, Reason: "lease expired"})
+			st.conn.Send(&protocol.Cancel{JobID: it.id, Attempt: c.Number, Reason: "lease expired"})
 		}
 	}
 	if s.expiry.Len() == 0 {
@@ -166,11 +166,11 @@ func (s *scheduler) expire(now time.Time) time.Time {
 	return s.expiry[0].due
 }
 
-// startServing gives the attempts load found running their restart
+// StartServing gives the attempts load found running their restart
 // grace from now, when agents can first reach the controller: opening the
 // store and loading a deep queue take time that must not count against
 // it. Run calls it before it accepts the first agent session.
-func (s *scheduler) startServing(now time.Time) {
+func (s *Scheduler) StartServing(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id := range s.leases {
@@ -186,6 +186,6 @@ func (s *scheduler) startServing(now time.Time) {
 // two reconnect tries (a quarter of the lease: agent.Agent), so an agent
 // that was backing off while the controller was down is back in time.
 // With the default lease of 15s that is 18.75s.
-func (s *scheduler) restartGrace() time.Duration {
+func (s *Scheduler) restartGrace() time.Duration {
 	return s.opts.LeaseTTL + s.opts.LeaseTTL/4
 }

@@ -1,4 +1,4 @@
-package controller
+package sched
 
 import (
 	"cmp"
@@ -12,7 +12,7 @@ import (
 )
 
 // memStore is a store in memory for scheduler tests: the scheduler reads
-// it (jobReader), and its apply, given to a committer, writes what the
+// it (Reader), and its apply, given to a committer, writes what the
 // commands say (as far as the scheduler reads it back) and records them.
 type memStore struct {
 	mu     sync.Mutex
@@ -119,26 +119,26 @@ func (synced) Wait() error { return nil }
 // finished.
 func TestEndedEntriesAreForgotten(t *testing.T) {
 	st := testStore(t)
-	c := newCommitter(st)
+	c := NewCommitter(st, CommitOptions{})
 	stop := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- c.run(stop) }()
+	go func() { done <- c.Run(stop) }()
 	defer func() {
 		close(stop)
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
 	}()
-	s := newScheduler(testLog(t, "scheduler"), st, c, schedOptions{})
+	s := New(testLog(t, "scheduler"), st, c, Options{})
 
 	const n = 50
 	var ids []uint64
 	for range n {
-		j, _, err := s.submit(&store.Job{Command: "true", Priority: 50}, nil)
+		j, _, err := s.Submit(&store.Job{Command: "true", Priority: 50}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, pending, err := s.cancel(j.ID); err != nil || pending {
+		if _, pending, err := s.Cancel(j.ID); err != nil || pending {
 			t.Fatalf("cancel of queued job %d: pending %v, %v", j.ID, pending, err)
 		}
 		ids = append(ids, j.ID)
@@ -151,52 +151,52 @@ func TestEndedEntriesAreForgotten(t *testing.T) {
 	}
 	// A cancel of any of them still answers with its final state.
 	for _, id := range []uint64{ids[0], ids[n-1]} {
-		j, pending, err := s.cancel(id)
+		j, pending, err := s.Cancel(id)
 		if err != nil || pending || j.State != store.Cancelled {
 			t.Errorf("repeated cancel of job %d: %v pending %v, %v", id, j, pending, err)
 		}
 	}
-	if _, _, err := s.cancel(ids[n-1] + 1000); !errors.Is(err, store.ErrNotFound) {
+	if _, _, err := s.Cancel(ids[n-1] + 1000); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("cancel of an unknown job: %v, want ErrNotFound", err)
 	}
 }
 
 // memScheduler is a scheduler over a memStore, with its committer
 // running until the test ends.
-func memScheduler(t *testing.T, o schedOptions) (*scheduler, *memStore) {
+func memScheduler(t *testing.T, o Options) (*Scheduler, *memStore) {
 	t.Helper()
 	ms := newMemStore()
-	c := newCommitter(nil)
+	c := NewCommitter(nil, CommitOptions{})
 	c.apply = ms.apply
 	stop := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- c.run(stop) }()
+	go func() { done <- c.Run(stop) }()
 	t.Cleanup(func() {
 		close(stop)
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
 	})
-	return newScheduler(testLog(t, "scheduler"), ms, c, o), ms
+	return New(testLog(t, "scheduler"), ms, c, o), ms
 }
 
 // One submit path for POST /jobs and POST /jobs/batch: idempotency keys
 // held by a concurrent submit, stored, or stored for a job retention
 // has removed, the same for a single job as for a batch.
 func TestSubmitIdempotencyKeys(t *testing.T) {
-	submitOne := func(s *scheduler, j *store.Job) (*store.Job, bool, error) { return s.submit(j, nil) }
-	submitBatchOf1 := func(s *scheduler, j *store.Job) (*store.Job, bool, error) {
+	submitOne := func(s *Scheduler, j *store.Job) (*store.Job, bool, error) { return s.Submit(j, nil) }
+	submitBatchOf1 := func(s *Scheduler, j *store.Job) (*store.Job, bool, error) {
 		subs, err := s.submitJobs([]*store.Job{j}, nil, true)
 		if err != nil {
 			return nil, false, err
 		}
-		return subs[0].job, subs[0].created, nil
+		return subs[0].Job, subs[0].Created, nil
 	}
-	for name, submit := range map[string]func(*scheduler, *store.Job) (*store.Job, bool, error){
+	for name, submit := range map[string]func(*Scheduler, *store.Job) (*store.Job, bool, error){
 		"single": submitOne, "batch": submitBatchOf1,
 	} {
 		t.Run(name, func(t *testing.T) {
-			s, ms := memScheduler(t, schedOptions{})
+			s, ms := memScheduler(t, Options{})
 			keyed := func(k string) *store.Job { return &store.Job{Command: "true", IdempotencyKey: k} }
 
 			first, created, err := submit(s, keyed("a"))
@@ -267,22 +267,22 @@ func TestSubmitIdempotencyKeys(t *testing.T) {
 // A batch names a stored job for its key, creates the rest in order and
 // writes its audit entry with the last job created.
 func TestSubmitBatchMixed(t *testing.T) {
-	s, ms := memScheduler(t, schedOptions{})
-	old, _, err := s.submit(&store.Job{Command: "true", IdempotencyKey: "k"}, nil)
+	s, ms := memScheduler(t, Options{})
+	old, _, err := s.Submit(&store.Job{Command: "true", IdempotencyKey: "k"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	audit := &store.AuditEntry{ID: 99, Action: "submit"}
-	items, err := s.submitBatch([]*store.Job{
+	items, err := s.SubmitBatch([]*store.Job{
 		{Command: "one"}, {Command: "true", IdempotencyKey: "k"}, {Command: "two"},
 	}, audit)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if items[1].JobID != old.ID || items[1].Created || !items[0].Created || !items[2].Created || items[2].JobID != items[0].JobID+1 {
+	if items[1].Job.ID != old.ID || items[1].Created || !items[0].Created || !items[2].Created || items[2].Job.ID != items[0].Job.ID+1 {
 		t.Fatalf("items %+v; want new, job %d not created, new", items, old.ID)
 	}
-	if want := fmt.Sprintf("jobs %d-%d", items[0].JobID, items[2].JobID); audit.Target != want || audit.Detail != "batch of 2" {
+	if want := fmt.Sprintf("jobs %d-%d", items[0].Job.ID, items[2].Job.ID); audit.Target != want || audit.Detail != "batch of 2" {
 		t.Errorf("audit target %q, detail %q; want %q, batch of 2", audit.Target, audit.Detail, want)
 	}
 	var withAudit []uint64
@@ -291,7 +291,7 @@ func TestSubmitBatchMixed(t *testing.T) {
 			withAudit = append(withAudit, tr.Job.ID)
 		}
 	}
-	if len(withAudit) != 1 || withAudit[0] != items[2].JobID {
-		t.Errorf("audit entry written with jobs %v, want with %d", withAudit, items[2].JobID)
+	if len(withAudit) != 1 || withAudit[0] != items[2].Job.ID {
+		t.Errorf("audit entry written with jobs %v, want with %d", withAudit, items[2].Job.ID)
 	}
 }

@@ -1,4 +1,4 @@
-package controller
+package sched
 
 import (
 	"fmt"
@@ -8,10 +8,10 @@ import (
 	"jobsuite/controller/store"
 )
 
-// committer is the controller's single writer: every durable change is a
+// Committer is the controller's single writer: every durable change is a
 // store.Command queued here, and the committer writes what is queued as
 // one synced store batch per round (store.ApplyNoWait), in the order it
-// was queued. It is the seam a replicated log will sit behind (doc.go).
+// was queued. It is the seam a replicated log will sit behind (controller/doc.go).
 //
 // The scheduler changes its in-memory state first, under its lock, and
 // queues the matching command here in the same order; it never holds
@@ -44,38 +44,32 @@ import (
 // ended when one batch was applied at a time. A crash can therefore
 // forget a state a reader saw, never one a waiter was told is durable.
 // Code that acknowledges durability from a store read waits for a
-// barrier first (see recorded in agents.go).
+// Barrier first (see Server.recorded in controller/agents.go).
 //
 // A failed batch (store error or fsync error) is fatal: memory is then
 // ahead of disk, so the controller stops (Run returns the error) rather
 // than serve a state it cannot persist. So is a job transition or an
-// output chunk the store refuses (its Result has an error): the
+// Output chunk the store refuses (its Result has an error): the
 // scheduler counted it done, so its memory and the store disagree. Every
 // later batch fails with the same error, including those already handed
 // to Pebble, and later adds fail at once. On restart the store is the
 // truth. Other commands' results (a token that is not there, a join
 // token used up) go back to their waiter.
-type committer struct {
+type Committer struct {
 	// apply hands a batch to the store without waiting for its fsync
 	// (store.ApplyNoWait) and returns each command's result; tests
 	// replace it.
-	apply func([]store.Command) (syncer, []store.Result, error)
-	// applied, if set, is called with each batch the store applied, in
-	// order, from the applier goroutine, before the batch is durable:
-	// the hub hears of output here, once readers can read it.
-	applied func([]store.Command)
-	// writable, if set, says whether the disk has room for a write; while
-	// it says no, the next batch waits (disk.go) instead of failing the
-	// store. It is asked once per batch.
-	writable func() bool
+	apply    func([]store.Command) (syncer, []store.Result, error)
+	applied  func([]store.Command, []store.Result) // CommitOptions.Applied
+	writable func() bool                           // CommitOptions.Writable
 
 	mu      sync.Mutex
-	open    *batch
+	open    *Batch
 	failed  error
 	kick    chan struct{}
 	stopped bool
 
-	inflight chan *batch   // applied, waiting for their fsync, in order
+	inflight chan *Batch   // applied, waiting for their fsync, in order
 	broken   chan struct{} // closed when failed is set
 }
 
@@ -89,8 +83,8 @@ type syncer interface{ Wait() error }
 // (BenchmarkCommitter): they only made the batches smaller.
 const maxInFlight = 4
 
-// batch is a group of commands that become durable together.
-type batch struct {
+// Batch is a group of commands that become durable together.
+type Batch struct {
 	cmds    []store.Command
 	results []store.Result // set once applied
 	pending syncer         // set once applied
@@ -98,14 +92,49 @@ type batch struct {
 	err     error
 }
 
-// wait blocks until the batch is durable and returns the commit error.
-func (b *batch) wait() error {
+// Wait blocks until the batch is durable and returns the commit error.
+func (b *Batch) Wait() error {
 	<-b.done
 	return b.err
 }
 
-func newCommitter(st *store.Store) *committer {
-	return &committer{
+// Err returns the commit error of a batch that is done, without
+// waiting; nil while it is not done yet.
+func (b *Batch) Err() error {
+	if !b.finished() {
+		return nil
+	}
+	return b.err
+}
+
+// finished reports whether b's commit has finished, without waiting.
+func (b *Batch) finished() bool {
+	select {
+	case <-b.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// CommitOptions are what a Committer tells and asks around it.
+type CommitOptions struct {
+	// Applied, if set, is called with each batch the store applied and
+	// the results it decided, in order, from the applier goroutine,
+	// before the batch is durable: the hub hears of output here, once
+	// readers can read it. It is not called for a batch that failed.
+	Applied func(cmds []store.Command, results []store.Result)
+	// Writable, if set, says whether the disk has room for a write;
+	// while it says no, the next batch waits (the controller's disk
+	// guard) instead of failing the store. It is asked once per batch.
+	Writable func() bool
+}
+
+// NewCommitter returns a committer that writes to st; Run runs it.
+func NewCommitter(st *store.Store, o CommitOptions) *Committer {
+	return &Committer{
+		applied:  o.Applied,
+		writable: o.Writable,
 		apply: func(cmds []store.Command) (syncer, []store.Result, error) {
 			p, err := st.ApplyNoWait(cmds...)
 			if err != nil {
@@ -114,47 +143,47 @@ func newCommitter(st *store.Store) *committer {
 			return p, p.Results(), nil
 		},
 		kick:     make(chan struct{}, 1),
-		inflight: make(chan *batch, maxInFlight-2),
+		inflight: make(chan *Batch, maxInFlight-2),
 		broken:   make(chan struct{}),
 	}
 }
 
-// add queues one command and returns the batch it will be written in.
-func (c *committer) add(cmd store.Command) *batch {
+// Add queues one command and returns the batch it will be written in.
+func (c *Committer) Add(cmd store.Command) *Batch {
 	b, _ := c.queue(cmd)
 	return b
 }
 
-// do queues one command, waits until it is durable and returns its
+// Do queues one command, waits until it is durable and returns its
 // result.
-func (c *committer) do(cmd store.Command) (store.Result, error) {
+func (c *Committer) Do(cmd store.Command) (store.Result, error) {
 	b, i := c.queue(cmd)
-	if err := b.wait(); err != nil {
+	if err := b.Wait(); err != nil {
 		return store.Result{}, err
 	}
 	return b.results[i], nil
 }
 
-// barrier returns a batch that is done once everything queued before it
+// Barrier returns a batch that is done once everything queued before it
 // is durable. It adds no command: it is the batch being filled, or an
 // empty one, which the store makes a barrier (store.ApplyNoWait).
-func (c *committer) barrier() *batch {
+func (c *Committer) Barrier() *Batch {
 	b, _ := c.queue(nil)
 	return b
 }
 
 // queue adds cmd (nothing if nil) to the open batch and returns the
 // batch and cmd's place in it.
-func (c *committer) queue(cmd store.Command) (*batch, int) {
+func (c *Committer) queue(cmd store.Command) (*Batch, int) {
 	c.mu.Lock()
 	if c.failed != nil || c.stopped {
 		c.mu.Unlock()
-		b := &batch{done: make(chan struct{}), err: c.err()}
+		b := &Batch{done: make(chan struct{}), err: c.err()}
 		close(b.done)
 		return b, 0
 	}
 	if c.open == nil {
-		c.open = &batch{done: make(chan struct{})}
+		c.open = &Batch{done: make(chan struct{})}
 	}
 	b := c.open
 	i := len(b.cmds)
@@ -169,7 +198,7 @@ func (c *committer) queue(cmd store.Command) (*batch, int) {
 	return b, i
 }
 
-func (c *committer) err() error {
+func (c *Committer) err() error {
 	if c.failed != nil {
 		return c.failed
 	}
@@ -177,7 +206,7 @@ func (c *committer) err() error {
 }
 
 // fail records the first error; later adds fail with it.
-func (c *committer) fail(err error) {
+func (c *Committer) fail(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.failed == nil {
@@ -186,10 +215,10 @@ func (c *committer) fail(err error) {
 	}
 }
 
-// run applies batches until stop is closed, then flushes what is queued,
+// Run applies batches until stop is closed, then flushes what is queued,
 // waits until every applied batch is synced and returns. It returns the
 // first store error, at once (after the batches in flight are released).
-func (c *committer) run(stop <-chan struct{}) error {
+func (c *Committer) Run(stop <-chan struct{}) error {
 	synced := make(chan struct{})
 	go func() {
 		defer close(synced)
@@ -215,7 +244,7 @@ func (c *committer) run(stop <-chan struct{}) error {
 }
 
 // currentErr returns err, taking c.mu.
-func (c *committer) currentErr() error {
+func (c *Committer) currentErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err()
@@ -223,7 +252,7 @@ func (c *committer) currentErr() error {
 
 // applyLoop hands batches to the store until stop is closed (after a
 // final flush) or a batch fails.
-func (c *committer) applyLoop(stop <-chan struct{}) {
+func (c *Committer) applyLoop(stop <-chan struct{}) {
 	for {
 		select {
 		case <-c.kick:
@@ -244,7 +273,7 @@ func (c *committer) applyLoop(stop <-chan struct{}) {
 // waiting for a flush that will never come. It reports false once the
 // committer failed. While the disk has no room it waits, until stop is
 // closed; then the batch fails (ErrDiskFull) and so does the committer.
-func (c *committer) flush(final bool, stop <-chan struct{}) bool {
+func (c *Committer) flush(final bool, stop <-chan struct{}) bool {
 	if !c.waitWritable(stop) {
 		c.fail(ErrDiskFull)
 	}
@@ -266,7 +295,7 @@ func (c *committer) flush(final bool, stop <-chan struct{}) bool {
 		if b.err == nil {
 			b.err = refused(b.cmds, b.results)
 			if c.applied != nil {
-				c.applied(b.cmds)
+				c.applied(b.cmds, b.results)
 			}
 		}
 	}
@@ -283,7 +312,7 @@ const diskWait = 250 * time.Millisecond
 
 // waitWritable waits while the disk has no room for a write. It reports
 // false if stop was closed first (a nil stop: it does not wait).
-func (c *committer) waitWritable(stop <-chan struct{}) bool {
+func (c *Committer) waitWritable(stop <-chan struct{}) bool {
 	if c.writable == nil || c.writable() {
 		return true
 	}
@@ -304,7 +333,7 @@ func (c *committer) waitWritable(stop <-chan struct{}) bool {
 
 // syncLoop waits for each applied batch's fsync, in order, and releases
 // its waiters. After a failure every later batch fails with that error.
-func (c *committer) syncLoop() {
+func (c *Committer) syncLoop() {
 	var failed error
 	for b := range c.inflight {
 		if b.pending != nil {

@@ -1,6 +1,8 @@
-package controller
+package sched
 
 import (
+	"iter"
+	"maps"
 	"testing"
 	"time"
 
@@ -12,8 +14,8 @@ import (
 // TestSchedulerLoad checks what load rebuilds from a store holding jobs
 // in every state: the jobs map, the queue in its order (with a label
 // class and priorities), the delay heap, leases, the output ends (from
-// the store for a running attempt, none for jobs without output) and the
-// metrics' gauges.
+// the store for a running attempt, none for jobs without output) and what
+// the metrics were told.
 func TestSchedulerLoad(t *testing.T) {
 	st := testStore(t)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -51,9 +53,10 @@ func TestSchedulerLoad(t *testing.T) {
 	}
 	move(mk(50, 0, nil), store.Completed, nil)
 
-	s := newScheduler(hclog.NewNullLogger(), st, nil, schedOptions{LeaseTTL: time.Minute})
-	m := newMetrics(hclog.NewNullLogger(), s, newHub(), st, metricsOptions{})
-	if err := s.load(); err != nil {
+	s := New(hclog.NewNullLogger(), st, nil, Options{LeaseTTL: time.Minute})
+	m := &countingMetrics{states: map[store.State]int{}, queued: map[int]int{}}
+	s.SetMetrics(m)
+	if err := s.Load(); err != nil {
 		t.Fatal(err)
 	}
 	if len(s.jobs) != 6 {
@@ -83,20 +86,26 @@ func TestSchedulerLoad(t *testing.T) {
 			t.Errorf("logEnd[%d] = %d, want %d", id, s.logEnd[id], end)
 		}
 	}
-	for _, c := range []struct {
-		name, label, value string
-		want               float64
-	}{
-		{"jobsuite_jobs", "state", "queued", 4},
-		{"jobsuite_jobs", "state", "waiting", 1},
-		{"jobsuite_jobs", "state", "running", 1},
-		{"jobsuite_jobs", "state", "dispatched", 0},
-		{"jobsuite_queue_depth", "priority", "low", 1},
-		{"jobsuite_queue_depth", "priority", "mid", 2},
-		{"jobsuite_queue_depth", "priority", "high", 1},
-	} {
-		if got := gather(t, m, c.name, c.label, c.value); got != c.want {
-			t.Errorf("%s{%s=%q} = %v, want %v", c.name, c.label, c.value, got, c.want)
+	// What the metrics were told: every job held, once.
+	wantStates := map[store.State]int{store.Queued: 4, store.Waiting: 1, store.Running: 1}
+	wantQueued := map[int]int{25: 1, 50: 2, 75: 1} // by priority
+	if !maps.Equal(m.states, wantStates) || !maps.Equal(m.queued, wantQueued) {
+		t.Errorf("metrics counted states %v, queued by priority %v; want %v, %v", m.states, m.queued, wantStates, wantQueued)
+	}
+}
+
+// countingMetrics is a Metrics that counts the jobs it is told of.
+type countingMetrics struct {
+	states map[store.State]int
+	queued map[int]int // queued jobs by priority
+	noMetrics
+}
+
+func (m *countingMetrics) CountAll(jobs iter.Seq[*store.Job]) {
+	for j := range jobs {
+		m.states[j.State]++
+		if j.State == store.Queued {
+			m.queued[j.Priority]++
 		}
 	}
 }

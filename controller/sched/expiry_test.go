@@ -1,4 +1,4 @@
-package controller
+package sched
 
 import (
 	"strings"
@@ -13,24 +13,24 @@ import (
 // explicit times, so leases of a minute are tested without waiting.
 type expiryFixture struct {
 	t  *testing.T
-	s  *scheduler
+	s  *Scheduler
 	st *store.Store
 	t0 time.Time
 }
 
 func newExpiryFixture(t *testing.T, lease time.Duration) *expiryFixture {
 	st := testStore(t)
-	c := newCommitter(st)
+	c := NewCommitter(st, CommitOptions{})
 	stop := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- c.run(stop) }()
+	go func() { done <- c.Run(stop) }()
 	t.Cleanup(func() {
 		close(stop)
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
 	})
-	s := newScheduler(testLog(t, "scheduler"), st, c, schedOptions{
+	s := New(testLog(t, "scheduler"), st, c, Options{
 		LeaseTTL: lease, KillGrace: time.Second, BackoffBase: time.Second, BackoffMax: time.Second,
 	})
 	return &expiryFixture{t: t, s: s, st: st, t0: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
@@ -202,7 +202,7 @@ func TestRestartGraceCountsFromServing(t *testing.T) {
 	s.setLease(id, 1, f.t0.Add(s.restartGrace())) // as load does
 	s.mu.Unlock()
 	serving := f.t0.Add(10 * time.Minute)
-	s.startServing(serving)
+	s.StartServing(serving)
 	f.expire(5 * time.Minute) // past the grace counted from the load
 	if st, _, _ := f.state(id); st != store.Running {
 		t.Fatalf("lost before the controller served: %s", st)

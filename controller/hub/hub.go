@@ -1,4 +1,4 @@
-package controller
+package hub
 
 import (
 	"sort"
@@ -18,7 +18,7 @@ const (
 	chunkOverhead = 64
 )
 
-// hub tells log followers that a job has news: more output stored, or a
+// Hub tells log followers that a job has news: more output stored, or a
 // new state. Followers read output from their own offset, so a slow
 // follower never holds up the job or the other followers, needs no buffer
 // of its own and can never see a gap or a duplicate: it simply reads
@@ -33,7 +33,7 @@ const (
 // bounded by tailMax per followed job and hubTailMax in all (a chunk
 // that would pass the latter empties its job's tail instead), and freed
 // when the last follower leaves.
-type hub struct {
+type Hub struct {
 	mu    sync.Mutex
 	subs  map[uint64]*topic
 	bytes int // in all tails
@@ -51,25 +51,27 @@ type topic struct {
 // rings while the follower is busy collapse into one.
 type bell struct{ c chan struct{} }
 
-func newHub() *hub { return &hub{subs: map[uint64]*topic{}} }
+func New() *Hub { return &Hub{subs: map[uint64]*topic{}} }
 
-// subscribe returns a doorbell for job id and the function that stops
+// Subscribe returns a doorbell for job id — a channel that receives
+// when the job has news, with room for one ring, so rings while the
+// follower is busy collapse into one — and the function that stops
 // ringing it. With max > 0 a follower may join only while the job has
 // fewer than max; ok is false, and nothing is subscribed, otherwise.
-func (h *hub) subscribe(id uint64, max int) (b *bell, unsubscribe func(), ok bool) {
+func (h *Hub) Subscribe(id uint64, max int) (ring <-chan struct{}, unsubscribe func(), ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	t := h.subs[id]
 	if max > 0 && t != nil && len(t.bells) >= max {
 		return nil, nil, false
 	}
-	b = &bell{c: make(chan struct{}, 1)}
+	b := &bell{c: make(chan struct{}, 1)}
 	if t == nil {
 		t = &topic{bells: map[*bell]struct{}{}}
 		h.subs[id] = t
 	}
 	t.bells[b] = struct{}{}
-	return b, func() {
+	return b.c, func() {
 		h.mu.Lock()
 		if t := h.subs[id]; t != nil {
 			delete(t.bells, b)
@@ -82,8 +84,8 @@ func (h *hub) subscribe(id uint64, max int) (b *bell, unsubscribe func(), ok boo
 	}, true
 }
 
-// ring wakes every follower of job id.
-func (h *hub) ring(id uint64) {
+// Ring wakes every follower of job id.
+func (h *Hub) Ring(id uint64) {
 	h.mu.Lock()
 	if t := h.subs[id]; t != nil {
 		for b := range t.bells {
@@ -96,11 +98,11 @@ func (h *hub) ring(id uint64) {
 	h.mu.Unlock()
 }
 
-// appended records chunk c of job id, just applied to the store. kept is
+// Appended records chunk c of job id, just applied to the store. kept is
 // a copy of c.Data that the hub may keep (nobody modifies it afterwards),
-// or nil. The committer calls appended for every chunk, in the order it
+// or nil. The committer calls Appended for every chunk, in the order it
 // applied them (Server.outputApplied), so the tail matches the store.
-func (h *hub) appended(id uint64, c store.Chunk, kept []byte) {
+func (h *Hub) Appended(id uint64, c store.Chunk, kept []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	t := h.subs[id]
@@ -140,17 +142,17 @@ func (h *hub) appended(id uint64, c store.Chunk, kept []byte) {
 }
 
 // drop empties t's tail.
-func (h *hub) drop(t *topic) {
+func (h *Hub) drop(t *topic) {
 	h.bytes -= t.size
 	t.tail, t.size = nil, 0
 }
 
-// read returns job id's output from offset from on, at most max bytes,
+// Read returns job id's output from offset from on, at most max bytes,
 // from the tail. ok is false when the tail does not cover from: the
 // caller reads the store instead. With ok true and no chunks, from is
 // the end of what is stored (a later chunk rings the bell). The chunks'
 // Data are shared: the caller must not modify them.
-func (h *hub) read(id, from uint64, max int) (chunks []store.Chunk, ok bool) {
+func (h *Hub) Read(id, from uint64, max int) (chunks []store.Chunk, ok bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	t := h.subs[id]
@@ -180,8 +182,8 @@ func (h *hub) read(id, from uint64, max int) (chunks []store.Chunk, ok bool) {
 
 func chunkEnd(c store.Chunk) uint64 { return c.Offset + uint64(len(c.Data)) }
 
-// followers returns how many followers all jobs have.
-func (h *hub) followers() int {
+// Followers returns how many followers all jobs have.
+func (h *Hub) Followers() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := 0

@@ -1,4 +1,4 @@
-package controller
+package sched
 
 import (
 	"container/heap"
@@ -16,26 +16,25 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"jobsuite/controller/clock"
 	"jobsuite/controller/store"
 	"jobsuite/protocol"
 )
 
-// scheduler owns the live state: every non-terminal job's latest record,
+// Scheduler owns the live state: every non-terminal job's latest record,
 // the queue, the delay index, the connected agents' books (registry.go)
-// and the attempt leases (expiry.go). All of it sits behind one mutex
-// that only the scheduler's own files take (scheduler.go, expiry.go,
-// registry.go; queue.go's queue is its data): everyone else calls its
-// methods. No store I/O happens under it: changes are queued to the
-// committer as commands (see commit.go), which writes them in the order
-// they were queued; the store is read outside it. Every change of a job
-// goes through transition, which keeps memory, indexes and store in
-// step.
-type scheduler struct {
+// and the attempt leases (expiry.go). All of it sits behind one mutex,
+// unexported, so only this package's files can take it; everyone else
+// calls its methods. No store I/O happens under it: changes are queued
+// to the Committer as commands, which writes them in the order they
+// were queued; the store is read outside it. Every change of a job goes
+// through transition, which keeps memory, indexes and store in step.
+type Scheduler struct {
 	log    hclog.Logger
-	st     jobReader
-	c      *committer
-	opts   schedOptions
-	clock  clock
+	st     Reader
+	c      *Committer
+	opts   Options
+	clock  clock.Clock
 	jitter func() float64
 
 	mu       sync.Mutex
@@ -53,15 +52,15 @@ type scheduler struct {
 	wake     chan struct{}          // dispatcher doorbell
 	delayCh  chan struct{}          // delay timer doorbell
 	expiryCh chan struct{}          // expiry timer doorbell: an earlier entry
-	metrics  *metrics               // counts transitions; nil in tests without a Server
-	disk     *diskGuard             // dispatch pauses while it refuses growth; nil in tests
+	metrics  Metrics                // counts transitions (SetMetrics); noMetrics until then
+	disk     Disk                   // dispatch pauses while it refuses growth
 }
 
 // ended is a job that reached a final state whose batch may not be
 // durable yet.
 type ended struct {
 	job *store.Job
-	b   *batch
+	b   *Batch
 }
 
 // pendingKey is an idempotency key a submit holds while it looks the
@@ -72,48 +71,45 @@ type ended struct {
 type pendingKey struct {
 	ready chan struct{}
 	job   *store.Job // the job holding the key: created by the holder, or stored
-	b     *batch     // the batch creating job; nil for a stored job
+	b     *Batch     // the batch creating job; nil for a stored job
 	err   error      // the lookup failed
 }
 
-type schedOptions struct {
+// Options are the scheduler's settings (from controller.Config) and
+// what it is given to run on.
+type Options struct {
 	LeaseTTL          time.Duration
 	HeartbeatInterval time.Duration
 	KillGrace         time.Duration
 	BackoffBase       time.Duration
 	BackoffMax        time.Duration
 	Aging             time.Duration
-	MaxOutput         uint64     // stored output per attempt, sent in Dispatch; 0: no cap
-	Disk              *diskGuard // dispatch pauses while it refuses growth; nil: no guard
-	// Clock is the scheduler's time; nil means realClock. Every time the
+	MaxOutput         uint64 // stored output per attempt, sent in Dispatch; 0: no cap
+	Disk              Disk   // dispatch pauses while it refuses growth; nil: no guard
+	// Clock is the scheduler's time; nil means clock.Real. Every time the
 	// scheduler puts in a command (event, attempt and chunk times,
 	// NotBefore, lease deadlines) comes from it.
-	Clock clock
+	Clock clock.Clock
 	// Jitter returns a number in [0, 1) that spreads retry delays (see
 	// backoff); nil means math/rand/v2's Float64.
 	Jitter func() float64
 }
 
-// jobReader is what the scheduler reads of the store; it writes through
-// the committer.
-type jobReader interface {
-	NextID() uint64
-	Get(id uint64) (*store.Job, error)
-	IdempotencyKey(key string) (uint64, bool, error)
-	Active() ([]*store.Job, error)
-	LogEnd(id uint64) (uint64, error)
-}
-
-func newScheduler(log hclog.Logger, st jobReader, c *committer, o schedOptions) *scheduler {
-	clk, jitter := o.Clock, o.Jitter
+// New returns a scheduler that reads st and writes through c. It holds
+// nothing until Load.
+func New(log hclog.Logger, st Reader, c *Committer, o Options) *Scheduler {
+	clk, jitter, disk := o.Clock, o.Jitter, o.Disk
 	if clk == nil {
-		clk = realClock{}
+		clk = clock.Real{}
+	}
+	if disk == nil {
+		disk = noDisk{}
 	}
 	if jitter == nil {
 		jitter = rand.Float64
 	}
-	return &scheduler{
-		log: log, st: st, c: c, opts: o, disk: o.Disk, clock: clk, jitter: jitter,
+	return &Scheduler{
+		log: log, st: st, c: c, opts: o, disk: disk, clock: clk, jitter: jitter, metrics: noMetrics{},
 		jobs:     map[uint64]*store.Job{},
 		q:        newQueue(o.Aging),
 		agents:   map[string]*agentState{},
@@ -127,7 +123,7 @@ func newScheduler(log hclog.Logger, st jobReader, c *committer, o schedOptions) 
 	}
 }
 
-// load rebuilds memory from the store at start. Attempts that were out
+// Load rebuilds memory from the store at start. Attempts that were out
 // on agents get a fresh lease with a grace (restartGrace: one lease plus
 // the agents' longest retry interval) to reconnect and claim them, after
 // which they count as lost.
@@ -137,7 +133,7 @@ func newScheduler(log hclog.Logger, st jobReader, c *committer, o schedOptions) 
 // logEnd gets entries only for jobs with output (a missing entry reads
 // as 0, the end of no output). The Server creates its metrics first, so
 // the jobs are counted here from the slice rather than from the map.
-func (s *scheduler) load() error {
+func (s *Scheduler) Load() error {
 	jobs, err := s.st.Active()
 	if err != nil {
 		return err
@@ -185,21 +181,19 @@ func (s *scheduler) load() error {
 	}
 	jobs = jobs[:n]
 	s.q.pushAll(queued)
-	if s.metrics != nil {
-		s.metrics.countAll(slices.Values(jobs))
-	}
+	s.metrics.CountAll(slices.Values(jobs))
 	s.log.Info("queue loaded", "queued", s.q.len(), "waiting", s.delay.Len(), "active", len(s.leases))
 	return nil
 }
 
-func (s *scheduler) kickDispatch() {
+func (s *Scheduler) KickDispatch() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
 }
 
-func (s *scheduler) kickDelay() {
+func (s *Scheduler) kickDelay() {
 	select {
 	case s.delayCh <- struct{}{}:
 	default:
@@ -209,14 +203,14 @@ func (s *scheduler) kickDelay() {
 // transition makes next the latest version of its job, keeps the
 // in-memory indexes in step and queues the durable write. The caller
 // holds s.mu and must not modify next afterwards.
-func (s *scheduler) transition(prev, next *store.Job, typ, msg string) *batch {
+func (s *Scheduler) transition(prev, next *store.Job, typ, msg string) *Batch {
 	return s.submitTransition(prev, next, typ, msg, hclog.Info, nil)
 }
 
 // submitTransition is transition for submissions: with the level of its
 // log line (a batch submit's jobs log at debug, the batch one info line)
 // and an audit entry (if not nil) written in the same store batch.
-func (s *scheduler) submitTransition(prev, next *store.Job, typ, msg string, level hclog.Level, audit *store.AuditEntry) *batch {
+func (s *Scheduler) submitTransition(prev, next *store.Job, typ, msg string, level hclog.Level, audit *store.AuditEntry) *Batch {
 	ev := store.Event{
 		Time:    s.clock.Now().UTC(),
 		Type:    typ,
@@ -236,7 +230,7 @@ func (s *scheduler) submitTransition(prev, next *store.Job, typ, msg string, lev
 	}
 	if next.State == store.Queued && (prev == nil || prev.State != store.Queued) {
 		s.q.push(id, next.Priority, next.QueuedAt.UnixNano(), next.Labels)
-		s.kickDispatch()
+		s.KickDispatch()
 	}
 	if next.State == store.Waiting && (prev == nil || prev.State != store.Waiting) {
 		heap.Push(&s.delay, delayItem{id: id, due: next.NotBefore})
@@ -257,8 +251,8 @@ func (s *scheduler) submitTransition(prev, next *store.Job, typ, msg string, lev
 		// type through reflection and fmt.Sprintf.
 		s.log.Log(level, "job "+typ, "job", id, "state", string(next.State), "attempt", ev.Attempt, "agent", ev.Agent, "msg", msg)
 	}
-	s.metrics.transition(prev, next)
-	b := s.c.add(tr)
+	s.metrics.Transition(prev, next)
+	b := s.c.Add(tr)
 	if next.State.Terminal() {
 		// Until the batch is durable the store still has the previous
 		// version; keep the final one at hand for cancel.
@@ -275,11 +269,11 @@ func (s *scheduler) submitTransition(prev, next *store.Job, typ, msg string, lev
 // job's final version). Called under s.mu by each terminal transition,
 // which keeps the map as small as the batches in flight without a
 // goroutine per finished job.
-func (s *scheduler) forgetEnded() {
+func (s *Scheduler) forgetEnded() {
 	n := 0
 	for _, id := range s.endedQ {
 		if e, ok := s.ended[id]; ok {
-			if !batchDone(e.b) {
+			if !e.b.finished() {
 				break
 			}
 			delete(s.ended, id)
@@ -289,47 +283,29 @@ func (s *scheduler) forgetEnded() {
 	s.endedQ = s.endedQ[n:]
 }
 
-// batchDone reports whether b's commit has finished, without waiting.
-func batchDone(b *batch) bool {
-	select {
-	case <-b.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// submit queues a new job (POST /jobs). With an idempotency key already
+// Submit queues a new job (POST /jobs). With an idempotency key already
 // used, it returns the existing job and created=false. audit, if not
 // nil, is written with the job (its Target becomes "job ID"); it is not
 // written when no job is created.
-func (s *scheduler) submit(j *store.Job, audit *store.AuditEntry) (job *store.Job, created bool, err error) {
+func (s *Scheduler) Submit(j *store.Job, audit *store.AuditEntry) (job *store.Job, created bool, err error) {
 	subs, err := s.submitJobs([]*store.Job{j}, audit, false)
 	if err != nil {
 		return nil, false, err
 	}
-	return subs[0].job, subs[0].created, nil
+	return subs[0].Job, subs[0].Created, nil
 }
 
-// submitBatch queues jobs in order (POST /jobs/batch), as submitJobs,
-// and describes each for the answer.
-func (s *scheduler) submitBatch(jobs []*store.Job, audit *store.AuditEntry) ([]BatchItem, error) {
-	subs, err := s.submitJobs(jobs, audit, true)
-	if err != nil {
-		return nil, err
-	}
-	items := make([]BatchItem, len(subs))
-	for i, sub := range subs {
-		items[i] = BatchItem{JobID: sub.job.ID, Status: sub.job.State, Created: sub.created}
-	}
-	return items, nil
+// SubmitBatch queues jobs in order (POST /jobs/batch), as submitJobs,
+// and says what became of each.
+func (s *Scheduler) SubmitBatch(jobs []*store.Job, audit *store.AuditEntry) ([]Submission, error) {
+	return s.submitJobs(jobs, audit, true)
 }
 
-// submission is what became of one job of a submit: the job created, or
+// Submission is what became of one job of a submit: the job created, or
 // the one its idempotency key already named.
-type submission struct {
-	job     *store.Job
-	created bool
+type Submission struct {
+	Job     *store.Job
+	Created bool
 }
 
 // submitJobs is the one submit path. It queues the new jobs in order,
@@ -352,15 +328,15 @@ type submission struct {
 // A single submit (isBatch false) names it "job ID" and logs the job at
 // info; a batch names the range, says "batch of N" and logs one info
 // line for all, its jobs at debug.
-func (s *scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBatch bool) ([]submission, error) {
+func (s *Scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBatch bool) ([]Submission, error) {
 	size := 0
 	for _, j := range jobs {
 		size += recordSize(j)
 	}
-	if err := s.disk.room(size); err != nil {
+	if err := s.disk.Room(size); err != nil {
 		return nil, err
 	}
-	out := make([]submission, len(jobs))
+	out := make([]Submission, len(jobs))
 	// By index into jobs; nil until a job has a key (most have none).
 	var (
 		others   map[int]*pendingKey // another submit's key
@@ -445,7 +421,7 @@ func (s *scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBat
 		level = hclog.Debug
 	}
 	now := s.clock.Now().UTC()
-	var last *batch
+	var last *Batch
 	for k, i := range created {
 		j := jobs[i]
 		j.State = store.Queued
@@ -458,7 +434,7 @@ func (s *scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBat
 			a = stored
 		}
 		last = s.submitTransition(nil, j, "submitted", "", level, a)
-		out[i] = submission{job: j, created: true}
+		out[i] = Submission{Job: j, Created: true}
 		if p := mine[i]; p != nil {
 			p.job, p.b = j, last
 		}
@@ -475,7 +451,7 @@ func (s *scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBat
 
 	var err error
 	if last != nil {
-		err = last.wait()
+		err = last.Wait()
 	}
 	if len(created) > 0 && len(mine) > 0 {
 		s.mu.Lock()
@@ -495,14 +471,14 @@ func (s *scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBat
 			return nil, p.err
 		}
 		if p.b != nil {
-			if err := p.b.wait(); err != nil {
+			if err := p.b.Wait(); err != nil {
 				return nil, err
 			}
 		}
-		out[i] = submission{job: p.job}
+		out[i] = Submission{Job: p.job}
 	}
 	for i, j := range existing {
-		out[i] = submission{job: j}
+		out[i] = Submission{Job: j}
 	}
 	return out, nil
 }
@@ -510,7 +486,7 @@ func (s *scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBat
 // keyed returns the stored job holding idempotency key k, or nil if the
 // key is free: not stored, or its job already removed by retention (the
 // key goes with it).
-func (s *scheduler) keyed(k string) (*store.Job, error) {
+func (s *Scheduler) keyed(k string) (*store.Job, error) {
 	id, ok, err := s.st.IdempotencyKey(k)
 	if err != nil || !ok {
 		return nil, err
@@ -537,8 +513,8 @@ func recordSize(j *store.Job) int {
 
 // whyQueued says why a queued job is waiting, for humans. The caller
 // holds s.mu.
-func (s *scheduler) whyQueued(j *store.Job) string {
-	if !s.disk.accepting() {
+func (s *Scheduler) whyQueued(j *store.Job) string {
+	if !s.disk.Accepting() {
 		return "dispatch is paused: the controller's disk is nearly full (jobs resume when space is freed)"
 	}
 	if len(j.Labels) == 0 {
@@ -548,14 +524,16 @@ func (s *scheduler) whyQueued(j *store.Job) string {
 		return "waiting for a free slot"
 	}
 	for _, a := range s.agents {
-		if matches(j.Labels, a.conn.labels) {
-			return "waiting for a free slot on an agent matching " + formatLabels(j.Labels)
+		if matches(j.Labels, a.labels) {
+			return "waiting for a free slot on an agent matching " + FormatLabels(j.Labels)
 		}
 	}
-	return "no connected agent matches labels " + formatLabels(j.Labels)
+	return "no connected agent matches labels " + FormatLabels(j.Labels)
 }
 
-func formatLabels(m map[string]string) string {
+// FormatLabels writes labels as the API and the logs show them:
+// key=value pairs by key, comma-separated.
+func FormatLabels(m map[string]string) string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -568,9 +546,9 @@ func formatLabels(m map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
-// reason returns the live explanation for a job's state, or "" to use
+// Reason returns the live explanation for a job's state, or "" to use
 // the stored one.
-func (s *scheduler) reason(j *store.Job) string {
+func (s *Scheduler) Reason(j *store.Job) string {
 	if j.State != store.Queued {
 		return ""
 	}
@@ -579,7 +557,7 @@ func (s *scheduler) reason(j *store.Job) string {
 	return s.whyQueued(j)
 }
 
-// dispatchLoop hands queued jobs to agents with free slots whenever
+// DispatchLoop hands queued jobs to agents with free slots whenever
 // something changes (a job queued, credits granted).
 //
 // It does not wait for a round's assignments to become durable before
@@ -587,17 +565,17 @@ func (s *scheduler) reason(j *store.Job) string {
 // order, and then sends its Dispatch messages, so jobs queued while a
 // round syncs are assigned (and start syncing) at once, and agents still
 // receive Dispatches in assignment order.
-func (s *scheduler) dispatchLoop(ctx context.Context) {
+func (s *Scheduler) DispatchLoop(ctx context.Context) {
 	sends := make(chan dispatchRound, 256)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for r := range sends {
-			if err := r.b.wait(); err != nil {
+			if err := r.b.Wait(); err != nil {
 				continue // the committer failed; Run is stopping
 			}
 			for _, o := range r.out {
-				o.a.send(o.m)
+				o.a.Send(o.m)
 			}
 		}
 	}()
@@ -620,12 +598,12 @@ func (s *scheduler) dispatchLoop(ctx context.Context) {
 // dispatchRound is one round's Dispatch messages, to be sent once the
 // batch holding its assignments is durable.
 type dispatchRound struct {
-	b   *batch
+	b   *Batch
 	out []outgoing
 }
 
 type outgoing struct {
-	a *agentConn
+	a Session
 	m protocol.Message
 }
 
@@ -633,8 +611,8 @@ type outgoing struct {
 // priority, spreading work round-robin across agents. It returns the
 // round's Dispatch messages, which must go out only once its batch is
 // durable, and false when nothing was assigned.
-func (s *scheduler) dispatch() (dispatchRound, bool) {
-	if !s.disk.accepting() {
+func (s *Scheduler) dispatch() (dispatchRound, bool) {
+	if !s.disk.Accepting() {
 		return dispatchRound{}, false // disk.watch kicks us when space is back
 	}
 	s.mu.Lock()
@@ -656,17 +634,17 @@ func (s *scheduler) dispatch() (dispatchRound, bool) {
 	s.rotate++
 	start := s.rotate % len(names)
 	var out []outgoing
-	var last *batch
+	var last *Batch
 	now := s.clock.Now().UTC()
 	for progress := true; progress; {
 		progress = false
 		for i := range names {
-			st := s.agents[names[(start+i)%len(names)]]
+			name := names[(start+i)%len(names)]
+			st := s.agents[name]
 			if st == nil || st.free() <= 0 {
 				continue
 			}
-			a := st.conn
-			id := s.q.best(a.labels)
+			id := s.q.best(st.labels)
 			if id == 0 {
 				continue
 			}
@@ -674,7 +652,7 @@ func (s *scheduler) dispatch() (dispatchRound, bool) {
 			next := prev.Clone()
 			n := uint32(len(next.Attempts) + 1)
 			next.Attempts = append(next.Attempts, store.Attempt{
-				Number: n, Agent: a.name, DispatchedAt: now, LogStart: s.logEnd[id], QueuedAt: prev.QueuedAt,
+				Number: n, Agent: name, DispatchedAt: now, LogStart: s.logEnd[id], QueuedAt: prev.QueuedAt,
 			})
 			next.State = store.Dispatched
 			next.Reason = ""
@@ -683,7 +661,7 @@ func (s *scheduler) dispatch() (dispatchRound, bool) {
 			st.running[id] = n
 			s.setLease(id, n, now.Add(s.opts.LeaseTTL))
 			s.setHardDeadline(id, n, now, next.Timeout)
-			out = append(out, outgoing{a, s.dispatchMsg(next)})
+			out = append(out, outgoing{st.conn, s.dispatchMsg(next)})
 			progress = true
 		}
 	}
@@ -694,7 +672,7 @@ func (s *scheduler) dispatch() (dispatchRound, bool) {
 	return dispatchRound{b: last, out: out}, true
 }
 
-func (s *scheduler) dispatchMsg(j *store.Job) *protocol.Dispatch {
+func (s *Scheduler) dispatchMsg(j *store.Job) *protocol.Dispatch {
 	cmd := j.Command
 	if j.Params != "" {
 		cmd += " " + j.Params
@@ -741,11 +719,11 @@ func ttyMode(j *store.Job) protocol.TTYMode {
 	return protocol.TTYOff
 }
 
-// snapshot returns a copy of the scheduler's latest version of job id
+// Snapshot returns a copy of the scheduler's latest version of job id
 // (ahead of the store's until its batch is durable), with attempts of
 // its own, or nil for a job it no longer holds (finished, and durable:
 // the store's record is final). Maps are shared: read them only.
-func (s *scheduler) snapshot(id uint64) *store.Job {
+func (s *Scheduler) Snapshot(id uint64) *store.Job {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := s.jobs[id]
@@ -760,10 +738,10 @@ func (s *scheduler) snapshot(id uint64) *store.Job {
 	return &c
 }
 
-// holder returns the agent holding job id's current attempt, and its
+// Holder returns the agent holding job id's current attempt, and its
 // session if it is connected; active is false if the job has no attempt
 // in progress.
-func (s *scheduler) holder(id uint64) (agent string, attempt uint32, a *agentConn, active bool) {
+func (s *Scheduler) Holder(id uint64) (agent string, attempt uint32, a Session, active bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := s.jobs[id]
@@ -777,10 +755,10 @@ func (s *scheduler) holder(id uint64) (agent string, attempt uint32, a *agentCon
 	return c.Agent, c.Number, a, true
 }
 
-// streamStart returns where attempt of job id on agent begins in the
+// StreamStart returns where attempt of job id on agent begins in the
 // job's log and where the output stored for it so far ends; ok is false
 // if it is not the job's current attempt on agent.
-func (s *scheduler) streamStart(id uint64, attempt uint32, agent string) (logStart, end uint64, ok bool) {
+func (s *Scheduler) StreamStart(id uint64, attempt uint32, agent string) (logStart, end uint64, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := s.current(id, attempt, agent)
@@ -790,7 +768,7 @@ func (s *scheduler) streamStart(id uint64, attempt uint32, agent string) (logSta
 	return j.Current().LogStart, s.logEnd[id], true
 }
 
-// output queues a chunk of attempt's output (data, which the store and
+// Output queues a chunk of attempt's output (data, which the store and
 // the hub keep: the caller must not modify it) at from, its offset in
 // the attempt's output, and returns the batch that will hold it. The
 // attempt must be job id's current one on agent (ErrStaleAttempt).
@@ -805,7 +783,7 @@ func (s *scheduler) streamStart(id uint64, attempt uint32, agent string) (logSta
 // store holds the chunk before the record of the loss (whose LogBytes,
 // read from logEnd under the same lock, counts it), or not at all —
 // without a write under the lock.
-func (s *scheduler) output(agent string, id uint64, attempt uint32, from uint64, stream uint8, data []byte) (*batch, error) {
+func (s *Scheduler) Output(agent string, id uint64, attempt uint32, from uint64, stream uint8, data []byte) (*Batch, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := s.current(id, attempt, agent)
@@ -813,24 +791,24 @@ func (s *scheduler) output(agent string, id uint64, attempt uint32, from uint64,
 		return nil, fmt.Errorf("%w: job %d attempt %d is no longer current on agent %s", ErrStaleAttempt, id, attempt, agent)
 	}
 	off := j.Current().LogStart + from
-	b := s.c.add(&store.Output{Job: id, Chunk: store.Chunk{Offset: off, Stream: stream, Data: data, Time: s.clock.Now()}})
+	b := s.c.Add(&store.Output{Job: id, Chunk: store.Chunk{Offset: off, Stream: stream, Data: data, Time: s.clock.Now()}})
 	s.logEnd[id] = off + uint64(len(data))
-	s.metrics.logBytes(len(data))
+	s.metrics.LogBytes(len(data))
 	return b, nil
 }
 
-// setMetrics hooks m into the scheduler: it counts the jobs held now and
+// SetMetrics hooks m into the scheduler: it counts the jobs held now and
 // every transition from then on.
-func (s *scheduler) setMetrics(m *metrics) {
+func (s *Scheduler) SetMetrics(m Metrics) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m.countAll(maps.Values(s.jobs))
+	m.CountAll(maps.Values(s.jobs))
 	s.metrics = m
 }
 
 // current returns job id if attempt is its current attempt on agent.
 // The caller holds s.mu.
-func (s *scheduler) current(id uint64, attempt uint32, agent string) *store.Job {
+func (s *Scheduler) current(id uint64, attempt uint32, agent string) *store.Job {
 	j := s.jobs[id]
 	if j == nil || !j.State.Active() {
 		return nil
@@ -842,11 +820,11 @@ func (s *scheduler) current(id uint64, attempt uint32, agent string) *store.Job 
 	return j
 }
 
-// started records that an attempt's process runs.
-func (s *scheduler) started(a *agentConn, id uint64, attempt uint32, m *protocol.Started) error {
+// Started records that an attempt's process runs.
+func (s *Scheduler) Started(agent string, id uint64, attempt uint32, m *protocol.Started) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	prev := s.current(id, attempt, a.name)
+	prev := s.current(id, attempt, agent)
 	if prev == nil {
 		return fmt.Errorf("%w: job %d attempt %d", ErrStaleAttempt, id, attempt)
 	}
@@ -869,22 +847,22 @@ func (s *scheduler) started(a *agentConn, id uint64, attempt uint32, m *protocol
 	return nil
 }
 
-// finished records the end of an attempt and returns the batch to wait
+// Finished records the end of an attempt and returns the batch to wait
 // on before acknowledging it.
-func (s *scheduler) finished(a *agentConn, id uint64, attempt uint32, f *protocol.Finished) (*batch, error) {
+func (s *Scheduler) Finished(agent string, id uint64, attempt uint32, f *protocol.Finished) (*Batch, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	prev := s.current(id, attempt, a.name)
+	prev := s.current(id, attempt, agent)
 	if prev == nil {
 		return nil, fmt.Errorf("%w: job %d attempt %d", ErrStaleAttempt, id, attempt)
 	}
-	if st := s.agents[a.name]; st != nil {
+	if st := s.agents[agent]; st != nil {
 		delete(st.running, id)
 		if st.free() > 0 {
 			// The agent grants the slot when the process ends, so its
 			// Credit may have come before this report, while the slot
 			// still counted.
-			s.kickDispatch()
+			s.KickDispatch()
 		}
 	}
 	next := prev.Clone()
@@ -928,7 +906,7 @@ func describe(f *protocol.Finished) string {
 // endAttempt closes next's current attempt with outcome and decides what
 // follows: done, a retry after backoff, or a final failure. The caller
 // holds s.mu.
-func (s *scheduler) endAttempt(prev, next *store.Job, outcome store.Outcome, msg string) *batch {
+func (s *Scheduler) endAttempt(prev, next *store.Job, outcome store.Outcome, msg string) *Batch {
 	c := next.Current()
 	c.Outcome = outcome
 	if c.FinishedAt.IsZero() {
@@ -965,7 +943,7 @@ func (s *scheduler) endAttempt(prev, next *store.Job, outcome store.Outcome, msg
 
 // backoff is the wait before retry n (1-based): base·2^(n-1), capped,
 // with ±20% jitter so retries of many jobs do not arrive in lockstep.
-func (s *scheduler) backoff(j *store.Job, n int) time.Duration {
+func (s *Scheduler) backoff(j *store.Job, n int) time.Duration {
 	base, max := s.opts.BackoffBase, s.opts.BackoffMax
 	if j.BackoffBase > 0 {
 		base = j.BackoffBase
@@ -984,17 +962,17 @@ func (s *scheduler) backoff(j *store.Job, n int) time.Duration {
 	return d + jitter
 }
 
-// cancel cancels job id. Queued and waiting jobs end at once; a running
+// Cancel cancels job id. Queued and waiting jobs end at once; a running
 // job's agent is told to kill it and the job ends when the agent
 // confirms. It returns the job as it is now and whether the job was
 // still running (the cancellation is pending).
-func (s *scheduler) cancel(id uint64) (*store.Job, bool, error) {
+func (s *Scheduler) Cancel(id uint64) (*store.Job, bool, error) {
 	s.mu.Lock()
 	prev := s.jobs[id]
 	if prev == nil {
 		if e, ok := s.ended[id]; ok {
 			s.mu.Unlock()
-			if err := e.b.wait(); err != nil {
+			if err := e.b.Wait(); err != nil {
 				return nil, false, err
 			}
 			if e.job.State == store.Cancelled {
@@ -1024,7 +1002,7 @@ func (s *scheduler) cancel(id uint64) (*store.Job, bool, error) {
 		}
 		b := s.transition(prev, next, "cancelled", next.Reason)
 		s.mu.Unlock()
-		return next, false, b.wait()
+		return next, false, b.Wait()
 	}
 	// Dispatched or running.
 	if !prev.Cancellable {
@@ -1040,23 +1018,23 @@ func (s *scheduler) cancel(id uint64) (*store.Job, bool, error) {
 	next.Reason = "cancel requested; waiting for the agent to stop it"
 	cur := next.Current()
 	b := s.transition(prev, next, "cancel_requested", "")
-	var a *agentConn
+	var a Session
 	if st := s.agents[cur.Agent]; st != nil {
 		a = st.conn
 	}
 	s.mu.Unlock()
-	if err := b.wait(); err != nil {
+	if err := b.Wait(); err != nil {
 		return nil, false, err
 	}
 	if a != nil {
-		a.send(&protocol.Cancel{JobID: id, Attempt: cur.Number, Reason: "cancelled by user"})
+		a.Send(&protocol.Cancel{JobID: id, Attempt: cur.Number, Reason: "cancelled by user"})
 	}
 	return next, true, nil
 }
 
 // loseAttempt ends an attempt whose agent is gone or silent. The caller
 // holds s.mu.
-func (s *scheduler) loseAttempt(j *store.Job, why string) *batch {
+func (s *Scheduler) loseAttempt(j *store.Job, why string) *Batch {
 	next := j.Clone()
 	next.LogBytes = s.logEnd[j.ID]
 	c := next.Current()
@@ -1068,8 +1046,8 @@ func (s *scheduler) loseAttempt(j *store.Job, why string) *batch {
 	return s.endAttempt(j, next, store.OutcomeLost, why)
 }
 
-// delayLoop moves waiting jobs back into the queue when they are due.
-func (s *scheduler) delayLoop(ctx context.Context) {
+// DelayLoop moves waiting jobs back into the queue when they are due.
+func (s *Scheduler) DelayLoop(ctx context.Context) {
 	t := s.clock.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
@@ -1091,7 +1069,7 @@ func (s *scheduler) delayLoop(ctx context.Context) {
 
 // requeueDue puts the waiting jobs due at now back into the queue and
 // returns when the next one is due (zero if none waits).
-func (s *scheduler) requeueDue(now time.Time) time.Time {
+func (s *Scheduler) requeueDue(now time.Time) time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for s.delay.Len() > 0 && !s.delay[0].due.After(now) {

@@ -1,4 +1,4 @@
-package controller
+package sched
 
 import (
 	"errors"
@@ -69,7 +69,7 @@ func update(id uint64) store.Command {
 	return store.NewTransition(&store.Job{ID: id, State: store.Queued}, store.Event{})
 }
 
-func isDone(b *batch) bool {
+func isDone(b *Batch) bool {
 	select {
 	case <-b.done:
 		return true
@@ -80,11 +80,11 @@ func isDone(b *batch) bool {
 
 // startCommitter runs c until the test ends (or stop is closed by the
 // test) and returns run's result channel.
-func startCommitter(t *testing.T, c *committer) (stop chan struct{}, result chan error) {
+func startCommitter(t *testing.T, c *Committer) (stop chan struct{}, result chan error) {
 	t.Helper()
 	stop = make(chan struct{})
 	result = make(chan error, 1)
-	go func() { result <- c.run(stop) }()
+	go func() { result <- c.Run(stop) }()
 	t.Cleanup(func() {
 		select {
 		case <-stop:
@@ -95,8 +95,8 @@ func startCommitter(t *testing.T, c *committer) (stop chan struct{}, result chan
 	return stop, result
 }
 
-func fakeCommitter(f *fakeStore) *committer {
-	c := newCommitter(nil)
+func fakeCommitter(f *fakeStore) *Committer {
+	c := NewCommitter(nil, CommitOptions{})
 	c.apply = f.apply
 	return c
 }
@@ -109,9 +109,9 @@ func TestCommitterPipelines(t *testing.T) {
 	c := fakeCommitter(f)
 	stop, result := startCommitter(t, c)
 
-	b1 := c.add(update(1))
+	b1 := c.Add(update(1))
 	s1 := recv(t, f.applied, "first batch")
-	b2 := c.add(update(2))
+	b2 := c.Add(update(2))
 	s2 := recv(t, f.applied, "second batch applied while the first syncs")
 	if b1 == b2 {
 		t.Fatal("both updates in one batch")
@@ -125,14 +125,14 @@ func TestCommitterPipelines(t *testing.T) {
 	s2.result <- nil
 	order := make(chan error, 1)
 	go func() {
-		err := b2.wait()
+		err := b2.Wait()
 		if err == nil && !isDone(b1) {
 			err = errors.New("batch 2 released before batch 1")
 		}
 		order <- err
 	}()
 	s1.result <- nil
-	if err := b1.wait(); err != nil {
+	if err := b1.Wait(); err != nil {
 		t.Fatalf("batch 1: %v", err)
 	}
 	if err := recv(t, order, "batch 2 release"); err != nil {
@@ -143,7 +143,7 @@ func TestCommitterPipelines(t *testing.T) {
 	if err := recv(t, result, "run's return"); err != nil {
 		t.Fatalf("run = %v", err)
 	}
-	if err := c.add(update(3)).wait(); !errors.Is(err, ErrShuttingDown) {
+	if err := c.Add(update(3)).Wait(); !errors.Is(err, ErrShuttingDown) {
 		t.Fatalf("add after stop = %v, want ErrShuttingDown", err)
 	}
 }
@@ -155,24 +155,24 @@ func TestCommitterSyncFailure(t *testing.T) {
 	c := fakeCommitter(f)
 	_, result := startCommitter(t, c)
 
-	b1 := c.add(update(1))
+	b1 := c.Add(update(1))
 	s1 := recv(t, f.applied, "first batch")
-	b2 := c.add(update(2))
+	b2 := c.Add(update(2))
 	s2 := recv(t, f.applied, "second batch")
 	s2.result <- nil
 	boom := errors.New("fsync failed")
 	s1.result <- boom
 
-	if err := b1.wait(); !errors.Is(err, boom) {
+	if err := b1.Wait(); !errors.Is(err, boom) {
 		t.Fatalf("batch 1 = %v, want the fsync error", err)
 	}
-	if err := b2.wait(); !errors.Is(err, boom) {
+	if err := b2.Wait(); !errors.Is(err, boom) {
 		t.Fatalf("batch 2 = %v, want the fsync error of batch 1", err)
 	}
 	if err := recv(t, result, "run's return"); !errors.Is(err, boom) {
 		t.Fatalf("run = %v, want the fsync error", err)
 	}
-	if err := c.add(update(3)).wait(); !errors.Is(err, boom) {
+	if err := c.Add(update(3)).Wait(); !errors.Is(err, boom) {
 		t.Fatalf("add after the failure = %v, want the fsync error", err)
 	}
 }
@@ -186,14 +186,14 @@ func TestCommitterApplyFailure(t *testing.T) {
 	c := fakeCommitter(f)
 	_, result := startCommitter(t, c)
 
-	b1 := c.add(update(1))
+	b1 := c.Add(update(1))
 	s1 := recv(t, f.applied, "first batch")
-	b2 := c.add(update(2))
+	b2 := c.Add(update(2))
 	// Batch 2 fails in apply while batch 1 syncs; run must not return
 	// before batch 1 is released.
 	order := make(chan error, 1)
 	go func() {
-		err := b2.wait()
+		err := b2.Wait()
 		if !errors.Is(err, boom) {
 			err = fmt.Errorf("batch 2 = %v, want the apply error", err)
 		} else if !isDone(b1) {
@@ -204,7 +204,7 @@ func TestCommitterApplyFailure(t *testing.T) {
 		order <- err
 	}()
 	s1.result <- nil
-	if err := b1.wait(); err != nil {
+	if err := b1.Wait(); err != nil {
 		t.Fatalf("batch 1 = %v, want nil (it was synced)", err)
 	}
 	if err := recv(t, order, "batch 2 release"); err != nil {
@@ -213,7 +213,7 @@ func TestCommitterApplyFailure(t *testing.T) {
 	if err := recv(t, result, "run's return"); !errors.Is(err, boom) {
 		t.Fatalf("run = %v, want the apply error", err)
 	}
-	if err := c.add(update(3)).wait(); !errors.Is(err, boom) {
+	if err := c.Add(update(3)).Wait(); !errors.Is(err, boom) {
 		t.Fatalf("add after the failure = %v, want the apply error", err)
 	}
 }
@@ -229,15 +229,15 @@ func TestCommitterStore(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c := newCommitter(st)
+			c := NewCommitter(st, CommitOptions{})
 			stop := make(chan struct{})
 			result := make(chan error, 1)
-			go func() { result <- c.run(stop) }()
+			go func() { result <- c.Run(stop) }()
 
 			const writers, perWriter = 8, 50
 			var (
 				mu      sync.Mutex
-				batches []*batch // in the order add returned them
+				batches []*Batch // in the order add returned them
 				acked   []uint64
 				wg      sync.WaitGroup
 				errs    = make(chan error, writers*perWriter)
@@ -252,11 +252,11 @@ func TestCommitterStore(t *testing.T) {
 						// add and recording its position happen together,
 						// as under the scheduler's lock.
 						mu.Lock()
-						b := c.add(u)
+						b := c.Add(u)
 						n := len(batches)
 						batches = append(batches, b)
 						mu.Unlock()
-						if err := b.wait(); err != nil {
+						if err := b.Wait(); err != nil {
 							errs <- err
 							return
 						}
@@ -320,7 +320,7 @@ func BenchmarkCommitter(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer st.Close()
-			c := newCommitter(st)
+			c := NewCommitter(st, CommitOptions{})
 			var batches atomic.Int64
 			apply := c.apply
 			c.apply = func(cmds []store.Command) (syncer, []store.Result, error) {
@@ -329,7 +329,7 @@ func BenchmarkCommitter(b *testing.B) {
 			}
 			stop := make(chan struct{})
 			result := make(chan error, 1)
-			go func() { result <- c.run(stop) }()
+			go func() { result <- c.Run(stop) }()
 			var next sync.Mutex
 			n := 0
 			cpu0 := cpuTime()
@@ -347,7 +347,7 @@ func BenchmarkCommitter(b *testing.B) {
 						next.Unlock()
 						j := &store.Job{ID: st.NextID(), Name: "bench", Command: "true", State: store.Queued,
 							CreatedAt: time.Now(), QueuedAt: time.Now(), Labels: map[string]string{"os": "linux"}}
-						if err := c.add(store.NewTransition(j, store.Event{Time: j.CreatedAt, Type: "submitted"})).wait(); err != nil {
+						if err := c.Add(store.NewTransition(j, store.Event{Time: j.CreatedAt, Type: "submitted"})).Wait(); err != nil {
 							b.Error(err)
 							return
 						}
@@ -383,10 +383,10 @@ func BenchmarkCommitterLatency(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	c := newCommitter(st)
+	c := NewCommitter(st, CommitOptions{})
 	stop := make(chan struct{})
 	result := make(chan error, 1)
-	go func() { result <- c.run(stop) }()
+	go func() { result <- c.Run(stop) }()
 	create := func() store.Command {
 		j := &store.Job{ID: st.NextID(), Command: "true", State: store.Queued, CreatedAt: time.Now(), QueuedAt: time.Now()}
 		return store.NewTransition(j, store.Event{Time: j.CreatedAt, Type: "submitted"})
@@ -401,7 +401,7 @@ func BenchmarkCommitterLatency(b *testing.B) {
 					return
 				default:
 				}
-				if err := c.add(create()).wait(); err != nil {
+				if err := c.Add(create()).Wait(); err != nil {
 					return
 				}
 			}
@@ -411,7 +411,7 @@ func BenchmarkCommitterLatency(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		t := time.Now()
-		if err := c.add(create()).wait(); err != nil {
+		if err := c.Add(create()).Wait(); err != nil {
 			b.Fatal(err)
 		}
 		lat = append(lat, time.Since(t))

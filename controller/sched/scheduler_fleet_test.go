@@ -1,4 +1,4 @@
-package controller
+package sched
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 // free slots as credits; one that drains itself (it is stopping) cannot
 // be undrained; an unknown one is not found.
 func TestUndrain(t *testing.T) {
-	s := newSchedFixture(t, schedOptions{}).s
+	s := newSchedFixture(t, Options{}).s
 	newAgent(t, s, "busy", 4)
 	leavingConn := newAgent(t, s, "leaving", 2)
 	s.mu.Lock()
@@ -22,10 +22,10 @@ func TestUndrain(t *testing.T) {
 	default:
 	}
 
-	if !s.drain("busy") {
+	if !s.Drain("busy") {
 		t.Fatal("drain of a connected agent: not found")
 	}
-	s.stopping(leavingConn)
+	s.Stopping(leavingConn)
 	s.mu.Lock()
 	by := map[string]string{"busy": drainedBy(busy), "leaving": drainedBy(leaving)}
 	s.mu.Unlock()
@@ -33,7 +33,7 @@ func TestUndrain(t *testing.T) {
 		t.Errorf("drained by %v; want busy by operator, leaving by agent", by)
 	}
 
-	found, err := s.undrain("busy")
+	found, err := s.Undrain("busy")
 	s.mu.Lock()
 	draining, credits, free := busy.draining, busy.credits, busy.free()
 	s.mu.Unlock()
@@ -46,8 +46,8 @@ func TestUndrain(t *testing.T) {
 		t.Error("undrain did not wake the dispatcher")
 	}
 
-	if found, err := s.undrain("leaving"); !found || !errors.Is(err, errStopping) {
-		t.Errorf("undrain of a stopping agent: found %v, %v; want errStopping", found, err)
+	if found, err := s.Undrain("leaving"); !found || !errors.Is(err, ErrStopping) {
+		t.Errorf("undrain of a stopping agent: found %v, %v; want ErrStopping", found, err)
 	}
 	s.mu.Lock()
 	stillDraining := leaving.draining
@@ -55,7 +55,7 @@ func TestUndrain(t *testing.T) {
 	if !stillDraining {
 		t.Error("the stopping agent was undrained")
 	}
-	if found, err := s.undrain("nobody"); found || err != nil {
+	if found, err := s.Undrain("nobody"); found || err != nil {
 		t.Errorf("undrain of an unknown agent: found %v, %v", found, err)
 	}
 }

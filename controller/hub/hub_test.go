@@ -1,4 +1,4 @@
-package controller
+package hub
 
 import (
 	"bytes"
@@ -12,13 +12,13 @@ func chunk(off uint64, data string) store.Chunk {
 }
 
 // appendChunk stores c in the hub as serveJobStream does, with a copy.
-func appendChunk(h *hub, id uint64, c store.Chunk) {
-	h.appended(id, c, bytes.Clone(c.Data))
+func appendChunk(h *Hub, id uint64, c store.Chunk) {
+	h.Appended(id, c, bytes.Clone(c.Data))
 }
 
-func readAll(t *testing.T, h *hub, id, from uint64, max int) (string, bool) {
+func readAll(t *testing.T, h *Hub, id, from uint64, max int) (string, bool) {
 	t.Helper()
-	chunks, ok := h.read(id, from, max)
+	chunks, ok := h.Read(id, from, max)
 	var b []byte
 	pos := from
 	for _, c := range chunks {
@@ -32,13 +32,13 @@ func readAll(t *testing.T, h *hub, id, from uint64, max int) (string, bool) {
 }
 
 func TestHubTail(t *testing.T) {
-	h := newHub()
+	h := New()
 	appendChunk(h, 1, chunk(0, "unfollowed"))
-	if _, ok := h.read(1, 0, 100); ok {
+	if _, ok := h.Read(1, 0, 100); ok {
 		t.Fatal("a job without followers has a tail")
 	}
-	_, unsubscribe, _ := h.subscribe(1, 0)
-	if _, ok := h.read(1, 10, 100); ok {
+	_, unsubscribe, _ := h.Subscribe(1, 0)
+	if _, ok := h.Read(1, 10, 100); ok {
 		t.Fatal("tail before any chunk was appended while followed")
 	}
 	appendChunk(h, 1, chunk(10, "hello "))
@@ -65,26 +65,26 @@ func TestHubTail(t *testing.T) {
 
 	// A chunk stored without a copy (a follower joined meanwhile) empties
 	// the tail; the next one starts it again.
-	h.appended(1, chunk(21, "!"), nil)
-	if _, ok := h.read(1, 21, 100); ok {
+	h.Appended(1, chunk(21, "!"), nil)
+	if _, ok := h.Read(1, 21, 100); ok {
 		t.Fatal("tail kept across a chunk it does not hold")
 	}
 	appendChunk(h, 1, chunk(22, "more"))
 	if got, ok := readAll(t, h, 1, 22, 100); got != "more" || !ok {
 		t.Fatalf("restarted tail: %q, %v", got, ok)
 	}
-	if _, ok := h.read(1, 21, 100); ok {
+	if _, ok := h.Read(1, 21, 100); ok {
 		t.Fatal("restarted tail covers a byte it does not hold")
 	}
 
 	// A chunk overlapping what was stored drops the tail until the
 	// output passes everything seen.
 	appendChunk(h, 1, chunk(20, "xyz"))
-	if _, ok := h.read(1, 24, 100); ok {
+	if _, ok := h.Read(1, 24, 100); ok {
 		t.Fatal("tail kept after an overlapping chunk")
 	}
 	appendChunk(h, 1, chunk(23, "ab")) // still below the highest end, 26
-	if _, ok := h.read(1, 23, 100); ok {
+	if _, ok := h.Read(1, 23, 100); ok {
 		t.Fatal("tail restarted inside bytes stored before")
 	}
 	appendChunk(h, 1, chunk(26, "c"))
@@ -93,14 +93,14 @@ func TestHubTail(t *testing.T) {
 	}
 
 	unsubscribe()
-	if _, ok := h.read(1, 26, 100); ok || len(h.subs) != 0 {
+	if _, ok := h.Read(1, 26, 100); ok || len(h.subs) != 0 {
 		t.Fatal("tail kept after the last follower left")
 	}
 }
 
 func TestHubTailBounded(t *testing.T) {
-	h := newHub()
-	_, unsubscribe, _ := h.subscribe(7, 0)
+	h := New()
+	_, unsubscribe, _ := h.Subscribe(7, 0)
 	defer unsubscribe()
 	piece := bytes.Repeat([]byte("x"), 1<<20)
 	var off uint64
@@ -115,27 +115,27 @@ func TestHubTailBounded(t *testing.T) {
 	// no more.
 	fit := uint64(tailMax / (len(piece) + chunkOverhead))
 	first := off - fit*uint64(len(piece))
-	if _, ok := h.read(7, first, 100); !ok {
+	if _, ok := h.Read(7, first, 100); !ok {
 		t.Fatalf("the newest %d pieces are not in the tail", fit)
 	}
-	if _, ok := h.read(7, first-1, 100); ok {
+	if _, ok := h.Read(7, first-1, 100); ok {
 		t.Fatal("tail holds more than tailMax")
 	}
 	// A chunk larger than the bound is not kept at all.
 	big := store.Chunk{Offset: off, Stream: 1, Data: make([]byte, tailMax+1)}
 	appendChunk(h, 7, big)
-	if _, ok := h.read(7, off, 100); ok {
+	if _, ok := h.Read(7, off, 100); ok {
 		t.Fatal("kept a chunk larger than tailMax")
 	}
 }
 
 func TestHubTailsBoundedInAll(t *testing.T) {
-	h := newHub()
+	h := New()
 	piece := make([]byte, 1<<20)
 	jobs := hubTailMax/tailMax + 2
 	var unsubscribes []func()
 	for id := uint64(1); id <= uint64(jobs); id++ {
-		_, unsubscribe, _ := h.subscribe(id, 0)
+		_, unsubscribe, _ := h.Subscribe(id, 0)
 		unsubscribes = append(unsubscribes, unsubscribe)
 		for off := uint64(0); off < tailMax; off += uint64(len(piece)) {
 			appendChunk(h, id, store.Chunk{Offset: off, Stream: 1, Data: piece})
@@ -145,10 +145,10 @@ func TestHubTailsBoundedInAll(t *testing.T) {
 		}
 	}
 	last := uint64(tailMax - len(piece))
-	if _, ok := h.read(1, last, 100); !ok {
+	if _, ok := h.Read(1, last, 100); !ok {
 		t.Fatal("the first job lost its tail")
 	}
-	if _, ok := h.read(uint64(jobs), last, 100); ok {
+	if _, ok := h.Read(uint64(jobs), last, 100); ok {
 		t.Fatal("the last job has a tail beyond the hub's bound")
 	}
 	for _, unsubscribe := range unsubscribes {
@@ -161,8 +161,8 @@ func TestHubTailsBoundedInAll(t *testing.T) {
 
 // Reads from any offset of a tail of many small chunks find their place.
 func TestHubTailSmallChunks(t *testing.T) {
-	h := newHub()
-	_, unsubscribe, _ := h.subscribe(3, 0)
+	h := New()
+	_, unsubscribe, _ := h.Subscribe(3, 0)
 	defer unsubscribe()
 	var all []byte
 	for i := range 500 {

@@ -1,0 +1,77 @@
+// Package sched is the controller's scheduler and its single writer:
+// the jobs not yet finished, the queue, the delay heap of jobs waiting
+// to retry, the attempt leases and deadlines, the book of each connected
+// agent (credits, attempts, drain, last heartbeat), and the Committer
+// that turns every change into store commands written in group-committed
+// rounds.
+//
+// # Why a package
+//
+// The scheduler owns its state: one mutex guards all of it, every change
+// of a job goes through one function (transition) that also queues the
+// matching store command, and no store I/O happens under the lock.
+// Inside package controller that rule was kept by convention and checked
+// by grep; here the mutex, the maps and the agent books are unexported
+// fields of Scheduler, so no code outside this package can take the lock
+// or touch the state — the compiler enforces what the grep used to
+// check. Everyone else calls Scheduler's exported methods, and what they
+// get back is theirs: copies (Snapshot, Agents, Capacity) or records
+// that are never modified once queued.
+//
+// The package holds what must share that lock or its ordering, and
+// nothing else:
+//
+//   - scheduler.go: submit (the one submit path, idempotency keys),
+//     transitions, dispatch rounds, started, finished, output, cancel,
+//     retries with their backoff, the delay loop.
+//   - queue.go: queued jobs by priority and FIFO (with optional aging),
+//     grouped by label selector: the scheduler's data, with no lock of
+//     its own.
+//   - expiry.go: lease and deadline expiry, one timer for the earliest.
+//   - registry.go: the book of each connected agent.
+//   - commit.go: the Committer. It is here, not in a package of its own,
+//     because fencing rests on one ordering: the scheduler queues a
+//     command under its lock, and the committer applies commands in the
+//     order they were queued (below). The committer is also the only
+//     writer for everyone else — security records, join tokens, audit,
+//     retention's prunes (Committer.Do, Committer.Add) — which needs
+//     nothing from the scheduler.
+//
+// The clock the scheduler runs on is package controller/clock: the
+// controller's retention loop runs on it too, and the tests of both
+// share one fake (clock/clocktest).
+//
+// # What it needs from the controller
+//
+// Declared here, where they are used (needs.go): a Reader of the store
+// (*store.Store), agent Sessions (the controller's agentConn) that it
+// sends Dispatch and Cancel to and closes, Metrics that hear of every
+// transition (the controller's Prometheus metrics), and the Disk guard
+// that refuses growth and pauses dispatch when free space is low. The
+// scheduler never sees the HTTP API, TLS or the transport: the API turns
+// an Agent into its wire type, a Submission into a batch item.
+//
+// # Fencing without I/O under the lock
+//
+// Once an attempt is lost and retried, the next attempt owns the job's
+// log from the lost one's end on, so no chunk of the lost attempt may be
+// stored after its loss. The job stream calls Scheduler.Output, which
+// checks that the attempt is current and queues the chunk's Output
+// command under the mutex; every transition that ends an attempt is
+// queued under the same mutex; and the Committer applies commands in the
+// order they were queued. So a chunk is stored before the record of its
+// attempt's loss (whose LogBytes counts it) or not at all, and the next
+// attempt's LogStart is past it — with no write under the lock. Output
+// returns the Batch holding the chunk; the stream acknowledges the chunk
+// (LogAck) once that batch is durable.
+//
+// # Durability
+//
+// Whatever makes a change visible outside waits for the Batch holding
+// it: Submit and Cancel before they return, the dispatcher before it
+// sends a round's Dispatches, the job stream before its FinishAck or
+// LogAck. Batches become durable in order, so a waiter may rely on every
+// earlier batch being durable too. A job transition or output chunk the
+// store refuses means memory and store disagree (ErrDiverged): the
+// Committer fails, and with it the controller.
+package sched
