@@ -80,23 +80,6 @@ func (a *agentConn) close(reason string) {
 	a.closeOnce.Do(func() { _ = a.sess.Close(reason) })
 }
 
-// AgentInfo describes a connected agent for the API.
-type AgentInfo struct {
-	Name        string            `json:"name"`
-	Labels      map[string]string `json:"labels"`
-	Slots       int               `json:"slots"`
-	Running     int               `json:"running"`
-	Credits     int               `json:"free"`
-	Draining    bool              `json:"draining"`
-	DrainedBy   string            `json:"drained_by,omitempty"` // "agent" (it is stopping) or "operator" (POST /agents/:name/drain)
-	Transport   string            `json:"transport"`
-	Address     string            `json:"address"`
-	Version     string            `json:"version"`
-	ConnectedAt time.Time         `json:"connected_at"`
-	LastSeen    time.Time         `json:"last_heartbeat"`
-	Jobs        []uint64          `json:"jobs"`
-}
-
 // controlReadBuffer is the read buffer of an agent's control stream.
 const controlReadBuffer = 2 << 10
 

@@ -4,6 +4,7 @@ import (
 	"sort"
 	"time"
 
+	"jobsuite/api"
 	"jobsuite/controller/store"
 	"jobsuite/protocol"
 )
@@ -161,10 +162,10 @@ func (s *scheduler) heartbeat(a *agentConn, running, ended []protocol.AttemptRef
 }
 
 // agentList describes the connected agents, by name.
-func (s *scheduler) agentList() []AgentInfo {
+func (s *scheduler) agentList() []api.AgentInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]AgentInfo, 0, len(s.agents))
+	out := make([]api.AgentInfo, 0, len(s.agents))
 	for _, st := range s.agents {
 		a := st.conn
 		jobs := make([]uint64, 0, len(st.running))
@@ -176,7 +177,7 @@ func (s *scheduler) agentList() []AgentInfo {
 		if labels == nil {
 			labels = map[string]string{}
 		}
-		out = append(out, AgentInfo{
+		out = append(out, api.AgentInfo{
 			Name: a.name, Labels: labels, Slots: a.slots, Running: len(st.running),
 			Credits: st.credits, Draining: st.draining, Transport: a.transport, Address: a.addr, Version: a.version,
 			ConnectedAt: a.connected, LastSeen: st.lastSeen, Jobs: jobs, DrainedBy: drainedBy(st),
@@ -208,10 +209,10 @@ func (s *scheduler) agentLoad(sample bool) (agents, used, free int, each []agent
 }
 
 // slotStats sums up the connected agents.
-func (s *scheduler) slotStats() AgentStats {
+func (s *scheduler) slotStats() api.AgentStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out AgentStats
+	var out api.AgentStats
 	for _, st := range s.agents {
 		slots := st.conn.slots
 		out.Connected++
@@ -273,13 +274,13 @@ func (s *scheduler) undrain(name string) (found bool, err error) {
 }
 
 // agentInfo returns the connected agent name as the API shows it.
-func (s *scheduler) agentInfo(name string) (AgentInfo, bool) {
+func (s *scheduler) agentInfo(name string) (api.AgentInfo, bool) {
 	for _, a := range s.agentList() {
 		if a.Name == name {
 			return a, true
 		}
 	}
-	return AgentInfo{}, false
+	return api.AgentInfo{}, false
 }
 
 // outputSoFar is how many bytes of output job j has stored. A record's

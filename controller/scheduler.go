@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"jobsuite/api"
 	"jobsuite/controller/store"
 	"jobsuite/protocol"
 )
@@ -313,14 +314,14 @@ func (s *scheduler) submit(j *store.Job, audit *store.AuditEntry) (job *store.Jo
 
 // submitBatch queues jobs in order (POST /jobs/batch), as submitJobs,
 // and describes each for the answer.
-func (s *scheduler) submitBatch(jobs []*store.Job, audit *store.AuditEntry) ([]BatchItem, error) {
+func (s *scheduler) submitBatch(jobs []*store.Job, audit *store.AuditEntry) ([]api.BatchItem, error) {
 	subs, err := s.submitJobs(jobs, audit, true)
 	if err != nil {
 		return nil, err
 	}
-	items := make([]BatchItem, len(subs))
+	items := make([]api.BatchItem, len(subs))
 	for i, sub := range subs {
-		items[i] = BatchItem{JobID: sub.job.ID, Status: sub.job.State, Created: sub.created}
+		items[i] = api.BatchItem{JobID: sub.job.ID, Status: string(sub.job.State), Created: sub.created}
 	}
 	return items, nil
 }
