@@ -13,8 +13,8 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
-	"time"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 )
 
@@ -40,27 +40,8 @@ func loadCertFile(path string) (*x509.Certificate, error) {
 	}
 }
 
-// revocationView is a revocation as the controller shows it.
-type revocationView struct {
-	ID       string    `json:"id"`
-	Serial   string    `json:"serial"`
-	Role     string    `json:"role"`
-	Name     string    `json:"name"`
-	Reason   string    `json:"reason"`
-	By       string    `json:"by"`
-	At       time.Time `json:"at"`
-	NotAfter time.Time `json:"not_after"`
-}
-
-// revokeResult is the answer to a revocation.
-type revokeResult struct {
-	Revocation     revocationView `json:"revocation"`
-	SessionsClosed []string       `json:"sessions_closed"`
-	JobsLost       []uint64       `json:"jobs_lost"`
-}
-
 // printRevoked describes a revocation's effect.
-func printRevoked(w io.Writer, what string, res revokeResult) {
+func printRevoked(w io.Writer, what string, res api.RevokeResult) {
 	fmt.Fprintf(w, "Revoked %s (%s)\n", what, res.Revocation.ID)
 	for _, a := range res.SessionsClosed {
 		fmt.Fprintf(w, "Closed the session of agent %s\n", a)
@@ -156,7 +137,7 @@ func (c *AgentsRevokeCommand) Run(args []string) int {
 		writeRawJSON(c.Stdout, raw)
 		return ExitOK
 	}
-	var res revokeResult
+	var res api.RevokeResult
 	if err := json.Unmarshal(raw, &res); err != nil {
 		return c.errorf("the controller's answer is not a revocation: %v", err)
 	}
@@ -269,7 +250,7 @@ func (c *CertsRevokeCommand) Run(args []string) int {
 		writeRawJSON(c.Stdout, raw)
 		return ExitOK
 	}
-	var res revokeResult
+	var res api.RevokeResult
 	if err := json.Unmarshal(raw, &res); err != nil {
 		return c.errorf("the controller's answer is not a revocation: %v", err)
 	}
@@ -305,7 +286,7 @@ Example:
 }
 
 func (c *CertsRevokedCommand) Run(args []string) int {
-	var revs []revocationView
+	var revs []api.RevocationView
 	if code, done := getList(c.Meta, "certs revoked", c.Help(), "/revocations", "revocations", args, &revs); done {
 		return code
 	}
