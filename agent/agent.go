@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"jobsuite/certs"
+	"jobsuite/internal/backoff"
 	"jobsuite/protocol"
 	"jobsuite/transport"
 )
@@ -393,7 +394,9 @@ const defaultLease = 15 * time.Second
 //     After a restart the controller gives attempts a lease plus that
 //     quarter (controller.scheduler.restartGrace).
 func (a *Agent) connectLoop(ctx, jobsCtx context.Context) error {
-	delay := a.cfg.ReconnectMin
+	// Each wait is between half and all of its delay.
+	p := backoff.Policy{Base: a.cfg.ReconnectMin, Max: a.cfg.ReconnectMax, Down: 0.5}
+	n := 1 // tries since the last welcome
 	for {
 		welcomed, err := a.session(ctx, jobsCtx)
 		if ctx.Err() != nil {
@@ -404,11 +407,11 @@ func (a *Agent) connectLoop(ctx, jobsCtx context.Context) error {
 			return err
 		}
 		if welcomed {
-			delay = a.cfg.ReconnectMin // it was up: start over
+			n = 1 // it was up: start over
 		}
-		wait := jitter(delay)
+		wait := p.Delay(n, rand.Float64())
 		if held := a.Running(); held > 0 {
-			wait = min(wait, jitter(a.holdRetry()))
+			wait = min(wait, p.Jitter(a.holdRetry(), rand.Float64()))
 		}
 		a.log.Warn("connection to controller lost; reconnecting", "error", err, "in", wait.Round(time.Millisecond), "jobs", a.Running())
 		a.metrics.reconnect()
@@ -419,13 +422,8 @@ func (a *Agent) connectLoop(ctx, jobsCtx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		delay = min(delay*2, a.cfg.ReconnectMax)
+		n++
 	}
-}
-
-// jitter returns a wait between d/2 and d.
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2+1)
 }
 
 // holdRetry is the longest an agent holding attempts waits between two

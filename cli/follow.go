@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"os/signal"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"jobsuite/api"
+	"jobsuite/internal/backoff"
 )
 
 // Exit codes of a command mirroring a job that did not exit by itself.
@@ -104,7 +106,7 @@ type follower struct {
 	midLine    bool // the output written last, on either stream, did not end a line
 
 	tries   int           // reconnects in a row before giving up; 0 means 5
-	backoff time.Duration // wait before the first reconnect, doubled each time; 0 means 250ms
+	backoff time.Duration // wait before the first reconnect, doubled each time, jittered down to half; 0 means 250ms
 
 	connected bool // a WebSocket was opened once: only then are failures retried
 
@@ -117,13 +119,14 @@ type follower struct {
 // connection that fails are returned at once. It returns errInterrupted
 // when ctx is cancelled.
 func (f *follower) run(ctx context.Context) (api.LogMessage, error) {
-	tries, backoff := f.tries, f.backoff
+	tries, delay := f.tries, f.backoff
 	if tries == 0 {
 		tries = 5
 	}
-	if backoff == 0 {
-		backoff = 250 * time.Millisecond
+	if delay == 0 {
+		delay = 250 * time.Millisecond
 	}
+	retry := backoff.Policy{Base: delay, Down: 0.5} // no cap: tries bounds it
 	failures := 0
 	for {
 		before := f.offset
@@ -146,7 +149,10 @@ func (f *follower) run(ctx context.Context) (api.LogMessage, error) {
 		if failures > tries {
 			return api.LogMessage{}, fmt.Errorf("lost the log stream of job %d after %d reconnects: %w", f.id, tries, err)
 		}
-		t := time.NewTimer(backoff << (failures - 1))
+		// Between half and all of backoff·2^(failures-1): followers of a
+		// controller that restarted do not all come back at once.
+		wait := retry.Delay(failures, rand.Float64())
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
