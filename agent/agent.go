@@ -150,8 +150,28 @@ type job struct {
 	abandoned bool     // the controller refused the attempt
 }
 
+// DefaultConfig is the agent's defaults, the one place they are
+// written: New gives every zero field of a Config its value here, and
+// the agent command's flags, config-file keys and help text show them
+// (cli/agent.go). DrainTimeout is the exception New does not apply (0
+// there means "cancel at once"): its default is the command's. Slots
+// (the number of CPUs), StateDir and ServerName have defaults that
+// depend on the host or the certificate; New works them out.
+func DefaultConfig() Config {
+	return Config{
+		Transport:       transport.ModeAuto,
+		Shell:           "/bin/sh",
+		SpoolMax:        64 << 20,
+		DiskFullTimeout: defaultDiskWait,
+		DrainTimeout:    10 * time.Minute,
+		ReconnectMin:    500 * time.Millisecond,
+		ReconnectMax:    30 * time.Second,
+	}
+}
+
 // New checks the configuration and the certificates.
 func New(cfg Config) (*Agent, error) {
+	d := DefaultConfig()
 	if cfg.Controller == "" {
 		return nil, fmt.Errorf("%w: the controller address is required (-controller HOST:PORT)", ErrConfig)
 	}
@@ -184,22 +204,25 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Slots = runtime.NumCPU()
 	}
 	if cfg.Transport == "" {
-		cfg.Transport = transport.ModeAuto
+		cfg.Transport = d.Transport
 	}
 	if cfg.Shell == "" {
-		cfg.Shell = "/bin/sh"
+		cfg.Shell = d.Shell
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	if cfg.ReconnectMin <= 0 {
-		cfg.ReconnectMin = 500 * time.Millisecond
+		cfg.ReconnectMin = d.ReconnectMin
 	}
 	if cfg.ReconnectMax <= 0 {
-		cfg.ReconnectMax = 30 * time.Second
+		cfg.ReconnectMax = d.ReconnectMax
 	}
 	if cfg.SpoolMax == 0 {
-		cfg.SpoolMax = 64 << 20
+		cfg.SpoolMax = d.SpoolMax
+	}
+	if cfg.DiskFullTimeout <= 0 {
+		cfg.DiskFullTimeout = d.DiskFullTimeout
 	}
 	if err := checkAPI(cfg.API); err != nil {
 		return nil, err

@@ -147,7 +147,7 @@ func (c *DevCommand) Run(args []string) int {
 			TLS:          certs.Files{CA: certs.CAFile(abs), Cert: certs.CertFile(abs, name), Key: certs.KeyFile(abs, name)},
 			Labels:       map[string]string{"dev": "true", "agent": name},
 			StateDir:     filepath.Join(abs, name),
-			DrainTimeout: 10 * time.Minute,
+			DrainTimeout: agent.DefaultConfig().DrainTimeout,
 			Logger:       log.Named(name),
 		})
 		if err != nil {
