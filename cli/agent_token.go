@@ -111,12 +111,10 @@ func (c *AgentTokenCreateCommand) Run(args []string) int {
 		return c.errorf("%v", err)
 	}
 	defer client.close()
-	req := map[string]any{"ttl": ttl.Seconds(), "uses": *uses}
+	secs := ttl.Seconds()
+	req := api.JoinTokenRequest{TTL: &secs, Uses: uses, NamePrefix: *prefix} // name_prefix "": the controller's default
 	if len(l) > 0 {
-		req["labels"] = l
-	}
-	if *prefix != "" {
-		req["name_prefix"] = *prefix
+		req.Labels = l
 	}
 	var raw json.RawMessage
 	err = client.do(context.Background(), "POST", "/agent-tokens", req, &raw)

@@ -121,7 +121,7 @@ func (c *AgentsRevokeCommand) Run(args []string) int {
 	}
 	defer client.close()
 	var raw json.RawMessage
-	err = client.do(context.Background(), "POST", "/agents/"+agent+"/revoke", map[string]any{"reason": *reason, "all_certs": *allCerts}, &raw)
+	err = client.do(context.Background(), "POST", "/agents/"+agent+"/revoke", api.RevokeAgentRequest{Reason: *reason, AllCerts: *allCerts}, &raw)
 	var apiErr *APIError
 	switch {
 	case errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound && apiErr.Field == "name":
@@ -209,7 +209,7 @@ func (c *CertsRevokeCommand) Run(args []string) int {
 	if fs.NArg() > 0 {
 		return usageError(c.Meta, name, "unexpected argument %q", fs.Arg(0))
 	}
-	req := map[string]any{"reason": *reason}
+	req := api.RevokeCertRequest{Reason: *reason}
 	var what string
 	switch {
 	case *certFile != "" && (*serial != "" || *role != "" || *certName != ""):
@@ -219,20 +219,20 @@ func (c *CertsRevokeCommand) Run(args []string) int {
 		if err != nil {
 			return c.errorf("%v", err)
 		}
-		req["serial"], req["name"] = pair.SerialNumber.Text(16), pair.Subject.CommonName
-		req["not_after"] = pair.NotAfter.UTC()
+		req.Serial, req.Name = pair.SerialNumber.Text(16), pair.Subject.CommonName
+		req.NotAfter = pair.NotAfter.UTC()
 		r, err := certs.RoleOf(pair)
 		if err == nil {
-			req["role"] = string(r)
+			req.Role = string(r)
 		}
 		what = fmt.Sprintf("certificate %q (%s)", pair.Subject.CommonName, r)
 	case *serial != "" && (*role != "" || *certName != ""):
 		return usageError(c.Meta, name, "give -serial, or -role and -name, not both")
 	case *serial != "":
-		req["serial"] = *serial
+		req.Serial = *serial
 		what = "certificate " + *serial
 	case *role != "" && *certName != "":
-		req["role"], req["name"] = *role, *certName
+		req.Role, req.Name = *role, *certName
 		what = fmt.Sprintf("every %s certificate named %q", *role, *certName)
 	default:
 		return usageError(c.Meta, name, "name the certificate: -cert FILE, -serial HEX, or -role ROLE with -name NAME")

@@ -89,10 +89,8 @@ func (c *TokenCreateCommand) Run(args []string) int {
 		return c.errorf("%v", err)
 	}
 	defer client.close()
-	req := map[string]any{"role": string(r), "ttl": ttl.Seconds()}
-	if *tokName != "" {
-		req["name"] = *tokName
-	}
+	secs := ttl.Seconds()
+	req := api.TokenRequest{Role: string(r), Name: *tokName, TTL: &secs} // name "": the controller's default
 	var raw json.RawMessage
 	if err := client.do(context.Background(), "POST", "/tokens", req, &raw); err != nil {
 		return c.errorf("%v", err)
