@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"jobsuite/certs"
+	"jobsuite/internal/backoff"
 	"jobsuite/protocol"
 	"jobsuite/transport"
 )
@@ -152,8 +153,28 @@ type job struct {
 	syncTimer *time.Timer // syncs the result resultSyncDelay after it was written; stopped when forgotten
 }
 
+// DefaultConfig is the agent's defaults, the one place they are
+// written: New gives every zero field of a Config its value here, and
+// the agent command's flags, config-file keys and help text show them
+// (cli/agent.go). DrainTimeout is the exception New does not apply (0
+// there means "cancel at once"): its default is the command's. Slots
+// (the number of CPUs), StateDir and ServerName have defaults that
+// depend on the host or the certificate; New works them out.
+func DefaultConfig() Config {
+	return Config{
+		Transport:       transport.ModeAuto,
+		Shell:           "/bin/sh",
+		SpoolMax:        64 << 20,
+		DiskFullTimeout: defaultDiskWait,
+		DrainTimeout:    10 * time.Minute,
+		ReconnectMin:    500 * time.Millisecond,
+		ReconnectMax:    30 * time.Second,
+	}
+}
+
 // New checks the configuration and the certificates.
 func New(cfg Config) (*Agent, error) {
+	d := DefaultConfig()
 	if cfg.Controller == "" {
 		return nil, fmt.Errorf("%w: the controller address is required (-controller HOST:PORT)", ErrConfig)
 	}
@@ -186,22 +207,25 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Slots = runtime.NumCPU()
 	}
 	if cfg.Transport == "" {
-		cfg.Transport = transport.ModeAuto
+		cfg.Transport = d.Transport
 	}
 	if cfg.Shell == "" {
-		cfg.Shell = "/bin/sh"
+		cfg.Shell = d.Shell
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
 	}
 	if cfg.ReconnectMin <= 0 {
-		cfg.ReconnectMin = 500 * time.Millisecond
+		cfg.ReconnectMin = d.ReconnectMin
 	}
 	if cfg.ReconnectMax <= 0 {
-		cfg.ReconnectMax = 30 * time.Second
+		cfg.ReconnectMax = d.ReconnectMax
 	}
 	if cfg.SpoolMax == 0 {
-		cfg.SpoolMax = 64 << 20
+		cfg.SpoolMax = d.SpoolMax
+	}
+	if cfg.DiskFullTimeout <= 0 {
+		cfg.DiskFullTimeout = d.DiskFullTimeout
 	}
 	if err := checkAPI(cfg.API); err != nil {
 		return nil, err
@@ -398,7 +422,9 @@ const defaultLease = 15 * time.Second
 //     After a restart the controller gives attempts a lease plus that
 //     quarter (controller.scheduler.restartGrace).
 func (a *Agent) connectLoop(ctx, jobsCtx context.Context) error {
-	delay := a.cfg.ReconnectMin
+	// Each wait is between half and all of its delay.
+	p := backoff.Policy{Base: a.cfg.ReconnectMin, Max: a.cfg.ReconnectMax, Down: 0.5}
+	n := 1 // tries since the last welcome
 	for {
 		welcomed, err := a.session(ctx, jobsCtx)
 		if ctx.Err() != nil {
@@ -409,11 +435,11 @@ func (a *Agent) connectLoop(ctx, jobsCtx context.Context) error {
 			return err
 		}
 		if welcomed {
-			delay = a.cfg.ReconnectMin // it was up: start over
+			n = 1 // it was up: start over
 		}
-		wait := jitter(delay)
+		wait := p.Delay(n, rand.Float64())
 		if held := a.Running(); held > 0 {
-			wait = min(wait, jitter(a.holdRetry()))
+			wait = min(wait, p.Jitter(a.holdRetry(), rand.Float64()))
 		}
 		a.log.Warn("connection to controller lost; reconnecting", "error", err, "in", wait.Round(time.Millisecond), "jobs", a.Running())
 		a.metrics.reconnect()
@@ -424,13 +450,8 @@ func (a *Agent) connectLoop(ctx, jobsCtx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		delay = min(delay*2, a.cfg.ReconnectMax)
+		n++
 	}
-}
-
-// jitter returns a wait between d/2 and d.
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2+1)
 }
 
 // holdRetry is the longest an agent holding attempts waits between two

@@ -19,6 +19,9 @@
 // The agent trusts only the configured CA and only a peer whose
 // certificate carries the controller role.
 //
+// Config's defaults are DefaultConfig's; New applies them, and the
+// agent command's flags, config-file keys and help show them.
+//
 // # Output
 //
 // By default a job's stdout and stderr share one pipe, so its output is
@@ -33,9 +36,10 @@
 // # Jobs outlive the connection
 //
 // A lost connection does not stop a job. The agent reconnects with
-// exponential backoff and jitter (ReconnectMin doubling up to
-// ReconnectMax, back to the start after a session the controller
-// welcomed), and its Hello lists every attempt it holds — running, or
+// exponential backoff and jitter (internal/backoff: ReconnectMin
+// doubling up to ReconnectMax, each wait between half and all of its
+// delay, back to the start after a session the controller welcomed),
+// and its Hello lists every attempt it holds — running, or
 // ended with a result not yet acknowledged. Leases keep running on the
 // controller meanwhile, so while it holds attempts the agent tries at
 // least every quarter of the lease the controller announced

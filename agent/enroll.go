@@ -19,6 +19,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 )
 
@@ -171,17 +172,6 @@ func apiURL(api string) (base, host string, err error) {
 	return "https://" + s, h, nil
 }
 
-// certAnswer is the controller's answer to POST /enroll and
-// POST /enroll/renew.
-type certAnswer struct {
-	Name        string            `json:"name"`
-	Certificate string            `json:"certificate"`
-	CA          string            `json:"ca"`
-	Serial      string            `json:"serial"`
-	NotAfter    time.Time         `json:"not_after"`
-	Labels      map[string]string `json:"labels"`
-}
-
 // post sends body as JSON to url with conf and decodes a 2xx answer. It
 // returns the TLS state of the connection.
 func post(ctx context.Context, conf *tls.Config, url string, body any, out any) (*tls.ConnectionState, error) {
@@ -208,9 +198,7 @@ func post(ctx context.Context, conf *tls.Config, url string, body any, out any) 
 		return resp.TLS, fmt.Errorf("reading the answer: %w", err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		var e struct {
-			Error string `json:"error"`
-		}
+		var e api.Error
 		if json.Unmarshal(answer, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(answer))
 		}
@@ -289,8 +277,8 @@ func Enroll(ctx context.Context, cfg EnrollConfig) (Enrollment, error) {
 		return Enrollment{}, fmt.Errorf("agent: enroll: %w", err)
 	}
 	log.Info("enrolling", "api", base, "server_name", sn, "name", cfg.Name)
-	var ans certAnswer
-	cs, err := post(ctx, conf, base+"/enroll", map[string]string{"token": strings.TrimSpace(cfg.Token), "csr": string(csrPEM)}, &ans)
+	var ans api.CertificateView
+	cs, err := post(ctx, conf, base+"/enroll", api.EnrollRequest{Token: strings.TrimSpace(cfg.Token), CSR: string(csrPEM)}, &ans)
 	if err != nil {
 		return Enrollment{}, fmt.Errorf("agent: enroll at %s: %w", base, err)
 	}
@@ -546,8 +534,8 @@ func (a *Agent) renew(ctx context.Context) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ans certAnswer
-	if _, err := post(ctx, certs.ClientTLS(pool, cert, a.sn, "http/1.1"), base+"/enroll/renew", map[string]string{"csr": string(csrPEM)}, &ans); err != nil {
+	var ans api.CertificateView
+	if _, err := post(ctx, certs.ClientTLS(pool, cert, a.sn, "http/1.1"), base+"/enroll/renew", api.RenewRequest{CSR: string(csrPEM)}, &ans); err != nil {
 		return nil, fmt.Errorf("renewing at %s: %w", base, err)
 	}
 	leaf, err := checkIssued([]byte(ans.Certificate), keyPEM, pool, a.name)

@@ -290,6 +290,10 @@ func TestRunStartFailure(t *testing.T) {
 func TestRunKill(t *testing.T) {
 	t.Parallel()
 	const grace = 200 * time.Millisecond
+	// The timeout runs from the start of the process: it must leave the
+	// shell time, on a loaded machine, to set its trap and print ready
+	// (at 100ms both were missed under go test -race ./... on 2 cores).
+	const timeout = 2 * time.Second
 	cases := map[string]struct {
 		command string
 		timeout time.Duration
@@ -297,9 +301,9 @@ func TestRunKill(t *testing.T) {
 		outcome Outcome
 		signal  string
 	}{
-		"timeout":               {"echo ready; sleep 100", 100 * time.Millisecond, false, OutcomeTimeout, "SIGTERM"},
+		"timeout":               {"echo ready; sleep 100", timeout, false, OutcomeTimeout, "SIGTERM"},
 		"cancel":                {"echo ready; sleep 100", 0, true, OutcomeCancelled, "SIGTERM"},
-		"timeout, ignores TERM": {"trap '' TERM; echo ready; sleep 100", 100 * time.Millisecond, false, OutcomeTimeout, "SIGKILL"},
+		"timeout, ignores TERM": {"trap '' TERM; echo ready; sleep 100", timeout, false, OutcomeTimeout, "SIGKILL"},
 		"cancel, ignores TERM":  {"trap '' TERM; echo ready; sleep 100", 0, true, OutcomeCancelled, "SIGKILL"},
 		"cancel beats timeout":  {"echo ready; sleep 100", time.Hour, true, OutcomeCancelled, "SIGTERM"},
 	}

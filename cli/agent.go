@@ -3,13 +3,13 @@ package cli
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"jobsuite/agent"
 	"jobsuite/transport"
@@ -23,7 +23,15 @@ type AgentCommand struct{ Meta }
 func (c *AgentCommand) Synopsis() string { return "Run an agent that pulls and runs jobs" }
 
 func (c *AgentCommand) Help() string {
-	return strings.TrimSpace(`
+	cfg := agent.DefaultConfig()
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	agentFlags(fs, &cfg, &agentFlagValues{})
+	return withDefaults(fs, agentHelp)
+}
+
+// agentHelp is the agent's help; withDefaults fills in the defaults
+// (defaults.go).
+var agentHelp = strings.TrimSpace(`
 Usage: jobsuite agent -controller HOST:PORT -ca FILE -cert FILE -key FILE [options]
        jobsuite agent -join TOKEN -ca-pin SHA256 -controller HOST:PORT [options]
 
@@ -68,14 +76,14 @@ Options:
                      -controller, port 8443; without -join: off (no renewal).
   -slots N           Jobs run at once. Default: number of CPUs.
   -labels K=V,...    Labels that job selectors match, e.g. gpu=true,zone=a.
-  -transport MODE    auto (QUIC, else TCP), quic or tcp. Default auto.
+  -transport MODE    auto (QUIC, else TCP), quic or tcp. Default {transport}.
   -server-name NAME  Name the controller certificate must carry (default: host of -controller).
   -work-dir DIR      Directory jobs start in. Default: the agent's.
   -state-dir DIR     Where output and results wait until the controller has them.
                      Default /var/lib/jobsuite/agent-NAME (root) or
                      ~/.local/state/jobsuite/agent-NAME.
   -spool-max BYTES   Unacknowledged output kept per job before the job's output
-                     pipe is paused (never dropped). Default 67108864 (64 MiB).
+                     pipe is paused (never dropped). Default {spool-max:size}.
   -max-log-bytes N   Cap on one attempt's output; the rest is dropped and a marker
                      line says so. Default 0 (no cap; the controller's
                      -max-output-bytes still applies).
@@ -83,23 +91,23 @@ Options:
                      How long a job's output may wait for the state directory's
                      disk to take it (the job blocks meanwhile) before the
                      attempt fails with "agent disk full: output incomplete".
-                     Default 1m.
+                     Default {disk-full-timeout}.
   -tty               Run jobs on a pseudo-terminal (80x24, TERM=xterm-256color)
                      unless they ask for none ("tty": false) or for split
                      output. Default: only jobs that ask ("tty": true).
   -drain-timeout DUR On SIGTERM, how long running jobs may finish before they are
                      cancelled. A second SIGTERM/SIGINT cancels them at once.
-                     Default 10m.
+                     Default {drain-timeout}.
   -reconnect-min DUR First wait before reconnecting after the connection drops;
-                     it doubles (with jitter) up to -reconnect-max. Default 500ms.
-  -reconnect-max DUR Longest wait between reconnect attempts. Default 30s. While
+                     it doubles (with jitter) up to -reconnect-max. Default {reconnect-min}.
+  -reconnect-max DUR Longest wait between reconnect attempts. Default {reconnect-max}. While
                      the agent holds jobs it tries at least every quarter of
                      the controller's lease (15s: every 3.75s), so its jobs
                      are not declared lost while it backs off.
   -metrics ADDR      Serve Prometheus metrics at http://ADDR/metrics: plain
                      HTTP, no authentication, so bind a private address
                      (127.0.0.1:9191). Default: off.
-  -log-level LEVEL   trace, debug, info, warn or error. Default info.
+  -log-level LEVEL   trace, debug, info, warn or error. Default {log-level}.
   -log-json          Log JSON lines.
 
 Policy options (what this agent agrees to run; a job they refuse fails
@@ -142,22 +150,22 @@ Configuration file:
     join          = ""        # a join token: enroll if the files are missing
     ca_pin        = ""        # with join: SHA-256 of the CA certificate
     api           = ""        # e.g. "ctl.example.com:8443": renew the certificate
-    slots         = 0         # 0: the number of CPUs
+    slots         = {slots:toml}         # 0: the number of CPUs
     labels        = {}        # a table, e.g. {gpu = "true", zone = "a"}
-    transport     = "auto"    # auto, quic or tcp
+    transport     = {transport:toml}    # auto, quic or tcp
     server_name   = ""        # the host of controller
     work_dir      = ""        # the agent's working directory
     state_dir     = ""        # see -state-dir
-    spool_max     = 67108864  # bytes (64 MiB)
-    max_log_bytes = 0         # 0: no cap
-    disk_full_timeout = "1m"
-    tty           = false     # true: jobs run on a pseudo-terminal unless they say otherwise
-    drain_timeout = "10m"
-    reconnect_min = "500ms"
-    reconnect_max = "30s"
+    spool_max     = {spool-max:toml}  # bytes (64 MiB)
+    max_log_bytes = {max-log-bytes:toml}         # 0: no cap
+    disk_full_timeout = {disk-full-timeout:toml}
+    tty           = {tty:toml}     # true: jobs run on a pseudo-terminal unless they say otherwise
+    drain_timeout = {drain-timeout:toml}
+    reconnect_min = {reconnect-min:toml}
+    reconnect_max = {reconnect-max:toml}
     metrics       = ""        # e.g. "127.0.0.1:9191"; empty: off
-    log_level     = "info"
-    log_json      = false
+    log_level     = {log-level:toml}
+    log_json      = {log-json:toml}
     # policy (defaults: no restriction)
     allow_command = []        # e.g. ["make -C /srv/app (build|test)"]
     run_as        = ""        # e.g. "builder"
@@ -180,45 +188,12 @@ Example:
   jobsuite agent -config /etc/jobsuite/agent.toml -slots 2
   jobsuite agent -join jsj_... -ca-pin 2d76de9c... -controller ctl.example.com:7443
 `)
-}
 
 func (c *AgentCommand) Run(args []string) int {
 	fs := c.flagSet("agent")
-	var cfg agent.Config
-	var lf logFlags
-	var labels, mode string
-	fs.StringVar(&cfg.Controller, "controller", "", "")
-	fs.StringVar(&cfg.TLS.CA, "ca", "", "")
-	fs.StringVar(&cfg.TLS.Cert, "cert", "", "")
-	fs.StringVar(&cfg.TLS.Key, "key", "", "")
-	fs.StringVar(&cfg.Name, "name", "", "")
-	var join, caPin string
-	fs.StringVar(&join, "join", "", "")
-	fs.StringVar(&caPin, "ca-pin", "", "")
-	fs.StringVar(&cfg.API, "api", "", "")
-	fs.IntVar(&cfg.Slots, "slots", 0, "")
-	fs.StringVar(&labels, "labels", "", "")
-	fs.StringVar(&mode, "transport", "auto", "")
-	fs.StringVar(&cfg.ServerName, "server-name", "", "")
-	fs.StringVar(&cfg.WorkDir, "work-dir", "", "")
-	fs.StringVar(&cfg.StateDir, "state-dir", "", "")
-	fs.Uint64Var(&cfg.SpoolMax, "spool-max", 64<<20, "")
-	fs.Uint64Var(&cfg.MaxLogBytes, "max-log-bytes", 0, "")
-	fs.DurationVar(&cfg.DiskFullTimeout, "disk-full-timeout", time.Minute, "")
-	fs.BoolVar(&cfg.TTY, "tty", false, "")
-	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 10*time.Minute, "")
-	fs.DurationVar(&cfg.ReconnectMin, "reconnect-min", 500*time.Millisecond, "")
-	fs.DurationVar(&cfg.ReconnectMax, "reconnect-max", 30*time.Second, "")
-	fs.StringVar(&cfg.MetricsAddr, "metrics", "", "")
-	var allowCommands, allowEnv listFlag
-	fs.Var(&allowCommands, "allow-command", "")
-	fs.StringVar(&cfg.Policy.RunAs, "run-as", "", "")
-	fs.StringVar(&cfg.Policy.WorkRoot, "work-root", "", "")
-	fs.BoolVar(&cfg.Policy.CleanEnv, "clean-env", false, "")
-	fs.Var(&allowEnv, "allow-env", "")
-	lf.register(fs)
-	var configPath string
-	fs.StringVar(&configPath, "config", "", "")
+	cfg := agent.DefaultConfig()
+	var v agentFlagValues
+	agentFlags(fs, &cfg, &v)
 	if code, ok := c.parse(fs, args, c.Help()); !ok {
 		return code
 	}
@@ -226,11 +201,61 @@ func (c *AgentCommand) Run(args []string) int {
 		fmt.Fprintf(c.Stderr, "error: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
 		return ExitUsage
 	}
-	if configPath != "" {
-		if err := loadConfigFile(fs, configPath, agentConfig); err != nil {
+	if v.configPath != "" {
+		if err := loadConfigFile(fs, v.configPath, agentConfig); err != nil {
 			return c.errorf("%v", err)
 		}
 	}
+	return c.run(cfg, &v)
+}
+
+// agentFlagValues holds the agent's flags that are not fields of its
+// Config.
+type agentFlagValues struct {
+	lf                        logFlags
+	labels, mode, join, caPin string
+	configPath                string
+	allowCommands, allowEnv   listFlag
+}
+
+// agentFlags registers the agent's flags on fs, each bound to its field
+// of cfg with the field's value — DefaultConfig's — as its default, and
+// the others on v.
+func agentFlags(fs *flag.FlagSet, cfg *agent.Config, v *agentFlagValues) {
+	fs.StringVar(&cfg.Controller, "controller", "", "")
+	fs.StringVar(&cfg.TLS.CA, "ca", "", "")
+	fs.StringVar(&cfg.TLS.Cert, "cert", "", "")
+	fs.StringVar(&cfg.TLS.Key, "key", "", "")
+	fs.StringVar(&cfg.Name, "name", "", "")
+	fs.StringVar(&v.join, "join", "", "")
+	fs.StringVar(&v.caPin, "ca-pin", "", "")
+	fs.StringVar(&cfg.API, "api", "", "")
+	fs.IntVar(&cfg.Slots, "slots", cfg.Slots, "")
+	fs.StringVar(&v.labels, "labels", "", "")
+	fs.StringVar(&v.mode, "transport", string(cfg.Transport), "")
+	fs.StringVar(&cfg.ServerName, "server-name", "", "")
+	fs.StringVar(&cfg.WorkDir, "work-dir", "", "")
+	fs.StringVar(&cfg.StateDir, "state-dir", "", "")
+	fs.Uint64Var(&cfg.SpoolMax, "spool-max", cfg.SpoolMax, "")
+	fs.Uint64Var(&cfg.MaxLogBytes, "max-log-bytes", cfg.MaxLogBytes, "")
+	fs.DurationVar(&cfg.DiskFullTimeout, "disk-full-timeout", cfg.DiskFullTimeout, "")
+	fs.BoolVar(&cfg.TTY, "tty", cfg.TTY, "")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "")
+	fs.DurationVar(&cfg.ReconnectMin, "reconnect-min", cfg.ReconnectMin, "")
+	fs.DurationVar(&cfg.ReconnectMax, "reconnect-max", cfg.ReconnectMax, "")
+	fs.StringVar(&cfg.MetricsAddr, "metrics", cfg.MetricsAddr, "")
+	fs.Var(&v.allowCommands, "allow-command", "")
+	fs.StringVar(&cfg.Policy.RunAs, "run-as", "", "")
+	fs.StringVar(&cfg.Policy.WorkRoot, "work-root", "", "")
+	fs.BoolVar(&cfg.Policy.CleanEnv, "clean-env", false, "")
+	fs.Var(&v.allowEnv, "allow-env", "")
+	v.lf.register(fs)
+	fs.StringVar(&v.configPath, "config", "", "")
+}
+
+// run runs the agent configured by the flags.
+func (c *AgentCommand) run(cfg agent.Config, v *agentFlagValues) int {
+	lf, labels, mode, join, caPin, allowCommands, allowEnv := &v.lf, v.labels, v.mode, v.join, v.caPin, v.allowCommands, v.allowEnv
 	cfg.Policy.AllowCommands = allowCommands
 	for _, v := range allowEnv {
 		for _, name := range strings.Split(v, ",") {

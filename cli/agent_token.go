@@ -17,28 +17,12 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"jobsuite/agent"
+	"jobsuite/api"
 	"jobsuite/certs"
 )
 
 // joinTokenPrefix starts every join token (controller.JoinTokenPrefix).
 const joinTokenPrefix = "jsj_"
-
-// joinTokenView is a join token as the controller shows it.
-type joinTokenView struct {
-	ID         string            `json:"id"`
-	Uses       int               `json:"uses"`
-	UsesLeft   int               `json:"uses_left"`
-	Labels     map[string]string `json:"labels"`
-	NamePrefix string            `json:"name_prefix"`
-	CreatedBy  string            `json:"created_by"`
-	CreatedAt  time.Time         `json:"created_at"`
-	ExpiresAt  time.Time         `json:"expires_at"`
-	Expired    bool              `json:"expired"`
-	Enrolled   []string          `json:"enrolled"`
-	Token      string            `json:"token"`
-	CAPin      string            `json:"ca_pin"`
-	AgentPort  int               `json:"agent_port"`
-}
 
 // AgentTokenCreateCommand creates a join token: "jobsuite agent token create".
 type AgentTokenCreateCommand struct{ Meta }
@@ -127,12 +111,10 @@ func (c *AgentTokenCreateCommand) Run(args []string) int {
 		return c.errorf("%v", err)
 	}
 	defer client.close()
-	req := map[string]any{"ttl": ttl.Seconds(), "uses": *uses}
+	secs := ttl.Seconds()
+	req := api.JoinTokenRequest{TTL: &secs, Uses: uses, NamePrefix: *prefix} // name_prefix "": the controller's default
 	if len(l) > 0 {
-		req["labels"] = l
-	}
-	if *prefix != "" {
-		req["name_prefix"] = *prefix
+		req.Labels = l
 	}
 	var raw json.RawMessage
 	err = client.do(context.Background(), "POST", "/agent-tokens", req, &raw)
@@ -145,7 +127,7 @@ func (c *AgentTokenCreateCommand) Run(args []string) int {
 	case err != nil:
 		return c.errorf("%v", err)
 	}
-	var t joinTokenView
+	var t api.JoinTokenView
 	if err := json.Unmarshal(raw, &t); err != nil || !strings.HasPrefix(t.Token, joinTokenPrefix) || t.CAPin == "" {
 		return c.errorf("the controller's answer holds no join token: %s", raw)
 	}
@@ -206,7 +188,7 @@ Example:
 }
 
 func (c *AgentTokenListCommand) Run(args []string) int {
-	var toks []joinTokenView
+	var toks []api.JoinTokenView
 	if code, done := getList(c.Meta, "agent token list", c.Help(), "/agent-tokens", "join tokens", args, &toks); done {
 		return code
 	}
@@ -272,7 +254,7 @@ func (c *AgentTokenRevokeCommand) Run(args []string) int {
 		return c.errorf("%v", err)
 	}
 	defer client.close()
-	var t joinTokenView
+	var t api.JoinTokenView
 	if err := client.do(context.Background(), "DELETE", "/agent-tokens/"+id, nil, &t); err != nil {
 		return c.errorf("%v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	mcli "github.com/mitchellh/cli"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 	"jobsuite/controller"
 )
@@ -118,7 +119,7 @@ func TestAgentJoinCommand(t *testing.T) {
 		t.Fatalf("second start: exit %d, stderr %s", code, errOut)
 	}
 	code, out, _ = runCLI(t, "agent", "token", "list", "-json")
-	var toks []joinTokenView
+	var toks []api.JoinTokenView
 	if err := json.Unmarshal([]byte(out), &toks); code != 0 || err != nil || len(toks) != 1 || toks[0].UsesLeft != 1 || len(toks[0].Enrolled) != 1 {
 		t.Fatalf("agent token list: exit %d, %v: %s", code, err, out)
 	}

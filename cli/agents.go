@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 	"text/tabwriter"
+
+	"jobsuite/api"
 )
 
 // AgentsCommand lists the connected agents: "jobsuite agents".
@@ -41,7 +43,7 @@ Example:
 }
 
 func (c *AgentsCommand) Run(args []string) int {
-	var agents []agentRow
+	var agents []api.AgentInfo
 	if code, done := getList(c.Meta, "agents", c.Help(), "/agents", "agents", args, &agents); done {
 		return code
 	}
@@ -53,22 +55,15 @@ func (c *AgentsCommand) Run(args []string) int {
 	tw := tabwriter.NewWriter(c.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tTRANSPORT\t"+colorize(c.Stdout, "STATE")+"\tSLOTS\tRUNNING\tLABELS\tCONNECTED\tLAST-HEARTBEAT")
 	for _, a := range agents {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", a.Name, cell(a.Transport, 10), colorize(c.Stdout, a.state()), a.Slots, a.Running,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", a.Name, cell(a.Transport, 10), colorize(c.Stdout, agentStateText(&a)), a.Slots, a.Running,
 			labelsText(a.Labels), ago(a.ConnectedAt, now), ago(a.LastSeen, now))
 	}
 	tw.Flush()
 	return ExitOK
 }
 
-// agentRow is an agent as GET /agents and POST /agents/:name/drain
-// return it, with what only these commands read.
-type agentRow struct {
-	agentInfo
-	Draining bool `json:"draining"`
-}
-
-// state is the agent's STATE column: active, or draining.
-func (a *agentRow) state() string {
+// agentStateText is the agent's STATE column: active, or draining.
+func agentStateText(a *api.AgentInfo) string {
 	if a.Draining {
 		return "draining"
 	}
@@ -108,7 +103,7 @@ Example:
 }
 
 func (c *AgentsDrainCommand) Run(args []string) int {
-	return agentAction(c.Meta, "agents drain", "drain", c.Help(), args, func(agent string, a agentRow) {
+	return agentAction(c.Meta, "agents drain", "drain", c.Help(), args, func(agent string, a api.AgentInfo) {
 		fmt.Fprintf(c.Stdout, "Agent %s is draining: no new jobs; %d running\n", agent, a.Running)
 	})
 }
@@ -116,7 +111,7 @@ func (c *AgentsDrainCommand) Run(args []string) int {
 // agentAction is the shared part of 'agents drain' and 'agents undrain':
 // the client flags and -json, one agent name, POST /agents/NAME/ACTION.
 // With -json it prints the answer; otherwise it calls done with it.
-func agentAction(m Meta, name, action, help string, args []string, done func(agent string, a agentRow)) int {
+func agentAction(m Meta, name, action, help string, args []string, done func(agent string, a api.AgentInfo)) int {
 	var cf clientFlags
 	fs := m.flagSet(name)
 	cf.register(fs)
@@ -150,7 +145,7 @@ func agentAction(m Meta, name, action, help string, args []string, done func(age
 		writeRawJSON(m.Stdout, raw)
 		return ExitOK
 	}
-	var a agentRow
+	var a api.AgentInfo
 	if err := json.Unmarshal(raw, &a); err != nil {
 		return m.errorf("the controller's answer is not an agent: %v", err)
 	}
@@ -187,7 +182,7 @@ Example:
 }
 
 func (c *AgentsUndrainCommand) Run(args []string) int {
-	return agentAction(c.Meta, "agents undrain", "undrain", c.Help(), args, func(agent string, a agentRow) {
+	return agentAction(c.Meta, "agents undrain", "undrain", c.Help(), args, func(agent string, a api.AgentInfo) {
 		fmt.Fprintf(c.Stdout, "Agent %s takes jobs again: %d slots, %d running\n", agent, a.Slots, a.Running)
 	})
 }

@@ -7,7 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
+
+	"jobsuite/api"
 )
 
 // AuditCommand lists the audit log: "jobsuite audit".
@@ -54,18 +55,6 @@ Example:
   2025-07-01 11:57:40  ci        operator  token        submit   job 31          -
   2025-07-01 11:50:13  alice     operator  certificate  cancel   job 28          -
 `)
-}
-
-// auditEntry is an entry of GET /audit.
-type auditEntry struct {
-	ID     uint64    `json:"id"`
-	Time   time.Time `json:"time"`
-	Who    string    `json:"who"`
-	Role   string    `json:"role"`
-	Via    string    `json:"via"`
-	Action string    `json:"action"`
-	Target string    `json:"target"`
-	Detail string    `json:"detail"`
 }
 
 func (c *AuditCommand) Run(args []string) int {
@@ -148,7 +137,7 @@ func (c *AuditCommand) print(raw []json.RawMessage) int {
 	tw := tabwriter.NewWriter(c.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tWHO\tROLE\tVIA\tACTION\tTARGET\tDETAIL")
 	for _, r := range raw {
-		var e auditEntry
+		var e api.AuditEntry
 		if err := json.Unmarshal(r, &e); err != nil {
 			return c.errorf("the controller's answer holds an entry this CLI cannot read: %v", err)
 		}

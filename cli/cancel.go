@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"jobsuite/api"
 )
 
 // CancelCommand cancels jobs: "jobsuite cancel".
@@ -58,7 +60,7 @@ func (c *CancelCommand) Run(args []string) int {
 	defer client.close()
 	code := ExitOK
 	for _, id := range ids {
-		var job jobView
+		var job api.JobView
 		status, err := client.request(context.Background(), "DELETE", fmt.Sprintf("/jobs/%d", id), nil, &job)
 		switch {
 		case err != nil:

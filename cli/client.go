@@ -21,6 +21,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 )
 
@@ -364,13 +365,14 @@ func (e *APIError) Error() string {
 
 // apiError builds an *APIError from an error answer's body.
 func apiError(status int, body []byte) *APIError {
-	var b struct {
-		Error  string `json:"error"`
-		Field  string `json:"field"`
-		Status string `json:"status"`
-	}
+	// A field of the wrong type (say, job_id as a string, from some
+	// other server) is skipped, not the answer: Unmarshal fills in the
+	// rest and the message still reaches the user.
+	var b api.Error
 	e := &APIError{Status: status}
-	if json.Unmarshal(body, &b) == nil && b.Error != "" {
+	err := json.Unmarshal(body, &b)
+	var typeErr *json.UnmarshalTypeError
+	if (err == nil || errors.As(err, &typeErr)) && b.Error != "" {
 		e.Message, e.Field, e.JobStatus = b.Error, b.Field, b.Status
 		return e
 	}
@@ -529,61 +531,8 @@ func (c *Client) connError(err error) error {
 	return fmt.Errorf("cannot reach the controller: %w; is the controller running at %s?", err, c.base)
 }
 
-// jobView is the part of the controller's JobView the CLI reads.
-type jobView struct {
-	JobID         uint64            `json:"job_id"`
-	Name          string            `json:"name"`
-	Command       string            `json:"command"`
-	Params        string            `json:"params"`
-	Priority      any               `json:"priority"` // "low"|"mid"|"high" or a number
-	PriorityValue int               `json:"priority_value"`
-	Status        string            `json:"status"`
-	Reason        string            `json:"reason"`
-	Timeout       float64           `json:"timeout"`
-	MaxRetries    int               `json:"max_retries"`
-	CancelPending bool              `json:"cancel_requested"`
-	Labels        map[string]string `json:"labels"`
-	Dir           string            `json:"dir"`
-	CreatedAt     time.Time         `json:"created_at"`
-	StartedAt     *time.Time        `json:"started_at"`
-	FinishedAt    *time.Time        `json:"finished_at"`
-	RetryAt       *time.Time        `json:"retry_at"`
-	Duration      *float64          `json:"duration"`
-	ExitCode      *int              `json:"exit_code"`
-	Attempts      []attemptView     `json:"attempts"`
-	LogBytes      uint64            `json:"log_bytes"`
-	OutputMode    string            `json:"output"` // ordered | split
-	TTY           *bool             `json:"tty"`    // nil: the agent's default
-}
-
-// attemptView is one attempt of a job.
-type attemptView struct {
-	Number     uint32     `json:"number"`
-	Agent      string     `json:"agent"`
-	StartedAt  *time.Time `json:"started_at"`
-	FinishedAt *time.Time `json:"finished_at"`
-	Outcome    string     `json:"outcome"`
-	ExitCode   *int       `json:"exit_code"`
-	Signal     string     `json:"signal"`
-	Error      string     `json:"error"`
-	Duration   float64    `json:"duration"`
-}
-
-// agentInfo is the part of the controller's AgentInfo the CLI reads.
-type agentInfo struct {
-	Name        string            `json:"name"`
-	Labels      map[string]string `json:"labels"`
-	Slots       int               `json:"slots"`
-	Running     int               `json:"running"`
-	Transport   string            `json:"transport"`
-	Address     string            `json:"address"`
-	Version     string            `json:"version"`
-	ConnectedAt time.Time         `json:"connected_at"`
-	LastSeen    time.Time         `json:"last_heartbeat"`
-}
-
 // priorityText shows a job's priority: its name, or its number.
-func (j *jobView) priorityText() string {
+func priorityText(j *api.JobView) string {
 	switch p := j.Priority.(type) {
 	case string:
 		return p
@@ -594,7 +543,7 @@ func (j *jobView) priorityText() string {
 }
 
 // commandLine is the command a job runs, with its params.
-func (j *jobView) commandLine() string {
+func commandLine(j *api.JobView) string {
 	if j.Params == "" {
 		return j.Command
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 	mcli "github.com/mitchellh/cli"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 )
 
@@ -177,7 +178,7 @@ func fakeJob(id uint64, status string) map[string]any {
 }
 
 // fakeLog is job 12's output: offset, stream, data.
-var fakeLog = []logMessage{
+var fakeLog = []api.LogMessage{
 	{Type: "output", Offset: 0, Stream: "stdout", Data: []byte("hello\n")},
 	{Type: "output", Offset: 6, Stream: "stderr", Data: []byte("oops\n")},
 	{Type: "output", Offset: 11, Stream: "stdout", Data: []byte("bye\n")},
@@ -284,14 +285,14 @@ func (f *fakeController) serveLogs(w http.ResponseWriter, r *http.Request, rawID
 	defer conn.Close()
 	switch rawID {
 	case "20":
-		_ = conn.WriteJSON(logMessage{Type: "output", Stream: "stdout", Data: []byte("working\n")})
+		_ = conn.WriteJSON(api.LogMessage{Type: "output", Stream: "stdout", Data: []byte("working\n")})
 		for {
 			if _, _, err := conn.ReadMessage(); err != nil {
 				return
 			}
 		}
 	case "13":
-		_ = conn.WriteJSON(logMessage{Type: "end", Status: "failed", Reason: "attempt 1 lost: agent worker-1 stopped sending heartbeats"})
+		_ = conn.WriteJSON(api.LogMessage{Type: "end", Status: "failed", Reason: "attempt 1 lost: agent worker-1 stopped sending heartbeats"})
 		return
 	case "14":
 		serveRetried(conn, q, offset)
@@ -313,9 +314,9 @@ func (f *fakeController) serveLogs(w http.ResponseWriter, r *http.Request, rawID
 		return // nothing left to send, but cut before the end all the same
 	}
 	exit := 3
-	end := logMessage{Type: "end", Status: "failed", ExitCode: &exit, Reason: "attempt 1 failed: exit code 3"}
+	end := api.LogMessage{Type: "end", Status: "failed", ExitCode: &exit, Reason: "attempt 1 failed: exit code 3"}
 	if q.Get("follow") == "0" {
-		end = logMessage{Type: "end", Status: "running"}
+		end = api.LogMessage{Type: "end", Status: "running"}
 	}
 	_ = conn.WriteJSON(end)
 	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "job 12 failed"), time.Now().Add(time.Second))
@@ -327,7 +328,7 @@ func (f *fakeController) serveLogs(w http.ResponseWriter, r *http.Request, rawID
 // completes.
 var (
 	retriedAt  = time.Date(2025, 7, 1, 12, 0, 0, 0, time.UTC)
-	retriedLog = []logMessage{
+	retriedLog = []api.LogMessage{
 		{Type: "attempt", Attempt: 1, Agent: "worker-1", Time: retriedAt, Offset: 0, Attempts: 2},
 		{Type: "output", Offset: 0, Stream: "stdout", Data: []byte("one\no"), Time: retriedAt.Add(1500 * time.Millisecond)},
 		{Type: "output", Offset: 5, Stream: "stdout", Data: []byte("ne"), Time: retriedAt.Add(2 * time.Second)},
@@ -354,12 +355,12 @@ func serveRetried(conn *websocket.Conn, q url.Values, offset uint64) {
 		}
 		_ = conn.WriteJSON(m)
 	}
-	end := logMessage{Type: "end", Status: "completed", ExitCode: new(int)}
+	end := api.LogMessage{Type: "end", Status: "completed", ExitCode: new(int)}
 	switch only {
 	case 1:
-		end = logMessage{Type: "end", Status: "completed", Attempt: 1, Outcome: "failed", ExitCode: intPtr(4)}
+		end = api.LogMessage{Type: "end", Status: "completed", Attempt: 1, Outcome: "failed", ExitCode: intPtr(4)}
 	case 2:
-		end = logMessage{Type: "end", Status: "completed", Attempt: 2, Outcome: "completed", ExitCode: new(int)}
+		end = api.LogMessage{Type: "end", Status: "completed", Attempt: 2, Outcome: "completed", ExitCode: new(int)}
 	}
 	_ = conn.WriteJSON(end)
 	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "job 14 completed"), time.Now().Add(time.Second))

@@ -12,6 +12,8 @@ import (
 
 	mcli "github.com/mitchellh/cli"
 	"github.com/posener/complete"
+
+	"jobsuite/api"
 )
 
 // Shell completion. 'jobsuite -autocomplete-install' (mitchellh/cli,
@@ -141,7 +143,7 @@ const completionTimeout = 1500 * time.Millisecond
 // predictJobs returns the IDs of the newest jobs, or nothing when the
 // controller cannot be reached.
 func predictJobs(m Meta) []string {
-	var jobs []jobView
+	var jobs []api.JobView
 	if !fromController(m, "/jobs?limit=50", &jobs) {
 		return nil
 	}
@@ -154,7 +156,7 @@ func predictJobs(m Meta) []string {
 
 // predictAgents returns the names of the connected agents.
 func predictAgents(m Meta) []string {
-	var agents []agentInfo
+	var agents []api.AgentInfo
 	if !fromController(m, "/agents", &agents) {
 		return nil
 	}

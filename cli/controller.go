@@ -2,17 +2,16 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"jobsuite/controller"
-	"jobsuite/protocol"
 )
 
 // ControllerCommand runs the controller service.
@@ -23,7 +22,15 @@ func (c *ControllerCommand) Synopsis() string {
 }
 
 func (c *ControllerCommand) Help() string {
-	return strings.TrimSpace(`
+	cfg := controller.DefaultConfig()
+	fs := flag.NewFlagSet("controller", flag.ContinueOnError)
+	controllerFlags(fs, &cfg, &logFlags{})
+	return withDefaults(fs, controllerHelp)
+}
+
+// controllerHelp is the controller's help; withDefaults fills in the
+// defaults (defaults.go).
+var controllerHelp = strings.TrimSpace(`
 Usage: jobsuite controller -data-dir DIR -ca FILE -cert FILE -key FILE [options]
 
   Runs the controller: the HTTPS API for operators (mutual TLS), the
@@ -49,18 +56,18 @@ Options:
                      can mint any certificate, operator included (SECURITY.md).
   -agent-cert-ttl DUR
                      Lifetime of the agent certificates it signs; agents renew
-                     them at 2/3 of it. Default 720h (30 days).
-  -http ADDR         HTTPS API address. Default 127.0.0.1:8443.
-  -listen ADDR       Agent address (UDP+TCP). Default :7443.
-  -lease-ttl DUR     An agent or attempt silent this long is lost. Default 15s.
-  -kill-grace DUR    Grace between SIGTERM and SIGKILL when stopping jobs. Default 5s.
+                     them at 2/3 of it. Default {agent-cert-ttl:days}.
+  -http ADDR         HTTPS API address. Default {http}.
+  -listen ADDR       Agent address (UDP+TCP). Default {listen}.
+  -lease-ttl DUR     An agent or attempt silent this long is lost. Default {lease-ttl}.
+  -kill-grace DUR    Grace between SIGTERM and SIGKILL when stopping jobs. Default {kill-grace}.
   -aging DUR         A queued job gains one priority point per DUR waited, so
-                     high-priority floods cannot starve the rest. Default 0
+                     high-priority floods cannot starve the rest. Default {aging}
                      (strict priority).
   -retain-for DUR    Finished jobs (and their logs) older than this are removed.
-                     Default 720h (30 days); 0 keeps them for ever.
+                     Default {retain-for:days}; 0 keeps them for ever.
   -retain-jobs N     At most N finished jobs are kept; older ones are removed.
-                     Default 1000000; 0 keeps them all.
+                     Default {retain-jobs}; 0 keeps them all.
   -metrics ADDR      Also serve GET /metrics (Prometheus) over plain HTTP on
                      ADDR, for scrapers without a client certificate. No TLS,
                      no authentication: anyone who reaches ADDR reads job
@@ -70,26 +77,26 @@ Options:
   -metrics-agents N  Per-agent metric series (jobsuite_connected_agent_*) for
                      the first N connected agents by name; the rest are
                      counted in jobsuite_connected_agents_unexported. Bounds
-                     the series a large fleet adds. Default 100; 0: none.
-  -log-level LEVEL   trace, debug, info, warn or error. Default info.
+                     the series a large fleet adds. Default {metrics-agents}; 0: none.
+  -log-level LEVEL   trace, debug, info, warn or error. Default {log-level}.
   -log-json          Log JSON lines.
 
 Limits (over-limit input gets a clear error; nothing else is disturbed):
 
   -max-body-bytes N     Largest API request body, and largest job of a batch
-                        (413 beyond). At most 3145728. Default 1048576 (1 MiB).
+                        (413 beyond). At most 3145728. Default {max-body-bytes:size}.
   -max-command-bytes N  Longest job command plus params (400 beyond).
-                        Default 65536 (64 KiB).
-  -max-env N            Most env entries per job (400 beyond). Default 128.
-  -max-labels N         Most labels per job (400 beyond). Default 32.
+                        Default {max-command-bytes:size}.
+  -max-env N            Most env entries per job (400 beyond). Default {max-env}.
+  -max-labels N         Most labels per job (400 beyond). Default {max-labels}.
   -max-frame-bytes N    Largest protocol frame read from an agent; a longer one
                         ends that stream (or, on the control stream, the
-                        session). Between 524288 and 4194304. Default 4194304.
+                        session). Between 524288 and 4194304. Default {max-frame-bytes}.
   -max-followers N      WebSocket log followers per job; more get 429.
-                        Default 100.
+                        Default {max-followers}.
   -max-agent-slots N    Most slots an agent may announce; an agent announcing
                         more is refused (and does not reconnect). Bounds what
-                        one agent certificate can take. Default 1024.
+                        one agent certificate can take. Default {max-agent-slots}.
   -max-output-bytes N   Most output stored per attempt: the agent cuts the
                         output there and ends it with a marker line saying so.
                         Default: 1 GiB, or a quarter of the data directory's
@@ -113,26 +120,26 @@ Configuration file:
     ca         = "/etc/jobsuite/pki/ca.pem"              # required
     cert       = "/etc/jobsuite/pki/controller.pem"      # required
     key        = "/etc/jobsuite/pki/controller-key.pem"  # required
-    ca_key     = ""        # e.g. "/etc/jobsuite/pki/ca-key.pem": enrollment
-    agent_cert_ttl = "720h"
-    http       = "127.0.0.1:8443"
-    listen     = ":7443"
-    lease_ttl  = "15s"
-    kill_grace = "5s"
-    aging      = "0s"
-    retain_for = "720h"
-    retain_jobs = 1000000
-    metrics    = ""        # e.g. "127.0.0.1:9190"; empty: off
-    metrics_agents = 100
-    log_level  = "info"
-    log_json   = false
-    max_body_bytes    = 1048576
-    max_command_bytes = 65536
-    max_env           = 128
-    max_labels        = 32
-    max_frame_bytes   = 4194304
-    max_followers     = 100
-    max_agent_slots   = 1024
+    ca_key     = {ca-key:toml}        # e.g. "/etc/jobsuite/pki/ca-key.pem": enrollment
+    agent_cert_ttl = {agent-cert-ttl:toml}
+    http       = {http:toml}
+    listen     = {listen:toml}
+    lease_ttl  = {lease-ttl:toml}
+    kill_grace = {kill-grace:toml}
+    aging      = {aging:toml}
+    retain_for = {retain-for:toml}
+    retain_jobs = {retain-jobs:toml}
+    metrics    = {metrics:toml}        # e.g. "127.0.0.1:9190"; empty: off
+    metrics_agents = {metrics-agents:toml}
+    log_level  = {log-level:toml}
+    log_json   = {log-json:toml}
+    max_body_bytes    = {max-body-bytes:toml}
+    max_command_bytes = {max-command-bytes:toml}
+    max_env           = {max-env:toml}
+    max_labels        = {max-labels:toml}
+    max_frame_bytes   = {max-frame-bytes:toml}
+    max_followers     = {max-followers:toml}
+    max_agent_slots   = {max-agent-slots:toml}
     # max_output_bytes = 1073741824   # default: 1 GiB, at most 1/4 of the disk; 0: no cap
     # min_free_bytes   = 1073741824   # default: 1/20 of the disk, 16 MiB–1 GiB; 0: off
 
@@ -144,40 +151,12 @@ Example:
       -cert pki/controller.pem -key pki/controller-key.pem -http :8443
   jobsuite controller -config /etc/jobsuite/controller.toml -log-level debug
 `)
-}
 
 func (c *ControllerCommand) Run(args []string) int {
 	fs := c.flagSet("controller")
-	var cfg controller.Config
+	cfg := controller.DefaultConfig()
 	var lf logFlags
-	fs.StringVar(&cfg.DataDir, "data-dir", "", "")
-	fs.StringVar(&cfg.TLS.CA, "ca", "", "")
-	fs.StringVar(&cfg.TLS.Cert, "cert", "", "")
-	fs.StringVar(&cfg.TLS.Key, "key", "", "")
-	fs.StringVar(&cfg.CAKey, "ca-key", "", "")
-	fs.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", controller.DefaultAgentCertTTL, "")
-	fs.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:8443", "")
-	fs.StringVar(&cfg.AgentAddr, "listen", ":7443", "")
-	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "")
-	fs.DurationVar(&cfg.KillGrace, "kill-grace", 0, "")
-	fs.DurationVar(&cfg.Aging, "aging", 0, "")
-	fs.DurationVar(&cfg.RetainFor, "retain-for", 30*24*time.Hour, "")
-	fs.IntVar(&cfg.RetainJobs, "retain-jobs", 1_000_000, "")
-	fs.StringVar(&cfg.MetricsAddr, "metrics", "", "")
-	fs.IntVar(&cfg.MetricsAgents, "metrics-agents", 100, "")
-	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", 1<<20, "")
-	fs.IntVar(&cfg.MaxCommandBytes, "max-command-bytes", 64<<10, "")
-	fs.IntVar(&cfg.MaxEnv, "max-env", 128, "")
-	fs.IntVar(&cfg.MaxLabels, "max-labels", 32, "")
-	fs.IntVar(&cfg.MaxFrameBytes, "max-frame-bytes", protocol.MaxFrameSize, "")
-	fs.IntVar(&cfg.MaxFollowers, "max-followers", 100, "")
-	fs.IntVar(&cfg.MaxAgentSlots, "max-agent-slots", controller.DefaultMaxAgentSlots, "")
-	// -1: the default, which follows the disk's size; 0: off.
-	minFree := fs.Int64("min-free-bytes", -1, "")
-	maxOutput := fs.Int64("max-output-bytes", -1, "")
-	lf.register(fs)
-	var configPath string
-	fs.StringVar(&configPath, "config", "", "")
+	minFree, maxOutput, configPath := controllerFlags(fs, &cfg, &lf)
 	if code, ok := c.parse(fs, args, c.Help()); !ok {
 		return code
 	}
@@ -185,11 +164,51 @@ func (c *ControllerCommand) Run(args []string) int {
 		fmt.Fprintf(c.Stderr, "error: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
 		return ExitUsage
 	}
-	if configPath != "" {
-		if err := loadConfigFile(fs, configPath, controllerConfig); err != nil {
+	if *configPath != "" {
+		if err := loadConfigFile(fs, *configPath, controllerConfig); err != nil {
 			return c.errorf("%v", err)
 		}
 	}
+	return c.run(cfg, lf, *minFree, *maxOutput)
+}
+
+// controllerFlags registers the controller's flags on fs, each bound to
+// its field of cfg with the field's value — DefaultConfig's — as its
+// default, and the logging flags on lf. -min-free-bytes and
+// -max-output-bytes default to -1, the default that follows the disk.
+func controllerFlags(fs *flag.FlagSet, cfg *controller.Config, lf *logFlags) (minFree, maxOutput *int64, configPath *string) {
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "")
+	fs.StringVar(&cfg.TLS.CA, "ca", "", "")
+	fs.StringVar(&cfg.TLS.Cert, "cert", "", "")
+	fs.StringVar(&cfg.TLS.Key, "key", "", "")
+	fs.StringVar(&cfg.CAKey, "ca-key", "", "")
+	fs.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", cfg.AgentCertTTL, "")
+	fs.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "")
+	fs.StringVar(&cfg.AgentAddr, "listen", cfg.AgentAddr, "")
+	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "")
+	fs.DurationVar(&cfg.KillGrace, "kill-grace", cfg.KillGrace, "")
+	fs.DurationVar(&cfg.Aging, "aging", cfg.Aging, "")
+	fs.DurationVar(&cfg.RetainFor, "retain-for", cfg.RetainFor, "")
+	fs.IntVar(&cfg.RetainJobs, "retain-jobs", cfg.RetainJobs, "")
+	fs.StringVar(&cfg.MetricsAddr, "metrics", cfg.MetricsAddr, "")
+	fs.IntVar(&cfg.MetricsAgents, "metrics-agents", cfg.MetricsAgents, "")
+	fs.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "")
+	fs.IntVar(&cfg.MaxCommandBytes, "max-command-bytes", cfg.MaxCommandBytes, "")
+	fs.IntVar(&cfg.MaxEnv, "max-env", cfg.MaxEnv, "")
+	fs.IntVar(&cfg.MaxLabels, "max-labels", cfg.MaxLabels, "")
+	fs.IntVar(&cfg.MaxFrameBytes, "max-frame-bytes", cfg.MaxFrameBytes, "")
+	fs.IntVar(&cfg.MaxFollowers, "max-followers", cfg.MaxFollowers, "")
+	fs.IntVar(&cfg.MaxAgentSlots, "max-agent-slots", cfg.MaxAgentSlots, "")
+	// -1: the default, which follows the disk's size; 0: off.
+	minFree = fs.Int64("min-free-bytes", -1, "")
+	maxOutput = fs.Int64("max-output-bytes", -1, "")
+	lf.register(fs)
+	configPath = fs.String("config", "", "")
+	return minFree, maxOutput, configPath
+}
+
+// run runs the controller configured by the flags.
+func (c *ControllerCommand) run(cfg controller.Config, lf logFlags, minFree, maxOutput int64) int {
 	log, sink, err := lf.logger("controller", c.Stderr)
 	if err != nil {
 		return c.errorf("%v", err)
@@ -207,7 +226,7 @@ func (c *ControllerCommand) Run(args []string) int {
 		name string
 		v    int64
 		dst  *int64
-	}{{"min-free-bytes", *minFree, &cfg.MinFreeBytes}, {"max-output-bytes", *maxOutput, &cfg.MaxOutputBytes}} {
+	}{{"min-free-bytes", minFree, &cfg.MinFreeBytes}, {"max-output-bytes", maxOutput, &cfg.MaxOutputBytes}} {
 		switch {
 		case f.v == -1: // not given: the default
 		case f.v == 0:

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"jobsuite/agent"
+	"jobsuite/api"
 	"jobsuite/certs"
 	"jobsuite/controller"
 	"jobsuite/transport"
@@ -147,7 +148,7 @@ func (c *DevCommand) Run(args []string) int {
 			TLS:          certs.Files{CA: certs.CAFile(abs), Cert: certs.CertFile(abs, name), Key: certs.KeyFile(abs, name)},
 			Labels:       map[string]string{"dev": "true", "agent": name},
 			StateDir:     filepath.Join(abs, name),
-			DrainTimeout: 10 * time.Minute,
+			DrainTimeout: agent.DefaultConfig().DrainTimeout,
 			Logger:       log.Named(name),
 		})
 		if err != nil {
@@ -285,11 +286,10 @@ func (c *DevCommand) printDashboard(ctx context.Context, dir, env string) {
 		check.close()
 	}
 	if token == "" {
-		var created struct {
-			Token string `json:"token"`
-		}
+		var created api.TokenView
+		secs := devTokenTTL.Seconds()
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := client.do(rctx, "POST", "/tokens", map[string]any{"role": "operator", "name": "dev-dashboard", "ttl": devTokenTTL.Seconds()}, &created)
+		err := client.do(rctx, "POST", "/tokens", api.TokenRequest{Role: "operator", Name: "dev-dashboard", TTL: &secs}, &created)
 		cancel()
 		if err != nil || created.Token == "" {
 			fmt.Fprintf(c.Stdout, "Dashboard: %s/ui/ (no sign-in link: %v)\n\n", client.base, err)

@@ -9,6 +9,13 @@
 // JOBSUITE_CLIENT_CERT and JOBSUITE_CLIENT_KEY, else ./.jobsuite-dev/env
 // (written by 'jobsuite dev').
 //
+// The client commands decode the controller's answers into the types of
+// package api, the controller's own. The controller's and the agent's
+// flags are bound to the fields of controller.DefaultConfig and
+// agent.DefaultConfig, so their defaults are the Config's; their help
+// is written with placeholders that withDefaults (defaults.go) fills in
+// from those flags, config-file keys included.
+//
 // Exit codes: 0 success, 1 error, 2 usage error, 3 an agent refused by
 // the controller for good, 127 an unknown command; submit -f, logs -f
 // and resubmit -f exit with the job's own code (124 timeout, 130

@@ -7,33 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
 	"time"
-)
 
-// logMessage is one message of the log WebSocket in format=json (the
-// controller's LogMessage): "output" carries Data of Stream at byte
-// Offset of the job's log, received at Time; "attempt" says attempt
-// Attempt (of Attempts so far) on Agent begins at Offset; the last
-// message, "end", the job's state (or, with attempt=N, N's Outcome).
-type logMessage struct {
-	Type     string    `json:"type"` // output | attempt | end
-	Offset   uint64    `json:"offset"`
-	Stream   string    `json:"stream"` // stdout | stderr
-	Data     []byte    `json:"data"`   // base64 in JSON
-	Time     time.Time `json:"time"`
-	Attempt  uint32    `json:"attempt"`
-	Agent    string    `json:"agent"`
-	Attempts int       `json:"attempts"`
-	Status   string    `json:"status"`
-	ExitCode *int      `json:"exit_code"`
-	Signal   string    `json:"signal"`
-	Reason   string    `json:"reason"`
-	Outcome  string    `json:"outcome"`
-}
+	"jobsuite/api"
+	"jobsuite/internal/backoff"
+)
 
 // Exit codes of a command mirroring a job that did not exit by itself.
 const (
@@ -51,7 +34,7 @@ const (
 //	cancelled                            → 130, like a shell's Ctrl-C
 //	failed without an exit code (lost,
 //	could not start), or anything else   → 1
-func jobExitCode(end logMessage) int {
+func jobExitCode(end api.LogMessage) int {
 	if end.Attempt > 0 { // the end of one attempt (logs -attempt N)
 		return attemptExitCode(end)
 	}
@@ -72,7 +55,7 @@ func jobExitCode(end logMessage) int {
 
 // attemptExitCode maps the end of one attempt like jobExitCode does a
 // job's: its outcome, lost counting as a failure without an exit code.
-func attemptExitCode(end logMessage) int {
+func attemptExitCode(end api.LogMessage) int {
 	switch end.Outcome {
 	case "completed":
 		return ExitOK
@@ -90,7 +73,7 @@ func attemptExitCode(end logMessage) int {
 
 // failedWithoutCode reports whether a job failed in a way its exit code
 // cannot tell (lost, could not start): the follower then explains it.
-func failedWithoutCode(end logMessage) bool {
+func failedWithoutCode(end api.LogMessage) bool {
 	return end.Status == "failed" && jobExitCode(end) == ExitError
 }
 
@@ -123,7 +106,7 @@ type follower struct {
 	midLine    bool // the output written last, on either stream, did not end a line
 
 	tries   int           // reconnects in a row before giving up; 0 means 5
-	backoff time.Duration // wait before the first reconnect, doubled each time; 0 means 250ms
+	backoff time.Duration // wait before the first reconnect, doubled each time, jittered down to half; 0 means 250ms
 
 	connected bool // a WebSocket was opened once: only then are failures retried
 
@@ -135,20 +118,21 @@ type follower struct {
 // progress; an error answer (4xx), a failure to write locally or a first
 // connection that fails are returned at once. It returns errInterrupted
 // when ctx is cancelled.
-func (f *follower) run(ctx context.Context) (logMessage, error) {
-	tries, backoff := f.tries, f.backoff
+func (f *follower) run(ctx context.Context) (api.LogMessage, error) {
+	tries, delay := f.tries, f.backoff
 	if tries == 0 {
 		tries = 5
 	}
-	if backoff == 0 {
-		backoff = 250 * time.Millisecond
+	if delay == 0 {
+		delay = 250 * time.Millisecond
 	}
+	retry := backoff.Policy{Base: delay, Down: 0.5} // no cap: tries bounds it
 	failures := 0
 	for {
 		before := f.offset
 		end, err := f.once(ctx)
 		if ctx.Err() != nil {
-			return logMessage{}, errInterrupted
+			return api.LogMessage{}, errInterrupted
 		}
 		if err == nil {
 			return end, nil
@@ -156,27 +140,30 @@ func (f *follower) run(ctx context.Context) (logMessage, error) {
 		var apiErr *APIError
 		var werr *writeError
 		if !f.connected || errors.As(err, &apiErr) && apiErr.Status < 500 || errors.As(err, &werr) || errors.Is(err, errNoAttempts) {
-			return logMessage{}, err
+			return api.LogMessage{}, err
 		}
 		if f.offset > before {
 			failures = 0
 		}
 		failures++
 		if failures > tries {
-			return logMessage{}, fmt.Errorf("lost the log stream of job %d after %d reconnects: %w", f.id, tries, err)
+			return api.LogMessage{}, fmt.Errorf("lost the log stream of job %d after %d reconnects: %w", f.id, tries, err)
 		}
-		t := time.NewTimer(backoff << (failures - 1))
+		// Between half and all of backoff·2^(failures-1): followers of a
+		// controller that restarted do not all come back at once.
+		wait := retry.Delay(failures, rand.Float64())
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return logMessage{}, errInterrupted
+			return api.LogMessage{}, errInterrupted
 		case <-t.C:
 		}
 	}
 }
 
 // once follows one WebSocket connection until the end message or an error.
-func (f *follower) once(ctx context.Context) (logMessage, error) {
+func (f *follower) once(ctx context.Context) (api.LogMessage, error) {
 	q := url.Values{"format": {"json"}, "follow": {"0"}, "attempts": {"1"}}
 	if f.follow {
 		q.Set("follow", "1")
@@ -190,7 +177,7 @@ func (f *follower) once(ctx context.Context) (logMessage, error) {
 	}
 	conn, err := f.client.websocket(ctx, fmt.Sprintf("/ws/jobs/%d/logs?%s", f.id, q.Encode()))
 	if err != nil {
-		return logMessage{}, err
+		return api.LogMessage{}, err
 	}
 	f.connected = true
 	defer conn.Close()
@@ -199,25 +186,25 @@ func (f *follower) once(ctx context.Context) (logMessage, error) {
 	for {
 		_, data, err := conn.ReadMessage()
 		if err != nil {
-			return logMessage{}, fmt.Errorf("reading the log of job %d: %w", f.id, err)
+			return api.LogMessage{}, fmt.Errorf("reading the log of job %d: %w", f.id, err)
 		}
-		var m logMessage
+		var m api.LogMessage
 		if err := json.Unmarshal(data, &m); err != nil {
-			return logMessage{}, fmt.Errorf("the log of job %d holds a malformed message: %w", f.id, err)
+			return api.LogMessage{}, fmt.Errorf("the log of job %d holds a malformed message: %w", f.id, err)
 		}
 		switch m.Type {
 		case "output":
 			if f.attempt > 0 && f.marked != f.attempt {
 				// A controller that does not know attempt=N sends the
 				// whole log: refuse to pass it off as one attempt.
-				return logMessage{}, errNoAttempts
+				return api.LogMessage{}, errNoAttempts
 			}
 			if err := f.output(m); err != nil {
-				return logMessage{}, err
+				return api.LogMessage{}, err
 			}
 		case "attempt":
 			if err := f.announce(m); err != nil {
-				return logMessage{}, err
+				return api.LogMessage{}, err
 			}
 		case "end":
 			return m, nil
@@ -233,7 +220,7 @@ func (e *writeError) Error() string { return "writing the job's output: " + e.er
 func (e *writeError) Unwrap() error { return e.err }
 
 // output writes the part of m not received yet to its stream.
-func (f *follower) output(m logMessage) error {
+func (f *follower) output(m api.LogMessage) error {
 	data := m.Data
 	end := m.Offset + uint64(len(data))
 	if end <= f.offset {
@@ -301,7 +288,7 @@ func (f *follower) writeTimed(w io.Writer, data []byte, at time.Time) error {
 // that the controller serves that attempt; else it prints where a
 // retried job's attempt begins, on stderr, once per attempt — for the
 // first attempt only when the job already has more than one.
-func (f *follower) announce(m logMessage) error {
+func (f *follower) announce(m api.LogMessage) error {
 	if f.attempt > 0 {
 		if m.Attempt == f.attempt {
 			f.marked = m.Attempt

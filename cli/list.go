@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+
+	"jobsuite/api"
 )
 
 // ListCommand lists jobs: "jobsuite list".
@@ -159,7 +161,7 @@ func (c *ListCommand) print(raw json.RawMessage, asJSON, more bool) int {
 		writeRawJSON(c.Stdout, raw)
 		return ExitOK
 	}
-	var jobs []jobView
+	var jobs []api.JobView
 	if err := json.Unmarshal(raw, &jobs); err != nil {
 		return c.errorf("the controller's answer is not a list of jobs: %v", err)
 	}
@@ -185,7 +187,7 @@ func (c *ListCommand) print(raw json.RawMessage, asJSON, more bool) int {
 		if n := len(j.Attempts); n > 0 && j.Attempts[n-1].Agent != "" {
 			agent = j.Attempts[n-1].Agent
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", j.JobID, cell(j.Name, 40), colorize(c.Stdout, j.Status), j.priorityText(), exit, agent, ago(j.CreatedAt, now))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", j.JobID, cell(j.Name, 40), colorize(c.Stdout, j.Status), priorityText(j), exit, agent, ago(j.CreatedAt, now))
 	}
 	tw.Flush()
 	return ExitOK

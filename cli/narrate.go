@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"jobsuite/api"
 )
 
 // narrator tells, on stderr, what happens to the job that submit -f or
@@ -29,16 +31,16 @@ type narrator struct {
 	polled   chan struct{}      // closed when poll returns
 
 	mu      sync.Mutex
-	w       *lineWriter // stderr, shared with the job's stderr
-	last    *jobView    // the newest state seen
-	reason  string      // the waiting reason told last
-	told    int         // attempts told
-	cancelT bool        // the cancel request was told
+	w       *lineWriter  // stderr, shared with the job's stderr
+	last    *api.JobView // the newest state seen
+	reason  string       // the waiting reason told last
+	told    int          // attempts told
+	cancelT bool         // the cancel request was told
 }
 
 // newNarrator returns a narrator of job id; first, when not nil, is the
 // job as the caller already has it (submit's answer).
-func newNarrator(c *Client, id uint64, quiet bool, first *jobView) *narrator {
+func newNarrator(c *Client, id uint64, quiet bool, first *api.JobView) *narrator {
 	return &narrator{client: c, id: id, quiet: quiet, last: first}
 }
 
@@ -157,10 +159,10 @@ func (n *narrator) poll(ctx context.Context) {
 }
 
 // get reads the job, giving up after a few seconds.
-func (n *narrator) get(ctx context.Context) (*jobView, error) {
+func (n *narrator) get(ctx context.Context) (*api.JobView, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var j jobView
+	var j api.JobView
 	if err := n.client.do(ctx, "GET", fmt.Sprintf("/jobs/%d", n.id), nil, &j); err != nil {
 		return nil, err
 	}
@@ -179,7 +181,7 @@ func isFinal(s string) bool {
 // announce tells the job's state when the narrator starts: queued (and
 // why, when no agent can take it), or the attempt running. The caller
 // holds n.mu.
-func (n *narrator) announce(j *jobView) {
+func (n *narrator) announce(j *api.JobView) {
 	n.last = j
 	n.told = len(j.Attempts)
 	if n.quiet || isFinal(j.Status) {
@@ -200,7 +202,7 @@ func (n *narrator) announce(j *jobView) {
 	default:
 		n.w.line("job %d %s", j.JobID, j.Status)
 	}
-	n.cancelT = j.CancelPending
+	n.cancelT = j.CancelRequested
 }
 
 // blocked reports whether a queued job's reason says that no agent can
@@ -211,7 +213,7 @@ func blocked(reason string) bool {
 
 // update tells what changed since the last state seen and reports
 // whether anything did. The caller holds n.mu.
-func (n *narrator) update(j *jobView) bool {
+func (n *narrator) update(j *api.JobView) bool {
 	prev := n.last
 	n.last = j
 	changed := prev == nil || prev.Status != j.Status || len(prev.Attempts) != len(j.Attempts) || prev.Reason != j.Reason
@@ -233,7 +235,7 @@ func (n *narrator) update(j *jobView) bool {
 			n.w.line("job %d %s: %s", j.JobID, j.Status, j.Reason)
 		}
 	}
-	if j.CancelPending && !n.cancelT && !isFinal(j.Status) {
+	if j.CancelRequested && !n.cancelT && !isFinal(j.Status) {
 		n.cancelT = true
 		n.w.line("job %d: cancel requested; waiting for its agent to stop it", j.JobID)
 	}
@@ -241,7 +243,7 @@ func (n *narrator) update(j *jobView) bool {
 }
 
 // attemptEnd says how an attempt ended: "failed: exit code 3".
-func attemptEnd(a attemptView) string {
+func attemptEnd(a api.AttemptView) string {
 	outcome := a.Outcome
 	if outcome == "" {
 		outcome = "ended"
@@ -266,9 +268,9 @@ func attemptEnd(a attemptView) string {
 // exit code does not say it all: a timeout, a cancel, a failure without
 // an exit code (told even with -q), or a failure after more than one
 // attempt.
-func (n *narrator) end(end logMessage) {
+func (n *narrator) end(end api.LogMessage) {
 	n.stop()
-	var final *jobView
+	var final *api.JobView
 	if !n.quiet {
 		// The attempts the polling missed (a quick retry) are told first.
 		final, _ = n.get(context.Background())
@@ -320,7 +322,7 @@ func (n *narrator) interrupted() {
 	n.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	var j jobView
+	var j api.JobView
 	err := n.client.do(ctx, "GET", fmt.Sprintf("/jobs/%d", n.id), nil, &j)
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -354,7 +356,7 @@ func (n *narrator) interrupted() {
 }
 
 // warnBlocked warns on w when no connected agent can take job j.
-func warnBlocked(w io.Writer, j *jobView) {
+func warnBlocked(w io.Writer, j *api.JobView) {
 	if j.Status == "queued" && blocked(j.Reason) {
 		fmt.Fprintf(w, "warning: job %d waits: %s; it runs once a matching agent connects ('jobsuite agents' lists them)\n", j.JobID, j.Reason)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 	mcli "github.com/mitchellh/cli"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 )
 
@@ -24,8 +25,8 @@ import (
 type scriptedController struct {
 	srv    *httptest.Server
 	stages []map[string]any
-	output []logMessage
-	end    logMessage
+	output []api.LogMessage
+	end    api.LogMessage
 	hang   bool
 	noPoll bool // the client reads no job (-q): end at once
 
@@ -34,7 +35,7 @@ type scriptedController struct {
 	last chan struct{} // closed when the last stage was answered
 }
 
-func newScriptedController(t *testing.T, stages []map[string]any, output []logMessage, end logMessage) *scriptedController {
+func newScriptedController(t *testing.T, stages []map[string]any, output []api.LogMessage, end api.LogMessage) *scriptedController {
 	t.Helper()
 	s := &scriptedController{stages: stages, output: output, end: end, last: make(chan struct{})}
 	pki := newTestPKI(t)
@@ -148,7 +149,7 @@ func TestSubmitFollowNarrates(t *testing.T) {
 		stage("running", "", attempt(1, "gpu-1", "failed", &three), attempt(2, "gpu-2", "", nil)),
 		stage("timeout", "attempt 2 timeout: killed by SIGTERM", attempt(1, "gpu-1", "failed", &three), attempt(2, "gpu-2", "timeout", nil)),
 	}
-	out := []logMessage{{Type: "output", Stream: "stdout", Data: []byte("one\n")}, {Type: "output", Offset: 4, Stream: "stdout", Data: []byte("two\n")}}
+	out := []api.LogMessage{{Type: "output", Stream: "stdout", Data: []byte("one\n")}, {Type: "output", Offset: 4, Stream: "stdout", Data: []byte("two\n")}}
 	cancelled := func() map[string]any {
 		j := stage("running", "cancel requested; waiting for the agent to stop it", attempt(1, "a1", "", nil))
 		j["cancel_requested"] = true
@@ -157,14 +158,14 @@ func TestSubmitFollowNarrates(t *testing.T) {
 	tests := map[string]struct {
 		args   []string
 		stages []map[string]any
-		end    logMessage
+		end    api.LogMessage
 		quiet  bool
 		code   int
 		stderr string
 	}{
 		"blocked, retried, timed out": {
 			args: []string{"-f", "--", "train"}, stages: retried,
-			end:  logMessage{Type: "end", Status: "timeout", Reason: "attempt 2 timeout: killed by SIGTERM"},
+			end:  api.LogMessage{Type: "end", Status: "timeout", Reason: "attempt 2 timeout: killed by SIGTERM"},
 			code: ExitTimeout,
 			stderr: "jobsuite: job 7 queued: " + noMatch + "\n" +
 				"jobsuite: job 7 queued: waiting for a free slot on an agent matching gpu=yes\n" +
@@ -175,7 +176,7 @@ func TestSubmitFollowNarrates(t *testing.T) {
 		},
 		"quiet": {
 			args: []string{"-f", "-q", "--", "train"}, stages: retried, quiet: true,
-			end:  logMessage{Type: "end", Status: "timeout", Reason: "attempt 2 timeout: killed by SIGTERM"},
+			end:  api.LogMessage{Type: "end", Status: "timeout", Reason: "attempt 2 timeout: killed by SIGTERM"},
 			code: ExitTimeout,
 		},
 		"a quick retry is told at the end": {
@@ -184,7 +185,7 @@ func TestSubmitFollowNarrates(t *testing.T) {
 				stage("queued", "waiting for a free slot"),
 				stage("failed", "attempt 2 failed: exit code 3", attempt(1, "a1", "failed", &three), attempt(2, "a2", "failed", &three)),
 			},
-			end:  logMessage{Type: "end", Status: "failed", ExitCode: &three, Reason: "attempt 2 failed: exit code 3"},
+			end:  api.LogMessage{Type: "end", Status: "failed", ExitCode: &three, Reason: "attempt 2 failed: exit code 3"},
 			code: 3,
 			stderr: "jobsuite: job 7 queued\n" +
 				"jobsuite: job 7 attempt 1 on a1\n" +
@@ -199,7 +200,7 @@ func TestSubmitFollowNarrates(t *testing.T) {
 				cancelled,
 				stage("cancelled", "attempt 1 cancelled: killed by SIGTERM", attempt(1, "a1", "cancelled", nil)),
 			},
-			end:  logMessage{Type: "end", Status: "cancelled", Reason: "attempt 1 cancelled: killed by SIGTERM"},
+			end:  api.LogMessage{Type: "end", Status: "cancelled", Reason: "attempt 1 cancelled: killed by SIGTERM"},
 			code: ExitInterrupted,
 			stderr: "jobsuite: job 7 queued\n" +
 				"jobsuite: job 7 attempt 1 on a1\n" +
@@ -229,7 +230,7 @@ func TestSubmitFollowNarrates(t *testing.T) {
 // is still queued, and why, instead of "still running".
 func TestSubmitFollowInterrupted(t *testing.T) {
 	const noMatch = "no connected agent matches labels gpu=yes"
-	s := newScriptedController(t, []map[string]any{stage("queued", noMatch)}, nil, logMessage{})
+	s := newScriptedController(t, []map[string]any{stage("queued", noMatch)}, nil, api.LogMessage{})
 	s.hang = true
 	var stdout, stderr lockedBuffer
 	ctx, cancel := context.WithCancel(context.Background())
@@ -277,7 +278,7 @@ func TestSubmitWarnsWhenBlocked(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			newScriptedController(t, []map[string]any{stage("queued", tt.reason)}, nil, logMessage{})
+			newScriptedController(t, []map[string]any{stage("queued", tt.reason)}, nil, api.LogMessage{})
 			m, stdout, stderr := clientTestMeta()
 			if code := (&SubmitCommand{Meta: m}).Run(tt.args); code != ExitOK {
 				t.Errorf("exit %d", code)

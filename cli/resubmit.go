@@ -82,7 +82,7 @@ func (c *ResubmitCommand) Run(args []string) int {
 	if done {
 		return code
 	}
-	fmt.Fprintf(c.Stdout, "Job %d %s (a copy of job %d, priority %s)\n", job.JobID, job.Status, id, job.priorityText())
+	fmt.Fprintf(c.Stdout, "Job %d %s (a copy of job %d, priority %s)\n", job.JobID, job.Status, id, priorityText(&job))
 	warnBlocked(c.Stderr, &job)
 	return ExitOK
 }

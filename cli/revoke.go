@@ -13,8 +13,8 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
-	"time"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 )
 
@@ -40,27 +40,8 @@ func loadCertFile(path string) (*x509.Certificate, error) {
 	}
 }
 
-// revocationView is a revocation as the controller shows it.
-type revocationView struct {
-	ID       string    `json:"id"`
-	Serial   string    `json:"serial"`
-	Role     string    `json:"role"`
-	Name     string    `json:"name"`
-	Reason   string    `json:"reason"`
-	By       string    `json:"by"`
-	At       time.Time `json:"at"`
-	NotAfter time.Time `json:"not_after"`
-}
-
-// revokeResult is the answer to a revocation.
-type revokeResult struct {
-	Revocation     revocationView `json:"revocation"`
-	SessionsClosed []string       `json:"sessions_closed"`
-	JobsLost       []uint64       `json:"jobs_lost"`
-}
-
 // printRevoked describes a revocation's effect.
-func printRevoked(w io.Writer, what string, res revokeResult) {
+func printRevoked(w io.Writer, what string, res api.RevokeResult) {
 	fmt.Fprintf(w, "Revoked %s (%s)\n", what, res.Revocation.ID)
 	for _, a := range res.SessionsClosed {
 		fmt.Fprintf(w, "Closed the session of agent %s\n", a)
@@ -140,7 +121,7 @@ func (c *AgentsRevokeCommand) Run(args []string) int {
 	}
 	defer client.close()
 	var raw json.RawMessage
-	err = client.do(context.Background(), "POST", "/agents/"+agent+"/revoke", map[string]any{"reason": *reason, "all_certs": *allCerts}, &raw)
+	err = client.do(context.Background(), "POST", "/agents/"+agent+"/revoke", api.RevokeAgentRequest{Reason: *reason, AllCerts: *allCerts}, &raw)
 	var apiErr *APIError
 	switch {
 	case errors.As(err, &apiErr) && apiErr.Status == http.StatusNotFound && apiErr.Field == "name":
@@ -156,7 +137,7 @@ func (c *AgentsRevokeCommand) Run(args []string) int {
 		writeRawJSON(c.Stdout, raw)
 		return ExitOK
 	}
-	var res revokeResult
+	var res api.RevokeResult
 	if err := json.Unmarshal(raw, &res); err != nil {
 		return c.errorf("the controller's answer is not a revocation: %v", err)
 	}
@@ -228,7 +209,7 @@ func (c *CertsRevokeCommand) Run(args []string) int {
 	if fs.NArg() > 0 {
 		return usageError(c.Meta, name, "unexpected argument %q", fs.Arg(0))
 	}
-	req := map[string]any{"reason": *reason}
+	req := api.RevokeCertRequest{Reason: *reason}
 	var what string
 	switch {
 	case *certFile != "" && (*serial != "" || *role != "" || *certName != ""):
@@ -238,20 +219,20 @@ func (c *CertsRevokeCommand) Run(args []string) int {
 		if err != nil {
 			return c.errorf("%v", err)
 		}
-		req["serial"], req["name"] = pair.SerialNumber.Text(16), pair.Subject.CommonName
-		req["not_after"] = pair.NotAfter.UTC()
+		req.Serial, req.Name = pair.SerialNumber.Text(16), pair.Subject.CommonName
+		req.NotAfter = pair.NotAfter.UTC()
 		r, err := certs.RoleOf(pair)
 		if err == nil {
-			req["role"] = string(r)
+			req.Role = string(r)
 		}
 		what = fmt.Sprintf("certificate %q (%s)", pair.Subject.CommonName, r)
 	case *serial != "" && (*role != "" || *certName != ""):
 		return usageError(c.Meta, name, "give -serial, or -role and -name, not both")
 	case *serial != "":
-		req["serial"] = *serial
+		req.Serial = *serial
 		what = "certificate " + *serial
 	case *role != "" && *certName != "":
-		req["role"], req["name"] = *role, *certName
+		req.Role, req.Name = *role, *certName
 		what = fmt.Sprintf("every %s certificate named %q", *role, *certName)
 	default:
 		return usageError(c.Meta, name, "name the certificate: -cert FILE, -serial HEX, or -role ROLE with -name NAME")
@@ -269,7 +250,7 @@ func (c *CertsRevokeCommand) Run(args []string) int {
 		writeRawJSON(c.Stdout, raw)
 		return ExitOK
 	}
-	var res revokeResult
+	var res api.RevokeResult
 	if err := json.Unmarshal(raw, &res); err != nil {
 		return c.errorf("the controller's answer is not a revocation: %v", err)
 	}
@@ -305,7 +286,7 @@ Example:
 }
 
 func (c *CertsRevokedCommand) Run(args []string) int {
-	var revs []revocationView
+	var revs []api.RevocationView
 	if code, done := getList(c.Meta, "certs revoked", c.Help(), "/revocations", "revocations", args, &revs); done {
 		return code
 	}

@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 	"unicode"
+
+	"jobsuite/api"
 )
 
 // StatusCommand shows one job: "jobsuite status".
@@ -122,14 +124,14 @@ func (c *StatusCommand) Run(args []string) int {
 		writeRawJSON(c.Stdout, raw)
 		return ExitOK
 	}
-	var job jobView
+	var job api.JobView
 	if err := json.Unmarshal(raw, &job); err != nil {
 		return c.errorf("the controller's answer is not a job: %v", err)
 	}
 	printJob(c.Stdout, &job, timeNow())
 	if *live {
 		var lv struct {
-			Live *liveView `json:"live"`
+			Live *api.LiveView `json:"live"`
 		}
 		if err := json.Unmarshal(raw, &lv); err != nil {
 			return c.errorf("the controller's live part is not what this CLI expects: %v", err)
@@ -150,24 +152,8 @@ const (
 // tests).
 var liveSlack = 10 * time.Second
 
-// liveView is the live part of GET /jobs/:id?live=1.
-type liveView struct {
-	Stale       bool    `json:"stale"`
-	Error       string  `json:"error"`
-	Agent       string  `json:"agent"`
-	Attempt     uint32  `json:"attempt"`
-	PID         uint32  `json:"pid"`
-	Elapsed     float64 `json:"elapsed"`    // seconds
-	UserCPU     float64 `json:"user_cpu"`   // seconds
-	SystemCPU   float64 `json:"system_cpu"` // seconds
-	RSS         uint64  `json:"rss"`        // bytes
-	Processes   uint32  `json:"processes"`
-	OutputBytes uint64  `json:"output_bytes"`
-	LastLine    string  `json:"last_line"`
-}
-
 // printLive writes the live part of a job after printJob's lines.
-func printLive(w io.Writer, l *liveView) {
+func printLive(w io.Writer, l *api.LiveView) {
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	defer tw.Flush()
 	switch {
@@ -293,7 +279,7 @@ func oneLine(s string) string {
 }
 
 // printJob writes a job as aligned "Key: value" lines.
-func printJob(w io.Writer, j *jobView, now time.Time) {
+func printJob(w io.Writer, j *api.JobView, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	line := func(key, format string, args ...any) {
 		fmt.Fprintf(tw, "%s:\t"+format+"\n", append([]any{key}, args...)...)
@@ -301,15 +287,15 @@ func printJob(w io.Writer, j *jobView, now time.Time) {
 	line("ID", "%d", j.JobID)
 	line("Name", "%s", j.Name)
 	status := colorize(w, j.Status)
-	if j.CancelPending && j.Status != "cancelled" {
+	if j.CancelRequested && j.Status != "cancelled" {
 		status += " (cancel requested)"
 	}
 	line("Status", "%s", status)
 	if j.Reason != "" {
 		line("Reason", "%s", j.Reason)
 	}
-	line("Command", "%s", j.commandLine())
-	line("Priority", "%s", j.priorityText())
+	line("Command", "%s", commandLine(j))
+	line("Priority", "%s", priorityText(j))
 	if j.Timeout > 0 {
 		line("Timeout", "%s", secondsText(j.Timeout))
 	}
@@ -325,7 +311,7 @@ func printJob(w io.Writer, j *jobView, now time.Time) {
 	switch { // ordered output is the default and goes unsaid
 	case j.TTY != nil && *j.TTY:
 		line("Streams", "a terminal (stdout and stderr are one stream)")
-	case j.OutputMode == "split":
+	case j.Output == "split":
 		line("Streams", "split: stdout and stderr apart, the order between them approximate")
 	}
 	line("Created", "%s", timeText(j.CreatedAt, now))

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"jobsuite/api"
 )
 
 // SubmitCommand queues a job: "jobsuite submit".
@@ -148,30 +150,13 @@ Example:
 `)
 }
 
-// submitRequest is the body of POST /jobs (the controller's SubmitRequest).
-type submitRequest struct {
-	Name           string            `json:"name,omitempty"`
-	Command        string            `json:"command"`
-	Params         string            `json:"params,omitempty"`
-	Priority       any               `json:"priority,omitempty"`
-	Timeout        *float64          `json:"timeout,omitempty"`
-	Retries        *int              `json:"retries,omitempty"`
-	Logs           *bool             `json:"logs,omitempty"`
-	Cancellable    *bool             `json:"cancellable,omitempty"`
-	Labels         map[string]string `json:"labels,omitempty"`
-	Env            map[string]string `json:"env,omitempty"`
-	Dir            string            `json:"dir,omitempty"`
-	IdempotencyKey string            `json:"idempotency_key,omitempty"`
-	Output         string            `json:"output,omitempty"`
-	TTY            *bool             `json:"tty,omitempty"`
-}
-
 func (c *SubmitCommand) Run(args []string) int {
 	const name = "submit"
 	var (
 		cf               clientFlags
-		req              submitRequest
+		req              api.SubmitRequest
 		priority, tmo    string
+		params           string
 		retries          int
 		logs             bool
 		labels, env      = kvFlag{}, kvFlag{}
@@ -182,7 +167,7 @@ func (c *SubmitCommand) Run(args []string) int {
 	fs := c.flagSet(name)
 	cf.register(fs)
 	fs.StringVar(&req.Name, "name", "", "")
-	fs.StringVar(&req.Params, "params", "", "")
+	fs.StringVar(&params, "params", "", "")
 	fs.StringVar(&priority, "priority", "", "")
 	fs.StringVar(&tmo, "timeout", "", "")
 	fs.IntVar(&retries, "retries", 0, "")
@@ -226,7 +211,10 @@ func (c *SubmitCommand) Run(args []string) int {
 		if err != nil {
 			return usageError(c.Meta, name, "-priority: %v", err)
 		}
-		req.Priority = p
+		req.Priority, _ = json.Marshal(p) // a string or an int: cannot fail
+	}
+	if params != "" {
+		req.Params, _ = json.Marshal(params) // a string: cannot fail
 	}
 	if tmo != "" {
 		secs, err := parseTimeout(tmo)
@@ -282,7 +270,7 @@ func (c *SubmitCommand) Run(args []string) int {
 		fmt.Fprintf(c.Stdout, "Job %d already submitted with idempotency key %q (status %s)\n", job.JobID, req.IdempotencyKey, job.Status)
 		return ExitOK
 	}
-	fmt.Fprintf(c.Stdout, "Job %d %s (priority %s)\n", job.JobID, job.Status, job.priorityText())
+	fmt.Fprintf(c.Stdout, "Job %d %s (priority %s)\n", job.JobID, job.Status, priorityText(&job))
 	warnBlocked(c.Stderr, &job)
 	return ExitOK
 }
@@ -290,7 +278,7 @@ func (c *SubmitCommand) Run(args []string) int {
 // queued is what submit and resubmit do with the job the controller
 // queued (raw): print it as JSON, follow it (-f), or print only its ID
 // (-q). done is false when the caller still prints its line.
-func queued(m Meta, client *Client, raw json.RawMessage, asJSON, follow, quiet bool) (job jobView, code int, done bool) {
+func queued(m Meta, client *Client, raw json.RawMessage, asJSON, follow, quiet bool) (job api.JobView, code int, done bool) {
 	if asJSON {
 		writeRawJSON(m.Stdout, raw)
 		return job, ExitOK, true

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"jobsuite/api"
 )
 
 func TestSubmitBody(t *testing.T) {
@@ -91,7 +93,7 @@ func TestSubmitJSON(t *testing.T) {
 	if code := (&SubmitCommand{Meta: m}).Run([]string{"-json", "true"}); code != ExitOK {
 		t.Fatalf("exit %d, stderr %q", code, errb)
 	}
-	var v jobView
+	var v api.JobView
 	if err := json.Unmarshal(out.Bytes(), &v); err != nil {
 		t.Fatalf("stdout is not JSON: %v\n%s", err, out)
 	}
@@ -201,19 +203,19 @@ func (w writerFunc) Write(p []byte) (int, error) { return w(p) }
 func TestJobExitCode(t *testing.T) {
 	code := func(n int) *int { return &n }
 	tests := map[string]struct {
-		end     logMessage
+		end     api.LogMessage
 		want    int
 		explain bool
 	}{
-		"completed":           {end: logMessage{Status: "completed", ExitCode: code(0)}, want: 0},
-		"failed with code":    {end: logMessage{Status: "failed", ExitCode: code(3)}, want: 3},
-		"killed by SIGKILL":   {end: logMessage{Status: "failed", ExitCode: code(137), Signal: "SIGKILL"}, want: 137},
-		"timeout":             {end: logMessage{Status: "timeout", ExitCode: code(143)}, want: 124},
-		"cancelled":           {end: logMessage{Status: "cancelled", ExitCode: code(143)}, want: 130},
-		"lost":                {end: logMessage{Status: "failed", Reason: "attempt 1 lost"}, want: 1, explain: true},
-		"could not start":     {end: logMessage{Status: "failed", ExitCode: code(-1)}, want: 1, explain: true},
-		"failed with code 0?": {end: logMessage{Status: "failed", ExitCode: code(0)}, want: 1, explain: true},
-		"unknown state":       {end: logMessage{Status: "exploded"}, want: 1},
+		"completed":           {end: api.LogMessage{Status: "completed", ExitCode: code(0)}, want: 0},
+		"failed with code":    {end: api.LogMessage{Status: "failed", ExitCode: code(3)}, want: 3},
+		"killed by SIGKILL":   {end: api.LogMessage{Status: "failed", ExitCode: code(137), Signal: "SIGKILL"}, want: 137},
+		"timeout":             {end: api.LogMessage{Status: "timeout", ExitCode: code(143)}, want: 124},
+		"cancelled":           {end: api.LogMessage{Status: "cancelled", ExitCode: code(143)}, want: 130},
+		"lost":                {end: api.LogMessage{Status: "failed", Reason: "attempt 1 lost"}, want: 1, explain: true},
+		"could not start":     {end: api.LogMessage{Status: "failed", ExitCode: code(-1)}, want: 1, explain: true},
+		"failed with code 0?": {end: api.LogMessage{Status: "failed", ExitCode: code(0)}, want: 1, explain: true},
+		"unknown state":       {end: api.LogMessage{Status: "exploded"}, want: 1},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

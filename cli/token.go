@@ -11,23 +11,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 )
 
 // tokenPrefix starts every API token (controller.TokenPrefix).
 const tokenPrefix = "jst_"
-
-// tokenView is an API token as the controller shows it.
-type tokenView struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Role      string    `json:"role"`
-	CreatedBy string    `json:"created_by"`
-	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt time.Time `json:"expires_at"`
-	Expired   bool      `json:"expired"`
-	Token     string    `json:"token"`
-}
 
 // TokenCreateCommand creates an API token: "jobsuite token create".
 type TokenCreateCommand struct{ Meta }
@@ -100,15 +89,13 @@ func (c *TokenCreateCommand) Run(args []string) int {
 		return c.errorf("%v", err)
 	}
 	defer client.close()
-	req := map[string]any{"role": string(r), "ttl": ttl.Seconds()}
-	if *tokName != "" {
-		req["name"] = *tokName
-	}
+	secs := ttl.Seconds()
+	req := api.TokenRequest{Role: string(r), Name: *tokName, TTL: &secs} // name "": the controller's default
 	var raw json.RawMessage
 	if err := client.do(context.Background(), "POST", "/tokens", req, &raw); err != nil {
 		return c.errorf("%v", err)
 	}
-	var t tokenView
+	var t api.TokenView
 	if err := json.Unmarshal(raw, &t); err != nil || !strings.HasPrefix(t.Token, tokenPrefix) {
 		return c.errorf("the controller's answer holds no token: %s", raw)
 	}
@@ -150,7 +137,7 @@ Example:
 }
 
 func (c *TokenListCommand) Run(args []string) int {
-	var toks []tokenView
+	var toks []api.TokenView
 	if code, done := getList(c.Meta, "token list", c.Help(), "/tokens", "tokens", args, &toks); done {
 		return code
 	}
@@ -218,7 +205,7 @@ func (c *TokenRevokeCommand) Run(args []string) int {
 	defer client.close()
 	code := ExitOK
 	for _, id := range fs.Args() {
-		var t tokenView
+		var t api.TokenView
 		err := client.do(context.Background(), "DELETE", "/tokens/"+url.PathEscape(id), nil, &t)
 		var apiErr *APIError
 		switch {

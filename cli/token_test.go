@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 	"jobsuite/controller"
 )
@@ -100,7 +101,7 @@ func TestTokenCommands(t *testing.T) {
 		t.Fatalf("token list: exit %d\n%s", code, out)
 	}
 	code, out, _ = runCLI(t, "token", "list", "-json")
-	var list []tokenView
+	var list []api.TokenView
 	if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil || len(list) != 1 || list[0].Token != "" {
 		t.Fatalf("token list -json: exit %d, %v\n%s", code, err, out)
 	}

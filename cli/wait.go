@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"jobsuite/api"
 )
 
 // WaitCommand blocks until jobs finish: "jobsuite wait".
@@ -88,7 +90,7 @@ func finalState(s string) bool {
 type waitJob struct {
 	id       uint64
 	raw      json.RawMessage
-	view     jobView
+	view     api.JobView
 	seen     bool // answered at least once
 	reported bool // its final line is printed
 }
@@ -225,7 +227,7 @@ func (j *waitJob) fetch(ctx context.Context, c *Client) error {
 	if err := c.do(ctx, "GET", fmt.Sprintf("/jobs/%d", j.id), nil, &raw); err != nil {
 		return err
 	}
-	var v jobView
+	var v api.JobView
 	if err := json.Unmarshal(raw, &v); err != nil || v.Status == "" {
 		return fmt.Errorf("the controller's answer for job %d is not a job: %v", j.id, err)
 	}
@@ -243,7 +245,7 @@ func allFinal(jobs []*waitJob) bool {
 }
 
 // finishedLine is the line reporting a finished job.
-func finishedLine(w io.Writer, j *jobView) string {
+func finishedLine(w io.Writer, j *api.JobView) string {
 	s := fmt.Sprintf("job %d %s", j.JobID, colorize(w, j.Status))
 	if j.ExitCode != nil {
 		s += fmt.Sprintf(" (exit code %d)", *j.ExitCode)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 )
 
@@ -186,7 +187,7 @@ func TestWaitJSON(t *testing.T) {
 	if code := (&WaitCommand{Meta: m}).Run([]string{"-json", "2", "1", "2"}); code != ExitError {
 		t.Fatalf("exit %d, want 1; stderr:\n%s", code, errb)
 	}
-	var jobs []jobView
+	var jobs []api.JobView
 	if err := json.Unmarshal(out.Bytes(), &jobs); err != nil {
 		t.Fatalf("stdout is not a JSON array of jobs: %v\n%s", err, out)
 	}
@@ -230,7 +231,7 @@ func TestWaitProgressTerminal(t *testing.T) {
 	t.Setenv("NO_COLOR", "1")
 	var buf bytes.Buffer
 	p := &progress{w: &buf, tty: true, start: time.Now()}
-	jobs := []*waitJob{{view: jobView{Status: "running"}, seen: true}, {view: jobView{Status: "queued"}, seen: true}}
+	jobs := []*waitJob{{view: api.JobView{Status: "running"}, seen: true}, {view: api.JobView{Status: "queued"}, seen: true}}
 	p.show(jobs)
 	p.show(jobs)
 	p.clear()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
@@ -98,34 +99,17 @@ func conn(sess sched.Session) *agentConn {
 }
 
 // agentInfo describes a connected agent for the API.
-func agentInfo(ag sched.Agent) AgentInfo {
+func agentInfo(ag sched.Agent) api.AgentInfo {
 	a := conn(ag.Session)
 	labels := a.labels
 	if labels == nil {
 		labels = map[string]string{}
 	}
-	return AgentInfo{
+	return api.AgentInfo{
 		Name: a.name, Labels: labels, Slots: a.slots, Running: ag.Running,
 		Credits: ag.Credits, Draining: ag.Draining, Transport: a.transport, Address: a.addr, Version: a.version,
 		ConnectedAt: a.connected, LastSeen: ag.LastSeen, Jobs: ag.Jobs, DrainedBy: ag.DrainedBy,
 	}
-}
-
-// AgentInfo describes a connected agent for the API.
-type AgentInfo struct {
-	Name        string            `json:"name"`
-	Labels      map[string]string `json:"labels"`
-	Slots       int               `json:"slots"`
-	Running     int               `json:"running"`
-	Credits     int               `json:"free"`
-	Draining    bool              `json:"draining"`
-	DrainedBy   string            `json:"drained_by,omitempty"` // "agent" (it is stopping) or "operator" (POST /agents/:name/drain)
-	Transport   string            `json:"transport"`
-	Address     string            `json:"address"`
-	Version     string            `json:"version"`
-	ConnectedAt time.Time         `json:"connected_at"`
-	LastSeen    time.Time         `json:"last_heartbeat"`
-	Jobs        []uint64          `json:"jobs"`
 }
 
 // controlReadBuffer is the read buffer of an agent's control stream.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 	"jobsuite/controller/store"
 	"jobsuite/protocol"
@@ -91,13 +92,6 @@ func (s *Server) routes() http.Handler {
 	})
 }
 
-type errorBody struct {
-	Error  string `json:"error"`
-	Field  string `json:"field,omitempty"`
-	Status string `json:"status,omitempty"`
-	JobID  uint64 `json:"job_id,omitempty"`
-}
-
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -107,7 +101,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func writeError(w http.ResponseWriter, code int, format string, args ...any) {
-	writeJSON(w, code, errorBody{Error: fmt.Sprintf(format, args...)})
+	writeJSON(w, code, api.Error{Error: fmt.Sprintf(format, args...)})
 }
 
 // Priority names and their numbers. A number 0–100 is accepted too.
@@ -124,29 +118,6 @@ func priorityName(p int) string {
 		return "high"
 	}
 	return ""
-}
-
-// SubmitRequest is the body of POST /jobs. The first eight fields are
-// the original job_suite JSON and keep their meaning.
-type SubmitRequest struct {
-	Name           string            `json:"name"`
-	Command        string            `json:"command"`
-	Params         json.RawMessage   `json:"params"`   // string, or list of strings (each shell-quoted)
-	Priority       json.RawMessage   `json:"priority"` // low|mid|med|high or 0–100; default mid
-	Timeout        *float64          `json:"timeout"`  // seconds; 0 or absent: none
-	Retries        *int              `json:"retries"`
-	Logs           *bool             `json:"logs"` // capture output; default true
-	Cancellable    *bool             `json:"cancellable"`
-	Labels         map[string]string `json:"labels"`
-	Env            map[string]string `json:"env"`
-	Dir            string            `json:"dir"`
-	IdempotencyKey string            `json:"idempotency_key"`
-	Backoff        *struct {
-		Base *float64 `json:"base"`
-		Max  *float64 `json:"max"`
-	} `json:"backoff"`
-	Output string `json:"output"` // ordered (default: stdout and stderr in write order) or split
-	TTY    *bool  `json:"tty"`    // run on a pseudo-terminal; absent: the agent's default
 }
 
 // fieldError is a validation error that names its field.
@@ -212,7 +183,7 @@ func decodeSubmit(body []byte, lim submitLimits) (*store.Job, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, errors.New("request body is empty; send a JSON job such as {\"command\": \"echo hi\"}")
 	}
-	var req SubmitRequest
+	var req api.SubmitRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {

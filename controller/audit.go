@@ -7,6 +7,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"jobsuite/api"
 	"jobsuite/controller/store"
 )
 
@@ -128,7 +129,7 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, _ httproute
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > maxAuditLimit {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: "limit must be an integer from 1 to 1000, got " + strconv.Quote(l), Field: "limit"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: "limit must be an integer from 1 to 1000, got " + strconv.Quote(l), Field: "limit"})
 			return
 		}
 		limit = n
@@ -137,12 +138,12 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, _ httproute
 	if b := q.Get("before"); b != "" {
 		n, err := strconv.ParseUint(b, 10, 64)
 		if err != nil || n == 0 {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: "before must be the id of an audit entry, got " + strconv.Quote(b), Field: "before"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: "before must be the id of an audit entry, got " + strconv.Quote(b), Field: "before"})
 			return
 		}
 		before = n
 	}
-	out := []store.AuditEntry{}
+	out := []api.AuditEntry{}
 	if s.st != nil {
 		entries, err := s.st.Audit(before, limit)
 		if err != nil {
@@ -150,7 +151,9 @@ func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request, _ httproute
 			writeError(w, http.StatusInternalServerError, "reading the audit log failed")
 			return
 		}
-		out = append(out, entries...)
+		for _, e := range entries {
+			out = append(out, api.AuditEntry(e))
+		}
 	}
 	if len(out) == limit {
 		w.Header().Set("X-Next-Before", strconv.FormatUint(out[len(out)-1].ID, 10))

@@ -24,6 +24,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/julienschmidt/httprouter"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
@@ -394,46 +395,8 @@ func (s *Server) cutOff() (sessions []string, lost []uint64, err error) {
 	return sessions, lost, err
 }
 
-// RevocationView is a revocation as the API shows it.
-type RevocationView struct {
-	ID       string    `json:"id"`
-	Serial   string    `json:"serial,omitempty"`
-	Role     string    `json:"role,omitempty"`
-	Name     string    `json:"name,omitempty"`
-	Reason   string    `json:"reason,omitempty"`
-	By       string    `json:"by"`
-	At       time.Time `json:"at"`
-	NotAfter time.Time `json:"not_after,omitzero"`
-}
-
-func viewRevocation(r store.Revocation) RevocationView {
-	return RevocationView{ID: r.ID(), Serial: r.Serial, Role: r.Role, Name: r.Name, Reason: r.Reason, By: r.By, At: r.At, NotAfter: r.NotAfter}
-}
-
-// RevokeResult answers a revocation.
-type RevokeResult struct {
-	Revocation     RevocationView `json:"revocation"`
-	SessionsClosed []string       `json:"sessions_closed"` // agents whose session was closed
-	JobsLost       []uint64       `json:"jobs_lost"`       // jobs whose running attempt was lost
-}
-
-// RevokeAgentRequest is the optional body of POST /agents/:name/revoke.
-type RevokeAgentRequest struct {
-	Reason string `json:"reason"`
-	// AllCerts revokes the name: every agent certificate with it is
-	// refused, including ones issued later. Otherwise only the
-	// certificate of the connected session is.
-	AllCerts bool `json:"all_certs"`
-}
-
-// RevokeCertRequest is the body of POST /certs/revoke: a serial, or a
-// role and name (every certificate of that role with that name).
-type RevokeCertRequest struct {
-	Serial   string    `json:"serial"`
-	Role     string    `json:"role"`
-	Name     string    `json:"name"`
-	Reason   string    `json:"reason"`
-	NotAfter time.Time `json:"not_after,omitzero"`
+func viewRevocation(r store.Revocation) api.RevocationView {
+	return api.RevocationView{ID: r.ID(), Serial: r.Serial, Role: r.Role, Name: r.Name, Reason: r.Reason, By: r.By, At: r.At, NotAfter: r.NotAfter}
 }
 
 // decodeJSONBody decodes one JSON object from rd into v, refusing
@@ -481,7 +444,7 @@ func readBody(w http.ResponseWriter, r *http.Request, v any, optional bool) bool
 	case errors.As(err, &tooBig):
 		writeError(w, http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", maxAuthBody)
 	case errors.As(err, &fe):
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: fe.Error(), Field: fe.field})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: fe.Error(), Field: fe.field})
 	default:
 		writeError(w, http.StatusBadRequest, "%v", err)
 	}
@@ -492,12 +455,12 @@ func readBody(w http.ResponseWriter, r *http.Request, v any, optional bool) bool
 // with all_certs, its name), closes its session and loses its attempts.
 func (s *Server) handleRevokeAgent(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
 	name := p.ByName("name")
-	var req RevokeAgentRequest
+	var req api.RevokeAgentRequest
 	if !readBody(w, r, &req, true) {
 		return
 	}
 	if len(req.Reason) > 1024 {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "reason is longer than 1024 bytes", Field: "reason"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "reason is longer than 1024 bytes", Field: "reason"})
 		return
 	}
 	id, _ := requestIdentity(r)
@@ -508,12 +471,12 @@ func (s *Server) handleRevokeAgent(w http.ResponseWriter, r *http.Request, p htt
 			leaf = leafOf(conn(a).sess.ConnectionState())
 		}
 		if leaf == nil {
-			writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("no connected agent named %q, so its certificate is unknown; revoke the name instead (every certificate named %q: all_certs, 'jobsuite agents revoke -all-certs %s') or the certificate by serial ('jobsuite certs revoke -cert FILE')", name, name, name), Field: "name"})
+			writeJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no connected agent named %q, so its certificate is unknown; revoke the name instead (every certificate named %q: all_certs, 'jobsuite agents revoke -all-certs %s') or the certificate by serial ('jobsuite certs revoke -cert FILE')", name, name, name), Field: "name"})
 			return
 		}
 		rev.Serial, rev.NotAfter = serialHex(leaf.SerialNumber), leaf.NotAfter.UTC()
 	} else if !certNameRE.MatchString(name) {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("%q is not a certificate name", name), Field: "name"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: fmt.Sprintf("%q is not a certificate name", name), Field: "name"})
 		return
 	}
 	s.revoke(w, r, rev, "agent "+name)
@@ -522,7 +485,7 @@ func (s *Server) handleRevokeAgent(w http.ResponseWriter, r *http.Request, p htt
 // handleRevokeCert revokes a certificate of any role by serial, or every
 // certificate of a role and name.
 func (s *Server) handleRevokeCert(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	var req RevokeCertRequest
+	var req api.RevokeCertRequest
 	if !readBody(w, r, &req, false) {
 		return
 	}
@@ -531,30 +494,30 @@ func (s *Server) handleRevokeCert(w http.ResponseWriter, r *http.Request, _ http
 	if req.Role != "" {
 		role, err := certs.ParseRole(req.Role)
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error(), Field: "role"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error(), Field: "role"})
 			return
 		}
 		rev.Role = string(role)
 	}
 	switch {
 	case len(req.Reason) > 1024:
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "reason is longer than 1024 bytes", Field: "reason"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "reason is longer than 1024 bytes", Field: "reason"})
 		return
 	case req.Name != "" && !certNameRE.MatchString(req.Name):
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("%q is not a certificate name", req.Name), Field: "name"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: fmt.Sprintf("%q is not a certificate name", req.Name), Field: "name"})
 		return
 	case req.Serial != "":
 		serial, err := parseSerial(req.Serial)
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error(), Field: "serial"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error(), Field: "serial"})
 			return
 		}
 		rev.Serial = serial
 	case rev.Role == "" || rev.Name == "":
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "give a serial, or a role and a name (every certificate of that role with that name)", Field: "serial"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "give a serial, or a role and a name (every certificate of that role with that name)", Field: "serial"})
 		return
 	case rev.Role == string(certs.RoleController):
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "controller certificates are not checked against revocations; to retire one, rotate the CA", Field: "role"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "controller certificates are not checked against revocations; to retire one, rotate the CA", Field: "role"})
 		return
 	}
 	target := "certificate " + rev.ID()
@@ -586,12 +549,12 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, rev store.Revoca
 	if lost == nil {
 		lost = []uint64{}
 	}
-	writeJSON(w, http.StatusOK, RevokeResult{Revocation: viewRevocation(rev), SessionsClosed: sessions, JobsLost: lost})
+	writeJSON(w, http.StatusOK, api.RevokeResult{Revocation: viewRevocation(rev), SessionsClosed: sessions, JobsLost: lost})
 }
 
 // handleRevocations lists the revocations, oldest first.
 func (s *Server) handleRevocations(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	out := []RevocationView{}
+	out := []api.RevocationView{}
 	if s.sec != nil {
 		s.sec.mu.RLock()
 		for _, rev := range s.sec.revoked {
@@ -614,7 +577,7 @@ func (s *Server) handleUnrevoke(w http.ResponseWriter, r *http.Request, p httpro
 	rev, err := s.sec.remove(id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("no revocation %q; 'jobsuite certs revoked' lists them", id), Field: "id"})
+		writeJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no revocation %q; 'jobsuite certs revoked' lists them", id), Field: "id"})
 		return
 	case err != nil:
 		s.log.Error("removing revocation failed", "revocation", id, "error", err)
@@ -626,28 +589,8 @@ func (s *Server) handleUnrevoke(w http.ResponseWriter, r *http.Request, p httpro
 	writeJSON(w, http.StatusOK, viewRevocation(rev))
 }
 
-// TokenRequest is the body of POST /tokens.
-type TokenRequest struct {
-	Role string   `json:"role"` // viewer or operator
-	Name string   `json:"name"` // for humans and the audit log; default "token"
-	TTL  *float64 `json:"ttl"`  // seconds; default 24 h, at most a year
-}
-
-// TokenView is an API token as the API shows it. Token, the secret, is
-// only in the answer to POST /tokens: the controller keeps its hash.
-type TokenView struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Role      string    `json:"role"`
-	CreatedBy string    `json:"created_by"`
-	CreatedAt time.Time `json:"created_at"`
-	ExpiresAt time.Time `json:"expires_at"`
-	Expired   bool      `json:"expired"`
-	Token     string    `json:"token,omitempty"`
-}
-
-func viewToken(t store.Token, now time.Time) TokenView {
-	return TokenView{ID: t.ID, Name: t.Name, Role: t.Role, CreatedBy: t.CreatedBy, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, Expired: !now.Before(t.ExpiresAt)}
+func viewToken(t store.Token, now time.Time) api.TokenView {
+	return api.TokenView{ID: t.ID, Name: t.Name, Role: t.Role, CreatedBy: t.CreatedBy, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, Expired: !now.Before(t.ExpiresAt)}
 }
 
 // newToken returns a new token secret and its ID.
@@ -665,13 +608,13 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request, _ htt
 		writeError(w, http.StatusForbidden, "%s may not create tokens: create them with an operator certificate", who)
 		return
 	}
-	var req TokenRequest
+	var req api.TokenRequest
 	if !readBody(w, r, &req, false) {
 		return
 	}
 	role, err := certs.ParseRole(req.Role)
 	if err != nil || (role != certs.RoleViewer && role != certs.RoleOperator) {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("role must be viewer or operator, got %q", req.Role), Field: "role"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: fmt.Sprintf("role must be viewer or operator, got %q", req.Role), Field: "role"})
 		return
 	}
 	name := req.Name
@@ -679,14 +622,14 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request, _ htt
 		name = "token"
 	}
 	if !tokenNameRE.MatchString(name) {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("name %q must be 1–64 letters, digits, '.', '_', '@' or '-'", name), Field: "name"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: fmt.Sprintf("name %q must be 1–64 letters, digits, '.', '_', '@' or '-'", name), Field: "name"})
 		return
 	}
 	ttl := DefaultTokenTTL
 	if req.TTL != nil {
 		secs := *req.TTL
 		if !(secs >= 1) || secs > MaxTokenTTL.Seconds() {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("ttl must be between 1 and %.0f seconds (a year), got %v", MaxTokenTTL.Seconds(), secs), Field: "ttl"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: fmt.Sprintf("ttl must be between 1 and %.0f seconds (a year), got %v", MaxTokenTTL.Seconds(), secs), Field: "ttl"})
 			return
 		}
 		ttl = time.Duration(secs * float64(time.Second))
@@ -713,7 +656,7 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request, _ htt
 
 // handleTokens lists the API tokens, oldest first, without secrets.
 func (s *Server) handleTokens(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	out := []TokenView{}
+	out := []api.TokenView{}
 	now := time.Now()
 	if s.sec != nil {
 		s.sec.mu.RLock()
@@ -746,7 +689,7 @@ func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request, p htt
 		s.sec.mu.RUnlock()
 	}
 	if found == nil {
-		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("no API token with id %q; 'jobsuite token list' shows them", id), Field: "id"})
+		writeJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no API token with id %q; 'jobsuite token list' shows them", id), Field: "id"})
 		return
 	}
 	// Forget it in memory first: from here on it is refused, even if the

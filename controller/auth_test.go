@@ -23,6 +23,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"jobsuite/agent"
+	"jobsuite/api"
 	"jobsuite/certs"
 	"jobsuite/controller"
 	"jobsuite/controller/store"
@@ -52,7 +53,7 @@ func (c *cluster) runAgent(name string, f certs.Files) <-chan error {
 
 // agentConnected reports whether GET /agents lists name.
 func (c *cluster) agentConnected(name string) bool {
-	var agents []controller.AgentInfo
+	var agents []api.AgentInfo
 	c.getJSON("/agents", &agents)
 	for _, a := range agents {
 		if a.Name == name {
@@ -118,7 +119,7 @@ func TestRevokeAgent(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("revoke: %d %s", code, b)
 	}
-	var res controller.RevokeResult
+	var res api.RevokeResult
 	if err := json.Unmarshal(b, &res); err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +161,7 @@ func TestRevokeAgent(t *testing.T) {
 		t.Errorf("retry: %+v, logs %q", done, c.logs(j.JobID))
 	}
 
-	var revs []controller.RevocationView
+	var revs []api.RevocationView
 	c.getJSON("/revocations", &revs)
 	if len(revs) != 1 || revs[0].Serial != serial || revs[0].Name != "agent-1" || revs[0].NotAfter.IsZero() {
 		t.Errorf("GET /revocations = %+v", revs)
@@ -260,13 +261,13 @@ func (tc *tokenClient) do(method, path, body string) (int, []byte) {
 	return resp.StatusCode, b
 }
 
-func (c *cluster) createToken(body string) controller.TokenView {
+func (c *cluster) createToken(body string) api.TokenView {
 	c.t.Helper()
 	code, b := c.do("POST", "/tokens", body)
 	if code != http.StatusCreated {
 		c.t.Fatalf("POST /tokens %s: %d %s", body, code, b)
 	}
-	var tv controller.TokenView
+	var tv api.TokenView
 	if err := json.Unmarshal(b, &tv); err != nil {
 		c.t.Fatal(err)
 	}
@@ -358,7 +359,7 @@ func TestAPITokens(t *testing.T) {
 	if code != 200 || strings.Contains(string(b), viewer.Token) || strings.Contains(string(b), operator.Token) {
 		t.Fatalf("GET /tokens: %d %s", code, b)
 	}
-	var list []controller.TokenView
+	var list []api.TokenView
 	if err := json.Unmarshal(b, &list); err != nil || len(list) != 2 || list[0].ID != viewer.ID || list[1].ID != operator.ID || !strings.Contains(list[0].CreatedBy, "operator operator") {
 		t.Fatalf("tokens %+v (%v)", list, err)
 	}

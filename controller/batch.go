@@ -10,6 +10,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"jobsuite/api"
 	"jobsuite/controller/store"
 )
 
@@ -21,16 +22,6 @@ const (
 	// body (16 MiB by default).
 	batchBodyFactor = 16
 )
-
-// BatchItem is one entry of the POST /jobs/batch answer, in the order of
-// the request.
-type BatchItem struct {
-	JobID  uint64      `json:"job_id"`
-	Status store.State `json:"status"`
-	// Created is false when the job's idempotency_key named a job that
-	// already existed: that job is returned and nothing new is queued.
-	Created bool `json:"created"`
-}
 
 // errBatchTooLarge is a batch with more than MaxBatchJobs jobs.
 var errBatchTooLarge = fmt.Errorf("a batch holds at most %d jobs; split it into several requests", MaxBatchJobs)
@@ -58,7 +49,7 @@ func (s *Server) handleSubmitBatch(w http.ResponseWriter, r *http.Request, _ htt
 		case errors.Is(err, errBatchTooLarge):
 			writeError(w, http.StatusRequestEntityTooLarge, "%v", err)
 		case errors.As(err, &fe):
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: fe.Error(), Field: fe.field})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: fe.Error(), Field: fe.field})
 		default:
 			writeError(w, http.StatusBadRequest, "%v", err)
 		}
@@ -70,9 +61,9 @@ func (s *Server) handleSubmitBatch(w http.ResponseWriter, r *http.Request, _ htt
 		s.submitFailed(w, err, len(jobs))
 		return
 	}
-	items := make([]BatchItem, len(subs))
+	items := make([]api.BatchItem, len(subs))
 	for i, sub := range subs {
-		items[i] = BatchItem{JobID: sub.Job.ID, Status: sub.Job.State, Created: sub.Created}
+		items[i] = api.BatchItem{JobID: sub.Job.ID, Status: string(sub.Job.State), Created: sub.Created}
 	}
 	if audit.Target != "" {
 		s.logAudit(audit)

@@ -11,16 +11,17 @@ import (
 	"testing"
 	"time"
 
+	"jobsuite/api"
 	"jobsuite/controller"
 
 	"github.com/hashicorp/go-hclog"
 )
 
 // submitBatch posts body to /jobs/batch and decodes a 200/201 answer.
-func (c *cluster) submitBatch(body string) (int, []controller.BatchItem, []byte) {
+func (c *cluster) submitBatch(body string) (int, []api.BatchItem, []byte) {
 	c.t.Helper()
 	code, b := c.do("POST", "/jobs/batch", body)
-	var items []controller.BatchItem
+	var items []api.BatchItem
 	if code == http.StatusOK || code == http.StatusCreated {
 		if err := json.Unmarshal(b, &items); err != nil {
 			c.t.Fatalf("batch answer %d: %v: %s", code, err, b)

@@ -24,7 +24,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"jobsuite/agent"
-	"jobsuite/controller"
+	"jobsuite/api"
 	"jobsuite/controller/store"
 	"jobsuite/transport"
 )
@@ -113,7 +113,7 @@ func (p *controllerProc) logFile(n int) string {
 }
 
 // start runs the controller and waits until its API answers.
-func (p *controllerProc) start(api *apiClient) {
+func (p *controllerProc) start(client *apiClient) {
 	p.t.Helper()
 	p.starts++
 	logf, err := os.Create(p.logFile(p.starts))
@@ -145,7 +145,7 @@ func (p *controllerProc) start(api *apiClient) {
 
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		code, _, err := api.do("GET", "/health", "")
+		code, _, err := client.do("GET", "/health", "")
 		if err == nil && code == 200 {
 			return
 		}
@@ -356,9 +356,9 @@ func TestCrashController(t *testing.T) {
 	work := t.TempDir()
 	p := &controllerProc{t: t, bin: buildJobsuite(t, work), dir: work, pki: newPKI(t), data: filepath.Join(work, "data")}
 	p.httpAddr, p.agentAddr = freeAddrs(t)
-	api := newAPIClient(t, p.pki, "operator", "https://"+p.httpAddr)
-	api.cl.Timeout = 10 * time.Second
-	p.start(api)
+	client := newAPIClient(t, p.pki, "operator", "https://"+p.httpAddr)
+	client.cl.Timeout = 10 * time.Second
+	p.start(client)
 	defer func() {
 		select {
 		case <-p.exited:
@@ -429,7 +429,7 @@ func TestCrashController(t *testing.T) {
 				default:
 				}
 				j := newCrashJob(int(next.Add(1)))
-				code, b, err := api.do("POST", "/jobs", j.body())
+				code, b, err := client.do("POST", "/jobs", j.body())
 				if err != nil {
 					connErrs.Add(1)
 					time.Sleep(10 * time.Millisecond) // pacing while the controller is down
@@ -439,7 +439,7 @@ func TestCrashController(t *testing.T) {
 					t.Errorf("submission %d: %d %s", j.n, code, b)
 					return
 				}
-				var v controller.JobView
+				var v api.JobView
 				if err := json.Unmarshal(b, &v); err != nil || v.JobID == 0 {
 					t.Errorf("submission %d: 201 without a job id: %s", j.n, b)
 					return
@@ -493,7 +493,7 @@ func TestCrashController(t *testing.T) {
 		if t.Failed() {
 			t.FailNow()
 		}
-		p.start(api)
+		p.start(client)
 	}
 	select {
 	case <-clientsDone:
@@ -507,16 +507,16 @@ func TestCrashController(t *testing.T) {
 	acks := snapshot()
 
 	// Every acknowledged job ends.
-	var all []controller.JobView
+	var all []api.JobView
 	poll(t, "every acknowledged job to finish", 90*time.Second, func() (bool, string) {
 		var err error
-		if all, err = api.list(""); err != nil {
+		if all, err = client.list(""); err != nil {
 			return false, err.Error()
 		}
 		return unfinished(all)
 	})
 	finished := time.Since(testStart)
-	byID := map[uint64]controller.JobView{}
+	byID := map[uint64]api.JobView{}
 	for _, j := range all {
 		if _, dup := byID[j.JobID]; dup {
 			t.Errorf("job %d listed twice", j.JobID)
@@ -527,7 +527,7 @@ func TestCrashController(t *testing.T) {
 	// Status lists are disjoint, agree with each job, and cover all.
 	inList := map[uint64]store.State{}
 	for _, st := range []store.State{store.Queued, store.Waiting, store.Dispatched, store.Running, store.Completed, store.Failed, store.Timeout, store.Cancelled} {
-		list, err := api.list(string(st))
+		list, err := client.list(string(st))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -536,7 +536,7 @@ func TestCrashController(t *testing.T) {
 				t.Errorf("job %d is listed as %s and as %s", j.JobID, prev, st)
 			}
 			inList[j.JobID] = st
-			if j.Status != st || byID[j.JobID].Status != st {
+			if store.State(j.Status) != st || store.State(byID[j.JobID].Status) != st {
 				t.Errorf("job %d in the %s list has status %s (%s in the full list)", j.JobID, st, j.Status, byID[j.JobID].Status)
 			}
 		}
@@ -570,10 +570,10 @@ func TestCrashController(t *testing.T) {
 			go func() {
 				defer func() { <-sem; wg.Done() }()
 				r := result{id: id}
-				if r.err = api.get(fmt.Sprintf("/jobs/%d/events", id), &r.events); r.err == nil {
+				if r.err = client.get(fmt.Sprintf("/jobs/%d/events", id), &r.events); r.err == nil {
 					var code int
 					var b []byte
-					code, b, r.err = api.do("GET", fmt.Sprintf("/jobs/%d/logs", id), "")
+					code, b, r.err = client.do("GET", fmt.Sprintf("/jobs/%d/logs", id), "")
 					if r.err == nil && code != 200 {
 						r.err = fmt.Errorf("logs: %d %s", code, b)
 					}
@@ -637,8 +637,8 @@ func TestCrashController(t *testing.T) {
 
 	// The agents hold nothing and have every slot free again.
 	poll(t, "agents idle with all slots free", 15*time.Second, func() (bool, string) {
-		var agents []controller.AgentInfo
-		if err := api.get("/agents", &agents); err != nil {
+		var agents []api.AgentInfo
+		if err := client.get("/agents", &agents); err != nil {
 			return false, err.Error()
 		}
 		idle := len(agents) == 3
@@ -656,7 +656,7 @@ func TestCrashController(t *testing.T) {
 	stopAgents()
 	agentWG.Wait()
 	t.Logf("agents stopped in %s", time.Since(stopStart).Round(time.Millisecond))
-	api.cl.CloseIdleConnections()
+	client.cl.CloseIdleConnections()
 	stopStart = time.Now()
 	p.stop()
 	t.Logf("controller stopped in %s", time.Since(stopStart).Round(time.Millisecond))
@@ -665,7 +665,7 @@ func TestCrashController(t *testing.T) {
 		if !j.State.Terminal() {
 			t.Errorf("store: job %d is %s after everything finished", id, j.State)
 		}
-		if v, ok := byID[id]; ok && (v.Status != j.State || len(v.Attempts) != len(j.Attempts)) {
+		if v, ok := byID[id]; ok && (store.State(v.Status) != j.State || len(v.Attempts) != len(j.Attempts)) {
 			t.Errorf("store: job %d is %s with %d attempts, the API said %s with %d", id, j.State, len(j.Attempts), v.Status, len(v.Attempts))
 		}
 	}
@@ -681,7 +681,7 @@ func TestCrashController(t *testing.T) {
 //   - a job with a lost attempt may also hold what the lost attempt
 //     printed before it was lost: every line is one of the output's
 //     lines, and a completed job's log ends with the whole output.
-func checkCrashJob(want crashJob, j controller.JobView, lost int, logs string) error {
+func checkCrashJob(want crashJob, j api.JobView, lost int, logs string) error {
 	n := len(j.Attempts)
 	last := ""
 	if n > 0 {
@@ -690,13 +690,13 @@ func checkCrashJob(want crashJob, j controller.JobView, lost int, logs string) e
 	switch {
 	case n == 0 || n > want.retries+1:
 		return fmt.Errorf("%s after %d attempts, retries %d", j.Status, n, want.retries)
-	case j.Status == store.Completed && want.fails:
+	case store.State(j.Status) == store.Completed && want.fails:
 		return fmt.Errorf("completed, but its command always fails")
-	case j.Status == store.Completed && last != "completed":
+	case store.State(j.Status) == store.Completed && last != "completed":
 		return fmt.Errorf("completed, but the last attempt's outcome is %q", last)
-	case j.Status == store.Failed && !want.fails && last != "lost":
+	case store.State(j.Status) == store.Failed && !want.fails && last != "lost":
 		return fmt.Errorf("failed with last outcome %q (%s), but its command succeeds", last, j.Reason)
-	case j.Status != store.Completed && j.Status != store.Failed:
+	case store.State(j.Status) != store.Completed && store.State(j.Status) != store.Failed:
 		return fmt.Errorf("ended %s (%s)", j.Status, j.Reason)
 	}
 	for i, a := range j.Attempts {
@@ -710,7 +710,7 @@ func checkCrashJob(want crashJob, j controller.JobView, lost int, logs string) e
 	switch {
 	case lost == 0 && logs != strings.Repeat(want.out, n):
 		return fmt.Errorf("logs %q, want %q %d time(s)", logs, want.out, n)
-	case lost > 0 && j.Status == store.Completed && !strings.HasSuffix(logs, want.out):
+	case lost > 0 && store.State(j.Status) == store.Completed && !strings.HasSuffix(logs, want.out):
 		return fmt.Errorf("logs %q do not end with the output %q", logs, want.out)
 	}
 	lines := strings.SplitAfter(want.out, "\n")

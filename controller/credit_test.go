@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"jobsuite/controller"
+	"jobsuite/api"
 	"jobsuite/protocol"
 	"jobsuite/transport"
 )
@@ -34,7 +34,7 @@ func TestCreditBeforeFinished(t *testing.T) {
 	c.waitState(d.JobID, "running")
 	f.credit(1) // the process ended
 	c.waitFor("the credit to arrive", func() bool {
-		var agents []controller.AgentInfo
+		var agents []api.AgentInfo
 		c.getJSON("/agents", &agents)
 		return len(agents) == 1 && agents[0].Credits == 1
 	})

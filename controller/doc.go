@@ -47,6 +47,12 @@
 //     package would have to reach into every component above; the
 //     boundary worth having is the wire types', not the handlers'.
 //
+// The bodies its API reads and writes are the types of package api
+// (jobsuite/api), which the CLI decodes too; the handlers convert store
+// records into them. Config's defaults are DefaultConfig's, which the
+// CLI's flags, config-file keys and help show. Retry delays come from
+// internal/backoff.
+//
 // # State and durability
 //
 // The store (package controller/store, the only Pebble user) holds every

@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"jobsuite/agent"
+	"jobsuite/api"
 	"jobsuite/certs"
 	"jobsuite/controller"
 	"jobsuite/transport"
@@ -170,7 +171,7 @@ func (c *cluster) startAgentWith(name string, slots int, labels map[string]strin
 		}
 	}()
 	c.waitFor("agent "+name+" connected", func() bool {
-		var agents []controller.AgentInfo
+		var agents []api.AgentInfo
 		c.getJSON("/agents", &agents)
 		for _, ag := range agents {
 			if ag.Name == name {
@@ -394,7 +395,7 @@ func TestOriginalBodyEndToEnd(t *testing.T) {
 func TestExitCodesAndStreams(t *testing.T) {
 	c := startCluster(t, "agent-1")
 	// streams reads a job's log from the json WebSocket, per stream.
-	streams := func(id uint64) (map[string]string, controller.LogMessage) {
+	streams := func(id uint64) (map[string]string, api.LogMessage) {
 		t.Helper()
 		ws, err := c.dialWS("viewer", fmt.Sprintf("/ws/jobs/%d/logs?format=json", id))
 		if err != nil {
@@ -402,9 +403,9 @@ func TestExitCodesAndStreams(t *testing.T) {
 		}
 		defer ws.Close()
 		got := map[string]string{}
-		var end controller.LogMessage
+		var end api.LogMessage
 		for {
-			var m controller.LogMessage
+			var m api.LogMessage
 			if err := ws.ReadJSON(&m); err != nil {
 				break
 			}

@@ -27,6 +27,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/julienschmidt/httprouter"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 	"jobsuite/controller/store"
 )
@@ -95,36 +96,8 @@ const (
 
 var namePrefixRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$`)
 
-// JoinTokenRequest is the body of POST /agent-tokens; every field is
-// optional.
-type JoinTokenRequest struct {
-	TTL        *float64          `json:"ttl"`         // seconds; default 1800, at most 7 days
-	Uses       *int              `json:"uses"`        // enrollments allowed; default 1, at most 1000
-	Labels     map[string]string `json:"labels"`      // labels the enrolled agents take
-	NamePrefix string            `json:"name_prefix"` // enrolled names are PREFIX-…; default "agent"
-}
-
-// JoinTokenView is a join token as the API shows it. Token, CAPin and
-// AgentPort are only in the answer to POST /agent-tokens: the controller
-// keeps the token's hash, never the token.
-type JoinTokenView struct {
-	ID         string            `json:"id"`
-	Uses       int               `json:"uses"`
-	UsesLeft   int               `json:"uses_left"`
-	Labels     map[string]string `json:"labels"`
-	NamePrefix string            `json:"name_prefix"`
-	CreatedBy  string            `json:"created_by"`
-	CreatedAt  time.Time         `json:"created_at"`
-	ExpiresAt  time.Time         `json:"expires_at"`
-	Expired    bool              `json:"expired"`
-	Enrolled   []string          `json:"enrolled"` // names of the agents it enrolled
-	Token      string            `json:"token,omitempty"`
-	CAPin      string            `json:"ca_pin,omitempty"`     // SHA-256 of the CA certificate, hex
-	AgentPort  int               `json:"agent_port,omitempty"` // port of the agent listener
-}
-
-func viewJoinToken(t store.JoinToken, now time.Time) JoinTokenView {
-	v := JoinTokenView{
+func viewJoinToken(t store.JoinToken, now time.Time) api.JoinTokenView {
+	v := api.JoinTokenView{
 		ID: t.ID(), Uses: t.Uses, UsesLeft: t.UsesLeft, Labels: t.Labels, NamePrefix: t.NamePrefix,
 		CreatedBy: t.CreatedBy, CreatedAt: t.CreatedAt, ExpiresAt: t.ExpiresAt, Expired: !now.Before(t.ExpiresAt),
 		Enrolled: t.Enrolled,
@@ -136,30 +109,6 @@ func viewJoinToken(t store.JoinToken, now time.Time) JoinTokenView {
 		v.Enrolled = []string{}
 	}
 	return v
-}
-
-// EnrollRequest is the body of POST /enroll.
-type EnrollRequest struct {
-	Token string `json:"token"` // the join token, jsj_…
-	// CSR is a PEM certificate signing request for the agent's ECDSA
-	// P-256 key. Its CommonName, if any, is the name the agent asks for;
-	// everything else in it is ignored.
-	CSR string `json:"csr"`
-}
-
-// RenewRequest is the body of POST /enroll/renew.
-type RenewRequest struct {
-	CSR string `json:"csr"` // PEM CSR for the agent's new key; only the key is used
-}
-
-// CertificateView answers POST /enroll and POST /enroll/renew.
-type CertificateView struct {
-	Name        string            `json:"name"`
-	Certificate string            `json:"certificate"` // PEM, role agent
-	CA          string            `json:"ca"`          // PEM of the CA that signed it
-	Serial      string            `json:"serial"`      // hex
-	NotAfter    time.Time         `json:"not_after"`
-	Labels      map[string]string `json:"labels,omitempty"` // the join token's labels (enrollment)
 }
 
 // pki is the controller's own certificate, reloadable, and the CA that
@@ -385,7 +334,7 @@ func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request, _
 	if !s.canSign(w) {
 		return
 	}
-	var req JoinTokenRequest
+	var req api.JoinTokenRequest
 	if !readBody(w, r, &req, true) {
 		return
 	}
@@ -393,7 +342,7 @@ func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request, _
 	if req.TTL != nil {
 		secs := *req.TTL
 		if !(secs >= 1) || secs > MaxJoinTokenTTL.Seconds() {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("ttl must be between 1 and %.0f seconds (7 days), got %v", MaxJoinTokenTTL.Seconds(), secs), Field: "ttl"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: fmt.Sprintf("ttl must be between 1 and %.0f seconds (7 days), got %v", MaxJoinTokenTTL.Seconds(), secs), Field: "ttl"})
 			return
 		}
 		ttl = time.Duration(secs * float64(time.Second))
@@ -401,7 +350,7 @@ func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request, _
 	uses := 1
 	if req.Uses != nil {
 		if *req.Uses < 1 || *req.Uses > MaxJoinTokenUses {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("uses must be between 1 and %d, got %d", MaxJoinTokenUses, *req.Uses), Field: "uses"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: fmt.Sprintf("uses must be between 1 and %d, got %d", MaxJoinTokenUses, *req.Uses), Field: "uses"})
 			return
 		}
 		uses = *req.Uses
@@ -411,12 +360,12 @@ func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request, _
 		maxLabels = defaultMaxLabels
 	}
 	if len(req.Labels) > maxLabels {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("labels has %d entries; the limit is %d", len(req.Labels), maxLabels), Field: "labels"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: fmt.Sprintf("labels has %d entries; the limit is %d", len(req.Labels), maxLabels), Field: "labels"})
 		return
 	}
 	for k, v := range req.Labels {
 		if !labelKeyRE.MatchString(k) || len(v) > maxLabelValue {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("label %q: keys are 1–63 letters, digits, '.', '_', '/' or '-', values at most %d bytes", k, maxLabelValue), Field: "labels"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: fmt.Sprintf("label %q: keys are 1–63 letters, digits, '.', '_', '/' or '-', values at most %d bytes", k, maxLabelValue), Field: "labels"})
 			return
 		}
 	}
@@ -425,7 +374,7 @@ func (s *Server) handleCreateJoinToken(w http.ResponseWriter, r *http.Request, _
 		prefix = DefaultNamePrefix
 	}
 	if !namePrefixRE.MatchString(prefix) {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("name_prefix %q must be 1–40 letters, digits, '.', '_' or '-', starting with a letter or digit", prefix), Field: "name_prefix"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: fmt.Sprintf("name_prefix %q must be 1–40 letters, digits, '.', '_' or '-', starting with a letter or digit", prefix), Field: "name_prefix"})
 		return
 	}
 	now := time.Now().UTC()
@@ -478,7 +427,7 @@ func (s *Server) handleJoinTokens(w http.ResponseWriter, r *http.Request, _ http
 		return
 	}
 	now := time.Now()
-	out := make([]JoinTokenView, 0, len(toks))
+	out := make([]api.JoinTokenView, 0, len(toks))
 	for _, t := range toks {
 		out = append(out, viewJoinToken(t, now))
 	}
@@ -498,7 +447,7 @@ func (s *Server) handleRevokeJoinToken(w http.ResponseWriter, r *http.Request, p
 	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("no join token with id %q; 'jobsuite agent token list' shows them", id), Field: "id"})
+		writeJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no join token with id %q; 'jobsuite agent token list' shows them", id), Field: "id"})
 		return
 	case err != nil:
 		s.log.Error("deleting join token failed", "token", id, "error", err)
@@ -527,17 +476,17 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request, _ httprout
 	if !s.canSign(w) {
 		return
 	}
-	var req EnrollRequest
+	var req api.EnrollRequest
 	if !readBody(w, r, &req, false) {
 		return
 	}
 	if strings.TrimSpace(req.Token) == "" {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "token is required: the join token 'jobsuite agent token create' printed", Field: "token"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "token is required: the join token 'jobsuite agent token create' printed", Field: "token"})
 		return
 	}
 	csr, err := certs.ParseCSR([]byte(req.CSR))
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error(), Field: "csr"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error(), Field: "csr"})
 		return
 	}
 	sum := sha256.Sum256([]byte(strings.TrimSpace(req.Token)))
@@ -560,7 +509,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request, _ httprout
 	name, code, msg := s.enrollName(t, csr.Subject.CommonName)
 	if code != 0 {
 		s.log.Warn("enrollment refused", "remote", r.RemoteAddr, "token", t.ID(), "reason", msg)
-		writeJSON(w, code, errorBody{Error: msg, Field: "csr"})
+		writeJSON(w, code, api.Error{Error: msg, Field: "csr"})
 		return
 	}
 	// Sign first, then take the use: a refused use leaves nothing behind
@@ -630,8 +579,8 @@ func (s *Server) enrollName(t store.JoinToken, requested string) (name string, c
 }
 
 // certificateView describes a certificate the controller just signed.
-func (s *Server) certificateView(name string, certPEM []byte) CertificateView {
-	v := CertificateView{Name: name, Certificate: string(certPEM), CA: string(s.pki.caPEM)}
+func (s *Server) certificateView(name string, certPEM []byte) api.CertificateView {
+	v := api.CertificateView{Name: name, Certificate: string(certPEM), CA: string(s.pki.caPEM)}
 	if c, err := certs.ParseCertificatesPEM(certPEM); err == nil {
 		v.Serial, v.NotAfter = serialHex(c[0].SerialNumber), c[0].NotAfter.UTC()
 	}
@@ -662,13 +611,13 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request, _ httproute
 	if !s.canSign(w) { // after the caller is known: 401/403 before 501
 		return
 	}
-	var req RenewRequest
+	var req api.RenewRequest
 	if !readBody(w, r, &req, false) {
 		return
 	}
 	csr, err := certs.ParseCSR([]byte(req.CSR))
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error(), Field: "csr"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error(), Field: "csr"})
 		return
 	}
 	certPEM, err := s.pki.ca.SignCSR(csr, certs.Request{Role: certs.RoleAgent, Name: name, TTL: s.pki.ttl})

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"jobsuite/agent"
+	"jobsuite/api"
 	"jobsuite/certs"
 	"jobsuite/controller"
 	"jobsuite/transport"
@@ -50,13 +51,13 @@ func startSigningCluster(t *testing.T, agentTTL time.Duration, agents ...string)
 	return c
 }
 
-func (c *cluster) createJoinToken(body string) controller.JoinTokenView {
+func (c *cluster) createJoinToken(body string) api.JoinTokenView {
 	c.t.Helper()
 	code, b := c.do("POST", "/agent-tokens", body)
 	if code != http.StatusCreated {
 		c.t.Fatalf("POST /agent-tokens %s: %d %s", body, code, b)
 	}
-	var v controller.JoinTokenView
+	var v api.JoinTokenView
 	if err := json.Unmarshal(b, &v); err != nil {
 		c.t.Fatal(err)
 	}
@@ -64,9 +65,9 @@ func (c *cluster) createJoinToken(body string) controller.JoinTokenView {
 }
 
 // joinToken returns the join token id as GET /agent-tokens lists it.
-func (c *cluster) joinToken(id string) controller.JoinTokenView {
+func (c *cluster) joinToken(id string) api.JoinTokenView {
 	c.t.Helper()
-	var all []controller.JoinTokenView
+	var all []api.JoinTokenView
 	c.getJSON("/agent-tokens", &all)
 	for _, v := range all {
 		if v.ID == id {
@@ -74,7 +75,7 @@ func (c *cluster) joinToken(id string) controller.JoinTokenView {
 		}
 	}
 	c.t.Fatalf("join token %s is not listed", id)
-	return controller.JoinTokenView{}
+	return api.JoinTokenView{}
 }
 
 // enrollFiles are the files an agent enrolled into dir writes.
@@ -119,7 +120,7 @@ func (c *cluster) runEnrolled(name string, f certs.Files, labels map[string]stri
 // time if it is not connected.
 func (c *cluster) connectedAt(name string) time.Time {
 	c.t.Helper()
-	var agents []controller.AgentInfo
+	var agents []api.AgentInfo
 	c.getJSON("/agents", &agents)
 	for _, a := range agents {
 		if a.Name == name {
@@ -260,7 +261,7 @@ func TestEnrollRenewEndToEnd(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("revoke: %d %s", code, b)
 	}
-	var rev controller.RevokeResult
+	var rev api.RevokeResult
 	if err := json.Unmarshal(b, &rev); err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +332,7 @@ func TestEnrollRefusals(t *testing.T) {
 			if pin == "" {
 				pin = used.CAPin
 			}
-			var before controller.JoinTokenView
+			var before api.JoinTokenView
 			if id != "" {
 				before = c.joinToken(id)
 			}
@@ -406,11 +407,11 @@ func TestEnrollCSRRoleIgnored(t *testing.T) {
 	c := startSigningCluster(t, time.Hour)
 	tok := c.createJoinToken(`{"name_prefix":"x"}`)
 	csr, key := csrWithRole(t, "operator", "x-admin")
-	code, b := c.tokenClient("").do("POST", "/enroll", jsonBody(t, controller.EnrollRequest{Token: tok.Token, CSR: csr}))
+	code, b := c.tokenClient("").do("POST", "/enroll", jsonBody(t, api.EnrollRequest{Token: tok.Token, CSR: csr}))
 	if code != http.StatusCreated {
 		t.Fatalf("POST /enroll: %d %s", code, b)
 	}
-	var v controller.CertificateView
+	var v api.CertificateView
 	if err := json.Unmarshal(b, &v); err != nil {
 		t.Fatal(err)
 	}
@@ -436,8 +437,8 @@ func TestEnrollCSRRoleIgnored(t *testing.T) {
 	}
 	// Bad requests.
 	for name, body := range map[string]string{
-		"no token":  jsonBody(t, controller.EnrollRequest{CSR: csr}),
-		"bad CSR":   jsonBody(t, controller.EnrollRequest{Token: tok.Token, CSR: "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}),
+		"no token":  jsonBody(t, api.EnrollRequest{CSR: csr}),
+		"bad CSR":   jsonBody(t, api.EnrollRequest{Token: tok.Token, CSR: "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"}),
 		"extra key": `{"token":"x","csr":"y","role":"operator"}`,
 	} {
 		if code, b := c.tokenClient("").do("POST", "/enroll", body); code != http.StatusBadRequest {
@@ -476,7 +477,7 @@ func postRenew(t *testing.T, c *cluster, pair tls.Certificate) (int, []byte, err
 		t.Fatal(err)
 	}
 	resp, err := certClient(t, c, pair).Post(c.base+"/enroll/renew", "application/json",
-		strings.NewReader(jsonBody(t, controller.RenewRequest{CSR: string(csr)})))
+		strings.NewReader(jsonBody(t, api.RenewRequest{CSR: string(csr)})))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -541,7 +542,7 @@ func TestRenewRefusals(t *testing.T) {
 	if err != nil || code != http.StatusCreated {
 		t.Fatalf("renewal: %d %s (%v)", code, b, err)
 	}
-	var v controller.CertificateView
+	var v api.CertificateView
 	if err := json.Unmarshal(b, &v); err != nil {
 		t.Fatal(err)
 	}
@@ -562,7 +563,7 @@ func TestEnrollWithoutCAKey(t *testing.T) {
 	for name, do := range map[string]func() (int, []byte){
 		"create token": func() (int, []byte) { return c.do("POST", "/agent-tokens", `{}`) },
 		"enroll": func() (int, []byte) {
-			return c.tokenClient("").do("POST", "/enroll", jsonBody(t, controller.EnrollRequest{Token: "jsj_x", CSR: string(csr)}))
+			return c.tokenClient("").do("POST", "/enroll", jsonBody(t, api.EnrollRequest{Token: "jsj_x", CSR: string(csr)}))
 		},
 		"renew": func() (int, []byte) {
 			code, b, err := postRenew(t, c, agent2)
@@ -597,7 +598,7 @@ func TestEnrollWithoutCAKey(t *testing.T) {
 		}
 	}
 	// Listing works (and is empty).
-	var all []controller.JoinTokenView
+	var all []api.JoinTokenView
 	c.getJSON("/agent-tokens", &all)
 	if len(all) != 0 {
 		t.Fatalf("join tokens: %+v", all)
@@ -628,7 +629,7 @@ func TestJoinTokenRequests(t *testing.T) {
 				if code != http.StatusCreated {
 					t.Fatalf("%d %s", code, b)
 				}
-				var v controller.JoinTokenView
+				var v api.JoinTokenView
 				_ = json.Unmarshal(b, &v)
 				if tt.body == "" && (v.Uses != 1 || v.NamePrefix != controller.DefaultNamePrefix ||
 					v.ExpiresAt.Sub(v.CreatedAt) != controller.DefaultJoinTokenTTL) {

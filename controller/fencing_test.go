@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 	"jobsuite/controller"
 	"jobsuite/controller/store"
@@ -225,7 +226,7 @@ func isError(m protocol.Message, code uint16) bool {
 
 // snapshot is what a late report must not change.
 type snapshot struct {
-	job    controller.JobView
+	job    api.JobView
 	events int
 	logs   string
 }
@@ -280,7 +281,7 @@ func TestFencingStaleAttemptRefused(t *testing.T) {
 			}
 			a1.renew(protocol.AttemptRef{JobID: d.JobID, Attempt: d.Attempt})
 			before := c.snapshot(j.JobID)
-			if before.job.Status != store.Dispatched {
+			if store.State(before.job.Status) != store.Dispatched {
 				t.Fatalf("job is %s after dispatch", before.job.Status)
 			}
 
@@ -326,7 +327,7 @@ func TestFencingStaleAttemptRefused(t *testing.T) {
 			_ = js.st.Close()
 			a1.renew()
 			done := c.snapshot(j.JobID)
-			if done.job.Status != store.Completed || done.logs != "out\nerr\n" || len(done.job.Attempts) != 1 ||
+			if store.State(done.job.Status) != store.Completed || done.logs != "out\nerr\n" || len(done.job.Attempts) != 1 ||
 				done.job.Attempts[0].Agent != "agent-1" || done.job.Attempts[0].PID != 4242 ||
 				done.job.ExitCode == nil || *done.job.ExitCode != 0 {
 				t.Fatalf("after the current attempt's report: %+v, logs %q", done.job, done.logs)
@@ -365,7 +366,7 @@ func mustWrite(t *testing.T, w *protocol.Writer, m protocol.Message) {
 
 func checkJobEvents(t *testing.T, c *cluster, id uint64) {
 	t.Helper()
-	var j controller.JobView
+	var j api.JobView
 	c.getJSON(fmt.Sprintf("/jobs/%d", id), &j)
 	var evs []store.Event
 	c.getJSON(fmt.Sprintf("/jobs/%d/events", id), &evs)
@@ -413,9 +414,9 @@ func TestFencingLostAttemptRetriedElsewhere(t *testing.T) {
 			}
 			c.startAgent("agent-2", 2, nil, transport.ModeTCP)
 			done := c.waitState(j.JobID, "completed", "failed")
-			var full controller.JobView
+			var full api.JobView
 			c.getJSON(fmt.Sprintf("/jobs/%d", j.JobID), &full)
-			if full.Status != store.Completed || len(full.Attempts) != 2 ||
+			if store.State(full.Status) != store.Completed || len(full.Attempts) != 2 ||
 				full.Attempts[0].Agent != "agent-1" || full.Attempts[0].Outcome != "lost" ||
 				full.Attempts[1].Agent != "agent-2" || full.Attempts[1].Outcome != "completed" {
 				t.Fatalf("retried job: %s (%s), attempts %+v", done.Status, done.Reason, full.Attempts)
@@ -447,7 +448,7 @@ func TestFencingLostAttemptRetriedElsewhere(t *testing.T) {
 // agents still connect while idle connections hold the port.
 func TestAgentPortGarbage(t *testing.T) {
 	c := startCluster(t, "agent-1")
-	var agents []controller.AgentInfo
+	var agents []api.AgentInfo
 	c.getJSON("/agents", &agents)
 	if len(agents) != 1 {
 		t.Fatalf("agents: %+v", agents)

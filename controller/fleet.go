@@ -5,6 +5,8 @@ import (
 	"strconv"
 
 	"github.com/julienschmidt/httprouter"
+
+	"jobsuite/api"
 )
 
 // The routes an operator runs a fleet with, beyond the job basics: one
@@ -15,7 +17,7 @@ import (
 func agentName(w http.ResponseWriter, p httprouter.Params) (string, bool) {
 	name := p.ByName("name")
 	if !certNameRE.MatchString(name) {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "agent name must be 1–64 letters, digits, '.', '_' or '-', got " + strconv.Quote(name), Field: "name"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "agent name must be 1–64 letters, digits, '.', '_' or '-', got " + strconv.Quote(name), Field: "name"})
 		return "", false
 	}
 	return name, true
@@ -29,7 +31,7 @@ func (s *Server) handleAgent(w http.ResponseWriter, r *http.Request, p httproute
 	}
 	a, ok := s.sched.Agent(name)
 	if !ok {
-		writeJSON(w, http.StatusNotFound, errorBody{Error: "no connected agent named " + strconv.Quote(name), Field: "name"})
+		writeJSON(w, http.StatusNotFound, api.Error{Error: "no connected agent named " + strconv.Quote(name), Field: "name"})
 		return
 	}
 	writeJSON(w, http.StatusOK, agentInfo(a))
@@ -45,28 +47,20 @@ func (s *Server) handleUndrain(w http.ResponseWriter, r *http.Request, p httprou
 	found, err := s.sched.Undrain(name)
 	switch {
 	case !found:
-		writeJSON(w, http.StatusNotFound, errorBody{Error: "no connected agent named " + strconv.Quote(name), Field: "name"})
+		writeJSON(w, http.StatusNotFound, api.Error{Error: "no connected agent named " + strconv.Quote(name), Field: "name"})
 		return
 	case err != nil:
-		writeJSON(w, http.StatusConflict, errorBody{Error: "agent " + strconv.Quote(name) + ": " + err.Error(), Field: "name"})
+		writeJSON(w, http.StatusConflict, api.Error{Error: "agent " + strconv.Quote(name) + ": " + err.Error(), Field: "name"})
 		return
 	}
 	s.log.Info("agent undrained by API", "agent", name)
 	s.audit(r, auditUndrain, "agent "+name)
 	a, ok := s.sched.Agent(name)
 	if !ok {
-		writeJSON(w, http.StatusNotFound, errorBody{Error: "agent " + strconv.Quote(name) + " disconnected", Field: "name"})
+		writeJSON(w, http.StatusNotFound, api.Error{Error: "agent " + strconv.Quote(name) + " disconnected", Field: "name"})
 		return
 	}
 	writeJSON(w, http.StatusOK, agentInfo(a))
-}
-
-// WhoAmI is the answer of GET /whoami: the identity a request was
-// admitted with.
-type WhoAmI struct {
-	Name string `json:"name"` // certificate common name or token name
-	Role string `json:"role"` // operator or viewer
-	Via  string `json:"via"`  // certificate or token
 }
 
 // handleWhoAmI tells the caller who the controller takes it for: the
@@ -77,5 +71,5 @@ func (s *Server) handleWhoAmI(w http.ResponseWriter, r *http.Request, _ httprout
 		writeError(w, http.StatusUnauthorized, "%v", errNoCredentials)
 		return
 	}
-	writeJSON(w, http.StatusOK, WhoAmI{Name: id.Name, Role: string(id.Role), Via: id.Via})
+	writeJSON(w, http.StatusOK, api.WhoAmI{Name: id.Name, Role: string(id.Role), Via: id.Via})
 }

@@ -10,8 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"jobsuite/controller"
-	"jobsuite/controller/store"
+	"jobsuite/api"
 	"jobsuite/transport"
 )
 
@@ -95,17 +94,17 @@ func TestStats(t *testing.T) {
 	c.submit(`{"command":"true","labels":{"nowhere":"x"}}`)
 	c.submit(`{"command":"true","labels":{"nowhere":"x"},"priority":"high"}`)
 
-	var st controller.StatsView
+	var st api.StatsView
 	c.getJSON("/stats", &st)
 	for state, want := range map[string]int{"queued": 2, "completed": 1, "failed": 1, "running": 0, "cancelled": 0, "waiting": 0, "dispatched": 0, "timeout": 0} {
-		if got, ok := st.Jobs[store.State(state)]; !ok || got != want {
+		if got, ok := st.Jobs[state]; !ok || got != want {
 			t.Errorf("jobs[%s] = %d (present %v), want %d", state, got, ok, want)
 		}
 	}
 	if st.Total != 4 || st.QueueDepth["mid"] != 1 || st.QueueDepth["high"] != 1 || st.QueueDepth["low"] != 0 {
 		t.Errorf("total %d, queue depth %v; want 4, mid 1, high 1", st.Total, st.QueueDepth)
 	}
-	if st.Agents != (controller.AgentStats{Connected: 1, Slots: 4, SlotsFree: 4}) {
+	if st.Agents != (api.AgentStats{Connected: 1, Slots: 4, SlotsFree: 4}) {
 		t.Errorf("agents %+v; want one with 4 free slots", st.Agents)
 	}
 	if len(st.History) < 2 || st.Interval <= 0 {
@@ -124,7 +123,7 @@ func TestStats(t *testing.T) {
 	if code != http.StatusOK {
 		t.Errorf("GET /stats as viewer: %d %s", code, body)
 	}
-	var counts controller.StatsView
+	var counts api.StatsView
 	c.getJSON("/stats?history=0", &counts)
 	if counts.Total != 4 || len(counts.History) != 0 {
 		t.Errorf("GET /stats?history=0: total %d, %d samples; want 4 and none", counts.Total, len(counts.History))
@@ -138,7 +137,7 @@ func TestStats(t *testing.T) {
 // (audited, and jobs flow again), and their errors.
 func TestAgentPageRoutes(t *testing.T) {
 	c := startCluster(t, "agent-1")
-	var a controller.AgentInfo
+	var a api.AgentInfo
 	c.getJSON("/agents/agent-1", &a)
 	if a.Name != "agent-1" || a.Slots != 4 || a.Draining || a.DrainedBy != "" {
 		t.Errorf("GET /agents/agent-1: %+v", a)
@@ -158,7 +157,7 @@ func TestAgentPageRoutes(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("undrain: %d %s", code, body)
 	}
-	var undrained controller.AgentInfo
+	var undrained api.AgentInfo
 	if err := json.Unmarshal(body, &undrained); err != nil || undrained.Name != "agent-1" || undrained.Draining || undrained.DrainedBy != "" {
 		t.Errorf("undrain answered %s (%v); want the agent, not draining", body, err)
 	}
@@ -247,12 +246,12 @@ func TestResubmit(t *testing.T) {
 // TestWhoAmI: the identity a request was admitted with.
 func TestWhoAmI(t *testing.T) {
 	c := startCluster(t)
-	for name, want := range map[string]controller.WhoAmI{
+	for name, want := range map[string]api.WhoAmI{
 		"operator": {Name: "operator", Role: "operator", Via: "certificate"},
 		"viewer":   {Name: "viewer", Role: "viewer", Via: "certificate"},
 	} {
 		code, body := doWith(t, c.httpClient(name), "GET", c.base+"/whoami", "")
-		var got controller.WhoAmI
+		var got api.WhoAmI
 		if err := json.Unmarshal(body, &got); code != http.StatusOK || err != nil || got != want {
 			t.Errorf("GET /whoami as %s: %d %s; want %+v", name, code, body, want)
 		}
@@ -268,8 +267,8 @@ func TestWhoAmI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var got controller.WhoAmI
-	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || got != (controller.WhoAmI{Name: "ui-viewer", Role: "viewer", Via: "token"}) {
+	var got api.WhoAmI
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || got != (api.WhoAmI{Name: "ui-viewer", Role: "viewer", Via: "token"}) {
 		t.Errorf("GET /whoami with a viewer token: %+v, %v", got, err)
 	}
 }

@@ -12,78 +12,9 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"jobsuite/api"
 	"jobsuite/controller/store"
 )
-
-// JobView is a job as the API shows it. job_id, status, command and
-// priority are what clients of the original job_suite read.
-type JobView struct {
-	JobID           uint64            `json:"job_id"`
-	Name            string            `json:"name"`
-	Command         string            `json:"command"`
-	Params          string            `json:"params"`
-	Priority        any               `json:"priority"` // "low"|"mid"|"high" when it is one of those, else the number
-	PriorityValue   int               `json:"priority_value"`
-	Status          store.State       `json:"status"`
-	Reason          string            `json:"reason,omitempty"`
-	Timeout         float64           `json:"timeout"` // seconds, 0 = none
-	Retries         int               `json:"retries"`
-	MaxRetries      int               `json:"max_retries"`
-	Logs            bool              `json:"logs"`
-	Cancellable     bool              `json:"cancellable"`
-	CancelRequested bool              `json:"cancel_requested,omitempty"`
-	Labels          map[string]string `json:"labels,omitempty"`
-	Env             map[string]string `json:"env,omitempty"`
-	Dir             string            `json:"dir,omitempty"`
-	IdempotencyKey  string            `json:"idempotency_key,omitempty"`
-	Output          string            `json:"output"`        // ordered | split
-	TTY             *bool             `json:"tty,omitempty"` // absent: the agent's default
-	CreatedAt       time.Time         `json:"created_at"`
-	QueuedAt        *time.Time        `json:"queued_at,omitempty"`
-	StartedAt       *time.Time        `json:"started_at,omitempty"`
-	FinishedAt      *time.Time        `json:"finished_at,omitempty"`
-	RetryAt         *time.Time        `json:"retry_at,omitempty"`
-	Duration        *float64          `json:"duration,omitempty"` // seconds from first start to finish
-	ExitCode        *int              `json:"exit_code"`
-	Result          *ResultView       `json:"result,omitempty"`
-	Attempt         int               `json:"attempt"` // number of attempts so far
-	Attempts        []AttemptView     `json:"attempts"`
-	LogBytes        uint64            `json:"log_bytes"`
-	Live            *LiveView         `json:"live,omitempty"` // only with ?live=1
-}
-
-// ResultView is the outcome of the latest finished attempt.
-type ResultView struct {
-	Outcome   string  `json:"outcome"`
-	ExitCode  *int    `json:"exit_code"`
-	Signal    string  `json:"signal,omitempty"`
-	Error     string  `json:"error,omitempty"`
-	Duration  float64 `json:"duration"`   // seconds the process ran
-	UserCPU   float64 `json:"user_cpu"`   // seconds
-	SystemCPU float64 `json:"system_cpu"` // seconds
-	MaxRSS    uint64  `json:"max_rss"`    // bytes
-}
-
-// AttemptView is one attempt of a job.
-type AttemptView struct {
-	Number       uint32     `json:"number"`
-	Agent        string     `json:"agent"`
-	DispatchedAt time.Time  `json:"dispatched_at"`
-	StartedAt    *time.Time `json:"started_at,omitempty"`
-	FinishedAt   *time.Time `json:"finished_at,omitempty"`
-	PID          uint32     `json:"pid,omitempty"`
-	Outcome      string     `json:"outcome,omitempty"`
-	ExitCode     *int       `json:"exit_code"`
-	Signal       string     `json:"signal,omitempty"`
-	Error        string     `json:"error,omitempty"`
-	Duration     float64    `json:"duration,omitempty"`
-	UserCPU      float64    `json:"user_cpu,omitempty"`
-	SystemCPU    float64    `json:"system_cpu,omitempty"`
-	MaxRSS       uint64     `json:"max_rss,omitempty"`
-	QueueLatency float64    `json:"queue_latency,omitempty"` // seconds from entering the queue to dispatch
-	LogStart     uint64     `json:"log_start"`               // offset in the job's log where this attempt's output begins
-	OutputBytes  uint64     `json:"output_bytes,omitempty"`
-}
 
 func timePtr(t time.Time) *time.Time {
 	if t.IsZero() {
@@ -92,15 +23,15 @@ func timePtr(t time.Time) *time.Time {
 	return &t
 }
 
-func viewJob(j *store.Job, reason string) JobView {
-	v := JobView{
+func viewJob(j *store.Job, reason string) api.JobView {
+	v := api.JobView{
 		JobID: j.ID, Name: j.Name, Command: j.Command, Params: j.Params,
-		PriorityValue: j.Priority, Status: j.State, Reason: j.Reason,
+		PriorityValue: j.Priority, Status: string(j.State), Reason: j.Reason,
 		Timeout: j.Timeout.Seconds(), Retries: j.Retries, MaxRetries: j.Retries,
 		Logs: j.Logs, Cancellable: j.Cancellable, CancelRequested: j.CancelRequested,
 		Labels: j.Labels, Env: j.Env, Dir: j.Dir, IdempotencyKey: j.IdempotencyKey, Output: "ordered", TTY: j.TTY,
 		CreatedAt: j.CreatedAt, StartedAt: timePtr(j.StartedAt), FinishedAt: timePtr(j.FinishedAt),
-		Attempt: len(j.Attempts), Attempts: make([]AttemptView, 0, len(j.Attempts)), LogBytes: j.LogBytes,
+		Attempt: len(j.Attempts), Attempts: make([]api.AttemptView, 0, len(j.Attempts)), LogBytes: j.LogBytes,
 	}
 	if reason != "" {
 		v.Reason = reason
@@ -124,7 +55,7 @@ func viewJob(j *store.Job, reason string) JobView {
 		v.Duration = &d
 	}
 	for _, a := range j.Attempts {
-		v.Attempts = append(v.Attempts, AttemptView{
+		v.Attempts = append(v.Attempts, api.AttemptView{
 			Number: a.Number, Agent: a.Agent, DispatchedAt: a.DispatchedAt,
 			StartedAt: timePtr(a.StartedAt), FinishedAt: timePtr(a.FinishedAt), PID: a.PID,
 			Outcome: string(a.Outcome), ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error,
@@ -138,7 +69,7 @@ func viewJob(j *store.Job, reason string) JobView {
 			continue
 		}
 		v.ExitCode = a.ExitCode
-		v.Result = &ResultView{
+		v.Result = &api.ResultView{
 			Outcome: string(a.Outcome), ExitCode: a.ExitCode, Signal: a.Signal, Error: a.Error,
 			Duration: a.Duration.Seconds(), UserCPU: a.UserCPU.Seconds(), SystemCPU: a.SystemCPU.Seconds(),
 			MaxRSS: a.MaxRSS,
@@ -160,7 +91,7 @@ func jobID(w http.ResponseWriter, p httprouter.Params) (uint64, bool) {
 	raw := p.ByName("id")
 	id, err := strconv.ParseUint(raw, 10, 64)
 	if err != nil || id == 0 {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "job id must be a positive integer, got " + strconv.Quote(raw), Field: "id"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "job id must be a positive integer, got " + strconv.Quote(raw), Field: "id"})
 		return 0, false
 	}
 	return id, true
@@ -170,7 +101,7 @@ func jobID(w http.ResponseWriter, p httprouter.Params) (uint64, bool) {
 func (s *Server) getJob(w http.ResponseWriter, id uint64) (*store.Job, bool) {
 	j, err := s.st.Get(id)
 	if errors.Is(err, store.ErrNotFound) {
-		writeJSON(w, http.StatusNotFound, errorBody{Error: "no job with id " + strconv.FormatUint(id, 10), JobID: id})
+		writeJSON(w, http.StatusNotFound, api.Error{Error: "no job with id " + strconv.FormatUint(id, 10), JobID: id})
 		return nil, false
 	}
 	if err != nil {
@@ -196,7 +127,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprout
 	if err != nil {
 		var fe *fieldError
 		if errors.As(err, &fe) {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: fe.Error(), Field: fe.field})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: fe.Error(), Field: fe.field})
 			return
 		}
 		writeError(w, http.StatusBadRequest, "%v", err)
@@ -239,14 +170,14 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ httprouter
 		case store.Queued, store.Waiting, store.Dispatched, store.Running, store.Completed, store.Failed, store.Timeout, store.Cancelled:
 			o.State = state
 		default:
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: "status must be one of queued, waiting, dispatched, running, completed, failed, timeout, cancelled; got " + strconv.Quote(st), Field: "status"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: "status must be one of queued, waiting, dispatched, running, completed, failed, timeout, cancelled; got " + strconv.Quote(st), Field: "status"})
 			return
 		}
 	}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > 1000 {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: "limit must be an integer from 1 to 1000, got " + strconv.Quote(l), Field: "limit"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: "limit must be an integer from 1 to 1000, got " + strconv.Quote(l), Field: "limit"})
 			return
 		}
 		o.Limit = n
@@ -254,11 +185,11 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ httprouter
 	for _, l := range q["label"] {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || !labelKeyRE.MatchString(k) {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: "label must be key=value with a key of 1–63 letters, digits, '.', '_', '/' or '-', got " + strconv.Quote(l), Field: "label"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: "label must be key=value with a key of 1–63 letters, digits, '.', '_', '/' or '-', got " + strconv.Quote(l), Field: "label"})
 			return
 		}
 		if prev, dup := o.Labels[k]; dup && prev != v {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: "label " + strconv.Quote(k) + " is given twice with different values; no job can match", Field: "label"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: "label " + strconv.Quote(k) + " is given twice with different values; no job can match", Field: "label"})
 			return
 		}
 		if o.Labels == nil {
@@ -269,19 +200,19 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ httprouter
 	if b := q.Get("before"); b != "" {
 		n, err := strconv.ParseUint(b, 10, 64)
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: "before must be a job id, got " + strconv.Quote(b), Field: "before"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: "before must be a job id, got " + strconv.Quote(b), Field: "before"})
 			return
 		}
 		o.Before = n
 	}
 	if c := q.Get("cursor"); c != "" {
 		if o.Before != 0 {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: "give cursor or before, not both", Field: "cursor"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: "give cursor or before, not both", Field: "cursor"})
 			return
 		}
 		n, err := store.DecodeCursor(c)
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: "cursor must be the X-Next-Cursor header of an earlier answer, got " + strconv.Quote(c), Field: "cursor"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: "cursor must be the X-Next-Cursor header of an earlier answer, got " + strconv.Quote(c), Field: "cursor"})
 			return
 		}
 		o.Before = n
@@ -303,7 +234,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ httprouter
 		// header is set (the scan bound was reached): keep following.
 		w.Header().Set("X-Next-Cursor", store.EncodeCursor(next))
 	}
-	out := make([]JobView, 0, len(jobs))
+	out := make([]api.JobView, 0, len(jobs))
 	for _, j := range jobs {
 		v := viewJob(j, "")
 		v.LogBytes = s.sched.OutputSoFar(j)
@@ -323,7 +254,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, p httprouter.
 	if raw := q.Get("wait"); raw != "" {
 		d, err := time.ParseDuration(raw)
 		if err != nil || d <= 0 || d > 30*time.Second {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: "wait must be a duration such as 500ms, at most 30s; got " + strconv.Quote(raw), Field: "wait"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: "wait must be a duration such as 500ms, at most 30s; got " + strconv.Quote(raw), Field: "wait"})
 			return
 		}
 		wait = d
@@ -348,11 +279,11 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request, p httprout
 	j, pending, err := s.sched.Cancel(id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		writeJSON(w, http.StatusNotFound, errorBody{Error: "no job with id " + strconv.FormatUint(id, 10), JobID: id})
+		writeJSON(w, http.StatusNotFound, api.Error{Error: "no job with id " + strconv.FormatUint(id, 10), JobID: id})
 	case errors.Is(err, ErrFinished):
-		writeJSON(w, http.StatusConflict, errorBody{Error: err.Error() + "; only queued, waiting or running jobs can be cancelled", Status: string(j.State), JobID: id})
+		writeJSON(w, http.StatusConflict, api.Error{Error: err.Error() + "; only queued, waiting or running jobs can be cancelled", Status: string(j.State), JobID: id})
 	case errors.Is(err, ErrNotCancellable):
-		writeJSON(w, http.StatusConflict, errorBody{Error: err.Error(), Status: string(j.State), JobID: id})
+		writeJSON(w, http.StatusConflict, api.Error{Error: err.Error(), Status: string(j.State), JobID: id})
 	case err != nil:
 		s.log.Error("cancel failed", "job", id, "error", err)
 		writeError(w, http.StatusServiceUnavailable, "cancel of job %d failed: %v", id, err)
@@ -372,17 +303,18 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request, p httprout
 	}
 	evs, err := s.st.Events(id)
 	if errors.Is(err, store.ErrNotFound) {
-		writeJSON(w, http.StatusNotFound, errorBody{Error: "no job with id " + strconv.FormatUint(id, 10), JobID: id})
+		writeJSON(w, http.StatusNotFound, api.Error{Error: "no job with id " + strconv.FormatUint(id, 10), JobID: id})
 		return
 	}
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "reading events failed")
 		return
 	}
-	if evs == nil {
-		evs = []store.Event{}
+	out := make([]api.Event, len(evs))
+	for i, e := range evs {
+		out[i] = api.Event{Seq: e.Seq, Time: e.Time, Type: e.Type, State: string(e.State), Attempt: e.Attempt, Agent: e.Agent, Message: e.Message}
 	}
-	writeJSON(w, http.StatusOK, evs)
+	writeJSON(w, http.StatusOK, out)
 }
 
 // handleLogs writes a job's stored output as plain text, from ?offset=;
@@ -446,7 +378,7 @@ func queryAttempt(w http.ResponseWriter, r *http.Request, j *store.Job) (uint32,
 	}
 	n, err := strconv.ParseUint(raw, 10, 32)
 	if err != nil || n == 0 {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "attempt must be a positive integer, got " + strconv.Quote(raw), Field: "attempt"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "attempt must be a positive integer, got " + strconv.Quote(raw), Field: "attempt"})
 		return 0, false
 	}
 	if int(n) > len(j.Attempts) {
@@ -454,7 +386,7 @@ func queryAttempt(w http.ResponseWriter, r *http.Request, j *store.Job) (uint32,
 		if len(j.Attempts) == 0 {
 			msg = fmt.Sprintf("job %d has not been dispatched yet: it has no attempt %d", j.ID, n)
 		}
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: msg, Field: "attempt", JobID: j.ID})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: msg, Field: "attempt", JobID: j.ID})
 		return 0, false
 	}
 	return uint32(n), true
@@ -497,7 +429,7 @@ func queryOffset(w http.ResponseWriter, r *http.Request) (uint64, bool) {
 	}
 	n, err := strconv.ParseUint(raw, 10, 64)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "offset must be a non-negative integer, got " + strconv.Quote(raw), Field: "offset"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "offset must be a non-negative integer, got " + strconv.Quote(raw), Field: "offset"})
 		return 0, false
 	}
 	return n, true
@@ -505,7 +437,7 @@ func queryOffset(w http.ResponseWriter, r *http.Request) (uint64, bool) {
 
 func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
 	agents := s.sched.Agents()
-	out := make([]AgentInfo, len(agents))
+	out := make([]api.AgentInfo, len(agents))
 	for i, a := range agents {
 		out[i] = agentInfo(a)
 	}
@@ -513,14 +445,14 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request, _ httprout
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok"})
 }
 
 // handleDrain stops dispatching to an agent; its running jobs finish.
 func (s *Server) handleDrain(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
 	name := p.ByName("name")
 	if !s.sched.Drain(name) {
-		writeJSON(w, http.StatusNotFound, errorBody{Error: "no connected agent named " + strconv.Quote(name), Field: "name"})
+		writeJSON(w, http.StatusNotFound, api.Error{Error: "no connected agent named " + strconv.Quote(name), Field: "name"})
 		return
 	}
 	s.log.Info("agent drained by API", "agent", name)
@@ -529,5 +461,5 @@ func (s *Server) handleDrain(w http.ResponseWriter, r *http.Request, p httproute
 		writeJSON(w, http.StatusOK, agentInfo(a))
 		return
 	}
-	writeJSON(w, http.StatusNotFound, errorBody{Error: "agent " + strconv.Quote(name) + " disconnected", Field: "name"})
+	writeJSON(w, http.StatusNotFound, api.Error{Error: "agent " + strconv.Quote(name) + " disconnected", Field: "name"})
 }

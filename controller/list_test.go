@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"jobsuite/api"
 	"jobsuite/controller/store"
 )
 
@@ -49,13 +50,13 @@ func list(t *testing.T, s *Server, query string) (code int, ids []uint64, field,
 	rec := httptest.NewRecorder()
 	s.handleList(rec, httptest.NewRequest("GET", "/jobs?"+query, nil), nil)
 	if rec.Code != http.StatusOK {
-		var e errorBody
+		var e api.Error
 		if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil {
 			t.Fatalf("error answer %q: %v", rec.Body, err)
 		}
 		return rec.Code, nil, e.Field, rec.Header().Get("X-Next-Cursor")
 	}
-	var jobs []JobView // a bare array, as job_suite clients expect
+	var jobs []api.JobView // a bare array, as job_suite clients expect
 	if err := json.Unmarshal(rec.Body.Bytes(), &jobs); err != nil {
 		t.Fatalf("answer %q is not a job array: %v", rec.Body, err)
 	}

@@ -6,26 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"jobsuite/api"
 	"jobsuite/protocol"
 )
-
-// LiveView is the live part of GET /jobs/:id?live=1: what the agent
-// running the job says about it right now. Stale is set, with Error
-// saying why, when no fresh answer could be had in time.
-type LiveView struct {
-	Stale       bool    `json:"stale"`
-	Error       string  `json:"error,omitempty"`
-	Agent       string  `json:"agent,omitempty"`
-	Attempt     uint32  `json:"attempt,omitempty"`
-	PID         uint32  `json:"pid,omitempty"`
-	Elapsed     float64 `json:"elapsed,omitempty"`    // seconds since the process started
-	UserCPU     float64 `json:"user_cpu,omitempty"`   // seconds, whole process group
-	SystemCPU   float64 `json:"system_cpu,omitempty"` // seconds, whole process group
-	RSS         uint64  `json:"rss,omitempty"`        // bytes, whole process group
-	Processes   uint32  `json:"processes,omitempty"`
-	OutputBytes uint64  `json:"output_bytes"`
-	LastLine    string  `json:"last_line"`
-}
 
 // errNoAnswer: the agent did not answer a status request in time.
 var errNoAnswer = errors.New("agent did not answer in time")
@@ -74,24 +57,24 @@ func (a *agentConn) deliverStatus(r *protocol.StatusReply) {
 
 // live asks the agent running job id for its live state, waiting at
 // most wait.
-func (s *Server) live(ctx context.Context, id uint64, wait time.Duration) *LiveView {
+func (s *Server) live(ctx context.Context, id uint64, wait time.Duration) *api.LiveView {
 	agent, attempt, a, active := s.sched.Holder(id)
 	switch {
 	case !active:
-		return &LiveView{Stale: true, Error: "the job is not running"}
+		return &api.LiveView{Stale: true, Error: "the job is not running"}
 	case a == nil:
-		return &LiveView{Stale: true, Agent: agent, Attempt: attempt, Error: fmt.Sprintf("agent %s is not connected", agent)}
+		return &api.LiveView{Stale: true, Agent: agent, Attempt: attempt, Error: fmt.Sprintf("agent %s is not connected", agent)}
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	r, err := conn(a).askStatus(ctx, id, attempt)
 	if err != nil {
-		return &LiveView{Stale: true, Agent: agent, Attempt: attempt, Error: fmt.Sprintf("%v (waited %s)", err, wait)}
+		return &api.LiveView{Stale: true, Agent: agent, Attempt: attempt, Error: fmt.Sprintf("%v (waited %s)", err, wait)}
 	}
 	if !r.Found {
-		return &LiveView{Stale: true, Agent: agent, Attempt: attempt, Error: "the agent does not hold this attempt"}
+		return &api.LiveView{Stale: true, Agent: agent, Attempt: attempt, Error: "the agent does not hold this attempt"}
 	}
-	return &LiveView{
+	return &api.LiveView{
 		Agent: agent, Attempt: attempt, PID: r.PID, Elapsed: r.Elapsed.Seconds(),
 		UserCPU: r.UserCPU.Seconds(), SystemCPU: r.SystemCPU.Seconds(), RSS: r.RSS,
 		Processes: r.Processes, OutputBytes: r.OutputBytes, LastLine: r.LastLine,

@@ -19,7 +19,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"jobsuite/controller/store"
+	"jobsuite/api"
 )
 
 // The OpenAPI document (openapi.json) is checked against the code: the
@@ -492,22 +492,22 @@ func TestOpenAPIParametersAndStatuses(t *testing.T) {
 func TestOpenAPISchemasMatchTypes(t *testing.T) {
 	doc := loadOpenAPI(t)
 	types := map[string]reflect.Type{
-		"SubmitRequest": reflect.TypeFor[SubmitRequest](),
-		"JobView":       reflect.TypeFor[JobView](),
-		"AttemptView":   reflect.TypeFor[AttemptView](),
-		"ResultView":    reflect.TypeFor[ResultView](),
-		"LiveView":      reflect.TypeFor[LiveView](),
-		"AgentInfo":     reflect.TypeFor[AgentInfo](),
-		"Event":         reflect.TypeFor[store.Event](),
-		"LogMessage":    reflect.TypeFor[LogMessage](),
-		"Error":         reflect.TypeFor[errorBody](),
+		"SubmitRequest": reflect.TypeFor[api.SubmitRequest](),
+		"JobView":       reflect.TypeFor[api.JobView](),
+		"AttemptView":   reflect.TypeFor[api.AttemptView](),
+		"ResultView":    reflect.TypeFor[api.ResultView](),
+		"LiveView":      reflect.TypeFor[api.LiveView](),
+		"AgentInfo":     reflect.TypeFor[api.AgentInfo](),
+		"Event":         reflect.TypeFor[api.Event](),
+		"LogMessage":    reflect.TypeFor[api.LogMessage](),
+		"Error":         reflect.TypeFor[api.Error](),
 
 		// The fleet routes (stats.go, fleet.go, resubmit.go).
-		"StatsView":       reflect.TypeFor[StatsView](),
-		"AgentStats":      reflect.TypeFor[AgentStats](),
-		"StatsSample":     reflect.TypeFor[StatsSample](),
-		"WhoAmI":          reflect.TypeFor[WhoAmI](),
-		"ResubmitRequest": reflect.TypeFor[ResubmitRequest](),
+		"StatsView":       reflect.TypeFor[api.StatsView](),
+		"AgentStats":      reflect.TypeFor[api.AgentStats](),
+		"StatsSample":     reflect.TypeFor[api.StatsSample](),
+		"WhoAmI":          reflect.TypeFor[api.WhoAmI](),
+		"ResubmitRequest": reflect.TypeFor[api.ResubmitRequest](),
 	}
 	for name, typ := range types {
 		schema, ok := doc.Components.Schemas[name]

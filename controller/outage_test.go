@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"jobsuite/controller"
+	"jobsuite/api"
 )
 
 // The outage test kills the controller (kill -9) while jobs run, keeps
@@ -55,8 +55,8 @@ func controllerOutage(t *testing.T, bin string, outage time.Duration) {
 	p := &controllerProc{t: t, bin: bin, dir: work, pki: newPKI(t), data: filepath.Join(work, "data"),
 		extra: []string{"-lease-ttl", outageLease.String()}}
 	p.httpAddr, p.agentAddr = freeAddrs(t)
-	api := newAPIClient(t, p.pki, "operator", "https://"+p.httpAddr)
-	p.start(api)
+	client := newAPIClient(t, p.pki, "operator", "https://"+p.httpAddr)
+	p.start(client)
 	defer func() {
 		select {
 		case <-p.exited:
@@ -89,7 +89,7 @@ func controllerOutage(t *testing.T, bin string, outage time.Duration) {
 			count := gate + ".count"
 			body := fmt.Sprintf(`{"command":%q,"labels":{"transport":%q}}`, fmt.Sprintf(
 				`i=0; while [ ! -e %s ]; do i=$((i+1)); echo "line $i"; sleep 0.02; done; echo $i > %s`, gate, count), mode)
-			code, b, err := api.do("POST", "/jobs", body)
+			code, b, err := client.do("POST", "/jobs", body)
 			if err != nil || code != 201 {
 				t.Fatalf("submit: %d %s %v", code, b, err)
 			}
@@ -110,11 +110,11 @@ func controllerOutage(t *testing.T, bin string, outage time.Duration) {
 	// attached reports whether every agent is connected and holds its
 	// jobs, and every job runs its first attempt.
 	attached := func() (bool, string) {
-		code, b, err := api.do("GET", "/agents", "")
+		code, b, err := client.do("GET", "/agents", "")
 		if err != nil || code != 200 {
 			return false, fmt.Sprintf("GET /agents: %d %v", code, err)
 		}
-		var list []controller.AgentInfo
+		var list []api.AgentInfo
 		if err := json.Unmarshal(b, &list); err != nil {
 			t.Fatal(err)
 		}
@@ -132,7 +132,7 @@ func controllerOutage(t *testing.T, bin string, outage time.Duration) {
 	checkRunning := func(when string) {
 		t.Helper()
 		for _, j := range jobs {
-			v := getJobView(t, api, j.id)
+			v := getJobView(t, client, j.id)
 			if v.Status != "running" || len(v.Attempts) != 1 {
 				t.Fatalf("%s: job %d on %s is %s with %d attempts (%s); want running, 1 attempt", when, j.id, j.agent, v.Status, len(v.Attempts), v.Reason)
 			}
@@ -140,7 +140,7 @@ func controllerOutage(t *testing.T, bin string, outage time.Duration) {
 	}
 	poll(t, "the jobs to start", 20*time.Second, func() (bool, string) {
 		for _, j := range jobs {
-			if v := getJobView(t, api, j.id); v.Status != "running" {
+			if v := getJobView(t, client, j.id); v.Status != "running" {
 				return false, fmt.Sprintf("job %d is %s", j.id, v.Status)
 			}
 		}
@@ -151,7 +151,7 @@ func controllerOutage(t *testing.T, bin string, outage time.Duration) {
 	for rep := 1; rep <= outageReps; rep++ {
 		p.kill()
 		time.Sleep(outage) // keeping the controller down is the point
-		p.start(api)
+		p.start(client)
 		poll(t, fmt.Sprintf("restart %d: every agent back with its jobs", rep), 20*time.Second, attached)
 		checkRunning(fmt.Sprintf("after restart %d (down %s)", rep, outage))
 	}
@@ -164,7 +164,7 @@ func controllerOutage(t *testing.T, bin string, outage time.Duration) {
 	for _, j := range jobs {
 		var v jobView
 		poll(t, fmt.Sprintf("job %d to finish", j.id), 30*time.Second, func() (bool, string) {
-			v = getJobView(t, api, j.id)
+			v = getJobView(t, client, j.id)
 			return v.Status != "running", v.Status
 		})
 		if v.Status != "completed" || len(v.Attempts) != 1 {
@@ -179,7 +179,7 @@ func controllerOutage(t *testing.T, bin string, outage time.Duration) {
 		for i := 1; i <= n; i++ {
 			fmt.Fprintf(&wantLog, "line %d\n", i)
 		}
-		code, logs, err := api.do("GET", fmt.Sprintf("/jobs/%d/logs", j.id), "")
+		code, logs, err := client.do("GET", fmt.Sprintf("/jobs/%d/logs", j.id), "")
 		if err != nil || code != 200 {
 			t.Fatalf("logs of job %d: %d %v", j.id, code, err)
 		}
@@ -244,9 +244,9 @@ type jobView struct {
 	} `json:"attempts"`
 }
 
-func getJobView(t *testing.T, api *apiClient, id uint64) jobView {
+func getJobView(t *testing.T, client *apiClient, id uint64) jobView {
 	t.Helper()
-	code, b, err := api.do("GET", fmt.Sprintf("/jobs/%d", id), "")
+	code, b, err := client.do("GET", fmt.Sprintf("/jobs/%d", id), "")
 	if err != nil || code != 200 {
 		t.Fatalf("GET /jobs/%d: %d %s %v", id, code, b, err)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"jobsuite/agent"
-	"jobsuite/controller"
+	"jobsuite/api"
 	"jobsuite/transport"
 )
 
@@ -34,7 +34,7 @@ func TestOrderedOutput(t *testing.T) {
 	for _, mode := range []transport.Mode{transport.ModeQUIC, transport.ModeTCP} {
 		c.startAgent("agent-"+strconv.Itoa(len(c.agents)+1), 4, map[string]string{"transport": string(mode)}, mode)
 	}
-	var items []controller.BatchItem
+	var items []api.BatchItem
 	for _, mode := range []transport.Mode{transport.ModeQUIC, transport.ModeTCP} {
 		objs := make([]string, runs)
 		for i := range objs {
@@ -95,16 +95,16 @@ func (c *cluster) startTTYAgent(name string, labels map[string]string) {
 }
 
 // readWS reads a log WebSocket in format=json to its end.
-func readWS(t *testing.T, c *cluster, path string) []controller.LogMessage {
+func readWS(t *testing.T, c *cluster, path string) []api.LogMessage {
 	t.Helper()
 	ws, err := c.dialWS("viewer", path)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
 	defer ws.Close()
-	var msgs []controller.LogMessage
+	var msgs []api.LogMessage
 	for {
-		var m controller.LogMessage
+		var m api.LogMessage
 		if err := ws.ReadJSON(&m); err != nil {
 			if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
 				t.Fatalf("%s: ended with %v", path, err)
@@ -130,7 +130,7 @@ func TestTTY(t *testing.T) {
 	if got, want := c.logs(j.JobID), "tty\nstderr-tty\n\x1b[1;31mred\x1b[0m\nxterm-256color\n"; got != want {
 		t.Errorf("tty job log %q, want %q", got, want)
 	}
-	var v controller.JobView
+	var v api.JobView
 	c.getJSON(fmt.Sprintf("/jobs/%d", j.JobID), &v)
 	if v.TTY == nil || !*v.TTY || v.Output != "ordered" {
 		t.Errorf("job view: tty %v, output %q", v.TTY, v.Output)
@@ -208,7 +208,7 @@ func TestAttempts(t *testing.T) {
 	if got := c.logs(j.JobID); got != strings.Join(want, "") {
 		t.Fatalf("whole log %q, want %q", got, strings.Join(want, ""))
 	}
-	var v controller.JobView
+	var v api.JobView
 	c.getJSON(fmt.Sprintf("/jobs/%d", j.JobID), &v)
 	if len(v.Attempts) != 3 {
 		t.Fatalf("%d attempts", len(v.Attempts))
@@ -341,7 +341,7 @@ func TestAttemptFollow(t *testing.T) {
 	j := c.submit(fmt.Sprintf(`{"command":%q,"retries":1,"backoff":{"base":0.05}}`, cmd))
 	c.waitState(j.JobID, "running")
 	var wg sync.WaitGroup
-	var one, all []controller.LogMessage
+	var one, all []api.LogMessage
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
@@ -394,7 +394,7 @@ func TestAttemptWithoutOutput(t *testing.T) {
 	if done := c.waitState(j.JobID, "completed", "failed"); done.Status != "completed" {
 		t.Fatalf("job %+v", done)
 	}
-	seq := func(msgs []controller.LogMessage) string {
+	seq := func(msgs []api.LogMessage) string {
 		var b strings.Builder
 		for _, m := range msgs {
 			switch m.Type {

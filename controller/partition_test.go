@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 	"jobsuite/controller"
 	"jobsuite/transport"
@@ -131,7 +132,7 @@ func partitionBlip(t *testing.T, bin string, mode transport.Mode, ttl, heartbeat
 	}
 	// The agent was silent for several heartbeats, and the attempt is
 	// still the job's.
-	var agents []controller.AgentInfo
+	var agents []api.AgentInfo
 	e.getJSON("/agents", &agents)
 	for _, a := range agents {
 		if a.Name == "agent-1" && heartbeat > 0 && time.Since(a.LastSeen) < 4*heartbeat {
@@ -242,7 +243,7 @@ func partitionPastLease(t *testing.T, bin string, mode transport.Mode) {
 
 	// The controller has given up on agent-1.
 	poll(t, "the controller to drop agent-1's session", 30*time.Second, func() (bool, string) {
-		var agents []controller.AgentInfo
+		var agents []api.AgentInfo
 		e.getJSON("/agents", &agents)
 		for _, a := range agents {
 			if a.Name == "agent-1" {
@@ -280,7 +281,7 @@ func partitionPastLease(t *testing.T, bin string, mode transport.Mode) {
 	refused := time.Since(up)
 	// Once refused, agent-1 drops the attempt and offers its slot again.
 	poll(t, "agent-1 back and idle", 30*time.Second, func() (bool, string) {
-		var agents []controller.AgentInfo
+		var agents []api.AgentInfo
 		e.getJSON("/agents", &agents)
 		for _, a := range agents {
 			if a.Name == "agent-1" {
@@ -377,7 +378,7 @@ func newPartition(t *testing.T, bin string, mode transport.Mode, ttl, heartbeat 
 	e.agent = startNSAgent(t, bin, e.ns, e.srv.AgentAddr(), pki, mode)
 	poll(t, "agent-1 to connect from the namespace", 30*time.Second, func() (bool, string) {
 		e.agent.checkAlive()
-		var agents []controller.AgentInfo
+		var agents []api.AgentInfo
 		e.getJSON("/agents", &agents)
 		for _, a := range agents {
 			if a.Name == "agent-1" {
@@ -420,9 +421,9 @@ func (e *partitionEnv) removeNetwork() {
 	}
 }
 
-func (e *partitionEnv) view(id uint64) controller.JobView {
+func (e *partitionEnv) view(id uint64) api.JobView {
 	e.t.Helper()
-	var v controller.JobView
+	var v api.JobView
 	e.getJSON(fmt.Sprintf("/jobs/%d", id), &v)
 	return v
 }

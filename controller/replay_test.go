@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 	"jobsuite/controller"
 	"jobsuite/controller/store"
@@ -185,7 +186,7 @@ func TestCommandsReplayByteIdentical(t *testing.T) {
 	// Jobs: keyed, repeated, in a batch, with output, failing and retried.
 	keyed := c.submit(`{"command":"echo one; echo two >&2","idempotency_key":"k1"}`)
 	expect("POST", "/jobs", `{"command":"echo one; echo two >&2","idempotency_key":"k1"}`, http.StatusOK)
-	var items []controller.BatchItem
+	var items []api.BatchItem
 	if err := json.Unmarshal(expect("POST", "/jobs/batch",
 		`[{"command":"echo b1","idempotency_key":"k1"},{"command":"echo b2","idempotency_key":"kb"},{"command":"true"}]`, http.StatusCreated), &items); err != nil {
 		t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"jobsuite/agent"
-	"jobsuite/controller"
+	"jobsuite/api"
 	"jobsuite/transport"
 )
 
@@ -23,7 +23,7 @@ func TestBothTransports(t *testing.T) {
 		t.Run(string(mode), func(t *testing.T) {
 			c := startCluster(t)
 			c.startAgent("agent-1", 2, nil, mode)
-			var agents []controller.AgentInfo
+			var agents []api.AgentInfo
 			c.getJSON("/agents", &agents)
 			if len(agents) != 1 || agents[0].Transport != string(mode) {
 				t.Fatalf("agents: %+v", agents)
@@ -117,7 +117,7 @@ func TestDrain(t *testing.T) {
 	}
 	cancel() // SIGTERM
 	c.waitFor("controller sees the drain", func() bool {
-		var agents []controller.AgentInfo
+		var agents []api.AgentInfo
 		c.getJSON("/agents", &agents)
 		return len(agents) == 1 && agents[0].Draining
 	})
@@ -164,7 +164,7 @@ func TestDrainSecondSignalCancels(t *testing.T) {
 	c.waitFor("job running", func() bool { _, err := os.Stat(gate); return err == nil })
 	cancel()
 	c.waitFor("drain", func() bool {
-		var agents []controller.AgentInfo
+		var agents []api.AgentInfo
 		c.getJSON("/agents", &agents)
 		return len(agents) == 1 && agents[0].Draining
 	})
@@ -183,8 +183,8 @@ func TestLiveStatus(t *testing.T) {
 	gate := filepath.Join(t.TempDir(), "gate")
 	j := c.submit(fmt.Sprintf(`{"command":"echo first; echo working on it; while [ ! -e %s ]; do sleep 0.02; done"}`, gate))
 	var live struct {
-		Status string               `json:"status"`
-		Live   *controller.LiveView `json:"live"`
+		Status string        `json:"status"`
+		Live   *api.LiveView `json:"live"`
 	}
 	c.waitFor("live state", func() bool {
 		c.getJSON(fmt.Sprintf("/jobs/%d?live=1", j.JobID), &live)
@@ -218,7 +218,7 @@ func TestLiveStatusStale(t *testing.T) {
 	}
 	start := time.Now()
 	var got struct {
-		Live *controller.LiveView `json:"live"`
+		Live *api.LiveView `json:"live"`
 	}
 	c.getJSON(fmt.Sprintf("/jobs/%d?live=1&wait=200ms", j.JobID), &got)
 	if got.Live == nil || !got.Live.Stale || !strings.Contains(got.Live.Error, "did not answer") {
@@ -263,7 +263,7 @@ func TestManyFollowers(t *testing.T) {
 			defer ws.Close()
 			var got []byte
 			for {
-				var m controller.LogMessage
+				var m api.LogMessage
 				if err := ws.ReadJSON(&m); err != nil {
 					break
 				}

@@ -10,15 +10,9 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
+	"jobsuite/api"
 	"jobsuite/controller/store"
 )
-
-// ResubmitRequest is the body of POST /jobs/resubmit. (The route is not
-// /jobs/:id/resubmit: httprouter cannot hold a wildcard beside
-// /jobs/batch.)
-type ResubmitRequest struct {
-	JobID uint64 `json:"job_id"` // the job to run again
-}
 
 // resubmission is a new job with what job j was submitted with: name,
 // command, params, priority, timeout, retries, logs, cancellable,
@@ -46,11 +40,11 @@ func (s *Server) handleResubmit(w http.ResponseWriter, r *http.Request, _ httpro
 		writeError(w, http.StatusBadRequest, "reading request body: %v", err)
 		return
 	}
-	var req ResubmitRequest
+	var req api.ResubmitRequest
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil || req.JobID == 0 {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: `the body must be {"job_id": N}, the job to run again`, Field: "job_id"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: `the body must be {"job_id": N}, the job to run again`, Field: "job_id"})
 		return
 	}
 	orig, ok := s.getJob(w, req.JobID)

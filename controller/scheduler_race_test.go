@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"jobsuite/api"
 	"jobsuite/certs"
-	"jobsuite/controller"
 	"jobsuite/controller/store"
 	"jobsuite/transport"
 )
@@ -75,8 +75,8 @@ func (a *apiClient) get(path string, out any) error {
 }
 
 // submit posts a job and returns it; anything but 201 is an error.
-func (a *apiClient) submit(body string) (controller.JobView, error) {
-	var j controller.JobView
+func (a *apiClient) submit(body string) (api.JobView, error) {
+	var j api.JobView
 	code, b, err := a.do("POST", "/jobs", body)
 	if err != nil {
 		return j, err
@@ -92,8 +92,8 @@ func (a *apiClient) submit(body string) (controller.JobView, error) {
 
 // list returns every job (status "" for all) by following the pages of
 // GET /jobs, newest first.
-func (a *apiClient) list(status string) ([]controller.JobView, error) {
-	var all []controller.JobView
+func (a *apiClient) list(status string) ([]api.JobView, error) {
+	var all []api.JobView
 	var before uint64
 	for {
 		q := "/jobs?limit=1000"
@@ -110,11 +110,11 @@ func (a *apiClient) list(status string) ([]controller.JobView, error) {
 		if code != http.StatusOK {
 			return nil, fmt.Errorf("GET %s: %d %s", q, code, b)
 		}
-		var page []controller.JobView
+		var page []api.JobView
 		if err := json.Unmarshal(b, &page); err != nil {
 			// Accept a {"jobs": [...]} envelope too.
 			var env struct {
-				Jobs []controller.JobView `json:"jobs"`
+				Jobs []api.JobView `json:"jobs"`
 			}
 			if err2 := json.Unmarshal(b, &env); err2 != nil {
 				return nil, fmt.Errorf("GET %s: %v: %.200s", q, err, b)
@@ -142,7 +142,7 @@ func (a *apiClient) list(status string) ([]controller.JobView, error) {
 // "dispatched" event numbered in order, and every attempt but the one
 // that ended the job was followed by a "retry" and, unless the job was
 // cancelled while waiting, a "requeued".
-func checkEvents(j controller.JobView, evs []store.Event) error {
+func checkEvents(j api.JobView, evs []store.Event) error {
 	if len(evs) == 0 {
 		return fmt.Errorf("no events")
 	}
@@ -177,7 +177,7 @@ func checkEvents(j controller.JobView, evs []store.Event) error {
 		return fmt.Errorf("first event %q (%s)", evs[0].Type, hist)
 	case terminal != 1:
 		return fmt.Errorf("%d events with a terminal state, want 1 (%s)", terminal, hist)
-	case !last.State.Terminal() || last.State != j.Status:
+	case !last.State.Terminal() || last.State != store.State(j.Status):
 		return fmt.Errorf("last event state %q, job is %q (%s)", last.State, j.Status, hist)
 	case last.Type != "finished" && last.Type != "cancelled":
 		return fmt.Errorf("terminal event type %q (%s)", last.Type, hist)
@@ -207,7 +207,7 @@ func TestSchedulerConcurrentSubmitCancel(t *testing.T) {
 	const slots = 8
 	c.startAgent("agent-1", slots, nil, transport.ModeTCP)
 	c.startAgent("agent-2", slots, nil, transport.ModeQUIC)
-	api := newAPIClient(t, c.dir, "operator", c.base)
+	client := newAPIClient(t, c.dir, "operator", c.base)
 
 	const submitters, perSubmitter, cancellers = 4, 200, 2
 	seed := uint64(time.Now().UnixNano())
@@ -232,7 +232,7 @@ func TestSchedulerConcurrentSubmitCancel(t *testing.T) {
 				if isLong {
 					cmd = "sleep 20"
 				}
-				j, err := api.submit(fmt.Sprintf(`{"command":%q,"priority":%d}`, cmd, rng.IntN(101)))
+				j, err := client.submit(fmt.Sprintf(`{"command":%q,"priority":%d}`, cmd, rng.IntN(101)))
 				if err != nil {
 					t.Errorf("submitter %d: %v", g, err)
 					return
@@ -248,7 +248,7 @@ func TestSchedulerConcurrentSubmitCancel(t *testing.T) {
 		}()
 	}
 	cancel := func(id uint64) {
-		code, b, err := api.do("DELETE", fmt.Sprintf("/jobs/%d", id), "")
+		code, b, err := client.do("DELETE", fmt.Sprintf("/jobs/%d", id), "")
 		if err != nil {
 			t.Errorf("cancel %d: %v", id, err)
 			return
@@ -299,15 +299,15 @@ func TestSchedulerConcurrentSubmitCancel(t *testing.T) {
 	}
 
 	// Every job ends; long jobs end only through their cancel.
-	var jobs []controller.JobView
+	var jobs []api.JobView
 	poll(t, "every job to finish", 40*time.Second, func() (bool, string) {
 		var err error
-		if jobs, err = api.list(""); err != nil {
+		if jobs, err = client.list(""); err != nil {
 			t.Fatal(err)
 		}
 		return unfinished(jobs)
 	})
-	byID := map[uint64]controller.JobView{}
+	byID := map[uint64]api.JobView{}
 	for _, j := range jobs {
 		if _, dup := byID[j.JobID]; dup {
 			t.Errorf("job %d listed twice", j.JobID)
@@ -333,7 +333,7 @@ func TestSchedulerConcurrentSubmitCancel(t *testing.T) {
 			}
 			return false
 		}
-		switch j.Status {
+		switch store.State(j.Status) {
 		case store.Completed:
 			completed++
 			if len(j.Attempts) != 1 || j.Attempts[0].Outcome != "completed" {
@@ -377,7 +377,7 @@ func TestSchedulerConcurrentSubmitCancel(t *testing.T) {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			var evs []store.Event
-			if err := api.get(fmt.Sprintf("/jobs/%d/events", id), &evs); err != nil {
+			if err := client.get(fmt.Sprintf("/jobs/%d/events", id), &evs); err != nil {
 				t.Error(err)
 				return
 			}
@@ -390,8 +390,8 @@ func TestSchedulerConcurrentSubmitCancel(t *testing.T) {
 
 	// The agents hold no job and get every slot back.
 	poll(t, "agents idle with all slots free", 10*time.Second, func() (bool, string) {
-		var agents []controller.AgentInfo
-		if err := api.get("/agents", &agents); err != nil {
+		var agents []api.AgentInfo
+		if err := client.get("/agents", &agents); err != nil {
 			t.Fatal(err)
 		}
 		idle := len(agents) == 2
@@ -406,10 +406,10 @@ func TestSchedulerConcurrentSubmitCancel(t *testing.T) {
 
 // unfinished reports whether every job is terminal and describes a few
 // that are not.
-func unfinished(jobs []controller.JobView) (bool, string) {
+func unfinished(jobs []api.JobView) (bool, string) {
 	var open []string
 	for _, j := range jobs {
-		if !j.Status.Terminal() {
+		if !store.State(j.Status).Terminal() {
 			open = append(open, fmt.Sprintf("%d %s (%s; attempts %d, cancel requested %v)", j.JobID, j.Status, j.Reason, len(j.Attempts), j.CancelRequested))
 		}
 	}

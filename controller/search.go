@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"jobsuite/api"
 	"jobsuite/controller/store"
 )
 
@@ -32,18 +33,18 @@ func searchFilter(w http.ResponseWriter, q url.Values) (match func(*store.Job) b
 	var js jobSearch
 	if raw := q.Get("q"); raw != "" {
 		if len(raw) > maxQueryBytes {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: "q is " + strconv.Itoa(len(raw)) + " bytes; the limit is " + strconv.Itoa(maxQueryBytes), Field: "q"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: "q is " + strconv.Itoa(len(raw)) + " bytes; the limit is " + strconv.Itoa(maxQueryBytes), Field: "q"})
 			return nil, false
 		}
 		js.terms = strings.Fields(strings.ToLower(raw))
 		if len(js.terms) > maxQueryTerms {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: "q has " + strconv.Itoa(len(js.terms)) + " words; the limit is " + strconv.Itoa(maxQueryTerms), Field: "q"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: "q has " + strconv.Itoa(len(js.terms)) + " words; the limit is " + strconv.Itoa(maxQueryTerms), Field: "q"})
 			return nil, false
 		}
 	}
 	if a := q.Get("agent"); a != "" {
 		if !certNameRE.MatchString(a) {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: "agent must be an agent name (letters, digits, '.', '_' and '-'), got " + strconv.Quote(a), Field: "agent"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: "agent must be an agent name (letters, digits, '.', '_' and '-'), got " + strconv.Quote(a), Field: "agent"})
 			return nil, false
 		}
 		js.agent = a

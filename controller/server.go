@@ -113,6 +113,40 @@ type Config struct {
 	NoSync bool
 }
 
+// DefaultConfig is the controller's defaults, the one place they are
+// written: setDefaults gives every zero field of a Config its value
+// here, and the CLI's flags, config-file keys and help text show them
+// (cli/controller.go). It leaves out the fields with no default
+// (DataDir, TLS, Logger, CAKey, MetricsAddr, Version), the one derived
+// from another (HeartbeatInterval, LeaseTTL/3) and the ones that follow
+// the data directory's file system (MinFreeBytes, MaxOutputBytes: see
+// their fields); Aging's default is 0.
+func DefaultConfig() Config {
+	return Config{
+		HTTPAddr:           "127.0.0.1:8443",
+		AgentAddr:          ":7443",
+		LeaseTTL:           15 * time.Second,
+		KillGrace:          5 * time.Second,
+		HandshakeTimeout:   10 * time.Second,
+		BackoffBase:        time.Second,
+		BackoffMax:         5 * time.Minute,
+		MaxBodyBytes:       1 << 20,
+		BodyTimeout:        30 * time.Second,
+		MaxCommandBytes:    defaultMaxCommand,
+		MaxEnv:             defaultMaxEnv,
+		MaxLabels:          defaultMaxLabels,
+		MaxFrameBytes:      protocol.MaxFrameSize,
+		MaxFollowers:       defaultMaxFollowers,
+		MaxAgentSlots:      DefaultMaxAgentSlots,
+		MetricsAgents:      defaultMetricsAgents,
+		RetainFor:          30 * 24 * time.Hour,
+		RetainJobs:         1_000_000,
+		AgentCertTTL:       DefaultAgentCertTTL,
+		CertReloadInterval: DefaultCertReloadInterval,
+		StatsInterval:      defaultStatsInterval,
+	}
+}
+
 func (c *Config) setDefaults() error {
 	if c.DataDir == "" {
 		return fmt.Errorf("%w: a data directory is required (-data-dir)", ErrConfig)
@@ -120,36 +154,39 @@ func (c *Config) setDefaults() error {
 	if c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "" {
 		return fmt.Errorf("%w: -ca, -cert and -key are required (create them with 'jobsuite tls')", ErrConfig)
 	}
+	d := DefaultConfig()
 	if c.HTTPAddr == "" {
-		c.HTTPAddr = "127.0.0.1:8443"
+		c.HTTPAddr = d.HTTPAddr
 	}
 	if c.AgentAddr == "" {
-		c.AgentAddr = ":7443"
+		c.AgentAddr = d.AgentAddr
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
+	def := func(v *time.Duration, dv time.Duration) {
+		if *v <= 0 {
+			*v = dv
 		}
 	}
-	def(&c.LeaseTTL, 15*time.Second)
+	def(&c.LeaseTTL, d.LeaseTTL)
 	def(&c.HeartbeatInterval, c.LeaseTTL/3)
-	def(&c.KillGrace, 5*time.Second)
-	def(&c.HandshakeTimeout, 10*time.Second)
-	def(&c.BodyTimeout, 30*time.Second)
-	def(&c.BackoffBase, time.Second)
-	def(&c.BackoffMax, 5*time.Minute)
-	def(&c.StatsInterval, defaultStatsInterval)
+	def(&c.KillGrace, d.KillGrace)
+	def(&c.HandshakeTimeout, d.HandshakeTimeout)
+	def(&c.BodyTimeout, d.BodyTimeout)
+	def(&c.BackoffBase, d.BackoffBase)
+	def(&c.BackoffMax, d.BackoffMax)
+	def(&c.StatsInterval, d.StatsInterval)
+	def(&c.AgentCertTTL, d.AgentCertTTL)
+	def(&c.CertReloadInterval, d.CertReloadInterval)
 	if c.RetainFor == 0 {
-		c.RetainFor = 30 * 24 * time.Hour
+		c.RetainFor = d.RetainFor
 	}
 	if c.RetainJobs == 0 {
-		c.RetainJobs = 1_000_000
+		c.RetainJobs = d.RetainJobs
 	}
 	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = 1 << 20
+		c.MaxBodyBytes = d.MaxBodyBytes
 	}
 	if c.MaxBodyBytes > maxBodyLimit {
 		return fmt.Errorf("%w: the body limit %d is over %d bytes: a job must fit in one protocol frame to its agent", ErrConfig, c.MaxBodyBytes, maxBodyLimit)
@@ -159,14 +196,14 @@ func (c *Config) setDefaults() error {
 			*n = v
 		}
 	}
-	defInt(&c.MaxCommandBytes, defaultMaxCommand)
-	defInt(&c.MaxEnv, defaultMaxEnv)
-	defInt(&c.MaxLabels, defaultMaxLabels)
-	defInt(&c.MaxFrameBytes, protocol.MaxFrameSize)
-	defInt(&c.MaxFollowers, defaultMaxFollowers)
-	defInt(&c.MaxAgentSlots, DefaultMaxAgentSlots)
+	defInt(&c.MaxCommandBytes, d.MaxCommandBytes)
+	defInt(&c.MaxEnv, d.MaxEnv)
+	defInt(&c.MaxLabels, d.MaxLabels)
+	defInt(&c.MaxFrameBytes, d.MaxFrameBytes)
+	defInt(&c.MaxFollowers, d.MaxFollowers)
+	defInt(&c.MaxAgentSlots, d.MaxAgentSlots)
 	if c.MetricsAgents == 0 {
-		c.MetricsAgents = defaultMetricsAgents
+		c.MetricsAgents = d.MetricsAgents
 	}
 	if c.MaxFrameBytes < MinFrameBytes || c.MaxFrameBytes > protocol.MaxFrameSize {
 		return fmt.Errorf("%w: the frame limit must be between %d (a log chunk must fit) and %d bytes, got %d", ErrConfig, MinFrameBytes, protocol.MaxFrameSize, c.MaxFrameBytes)

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"jobsuite/api"
 	"jobsuite/controller/store"
 )
 
@@ -25,52 +26,14 @@ const (
 	statsSamples         = 360 // an hour at the default interval
 )
 
-// StatsView is the answer of GET /stats.
-type StatsView struct {
-	Jobs       map[store.State]int `json:"jobs"`        // stored jobs by state
-	Total      int                 `json:"total"`       // stored jobs
-	QueueDepth map[string]int      `json:"queue_depth"` // queued jobs by priority: low, mid, high, other
-	Agents     AgentStats          `json:"agents"`
-	Followers  int                 `json:"followers"` // WebSocket log followers
-	Interval   float64             `json:"interval"`  // seconds between history samples
-	History    []StatsSample       `json:"history"`   // oldest first; the last one is now
-}
-
-// AgentStats sums up the connected agents.
-type AgentStats struct {
-	Connected int `json:"connected"`
-	Draining  int `json:"draining"`
-	Slots     int `json:"slots"`
-	SlotsUsed int `json:"slots_used"`
-	SlotsFree int `json:"slots_free"` // slots that could take a job now
-}
-
-// StatsSample is one point of the history. The counts of finished jobs
-// are totals since the controller started (counters): the rate between
-// two samples is the throughput.
-type StatsSample struct {
-	Time       time.Time `json:"time"`
-	Queued     int       `json:"queued"`
-	Waiting    int       `json:"waiting"`
-	Dispatched int       `json:"dispatched"`
-	Running    int       `json:"running"`
-	SlotsUsed  int       `json:"slots_used"`
-	Slots      int       `json:"slots"`
-	Submitted  uint64    `json:"submitted"`
-	Completed  uint64    `json:"completed"`
-	Failed     uint64    `json:"failed"`
-	Timeout    uint64    `json:"timeout"`
-	Cancelled  uint64    `json:"cancelled"`
-}
-
 // history is a ring of the last statsSamples samples.
 type history struct {
 	mu      sync.Mutex
-	samples []StatsSample
+	samples []api.StatsSample
 	next    int // where the next sample goes once samples is full
 }
 
-func (h *history) add(s StatsSample) {
+func (h *history) add(s api.StatsSample) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.samples) < statsSamples {
@@ -82,10 +45,10 @@ func (h *history) add(s StatsSample) {
 }
 
 // all returns the samples, oldest first.
-func (h *history) all() []StatsSample {
+func (h *history) all() []api.StatsSample {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]StatsSample, 0, len(h.samples)+1)
+	out := make([]api.StatsSample, 0, len(h.samples)+1)
 	out = append(out, h.samples[h.next:]...)
 	return append(out, h.samples[:h.next]...)
 }
@@ -106,18 +69,18 @@ func metricValue(m prometheus.Metric) float64 {
 }
 
 // agentStats sums up the connected agents.
-func (s *Server) agentStats() AgentStats {
+func (s *Server) agentStats() api.AgentStats {
 	c, _ := s.sched.Capacity(false)
-	return AgentStats{Connected: c.Agents, Draining: c.Draining, Slots: c.Slots, SlotsUsed: c.Used, SlotsFree: c.Free}
+	return api.AgentStats{Connected: c.Agents, Draining: c.Draining, Slots: c.Slots, SlotsUsed: c.Used, SlotsFree: c.Free}
 }
 
 // sample reads the current values of the metrics the history keeps.
-func (s *Server) sample(now time.Time) StatsSample {
+func (s *Server) sample(now time.Time) api.StatsSample {
 	m := s.metrics
 	gauge := func(st store.State) int { return int(metricValue(m.jobs.WithLabelValues(string(st)))) }
 	done := func(st store.State) uint64 { return uint64(metricValue(m.completions.WithLabelValues(string(st)))) }
 	slots := s.agentStats()
-	return StatsSample{
+	return api.StatsSample{
 		Time: now.UTC(), Queued: gauge(store.Queued), Waiting: gauge(store.Waiting),
 		Dispatched: gauge(store.Dispatched), Running: gauge(store.Running),
 		SlotsUsed: slots.SlotsUsed, Slots: slots.Slots,
@@ -152,7 +115,7 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request, _ httproute
 	case "0", "false":
 		withHistory = false
 	default:
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "history must be 1 or 0, got " + strconv.Quote(h), Field: "history"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "history must be 1 or 0, got " + strconv.Quote(h), Field: "history"})
 		return
 	}
 	counts, err := s.st.StateCounts()
@@ -161,9 +124,13 @@ func (s *Server) handleStats(w http.ResponseWriter, r *http.Request, _ httproute
 		writeError(w, http.StatusInternalServerError, "counting jobs failed")
 		return
 	}
-	v := StatsView{
-		Jobs: counts, QueueDepth: map[string]int{}, Agents: s.agentStats(), Followers: s.hub.Followers(),
-		Interval: s.cfg.StatsInterval.Seconds(), History: []StatsSample{},
+	jobs := make(map[string]int, len(counts))
+	for st, n := range counts {
+		jobs[string(st)] = n
+	}
+	v := api.StatsView{
+		Jobs: jobs, QueueDepth: map[string]int{}, Agents: s.agentStats(), Followers: s.hub.Followers(),
+		Interval: s.cfg.StatsInterval.Seconds(), History: []api.StatsSample{},
 	}
 	if withHistory {
 		v.History = append(s.history.all(), s.sample(time.Now()))

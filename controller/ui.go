@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/julienschmidt/httprouter"
+
+	"jobsuite/api"
 )
 
 // The web dashboard: static HTML, CSS and JavaScript embedded in the
@@ -98,7 +100,7 @@ func uiAssetName(file string) (string, bool) {
 func (s *Server) handleUI(w http.ResponseWriter, r *http.Request, p httprouter.Params) {
 	name, ok := uiAssetName(p.ByName("file"))
 	if !ok {
-		writeJSON(w, http.StatusNotFound, errorBody{Error: "no such file in the web dashboard: " + strconv.Quote(r.URL.Path) + "; open /ui/"})
+		writeJSON(w, http.StatusNotFound, api.Error{Error: "no such file in the web dashboard: " + strconv.Quote(r.URL.Path) + "; open /ui/"})
 		return
 	}
 	a := uiAssets[name]

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"jobsuite/controller"
+	"jobsuite/api"
 )
 
 // TestUIFleet drives the dashboard as an operator running a fleet, in
@@ -35,7 +35,7 @@ func TestUIFleet(t *testing.T) {
 	c.cfg.StatsInterval = 200 * time.Millisecond
 	c.startController()
 	c.waitFor("both agents back", func() bool {
-		var agents []controller.AgentInfo
+		var agents []api.AgentInfo
 		c.getJSON("/agents", &agents)
 		return len(agents) == 2
 	})
@@ -66,7 +66,7 @@ func TestUIFleet(t *testing.T) {
 	if code, items, b := c.submitBatch(string(body)); code != http.StatusCreated || len(items) != total {
 		t.Fatalf("batch of %d: %d, %d items: %.300s", total, code, len(items), b)
 	}
-	var st controller.StatsView
+	var st api.StatsView
 	c.waitFor("the batch to run", func() bool {
 		c.getJSON("/stats", &st)
 		return st.Jobs["queued"] == gpu && st.Jobs["running"] == 3 && st.Jobs["dispatched"] == 0 && st.Jobs["waiting"] == 0
@@ -168,7 +168,7 @@ func TestUIFleet(t *testing.T) {
 	b.click("#undrain")
 	b.waitJS("agent-1 active", `document.getElementById('agent-state').textContent === 'active' && document.getElementById('undrain').hidden`)
 	var running []uint64
-	var a controller.AgentInfo
+	var a api.AgentInfo
 	c.getJSON("/agents/agent-1", &a)
 	running = a.Jobs
 	if len(running) > 0 {

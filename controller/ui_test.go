@@ -27,8 +27,8 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"jobsuite/api"
 	"jobsuite/certs"
-	"jobsuite/controller"
 )
 
 // uiContentTypes is what each kind of dashboard file must be served as.
@@ -391,7 +391,7 @@ func TestUIBrowser(t *testing.T) {
 	b.waitJS("agent-1 active", `document.querySelector('#agents tr[data-agent="agent-1"] .badge').textContent === 'active'`)
 	b.click(`#agents tr[data-agent="agent-1"] button.drain`)
 	b.waitJS("agent-1 draining", `document.querySelector('#agents tr[data-agent="agent-1"] .badge').textContent === 'draining'`)
-	var agents []controller.AgentInfo
+	var agents []api.AgentInfo
 	c.getJSON("/agents", &agents)
 	if len(agents) != 1 || !agents[0].Draining {
 		t.Errorf("agents after Drain: %+v; want agent-1 draining", agents)

@@ -13,32 +13,9 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/julienschmidt/httprouter"
 
+	"jobsuite/api"
 	"jobsuite/controller/store"
 )
-
-// LogMessage is one message of the log WebSocket in format=json.
-// Type "output" carries Data (base64 in JSON, so any bytes survive) at
-// Offset of the job's log, and the Time the controller received it;
-// the last message has Type "end" and the job's final status. With
-// ?attempts=1 (or ?attempt=N), a message of Type "attempt" comes before
-// the output of each attempt (or of attempt N): its number, Agent, the
-// Time it was dispatched, the Offset where its output begins and the
-// job's Attempts so far. Clients skip types they do not know.
-type LogMessage struct {
-	Type     string      `json:"type"` // output | attempt | end
-	Offset   uint64      `json:"offset,omitempty"`
-	Stream   string      `json:"stream,omitempty"` // stdout | stderr
-	Data     []byte      `json:"data,omitempty"`
-	Time     time.Time   `json:"time,omitzero"`     // output: received (absent for output stored before times were kept); attempt: dispatched
-	Attempt  uint32      `json:"attempt,omitempty"` // attempt: its number; end of ?attempt=N: N
-	Agent    string      `json:"agent,omitempty"`
-	Attempts int         `json:"attempts,omitempty"` // attempt: the job's attempts so far
-	Status   store.State `json:"status,omitempty"`
-	ExitCode *int        `json:"exit_code,omitempty"`
-	Signal   string      `json:"signal,omitempty"`
-	Reason   string      `json:"reason,omitempty"`
-	Outcome  string      `json:"outcome,omitempty"` // end of ?attempt=N: the attempt's outcome, "" while it runs
-}
 
 const (
 	wsWriteTimeout = 10 * time.Second
@@ -73,7 +50,7 @@ var upgrader = websocket.Upgrader{
 // messages of up to wsReadChunk bytes of output each, stdout and stderr
 // interleaved, invalid UTF-8 replaced; message boundaries carry no
 // meaning; the close frame's reason states the outcome.
-// format=json: a LogMessage per output chunk, stream-tagged, timed and
+// format=json: an api.LogMessage per output chunk, stream-tagged, timed and
 // byte-exact; with attempts=1, an "attempt" message where each attempt's
 // output begins (sent only when asked, so older clients see no change).
 //
@@ -95,7 +72,7 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 		format = "text"
 	}
 	if format != "text" && format != "json" {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "format must be text or json, got " + format, Field: "format"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "format must be text or json, got " + format, Field: "format"})
 		return
 	}
 	follow := true
@@ -104,7 +81,7 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 	case "0", "false", "no":
 		follow = false
 	default:
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "follow must be true or false", Field: "follow"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "follow must be true or false", Field: "follow"})
 		return
 	}
 	markers := false
@@ -113,11 +90,11 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 	case "1", "true", "yes":
 		markers = true
 	default:
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "attempts must be true or false", Field: "attempts"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "attempts must be true or false", Field: "attempts"})
 		return
 	}
 	if markers && format != "json" {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "attempts=1 needs format=json: attempt messages are JSON", Field: "attempts"})
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "attempts=1 needs format=json: attempt messages are JSON", Field: "attempts"})
 		return
 	}
 	j, ok := s.getJob(w, id)
@@ -139,7 +116,7 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 	bell, unsubscribe, ok := s.hub.Subscribe(id, s.cfg.MaxFollowers)
 	if !ok {
 		w.Header().Set("Retry-After", "5")
-		writeJSON(w, http.StatusTooManyRequests, errorBody{
+		writeJSON(w, http.StatusTooManyRequests, api.Error{
 			Error: fmt.Sprintf("job %d already has %d log followers, the most the controller allows (-max-followers); try again later, or read GET /jobs/%d/logs", id, s.cfg.MaxFollowers, id),
 			JobID: id,
 		})
@@ -361,7 +338,7 @@ func (f *follower) markersUpTo(off uint64) error {
 			return nil
 		}
 		_ = f.conn.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
-		if err := f.conn.WriteJSON(LogMessage{Type: "attempt", Attempt: a.Number, Agent: a.Agent, Time: a.DispatchedAt,
+		if err := f.conn.WriteJSON(api.LogMessage{Type: "attempt", Attempt: a.Number, Agent: a.Agent, Time: a.DispatchedAt,
 			Offset: a.LogStart, Attempts: len(f.attempts)}); err != nil {
 			return err
 		}
@@ -370,7 +347,7 @@ func (f *follower) markersUpTo(off uint64) error {
 	return nil
 }
 
-// output sends chunk c as one LogMessage (format=json).
+// output sends chunk c as one api.LogMessage (format=json).
 func (f *follower) output(c store.Chunk) error {
 	f.offset = c.Offset + uint64(len(c.Data))
 	_ = f.conn.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
@@ -378,7 +355,7 @@ func (f *follower) output(c store.Chunk) error {
 	if c.Stream == 2 {
 		stream = "stderr"
 	}
-	return f.conn.WriteJSON(LogMessage{Type: "output", Offset: c.Offset, Stream: stream, Data: c.Data, Time: c.Time})
+	return f.conn.WriteJSON(api.LogMessage{Type: "output", Offset: c.Offset, Stream: stream, Data: c.Data, Time: c.Time})
 }
 
 // text sends chunks, contiguous output from f.offset on, as one text
@@ -521,7 +498,7 @@ func (f *follower) end(j *store.Job) {
 	} else if v.ExitCode != nil {
 		reason += fmt.Sprintf(" (exit code %d)", *v.ExitCode)
 	}
-	m := LogMessage{Type: "end", Status: j.State, ExitCode: v.ExitCode, Reason: j.Reason}
+	m := api.LogMessage{Type: "end", Status: string(j.State), ExitCode: v.ExitCode, Reason: j.Reason}
 	if v.Result != nil {
 		m.Signal = v.Result.Signal
 	}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/quic-go/quic-go"
+
+	"jobsuite/internal/backoff"
 )
 
 // maxPending bounds, per transport, the connections in their handshake or
@@ -266,7 +268,10 @@ func (l *Listener) acceptTCP() {
 	// lock real agents out; it only loses its own oldest connection.
 	var mu sync.Mutex
 	var pending []net.Conn
-	backoff := 5 * time.Millisecond
+	// Accept errors are a local shortage (file descriptors and the
+	// like), with no crowd of peers to spread: no jitter.
+	retry := backoff.Policy{Base: 5 * time.Millisecond, Max: time.Second}
+	failures := 0
 	for {
 		c, err := l.tcp.Accept()
 		if err != nil {
@@ -274,16 +279,17 @@ func (l *Listener) acceptTCP() {
 				return
 			}
 			// Out of file descriptors and the like: wait, then retry.
-			l.log.Warn("accepting a tcp connection failed", "error", err, "retry_in", backoff)
+			failures++
+			wait := retry.Delay(failures, 0)
+			l.log.Warn("accepting a tcp connection failed", "error", err, "retry_in", wait)
 			select {
-			case <-time.After(backoff):
+			case <-time.After(wait):
 			case <-l.ctx.Done():
 				return
 			}
-			backoff = min(2*backoff, time.Second)
 			continue
 		}
-		backoff = 5 * time.Millisecond
+		failures = 0
 		mu.Lock()
 		if len(pending) >= maxPending {
 			oldest := pending[0]

@@ -18,6 +18,7 @@ import (
 
 	"jobsuite/controller/clock"
 	"jobsuite/controller/store"
+	"jobsuite/internal/backoff"
 	"jobsuite/protocol"
 )
 
@@ -951,15 +952,7 @@ func (s *Scheduler) backoff(j *store.Job, n int) time.Duration {
 	if j.BackoffMax > 0 {
 		max = j.BackoffMax
 	}
-	d := base
-	for i := 1; i < n && d < max; i++ {
-		d *= 2
-	}
-	if d > max {
-		d = max
-	}
-	jitter := time.Duration(float64(d) * (s.jitter()*0.4 - 0.2))
-	return d + jitter
+	return backoff.Policy{Base: base, Max: max, Down: 0.2, Up: 0.2}.Delay(n, s.jitter())
 }
 
 // Cancel cancels job id. Queued and waiting jobs end at once; a running

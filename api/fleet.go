@@ -1,0 +1,82 @@
+package api
+
+import "time"
+
+// AgentInfo describes a connected agent: an element of GET /agents, and
+// the answer of GET /agents/:name and of a drain or undrain.
+type AgentInfo struct {
+	Name        string            `json:"name"`
+	Labels      map[string]string `json:"labels"`
+	Slots       int               `json:"slots"`
+	Running     int               `json:"running"`
+	Credits     int               `json:"free"`
+	Draining    bool              `json:"draining"`
+	DrainedBy   string            `json:"drained_by,omitempty"` // "agent" (it is stopping) or "operator" (POST /agents/:name/drain)
+	Transport   string            `json:"transport"`
+	Address     string            `json:"address"`
+	Version     string            `json:"version"`
+	ConnectedAt time.Time         `json:"connected_at"`
+	LastSeen    time.Time         `json:"last_heartbeat"`
+	Jobs        []uint64          `json:"jobs"`
+}
+
+// WhoAmI is the answer of GET /whoami: the identity a request was
+// admitted with.
+type WhoAmI struct {
+	Name string `json:"name"` // certificate common name or token name
+	Role string `json:"role"` // operator or viewer
+	Via  string `json:"via"`  // certificate or token
+}
+
+// StatsView is the answer of GET /stats.
+type StatsView struct {
+	Jobs       map[string]int `json:"jobs"`        // stored jobs by state (the State constants)
+	Total      int            `json:"total"`       // stored jobs
+	QueueDepth map[string]int `json:"queue_depth"` // queued jobs by priority: low, mid, high, other
+	Agents     AgentStats     `json:"agents"`
+	Followers  int            `json:"followers"` // WebSocket log followers
+	Interval   float64        `json:"interval"`  // seconds between history samples
+	History    []StatsSample  `json:"history"`   // oldest first; the last one is now
+}
+
+// AgentStats sums up the connected agents.
+type AgentStats struct {
+	Connected int `json:"connected"`
+	Draining  int `json:"draining"`
+	Slots     int `json:"slots"`
+	SlotsUsed int `json:"slots_used"`
+	SlotsFree int `json:"slots_free"` // slots that could take a job now
+}
+
+// StatsSample is one point of the history. The counts of finished jobs
+// are totals since the controller started (counters): the rate between
+// two samples is the throughput.
+type StatsSample struct {
+	Time       time.Time `json:"time"`
+	Queued     int       `json:"queued"`
+	Waiting    int       `json:"waiting"`
+	Dispatched int       `json:"dispatched"`
+	Running    int       `json:"running"`
+	SlotsUsed  int       `json:"slots_used"`
+	Slots      int       `json:"slots"`
+	Submitted  uint64    `json:"submitted"`
+	Completed  uint64    `json:"completed"`
+	Failed     uint64    `json:"failed"`
+	Timeout    uint64    `json:"timeout"`
+	Cancelled  uint64    `json:"cancelled"`
+}
+
+// Error is the body of every error answer. Field names the request
+// field (or query parameter) at fault; Status and JobID are set by the
+// answers about one job (its state, for a 409).
+type Error struct {
+	Error  string `json:"error"`
+	Field  string `json:"field,omitempty"`
+	Status string `json:"status,omitempty"`
+	JobID  uint64 `json:"job_id,omitempty"`
+}
+
+// Health is the answer of GET /health.
+type Health struct {
+	Status string `json:"status"` // "ok"
+}
