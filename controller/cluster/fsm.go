@@ -169,6 +169,11 @@ func (f *FSM) recover() (int, error) {
 		if gen, err = strconv.Atoi(n); !ok || err != nil || gen <= 0 || target != storeDirName(gen) {
 			return 0, fmt.Errorf("the %q link names %q, not a store directory", liveLink, target)
 		}
+		// Never open an empty store in place of a missing one: the node
+		// would believe it applied nothing.
+		if _, err := os.Stat(filepath.Join(f.dir, target)); err != nil {
+			return 0, fmt.Errorf("the live store %s: %w", target, err)
+		}
 	case errors.Is(err, os.ErrNotExist):
 	default:
 		return 0, err

@@ -206,6 +206,31 @@ func TestReopenKeepsApplied(t *testing.T) {
 	}
 }
 
+// TestOpenRefusesMissingStore: a link naming a store that is gone is an
+// error, never a fresh empty store that would claim to have applied
+// nothing.
+func TestOpenRefusesMissingStore(t *testing.T) {
+	dir := t.TempDir()
+	f, err := Open(dir, Options{Logger: testLogger(t, "fsm")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.ApplyBatch(entries(t, newWorkload(), 1, 1))
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, storeDirName(1))); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := Open(dir, Options{Logger: testLogger(t, "fsm")}); err == nil {
+		g.Close()
+		t.Fatal("Open made a new store in place of the missing one")
+	}
+	if names := dirNames(t, dir); !slices.Equal(names, []string{"store"}) {
+		t.Errorf("the refused Open left %v", names)
+	}
+}
+
 func dirNames(t testing.TB, dir string) []string {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
@@ -418,3 +443,25 @@ func sumOf(s string) []byte {
 }
 
 func crc32c(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }
+
+// FuzzReadSnapshot: whatever the stream, reading it returns an error or
+// a directory of plain files inside the one it was given, never a panic.
+func FuzzReadSnapshot(f *testing.F) {
+	src, _ := openFSM(f, f.TempDir())
+	src.ApplyBatch(entries(f, newWorkload(), 1, 2))
+	good := snapshotOf(f, src)
+	f.Add(good)
+	f.Add(good[:len(good)/3])
+	f.Add([]byte(snapshotMagic + "\x01\x05../x1\x01x\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		parent := t.TempDir()
+		dir := filepath.Join(parent, "snap")
+		err := readSnapshot(bytes.NewReader(data), dir)
+		if names := dirNames(t, parent); !slices.Equal(names, []string{"snap"}) {
+			t.Fatalf("reading wrote %v beside its directory", names)
+		}
+		if err != nil && !errors.Is(err, ErrSnapshot) {
+			t.Fatalf("error %v, want ErrSnapshot", err)
+		}
+	})
+}

@@ -161,7 +161,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.log.Error("snapshot refused; the live store is unchanged", "error", err)
 		return fmt.Errorf("cluster: restore: %w", err)
 	}
-	if err := os.RemoveAll(tmp); err != nil {
+	if err := errors.Join(os.RemoveAll(tmp), os.RemoveAll(final)); err != nil {
 		return fail(err)
 	}
 	if err := readSnapshot(rc, tmp); err != nil {
