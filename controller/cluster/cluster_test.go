@@ -68,9 +68,14 @@ func (c *testCluster) config(id raft.ServerID) *raft.Config {
 	conf := raft.DefaultConfig()
 	conf.LocalID = id
 	conf.Logger = testLogger(c.t, string(id))
-	// raft's default timeouts (1 s): shorter ones made the leader step
-	// down on this loaded 2-core machine under -race, failing rounds.
-	conf.LeaderLeaseTimeout = time.Second
+	// Longer than raft's defaults (1 s; lease 500 ms): with those, and
+	// with shorter ones, the leader stepped down on this shared 2-core
+	// machine under -race (load average over 30), failing a round whose
+	// outcome is then unknown. A slower election costs the tests a few
+	// seconds.
+	conf.HeartbeatTimeout = 2 * time.Second
+	conf.ElectionTimeout = 2 * time.Second
+	conf.LeaderLeaseTimeout = 2 * time.Second
 	conf.CommitTimeout = 5 * time.Millisecond
 	// Snapshots only when a test asks for one.
 	conf.SnapshotThreshold = 1 << 40
@@ -177,7 +182,7 @@ func (c *testCluster) stop(i int) {
 // waitFor polls cond until it holds, failing the test after a while.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for !cond() {
@@ -235,7 +240,7 @@ func (c *testCluster) propose(rounds [][]store.Command) ([]*Response, uint64) {
 func (c *testCluster) converge(index uint64) string {
 	t := c.t
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	var want string
 	var wantID raft.ServerID
