@@ -1,6 +1,6 @@
 // Package cluster holds the building blocks of highly available
-// controllers on hashicorp/raft (issue 14; /work/notes/ha-design.md in
-// the project notes, steps 2 and 3 of its order of work). Nothing in the
+// controllers on hashicorp/raft (issue 14; steps 2 and 3 of the HA
+// design note's order of work). Nothing in the
 // controller uses it yet: a single controller writes its store directly,
 // exactly as before.
 //
