@@ -18,21 +18,8 @@ import (
 	"jobsuite/transport"
 )
 
-type wireCommand struct {
-	Type string
-	Cmd  json.RawMessage
-}
-
 func encodeRound(t *testing.T, cmds []store.Command) []byte {
-	w := make([]wireCommand, len(cmds))
-	for i, c := range cmds {
-		b, err := json.Marshal(c)
-		if err != nil {
-			t.Errorf("encoding %T: %v", c, err)
-		}
-		w[i] = wireCommand{Type: fmt.Sprintf("%T", c), Cmd: b}
-	}
-	b, err := json.Marshal(w)
+	b, err := store.EncodeRound(cmds)
 	if err != nil {
 		t.Error(err)
 	}
@@ -41,70 +28,11 @@ func encodeRound(t *testing.T, cmds []store.Command) []byte {
 
 func decodeRound(t *testing.T, b []byte) []store.Command {
 	t.Helper()
-	var w []wireCommand
-	if err := json.Unmarshal(b, &w); err != nil {
+	cmds, err := store.DecodeRound(b)
+	if err != nil {
 		t.Fatal(err)
 	}
-	cmds := make([]store.Command, len(w))
-	for i, wc := range w {
-		c := newCommand(wc.Type)
-		if c == nil {
-			t.Fatalf("unknown command type %s", wc.Type)
-		}
-		if err := json.Unmarshal(wc.Cmd, c); err != nil {
-			t.Fatalf("decoding %s: %v", wc.Type, err)
-		}
-		cmds[i] = c
-	}
 	return cmds
-}
-
-func newCommand(name string) store.Command {
-	switch name {
-	case "*store.Transition":
-		return new(store.Transition)
-	case "*store.Output":
-		return new(store.Output)
-	case "*store.PutToken":
-		return new(store.PutToken)
-	case "*store.DeleteToken":
-		return new(store.DeleteToken)
-	case "*store.PutRevocation":
-		return new(store.PutRevocation)
-	case "*store.DeleteRevocation":
-		return new(store.DeleteRevocation)
-	case "*store.CreateJoinToken":
-		return new(store.CreateJoinToken)
-	case "*store.UseJoinToken":
-		return new(store.UseJoinToken)
-	case "*store.DeleteJoinToken":
-		return new(store.DeleteJoinToken)
-	case "*store.PruneJoinTokens":
-		return new(store.PruneJoinTokens)
-	case "*store.AppendAudit":
-		return new(store.AppendAudit)
-	case "*store.PruneAudit":
-		return new(store.PruneAudit)
-	case "*store.PutSchedule":
-		return new(store.PutSchedule)
-	case "*store.DeleteSchedule":
-		return new(store.DeleteSchedule)
-	case "*store.PutDelivery":
-		return new(store.PutDelivery)
-	case "*store.DeleteDelivery":
-		return new(store.DeleteDelivery)
-	case "*store.PutAgent":
-		return new(store.PutAgent)
-	case "*store.DeleteAgent":
-		return new(store.DeleteAgent)
-	case "*store.SetNotifySecret":
-		return new(store.SetNotifySecret)
-	case "*store.AppendEvent":
-		return new(store.AppendEvent)
-	case "*store.PruneJobs":
-		return new(store.PruneJobs)
-	}
-	return nil
 }
 
 // resultText is a Result as text, to compare.
@@ -138,8 +66,10 @@ func dump(t *testing.T, dir string) [][2]string {
 // running job, an API token made and revoked, a revocation made and
 // lifted, a join token made, used by an enrollment and revoked, audit
 // entries, a drain and a retention pass — carries each round through
-// JSON, and applies the rounds to two fresh stores: both must equal the
-// controller's own store key for key, byte for byte, and decide every
+// the round codec a replicated log uses (store.EncodeRound and
+// DecodeRound), and applies the rounds to two fresh stores: both must
+// equal the controller's own store key for key, byte for byte, and
+// decide every
 // command as the controller's store did. A write that bypassed the
 // commands would show up as a difference.
 func TestCommandsReplayByteIdentical(t *testing.T) {

@@ -11,11 +11,13 @@
 // a job Transition (a new version of the job with one event, and
 // optionally an audit entry), an Output chunk, API tokens, revocations,
 // join tokens (create, use, delete, prune), audit entries (append,
-// prune) and PruneJobs. A command carries everything that varies — IDs,
-// times, backoff delays, the output's bytes — and applying it reads only
-// the store and the command, so the same commands applied to two stores
-// holding the same data leave them byte-identical, results included:
-// this is the seam a replicated log can sit behind (controller/doc.go).
+// prune), PruneJobs, and SetApplied (applied.go: a replicated log's
+// applied index, see "Rounds on the wire"). A command carries
+// everything that varies — IDs, times, backoff delays, the output's
+// bytes — and applying it reads only the store and the command, so the
+// same commands applied to two stores holding the same data leave them
+// byte-identical, results included: this is the seam a replicated log
+// can sit behind (controller/doc.go).
 //
 // Applying a command decides its Result from the state the batch has
 // reached: a Transition reads the job's current record (never a copy
@@ -106,6 +108,9 @@
 //	                                             fan-out to agents not connected
 //	"w"                                          the webhook signing secret (raw bytes);
 //	                                             the first SetNotifySecret wins
+//	"zi"                                         index(8) term(8): the last entry of a
+//	                                             replicated log applied (SetApplied);
+//	                                             absent in a single controller's store
 //
 // The "c" prefix is retired: schema 3 kept the controller's secrets
 // there, and Open moves them out (below). No other prefix may reuse it.
@@ -135,6 +140,47 @@
 // attempt begins is its Attempt.LogStart in the job record (and it ends
 // where the next begins, or at LogStart+OutputBytes), so attempt
 // boundaries need no keys of their own.
+//
+// # Rounds on the wire
+//
+// A replicated log carries each round of commands as one entry, in
+// bytes: EncodeRound makes them, DecodeRound reads them (round.go).
+//
+//	round := 'J' | format 1 | count uvarint | CRC-32C of body (4, big-endian) | body
+//	body  := count × ( type (1) | len uvarint | command bytes )
+//	type  := command type number (bits 0-6) | bit 7 "ignorable if unknown"
+//
+// Type numbers: 1 Transition, 2 Output, 3 PutToken, 4 DeleteToken,
+// 5 PutRevocation, 6 DeleteRevocation, 7 CreateJoinToken,
+// 8 UseJoinToken, 9 DeleteJoinToken, 10 PruneJoinTokens, 11 AppendAudit,
+// 12 PruneAudit, 13 PruneJobs, 14 PutSchedule, 15 DeleteSchedule,
+// 16 PutDelivery, 17 DeleteDelivery, 18 PutAgent, 19 DeleteAgent,
+// 20 SetNotifySecret, 21 AppendEvent; 0 is none. Numbers are only added, never
+// reused or renumbered, whatever happens to a command later. Command
+// bytes: a Transition is the job record's JSON and the event's JSON, each
+// after its length (uvarint), then 0, or 1 and the audit entry's JSON to
+// the end; an Output is job, offset (uvarints), stream (1), time (Unix
+// nanoseconds as the store keeps them, uvarint, 0 for none) and the data
+// to the end; PruneJobs is a count and the IDs (uvarints); the others
+// are encoding/json of the command struct. The encoding is canonical:
+// what decodes re-encodes to a fixed point (FuzzDecodeRound).
+//
+// DecodeRound refuses (ErrBadRound) anything EncodeRound would not have
+// written — header, checksum, lengths, trailing bytes, a command that does
+// not decode or that Apply would refuse as malformed — and never panics.
+// A type it does not know is skipped when bit 7 is set (an optional
+// command of a newer release, for rolling upgrades) and otherwise fails
+// with ErrUnknownCommand: a node must stop rather than apply a round
+// partly. SetApplied has no number: only the applier of an entry knows
+// its index, and writes it with the entry's commands in one batch (the
+// "zi" key), so the index never disagrees with what the store holds.
+// Checkpoint copies the store (a Pebble checkpoint, WAL synced first)
+// for snapshots of the replicated state.
+//
+// With Options.NoSync, Apply does not fsync: a crash may lose the
+// newest batches, "zi" with them. That is what a replicated store wants
+// (its log is the write-ahead log: the lost entries apply again), and
+// nothing else may use it outside tests and benchmarks.
 //
 // # Listing and retention
 //

@@ -26,4 +26,11 @@ var (
 	ErrInvalid = errors.New("invalid argument")
 	// ErrLocked means another process has the data directory open.
 	ErrLocked = errors.New("the data directory is in use")
+	// ErrBadRound means bytes given to DecodeRound are not a round
+	// EncodeRound made: wrong header, checksum, lengths, or a command
+	// that does not decode or is malformed.
+	ErrBadRound = errors.New("malformed round")
+	// ErrUnknownCommand means a round holds a command type this build
+	// does not know and may not skip: it was written by a newer release.
+	ErrUnknownCommand = errors.New("unknown command type")
 )

@@ -31,8 +31,11 @@ type Options struct {
 	// size of each of its log files and of a flush; 0 means 64 MiB. A
 	// small disk wants a small one (the controller sizes it to the disk).
 	MemTableSize uint64
-	// NoSync commits without fsync. For tests and benchmarks only: a crash
-	// may lose acknowledged writes.
+	// NoSync commits without fsync: a crash may lose the newest batches.
+	// For tests and benchmarks, and for a store behind a replicated log
+	// that is its write-ahead log (controller/cluster), where a lost
+	// batch is applied again from the log after the applied index
+	// (SetApplied) written in the same batch.
 	NoSync bool
 }
 

@@ -1,0 +1,84 @@
+// Package cluster holds the building blocks of highly available
+// controllers on hashicorp/raft (issue 14; steps 2 and 3 of the HA
+// design note's order of work). Nothing in the
+// controller uses it yet: a single controller writes its store directly,
+// exactly as before.
+//
+// # What exists
+//
+// FSM (fsm.go) is a raft.BatchingFSM whose state is a store.Store. One
+// raft log entry (LogCommand) is one committer round, encoded with
+// store.EncodeRound. ApplyBatch decodes the entries raft hands it and
+// applies all their commands as one Pebble batch with store.ApplyNoWait,
+// followed by store.SetApplied with the last entry's index and term, in
+// the same batch: the store's "zi" key says exactly which entries it
+// holds. An entry at or below that index is skipped (Response.Skipped),
+// so a replay after a restart — raft replays its log from its last
+// snapshot — applies nothing twice, and a store that lost its unsynced
+// tail in a crash gets it back from the log: the FSM opens its store
+// with NoSync, because the raft log, fsynced by the log store, is the
+// write-ahead log. A configuration entry only moves the index (the
+// configuration itself is not stored yet).
+//
+// Each entry's *Response carries one store.Result per command of its
+// round, in order: raft hands it to the proposer's ApplyFuture. An
+// entry that is not a round (store.ErrBadRound) is refused alike on
+// every node, since decoding is a pure function of its bytes: its
+// Response has the error and nothing is applied, but the index moves
+// past it. An entry this node cannot apply although the others can —
+// an unknown non-ignorable command type (a newer release wrote it) or a
+// store failure (I/O, full disk) — calls Options.Fatal and stops
+// applying: skipping it would make the node diverge; restarting replays
+// it.
+//
+// Snapshots (snapshot.go) are Pebble checkpoints, taken on raft's FSM
+// goroutine (store.Checkpoint syncs the WAL first, so the store is
+// durable up to the snapshot before raft compacts its log) and streamed
+// by Persist in a simple checksummed format (a list of named files and a
+// SHA-256 over the stream) into whatever raft.SnapshotStore raft uses
+// (raft.FileSnapshotStore in the tests, which adds its own CRC of the
+// stored stream). Restore writes the stream into a new directory beside
+// the live one, checks it, opens it as a store, and only then swaps the
+// FSM's "store" link to it with an atomic rename; a corrupt, truncated
+// or foreign stream is refused with ErrSnapshot and the live store is
+// untouched. Open undoes whatever an interrupted restore or snapshot
+// left.
+//
+// Readers take the live store from FSM.Store for one operation at a
+// time: a Restore closes the store it replaces (after readers in
+// flight), so a reader that gets store.ErrClosed takes the store again
+// and retries.
+//
+// # How it plugs into the committer
+//
+// The controller's committer (controller/doc.go, "The write seam")
+// gathers a round of commands and calls store.ApplyNoWait, then waits
+// for the fsync. In cluster mode it will instead encode the round
+// (store.EncodeRound), call raft.Apply with it, and wait on the
+// ApplyFuture: Error() nil means committed on a quorum and applied to
+// the leader's FSM, and Response() is this package's *Response with the
+// round's results, which the committer hands back where it hands back
+// Pending.Results today. Futures complete in log order, so the
+// committer's "an earlier round is durable before a later one" promise
+// holds.
+//
+// # Not yet (later steps of the design)
+//
+//   - No leadership lifecycle: nothing watches raft's state, nothing
+//     builds or drops a scheduler per term, no barrier on election, no
+//     send gate.
+//   - No transport or formation: tests use raft.NewInmemTransport; there
+//     is no TLS stream layer, -bootstrap-expect, -join or operator
+//     commands, and no cap on a round's encoded size (the committer
+//     will close rounds at 64 KiB, design 3.1).
+//   - No agent redirects and no API forwarding.
+//   - No replication of output outside raft (Output commands in a round
+//     are applied like any other command).
+//   - The raft configuration is not written into the store ("zc"), and
+//     the start-up check for NoSnapshotRestoreOnStart (design 5.4) is not
+//     built: raft restores its newest snapshot at start, which is
+//     correct, only slower than replaying the tail onto the live store.
+//   - No own raft.SnapshotStore handing checkpoint directories over
+//     without streaming them (design 5.2): snapshots are streamed into
+//     the snapshot store even on the node that took them.
+package cluster

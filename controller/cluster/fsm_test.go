@@ -1,0 +1,467 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"jobsuite/controller/store"
+)
+
+// openFSM opens an FSM in dir whose Fatal records its error, and closes
+// it when the test ends.
+func openFSM(t testing.TB, dir string) (*FSM, *[]error) {
+	t.Helper()
+	var fatal []error
+	f, err := Open(dir, Options{Logger: testLogger(t, "fsm"), Store: store.Options{Logger: testLogger(t, "store")},
+		Fatal: func(err error) { fatal = append(fatal, err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := f.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return f, &fatal
+}
+
+// entries makes n log entries of a workload's rounds from index first,
+// in term 1.
+func entries(t testing.TB, w *workload, first uint64, n int) []*raft.Log {
+	logs := make([]*raft.Log, n)
+	for i := range logs {
+		logs[i] = &raft.Log{Index: first + uint64(i), Term: 1, Type: raft.LogCommand, Data: encode(t, w.next())}
+	}
+	return logs
+}
+
+func response(t *testing.T, r any) *Response {
+	t.Helper()
+	resp, ok := r.(*Response)
+	if !ok {
+		t.Fatalf("response %#v, want a *Response", r)
+	}
+	return resp
+}
+
+// TestApplyBatch: every entry's round lands with its results, the
+// applied index is the last entry's, a replay of the same entries is
+// skipped whole, and an entry that is not a round is refused without
+// stopping anything.
+func TestApplyBatch(t *testing.T) {
+	f, fatal := openFSM(t, t.TempDir())
+	w := newWorkload()
+	logs := entries(t, w, 1, 6)
+	logs = slices.Insert(logs, 3, &raft.Log{Index: 0, Term: 1, Type: raft.LogConfiguration, Data: []byte("conf")})
+	bad := &raft.Log{Type: raft.LogCommand, Data: []byte("not a round")}
+	logs = slices.Insert(logs, 5, bad)
+	for i, l := range logs {
+		l.Index, l.Term = uint64(i+1), uint64(1+i/4)
+	}
+	resp := f.ApplyBatch(logs)
+	if len(resp) != len(logs) {
+		t.Fatalf("%d responses for %d entries", len(resp), len(logs))
+	}
+	for i, l := range logs {
+		switch {
+		case l.Type == raft.LogConfiguration:
+			if resp[i] != nil {
+				t.Errorf("entry %d (configuration): response %#v", i, resp[i])
+			}
+		case l == bad:
+			if r := response(t, resp[i]); !errors.Is(r.Err, store.ErrBadRound) || r.Results != nil {
+				t.Errorf("entry %d (garbage): %+v, want ErrBadRound", i, r)
+			}
+		default:
+			r := response(t, resp[i])
+			cmds, err := store.DecodeRound(l.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Err != nil || r.Skipped || len(r.Results) != len(cmds) {
+				t.Errorf("entry %d: %+v for %d commands", i, r, len(cmds))
+			}
+		}
+	}
+	// Each round repeats a key once: the store says who owns it, and
+	// every other command applied.
+	var refused []store.Result
+	for _, res := range response(t, resp[1]).Results {
+		if res.Err != nil {
+			refused = append(refused, res)
+		}
+	}
+	if len(refused) != 1 || !errors.Is(refused[0].Err, store.ErrExists) || refused[0].Owner != w.dupOwners[1] {
+		t.Errorf("round 2 refused %+v, want one ErrExists owned by job %d", refused, w.dupOwners[1])
+	}
+	lastLog := logs[len(logs)-1]
+	if i, term := f.Applied(); i != lastLog.Index || term != lastLog.Term {
+		t.Errorf("Applied() = %d, %d; want %d, %d", i, term, lastLog.Index, lastLog.Term)
+	}
+	if i, term, err := f.Store().Applied(); err != nil || i != lastLog.Index || term != lastLog.Term {
+		t.Errorf("the store's applied index %d, %d, %v; want %d, %d", i, term, err, lastLog.Index, lastLog.Term)
+	}
+	before := dump(t, f.Store())
+	if s := f.Stats(); s.Applied != 6 || s.Skipped != 0 {
+		t.Errorf("stats %+v, want 6 applied", s)
+	}
+
+	// A replay: everything skipped, nothing written.
+	again := f.ApplyBatch(logs)
+	for i, l := range logs {
+		if l.Type == raft.LogCommand {
+			if r := response(t, again[i]); !r.Skipped {
+				t.Errorf("replayed entry %d: %+v, want skipped", i, r)
+			}
+		}
+	}
+	if s := f.Stats(); s.Applied != 6 || s.Skipped != uint64(len(logs)) {
+		t.Errorf("stats after the replay %+v, want 6 applied, %d skipped", s, len(logs))
+	}
+	if after := dump(t, f.Store()); after != before {
+		t.Errorf("the replay changed the store: %s", firstDiff(before, after))
+	}
+	if len(*fatal) != 0 {
+		t.Errorf("fatal: %v", *fatal)
+	}
+}
+
+// TestApplyBatchStops: an entry this node cannot apply (a command type
+// from a newer release) calls Fatal, applies nothing of the batch, and
+// every later entry is refused with ErrStopped.
+func TestApplyBatchStops(t *testing.T) {
+	f, fatal := openFSM(t, t.TempDir())
+	w := newWorkload()
+	logs := entries(t, w, 1, 2)
+	// A well-formed round whose only command has type 99, not ignorable.
+	future := []byte{'J', 1, 1, 0, 0, 0, 0, 99, 0}
+	logs = append(logs, &raft.Log{Index: 3, Term: 1, Type: raft.LogCommand, Data: fixCRC(future)})
+	resp := f.ApplyBatch(logs)
+	if len(*fatal) != 1 || !errors.Is((*fatal)[0], store.ErrUnknownCommand) {
+		t.Fatalf("fatal = %v, want one ErrUnknownCommand", *fatal)
+	}
+	for i := range resp {
+		if r := response(t, resp[i]); !errors.Is(r.Err, ErrStopped) {
+			t.Errorf("entry %d: %+v, want ErrStopped", i, r)
+		}
+	}
+	if i, _ := f.Applied(); i != 0 {
+		t.Errorf("applied index %d after a refused batch, want 0", i)
+	}
+	if r := response(t, f.Apply(&raft.Log{Index: 4, Type: raft.LogCommand, Data: encode(t, w.next())})); !errors.Is(r.Err, ErrStopped) {
+		t.Errorf("an entry after the stop: %+v, want ErrStopped", r)
+	}
+	if len(*fatal) != 1 {
+		t.Errorf("Fatal called %d times, want once", len(*fatal))
+	}
+}
+
+// fixCRC sets the checksum of a one-byte-count round built by hand.
+func fixCRC(round []byte) []byte {
+	body := round[7:]
+	sum := crc32c(body)
+	round[3], round[4], round[5], round[6] = byte(sum>>24), byte(sum>>16), byte(sum>>8), byte(sum)
+	return round
+}
+
+// TestReopenKeepsApplied: the applied index survives a reopen, and
+// what an interrupted restore or snapshot left is removed.
+func TestReopenKeepsApplied(t *testing.T) {
+	dir := t.TempDir()
+	f, err := Open(dir, Options{Logger: testLogger(t, "fsm")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWorkload()
+	f.ApplyBatch(entries(t, w, 1, 3))
+	want := dump(t, f.Store())
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, junk := range []string{"store-000002.tmp", "store-000003", "checkpoint-4"} {
+		if err := os.MkdirAll(filepath.Join(dir, junk, "x"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g, _ := openFSM(t, dir)
+	if i, term := g.Applied(); i != 3 || term != 1 {
+		t.Errorf("Applied after reopening = %d, %d; want 3, 1", i, term)
+	}
+	if got := dump(t, g.Store()); got != want {
+		t.Errorf("store changed across a reopen: %s", firstDiff(want, got))
+	}
+	names := dirNames(t, dir)
+	if !slices.Equal(names, []string{"store", "store-000001"}) {
+		t.Errorf("directory holds %v, want only the store and its link", names)
+	}
+}
+
+// TestOpenRefusesMissingStore: a link naming a store that is gone is an
+// error, never a fresh empty store that would claim to have applied
+// nothing.
+func TestOpenRefusesMissingStore(t *testing.T) {
+	dir := t.TempDir()
+	f, err := Open(dir, Options{Logger: testLogger(t, "fsm")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.ApplyBatch(entries(t, newWorkload(), 1, 1))
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, storeDirName(1))); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := Open(dir, Options{Logger: testLogger(t, "fsm")}); err == nil {
+		g.Close()
+		t.Fatal("Open made a new store in place of the missing one")
+	}
+	if names := dirNames(t, dir); !slices.Equal(names, []string{"store"}) {
+		t.Errorf("the refused Open left %v", names)
+	}
+}
+
+func dirNames(t testing.TB, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// memSink is a raft.SnapshotSink into memory.
+type memSink struct {
+	bytes.Buffer
+	closed, cancelled bool
+}
+
+func (s *memSink) ID() string    { return "mem" }
+func (s *memSink) Cancel() error { s.cancelled = true; return nil }
+func (s *memSink) Close() error  { s.closed = true; return nil }
+
+// snapshotOf takes a snapshot of f and returns its stream.
+func snapshotOf(t testing.TB, f *FSM) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		t.Fatal(err)
+	}
+	if !sink.closed || sink.cancelled {
+		t.Fatalf("Persist left the sink closed=%v cancelled=%v", sink.closed, sink.cancelled)
+	}
+	return sink.Bytes()
+}
+
+// TestRestoreRefusesBadSnapshots: a stream that is corrupt, truncated,
+// extended, foreign or names a file outside the directory is refused,
+// and the live store is exactly as it was and still applies; then the
+// good stream restores, swapping the store.
+func TestRestoreRefusesBadSnapshots(t *testing.T) {
+	src, _ := openFSM(t, t.TempDir())
+	w := newWorkload()
+	src.ApplyBatch(entries(t, w, 1, 20))
+	good := snapshotOf(t, src)
+	want := dump(t, src.Store())
+
+	dir := t.TempDir()
+	dst, fatal := openFSM(t, dir)
+	other := newWorkload()
+	other.nextID = 1000 // a different history
+	dst.ApplyBatch(entries(t, other, 1, 3))
+	live := dump(t, dst.Store())
+
+	flip := func(i int) []byte {
+		b := bytes.Clone(good)
+		b[i] ^= 0x40
+		return b
+	}
+	evil := []byte(snapshotMagic + "\x01")
+	evil = append(evil, 5)
+	evil = append(evil, "../x1"...)
+	evil = append(evil, 1, 'x', 0)
+	for name, data := range map[string][]byte{
+		"empty":           nil,
+		"foreign":         []byte("PK\x03\x04 a zip file"),
+		"newer version":   append([]byte(snapshotMagic+"\x02"), good[len(snapshotMagic)+1:]...),
+		"flipped early":   flip(len(snapshotMagic) + 40),
+		"flipped middle":  flip(len(good) / 2),
+		"flipped sum":     flip(len(good) - 1),
+		"truncated":       good[:len(good)/2],
+		"no checksum":     good[:len(good)-sha256Size],
+		"one byte short":  good[:len(good)-1],
+		"trailing byte":   append(bytes.Clone(good), 0),
+		"path escape":     evil,
+		"empty store dir": append([]byte(snapshotMagic+"\x01\x00"), sumOf(snapshotMagic+"\x01\x00")...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := dst.Restore(nopCloser{bytes.NewReader(data)})
+			if !errors.Is(err, ErrSnapshot) {
+				t.Fatalf("Restore = %v, want ErrSnapshot", err)
+			}
+			if got := dump(t, dst.Store()); got != live {
+				t.Fatalf("the refused snapshot changed the live store: %s", firstDiff(live, got))
+			}
+			if names := dirNames(t, dir); !slices.Equal(names, []string{"store", "store-000001"}) {
+				t.Errorf("the refused snapshot left %v", names)
+			}
+			if _, err := os.Stat(filepath.Join(filepath.Dir(dir), "x1")); err == nil {
+				t.Errorf("a file escaped the snapshot directory")
+			}
+		})
+	}
+	if i, _ := dst.Applied(); i != 3 {
+		t.Errorf("applied index %d after refused snapshots, want 3", i)
+	}
+
+	if err := dst.Restore(nopCloser{bytes.NewReader(good)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := dump(t, dst.Store()); got != want {
+		t.Errorf("restored store differs from the source: %s", firstDiff(want, got))
+	}
+	if i, _ := dst.Applied(); i != 20 {
+		t.Errorf("applied index %d after the restore, want 20", i)
+	}
+	if names := dirNames(t, dir); !slices.Equal(names, []string{"store", "store-000002"}) {
+		t.Errorf("after the restore the directory holds %v, want the new store and its link", names)
+	}
+	if target, err := os.Readlink(filepath.Join(dir, "store")); err != nil || target != "store-000002" {
+		t.Errorf("store link = %q, %v", target, err)
+	}
+	// It goes on from there: the source's next entry applies the same.
+	next := entries(t, w, 21, 1)
+	src.ApplyBatch(next)
+	dst.ApplyBatch(next)
+	if a, b := dump(t, src.Store()), dump(t, dst.Store()); a != b {
+		t.Errorf("after one more entry: %s", firstDiff(a, b))
+	}
+	if len(*fatal) != 0 {
+		t.Errorf("fatal: %v", *fatal)
+	}
+}
+
+// TestRestoreUnderReaders: readers that take the store per operation and
+// retry once on ErrClosed never fail while Restore swaps it.
+func TestRestoreUnderReaders(t *testing.T) {
+	src, _ := openFSM(t, t.TempDir())
+	w := newWorkload()
+	src.ApplyBatch(entries(t, w, 1, 10))
+	good := snapshotOf(t, src)
+	dst, _ := openFSM(t, t.TempDir())
+	dst.ApplyBatch(entries(t, newWorkload(), 1, 10))
+
+	ctx, cancel := context.WithCancel(t.Context())
+	errs := make(chan error, 1)
+	reads := make(chan struct{}, 1)
+	go func() {
+		defer close(errs)
+		for ctx.Err() == nil {
+			_, _, err := dst.Store().Applied()
+			if errors.Is(err, store.ErrClosed) {
+				_, _, err = dst.Store().Applied()
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			select {
+			case reads <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	read := func() {
+		select {
+		case <-reads:
+		case err := <-errs:
+			t.Fatalf("a reader failed across the restores: %v", err)
+		}
+	}
+	read()
+	for range 3 {
+		if err := dst.Restore(nopCloser{bytes.NewReader(good)}); err != nil {
+			t.Fatal(err)
+		}
+		read()
+	}
+	cancel()
+	if err := <-errs; err != nil {
+		t.Errorf("a reader failed across the restores: %v", err)
+	}
+	if s := dst.Stats(); s.Restores != 3 {
+		t.Errorf("%d restores counted, want 3", s.Restores)
+	}
+}
+
+// TestWaitApplied waits for an index an ApplyBatch reaches later.
+func TestWaitApplied(t *testing.T) {
+	f, _ := openFSM(t, t.TempDir())
+	done := make(chan error, 1)
+	go func() { done <- f.WaitApplied(t.Context(), 2) }()
+	w := newWorkload()
+	f.ApplyBatch(entries(t, w, 1, 1))
+	f.ApplyBatch(entries(t, w, 2, 1))
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Millisecond)
+	defer cancel()
+	if err := f.WaitApplied(ctx, 3); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("WaitApplied for an index never reached = %v", err)
+	}
+}
+
+type nopCloser struct{ *bytes.Reader }
+
+func (nopCloser) Close() error { return nil }
+
+const sha256Size = 32
+
+func sumOf(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
+
+func crc32c(b []byte) uint32 { return crc32.Checksum(b, crc32.MakeTable(crc32.Castagnoli)) }
+
+// FuzzReadSnapshot: whatever the stream, reading it returns an error or
+// a directory of plain files inside the one it was given, never a panic.
+func FuzzReadSnapshot(f *testing.F) {
+	src, _ := openFSM(f, f.TempDir())
+	src.ApplyBatch(entries(f, newWorkload(), 1, 2))
+	good := snapshotOf(f, src)
+	f.Add(good)
+	f.Add(good[:len(good)/3])
+	f.Add([]byte(snapshotMagic + "\x01\x05../x1\x01x\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		parent := t.TempDir()
+		dir := filepath.Join(parent, "snap")
+		err := readSnapshot(bytes.NewReader(data), dir)
+		if names := dirNames(t, parent); !slices.Equal(names, []string{"snap"}) {
+			t.Fatalf("reading wrote %v beside its directory", names)
+		}
+		if err != nil && !errors.Is(err, ErrSnapshot) {
+			t.Fatalf("error %v, want ErrSnapshot", err)
+		}
+	})
+}

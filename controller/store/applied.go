@@ -1,0 +1,79 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// prefixCluster is the prefix of the replicated log's bookkeeping keys
+// (doc.go): "zi", the last log index applied.
+const prefixCluster = 'z'
+
+var appliedKey = []byte{prefixCluster, 'i'}
+
+// SetApplied records that the store holds every log entry up to Index
+// (of Term) of a replicated log: the FSM (controller/cluster) appends
+// it to the commands of the entries it applies, so the index is written
+// in the same atomic batch as what it describes and a restart knows
+// exactly which entries to skip. It replaces the index stored before;
+// nothing else reads or checks it. It has no type number and cannot
+// travel in a round (EncodeRound refuses it): only the node applying an
+// entry knows the entry's index.
+type SetApplied struct{ Index, Term uint64 }
+
+func (c *SetApplied) check() error {
+	if c.Index == 0 {
+		return fmt.Errorf("%w: applied index 0", ErrInvalid)
+	}
+	return nil
+}
+
+func (c *SetApplied) apply(r *round) (Result, error) {
+	var v [16]byte
+	binary.BigEndian.PutUint64(v[:8], c.Index)
+	binary.BigEndian.PutUint64(v[8:], c.Term)
+	_ = r.b.Set(appliedKey, v[:], nil)
+	return Result{}, nil
+}
+
+// Applied returns the index and term SetApplied last wrote, or zeros if
+// it never did.
+func (s *Store) Applied() (index, term uint64, err error) {
+	if !s.acquire() {
+		return 0, 0, fmt.Errorf("store: applied index: %w", ErrClosed)
+	}
+	defer s.mu.RUnlock()
+	v, closer, err := s.db.Get(appliedKey)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("store: applied index: %w", err)
+	}
+	defer closer.Close()
+	if len(v) != 16 {
+		return 0, 0, fmt.Errorf("store: applied index: malformed value (%d bytes)", len(v))
+	}
+	return binary.BigEndian.Uint64(v[:8]), binary.BigEndian.Uint64(v[8:]), nil
+}
+
+// Checkpoint writes a consistent copy of the whole store to dir, which
+// must not exist: a Pebble checkpoint (SSTables hard-linked where the
+// file system allows, the manifest, options and WAL copied), after
+// syncing the WAL, so that everything applied before the call is both in
+// the copy and durable in the store itself, with Options.NoSync too.
+// The copy opens with Open like any store directory. Node-local files
+// (Secret's node/) are not part of it.
+func (s *Store) Checkpoint(dir string) error {
+	if !s.acquire() {
+		return fmt.Errorf("store: checkpoint: %w", ErrClosed)
+	}
+	defer s.mu.RUnlock()
+	if err := s.db.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
+		return fmt.Errorf("store: checkpoint %s: %w", dir, err)
+	}
+	return nil
+}
