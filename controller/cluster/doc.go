@@ -49,6 +49,19 @@
 // flight), so a reader that gets store.ErrClosed takes the store again
 // and retries.
 //
+// The cluster port (transport.go): controllers talk to each other over
+// TCP with mutual TLS 1.3 on a port of their own, and only controller
+// certificates of the cluster's CA that a revocation check accepts get
+// in, either way. One port carries raft (ALPN jobsuite-raft/1, through
+// StreamLayer under raft.NetworkTransport) and requests between
+// controllers (jobsuite-cluster/1, rpc.go: one length-prefixed JSON
+// request and answer per connection, the caller known by its
+// certificate). Formation (formation.go) forms a cluster from
+// -bootstrap-expect N and -join without hand-run commands: the N fresh
+// controllers with the smallest IDs bootstrap the same configuration, a
+// controller that finds a running cluster asks its leader to add it, and
+// one with state resumes. A node's ID is its certificate's name.
+//
 // # How it plugs into the committer
 //
 // The controller's committer (controller/doc.go, "The write seam")
@@ -67,10 +80,11 @@
 //   - No leadership lifecycle: nothing watches raft's state, nothing
 //     builds or drops a scheduler per term, no barrier on election, no
 //     send gate.
-//   - No transport or formation: tests use raft.NewInmemTransport; there
-//     is no TLS stream layer, -bootstrap-expect, -join or operator
-//     commands, and no cap on a round's encoded size (the committer
-//     will close rounds at 64 KiB, design 3.1).
+//   - The controller does not run raft yet: no -cluster-addr,
+//     -bootstrap-expect or -join flags wire the transport and formation
+//     in, there are no operator commands, and no cap on a round's
+//     encoded size (the committer will close rounds at 64 KiB, design
+//     3.1).
 //   - No agent redirects and no API forwarding.
 //   - No replication of output outside raft (Output commands in a round
 //     are applied like any other command).
