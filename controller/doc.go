@@ -36,14 +36,13 @@
 //     own type (security, with its own lock) and it writes only through
 //     the committer. Most of its code is HTTP handlers and middleware
 //     on the Server, and cutting off a revoked agent drives the
-//     scheduler and sessions; it is also where the wire types are being
-//     moved to package api, so a split now would mostly collide. The
-//     next step is a security package holding that type (identities,
-//     revocations, tokens, audit), with its handlers left here.
+//     scheduler and sessions. The next step is a security package
+//     holding that type (identities, revocations, tokens, audit), with
+//     its handlers left here.
 //   - The HTTP API (api.go, handlers.go, batch.go, ws.go, ...). The
 //     handlers are the Server's methods and call the scheduler's
-//     exported API; the wire types they serve are moving to the
-//     top-level package api, shared with the CLI. Handlers in their own
+//     exported API; the wire types they serve are the top-level package
+//     api's, shared with the CLI. Handlers in their own
 //     package would have to reach into every component above; the
 //     boundary worth having is the wire types', not the handlers'.
 //
