@@ -31,6 +31,11 @@ fuzz: ## each fuzz target for FUZZTIME (a duration, or a count such as 20000x; C
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendString$$' -fuzztime $(FUZZTIME) ./controller/store/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSubmit$$' -fuzztime $(FUZZTIME) ./controller/
 	$(GO) test -run '^$$' -fuzz '^FuzzValidUTF8$$' -fuzztime $(FUZZTIME) ./controller/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRound$$' -fuzztime $(FUZZTIME) ./controller/store/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRoundBody$$' -fuzztime $(FUZZTIME) ./controller/store/
+	$(GO) test -run '^$$' -fuzz '^FuzzReadSnapshot$$' -fuzztime $(FUZZTIME) ./controller/cluster/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./controller/cronspec/
+	$(GO) test -run '^$$' -fuzz '^FuzzJSONString$$' -fuzztime $(FUZZTIME) ./agent/
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
