@@ -387,6 +387,8 @@ func (a *Agent) drain() {
 	s := a.sess
 	a.mu.Unlock()
 	if s != nil {
+		// A failed write means the session is gone: the reader sees it
+		// and reconnects, and the next session sends Drain at its start.
 		_ = s.ctrl.Write(&protocol.Drain{})
 	}
 }
@@ -597,7 +599,7 @@ func (a *Agent) session(ctx, jobsCtx context.Context) (welcomed bool, err error)
 		case *protocol.Cancel:
 			a.cancelJob(protocol.AttemptRef{JobID: m.JobID, Attempt: m.Attempt}, m.Reason)
 		case *protocol.StatusRequest:
-			_ = w.Write(a.status(m))
+			_ = w.Write(a.status(m)) // a broken stream ends this loop's next read
 		case *protocol.Error:
 			return true, fmt.Errorf("controller closed the session: %s", m.Message)
 		default:
@@ -925,6 +927,8 @@ func (a *Agent) release(j *job) {
 	s, draining := a.sess, a.draining
 	a.mu.Unlock()
 	if s != nil && !draining {
+		// A lost credit is not lost for good: a failed write ends the
+		// session, and the next heartbeat resynchronises the credits.
 		_ = s.ctrl.Write(&protocol.Credit{Slots: 1})
 	}
 }

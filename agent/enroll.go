@@ -342,14 +342,15 @@ func replaceFiles(files []file) error {
 			return err
 		}
 	}
-	syncDirs(files)
+	if err := syncDirs(files); err != nil {
+		return err
+	}
 	for _, f := range files {
 		if err := os.Rename(f.path+".new", f.path); err != nil {
 			return err
 		}
 	}
-	syncDirs(files)
-	return nil
+	return syncDirs(files)
 }
 
 func writeFileSynced(path string, data []byte, perm os.FileMode) error {
@@ -370,7 +371,10 @@ func writeFileSynced(path string, data []byte, perm os.FileMode) error {
 	return err
 }
 
-func syncDirs(files []file) {
+// syncDirs makes the renames in files' directories durable. A failure
+// is reported: the files could otherwise be lost in a crash after the
+// agent said it had enrolled.
+func syncDirs(files []file) error {
 	done := map[string]bool{}
 	for _, f := range files {
 		dir := filepath.Dir(f.path)
@@ -378,11 +382,19 @@ func syncDirs(files []file) {
 			continue
 		}
 		done[dir] = true
-		if d, err := os.Open(dir); err == nil {
-			_ = d.Sync()
-			d.Close()
+		d, err := os.Open(dir)
+		if err != nil {
+			return fmt.Errorf("sync directory %s: %w", dir, err)
+		}
+		err = d.Sync()
+		if cerr := d.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("sync directory %s: %w", dir, err)
 		}
 	}
+	return nil
 }
 
 // finishWrites completes or undoes a replaceFiles of f's files that a
