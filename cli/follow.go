@@ -38,25 +38,19 @@ func jobExitCode(end api.LogMessage) int {
 	if end.Attempt > 0 { // the end of one attempt (logs -attempt N)
 		return attemptExitCode(end)
 	}
-	switch end.Status {
-	case "completed":
-		return ExitOK
-	case "timeout":
-		return ExitTimeout
-	case "cancelled":
-		return ExitInterrupted
-	case "failed":
-		if c := end.ExitCode; c != nil && *c > 0 && *c < 256 {
-			return *c
-		}
-	}
-	return ExitError
+	return endExitCode(end.Status, end.ExitCode)
 }
 
 // attemptExitCode maps the end of one attempt like jobExitCode does a
 // job's: its outcome, lost counting as a failure without an exit code.
 func attemptExitCode(end api.LogMessage) int {
-	switch end.Outcome {
+	return endExitCode(end.Outcome, end.ExitCode)
+}
+
+// endExitCode maps how a job or an attempt ended (a state or an
+// outcome, which share their names) and its exit code to ours.
+func endExitCode(how string, code *int) int {
+	switch how {
 	case "completed":
 		return ExitOK
 	case "timeout":
@@ -64,8 +58,8 @@ func attemptExitCode(end api.LogMessage) int {
 	case "cancelled":
 		return ExitInterrupted
 	case "failed":
-		if c := end.ExitCode; c != nil && *c > 0 && *c < 256 {
-			return *c
+		if code != nil && *code > 0 && *code < 256 {
+			return *code
 		}
 	}
 	return ExitError
