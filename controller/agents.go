@@ -249,6 +249,12 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 
 // refuse tells a peer why it is turned away, as far as it listens.
 func (s *Server) refuse(ctx context.Context, sess transport.Session, code uint16, msg string) {
+	refuseSession(ctx, sess, code, msg)
+}
+
+// refuseSession sends a peer an Error on the control stream it opens
+// (if it opens one within a second) and ends its session.
+func refuseSession(ctx context.Context, sess transport.Session, code uint16, msg string) {
 	hctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if st, err := sess.AcceptStream(hctx); err == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -111,6 +112,19 @@ type Config struct {
 
 	// NoSync commits without fsync. Tests only: a crash loses data.
 	NoSync bool
+
+	// Cluster mode (node.go, issue 14). ClusterAddr, when set, makes the
+	// controller a node of a raft cluster: NewNode instead of New.
+	ClusterAddr string // host:port of the cluster port (raft and controller-to-controller requests); the host must be an address the others can dial
+	// BootstrapExpect is how many controllers a new cluster starts with:
+	// when this many fresh controllers that Join names find each other,
+	// they form it. 0: only join an existing cluster.
+	BootstrapExpect int
+	Join            []string // cluster addresses of other controllers to ask
+	// RaftMultiplier scales raft's timeouts (heartbeat and election 1 s,
+	// leader lease 500 ms, each times it): larger tolerates slower or
+	// busier machines at the price of a slower failover; default 1.
+	RaftMultiplier int
 }
 
 // DefaultConfig is the controller's defaults, the one place they are
@@ -236,7 +250,13 @@ type Server struct {
 	// (RecordRounds, for tests; set before Run).
 	rounds func(cmds []store.Command, results []store.Result)
 
+	ownStore bool         // Run closes st when it ends (not a cluster node's term)
+	handler  http.Handler // the API's routes
+	// A single controller's listeners; a cluster node's term server
+	// has none (agentLn, httpLn and http nil): the node serves the API
+	// with handler and hands it agent sessions on agents.
 	agentLn *transport.Listener
+	agents  <-chan transport.Session
 	httpLn  net.Listener
 	http    *http.Server
 }
@@ -247,31 +267,76 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
+	if cfg.ClusterAddr != "" {
+		return nil, fmt.Errorf("%w: -cluster-addr runs a cluster node: use NewNode", ErrConfig)
+	}
 	pool, cert, err := cfg.TLS.Load()
 	if err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
-	if role, err := certs.RoleOf(cert.Leaf); err != nil || role != certs.RoleController {
-		return nil, fmt.Errorf("%w: %s is not a controller certificate (role %q); issue one with 'jobsuite tls cert create -role controller'", ErrConfig, cfg.TLS.Cert, role)
-	}
-	idb := make([]byte, 8)
-	_, _ = rand.Read(idb)
-	s := &Server{cfg: cfg, log: cfg.Logger, id: hex.EncodeToString(idb), hub: hub.New(), clock: clock.Real{}}
-	if s.pki, err = newPKI(cfg, cert, s.log.Named("pki")); err != nil {
+	if err := checkControllerCert(cfg, cert); err != nil {
 		return nil, err
 	}
+	p, err := newPKI(cfg, cert, cfg.Logger.Named("pki"))
+	if err != nil {
+		return nil, err
+	}
+	size := diskSize(cfg.DataDir)
+	st, err := store.Open(cfg.DataDir, store.Options{Logger: cfg.Logger.Named("store"), NoSync: cfg.NoSync, MemTableSize: defaultMemTable(size)})
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	s, err := newServer(cfg, &serverDeps{st: st, pki: p, pool: pool, cert: cert, ownStore: true})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := s.listen(pool, cert); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkControllerCert refuses a certificate without the controller role.
+func checkControllerCert(cfg Config, cert tls.Certificate) error {
+	if role, err := certs.RoleOf(cert.Leaf); err != nil || role != certs.RoleController {
+		return fmt.Errorf("%w: %s is not a controller certificate (role %q); issue one with 'jobsuite tls cert create -role controller'", ErrConfig, cfg.TLS.Cert, role)
+	}
+	return nil
+}
+
+// serverDeps is what a Server is built on. A single controller owns
+// all of it; a cluster node (node.go) builds a Server each time it
+// becomes leader, over the FSM's store and the raft log, and keeps the
+// listeners and the PKI across terms.
+type serverDeps struct {
+	st       *store.Store
+	ownStore bool     // Run closes st when it ends
+	log      sched.Log // nil: the committer writes st directly
+	pki      *pki
+	pool     *x509.CertPool
+	cert     tls.Certificate
+	// agents, if set, hands the server the agent sessions to serve
+	// (the node's listener) instead of its own listener.
+	agents <-chan transport.Session
+}
+
+// newServer builds a Server on d and rebuilds the queue from the store:
+// every running attempt gets the restart grace, counted from Run.
+func newServer(cfg Config, d *serverDeps) (*Server, error) {
+	idb := make([]byte, 8)
+	_, _ = rand.Read(idb)
+	s := &Server{cfg: cfg, log: cfg.Logger, id: hex.EncodeToString(idb), hub: hub.New(), clock: clock.Real{},
+		st: d.st, pki: d.pki, ownStore: d.ownStore, agents: d.agents}
 
 	// The disk's size sets the defaults that keep a small one from
 	// filling up (disk.go).
 	size := diskSize(cfg.DataDir)
 	floor, maxOutput := positive(cfg.MinFreeBytes, defaultMinFree(size)), positive(cfg.MaxOutputBytes, defaultMaxOutput(size))
 	s.disk = newDiskGuard(cfg.DataDir, floor, s.log.Named("disk"))
-	s.st, err = store.Open(cfg.DataDir, store.Options{Logger: s.log.Named("store"), NoSync: cfg.NoSync, MemTableSize: defaultMemTable(size)})
-	if err != nil {
-		return nil, fmt.Errorf("controller: %w", err)
-	}
 	s.log.Info("disk limits", "dir", cfg.DataDir, "size", size, "min_free_bytes", floor, "max_output_bytes", maxOutput)
-	s.c = sched.NewCommitter(s.st, sched.CommitOptions{Writable: s.disk.writable, Applied: s.applied})
+	s.c = sched.NewCommitter(s.st, sched.CommitOptions{Writable: s.disk.writable, Applied: s.applied, Log: d.log})
 	s.maxOutput = maxOutput
 	s.sched = sched.New(s.log.Named("scheduler"), s.st, s.c, sched.Options{
 		LeaseTTL: cfg.LeaseTTL, HeartbeatInterval: cfg.HeartbeatInterval, KillGrace: cfg.KillGrace,
@@ -281,20 +346,25 @@ func New(cfg Config) (*Server, error) {
 	// The metrics first: load counts the jobs it reads into them.
 	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st, metricsOptions{version: cfg.Version, maxAgents: max(cfg.MetricsAgents, 0), disk: s.disk})
 	if err := s.sched.Load(); err != nil {
-		s.st.Close()
 		return nil, fmt.Errorf("controller: loading queue: %w", err)
 	}
+	var err error
 	if s.sec, err = loadSecurity(s.st, s.c, s.log.Named("auth"), cfg.RetainFor); err != nil {
-		s.st.Close()
 		return nil, fmt.Errorf("controller: loading revocations and API tokens: %w", err)
 	}
+	s.handler = s.routes()
+	return s, nil
+}
 
+// listen binds a single controller's listeners: agents, the API and
+// the plain metrics address.
+func (s *Server) listen(pool *x509.CertPool, cert tls.Certificate) error {
+	cfg := s.cfg
 	// A stable key lets a restarted controller reset its previous run's
 	// QUIC sessions, so agents reconnect at once (transport.Options).
 	resetKey, err := s.st.Secret("quic-stateless-reset", 32)
 	if err != nil {
-		s.st.Close()
-		return nil, fmt.Errorf("controller: %w", err)
+		return fmt.Errorf("controller: %w", err)
 	}
 	s.agentLn, err = transport.Listen(cfg.AgentAddr, s.pki.serve(certs.ServerTLS(pool, cert)), transport.Options{
 		IdleTimeout:       cfg.LeaseTTL,
@@ -303,34 +373,44 @@ func New(cfg Config) (*Server, error) {
 		Logger:            s.log.Named("transport"),
 	})
 	if err != nil {
-		s.st.Close()
-		return nil, fmt.Errorf("controller: agent listener: %w", err)
+		return fmt.Errorf("controller: agent listener: %w", err)
 	}
-	httpTLS := s.pki.serve(certs.ServerTLS(pool, cert, "http/1.1"))
+	s.httpLn, err = listenAPI(cfg.HTTPAddr, s.pki, pool, cert)
+	if err != nil {
+		s.agentLn.Close()
+		return err
+	}
+	if err := s.metrics.listen(cfg.MetricsAddr, s.log.Named("metrics")); err != nil {
+		s.httpLn.Close()
+		s.agentLn.Close()
+		return fmt.Errorf("controller: metrics listener: %w", err)
+	}
+	s.http = newHTTPServer(s.handler, s.log)
+	return nil
+}
+
+// listenAPI binds the HTTPS API's listener.
+func listenAPI(addr string, p *pki, pool *x509.CertPool, cert tls.Certificate) (net.Listener, error) {
+	httpTLS := p.serve(certs.ServerTLS(pool, cert, "http/1.1"))
 	// A client may come without a certificate and show an API token
 	// instead (auth answers 401 when it has neither); a certificate that
 	// is given must still verify against the CA in the handshake.
 	httpTLS.ClientAuth = tls.VerifyClientCertIfGiven
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		s.agentLn.Close()
-		s.st.Close()
 		return nil, fmt.Errorf("controller: API listener: %w", err)
 	}
-	s.httpLn = tls.NewListener(ln, httpTLS)
-	if err := s.metrics.listen(cfg.MetricsAddr, s.log.Named("metrics")); err != nil {
-		s.httpLn.Close()
-		s.agentLn.Close()
-		s.st.Close()
-		return nil, fmt.Errorf("controller: metrics listener: %w", err)
-	}
-	s.http = &http.Server{
-		Handler:           s.routes(),
+	return tls.NewListener(ln, httpTLS), nil
+}
+
+// newHTTPServer is the API's http.Server around h.
+func newHTTPServer(h http.Handler, log hclog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          s.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true, ForceLevel: hclog.Debug}),
+		ErrorLog:          log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true, ForceLevel: hclog.Debug}),
 	}
-	return s, nil
 }
 
 // HTTPAddr is the address the API listens on.
@@ -345,7 +425,9 @@ func (s *Server) AgentAddr() string { return s.agentLn.Addr() }
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.log.Info("controller ready", "api", "https://"+s.HTTPAddr(), "agents", s.AgentAddr(), "data", s.cfg.DataDir)
+	if s.httpLn != nil {
+		s.log.Info("controller ready", "api", "https://"+s.HTTPAddr(), "agents", s.AgentAddr(), "data", s.cfg.DataDir)
+	}
 
 	// Before the expiry loop starts: the restart grace counts from now.
 	s.sched.StartServing(s.clock.Now())
@@ -368,34 +450,40 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.sched.DelayLoop(ctx) }()
 	go func() { defer wg.Done(); s.acceptAgents(ctx) }()
 	wg.Add(1)
-	go func() { defer wg.Done(); s.metrics.serve(ctx, s.log.Named("metrics")) }()
-	wg.Add(1)
-	go func() { defer wg.Done(); s.pki.watch(ctx) }() // reloads the certificate when its files change
-	wg.Add(1)
 	go func() { defer wg.Done(); s.disk.watch(ctx, s.sched.KickDispatch) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.statsLoop(ctx) }()
-	go func() {
-		if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			httpErr <- err
-			cancel()
-		}
-	}()
+	if s.http != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.metrics.serve(ctx, s.log.Named("metrics")) }()
+		wg.Add(1)
+		go func() { defer wg.Done(); s.pki.watch(ctx) }() // reloads the certificate when its files change
+		go func() {
+			if err := s.http.Serve(s.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				httpErr <- err
+				cancel()
+			}
+		}()
+	}
 	s.sched.KickDispatch()
 
 	<-ctx.Done()
 	s.log.Info("controller stopping")
-	shutCtx, shutCancel := context.WithTimeout(context.Background(), 5*time.Second)
-	_ = s.http.Shutdown(shutCtx)
-	shutCancel()
-	_ = s.http.Close()
-	s.agentLn.Close()
+	if s.http != nil {
+		shutCtx, shutCancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = s.http.Shutdown(shutCtx)
+		shutCancel()
+		_ = s.http.Close()
+		s.agentLn.Close()
+	}
 	s.sched.CloseAgents("controller shutting down")
 	wg.Wait()
 	close(stopCommit)
 	err := <-commitErr
-	if cerr := s.st.Close(); err == nil {
-		err = cerr
+	if s.ownStore {
+		if cerr := s.st.Close(); err == nil {
+			err = cerr
+		}
 	}
 	select {
 	case herr := <-httpErr:
@@ -435,7 +523,7 @@ func (s *Server) acceptAgents(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		sess, err := s.agentLn.Accept(ctx)
+		sess, err := s.acceptAgent(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Error("agent listener failed", "error", err)
@@ -444,6 +532,20 @@ func (s *Server) acceptAgents(ctx context.Context) {
 		}
 		wg.Add(1)
 		go func() { defer wg.Done(); s.serveAgent(ctx, sess) }()
+	}
+}
+
+// acceptAgent returns the next agent session: from the listener, or
+// handed over by the cluster node.
+func (s *Server) acceptAgent(ctx context.Context) (transport.Session, error) {
+	if s.agentLn != nil {
+		return s.agentLn.Accept(ctx)
+	}
+	select {
+	case sess := <-s.agents:
+		return sess, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }
 

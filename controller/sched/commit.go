@@ -76,6 +76,32 @@ type Committer struct {
 // syncer waits for an applied batch to become durable (store.Pending).
 type syncer interface{ Wait() error }
 
+// Log is a replicated log the committer writes through instead of the
+// store (cluster mode: one raft entry per round, controller/cluster).
+// Propose hands a round over without waiting for it; the round's
+// results are known only once it is committed and applied, which its
+// Proposal's Wait returns. Proposals must complete in the order they
+// were proposed, as the store's fsyncs do, so that a waiter of one
+// round may still rely on every earlier round being durable.
+type Log interface {
+	Propose(cmds []store.Command) (Proposal, error)
+}
+
+// Proposal is a round a Log accepted.
+type Proposal interface {
+	// Wait blocks until the round is committed and applied and returns
+	// one result per command, in order. An error means the round's
+	// outcome is unknown (it may still commit under another leader) or
+	// it failed.
+	Wait() ([]store.Result, error)
+}
+
+// lateResults is a syncer whose results come with the wait (a
+// Proposal), not with the apply.
+type lateResults struct{ p Proposal }
+
+func (l lateResults) Wait() error { panic("sched: lateResults waited without results") }
+
 // maxInFlight bounds the batches applied but not yet released: the one
 // the syncer waits on, maxInFlight-2 queued for it, and the one the
 // applier has just applied and waits to queue. Beyond that, commands
@@ -128,11 +154,17 @@ type CommitOptions struct {
 	// while it says no, the next batch waits (the controller's disk
 	// guard) instead of failing the store. It is asked once per batch.
 	Writable func() bool
+	// Log, if set, is where rounds go instead of the store (cluster
+	// mode). Its rounds' results come when they are committed, so
+	// Applied is called then, from the goroutine that waits for them,
+	// still in round order.
+	Log Log
 }
 
 // NewCommitter returns a committer that writes to st; Run runs it.
+// (st is not used when o.Log is set.)
 func NewCommitter(st *store.Store, o CommitOptions) *Committer {
-	return &Committer{
+	c := &Committer{
 		applied:  o.Applied,
 		writable: o.Writable,
 		apply: func(cmds []store.Command) (syncer, []store.Result, error) {
@@ -146,6 +178,16 @@ func NewCommitter(st *store.Store, o CommitOptions) *Committer {
 		inflight: make(chan *Batch, maxInFlight-2),
 		broken:   make(chan struct{}),
 	}
+	if o.Log != nil {
+		c.apply = func(cmds []store.Command) (syncer, []store.Result, error) {
+			p, err := o.Log.Propose(cmds)
+			if err != nil {
+				return nil, nil, err
+			}
+			return lateResults{p}, nil, nil
+		}
+	}
+	return c
 }
 
 // Add queues one command and returns the batch it will be written in.
@@ -292,11 +334,8 @@ func (c *Committer) flush(final bool, stop <-chan struct{}) bool {
 		b.err = failed
 	} else {
 		b.pending, b.results, b.err = c.apply(b.cmds)
-		if b.err == nil {
-			b.err = refused(b.cmds, b.results)
-			if c.applied != nil {
-				c.applied(b.cmds, b.results)
-			}
+		if _, late := b.pending.(lateResults); b.err == nil && !late {
+			c.decided(b)
 		}
 	}
 	ok := b.err == nil
@@ -336,7 +375,12 @@ func (c *Committer) waitWritable(stop <-chan struct{}) bool {
 func (c *Committer) syncLoop() {
 	var failed error
 	for b := range c.inflight {
-		if b.pending != nil {
+		if l, late := b.pending.(lateResults); late && b.err == nil && failed == nil {
+			// A replicated round: its results came with its commit.
+			if b.results, b.err = l.p.Wait(); b.err == nil {
+				c.decided(b)
+			}
+		} else if b.pending != nil && !late {
 			if err := b.pending.Wait(); err != nil && b.err == nil {
 				b.err = err
 			}
@@ -349,6 +393,16 @@ func (c *Committer) syncLoop() {
 			c.fail(failed)
 		}
 		close(b.done)
+	}
+}
+
+// decided takes a batch whose results are known: a refused job
+// transition or output chunk fails it (refused), and Applied hears of
+// it otherwise.
+func (c *Committer) decided(b *Batch) {
+	b.err = refused(b.cmds, b.results)
+	if b.err == nil && c.applied != nil {
+		c.applied(b.cmds, b.results)
 	}
 }
 

@@ -1,0 +1,95 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/hashicorp/raft"
+
+	"jobsuite/controller/sched"
+	"jobsuite/controller/store"
+)
+
+// MaxEntryBytes is the size a round's raft entry aims to stay under.
+// A round that encodes larger is split at command boundaries into
+// several entries (a command bigger than this travels alone): raft sends
+// up to 64 entries in one AppendEntries and keeps the newest entries of
+// its log cache in memory, and NetworkTransport scales its timeouts per
+// 256 KiB, so entries stay small (design note 3.1). The split keeps
+// every command whole; nothing relies on two commands sharing a round
+// (the committer never promised it: a round is whatever was queued when
+// it closed).
+const MaxEntryBytes = 64 << 10
+
+// Log is the committer's replicated log (sched.Log) on the leader: each
+// round it is given becomes one raft entry (or a few, see
+// MaxEntryBytes), and its Proposal's Wait returns once raft committed it
+// on a quorum and the FSM applied it here, with the FSM's results.
+// Raft completes futures in log order, so proposals finish in the order
+// they were made.
+type Log struct {
+	r *raft.Raft
+}
+
+// NewLog returns a Log proposing to r.
+func NewLog(r *raft.Raft) *Log { return &Log{r: r} }
+
+var _ sched.Log = (*Log)(nil)
+
+// Propose encodes cmds and hands the entries to raft without waiting.
+func (l *Log) Propose(cmds []store.Command) (sched.Proposal, error) {
+	var p proposal
+	if err := l.propose(cmds, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+func (l *Log) propose(cmds []store.Command, p *proposal) error {
+	data, err := store.EncodeRound(cmds)
+	if err != nil {
+		return fmt.Errorf("cluster: encoding a round: %w", err)
+	}
+	if len(data) > MaxEntryBytes && len(cmds) > 1 {
+		half := len(cmds) / 2
+		if err := l.propose(cmds[:half], p); err != nil {
+			return err
+		}
+		return l.propose(cmds[half:], p)
+	}
+	p.parts = append(p.parts, part{f: l.r.Apply(data, 0), n: len(cmds)})
+	return nil
+}
+
+// proposal is one round's entries in flight.
+type proposal struct{ parts []part }
+
+type part struct {
+	f raft.ApplyFuture
+	n int // commands in the entry
+}
+
+// Wait waits for every entry of the round and returns their results in
+// command order. raft.ErrNotLeader and raft.ErrLeadershipLost mean the
+// round's outcome is unknown: it may still commit under the next leader.
+func (p *proposal) Wait() ([]store.Result, error) {
+	var results []store.Result
+	for _, pt := range p.parts {
+		if err := pt.f.Error(); err != nil {
+			return nil, fmt.Errorf("cluster: round not committed: %w", err)
+		}
+		resp, ok := pt.f.Response().(*Response)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("cluster: round applied without a response (%T)", pt.f.Response())
+		case resp.Err != nil:
+			return nil, fmt.Errorf("cluster: round not applied: %w", resp.Err)
+		case resp.Skipped:
+			return nil, errors.New("cluster: round skipped as already applied: the store is ahead of the log")
+		case len(resp.Results) != pt.n:
+			return nil, fmt.Errorf("cluster: round of %d commands has %d results", pt.n, len(resp.Results))
+		}
+		results = append(results, resp.Results...)
+	}
+	return results, nil
+}

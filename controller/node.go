@@ -1,0 +1,670 @@
+package controller
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+
+	"jobsuite/certs"
+	"jobsuite/controller/cluster"
+	"jobsuite/controller/store"
+	"jobsuite/protocol"
+	"jobsuite/transport"
+)
+
+// Node is a controller in cluster mode (issue 14): one of 3 or 5
+// controllers that keep their store in step through raft
+// (hashicorp/raft, controller/cluster). Every node applies every
+// committed round to its own Pebble store (cluster.FSM); the leader
+// alone runs the scheduler.
+//
+// The leader's work is a whole Server, built for its term of
+// leadership: when raft makes this node leader it waits for a barrier
+// (every entry of earlier terms applied here), then builds a Server
+// over the FSM's store whose committer proposes its rounds to raft
+// (cluster.Log): the queue, the leases (every running attempt gets the
+// restart grace, as after a restart), the timers, the retention loop
+// and the security records are rebuilt from the store. When the node
+// loses leadership (or the term's committer fails, for instance
+// because a round's outcome became unknown), that Server is stopped
+// and dropped whole; nothing of it is reused by the next term. The
+// dispatcher sends a Dispatch only after its round committed on a
+// quorum, so a deposed leader's Dispatch is always for a committed
+// attempt.
+//
+// The node keeps what outlives a term: the listeners, the PKI, raft and
+// the store. The HTTPS API is served on every node: the leader's term
+// Server answers, a follower forwards the request to the leader's API
+// (node_http.go), so clients may use any node. Agents are served by the
+// leader; a follower refuses an agent session naming the leader, and the
+// agent dials another controller.
+type Node struct {
+	cfg  Config
+	log  hclog.Logger
+	id   string // node ID: the certificate's name
+	pool *x509.CertPool
+	pki  *pki
+
+	fsm   *cluster.FSM
+	wal   *wal.WAL
+	logs  raft.LogStore
+	snaps raft.SnapshotStore
+	ident *cluster.Identity
+	mux   *cluster.Mux
+	trans *raft.NetworkTransport
+	rpc   *cluster.RPCServer
+	self  cluster.Member
+	addrs NodeAddrs // this node's API and agent addresses, as others dial them
+
+	rmu sync.Mutex
+	r   *raft.Raft
+
+	agentLn *transport.Listener
+	httpLn  net.Listener
+	http    *http.Server
+	fwd     *forwarder
+
+	term    atomic.Pointer[term] // set while this node leads
+	wake    chan struct{}        // kicks the leadership loop
+	fatalMu sync.Mutex
+	fatal   error
+	stop    context.CancelFunc // ends Run (a fatal FSM error)
+}
+
+// term is one term of leadership: its Server and what ends it.
+type term struct {
+	n      uint64 // raft term
+	srv    *Server
+	agents chan transport.Session
+	cancel context.CancelFunc
+	done   chan struct{} // closed when srv.Run returned
+}
+
+// ended reports whether the term's Server stopped.
+func (t *term) ended() bool {
+	select {
+	case <-t.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// NodeAddrs are the addresses clients and agents dial a node at.
+type NodeAddrs struct {
+	API   string `json:"api"`
+	Agent string `json:"agent"`
+}
+
+// opAddrs asks a node on the cluster port for its NodeAddrs.
+const opAddrs = "addrs"
+
+// Raft's timeouts at RaftMultiplier 1 (its own defaults).
+const (
+	raftHeartbeat = time.Second
+	raftElection  = time.Second
+	raftLease     = 500 * time.Millisecond
+	// barrierTimeout bounds a new leader's wait for the entries of
+	// earlier terms; past it, it hands leadership on.
+	barrierTimeout = 10 * time.Second
+	// leaderWait is how long a request waits for a leader before 503.
+	leaderWait = 5 * time.Second
+)
+
+// NewNode opens a cluster node's store and raft state and binds its
+// listeners (API, agents, cluster port); Run forms or joins the cluster
+// and serves. If NewNode fails, nothing is left open.
+func NewNode(cfg Config) (n *Node, err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := cfg.clusterDefaults(); err != nil {
+		return nil, err
+	}
+	pool, cert, err := cfg.TLS.Load()
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	if err := checkControllerCert(cfg, cert); err != nil {
+		return nil, err
+	}
+	if err := refuseSingleStore(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	n = &Node{cfg: cfg, log: cfg.Logger, id: cert.Leaf.Subject.CommonName, pool: pool, wake: make(chan struct{}, 1)}
+	var closers []func() error
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				_ = closers[i]()
+			}
+		}
+	}()
+	if n.pki, err = newPKI(cfg, cert, n.log.Named("pki")); err != nil {
+		return nil, err
+	}
+	raftDir := filepath.Join(cfg.DataDir, "raft")
+	for _, d := range []string{filepath.Join(raftDir, "wal"), filepath.Join(raftDir, "snapshots")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("controller: %w", err)
+		}
+	}
+	size := diskSize(cfg.DataDir)
+	n.fsm, err = cluster.Open(filepath.Join(cfg.DataDir, "fsm"), cluster.Options{
+		Store:  store.Options{Logger: n.log.Named("store"), MemTableSize: defaultMemTable(size)},
+		Logger: n.log.Named("cluster"),
+		Fatal:  n.setFatal,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	closers = append(closers, n.fsm.Close)
+	if n.wal, err = wal.Open(filepath.Join(raftDir, "wal")); err != nil {
+		return nil, fmt.Errorf("controller: raft log: %w", err)
+	}
+	closers = append(closers, n.wal.Close)
+	if n.logs, err = raft.NewLogCache(128, n.wal); err != nil {
+		return nil, fmt.Errorf("controller: raft log cache: %w", err)
+	}
+	if n.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(raftDir, "snapshots"), 2, n.raftLogger("snapshots")); err != nil {
+		return nil, fmt.Errorf("controller: raft snapshots: %w", err)
+	}
+
+	ln, err := net.Listen("tcp", cfg.ClusterAddr)
+	if err != nil {
+		return nil, fmt.Errorf("controller: cluster listener: %w", err)
+	}
+	n.ident = &cluster.Identity{
+		CA:          pool,
+		Certificate: func() (*tls.Certificate, error) { return n.pki.cur.Load(), nil },
+		Check:       n.checkPeer,
+	}
+	n.mux = cluster.NewMux(ln, n.ident, n.log.Named("cluster"), cluster.ALPNRaft, cluster.ALPNCluster)
+	closers = append(closers, n.mux.Close)
+	n.self = cluster.Member{ID: n.id, Addr: advertised(cfg.ClusterAddr, ln.Addr(), "")}
+	n.trans = raft.NewNetworkTransportWithLogger(cluster.NewStreamLayer(n.mux, n.ident), 3, 10*time.Second, n.raftLogger("transport"))
+
+	resetKey, err := n.fsm.Store().Secret("quic-stateless-reset", 32)
+	if err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	n.agentLn, err = transport.Listen(cfg.AgentAddr, n.pki.serve(certs.ServerTLS(pool, cert)), transport.Options{
+		IdleTimeout:       cfg.LeaseTTL,
+		HandshakeTimeout:  cfg.HandshakeTimeout,
+		StatelessResetKey: (*[32]byte)(resetKey),
+		Logger:            n.log.Named("transport"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controller: agent listener: %w", err)
+	}
+	closers = append(closers, func() error { n.agentLn.Close(); return nil })
+	if n.httpLn, err = listenAPI(cfg.HTTPAddr, n.pki, pool, cert); err != nil {
+		return nil, err
+	}
+	closers = append(closers, n.httpLn.Close)
+	n.addrs = NodeAddrs{
+		API:   advertised(cfg.HTTPAddr, n.httpLn.Addr(), n.self.Addr),
+		Agent: advertised(cfg.AgentAddr, addrOf(n.agentLn.Addr()), n.self.Addr),
+	}
+	n.fwd = newForwarder(n)
+	n.http = newHTTPServer(n, n.log)
+
+	n.rpc = cluster.NewRPCServer(n.log.Named("cluster"))
+	cluster.HandleFormation(n.rpc, n.self, cfg.Join, n.hasState, n.formationNode)
+	n.rpc.Handle(opAddrs, func(context.Context, string, json.RawMessage) (any, error) { return n.addrs, nil })
+	return n, nil
+}
+
+// clusterDefaults checks and completes the cluster settings.
+func (c *Config) clusterDefaults() error {
+	if c.ClusterAddr == "" {
+		return fmt.Errorf("%w: a cluster node needs -cluster-addr", ErrConfig)
+	}
+	host, _, err := net.SplitHostPort(c.ClusterAddr)
+	if err != nil {
+		return fmt.Errorf("%w: -cluster-addr %q: %v", ErrConfig, c.ClusterAddr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		return fmt.Errorf("%w: -cluster-addr %q: give the address the other controllers dial (an IP or a host name), not a wildcard", ErrConfig, c.ClusterAddr)
+	}
+	if c.BootstrapExpect < 0 || c.BootstrapExpect == 2 || c.BootstrapExpect > 7 {
+		return fmt.Errorf("%w: -bootstrap-expect %d: a cluster starts with 1, 3, 5 or 7 controllers (2 would stop when either stops)", ErrConfig, c.BootstrapExpect)
+	}
+	if c.BootstrapExpect > 1 && len(c.Join) == 0 {
+		return fmt.Errorf("%w: -bootstrap-expect %d needs -join naming the other controllers' cluster addresses", ErrConfig, c.BootstrapExpect)
+	}
+	if c.RaftMultiplier <= 0 {
+		c.RaftMultiplier = 1
+	}
+	if c.NoSync {
+		return fmt.Errorf("%w: a cluster node cannot run without fsync: the raft log is its write-ahead log", ErrConfig)
+	}
+	return nil
+}
+
+// refuseSingleStore refuses a data directory that holds a single
+// controller's store: a cluster node keeps its store under fsm/ and its
+// raft state under raft/, and turning one into the other is not built
+// (the jobs would be missing from every other node's log).
+func refuseSingleStore(dir string) error {
+	m, _ := filepath.Glob(filepath.Join(dir, "OPTIONS-*"))
+	if len(m) > 0 {
+		return fmt.Errorf("%w: %s holds a single controller's store; a cluster node needs a data directory of its own (converting a single controller to a cluster is not supported yet)", ErrConfig, dir)
+	}
+	return nil
+}
+
+// advertised is the address others dial for a listener configured as
+// conf and bound at bound: a wildcard host becomes the cluster address's
+// host (or the bound one when there is none).
+func advertised(conf string, bound net.Addr, cluster string) string {
+	host, _, err := net.SplitHostPort(conf)
+	_, port, perr := net.SplitHostPort(bound.String())
+	if err != nil || perr != nil {
+		return bound.String()
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		if ch, _, err := net.SplitHostPort(cluster); err == nil {
+			host = ch
+		} else {
+			host = "127.0.0.1"
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// addrOf turns a listener's address string into a net.Addr.
+type addrOf string
+
+func (a addrOf) Network() string { return "udp" }
+func (a addrOf) String() string  { return string(a) }
+
+// HTTPAddr is the address the API listens on.
+func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
+
+// AgentAddr is the address agents dial.
+func (n *Node) AgentAddr() string { return n.agentLn.Addr() }
+
+// ClusterAddr is the node's cluster address.
+func (n *Node) ClusterAddr() string { return n.self.Addr }
+
+// ID is the node's ID (its certificate's name).
+func (n *Node) ID() string { return n.id }
+
+// Leading reports whether this node leads and serves (its term's
+// Server runs).
+func (n *Node) Leading() bool {
+	t := n.term.Load()
+	return t != nil && !t.ended()
+}
+
+// raftLogger is raft's logger (its info lines are the elections and
+// membership changes an operator wants to see).
+func (n *Node) raftLogger(name string) hclog.Logger { return n.log.Named("raft").Named(name) }
+
+// setFatal stops the node: its FSM cannot apply an entry the others
+// apply (cluster.Options.Fatal). Restarting replays it.
+func (n *Node) setFatal(err error) {
+	n.fatalMu.Lock()
+	if n.fatal == nil {
+		n.fatal = err
+	}
+	stop := n.stop
+	n.fatalMu.Unlock()
+	n.log.Error("cannot apply the replicated log; stopping (a restart replays it)", "error", err)
+	if stop != nil {
+		stop()
+	}
+}
+
+// checkPeer refuses a revoked controller certificate on the cluster
+// port, from the replicated revocations.
+func (n *Node) checkPeer(leaf *x509.Certificate) error {
+	revs, err := n.fsm.Store().Revocations()
+	if err != nil {
+		return fmt.Errorf("reading revocations: %w", err)
+	}
+	sec := &security{revoked: make(map[string]store.Revocation, len(revs))}
+	for _, r := range revs {
+		sec.revoked[r.ID()] = r
+	}
+	if r, ok := sec.deniedCert(leaf); ok {
+		return errors.New(revokedMessage(leaf, r))
+	}
+	return nil
+}
+
+// raftNode returns raft once it runs, else nil.
+func (n *Node) raftNode() *raft.Raft {
+	n.rmu.Lock()
+	defer n.rmu.Unlock()
+	return n.r
+}
+
+// formationNode is raftNode for the formation handlers.
+func (n *Node) formationNode() cluster.Node {
+	if r := n.raftNode(); r != nil {
+		return r
+	}
+	return nil
+}
+
+// hasState reports whether raft runs or has state on disk.
+func (n *Node) hasState() bool {
+	if n.raftNode() != nil {
+		return true
+	}
+	ok, err := raft.HasExistingState(n.logs, n.wal, n.snaps)
+	return err == nil && ok
+}
+
+// raftConfig is raft's configuration for this node.
+func (n *Node) raftConfig() *raft.Config {
+	c := raft.DefaultConfig()
+	c.LocalID = raft.ServerID(n.id)
+	c.Logger = n.raftLogger("node")
+	m := time.Duration(n.cfg.RaftMultiplier)
+	c.HeartbeatTimeout = raftHeartbeat * m
+	c.ElectionTimeout = raftElection * m
+	c.LeaderLeaseTimeout = raftLease * m
+	return c
+}
+
+// startRaft starts raft, bootstrapping servers first if there are any.
+func (n *Node) startRaft(servers []cluster.Member) error {
+	n.rmu.Lock()
+	defer n.rmu.Unlock()
+	if n.r != nil {
+		return nil
+	}
+	conf := n.raftConfig()
+	if len(servers) > 0 {
+		var c raft.Configuration
+		for _, m := range servers {
+			c.Servers = append(c.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.Addr)})
+		}
+		if err := raft.BootstrapCluster(conf, n.logs, n.wal, n.snaps, n.trans, c); err != nil {
+			return err
+		}
+		n.log.Info("bootstrapped a new cluster", "servers", len(servers))
+	}
+	r, err := raft.NewRaft(conf, n.fsm, n.logs, n.wal, n.snaps, n.trans)
+	if err != nil {
+		return err
+	}
+	n.r = r
+	return nil
+}
+
+// Run forms or joins the cluster, serves until ctx ends or the node
+// fails, then shuts down: the term's Server (if leading), the
+// listeners, raft and the store.
+func (n *Node) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	n.fatalMu.Lock()
+	n.stop = cancel
+	n.fatalMu.Unlock()
+	n.log.Info("controller ready (cluster mode)", "node", n.id, "api", "https://"+n.HTTPAddr(), "agents", n.AgentAddr(), "cluster", n.self.Addr, "data", n.cfg.DataDir)
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = n.mux.Serve() }()
+	go func() { defer wg.Done(); _ = n.rpc.Serve(n.mux.Listener(cluster.ALPNCluster)) }()
+	httpErr := make(chan error, 1)
+	go func() {
+		if err := n.http.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			httpErr <- err
+			cancel()
+		}
+	}()
+	wg.Add(2)
+	go func() { defer wg.Done(); n.acceptAgents(ctx) }()
+	go func() { defer wg.Done(); n.pki.watch(ctx) }()
+
+	err := n.join(ctx)
+	if err == nil {
+		n.lead(ctx)
+	}
+	n.log.Info("controller stopping")
+	if t := n.term.Load(); t != nil {
+		n.endTerm(t, "controller shutting down")
+	}
+	shutCtx, shutCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_ = n.http.Shutdown(shutCtx)
+	shutCancel()
+	_ = n.http.Close()
+	n.agentLn.Close()
+	if r := n.raftNode(); r != nil {
+		if serr := r.Shutdown().Error(); serr != nil && err == nil {
+			err = fmt.Errorf("controller: raft shutdown: %w", serr)
+		}
+	}
+	_ = n.trans.Close()
+	_ = n.mux.Close()
+	wg.Wait()
+	if cerr := n.wal.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if cerr := n.fsm.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	n.fatalMu.Lock()
+	if n.fatal != nil && err == nil {
+		err = fmt.Errorf("controller: %w", n.fatal)
+	}
+	n.fatalMu.Unlock()
+	select {
+	case herr := <-httpErr:
+		if err == nil {
+			err = fmt.Errorf("controller: API server: %w", herr)
+		}
+	default:
+	}
+	n.log.Info("controller stopped")
+	return err
+}
+
+// join brings the node into its cluster: it resumes from its raft
+// state, or forms a new cluster (-bootstrap-expect), or joins a
+// running one through its leader (-join).
+func (n *Node) join(ctx context.Context) error {
+	if !n.hasState() {
+		if n.cfg.BootstrapExpect == 0 && len(n.cfg.Join) == 0 {
+			return fmt.Errorf("%w: this node has no cluster state: give -bootstrap-expect N to form a cluster, or -join to join one", ErrConfig)
+		}
+		f := &cluster.Formation{
+			Self: n.self, Expect: n.cfg.BootstrapExpect, Join: n.cfg.Join,
+			HasState:  n.hasState,
+			Hello:     n.ident.HelloVia(),
+			Bootstrap: n.startRaft,
+			AskJoin:   n.ident.AskJoinVia(n.self),
+			Log:       n.log.Named("cluster"),
+		}
+		if err := f.Run(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+	}
+	if err := n.startRaft(nil); err != nil {
+		return fmt.Errorf("controller: starting raft: %w", err)
+	}
+	return nil
+}
+
+// lead follows raft's leadership until ctx ends: a term Server runs
+// exactly while this node is leader of the term it was built in.
+// Signals only wake the loop; it decides from raft's state and term,
+// so a lost or merged signal does no harm, and a 1 s tick backs them up.
+func (n *Node) lead(ctx context.Context) {
+	r := n.raftNode()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		n.reconcile(ctx, r)
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.LeaderCh():
+		case <-n.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// reconcile starts or ends the term Server to match raft.
+func (n *Node) reconcile(ctx context.Context, r *raft.Raft) {
+	leader := r.State() == raft.Leader
+	cur := r.CurrentTerm()
+	if t := n.term.Load(); t != nil {
+		switch {
+		case t.ended():
+			n.endTerm(t, "")
+		case !leader:
+			n.endTerm(t, "this controller is no longer the leader")
+		case t.n != cur:
+			n.endTerm(t, "leadership changed terms")
+		default:
+			return
+		}
+	}
+	if leader && ctx.Err() == nil {
+		n.establish(ctx, r, cur)
+	}
+}
+
+// establish starts leading term t: a barrier, so that every entry of
+// earlier terms is applied here, then a Server rebuilt from the store.
+func (n *Node) establish(ctx context.Context, r *raft.Raft, t uint64) {
+	start := time.Now()
+	if err := r.Barrier(barrierTimeout).Error(); err != nil {
+		if r.State() == raft.Leader && r.CurrentTerm() == t {
+			n.log.Error("new leader could not apply the log; handing leadership on", "term", t, "error", err)
+			_ = r.LeadershipTransfer().Error()
+		}
+		return
+	}
+	if r.State() != raft.Leader || r.CurrentTerm() != t {
+		return
+	}
+	agents := make(chan transport.Session)
+	srv, err := newServer(n.cfg, &serverDeps{st: n.fsm.Store(), log: cluster.NewLog(r), pki: n.pki, agents: agents})
+	if err != nil {
+		n.log.Error("new leader could not load the queue; handing leadership on", "term", t, "error", err)
+		_ = r.LeadershipTransfer().Error()
+		return
+	}
+	tctx, cancel := context.WithCancel(ctx)
+	tm := &term{n: t, srv: srv, agents: agents, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(tm.done)
+		if err := srv.Run(tctx); err != nil && tctx.Err() == nil {
+			n.log.Warn("leader's term ended", "term", t, "error", err)
+		}
+		select {
+		case n.wake <- struct{}{}:
+		default:
+		}
+	}()
+	n.term.Store(tm)
+	n.log.Info("leading", "term", t, "ready_after", time.Since(start).Round(time.Millisecond))
+}
+
+// endTerm stops term t's Server and waits for it.
+func (n *Node) endTerm(t *term, why string) {
+	n.term.CompareAndSwap(t, nil)
+	t.cancel()
+	<-t.done
+	if why != "" {
+		n.log.Info("stopped leading", "term", t.n, "reason", why)
+	}
+}
+
+// acceptAgents hands each agent session to the term's Server while
+// this node leads, and turns it away naming the leader otherwise.
+func (n *Node) acceptAgents(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		sess, err := n.agentLn.Accept(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				n.log.Error("agent listener failed", "error", err)
+			}
+			return
+		}
+		if t := n.term.Load(); t != nil {
+			select {
+			case t.agents <- sess:
+				continue
+			case <-t.done:
+			}
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); n.redirectAgent(ctx, sess) }()
+	}
+}
+
+// redirectAgent turns away an agent that reached a follower, telling
+// it where the leader is; the agent dials another controller.
+func (n *Node) redirectAgent(ctx context.Context, sess transport.Session) {
+	msg := "this controller is not the leader and no leader is known yet; try another controller"
+	if a, err := n.leaderAddrs(ctx, false); err == nil {
+		msg = "this controller is not the leader; the leader's agent address is " + a.Agent
+	}
+	refuseSession(ctx, sess, protocol.CodeShutdown, msg)
+}
+
+// leaderAddrs returns the current leader's addresses, waiting up to
+// leaderWait for one if wait is set. errNoLeader: none known (yet).
+func (n *Node) leaderAddrs(ctx context.Context, wait bool) (NodeAddrs, error) {
+	var deadline <-chan time.Time
+	if wait {
+		t := time.NewTimer(leaderWait)
+		defer t.Stop()
+		deadline = t.C
+	}
+	for {
+		if r := n.raftNode(); r != nil {
+			addr, id := r.LeaderWithID()
+			switch {
+			case addr == "":
+			case string(id) == n.id:
+				if n.Leading() {
+					return n.addrs, nil
+				}
+			default:
+				return n.fwd.addrsOf(ctx, string(id), string(addr))
+			}
+		}
+		if !wait {
+			return NodeAddrs{}, errNoLeader
+		}
+		select {
+		case <-ctx.Done():
+			return NodeAddrs{}, ctx.Err()
+		case <-deadline:
+			return NodeAddrs{}, errNoLeader
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// errNoLeader: the cluster has no leader this node knows of.
+var errNoLeader = errors.New("the cluster has no leader right now (an election is under way, or too few controllers are up)")

@@ -1,0 +1,231 @@
+package controller
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"jobsuite/certs"
+)
+
+// The API on any node. A follower forwards every request to the
+// leader's API over HTTPS, presenting its own controller certificate,
+// with the caller's verified client certificate (if any) in
+// Jobsuite-Forwarded-Cert and its own ID in Jobsuite-Forwarded-By; an
+// API token travels in its Authorization header as sent. The leader
+// believes those headers only from a peer whose verified certificate
+// is a controller's of its CA and not revoked, re-verifies the
+// forwarded certificate against its CA, and then handles the request
+// exactly as if the caller had come directly: the same roles, the same
+// revocation checks, the same audit entry (with the caller's address
+// from X-Forwarded-For). A request is never forwarded twice: a
+// follower that receives a forwarded request answers 503 (two nodes
+// that disagree about the leader for a moment cannot loop). While
+// there is no leader a request waits up to 5 s for one, then gets 503
+// with Retry-After; the CLI retries with its idempotency key.
+//
+// Reads are forwarded too, so every answer comes from the leader's
+// committed state; WebSocket log followers are proxied the same way and
+// resume by offset after a failover.
+
+// Headers between controllers.
+const (
+	hdrForwardedBy   = "Jobsuite-Forwarded-By"
+	hdrForwardedCert = "Jobsuite-Forwarded-Cert"
+)
+
+// ServeHTTP serves the API: the leader's term Server answers, a
+// follower forwards.
+func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if t := n.term.Load(); t != nil && !t.ended() {
+		r, err := n.fromPeer(t, r)
+		if err != nil {
+			writeError(w, http.StatusForbidden, "%v", err)
+			return
+		}
+		t.srv.handler.ServeHTTP(w, r)
+		return
+	}
+	if by := r.Header.Get(hdrForwardedBy); by != "" {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "controller %s forwarded this request here, but %s is not the leader either (leadership is changing); retry", by, n.id)
+		return
+	}
+	a, err := n.leaderAddrs(r.Context(), true)
+	if err != nil {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "%v; retry", err)
+		return
+	}
+	if a == n.addrs { // became leader while waiting
+		n.ServeHTTP(w, r)
+		return
+	}
+	n.fwd.forward(w, r, a.API)
+}
+
+// fromPeer turns a request another controller forwarded into the
+// caller's own: its TLS state carries the forwarded client certificate
+// (re-verified here) or none, and RemoteAddr the caller's address. A
+// request without the forwarding headers is returned as it is; the
+// headers from anyone but a controller of this CA are refused.
+func (n *Node) fromPeer(t *term, r *http.Request) (*http.Request, error) {
+	by := r.Header.Get(hdrForwardedBy)
+	if by == "" && r.Header.Get(hdrForwardedCert) == "" {
+		return r, nil
+	}
+	leaf := (*x509.Certificate)(nil)
+	if r.TLS != nil {
+		leaf = leafOf(*r.TLS)
+	}
+	if leaf == nil {
+		return nil, errors.New("forwarding headers are only accepted from another controller of this cluster")
+	}
+	if role, _ := certs.RoleOf(leaf); role != certs.RoleController {
+		return nil, fmt.Errorf("forwarding headers are only accepted from another controller of this cluster, not from a certificate with role %s", role)
+	}
+	if rev, ok := t.srv.sec.deniedCert(leaf); ok {
+		return nil, errors.New(revokedMessage(leaf, rev))
+	}
+	cs := *r.TLS
+	cs.PeerCertificates, cs.VerifiedChains = nil, nil
+	if h := r.Header.Get(hdrForwardedCert); h != "" {
+		der, err := base64.StdEncoding.DecodeString(h)
+		if err != nil {
+			return nil, fmt.Errorf("forwarded certificate: %v", err)
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("forwarded certificate: %v", err)
+		}
+		chains, err := cert.Verify(x509.VerifyOptions{Roots: n.pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		if err != nil {
+			return nil, fmt.Errorf("forwarded certificate %q: %v", cert.Subject.CommonName, err)
+		}
+		cs.PeerCertificates, cs.VerifiedChains = []*x509.Certificate{cert}, chains
+	}
+	r2 := r.Clone(r.Context())
+	r2.TLS = &cs
+	if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+		client := strings.TrimSpace(strings.Split(xff, ",")[0])
+		r2.RemoteAddr = net.JoinHostPort(client, "0")
+	}
+	r2.Header.Del(hdrForwardedCert)
+	return r2, nil
+}
+
+// forwarder proxies requests to the leader's API.
+type forwarder struct {
+	n     *Node
+	proxy *httputil.ReverseProxy
+
+	mu    sync.Mutex
+	addrs map[string]NodeAddrs // by "id@cluster address"
+}
+
+// forwardTarget carries the leader's API address to the proxy.
+type forwardTarget struct{}
+
+func newForwarder(n *Node) *forwarder {
+	f := &forwarder{n: n, addrs: map[string]NodeAddrs{}}
+	tr := &http.Transport{
+		TLSClientConfig:     f.tlsConfig(),
+		ForceAttemptHTTP2:   false,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     time.Minute,
+		TLSHandshakeTimeout: 10 * time.Second,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+	}
+	f.proxy = &httputil.ReverseProxy{
+		Transport:     tr,
+		FlushInterval: -1, // log streams and WebSocket frames go through at once
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			target := pr.In.Context().Value(forwardTarget{}).(string)
+			pr.SetURL(&url.URL{Scheme: "https", Host: target})
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+			pr.Out.Header.Del(hdrForwardedCert)
+			pr.Out.Header.Set(hdrForwardedBy, n.id)
+			if pr.In.TLS != nil {
+				if leaf := leafOf(*pr.In.TLS); leaf != nil {
+					pr.Out.Header.Set(hdrForwardedCert, base64.StdEncoding.EncodeToString(leaf.Raw))
+				}
+			}
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			n.log.Warn("forwarding to the leader failed", "path", r.URL.Path, "error", err)
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, "the leader could not be reached (%v); retry", err)
+		},
+	}
+	return f
+}
+
+// tlsConfig is how a follower dials the leader's API: its own
+// controller certificate, and the leader's must be a controller's of
+// this CA. Not its host name: nodes know each other by the addresses
+// the leader announced over the mutually authenticated cluster port,
+// and a controller's API certificate names the host clients use.
+func (f *forwarder) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return f.n.pki.cur.Load(), nil
+		},
+		NextProtos:         []string{"http/1.1"},
+		InsecureSkipVerify: true, // verified below, against the CA and the controller role
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("leader sent no certificate")
+			}
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			leaf := cs.PeerCertificates[0]
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: f.n.pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+				return fmt.Errorf("leader's certificate: %w", err)
+			}
+			if role, _ := certs.RoleOf(leaf); role != certs.RoleController {
+				return fmt.Errorf("leader's certificate %q has role %s, not controller", leaf.Subject.CommonName, role)
+			}
+			return nil
+		},
+	}
+}
+
+// forward proxies r to the API at addr.
+func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, addr string) {
+	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardTarget{}, addr)))
+}
+
+// addrsOf returns the API and agent addresses of the node id at its
+// cluster address, asking it once and remembering the answer.
+func (f *forwarder) addrsOf(ctx context.Context, id, clusterAddr string) (NodeAddrs, error) {
+	key := id + "@" + clusterAddr
+	f.mu.Lock()
+	a, ok := f.addrs[key]
+	f.mu.Unlock()
+	if ok {
+		return a, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := f.n.ident.Call(ctx, clusterAddr, opAddrs, nil, &a); err != nil {
+		return NodeAddrs{}, fmt.Errorf("asking the leader %s for its addresses: %w", id, err)
+	}
+	f.mu.Lock()
+	f.addrs[key] = a
+	f.mu.Unlock()
+	return a, nil
+}

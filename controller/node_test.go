@@ -1,0 +1,300 @@
+package controller_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"jobsuite/agent"
+	"jobsuite/api"
+	"jobsuite/certs"
+	"jobsuite/controller"
+	"jobsuite/transport"
+)
+
+// A cluster of controller nodes in this process, on loopback.
+type nodeCluster struct {
+	t      *testing.T
+	dir    string // PKI
+	cfgs   []controller.Config
+	nodes  []*controller.Node
+	stops  []context.CancelFunc
+	dones  []chan error
+	client *http.Client
+}
+
+// freeAddr returns a loopback TCP address that was free a moment ago:
+// the nodes must know each other's cluster addresses before they start.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func startNodes(t *testing.T, n int) *nodeCluster {
+	t.Helper()
+	c := &nodeCluster{t: t, dir: newPKI(t)}
+	var join []string
+	for i := range n {
+		name := fmt.Sprintf("ctl-%d", i+1)
+		if _, _, err := certs.IssueFiles(c.dir, certs.Request{Role: certs.RoleController, Name: name, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}); err != nil {
+			t.Fatal(err)
+		}
+		cfg := controller.Config{
+			HTTPAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), name),
+			TLS: files(c.dir, name), LeaseTTL: 3 * time.Second, KillGrace: 500 * time.Millisecond,
+			BackoffBase: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+			ClusterAddr: freeAddr(t), BootstrapExpect: n,
+			// Slower elections than raft's defaults: this shared machine
+			// runs the race detector on two cores.
+			RaftMultiplier: 2,
+		}
+		join = append(join, cfg.ClusterAddr)
+		c.cfgs = append(c.cfgs, cfg)
+	}
+	c.nodes = make([]*controller.Node, n)
+	c.stops = make([]context.CancelFunc, n)
+	c.dones = make([]chan error, n)
+	for i := range c.cfgs {
+		c.cfgs[i].Join = join
+		c.start(i)
+	}
+	c.client = (&cluster{t: t, dir: c.dir}).httpClient("operator")
+	t.Cleanup(func() {
+		for i := range c.nodes {
+			if c.stops[i] != nil {
+				c.stop(i)
+			}
+		}
+	})
+	return c
+}
+
+// start starts node i (again, on the same addresses and data).
+func (c *nodeCluster) start(i int) {
+	c.t.Helper()
+	cfg := c.cfgs[i]
+	cfg.Logger = testLogger(c.t, filepath.Base(cfg.DataDir))
+	nd, err := controller.NewNode(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.cfgs[i].HTTPAddr, c.cfgs[i].AgentAddr = nd.HTTPAddr(), nd.AgentAddr()
+	ctx, cancel := context.WithCancel(context.Background())
+	c.nodes[i], c.stops[i], c.dones[i] = nd, cancel, make(chan error, 1)
+	go func() { c.dones[i] <- nd.Run(ctx) }()
+}
+
+// stop stops node i and waits for it.
+func (c *nodeCluster) stop(i int) {
+	c.t.Helper()
+	c.stops[i]()
+	c.stops[i] = nil
+	if err := <-c.dones[i]; err != nil {
+		c.t.Errorf("node %d Run: %v", i, err)
+	}
+}
+
+// leader waits until exactly one running node leads and returns it.
+func (c *nodeCluster) leader() int {
+	c.t.Helper()
+	lead := -1
+	(&cluster{t: c.t}).waitFor("a leader", func() bool {
+		lead = -1
+		for i, nd := range c.nodes {
+			if c.stops[i] != nil && nd.Leading() {
+				if lead >= 0 {
+					return false
+				}
+				lead = i
+			}
+		}
+		return lead >= 0
+	})
+	return lead
+}
+
+// other returns a running node that is not i.
+func (c *nodeCluster) other(i int) int {
+	for j := range c.nodes {
+		if j != i && c.stops[j] != nil {
+			return j
+		}
+	}
+	c.t.Fatal("no other node runs")
+	return -1
+}
+
+func (c *nodeCluster) url(i int, path string) string {
+	return "https://" + c.cfgs[i].HTTPAddr + path
+}
+
+// TestClusterForwardsAndFailsOver: three controller nodes form a
+// cluster by themselves; a job submitted through a follower is
+// forwarded to the leader, runs on an agent and reads the same on
+// every node; after the leader stops, another node leads with every
+// acknowledged job, and new jobs run there.
+func TestClusterForwardsAndFailsOver(t *testing.T) {
+	c := startNodes(t, 3)
+	lead := c.leader()
+	fol := c.other(lead)
+
+	a := startClusterAgent(t, c, "agent-1", c.cfgs[lead].AgentAddr)
+	code, body := doWith(t, c.client, "POST", c.url(fol, "/jobs"), `{"name":"one","command":"echo via-follower","idempotency_key":"k1"}`)
+	if code != 201 {
+		t.Fatalf("POST /jobs on a follower: %d %s", code, body)
+	}
+	var j job
+	if err := json.Unmarshal(body, &j); err != nil {
+		t.Fatal(err)
+	}
+	done := waitNodeState(t, c, fol, j.JobID, "completed")
+	if len(done.Attempts) != 1 || done.Attempts[0].Agent != "agent-1" {
+		t.Fatalf("job ran as %+v", done.Attempts)
+	}
+	for i := range c.nodes {
+		if code, b := doWith(t, c.client, "GET", c.url(i, fmt.Sprintf("/jobs/%d/logs", j.JobID)), ""); code != 200 || string(b) != "via-follower\n" {
+			t.Fatalf("logs on node %d: %d %q", i, code, b)
+		}
+	}
+
+	// Who may do what is decided as if the caller came directly.
+	viewer := (&cluster{t: t, dir: c.dir}).httpClient("viewer")
+	if code, b := doWith(t, viewer, "POST", c.url(fol, "/jobs"), `{"command":"true"}`); code != http.StatusForbidden {
+		t.Fatalf("viewer POST through a follower: %d %s", code, b)
+	}
+	anon := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: viewer.Transport.(*http.Transport).TLSClientConfig.Clone()}}
+	anon.Transport.(*http.Transport).TLSClientConfig.Certificates = nil
+	if code, b := doWith(t, anon, "GET", c.url(fol, "/jobs"), ""); code != http.StatusUnauthorized {
+		t.Fatalf("no credentials through a follower: %d %s", code, b)
+	}
+	// Forwarding headers from a client are not believed.
+	req, _ := http.NewRequest("GET", c.url(lead, "/jobs"), nil)
+	req.Header.Set("Jobsuite-Forwarded-By", "ctl-2")
+	if resp, err := viewer.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("forwarding headers from a viewer: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
+	// The leader goes away; the others elect one that has every job.
+	a.stop()
+	c.stop(lead)
+	lead2 := c.leader()
+	if lead2 == lead {
+		t.Fatal("the stopped node leads")
+	}
+	fol2 := c.other(lead2)
+	got := nodeJob(t, c, fol2, j.JobID)
+	if got.Status != "completed" || len(got.Attempts) != 1 {
+		t.Fatalf("after failover the job is %s with %d attempts", got.Status, len(got.Attempts))
+	}
+	// A retried submission with the same key is the same job.
+	code, body = doWith(t, c.client, "POST", c.url(fol2, "/jobs"), `{"name":"one","command":"echo via-follower","idempotency_key":"k1"}`)
+	if code != 200 && code != 201 {
+		t.Fatalf("resubmit: %d %s", code, body)
+	}
+	var again job
+	_ = json.Unmarshal(body, &again)
+	if again.JobID != j.JobID {
+		t.Fatalf("resubmitted job is %d, want %d", again.JobID, j.JobID)
+	}
+	startClusterAgent(t, c, "agent-2", c.cfgs[lead2].AgentAddr)
+	code, body = doWith(t, c.client, "POST", c.url(fol2, "/jobs"), `{"command":"echo after-failover"}`)
+	if code != 201 {
+		t.Fatalf("POST after failover: %d %s", code, body)
+	}
+	var j2 job
+	_ = json.Unmarshal(body, &j2)
+	if j2.JobID <= j.JobID {
+		t.Fatalf("job ID %d after %d: IDs must keep growing across leaders", j2.JobID, j.JobID)
+	}
+	waitNodeState(t, c, lead2, j2.JobID, "completed")
+
+	// The stopped node comes back as a follower and catches up.
+	c.start(lead)
+	(&cluster{t: t}).waitFor("the restarted node to serve the new job", func() bool {
+		code, b := doWith(t, c.client, "GET", c.url(lead, fmt.Sprintf("/jobs/%d", j2.JobID)), "")
+		return code == 200 && strings.Contains(string(b), `"completed"`)
+	})
+}
+
+type clusterAgent struct{ stop func() }
+
+// startClusterAgent runs an agent dialling addr.
+func startClusterAgent(t *testing.T, c *nodeCluster, name, addr string) clusterAgent {
+	t.Helper()
+	a, err := agent.New(agent.Config{
+		Controller: addr, TLS: files(c.dir, name), Slots: 2, Transport: transport.ModeQUIC,
+		Logger: testLogger(t, name), ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
+		StateDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := a.Run(ctx); err != nil {
+			t.Errorf("agent %s: %v", name, err)
+		}
+	}()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	t.Cleanup(stop)
+	(&cluster{t: t}).waitFor("agent "+name+" connected", func() bool {
+		code, b := doWith(t, c.client, "GET", c.url(c.leader(), "/agents"), "")
+		if code != 200 {
+			return false
+		}
+		var agents []api.AgentInfo
+		_ = json.Unmarshal(b, &agents)
+		for _, ag := range agents {
+			if ag.Name == name {
+				return true
+			}
+		}
+		return false
+	})
+	return clusterAgent{stop: stop}
+}
+
+func nodeJob(t *testing.T, c *nodeCluster, i int, id uint64) job {
+	t.Helper()
+	code, b := doWith(t, c.client, "GET", c.url(i, fmt.Sprintf("/jobs/%d", id)), "")
+	if code != 200 {
+		t.Fatalf("GET job %d on node %d: %d %s", id, i, code, b)
+	}
+	var j job
+	if err := json.Unmarshal(b, &j); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+func waitNodeState(t *testing.T, c *nodeCluster, i int, id uint64, state string) job {
+	t.Helper()
+	var j job
+	(&cluster{t: t}).waitFor(fmt.Sprintf("job %d %s", id, state), func() bool {
+		j = nodeJob(t, c, i, id)
+		return j.Status == state
+	})
+	return j
+}
