@@ -312,7 +312,7 @@ func checkControllerCert(cfg Config, cert tls.Certificate) error {
 // listeners and the PKI across terms.
 type serverDeps struct {
 	st       *store.Store
-	ownStore bool     // Run closes st when it ends
+	ownStore bool      // Run closes st when it ends
 	log      sched.Log // nil: the committer writes st directly
 	pki      *pki
 	pool     *x509.CertPool
