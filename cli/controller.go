@@ -109,6 +109,28 @@ Limits (over-limit input gets a clear error; nothing else is disturbed):
                         twentieth of the file system, 16 MiB to 1 GiB. 0: off
                         (a full disk then stops the controller).
 
+Cluster mode (3 or 5 controllers on raft; README "Running a cluster"):
+
+  -cluster-addr ADDR    Run as a node of a highly available cluster, with
+                        its raft and controller-to-controller traffic on
+                        this TCP address (mutual TLS 1.3; only controller
+                        certificates of this CA get in). Give the address
+                        the other controllers dial, not a wildcard. Every
+                        node serves the API (a follower forwards to the
+                        leader); agents are served by the leader.
+                        Default: off (a single controller).
+  -bootstrap-expect N   Form a new cluster of N controllers (1, 3, 5 or 7)
+                        once N fresh controllers that -join names find
+                        each other. Not needed to restart a node, nor to
+                        add one to a running cluster.
+  -join ADDR,...        Cluster addresses of other controllers: the ones to
+                        form the cluster with, or any member of a running
+                        cluster to join it.
+  -raft-multiplier N    Scale raft's timeouts (heartbeat and election 1 s,
+                        leader lease 500 ms) by N: a larger N tolerates
+                        slow or busy machines, at the price of a slower
+                        failover. Default {raft-multiplier}.
+
 Configuration file:
 
   Every flag has a key in the -config file: its name with _ for -.
@@ -133,6 +155,10 @@ Configuration file:
     metrics_agents = {metrics-agents:toml}
     log_level  = {log-level:toml}
     log_json   = {log-json:toml}
+    cluster_addr = {cluster-addr:toml}   # e.g. "10.0.0.1:7444"; empty: a single controller
+    bootstrap_expect = {bootstrap-expect:toml}
+    join       = ""                      # e.g. "10.0.0.1:7444,10.0.0.2:7444,10.0.0.3:7444"
+    raft_multiplier = {raft-multiplier:toml}
     max_body_bytes    = {max-body-bytes:toml}
     max_command_bytes = {max-command-bytes:toml}
     max_env           = {max-env:toml}
@@ -199,6 +225,18 @@ func controllerFlags(fs *flag.FlagSet, cfg *controller.Config, lf *logFlags) (mi
 	fs.IntVar(&cfg.MaxFrameBytes, "max-frame-bytes", cfg.MaxFrameBytes, "")
 	fs.IntVar(&cfg.MaxFollowers, "max-followers", cfg.MaxFollowers, "")
 	fs.IntVar(&cfg.MaxAgentSlots, "max-agent-slots", cfg.MaxAgentSlots, "")
+	fs.StringVar(&cfg.ClusterAddr, "cluster-addr", cfg.ClusterAddr, "")
+	fs.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", cfg.BootstrapExpect, "")
+	fs.Func("join", "", func(v string) error {
+		cfg.Join = nil
+		for _, a := range strings.Split(v, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				cfg.Join = append(cfg.Join, a)
+			}
+		}
+		return nil
+	})
+	fs.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "")
 	// -1: the default, which follows the disk's size; 0: off.
 	minFree = fs.Int64("min-free-bytes", -1, "")
 	maxOutput = fs.Int64("max-output-bytes", -1, "")
@@ -241,7 +279,12 @@ func (c *ControllerCommand) run(cfg controller.Config, lf logFlags, minFree, max
 		cfg.MetricsAgents = -1
 	}
 	cfg.Version = Version
-	srv, err := controller.New(cfg)
+	var srv controllerRunner
+	if cfg.ClusterAddr != "" {
+		srv, err = controller.NewNode(cfg)
+	} else {
+		srv, err = controller.New(cfg)
+	}
 	if err != nil {
 		return c.errorf("%v", err)
 	}
@@ -254,9 +297,16 @@ func (c *ControllerCommand) run(cfg controller.Config, lf logFlags, minFree, max
 	return ExitOK
 }
 
+// controllerRunner is a single controller (controller.Server) or a
+// cluster node (controller.Node).
+type controllerRunner interface {
+	Run(ctx context.Context) error
+	ReloadCertificate() error
+}
+
 // reloadOnHangup reloads the controller's certificate at every SIGHUP
 // until ctx is done or the returned function is called.
-func reloadOnHangup(ctx context.Context, srv *controller.Server, log hclog.Logger) (stop func()) {
+func reloadOnHangup(ctx context.Context, srv controllerRunner, log hclog.Logger) (stop func()) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	done := make(chan struct{})

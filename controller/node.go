@@ -302,6 +302,15 @@ func (n *Node) AgentAddr() string { return n.agentLn.Addr() }
 // ClusterAddr is the node's cluster address.
 func (n *Node) ClusterAddr() string { return n.self.Addr }
 
+// ReloadCertificate reloads the node's certificate and key from their
+// files (SIGHUP): new API, agent and cluster connections get the new one.
+func (n *Node) ReloadCertificate() error {
+	if _, err := n.pki.reload(); err != nil {
+		return fmt.Errorf("controller: reload certificate: %w; keeping the current one", err)
+	}
+	return nil
+}
+
 // ID is the node's ID (its certificate's name).
 func (n *Node) ID() string { return n.id }
 

@@ -158,6 +158,7 @@ func DefaultConfig() Config {
 		AgentCertTTL:       DefaultAgentCertTTL,
 		CertReloadInterval: DefaultCertReloadInterval,
 		StatsInterval:      defaultStatsInterval,
+		RaftMultiplier:     1,
 	}
 }
 
@@ -219,6 +220,7 @@ func (c *Config) setDefaults() error {
 	if c.MetricsAgents == 0 {
 		c.MetricsAgents = d.MetricsAgents
 	}
+	defInt(&c.RaftMultiplier, d.RaftMultiplier)
 	if c.MaxFrameBytes < MinFrameBytes || c.MaxFrameBytes > protocol.MaxFrameSize {
 		return fmt.Errorf("%w: the frame limit must be between %d (a log chunk must fit) and %d bytes, got %d", ErrConfig, MinFrameBytes, protocol.MaxFrameSize, c.MaxFrameBytes)
 	}
