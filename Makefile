@@ -14,7 +14,7 @@ dev: build ## controller + 2 local agents + throwaway PKI in .jobsuite-dev
 	$(BIN) dev
 
 test: ## the full test suite, as CI runs it
-	$(GO) test -race ./...
+	$(GO) test -race -timeout 25m ./...
 
 bench: ## the benchmark table vs this machine's limits (BENCHFLAGS=-full: 1M jobs, 10k agents); see BENCHMARKS.md
 	$(GO) run ./bench/cmd/jobsuite-bench $(BENCHFLAGS)

@@ -80,3 +80,27 @@ type Error struct {
 type Health struct {
 	Status string `json:"status"` // "ok"
 }
+
+// Member is one controller of the cluster: an element of GET
+// /operator/members. A single controller answers with itself alone, as
+// leader.
+type Member struct {
+	ID          string `json:"id"`                     // its certificate's name
+	ClusterAddr string `json:"cluster_addr,omitempty"` // raft and controller-to-controller traffic
+	APIAddr     string `json:"api_addr,omitempty"`
+	AgentAddr   string `json:"agent_addr,omitempty"`
+	// Role is leader, follower or candidate as the member itself says,
+	// or unreachable when it did not answer.
+	Role  string `json:"role"`
+	Voter bool   `json:"voter"`
+	Term  uint64 `json:"term,omitempty"`
+	// AppliedIndex is the last raft entry its store applied; LastIndex
+	// the last in its log. Behind the leader's: it is catching up.
+	AppliedIndex uint64 `json:"applied_index"`
+	LastIndex    uint64 `json:"last_index"`
+	// LastContactSeconds is how long ago a follower last heard from the
+	// leader (absent for the leader itself).
+	LastContactSeconds *float64 `json:"last_contact_seconds,omitempty"`
+	// Error says why an unreachable member did not answer.
+	Error string `json:"error,omitempty"`
+}

@@ -134,8 +134,43 @@ func newMetrics(log hclog.Logger, sched *sched.Scheduler, h *hub.Hub, st storeSt
 		MaxRequestsInFlight: 4,
 	})
 
+	if o.cluster != nil {
+		m.reg.MustRegister(clusterCollector{o.cluster})
+	}
 	sched.SetMetrics(m)
 	return m
+}
+
+// clusterCollector reads the node's raft figures at scrape time.
+type clusterCollector struct{ c clusterView }
+
+var (
+	descClusterLeader      = prometheus.NewDesc("jobsuite_cluster_leader", "1 if this controller leads the cluster (it answers /metrics only while it does: followers forward).", nil, nil)
+	descClusterTerm        = prometheus.NewDesc("jobsuite_cluster_term", "The current raft term.", nil, nil)
+	descClusterCommitIndex = prometheus.NewDesc("jobsuite_cluster_commit_index", "The last raft entry known committed.", nil, nil)
+	descClusterApplied     = prometheus.NewDesc("jobsuite_cluster_applied_index", "The last raft entry this controller's store applied.", nil, nil)
+	descClusterLastIndex   = prometheus.NewDesc("jobsuite_cluster_last_index", "The last entry in this controller's raft log.", nil, nil)
+	descClusterVoters      = prometheus.NewDesc("jobsuite_cluster_voters", "Voting members of the cluster's configuration.", nil, nil)
+)
+
+func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descClusterLeader, descClusterTerm, descClusterCommitIndex, descClusterApplied, descClusterLastIndex, descClusterVoters} {
+		ch <- d
+	}
+}
+
+func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.c.stats()
+	leader := 0.0
+	if s.Leader {
+		leader = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descClusterLeader, prometheus.GaugeValue, leader)
+	ch <- prometheus.MustNewConstMetric(descClusterTerm, prometheus.GaugeValue, float64(s.Term))
+	ch <- prometheus.MustNewConstMetric(descClusterCommitIndex, prometheus.GaugeValue, float64(s.CommitIndex))
+	ch <- prometheus.MustNewConstMetric(descClusterApplied, prometheus.GaugeValue, float64(s.AppliedIndex))
+	ch <- prometheus.MustNewConstMetric(descClusterLastIndex, prometheus.GaugeValue, float64(s.LastIndex))
+	ch <- prometheus.MustNewConstMetric(descClusterVoters, prometheus.GaugeValue, float64(s.Voters))
 }
 
 // CountAll adds jobs to the state and queue depth gauges, as count(j, 1)
@@ -234,9 +269,10 @@ func (m *metrics) LogBytes(n int) {
 
 // metricsOptions are the Config settings the metrics use.
 type metricsOptions struct {
-	version   string     // jobsuite_build_info's version
-	maxAgents int        // per-agent series for at most this many agents; 0: none
-	disk      *diskGuard // the jobsuite_disk_* series; nil: zeros
+	version   string      // jobsuite_build_info's version
+	maxAgents int         // per-agent series for at most this many agents; 0: none
+	disk      *diskGuard  // the jobsuite_disk_* series; nil: zeros
+	cluster   clusterView // the jobsuite_cluster_* series; nil (a single controller): none
 }
 
 // buildInfo is jobsuite_build_info: 1, with the release, the Go version

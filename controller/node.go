@@ -226,6 +226,7 @@ func NewNode(cfg Config) (n *Node, err error) {
 	n.rpc = cluster.NewRPCServer(n.log.Named("cluster"))
 	cluster.HandleFormation(n.rpc, n.self, cfg.Join, n.hasState, n.formationNode)
 	n.rpc.Handle(opAddrs, func(context.Context, string, json.RawMessage) (any, error) { return n.addrs, nil })
+	n.rpc.Handle(opStatus, n.handleStatus)
 	return n, nil
 }
 
@@ -573,7 +574,7 @@ func (n *Node) establish(ctx context.Context, r *raft.Raft, t uint64) {
 		return
 	}
 	agents := make(chan transport.Session)
-	srv, err := newServer(n.cfg, &serverDeps{st: n.fsm.Store(), log: cluster.NewLog(r), pki: n.pki, agents: agents})
+	srv, err := newServer(n.cfg, &serverDeps{st: n.fsm.Store(), log: cluster.NewLog(r), pki: n.pki, agents: agents, cluster: n})
 	if err != nil {
 		n.log.Error("new leader could not load the queue; handing leadership on", "term", t, "error", err)
 		_ = r.LeadershipTransfer().Error()

@@ -253,6 +253,7 @@ type Server struct {
 	rounds func(cmds []store.Command, results []store.Result)
 
 	ownStore bool         // Run closes st when it ends (not a cluster node's term)
+	cluster  clusterView  // the node a term Server runs for; nil for a single controller
 	handler  http.Handler // the API's routes
 	// A single controller's listeners; a cluster node's term server
 	// has none (agentLn, httpLn and http nil): the node serves the API
@@ -322,6 +323,8 @@ type serverDeps struct {
 	// agents, if set, hands the server the agent sessions to serve
 	// (the node's listener) instead of its own listener.
 	agents <-chan transport.Session
+	// cluster is the node, for a term Server.
+	cluster clusterView
 }
 
 // newServer builds a Server on d and rebuilds the queue from the store:
@@ -330,7 +333,7 @@ func newServer(cfg Config, d *serverDeps) (*Server, error) {
 	idb := make([]byte, 8)
 	_, _ = rand.Read(idb)
 	s := &Server{cfg: cfg, log: cfg.Logger, id: hex.EncodeToString(idb), hub: hub.New(), clock: clock.Real{},
-		st: d.st, pki: d.pki, ownStore: d.ownStore, agents: d.agents}
+		st: d.st, pki: d.pki, ownStore: d.ownStore, agents: d.agents, cluster: d.cluster}
 
 	// The disk's size sets the defaults that keep a small one from
 	// filling up (disk.go).
@@ -346,7 +349,7 @@ func newServer(cfg Config, d *serverDeps) (*Server, error) {
 		Disk: s.disk, Clock: s.clock,
 	})
 	// The metrics first: load counts the jobs it reads into them.
-	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st, metricsOptions{version: cfg.Version, maxAgents: max(cfg.MetricsAgents, 0), disk: s.disk})
+	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st, metricsOptions{version: cfg.Version, maxAgents: max(cfg.MetricsAgents, 0), disk: s.disk, cluster: d.cluster})
 	if err := s.sched.Load(); err != nil {
 		return nil, fmt.Errorf("controller: loading queue: %w", err)
 	}
