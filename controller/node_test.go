@@ -187,6 +187,30 @@ func TestClusterForwardsAndFailsOver(t *testing.T) {
 		resp.Body.Close()
 	}
 
+	// Every member answers for itself; the figures are the leader's.
+	ms := nodeMembers(t, c, fol)
+	if len(ms) != 3 {
+		t.Fatalf("members: %+v", ms)
+	}
+	leaders := 0
+	for _, m := range ms {
+		if m.Role == "leader" {
+			leaders++
+			if m.ID != fmt.Sprintf("ctl-%d", lead+1) || m.APIAddr != c.cfgs[lead].HTTPAddr {
+				t.Fatalf("leader is %+v, want ctl-%d at %s", m, lead+1, c.cfgs[lead].HTTPAddr)
+			}
+		}
+		if !m.Voter || m.AppliedIndex == 0 {
+			t.Fatalf("member %+v", m)
+		}
+	}
+	if leaders != 1 {
+		t.Fatalf("%d leaders in %+v", leaders, ms)
+	}
+	if code, b := doWith(t, c.client, "GET", c.url(fol, "/metrics"), ""); code != 200 || !strings.Contains(string(b), "jobsuite_cluster_leader 1") || !strings.Contains(string(b), "jobsuite_cluster_voters 3") {
+		t.Fatalf("metrics through a follower: %d, leader/voters series missing", code)
+	}
+
 	// The leader goes away; the others elect one that has every job.
 	a.stop()
 	c.stop(lead)
@@ -221,12 +245,55 @@ func TestClusterForwardsAndFailsOver(t *testing.T) {
 	}
 	waitNodeState(t, c, lead2, j2.JobID, "completed")
 
+	// While it is down it is listed as unreachable.
+	unreachable := false
+	for _, m := range nodeMembers(t, c, lead2) {
+		unreachable = unreachable || (m.ID == fmt.Sprintf("ctl-%d", lead+1) && m.Role == "unreachable" && m.Error != "")
+	}
+	if !unreachable {
+		t.Fatal("the stopped node is not listed as unreachable")
+	}
+
 	// The stopped node comes back as a follower and catches up.
 	c.start(lead)
 	(&cluster{t: t}).waitFor("the restarted node to serve the new job", func() bool {
 		code, b := doWith(t, c.client, "GET", c.url(lead, fmt.Sprintf("/jobs/%d", j2.JobID)), "")
 		return code == 200 && strings.Contains(string(b), `"completed"`)
 	})
+
+	// remove-peer: the leader refuses to remove itself, an unknown ID is
+	// 404, a follower is removed (and stopped: it is gone for good).
+	self := fmt.Sprintf("ctl-%d", c.leader()+1)
+	if code, b := doWith(t, c.client, "DELETE", c.url(lead, "/operator/members/"+self), ""); code != http.StatusConflict {
+		t.Fatalf("removing the leader: %d %s", code, b)
+	}
+	if code, b := doWith(t, c.client, "DELETE", c.url(lead, "/operator/members/ctl-9"), ""); code != http.StatusNotFound {
+		t.Fatalf("removing an unknown member: %d %s", code, b)
+	}
+	if code, b := doWith(t, viewer, "DELETE", c.url(lead, "/operator/members/ctl-9"), ""); code != http.StatusForbidden {
+		t.Fatalf("viewer removing a member: %d %s", code, b)
+	}
+	gone := c.other(c.leader())
+	c.stop(gone)
+	if code, b := doWith(t, c.client, "DELETE", c.url(c.leader(), fmt.Sprintf("/operator/members/ctl-%d", gone+1)), ""); code != 200 {
+		t.Fatalf("remove-peer: %d %s", code, b)
+	}
+	if ms := nodeMembers(t, c, c.leader()); len(ms) != 2 {
+		t.Fatalf("after remove-peer: %+v", ms)
+	}
+}
+
+func nodeMembers(t *testing.T, c *nodeCluster, i int) []api.Member {
+	t.Helper()
+	code, b := doWith(t, c.client, "GET", c.url(i, "/operator/members"), "")
+	if code != 200 {
+		t.Fatalf("members on node %d: %d %s", i, code, b)
+	}
+	var ms []api.Member
+	if err := json.Unmarshal(b, &ms); err != nil {
+		t.Fatal(err)
+	}
+	return ms
 }
 
 type clusterAgent struct{ stop func() }
@@ -297,4 +364,21 @@ func waitNodeState(t *testing.T, c *nodeCluster, i int, id uint64, state string)
 		return j.Status == state
 	})
 	return j
+}
+
+// TestSingleControllerMembers: a single controller is a cluster of one
+// to the operator commands.
+func TestSingleControllerMembers(t *testing.T) {
+	c := startCluster(t)
+	var ms []api.Member
+	c.getJSON("/operator/members", &ms)
+	if len(ms) != 1 || ms[0].ID != "controller" || ms[0].Role != "leader" || !ms[0].Voter {
+		t.Fatalf("members: %+v", ms)
+	}
+	if code, b := c.do("DELETE", "/operator/members/controller", ""); code != http.StatusConflict {
+		t.Fatalf("remove-peer on a single controller: %d %s", code, b)
+	}
+	if code, b := c.do("GET", "/metrics", ""); code != 200 || strings.Contains(string(b), "jobsuite_cluster_") {
+		t.Fatalf("a single controller's metrics: %d, cluster series present: %v", code, strings.Contains(string(b), "jobsuite_cluster_"))
+	}
 }
