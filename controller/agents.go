@@ -36,9 +36,12 @@ type agentConn struct {
 	sess      transport.Session
 	log       hclog.Logger
 
-	out       chan protocol.Message // to the control stream writer
-	ctrl      *protocol.Writer      // the control stream
-	writing   atomic.Bool           // a writeControl goroutine runs
+	out  chan protocol.Message // to the control stream writer
+	ctrl *protocol.Writer      // the control stream
+	// gate, in a cluster, says whether this controller may still send a
+	// Dispatch or Cancel as leader (Node.mayLead); nil: always.
+	gate      func() bool
+	writing   atomic.Bool // a writeControl goroutine runs
 	closeOnce sync.Once
 
 	statusMu   sync.Mutex
@@ -189,6 +192,7 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		name: name, labels: hello.Labels, slots: int(hello.Slots), version: hello.AgentVersion,
 		transport: sess.Transport(), addr: sess.RemoteAddr().String(), connected: time.Now().UTC(),
 		sess: sess, log: log, out: make(chan protocol.Message, outQueue+2*min(int(hello.Slots), 4096)), ctrl: w,
+		gate: s.gate,
 	}
 	if err := w.Write(&protocol.Welcome{
 		Version: protocol.Version, ControllerID: s.id,
@@ -281,6 +285,13 @@ func (a *agentConn) writeControl() {
 	for {
 		select {
 		case m := <-a.out:
+			if a.gate != nil && fenced(m) && !a.gate() {
+				// A deposed leader sends nothing that acts on a job: the
+				// new leader tracks the attempt under a fresh lease.
+				a.log.Warn("not sending: this controller is no longer the leader", "message", m.Type())
+				a.Close("this controller is no longer the leader")
+				return
+			}
 			if err := a.ctrl.Write(m); err != nil {
 				a.log.Debug("control write failed", "error", err)
 				a.Close("write failed")
@@ -295,6 +306,16 @@ func (a *agentConn) writeControl() {
 			}
 		}
 	}
+}
+
+// fenced reports whether m acts on a job (Dispatch, Cancel): what a
+// cluster node sends only while it may still lead.
+func fenced(m protocol.Message) bool {
+	switch m.(type) {
+	case *protocol.Dispatch, *protocol.Cancel:
+		return true
+	}
+	return false
 }
 
 // acceptJobStreams serves the job streams the agent opens until the

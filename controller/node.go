@@ -574,7 +574,8 @@ func (n *Node) establish(ctx context.Context, r *raft.Raft, t uint64) {
 		return
 	}
 	agents := make(chan transport.Session)
-	srv, err := newServer(n.cfg, &serverDeps{st: n.fsm.Store(), log: cluster.NewLog(r), pki: n.pki, agents: agents, cluster: n})
+	gate := &sendGate{r: r, t: t, window: raftLease * time.Duration(n.cfg.RaftMultiplier)}
+	srv, err := newServer(n.cfg, &serverDeps{st: n.fsm.Store(), log: cluster.NewLog(r), pki: n.pki, agents: agents, cluster: n, gate: gate.ok})
 	if err != nil {
 		n.log.Error("new leader could not load the queue; handing leadership on", "term", t, "error", err)
 		_ = r.LeadershipTransfer().Error()
@@ -594,6 +595,45 @@ func (n *Node) establish(ctx context.Context, r *raft.Raft, t uint64) {
 	}()
 	n.term.Store(tm)
 	n.log.Info("leading", "term", t, "ready_after", time.Since(start).Round(time.Millisecond))
+}
+
+// sendGate fences a deposed leader (design note section 7): a Dispatch
+// or Cancel leaves only after its round committed, but a leader paused
+// between the commit and the write (SIGSTOP, a long GC, a frozen VM)
+// could otherwise send it after another controller took over. So the
+// agent session's writer asks ok just before it writes one: the node
+// must still be leader of the term, and a quorum must have confirmed
+// that within the window (the leader lease, 500 ms at multiplier 1),
+// or confirm it now (raft's VerifyLeader, one heartbeat round trip,
+// shared by the writers that wait). The window is safe because a
+// follower that has heard from its leader refuses to vote for another
+// candidate until its heartbeat timeout (1 s at multiplier 1, twice the
+// window) passes without a word from it.
+type sendGate struct {
+	r      *raft.Raft
+	t      uint64
+	window time.Duration
+
+	mu         sync.Mutex
+	verifiedAt time.Time // the start of the last VerifyLeader that succeeded
+}
+
+// ok reports whether the node may still act as leader of term g.t.
+func (g *sendGate) ok() bool {
+	if g.r.State() != raft.Leader || g.r.CurrentTerm() != g.t {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if time.Since(g.verifiedAt) < g.window {
+		return true
+	}
+	start := time.Now()
+	if err := g.r.VerifyLeader().Error(); err != nil || g.r.CurrentTerm() != g.t {
+		return false
+	}
+	g.verifiedAt = start
+	return true
 }
 
 // endTerm stops term t's Server and waits for it.

@@ -254,6 +254,7 @@ type Server struct {
 
 	ownStore bool         // Run closes st when it ends (not a cluster node's term)
 	cluster  clusterView  // the node a term Server runs for; nil for a single controller
+	gate     func() bool  // agentConn.gate: the term's send gate; nil for a single controller
 	handler  http.Handler // the API's routes
 	// A single controller's listeners; a cluster node's term server
 	// has none (agentLn, httpLn and http nil): the node serves the API
@@ -323,8 +324,9 @@ type serverDeps struct {
 	// agents, if set, hands the server the agent sessions to serve
 	// (the node's listener) instead of its own listener.
 	agents <-chan transport.Session
-	// cluster is the node, for a term Server.
+	// cluster is the node, and gate its send gate, for a term Server.
 	cluster clusterView
+	gate    func() bool
 }
 
 // newServer builds a Server on d and rebuilds the queue from the store:
@@ -333,7 +335,7 @@ func newServer(cfg Config, d *serverDeps) (*Server, error) {
 	idb := make([]byte, 8)
 	_, _ = rand.Read(idb)
 	s := &Server{cfg: cfg, log: cfg.Logger, id: hex.EncodeToString(idb), hub: hub.New(), clock: clock.Real{},
-		st: d.st, pki: d.pki, ownStore: d.ownStore, agents: d.agents, cluster: d.cluster}
+		st: d.st, pki: d.pki, ownStore: d.ownStore, agents: d.agents, cluster: d.cluster, gate: d.gate}
 
 	// The disk's size sets the defaults that keep a small one from
 	// filling up (disk.go).
