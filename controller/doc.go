@@ -77,9 +77,11 @@
 //
 // What crosses from the controller to the store is a sequence of
 // rounds, each a []store.Command applied as one atomic batch, in order.
-// This is the seam a replicated log sits behind (issue 14: one raft entry
-// per round, and every node's FSM applies it with store.ApplyNoWait);
-// today the committer calls store.ApplyNoWait directly.
+// This is the seam a replicated log sits behind: a single controller's
+// committer calls store.ApplyNoWait directly; a cluster node's committer
+// proposes each round to raft (sched.Log, cluster.Log: one entry per
+// round, split at 64 KiB), and every node's FSM applies the committed
+// entries with store.ApplyNoWait (see Cluster mode).
 //
 // The commands (controller/store/command.go): Transition (a job's new
 // version with its event, and for a submission its audit entry; an
@@ -119,16 +121,55 @@
 // state stays node-local: the QUIC stateless-reset key is a file under
 // node/ in the data directory, not a key, and the store's memory of
 // unfinished jobs (store.head) and its finished count are rebuilt from
-// the store by each node. Output is >99% of the bytes: in one
-// controller its commands ride the rounds like the others; a cluster
-// keeps them out of the replicated log (DESIGN.md) and has each node
-// apply them through the same function.
+// the store by each node. Output is >99% of the bytes; its commands
+// ride the rounds like the others, in a cluster too (see Cluster mode
+// for why, and what it costs).
 //
 // The leader's side: a job transition or output chunk is counted done by
 // the scheduler when it is queued, so the store refusing one means memory
 // and store disagree, and the committer stops the controller
 // (ErrDiverged); the next start loads the store's truth. Other commands'
 // results go back to whoever queued them (Committer.Do).
+//
+// # Cluster mode
+//
+// With -cluster-addr the controller is a Node (node.go) of a raft
+// cluster of 3 or 5 (hashicorp/raft v1.7.2, raft-wal v0.4.2 as its log;
+// the building blocks are controller/cluster's: FSM, snapshots, the
+// mutually authenticated cluster port, formation). Every node applies
+// every committed round to its own store; only the leader schedules.
+//
+// The leader's work is a whole Server per term of leadership, built
+// after a raft barrier from the store exactly as a restarted single
+// controller builds itself — queue, timers, leases with the restart
+// grace, security records — with a committer that proposes to raft
+// instead of writing the store. Losing leadership (or the term's
+// committer failing: a round's outcome became unknown) stops that
+// Server and drops it whole, so nothing of a term outlives it; the next
+// term rebuilds from the store. The node keeps what outlives terms:
+// listeners, PKI, raft and the store.
+//
+// Fencing: nothing that acts on a job leaves before its round commits
+// on a quorum (the rule of a single controller), and a session's writer
+// asks the term's send gate before each Dispatch or Cancel — still
+// leader of that term, confirmed by a quorum within the leader lease —
+// so a leader paused after a commit sends nothing once another may lead.
+//
+// The API is served by every node: a follower forwards each request to
+// the leader (node_http.go), which decides who the caller is from the
+// forwarded, re-verified certificate or token as if it came directly;
+// with no leader a request waits up to 5 s, then gets 503 and
+// Retry-After. Agents are served by the leader; a follower turns an
+// agent away naming the leader's agent address.
+//
+// Output rides the raft log like every other command. The design note
+// proposed a channel of its own beside raft (output is >99% of the
+// bytes); this first version keeps it in the rounds because then an
+// agent's LogAck means "committed on a quorum" by construction, every
+// node's store holds every log (any node serves logs, a new leader has
+// no gap to fill), and a snapshot carries output with the rest. The
+// cost is raft bandwidth: every output byte is sent to each follower
+// inside AppendEntries, in entries of at most 64 KiB.
 //
 // # Ownership
 //

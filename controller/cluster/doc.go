@@ -1,8 +1,7 @@
 // Package cluster holds the building blocks of highly available
-// controllers on hashicorp/raft (issue 14; steps 2 and 3 of the HA
-// design note's order of work). Nothing in the
-// controller uses it yet: a single controller writes its store directly,
-// exactly as before.
+// controllers on hashicorp/raft (issue 14). A single controller does not
+// use it: it writes its store directly, exactly as before; a cluster
+// node (controller.Node) runs on it.
 //
 // # What exists
 //
@@ -65,29 +64,21 @@
 // # How it plugs into the committer
 //
 // The controller's committer (controller/doc.go, "The write seam")
-// gathers a round of commands and calls store.ApplyNoWait, then waits
-// for the fsync. In cluster mode it will instead encode the round
-// (store.EncodeRound), call raft.Apply with it, and wait on the
-// ApplyFuture: Error() nil means committed on a quorum and applied to
-// the leader's FSM, and Response() is this package's *Response with the
-// round's results, which the committer hands back where it hands back
-// Pending.Results today. Futures complete in log order, so the
-// committer's "an earlier round is durable before a later one" promise
-// holds.
+// gathers a round of commands; in cluster mode it hands the round to Log
+// (log.go, a sched.Log), which encodes it (store.EncodeRound, split into
+// several entries at command boundaries past MaxEntryBytes), calls
+// raft.Apply, and whose Proposal waits on the ApplyFutures: Error() nil
+// means committed on a quorum and applied to the leader's FSM, and
+// Response() is this package's *Response with the round's results.
+// Futures complete in log order, so the committer's "an earlier round
+// is durable before a later one" promise holds. The controller's Node
+// (controller/node.go) wires the rest: the cluster port, formation, raft
+// with raft-wal, the leadership lifecycle.
 //
 // # Not yet (later steps of the design)
 //
-//   - No leadership lifecycle: nothing watches raft's state, nothing
-//     builds or drops a scheduler per term, no barrier on election, no
-//     send gate.
-//   - The controller does not run raft yet: no -cluster-addr,
-//     -bootstrap-expect or -join flags wire the transport and formation
-//     in, there are no operator commands, and no cap on a round's
-//     encoded size (the committer will close rounds at 64 KiB, design
-//     3.1).
-//   - No agent redirects and no API forwarding.
-//   - No replication of output outside raft (Output commands in a round
-//     are applied like any other command).
+//   - Output is not replicated outside raft: Output commands ride the
+//     rounds like any other command (controller/doc.go says why).
 //   - The raft configuration is not written into the store ("zc"), and
 //     the start-up check for NoSnapshotRestoreOnStart (design 5.4) is not
 //     built: raft restores its newest snapshot at start, which is
@@ -95,4 +86,5 @@
 //   - No own raft.SnapshotStore handing checkpoint directories over
 //     without streaming them (design 5.2): snapshots are streamed into
 //     the snapshot store even on the node that took them.
+//   - No follower-lag bound in admission (design 3.2).
 package cluster
