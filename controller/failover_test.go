@@ -1,0 +1,318 @@
+package controller_test
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"jobsuite/api"
+	"jobsuite/certs"
+)
+
+// The issue's HA test 1 with real processes: three jobsuite controller
+// processes form a cluster, two real agents know all three, eight
+// clients submit through random nodes with idempotency keys, and the
+// leader is killed with SIGKILL five times (and restarted). Then:
+// every acknowledged submission is exactly one job, every job ends
+// completed, its attempt numbers are 1..n, its stored log is
+// byte-exact on every node, and the agents were back with the new
+// leader within 10 s of each kill.
+
+const (
+	failoverKills   = 5
+	failoverClients = 8
+)
+
+// clusterProc is a controller process of the test cluster.
+type clusterProc struct {
+	*controllerProc
+	name, clusterAddr string
+	client            *apiClient
+}
+
+func TestClusterLeaderKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster failover test: real controllers and agents through 5 leader kills, about a minute; skipped with -short")
+	}
+	work := t.TempDir()
+	bin := buildJobsuite(t, work)
+	pki := newPKI(t)
+	var procs []*clusterProc
+	var join, agentAddrs []string
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("ctl-%d", i)
+		if _, _, err := certs.IssueFiles(pki, certs.Request{Role: certs.RoleController, Name: name, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}); err != nil {
+			t.Fatal(err)
+		}
+		p := &clusterProc{name: name, controllerProc: &controllerProc{t: t, bin: bin, dir: filepath.Join(work, name), pki: pki, data: filepath.Join(work, name, "data")}}
+		if err := os.MkdirAll(p.dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		p.httpAddr, p.agentAddr = freeAddrs(t)
+		p.clusterAddr = freeAddr(t)
+		p.client = newAPIClient(t, pki, "operator", "https://"+p.httpAddr)
+		join = append(join, p.clusterAddr)
+		agentAddrs = append(agentAddrs, p.agentAddr)
+		procs = append(procs, p)
+	}
+	for _, p := range procs {
+		p.extra = []string{"-cert", filepath.Join(pki, p.name+".pem"), "-key", filepath.Join(pki, p.name+"-key.pem"),
+			"-cluster-addr", p.clusterAddr, "-bootstrap-expect", "3", "-join", strings.Join(join, ","),
+			"-lease-ttl", "3s", "-raft-multiplier", "2"}
+	}
+	// The three must start together: each waits for the others to form.
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Go(func() { p.start(p.client) })
+	}
+	wg.Wait()
+	defer func() {
+		for _, p := range procs {
+			select {
+			case <-p.exited:
+			default:
+				p.kill()
+			}
+			if t.Failed() {
+				t.Log(p.tail(p.starts, 30))
+			}
+		}
+	}()
+
+	leader := func(skip *clusterProc) *clusterProc {
+		t.Helper()
+		var lead *clusterProc
+		poll(t, "a leader", 30*time.Second, func() (bool, string) {
+			for _, p := range procs {
+				if p == skip {
+					continue
+				}
+				var ms []api.Member
+				if err := p.client.get("/operator/members", &ms); err != nil {
+					continue
+				}
+				for _, m := range ms {
+					if m.Role == "leader" {
+						for _, q := range procs {
+							if q.name == m.ID && q != skip {
+								lead = q
+								return true, ""
+							}
+						}
+					}
+				}
+			}
+			return false, "no node names a leader"
+		})
+		return lead
+	}
+
+	agentsDir := filepath.Join(work, "agents")
+	for _, name := range []string{"agent-1", "agent-2"} {
+		startClusterAgentProc(t, bin, pki, agentsDir, name, strings.Join(agentAddrs, ","))
+	}
+	agentsBack := func(via *clusterProc) (bool, string) {
+		var list []api.AgentInfo
+		if err := via.client.get("/agents", &list); err != nil {
+			return false, err.Error()
+		}
+		if len(list) != 2 {
+			return false, fmt.Sprintf("%d agents connected", len(list))
+		}
+		return true, ""
+	}
+	lead := leader(nil)
+	poll(t, "both agents at the leader", 30*time.Second, func() (bool, string) { return agentsBack(lead) })
+
+	// Clients: each submits jobs with its own keys through random
+	// nodes, retrying (same key) on errors and 503s until acknowledged.
+	type submitted struct {
+		id  uint64
+		out string
+	}
+	var (
+		mu    sync.Mutex
+		acked = map[string]submitted{}
+		stop  atomic.Bool
+		cwg   sync.WaitGroup
+	)
+	for c := range failoverClients {
+		cwg.Go(func() {
+			for n := 0; !stop.Load(); n++ {
+				key := fmt.Sprintf("c%d-%d", c, n)
+				out := fmt.Sprintf("%s\n%s\n", key, strings.Repeat(key, 1+n%20))
+				body := fmt.Sprintf(`{"name":%q,"command":%q,"idempotency_key":%q,"retries":3,"backoff":{"base":0.2,"max":1}}`,
+					key, fmt.Sprintf("printf '%%s\\n%%s\\n' %s %s; sleep 0.%d", key, strings.Repeat(key, 1+n%20), n%4), key)
+				for try := 0; ; try++ {
+					p := procs[rand.IntN(len(procs))]
+					code, b, err := p.client.do("POST", "/jobs", body)
+					if err == nil && (code == 201 || code == 200) {
+						var j api.JobView
+						if err := json.Unmarshal(b, &j); err != nil {
+							t.Errorf("submit %s: %v: %s", key, err, b)
+							return
+						}
+						mu.Lock()
+						acked[key] = submitted{id: j.JobID, out: out}
+						mu.Unlock()
+						time.Sleep(300 * time.Millisecond) // about 25 jobs/s in all: the agents keep up
+						break
+					}
+					if err == nil && code != 503 && code != 502 {
+						t.Errorf("submit %s through %s: %d %s", key, p.name, code, b)
+						return
+					}
+					if try > 300 {
+						t.Errorf("submit %s: no success after %d tries (last %d %v)", key, try, code, err)
+						return
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		})
+	}
+
+	var failovers []time.Duration
+	for k := 1; k <= failoverKills; k++ {
+		time.Sleep(time.Second) // let the clients and agents work under this leader
+		old := leader(nil)
+		killed := time.Now()
+		old.kill()
+		lead = leader(old)
+		poll(t, fmt.Sprintf("kill %d: both agents at the new leader %s", k, lead.name), 10*time.Second, func() (bool, string) { return agentsBack(lead) })
+		failovers = append(failovers, time.Since(killed))
+		old.start(old.client)
+	}
+	stop.Store(true)
+	cwg.Wait()
+	t.Logf("%d jobs acknowledged; kill → agents back at the new leader: %v", len(acked), failovers)
+
+	// Every acknowledged job ends completed, once, with its own output.
+	lead = leader(nil)
+	for key, s := range acked {
+		var j api.JobView
+		poll(t, fmt.Sprintf("job %d (%s) to finish", s.id, key), 60*time.Second, func() (bool, string) {
+			if err := lead.client.get(fmt.Sprintf("/jobs/%d", s.id), &j); err != nil {
+				return false, err.Error()
+			}
+			return j.Status == "completed" || j.Status == "failed" || j.Status == "cancelled" || j.Status == "timeout", j.Status
+		})
+		if j.Status != "completed" || j.Name != key {
+			t.Errorf("job %d (%s): %s %q (%s)", s.id, key, j.Status, j.Name, j.Reason)
+		}
+		for i, a := range j.Attempts {
+			if int(a.Number) != i+1 {
+				t.Errorf("job %d: attempt numbers %v", s.id, j.Attempts)
+				break
+			}
+		}
+		want := sha256.Sum256([]byte(s.out))
+		for _, p := range procs {
+			var got []byte
+			poll(t, fmt.Sprintf("job %d's log on %s", s.id, p.name), 30*time.Second, func() (bool, string) {
+				code, b, err := p.client.do("GET", fmt.Sprintf("/jobs/%d/logs", s.id), "")
+				if err != nil || code != 200 {
+					return false, fmt.Sprint(code, err)
+				}
+				got = b
+				return true, ""
+			})
+			if sha256.Sum256(got) != want {
+				t.Errorf("job %d's log through %s: %q, want %q", s.id, p.name, got, s.out)
+			}
+		}
+	}
+	// No key made two jobs.
+	all := listAllJobs(t, lead.client)
+	names := map[string]int{}
+	for _, j := range all {
+		names[j.Name]++
+	}
+	for name, n := range names {
+		if n > 1 {
+			t.Errorf("%d jobs named %s: a retried submission made a second job", n, name)
+		}
+	}
+	if len(all) != len(acked) {
+		t.Errorf("%d jobs stored, %d acknowledged", len(all), len(acked))
+	}
+}
+
+// listAllJobs pages through GET /jobs.
+func listAllJobs(t *testing.T, c *apiClient) []api.JobView {
+	t.Helper()
+	var all []api.JobView
+	cursor := ""
+	for range 1000 {
+		req, err := http.NewRequest("GET", c.base+"/jobs?limit=1000"+cursor, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var page []api.JobView
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET /jobs: %d %v", resp.StatusCode, err)
+		}
+		all = append(all, page...)
+		next := resp.Header.Get("X-Next-Cursor")
+		if next == "" {
+			return all
+		}
+		cursor = "&cursor=" + next
+	}
+	t.Fatal("GET /jobs: more than 1000 pages")
+	return nil
+}
+
+// startClusterAgentProc runs a real agent process that knows every
+// controller; it is stopped when the test ends.
+func startClusterAgentProc(t *testing.T, bin, pki, dir, name, controllers string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "agent", "-controller", controllers,
+		"-ca", filepath.Join(pki, "ca.pem"), "-cert", filepath.Join(pki, name+".pem"), "-key", filepath.Join(pki, name+"-key.pem"),
+		"-slots", "4", "-state-dir", filepath.Join(dir, name+"-state"), "-drain-timeout", "0s", "-log-level", "info")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		logf.Close()
+		if t.Failed() {
+			for _, l := range tailLines(logf.Name(), 40) {
+				t.Logf("%s.log: %s", name, l)
+			}
+		}
+	})
+}
