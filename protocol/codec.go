@@ -68,6 +68,7 @@ func appendPayload(b []byte, m Message) ([]byte, bool) {
 		b = binary.AppendUvarint(b, uint64(m.Slots))
 		b = appendString(b, m.AgentVersion)
 		b = appendRefs(b, m.Running)
+		b = binary.AppendUvarint(b, uint64(m.Features))
 	case *Welcome:
 		if m == nil {
 			return b, false
@@ -76,6 +77,8 @@ func appendPayload(b []byte, m Message) ([]byte, bool) {
 		b = appendString(b, m.ControllerID)
 		b = binary.AppendVarint(b, int64(m.HeartbeatInterval))
 		b = binary.AppendVarint(b, int64(m.LeaseTTL))
+		b = appendStrings(b, m.Members)
+		b = binary.AppendUvarint(b, m.Term)
 	case *Credit:
 		if m == nil {
 			return b, false
@@ -97,6 +100,7 @@ func appendPayload(b []byte, m Message) ([]byte, bool) {
 		b = binary.AppendUvarint(b, m.MaxOutput)
 		b = binary.AppendUvarint(b, uint64(m.Output))
 		b = binary.AppendUvarint(b, uint64(m.TTY))
+		b = binary.AppendUvarint(b, m.Term)
 	case *Cancel:
 		if m == nil {
 			return b, false
@@ -104,6 +108,7 @@ func appendPayload(b []byte, m Message) ([]byte, bool) {
 		b = binary.AppendUvarint(b, m.JobID)
 		b = binary.AppendUvarint(b, uint64(m.Attempt))
 		b = appendString(b, m.Reason)
+		b = binary.AppendUvarint(b, m.Term)
 	case *Heartbeat:
 		if m == nil {
 			return b, false
@@ -185,6 +190,12 @@ func appendPayload(b []byte, m Message) ([]byte, bool) {
 		b = binary.AppendUvarint(b, uint64(m.Processes))
 		b = binary.AppendUvarint(b, m.OutputBytes)
 		b = appendString(b, m.LastLine)
+	case *Redirect:
+		if m == nil {
+			return b, false
+		}
+		b = appendString(b, m.Leader)
+		b = appendStrings(b, m.Members)
 	default:
 		return b, false
 	}
@@ -285,6 +296,7 @@ func Decode(t Type, payload []byte) (Message, error) {
 			JobID:   d.uvarint("Cancel.JobID"),
 			Attempt: d.u32("Cancel.Attempt"),
 			Reason:  d.str("Cancel.Reason"),
+			Term:    d.optionalUvarint("Cancel.Term"),
 		}
 	case TypeHeartbeat:
 		m = &Heartbeat{
@@ -339,6 +351,11 @@ func Decode(t Type, payload []byte) (Message, error) {
 			OutputBytes: d.uvarint("StatusReply.OutputBytes"),
 			LastLine:    d.str("StatusReply.LastLine"),
 		}
+	case TypeRedirect:
+		m = &Redirect{
+			Leader:  d.str("Redirect.Leader"),
+			Members: d.strs("Redirect.Members"),
+		}
 	default:
 		if t >= OptionalBase {
 			return nil, nil
@@ -360,6 +377,7 @@ func (d *decoder) hello() *Hello {
 	m.Slots = d.u32("Hello.Slots")
 	m.AgentVersion = d.str("Hello.AgentVersion")
 	m.Running = d.refs("Hello.Running")
+	m.Features = Features(d.optionalUvarint("Hello.Features"))
 	return m
 }
 
@@ -369,6 +387,8 @@ func (d *decoder) welcome() *Welcome {
 	m.ControllerID = d.str("Welcome.ControllerID")
 	m.HeartbeatInterval = d.duration("Welcome.HeartbeatInterval")
 	m.LeaseTTL = d.duration("Welcome.LeaseTTL")
+	m.Members = d.optionalStrs("Welcome.Members")
+	m.Term = d.optionalUvarint("Welcome.Term")
 	return m
 }
 
@@ -386,6 +406,7 @@ func (d *decoder) dispatch() *Dispatch {
 	m.MaxOutput = d.optionalUvarint("Dispatch.MaxOutput")
 	m.Output = OutputMode(d.optionalU8("Dispatch.Output"))
 	m.TTY = TTYMode(d.optionalU8("Dispatch.TTY"))
+	m.Term = d.optionalUvarint("Dispatch.Term")
 	return m
 }
 
@@ -598,6 +619,15 @@ func (d *decoder) optionalRefs(field string) []AttemptRef {
 	return d.refs(field)
 }
 
+// optionalStrs reads a list of strings appended after the first
+// version (PROTOCOL.md §7): absent, it is nil.
+func (d *decoder) optionalStrs(field string) []string {
+	if len(d.b) == 0 {
+		return nil
+	}
+	return d.strs(field)
+}
+
 // optionalU8 reads a u8 appended to a message after its first version:
 // a payload that ends before it decodes as 0 (PROTOCOL.md §7).
 func (d *decoder) optionalU8(field string) uint8 {
@@ -659,6 +689,7 @@ var typeNames = [...]string{
 	TypeDrain:         "Drain",
 	TypeStatusRequest: "StatusRequest",
 	TypeStatusReply:   "StatusReply",
+	TypeRedirect:      "Redirect",
 }
 
 // String returns "stdout" or "stderr", or "Stream(N)" for a number this

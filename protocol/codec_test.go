@@ -25,18 +25,23 @@ func samples() map[string]Message {
 			Slots:        8,
 			AgentVersion: "v1.2.3",
 			Running:      []AttemptRef{{JobID: 1, Attempt: 1}, {JobID: math.MaxUint64, Attempt: math.MaxUint32}, {}},
+			Features:     FeatureRedirect,
 		},
-		"Hello/zero": &Hello{},
+		"Hello/future": &Hello{Name: "w", Features: math.MaxUint64},
+		"Hello/zero":   &Hello{},
 		"Welcome": &Welcome{
 			Version:           Version,
 			ControllerID:      "ctl-a",
 			HeartbeatInterval: 5 * time.Second,
 			LeaseTTL:          30 * time.Second,
+			Members:           []string{"ctl-a:7443", "ctl-b:7443", "[::1]:7443"},
+			Term:              1 << 35,
 		},
-		"Welcome/negative": &Welcome{HeartbeatInterval: -1, LeaseTTL: math.MinInt64},
-		"Welcome/zero":     &Welcome{},
-		"Credit":           &Credit{Slots: math.MaxUint32},
-		"Credit/zero":      &Credit{},
+		"Welcome/term only": &Welcome{Version: Version, Term: 3},
+		"Welcome/negative":  &Welcome{HeartbeatInterval: -1, LeaseTTL: math.MinInt64},
+		"Welcome/zero":      &Welcome{},
+		"Credit":            &Credit{Slots: math.MaxUint32},
+		"Credit/zero":       &Credit{},
 		"Dispatch": &Dispatch{
 			JobID:       1 << 40,
 			Attempt:     3,
@@ -50,11 +55,12 @@ func samples() map[string]Message {
 			MaxOutput:   1 << 30,
 			Output:      OutputOrdered,
 			TTY:         TTYOff,
+			Term:        7,
 		},
 		"Dispatch/tty":    &Dispatch{JobID: 1, Attempt: 1, Command: "ls --color=auto", CaptureLogs: true, Output: OutputOrdered, TTY: TTYOn},
 		"Dispatch/future": &Dispatch{JobID: 1, Attempt: 1, Output: 200, TTY: 255},
 		"Dispatch/zero":   &Dispatch{},
-		"Cancel":          &Cancel{JobID: 42, Attempt: 2, Reason: "cancelled by operator alice"},
+		"Cancel":          &Cancel{JobID: 42, Attempt: 2, Reason: "cancelled by operator alice", Term: math.MaxUint64},
 		"Cancel/zero":     &Cancel{},
 		"Heartbeat": &Heartbeat{
 			Seq:     99,
@@ -110,7 +116,10 @@ func samples() map[string]Message {
 			Elapsed: 3 * time.Second, UserCPU: time.Second, SystemCPU: time.Millisecond,
 			RSS: 64 << 20, Processes: 3, OutputBytes: 1 << 30, LastLine: "step 7/9 ✓",
 		},
-		"StatusReply/zero": &StatusReply{},
+		"StatusReply/zero":   &StatusReply{},
+		"Redirect":           &Redirect{Leader: "ctl-b:7443", Members: []string{"ctl-a:7443", "ctl-b:7443", "ctl-c:7443"}},
+		"Redirect/no leader": &Redirect{Members: []string{"ctl-a:7443"}},
+		"Redirect/zero":      &Redirect{},
 	}
 }
 
@@ -248,28 +257,49 @@ func TestTrailingBytesIgnored(t *testing.T) {
 // of an earlier version wrote it, without (some of) the fields appended
 // since (PROTOCOL.md §7), and decoded as m with those fields zero.
 func optionalCut(m, got Message, cut int) bool {
+	// appended lists, for each message with fields appended after its
+	// first version, copies of m with the appended fields zeroed one at a
+	// time, last first, and how many bytes each zeroed field took.
+	type step struct {
+		size int
+		old  Message
+	}
+	var steps []step
+	uv := func(v uint64) int { return len(binary.AppendUvarint(nil, v)) }
 	switch m := m.(type) {
+	case *Hello:
+		old := *m
+		old.Features = 0
+		steps = []step{{uv(uint64(m.Features)), &old}}
+	case *Welcome:
+		noTerm := *m
+		noTerm.Term = 0
+		noMembers := noTerm
+		noMembers.Members = nil
+		steps = []step{{uv(m.Term), &noTerm}, {len(appendStrings(nil, m.Members)), &noMembers}}
 	case *Heartbeat:
 		old := &Heartbeat{Seq: m.Seq, Running: m.Running}
-		payload := Append(nil, old)[frameHeader:]
-		return cut == len(payload)-1 && reflect.DeepEqual(got, old) // -1: the empty Ended
-	case *Dispatch:
-		// The fields appended since, last first: cut one more each time.
+		steps = []step{{len(appendRefs(nil, m.Ended)), old}}
+	case *Cancel:
 		old := *m
-		end := len(Append(nil, m)) - frameHeader
-		for _, f := range []struct {
-			v    uint64
-			zero func()
-		}{
-			{uint64(m.TTY), func() { old.TTY = 0 }},
-			{uint64(m.Output), func() { old.Output = 0 }},
-			{m.MaxOutput, func() { old.MaxOutput = 0 }},
-		} {
-			end -= len(binary.AppendUvarint(nil, f.v))
-			f.zero()
-			if cut == end && reflect.DeepEqual(got, &old) {
-				return true
-			}
+		old.Term = 0
+		steps = []step{{uv(m.Term), &old}}
+	case *Dispatch:
+		noTerm := *m
+		noTerm.Term = 0
+		noTTY := noTerm
+		noTTY.TTY = 0
+		noOutput := noTTY
+		noOutput.Output = 0
+		noMax := noOutput
+		noMax.MaxOutput = 0
+		steps = []step{{uv(m.Term), &noTerm}, {uv(uint64(m.TTY)), &noTTY}, {uv(uint64(m.Output)), &noOutput}, {uv(m.MaxOutput), &noMax}}
+	}
+	end := len(Append(nil, m)) - frameHeader
+	for _, st := range steps {
+		end -= st.size
+		if cut == end && reflect.DeepEqual(got, st.old) {
+			return true
 		}
 	}
 	return false
@@ -281,7 +311,7 @@ func optionalCut(m, got Message, cut int) bool {
 func TestDispatchWithoutOutput(t *testing.T) {
 	m := &Dispatch{JobID: 9, Attempt: 2, Name: "n", Command: "echo hi", Timeout: time.Second, KillGrace: time.Second, CaptureLogs: true}
 	_, payload := splitFrame(t, Append(nil, m))
-	old := payload[:len(payload)-2] // without Output and TTY
+	old := payload[:len(payload)-3] // without Output, TTY and Term
 	got, err := Decode(TypeDispatch, old)
 	if err != nil {
 		t.Fatal(err)
@@ -415,6 +445,7 @@ func TestDecodeUnknownType(t *testing.T) {
 	}{
 		"zero":           {0, ErrUnknownType},
 		"next required":  {lastType + 1, ErrUnknownType},
+		"redirect":       {TypeRedirect, ErrMalformed},
 		"last required":  {OptionalBase - 1, ErrUnknownType},
 		"first optional": {OptionalBase, nil},
 		"last optional":  {255, nil},

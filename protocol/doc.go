@@ -27,7 +27,10 @@
 //   - Message types at or above OptionalBase (128) are optional: a Reader
 //     that does not know one skips it. An unknown type below it is an
 //     error (ErrUnknownType). Adding a required type, or changing what an
-//     existing field means, needs a new Version.
+//     existing field means, needs a new Version — or, for a type only
+//     some agents understand, a Features bit that the agent announces in
+//     Hello and the controller checks before it sends the type
+//     (Redirect, FeatureRedirect).
 //   - The Version is negotiated in the TLS ALPN name and again in
 //     Hello/Welcome; CheckVersion refuses any other version with
 //     ErrUnsupportedVersion, and the refusing side answers

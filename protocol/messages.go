@@ -12,7 +12,11 @@ import "time"
 //	    log ack, finished, finish ack), error, drain, status
 //	    request/reply. Later, still 1, as optional last fields
 //	    (PROTOCOL.md §7): Heartbeat.Ended; Dispatch.Output and
-//	    Dispatch.TTY.
+//	    Dispatch.TTY. Then, for several controllers, still 1:
+//	    Hello.Features, Welcome.Members and Welcome.Term,
+//	    Dispatch.Term, Cancel.Term (optional last fields), and the
+//	    Redirect message, which a controller sends only to an agent
+//	    whose Hello announced FeatureRedirect.
 const Version = 1
 
 // ALPN is the TLS application protocol name for this protocol version.
@@ -45,9 +49,10 @@ const (
 	TypeDrain         Type = 14 // agent → controller, send me no more jobs
 	TypeStatusRequest Type = 15 // controller → agent, how is this attempt doing?
 	TypeStatusReply   Type = 16 // agent → controller, answer to StatusRequest
+	TypeRedirect      Type = 17 // controller → agent, I am not the leader: dial this one (only after FeatureRedirect)
 
 	// lastType is the highest required type this build knows.
-	lastType = TypeStatusReply
+	lastType = TypeRedirect
 )
 
 // Message is implemented by every message type.
@@ -62,7 +67,9 @@ type AttemptRef struct {
 }
 
 // Hello opens the control stream. Running lists the attempts the agent
-// is still running (non-empty after a reconnect).
+// is still running (non-empty after a reconnect). Features says which
+// additions to version 1 the agent understands; appended after the
+// first agents, absent (0) from older ones.
 type Hello struct {
 	Version      uint32
 	Name         string
@@ -70,16 +77,44 @@ type Hello struct {
 	Slots        uint32
 	AgentVersion string
 	Running      []AttemptRef
+	Features     Features
 }
+
+// Features is a set of bits an agent announces in Hello: additions to
+// the protocol that a controller may use with this agent only. Bits are
+// only ever added, never reused; a controller ignores bits it does not
+// know.
+type Features uint64
+
+const (
+	// FeatureRedirect: the agent follows a Redirect (it dials the
+	// leader it names, or another controller). A controller sends
+	// Redirect only to an agent that announced it; an older agent gets
+	// Error{CodeShutdown} instead and retries its one address.
+	FeatureRedirect Features = 1 << 0
+)
+
+// Has reports whether every bit of g is in f.
+func (f Features) Has(g Features) bool { return f&g == g }
 
 // Welcome accepts a Hello. The agent sends a Heartbeat every
 // HeartbeatInterval; the controller considers it lost after LeaseTTL
 // without one.
+//
+// Members and Term were appended for several controllers (absent: nil
+// and 0, which is what a single controller sends). Members lists the
+// agent address of every controller of the cluster, the leader's
+// included; the agent adds them to the addresses it dials. Term is the
+// leadership term of the controller that welcomes the agent: an agent
+// that has seen a higher term refuses the session, and drops a
+// Dispatch or Cancel of a lower term (PROTOCOL.md §2.4).
 type Welcome struct {
 	Version           uint32
 	ControllerID      string
 	HeartbeatInterval time.Duration
 	LeaseTTL          time.Duration
+	Members           []string
+	Term              uint64
 }
 
 // Credit grants the controller Slots more dispatches. Credits add up;
@@ -101,6 +136,10 @@ type Credit struct {
 // two pipes they always had (OutputSplit) and the agent's default about
 // a terminal; older agents ignore them and run every job with two
 // pipes, no terminal, no cap from the controller.
+//
+// Term, appended for several controllers, is the leadership term of
+// the controller that sends it (0: a single controller, or one that
+// does not say). An agent that has seen a higher term drops it.
 type Dispatch struct {
 	JobID       uint64
 	Attempt     uint32
@@ -114,6 +153,7 @@ type Dispatch struct {
 	MaxOutput   uint64
 	Output      OutputMode
 	TTY         TTYMode
+	Term        uint64
 }
 
 // OutputMode says how an attempt's stdout and stderr are captured.
@@ -141,10 +181,24 @@ const (
 )
 
 // Cancel asks the agent to stop an attempt (kill its process group).
+// Term is as Dispatch.Term (appended for several controllers; absent 0).
 type Cancel struct {
 	JobID   uint64
 	Attempt uint32
 	Reason  string
+	Term    uint64
+}
+
+// Redirect tells the agent that this controller is not the leader of
+// its cluster; it is sent instead of Welcome, or at any time in a
+// session, and the controller closes the session after it. Leader is
+// the leader's agent address (host:port), "" when no leader is known
+// (an election is under way). Members lists the agent address of every
+// controller this one knows. Sent only to an agent whose Hello
+// announced FeatureRedirect.
+type Redirect struct {
+	Leader  string
+	Members []string
 }
 
 // Heartbeat renews the leases of the listed attempts: Running lists
@@ -289,3 +343,4 @@ func (*Error) Type() Type         { return TypeError }
 func (*Drain) Type() Type         { return TypeDrain }
 func (*StatusRequest) Type() Type { return TypeStatusRequest }
 func (*StatusReply) Type() Type   { return TypeStatusReply }
+func (*Redirect) Type() Type      { return TypeRedirect }

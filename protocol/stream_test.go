@@ -106,7 +106,7 @@ func TestReaderErrors(t *testing.T) {
 		"bad payload":           {rawFrame(TypeLogChunk, []byte{0, 0, 0}), 0, ErrMalformed},
 		"truncated payload":     {rawFrame(TypeCancel, []byte{1}), 0, ErrMalformed},
 		"over custom limit":     {Append(nil, &Cancel{Reason: "0123456789"}), 10, ErrFrameTooLarge},
-		"at custom limit":       {Append(nil, &Cancel{Reason: "012345"}), 10, io.EOF},
+		"at custom limit":       {Append(nil, &Cancel{Reason: "01234"}), 10, io.EOF},
 		"over default limit":    {binary.BigEndian.AppendUint32(nil, MaxFrameSize+1), 0, ErrFrameTooLarge},
 		"over limit, optional":  {rawFrame(200, make([]byte, 20)), 10, ErrFrameTooLarge},
 		"huge length":           {[]byte{0xff, 0xff, 0xff, 0xff}, 0, ErrFrameTooLarge},
