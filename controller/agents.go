@@ -41,6 +41,7 @@ type agentConn struct {
 	// gate, in a cluster, says whether this controller may still send a
 	// Dispatch or Cancel as leader (Node.mayLead); nil: always.
 	gate      func() bool
+	term      uint64      // the leadership term stamped on Dispatch and Cancel; 0 for a single controller
 	writing   atomic.Bool // a writeControl goroutine runs
 	closeOnce sync.Once
 
@@ -192,12 +193,17 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		name: name, labels: hello.Labels, slots: int(hello.Slots), version: hello.AgentVersion,
 		transport: sess.Transport(), addr: sess.RemoteAddr().String(), connected: time.Now().UTC(),
 		sess: sess, log: log, out: make(chan protocol.Message, outQueue+2*min(int(hello.Slots), 4096)), ctrl: w,
-		gate: s.gate,
+		gate: s.gate, term: s.term,
 	}
-	if err := w.Write(&protocol.Welcome{
+	welcome := &protocol.Welcome{
 		Version: protocol.Version, ControllerID: s.id,
 		HeartbeatInterval: s.cfg.HeartbeatInterval, LeaseTTL: s.cfg.LeaseTTL,
-	}); err != nil {
+		Term: s.term,
+	}
+	if s.members != nil {
+		welcome.Members = s.members()
+	}
+	if err := w.Write(welcome); err != nil {
 		log.Warn("welcome failed", "error", err)
 		return
 	}
@@ -292,6 +298,9 @@ func (a *agentConn) writeControl() {
 				a.Close("this controller is no longer the leader")
 				return
 			}
+			if a.term != 0 {
+				m = withTerm(m, a.term)
+			}
 			if err := a.ctrl.Write(m); err != nil {
 				a.log.Debug("control write failed", "error", err)
 				a.Close("write failed")
@@ -316,6 +325,23 @@ func fenced(m protocol.Message) bool {
 		return true
 	}
 	return false
+}
+
+// withTerm returns m stamped with the leadership term if it is a
+// Dispatch or Cancel (a copy: the scheduler may still hold m), so an
+// agent that has seen a newer leader drops it (PROTOCOL.md §2.4).
+func withTerm(m protocol.Message, term uint64) protocol.Message {
+	switch v := m.(type) {
+	case *protocol.Dispatch:
+		c := *v
+		c.Term = term
+		return &c
+	case *protocol.Cancel:
+		c := *v
+		c.Term = term
+		return &c
+	}
+	return m
 }
 
 // acceptJobStreams serves the job streams the agent opens until the

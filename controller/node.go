@@ -575,7 +575,8 @@ func (n *Node) establish(ctx context.Context, r *raft.Raft, t uint64) {
 	}
 	agents := make(chan transport.Session)
 	gate := &sendGate{r: r, t: t, window: raftLease * time.Duration(n.cfg.RaftMultiplier)}
-	srv, err := newServer(n.cfg, &serverDeps{st: n.fsm.Store(), log: cluster.NewLog(r), pki: n.pki, agents: agents, cluster: n, gate: gate.ok})
+	srv, err := newServer(n.cfg, &serverDeps{st: n.fsm.Store(), log: cluster.NewLog(r), pki: n.pki, agents: agents, cluster: n, gate: gate.ok,
+		term: t, members: n.agentMembers})
 	if err != nil {
 		n.log.Error("new leader could not load the queue; handing leadership on", "term", t, "error", err)
 		_ = r.LeadershipTransfer().Error()
@@ -594,6 +595,7 @@ func (n *Node) establish(ctx context.Context, r *raft.Raft, t uint64) {
 		}
 	}()
 	n.term.Store(tm)
+	go n.learnMembers(tctx)
 	n.log.Info("leading", "term", t, "ready_after", time.Since(start).Round(time.Millisecond))
 }
 
@@ -636,6 +638,28 @@ func (g *sendGate) ok() bool {
 	return true
 }
 
+// learnMembers asks each member for its addresses (agentMembers lists
+// only those it knows), once at the start of a term and then every 10 s
+// while it lasts, so that a member that was down is learnt too.
+func (n *Node) learnMembers(ctx context.Context) {
+	for {
+		if r := n.raftNode(); r != nil {
+			if f := r.GetConfiguration(); f.Error() == nil {
+				for _, srv := range f.Configuration().Servers {
+					if string(srv.ID) != n.id {
+						_, _ = n.fwd.addrsOf(ctx, string(srv.ID), string(srv.Address))
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
 // endTerm stops term t's Server and waits for it.
 func (n *Node) endTerm(t *term, why string) {
 	n.term.CompareAndSwap(t, nil)
@@ -671,14 +695,61 @@ func (n *Node) acceptAgents(ctx context.Context) {
 	}
 }
 
-// redirectAgent turns away an agent that reached a follower, telling
-// it where the leader is; the agent dials another controller.
+// redirectAgent turns away an agent that reached a follower: an agent
+// that announced FeatureRedirect gets a Redirect naming the leader and
+// the members, an older one an Error saying so (PROTOCOL.md §2.4); the
+// agent dials another controller.
 func (n *Node) redirectAgent(ctx context.Context, sess transport.Session) {
+	defer sess.Close("not the leader")
+	hctx, cancel := context.WithTimeout(ctx, n.cfg.HandshakeTimeout)
+	defer cancel()
+	ctrl, err := sess.AcceptStream(hctx)
+	if err != nil {
+		return
+	}
+	_ = ctrl.SetReadDeadline(time.Now().Add(n.cfg.HandshakeTimeout))
+	_ = ctrl.SetWriteDeadline(time.Now().Add(n.cfg.HandshakeTimeout))
+	r := protocol.NewReaderSize(ctrl, n.cfg.MaxFrameBytes, controlReadBuffer)
+	w := protocol.NewWriter(ctrl)
+	leader := ""
 	msg := "this controller is not the leader and no leader is known yet; try another controller"
 	if a, err := n.leaderAddrs(ctx, false); err == nil {
-		msg = "this controller is not the leader; the leader's agent address is " + a.Agent
+		leader = a.Agent
+		msg = "this controller is not the leader; the leader's agent address is " + leader
 	}
-	refuseSession(ctx, sess, protocol.CodeShutdown, msg)
+	var reply protocol.Message = &protocol.Error{Code: protocol.CodeShutdown, Message: msg}
+	if m, err := r.Read(); err == nil {
+		if h, ok := m.(*protocol.Hello); ok && h.Features&protocol.FeatureRedirect != 0 {
+			reply = &protocol.Redirect{Leader: leader, Members: n.agentMembers()}
+		}
+	}
+	_ = w.Write(reply)
+	_ = ctrl.Close()
+	discardUntilEOF(ctrl, 2*time.Second) // the reply arrives before the session closes
+}
+
+// agentMembers returns the agent addresses of the cluster's members
+// that this node knows (asked once per member over the cluster port,
+// then remembered), itself included.
+func (n *Node) agentMembers() []string {
+	out := []string{n.addrs.Agent}
+	r := n.raftNode()
+	if r == nil {
+		return out
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return out
+	}
+	for _, srv := range f.Configuration().Servers {
+		if string(srv.ID) == n.id {
+			continue
+		}
+		if a, ok := n.fwd.known(string(srv.ID), string(srv.Address)); ok {
+			out = append(out, a.Agent)
+		}
+	}
+	return out
 }
 
 // leaderAddrs returns the current leader's addresses, waiting up to

@@ -209,6 +209,15 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, addr string)
 	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardTarget{}, addr)))
 }
 
+// known returns the addresses of node id at clusterAddr if addrsOf
+// learnt them, without asking.
+func (f *forwarder) known(id, clusterAddr string) (NodeAddrs, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a, ok := f.addrs[id+"@"+clusterAddr]
+	return a, ok
+}
+
 // addrsOf returns the API and agent addresses of the node id at its
 // cluster address, asking it once and remembering the answer.
 func (f *forwarder) addrsOf(ctx context.Context, id, clusterAddr string) (NodeAddrs, error) {

@@ -252,10 +252,12 @@ type Server struct {
 	// (RecordRounds, for tests; set before Run).
 	rounds func(cmds []store.Command, results []store.Result)
 
-	ownStore bool         // Run closes st when it ends (not a cluster node's term)
-	cluster  clusterView  // the node a term Server runs for; nil for a single controller
-	gate     func() bool  // agentConn.gate: the term's send gate; nil for a single controller
-	handler  http.Handler // the API's routes
+	ownStore bool            // Run closes st when it ends (not a cluster node's term)
+	cluster  clusterView     // the node a term Server runs for; nil for a single controller
+	gate     func() bool     // agentConn.gate: the term's send gate; nil for a single controller
+	term     uint64          // the raft term a term Server leads; 0 for a single controller
+	members  func() []string // the controllers' agent addresses, for Welcome; nil for a single controller
+	handler  http.Handler    // the API's routes
 	// A single controller's listeners; a cluster node's term server
 	// has none (agentLn, httpLn and http nil): the node serves the API
 	// with handler and hands it agent sessions on agents.
@@ -327,6 +329,8 @@ type serverDeps struct {
 	// cluster is the node, and gate its send gate, for a term Server.
 	cluster clusterView
 	gate    func() bool
+	term    uint64
+	members func() []string
 }
 
 // newServer builds a Server on d and rebuilds the queue from the store:
@@ -335,7 +339,7 @@ func newServer(cfg Config, d *serverDeps) (*Server, error) {
 	idb := make([]byte, 8)
 	_, _ = rand.Read(idb)
 	s := &Server{cfg: cfg, log: cfg.Logger, id: hex.EncodeToString(idb), hub: hub.New(), clock: clock.Real{},
-		st: d.st, pki: d.pki, ownStore: d.ownStore, agents: d.agents, cluster: d.cluster, gate: d.gate}
+		st: d.st, pki: d.pki, ownStore: d.ownStore, agents: d.agents, cluster: d.cluster, gate: d.gate, term: d.term, members: d.members}
 
 	// The disk's size sets the defaults that keep a small one from
 	// filling up (disk.go).
