@@ -448,6 +448,8 @@ func (n *Node) Run(ctx context.Context) error {
 
 	err := n.join(ctx)
 	if err == nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.learnMembers(ctx) }()
 		n.lead(ctx)
 	}
 	n.log.Info("controller stopping")
@@ -595,7 +597,6 @@ func (n *Node) establish(ctx context.Context, r *raft.Raft, t uint64) {
 		}
 	}()
 	n.term.Store(tm)
-	go n.learnMembers(tctx)
 	n.log.Info("leading", "term", t, "ready_after", time.Since(start).Round(time.Millisecond))
 }
 
@@ -639,15 +640,19 @@ func (g *sendGate) ok() bool {
 }
 
 // learnMembers asks each member for its addresses (agentMembers lists
-// only those it knows), once at the start of a term and then every 10 s
-// while it lasts, so that a member that was down is learnt too.
+// only those it knows) every 2 s until it knows them all, then every
+// 30 s (a member added later, or one that was down).
 func (n *Node) learnMembers(ctx context.Context) {
 	for {
+		every := 30 * time.Second
 		if r := n.raftNode(); r != nil {
 			if f := r.GetConfiguration(); f.Error() == nil {
 				for _, srv := range f.Configuration().Servers {
-					if string(srv.ID) != n.id {
-						_, _ = n.fwd.addrsOf(ctx, string(srv.ID), string(srv.Address))
+					if string(srv.ID) == n.id {
+						continue
+					}
+					if _, err := n.fwd.addrsOf(ctx, string(srv.ID), string(srv.Address)); err != nil {
+						every = 2 * time.Second
 					}
 				}
 			}
@@ -655,7 +660,7 @@ func (n *Node) learnMembers(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(10 * time.Second):
+		case <-time.After(every):
 		}
 	}
 }

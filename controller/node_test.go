@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"jobsuite/api"
 	"jobsuite/certs"
 	"jobsuite/controller"
+	"jobsuite/protocol"
 	"jobsuite/transport"
 )
 
@@ -211,6 +213,27 @@ func TestClusterForwardsAndFailsOver(t *testing.T) {
 		t.Fatalf("metrics through a follower: %d, leader/voters series missing", code)
 	}
 
+	// Agents: the leader welcomes with its term and the members' agent
+	// addresses; a follower redirects an agent that follows redirects
+	// to the leader, and tells an older one why it refuses.
+	welcome, _ := agentHello(t, c, c.cfgs[lead].AgentAddr, protocol.FeatureRedirect)
+	if w, ok := welcome.(*protocol.Welcome); !ok || w.Term == 0 || len(w.Members) != 3 || !slices.Contains(w.Members, c.cfgs[fol].AgentAddr) {
+		t.Fatalf("the leader's answer to a hello: %#v", welcome)
+	}
+	// (A node learns the others' addresses in the background.)
+	(&cluster{t: t}).waitFor("a follower's redirect to the leader, with every member", func() bool {
+		redirect, _ := agentHello(t, c, c.cfgs[fol].AgentAddr, protocol.FeatureRedirect)
+		r, ok := redirect.(*protocol.Redirect)
+		if !ok {
+			t.Fatalf("a follower's answer to a hello: %#v", redirect)
+		}
+		return r.Leader == c.cfgs[lead].AgentAddr && len(r.Members) == 3
+	})
+	refusal, _ := agentHello(t, c, c.cfgs[fol].AgentAddr, 0)
+	if e, ok := refusal.(*protocol.Error); !ok || e.Code != protocol.CodeShutdown || !strings.Contains(e.Message, c.cfgs[lead].AgentAddr) {
+		t.Fatalf("a follower's answer to an older agent's hello: %#v", refusal)
+	}
+
 	// The leader goes away; the others elect one that has every job.
 	a.stop()
 	c.stop(lead)
@@ -294,6 +317,28 @@ func nodeMembers(t *testing.T, c *nodeCluster, i int) []api.Member {
 		t.Fatal(err)
 	}
 	return ms
+}
+
+// agentHello says hello to the controller at addr as agent-3 and
+// returns its answer.
+func agentHello(t *testing.T, c *nodeCluster, addr string, features protocol.Features) (protocol.Message, transport.Session) {
+	t.Helper()
+	pool, kp, err := files(c.dir, "agent-3").Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sess, err := transport.Dial(ctx, addr, certs.ClientTLS(pool, kp, "127.0.0.1"), transport.ModeQUIC, transport.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sess.Close("test over") })
+	m, _, _, err := controlReply(sess, &protocol.Hello{Version: protocol.Version, Name: "agent-3", Slots: 1, Features: features})
+	if err != nil {
+		t.Fatalf("hello to %s: %v", addr, err)
+	}
+	return m, sess
 }
 
 type clusterAgent struct{ stop func() }
