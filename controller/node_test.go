@@ -216,10 +216,15 @@ func TestClusterForwardsAndFailsOver(t *testing.T) {
 	// Agents: the leader welcomes with its term and the members' agent
 	// addresses; a follower redirects an agent that follows redirects
 	// to the leader, and tells an older one why it refuses.
-	welcome, _ := agentHello(t, c, c.cfgs[lead].AgentAddr, protocol.FeatureRedirect)
-	if w, ok := welcome.(*protocol.Welcome); !ok || w.Term == 0 || len(w.Members) != 3 || !slices.Contains(w.Members, c.cfgs[fol].AgentAddr) {
-		t.Fatalf("the leader's answer to a hello: %#v", welcome)
-	}
+	(&cluster{t: t}).waitFor("the leader's welcome with its term and every member", func() bool {
+		welcome, sess := agentHello(t, c, c.cfgs[lead].AgentAddr, protocol.FeatureRedirect)
+		sess.Close("checked") // a fake agent must not be given jobs
+		w, ok := welcome.(*protocol.Welcome)
+		if !ok || w.Term == 0 {
+			t.Fatalf("the leader's answer to a hello: %#v", welcome)
+		}
+		return len(w.Members) == 3 && slices.Contains(w.Members, c.cfgs[fol].AgentAddr)
+	})
 	// (A node learns the others' addresses in the background.)
 	(&cluster{t: t}).waitFor("a follower's redirect to the leader, with every member", func() bool {
 		redirect, _ := agentHello(t, c, c.cfgs[fol].AgentAddr, protocol.FeatureRedirect)
