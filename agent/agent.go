@@ -29,10 +29,15 @@ var Version = "0.1.0-dev"
 
 // Config configures an agent.
 type Config struct {
-	Controller string      // controller agent address, host:port; required
+	// Controller is the controller's agent address, host:port, or the
+	// addresses of the controllers of a cluster separated by commas
+	// ("a:7443,b:7443,c:7443"), dialled in turn (controllers.go).
+	// Required.
+	Controller string
 	TLS        certs.Files // CA, agent certificate and key; required
-	// ServerName is the name the controller's certificate must carry;
-	// default: the host part of Controller.
+	// ServerName is the name every controller's certificate must carry;
+	// default: the host part of the address dialled (for renewal: of
+	// API).
 	ServerName string
 	Name       string            // must match the certificate's name; default: the certificate's name
 	Slots      int               // jobs run at once; default: number of CPUs
@@ -110,6 +115,18 @@ type Agent struct {
 	// as ended exactly when its Credit went out before it.
 	slotMu sync.Mutex
 
+	// ctrls is the list of controller addresses and connectLoop's place
+	// in it.
+	ctrls *controllers
+	// term is the highest leadership term a controller announced
+	// (Welcome.Term, Dispatch.Term, Cancel.Term); 0: none. A Dispatch
+	// or Cancel of a lower term comes from a deposed leader and is
+	// dropped.
+	term atomic.Uint64
+	// sleep waits d or until ctx is done, and reports whether ctx is
+	// still live; tests replace it to see and skip connectLoop's waits.
+	sleep func(ctx context.Context, d time.Duration) bool
+
 	// lease is the attempt lease the controller last announced
 	// (Welcome.LeaseTTL), defaultLease until one arrives: while the agent
 	// holds attempts it retries at least every quarter of it.
@@ -176,17 +193,11 @@ func DefaultConfig() Config {
 func New(cfg Config) (*Agent, error) {
 	d := DefaultConfig()
 	if cfg.Controller == "" {
-		return nil, fmt.Errorf("%w: the controller address is required (-controller HOST:PORT)", ErrConfig)
+		return nil, fmt.Errorf("%w: the controller address is required (-controller HOST:PORT, or several: HOST:PORT,HOST:PORT)", ErrConfig)
 	}
-	host, _, err := net.SplitHostPort(cfg.Controller)
+	addrs, err := ParseControllers(cfg.Controller)
 	if err != nil {
-		return nil, fmt.Errorf("%w: controller address %q: %v", ErrConfig, cfg.Controller, err)
-	}
-	if cfg.ServerName == "" {
-		cfg.ServerName = host
-		if cfg.ServerName == "" {
-			cfg.ServerName = "localhost"
-		}
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	if err := finishWrites(cfg.TLS); err != nil { // a renewal cut short by a crash
 		return nil, fmt.Errorf("agent: %w", err)
@@ -248,6 +259,8 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger, name: name, files: cfg.TLS, sn: cfg.ServerName,
+		ctrls:     newControllers(addrs),
+		sleep:     sleep,
 		baseEnv:   os.Environ(),
 		policy:    pol,
 		stopNow:   make(chan struct{}),
@@ -408,11 +421,17 @@ const defaultLease = 15 * time.Second
 
 // connectLoop keeps a session up until ctx is done.
 //
-// Between tries it waits with exponential backoff and jitter, from
-// ReconnectMin up to ReconnectMax, except that:
+// It dials the controller addresses in turn (controllers.go): on a
+// failed try it moves on to the next address at once, and only after a
+// whole round over the list failed does it wait, with exponential
+// backoff and jitter, from ReconnectMin up to ReconnectMax. Besides:
 //   - a session the controller welcomed starts the backoff over when it
 //     ends: the controller went away (a restart, a crash, a dropped
-//     link), and the sooner the agent is back the better;
+//     link, a lost leadership), and the sooner the agent is back the
+//     better;
+//   - a Redirect naming the leader is followed at once (up to
+//     maxRedirects in a row); one naming no leader (an election) waits
+//     100-500 ms before the next address;
 //   - while the agent holds attempts (running, or with results not yet
 //     acknowledged) it tries at least every quarter of the controller's
 //     lease (jittered between an eighth and a quarter), however far the
@@ -426,33 +445,53 @@ const defaultLease = 15 * time.Second
 func (a *Agent) connectLoop(ctx, jobsCtx context.Context) error {
 	// Each wait is between half and all of its delay.
 	p := backoff.Policy{Base: a.cfg.ReconnectMin, Max: a.cfg.ReconnectMax, Down: 0.5}
-	n := 1 // tries since the last welcome
+	// No leader known: between 100 and 500 ms.
+	noLeader := backoff.Policy{Base: 500 * time.Millisecond, Down: 0.8}
 	for {
-		welcomed, err := a.session(ctx, jobsCtx)
+		addr := a.ctrls.next()
+		res, err := a.session(ctx, jobsCtx, addr)
+		if res.redirect != nil {
+			a.metrics.redirect()
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
 		if errors.Is(err, errFatal) {
-			a.log.Error("controller refused this agent; not reconnecting", "error", err)
+			a.log.Error("controller refused this agent; not reconnecting", "controller", addr, "error", err)
 			return err
 		}
-		if welcomed {
-			n = 1 // it was up: start over
+		next := a.ctrls.done(res)
+		if next.roundFailed && a.term.Load() != 0 {
+			// No controller welcomed the agent in a whole round: forget
+			// the term, so that a cluster rebuilt from scratch (terms
+			// start over) can serve it. Fencing a deposed leader is the
+			// controller's own job first (PROTOCOL.md §2.4).
+			a.log.Info("no controller welcomed this agent in a whole round; forgetting the leadership term seen", "term", a.term.Load())
+			a.term.Store(0)
 		}
-		wait := p.Delay(n, rand.Float64())
-		if held := a.Running(); held > 0 {
+		var wait time.Duration
+		switch next.kind {
+		case pauseNoLeader:
+			wait = noLeader.Delay(1, rand.Float64())
+		case pauseBackoff:
+			wait = p.Delay(next.n, rand.Float64())
+		}
+		if held := a.Running(); held > 0 && wait > 0 {
 			wait = min(wait, p.Jitter(a.holdRetry(), rand.Float64()))
 		}
-		a.log.Warn("connection to controller lost; reconnecting", "error", err, "in", wait.Round(time.Millisecond), "jobs", a.Running())
-		a.metrics.reconnect()
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
+		to := a.ctrls.next()
+		switch {
+		case res.redirect != nil && next.kind == pauseNone:
+			a.log.Info("controller is not the leader; dialing the leader", "controller", addr, "leader", to)
+		case res.redirect != nil:
+			a.log.Warn("controller is not the leader and knows no leader; trying another", "controller", addr, "error", err, "next", to, "in", wait.Round(time.Millisecond), "jobs", a.Running())
+		default:
+			a.log.Warn("connection to controller lost; reconnecting", "controller", addr, "error", err, "next", to, "in", wait.Round(time.Millisecond), "jobs", a.Running())
 		}
-		n++
+		a.metrics.reconnect()
+		if !a.sleep(ctx, wait) {
+			return nil
+		}
 	}
 }
 
@@ -476,67 +515,84 @@ func (a *Agent) dialTimeout() time.Duration {
 // errFatal marks errors that reconnecting cannot fix.
 var errFatal = ErrRejected
 
-// session dials once and serves the connection until it ends. welcomed
-// says the controller accepted the session (Welcome) before it ended.
-func (a *Agent) session(ctx, jobsCtx context.Context) (welcomed bool, err error) {
+// session dials addr once and serves the connection until it ends. The
+// result says whether the controller welcomed the agent before the
+// session ended, and where it redirected it, if it did.
+func (a *Agent) session(ctx, jobsCtx context.Context, addr string) (res tryResult, err error) {
+	res.addr = addr
 	// Certificates are reloaded on every connection, so renewed files on
 	// disk take effect at the next reconnect.
 	a.certMu.Lock()
 	pool, cert, err := a.files.Load()
 	a.certMu.Unlock()
 	if err != nil {
-		return false, fmt.Errorf("loading certificates: %w", err)
+		return res, fmt.Errorf("loading certificates: %w", err)
 	}
+	sn := a.serverName(addr)
 	hs := a.dialTimeout()
 	dctx, cancel := context.WithTimeout(ctx, hs+hs/2)
-	t, err := transport.Dial(dctx, a.cfg.Controller, certs.ClientTLS(pool, cert, a.sn), a.cfg.Transport,
+	t, err := transport.Dial(dctx, addr, certs.ClientTLS(pool, cert, sn), a.cfg.Transport,
 		transport.Options{Logger: a.log.Named("transport"), HandshakeTimeout: hs})
 	cancel()
 	if err != nil {
 		if errors.Is(err, transport.ErrHandshake) {
-			return false, fmt.Errorf("dialing %s: %w (check -ca and that the controller certificate names %q)", a.cfg.Controller, err, a.sn)
+			return res, fmt.Errorf("dialing %s: %w (check -ca and that the controller certificate names %q)", addr, err, sn)
 		}
-		return false, fmt.Errorf("dialing %s: %w", a.cfg.Controller, err)
+		return res, fmt.Errorf("dialing %s: %w", addr, err)
 	}
 	defer t.Close("agent session ended")
-	log := a.log.With("controller", a.cfg.Controller, "transport", t.Transport())
+	log := a.log.With("controller", addr, "transport", t.Transport())
 
 	ctrlStream, err := t.OpenStream(ctx)
 	if err != nil {
-		return false, fmt.Errorf("opening control stream: %w", err)
+		return res, fmt.Errorf("opening control stream: %w", err)
 	}
 	w := protocol.NewWriter(ctrlStream)
 	r := protocol.NewReader(ctrlStream, 0)
 	if err := w.Write(&protocol.Hello{
 		Version: protocol.Version, Name: a.name, Labels: a.cfg.Labels,
 		Slots: uint32(a.cfg.Slots), AgentVersion: Version, Running: a.held(),
+		Features: protocol.FeatureRedirect,
 	}); err != nil {
-		return false, fmt.Errorf("sending hello: %w", err)
+		return res, fmt.Errorf("sending hello: %w", err)
 	}
 	_ = ctrlStream.SetReadDeadline(time.Now().Add(15 * time.Second))
 	m, err := r.Read()
 	if err != nil {
-		return false, fmt.Errorf("waiting for welcome: %w", err)
+		return res, fmt.Errorf("waiting for welcome: %w", err)
 	}
 	_ = ctrlStream.SetReadDeadline(time.Time{})
 	var welcome *protocol.Welcome
 	switch m := m.(type) {
 	case *protocol.Welcome:
 		welcome = m
+	case *protocol.Redirect:
+		res.redirect = m
+		return res, fmt.Errorf("%s is not the leader (leader %q)", addr, m.Leader)
 	case *protocol.Error:
 		if m.Code == protocol.CodeForbidden || m.Code == protocol.CodeVersion {
-			return false, fmt.Errorf("%w: %s", errFatal, m.Message)
+			return res, fmt.Errorf("%w: %s", errFatal, m.Message)
 		}
-		return false, fmt.Errorf("controller refused this agent: %s", m.Message)
+		return res, fmt.Errorf("controller refused this agent: %s", m.Message)
 	default:
-		return false, fmt.Errorf("expected welcome, got %s", m.Type())
+		return res, fmt.Errorf("expected welcome, got %s", m.Type())
 	}
 	if err := protocol.CheckVersion(welcome.Version); err != nil {
-		return false, fmt.Errorf("%w: %v", errFatal, err)
+		return res, fmt.Errorf("%w: %v", errFatal, err)
+	}
+	if seen := a.term.Load(); welcome.Term != 0 && welcome.Term < seen {
+		// A deposed leader that does not know it yet: what it sends is
+		// void. Try the others.
+		return res, fmt.Errorf("%s welcomed this agent as leader of term %d, but term %d has begun: it is a deposed leader", addr, welcome.Term, seen)
+	}
+	a.seeTerm(welcome.Term)
+	if len(welcome.Members) > 0 {
+		a.ctrls.learn(welcome.Members, true)
 	}
 	if welcome.LeaseTTL > 0 {
 		a.lease.Store(int64(welcome.LeaseTTL))
 	}
+	res.welcomed = true
 
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -578,34 +634,82 @@ func (a *Agent) session(ctx, jobsCtx context.Context) (welcomed bool, err error)
 	}
 	a.slotMu.Unlock()
 	if err0 != nil {
-		return true, err0
+		return res, err0
 	}
-	log.Info("connected", "slots", a.cfg.Slots, "held", a.Running(), "heartbeat", welcome.HeartbeatInterval)
+	log.Info("connected", "slots", a.cfg.Slots, "held", a.Running(), "heartbeat", welcome.HeartbeatInterval, "term", welcome.Term)
 	go a.heartbeat(sctx, w, welcome.HeartbeatInterval)
 
 	for {
 		m, err := r.Read()
 		if err != nil {
 			if sctx.Err() != nil && ctx.Err() == nil {
-				return true, fmt.Errorf("session closed: %w", err)
+				return res, fmt.Errorf("session closed: %w", err)
 			}
-			return true, err
+			return res, err
 		}
 		switch m := m.(type) {
 		case *protocol.Dispatch:
+			if err := a.fenced(log, m.Term, "Dispatch", m.JobID, m.Attempt); err != nil {
+				return res, err
+			}
 			if err := a.start(jobsCtx, s, m); err != nil {
 				log.Error("cannot start job", "job", m.JobID, "error", err)
 			}
 		case *protocol.Cancel:
+			if err := a.fenced(log, m.Term, "Cancel", m.JobID, m.Attempt); err != nil {
+				return res, err
+			}
 			a.cancelJob(protocol.AttemptRef{JobID: m.JobID, Attempt: m.Attempt}, m.Reason)
 		case *protocol.StatusRequest:
 			_ = w.Write(a.status(m)) // a broken stream ends this loop's next read
+		case *protocol.Redirect:
+			res.redirect = m
+			return res, fmt.Errorf("%s is no longer the leader (leader %q)", addr, m.Leader)
 		case *protocol.Error:
-			return true, fmt.Errorf("controller closed the session: %s", m.Message)
+			return res, fmt.Errorf("controller closed the session: %s", m.Message)
 		default:
 			log.Warn("unexpected message from controller; ignoring it", "type", m.Type())
 		}
 	}
+}
+
+// serverName is the name the certificate of the controller at addr
+// must carry: Config.ServerName, else the host of addr.
+func (a *Agent) serverName(addr string) string {
+	if a.sn != "" {
+		return a.sn
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return "localhost"
+	}
+	return host
+}
+
+// seeTerm raises the highest leadership term seen to t.
+func (a *Agent) seeTerm(t uint64) {
+	for {
+		seen := a.term.Load()
+		if t <= seen || a.term.CompareAndSwap(seen, t) {
+			return
+		}
+	}
+}
+
+// fenced checks the term of a Dispatch or Cancel: one of a term lower
+// than a term already seen comes from a deposed leader, and is dropped
+// with an error that ends the session. Term 0 is not fenced.
+func (a *Agent) fenced(log hclog.Logger, term uint64, what string, job uint64, attempt uint32) error {
+	if term == 0 {
+		return nil
+	}
+	if seen := a.term.Load(); term < seen {
+		log.Warn("dropping a message of a deposed leader", "message", what, "job", job, "attempt", attempt, "term", term, "current_term", seen)
+		a.metrics.fenced()
+		return fmt.Errorf("dropped a %s of term %d: term %d has begun, this controller is a deposed leader", what, term, seen)
+	}
+	a.seeTerm(term)
+	return nil
 }
 
 func (a *Agent) heartbeat(ctx context.Context, w *protocol.Writer, every time.Duration) {

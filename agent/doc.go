@@ -51,6 +51,38 @@
 // lease ran out and the job was retried elsewhere) is killed and
 // dropped.
 //
+// # Several controllers (controllers.go)
+//
+// Config.Controller may name the controllers of a cluster, comma-
+// separated. The agent dials them in turn: a dial that fails, a
+// controller that refuses the session or knows no leader, and the agent
+// moves on to the next address at once (after 100-500 ms when no leader
+// is known: an election is under way); only a whole round in which
+// every address failed grows the backoff. A controller that is not the
+// leader answers with a Redirect naming the leader, which the agent
+// dials at once, without counting a failure — up to three redirects in
+// a row, then it backs off as after a failed round. A session the
+// controller welcomed starts the backoff over when it ends, and the
+// agent moves on to the next address (a leader that loses its
+// leadership sends a Redirect first). The leader's Welcome lists the
+// cluster's controllers, and a Redirect the ones its sender knows: the
+// agent dials those too, after the configured ones, which it always
+// keeps. Held attempts move with the agent: its Hello lists them to
+// whichever controller welcomes it, as after any reconnect, and the
+// quarter-lease bound on waits holds throughout. The agent announces
+// that it follows redirects (Hello.Features), so a controller never
+// sends a Redirect to an older agent.
+//
+// Fencing: the agent remembers the highest leadership term that a
+// Welcome, Dispatch or Cancel carried. It leaves a controller that
+// welcomes it with a lower term (a deposed leader that does not know it
+// yet) as it would a failed dial, and it drops a Dispatch or Cancel of
+// a lower term — nothing runs, nothing is killed — logs it, counts it
+// (jobsuite_agent_fenced_messages_total) and ends the session. Term 0
+// (a single controller) is never fenced. After a whole round in which
+// no controller welcomed it, the agent forgets the term, so that a
+// cluster rebuilt from scratch, whose terms start over, can serve it.
+//
 // # The spool (spool.go)
 //
 // Output goes to a spool file per attempt in the state directory

@@ -547,7 +547,7 @@ func (a *Agent) renew(ctx context.Context) (*x509.Certificate, error) {
 		return nil, err
 	}
 	var ans api.CertificateView
-	if _, err := post(ctx, certs.ClientTLS(pool, cert, a.sn, "http/1.1"), base+"/enroll/renew", api.RenewRequest{CSR: string(csrPEM)}, &ans); err != nil {
+	if _, err := post(ctx, certs.ClientTLS(pool, cert, a.serverName(strings.TrimPrefix(base, "https://")), "http/1.1"), base+"/enroll/renew", api.RenewRequest{CSR: string(csrPEM)}, &ans); err != nil {
 		return nil, fmt.Errorf("renewing at %s: %w", base, err)
 	}
 	leaf, err := checkIssued([]byte(ans.Certificate), keyPEM, pool, a.name)

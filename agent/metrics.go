@@ -27,6 +27,8 @@ type metrics struct {
 	finished   *prometheus.CounterVec // outcome
 	outputB    prometheus.Counter
 	reconnects prometheus.Counter
+	redirects  prometheus.Counter
+	fencedMsgs prometheus.Counter
 	spoolErrs  prometheus.Counter
 
 	ln  net.Listener
@@ -52,6 +54,14 @@ func newMetrics(a *Agent) *metrics {
 			Name: "jobsuite_agent_reconnects_total",
 			Help: "Times the connection to the controller was lost (or could not be made) and the agent tried again.",
 		}),
+		redirects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jobsuite_agent_redirects_total",
+			Help: "Redirects received from controllers that were not the leader of their cluster.",
+		}),
+		fencedMsgs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jobsuite_agent_fenced_messages_total",
+			Help: "Dispatch and Cancel messages dropped because they came from a deposed leader (a term older than one seen).",
+		}),
 		spoolErrs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "jobsuite_agent_spool_write_errors_total",
 			Help: "Writes of job output to the state directory that failed (disk full or failing); each is tried again.",
@@ -60,7 +70,7 @@ func newMetrics(a *Agent) *metrics {
 	for _, o := range []Outcome{OutcomeCompleted, OutcomeFailed, OutcomeTimeout, OutcomeCancelled} {
 		m.finished.WithLabelValues(o.String())
 	}
-	m.reg.MustRegister(m.started, m.finished, m.outputB, m.reconnects, m.spoolErrs,
+	m.reg.MustRegister(m.started, m.finished, m.outputB, m.reconnects, m.redirects, m.fencedMsgs, m.spoolErrs,
 		&stateCollector{a: a,
 			running:   prometheus.NewDesc("jobsuite_agent_jobs_running", "Jobs whose process has not ended yet.", nil, nil),
 			held:      prometheus.NewDesc("jobsuite_agent_attempts_held", "Attempts held: running, or ended with a result the controller has not acknowledged.", nil, nil),
@@ -90,6 +100,18 @@ func (m *metrics) jobFinished(o Outcome) {
 func (m *metrics) output(n int) {
 	if m != nil {
 		m.outputB.Add(float64(n))
+	}
+}
+
+func (m *metrics) redirect() {
+	if m != nil {
+		m.redirects.Inc()
+	}
+}
+
+func (m *metrics) fenced() {
+	if m != nil {
+		m.fencedMsgs.Inc()
 	}
 }
 

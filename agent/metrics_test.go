@@ -191,6 +191,8 @@ func TestAgentMetrics(t *testing.T) {
 		`jobsuite_agent_spool_unacked_bytes`:                      0,
 		`jobsuite_agent_connected`:                                1,
 		`jobsuite_agent_reconnects_total`:                         0,
+		`jobsuite_agent_redirects_total`:                          0,
+		`jobsuite_agent_fenced_messages_total`:                    0,
 	} {
 		if got, ok := m[series]; !ok || got != want {
 			t.Errorf("after the job: %s = %v (present %v), want %v", series, got, ok, want)

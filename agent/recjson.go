@@ -53,6 +53,8 @@ func appendDispatchJSON(b []byte, d *protocol.Dispatch) []byte {
 	b = strconv.AppendUint(b, uint64(d.Output), 10)
 	b = append(b, `,"TTY":`...)
 	b = strconv.AppendUint(b, uint64(d.TTY), 10)
+	b = append(b, `,"Term":`...)
+	b = strconv.AppendUint(b, d.Term, 10)
 	return append(b, '}')
 }
 

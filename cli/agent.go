@@ -32,8 +32,8 @@ func (c *AgentCommand) Help() string {
 // agentHelp is the agent's help; withDefaults fills in the defaults
 // (defaults.go).
 var agentHelp = strings.TrimSpace(`
-Usage: jobsuite agent -controller HOST:PORT -ca FILE -cert FILE -key FILE [options]
-       jobsuite agent -join TOKEN -ca-pin SHA256 -controller HOST:PORT [options]
+Usage: jobsuite agent -controller HOST:PORT[,HOST:PORT...] -ca FILE -cert FILE -key FILE [options]
+       jobsuite agent -join TOKEN -ca-pin SHA256 -controller HOST:PORT[,...] [options]
 
   Runs an agent: it dials the controller over QUIC (falling back to
   TCP+TLS where UDP is blocked) with mutual TLS, pulls jobs up to -slots
@@ -55,7 +55,16 @@ Options:
 
   -config FILE       Read settings from a TOML file (see below). Flags given
                      on the command line override it.
-  -controller ADDR   Controller agent address, host:port. Required.
+  -controller ADDRS  Controller agent address, host:port. Required. For a
+                     cluster, every controller's, comma-separated
+                     (a:7443,b:7443,c:7443): the agent dials them in turn,
+                     moving on at once from one that fails; its backoff
+                     grows only after a whole round failed. A controller
+                     that is not the leader redirects it to the leader,
+                     which it dials at once (at most 3 redirects in a row,
+                     then it backs off), and the leader tells it the
+                     current controllers, which it dials too. Running jobs
+                     move with it to whichever controller takes it.
   -ca FILE           CA certificate. Required, unless -join writes it.
   -cert FILE         Agent certificate (role agent). Required, unless -join writes it.
   -key FILE          Agent key. Required, unless -join writes it.
@@ -73,11 +82,13 @@ Options:
   -api ADDR          The controller's HTTPS API, host:port. The agent renews its
                      certificate there at 2/3 of its lifetime, with no restart,
                      and -join enrolls there. Default with -join: the host of
-                     -controller, port 8443; without -join: off (no renewal).
+                     the first -controller, port 8443; without -join: off (no
+                     renewal).
   -slots N           Jobs run at once. Default: number of CPUs.
   -labels K=V,...    Labels that job selectors match, e.g. gpu=true,zone=a.
   -transport MODE    auto (QUIC, else TCP), quic or tcp. Default {transport}.
-  -server-name NAME  Name the controller certificate must carry (default: host of -controller).
+  -server-name NAME  Name every controller certificate must carry (default: the
+                     host of the address dialled).
   -work-dir DIR      Directory jobs start in. Default: the agent's.
   -state-dir DIR     Where output and results wait until the controller has them.
                      Default /var/lib/jobsuite/agent-NAME (root) or
@@ -142,7 +153,7 @@ Configuration file:
   key at fault. The keys, with their defaults (example values for the
   required ones):
 
-    controller    = "ctl.example.com:7443"            # required
+    controller    = "ctl.example.com:7443"            # required; a cluster: ["a:7443", "b:7443", "c:7443"] or "a:7443,b:7443,c:7443"
     ca            = "/etc/jobsuite/pki/ca.pem"        # required
     cert          = "/etc/jobsuite/pki/agent.pem"     # required
     key           = "/etc/jobsuite/pki/agent-key.pem" # required
@@ -153,7 +164,7 @@ Configuration file:
     slots         = {slots:toml}         # 0: the number of CPUs
     labels        = {}        # a table, e.g. {gpu = "true", zone = "a"}
     transport     = {transport:toml}    # auto, quic or tcp
-    server_name   = ""        # the host of controller
+    server_name   = ""        # the host of the controller address dialled
     work_dir      = ""        # the agent's working directory
     state_dir     = ""        # see -state-dir
     spool_max     = {spool-max:toml}  # bytes (64 MiB)

@@ -288,10 +288,11 @@ func (c *AgentCommand) joinDefaults(cfg *agent.Config, caPin string) int {
 		}
 	}
 	if cfg.API == "" {
-		host, _, err := net.SplitHostPort(cfg.Controller)
+		addrs, err := agent.ParseControllers(cfg.Controller)
 		if err != nil {
-			return c.errorf("-controller %q: %v", cfg.Controller, err)
+			return c.errorf("-controller: %v", err)
 		}
+		host, _, _ := net.SplitHostPort(addrs[0])
 		cfg.API = net.JoinHostPort(host, "8443")
 	}
 	return ExitOK
@@ -310,7 +311,7 @@ func (c *AgentCommand) enroll(cfg *agent.Config, token, caPin string, log hclog.
 	}
 	sn := cfg.ServerName
 	if sn == "" {
-		sn, _, _ = net.SplitHostPort(cfg.Controller)
+		sn, _, _ = net.SplitHostPort(cfg.API) // "" for https://...: Enroll takes the API's host
 	}
 	ctx, stop := c.signalContext()
 	defer stop()

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -52,8 +53,19 @@ const clientOptionsHelp = `
 Connection options:
 
   -addr=<host:port>
-    The controller's API address, host:port or https://host:port.
-    Default: $JOBSUITE_ADDR.
+    The controller's API address, host:port or https://host:port; for a
+    cluster, several separated by commas (a:8443,b:8443,c:8443): the CLI
+    uses the first that answers. Default: $JOBSUITE_ADDR.
+
+  -retry-timeout=<duration>
+    How long a request keeps trying while the controllers answer 503
+    with Retry-After (no leader right now) or a proxy answers 502 or 504:
+    the CLI tries the next address, waits as told, and gives up after
+    this long in all. Reads, deletes and submits (which always carry an
+    idempotency key) are retried; other changes are not, since they may
+    have been made. An address that refuses the connection is skipped at
+    once for any request: nothing was sent to it. 0: each address once.
+    Default: 30s.
 
   -ca-cert=<path>
     The CA certificate (ca.pem) the controller's certificate is checked
@@ -76,11 +88,16 @@ Connection options:
 // clientFlags are the connection flags shared by every client command.
 type clientFlags struct {
 	addr, caCert, clientCert, clientKey, token string
+	retry                                      time.Duration
 }
+
+// defaultRetry is how long a request keeps retrying (-retry-timeout).
+const defaultRetry = 30 * time.Second
 
 // register adds the connection flags to fs.
 func (f *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.addr, "addr", "", "")
+	fs.DurationVar(&f.retry, "retry-timeout", defaultRetry, "")
 	fs.StringVar(&f.caCert, "ca-cert", "", "")
 	fs.StringVar(&f.clientCert, "client-cert", "", "")
 	fs.StringVar(&f.clientKey, "client-key", "", "")
@@ -252,12 +269,46 @@ func normalizeAddr(addr string) (*url.URL, error) {
 	return u, nil
 }
 
-// Client talks to the controller's HTTP API over mutual TLS.
+// normalizeAddrs splits a comma-separated list of controller addresses
+// and normalizes each (normalizeAddr).
+func normalizeAddrs(list string) ([]*url.URL, error) {
+	var out []*url.URL
+	for _, a := range strings.Split(list, ",") {
+		if strings.TrimSpace(a) == "" {
+			continue
+		}
+		u, err := normalizeAddr(a)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("controller address %q: want host:port or https://host:port, or several separated by commas", list)
+	}
+	return out, nil
+}
+
+// Client talks to the controller's HTTP API over mutual TLS. It knows
+// one controller address or several (a cluster), and sends each request
+// to the one that answered last, moving on to the next as retry.go
+// says.
 type Client struct {
-	base  *url.URL
+	base  *url.URL   // the first address, for messages and derived addresses
+	addrs []*url.URL // every address, base first
 	http  *http.Client
 	tls   *tls.Config
 	token string // API token sent as a bearer, if any
+
+	// retryFor bounds how long one request keeps retrying (retry.go);
+	// 0: every address once, no waits.
+	retryFor time.Duration
+	// now and sleep are the clock of the retries; tests replace them.
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) error
+
+	mu sync.Mutex
+	at int // index in addrs of the address to try first
 }
 
 // newClient resolves the connection settings (flags, environment,
@@ -277,9 +328,18 @@ func newClient(m Meta, f *clientFlags) (*Client, error) {
 	if s.Addr == "" {
 		return nil, missing("no controller address: set JOBSUITE_ADDR or run 'jobsuite dev' in this folder (see 'jobsuite submit -h')")
 	}
-	base, err := normalizeAddr(s.Addr)
+	addrs, err := normalizeAddrs(s.Addr)
 	if err != nil {
 		return nil, err
+	}
+	retry := defaultRetry
+	if f != nil {
+		retry = max(f.retry, 0)
+	}
+	build := func(pool *x509.CertPool, cert tls.Certificate) *Client {
+		c := newClientAddrs(addrs, pool, cert)
+		c.retryFor = retry
+		return c
 	}
 	if s.Token != "" {
 		if !strings.HasPrefix(s.Token, tokenPrefix) {
@@ -293,7 +353,7 @@ func newClient(m Meta, f *clientFlags) (*Client, error) {
 			if err != nil {
 				return nil, err
 			}
-			c := newClientTLS(base, pool, tls.Certificate{})
+			c := build(pool, tls.Certificate{})
 			c.useToken(s.Token)
 			return c, nil
 		}
@@ -313,7 +373,7 @@ func newClient(m Meta, f *clientFlags) (*Client, error) {
 	if err := checkValidity(s.Cert, cert.Leaf, time.Now()); err != nil {
 		return nil, err
 	}
-	c := newClientTLS(base, pool, cert)
+	c := build(pool, cert)
 	c.useToken(s.Token)
 	return c, nil
 }
@@ -334,15 +394,29 @@ func checkValidity(path string, leaf *x509.Certificate, now time.Time) error {
 	return nil
 }
 
+// newClientTLS returns a client of the controller at base that does not
+// retry.
 func newClientTLS(base *url.URL, pool *x509.CertPool, cert tls.Certificate) *Client {
-	cfg := certs.ClientTLS(pool, cert, base.Hostname(), "http/1.1")
+	return newClientAddrs([]*url.URL{base}, pool, cert)
+}
+
+// newClientAddrs returns a client of the controllers at addrs (at least
+// one) that does not retry: set retryFor for that.
+func newClientAddrs(addrs []*url.URL, pool *x509.CertPool, cert tls.Certificate) *Client {
+	// No fixed server name: each connection checks the certificate
+	// against the host it dials (net/http and the WebSocket dialer fill
+	// it in), so the controllers of a cluster may have names of their own.
+	cfg := certs.ClientTLS(pool, cert, "", "http/1.1")
 	tr := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
 		TLSClientConfig:     cfg,
 		TLSHandshakeTimeout: 15 * time.Second,
 		IdleConnTimeout:     30 * time.Second,
 	}
-	return &Client{base: base, tls: cfg, http: &http.Client{Transport: tr, Timeout: requestTimeout}}
+	return &Client{
+		base: addrs[0], addrs: addrs, tls: cfg, http: &http.Client{Transport: tr, Timeout: requestTimeout},
+		now: time.Now, sleep: sleepCtx,
+	}
 }
 
 // close releases idle connections.
@@ -391,25 +465,16 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 
 // request is do returning the HTTP status of a successful answer too.
 func (c *Client) request(ctx context.Context, method, path string, body, out any) (int, error) {
-	var rd io.Reader
+	var reqBody []byte
 	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if reqBody, err = json.Marshal(body); err != nil {
 			return 0, fmt.Errorf("encoding the request: %w", err)
 		}
-		rd = bytes.NewReader(data)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.url("https", path), rd)
+	resp, base, err := c.roundTrip(ctx, method, path, reqBody, retryable(method, path, body))
 	if err != nil {
 		return 0, err
-	}
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, c.connError(err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
@@ -418,21 +483,42 @@ func (c *Client) request(ctx context.Context, method, path string, body, out any
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		e := apiError(resp.StatusCode, data)
-		if e.Status == http.StatusNotFound && c.base.Path != "" && strings.HasPrefix(e.Message, "no such ") {
-			e.Message += fmt.Sprintf("; the controller address %s has the path %s: the API answers at https://%s", c.base, c.base.Path, c.base.Host)
+		if e.Status == http.StatusNotFound && base.Path != "" && strings.HasPrefix(e.Message, "no such ") {
+			e.Message += fmt.Sprintf("; the controller address %s has the path %s: the API answers at https://%s", base, base.Path, base.Host)
 		}
 		return resp.StatusCode, e
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("the answer of %s %s is not the JSON expected: %v; is %s a jobsuite controller?", method, path, err, c.base)
+			return resp.StatusCode, fmt.Errorf("the answer of %s %s is not the JSON expected: %v; is %s a jobsuite controller?", method, path, err, base)
 		}
 	}
 	return resp.StatusCode, nil
 }
 
-// websocket opens the WebSocket at path (which may hold a query).
+// websocket opens the WebSocket at path (which may hold a query), at
+// the first address that takes the connection, starting with the one
+// that answered last.
 func (c *Client) websocket(ctx context.Context, path string) (*websocket.Conn, error) {
+	start := c.first()
+	var err error
+	for n := range len(c.addrs) {
+		i := (start + n) % len(c.addrs)
+		var conn *websocket.Conn
+		conn, err = c.websocketAt(ctx, c.addrs[i], path)
+		var apiErr *APIError
+		if err == nil || errors.As(err, &apiErr) || ctx.Err() != nil || !notSent(err) {
+			if err == nil {
+				c.answered(i)
+			}
+			return conn, err
+		}
+	}
+	return nil, err
+}
+
+// websocketAt opens the WebSocket at path of the controller at base.
+func (c *Client) websocketAt(ctx context.Context, base *url.URL, path string) (*websocket.Conn, error) {
 	cfg := c.tls.Clone()
 	cfg.NextProtos = []string{"http/1.1"}
 	d := websocket.Dialer{
@@ -443,16 +529,16 @@ func (c *Client) websocket(ctx context.Context, path string) (*websocket.Conn, e
 	}
 	hdr := http.Header{}
 	c.authorize(hdr)
-	conn, resp, err := d.DialContext(ctx, c.url("wss", path), hdr)
+	conn, resp, err := d.DialContext(ctx, urlAt(base, "wss", path), hdr)
 	if err != nil {
 		if errors.Is(err, websocket.ErrBadHandshake) && resp != nil {
 			body, _ := io.ReadAll(resp.Body)
 			if resp.StatusCode < 200 || resp.StatusCode > 299 {
 				return nil, apiError(resp.StatusCode, body)
 			}
-			return nil, fmt.Errorf("%s did not accept a WebSocket at %s (HTTP %d); is it a jobsuite controller?", c.base, path, resp.StatusCode)
+			return nil, fmt.Errorf("%s did not accept a WebSocket at %s (HTTP %d); is it a jobsuite controller?", base, path, resp.StatusCode)
 		}
-		return nil, c.connError(err)
+		return nil, connErrorAt(base, err)
 	}
 	conn.SetReadLimit(maxWSMessage)
 	return conn, nil
@@ -495,23 +581,32 @@ func (t *bearerTransport) CloseIdleConnections() {
 	}
 }
 
-func (c *Client) url(scheme, path string) string {
-	u := *c.base
+// url is the URL of path at the first address.
+func (c *Client) url(scheme, path string) string { return urlAt(c.base, scheme, path) }
+
+// urlAt is the URL of path (escaped, maybe with a query) at base.
+func urlAt(base *url.URL, scheme, path string) string {
+	u := *base
 	u.Scheme = scheme
 	p, q, _ := strings.Cut(path, "?")
 	// path is already escaped (callers escape names they put in it).
-	u.RawPath = c.base.EscapedPath() + p
+	u.RawPath = base.EscapedPath() + p
 	if unescaped, err := url.PathUnescape(u.RawPath); err == nil {
 		u.Path = unescaped
 	} else {
-		u.Path, u.RawPath = c.base.Path+p, ""
+		u.Path, u.RawPath = base.Path+p, ""
 	}
 	u.RawQuery = q
 	return u.String()
 }
 
-// connError explains a failure to reach or trust the controller.
-func (c *Client) connError(err error) error {
+// connError explains a failure to reach or trust the controller at the
+// first address.
+func (c *Client) connError(err error) error { return connErrorAt(c.base, err) }
+
+// connErrorAt explains a failure to reach or trust the controller at
+// base.
+func connErrorAt(base *url.URL, err error) error {
 	var uerr *url.Error
 	if errors.As(err, &uerr) {
 		err = uerr.Err
@@ -522,13 +617,13 @@ func (c *Client) connError(err error) error {
 	var verr *tls.CertificateVerificationError
 	switch {
 	case strings.Contains(err.Error(), "no application protocol"):
-		return fmt.Errorf("%s does not serve the jobsuite API (it refused HTTPS: %w): is it the agent port (the controller's -listen, 7443 by default) instead of the API's (-http, 8443 by default)? Check -addr/JOBSUITE_ADDR", c.base, err)
+		return fmt.Errorf("%s does not serve the jobsuite API (it refused HTTPS: %w): is it the agent port (the controller's -listen, 7443 by default) instead of the API's (-http, 8443 by default)? Check -addr/JOBSUITE_ADDR", base, err)
 	case errors.As(err, &verr), errors.Is(err, certs.ErrWrongRole), errors.Is(err, certs.ErrNoRole):
-		return fmt.Errorf("the controller at %s is not trusted: %w; check that -ca-cert/JOBSUITE_CACERT is the CA of its PKI", c.base, err)
+		return fmt.Errorf("the controller at %s is not trusted: %w; check that -ca-cert/JOBSUITE_CACERT is the CA of its PKI", base, err)
 	case strings.Contains(err.Error(), "remote error: tls:"):
-		return fmt.Errorf("the controller at %s refused our certificate: %w; use an operator or viewer certificate issued by its CA (-client-cert/JOBSUITE_CLIENT_CERT)", c.base, err)
+		return fmt.Errorf("the controller at %s refused our certificate: %w; use an operator or viewer certificate issued by its CA (-client-cert/JOBSUITE_CLIENT_CERT)", base, err)
 	}
-	return fmt.Errorf("cannot reach the controller: %w; is the controller running at %s?", err, c.base)
+	return fmt.Errorf("cannot reach the controller: %w; is the controller running at %s?", err, base)
 }
 
 // priorityText shows a job's priority: its name, or its number.

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -116,14 +118,24 @@ func (f *fakeController) useEnv(t *testing.T) {
 	t.Setenv(envClientKey, f.pki.opKey)
 }
 
+// lastSubmit returns the body of the last POST /jobs without the
+// idempotency key submit makes when given none (generatedKey checks
+// it): the rest is what the tests compare.
 func (f *fakeController) lastSubmit() map[string]any {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.submits) == 0 {
 		return nil
 	}
-	return f.submits[len(f.submits)-1]
+	body := maps.Clone(f.submits[len(f.submits)-1])
+	if k, _ := body["idempotency_key"].(string); generatedKey.MatchString(k) {
+		delete(body, "idempotency_key")
+	}
+	return body
 }
+
+// generatedKey is the form of the idempotency key submit makes.
+var generatedKey = regexp.MustCompile(`^cli-[0-9a-f]{32}$`)
 
 func (f *fakeController) lastQuery() string {
 	f.mu.Lock()

@@ -176,6 +176,7 @@ func fromController(m Meta, path string, out any) bool {
 		return false
 	}
 	defer c.close()
+	c.retryFor = 0 // a completion that waits is worse than none
 	ctx, cancel := context.WithTimeout(context.Background(), completionTimeout)
 	defer cancel()
 	return c.do(ctx, "GET", path, nil, out) == nil

@@ -15,6 +15,7 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/hashicorp/go-hclog"
 
+	"jobsuite/agent"
 	"jobsuite/transport"
 )
 
@@ -48,6 +49,9 @@ type configOptions struct {
 	// arrays lists string flags that also take an array of strings,
 	// written to the flag shell-quoted and joined with spaces (params).
 	arrays []string
+	// commaLists lists string flags that also take an array of strings,
+	// written to the flag joined with commas (-controller a,b,c).
+	commaLists []string
 	// check validates a flag's value in the form the flag takes, so a
 	// bad value is reported with its line.
 	check map[string]func(string) error
@@ -63,11 +67,16 @@ var (
 		check: map[string]func(string) error{"log-level": checkLogLevel},
 	}
 	agentConfig = configOptions{
-		help:   "jobsuite agent -h",
-		skip:   []string{"config"},
-		tables: []string{"labels"},
+		help:       "jobsuite agent -h",
+		skip:       []string{"config"},
+		tables:     []string{"labels"},
+		commaLists: []string{"controller"},
 		check: map[string]func(string) error{
 			"log-level": checkLogLevel,
+			"controller": func(s string) error {
+				_, err := agent.ParseControllers(s)
+				return err
+			},
 			"labels": func(s string) error {
 				_, err := parseLabels(s)
 				return err
@@ -384,13 +393,24 @@ func (c *configApply) flagString(key []string, f *flag.Flag, v any) (string, boo
 				}
 				return strings.Join(words, " "), true
 			}
+			if contains(c.o.commaLists, f.Name) {
+				words := make([]string, len(x))
+				for i, e := range x {
+					w, ok := e.(string)
+					if !ok || strings.Contains(w, ",") {
+						return bad("a string or an array of strings without commas")
+					}
+					words[i] = w
+				}
+				return strings.Join(words, ","), true
+			}
 		}
 		switch {
 		case contains(c.o.tables, f.Name):
 			return bad(`a table such as {gpu = "true"}`)
 		case contains(c.o.numbers, f.Name):
 			return bad("a string or a number")
-		case contains(c.o.arrays, f.Name):
+		case contains(c.o.arrays, f.Name), contains(c.o.commaLists, f.Name):
 			return bad("a string or an array of strings")
 		}
 		return bad("a string")

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	mcli "github.com/mitchellh/cli"
+
+	"jobsuite/agent"
 )
 
 // TestMain points XDG_CONFIG_HOME at an empty folder, so a
@@ -656,5 +658,41 @@ func TestConfigKeysDocumented(t *testing.T) {
 		if !strings.Contains(section, key) {
 			t.Errorf("README's Configuration section does not document the submit key %s", key)
 		}
+	}
+}
+
+// TestAgentConfigControllers: the agent's controller key takes one
+// address, several comma-separated, or an array of them.
+func TestAgentConfigControllers(t *testing.T) {
+	for name, tt := range map[string]struct {
+		file, want, err string
+	}{
+		"one":         {file: `controller = "a:7443"`, want: "a:7443"},
+		"commas":      {file: `controller = "a:7443,b:7443"`, want: "a:7443,b:7443"},
+		"array":       {file: `controller = ["a:7443", "b:7443", "c:7443"]`, want: "a:7443,b:7443,c:7443"},
+		"no port":     {file: `controller = ["a:7443", "b"]`, err: `key "controller": controller address "b"`},
+		"comma in it": {file: `controller = ["a:1,b:2"]`, err: `key "controller": must be a string or an array of strings without commas`},
+		"not strings": {file: `controller = [7443]`, err: `key "controller": must be a string or an array of strings without commas`},
+		"a table":     {file: `controller = {a = "b"}`, err: `key "controller": must be a string or an array of strings`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "agent.toml")
+			if err := os.WriteFile(path, []byte(tt.file+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+			cfg := agent.DefaultConfig()
+			agentFlags(fs, &cfg, &agentFlagValues{})
+			err := loadConfigFile(fs, path, agentConfig)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want one containing %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil || cfg.Controller != tt.want {
+				t.Fatalf("controller %q (%v), want %q", cfg.Controller, err, tt.want)
+			}
+		})
 	}
 }

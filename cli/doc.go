@@ -9,6 +9,16 @@
 // JOBSUITE_CLIENT_CERT and JOBSUITE_CLIENT_KEY, else ./.jobsuite-dev/env
 // (written by 'jobsuite dev').
 //
+// The address may be a comma-separated list (the controllers of a
+// cluster). Client sends a request to the address that answered last
+// and moves on as retry.go says: past an address that refuses the
+// connection, for any request; past a 503 with Retry-After (or a
+// proxy's 502/504), waiting between rounds for at most -retry-timeout,
+// only for requests that are safe to repeat (reads, deletes, and
+// submits, which always carry an idempotency key: submit makes one per
+// invocation when the user gives none). A log stream that breaks
+// reconnects at the next address from the last byte received.
+//
 // The client commands decode the controller's answers into the types of
 // package api, the controller's own. The controller's and the agent's
 // flags are bound to the fields of controller.DefaultConfig and

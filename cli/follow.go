@@ -139,6 +139,9 @@ func (f *follower) run(ctx context.Context) (api.LogMessage, error) {
 		if f.offset > before {
 			failures = 0
 		}
+		// Any controller of a cluster serves the log from any offset:
+		// reconnect to the next address, in case this one went away.
+		f.client.moveOn()
 		failures++
 		if failures > tries {
 			return api.LogMessage{}, fmt.Errorf("lost the log stream of job %d after %d reconnects: %w", f.id, tries, err)

@@ -202,14 +202,9 @@ func listPage(ctx context.Context, c *Client, path string) (json.RawMessage, str
 // getPage gets one page of a paged list: the raw JSON and the response
 // header next that names the next page ("" on the last page).
 func getPage(ctx context.Context, c *Client, path, next string) (json.RawMessage, string, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", c.url("https", path), nil)
+	resp, base, err := c.roundTrip(ctx, "GET", path, nil, true)
 	if err != nil {
 		return nil, "", err
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return nil, "", c.connError(err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
@@ -220,7 +215,7 @@ func getPage(ctx context.Context, c *Client, path, next string) (json.RawMessage
 		return nil, "", apiError(resp.StatusCode, data)
 	}
 	if !json.Valid(data) {
-		return nil, "", fmt.Errorf("the answer of GET %s is not JSON; is %s a jobsuite controller?", path, c.base)
+		return nil, "", fmt.Errorf("the answer of GET %s is not JSON; is %s a jobsuite controller?", path, base)
 	}
 	return data, resp.Header.Get(next), nil
 }

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -80,7 +82,9 @@ Options:
 
   -idempotency-key=<key>
     Submitting again with the same key returns the job already queued
-    instead of queueing a second one: safe to retry.
+    instead of queueing a second one: safe to retry. Without it, each
+    'jobsuite submit' makes a key of its own, so that its own retries
+    (-retry-timeout) never queue the job twice.
 
   -no-cancel
     The job cannot be cancelled.
@@ -257,6 +261,16 @@ func (c *SubmitCommand) Run(args []string) int {
 		return c.errorf("%v", err)
 	}
 	defer client.close()
+	// Every submit carries an idempotency key, one per invocation unless
+	// the user gave one: a try whose answer was lost (a controller that
+	// died, a leader that changed) is retried, and the controller then
+	// returns the job the first try created instead of a second one.
+	generated := req.IdempotencyKey == ""
+	if generated {
+		if req.IdempotencyKey, err = newIdempotencyKey(); err != nil {
+			return c.errorf("%v", err)
+		}
+	}
 	var raw json.RawMessage
 	status, err := client.request(context.Background(), "POST", "/jobs", req, &raw)
 	if err != nil {
@@ -266,13 +280,23 @@ func (c *SubmitCommand) Run(args []string) int {
 	if done {
 		return code
 	}
-	if status == http.StatusOK && req.IdempotencyKey != "" {
+	if status == http.StatusOK && !generated { // our own retry finding our job is no news
 		fmt.Fprintf(c.Stdout, "Job %d already submitted with idempotency key %q (status %s)\n", job.JobID, req.IdempotencyKey, job.Status)
 		return ExitOK
 	}
 	fmt.Fprintf(c.Stdout, "Job %d %s (priority %s)\n", job.JobID, job.Status, priorityText(&job))
 	warnBlocked(c.Stderr, &job)
 	return ExitOK
+}
+
+// newIdempotencyKey makes the key of one submit that was given none:
+// "cli-" and 128 random bits in hex.
+func newIdempotencyKey() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("making an idempotency key: %w", err)
+	}
+	return "cli-" + hex.EncodeToString(b[:]), nil
 }
 
 // queued is what submit and resubmit do with the job the controller
