@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"jobsuite/agent"
 	"jobsuite/api"
 	"jobsuite/certs"
@@ -30,7 +32,7 @@ func (c *DevCommand) Synopsis() string {
 
 func (c *DevCommand) Help() string {
 	return strings.TrimSpace(`
-Usage: jobsuite dev [-dir DIR] [-agents N] [-slots N] [-http ADDR] [-listen ADDR]
+Usage: jobsuite dev [-dir DIR] [-agents N] [-slots N] [-controllers N] [-http ADDR] [-listen ADDR]
 
   Starts a controller and N local agents in one process, for trying
   jobsuite out and for development. On first use it creates a PKI under
@@ -49,6 +51,15 @@ Usage: jobsuite dev [-dir DIR] [-agents N] [-slots N] [-http ADDR] [-listen ADDR
   The browser does not know the dev CA: import DIR/ca.pem as an
   authority, or accept its warning for 127.0.0.1 once.
 
+  With -controllers 3 (or 5) it starts a local cluster instead of one
+  controller (README "Running a cluster"): the controllers listen on
+  consecutive ports from -http and -listen (8443-8445 and 7443-7445 by
+  default), with their cluster ports 100 above the agent ports; each keeps
+  its data in DIR/node-N, the agents and the CLI know all of them, and the
+  agents follow the leader. Stopping one of them (operator remove-peer is
+  not needed for that) is how to watch a failover; a single controller's
+  DIR/data is left alone.
+
   Only one 'jobsuite dev' may use DIR at a time; a second one says which
   process holds it. With -agents 0 only the controller runs (until
   Ctrl-C); start agents yourself, e.g. with a join token.
@@ -58,6 +69,7 @@ Options:
   -dir DIR          State directory. Default .jobsuite-dev.
   -agents N         Local agents to start. Default 2.
   -slots N          Slots per agent. Default 4.
+  -controllers N    Controllers: 1, or a local cluster of 3 or 5. Default 1.
   -http ADDR        HTTPS API address. Default 127.0.0.1:8443.
   -listen ADDR      Agent address (UDP+TCP). Default 127.0.0.1:7443.
   -log-level LEVEL  trace, debug, info, warn or error. Default info.
@@ -67,6 +79,8 @@ Example:
 
   jobsuite dev &
   jobsuite submit -f -- 'echo hello; echo oops >&2; exit 3'
+  jobsuite dev -controllers 3 &
+  jobsuite operator members
 `)
 }
 
@@ -78,6 +92,7 @@ func (c *DevCommand) Run(args []string) int {
 	slots := fs.Int("slots", 4, "")
 	httpAddr := fs.String("http", "127.0.0.1:8443", "")
 	listen := fs.String("listen", "127.0.0.1:7443", "")
+	nCtl := fs.Int("controllers", 1, "")
 	lf.register(fs)
 	if code, ok := c.parse(fs, args, c.Help()); !ok {
 		return code
@@ -91,6 +106,9 @@ func (c *DevCommand) Run(args []string) int {
 	}
 	if *slots < 1 {
 		return c.errorf("-slots must be at least 1")
+	}
+	if *nCtl != 1 && *nCtl != 3 && *nCtl != 5 {
+		return c.errorf("-controllers must be 1, 3 or 5 (a cluster needs an odd number to keep a majority)")
 	}
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
@@ -107,29 +125,25 @@ func (c *DevCommand) Run(args []string) int {
 		return c.errorf("%v", err)
 	}
 	defer unlock()
-	agentNames, err := devPKI(abs, *nAgents)
+	agentNames, err := devPKI(abs, *nAgents, *nCtl)
 	if err != nil {
 		return c.errorf("setting up the dev PKI in %s: %v", abs, err)
 	}
-	srv, err := controller.New(controller.Config{
-		HTTPAddr: *httpAddr, AgentAddr: *listen, DataDir: filepath.Join(abs, "data"),
-		TLS:     certs.Files{CA: certs.CAFile(abs), Cert: certs.CertFile(abs, "controller"), Key: certs.KeyFile(abs, "controller")},
-		CAKey:   certs.KeyFile(abs, "ca"), // enrolls agents: 'jobsuite agent token create' works in dev
-		Logger:  log.Named("controller"),
-		Version: Version,
-	})
+	ctls, err := devControllers(abs, *nCtl, *httpAddr, *listen, log)
 	if err != nil {
 		return c.errorf("%v", err)
 	}
-	env := devEnv(abs, srv.HTTPAddr())
+	var httpAddrs, agentAddrs []string
+	for _, ctl := range ctls {
+		httpAddrs = append(httpAddrs, ctl.HTTPAddr())
+		agentAddrs = append(agentAddrs, loopbackAddr(ctl.AgentAddr()))
+	}
+	env := devEnv(abs, httpAddrs...)
 	if err := os.WriteFile(filepath.Join(abs, "env"), []byte(env), 0o600); err != nil {
 		return c.errorf("writing %s: %v", filepath.Join(abs, "env"), err)
 	}
+	agentAddr := strings.Join(agentAddrs, ",")
 
-	agentAddr := srv.AgentAddr()
-	if host, port, err := net.SplitHostPort(agentAddr); err == nil && (host == "" || host == "::" || host == "0.0.0.0") {
-		agentAddr = net.JoinHostPort("127.0.0.1", port)
-	}
 	// The first Ctrl-C drains the agents (running jobs finish); the
 	// controller stops once they are gone. A second Ctrl-C cancels the
 	// running jobs.
@@ -174,7 +188,11 @@ func (c *DevCommand) Run(args []string) int {
 	} else {
 		go func() { <-agentCtx.Done(); stopCtrl() }() // nothing to drain
 	}
-	fmt.Fprintf(c.Stdout, "jobsuite dev: controller at https://%s with %d local agent(s); state in %s\n\n", srv.HTTPAddr(), len(agentNames), abs)
+	if len(ctls) == 1 {
+		fmt.Fprintf(c.Stdout, "jobsuite dev: controller at https://%s with %d local agent(s); state in %s\n\n", httpAddrs[0], len(agentNames), abs)
+	} else {
+		fmt.Fprintf(c.Stdout, "jobsuite dev: a cluster of %d controllers at https://%s with %d local agent(s); state in %s\n\n", len(ctls), strings.Join(httpAddrs, ", https://"), len(agentNames), abs)
+	}
 	fmt.Fprintf(c.Stdout, "Run jobsuite from this folder, or set these in another shell (also in %s):\n\n%s\n", filepath.Join(abs, "env"), env)
 	if len(agents) > 0 {
 		fmt.Fprintf(c.Stdout, "Try: jobsuite submit -f -- 'echo hello; echo oops >&2; exit 3'\n")
@@ -185,7 +203,7 @@ func (c *DevCommand) Run(args []string) int {
 	var dashboard sync.WaitGroup
 	dashboard.Go(func() { c.printDashboard(ctrlCtx, abs, env) })
 
-	runErr := srv.Run(ctrlCtx)
+	runErr := runControllers(ctrlCtx, ctls)
 	stopCtrl()
 	dashboard.Wait()
 	stopAgents()
@@ -200,6 +218,113 @@ func (c *DevCommand) Run(args []string) int {
 		return c.errorf("%v", runErr)
 	}
 	return ExitOK
+}
+
+// devController is a dev controller: a single one or a cluster node.
+type devController interface {
+	Run(ctx context.Context) error
+	HTTPAddr() string
+	AgentAddr() string
+}
+
+// devControllers builds the dev controllers: one on httpAddr and listen
+// with its data in dir/data, or n cluster nodes on consecutive ports
+// from there, with their data in dir/node-I and their cluster ports 100
+// above their agent ports.
+func devControllers(dir string, n int, httpAddr, listen string, log hclog.Logger) ([]devController, error) {
+	base := controller.Config{
+		CAKey:   certs.KeyFile(dir, "ca"), // enrolls agents: 'jobsuite agent token create' works in dev
+		Version: Version,
+	}
+	if n == 1 {
+		cfg := base
+		cfg.HTTPAddr, cfg.AgentAddr, cfg.DataDir = httpAddr, listen, filepath.Join(dir, "data")
+		cfg.TLS = certs.Files{CA: certs.CAFile(dir), Cert: certs.CertFile(dir, "controller"), Key: certs.KeyFile(dir, "controller")}
+		cfg.Logger = log.Named("controller")
+		srv, err := controller.New(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return []devController{srv}, nil
+	}
+	httpHost, httpPort, err := splitPort(httpAddr, "-http")
+	if err != nil {
+		return nil, err
+	}
+	agentHost, agentPort, err := splitPort(listen, "-listen")
+	if err != nil {
+		return nil, err
+	}
+	clusterHost := agentHost
+	if ip := net.ParseIP(clusterHost); clusterHost == "" || (ip != nil && ip.IsUnspecified()) {
+		clusterHost = "127.0.0.1"
+	}
+	var join []string
+	for i := range n {
+		join = append(join, net.JoinHostPort(clusterHost, strconv.Itoa(agentPort+100+i)))
+	}
+	var out []devController
+	for i := range n {
+		name := fmt.Sprintf("controller-%d", i+1)
+		cfg := base
+		cfg.HTTPAddr = net.JoinHostPort(httpHost, strconv.Itoa(httpPort+i))
+		cfg.AgentAddr = net.JoinHostPort(agentHost, strconv.Itoa(agentPort+i))
+		cfg.DataDir = filepath.Join(dir, fmt.Sprintf("node-%d", i+1))
+		cfg.TLS = certs.Files{CA: certs.CAFile(dir), Cert: certs.CertFile(dir, name), Key: certs.KeyFile(dir, name)}
+		cfg.Logger = log.Named(name)
+		cfg.ClusterAddr, cfg.BootstrapExpect, cfg.Join = join[i], n, join
+		nd, err := controller.NewNode(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		out = append(out, nd)
+	}
+	return out, nil
+}
+
+// splitPort splits a host:port flag value with a numeric port.
+func splitPort(addr, flag string) (string, int, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%s %q: %v", flag, addr, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p <= 0 || p > 65000 {
+		return "", 0, fmt.Errorf("%s %q: -controllers needs a fixed port number to count up from", flag, addr)
+	}
+	return host, p, nil
+}
+
+// runControllers runs every controller until ctx ends or one of them
+// fails, which stops the others; it returns the first error.
+func runControllers(ctx context.Context, ctls []devController) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(ctls))
+	for _, ctl := range ctls {
+		go func() {
+			err := ctl.Run(ctx)
+			if err != nil {
+				cancel()
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range ctls {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// loopbackAddr turns a wildcard listener address into 127.0.0.1's.
+func loopbackAddr(addr string) string {
+	if host, port, err := net.SplitHostPort(addr); err == nil && (host == "" || host == "::" || host == "0.0.0.0") {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
 }
 
 // lockDevDir makes sure no other 'jobsuite dev' uses dir: it holds an
@@ -310,7 +435,7 @@ func (c *DevCommand) printDashboard(ctx context.Context, dir, env string) {
 // devPKI creates whatever of the dev PKI is missing under dir: the CA,
 // a controller certificate for loopback, an operator certificate and
 // one certificate per agent. It returns the agent names.
-func devPKI(dir string, agents int) ([]string, error) {
+func devPKI(dir string, agents, controllers int) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -322,6 +447,9 @@ func devPKI(dir string, agents int) ([]string, error) {
 	reqs := []certs.Request{
 		{Role: certs.RoleController, Name: "controller", DNS: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}},
 		{Role: certs.RoleOperator, Name: "operator"},
+	}
+	for i := 1; controllers > 1 && i <= controllers; i++ {
+		reqs = append(reqs, certs.Request{Role: certs.RoleController, Name: fmt.Sprintf("controller-%d", i), DNS: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}})
 	}
 	var names []string
 	for i := 1; i <= agents; i++ {
@@ -341,12 +469,13 @@ func devPKI(dir string, agents int) ([]string, error) {
 }
 
 // devEnv is the content of DIR/env: what the CLI needs to reach the dev
-// controller as operator.
-func devEnv(dir, httpAddr string) string {
-	if host, port, err := net.SplitHostPort(httpAddr); err == nil && (host == "" || host == "::" || host == "0.0.0.0") {
-		httpAddr = net.JoinHostPort("127.0.0.1", port)
+// controllers (all of them, for a cluster) as operator.
+func devEnv(dir string, httpAddrs ...string) string {
+	var urls []string
+	for _, a := range httpAddrs {
+		urls = append(urls, "https://"+loopbackAddr(a))
 	}
 	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 	return fmt.Sprintf("export JOBSUITE_ADDR=%s\nexport JOBSUITE_CACERT=%s\nexport JOBSUITE_CLIENT_CERT=%s\nexport JOBSUITE_CLIENT_KEY=%s\n",
-		q("https://"+httpAddr), q(certs.CAFile(dir)), q(certs.CertFile(dir, "operator")), q(certs.KeyFile(dir, "operator")))
+		q(strings.Join(urls, ",")), q(certs.CAFile(dir)), q(certs.CertFile(dir, "operator")), q(certs.KeyFile(dir, "operator")))
 }

@@ -5,9 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -179,5 +182,84 @@ func TestDevWithoutAgents(t *testing.T) {
 	waitUntil(t, "the dashboard's address again", func() bool { return tokenRE.MatchString(devOut.String()) })
 	if again := tokenRE.FindStringSubmatch(devOut.String()); again[2] != mt[2] {
 		t.Errorf("a restart made a new token %s; want %s again", again[2], mt[2])
+	}
+}
+
+// freeRun finds n consecutive loopback ports free on TCP (and on UDP
+// too with udp set), starting from a random one, and the n ports 100
+// above them free on TCP when cluster is set.
+func freeRun(t *testing.T, n int, udp, cluster bool) int {
+	t.Helper()
+	free := func(port int) bool {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return false
+		}
+		ln.Close()
+		if udp {
+			pc, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				return false
+			}
+			pc.Close()
+		}
+		return true
+	}
+	for range 200 {
+		base := 20000 + rand.IntN(20000)
+		ok := true
+		for i := 0; ok && i < n; i++ {
+			ok = free(base+i) && (!cluster || free(base+100+i))
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no run of free ports")
+	return 0
+}
+
+// TestDevCluster: 'jobsuite dev -controllers 3' starts a local cluster
+// that the CLI, from the same folder, finds all of: its members list a
+// leader, and a job runs.
+func TestDevCluster(t *testing.T) {
+	for _, k := range []string{envAddr, envCACert, envClientCert, envClientKey} {
+		t.Setenv(k, "")
+		os.Unsetenv(k)
+	}
+	dir := t.TempDir()
+	t.Chdir(dir)
+	httpPort := freeRun(t, 3, false, false)
+	agentPort := freeRun(t, 3, true, true)
+	var devOut, devErr lockedBuffer
+	m := Meta{UI: &mcli.BasicUi{Writer: &devOut, ErrorWriter: &devErr}, Stdout: &devOut, Stderr: &devErr}
+	stop := startDev(t, m, "-controllers", "3", "-http", fmt.Sprint("127.0.0.1:", httpPort), "-listen", fmt.Sprint("127.0.0.1:", agentPort))
+	defer func() { stop() }()
+
+	envFile := filepath.Join(dir, ".jobsuite-dev", "env")
+	waitUntil(t, "dev's env file and a leader with both agents", func() bool {
+		if _, err := os.Stat(envFile); err != nil {
+			return false
+		}
+		code, out, _ := runCLI(t, "agents")
+		return code == 0 && strings.Contains(out, "agent-1") && strings.Contains(out, "agent-2")
+	})
+	env, _ := os.ReadFile(envFile)
+	for i := range 3 {
+		if !strings.Contains(string(env), fmt.Sprintf("https://127.0.0.1:%d", httpPort+i)) {
+			t.Fatalf("env file does not name controller %d:\n%s", i+1, env)
+		}
+	}
+	code, out, errOut := runCLI(t, "operator", "members")
+	if code != 0 || strings.Count(out, "leader") != 1 || strings.Count(out, "follower") != 2 {
+		t.Fatalf("operator members: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = runCLI(t, "submit", "-f", "--", "echo from the cluster")
+	if code != 0 || out != "from the cluster\n" {
+		t.Fatalf("submit -f: exit %d, %q %q", code, out, errOut)
+	}
+	if !strings.Contains(devOut.String(), "a cluster of 3 controllers") {
+		t.Errorf("dev's banner:\n%s", devOut.String())
 	}
 }
