@@ -70,8 +70,14 @@ type Node struct {
 	self  cluster.Member
 	addrs NodeAddrs // this node's API and agent addresses, as others dial them
 
-	rmu sync.Mutex
-	r   *raft.Raft
+	rmu   sync.Mutex
+	r     *raft.Raft
+	obs   *raft.Observer
+	obsCh chan raft.Observation
+	// leaderGen is closed and replaced whenever raft reports a new
+	// leader (or none): forwarded requests end with it (node_http.go).
+	leaderMu  sync.Mutex
+	leaderGen chan struct{}
 
 	agentLn *transport.Listener
 	httpLn  net.Listener
@@ -145,7 +151,7 @@ func NewNode(cfg Config) (n *Node, err error) {
 	if err := refuseSingleStore(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	n = &Node{cfg: cfg, log: cfg.Logger, id: cert.Leaf.Subject.CommonName, pool: pool, wake: make(chan struct{}, 1)}
+	n = &Node{cfg: cfg, log: cfg.Logger, id: cert.Leaf.Subject.CommonName, pool: pool, wake: make(chan struct{}, 1), leaderGen: make(chan struct{})}
 	var closers []func() error
 	defer func() {
 		if err != nil {
@@ -417,7 +423,34 @@ func (n *Node) startRaft(servers []cluster.Member) error {
 		return err
 	}
 	n.r = r
+	ch := make(chan raft.Observation, 8)
+	n.obsCh = ch
+	n.obs = raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	r.RegisterObserver(n.obs)
+	go func() {
+		for range ch {
+			n.leaderChanged()
+		}
+	}()
 	return nil
+}
+
+// leaderChanged ends the requests forwarded to the former leader.
+func (n *Node) leaderChanged() {
+	n.leaderMu.Lock()
+	defer n.leaderMu.Unlock()
+	close(n.leaderGen)
+	n.leaderGen = make(chan struct{})
+}
+
+// leaderEpoch returns a channel closed when the leader changes next.
+func (n *Node) leaderEpoch() <-chan struct{} {
+	n.leaderMu.Lock()
+	defer n.leaderMu.Unlock()
+	return n.leaderGen
 }
 
 // Run forms or joins the cluster, serves until ctx ends or the node
@@ -456,6 +489,13 @@ func (n *Node) Run(ctx context.Context) error {
 	if t := n.term.Load(); t != nil {
 		n.endTerm(t, "controller shutting down")
 	}
+	if r := n.raftNode(); r != nil && r.State() == raft.Leader {
+		// A clean stop hands leadership on, so the others need not wait
+		// for an election timeout (a rolling restart's failovers).
+		if terr := r.LeadershipTransfer().Error(); terr != nil {
+			n.log.Warn("could not hand leadership on before stopping", "error", terr)
+		}
+	}
 	shutCtx, shutCancel := context.WithTimeout(context.Background(), 5*time.Second)
 	_ = n.http.Shutdown(shutCtx)
 	shutCancel()
@@ -465,6 +505,8 @@ func (n *Node) Run(ctx context.Context) error {
 		if serr := r.Shutdown().Error(); serr != nil && err == nil {
 			err = fmt.Errorf("controller: raft shutdown: %w", serr)
 		}
+		r.DeregisterObserver(n.obs)
+		close(n.obsCh) // ends the observer's goroutine
 	}
 	_ = n.trans.Close()
 	_ = n.mux.Close()

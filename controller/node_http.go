@@ -61,6 +61,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "controller %s forwarded this request here, but %s is not the leader either (leadership is changing); retry", by, n.id)
 		return
 	}
+	epoch := n.leaderEpoch() // before the lookup: a change after it ends the request
 	a, err := n.leaderAddrs(r.Context(), true)
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
@@ -71,7 +72,7 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		n.ServeHTTP(w, r)
 		return
 	}
-	n.fwd.forward(w, r, a.API)
+	n.fwd.forward(w, r, a.API, epoch)
 }
 
 // fromPeer turns a request another controller forwarded into the
@@ -204,9 +205,21 @@ func (f *forwarder) tlsConfig() *tls.Config {
 	}
 }
 
-// forward proxies r to the API at addr.
-func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, addr string) {
-	f.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardTarget{}, addr)))
+// forward proxies r to the API at addr. The request ends when raft
+// reports another leader (or none): a leader that stopped answering
+// without closing its connections (paused, cut off) must not hold the
+// client until its own timeout; it gets 503 and retries.
+func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, addr string, epoch <-chan struct{}) {
+	ctx, cancel := context.WithCancel(context.WithValue(r.Context(), forwardTarget{}, addr))
+	defer cancel()
+	go func() {
+		select {
+		case <-epoch:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	f.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // known returns the addresses of node id at clusterAddr if addrsOf
