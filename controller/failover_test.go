@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anishathalye/porcupine"
+
 	"jobsuite/api"
 	"jobsuite/certs"
 )
@@ -163,11 +165,15 @@ func clusterFaults(t *testing.T, bin, mode string) {
 		out string
 	}
 	var (
-		mu    sync.Mutex
-		acked = map[string]submitted{}
-		stop  atomic.Bool
-		cwg   sync.WaitGroup
+		mu      sync.Mutex
+		acked   = map[string]submitted{}
+		keys    []string              // acked's keys, for the reader
+		history []porcupine.Operation // for the linearizability check
+		stop    atomic.Bool
+		cwg     sync.WaitGroup
 	)
+	start := time.Now()
+	now := func() int64 { return int64(time.Since(start)) }
 	runs := filepath.Join(work, "runs") // "s|e JOB ATTEMPT NANOS" lines the jobs append
 	for c := range failoverClients {
 		cwg.Go(func() {
@@ -179,6 +185,7 @@ func clusterFaults(t *testing.T, bin, mode string) {
 				}
 				body := fmt.Sprintf(`{"name":%q,"command":%q,"idempotency_key":%q,"retries":3,"backoff":{"base":0.2,"max":1}}`,
 					key, fmt.Sprintf("%s; printf '%%s\\n%%s\\n' %s %s; sleep 0.%d; %s", mark("s"), key, strings.Repeat(key, 1+n%20), n%4, mark("e")), key)
+				called := now()
 				for try := 0; ; try++ {
 					p := procs[rand.IntN(len(procs))]
 					code, b, err := p.client.do("POST", "/jobs", body)
@@ -190,6 +197,8 @@ func clusterFaults(t *testing.T, bin, mode string) {
 						}
 						mu.Lock()
 						acked[key] = submitted{id: j.JobID, out: out}
+						keys = append(keys, key)
+						history = append(history, porcupine.Operation{ClientId: c, Input: linOp{key: key}, Call: called, Output: linOut{id: j.JobID}, Return: now()})
 						mu.Unlock()
 						time.Sleep(300 * time.Millisecond) // about 25 jobs/s in all: the agents keep up
 						break
@@ -207,6 +216,42 @@ func clusterFaults(t *testing.T, bin, mode string) {
 			}
 		})
 	}
+
+	// A reader: GET /jobs/:id of acknowledged jobs through random nodes.
+	cwg.Go(func() {
+		for !stop.Load() {
+			mu.Lock()
+			if len(keys) == 0 {
+				mu.Unlock()
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			key := keys[rand.IntN(len(keys))]
+			id := acked[key].id
+			mu.Unlock()
+			p := procs[rand.IntN(len(procs))]
+			called := now()
+			code, b, err := p.client.do("GET", fmt.Sprintf("/jobs/%d", id), "")
+			returned := now()
+			if err != nil || (code != 200 && code != 404) {
+				continue // no answer: no effect, nothing to check
+			}
+			out := linOut{found: code == 200}
+			if out.found {
+				var j api.JobView
+				if err := json.Unmarshal(b, &j); err != nil {
+					t.Errorf("GET /jobs/%d: %v", id, err)
+					return
+				}
+				out.status, out.attempts = j.Status, len(j.Attempts)
+				out.phase = phaseOf(j.Status, out.attempts)
+			}
+			mu.Lock()
+			history = append(history, porcupine.Operation{ClientId: failoverClients, Input: linOp{key: key, read: true, id: id}, Call: called, Output: out, Return: returned})
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 
 	var failovers []time.Duration
 	switch mode {
@@ -287,6 +332,12 @@ func clusterFaults(t *testing.T, bin, mode string) {
 				t.Errorf("job %d's log through %s: %q, want %q", s.id, p.name, got, s.out)
 			}
 		}
+	}
+	// The histories are linearizable.
+	if res := linearizable(history); res != porcupine.Ok {
+		t.Errorf("the job histories (%d operations) are not linearizable: %v", len(history), res)
+	} else {
+		t.Logf("%d operations (submissions and reads) linearizable", len(history))
 	}
 	// No two attempts of a job ran at the same time.
 	checkNoOverlap(t, runs)
