@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"jobsuite/agent"
 	"jobsuite/api"
@@ -168,6 +171,38 @@ func TestClusterForwardsAndFailsOver(t *testing.T) {
 		if code, b := doWith(t, c.client, "GET", c.url(i, fmt.Sprintf("/jobs/%d/logs", j.JobID)), ""); code != 200 || string(b) != "via-follower\n" {
 			t.Fatalf("logs on node %d: %d %q", i, code, b)
 		}
+	}
+
+	// A live log through a follower: the WebSocket is forwarded too.
+	gate := filepath.Join(t.TempDir(), "gate")
+	code, body = doWith(t, c.client, "POST", c.url(fol, "/jobs"), fmt.Sprintf(`{"command":"echo first; while [ ! -e %s ]; do sleep 0.05; done; echo second"}`, gate))
+	if code != 201 {
+		t.Fatalf("POST /jobs: %d %s", code, body)
+	}
+	var live job
+	_ = json.Unmarshal(body, &live)
+	pool, cert, err := files(c.dir, "operator").Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := websocket.Dialer{TLSClientConfig: certs.ClientTLS(pool, cert, "127.0.0.1", "http/1.1"), HandshakeTimeout: 10 * time.Second}
+	ws, _, err := d.Dial(fmt.Sprintf("wss://%s/ws/jobs/%d/logs", c.cfgs[fol].HTTPAddr, live.JobID), nil)
+	if err != nil {
+		t.Fatalf("log WebSocket through a follower: %v", err)
+	}
+	defer ws.Close()
+	if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != "first\n" {
+		t.Fatalf("first message %q, %v", msg, err)
+	}
+	waitNodeState(t, c, fol, live.JobID, "running")
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, msg, err := ws.ReadMessage(); err != nil || string(msg) != "second\n" {
+		t.Fatalf("second message %q, %v", msg, err)
+	}
+	if _, _, err := ws.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Fatalf("after the job ended: %v", err)
 	}
 
 	// Who may do what is decided as if the caller came directly.
