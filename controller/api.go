@@ -68,6 +68,7 @@ func (s *Server) routes() http.Handler {
 	r.POST("/agent-tokens", s.auth(certs.RoleOperator, s.handleCreateJoinToken)) // join tokens; see enroll.go
 	r.GET("/agent-tokens", s.auth(certs.RoleOperator, s.handleJoinTokens))
 	r.DELETE("/agent-tokens/:id", s.auth(certs.RoleOperator, s.handleRevokeJoinToken))
+	r.GET("/operator/snapshot", s.auth(certs.RoleOperator, s.handleSnapshot))
 	r.POST("/enroll", s.handleEnroll)      // no role: the join token in the body authenticates
 	r.POST("/enroll/renew", s.handleRenew) // no role: the agent's own certificate authenticates
 	r.GET("/health", s.handleHealth)

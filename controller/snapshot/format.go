@@ -93,6 +93,27 @@ func Write(w io.Writer, dir string) error {
 	return err
 }
 
+// Size is the length of the stream Write makes of dir, as long as its
+// files do not change.
+func Size(dir string) (int64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var num [binary.MaxVarintLen64]byte
+	n := int64(len(Magic) + 1 + 1 + sha256.Size)
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil {
+			return 0, err
+		}
+		size := fi.Size()
+		n += int64(binary.PutUvarint(num[:], uint64(len(e.Name())))) + int64(len(e.Name())) +
+			int64(binary.PutUvarint(num[:], uint64(size))) + size
+	}
+	return n, nil
+}
+
 func plainName(name string) bool {
 	return name != "" && len(name) <= maxNameLen && name != "." && name != ".." &&
 		!strings.ContainsAny(name, "/\x00")
