@@ -1,9 +1,12 @@
 package snapshot
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -61,6 +64,9 @@ func streamOf(t *testing.T, n int) []byte {
 	var buf bytes.Buffer
 	if err := Write(&buf, cp); err != nil {
 		t.Fatal(err)
+	}
+	if size, err := Size(cp); err != nil || size != int64(buf.Len()) {
+		t.Fatalf("Size = %d, %v; Write wrote %d bytes", size, err, buf.Len())
 	}
 	return buf.Bytes()
 }
@@ -297,5 +303,65 @@ func TestRestoreFinishesInterruptedOne(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// holdEnv makes the test binary a process that opens the store in the
+// directory it names, says "open" and waits for its stdin to close: a
+// controller in another process.
+const holdEnv = "JOBSUITE_SNAPSHOT_TEST_HOLD"
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(holdEnv); dir != "" {
+		st, err := store.Open(dir, store.Options{})
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		fmt.Println("open")
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		st.Close()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// A controller in another process holds the data directory: the restore
+// is refused (the kernel's lock on Pebble's LOCK file) and changes nothing.
+func TestRestoreRefusedWhileAnotherProcessHoldsTheStore(t *testing.T) {
+	snap := streamOf(t, 3)
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "data")
+	fill(t, dir, 5)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), holdEnv+"="+dir)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("the holding process: %v", err)
+		}
+	}()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "open\n" {
+		t.Fatalf("the holding process said %q, %v", line, err)
+	}
+	before := names(t, parent)
+	_, err = Restore(bytes.NewReader(snap), dir, RestoreOptions{Now: t0})
+	if !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("Restore = %v, want store.ErrLocked", err)
+	}
+	if got := names(t, parent); !slices.Equal(got, before) {
+		t.Errorf("beside the data directory: %v, want %v", got, before)
 	}
 }
