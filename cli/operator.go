@@ -98,8 +98,8 @@ Usage: jobsuite operator snapshot save [options] FILE
   goes on serving meanwhile. The download goes to FILE.tmp and is checked
   as it arrives (the stream's SHA-256, its length, its format); only a
   whole, checked snapshot is synced and renamed to FILE, replacing an
-  older FILE. A broken download leaves FILE as it was and removes
-  FILE.tmp.
+  older FILE. A broken download, or a controller that sends nothing for
+  a minute, leaves FILE as it was and removes FILE.tmp.
 
   One snapshot is taken at a time: while another is streaming the
   controller answers 429 and this command says so.
@@ -152,13 +152,22 @@ func (c *Client) saveSnapshot(ctx context.Context, file string) (snapshot.Info, 
 	}
 	// No overall timeout: a snapshot takes as long as the store is big.
 	// The controller drops a client that stops reading; a controller
-	// that stops sending is stopped with Ctrl-C.
+	// that sends nothing for snapshotIdleTimeout is given up on.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	req = req.WithContext(ctx)
+	idle := time.AfterFunc(snapshotIdleTimeout, func() { cancel(errSnapshotIdle) })
+	defer idle.Stop()
 	hc := &http.Client{Transport: c.http.Transport}
 	resp, err := hc.Do(req)
 	if err != nil {
+		if context.Cause(ctx) == errSnapshotIdle {
+			return info, errSnapshotIdle
+		}
 		return info, c.connError(err)
 	}
 	defer resp.Body.Close()
+	body := &idleReader{r: resp.Body, timer: idle}
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		e := apiError(resp.StatusCode, body)
@@ -179,9 +188,9 @@ func (c *Client) saveSnapshot(ctx context.Context, file string) (snapshot.Info, 
 			os.Remove(tmp)
 		}
 	}()
-	if info, err = snapshot.Verify(io.TeeReader(resp.Body, f)); err != nil {
+	if info, err = snapshot.Verify(io.TeeReader(body, f)); err != nil {
 		if ctx.Err() != nil {
-			return info, ctx.Err()
+			return info, fmt.Errorf("%w; %s is unchanged", context.Cause(ctx), file)
 		}
 		return info, fmt.Errorf("the download is not a whole snapshot, %s is unchanged: %w", file, err)
 	}
@@ -197,6 +206,26 @@ func (c *Client) saveSnapshot(ctx context.Context, file string) (snapshot.Info, 
 		return info, err
 	}
 	return info, snapshot.SyncDir(filepath.Dir(file))
+}
+
+// snapshotIdleTimeout is how long save waits for the controller's next
+// bytes before it gives up.
+const snapshotIdleTimeout = time.Minute
+
+var errSnapshotIdle = errors.New("the controller sent nothing for a minute; the snapshot was given up")
+
+// idleReader restarts timer on every read that returns bytes.
+type idleReader struct {
+	r     io.Reader
+	timer *time.Timer
+}
+
+func (i *idleReader) Read(p []byte) (int, error) {
+	n, err := i.r.Read(p)
+	if n > 0 {
+		i.timer.Reset(snapshotIdleTimeout)
+	}
+	return n, err
 }
 
 // SnapshotInspectCommand is "jobsuite operator snapshot inspect FILE".
