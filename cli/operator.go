@@ -177,7 +177,11 @@ func (c *Client) saveSnapshot(ctx context.Context, file string) (snapshot.Info, 
 		return info, e
 	}
 	tmp := file + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	// A FILE.tmp left by a killed save goes; a new one is made with mode 0600.
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return info, err
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return info, err
 	}

@@ -96,12 +96,19 @@ func TestSnapshotSaveAndRestore(t *testing.T) {
 	submitJobs(t, 3)
 	saved := listedJobs(t)
 	file := filepath.Join(t.TempDir(), "backup.snap")
+	// What a killed save left: replaced, and the mode is 0600 all the same.
+	if err := os.WriteFile(file+".tmp", []byte("partial"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	code, out, errOut := runCLI(t, "operator", "snapshot", "save", file)
 	if code != 0 || !strings.Contains(out, "(checked)") {
 		t.Fatalf("save: %d %q %q", code, out, errOut)
 	}
 	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("the saved file: %v, %v; want mode 0600", fi, err)
+	}
+	if _, err := os.Stat(file + ".tmp"); !os.IsNotExist(err) {
+		t.Errorf("%s.tmp after a save: %v", file, err)
 	}
 	code, out, errOut = runCLI(t, "operator", "snapshot", "inspect", file)
 	if code != 0 || !strings.Contains(out, "Jobs:        3 (queued 3)") || !strings.Contains(out, "Raft index:  none") {
