@@ -31,6 +31,9 @@ import (
 // a time, and the store's lock keeps other processes out of the data
 // directory, so whatever is there is a leftover).
 //
+// Below the data directory's free-space floor (disk.go) it answers 507:
+// the checkpoint copies the store's log, up to a memtable's worth.
+//
 // A client that stops reading is dropped: every write must make
 // progress within snapshotWriteTimeout. The audit log records each
 // snapshot, complete or not, with its size.
@@ -49,6 +52,12 @@ func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request, _ httpro
 		return
 	}
 	defer s.snapshotMu.Unlock()
+	if !s.disk.Accepting() {
+		// The checkpoint copies the store's log (up to a memtable) into
+		// the data directory: not below the floor Pebble is kept above.
+		writeError(w, http.StatusInsufficientStorage, "the data directory is below its free-space floor (-min-free-bytes); a snapshot copies the store's log there: free space first")
+		return
+	}
 	dir := filepath.Join(s.cfg.DataDir, snapshotTmpDir)
 	if err := os.RemoveAll(dir); err != nil {
 		s.log.Error("snapshot: removing a leftover checkpoint", "dir", dir, "error", err)

@@ -178,3 +178,20 @@ func fillOutput(t *testing.T, dir string, n int) {
 		}
 	}
 }
+
+// Below the data directory's free-space floor a snapshot is refused
+// with 507: its checkpoint would copy the store's log there.
+func TestSnapshotBelowTheFloor(t *testing.T) {
+	c := startClusterWith(t, func(cfg *controller.Config) { cfg.MinFreeBytes = 1 << 60 })
+	c.waitFor("new jobs refused with 507", func() bool {
+		code, _ := c.do("POST", "/jobs", `{"command":"true"}`)
+		return code == 507
+	})
+	code, b := c.do("GET", "/operator/snapshot", "")
+	if code != 507 || !strings.Contains(string(b), "-min-free-bytes") {
+		t.Fatalf("GET /operator/snapshot below the floor: %d %s, want 507", code, b)
+	}
+	if _, err := os.Stat(snapshotTmp(c)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a checkpoint was taken: %v", err)
+	}
+}
