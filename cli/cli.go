@@ -154,6 +154,9 @@ func commands(m Meta) map[string]mcli.CommandFactory {
 	for k, v := range clientCommands(m) {
 		cmds[k] = v
 	}
+	for k, v := range operatorCommands(m) {
+		cmds[k] = v
+	}
 	for k, v := range groupCommands() {
 		if _, taken := cmds[k]; !taken {
 			cmds[k] = v

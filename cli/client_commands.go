@@ -34,8 +34,5 @@ func clientCommands(m Meta) map[string]mcli.CommandFactory {
 		"agent token create": func() (mcli.Command, error) { return &AgentTokenCreateCommand{Meta: m}, nil },
 		"agent token list":   func() (mcli.Command, error) { return &AgentTokenListCommand{Meta: m}, nil },
 		"agent token revoke": func() (mcli.Command, error) { return &AgentTokenRevokeCommand{Meta: m}, nil },
-		// The cluster (operator_members.go): "jobsuite operator members".
-		"operator members":     func() (mcli.Command, error) { return &OperatorMembersCommand{Meta: m}, nil },
-		"operator remove-peer": func() (mcli.Command, error) { return &OperatorRemovePeerCommand{Meta: m}, nil },
 	}
 }

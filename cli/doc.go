@@ -2,7 +2,9 @@
 // mitchellh/cli. main.go hands os.Args to Run. Commands hold no business
 // logic: the long-running ones (controller, agent, dev) configure and
 // run controller.Server and agent.Agent; the client ones (submit,
-// status, list, cancel, logs, agents) call the HTTP API through Client.
+// status, list, cancel, logs, agents, operator snapshot save) call the
+// HTTP API through Client; 'operator snapshot inspect' and 'restore'
+// work on files with package controller/snapshot, without a controller.
 //
 // Client commands find the controller through -addr/-ca-cert/
 // -client-cert/-client-key, else JOBSUITE_ADDR, JOBSUITE_CACERT,

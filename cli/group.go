@@ -49,21 +49,6 @@ Example:
   jobsuite token list
 `,
 		},
-		"operator": {
-			synopsis: "Look after the controllers: cluster members, remove-peer",
-			help: `
-Usage: jobsuite operator <subcommand> [options]
-
-  Commands for whoever runs the controllers: the members of a cluster
-  (README "Running a cluster") and removing one that is gone for good.
-  They work against a single controller too, which is a cluster of one.
-
-Example:
-
-  jobsuite operator members
-  jobsuite operator remove-peer ctl-3
-`,
-		},
 		"agent token": {
 			synopsis: "Create, list and revoke join tokens for enrolling agents",
 			help: `

@@ -68,10 +68,11 @@ func (s *Server) routes() http.Handler {
 	r.POST("/agent-tokens", s.auth(certs.RoleOperator, s.handleCreateJoinToken)) // join tokens; see enroll.go
 	r.GET("/agent-tokens", s.auth(certs.RoleOperator, s.handleJoinTokens))
 	r.DELETE("/agent-tokens/:id", s.auth(certs.RoleOperator, s.handleRevokeJoinToken))
-	r.POST("/enroll", s.handleEnroll)                                                   // no role: the join token in the body authenticates
-	r.POST("/enroll/renew", s.handleRenew)                                              // no role: the agent's own certificate authenticates
+	r.GET("/operator/snapshot", s.auth(certs.RoleOperator, s.handleSnapshot))           // snapshot.go
 	r.GET("/operator/members", s.auth(certs.RoleViewer, s.handleMembers))               // node_members.go
 	r.DELETE("/operator/members/:id", s.auth(certs.RoleOperator, s.handleRemoveMember)) // remove-peer
+	r.POST("/enroll", s.handleEnroll)                                                   // no role: the join token in the body authenticates
+	r.POST("/enroll/renew", s.handleRenew)                                              // no role: the agent's own certificate authenticates
 	r.GET("/health", s.handleHealth)
 	r.GET("/openapi.json", s.handleOpenAPI)
 	r.GET("/ui", s.handleUI) // the web dashboard: static files, no role needed (see ui.go)

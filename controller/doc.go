@@ -20,6 +20,10 @@
 //     the retention loop are given; two packages run on it and their
 //     tests share one fake.
 //   - controller/store: the only Pebble user.
+//   - controller/snapshot: the store's snapshot stream (a checkpoint's
+//     files and a SHA-256), shared by a cluster's raft snapshots and a
+//     single controller's backup (GET /operator/snapshot, snapshot.go)
+//     and offline restore (the CLI's 'operator snapshot restore').
 //
 // What stays here, this round, and why:
 //

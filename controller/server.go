@@ -248,6 +248,8 @@ type Server struct {
 	sec       *security  // revocations, API tokens and the audit log (auth.go, audit.go)
 	pki       *pki       // own certificate (reloadable) and the CA key for enrollment (enroll.go)
 	history   history    // samples of the counts for GET /stats (stats.go)
+	// snapshotMu: one GET /operator/snapshot at a time (snapshot.go).
+	snapshotMu sync.Mutex
 	// rounds, if set, hears of every round the committer applied
 	// (RecordRounds, for tests; set before Run).
 	rounds func(cmds []store.Command, results []store.Result)

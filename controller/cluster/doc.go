@@ -33,10 +33,11 @@
 // Snapshots (snapshot.go) are Pebble checkpoints, taken on raft's FSM
 // goroutine (store.Checkpoint syncs the WAL first, so the store is
 // durable up to the snapshot before raft compacts its log) and streamed
-// by Persist in a simple checksummed format (a list of named files and a
-// SHA-256 over the stream) into whatever raft.SnapshotStore raft uses
-// (raft.FileSnapshotStore in the tests, which adds its own CRC of the
-// stored stream). Restore writes the stream into a new directory beside
+// by Persist in package snapshot's checksummed format (a list of named
+// files and a SHA-256 over the stream; a single controller's backup,
+// GET /operator/snapshot, is the same format) into whatever
+// raft.SnapshotStore raft uses (raft.FileSnapshotStore in the tests,
+// which adds its own CRC of the stored stream). Restore writes the stream into a new directory beside
 // the live one, checks it, opens it as a store, and only then swaps the
 // FSM's "store" link to it with an atomic rename; a corrupt, truncated
 // or foreign stream is refused with ErrSnapshot and the live store is

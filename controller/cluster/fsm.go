@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
+	"jobsuite/controller/snapshot"
 	"jobsuite/controller/store"
 )
 
@@ -209,15 +210,7 @@ func (f *FSM) link(gen int) error {
 	if err := os.Rename(tmp, filepath.Join(f.dir, liveLink)); err != nil {
 		return err
 	}
-	return syncDir(f.dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	return errors.Join(d.Sync(), d.Close())
+	return snapshot.SyncDir(f.dir)
 }
 
 // Store returns the live store. Restore may close it and put another in

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"jobsuite/controller/snapshot"
 	"jobsuite/controller/store"
 )
 
@@ -295,15 +296,15 @@ func TestRestoreRefusesBadSnapshots(t *testing.T) {
 		b[i] ^= 0x40
 		return b
 	}
-	evil := []byte(snapshotMagic + "\x01")
+	evil := []byte(snapshot.Magic + "\x01")
 	evil = append(evil, 5)
 	evil = append(evil, "../x1"...)
 	evil = append(evil, 1, 'x', 0)
 	for name, data := range map[string][]byte{
 		"empty":           nil,
 		"foreign":         []byte("PK\x03\x04 a zip file"),
-		"newer version":   append([]byte(snapshotMagic+"\x02"), good[len(snapshotMagic)+1:]...),
-		"flipped early":   flip(len(snapshotMagic) + 40),
+		"newer version":   append([]byte(snapshot.Magic+"\x02"), good[len(snapshot.Magic)+1:]...),
+		"flipped early":   flip(len(snapshot.Magic) + 40),
 		"flipped middle":  flip(len(good) / 2),
 		"flipped sum":     flip(len(good) - 1),
 		"truncated":       good[:len(good)/2],
@@ -311,7 +312,7 @@ func TestRestoreRefusesBadSnapshots(t *testing.T) {
 		"one byte short":  good[:len(good)-1],
 		"trailing byte":   append(bytes.Clone(good), 0),
 		"path escape":     evil,
-		"empty store dir": append([]byte(snapshotMagic+"\x01\x00"), sumOf(snapshotMagic+"\x01\x00")...),
+		"empty store dir": append([]byte(snapshot.Magic+"\x01\x00"), sumOf(snapshot.Magic+"\x01\x00")...),
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := dst.Restore(nopCloser{bytes.NewReader(data)})
@@ -452,11 +453,11 @@ func FuzzReadSnapshot(f *testing.F) {
 	good := snapshotOf(f, src)
 	f.Add(good)
 	f.Add(good[:len(good)/3])
-	f.Add([]byte(snapshotMagic + "\x01\x05../x1\x01x\x00"))
+	f.Add([]byte(snapshot.Magic + "\x01\x05../x1\x01x\x00"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		parent := t.TempDir()
 		dir := filepath.Join(parent, "snap")
-		err := readSnapshot(bytes.NewReader(data), dir)
+		_, err := snapshot.Read(bytes.NewReader(data), dir)
 		if names := dirNames(t, parent); !slices.Equal(names, []string{"snap"}) {
 			t.Fatalf("reading wrote %v beside its directory", names)
 		}

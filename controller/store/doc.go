@@ -175,7 +175,10 @@
 // its index, and writes it with the entry's commands in one batch (the
 // "zi" key), so the index never disagrees with what the store holds.
 // Checkpoint copies the store (a Pebble checkpoint, WAL synced first)
-// for snapshots of the replicated state.
+// for snapshots of the replicated state and a single controller's
+// backups (package snapshot). Lock takes the data directory's lock, the
+// one Open holds, without opening the store: a restore holds it while
+// it replaces the directory.
 //
 // With Options.NoSync, Apply does not fsync: a crash may lose the
 // newest batches, "zi" with them. That is what a replicated store wants

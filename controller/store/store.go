@@ -9,7 +9,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/hashicorp/go-hclog"
@@ -114,7 +113,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		Logger:                pebbleLogger{log: logger.Named("pebble")},
 		EventListener:         stalls.listener(),
 	})
-	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+	if isLocked(err) {
 		// Pebble's LOCK file: "resource temporarily unavailable" says little.
 		return nil, fmt.Errorf("store: open %s: %w: another process (a controller or 'jobsuite dev') holds its LOCK file; stop it, or use another data directory", dir, ErrLocked)
 	}
