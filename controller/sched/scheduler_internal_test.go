@@ -21,6 +21,7 @@ type memStore struct {
 	keys   map[string]uint64
 	ends   map[uint64]uint64 // end of each job's output
 	cmds   []store.Command   // applied, in order
+	rounds [][]store.Command // applied, batch by batch
 	keyErr error             // IdempotencyKey fails with it
 }
 
@@ -97,6 +98,7 @@ func (m *memStore) apply(cmds []store.Command) (syncer, []store.Result, error) {
 		}
 	}
 	m.cmds = append(m.cmds, cmds...)
+	m.rounds = append(m.rounds, slices.Clone(cmds))
 	return synced{}, make([]store.Result, len(cmds)), nil
 }
 
@@ -165,7 +167,12 @@ func TestEndedEntriesAreForgotten(t *testing.T) {
 // running until the test ends.
 func memScheduler(t *testing.T, o Options) (*Scheduler, *memStore) {
 	t.Helper()
-	ms := newMemStore()
+	return memSchedulerOver(t, newMemStore(), o)
+}
+
+// memSchedulerOver is memScheduler over ms (a restart over its store).
+func memSchedulerOver(t *testing.T, ms *memStore, o Options) (*Scheduler, *memStore) {
+	t.Helper()
 	c := NewCommitter(nil, CommitOptions{})
 	c.apply = ms.apply
 	stop := make(chan struct{})
