@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -152,6 +153,7 @@ const (
 	maxBackoff          = 86400           // seconds
 	maxDir              = 4096
 	maxLabelValue       = 256
+	maxAfter            = 100 // jobs one job may run after
 
 	// maxBodyLimit is the highest Config.MaxBodyBytes: an accepted job
 	// must fit, with room to spare, in one protocol frame to its agent.
@@ -316,6 +318,24 @@ func decodeSubmit(body []byte, lim submitLimits) (*store.Job, error) {
 		v := *req.TTY
 		j.TTY = &v
 	}
+	if len(req.After) > maxAfter {
+		return nil, badField("after", "names %d jobs; the limit is %d", len(req.After), maxAfter)
+	}
+	for i, id := range req.After {
+		if id == 0 {
+			return nil, badField("after", "job IDs are positive integers, got 0")
+		}
+		if slices.Contains(req.After[:i], id) {
+			return nil, badField("after", "names job %d twice", id)
+		}
+	}
+	if req.AfterAny && len(req.After) == 0 {
+		return nil, badField("after_any", "needs \"after\": the jobs to wait for")
+	}
+	if len(req.After) > 0 {
+		j.After = req.After
+		j.AfterAny = req.AfterAny
+	}
 	// JSON decoding can grow a value (an invalid UTF-8 byte becomes a
 	// 3-byte U+FFFD): bound the decoded job too, so it fits a frame.
 	if n := decodedSize(j); n > lim.body {
@@ -444,7 +464,7 @@ func jsonError(err error) error {
 		return errors.New("malformed JSON: the body ends early")
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return badField(field, "is not a job field (known: name, command, params, priority, timeout, retries, logs, cancellable, labels, env, dir, idempotency_key, backoff, output, tty)")
+		return badField(field, "is not a job field (known: name, command, params, priority, timeout, retries, logs, cancellable, labels, env, dir, idempotency_key, backoff, output, tty, after, after_any)")
 	}
 	return fmt.Errorf("malformed JSON: %v", err)
 }
