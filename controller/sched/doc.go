@@ -26,6 +26,9 @@
 //     retries with their backoff, the delay loop.
 //   - deps.go: dependencies between jobs (Job.After): blocked jobs,
 //     decided in the round that ends the last job they wait for.
+//   - schedules.go: cron schedules (issue 17), fired from the delay
+//     loop's clock, each firing one round (the job and the schedule's
+//     advance), with the overlap and catch-up policies.
 //   - queue.go: queued jobs by priority and FIFO (with optional aging),
 //     grouped by label selector: the scheduler's data, with no lock of
 //     its own.

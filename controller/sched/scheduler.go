@@ -52,12 +52,14 @@ type Scheduler struct {
 	// dependents lists, under each unfinished job, the blocked jobs
 	// that run after it (deps.go).
 	dependents map[uint64][]uint64
-	rotate     int           // round-robin start among agents
-	wake       chan struct{} // dispatcher doorbell
-	delayCh    chan struct{} // delay timer doorbell
-	expiryCh   chan struct{} // expiry timer doorbell: an earlier entry
-	metrics    Metrics       // counts transitions (SetMetrics); noMetrics until then
-	disk       Disk          // dispatch pauses while it refuses growth
+	schedules  map[string]*schedule // by name (schedules.go)
+	timers     timerHeap            // when each schedule fires next
+	rotate     int                  // round-robin start among agents
+	wake       chan struct{}        // dispatcher doorbell
+	delayCh    chan struct{}        // delay timer doorbell
+	expiryCh   chan struct{}        // expiry timer doorbell: an earlier entry
+	metrics    Metrics              // counts transitions (SetMetrics); noMetrics until then
+	disk       Disk                 // dispatch pauses while it refuses growth
 }
 
 // ended is a job that reached a final state whose batch may not be
@@ -122,6 +124,7 @@ func New(log hclog.Logger, st Reader, c *Committer, o Options) *Scheduler {
 		logEnd:     map[uint64]uint64{},
 		ended:      map[uint64]ended{},
 		dependents: map[uint64][]uint64{},
+		schedules:  map[string]*schedule{},
 		wake:       make(chan struct{}, 1),
 		delayCh:    make(chan struct{}, 1),
 		expiryCh:   make(chan struct{}, 1),
@@ -174,9 +177,14 @@ func (s *Scheduler) Load() error {
 			}
 		}
 	}
+	scheds, err := s.st.Schedules()
+	if err != nil {
+		return err
+	}
 	now := s.clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.loadSchedules(scheds)
 	if len(s.jobs) == 0 {
 		s.jobs = make(map[uint64]*store.Job, len(jobs))
 	}
@@ -1123,7 +1131,8 @@ func (s *Scheduler) loseAttempt(j *store.Job, why string) *Batch {
 	return s.endAttempt(j, next, store.OutcomeLost, why)
 }
 
-// DelayLoop moves waiting jobs back into the queue when they are due.
+// DelayLoop moves waiting jobs back into the queue when they are due,
+// and fires the schedules due (schedules.go).
 func (s *Scheduler) DelayLoop(ctx context.Context) {
 	t := s.clock.NewTimer(time.Hour)
 	defer t.Stop()
@@ -1132,6 +1141,9 @@ func (s *Scheduler) DelayLoop(ctx context.Context) {
 		wait := time.Hour
 		if next := s.requeueDue(now); !next.IsZero() {
 			wait = next.Sub(now)
+		}
+		if next := s.fireDue(now); !next.IsZero() {
+			wait = min(wait, next.Sub(now))
 		}
 		t.Reset(wait)
 		select {
