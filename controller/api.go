@@ -69,8 +69,15 @@ func (s *Server) routes() http.Handler {
 	r.POST("/agent-tokens", s.auth(certs.RoleOperator, s.handleCreateJoinToken)) // join tokens; see enroll.go
 	r.GET("/agent-tokens", s.auth(certs.RoleOperator, s.handleJoinTokens))
 	r.DELETE("/agent-tokens/:id", s.auth(certs.RoleOperator, s.handleRevokeJoinToken))
-	r.POST("/enroll", s.handleEnroll)      // no role: the join token in the body authenticates
-	r.POST("/enroll/renew", s.handleRenew) // no role: the agent's own certificate authenticates
+	r.POST("/enroll", s.handleEnroll)                                        // no role: the join token in the body authenticates
+	r.POST("/enroll/renew", s.handleRenew)                                   // no role: the agent's own certificate authenticates
+	r.POST("/schedules", s.auth(certs.RoleOperator, s.handleCreateSchedule)) // schedules.go
+	r.GET("/schedules", s.auth(certs.RoleViewer, s.handleSchedules))
+	r.GET("/schedules/:name", s.auth(certs.RoleViewer, s.handleSchedule))
+	r.DELETE("/schedules/:name", s.auth(certs.RoleOperator, s.handleDeleteSchedule))
+	r.POST("/schedules/:name/pause", s.auth(certs.RoleOperator, s.handlePauseSchedule))
+	r.POST("/schedules/:name/resume", s.auth(certs.RoleOperator, s.handleResumeSchedule))
+	r.POST("/schedules/:name/run", s.auth(certs.RoleOperator, s.handleRunSchedule))
 	r.GET("/health", s.handleHealth)
 	r.GET("/openapi.json", s.handleOpenAPI)
 	r.GET("/ui", s.handleUI) // the web dashboard: static files, no role needed (see ui.go)

@@ -25,6 +25,10 @@ var (
 	// ErrNoDependency: a submitted job runs after a job that does not
 	// exist.
 	ErrNoDependency = sched.ErrNoDependency
+	// ErrNoSchedule: no schedule of that name.
+	ErrNoSchedule = sched.ErrNoSchedule
+	// ErrScheduleExists: a schedule of that name exists already.
+	ErrScheduleExists = sched.ErrScheduleExists
 	// ErrFinished: the job already reached a final state.
 	ErrFinished = sched.ErrFinished
 	// ErrNotCancellable: the job was submitted with cancellable=false
