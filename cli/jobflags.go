@@ -14,6 +14,10 @@ import (
 // create takes too for the jobs it creates. One flag set, registered by
 // both.
 type jobFlags struct {
+	// scheduled leaves out -name (schedule create's -name names the
+	// schedule; its jobs are named after it) and -idempotency-key
+	// (each occurrence's job is a new one).
+	scheduled            bool
 	req                  api.SubmitRequest
 	priority, tmo        string
 	params               string
@@ -27,7 +31,10 @@ func newJobFlags() *jobFlags { return &jobFlags{labels: kvFlag{}, env: kvFlag{}}
 
 // register adds the job flags to fs.
 func (j *jobFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&j.req.Name, "name", "", "")
+	if !j.scheduled {
+		fs.StringVar(&j.req.Name, "name", "", "")
+		fs.StringVar(&j.req.IdempotencyKey, "idempotency-key", "", "")
+	}
 	fs.StringVar(&j.params, "params", "", "")
 	fs.StringVar(&j.priority, "priority", "", "")
 	fs.StringVar(&j.tmo, "timeout", "", "")
@@ -36,7 +43,6 @@ func (j *jobFlags) register(fs *flag.FlagSet) {
 	fs.Var(j.labels, "label", "")
 	fs.Var(j.env, "env", "")
 	fs.StringVar(&j.req.Dir, "dir", "", "")
-	fs.StringVar(&j.req.IdempotencyKey, "idempotency-key", "", "")
 	fs.BoolVar(&j.noCancel, "no-cancel", false, "")
 	fs.BoolVar(&j.split, "split-output", false, "")
 	fs.BoolVar(&j.tty, "tty", false, "")
@@ -186,3 +192,16 @@ const jobOptionsHelp = `  -name=<name>
     line buffering; stdin stays empty. Its output is one stream. Agents
     started with -tty do this for every job; -tty=false declines it.
 `
+
+// scheduledJobOptionsHelp is jobOptionsHelp without the flags a
+// schedule's job does not take (jobFlags.scheduled).
+func scheduledJobOptionsHelp() string {
+	var keep []string
+	for _, p := range strings.Split(jobOptionsHelp, "\n\n") {
+		if strings.HasPrefix(p, "  -name=") || strings.HasPrefix(p, "  -idempotency-key=") {
+			continue
+		}
+		keep = append(keep, p)
+	}
+	return strings.Join(keep, "\n\n")
+}
