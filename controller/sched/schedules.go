@@ -173,6 +173,9 @@ func (s *Scheduler) DeleteSchedule(name string) (store.Schedule, error) {
 // timing, pause and overlap policy, and returns it once durable. Its
 // Next stays.
 func (s *Scheduler) RunSchedule(name string) (ScheduleRun, error) {
+	if err := s.disk.Room(1024); err != nil {
+		return ScheduleRun{}, err
+	}
 	s.mu.Lock()
 	sc := s.schedules[name]
 	if sc == nil {
@@ -261,6 +264,11 @@ func (s *Scheduler) fire(sc *schedule, now time.Time, manual bool) (ScheduleRun,
 		next.Skipped++
 		s.log.Info("schedule skipped an occurrence: its previous job has not ended", "schedule", rec.Name,
 			"occurrence", run, "job", last.ID, "state", string(last.State))
+	case !manual && s.disk.Room(recordSize(&rec.Job)) != nil:
+		// As a submission would be refused (507): the occurrence is
+		// counted as skipped, the schedule goes on.
+		next.Skipped++
+		s.log.Warn("schedule skipped an occurrence: the controller's disk is nearly full", "schedule", rec.Name, "occurrence", run)
 	default:
 		if last != nil && !manual && rec.Overlap == store.OverlapReplace {
 			out = s.replace(&r, last, rec.Name)
