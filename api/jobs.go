@@ -169,7 +169,7 @@ type LiveView struct {
 type Event struct {
 	Seq     uint32    `json:"seq"`
 	Time    time.Time `json:"time"`
-	Type    string    `json:"type"`  // submitted, dispatched, started, finished, retry, lost, cancel_requested, cancelled, requeued
+	Type    string    `json:"type"`  // submitted, dispatched, started, finished, retry, lost, cancel_requested, cancelled, requeued, released (blocked → queued)
 	State   string    `json:"state"` // the job's state after it; one of the State constants
 	Attempt uint32    `json:"attempt,omitempty"`
 	Agent   string    `json:"agent,omitempty"`

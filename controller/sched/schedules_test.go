@@ -274,3 +274,25 @@ func TestScheduleLifecycle(t *testing.T) {
 		t.Errorf("stored schedules after delete: %v", f.ms.scheds)
 	}
 }
+
+// fullDisk refuses growth.
+type fullDisk struct{}
+
+func (fullDisk) Room(int) error  { return errors.New("disk nearly full") }
+func (fullDisk) Accepting() bool { return true }
+
+// While the disk refuses growth an occurrence creates no job: it is
+// counted as skipped and the schedule goes on to the next.
+func TestScheduleSkipsOnFullDisk(t *testing.T) {
+	f := newSchedFixture(t, Options{})
+	f.create(every5("s", store.OverlapAllow, store.CatchUpOne))
+	f.s.disk = fullDisk{}
+	f.clock.Advance(5 * time.Minute)
+	got := f.fire("s")
+	if got.Fired != 0 || got.Skipped != 1 || !got.Next.Equal(schedT0.Add(10*time.Minute)) {
+		t.Errorf("on a full disk: %+v", got)
+	}
+	if _, err := f.s.RunSchedule("s"); err == nil {
+		t.Error("run-now on a full disk was accepted")
+	}
+}
