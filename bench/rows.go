@@ -1046,7 +1046,17 @@ func (e *env) scheduleLateness(ctx context.Context, c *cluster) {
 			if v.LastFired == nil {
 				continue
 			}
-			evs, err := c.api.events(ctx, v.LastJob)
+			// The schedule is read from the scheduler's memory, which
+			// is ahead of the store by the firing's commit: a job just
+			// made may not be readable for a few milliseconds.
+			var evs []store.Event
+			var err error
+			for try := 0; try < 100; try++ {
+				if evs, err = c.api.events(ctx, v.LastJob); err == nil || !strings.Contains(err.Error(), ": 404 ") {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
 			if err != nil {
 				e.fail("4e", name, err)
 				return
