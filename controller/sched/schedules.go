@@ -197,15 +197,22 @@ func (s *Scheduler) fireDue(now time.Time) time.Time {
 	s.mu.Lock()
 	var waits []*Batch
 	var sends []outgoing
+	fired := 0
 	for s.timers.Len() > 0 && !s.timers[0].due.After(now) {
 		it := heap.Pop(&s.timers).(timerItem)
 		sc := s.schedules[it.name]
 		if sc == nil || sc.rec.Paused || !sc.rec.Next.Equal(it.due) || sc.spec == nil {
 			continue // deleted, paused or superseded
 		}
-		_, b, out := s.fire(sc, now.UTC(), false)
+		run, b, out := s.fire(sc, now.UTC(), false)
 		waits = append(waits, b)
 		sends = append(sends, out...)
+		if run.Job != nil {
+			fired++
+		}
+	}
+	if fired > 0 {
+		s.log.Info("schedules fired", "jobs", fired, "at", now.UTC())
 	}
 	next := time.Time{}
 	if s.timers.Len() > 0 {
@@ -284,7 +291,11 @@ func (s *Scheduler) fire(sc *schedule, now time.Time, manual bool) (ScheduleRun,
 			msg = "schedule " + rec.Name + ": run now"
 		}
 		s.logEnd[job.ID] = 0
-		s.change(&r, nil, job, "submitted", msg, hclog.Info, nil)
+		level := hclog.Debug // fireDue logs one line for the firings of an instant
+		if manual {
+			level = hclog.Info
+		}
+		s.change(&r, nil, job, "submitted", msg, level, nil)
 		next.LastJob, next.LastFired = job.ID, run
 		next.Fired++
 	}
