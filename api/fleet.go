@@ -57,6 +57,7 @@ type StatsSample struct {
 	Waiting    int       `json:"waiting"`
 	Dispatched int       `json:"dispatched"`
 	Running    int       `json:"running"`
+	Blocked    int       `json:"blocked"`
 	SlotsUsed  int       `json:"slots_used"`
 	Slots      int       `json:"slots"`
 	Submitted  uint64    `json:"submitted"`

@@ -17,6 +17,7 @@ const (
 	StateFailed     = "failed"
 	StateTimeout    = "timeout"
 	StateCancelled  = "cancelled"
+	StateBlocked    = "blocked" // waiting for the jobs it runs after (after)
 )
 
 // SubmitRequest is the body of POST /jobs (and each element of the
@@ -40,6 +41,12 @@ type SubmitRequest struct {
 	Backoff        *BackoffRequest   `json:"backoff,omitempty"`
 	Output         string            `json:"output,omitempty"` // ordered (default: stdout and stderr in write order) or split
 	TTY            *bool             `json:"tty,omitempty"`    // run on a pseudo-terminal; absent: the agent's default
+	// After lists jobs that must end before this one runs: it is
+	// blocked until all of them completed, and cancelled if one failed,
+	// timed out or was cancelled — unless AfterAny, when it runs once
+	// they all ended, however. Every ID must exist.
+	After    []uint64 `json:"after,omitempty"`
+	AfterAny bool     `json:"after_any,omitempty"`
 }
 
 // BackoffRequest is the retry backoff of a submitted job, in seconds;
@@ -100,7 +107,10 @@ type JobView struct {
 	Attempt         int               `json:"attempt"` // number of attempts so far
 	Attempts        []AttemptView     `json:"attempts"`
 	LogBytes        uint64            `json:"log_bytes"`
-	Live            *LiveView         `json:"live,omitempty"` // only with ?live=1
+	After           []uint64          `json:"after,omitempty"` // the jobs it runs after
+	AfterAny        bool              `json:"after_any,omitempty"`
+	Schedule        string            `json:"schedule,omitempty"` // the schedule that created it
+	Live            *LiveView         `json:"live,omitempty"`     // only with ?live=1
 }
 
 // ResultView is the outcome of the latest finished attempt.
@@ -159,7 +169,7 @@ type LiveView struct {
 type Event struct {
 	Seq     uint32    `json:"seq"`
 	Time    time.Time `json:"time"`
-	Type    string    `json:"type"`  // submitted, dispatched, started, finished, retry, lost, cancel_requested, cancelled, requeued
+	Type    string    `json:"type"`  // submitted, dispatched, started, finished, retry, lost, cancel_requested, cancelled, requeued, released (blocked → queued)
 	State   string    `json:"state"` // the job's state after it; one of the State constants
 	Attempt uint32    `json:"attempt,omitempty"`
 	Agent   string    `json:"agent,omitempty"`

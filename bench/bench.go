@@ -56,6 +56,8 @@ type Sizes struct {
 	LatencyJobs int           // jobs submitted at Rate for the dispatch latency
 	TimerJobs   int           // jobs that fail once and are retried after a backoff
 	TimerBase   time.Duration // their backoff base (the delay is base ±20%)
+	Schedules   int           // schedules firing together (schedule lateness)
+	SchedCron   string        // their timing: every minute ("* * * * *"); smoke: @every 1s
 
 	LogBytes int64 // output of the log throughput job
 
@@ -78,7 +80,7 @@ func DefaultSizes(full bool) Sizes {
 		Clients: []int{1, 16, 64}, BatchSize: 1000, BatchClients: 4,
 		BurnDown: 100_000, FakeAgents: 4, FakeSlots: 128,
 		RealAgents: 2, RealSlots: 4, TrueJobs: 3000,
-		Rate: 1000, LatencyJobs: 5000, TimerJobs: 2000, TimerBase: time.Second,
+		Rate: 1000, LatencyJobs: 5000, TimerJobs: 2000, TimerBase: time.Second, Schedules: 1000, SchedCron: "* * * * *",
 		LogBytes:   1 << 30,
 		IdleAgents: 1000, IdleWindow: 10 * time.Second, IdleLease: 15 * time.Second,
 		DeepQueue: 100_000, DeepProbe: 10_000,
@@ -100,7 +102,7 @@ func SmokeSizes() Sizes {
 		Clients: []int{1, 4}, BatchSize: 50, BatchClients: 2,
 		BurnDown: 300, FakeAgents: 2, FakeSlots: 16,
 		RealAgents: 1, RealSlots: 2, TrueJobs: 20,
-		Rate: 200, LatencyJobs: 40, TimerJobs: 20, TimerBase: 200 * time.Millisecond,
+		Rate: 200, LatencyJobs: 40, TimerJobs: 20, TimerBase: 200 * time.Millisecond, Schedules: 10, SchedCron: "@every 1s",
 		LogBytes:   1 << 20,
 		IdleAgents: 5, IdleWindow: 300 * time.Millisecond, IdleLease: 600 * time.Millisecond,
 		DeepQueue: 500, DeepProbe: 100,

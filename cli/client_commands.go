@@ -5,7 +5,7 @@ import mcli "github.com/mitchellh/cli"
 // clientCommands returns the commands that talk to a controller, to be
 // merged into commands().
 func clientCommands(m Meta) map[string]mcli.CommandFactory {
-	return map[string]mcli.CommandFactory{
+	cmds := map[string]mcli.CommandFactory{
 		"submit": func() (mcli.Command, error) { return &SubmitCommand{Meta: m}, nil },
 		"status": func() (mcli.Command, error) { return &StatusCommand{Meta: m}, nil },
 		"list":   func() (mcli.Command, error) { return &ListCommand{Meta: m}, nil },
@@ -35,4 +35,8 @@ func clientCommands(m Meta) map[string]mcli.CommandFactory {
 		"agent token list":   func() (mcli.Command, error) { return &AgentTokenListCommand{Meta: m}, nil },
 		"agent token revoke": func() (mcli.Command, error) { return &AgentTokenRevokeCommand{Meta: m}, nil },
 	}
+	for k, v := range scheduleCommands(m) { // schedule.go
+		cmds[k] = v
+	}
+	return cmds
 }

@@ -207,6 +207,8 @@ func (f *fakeController) serve(w http.ResponseWriter, r *http.Request) {
 
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	switch {
+	case parts[0] == "schedules": // schedule_test.go
+		f.serveSchedules(w, r, parts)
 	case r.Method == "POST" && r.URL.Path == "/jobs":
 		var body map[string]any
 		dec := json.NewDecoder(r.Body)

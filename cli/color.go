@@ -21,6 +21,7 @@ var stateColors = map[string]string{
 	"lost":       "\x1b[31m",
 	"timeout":    "\x1b[33m", // yellow
 	"waiting":    "\x1b[33m",
+	"blocked":    "\x1b[35m", // magenta
 	"draining":   "\x1b[33m",
 	"running":    "\x1b[34m", // blue
 	"dispatched": "\x1b[36m", // cyan

@@ -80,7 +80,7 @@ func (c *completing) AutocompleteFlags() complete.Flags {
 
 // flagValues are the values some flags take, for completion.
 var flagValues = map[string][]string{
-	"status":    {"queued", "waiting", "dispatched", "running", "completed", "failed", "timeout", "cancelled"},
+	"status":    {"blocked", "queued", "waiting", "dispatched", "running", "completed", "failed", "timeout", "cancelled"},
 	"priority":  {"low", "mid", "high"},
 	"role":      {"operator", "viewer", "agent", "controller"},
 	"transport": {"auto", "quic", "tcp"},

@@ -49,6 +49,23 @@ Example:
   jobsuite token list
 `,
 		},
+		"schedule": {
+			synopsis: "Run jobs on a cron timing: create, list, show, pause, resume, delete, run-now",
+			help: `
+Usage: jobsuite schedule <subcommand> [options]
+
+  A schedule queues a job at every occurrence of a cron timing (5 fields,
+  @hourly-style descriptors or @every 90s, in a time zone you name),
+  fired by the controller's durable timers. The job takes the options of
+  'jobsuite submit'.
+
+Example:
+
+  jobsuite schedule create -name backup -cron '0 3 * * *' -tz Europe/Paris -- /usr/local/bin/backup
+  jobsuite schedule list
+  jobsuite schedule run-now backup
+`,
+		},
 		"agent token": {
 			synopsis: "Create, list and revoke join tokens for enrolling agents",
 			help: `

@@ -29,8 +29,8 @@ Usage: jobsuite list [options]
 Options:
 
   -status=<state>
-    Only jobs in this state: queued, waiting, dispatched, running,
-    completed, failed, timeout or cancelled.
+    Only jobs in this state: blocked, queued, waiting, dispatched,
+    running, completed, failed, timeout or cancelled.
 
   -label=<key=value>
     Only jobs labelled key=value. Repeat it for jobs carrying every one

@@ -193,9 +193,9 @@ func (n *narrator) announce(j *api.JobView) {
 		n.w.line("job %d queued: %s", j.JobID, j.Reason)
 	case j.Status == "queued":
 		n.w.line("job %d queued", j.JobID)
-	case j.Status == "waiting":
+	case j.Status == "waiting", j.Status == "blocked":
 		n.reason = j.Reason
-		n.w.line("job %d waiting: %s", j.JobID, j.Reason)
+		n.w.line("job %d %s: %s", j.JobID, j.Status, j.Reason)
 	case len(j.Attempts) > 0:
 		a := j.Attempts[len(j.Attempts)-1]
 		n.w.line("job %d %s: attempt %d on %s", j.JobID, j.Status, a.Number, a.Agent)
@@ -229,7 +229,7 @@ func (n *narrator) update(j *api.JobView) bool {
 		n.w.line("%s", line)
 	}
 	switch j.Status {
-	case "queued", "waiting":
+	case "queued", "waiting", "blocked":
 		if j.Reason != "" && j.Reason != n.reason {
 			n.reason = j.Reason
 			n.w.line("job %d %s: %s", j.JobID, j.Status, j.Reason)
@@ -344,6 +344,8 @@ func (n *narrator) interrupted() {
 		n.w.line("job %d is still queued%s; 'jobsuite cancel %d' removes it", n.id, why, n.id)
 	case cur.Status == "waiting":
 		n.w.line("job %d is waiting to retry (%s); 'jobsuite cancel %d' stops it", n.id, cur.Reason, n.id)
+	case cur.Status == "blocked":
+		n.w.line("job %d is still blocked (%s); 'jobsuite cancel %d' removes it", n.id, cur.Reason, n.id)
 	case isFinal(cur.Status):
 		n.w.line("job %d %s", n.id, cur.Status)
 	default:

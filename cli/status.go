@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -304,6 +305,20 @@ func printJob(w io.Writer, j *api.JobView, now time.Time) {
 	}
 	if len(j.Labels) > 0 {
 		line("Labels", "%s", labelsText(j.Labels))
+	}
+	if len(j.After) > 0 {
+		ids := make([]string, len(j.After))
+		for i, id := range j.After {
+			ids[i] = strconv.FormatUint(id, 10)
+		}
+		how := "once all completed"
+		if j.AfterAny {
+			how = "once all ended, whatever their outcome"
+		}
+		line("After", "jobs %s (%s)", strings.Join(ids, ", "), how)
+	}
+	if j.Schedule != "" {
+		line("Schedule", "%s", j.Schedule)
 	}
 	if j.Dir != "" {
 		line("Dir", "%s", j.Dir)

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"math"
 	"net/http"
@@ -49,58 +48,14 @@ Usage: jobsuite submit [options] [--] COMMAND...
 
 Options:
 
-  -name=<name>
-    A name for the job. Default: the first words of the command.
+` + jobOptionsHelp + `
+  -after=<id>[,<id>...]
+    Run the job only after these jobs completed: until then it is
+    blocked, and it is cancelled if one of them fails, times out or is
+    cancelled. Every job named must exist. May be repeated.
 
-  -params=<args>
-    Appended to the command after a space: the original job_suite's
-    params. Default: none.
-
-  -priority=<low|mid|high|0-100>
-    Higher priorities run first, in order of submission within a
-    priority. Default: mid.
-
-  -timeout=<duration>
-    Kill the job after this long: a duration such as 90s or 5m, or a
-    number of seconds. Default: none.
-
-  -retries=<n>
-    Run the job again, after a backoff, up to n times when it fails,
-    times out or its agent is lost. Default: 0.
-
-  -logs=<true|false>
-    Capture the job's output. Default: true.
-
-  -label=<key=value>
-    Run only on an agent carrying this label. May be repeated.
-
-  -env=<NAME=value>
-    Set an environment variable for the job. May be repeated.
-
-  -dir=<path>
-    The working directory of the job on the agent.
-
-  -idempotency-key=<key>
-    Submitting again with the same key returns the job already queued
-    instead of queueing a second one: safe to retry. Without it, each
-    'jobsuite submit' makes a key of its own, so that its own retries
-    (-retry-timeout) never queue the job twice.
-
-  -no-cancel
-    The job cannot be cancelled.
-
-  -split-output
-    Keep the job's stdout and stderr apart (two pipes) instead of one
-    stream in write order: -f and 'jobsuite logs' then print them to
-    stdout and stderr, but the order between the two is only as the
-    agent read them, so an error may show up away from the line it
-    follows.
-
-  -tty
-    Run the job on a pseudo-terminal (80x24, TERM=xterm-256color unless
-    -env sets TERM), so tools that check for one keep their colours and
-    line buffering; stdin stays empty. Its output is one stream. Agents
-    started with -tty do this for every job; -tty=false declines it.
+  -after-any
+    With -after: run once those jobs ended, whatever their outcome.
 
   -f, -follow
     Follow the job's output and exit with its exit code.
@@ -157,32 +112,18 @@ Example:
 func (c *SubmitCommand) Run(args []string) int {
 	const name = "submit"
 	var (
-		cf               clientFlags
-		req              api.SubmitRequest
-		priority, tmo    string
-		params           string
-		retries          int
-		logs             bool
-		labels, env      = kvFlag{}, kvFlag{}
-		noCancel, follow bool
-		asJSON, quiet    bool
-		split, tty       bool
+		cf            clientFlags
+		jf            = newJobFlags()
+		after         uintsFlag
+		afterAny      bool
+		follow        bool
+		asJSON, quiet bool
 	)
 	fs := c.flagSet(name)
 	cf.register(fs)
-	fs.StringVar(&req.Name, "name", "", "")
-	fs.StringVar(&params, "params", "", "")
-	fs.StringVar(&priority, "priority", "", "")
-	fs.StringVar(&tmo, "timeout", "", "")
-	fs.IntVar(&retries, "retries", 0, "")
-	fs.BoolVar(&logs, "logs", true, "")
-	fs.Var(labels, "label", "")
-	fs.Var(env, "env", "")
-	fs.StringVar(&req.Dir, "dir", "", "")
-	fs.StringVar(&req.IdempotencyKey, "idempotency-key", "", "")
-	fs.BoolVar(&noCancel, "no-cancel", false, "")
-	fs.BoolVar(&split, "split-output", false, "")
-	fs.BoolVar(&tty, "tty", false, "")
+	jf.register(fs)
+	fs.Var(&after, "after", "")
+	fs.BoolVar(&afterAny, "after-any", false, "")
 	fs.BoolVar(&follow, "f", false, "")
 	fs.BoolVar(&follow, "follow", false, "")
 	fs.BoolVar(&asJSON, "json", false, "")
@@ -194,67 +135,17 @@ func (c *SubmitCommand) Run(args []string) int {
 		return c.errorf("%v", err)
 	}
 
-	switch words := fs.Args(); len(words) {
-	case 0:
-		return usageError(c.Meta, name, "a command is required, as in 'jobsuite submit -- echo hello'")
-	case 1:
-		req.Command = words[0]
-	default:
-		req.Command = strings.Join(words, " ")
-	}
-	if strings.TrimSpace(req.Command) == "" {
-		return usageError(c.Meta, name, "the command is blank")
-	}
 	if follow && asJSON {
 		return usageError(c.Meta, name, "-json and -f cannot be combined: -f writes the job's output")
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if priority != "" {
-		p, err := parsePriority(priority)
-		if err != nil {
-			return usageError(c.Meta, name, "-priority: %v", err)
-		}
-		req.Priority, _ = json.Marshal(p) // a string or an int: cannot fail
+	req, err := jf.request(fs, "submit")
+	if err != nil {
+		return usageError(c.Meta, name, "%v", err)
 	}
-	if params != "" {
-		req.Params, _ = json.Marshal(params) // a string: cannot fail
+	if afterAny && len(after) == 0 {
+		return usageError(c.Meta, name, "-after-any needs -after: the jobs to wait for")
 	}
-	if tmo != "" {
-		secs, err := parseTimeout(tmo)
-		if err != nil {
-			return usageError(c.Meta, name, "-timeout: %v", err)
-		}
-		req.Timeout = &secs
-	}
-	if set["retries"] {
-		if retries < 0 {
-			return usageError(c.Meta, name, "-retries must not be negative, got %d", retries)
-		}
-		req.Retries = &retries
-	}
-	if set["logs"] {
-		req.Logs = &logs
-	}
-	if noCancel {
-		f := false
-		req.Cancellable = &f
-	}
-	if split {
-		if tty {
-			return usageError(c.Meta, name, "-tty and -split-output cannot be combined: a terminal is one stream")
-		}
-		req.Output = "split"
-	}
-	if set["tty"] {
-		req.TTY = &tty
-	}
-	if len(labels) > 0 {
-		req.Labels = labels
-	}
-	if len(env) > 0 {
-		req.Env = env
-	}
+	req.After, req.AfterAny = after, afterAny
 
 	client, err := newClient(c.Meta, &cf)
 	if err != nil {
@@ -282,6 +173,12 @@ func (c *SubmitCommand) Run(args []string) int {
 	}
 	if status == http.StatusOK && !generated { // our own retry finding our job is no news
 		fmt.Fprintf(c.Stdout, "Job %d already submitted with idempotency key %q (status %s)\n", job.JobID, req.IdempotencyKey, job.Status)
+		return ExitOK
+	}
+	if job.Status == "blocked" || job.Status == "cancelled" {
+		// Decided by the jobs it runs after: say what it waits for, or
+		// which of them did not complete.
+		fmt.Fprintf(c.Stdout, "Job %d %s (priority %s): %s\n", job.JobID, job.Status, priorityText(&job), job.Reason)
 		return ExitOK
 	}
 	fmt.Fprintf(c.Stdout, "Job %d %s (priority %s)\n", job.JobID, job.Status, priorityText(&job))

@@ -58,6 +58,11 @@ func TestSubmitBody(t *testing.T) {
 			want: `{"command":"ls","tty":false}`,
 			out:  "Job 12 queued (priority mid)\n",
 		},
+		"after jobs": {
+			args: []string{"-after", "3,4", "-after", "7", "-after-any", "--", "true"},
+			want: `{"command":"true","after":[3,4,7],"after_any":true}`,
+			out:  "Job 12 queued (priority mid)\n",
+		},
 		"idempotent resubmit": {
 			args: []string{"-idempotency-key", "dup", "true"},
 			want: `{"command":"true","idempotency_key":"dup"}`,
@@ -119,6 +124,8 @@ func TestSubmitUsageErrors(t *testing.T) {
 		"label not k=v":   {args: []string{"-label", "gpu", "true"}, err: "want key=value"},
 		"json and follow": {args: []string{"-json", "-f", "true"}, err: "cannot be combined"},
 		"tty and split":   {args: []string{"-tty", "-split-output", "true"}, err: "cannot be combined"},
+		"after not an ID": {args: []string{"-after", "3,x", "true"}, err: "not a job ID"},
+		"after-any alone": {args: []string{"-after-any", "true"}, err: "needs -after"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

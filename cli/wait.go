@@ -75,7 +75,7 @@ Example:
 var waitPoll = 500 * time.Millisecond
 
 // stateOrder is the order states are counted in on the progress line.
-var stateOrder = []string{"queued", "waiting", "dispatched", "running", "completed", "failed", "timeout", "cancelled"}
+var stateOrder = []string{"blocked", "queued", "waiting", "dispatched", "running", "completed", "failed", "timeout", "cancelled"}
 
 // finalState reports whether a job in state s never changes again.
 func finalState(s string) bool {

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -73,6 +74,13 @@ func (s *Server) routes() http.Handler {
 	r.DELETE("/operator/members/:id", s.auth(certs.RoleOperator, s.handleRemoveMember)) // remove-peer
 	r.POST("/enroll", s.handleEnroll)                                                   // no role: the join token in the body authenticates
 	r.POST("/enroll/renew", s.handleRenew)                                              // no role: the agent's own certificate authenticates
+	r.POST("/schedules", s.auth(certs.RoleOperator, s.handleCreateSchedule)) // schedules.go
+	r.GET("/schedules", s.auth(certs.RoleViewer, s.handleSchedules))
+	r.GET("/schedules/:name", s.auth(certs.RoleViewer, s.handleSchedule))
+	r.DELETE("/schedules/:name", s.auth(certs.RoleOperator, s.handleDeleteSchedule))
+	r.POST("/schedules/:name/pause", s.auth(certs.RoleOperator, s.handlePauseSchedule))
+	r.POST("/schedules/:name/resume", s.auth(certs.RoleOperator, s.handleResumeSchedule))
+	r.POST("/schedules/:name/run", s.auth(certs.RoleOperator, s.handleRunSchedule))
 	r.GET("/health", s.handleHealth)
 	r.GET("/openapi.json", s.handleOpenAPI)
 	r.GET("/ui", s.handleUI) // the web dashboard: static files, no role needed (see ui.go)
@@ -155,6 +163,7 @@ const (
 	maxBackoff          = 86400           // seconds
 	maxDir              = 4096
 	maxLabelValue       = 256
+	maxAfter            = 100 // jobs one job may run after
 
 	// maxBodyLimit is the highest Config.MaxBodyBytes: an accepted job
 	// must fit, with room to spare, in one protocol frame to its agent.
@@ -319,6 +328,24 @@ func decodeSubmit(body []byte, lim submitLimits) (*store.Job, error) {
 		v := *req.TTY
 		j.TTY = &v
 	}
+	if len(req.After) > maxAfter {
+		return nil, badField("after", "names %d jobs; the limit is %d", len(req.After), maxAfter)
+	}
+	for i, id := range req.After {
+		if id == 0 {
+			return nil, badField("after", "job IDs are positive integers, got 0")
+		}
+		if slices.Contains(req.After[:i], id) {
+			return nil, badField("after", "names job %d twice", id)
+		}
+	}
+	if req.AfterAny && len(req.After) == 0 {
+		return nil, badField("after_any", "needs \"after\": the jobs to wait for")
+	}
+	if len(req.After) > 0 {
+		j.After = req.After
+		j.AfterAny = req.AfterAny
+	}
 	// JSON decoding can grow a value (an invalid UTF-8 byte becomes a
 	// 3-byte U+FFFD): bound the decoded job too, so it fits a frame.
 	if n := decodedSize(j); n > lim.body {
@@ -447,7 +474,7 @@ func jsonError(err error) error {
 		return errors.New("malformed JSON: the body ends early")
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return badField(field, "is not a job field (known: name, command, params, priority, timeout, retries, logs, cancellable, labels, env, dir, idempotency_key, backoff, output, tty)")
+		return badField(field, "is not a job field (known: name, command, params, priority, timeout, retries, logs, cancellable, labels, env, dir, idempotency_key, backoff, output, tty, after, after_any)")
 	}
 	return fmt.Errorf("malformed JSON: %v", err)
 }

@@ -34,6 +34,11 @@ const (
 	auditUnrevoke    = "unrevoke"
 	auditTokenCreate = "token_create"
 	auditTokenRevoke = "token_revoke"
+	auditSchedule    = "schedule_create"
+	auditUnschedule  = "schedule_delete"
+	auditPause       = "schedule_pause"
+	auditResume      = "schedule_resume"
+	auditRunNow      = "schedule_run"
 )
 
 // auditPruneEvery is how many entries are appended between prunes.

@@ -43,9 +43,10 @@
 //     scheduler and sessions. The next step is a security package
 //     holding that type (identities, revocations, tokens, audit), with
 //     its handlers left here.
-//   - The HTTP API (api.go, handlers.go, batch.go, ws.go, ...). The
-//     handlers are the Server's methods and call the scheduler's
-//     exported API; the wire types they serve are the top-level package
+//   - The HTTP API (api.go, handlers.go, batch.go, ws.go,
+//     schedules.go, ...). The handlers are the Server's methods and
+//     call the scheduler's exported API (dependencies between jobs and
+//     cron schedules included: the scheduler holds and fires them); the wire types they serve are the top-level package
 //     api's, shared with the CLI. Handlers in their own
 //     package would have to reach into every component above; the
 //     boundary worth having is the wire types', not the handlers'.

@@ -22,6 +22,13 @@ var (
 	// ErrStaleAttempt: a report quotes an attempt that is not the job's
 	// current one on that agent (fencing).
 	ErrStaleAttempt = sched.ErrStaleAttempt
+	// ErrNoDependency: a submitted job runs after a job that does not
+	// exist.
+	ErrNoDependency = sched.ErrNoDependency
+	// ErrNoSchedule: no schedule of that name.
+	ErrNoSchedule = sched.ErrNoSchedule
+	// ErrScheduleExists: a schedule of that name exists already.
+	ErrScheduleExists = sched.ErrScheduleExists
 	// ErrFinished: the job already reached a final state.
 	ErrFinished = sched.ErrFinished
 	// ErrNotCancellable: the job was submitted with cancellable=false

@@ -32,6 +32,7 @@ func viewJob(j *store.Job, reason string) api.JobView {
 		Labels: j.Labels, Env: j.Env, Dir: j.Dir, IdempotencyKey: j.IdempotencyKey, Output: "ordered", TTY: j.TTY,
 		CreatedAt: j.CreatedAt, StartedAt: timePtr(j.StartedAt), FinishedAt: timePtr(j.FinishedAt),
 		Attempt: len(j.Attempts), Attempts: make([]api.AttemptView, 0, len(j.Attempts)), LogBytes: j.LogBytes,
+		After: j.After, AfterAny: j.AfterAny, Schedule: j.Schedule,
 	}
 	if reason != "" {
 		v.Reason = reason
@@ -154,6 +155,10 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprout
 // submitFailed answers a submission the scheduler could not take: 507
 // while the disk is nearly full (the client may retry later), else 503.
 func (s *Server) submitFailed(w http.ResponseWriter, err error, jobs int) {
+	if errors.Is(err, ErrNoDependency) {
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: "field \"after\": " + err.Error() + " (a job can only run after jobs that exist)", Field: "after"})
+		return
+	}
 	if errors.Is(err, ErrDiskLow) {
 		writeError(w, http.StatusInsufficientStorage, "%v", err)
 		return
@@ -167,10 +172,10 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, _ httprouter
 	var o store.ListOptions
 	if st := q.Get("status"); st != "" {
 		switch state := store.State(st); state {
-		case store.Queued, store.Waiting, store.Dispatched, store.Running, store.Completed, store.Failed, store.Timeout, store.Cancelled:
+		case store.Queued, store.Waiting, store.Dispatched, store.Running, store.Completed, store.Failed, store.Timeout, store.Cancelled, store.Blocked:
 			o.State = state
 		default:
-			writeJSON(w, http.StatusBadRequest, api.Error{Error: "status must be one of queued, waiting, dispatched, running, completed, failed, timeout, cancelled; got " + strconv.Quote(st), Field: "status"})
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: "status must be one of queued, waiting, blocked, dispatched, running, completed, failed, timeout, cancelled; got " + strconv.Quote(st), Field: "status"})
 			return
 		}
 	}

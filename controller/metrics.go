@@ -59,7 +59,7 @@ type metrics struct {
 // Label values the vectors are created with, so every series exists
 // (at 0) from the start.
 var (
-	metricStates     = []store.State{store.Queued, store.Waiting, store.Dispatched, store.Running}
+	metricStates     = []store.State{store.Queued, store.Waiting, store.Dispatched, store.Running, store.Blocked}
 	metricResults    = []store.State{store.Completed, store.Failed, store.Timeout, store.Cancelled}
 	metricPriorities = []string{"low", "mid", "high", "other"}
 )
@@ -73,7 +73,7 @@ func newMetrics(log hclog.Logger, sched *sched.Scheduler, h *hub.Hub, st storeSt
 		http: newHTTPMetrics(),
 		jobs: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "jobsuite_jobs",
-			Help: "Jobs not yet finished, by state (queued, waiting, dispatched, running).",
+			Help: "Jobs not yet finished, by state (queued, waiting, dispatched, running, blocked).",
 		}, []string{"state"}),
 		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "jobsuite_queue_depth",

@@ -508,6 +508,11 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"StatsSample":     reflect.TypeFor[api.StatsSample](),
 		"WhoAmI":          reflect.TypeFor[api.WhoAmI](),
 		"ResubmitRequest": reflect.TypeFor[api.ResubmitRequest](),
+
+		// Schedules (schedules.go).
+		"ScheduleRequest": reflect.TypeFor[api.ScheduleRequest](),
+		"ScheduleView":    reflect.TypeFor[api.ScheduleView](),
+		"ScheduleRun":     reflect.TypeFor[api.ScheduleRun](),
 	}
 	for name, typ := range types {
 		schema, ok := doc.Components.Schemas[name]

@@ -82,7 +82,7 @@ func (s *Server) sample(now time.Time) api.StatsSample {
 	slots := s.agentStats()
 	return api.StatsSample{
 		Time: now.UTC(), Queued: gauge(store.Queued), Waiting: gauge(store.Waiting),
-		Dispatched: gauge(store.Dispatched), Running: gauge(store.Running),
+		Dispatched: gauge(store.Dispatched), Running: gauge(store.Running), Blocked: gauge(store.Blocked),
 		SlotsUsed: slots.SlotsUsed, Slots: slots.Slots,
 		Submitted: uint64(metricValue(m.submissions)),
 		Completed: done(store.Completed), Failed: done(store.Failed), Timeout: done(store.Timeout), Cancelled: done(store.Cancelled),

@@ -398,6 +398,21 @@ func TestUIBrowser(t *testing.T) {
 	}
 	b.screenshot("agents.png")
 
+	// The schedules page: a schedule listed, paused from its button.
+	if code, body := c.do("POST", "/schedules", `{"name": "nightly", "cron": "0 3 * * *", "job": {"command": "backup.sh"}}`); code != http.StatusCreated {
+		t.Fatalf("create a schedule: %d %s", code, body)
+	}
+	b.navigate(base + "/ui/schedules")
+	b.waitJS("the schedule listed", `document.querySelector('#schedules tr[data-key="nightly"] code').textContent === '0 3 * * *'`)
+	b.click(`#schedules tr[data-key="nightly"] button.link`)
+	b.waitJS("the schedule paused", `document.querySelector('#schedules tr[data-key="nightly"] .badge').textContent === 'paused'`)
+	var sv api.ScheduleView
+	c.getJSON("/schedules/nightly", &sv)
+	if !sv.Paused {
+		t.Errorf("the schedule after Pause: %+v", sv)
+	}
+	b.screenshot("schedules.png")
+
 	if errs := b.failures(); len(errs) > 0 {
 		t.Errorf("the browser reported errors:\n%s", strings.Join(errs, "\n"))
 	}

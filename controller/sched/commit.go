@@ -206,6 +206,13 @@ func (c *Committer) Do(cmd store.Command) (store.Result, error) {
 	return b.results[i], nil
 }
 
+// AddAll queues cmds to be written in one batch, all of them durable or
+// none (one round: a replicated log carries it as one entry), and
+// returns the batch and the place of cmds[0] in it.
+func (c *Committer) AddAll(cmds ...store.Command) (*Batch, int) {
+	return c.queue(cmds...)
+}
+
 // Barrier returns a batch that is done once everything queued before it
 // is durable. It adds no command: it is the batch being filled, or an
 // empty one, which the store makes a barrier (store.ApplyNoWait).
@@ -214,9 +221,9 @@ func (c *Committer) Barrier() *Batch {
 	return b
 }
 
-// queue adds cmd (nothing if nil) to the open batch and returns the
-// batch and cmd's place in it.
-func (c *Committer) queue(cmd store.Command) (*Batch, int) {
+// queue adds cmds (nil ones are skipped) to the open batch and returns
+// the batch and the first one's place in it.
+func (c *Committer) queue(cmds ...store.Command) (*Batch, int) {
 	c.mu.Lock()
 	if c.failed != nil || c.stopped {
 		c.mu.Unlock()
@@ -229,8 +236,10 @@ func (c *Committer) queue(cmd store.Command) (*Batch, int) {
 	}
 	b := c.open
 	i := len(b.cmds)
-	if cmd != nil {
-		b.cmds = append(b.cmds, cmd)
+	for _, cmd := range cmds {
+		if cmd != nil {
+			b.cmds = append(b.cmds, cmd)
+		}
 	}
 	c.mu.Unlock()
 	select {
@@ -406,16 +415,16 @@ func (c *Committer) decided(b *Batch) {
 	}
 }
 
-// refused returns an error for the first job transition or output chunk
-// the store refused: the scheduler counted it done, so memory and store
-// disagree (ErrDiverged).
+// refused returns an error for the first job transition, output chunk or
+// schedule change the store refused: the scheduler counted it done, so
+// memory and store disagree (ErrDiverged).
 func refused(cmds []store.Command, results []store.Result) error {
 	for i, r := range results {
 		if r.Err == nil {
 			continue
 		}
 		switch cmds[i].(type) {
-		case *store.Transition, *store.Output:
+		case *store.Transition, *store.Output, *store.PutSchedule, *store.DeleteSchedule:
 			return fmt.Errorf("%w: %w", ErrDiverged, r.Err)
 		}
 	}

@@ -24,6 +24,11 @@
 //   - scheduler.go: submit (the one submit path, idempotency keys),
 //     transitions, dispatch rounds, started, finished, output, cancel,
 //     retries with their backoff, the delay loop.
+//   - deps.go: dependencies between jobs (Job.After): blocked jobs,
+//     decided in the round that ends the last job they wait for.
+//   - schedules.go: cron schedules (issue 17), fired from the delay
+//     loop's clock, each firing one round (the job and the schedule's
+//     advance), with the overlap and catch-up policies.
 //   - queue.go: queued jobs by priority and FIFO (with optional aging),
 //     grouped by label selector: the scheduler's data, with no lock of
 //     its own.
@@ -36,6 +41,11 @@
 //     writer for everyone else — security records, join tokens, audit,
 //     retention's prunes (Committer.Do, Committer.Add) — which needs
 //     nothing from the scheduler.
+//
+// A round is what must be durable together: change (every transition
+// goes through it) gathers a job's new version and, when the job ends,
+// the decisions of the jobs blocked on it, and commit queues them with
+// Committer.AddAll as one batch — a crash keeps all or none of them.
 //
 // The clock the scheduler runs on is package controller/clock: the
 // controller's retention loop runs on it too, and the tests of both

@@ -10,6 +10,13 @@ var (
 	ErrStaleAttempt = errors.New("stale attempt")
 	// ErrFinished: the job already reached a final state.
 	ErrFinished = errors.New("job already finished")
+	// ErrNoDependency: a job names a job to run after that does not
+	// exist (the error says which).
+	ErrNoDependency = errors.New("no such job to run after")
+	// ErrNoSchedule: no schedule of that name.
+	ErrNoSchedule = errors.New("no such schedule")
+	// ErrScheduleExists: a schedule of that name exists already.
+	ErrScheduleExists = errors.New("a schedule of that name exists")
 	// ErrNotCancellable: the job was submitted with cancellable=false
 	// and is running.
 	ErrNotCancellable = errors.New("job is running and was submitted with cancellable=false")

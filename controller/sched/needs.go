@@ -20,6 +20,7 @@ type Reader interface {
 	IdempotencyKey(key string) (uint64, bool, error)
 	Active() ([]*store.Job, error)
 	LogEnd(id uint64) (uint64, error)
+	Schedules() ([]store.Schedule, error)
 }
 
 // Session is one connected agent session: the scheduler sends it

@@ -38,23 +38,28 @@ type Scheduler struct {
 	clock  clock.Clock
 	jitter func() float64
 
-	mu       sync.Mutex
-	jobs     map[uint64]*store.Job // non-terminal jobs, latest version
-	q        *queue
-	delay    delayHeap
-	agents   map[string]*agentState // by name (registry.go)
-	leases   map[uint64]lease       // job ID → lease of its current attempt (expiry.go)
-	expiry   expiryHeap             // when leases and controller deadlines may run out
-	keys     map[string]*pendingKey // idempotency keys being looked up or created
-	logEnd   map[uint64]uint64      // job ID → end of its stored output (active jobs)
-	ended    map[uint64]ended       // jobs just finished, until their batch is durable
-	endedQ   []uint64               // the keys of ended in the order they ended
-	rotate   int                    // round-robin start among agents
-	wake     chan struct{}          // dispatcher doorbell
-	delayCh  chan struct{}          // delay timer doorbell
-	expiryCh chan struct{}          // expiry timer doorbell: an earlier entry
-	metrics  Metrics                // counts transitions (SetMetrics); noMetrics until then
-	disk     Disk                   // dispatch pauses while it refuses growth
+	mu     sync.Mutex
+	jobs   map[uint64]*store.Job // non-terminal jobs, latest version
+	q      *queue
+	delay  delayHeap
+	agents map[string]*agentState // by name (registry.go)
+	leases map[uint64]lease       // job ID → lease of its current attempt (expiry.go)
+	expiry expiryHeap             // when leases and controller deadlines may run out
+	keys   map[string]*pendingKey // idempotency keys being looked up or created
+	logEnd map[uint64]uint64      // job ID → end of its stored output (active jobs)
+	ended  map[uint64]ended       // jobs just finished, until their batch is durable
+	endedQ []uint64               // the keys of ended in the order they ended
+	// dependents lists, under each unfinished job, the blocked jobs
+	// that run after it (deps.go).
+	dependents map[uint64][]uint64
+	schedules  map[string]*schedule // by name (schedules.go)
+	timers     timerHeap            // when each schedule fires next
+	rotate     int                  // round-robin start among agents
+	wake       chan struct{}        // dispatcher doorbell
+	delayCh    chan struct{}        // delay timer doorbell
+	expiryCh   chan struct{}        // expiry timer doorbell: an earlier entry
+	metrics    Metrics              // counts transitions (SetMetrics); noMetrics until then
+	disk       Disk                 // dispatch pauses while it refuses growth
 }
 
 // ended is a job that reached a final state whose batch may not be
@@ -111,16 +116,18 @@ func New(log hclog.Logger, st Reader, c *Committer, o Options) *Scheduler {
 	}
 	return &Scheduler{
 		log: log, st: st, c: c, opts: o, disk: disk, clock: clk, jitter: jitter, metrics: noMetrics{},
-		jobs:     map[uint64]*store.Job{},
-		q:        newQueue(o.Aging),
-		agents:   map[string]*agentState{},
-		leases:   map[uint64]lease{},
-		keys:     map[string]*pendingKey{},
-		logEnd:   map[uint64]uint64{},
-		ended:    map[uint64]ended{},
-		wake:     make(chan struct{}, 1),
-		delayCh:  make(chan struct{}, 1),
-		expiryCh: make(chan struct{}, 1),
+		jobs:       map[uint64]*store.Job{},
+		q:          newQueue(o.Aging),
+		agents:     map[string]*agentState{},
+		leases:     map[uint64]lease{},
+		keys:       map[string]*pendingKey{},
+		logEnd:     map[uint64]uint64{},
+		ended:      map[uint64]ended{},
+		dependents: map[uint64][]uint64{},
+		schedules:  map[string]*schedule{},
+		wake:       make(chan struct{}, 1),
+		delayCh:    make(chan struct{}, 1),
+		expiryCh:   make(chan struct{}, 1),
 	}
 }
 
@@ -142,16 +149,42 @@ func (s *Scheduler) Load() error {
 	// Output of a running attempt is in the store beyond the record's
 	// LogBytes (set only when an attempt ends): read before the lock.
 	ends := map[uint64]uint64{}
+	held := make(map[uint64]bool, len(jobs))
 	for _, j := range jobs {
+		held[j.ID] = true
 		if j.State.Active() {
 			if ends[j.ID], err = s.st.LogEnd(j.ID); err != nil {
 				return err
 			}
 		}
 	}
+	// The dependencies of blocked jobs that ended (deps.go): their
+	// states, read before the lock. One no longer stored is left out
+	// and counts as ended well.
+	var blocked []*store.Job
+	known := map[uint64]store.State{}
+	for _, j := range jobs {
+		if j.State != store.Blocked {
+			continue
+		}
+		blocked = append(blocked, j)
+		for _, d := range j.After {
+			if _, done := known[d]; held[d] || done {
+				continue
+			}
+			if err := s.lookUp([]uint64{d}, known); err != nil && !errors.Is(err, ErrNoDependency) {
+				return err
+			}
+		}
+	}
+	scheds, err := s.st.Schedules()
+	if err != nil {
+		return err
+	}
 	now := s.clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.loadSchedules(scheds)
 	if len(s.jobs) == 0 {
 		s.jobs = make(map[uint64]*store.Job, len(jobs))
 	}
@@ -183,6 +216,7 @@ func (s *Scheduler) Load() error {
 	jobs = jobs[:n]
 	s.q.pushAll(queued)
 	s.metrics.CountAll(slices.Values(jobs))
+	s.loadBlocked(blocked, known)
 	s.log.Info("queue loaded", "queued", s.q.len(), "waiting", s.delay.Len(), "active", len(s.leases))
 	return nil
 }
@@ -210,8 +244,47 @@ func (s *Scheduler) transition(prev, next *store.Job, typ, msg string) *Batch {
 
 // submitTransition is transition for submissions: with the level of its
 // log line (a batch submit's jobs log at debug, the batch one info line)
-// and an audit entry (if not nil) written in the same store batch.
+// and an audit entry (if not nil) written in the same store batch. A job
+// that reaches a final state settles the jobs blocked on it (deps.go) in
+// the same round.
 func (s *Scheduler) submitTransition(prev, next *store.Job, typ, msg string, level hclog.Level, audit *store.AuditEntry) *Batch {
+	r := round{}
+	s.change(&r, prev, next, typ, msg, level, audit)
+	return s.commit(&r)
+}
+
+// round gathers the commands of changes that must be durable together
+// (one committer batch: all or none survive a crash), and the jobs they
+// finished.
+type round struct {
+	cmds  []store.Command
+	ended []*store.Job
+}
+
+// commit queues r's commands as one batch and keeps its finished jobs
+// at hand until it is durable. The caller holds s.mu.
+func (s *Scheduler) commit(r *round) *Batch {
+	var b *Batch
+	if len(r.cmds) == 1 {
+		b = s.c.Add(r.cmds[0])
+	} else {
+		b, _ = s.c.AddAll(r.cmds...)
+	}
+	for _, j := range r.ended {
+		// Until the batch is durable the store still has the previous
+		// version; keep the final one at hand for cancel.
+		s.forgetEnded()
+		s.ended[j.ID] = ended{job: j, b: b}
+		s.endedQ = append(s.endedQ, j.ID)
+	}
+	return b
+}
+
+// change makes next the latest version of its job, keeps the in-memory
+// indexes in step and adds the durable write to r; a job reaching a
+// final state adds the decisions of the jobs blocked on it. The caller
+// holds s.mu and must not modify next afterwards.
+func (s *Scheduler) change(r *round, prev, next *store.Job, typ, msg string, level hclog.Level, audit *store.AuditEntry) {
 	ev := store.Event{
 		Time:    s.clock.Now().UTC(),
 		Type:    typ,
@@ -253,15 +326,11 @@ func (s *Scheduler) submitTransition(prev, next *store.Job, typ, msg string, lev
 		s.log.Log(level, "job "+typ, "job", id, "state", string(next.State), "attempt", ev.Attempt, "agent", ev.Agent, "msg", msg)
 	}
 	s.metrics.Transition(prev, next)
-	b := s.c.Add(tr)
+	r.cmds = append(r.cmds, tr)
 	if next.State.Terminal() {
-		// Until the batch is durable the store still has the previous
-		// version; keep the final one at hand for cancel.
-		s.forgetEnded()
-		s.ended[id] = ended{job: next, b: b}
-		s.endedQ = append(s.endedQ, id)
+		r.ended = append(r.ended, next)
+		s.settle(r, next)
 	}
-	return b
 }
 
 // forgetEnded drops the ended entries whose batch is durable, oldest
@@ -337,6 +406,13 @@ func (s *Scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBat
 	if err := s.disk.Room(size); err != nil {
 		return nil, err
 	}
+	// The states of the dependencies the scheduler does not hold
+	// (deps.go); a missing one fails the submission before anything
+	// is reserved.
+	known := map[uint64]store.State{}
+	if err := s.depsBefore(jobs, known); err != nil {
+		return nil, err
+	}
 	out := make([]Submission, len(jobs))
 	// By index into jobs; nil until a job has a key (most have none).
 	var (
@@ -379,6 +455,15 @@ func (s *Scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBat
 	}
 
 	s.mu.Lock()
+	for lookupErr == nil {
+		miss := s.unsettled(jobs, known)
+		if len(miss) == 0 {
+			break
+		}
+		s.mu.Unlock()
+		lookupErr = s.lookUp(miss, known)
+		s.mu.Lock()
+	}
 	if lookupErr != nil {
 		for i, p := range mine {
 			delete(s.keys, jobs[i].IdempotencyKey)
@@ -425,16 +510,15 @@ func (s *Scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBat
 	var last *Batch
 	for k, i := range created {
 		j := jobs[i]
-		j.State = store.Queued
 		j.CreatedAt = now
 		j.QueuedAt = now
 		s.logEnd[j.ID] = 0
-		j.Reason = s.whyQueued(j)
+		msg := s.admit(j, known)
 		var a *store.AuditEntry
 		if k == len(created)-1 {
 			a = stored
 		}
-		last = s.submitTransition(nil, j, "submitted", "", level, a)
+		last = s.submitTransition(nil, j, "submitted", msg, level, a)
 		out[i] = Submission{Job: j, Created: true}
 		if p := mine[i]; p != nil {
 			p.job, p.b = j, last
@@ -550,12 +634,17 @@ func FormatLabels(m map[string]string) string {
 // Reason returns the live explanation for a job's state, or "" to use
 // the stored one.
 func (s *Scheduler) Reason(j *store.Job) string {
-	if j.State != store.Queued {
-		return ""
+	switch j.State {
+	case store.Queued:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.whyQueued(j)
+	case store.Blocked:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.blockedNow(j)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.whyQueued(j)
+	return ""
 }
 
 // DispatchLoop hands queued jobs to agents with free slots whenever
@@ -984,14 +1073,17 @@ func (s *Scheduler) Cancel(id uint64) (*store.Job, bool, error) {
 		return j, false, fmt.Errorf("%w: job %d already %s", ErrFinished, id, j.State)
 	}
 	switch prev.State {
-	case store.Queued, store.Waiting:
+	case store.Queued, store.Waiting, store.Blocked:
 		next := prev.Clone()
 		next.State = store.Cancelled
 		next.CancelRequested = true
 		next.FinishedAt = s.clock.Now().UTC()
 		next.Reason = "cancelled before it ran"
-		if prev.State == store.Waiting {
+		switch prev.State {
+		case store.Waiting:
 			next.Reason = "cancelled while waiting to retry"
+		case store.Blocked:
+			next.Reason = "cancelled while waiting for the jobs it runs after"
 		}
 		b := s.transition(prev, next, "cancelled", next.Reason)
 		s.mu.Unlock()
@@ -1039,7 +1131,8 @@ func (s *Scheduler) loseAttempt(j *store.Job, why string) *Batch {
 	return s.endAttempt(j, next, store.OutcomeLost, why)
 }
 
-// DelayLoop moves waiting jobs back into the queue when they are due.
+// DelayLoop moves waiting jobs back into the queue when they are due,
+// and fires the schedules due (schedules.go).
 func (s *Scheduler) DelayLoop(ctx context.Context) {
 	t := s.clock.NewTimer(time.Hour)
 	defer t.Stop()
@@ -1048,6 +1141,9 @@ func (s *Scheduler) DelayLoop(ctx context.Context) {
 		wait := time.Hour
 		if next := s.requeueDue(now); !next.IsZero() {
 			wait = next.Sub(now)
+		}
+		if next := s.fireDue(now); !next.IsZero() {
+			wait = min(wait, next.Sub(now))
 		}
 		t.Reset(wait)
 		select {

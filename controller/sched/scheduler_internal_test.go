@@ -21,7 +21,9 @@ type memStore struct {
 	keys   map[string]uint64
 	ends   map[uint64]uint64 // end of each job's output
 	cmds   []store.Command   // applied, in order
-	keyErr error             // IdempotencyKey fails with it
+	rounds [][]store.Command // applied, batch by batch
+	scheds map[string]store.Schedule
+	keyErr error // IdempotencyKey fails with it
 }
 
 func newMemStore() *memStore {
@@ -75,6 +77,17 @@ func (m *memStore) Active() ([]*store.Job, error) {
 	return out, nil
 }
 
+func (m *memStore) Schedules() ([]store.Schedule, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []store.Schedule
+	for _, sc := range m.scheds {
+		out = append(out, sc)
+	}
+	slices.SortFunc(out, func(a, b store.Schedule) int { return cmp.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
 func (m *memStore) LogEnd(id uint64) (uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -92,11 +105,19 @@ func (m *memStore) apply(cmds []store.Command) (syncer, []store.Result, error) {
 			if k := c.Job.IdempotencyKey; k != "" && c.Event.Seq == 0 {
 				m.keys[k] = c.Job.ID
 			}
+		case *store.PutSchedule:
+			if m.scheds == nil {
+				m.scheds = map[string]store.Schedule{}
+			}
+			m.scheds[c.Schedule.Name] = c.Schedule
+		case *store.DeleteSchedule:
+			delete(m.scheds, c.Name)
 		case *store.Output:
 			m.ends[c.Job] = max(m.ends[c.Job], c.Chunk.Offset+uint64(len(c.Chunk.Data)))
 		}
 	}
 	m.cmds = append(m.cmds, cmds...)
+	m.rounds = append(m.rounds, slices.Clone(cmds))
 	return synced{}, make([]store.Result, len(cmds)), nil
 }
 
@@ -165,7 +186,12 @@ func TestEndedEntriesAreForgotten(t *testing.T) {
 // running until the test ends.
 func memScheduler(t *testing.T, o Options) (*Scheduler, *memStore) {
 	t.Helper()
-	ms := newMemStore()
+	return memSchedulerOver(t, newMemStore(), o)
+}
+
+// memSchedulerOver is memScheduler over ms (a restart over its store).
+func memSchedulerOver(t *testing.T, ms *memStore, o Options) (*Scheduler, *memStore) {
+	t.Helper()
 	c := NewCommitter(nil, CommitOptions{})
 	c.apply = ms.apply
 	stop := make(chan struct{})

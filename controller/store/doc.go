@@ -81,7 +81,8 @@
 //	"s" state(1) id(8)                           empty: state index, every job under the
 //	                                             code of its state (queued 1, waiting 2,
 //	                                             dispatched 3, running 4, completed 5,
-//	                                             failed 6, timeout 7, cancelled 8)
+//	                                             failed 6, timeout 7, cancelled 8,
+//	                                             blocked 9)
 //	"f" finishedAt(8) id(8)                      empty: finished index, jobs in a terminal
 //	                                             state in finish order
 //	"e" id(8) seq(4)                             Event as JSON; seq counts from 0

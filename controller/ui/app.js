@@ -178,7 +178,7 @@ export function patchRows(tbody, rows) {
 
 // Final job states: a job in one of them never changes again.
 export const finalStates = ['completed', 'failed', 'timeout', 'cancelled'];
-export const allStates = ['queued', 'waiting', 'dispatched', 'running', ...finalStates];
+export const allStates = ['queued', 'waiting', 'blocked', 'dispatched', 'running', ...finalStates];
 
 // badge shows a job or agent state.
 export function badge(state) {

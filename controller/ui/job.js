@@ -49,6 +49,16 @@ function renderJob(j) {
   field(dl, 'Timeout', j.timeout ? seconds(j.timeout) : 'none');
   field(dl, 'Retries', j.max_retries ? String(j.max_retries) : '0');
   field(dl, 'Labels', Object.keys(j.labels || {}).length ? labels(j.labels) : '');
+  if (j.after && j.after.length) {
+    const deps = el('span', {});
+    j.after.forEach((id, i) => {
+      if (i) deps.append(', ');
+      deps.append(el('a', { href: '/ui/job?id=' + id }, String(id)));
+    });
+    deps.append(j.after_any ? ' (once all ended, whatever their outcome)' : ' (once all completed)');
+    field(dl, 'Runs after', deps);
+  }
+  if (j.schedule) field(dl, 'Schedule', el('a', { href: '/ui/schedules#' + encodeURIComponent(j.schedule) }, j.schedule));
   if (j.env && Object.keys(j.env).length) {
     field(dl, 'Environment', el('details', {}, el('summary', {}, Object.keys(j.env).length + ' variables'),
       el('code', { class: 'block' }, Object.keys(j.env).sort().map((k) => k + '=' + j.env[k]).join('\n'))));
