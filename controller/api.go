@@ -74,7 +74,7 @@ func (s *Server) routes() http.Handler {
 	r.DELETE("/operator/members/:id", s.auth(certs.RoleOperator, s.handleRemoveMember)) // remove-peer
 	r.POST("/enroll", s.handleEnroll)                                                   // no role: the join token in the body authenticates
 	r.POST("/enroll/renew", s.handleRenew)                                              // no role: the agent's own certificate authenticates
-	r.POST("/schedules", s.auth(certs.RoleOperator, s.handleCreateSchedule)) // schedules.go
+	r.POST("/schedules", s.auth(certs.RoleOperator, s.handleCreateSchedule))            // schedules.go
 	r.GET("/schedules", s.auth(certs.RoleViewer, s.handleSchedules))
 	r.GET("/schedules/:name", s.auth(certs.RoleViewer, s.handleSchedule))
 	r.DELETE("/schedules/:name", s.auth(certs.RoleOperator, s.handleDeleteSchedule))
