@@ -11,14 +11,15 @@ import (
 )
 
 // MaxEntryBytes is the size a round's raft entry aims to stay under.
-// A round that encodes larger is split at command boundaries into
-// several entries (a command bigger than this travels alone): raft sends
+// A round that encodes larger is split into several entries at the
+// boundaries of the groups of commands queued together (a group bigger
+// than this travels alone): raft sends
 // up to 64 entries in one AppendEntries and keeps the newest entries of
 // its log cache in memory, and NetworkTransport scales its timeouts per
 // 256 KiB, so entries stay small (design note 3.1). The split keeps
-// every command whole; nothing relies on two commands sharing a round
-// (the committer never promised it: a round is whatever was queued when
-// it closed).
+// every group whole (a schedule's firing with its job, a dependency's
+// decision: Committer.AddAll); nothing else relies on two commands
+// sharing a round (a round is whatever was queued when it closed).
 const MaxEntryBytes = 64 << 10
 
 // Log is the committer's replicated log (sched.Log) on the leader: each
@@ -37,28 +38,62 @@ func NewLog(r *raft.Raft) *Log { return &Log{r: r} }
 var _ sched.Log = (*Log)(nil)
 
 // Propose encodes cmds and hands the entries to raft without waiting.
-func (l *Log) Propose(cmds []store.Command) (sched.Proposal, error) {
+// A round that encodes larger than MaxEntryBytes is split, but only at
+// the starts of the groups queued together (sched.Log), so a group is
+// applied whole.
+func (l *Log) Propose(cmds []store.Command, starts []int) (sched.Proposal, error) {
 	var p proposal
-	if err := l.propose(cmds, &p); err != nil {
+	if err := l.propose(cmds, starts, &p); err != nil {
 		return nil, err
 	}
 	return &p, nil
 }
 
-func (l *Log) propose(cmds []store.Command, p *proposal) error {
+// propose proposes cmds, whose groups begin at starts (offsets into
+// cmds; the first is 0 or absent).
+func (l *Log) propose(cmds []store.Command, starts []int, p *proposal) error {
 	data, err := store.EncodeRound(cmds)
 	if err != nil {
 		return fmt.Errorf("cluster: encoding a round: %w", err)
 	}
-	if len(data) > MaxEntryBytes && len(cmds) > 1 {
-		half := len(cmds) / 2
-		if err := l.propose(cmds[:half], p); err != nil {
+	if cut := middleCut(starts, len(cmds)); len(data) > MaxEntryBytes && cut > 0 {
+		var left, right []int
+		for _, s := range starts {
+			if s < cut {
+				left = append(left, s)
+			} else {
+				right = append(right, s-cut)
+			}
+		}
+		if err := l.propose(cmds[:cut], left, p); err != nil {
 			return err
 		}
-		return l.propose(cmds[half:], p)
+		return l.propose(cmds[cut:], right, p)
 	}
 	p.parts = append(p.parts, part{f: l.r.Apply(data, 0), n: len(cmds)})
 	return nil
+}
+
+// middleCut returns the group start nearest the middle of n commands,
+// other than 0; 0 when there is none (one group: it travels whole).
+func middleCut(starts []int, n int) int {
+	best := 0
+	for _, s := range starts {
+		if s <= 0 || s >= n {
+			continue
+		}
+		if best == 0 || abs(s-n/2) < abs(best-n/2) {
+			best = s
+		}
+	}
+	return best
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
 }
 
 // proposal is one round's entries in flight.

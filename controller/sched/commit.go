@@ -61,6 +61,7 @@ type Committer struct {
 	// replace it.
 	apply    func([]store.Command) (syncer, []store.Result, error)
 	applied  func([]store.Command, []store.Result) // CommitOptions.Applied
+	log      Log                                   // CommitOptions.Log; nil: apply
 	writable func() bool                           // CommitOptions.Writable
 
 	mu      sync.Mutex
@@ -83,8 +84,14 @@ type syncer interface{ Wait() error }
 // Proposal's Wait returns. Proposals must complete in the order they
 // were proposed, as the store's fsyncs do, so that a waiter of one
 // round may still rely on every earlier round being durable.
+//
+// starts lists where each group of commands queued together (Add, or
+// AddAll's commands) begins: a Log that splits a large round into
+// several entries splits only there, so a group — a schedule's firing
+// with its job, a dependency's decision — is applied whole or not at
+// all, as in one store batch.
 type Log interface {
-	Propose(cmds []store.Command) (Proposal, error)
+	Propose(cmds []store.Command, starts []int) (Proposal, error)
 }
 
 // Proposal is a round a Log accepted.
@@ -112,6 +119,7 @@ const maxInFlight = 4
 // Batch is a group of commands that become durable together.
 type Batch struct {
 	cmds    []store.Command
+	starts  []int          // where each group queued together begins (Log)
 	results []store.Result // set once applied
 	pending syncer         // set once applied
 	done    chan struct{}
@@ -178,15 +186,7 @@ func NewCommitter(st *store.Store, o CommitOptions) *Committer {
 		inflight: make(chan *Batch, maxInFlight-2),
 		broken:   make(chan struct{}),
 	}
-	if o.Log != nil {
-		c.apply = func(cmds []store.Command) (syncer, []store.Result, error) {
-			p, err := o.Log.Propose(cmds)
-			if err != nil {
-				return nil, nil, err
-			}
-			return lateResults{p}, nil, nil
-		}
-	}
+	c.log = o.Log
 	return c
 }
 
@@ -240,6 +240,9 @@ func (c *Committer) queue(cmds ...store.Command) (*Batch, int) {
 		if cmd != nil {
 			b.cmds = append(b.cmds, cmd)
 		}
+	}
+	if len(b.cmds) > i {
+		b.starts = append(b.starts, i) // a group a Log may not split
 	}
 	c.mu.Unlock()
 	select {
@@ -342,7 +345,14 @@ func (c *Committer) flush(final bool, stop <-chan struct{}) bool {
 	if failed != nil {
 		b.err = failed
 	} else {
-		b.pending, b.results, b.err = c.apply(b.cmds)
+		if c.log != nil {
+			var p Proposal
+			if p, b.err = c.log.Propose(b.cmds, b.starts); b.err == nil {
+				b.pending = lateResults{p}
+			}
+		} else {
+			b.pending, b.results, b.err = c.apply(b.cmds)
+		}
 		if _, late := b.pending.(lateResults); b.err == nil && !late {
 			c.decided(b)
 		}
