@@ -460,25 +460,5 @@ func startClusterAgentProc(t *testing.T, bin, pki, dir, name, controllers string
 	cmd := exec.Command(bin, "agent", "-controller", controllers,
 		"-ca", filepath.Join(pki, "ca.pem"), "-cert", filepath.Join(pki, name+".pem"), "-key", filepath.Join(pki, name+"-key.pem"),
 		"-slots", "4", "-state-dir", filepath.Join(dir, name+"-state"), "-drain-timeout", "0s", "-log-level", "info")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		logf.Close()
-		if t.Failed() {
-			for _, l := range tailLines(logf.Name(), 40) {
-				t.Logf("%s.log: %s", name, l)
-			}
-		}
-	})
+	runAgentProc(t, cmd, logf, name)
 }

@@ -201,6 +201,14 @@ func startAgentProc(t *testing.T, bin string, p *controllerProc, name, mode stri
 		"-ca", filepath.Join(p.pki, "ca.pem"), "-cert", filepath.Join(p.pki, name+".pem"), "-key", filepath.Join(p.pki, name+"-key.pem"),
 		"-slots", "2", "-labels", "transport="+mode, "-transport", mode,
 		"-state-dir", filepath.Join(p.dir, name+"-state"), "-drain-timeout", "0s", "-log-level", "info")
+	runAgentProc(t, cmd, logf, name)
+}
+
+// runAgentProc starts an agent process whose output goes to logf; when
+// the test ends it is stopped (SIGINT, then SIGKILL after 10 s) and, if
+// the test failed, the end of its log is shown.
+func runAgentProc(t *testing.T, cmd *exec.Cmd, logf *os.File, name string) {
+	t.Helper()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
