@@ -512,6 +512,19 @@ func (a *Agent) dialTimeout() time.Duration {
 	return min(max(a.holdRetry(), 2*time.Second), transport.DefaultHandshakeTimeout)
 }
 
+// idleTimeouts returns the session's idle timeout and keep-alive
+// period: a quarter of the controller's lease (at least 2 s), with a
+// keep-alive every third of that. A controller that dies without a word
+// (kill -9, a lost host; with QUIC, nothing answers for it) is noticed
+// after the idle timeout, so an agent moves on to a new leader of a
+// cluster, or starts redialling a restarted controller, within a
+// quarter lease rather than at QUIC's default 15 s. The controller's
+// own idle timeout is its lease; the shorter one holds for the session.
+func (a *Agent) idleTimeouts() (idle, keepAlive time.Duration) {
+	idle = max(time.Duration(a.lease.Load())/4, 2*time.Second)
+	return idle, idle / 3
+}
+
 // errFatal marks errors that reconnecting cannot fix.
 var errFatal = ErrRejected
 
@@ -531,8 +544,9 @@ func (a *Agent) session(ctx, jobsCtx context.Context, addr string) (res tryResul
 	sn := a.serverName(addr)
 	hs := a.dialTimeout()
 	dctx, cancel := context.WithTimeout(ctx, hs+hs/2)
+	idle, keepAlive := a.idleTimeouts()
 	t, err := transport.Dial(dctx, addr, certs.ClientTLS(pool, cert, sn), a.cfg.Transport,
-		transport.Options{Logger: a.log.Named("transport"), HandshakeTimeout: hs})
+		transport.Options{Logger: a.log.Named("transport"), HandshakeTimeout: hs, IdleTimeout: idle, KeepAlive: keepAlive})
 	cancel()
 	if err != nil {
 		if errors.Is(err, transport.ErrHandshake) {

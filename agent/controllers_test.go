@@ -630,3 +630,19 @@ func TestAgentTermFencing(t *testing.T) {
 		t.Fatalf("fenced messages counted %v (%v), want 1", m.GetCounter().GetValue(), err)
 	}
 }
+
+// TestIdleTimeouts: a session is given up after a quarter of the lease
+// (at least 2 s), with keep-alives every third of that.
+func TestIdleTimeouts(t *testing.T) {
+	for lease, want := range map[time.Duration][2]time.Duration{
+		15 * time.Second: {3750 * time.Millisecond, 1250 * time.Millisecond},
+		60 * time.Second: {15 * time.Second, 5 * time.Second},
+		3 * time.Second:  {2 * time.Second, 2 * time.Second / 3},
+	} {
+		a := &Agent{}
+		a.lease.Store(int64(lease))
+		if idle, ka := a.idleTimeouts(); idle != want[0] || ka != want[1] {
+			t.Errorf("lease %s: idle %s, keep-alive %s; want %s, %s", lease, idle, ka, want[0], want[1])
+		}
+	}
+}

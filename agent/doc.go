@@ -44,7 +44,10 @@
 // controller meanwhile, so while it holds attempts the agent tries at
 // least every quarter of the lease the controller announced
 // (Welcome.LeaseTTL), and bounds each dial to that, however far its
-// backoff has grown (connectLoop). The controller reattaches those whose lease has
+// backoff has grown (connectLoop). A session that hears nothing from the
+// controller for a quarter of the lease (at least 2 s; keep-alives go
+// every third of that) is over (idleTimeouts): a controller that died
+// without a word is noticed then, not at QUIC's default 15 s. The controller reattaches those whose lease has
 // not run out (no retry, no duplicate) and cancels the others; the
 // agent then reopens each attempt's stream and resumes its output from
 // the last acknowledged offset. An attempt the controller refuses (its
