@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"sync"
 	"time"
 )
 
@@ -68,25 +69,37 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // malformed command, or one that cannot travel (SetApplied), fails the
 // whole round with ErrInvalid.
 func EncodeRound(cmds []Command) ([]byte, error) {
-	body := make([]byte, 0, 256*len(cmds))
+	sc := scratchPool.Get().(*roundScratch)
+	defer scratchPool.Put(sc)
+	// The header first, with room for the CRC, then the commands after
+	// it: one buffer, grown as it goes, and no copy at the end.
+	out := make([]byte, 0, 16+512*len(cmds))
+	out = append(out, roundMagic, roundFormat)
+	out = binary.AppendUvarint(out, uint64(len(cmds)))
+	crcAt := len(out)
+	out = append(out, 0, 0, 0, 0)
 	for i, c := range cmds {
 		if err := c.check(); err != nil {
 			return nil, fmt.Errorf("store: encode round: command %d: %w", i, err)
 		}
 		var err error
-		if body, err = appendCommand(body, c); err != nil {
+		if out, err = appendCommand(out, c, sc); err != nil {
 			return nil, fmt.Errorf("store: encode round: command %d: %w", i, err)
 		}
 	}
-	out := make([]byte, 0, 2+binary.MaxVarintLen64+4+len(body))
-	out = append(out, roundMagic, roundFormat)
-	out = binary.AppendUvarint(out, uint64(len(cmds)))
-	out = binary.BigEndian.AppendUint32(out, crc32.Checksum(body, castagnoli))
-	return append(out, body...), nil
+	binary.BigEndian.PutUint32(out[crcAt:], crc32.Checksum(out[crcAt+4:], castagnoli))
+	return out, nil
 }
 
+// roundScratch holds the buffers a command is encoded in before it is
+// appended to its round, kept between rounds (scratchPool) so that
+// encoding a round does not allocate per command.
+type roundScratch struct{ cmd, job, ev []byte }
+
+var scratchPool = sync.Pool{New: func() any { return new(roundScratch) }}
+
 // appendCommand appends c's type, length and bytes to dst.
-func appendCommand(dst []byte, c Command) ([]byte, error) {
+func appendCommand(dst []byte, c Command, sc *roundScratch) ([]byte, error) {
 	var (
 		typ byte
 		b   []byte
@@ -95,17 +108,17 @@ func appendCommand(dst []byte, c Command) ([]byte, error) {
 	switch c := c.(type) {
 	case *Transition:
 		typ = typeTransition
-		b, err = encodeTransition(c)
+		b, err = sc.transition(c)
 	case *Output:
 		typ = typeOutput
-		b = binary.AppendUvarint(b, c.Job)
+		b = binary.AppendUvarint(sc.cmd[:0], c.Job)
 		b = binary.AppendUvarint(b, c.Chunk.Offset)
 		b = append(b, c.Chunk.Stream)
 		b = appendWireTime(b, c.Chunk.Time)
 		b = append(b, c.Chunk.Data...)
 	case *PruneJobs:
 		typ = typePruneJobs
-		b = binary.AppendUvarint(b, uint64(len(c.IDs)))
+		b = binary.AppendUvarint(sc.cmd[:0], uint64(len(c.IDs)))
 		for _, id := range c.IDs {
 			b = binary.AppendUvarint(b, id)
 		}
@@ -169,6 +182,9 @@ func appendCommand(dst []byte, c Command) ([]byte, error) {
 	if err != nil {
 		return dst, fmt.Errorf("%T: %w", c, err)
 	}
+	if cap(b) > cap(sc.cmd) && cap(b) <= 1<<20 && typ != typeTransition {
+		sc.cmd = b // keep the grown buffer for the next command
+	}
 	dst = append(dst, typ)
 	dst = binary.AppendUvarint(dst, uint64(len(b)))
 	return append(dst, b...), nil
@@ -177,27 +193,35 @@ func appendCommand(dst []byte, c Command) ([]byte, error) {
 // encodeTransition: job len uvarint | job JSON | event len uvarint |
 // event JSON | audit flag (1) [| audit JSON to the end].
 func encodeTransition(t *Transition) ([]byte, error) {
-	job, err := appendJob(nil, t.Job)
-	if err != nil {
+	b, err := new(roundScratch).transition(t)
+	return b, err
+}
+
+// transition encodes t in sc.cmd (reusing sc's buffers); the result is
+// valid until sc is used again.
+func (sc *roundScratch) transition(t *Transition) ([]byte, error) {
+	var err error
+	if sc.job, err = appendJob(sc.job[:0], t.Job); err != nil {
 		return nil, err
 	}
-	ev, err := appendEvent(nil, &t.Event)
-	if err != nil {
+	if sc.ev, err = appendEvent(sc.ev[:0], &t.Event); err != nil {
 		return nil, err
 	}
-	b := make([]byte, 0, len(job)+len(ev)+2*binary.MaxVarintLen32+1)
-	b = binary.AppendUvarint(b, uint64(len(job)))
-	b = append(b, job...)
-	b = binary.AppendUvarint(b, uint64(len(ev)))
-	b = append(b, ev...)
+	b := binary.AppendUvarint(sc.cmd[:0], uint64(len(sc.job)))
+	b = append(b, sc.job...)
+	b = binary.AppendUvarint(b, uint64(len(sc.ev)))
+	b = append(b, sc.ev...)
 	if t.Audit == nil {
-		return append(b, 0), nil
+		b = append(b, 0)
+	} else {
+		a, err := json.Marshal(t.Audit)
+		if err != nil {
+			return nil, err
+		}
+		b = append(append(b, 1), a...)
 	}
-	a, err := json.Marshal(t.Audit)
-	if err != nil {
-		return nil, err
-	}
-	return append(append(b, 1), a...), nil
+	sc.cmd = b
+	return b, nil
 }
 
 // appendWireTime appends t as the Unix nanoseconds the store keeps of
