@@ -225,7 +225,8 @@ func loadNote() string { return "load average " + loadAvg() + " at the row's end
 func (e *env) cluster(ctx context.Context) {
 	e.clusterSubmit(ctx)
 	e.clusterCapacity(ctx)
-	e.failover(ctx)
+	e.failover(ctx, transport.ModeQUIC, "")
+	e.failover(ctx, transport.ModeTCP, "-tcp")
 }
 
 // clusterSubmit measures rows 9a, 9g and 9b on one cluster.
@@ -425,13 +426,17 @@ func (e *env) jobsuiteBinary(ctx context.Context) (string, error) {
 // and real agents that know all three, a light submit load through the
 // live nodes, and the leader killed with SIGKILL FaultKills times (and
 // started again after each measurement).
-func (e *env) failover(ctx context.Context) {
+//
+// The agents use transport mode; suffix is added to the rows' IDs and
+// to the scratch directory's name.
+func (e *env) failover(ctx context.Context, mode transport.Mode, suffix string) {
 	kills := e.sz.FaultKills
-	name9e := fmt.Sprintf("cluster of %d: failover, leader kill -9 → the new leader's first dispatch, %d kills", clusterSize, kills)
-	name9f := fmt.Sprintf("cluster of %d: failover, leader kill -9 → every agent attached to the new leader, %d kills", clusterSize, kills)
+	id9e, id9f := "9e"+suffix, "9f"+suffix
+	name9e := fmt.Sprintf("cluster of %d: failover, leader kill -9 → the new leader's first dispatch, %s agents, %d kills", clusterSize, mode, kills)
+	name9f := fmt.Sprintf("cluster of %d: failover, leader kill -9 → every agent attached to the new leader, %s agents, %d kills", clusterSize, mode, kills)
 	fail := func(err error) {
-		e.fail("9e", name9e, err)
-		e.fail("9f", name9f, err)
+		e.fail(id9e, name9e, err)
+		e.fail(id9f, name9f, err)
 	}
 	if err := e.clusterCerts(); err != nil {
 		fail(err)
@@ -442,7 +447,7 @@ func (e *env) failover(ctx context.Context) {
 		fail(err)
 		return
 	}
-	base, err := scratch(e.dir, "cluster-failover")
+	base, err := scratch(e.dir, "cluster-failover"+suffix)
 	if err != nil {
 		fail(err)
 		return
@@ -524,7 +529,7 @@ func (e *env) failover(ctx context.Context) {
 		}
 		cmd := exec.Command(bin, "agent", "-controller", strings.Join(agentAddrs, ","),
 			"-ca", certs.CAFile(e.pki.dir), "-cert", certs.CertFile(e.pki.dir, name), "-key", certs.KeyFile(e.pki.dir, name),
-			"-slots", fmt.Sprint(e.sz.RealSlots), "-state-dir", filepath.Join(base, name+"-state"),
+			"-transport", string(mode), "-slots", fmt.Sprint(e.sz.RealSlots), "-state-dir", filepath.Join(base, name+"-state"),
 			"-drain-timeout", "0s", "-log-level", e.cfg.LogLevel)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -636,8 +641,8 @@ func (e *env) failover(ctx context.Context) {
 			return
 		}
 		dispatch = append(dispatch, rec.Attempts[0].DispatchedAt.Sub(killed))
-		e.progress("kill %d of %s: submit accepted %s, agents back %s, probe dispatched %s after the kill",
-			k, old.id, accepted[k-1].Round(time.Millisecond), attached[k-1].Round(time.Millisecond), dispatch[k-1].Round(time.Millisecond))
+		e.progress("%s: kill %d of %s: submit accepted %s, agents back %s, probe dispatched %s after the kill",
+			mode, k, old.id, accepted[k-1].Round(time.Millisecond), attached[k-1].Round(time.Millisecond), dispatch[k-1].Round(time.Millisecond))
 
 		// Start the killed node again and let it rejoin.
 		if err := old.start(bin); err != nil {
@@ -668,15 +673,15 @@ func (e *env) failover(ctx context.Context) {
 	p50 := func(ds []time.Duration) float64 { return percentile(slices.Clone(ds), 0.5).Seconds() }
 	floor := raftHeartbeatTimeout.Seconds()
 	d := p50(dispatch)
-	e.add(Row{ID: "9e", Name: name9e, Value: d, Unit: "s p50",
+	e.add(Row{ID: id9e, Name: name9e, Value: d, Unit: "s p50",
 		Detail: fmt.Sprintf("the first job accepted after the kill, its dispatch (controller clock) − the kill: %s; kill → that submit accepted: %s (p50 %.2f s); %s",
 			durations(dispatch), durations(accepted), p50(accepted), loadNote()),
 		Limit: floor, LimitUnit: "s", LimitName: "raft's heartbeat timeout: the earliest a follower stands for election",
 		Target: "p50 ≤ 3 s", Verdict: atMost(d, 3, "s")})
 	a := p50(attached)
 	worst := slices.Max(attached).Seconds()
-	e.add(Row{ID: "9f", Name: name9f, Value: worst, Unit: "s (slowest)",
-		Detail: fmt.Sprintf("%d real agents (the binary, QUIC), each kill: %s (p50 %.2f s); %s", nAgents, durations(attached), a, loadNote()),
+	e.add(Row{ID: id9f, Name: name9f, Value: worst, Unit: "s (slowest)",
+		Detail: fmt.Sprintf("%d real agents (the binary, %s), each kill: %s (p50 %.2f s); %s", nAgents, mode, durations(attached), a, loadNote()),
 		Limit:  floor, LimitUnit: "s", LimitName: "raft's heartbeat timeout: the earliest a follower stands for election",
 		Target: "≤ 10 s", Verdict: atMost(worst, 10, "s")})
 }
