@@ -137,6 +137,35 @@ func (e *env) startRaftCluster(ctx context.Context, name string) (*raftCluster, 
 	return c, nil
 }
 
+// fill queues n `true` jobs by batches of per through any node that
+// answers; a refused batch (503 while leadership changes on a loaded
+// machine) is sent again after a pause, to another node.
+func (c *raftCluster) fill(ctx context.Context, n, per int) error {
+	body := batchBody(trueJob, per)
+	queued, refused := 0, 0
+	for k := c.leader; queued < n; k++ {
+		b := body
+		if n-queued < per {
+			b = batchBody(trueJob, n-queued)
+		}
+		ids, err := c.apis[k%len(c.apis)].batch(ctx, b)
+		if err != nil {
+			if refused++; refused > 100 {
+				return fmt.Errorf("queueing %d jobs: %d batches refused, the last: %w", n, refused, err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		queued += len(ids)
+		k-- // stay with a node that answers
+	}
+	return nil
+}
+
 // follower returns the index of a node that does not lead.
 func (c *raftCluster) follower() int { return (c.leader + 1) % len(c.nodes) }
 
@@ -310,13 +339,17 @@ func (e *env) clusterCapacity(ctx context.Context) {
 		return
 	}
 	defer c.close()
-	lead := c.apis[c.leader]
 	t := time.Now()
-	if _, err := lead.submitMany(ctx, trueJob, e.sz.BurnDown, e.sz.BatchSize); err != nil {
+	if err := c.fill(ctx, e.sz.BurnDown, e.sz.BatchSize); err != nil {
 		e.fail("9c", name, err)
 		return
 	}
 	load := time.Since(t)
+	// The fake agents dial the leader of now.
+	if c.leader, err = findLeader(ctx, c.apis, c.ids, -1, time.Minute); err != nil {
+		e.fail("9c", name, err)
+		return
+	}
 	// The warm-up job is queued too: one more to burn down.
 	goal := e.sz.BurnDown + 1
 	cnt := newCounter(goal)
