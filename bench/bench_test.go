@@ -56,3 +56,38 @@ func TestSmoke(t *testing.T) {
 	}
 	t.Log("\n" + md.String())
 }
+
+// TestSmokeCluster runs the opt-in cluster group with tiny sizes: three
+// cluster nodes, fake agents, the built binary killed once per agent
+// transport. It checks that every row has a number, never how fast.
+func TestSmokeCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three cluster nodes twice and builds the jobsuite binary")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := Run(ctx, Config{Dir: t.TempDir(), Sizes: SmokeSizes(), Groups: []string{"cluster"}, Progress: &progress})
+	t.Log(progress.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"9a": false, "9g": false, "9b": false, "9c": false, "9e": false, "9f": false, "9e-tcp": false, "9f-tcp": false}
+	for _, r := range rep.Rows {
+		if _, ok := want[r.ID]; !ok {
+			t.Errorf("row %s: not a cluster row", r.ID)
+			continue
+		}
+		want[r.ID] = true
+		if r.Err != nil {
+			t.Errorf("%s %s: %v", r.ID, r.Name, r.Err)
+		} else if math.IsNaN(r.Value) || math.IsInf(r.Value, 0) || r.Value <= 0 {
+			t.Errorf("%s %s: no number (%v)", r.ID, r.Name, r.Value)
+		}
+	}
+	for id, seen := range want {
+		if !seen {
+			t.Errorf("no row %s", id)
+		}
+	}
+}

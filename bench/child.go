@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"jobsuite/agent"
 	"jobsuite/certs"
 	"jobsuite/cli"
@@ -40,6 +42,11 @@ type childConfig struct {
 
 	// controller
 	LeaseTTL time.Duration
+	// cluster node (controller.NewNode) when ClusterAddr is set; Name
+	// is then its certificate's name, which is its node ID
+	ClusterAddr string
+	Join        []string
+	Expect      int // -bootstrap-expect
 
 	// agent
 	Name       string
@@ -124,6 +131,9 @@ func runChild(cfg childConfig) error {
 	out := json.NewEncoder(os.Stdout)
 	switch cfg.Mode {
 	case "controller":
+		if cfg.ClusterAddr != "" {
+			return runNode(ctx, cfg, logger, out)
+		}
 		start := time.Now()
 		srv, err := controller.New(controller.Config{
 			HTTPAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DataDir: cfg.Data,
@@ -160,6 +170,28 @@ func runChild(cfg childConfig) error {
 		return a.Run(ctx)
 	}
 	return fmt.Errorf("unknown mode %q", cfg.Mode)
+}
+
+// runNode runs a cluster node (controller.NewNode) as the cluster
+// benchmarks' controller child.
+func runNode(ctx context.Context, cfg childConfig, logger hclog.Logger, out *json.Encoder) error {
+	start := time.Now()
+	n, err := controller.NewNode(controller.Config{
+		HTTPAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DataDir: cfg.Data,
+		TLS:    certs.Files{CA: certs.CAFile(cfg.PKI), Cert: certs.CertFile(cfg.PKI, cfg.Name), Key: certs.KeyFile(cfg.PKI, cfg.Name)},
+		Logger: logger, LeaseTTL: cfg.LeaseTTL,
+		ClusterAddr: cfg.ClusterAddr, Join: cfg.Join, BootstrapExpect: cfg.Expect,
+	})
+	if err != nil {
+		return err
+	}
+	took := time.Since(start)
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	if err := out.Encode(childInfo{HTTP: n.HTTPAddr(), Agent: n.AgentAddr(), New: took}); err != nil {
+		return err
+	}
+	return <-done
 }
 
 // proc is a running child process, parent side.

@@ -39,6 +39,20 @@
 // dispatch cost, restart time, memory). Each group starts fresh
 // controllers with empty data directories.
 //
+// The cluster group (cluster.go, issue 14's rows 9a–9g) runs only when
+// named (-groups cluster): three controllers in cluster mode on this
+// machine. Rows 9a (64 clients to the leader), 9g (the same through a
+// follower), 9b (batches) and 9c (burn-down by fake agents connected
+// to the leader) run the nodes as children (controller.NewNode), so
+// -cpuprofile profiles each node. Rows 9e and 9f run the jobsuite
+// binary (built with `go build` unless Config.Jobsuite names one) with
+// real agents that know all three, under a light submit load, and kill
+// the leader with SIGKILL FaultKills times: 9e is the time from the kill
+// to the dispatch of the first job the cluster accepted after it (the
+// attempt's dispatched_at, on the controllers' clock, this machine's),
+// 9f until every agent is listed by the new leader; both with QUIC and
+// with TCP agents (rows 9e-tcp, 9f-tcp).
+//
 // The machine limits are measured directly: fdatasync of the data disk,
 // synced store.Apply at the same concurrency and batch size (Pebble's
 // group commit, without the controller), /bin/sh -c true spawned with
