@@ -123,7 +123,9 @@ func (a *api) submit(ctx context.Context, body []byte) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if code != http.StatusCreated {
+	// 200: a job with this idempotency key exists already — a retry
+	// whose first try was stored although its answer was lost.
+	if code != http.StatusCreated && code != http.StatusOK {
 		return 0, fmt.Errorf("POST /jobs: %d %.200s", code, b)
 	}
 	var v struct {

@@ -213,10 +213,20 @@ func (f *forwarder) forward(w http.ResponseWriter, r *http.Request, addr string,
 	ctx, cancel := context.WithCancel(context.WithValue(r.Context(), forwardTarget{}, addr))
 	defer cancel()
 	go func() {
-		select {
-		case <-epoch:
-			cancel()
-		case <-ctx.Done():
+		for {
+			select {
+			case <-epoch:
+			case <-ctx.Done():
+				return
+			}
+			// The leader changed since the request was sent on its way,
+			// or this node only now heard who leads: a request that
+			// went to the leader of now goes on.
+			epoch = f.n.leaderEpoch()
+			if a, err := f.n.leaderAddrs(ctx, false); err != nil || a.API != addr {
+				cancel()
+				return
+			}
 		}
 	}()
 	f.proxy.ServeHTTP(w, r.WithContext(ctx))
