@@ -260,6 +260,9 @@ func (c *Config) clusterDefaults() error {
 	if c.NoSync {
 		return fmt.Errorf("%w: a cluster node cannot run without fsync: the raft log is its write-ahead log", ErrConfig)
 	}
+	if c.MetricsAddr != "" {
+		return fmt.Errorf("%w: -metrics (plain-HTTP metrics) is not served by a cluster node yet; scrape GET /metrics on the HTTPS API (any node: a follower forwards to the leader)", ErrConfig)
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package controller_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -466,4 +467,40 @@ func TestSingleControllerMembers(t *testing.T) {
 	if code, b := c.do("GET", "/metrics", ""); code != 200 || strings.Contains(string(b), "jobsuite_cluster_") {
 		t.Fatalf("a single controller's metrics: %d, cluster series present: %v", code, strings.Contains(string(b), "jobsuite_cluster_"))
 	}
+}
+
+// TestNodeConfigRefusals: settings a cluster node cannot honour are
+// refused with a clear error, before anything is opened.
+func TestNodeConfigRefusals(t *testing.T) {
+	dir := newPKI(t)
+	base := controller.Config{HTTPAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", TLS: files(dir, "controller"), ClusterAddr: "127.0.0.1:0", BootstrapExpect: 1}
+	for name, tc := range map[string]struct {
+		mod  func(*controller.Config)
+		want string
+	}{
+		"wildcard cluster address": {func(c *controller.Config) { c.ClusterAddr = ":7444" }, "not a wildcard"},
+		"two controllers":          {func(c *controller.Config) { c.BootstrapExpect = 2 }, "1, 3, 5 or 7"},
+		"expect without join":      {func(c *controller.Config) { c.BootstrapExpect = 3 }, "needs -join"},
+		"no fsync":                 {func(c *controller.Config) { c.NoSync = true }, "fsync"},
+		"plain metrics":            {func(c *controller.Config) { c.MetricsAddr = "127.0.0.1:0" }, "-metrics"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := base
+			cfg.DataDir = t.TempDir()
+			tc.mod(&cfg)
+			_, err := controller.NewNode(cfg)
+			if err == nil || !errors.Is(err, controller.ErrConfig) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("NewNode: %v; want ErrConfig saying %q", err, tc.want)
+			}
+		})
+	}
+	// A single controller's data directory is not a node's.
+	c := startCluster(t)
+	c.stopController()
+	cfg := base
+	cfg.DataDir = c.data
+	if _, err := controller.NewNode(cfg); err == nil || !strings.Contains(err.Error(), "single controller") {
+		t.Fatalf("NewNode on a single controller's data: %v", err)
+	}
+	c.startController() // for the cleanup
 }
