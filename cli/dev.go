@@ -351,8 +351,16 @@ func lockDevDir(dir string) (unlock func(), err error) {
 		}
 		return nil, fmt.Errorf("locking %s: %w", path, err)
 	}
-	_ = f.Truncate(0)
-	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	// The PID tells a second dev who holds the lock; a disk that cannot
+	// take these few bytes will not take the store either: say so now.
+	if err := f.Truncate(0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("writing %s: %w", path, err)
+	}
+	if _, err := f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("writing %s: %w", path, err)
+	}
 	return func() {
 		_ = f.Truncate(0)
 		f.Close() // releases the lock

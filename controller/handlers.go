@@ -113,25 +113,41 @@ func (s *Server) getJob(w http.ResponseWriter, id uint64) (*store.Job, bool) {
 	return j, true
 }
 
-func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+// readBody reads a request body of at most MaxBodyBytes: 413 beyond
+// it, 400 if it cannot be read (the answer is written; ok is false).
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (body []byte, ok bool) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeError(w, http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", s.cfg.MaxBodyBytes)
-			return
+			return nil, false
 		}
 		writeError(w, http.StatusBadRequest, "reading request body: %v", err)
+		return nil, false
+	}
+	return body, true
+}
+
+// writeDecodeError answers 400 for a body that did not decode, naming
+// the field at fault when the decoder knows it.
+func writeDecodeError(w http.ResponseWriter, err error) {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		writeJSON(w, http.StatusBadRequest, api.Error{Error: fe.Error(), Field: fe.field})
+		return
+	}
+	writeError(w, http.StatusBadRequest, "%v", err)
+}
+
+func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	body, ok := s.readBody(w, r)
+	if !ok {
 		return
 	}
 	job, err := decodeSubmit(body, s.limits())
 	if err != nil {
-		var fe *fieldError
-		if errors.As(err, &fe) {
-			writeJSON(w, http.StatusBadRequest, api.Error{Error: fe.Error(), Field: fe.field})
-			return
-		}
-		writeError(w, http.StatusBadRequest, "%v", err)
+		writeDecodeError(w, err)
 		return
 	}
 	audit := s.auditEntry(r, auditSubmit) // stored with the job, if created

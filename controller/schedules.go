@@ -159,24 +159,13 @@ func (s *Server) scheduleFailed(w http.ResponseWriter, name string, err error) {
 }
 
 func (s *Server) handleCreateSchedule(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", s.cfg.MaxBodyBytes)
-			return
-		}
-		writeError(w, http.StatusBadRequest, "reading request body: %v", err)
+	body, ok := s.readBody(w, r)
+	if !ok {
 		return
 	}
 	sc, err := decodeSchedule(body, s.limits())
 	if err != nil {
-		var fe *fieldError
-		if errors.As(err, &fe) {
-			writeJSON(w, http.StatusBadRequest, api.Error{Error: fe.Error(), Field: fe.field})
-			return
-		}
-		writeError(w, http.StatusBadRequest, "%v", err)
+		writeDecodeError(w, err)
 		return
 	}
 	name := sc.Name
