@@ -136,9 +136,13 @@ func (p *controllerProc) start(client *apiClient) {
 	}
 	p.exited = make(chan struct{})
 	go func(cmd *exec.Cmd, exited chan struct{}, start int) {
-		p.err = cmd.Wait()
+		err := cmd.Wait()
+		// Read the flag before closing exited: once exited is closed,
+		// kill returns and the next start clears the flag.
+		onPurpose := p.killed.Load()
+		p.err = err
 		close(exited)
-		if !p.killed.Load() {
+		if !onPurpose {
 			p.t.Errorf("controller exited on its own: %v\n%s", p.err, p.tail(start, 40))
 		}
 	}(p.cmd, p.exited, p.starts)
