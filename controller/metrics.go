@@ -52,8 +52,7 @@ type metrics struct {
 	http            *httpMetrics           // API requests (httpmetrics.go)
 
 	// The plain-HTTP listener of Config.MetricsAddr, if any.
-	ln  net.Listener
-	srv *http.Server
+	plain plainMetrics
 }
 
 // Label values the vectors are created with, so every series exists
@@ -145,7 +144,7 @@ func newMetrics(log hclog.Logger, sched *sched.Scheduler, h *hub.Hub, st storeSt
 type clusterCollector struct{ c clusterView }
 
 var (
-	descClusterLeader      = prometheus.NewDesc("jobsuite_cluster_leader", "1 if this controller leads the cluster (it answers /metrics only while it does: followers forward).", nil, nil)
+	descClusterLeader      = prometheus.NewDesc("jobsuite_cluster_leader", "1 if this controller leads the cluster (on the API a follower forwards /metrics to the leader; the plain-HTTP -metrics listener answers for its own node).", nil, nil)
 	descClusterTerm        = prometheus.NewDesc("jobsuite_cluster_term", "The current raft term.", nil, nil)
 	descClusterCommitIndex = prometheus.NewDesc("jobsuite_cluster_commit_index", "The last raft entry known committed.", nil, nil)
 	descClusterApplied     = prometheus.NewDesc("jobsuite_cluster_applied_index", "The last raft entry this controller's store applied.", nil, nil)
@@ -424,15 +423,35 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request, _ httprou
 // MetricsAddr is the address of the plain-HTTP metrics listener, or ""
 // without Config.MetricsAddr.
 func (s *Server) MetricsAddr() string {
-	if s.metrics == nil || s.metrics.ln == nil {
+	if s.metrics == nil {
 		return ""
 	}
-	return s.metrics.ln.Addr().String()
+	return s.metrics.plain.addr()
 }
 
-// listen binds the plain-HTTP metrics listener when addr is set. It
-// serves GET /metrics only, without TLS or authentication.
+// listen binds the plain-HTTP metrics listener when addr is set.
 func (m *metrics) listen(addr string, log hclog.Logger) error {
+	return m.plain.listen(addr, m.handler, log)
+}
+
+// serve serves the plain-HTTP listener, if any, until ctx is done.
+func (m *metrics) serve(ctx context.Context, log hclog.Logger) {
+	if m == nil {
+		return
+	}
+	m.plain.serve(ctx, log)
+}
+
+// plainMetrics is a plain-HTTP listener serving GET /metrics only,
+// without TLS or authentication (Config.MetricsAddr): a single
+// controller's, or a cluster node's, which outlives its terms.
+type plainMetrics struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+// listen binds the listener when addr is set.
+func (p *plainMetrics) listen(addr string, h http.Handler, log hclog.Logger) error {
 	if addr == "" {
 		return nil
 	}
@@ -441,9 +460,9 @@ func (m *metrics) listen(addr string, log hclog.Logger) error {
 		return err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", m.handler)
-	m.ln = ln
-	m.srv = &http.Server{
+	mux.Handle("GET /metrics", h)
+	p.ln = ln
+	p.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -452,23 +471,31 @@ func (m *metrics) listen(addr string, log hclog.Logger) error {
 	return nil
 }
 
-// serve serves the plain-HTTP listener, if any, until ctx is done.
-func (m *metrics) serve(ctx context.Context, log hclog.Logger) {
-	if m == nil || m.srv == nil {
+// addr is the bound address, or "" without a listener.
+func (p *plainMetrics) addr() string {
+	if p.ln == nil {
+		return ""
+	}
+	return p.ln.Addr().String()
+}
+
+// serve serves the listener, if any, until ctx is done.
+func (p *plainMetrics) serve(ctx context.Context, log hclog.Logger) {
+	if p.srv == nil {
 		return
 	}
-	log.Warn("serving metrics over plain HTTP without authentication", "addr", "http://"+m.ln.Addr().String()+"/metrics")
+	log.Warn("serving metrics over plain HTTP without authentication", "addr", "http://"+p.ln.Addr().String()+"/metrics")
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := m.srv.Serve(m.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := p.srv.Serve(p.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("metrics listener failed", "error", err)
 		}
 	}()
 	<-ctx.Done()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_ = m.srv.Shutdown(shutCtx)
-	_ = m.srv.Close()
+	_ = p.srv.Shutdown(shutCtx)
+	_ = p.srv.Close()
 	<-done
 }

@@ -83,6 +83,7 @@ type Node struct {
 	httpLn  net.Listener
 	http    *http.Server
 	fwd     *forwarder
+	plain   plainMetrics // Config.MetricsAddr's listener (node_metrics.go)
 
 	term    atomic.Pointer[term] // set while this node leads
 	wake    chan struct{}        // kicks the leadership loop
@@ -228,6 +229,15 @@ func NewNode(cfg Config) (n *Node, err error) {
 	}
 	n.fwd = newForwarder(n)
 	n.http = newHTTPServer(n, n.log)
+	if err := n.plain.listen(cfg.MetricsAddr, n.metricsHandler(), n.log.Named("metrics")); err != nil {
+		return nil, fmt.Errorf("controller: metrics listener: %w", err)
+	}
+	closers = append(closers, func() error {
+		if n.plain.ln != nil {
+			return n.plain.ln.Close()
+		}
+		return nil
+	})
 
 	n.rpc = cluster.NewRPCServer(n.log.Named("cluster"))
 	cluster.HandleFormation(n.rpc, n.self, cfg.Join, n.hasState, n.formationNode)
@@ -259,9 +269,6 @@ func (c *Config) clusterDefaults() error {
 	}
 	if c.NoSync {
 		return fmt.Errorf("%w: a cluster node cannot run without fsync: the raft log is its write-ahead log", ErrConfig)
-	}
-	if c.MetricsAddr != "" {
-		return fmt.Errorf("%w: -metrics (plain-HTTP metrics) is not served by a cluster node yet; scrape GET /metrics on the HTTPS API (any node: a follower forwards to the leader)", ErrConfig)
 	}
 	return nil
 }
@@ -478,9 +485,10 @@ func (n *Node) Run(ctx context.Context) error {
 			cancel()
 		}
 	}()
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); n.acceptAgents(ctx) }()
 	go func() { defer wg.Done(); n.pki.watch(ctx) }()
+	go func() { defer wg.Done(); n.plain.serve(ctx, n.log.Named("metrics")) }()
 
 	err := n.join(ctx)
 	if err == nil {
@@ -513,6 +521,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	_ = n.trans.Close()
 	_ = n.mux.Close()
+	cancel() // a failed join returns with ctx still live
 	wg.Wait()
 	if cerr := n.wal.Close(); cerr != nil && err == nil {
 		err = cerr
@@ -622,7 +631,9 @@ func (n *Node) establish(ctx context.Context, r *raft.Raft, t uint64) {
 	}
 	agents := make(chan transport.Session)
 	gate := &sendGate{r: r, t: t, window: raftLease * time.Duration(n.cfg.RaftMultiplier)}
-	srv, err := newServer(n.cfg, &serverDeps{st: n.fsm.Store(), log: cluster.NewLog(r), pki: n.pki, agents: agents, cluster: n, gate: gate.ok,
+	cfg := n.cfg
+	cfg.MetricsAddr = "" // the node serves it for all its terms (node_metrics.go)
+	srv, err := newServer(cfg, &serverDeps{st: n.fsm.Store(), log: cluster.NewLog(r), pki: n.pki, agents: agents, cluster: n, gate: gate.ok,
 		term: t, members: n.agentMembers})
 	if err != nil {
 		n.log.Error("new leader could not load the queue; handing leadership on", "term", t, "error", err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -61,6 +62,7 @@ func startNodes(t *testing.T, n int) *nodeCluster {
 			TLS: files(c.dir, name), LeaseTTL: 3 * time.Second, KillGrace: 500 * time.Millisecond,
 			BackoffBase: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
 			ClusterAddr: freeAddr(t), BootstrapExpect: n,
+			MetricsAddr: "127.0.0.1:0",
 			// Slower elections than raft's defaults: this shared machine
 			// runs the race detector on two cores.
 			RaftMultiplier: 2,
@@ -247,6 +249,24 @@ func TestClusterForwardsAndFailsOver(t *testing.T) {
 	}
 	if code, b := doWith(t, c.client, "GET", c.url(fol, "/metrics"), ""); code != 200 || !strings.Contains(string(b), "jobsuite_cluster_leader 1") || !strings.Contains(string(b), "jobsuite_cluster_voters 3") {
 		t.Fatalf("metrics through a follower: %d, leader/voters series missing", code)
+	}
+	// The plain-HTTP listener answers for its own node: the leader with
+	// its term's job series, a follower with its raft figures only.
+	for i, want := range map[int][]string{lead: {"jobsuite_cluster_leader 1", "jobsuite_submissions_total", "jobsuite_cluster_voters 3"}, fol: {"jobsuite_cluster_leader 0", "jobsuite_cluster_voters 3", "go_goroutines"}} {
+		resp, err := http.Get("http://" + c.nodes[i].MetricsAddr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, w := range want {
+			if resp.StatusCode != 200 || !strings.Contains(string(b), w) {
+				t.Fatalf("plain metrics of node %d: %d, %q missing", i, resp.StatusCode, w)
+			}
+		}
+		if i == fol && strings.Contains(string(b), "jobsuite_submissions_total") {
+			t.Fatalf("a follower's plain metrics show job series: they are the leader's")
+		}
 	}
 
 	// Agents: the leader welcomes with its term and the members' agent
@@ -482,7 +502,6 @@ func TestNodeConfigRefusals(t *testing.T) {
 		"two controllers":          {func(c *controller.Config) { c.BootstrapExpect = 2 }, "1, 3, 5 or 7"},
 		"expect without join":      {func(c *controller.Config) { c.BootstrapExpect = 3 }, "needs -join"},
 		"no fsync":                 {func(c *controller.Config) { c.NoSync = true }, "fsync"},
-		"plain metrics":            {func(c *controller.Config) { c.MetricsAddr = "127.0.0.1:0" }, "-metrics"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := base
