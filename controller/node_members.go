@@ -161,7 +161,15 @@ func (s *Server) handleMembers(w http.ResponseWriter, r *http.Request, _ httprou
 		if c := s.pki.cur.Load(); c != nil && c.Leaf != nil {
 			name = c.Leaf.Subject.CommonName
 		}
-		writeJSON(w, http.StatusOK, []api.Member{{ID: name, APIAddr: s.cfg.HTTPAddr, AgentAddr: s.cfg.AgentAddr, Role: "leader", Voter: true}})
+		// The bound addresses: the configured ones may say port 0.
+		m := api.Member{ID: name, APIAddr: s.cfg.HTTPAddr, AgentAddr: s.cfg.AgentAddr, Role: "leader", Voter: true}
+		if s.httpLn != nil {
+			m.APIAddr = s.HTTPAddr()
+		}
+		if s.agentLn != nil {
+			m.AgentAddr = s.AgentAddr()
+		}
+		writeJSON(w, http.StatusOK, []api.Member{m})
 		return
 	}
 	writeJSON(w, http.StatusOK, s.cluster.members(r.Context()))

@@ -478,8 +478,9 @@ func TestSingleControllerMembers(t *testing.T) {
 	c := startCluster(t)
 	var ms []api.Member
 	c.getJSON("/operator/members", &ms)
-	if len(ms) != 1 || ms[0].ID != "controller" || ms[0].Role != "leader" || !ms[0].Voter {
-		t.Fatalf("members: %+v", ms)
+	if len(ms) != 1 || ms[0].ID != "controller" || ms[0].Role != "leader" || !ms[0].Voter ||
+		ms[0].APIAddr != c.srv.HTTPAddr() || ms[0].AgentAddr != c.srv.AgentAddr() {
+		t.Fatalf("members: %+v; want the controller at its bound addresses %s, %s", ms, c.srv.HTTPAddr(), c.srv.AgentAddr())
 	}
 	if code, b := c.do("DELETE", "/operator/members/controller", ""); code != http.StatusConflict {
 		t.Fatalf("remove-peer on a single controller: %d %s", code, b)

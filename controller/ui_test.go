@@ -396,6 +396,9 @@ func TestUIBrowser(t *testing.T) {
 	if len(agents) != 1 || !agents[0].Draining {
 		t.Errorf("agents after Drain: %+v; want agent-1 draining", agents)
 	}
+	// Below the agents, the controllers: a single controller is a
+	// cluster of one, its leader.
+	b.waitJS("the controller listed as leader", `document.querySelectorAll('#controllers tr[data-member]').length === 1 && document.querySelector('#controllers tr[data-member] .badge').textContent === 'leader'`)
 	b.screenshot("agents.png")
 
 	// The schedules page: a schedule listed, paused from its button.

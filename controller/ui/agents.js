@@ -1,10 +1,13 @@
 // The agents page: GET /agents every 2s, each agent a link to its page,
-// and Drain / Undrain buttons (POST /agents/:name/drain and /undrain).
+// and Drain / Undrain buttons (POST /agents/:name/drain and /undrain);
+// below, the controllers (GET /operator/members) with each one's role,
+// term and how far its log and store have got.
 import {
-  api, el, badge, when, labels, clearBanner, showError, poll, init, patchRows, ApiError, isOperator, onWho,
+  api, el, badge, when, labels, seconds, clearBanner, showError, poll, init, patchRows, ApiError, isOperator, onWho,
 } from '/ui/app.js';
 
 const tbody = document.querySelector('#agents tbody');
+const members = document.querySelector('#controllers tbody');
 const updated = document.getElementById('updated');
 let poller = null;
 
@@ -58,9 +61,32 @@ function row(a) {
     el('td', {}, action(a)));
 }
 
+// memberRow is one controller of the cluster.
+function memberRow(m) {
+  // The badge's colour: a leader is live, a follower active, an
+  // unreachable member lost, a candidate (an election) a warning.
+  const role = badge({ leader: 'live', follower: 'active', unreachable: 'lost' }[m.role] || 'warn');
+  role.textContent = m.role || '-';
+  if (m.error) role.title = m.error;
+  const contact = m.last_contact_seconds === undefined || m.last_contact_seconds === null ? '-'
+    : seconds(m.last_contact_seconds) + ' ago';
+  return el('tr', { 'data-key': m.id, 'data-member': m.id },
+    el('td', { class: 'name' }, m.id),
+    el('td', {}, role),
+    el('td', {}, m.voter ? 'yes' : 'no'),
+    el('td', { class: 'num' }, m.term ? String(m.term) : '-'),
+    el('td', { class: 'num' }, String(m.applied_index || 0)),
+    el('td', { class: 'num' }, String(m.last_index || 0)),
+    el('td', {}, contact),
+    el('td', {}, m.api_addr || '-'),
+    el('td', {}, m.cluster_addr || '-'));
+}
+
 async function refresh() {
-  const agents = await api('GET', '/agents');
+  const [agents, ms] = await Promise.all([api('GET', '/agents'), api('GET', '/operator/members')]);
   clearBanner('update', 'auth');
+  patchRows(members, (ms && ms.length ? ms.map(memberRow)
+    : [el('tr', {}, el('td', { colspan: 9, class: 'empty' }, 'No members reported.'))]));
   updated.textContent = 'updated ' + new Date().toLocaleTimeString();
   patchRows(tbody, (agents.length ? agents.map(row)
     : [el('tr', {}, el('td', { colspan: 12, class: 'empty' }, 'No agents connected. Start one with jobsuite agent.'))]));
