@@ -150,10 +150,11 @@ var (
 	descClusterApplied     = prometheus.NewDesc("jobsuite_cluster_applied_index", "The last raft entry this controller's store applied.", nil, nil)
 	descClusterLastIndex   = prometheus.NewDesc("jobsuite_cluster_last_index", "The last entry in this controller's raft log.", nil, nil)
 	descClusterVoters      = prometheus.NewDesc("jobsuite_cluster_voters", "Voting members of the cluster's configuration.", nil, nil)
+	descClusterContact     = prometheus.NewDesc("jobsuite_cluster_last_contact_seconds", "How long ago this follower last heard from the leader (absent on the leader and before any contact); scrape each node's -metrics listener to see every follower's.", nil, nil)
 )
 
 func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descClusterLeader, descClusterTerm, descClusterCommitIndex, descClusterApplied, descClusterLastIndex, descClusterVoters} {
+	for _, d := range []*prometheus.Desc{descClusterLeader, descClusterTerm, descClusterCommitIndex, descClusterApplied, descClusterLastIndex, descClusterVoters, descClusterContact} {
 		ch <- d
 	}
 }
@@ -170,6 +171,9 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descClusterApplied, prometheus.GaugeValue, float64(s.AppliedIndex))
 	ch <- prometheus.MustNewConstMetric(descClusterLastIndex, prometheus.GaugeValue, float64(s.LastIndex))
 	ch <- prometheus.MustNewConstMetric(descClusterVoters, prometheus.GaugeValue, float64(s.Voters))
+	if s.LastContact >= 0 {
+		ch <- prometheus.MustNewConstMetric(descClusterContact, prometheus.GaugeValue, s.LastContact.Seconds())
+	}
 }
 
 // CountAll adds jobs to the state and queue depth gauges, as count(j, 1)

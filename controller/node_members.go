@@ -34,6 +34,9 @@ type clusterStats struct {
 	Leader                          bool
 	Term, CommitIndex, AppliedIndex uint64
 	LastIndex, Voters               uint64
+	// LastContact is how long ago a follower last heard from the
+	// leader; negative for the leader itself and before any contact.
+	LastContact time.Duration
 }
 
 // opStatus asks a node on the cluster port for its own view.
@@ -141,6 +144,10 @@ func (n *Node) stats() clusterStats {
 		return s
 	}
 	s.Leader = r.State() == raft.Leader
+	s.LastContact = -1
+	if lc := r.LastContact(); !s.Leader && !lc.IsZero() {
+		s.LastContact = time.Since(lc)
+	}
 	s.Term = r.CurrentTerm()
 	s.LastIndex = r.LastIndex()
 	s.CommitIndex, _ = strconv.ParseUint(r.Stats()["commit_index"], 10, 64)

@@ -252,7 +252,7 @@ func TestClusterForwardsAndFailsOver(t *testing.T) {
 	}
 	// The plain-HTTP listener answers for its own node: the leader with
 	// its term's job series, a follower with its raft figures only.
-	for i, want := range map[int][]string{lead: {"jobsuite_cluster_leader 1", "jobsuite_submissions_total", "jobsuite_cluster_voters 3"}, fol: {"jobsuite_cluster_leader 0", "jobsuite_cluster_voters 3", "go_goroutines"}} {
+	for i, want := range map[int][]string{lead: {"jobsuite_cluster_leader 1", "jobsuite_submissions_total", "jobsuite_cluster_voters 3"}, fol: {"jobsuite_cluster_leader 0", "jobsuite_cluster_voters 3", "jobsuite_cluster_last_contact_seconds ", "go_goroutines"}} {
 		resp, err := http.Get("http://" + c.nodes[i].MetricsAddr() + "/metrics")
 		if err != nil {
 			t.Fatal(err)
@@ -263,6 +263,9 @@ func TestClusterForwardsAndFailsOver(t *testing.T) {
 			if resp.StatusCode != 200 || !strings.Contains(string(b), w) {
 				t.Fatalf("plain metrics of node %d: %d, %q missing", i, resp.StatusCode, w)
 			}
+		}
+		if i == lead && strings.Contains(string(b), "jobsuite_cluster_last_contact_seconds ") {
+			t.Fatalf("the leader reports a last contact with itself")
 		}
 		if i == fol && strings.Contains(string(b), "jobsuite_submissions_total") {
 			t.Fatalf("a follower's plain metrics show job series: they are the leader's")
