@@ -44,6 +44,11 @@ type agentConn struct {
 	term      uint64      // the leadership term stamped on Dispatch and Cancel; 0 for a single controller
 	writing   atomic.Bool // a writeControl goroutine runs
 	closeOnce sync.Once
+	// redirects: the agent announced FeatureRedirect. farewell, once
+	// set, is the last message writeControl writes (sayFarewell).
+	redirects bool
+	farewell  atomic.Pointer[protocol.Redirect]
+	gone      chan struct{} // closed when serveAgent returns
 
 	statusMu   sync.Mutex
 	statusSeq  uint64
@@ -194,7 +199,9 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		transport: sess.Transport(), addr: sess.RemoteAddr().String(), connected: time.Now().UTC(),
 		sess: sess, log: log, out: make(chan protocol.Message, outQueue+2*min(int(hello.Slots), 4096)), ctrl: w,
 		gate: s.gate, term: s.term,
+		redirects: hello.Features&protocol.FeatureRedirect != 0, gone: make(chan struct{}),
 	}
+	defer close(a.gone)
 	welcome := &protocol.Welcome{
 		Version: protocol.Version, ControllerID: s.id,
 		HeartbeatInterval: s.cfg.HeartbeatInterval, LeaseTTL: s.cfg.LeaseTTL,
@@ -307,12 +314,53 @@ func (a *agentConn) writeControl() {
 				return
 			}
 		default:
+			if f := a.farewell.Swap(nil); f != nil {
+				// After everything queued before it; writing stays set,
+				// so nothing is written after it.
+				if err := a.ctrl.Write(f); err != nil {
+					a.Close("write failed")
+				}
+				return
+			}
 			a.writing.Store(false)
 			// A message queued since the queue looked empty found
 			// writing set and started no writer: this one goes on.
 			if len(a.out) == 0 || !a.writing.CompareAndSwap(false, true) {
 				return
 			}
+		}
+	}
+}
+
+// farewellWait bounds how long a term that ends waits for its agents
+// to leave after their Redirect.
+const farewellWait = time.Second
+
+// sayFarewell sends each agent that follows redirects a Redirect, the
+// last message of its session, and waits up to farewellWait for them
+// to close their sessions: a leader that loses its leadership points
+// its agents at the new one (or, when none is known yet, at the
+// members) instead of leaving them to find out from a closed session.
+// Agents that do not follow redirects are closed with the rest when
+// the term's Server stops.
+func (s *Server) sayFarewell(m *protocol.Redirect) {
+	var gone []chan struct{}
+	for _, ag := range s.sched.Agents() {
+		a := conn(ag.Session)
+		if a == nil || !a.redirects {
+			continue
+		}
+		a.farewell.Store(m)
+		a.kick()
+		gone = append(gone, a.gone)
+	}
+	deadline := time.NewTimer(farewellWait)
+	defer deadline.Stop()
+	for _, g := range gone {
+		select {
+		case <-g:
+		case <-deadline.C:
+			return
 		}
 	}
 }

@@ -165,7 +165,13 @@
 // forwarded, re-verified certificate or token as if it came directly;
 // with no leader a request waits up to 5 s, then gets 503 and
 // Retry-After. Agents are served by the leader; a follower turns an
-// agent away naming the leader's agent address.
+// agent away naming the leader's agent address. A leader that loses its
+// leadership first stops serving the API and taking agents, then sends
+// each agent that follows redirects a Redirect — the new leader once it
+// is known (waiting up to a second for it), else the members — and
+// gives them a second to leave before its term's Server stops
+// (Server.sayFarewell). Node.TransferLeadership hands leadership on, as
+// a clean stop does.
 //
 // Output rides the raft log like every other command. The design note
 // proposed a channel of its own beside raft (output is >99% of the

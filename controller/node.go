@@ -603,9 +603,9 @@ func (n *Node) reconcile(ctx context.Context, r *raft.Raft) {
 		case t.ended():
 			n.endTerm(t, "")
 		case !leader:
-			n.endTerm(t, "this controller is no longer the leader")
+			n.endTerm(t, "this controller is no longer the leader", n.farewell)
 		case t.n != cur:
-			n.endTerm(t, "leadership changed terms")
+			n.endTerm(t, "leadership changed terms", n.farewell)
 		default:
 			return
 		}
@@ -613,6 +613,36 @@ func (n *Node) reconcile(ctx context.Context, r *raft.Raft) {
 	if leader && ctx.Err() == nil {
 		n.establish(ctx, r, cur)
 	}
+}
+
+// TransferLeadership hands this node's leadership to another voter
+// (raft's leadership transfer), as a clean stop does: the others need
+// not wait for an election timeout. It fails on a node that does not
+// lead.
+func (n *Node) TransferLeadership() error {
+	r := n.raftNode()
+	if r == nil || r.State() != raft.Leader {
+		return fmt.Errorf("controller: %s does not lead the cluster", n.id)
+	}
+	return r.LeadershipTransfer().Error()
+}
+
+// farewell points term t's agents at the new leader, or at the
+// members while none is known, before the term's Server stops
+// (Server.sayFarewell; at most a second or two).
+func (n *Node) farewell(ctx context.Context, t *term) {
+	if t.ended() {
+		return
+	}
+	m := &protocol.Redirect{Members: n.agentMembers()}
+	// The new leader is often not known yet when raft steps down: wait
+	// for it a little (the API and new agents are already turned away).
+	lctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if a, err := n.leaderAddrs(lctx, true); err == nil && a.Agent != n.addrs.Agent {
+		m.Leader = a.Agent
+	}
+	t.srv.sayFarewell(m)
 }
 
 // establish starts leading term t: a barrier, so that every entry of
@@ -721,9 +751,14 @@ func (n *Node) learnMembers(ctx context.Context) {
 	}
 }
 
-// endTerm stops term t's Server and waits for it.
-func (n *Node) endTerm(t *term, why string) {
+// endTerm stops term t's Server and waits for it. Before stopping it,
+// once the term no longer serves the API or takes agents, it calls
+// each of before (a farewell to the agents).
+func (n *Node) endTerm(t *term, why string, before ...func(context.Context, *term)) {
 	n.term.CompareAndSwap(t, nil)
+	for _, f := range before {
+		f(context.Background(), t)
+	}
 	t.cancel()
 	<-t.done
 	if why != "" {

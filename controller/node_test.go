@@ -527,3 +527,69 @@ func TestNodeConfigRefusals(t *testing.T) {
 	}
 	c.startController() // for the cleanup
 }
+
+// TestFarewellRedirect: a leader that loses its leadership tells the
+// agents that follow redirects where to go — a Redirect, the last
+// message of the session, naming the members (and the new leader once
+// it is known) — instead of only closing their sessions.
+func TestFarewellRedirect(t *testing.T) {
+	c := startNodes(t, 3)
+	lead := c.leader()
+	pool, kp, err := files(c.dir, "agent-3").Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sess, err := transport.Dial(ctx, c.cfgs[lead].AgentAddr, certs.ClientTLS(pool, kp, "127.0.0.1"), transport.ModeQUIC, transport.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close("test over")
+	m, r, w, err := controlReply(sess, &protocol.Hello{Version: protocol.Version, Name: "agent-3", Slots: 1, Features: protocol.FeatureRedirect})
+	if err != nil {
+		t.Fatal(err)
+	}
+	welcome, ok := m.(*protocol.Welcome)
+	if !ok {
+		t.Fatalf("hello to the leader: %#v", m)
+	}
+	go func() { // heartbeats, so the session outlives the lease
+		tick := time.NewTicker(welcome.HeartbeatInterval)
+		defer tick.Stop()
+		for seq := uint64(1); ; seq++ {
+			select {
+			case <-sess.Done():
+				return
+			case <-tick.C:
+			}
+			if w.Write(&protocol.Heartbeat{Seq: seq}) != nil {
+				return
+			}
+		}
+	}()
+	if err := c.nodes[lead].TransferLeadership(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := r.Read()
+		if err != nil {
+			t.Fatalf("the session ended without a Redirect: %v", err)
+		}
+		rd, ok := m.(*protocol.Redirect)
+		if !ok {
+			continue // a status request, say
+		}
+		if len(rd.Members) != 3 {
+			t.Fatalf("the farewell names members %v; want all three", rd.Members)
+		}
+		if rd.Leader != "" {
+			next := slices.IndexFunc(c.cfgs, func(cfg controller.Config) bool { return cfg.AgentAddr == rd.Leader })
+			if next < 0 || next == lead {
+				t.Fatalf("the farewell names leader %q: not another member (%d)", rd.Leader, next)
+			}
+		}
+		t.Logf("farewell: leader %q, members %v", rd.Leader, rd.Members)
+		return
+	}
+}
