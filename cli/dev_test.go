@@ -259,6 +259,20 @@ func TestDevCluster(t *testing.T) {
 	if code != 0 || out != "from the cluster\n" {
 		t.Fatalf("submit -f: exit %d, %q %q", code, out, errOut)
 	}
+	// Hand leadership on: the old leader's agents are redirected, and
+	// the next job runs under the new leader.
+	code, out, errOut = runCLI(t, "operator", "transfer-leadership")
+	var from, to string
+	if code != 0 {
+		t.Fatalf("operator transfer-leadership: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, err := fmt.Sscanf(out, "Leadership handed from %s to %s", &from, &to); err != nil || from == "" || strings.TrimSuffix(to, ".") == from {
+		t.Fatalf("operator transfer-leadership: %q (%v)", out, err)
+	}
+	code, out, errOut = runCLI(t, "submit", "-f", "--", "echo after the transfer")
+	if code != 0 || out != "after the transfer\n" {
+		t.Fatalf("submit -f after the transfer: exit %d, %q %q", code, out, errOut)
+	}
 	if !strings.Contains(devOut.String(), "a cluster of 3 controllers") {
 		t.Errorf("dev's banner:\n%s", devOut.String())
 	}

@@ -31,8 +31,10 @@ Usage: jobsuite operator <subcommand> [options]
 
   Commands for running the controllers themselves. 'operator members'
   lists the controllers of a cluster (README "Running a cluster") and
-  'operator remove-peer' removes one that is gone for good; a single
-  controller is a cluster of one to them. 'operator snapshot' saves a
+  'operator remove-peer' removes one that is gone for good,
+  'operator transfer-leadership' hands the leadership on before
+  maintenance of the leader's machine; a single controller is a cluster
+  of one to them. 'operator snapshot' saves a
   consistent copy of the controller's store while it runs, and puts one
   back in place of a stopped single controller's store: its backup and
   restore (README, "Backup and restore").
@@ -74,6 +76,9 @@ Example:
 		// The cluster (operator_members.go).
 		"operator members":     func() (mcli.Command, error) { return &OperatorMembersCommand{Meta: m}, nil },
 		"operator remove-peer": func() (mcli.Command, error) { return &OperatorRemovePeerCommand{Meta: m}, nil },
+		"operator transfer-leadership": func() (mcli.Command, error) {
+			return &OperatorTransferLeadershipCommand{Meta: m}, nil
+		},
 	}
 	for name, g := range groups {
 		out[name] = func() (mcli.Command, error) { return g, nil }

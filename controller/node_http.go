@@ -72,6 +72,11 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		n.ServeHTTP(w, r)
 		return
 	}
+	if r.URL.Path == "/operator/transfer-leadership" || r.URL.Path == "/operator/transfer-leadership/" {
+		// Its success is a leader change: let it finish (the leader
+		// bounds it to 10 s).
+		epoch = nil
+	}
 	n.fwd.forward(w, r, a.API, epoch)
 }
 

@@ -26,6 +26,7 @@ import (
 type clusterView interface {
 	members(ctx context.Context) []api.Member
 	removePeer(id string) error
+	transferLeadership(ctx context.Context) (to string, err error)
 	stats() clusterStats
 }
 
@@ -204,6 +205,49 @@ func (s *Server) handleRemoveMember(w http.ResponseWriter, r *http.Request, p ht
 	s.audit(r, "remove-peer", id)
 	s.log.Info("cluster member removed", "id", id)
 	writeJSON(w, http.StatusOK, map[string]string{"removed": id})
+}
+
+// transferLeadership hands leadership to another voter and waits (up
+// to ctx) until this node knows the new leader, whose ID it returns.
+func (n *Node) transferLeadership(ctx context.Context) (string, error) {
+	if err := n.TransferLeadership(); err != nil {
+		return "", err
+	}
+	for {
+		if r := n.raftNode(); r != nil {
+			if _, id := r.LeaderWithID(); id != "" && string(id) != n.id {
+				return string(id), nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return "", nil // handed on; the new leader is not known here yet
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// handleTransferLeadership answers POST /operator/transfer-leadership.
+func (s *Server) handleTransferLeadership(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	if s.cluster == nil {
+		writeError(w, http.StatusConflict, "this is a single controller: there is no other member to hand leadership to")
+		return
+	}
+	from := ""
+	if c := s.pki.cur.Load(); c != nil && c.Leaf != nil {
+		from = c.Leaf.Subject.CommonName
+	}
+	// Audited first: once leadership moves, this term can commit nothing.
+	s.audit(r, "transfer-leadership", from)
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	to, err := s.cluster.transferLeadership(ctx)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "transferring leadership: %v", err)
+		return
+	}
+	s.log.Info("leadership handed on", "to", to)
+	writeJSON(w, http.StatusOK, map[string]string{"from": from, "to": to})
 }
 
 // encodeStatus is opStatus's handler.

@@ -488,6 +488,9 @@ func TestSingleControllerMembers(t *testing.T) {
 	if code, b := c.do("DELETE", "/operator/members/controller", ""); code != http.StatusConflict {
 		t.Fatalf("remove-peer on a single controller: %d %s", code, b)
 	}
+	if code, b := c.do("POST", "/operator/transfer-leadership", ""); code != http.StatusConflict {
+		t.Fatalf("transfer-leadership on a single controller: %d %s", code, b)
+	}
 	if code, b := c.do("GET", "/metrics", ""); code != 200 || strings.Contains(string(b), "jobsuite_cluster_") {
 		t.Fatalf("a single controller's metrics: %d, cluster series present: %v", code, strings.Contains(string(b), "jobsuite_cluster_"))
 	}
@@ -528,7 +531,8 @@ func TestNodeConfigRefusals(t *testing.T) {
 	c.startController() // for the cleanup
 }
 
-// TestFarewellRedirect: a leader that loses its leadership tells the
+// TestFarewellRedirect: POST /operator/transfer-leadership hands the
+// leadership on, and a leader that loses its leadership tells the
 // agents that follow redirects where to go — a Redirect, the last
 // message of the session, naming the members (and the new leader once
 // it is known) — instead of only closing their sessions.
@@ -568,8 +572,12 @@ func TestFarewellRedirect(t *testing.T) {
 			}
 		}
 	}()
-	if err := c.nodes[lead].TransferLeadership(); err != nil {
-		t.Fatal(err)
+	// Through a follower, which forwards it to the leader.
+	fol := (lead + 1) % 3
+	code, b := doWith(t, c.client, "POST", c.url(fol, "/operator/transfer-leadership"), "")
+	var moved struct{ From, To string }
+	if err := json.Unmarshal(b, &moved); code != 200 || err != nil || moved.From != fmt.Sprintf("ctl-%d", lead+1) || moved.To == moved.From {
+		t.Fatalf("transfer-leadership: %d %s", code, b)
 	}
 	for {
 		m, err := r.Read()
