@@ -130,6 +130,11 @@ Cluster mode (3 or 5 controllers on raft; README "Running a cluster"):
                         leader lease 500 ms) by N: a larger N tolerates
                         slow or busy machines, at the price of a slower
                         failover. Default {raft-multiplier}.
+  -max-stale DUR        A stale read (?stale=1: GET /jobs, /jobs/ID and
+                        /jobs/ID/logs answered from this node's own store,
+                        not the leader's) is refused (503) once this node
+                        has not heard from a leader for longer. Default
+                        {max-stale}.
 
 Configuration file:
 
@@ -159,6 +164,7 @@ Configuration file:
     bootstrap_expect = {bootstrap-expect:toml}
     join       = ""                      # e.g. "10.0.0.1:7444,10.0.0.2:7444,10.0.0.3:7444"
     raft_multiplier = {raft-multiplier:toml}
+    max_stale  = {max-stale:toml}
     max_body_bytes    = {max-body-bytes:toml}
     max_command_bytes = {max-command-bytes:toml}
     max_env           = {max-env:toml}
@@ -237,6 +243,7 @@ func controllerFlags(fs *flag.FlagSet, cfg *controller.Config, lf *logFlags) (mi
 		return nil
 	})
 	fs.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "")
+	fs.DurationVar(&cfg.MaxStale, "max-stale", cfg.MaxStale, "")
 	// -1: the default, which follows the disk's size; 0: off.
 	minFree = fs.Int64("min-free-bytes", -1, "")
 	maxOutput = fs.Int64("max-output-bytes", -1, "")

@@ -52,7 +52,8 @@ import (
 //     last heartbeat answered; the issue's extra second is the slack
 //     for a loaded machine's timers, and nothing tighter is asserted.
 //     The step-down and the time until the term's Server stopped are
-//     logged. After healing, the old leader must rejoin as a follower
+//     logged. While cut off it still answers its clients a stale read
+//     (?stale=1) from its own store. After healing, the old leader must rejoin as a follower
 //     that has applied what the leader had, without an election (raft's
 //     pre-vote keeps the isolated node's campaigns from raising the
 //     term): the leader and its term stay as they were.
@@ -92,88 +93,10 @@ func clusterFaults(t *testing.T, bin, mode string) {
 	if mode == "partition" {
 		hn = newHANet(t) // first: its cleanup runs after the processes stopped
 	}
-	work := t.TempDir()
-	pki := newPKI(t)
-	var procs []*clusterProc
-	var join, agentAddrs []string
-	for i := 1; i <= 3; i++ {
-		name := fmt.Sprintf("ctl-%d", i)
-		ips := []net.IP{net.IPv4(127, 0, 0, 1)}
-		if hn != nil {
-			ips = append(ips, hn.accessIP(i-1), hn.peerIP(i-1))
-		}
-		if _, _, err := certs.IssueFiles(pki, certs.Request{Role: certs.RoleController, Name: name, IPs: ips}); err != nil {
-			t.Fatal(err)
-		}
-		p := &clusterProc{name: name, controllerProc: &controllerProc{t: t, bin: bin, dir: filepath.Join(work, name), pki: pki, data: filepath.Join(work, name, "data")}}
-		if err := os.MkdirAll(p.dir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if hn != nil { // a namespace of its own: fixed ports
-			p.httpAddr = net.JoinHostPort(hn.accessIP(i-1).String(), "8443")
-			p.agentAddr = net.JoinHostPort(hn.accessIP(i-1).String(), "8444")
-			p.clusterAddr = net.JoinHostPort(hn.peerIP(i-1).String(), "8445")
-			p.prefix = hn.prefix(i - 1)
-		} else {
-			p.httpAddr, p.agentAddr = freeAddrs(t)
-			p.clusterAddr = freeAddr(t)
-		}
-		p.client = newAPIClient(t, pki, "operator", "https://"+p.httpAddr)
-		join = append(join, p.clusterAddr)
-		agentAddrs = append(agentAddrs, p.agentAddr)
-		procs = append(procs, p)
-	}
-	for _, p := range procs {
-		p.extra = []string{"-cert", filepath.Join(pki, p.name+".pem"), "-key", filepath.Join(pki, p.name+"-key.pem"),
-			"-cluster-addr", p.clusterAddr, "-bootstrap-expect", "3", "-join", strings.Join(join, ","),
-			"-lease-ttl", "3s", "-raft-multiplier", "2"}
-	}
-	// The three must start together: each waits for the others to form.
-	var wg sync.WaitGroup
-	for _, p := range procs {
-		wg.Go(func() { p.start(p.client) })
-	}
-	wg.Wait()
-	defer func() {
-		for _, p := range procs {
-			select {
-			case <-p.exited:
-			default:
-				p.kill()
-			}
-			if t.Failed() {
-				t.Log(p.tail(p.starts, 30))
-			}
-		}
-	}()
+	c := startClusterProcs(t, bin, hn)
+	procs, agentAddrs, pki, work := c.procs, c.agentAddrs, c.pki, c.work
 
-	leader := func(skip *clusterProc) *clusterProc {
-		t.Helper()
-		var lead *clusterProc
-		poll(t, "a leader", 30*time.Second, func() (bool, string) {
-			for _, p := range procs {
-				if p == skip {
-					continue
-				}
-				var ms []api.Member
-				if err := p.client.get("/operator/members", &ms); err != nil {
-					continue
-				}
-				for _, m := range ms {
-					if m.Role == "leader" {
-						for _, q := range procs {
-							if q.name == m.ID && q != skip {
-								lead = q
-								return true, ""
-							}
-						}
-					}
-				}
-			}
-			return false, "no node names a leader"
-		})
-		return lead
-	}
+	leader := func(skip *clusterProc) *clusterProc { t.Helper(); return clusterLeader(t, procs, skip) }
 
 	agentsDir := filepath.Join(work, "agents")
 	for _, name := range []string{"agent-1", "agent-2"} {
@@ -333,10 +256,15 @@ func clusterFaults(t *testing.T, bin, mode string) {
 			old := leader(nil)
 			i := slices.Index(procs, old)
 			cut := hn.cut(i)
+			raftDown, srvDown := stepDown(t, old, cut)
+			// Its clients still reach it: it answers a stale read from
+			// its own store, knowing no leader.
+			if code, b, err := old.client.do("GET", "/jobs?stale=1&limit=1", ""); err != nil || code != 200 {
+				t.Errorf("cut %d: %s, cut off from its peers, did not answer a stale read through its access link: %d %s %v", k, old.name, code, b, err)
+			}
 			lead = leader(old)
 			poll(t, fmt.Sprintf("cut %d: both agents at the new leader %s", k, lead.name), 10*time.Second, func() (bool, string) { return agentsBack(lead) })
 			failovers = append(failovers, time.Since(cut))
-			raftDown, srvDown := stepDown(t, old, cut)
 			t.Logf("cut %d: %s cut off from its peers; raft stepped down after %s, its term's Server stopped after %s; %s leads",
 				k, old.name, raftDown.Sub(cut).Round(time.Millisecond), srvDown.Sub(cut).Round(time.Millisecond), lead.name)
 			if bound := partitionLease + time.Second; raftDown.Sub(cut) > bound {
@@ -425,6 +353,106 @@ func clusterFaults(t *testing.T, bin, mode string) {
 	if len(all) != len(acked) {
 		t.Errorf("%d jobs stored, %d acknowledged", len(all), len(acked))
 	}
+}
+
+// clusterProcs are the three controller processes of a cluster test.
+type clusterProcs struct {
+	procs      []*clusterProc
+	agentAddrs []string
+	pki, work  string
+}
+
+// startClusterProcs starts three controller processes that form a
+// cluster (each in its namespace of hn if hn is set, else on loopback),
+// with extra flags after the common ones, and kills them when the test
+// ends.
+func startClusterProcs(t *testing.T, bin string, hn *haNet, extra ...string) clusterProcs {
+	t.Helper()
+	work := t.TempDir()
+	pki := newPKI(t)
+	var procs []*clusterProc
+	var join, agentAddrs []string
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("ctl-%d", i)
+		ips := []net.IP{net.IPv4(127, 0, 0, 1)}
+		if hn != nil {
+			ips = append(ips, hn.accessIP(i-1), hn.peerIP(i-1))
+		}
+		if _, _, err := certs.IssueFiles(pki, certs.Request{Role: certs.RoleController, Name: name, IPs: ips}); err != nil {
+			t.Fatal(err)
+		}
+		p := &clusterProc{name: name, controllerProc: &controllerProc{t: t, bin: bin, dir: filepath.Join(work, name), pki: pki, data: filepath.Join(work, name, "data")}}
+		if err := os.MkdirAll(p.dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if hn != nil { // a namespace of its own: fixed ports
+			p.httpAddr = net.JoinHostPort(hn.accessIP(i-1).String(), "8443")
+			p.agentAddr = net.JoinHostPort(hn.accessIP(i-1).String(), "8444")
+			p.clusterAddr = net.JoinHostPort(hn.peerIP(i-1).String(), "8445")
+			p.prefix = hn.prefix(i - 1)
+		} else {
+			p.httpAddr, p.agentAddr = freeAddrs(t)
+			p.clusterAddr = freeAddr(t)
+		}
+		p.client = newAPIClient(t, pki, "operator", "https://"+p.httpAddr)
+		join = append(join, p.clusterAddr)
+		agentAddrs = append(agentAddrs, p.agentAddr)
+		procs = append(procs, p)
+	}
+	for _, p := range procs {
+		p.extra = append([]string{"-cert", filepath.Join(pki, p.name+".pem"), "-key", filepath.Join(pki, p.name+"-key.pem"),
+			"-cluster-addr", p.clusterAddr, "-bootstrap-expect", "3", "-join", strings.Join(join, ","),
+			"-lease-ttl", "3s", "-raft-multiplier", "2"}, extra...)
+	}
+	// The three must start together: each waits for the others to form.
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Go(func() { p.start(p.client) })
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, p := range procs {
+			select {
+			case <-p.exited:
+			default:
+				p.kill()
+			}
+			if t.Failed() {
+				t.Log(p.tail(p.starts, 30))
+			}
+		}
+	})
+	return clusterProcs{procs: procs, agentAddrs: agentAddrs, pki: pki, work: work}
+}
+
+// clusterLeader polls the nodes (except skip) until one names a leader
+// other than skip, and returns it.
+func clusterLeader(t *testing.T, procs []*clusterProc, skip *clusterProc) *clusterProc {
+	t.Helper()
+	var lead *clusterProc
+	poll(t, "a leader", 30*time.Second, func() (bool, string) {
+		for _, p := range procs {
+			if p == skip {
+				continue
+			}
+			var ms []api.Member
+			if err := p.client.get("/operator/members", &ms); err != nil {
+				continue
+			}
+			for _, m := range ms {
+				if m.Role == "leader" {
+					for _, q := range procs {
+						if q.name == m.ID && q != skip {
+							lead = q
+							return true, ""
+						}
+					}
+				}
+			}
+		}
+		return false, "no node names a leader"
+	})
+	return lead
 }
 
 // partitionLease is the raft leader lease of the fault tests' nodes:

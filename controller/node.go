@@ -85,6 +85,8 @@ type Node struct {
 	fwd     *forwarder
 
 	term    atomic.Pointer[term] // set while this node leads
+	stale   staleSecurity        // tokens and revocations for stale reads (node_stale.go)
+	ledAt   atomic.Int64         // Unix nanoseconds when this node last stopped leading; 0 if never
 	wake    chan struct{}        // kicks the leadership loop
 	fatalMu sync.Mutex
 	fatal   error
@@ -712,6 +714,7 @@ func (n *Node) learnMembers(ctx context.Context) {
 
 // endTerm stops term t's Server and waits for it.
 func (n *Node) endTerm(t *term, why string) {
+	n.ledAt.Store(time.Now().UnixNano())
 	n.term.CompareAndSwap(t, nil)
 	t.cancel()
 	<-t.done

@@ -125,6 +125,9 @@ type Config struct {
 	// leader lease 500 ms, each times it): larger tolerates slower or
 	// busier machines at the price of a slower failover; default 1.
 	RaftMultiplier int
+	// MaxStale bounds a stale read (?stale=1, node_stale.go): a node that
+	// has not heard from a leader for longer answers 503; default 10s.
+	MaxStale time.Duration
 }
 
 // DefaultConfig is the controller's defaults, the one place they are
@@ -159,6 +162,7 @@ func DefaultConfig() Config {
 		CertReloadInterval: DefaultCertReloadInterval,
 		StatsInterval:      defaultStatsInterval,
 		RaftMultiplier:     1,
+		MaxStale:           10 * time.Second,
 	}
 }
 
@@ -194,6 +198,7 @@ func (c *Config) setDefaults() error {
 	def(&c.StatsInterval, d.StatsInterval)
 	def(&c.AgentCertTTL, d.AgentCertTTL)
 	def(&c.CertReloadInterval, d.CertReloadInterval)
+	def(&c.MaxStale, d.MaxStale)
 	if c.RetainFor == 0 {
 		c.RetainFor = d.RetainFor
 	}
