@@ -181,7 +181,13 @@ func NewNode(cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
 	closers = append(closers, n.fsm.Close)
-	if n.wal, err = wal.Open(filepath.Join(raftDir, "wal")); err != nil {
+	walDir := filepath.Join(raftDir, "wal")
+	if cfg.RaftWALSegmentBytes > 0 {
+		n.wal, err = wal.Open(walDir, wal.WithSegmentSize(cfg.RaftWALSegmentBytes))
+	} else {
+		n.wal, err = wal.Open(walDir)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("controller: raft log: %w", err)
 	}
 	closers = append(closers, n.wal.Close)
@@ -402,6 +408,15 @@ func (n *Node) raftConfig() *raft.Config {
 	c.HeartbeatTimeout = raftHeartbeat * m
 	c.ElectionTimeout = raftElection * m
 	c.LeaderLeaseTimeout = raftLease * m
+	if n.cfg.RaftSnapshotThreshold > 0 {
+		c.SnapshotThreshold = n.cfg.RaftSnapshotThreshold
+	}
+	if n.cfg.RaftSnapshotInterval > 0 {
+		c.SnapshotInterval = n.cfg.RaftSnapshotInterval
+	}
+	if n.cfg.RaftTrailingLogs > 0 {
+		c.TrailingLogs = n.cfg.RaftTrailingLogs
+	}
 	return c
 }
 

@@ -128,6 +128,20 @@ type Config struct {
 	// MaxStale bounds a stale read (?stale=1, node_stale.go): a node that
 	// has not heard from a leader for longer answers 503; default 10s.
 	MaxStale time.Duration
+	// Raft's snapshot policy; zero is raft's default. A node takes a
+	// snapshot when its log grew by RaftSnapshotThreshold entries since
+	// the last (checked every RaftSnapshotInterval, with jitter), and
+	// keeps RaftTrailingLogs entries behind it; a follower further
+	// behind than that catches up by installing the leader's snapshot.
+	RaftSnapshotThreshold uint64        // raft default 8192
+	RaftSnapshotInterval  time.Duration // raft default 120s
+	RaftTrailingLogs      uint64        // raft default 10240
+	// RaftWALSegmentBytes is the size of raft-wal's segment files
+	// (default 64 MiB). raft-wal drops a compacted log head only a whole
+	// segment at a time, and still serves the entries of a segment it
+	// keeps: a follower behind by less than that catches up from the log,
+	// whatever RaftTrailingLogs says. Smaller segments: tests.
+	RaftWALSegmentBytes int
 }
 
 // DefaultConfig is the controller's defaults, the one place they are
