@@ -123,6 +123,10 @@ type Agent struct {
 	// or Cancel of a lower term comes from a deposed leader and is
 	// dropped.
 	term atomic.Uint64
+	// clusterMu orders the writes of clusterFile (clusterstate.go);
+	// savedCluster is what the file holds.
+	clusterMu    sync.Mutex
+	savedCluster clusterState
 	// sleep waits d or until ctx is done, and reports whether ctx is
 	// still live; tests replace it to see and skip connectLoop's waits.
 	sleep func(ctx context.Context, d time.Duration) bool
@@ -272,6 +276,7 @@ func New(cfg Config) (*Agent, error) {
 		startedHold: startedHold,
 	}
 	a.lease.Store(int64(defaultLease))
+	a.resumeCluster()
 	a.metrics = newMetrics(a)
 	if err := a.listenMetrics(); err != nil {
 		return nil, fmt.Errorf("%w: metrics listener: %v", ErrConfig, err)
@@ -469,6 +474,7 @@ func (a *Agent) connectLoop(ctx, jobsCtx context.Context) error {
 			a.log.Info("no controller welcomed this agent in a whole round; forgetting the leadership term seen", "term", a.term.Load())
 			a.term.Store(0)
 		}
+		a.saveCluster() // members a redirect or welcome taught, the term
 		var wait time.Duration
 		switch next.kind {
 		case pauseNoLeader:
@@ -607,6 +613,7 @@ func (a *Agent) session(ctx, jobsCtx context.Context, addr string) (res tryResul
 		a.lease.Store(int64(welcome.LeaseTTL))
 	}
 	res.welcomed = true
+	a.saveCluster() // the members and term of this welcome outlive a restart
 
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -700,12 +707,16 @@ func (a *Agent) serverName(addr string) string {
 	return host
 }
 
-// seeTerm raises the highest leadership term seen to t.
-func (a *Agent) seeTerm(t uint64) {
+// seeTerm raises the highest leadership term seen to t, and reports
+// whether it did.
+func (a *Agent) seeTerm(t uint64) bool {
 	for {
 		seen := a.term.Load()
-		if t <= seen || a.term.CompareAndSwap(seen, t) {
-			return
+		if t <= seen {
+			return false
+		}
+		if a.term.CompareAndSwap(seen, t) {
+			return true
 		}
 	}
 }
@@ -722,7 +733,9 @@ func (a *Agent) fenced(log hclog.Logger, term uint64, what string, job uint64, a
 		a.metrics.fenced()
 		return fmt.Errorf("dropped a %s of term %d: term %d has begun, this controller is a deposed leader", what, term, seen)
 	}
-	a.seeTerm(term)
+	if a.seeTerm(term) {
+		a.saveCluster()
+	}
 	return nil
 }
 

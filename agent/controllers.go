@@ -83,6 +83,13 @@ func (c *controllers) listLocked() []string {
 	return append(slices.Clone(c.configured), c.learned...)
 }
 
+// learnedList returns the learnt addresses.
+func (c *controllers) learnedList() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.learned)
+}
+
 // next is the address to dial now.
 func (c *controllers) next() string {
 	c.mu.Lock()

@@ -85,6 +85,8 @@
 // (a single controller) is never fenced. After a whole round in which
 // no controller welcomed it, the agent forgets the term, so that a
 // cluster rebuilt from scratch, whose terms start over, can serve it.
+// The learnt members and the term outlive the agent's restarts, in
+// cluster.json in the state directory (clusterstate.go).
 //
 // # The spool (spool.go)
 //
@@ -130,7 +132,9 @@
 // earlier agents wrote 16 bytes, still read), both created at the first
 // output: a job that writes nothing has no spool file. (Earlier agents kept all of an
 // attempt's files in a directory JOBID-ATTEMPT; an agent still reads
-// and reports those at start.)
+// and reports those at start.) cluster.json holds what the agent
+// learnt of a cluster (clusterstate.go), replaced atomically whenever
+// it changes; the scan of attempts ignores it.
 //
 // A result is kept until the controller acknowledges it, so an agent
 // that restarts reports it at its first connection. An attempt that was

@@ -130,6 +130,25 @@ Cluster mode (3 or 5 controllers on raft; README "Running a cluster"):
                         leader lease 500 ms) by N: a larger N tolerates
                         slow or busy machines, at the price of a slower
                         failover. Default {raft-multiplier}.
+  -max-stale DUR        A stale read (?stale=1: GET /jobs, /jobs/ID and
+                        /jobs/ID/logs answered from this node's own store,
+                        not the leader's) is refused (503) once this node
+                        has not heard from a leader for longer. Default
+                        {max-stale}.
+  -raft-snapshot-threshold N, -raft-snapshot-interval DUR, -raft-trailing-logs N
+                        Raft's snapshot policy: a node snapshots its store
+                        when its log grew by N entries since the last
+                        snapshot (checked every DUR, with jitter) and keeps
+                        the last -raft-trailing-logs entries; a follower
+                        further behind catches up from a snapshot. Default
+                        (0): raft's own, 8192 entries, 120s, 10240 entries.
+  -raft-wal-segment-bytes N
+                        Size of the raft log's segment files. The log's head
+                        is dropped a whole segment at a time, and the entries
+                        of a kept segment are still served, so a follower
+                        behind by less than a segment catches up from the
+                        log whatever -raft-trailing-logs says. Default (0):
+                        raft-wal's, 64 MiB.
 
 Configuration file:
 
@@ -159,6 +178,11 @@ Configuration file:
     bootstrap_expect = {bootstrap-expect:toml}
     join       = ""                      # e.g. "10.0.0.1:7444,10.0.0.2:7444,10.0.0.3:7444"
     raft_multiplier = {raft-multiplier:toml}
+    max_stale  = {max-stale:toml}
+    raft_snapshot_threshold = {raft-snapshot-threshold:toml}
+    raft_snapshot_interval  = {raft-snapshot-interval:toml}
+    raft_trailing_logs      = {raft-trailing-logs:toml}
+    raft_wal_segment_bytes  = {raft-wal-segment-bytes:toml}
     max_body_bytes    = {max-body-bytes:toml}
     max_command_bytes = {max-command-bytes:toml}
     max_env           = {max-env:toml}
@@ -237,6 +261,11 @@ func controllerFlags(fs *flag.FlagSet, cfg *controller.Config, lf *logFlags) (mi
 		return nil
 	})
 	fs.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "")
+	fs.DurationVar(&cfg.MaxStale, "max-stale", cfg.MaxStale, "")
+	fs.Uint64Var(&cfg.RaftSnapshotThreshold, "raft-snapshot-threshold", cfg.RaftSnapshotThreshold, "")
+	fs.DurationVar(&cfg.RaftSnapshotInterval, "raft-snapshot-interval", cfg.RaftSnapshotInterval, "")
+	fs.Uint64Var(&cfg.RaftTrailingLogs, "raft-trailing-logs", cfg.RaftTrailingLogs, "")
+	fs.IntVar(&cfg.RaftWALSegmentBytes, "raft-wal-segment-bytes", cfg.RaftWALSegmentBytes, "")
 	// -1: the default, which follows the disk's size; 0: off.
 	minFree = fs.Int64("min-free-bytes", -1, "")
 	maxOutput = fs.Int64("max-output-bytes", -1, "")

@@ -100,7 +100,10 @@ type controllerProc struct {
 	bin, dir, pki, data string
 	httpAddr, agentAddr string
 	extra               []string // flags after the defaults below (later ones win)
-	starts              int
+	// prefix, if set, is a command the binary runs under, such as
+	// "ip netns exec NS" (which execs it: the PID is the controller's).
+	prefix []string
+	starts int
 
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has been waited for
@@ -121,14 +124,15 @@ func (p *controllerProc) start(client *apiClient) {
 		p.t.Fatal(err)
 	}
 	defer logf.Close()
-	p.cmd = exec.Command(p.bin, "controller",
+	args := []string{p.bin, "controller",
 		"-data-dir", p.data,
 		"-ca", filepath.Join(p.pki, "ca.pem"),
 		"-cert", filepath.Join(p.pki, "controller.pem"),
 		"-key", filepath.Join(p.pki, "controller-key.pem"),
 		"-http", p.httpAddr, "-listen", p.agentAddr,
-		"-lease-ttl", "2s", "-kill-grace", "500ms", "-log-level", "info")
-	p.cmd.Args = append(p.cmd.Args, p.extra...)
+		"-lease-ttl", "2s", "-kill-grace", "500ms", "-log-level", "info"}
+	args = append(append(slices.Clone(p.prefix), args...), p.extra...)
+	p.cmd = exec.Command(args[0], args[1:]...)
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.killed.Store(false)
 	if err := p.cmd.Start(); err != nil {

@@ -164,8 +164,12 @@
 // the leader (node_http.go), which decides who the caller is from the
 // forwarded, re-verified certificate or token as if it came directly;
 // with no leader a request waits up to 5 s, then gets 503 and
-// Retry-After. Agents are served by the leader; a follower turns an
-// agent away naming the leader's agent address. A leader that loses its
+// Retry-After. A stale read (?stale=1 on GET /jobs, /jobs/:id and
+// /jobs/:id/logs, node_stale.go) is the exception: any node answers it
+// from its own store, saying in headers how far behind it may be, and
+// refuses it (503) once it has not heard from a leader for MaxStale.
+// Agents are served by the leader; a follower turns an agent away
+// naming the leader's agent address. A leader that loses its
 // leadership first stops serving the API and taking agents, then sends
 // each agent that follows redirects a Redirect — the new leader once it
 // is known (waiting up to a second for it), else the members — and

@@ -36,7 +36,27 @@ import (
 //   - pause: the leader is stopped with SIGSTOP for three election
 //     timeouts, then continued, twice;
 //   - rolling: each controller in turn is stopped with SIGTERM and
-//     started again (a rolling restart).
+//     started again (a rolling restart);
+//   - partition (issue test 2, root only): each controller runs in a
+//     network namespace of its own (haNet), and the leader's link to its
+//     peers is cut while its clients and agents still reach it, twice,
+//     each for six seconds (three election timeouts), then healed. The
+//     cut-off leader must step down within its leader lease + 1 s: the
+//     time from the cut to raft's "failed to contact quorum of nodes,
+//     stepping down" line in its log, which is when raft leaves the
+//     leader state, and from then on the send gate refuses every
+//     Dispatch and Cancel (node.go). The bound is asserted because it is
+//     the issue's correctness bound, not a speed target: raft checks
+//     the lease (1 s at -raft-multiplier 2) when the oldest peer contact
+//     would expire, so the step-down comes about one lease after the
+//     last heartbeat answered; the issue's extra second is the slack
+//     for a loaded machine's timers, and nothing tighter is asserted.
+//     The step-down and the time until the term's Server stopped are
+//     logged. While cut off it still answers its clients a stale read
+//     (?stale=1) from its own store. After healing, the old leader must rejoin as a follower
+//     that has applied what the leader had, without an election (raft's
+//     pre-vote keeps the isolated node's campaigns from raising the
+//     term): the leader and its term stay as they were.
 //
 // Then: every acknowledged submission is exactly one job (clients retry
 // with their key until acknowledged, so no operation fails after its
@@ -63,83 +83,20 @@ func TestClusterFaults(t *testing.T) {
 		t.Skip("cluster fault tests: real controllers and agents through leader kills, pauses and a rolling restart, a few minutes; skipped with -short")
 	}
 	bin := buildJobsuite(t, t.TempDir())
-	for _, mode := range []string{"kill", "pause", "rolling"} {
+	for _, mode := range []string{"kill", "pause", "rolling", "partition"} {
 		t.Run(mode, func(t *testing.T) { clusterFaults(t, bin, mode) })
 	}
 }
 
 func clusterFaults(t *testing.T, bin, mode string) {
-	work := t.TempDir()
-	pki := newPKI(t)
-	var procs []*clusterProc
-	var join, agentAddrs []string
-	for i := 1; i <= 3; i++ {
-		name := fmt.Sprintf("ctl-%d", i)
-		if _, _, err := certs.IssueFiles(pki, certs.Request{Role: certs.RoleController, Name: name, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}); err != nil {
-			t.Fatal(err)
-		}
-		p := &clusterProc{name: name, controllerProc: &controllerProc{t: t, bin: bin, dir: filepath.Join(work, name), pki: pki, data: filepath.Join(work, name, "data")}}
-		if err := os.MkdirAll(p.dir, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		p.httpAddr, p.agentAddr = freeAddrs(t)
-		p.clusterAddr = freeAddr(t)
-		p.client = newAPIClient(t, pki, "operator", "https://"+p.httpAddr)
-		join = append(join, p.clusterAddr)
-		agentAddrs = append(agentAddrs, p.agentAddr)
-		procs = append(procs, p)
+	var hn *haNet
+	if mode == "partition" {
+		hn = newHANet(t) // first: its cleanup runs after the processes stopped
 	}
-	for _, p := range procs {
-		p.extra = []string{"-cert", filepath.Join(pki, p.name+".pem"), "-key", filepath.Join(pki, p.name+"-key.pem"),
-			"-cluster-addr", p.clusterAddr, "-bootstrap-expect", "3", "-join", strings.Join(join, ","),
-			"-lease-ttl", "3s", "-raft-multiplier", "2"}
-	}
-	// The three must start together: each waits for the others to form.
-	var wg sync.WaitGroup
-	for _, p := range procs {
-		wg.Go(func() { p.start(p.client) })
-	}
-	wg.Wait()
-	defer func() {
-		for _, p := range procs {
-			select {
-			case <-p.exited:
-			default:
-				p.kill()
-			}
-			if t.Failed() {
-				t.Log(p.tail(p.starts, 30))
-			}
-		}
-	}()
+	c := startClusterProcs(t, bin, hn)
+	procs, agentAddrs, pki, work := c.procs, c.agentAddrs, c.pki, c.work
 
-	leader := func(skip *clusterProc) *clusterProc {
-		t.Helper()
-		var lead *clusterProc
-		poll(t, "a leader", 30*time.Second, func() (bool, string) {
-			for _, p := range procs {
-				if p == skip {
-					continue
-				}
-				var ms []api.Member
-				if err := p.client.get("/operator/members", &ms); err != nil {
-					continue
-				}
-				for _, m := range ms {
-					if m.Role == "leader" {
-						for _, q := range procs {
-							if q.name == m.ID && q != skip {
-								lead = q
-								return true, ""
-							}
-						}
-					}
-				}
-			}
-			return false, "no node names a leader"
-		})
-		return lead
-	}
+	leader := func(skip *clusterProc) *clusterProc { t.Helper(); return clusterLeader(t, procs, skip) }
 
 	agentsDir := filepath.Join(work, "agents")
 	for _, name := range []string{"agent-1", "agent-2"} {
@@ -293,6 +250,40 @@ func clusterFaults(t *testing.T, bin, mode string) {
 			failovers = append(failovers, time.Since(stopped))
 			p.start(p.client)
 		}
+	case "partition":
+		for k := 1; k <= 2; k++ {
+			time.Sleep(time.Second)
+			old := leader(nil)
+			i := slices.Index(procs, old)
+			cut := hn.cut(i)
+			raftDown, srvDown := stepDown(t, old, cut)
+			// Its clients still reach it: it answers a stale read from
+			// its own store, knowing no leader.
+			if code, b, err := old.client.do("GET", "/jobs?stale=1&limit=1", ""); err != nil || code != 200 {
+				t.Errorf("cut %d: %s, cut off from its peers, did not answer a stale read through its access link: %d %s %v", k, old.name, code, b, err)
+			}
+			lead = leader(old)
+			poll(t, fmt.Sprintf("cut %d: both agents at the new leader %s", k, lead.name), 10*time.Second, func() (bool, string) { return agentsBack(lead) })
+			failovers = append(failovers, time.Since(cut))
+			t.Logf("cut %d: %s cut off from its peers; raft stepped down after %s, its term's Server stopped after %s; %s leads",
+				k, old.name, raftDown.Sub(cut).Round(time.Millisecond), srvDown.Sub(cut).Round(time.Millisecond), lead.name)
+			if bound := partitionLease + time.Second; raftDown.Sub(cut) > bound {
+				t.Errorf("cut %d: %s stepped down %s after the cut, over its leader lease + 1 s (%s)", k, old.name, raftDown.Sub(cut).Round(time.Millisecond), bound)
+			}
+			time.Sleep(time.Until(cut.Add(6 * time.Second))) // holding the cut is the point
+			before := memberOf(t, lead, lead.name)
+			hn.heal(i)
+			healed := time.Now()
+			poll(t, fmt.Sprintf("cut %d: %s back as a follower that caught up", k, old.name), 30*time.Second, func() (bool, string) {
+				m, l := memberOf(t, lead, old.name), memberOf(t, lead, lead.name)
+				return m.Role == "follower" && m.Term == l.Term && m.AppliedIndex >= before.AppliedIndex,
+					fmt.Sprintf("%s: %s, term %d, applied %d; leader term %d, applied %d before the heal", old.name, m.Role, m.Term, m.AppliedIndex, l.Term, before.AppliedIndex)
+			})
+			t.Logf("cut %d: %s rejoined as a follower %s after the heal", k, old.name, time.Since(healed).Round(time.Millisecond))
+			if after := memberOf(t, lead, lead.name); after.Role != "leader" || after.Term != before.Term {
+				t.Errorf("cut %d: healing disrupted the cluster: %s was leader of term %d, now %s of term %d", k, lead.name, before.Term, after.Role, after.Term)
+			}
+		}
 	}
 	stop.Store(true)
 	cwg.Wait()
@@ -362,6 +353,147 @@ func clusterFaults(t *testing.T, bin, mode string) {
 	if len(all) != len(acked) {
 		t.Errorf("%d jobs stored, %d acknowledged", len(all), len(acked))
 	}
+}
+
+// clusterProcs are the three controller processes of a cluster test.
+type clusterProcs struct {
+	procs      []*clusterProc
+	agentAddrs []string
+	pki, work  string
+}
+
+// startClusterProcs starts three controller processes that form a
+// cluster (each in its namespace of hn if hn is set, else on loopback),
+// with extra flags after the common ones, and kills them when the test
+// ends.
+func startClusterProcs(t *testing.T, bin string, hn *haNet, extra ...string) clusterProcs {
+	t.Helper()
+	work := t.TempDir()
+	pki := newPKI(t)
+	var procs []*clusterProc
+	var join, agentAddrs []string
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("ctl-%d", i)
+		ips := []net.IP{net.IPv4(127, 0, 0, 1)}
+		if hn != nil {
+			ips = append(ips, hn.accessIP(i-1), hn.peerIP(i-1))
+		}
+		if _, _, err := certs.IssueFiles(pki, certs.Request{Role: certs.RoleController, Name: name, IPs: ips}); err != nil {
+			t.Fatal(err)
+		}
+		p := &clusterProc{name: name, controllerProc: &controllerProc{t: t, bin: bin, dir: filepath.Join(work, name), pki: pki, data: filepath.Join(work, name, "data")}}
+		if err := os.MkdirAll(p.dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if hn != nil { // a namespace of its own: fixed ports
+			p.httpAddr = net.JoinHostPort(hn.accessIP(i-1).String(), "8443")
+			p.agentAddr = net.JoinHostPort(hn.accessIP(i-1).String(), "8444")
+			p.clusterAddr = net.JoinHostPort(hn.peerIP(i-1).String(), "8445")
+			p.prefix = hn.prefix(i - 1)
+		} else {
+			p.httpAddr, p.agentAddr = freeAddrs(t)
+			p.clusterAddr = freeAddr(t)
+		}
+		p.client = newAPIClient(t, pki, "operator", "https://"+p.httpAddr)
+		join = append(join, p.clusterAddr)
+		agentAddrs = append(agentAddrs, p.agentAddr)
+		procs = append(procs, p)
+	}
+	for _, p := range procs {
+		p.extra = append([]string{"-cert", filepath.Join(pki, p.name+".pem"), "-key", filepath.Join(pki, p.name+"-key.pem"),
+			"-cluster-addr", p.clusterAddr, "-bootstrap-expect", "3", "-join", strings.Join(join, ","),
+			"-lease-ttl", "3s", "-raft-multiplier", "2"}, extra...)
+	}
+	// The three must start together: each waits for the others to form.
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Go(func() { p.start(p.client) })
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, p := range procs {
+			select {
+			case <-p.exited:
+			default:
+				p.kill()
+			}
+			if t.Failed() {
+				t.Log(p.tail(p.starts, 30))
+			}
+		}
+	})
+	return clusterProcs{procs: procs, agentAddrs: agentAddrs, pki: pki, work: work}
+}
+
+// clusterLeader polls the nodes (except skip) until one names a leader
+// other than skip, and returns it.
+func clusterLeader(t *testing.T, procs []*clusterProc, skip *clusterProc) *clusterProc {
+	t.Helper()
+	var lead *clusterProc
+	poll(t, "a leader", 30*time.Second, func() (bool, string) {
+		for _, p := range procs {
+			if p == skip {
+				continue
+			}
+			var ms []api.Member
+			if err := p.client.get("/operator/members", &ms); err != nil {
+				continue
+			}
+			for _, m := range ms {
+				if m.Role == "leader" {
+					for _, q := range procs {
+						if q.name == m.ID && q != skip {
+							lead = q
+							return true, ""
+						}
+					}
+				}
+			}
+		}
+		return false, "no node names a leader"
+	})
+	return lead
+}
+
+// partitionLease is the raft leader lease of the fault tests' nodes:
+// 500 ms at -raft-multiplier 1, times 2.
+const partitionLease = time.Second
+
+// stepDown returns when the controller p, cut off from its peers at
+// cut, left raft's leader state and when its term's Server stopped,
+// from the times of its log lines.
+func stepDown(t *testing.T, p *clusterProc, cut time.Time) (raftDown, srvDown time.Time) {
+	t.Helper()
+	find := func(what string) (time.Time, bool) {
+		for _, l := range grepFile(p.logFile(p.starts), 1000, what) {
+			if ts, err := logTime(l); err == nil && ts.After(cut.Add(-500*time.Millisecond)) {
+				return ts, true
+			}
+		}
+		return time.Time{}, false
+	}
+	poll(t, p.name+"'s step-down in its log", 30*time.Second, func() (bool, string) {
+		var ok1, ok2 bool
+		raftDown, ok1 = find("failed to contact quorum of nodes, stepping down")
+		srvDown, ok2 = find("stopped leading")
+		return ok1 && ok2, fmt.Sprintf("raft stepped down: %v, Server stopped: %v", ok1, ok2)
+	})
+	return raftDown, srvDown
+}
+
+// memberOf returns what the cluster, asked through p, says of member id.
+func memberOf(t *testing.T, p *clusterProc, id string) api.Member {
+	t.Helper()
+	var ms []api.Member
+	if err := p.client.get("/operator/members", &ms); err != nil {
+		return api.Member{Role: "unknown: " + err.Error()}
+	}
+	for _, m := range ms {
+		if m.ID == id {
+			return m
+		}
+	}
+	return api.Member{Role: "not a member"}
 }
 
 // checkNoOverlap reads the "s|e JOB ATTEMPT NANOS" lines the jobs

@@ -86,6 +86,8 @@ type Node struct {
 	plain   plainMetrics // Config.MetricsAddr's listener (node_metrics.go)
 
 	term    atomic.Pointer[term] // set while this node leads
+	stale   staleSecurity        // tokens and revocations for stale reads (node_stale.go)
+	ledAt   atomic.Int64         // Unix nanoseconds when this node last stopped leading; 0 if never
 	wake    chan struct{}        // kicks the leadership loop
 	fatalMu sync.Mutex
 	fatal   error
@@ -180,7 +182,13 @@ func NewNode(cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
 	closers = append(closers, n.fsm.Close)
-	if n.wal, err = wal.Open(filepath.Join(raftDir, "wal")); err != nil {
+	walDir := filepath.Join(raftDir, "wal")
+	if cfg.RaftWALSegmentBytes > 0 {
+		n.wal, err = wal.Open(walDir, wal.WithSegmentSize(cfg.RaftWALSegmentBytes))
+	} else {
+		n.wal, err = wal.Open(walDir)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("controller: raft log: %w", err)
 	}
 	closers = append(closers, n.wal.Close)
@@ -407,6 +415,15 @@ func (n *Node) raftConfig() *raft.Config {
 	c.HeartbeatTimeout = raftHeartbeat * m
 	c.ElectionTimeout = raftElection * m
 	c.LeaderLeaseTimeout = raftLease * m
+	if n.cfg.RaftSnapshotThreshold > 0 {
+		c.SnapshotThreshold = n.cfg.RaftSnapshotThreshold
+	}
+	if n.cfg.RaftSnapshotInterval > 0 {
+		c.SnapshotInterval = n.cfg.RaftSnapshotInterval
+	}
+	if n.cfg.RaftTrailingLogs > 0 {
+		c.TrailingLogs = n.cfg.RaftTrailingLogs
+	}
 	return c
 }
 
@@ -755,6 +772,7 @@ func (n *Node) learnMembers(ctx context.Context) {
 // once the term no longer serves the API or takes agents, it calls
 // each of before (a farewell to the agents).
 func (n *Node) endTerm(t *term, why string, before ...func(context.Context, *term)) {
+	n.ledAt.Store(time.Now().UnixNano())
 	n.term.CompareAndSwap(t, nil)
 	for _, f := range before {
 		f(context.Background(), t)

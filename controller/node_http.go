@@ -36,7 +36,9 @@ import (
 //
 // Reads are forwarded too, so every answer comes from the leader's
 // committed state; WebSocket log followers are proxied the same way and
-// resume by offset after a failover.
+// resume by offset after a failover. The exception is a stale read
+// (?stale=1 on GET /jobs, /jobs/:id, /jobs/:id/logs), which a follower
+// answers from its own store (node_stale.go).
 
 // Headers between controllers.
 const (
@@ -47,16 +49,25 @@ const (
 // ServeHTTP serves the API: the leader's term Server answers, a
 // follower forwards.
 func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	what, id := staleRead(r) // node_stale.go
 	if t := n.term.Load(); t != nil && !t.ended() {
 		r, err := n.fromPeer(t, r)
 		if err != nil {
 			writeError(w, http.StatusForbidden, "%v", err)
 			return
 		}
+		if what != "" {
+			n.staleness(w, true)
+		}
 		t.srv.handler.ServeHTTP(w, r)
 		return
 	}
-	if by := r.Header.Get(hdrForwardedBy); by != "" {
+	by := r.Header.Get(hdrForwardedBy)
+	if what != "" && by == "" && r.Header.Get(hdrForwardedCert) == "" {
+		n.serveStale(w, r, what, id)
+		return
+	}
+	if by != "" {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "controller %s forwarded this request here, but %s is not the leader either (leadership is changing); retry", by, n.id)
 		return

@@ -50,6 +50,12 @@ func freeAddr(t *testing.T) string {
 
 func startNodes(t *testing.T, n int) *nodeCluster {
 	t.Helper()
+	return startNodesWith(t, n, nil)
+}
+
+// startNodesWith is startNodes with set applied to each node's Config.
+func startNodesWith(t *testing.T, n int, set func(*controller.Config)) *nodeCluster {
+	t.Helper()
 	c := &nodeCluster{t: t, dir: newPKI(t)}
 	var join []string
 	for i := range n {
@@ -66,6 +72,9 @@ func startNodes(t *testing.T, n int) *nodeCluster {
 			// Slower elections than raft's defaults: this shared machine
 			// runs the race detector on two cores.
 			RaftMultiplier: 2,
+		}
+		if set != nil {
+			set(&cfg)
 		}
 		join = append(join, cfg.ClusterAddr)
 		c.cfgs = append(c.cfgs, cfg)

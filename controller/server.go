@@ -125,6 +125,23 @@ type Config struct {
 	// leader lease 500 ms, each times it): larger tolerates slower or
 	// busier machines at the price of a slower failover; default 1.
 	RaftMultiplier int
+	// MaxStale bounds a stale read (?stale=1, node_stale.go): a node that
+	// has not heard from a leader for longer answers 503; default 10s.
+	MaxStale time.Duration
+	// Raft's snapshot policy; zero is raft's default. A node takes a
+	// snapshot when its log grew by RaftSnapshotThreshold entries since
+	// the last (checked every RaftSnapshotInterval, with jitter), and
+	// keeps RaftTrailingLogs entries behind it; a follower further
+	// behind than that catches up by installing the leader's snapshot.
+	RaftSnapshotThreshold uint64        // raft default 8192
+	RaftSnapshotInterval  time.Duration // raft default 120s
+	RaftTrailingLogs      uint64        // raft default 10240
+	// RaftWALSegmentBytes is the size of raft-wal's segment files
+	// (default 64 MiB). raft-wal drops a compacted log head only a whole
+	// segment at a time, and still serves the entries of a segment it
+	// keeps: a follower behind by less than that catches up from the log,
+	// whatever RaftTrailingLogs says. Smaller segments: tests.
+	RaftWALSegmentBytes int
 }
 
 // DefaultConfig is the controller's defaults, the one place they are
@@ -159,6 +176,7 @@ func DefaultConfig() Config {
 		CertReloadInterval: DefaultCertReloadInterval,
 		StatsInterval:      defaultStatsInterval,
 		RaftMultiplier:     1,
+		MaxStale:           10 * time.Second,
 	}
 }
 
@@ -194,6 +212,7 @@ func (c *Config) setDefaults() error {
 	def(&c.StatsInterval, d.StatsInterval)
 	def(&c.AgentCertTTL, d.AgentCertTTL)
 	def(&c.CertReloadInterval, d.CertReloadInterval)
+	def(&c.MaxStale, d.MaxStale)
 	if c.RetainFor == 0 {
 		c.RetainFor = d.RetainFor
 	}

@@ -634,6 +634,9 @@ func FormatLabels(m map[string]string) string {
 // Reason returns the live explanation for a job's state, or "" to use
 // the stored one.
 func (s *Scheduler) Reason(j *store.Job) string {
+	if s == nil { // no scheduler (a follower's stale read): the stored one
+		return ""
+	}
 	switch j.State {
 	case store.Queued:
 		s.mu.Lock()
@@ -812,8 +815,12 @@ func ttyMode(j *store.Job) protocol.TTYMode {
 // Snapshot returns a copy of the scheduler's latest version of job id
 // (ahead of the store's until its batch is durable), with attempts of
 // its own, or nil for a job it no longer holds (finished, and durable:
-// the store's record is final). Maps are shared: read them only.
+// the store's record is final). Maps are shared: read them only. A nil
+// scheduler (a follower's stale read) holds none.
 func (s *Scheduler) Snapshot(id uint64) *store.Job {
+	if s == nil {
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := s.jobs[id]

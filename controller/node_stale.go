@@ -1,0 +1,183 @@
+package controller
+
+import (
+	"crypto/sha256"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/julienschmidt/httprouter"
+
+	"jobsuite/certs"
+	"jobsuite/controller/store"
+)
+
+// Stale reads (?stale=1). GET /jobs, GET /jobs/:id and GET /jobs/:id/logs
+// with stale=1 (or true) are answered by whichever node receives them,
+// from its own store, without forwarding: a follower's view may lag the
+// leader's by what it has not applied yet, and it keeps answering while
+// there is no leader (an election, a partition). Every such answer says
+// how stale it may be, in headers:
+//
+//	Jobsuite-Last-Contact   seconds since this node last heard from the
+//	                        leader (0 on the leader itself; for a node
+//	                        that led, at most since it stopped leading)
+//	Jobsuite-Applied-Index  the last raft entry this node's store applied
+//	                        (compare it between nodes)
+//	Jobsuite-Known-Leader   whether this node knows a leader now
+//
+// and it is bounded: a node that has not heard from a leader for longer
+// than Config.MaxStale (-max-stale, default 10 s), or never since it
+// started, answers 503 with Retry-After instead, so a node cut off from
+// its cluster does not serve an ever older view. The leader answers a
+// stale read like any other (its view is the committed one).
+//
+// A stale read is authenticated as every request is, against this
+// node's own copy of the tokens and revocations (read from its store,
+// again whenever its applied index moved). ?live= is ignored: live state
+// is the leader's, which holds the agent sessions. Any other endpoint
+// ignores stale=1 and is forwarded as usual.
+
+// Headers of a stale read.
+const (
+	hdrLastContact  = "Jobsuite-Last-Contact"
+	hdrAppliedIndex = "Jobsuite-Applied-Index"
+	hdrKnownLeader  = "Jobsuite-Known-Leader"
+)
+
+// staleRead reports whether r asks for a stale read of an endpoint that
+// serves one, and which: "list", "get" or "logs" with the job ID.
+func staleRead(r *http.Request) (what, id string) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return "", ""
+	}
+	switch r.URL.Query().Get("stale") {
+	case "1", "true":
+	default:
+		return "", ""
+	}
+	p := strings.TrimRight(r.URL.Path, "/")
+	rest, ok := strings.CutPrefix(p, "/jobs")
+	switch {
+	case !ok:
+		return "", ""
+	case rest == "":
+		return "list", ""
+	case !strings.HasPrefix(rest, "/"):
+		return "", ""
+	}
+	id, sub, _ := strings.Cut(rest[1:], "/")
+	switch {
+	case id == "":
+		return "", ""
+	case sub == "":
+		return "get", id
+	case sub == "logs":
+		return "logs", id
+	}
+	return "", ""
+}
+
+// staleness writes the stale-read headers and decides whether this node
+// may answer one: ok false means the answer (503) is written.
+func (n *Node) staleness(w http.ResponseWriter, leading bool) bool {
+	r := n.raftNode()
+	applied, _ := n.fsm.Applied()
+	w.Header().Set(hdrAppliedIndex, strconv.FormatUint(applied, 10))
+	if r == nil {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "controller %s has not joined its cluster yet; retry, or ask another controller", n.id)
+		return false
+	}
+	addr, _ := r.LeaderWithID()
+	w.Header().Set(hdrKnownLeader, strconv.FormatBool(addr != ""))
+	if leading || r.State() == raft.Leader {
+		w.Header().Set(hdrLastContact, "0")
+		return true
+	}
+	// A node that led has the leader's view as of when it stopped.
+	lc := r.LastContact()
+	if led := n.ledAt.Load(); led != 0 && time.Unix(0, led).After(lc) {
+		lc = time.Unix(0, led)
+	}
+	if lc.IsZero() {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "controller %s has not heard from a leader since it started, so it serves no stale reads; retry, or ask another controller", n.id)
+		return false
+	}
+	age := time.Since(lc)
+	w.Header().Set(hdrLastContact, strconv.FormatFloat(age.Seconds(), 'f', 3, 64))
+	if age > n.cfg.MaxStale {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "controller %s last heard from a leader %s ago, over its bound for stale reads (-max-stale %s); retry, or ask another controller",
+			n.id, age.Round(time.Millisecond), n.cfg.MaxStale)
+		return false
+	}
+	return true
+}
+
+// serveStale answers a stale read from this node's own store.
+func (n *Node) serveStale(w http.ResponseWriter, r *http.Request, what, id string) {
+	if !n.staleness(w, false) {
+		return
+	}
+	st := n.fsm.Store() // for this request: a snapshot's restore may swap it
+	sec, err := n.stale.security(st, n)
+	if err != nil {
+		n.log.Error("stale read: reading the tokens and revocations", "error", err)
+		writeError(w, http.StatusInternalServerError, "reading this controller's tokens and revocations failed")
+		return
+	}
+	// A Server of the store alone: no scheduler (nil: the handlers
+	// report the stored state), no committer, no agents.
+	s := &Server{cfg: n.cfg, st: st, sec: sec, log: n.log.Named("stale")}
+	if what == "get" {
+		q := r.URL.Query()
+		q.Del("live")
+		r = r.Clone(r.Context())
+		r.URL.RawQuery = q.Encode()
+	}
+	h := map[string]httprouter.Handle{"list": s.handleList, "get": s.handleGet, "logs": s.handleLogs}[what]
+	s.auth(certs.RoleViewer, h)(w, r, httprouter.Params{{Key: "id", Value: id}})
+}
+
+// staleSecurity is a follower's copy of the tokens and revocations for
+// stale reads, read again when the store or its applied index changed.
+type staleSecurity struct {
+	mu      sync.Mutex
+	st      *store.Store
+	applied uint64
+	sec     *security
+}
+
+func (c *staleSecurity) security(st *store.Store, n *Node) (*security, error) {
+	applied, _ := n.fsm.Applied()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sec != nil && c.st == st && c.applied == applied {
+		return c.sec, nil
+	}
+	sec := &security{st: st, log: n.log.Named("auth"), revoked: map[string]store.Revocation{}, tokens: map[[sha256.Size]byte]store.Token{}}
+	revs, err := st.Revocations()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range revs {
+		sec.revoked[r.ID()] = r
+	}
+	toks, err := st.Tokens()
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range toks {
+		if len(t.Hash) != sha256.Size {
+			continue
+		}
+		sec.tokens[[sha256.Size]byte(t.Hash)] = t
+	}
+	c.st, c.applied, c.sec = st, applied, sec
+	return sec, nil
+}
