@@ -21,7 +21,9 @@ import (
 // acknowledging a result or output — waits on the batch holding it.
 // Output chunks ride in the rounds like everything else: a job stream
 // queues each chunk and acknowledges it (LogAck) once its round is
-// durable, so a stream costs no fsync of its own.
+// durable, so a stream costs no fsync of its own. A command nobody
+// waits for (AddLazy: a job's start) starts no round at all; it rides
+// the next one, within lazyWait.
 //
 // Two goroutines form a pipeline. The applier takes everything queued so
 // far as one batch and hands it to the store with ApplyNoWait, which
@@ -68,6 +70,7 @@ type Committer struct {
 	open    *Batch
 	failed  error
 	kick    chan struct{}
+	lazy    chan struct{} // the open batch got its first lazy command (AddLazy)
 	stopped bool
 
 	inflight chan *Batch   // applied, waiting for their fsync, in order
@@ -127,6 +130,7 @@ const maxInFlightLog = 8
 type Batch struct {
 	cmds    []store.Command
 	starts  []int          // where each group queued together begins (Log)
+	lazy    bool           // holds a command queued by AddLazy
 	results []store.Result // set once applied
 	pending syncer         // set once applied
 	done    chan struct{}
@@ -190,6 +194,7 @@ func NewCommitter(st *store.Store, o CommitOptions) *Committer {
 			return p, p.Results(), nil
 		},
 		kick:     make(chan struct{}, 1),
+		lazy:     make(chan struct{}, 1),
 		inflight: make(chan *Batch, maxInFlight-2),
 		broken:   make(chan struct{}),
 	}
@@ -205,6 +210,23 @@ func (c *Committer) Add(cmd store.Command) *Batch {
 	b, _ := c.queue(cmd)
 	return b
 }
+
+// AddLazy queues one command that need not be durable before anything
+// is acted on, so it starts no round of its own: it rides the next round
+// something else starts, and at the latest one starts lazyWait after it
+// was queued. Its place in the apply order is where it was queued, as
+// with Add; nobody waits for it (it returns nothing to wait on), and a
+// crash may lose it — whoever queues one must be able to make it again
+// (a job's "started": the agent sends Started again on every job stream,
+// and a result ends a dispatched attempt as it ends a running one).
+func (c *Committer) AddLazy(cmd store.Command) {
+	c.queueLazy(cmd)
+}
+
+// lazyWait bounds how long a lazy command waits for a round to ride: a
+// store reader (GET /jobs/:id, lists by state) sees the change at most
+// this late. Under load the next round comes far sooner.
+const lazyWait = 50 * time.Millisecond
 
 // Do queues one command, waits until it is durable and returns its
 // result.
@@ -231,20 +253,51 @@ func (c *Committer) Barrier() *Batch {
 	return b
 }
 
+// queueLazy adds cmd to the open batch without starting a round
+// (AddLazy).
+func (c *Committer) queueLazy(cmd store.Command) {
+	c.mu.Lock()
+	b := c.openBatch()
+	if b == nil {
+		c.mu.Unlock()
+		return // failed or stopped: the command is lost, as in a crash
+	}
+	first := !b.lazy
+	b.lazy = true
+	b.starts = append(b.starts, len(b.cmds))
+	b.cmds = append(b.cmds, cmd)
+	c.mu.Unlock()
+	if first {
+		select {
+		case c.lazy <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// openBatch returns the batch being filled, making one if needed; nil
+// once the committer failed or stopped. The caller holds c.mu.
+func (c *Committer) openBatch() *Batch {
+	if c.failed != nil || c.stopped {
+		return nil
+	}
+	if c.open == nil {
+		c.open = &Batch{done: make(chan struct{})}
+	}
+	return c.open
+}
+
 // queue adds cmds (nil ones are skipped) to the open batch and returns
 // the batch and the first one's place in it.
 func (c *Committer) queue(cmds ...store.Command) (*Batch, int) {
 	c.mu.Lock()
-	if c.failed != nil || c.stopped {
+	b := c.openBatch()
+	if b == nil {
 		c.mu.Unlock()
 		b := &Batch{done: make(chan struct{}), err: c.err()}
 		close(b.done)
 		return b, 0
 	}
-	if c.open == nil {
-		c.open = &Batch{done: make(chan struct{})}
-	}
-	b := c.open
 	i := len(b.cmds)
 	for _, cmd := range cmds {
 		if cmd != nil {
@@ -315,11 +368,38 @@ func (c *Committer) currentErr() error {
 }
 
 // applyLoop hands batches to the store until stop is closed (after a
-// final flush) or a batch fails.
+// final flush) or a batch fails. A batch holding only lazy commands is
+// handed over lazyWait after the first of them, unless a kick comes
+// first; a timer that fires after such a kick flushes whatever is open
+// then, a little early, which bounds every lazy command's wait all the
+// same.
 func (c *Committer) applyLoop(stop <-chan struct{}) {
+	var (
+		timer *time.Timer
+		due   <-chan time.Time // nil while no timer runs
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-c.kick:
+			if !c.flush(false, stop) {
+				return
+			}
+		case <-c.lazy:
+			if due == nil {
+				if timer == nil {
+					timer = time.NewTimer(lazyWait)
+				} else {
+					timer.Reset(lazyWait)
+				}
+				due = timer.C
+			}
+		case <-due:
+			due = nil
 			if !c.flush(false, stop) {
 				return
 			}

@@ -933,7 +933,16 @@ func (s *Scheduler) Started(agent string, id uint64, attempt uint32, m *protocol
 	if next.StartedAt.IsZero() {
 		next.StartedAt = at
 	}
-	s.transition(prev, next, "started", "pid "+strconv.FormatUint(uint64(m.PID), 10))
+	// Nothing is acted on once a start is durable, so it starts no
+	// round (and no fsync) of its own: it rides the next one (AddLazy).
+	// A crash that loses it loses nothing: the agent sends Started again
+	// on the job stream it opens to the next controller, and a result
+	// ends a Dispatched attempt as it ends a Running one.
+	r := round{}
+	s.change(&r, prev, next, "started", "pid "+strconv.FormatUint(uint64(m.PID), 10), hclog.Info, nil)
+	for _, cmd := range r.cmds { // one: a started job is not terminal
+		s.c.AddLazy(cmd)
+	}
 	return nil
 }
 
