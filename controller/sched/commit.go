@@ -70,7 +70,7 @@ type Committer struct {
 	open    *Batch
 	failed  error
 	kick    chan struct{}
-	lazy    chan struct{} // the open batch got its first lazy command (AddLazy)
+	soon    chan struct{} // the open batch's due time came earlier (queueWithin)
 	stopped bool
 
 	inflight chan *Batch   // applied, waiting for their fsync, in order
@@ -130,7 +130,7 @@ const maxInFlightLog = 8
 type Batch struct {
 	cmds    []store.Command
 	starts  []int          // where each group queued together begins (Log)
-	lazy    bool           // holds a command queued by AddLazy
+	due     time.Time      // applied by then, if no kick comes first (queueWithin); zero: no wait
 	results []store.Result // set once applied
 	pending syncer         // set once applied
 	done    chan struct{}
@@ -194,7 +194,7 @@ func NewCommitter(st *store.Store, o CommitOptions) *Committer {
 			return p, p.Results(), nil
 		},
 		kick:     make(chan struct{}, 1),
-		lazy:     make(chan struct{}, 1),
+		soon:     make(chan struct{}, 1),
 		inflight: make(chan *Batch, maxInFlight-2),
 		broken:   make(chan struct{}),
 	}
@@ -220,7 +220,17 @@ func (c *Committer) Add(cmd store.Command) *Batch {
 // (a job's "started": the agent sends Started again on every job stream,
 // and a result ends a dispatched attempt as it ends a running one).
 func (c *Committer) AddLazy(cmd store.Command) {
-	c.queueLazy(cmd)
+	c.queueWithin(lazyWait, cmd)
+}
+
+// AddAllWithin is AddAll for commands whose waiter can wait a little:
+// they start no round at once, but ride the next round something else
+// starts or, at the latest, one started d after they were queued. A
+// job's result uses it (resultWait), so that the results of several
+// agents arriving close together share one fsync instead of each
+// starting its own when the committer is idle.
+func (c *Committer) AddAllWithin(d time.Duration, cmds ...store.Command) (*Batch, int) {
+	return c.queueWithin(d, cmds...)
 }
 
 // lazyWait bounds how long a lazy command waits for a round to ride: a
@@ -253,26 +263,49 @@ func (c *Committer) Barrier() *Batch {
 	return b
 }
 
-// queueLazy adds cmd to the open batch without starting a round
-// (AddLazy).
-func (c *Committer) queueLazy(cmd store.Command) {
+// queueWithin adds cmds to the open batch without starting a round: the
+// batch is applied by d from now at the latest (AddLazy, AddAllWithin).
+func (c *Committer) queueWithin(d time.Duration, cmds ...store.Command) (*Batch, int) {
 	c.mu.Lock()
 	b := c.openBatch()
 	if b == nil {
 		c.mu.Unlock()
-		return // failed or stopped: the command is lost, as in a crash
+		b := &Batch{done: make(chan struct{}), err: c.err()}
+		close(b.done)
+		return b, 0
 	}
-	first := !b.lazy
-	b.lazy = true
-	b.starts = append(b.starts, len(b.cmds))
-	b.cmds = append(b.cmds, cmd)
+	i := len(b.cmds)
+	for _, cmd := range cmds {
+		if cmd != nil {
+			b.cmds = append(b.cmds, cmd)
+		}
+	}
+	if len(b.cmds) > i {
+		b.starts = append(b.starts, i)
+	}
+	due := time.Now().Add(d)
+	earlier := b.due.IsZero() || due.Before(b.due)
+	if earlier {
+		b.due = due
+	}
 	c.mu.Unlock()
-	if first {
+	if earlier {
 		select {
-		case c.lazy <- struct{}{}:
+		case c.soon <- struct{}{}:
 		default:
 		}
 	}
+	return b, i
+}
+
+// openDue returns the open batch's due time (zero: none, or no batch).
+func (c *Committer) openDue() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.open == nil {
+		return time.Time{}
+	}
+	return c.open.due
 }
 
 // openBatch returns the batch being filled, making one if needed; nil
@@ -368,38 +401,50 @@ func (c *Committer) currentErr() error {
 }
 
 // applyLoop hands batches to the store until stop is closed (after a
-// final flush) or a batch fails. A batch holding only lazy commands is
-// handed over lazyWait after the first of them, unless a kick comes
-// first; a timer that fires after such a kick flushes whatever is open
-// then, a little early, which bounds every lazy command's wait all the
-// same.
+// final flush) or a batch fails. A batch holding only commands that
+// can wait (queueWithin) is handed over at its due time, unless a kick
+// comes first; one timer runs for the earliest due time it was told of.
 func (c *Committer) applyLoop(stop <-chan struct{}) {
 	var (
 		timer *time.Timer
-		due   <-chan time.Time // nil while no timer runs
+		fire  <-chan time.Time // nil while no timer runs
+		armed time.Time        // when it fires
 	)
 	defer func() {
 		if timer != nil {
 			timer.Stop()
 		}
 	}()
+	// arm makes the timer fire at the open batch's due time, unless it
+	// already fires before that.
+	arm := func() {
+		due := c.openDue()
+		if due.IsZero() || (fire != nil && !due.Before(armed)) {
+			return
+		}
+		if timer == nil {
+			timer = time.NewTimer(time.Until(due))
+		} else {
+			timer.Reset(time.Until(due))
+		}
+		fire, armed = timer.C, due
+	}
 	for {
 		select {
 		case <-c.kick:
 			if !c.flush(false, stop) {
 				return
 			}
-		case <-c.lazy:
-			if due == nil {
-				if timer == nil {
-					timer = time.NewTimer(lazyWait)
-				} else {
-					timer.Reset(lazyWait)
-				}
-				due = timer.C
+		case <-c.soon:
+			arm()
+		case <-fire:
+			fire = nil
+			// The batch it was armed for may have gone with a kick; the
+			// one open now may be due later.
+			if due := c.openDue(); due.IsZero() || time.Until(due) > 0 {
+				arm()
+				continue
 			}
-		case <-due:
-			due = nil
 			if !c.flush(false, stop) {
 				return
 			}

@@ -502,3 +502,57 @@ func TestCommitterLazy(t *testing.T) {
 		}
 	})
 }
+
+// Commands that can wait share the earliest due time of their batch: a
+// result (AddAllWithin, a short wait) queued behind a lazy start (a long
+// one) takes both along at its own due time, and a round a kick starts
+// takes them at once.
+func TestCommitterWithin(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeStore()
+		c := fakeCommitter(f)
+		stop := make(chan struct{})
+		result := make(chan error, 1)
+		go func() { result <- c.Run(stop) }()
+
+		queued := time.Now()
+		c.AddLazy(update(1))
+		synctest.Wait()
+		const short = 2 * time.Millisecond
+		b, i := c.AddAllWithin(short, update(2), update(3))
+		s := <-f.applied
+		if waited := time.Since(queued); waited != short {
+			t.Errorf("the batch was applied after %s, want %s", waited, short)
+		}
+		if i != 1 || len(s.cmds) != 3 || jobOf(s.cmds[0]) != 1 || jobOf(s.cmds[2]) != 3 {
+			t.Fatalf("the round holds %v (the group at %d), want 1, 2, 3 (at 1)", s.cmds, i)
+		}
+		s.result <- nil
+		if err := b.Wait(); err != nil {
+			t.Fatal(err)
+		}
+
+		queued = time.Now()
+		b, _ = c.AddAllWithin(short, update(4))
+		c.Add(update(5))
+		s = <-f.applied
+		if waited := time.Since(queued); waited != 0 || len(s.cmds) != 2 {
+			t.Errorf("a kick applied %v after %s, want both at once", s.cmds, waited)
+		}
+		s.result <- nil
+		if err := b.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		// The timer armed for the batch a kick took fires with nothing
+		// due: no empty round.
+		time.Sleep(2 * short)
+		synctest.Wait()
+		if n := len(f.applied); n != 0 {
+			t.Errorf("%d rounds applied with nothing due", n)
+		}
+		close(stop)
+		if err := <-result; err != nil {
+			t.Fatal(err)
+		}
+	})
+}

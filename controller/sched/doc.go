@@ -94,7 +94,14 @@
 // (after a restart or a failover), which records it then; a result ends
 // a dispatched attempt as it ends a running one. Store readers (GET
 // /jobs/:id, lists by state) may see a running job as dispatched for up
-// to lazyWait. A job transition or output chunk the
+// to lazyWait.
+//
+// A result waits a little too, when its agent announced that it frees
+// the slot as the process ends (protocol.FeatureEarlyRelease): such an
+// agent runs its next job without waiting for the FinishAck, so the
+// result's round may wait up to resultWait (2 ms) for another to ride
+// (Committer.AddAllWithin) and the results of several agents share one
+// fsync. An older agent's result starts its round at once. A job transition or output chunk the
 // store refuses means memory and store disagree (ErrDiverged): the
 // Committer fails, and with it the controller.
 package sched
