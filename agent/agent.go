@@ -572,7 +572,7 @@ func (a *Agent) session(ctx, jobsCtx context.Context, addr string) (res tryResul
 	if err := w.Write(&protocol.Hello{
 		Version: protocol.Version, Name: a.name, Labels: a.cfg.Labels,
 		Slots: uint32(a.cfg.Slots), AgentVersion: Version, Running: a.held(),
-		Features: protocol.FeatureRedirect,
+		Features: protocol.FeatureRedirect | protocol.FeatureEarlyRelease,
 	}); err != nil {
 		return res, fmt.Errorf("sending hello: %w", err)
 	}

@@ -30,6 +30,7 @@ type agentConn struct {
 	labels    map[string]string
 	slots     int
 	version   string
+	features  protocol.Features // what its Hello announced
 	transport string
 	addr      string
 	connected time.Time
@@ -54,6 +55,10 @@ type agentConn struct {
 	statusSeq  uint64
 	statusWait map[uint64]chan *protocol.StatusReply
 }
+
+// Features returns what the agent's Hello announced (the scheduler asks,
+// sched/registry.go).
+func (a *agentConn) Features() protocol.Features { return a.features }
 
 // outQueue bounds the messages waiting for an agent's control stream,
 // beyond twice its slots (dispatches are bounded by its credits). An
@@ -195,7 +200,7 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 	_ = ctrl.SetReadDeadline(time.Time{})
 
 	a := &agentConn{
-		name: name, labels: hello.Labels, slots: int(hello.Slots), version: hello.AgentVersion,
+		name: name, labels: hello.Labels, slots: int(hello.Slots), version: hello.AgentVersion, features: hello.Features,
 		transport: sess.Transport(), addr: sess.RemoteAddr().String(), connected: time.Now().UTC(),
 		sess: sess, log: log, out: make(chan protocol.Message, outQueue+2*min(int(hello.Slots), 4096)), ctrl: w,
 		gate: s.gate, term: s.term,

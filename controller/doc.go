@@ -69,7 +69,9 @@
 // earlier ones sync, releasing them in order. Whatever makes a change
 // visible outside — the HTTP answer, the Dispatch to an agent, the
 // FinishAck, the LogAck — waits for its round, so nothing is
-// acknowledged that a kill -9 could lose.
+// acknowledged that a kill -9 could lose. A job's start waits for
+// nothing and starts no round of its own: it rides the next one (the
+// agent repeats it after a crash; package sched, Durability).
 //
 // The scheduler (package sched) keeps the non-terminal jobs, the queue
 // and its book of the connected agents in memory behind one mutex, and

@@ -92,6 +92,13 @@ const (
 	// Redirect only to an agent that announced it; an older agent gets
 	// Error{CodeShutdown} instead and retries its one address.
 	FeatureRedirect Features = 1 << 0
+	// FeatureEarlyRelease: the agent grants an attempt's slot (Credit)
+	// when its process ends, before the result's FinishAck, and lists
+	// such attempts in Heartbeat.Ended. Every agent since Heartbeat.Ended
+	// does; the bit says so. A controller may then take a little longer
+	// to acknowledge a result (to share a sync with others), since the
+	// agent waits for no FinishAck to run its next job.
+	FeatureEarlyRelease Features = 1 << 1
 )
 
 // Has reports whether every bit of g is in f.

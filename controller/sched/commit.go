@@ -21,7 +21,9 @@ import (
 // acknowledging a result or output — waits on the batch holding it.
 // Output chunks ride in the rounds like everything else: a job stream
 // queues each chunk and acknowledges it (LogAck) once its round is
-// durable, so a stream costs no fsync of its own.
+// durable, so a stream costs no fsync of its own. A command nobody
+// waits for (AddLazy: a job's start) starts no round at all; it rides
+// the next one, within lazyWait.
 //
 // Two goroutines form a pipeline. The applier takes everything queued so
 // far as one batch and hands it to the store with ApplyNoWait, which
@@ -68,6 +70,7 @@ type Committer struct {
 	open    *Batch
 	failed  error
 	kick    chan struct{}
+	soon    chan struct{} // the open batch's due time came earlier (queueWithin)
 	stopped bool
 
 	inflight chan *Batch   // applied, waiting for their fsync, in order
@@ -127,6 +130,7 @@ const maxInFlightLog = 8
 type Batch struct {
 	cmds    []store.Command
 	starts  []int          // where each group queued together begins (Log)
+	due     time.Time      // applied by then, if no kick comes first (queueWithin); zero: no wait
 	results []store.Result // set once applied
 	pending syncer         // set once applied
 	done    chan struct{}
@@ -190,6 +194,7 @@ func NewCommitter(st *store.Store, o CommitOptions) *Committer {
 			return p, p.Results(), nil
 		},
 		kick:     make(chan struct{}, 1),
+		soon:     make(chan struct{}, 1),
 		inflight: make(chan *Batch, maxInFlight-2),
 		broken:   make(chan struct{}),
 	}
@@ -205,6 +210,33 @@ func (c *Committer) Add(cmd store.Command) *Batch {
 	b, _ := c.queue(cmd)
 	return b
 }
+
+// AddLazy queues one command that need not be durable before anything
+// is acted on, so it starts no round of its own: it rides the next round
+// something else starts, and at the latest one starts lazyWait after it
+// was queued. Its place in the apply order is where it was queued, as
+// with Add; nobody waits for it (it returns nothing to wait on), and a
+// crash may lose it — whoever queues one must be able to make it again
+// (a job's "started": the agent sends Started again on every job stream,
+// and a result ends a dispatched attempt as it ends a running one).
+func (c *Committer) AddLazy(cmd store.Command) {
+	c.queueWithin(lazyWait, cmd)
+}
+
+// AddAllWithin is AddAll for commands whose waiter can wait a little:
+// they start no round at once, but ride the next round something else
+// starts or, at the latest, one started d after they were queued. A
+// job's result uses it (resultWait), so that the results of several
+// agents arriving close together share one fsync instead of each
+// starting its own when the committer is idle.
+func (c *Committer) AddAllWithin(d time.Duration, cmds ...store.Command) (*Batch, int) {
+	return c.queueWithin(d, cmds...)
+}
+
+// lazyWait bounds how long a lazy command waits for a round to ride: a
+// store reader (GET /jobs/:id, lists by state) sees the change at most
+// this late. Under load the next round comes far sooner.
+const lazyWait = 50 * time.Millisecond
 
 // Do queues one command, waits until it is durable and returns its
 // result.
@@ -231,20 +263,74 @@ func (c *Committer) Barrier() *Batch {
 	return b
 }
 
-// queue adds cmds (nil ones are skipped) to the open batch and returns
-// the batch and the first one's place in it.
-func (c *Committer) queue(cmds ...store.Command) (*Batch, int) {
+// queueWithin adds cmds to the open batch without starting a round: the
+// batch is applied by d from now at the latest (AddLazy, AddAllWithin).
+func (c *Committer) queueWithin(d time.Duration, cmds ...store.Command) (*Batch, int) {
 	c.mu.Lock()
-	if c.failed != nil || c.stopped {
+	b := c.openBatch()
+	if b == nil {
 		c.mu.Unlock()
 		b := &Batch{done: make(chan struct{}), err: c.err()}
 		close(b.done)
 		return b, 0
 	}
+	i := len(b.cmds)
+	for _, cmd := range cmds {
+		if cmd != nil {
+			b.cmds = append(b.cmds, cmd)
+		}
+	}
+	if len(b.cmds) > i {
+		b.starts = append(b.starts, i)
+	}
+	due := time.Now().Add(d)
+	earlier := b.due.IsZero() || due.Before(b.due)
+	if earlier {
+		b.due = due
+	}
+	c.mu.Unlock()
+	if earlier {
+		select {
+		case c.soon <- struct{}{}:
+		default:
+		}
+	}
+	return b, i
+}
+
+// openDue returns the open batch's due time (zero: none, or no batch).
+func (c *Committer) openDue() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.open == nil {
+		return time.Time{}
+	}
+	return c.open.due
+}
+
+// openBatch returns the batch being filled, making one if needed; nil
+// once the committer failed or stopped. The caller holds c.mu.
+func (c *Committer) openBatch() *Batch {
+	if c.failed != nil || c.stopped {
+		return nil
+	}
 	if c.open == nil {
 		c.open = &Batch{done: make(chan struct{})}
 	}
-	b := c.open
+	return c.open
+}
+
+// queue adds cmds (nil ones are skipped) to the open batch and returns
+// the batch and the first one's place in it.
+func (c *Committer) queue(cmds ...store.Command) (*Batch, int) {
+	c.mu.Lock()
+	b := c.openBatch()
+	if b == nil {
+		c.mu.Unlock()
+		b := &Batch{done: make(chan struct{}), err: c.err()}
+		close(b.done)
+		return b, 0
+	}
 	i := len(b.cmds)
 	for _, cmd := range cmds {
 		if cmd != nil {
@@ -315,11 +401,50 @@ func (c *Committer) currentErr() error {
 }
 
 // applyLoop hands batches to the store until stop is closed (after a
-// final flush) or a batch fails.
+// final flush) or a batch fails. A batch holding only commands that
+// can wait (queueWithin) is handed over at its due time, unless a kick
+// comes first; one timer runs for the earliest due time it was told of.
 func (c *Committer) applyLoop(stop <-chan struct{}) {
+	var (
+		timer *time.Timer
+		fire  <-chan time.Time // nil while no timer runs
+		armed time.Time        // when it fires
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	// arm makes the timer fire at the open batch's due time, unless it
+	// already fires before that.
+	arm := func() {
+		due := c.openDue()
+		if due.IsZero() || (fire != nil && !due.Before(armed)) {
+			return
+		}
+		if timer == nil {
+			timer = time.NewTimer(time.Until(due))
+		} else {
+			timer.Reset(time.Until(due))
+		}
+		fire, armed = timer.C, due
+	}
 	for {
 		select {
 		case <-c.kick:
+			if !c.flush(false, stop) {
+				return
+			}
+		case <-c.soon:
+			arm()
+		case <-fire:
+			fire = nil
+			// The batch it was armed for may have gone with a kick; the
+			// one open now may be due later.
+			if due := c.openDue(); due.IsZero() || time.Until(due) > 0 {
+				arm()
+				continue
+			}
 			if !c.flush(false, stop) {
 				return
 			}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"jobsuite/controller/store"
@@ -426,4 +427,132 @@ func BenchmarkCommitterLatency(b *testing.B) {
 	if err := <-result; err != nil {
 		b.Fatal(err)
 	}
+}
+
+// A lazy command starts no round: it waits in the open batch and rides
+// the next round something else starts, in the order it was queued; one
+// that nothing follows is applied lazyWait after it was queued.
+func TestCommitterLazy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeStore()
+		c := fakeCommitter(f)
+		stop := make(chan struct{})
+		result := make(chan error, 1)
+		go func() { result <- c.Run(stop) }()
+
+		c.AddLazy(update(1))
+		synctest.Wait()
+		if n := len(f.applied); n != 0 {
+			t.Fatalf("a lazy command alone started a round: %d applied", n)
+		}
+		b := c.Add(update(2))
+		s := <-f.applied
+		if len(s.cmds) != 2 || jobOf(s.cmds[0]) != 1 || jobOf(s.cmds[1]) != 2 {
+			t.Fatalf("the round holds %v, want the lazy command 1 then 2", s.cmds)
+		}
+		s.result <- nil
+		if err := b.Wait(); err != nil {
+			t.Fatal(err)
+		}
+
+		// Alone, it is applied once lazyWait has passed, not before.
+		queued := time.Now()
+		c.AddLazy(update(3))
+		s = <-f.applied
+		if waited := time.Since(queued); waited != lazyWait {
+			t.Fatalf("a lone lazy command was applied after %s, want %s", waited, lazyWait)
+		}
+		if len(s.cmds) != 1 || jobOf(s.cmds[0]) != 3 {
+			t.Fatalf("the round holds %v, want the lazy command 3", s.cmds)
+		}
+		s.result <- nil
+
+		// A timer left from a round that a kick flushed first still
+		// bounds the next lazy command's wait.
+		c.AddLazy(update(4))
+		synctest.Wait()
+		b = c.Add(update(5))
+		s = <-f.applied
+		s.result <- nil
+		if err := b.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		queued = time.Now()
+		c.AddLazy(update(6))
+		s = <-f.applied
+		if waited := time.Since(queued); waited > lazyWait {
+			t.Fatalf("a lazy command was applied after %s, more than %s", waited, lazyWait)
+		}
+		if len(s.cmds) != 1 || jobOf(s.cmds[0]) != 6 {
+			t.Fatalf("the round holds %v, want the lazy command 6", s.cmds)
+		}
+		s.result <- nil
+
+		// Stopping flushes a lazy command still waiting.
+		c.AddLazy(update(7))
+		synctest.Wait()
+		close(stop)
+		s = <-f.applied
+		if len(s.cmds) != 1 || jobOf(s.cmds[0]) != 7 {
+			t.Fatalf("the final round holds %v, want the lazy command 7", s.cmds)
+		}
+		s.result <- nil
+		if err := <-result; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// Commands that can wait share the earliest due time of their batch: a
+// result (AddAllWithin, a short wait) queued behind a lazy start (a long
+// one) takes both along at its own due time, and a round a kick starts
+// takes them at once.
+func TestCommitterWithin(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeStore()
+		c := fakeCommitter(f)
+		stop := make(chan struct{})
+		result := make(chan error, 1)
+		go func() { result <- c.Run(stop) }()
+
+		queued := time.Now()
+		c.AddLazy(update(1))
+		synctest.Wait()
+		const short = 2 * time.Millisecond
+		b, i := c.AddAllWithin(short, update(2), update(3))
+		s := <-f.applied
+		if waited := time.Since(queued); waited != short {
+			t.Errorf("the batch was applied after %s, want %s", waited, short)
+		}
+		if i != 1 || len(s.cmds) != 3 || jobOf(s.cmds[0]) != 1 || jobOf(s.cmds[2]) != 3 {
+			t.Fatalf("the round holds %v (the group at %d), want 1, 2, 3 (at 1)", s.cmds, i)
+		}
+		s.result <- nil
+		if err := b.Wait(); err != nil {
+			t.Fatal(err)
+		}
+
+		queued = time.Now()
+		b, _ = c.AddAllWithin(short, update(4))
+		c.Add(update(5))
+		s = <-f.applied
+		if waited := time.Since(queued); waited != 0 || len(s.cmds) != 2 {
+			t.Errorf("a kick applied %v after %s, want both at once", s.cmds, waited)
+		}
+		s.result <- nil
+		if err := b.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		// The timer armed for the batch a kick took fires with nothing
+		// due: no empty round.
+		time.Sleep(2 * short)
+		synctest.Wait()
+		if n := len(f.applied); n != 0 {
+			t.Errorf("%d rounds applied with nothing due", n)
+		}
+		close(stop)
+		if err := <-result; err != nil {
+			t.Fatal(err)
+		}
+	})
 }

@@ -81,7 +81,27 @@
 // it: Submit and Cancel before they return, the dispatcher before it
 // sends a round's Dispatches, the job stream before its FinishAck or
 // LogAck. Batches become durable in order, so a waiter may rely on every
-// earlier batch being durable too. A job transition or output chunk the
+// earlier batch being durable too.
+//
+// A job's start is the one transition nothing waits for: nothing is
+// acted on once it is durable, so Started queues it with
+// Committer.AddLazy, which starts no round (and no fsync) of its own —
+// it rides the next round something else starts (a short job's result,
+// usually, which the agent sends in the same write), or one started
+// lazyWait (50 ms) after it. A crash before then loses nothing: the store
+// still holds the attempt as dispatched, and the agent sends Started
+// again first thing on the job stream it opens to the next controller
+// (after a restart or a failover), which records it then; a result ends
+// a dispatched attempt as it ends a running one. Store readers (GET
+// /jobs/:id, lists by state) may see a running job as dispatched for up
+// to lazyWait.
+//
+// A result waits a little too, when its agent announced that it frees
+// the slot as the process ends (protocol.FeatureEarlyRelease): such an
+// agent runs its next job without waiting for the FinishAck, so the
+// result's round may wait up to resultWait (2 ms) for another to ride
+// (Committer.AddAllWithin) and the results of several agents share one
+// fsync. An older agent's result starts its round at once. A job transition or output chunk the
 // store refuses means memory and store disagree (ErrDiverged): the
 // Committer fails, and with it the controller.
 package sched

@@ -142,7 +142,7 @@ func (s *Scheduler) expire(now time.Time) time.Time {
 				delete(st.running, it.id)
 				st.conn.Send(&protocol.Cancel{JobID: it.id, Attempt: c.Number, Reason: "timeout (controller deadline)"})
 			}
-			s.endAttempt(j, next, store.OutcomeTimeout, nc.Error)
+			s.endAttempt(j, next, store.OutcomeTimeout, nc.Error, 0)
 			continue
 		}
 		l, ok := s.leases[it.id]

@@ -29,7 +29,7 @@ func TestCancelledReason(t *testing.T) {
 			next.State = store.Running
 			next.CancelRequested = true
 			next.Attempts = append(next.Attempts, store.Attempt{Number: 1, Agent: "a"})
-			b := s.endAttempt(prev, next, tt.outcome, tt.msg)
+			b := s.endAttempt(prev, next, tt.outcome, tt.msg, 0)
 			s.mu.Unlock()
 			if err := b.Wait(); err != nil {
 				t.Fatal(err)

@@ -25,6 +25,24 @@ type agentState struct {
 	stopping bool              // it drains itself (it is shutting down): no undrain
 	running  map[uint64]uint32 // job ID → attempt
 	lastSeen time.Time
+	// earlyRelease: the agent grants an attempt's slot when its process
+	// ends, before the FinishAck (protocol.FeatureEarlyRelease), so its
+	// results may wait a little for a shared fsync (resultWait).
+	earlyRelease bool
+}
+
+// resultWait bounds how long a job's result waits for a round to ride
+// before starting its own, when its agent has freed the slot already:
+// results of several agents then share one fsync. The FinishAck comes
+// that much later at most, well within the agent's own wait before it
+// syncs the result itself (50 ms).
+const resultWait = 2 * time.Millisecond
+
+// featured is a Session that says which protocol features its agent
+// announced (the controller's agentConn); sessions that do not say
+// announced none.
+type featured interface {
+	Features() protocol.Features
 }
 
 // free is how many more attempts the agent may be sent: it granted the
@@ -57,6 +75,9 @@ func (s *Scheduler) Register(a Session, running []protocol.AttemptRef) {
 	}
 	now := s.clock.Now()
 	st := &agentState{conn: a, labels: a.Labels(), slots: a.Slots(), running: map[uint64]uint32{}, lastSeen: now}
+	if f, ok := a.(featured); ok {
+		st.earlyRelease = f.Features().Has(protocol.FeatureEarlyRelease)
+	}
 	s.agents[name] = st
 	for _, ref := range running {
 		if j := s.current(ref.JobID, ref.Attempt, name); j != nil {

@@ -242,6 +242,19 @@ func (s *Scheduler) transition(prev, next *store.Job, typ, msg string) *Batch {
 	return s.submitTransition(prev, next, typ, msg, hclog.Info, nil)
 }
 
+// transitionWithin is transition for a change whose waiter can wait up
+// to within for a round to ride (Committer.AddAllWithin); 0: at once.
+func (s *Scheduler) transitionWithin(prev, next *store.Job, typ, msg string, within time.Duration) *Batch {
+	if within <= 0 {
+		return s.transition(prev, next, typ, msg)
+	}
+	r := round{}
+	s.change(&r, prev, next, typ, msg, hclog.Info, nil)
+	b, _ := s.c.AddAllWithin(within, r.cmds...)
+	s.remember(&r, b)
+	return b
+}
+
 // submitTransition is transition for submissions: with the level of its
 // log line (a batch submit's jobs log at debug, the batch one info line)
 // and an audit entry (if not nil) written in the same store batch. A job
@@ -270,6 +283,13 @@ func (s *Scheduler) commit(r *round) *Batch {
 	} else {
 		b, _ = s.c.AddAll(r.cmds...)
 	}
+	s.remember(r, b)
+	return b
+}
+
+// remember keeps r's finished jobs at hand until b, the batch holding
+// r, is durable. The caller holds s.mu.
+func (s *Scheduler) remember(r *round, b *Batch) {
 	for _, j := range r.ended {
 		// Until the batch is durable the store still has the previous
 		// version; keep the final one at hand for cancel.
@@ -277,7 +297,6 @@ func (s *Scheduler) commit(r *round) *Batch {
 		s.ended[j.ID] = ended{job: j, b: b}
 		s.endedQ = append(s.endedQ, j.ID)
 	}
-	return b
 }
 
 // change makes next the latest version of its job, keeps the in-memory
@@ -940,7 +959,16 @@ func (s *Scheduler) Started(agent string, id uint64, attempt uint32, m *protocol
 	if next.StartedAt.IsZero() {
 		next.StartedAt = at
 	}
-	s.transition(prev, next, "started", "pid "+strconv.FormatUint(uint64(m.PID), 10))
+	// Nothing is acted on once a start is durable, so it starts no
+	// round (and no fsync) of its own: it rides the next one (AddLazy).
+	// A crash that loses it loses nothing: the agent sends Started again
+	// on the job stream it opens to the next controller, and a result
+	// ends a Dispatched attempt as it ends a Running one.
+	r := round{}
+	s.change(&r, prev, next, "started", "pid "+strconv.FormatUint(uint64(m.PID), 10), hclog.Info, nil)
+	for _, cmd := range r.cmds { // one: a started job is not terminal
+		s.c.AddLazy(cmd)
+	}
 	return nil
 }
 
@@ -953,7 +981,14 @@ func (s *Scheduler) Finished(agent string, id uint64, attempt uint32, f *protoco
 	if prev == nil {
 		return nil, fmt.Errorf("%w: job %d attempt %d", ErrStaleAttempt, id, attempt)
 	}
+	var within time.Duration
 	if st := s.agents[agent]; st != nil {
+		if st.earlyRelease {
+			// Its slot is free already (the agent granted it when the
+			// process ended): the FinishAck may wait a little for other
+			// results, to share their fsync.
+			within = resultWait
+		}
 		delete(st.running, id)
 		if st.free() > 0 {
 			// The agent grants the slot when the process ends, so its
@@ -986,7 +1021,7 @@ func (s *Scheduler) Finished(agent string, id uint64, attempt uint32, f *protoco
 	case protocol.OutcomeCancelled:
 		outcome = store.OutcomeCancelled
 	}
-	return s.endAttempt(prev, next, outcome, describe(f)), nil
+	return s.endAttempt(prev, next, outcome, describe(f), within), nil
 }
 
 func describe(f *protocol.Finished) string {
@@ -1003,7 +1038,10 @@ func describe(f *protocol.Finished) string {
 // endAttempt closes next's current attempt with outcome and decides what
 // follows: done, a retry after backoff, or a final failure. The caller
 // holds s.mu.
-func (s *Scheduler) endAttempt(prev, next *store.Job, outcome store.Outcome, msg string) *Batch {
+//
+// within is how long the round may wait for another to ride
+// (transitionWithin): a result whose agent has freed its slot already.
+func (s *Scheduler) endAttempt(prev, next *store.Job, outcome store.Outcome, msg string, within time.Duration) *Batch {
 	c := next.Current()
 	c.Outcome = outcome
 	if c.FinishedAt.IsZero() {
@@ -1027,7 +1065,7 @@ func (s *Scheduler) endAttempt(prev, next *store.Job, outcome store.Outcome, msg
 		next.NotBefore = now.Add(wait)
 		next.Reason = fmt.Sprintf("attempt %d %s (%s); retry %d of %d in %s",
 			c.Number, outcome, msg, len(next.Attempts), next.Retries, wait.Round(time.Millisecond))
-		return s.transition(prev, next, "retry", next.Reason)
+		return s.transitionWithin(prev, next, "retry", next.Reason, within)
 	case outcome == store.OutcomeTimeout:
 		next.State = store.Timeout
 	default:
@@ -1035,7 +1073,7 @@ func (s *Scheduler) endAttempt(prev, next *store.Job, outcome store.Outcome, msg
 	}
 	next.FinishedAt = now
 	next.Reason = "attempt " + strconv.FormatUint(uint64(c.Number), 10) + " " + string(outcome) + ": " + msg
-	return s.transition(prev, next, "finished", next.Reason)
+	return s.transitionWithin(prev, next, "finished", next.Reason, within)
 }
 
 // backoff is the wait before retry n (1-based): base·2^(n-1), capped,
@@ -1135,7 +1173,7 @@ func (s *Scheduler) loseAttempt(j *store.Job, why string) *Batch {
 	if st := s.agents[c.Agent]; st != nil {
 		delete(st.running, j.ID)
 	}
-	return s.endAttempt(j, next, store.OutcomeLost, why)
+	return s.endAttempt(j, next, store.OutcomeLost, why, 0)
 }
 
 // DelayLoop moves waiting jobs back into the queue when they are due,

@@ -647,3 +647,54 @@ func dispatches(a *fakeAgent) []*protocol.Dispatch {
 	}
 	return out
 }
+
+// featuredAgent is a fakeAgent that announces protocol features.
+type featuredAgent struct {
+	*fakeAgent
+	features protocol.Features
+}
+
+func (a featuredAgent) Features() protocol.Features { return a.features }
+
+// A result waits up to resultWait for a round to share only when its
+// agent announced that it frees the slot at the process's end (it waits
+// for no FinishAck to run its next job); an older agent's result starts
+// its round at once.
+func TestResultWaitsOnlyForEarlyRelease(t *testing.T) {
+	for name, tc := range map[string]struct {
+		features protocol.Features
+		wait     time.Duration
+	}{
+		"early release": {protocol.FeatureEarlyRelease | protocol.FeatureRedirect, resultWait},
+		"older agent":   {protocol.FeatureRedirect, 0},
+		"no features":   {0, 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				f := newSchedFixture(t, Options{})
+				a := featuredAgent{&fakeAgent{name: "a1", slots: 1, log: testLog(t, "a1"), out: make(chan protocol.Message, 16)}, tc.features}
+				f.s.Register(a, nil)
+				f.s.Credit(a, 1)
+				if _, _, err := f.s.Submit(&store.Job{Command: "true"}, nil); err != nil {
+					t.Fatal(err)
+				}
+				d := f.dispatch()
+				if len(d) != 1 {
+					t.Fatalf("%d dispatches, want 1", len(d))
+				}
+				synctest.Wait() // the committer is idle
+				start := time.Now()
+				b, err := f.s.Finished("a1", d[0].JobID, d[0].Attempt, &protocol.Finished{Outcome: protocol.OutcomeCompleted})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := b.Wait(); err != nil {
+					t.Fatal(err)
+				}
+				if waited := time.Since(start); waited != tc.wait {
+					t.Errorf("the result was durable after %s, want %s", waited, tc.wait)
+				}
+			})
+		})
+	}
+}
