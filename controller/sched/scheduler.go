@@ -56,19 +56,19 @@ type Scheduler struct {
 	// records), the unfinished jobs pinned to each agent, when each
 	// agent last disconnected, the away checks of queued pinned jobs,
 	// and when Load ran.
-	known    map[string]store.Agent
-	pinned   map[string]map[uint64]struct{}
-	goneAt   map[string]time.Time
-	pins     pinHeap
-	loadedAt time.Time
-	schedules  map[string]*schedule // by name (schedules.go)
-	timers     timerHeap            // when each schedule fires next
-	rotate     int                  // round-robin start among agents
-	wake       chan struct{}        // dispatcher doorbell
-	delayCh    chan struct{}        // delay timer doorbell
-	expiryCh   chan struct{}        // expiry timer doorbell: an earlier entry
-	metrics    Metrics              // counts transitions (SetMetrics); noMetrics until then
-	disk       Disk                 // dispatch pauses while it refuses growth
+	known     map[string]store.Agent
+	pinned    map[string]map[uint64]struct{}
+	goneAt    map[string]time.Time
+	pins      pinHeap
+	loadedAt  time.Time
+	schedules map[string]*schedule // by name (schedules.go)
+	timers    timerHeap            // when each schedule fires next
+	rotate    int                  // round-robin start among agents
+	wake      chan struct{}        // dispatcher doorbell
+	delayCh   chan struct{}        // delay timer doorbell
+	expiryCh  chan struct{}        // expiry timer doorbell: an earlier entry
+	metrics   Metrics              // counts transitions (SetMetrics); noMetrics until then
+	disk      Disk                 // dispatch pauses while it refuses growth
 }
 
 // ended is a job that reached a final state whose batch may not be
@@ -103,8 +103,8 @@ type Options struct {
 	// fan-out child) waits for its agent to connect before it fails;
 	// 0 means DefaultOfflineTimeout.
 	OfflineTimeout time.Duration
-	MaxOutput         uint64 // stored output per attempt, sent in Dispatch; 0: no cap
-	Disk              Disk   // dispatch pauses while it refuses growth; nil: no guard
+	MaxOutput      uint64 // stored output per attempt, sent in Dispatch; 0: no cap
+	Disk           Disk   // dispatch pauses while it refuses growth; nil: no guard
 	// Clock is the scheduler's time; nil means clock.Real. Every time the
 	// scheduler puts in a command (event, attempt and chunk times,
 	// NotBefore, lease deadlines) comes from it.
