@@ -221,9 +221,6 @@ func decodeFanout(req *api.SubmitRequest, lim submitLimits) (*sched.FanoutSpec, 
 	if len(req.Labels) > 0 {
 		return nil, badField("labels", "a fan-out selects its agents with \"fanout\": {\"labels\": ...}; leave the job's labels out")
 	}
-	if req.IdempotencyKey != "" {
-		return nil, badField("idempotency_key", "is not supported with a fan-out")
-	}
 	if len(req.After) > 0 {
 		return nil, badField("after", "is not supported with a fan-out (a job can run after a fan-out, not the reverse)")
 	}

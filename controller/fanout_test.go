@@ -122,7 +122,6 @@ func TestFanoutValidation(t *testing.T) {
 		"job labels":     {`{"command": "true", "labels": {"a": "b"}, "fanout": {"all": true}}`, 400, "labels"},
 		"no agent":       {`{"command": "true", "fanout": {"labels": {"role": "db"}}}`, 409, "fanout"},
 		"in a batch":     {`[{"command": "true", "fanout": {"all": true}}]`, 400, ""},
-		"idempotency":    {`{"command": "true", "idempotency_key": "k", "fanout": {"all": true}}`, 400, "idempotency_key"},
 		"percent ok 50%": {`{"command": "true", "fanout": {"all": true, "batch": "50%"}}`, 201, ""},
 	}
 	for name, tc := range tests {

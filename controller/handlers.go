@@ -184,7 +184,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprout
 // round) and answers with the parent and its children: 409 when no
 // agent matches.
 func (s *Server) submitFanout(w http.ResponseWriter, job *store.Job, spec sched.FanoutSpec, audit *store.AuditEntry) {
-	p, children, err := s.sched.SubmitFanout(job, spec, audit)
+	p, children, created, err := s.sched.SubmitFanout(job, spec, audit)
 	if errors.Is(err, ErrNoAgents) {
 		writeJSON(w, http.StatusConflict, api.Error{Error: "field \"fanout\": " + err.Error(), Field: "fanout"})
 		return
@@ -193,8 +193,19 @@ func (s *Server) submitFanout(w http.ResponseWriter, job *store.Job, spec sched.
 		s.submitFailed(w, err, 1)
 		return
 	}
-	s.logAudit(audit)
 	w.Header().Set("Location", "/jobs/"+strconv.FormatUint(p.ID, 10))
+	if !created { // the idempotency key's job, as it is now
+		if cur, err := s.st.Get(p.ID); err == nil {
+			p = cur
+		}
+		v := viewJob(p, s.sched.Reason(p))
+		if p.Fanout != nil {
+			v.Children = childViews(s.children(p), func(c *store.Job) string { return c.Reason })
+		}
+		writeJSON(w, http.StatusOK, v)
+		return
+	}
+	s.logAudit(audit)
 	v := viewJob(p, "")
 	v.Children = childViews(children, func(c *store.Job) string { return c.Reason })
 	writeJSON(w, http.StatusCreated, v)

@@ -106,8 +106,53 @@ type FanoutSpec struct {
 // selects, in one round: the parent (j, whose ID, Fanout and state it
 // sets) and one child per agent, by agent name. It returns the parent
 // and its children once the round is durable; ErrNoAgents when no
-// agent matches.
-func (s *Scheduler) SubmitFanout(j *store.Job, spec FanoutSpec, audit *store.AuditEntry) (*store.Job, []*store.Job, error) {
+// agent matches. A parent whose idempotency key names an existing job
+// is not created: that job is returned, with created false and no
+// children (the key is the parent's; the children have none).
+func (s *Scheduler) SubmitFanout(j *store.Job, spec FanoutSpec, audit *store.AuditEntry) (parent *store.Job, children []*store.Job, created bool, err error) {
+	var mine *pendingKey
+	if k := j.IdempotencyKey; k != "" {
+		s.mu.Lock()
+		if p, ok := s.keys[k]; ok {
+			s.mu.Unlock()
+			<-p.ready
+			if p.err != nil {
+				return nil, nil, false, p.err
+			}
+			if p.b != nil {
+				if err := p.b.Wait(); err != nil {
+					return nil, nil, false, err
+				}
+			}
+			return p.job, nil, false, nil
+		}
+		mine = &pendingKey{ready: make(chan struct{})}
+		s.keys[k] = mine
+		s.mu.Unlock()
+		existing, err := s.keyed(k)
+		if err != nil || existing != nil {
+			s.mu.Lock()
+			delete(s.keys, k)
+			mine.job, mine.err = existing, err
+			close(mine.ready)
+			s.mu.Unlock()
+			return existing, nil, false, err
+		}
+		defer func() {
+			s.mu.Lock()
+			if s.keys[k] == mine {
+				delete(s.keys, k)
+			}
+			if parent == nil { // not created: later submits try again
+				if err == nil {
+					err = ErrShuttingDown
+				}
+				mine.err = err
+				close(mine.ready)
+			}
+			s.mu.Unlock()
+		}()
+	}
 	s.mu.Lock()
 	hosts := s.chooseAgents(spec)
 	s.mu.Unlock()
@@ -121,10 +166,10 @@ func (s *Scheduler) SubmitFanout(j *store.Job, spec FanoutSpec, audit *store.Aud
 		} else if spec.IncludeOffline {
 			what = "no agent is known"
 		}
-		return nil, nil, fmt.Errorf("%w: %s", ErrNoAgents, what)
+		return nil, nil, false, fmt.Errorf("%w: %s", ErrNoAgents, what)
 	}
 	if err := s.disk.Room(recordSize(j) * (len(hosts) + 1)); err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 
 	s.mu.Lock()
@@ -133,7 +178,7 @@ func (s *Scheduler) SubmitFanout(j *store.Job, spec FanoutSpec, audit *store.Aud
 	// command is made.
 	if hosts = s.chooseAgents(spec); len(hosts) == 0 {
 		s.mu.Unlock()
-		return nil, nil, fmt.Errorf("%w: the matching agents went away", ErrNoAgents)
+		return nil, nil, false, fmt.Errorf("%w: the matching agents went away", ErrNoAgents)
 	}
 	n := len(hosts)
 	now := s.clock.Now().UTC()
@@ -151,7 +196,7 @@ func (s *Scheduler) SubmitFanout(j *store.Job, spec FanoutSpec, audit *store.Aud
 	j.Labels = nil
 	j.State = store.Running
 	j.CreatedAt, j.QueuedAt, j.StartedAt = now, now, now
-	children := make([]*store.Job, n)
+	children = make([]*store.Job, n)
 	for i, h := range hosts {
 		c := j.Clone()
 		c.ID = s.st.NextID()
@@ -168,7 +213,8 @@ func (s *Scheduler) SubmitFanout(j *store.Job, spec FanoutSpec, audit *store.Aud
 		children[i] = c
 	}
 	j.Fanout.FirstChild = children[0].ID
-	j.Reason = summary(j.Fanout, fanoutTally{queued: min(n, batchOr(j.Fanout.Batch, n)), blocked: n - min(n, batchOr(j.Fanout.Batch, n))})
+	released := batchOr(j.Fanout.Batch, n)
+	j.Reason = summary(j.Fanout, fanoutTally{queued: released, blocked: n - released})
 	if audit != nil {
 		audit.Target = "job " + strconv.FormatUint(j.ID, 10)
 		audit.Detail = fmt.Sprintf("fan-out to %d agents", n)
@@ -187,11 +233,15 @@ func (s *Scheduler) SubmitFanout(j *store.Job, spec FanoutSpec, audit *store.Aud
 		s.change(&r, nil, c, "submitted", "fan-out child of job "+strconv.FormatUint(j.ID, 10)+" on "+c.Agent, hclog.Debug, nil)
 	}
 	b := s.commit(&r)
+	if mine != nil {
+		mine.job, mine.b = j, b
+		close(mine.ready)
+	}
 	s.mu.Unlock()
 	if err := b.Wait(); err != nil {
-		return nil, nil, err
+		return j, nil, false, err
 	}
-	return j, children, nil
+	return j, children, true, nil
 }
 
 func batchOr(b, n int) int {

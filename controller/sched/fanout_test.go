@@ -28,7 +28,7 @@ func fanoutAgents(t *testing.T, f *schedFixture) map[string]*fakeAgent {
 
 func (f *schedFixture) fanout(spec FanoutSpec) (*store.Job, []*store.Job) {
 	f.t.Helper()
-	p, children, err := f.s.SubmitFanout(&store.Job{Command: "uptime", Logs: true, Cancellable: true}, spec, nil)
+	p, children, _, err := f.s.SubmitFanout(&store.Job{Command: "uptime", Logs: true, Cancellable: true}, spec, nil)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestFanoutSelectsAndPins(t *testing.T) {
 func TestFanoutNoAgents(t *testing.T) {
 	f := newSchedFixture(t, Options{})
 	fanoutAgents(t, f)
-	_, _, err := f.s.SubmitFanout(&store.Job{Command: "x"}, FanoutSpec{Selector: map[string]string{"role": "db"}}, nil)
+	_, _, _, err := f.s.SubmitFanout(&store.Job{Command: "x"}, FanoutSpec{Selector: map[string]string{"role": "db"}}, nil)
 	if !errors.Is(err, ErrNoAgents) || !strings.Contains(err.Error(), "role=db") {
 		t.Fatalf("err %v, want ErrNoAgents naming role=db", err)
 	}
@@ -318,5 +318,25 @@ func TestFanoutDependency(t *testing.T) {
 	}
 	if r := f.roundOf(children[2].ID, store.Completed); !inRound(r, after.ID, store.Queued) {
 		t.Errorf("the dependent's release is not in the round of the last child's end")
+	}
+}
+
+// A parent's idempotency key: a second submit with it returns the
+// first fan-out and creates nothing.
+func TestFanoutIdempotencyKey(t *testing.T) {
+	f := newSchedFixture(t, Options{})
+	fanoutAgents(t, f)
+	p, children, created, err := f.s.SubmitFanout(&store.Job{Command: "x", IdempotencyKey: "k"}, FanoutSpec{}, nil)
+	if err != nil || !created || len(children) != 5 {
+		t.Fatalf("first: created %v, %d children, %v", created, len(children), err)
+	}
+	again, children, created, err := f.s.SubmitFanout(&store.Job{Command: "x", IdempotencyKey: "k"}, FanoutSpec{}, nil)
+	if err != nil || created || children != nil || again.ID != p.ID {
+		t.Fatalf("second: job %v created %v children %d, %v; want job %d again", again, created, len(children), err, p.ID)
+	}
+	for _, c := range f.s.Children(p) {
+		if c.IdempotencyKey != "" {
+			t.Errorf("child %d holds the key", c.ID)
+		}
 	}
 }
