@@ -104,6 +104,23 @@ func TestFanoutEndToEnd(t *testing.T) {
 	if j := c.waitState(after.JobID, "completed"); j.Status != "completed" {
 		t.Errorf("the job after the fan-out: %s", j.Status)
 	}
+	// Run again: a fan-out again, over the same selector and batch; a
+	// child run again stays on its host.
+	code, b := c.do("POST", "/jobs/resubmit", fmt.Sprintf(`{"job_id": %d}`, p.JobID))
+	var again api.JobView
+	_ = json.Unmarshal(b, &again)
+	if code != 201 || again.Fanout == nil || again.Fanout.Children != 3 || again.Fanout.Batch != 1 {
+		t.Errorf("resubmit of the parent: %d %s", code, b)
+	}
+	code, b = c.do("POST", "/jobs/resubmit", fmt.Sprintf(`{"job_id": %d}`, p.Children[1].JobID))
+	var child api.JobView
+	_ = json.Unmarshal(b, &child)
+	if code != 201 || child.Agent != "web-2" {
+		t.Errorf("resubmit of a child: %d %s", code, b)
+	}
+	if v := c.waitView(child.JobID, "completed"); v.Attempts[0].Agent != "web-2" {
+		t.Errorf("the child run again ran on %s", v.Attempts[0].Agent)
+	}
 }
 
 // Refusals name the field; no matching agent is 409.
