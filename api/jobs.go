@@ -47,6 +47,51 @@ type SubmitRequest struct {
 	// they all ended, however. Every ID must exist.
 	After    []uint64 `json:"after,omitempty"`
 	AfterAny bool     `json:"after_any,omitempty"`
+	// Fanout runs the job on every agent it selects (POST /jobs only):
+	// a parent job and one child per agent, pinned to it.
+	Fanout *FanoutRequest `json:"fanout,omitempty"`
+}
+
+// FanoutRequest selects the agents of a fan-out and how it rolls out.
+// Either All or Labels must be set: All alone is every agent, Labels
+// the agents whose labels match all of them. The agents are chosen at
+// submit time: the connected ones, and with IncludeDisconnected also
+// those known from an earlier connection.
+type FanoutRequest struct {
+	All                 bool              `json:"all,omitempty"`
+	Labels              map[string]string `json:"labels,omitempty"`
+	IncludeDisconnected bool              `json:"include_disconnected,omitempty"`
+	// Batch is how many children run at once: a number, or "N%" of the
+	// children (rounded up); absent: all at once.
+	Batch json.RawMessage `json:"batch,omitempty"`
+	// MaxFailures stops the rollout once this many children failed or
+	// timed out (a number, or "N%"): no new child starts, the rest are
+	// cancelled. Absent: no limit.
+	MaxFailures json.RawMessage `json:"max_failures,omitempty"`
+}
+
+// FanoutView is a fan-out parent's rollout (JobView.Fanout).
+type FanoutView struct {
+	Labels              map[string]string `json:"labels,omitempty"` // the selector; empty: every agent
+	IncludeDisconnected bool              `json:"include_disconnected,omitempty"`
+	Children            int               `json:"children"`
+	FirstChild          uint64            `json:"first_child"` // children are first_child .. first_child+children-1
+	Batch               int               `json:"batch,omitempty"`
+	MaxFailures         *int              `json:"max_failures,omitempty"`
+	Completed           int               `json:"completed"`
+	Failed              int               `json:"failed"`
+	Timeout             int               `json:"timeout"`
+	Cancelled           int               `json:"cancelled"`
+	Stopped             bool              `json:"stopped,omitempty"` // max_failures stopped the rollout
+}
+
+// ChildView is one child of a fan-out in GET /jobs/:id of its parent.
+type ChildView struct {
+	JobID    uint64 `json:"job_id"`
+	Agent    string `json:"agent"`
+	Status   string `json:"status"`
+	Reason   string `json:"reason,omitempty"`
+	ExitCode *int   `json:"exit_code"`
 }
 
 // BackoffRequest is the retry backoff of a submitted job, in seconds;
@@ -110,6 +155,10 @@ type JobView struct {
 	After           []uint64          `json:"after,omitempty"` // the jobs it runs after
 	AfterAny        bool              `json:"after_any,omitempty"`
 	Schedule        string            `json:"schedule,omitempty"` // the schedule that created it
+	Parent          uint64            `json:"parent,omitempty"`   // the fan-out it is a child of
+	Agent           string            `json:"agent,omitempty"`    // the agent it is pinned to (a fan-out child)
+	Fanout          *FanoutView       `json:"fanout,omitempty"`   // set on a fan-out's parent
+	Children        []ChildView       `json:"children,omitempty"` // a fan-out parent's children (GET /jobs/:id only)
 	Live            *LiveView         `json:"live,omitempty"`     // only with ?live=1
 }
 

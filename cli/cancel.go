@@ -65,6 +65,8 @@ func (c *CancelCommand) Run(args []string) int {
 		switch {
 		case err != nil:
 			code = c.errorf("job %d: %v", id, err)
+		case status == http.StatusAccepted && job.Fanout != nil:
+			fmt.Fprintf(c.Stdout, "Job %d (a fan-out) cancel requested; children not started are cancelled, the agents are stopping the running ones\n", id)
 		case status == http.StatusAccepted:
 			fmt.Fprintf(c.Stdout, "Job %d cancel requested; the agent is stopping it\n", id)
 		default:

@@ -64,6 +64,9 @@ Options:
   -aging DUR         A queued job gains one priority point per DUR waited, so
                      high-priority floods cannot starve the rest. Default {aging}
                      (strict priority).
+  -offline-timeout DUR
+                     A fan-out child whose agent is not connected fails when the
+                     agent has not connected within DUR. Default {offline-timeout}.
   -retain-for DUR    Finished jobs (and their logs) older than this are removed.
                      Default {retain-for:days}; 0 keeps them for ever.
   -retain-jobs N     At most N finished jobs are kept; older ones are removed.
@@ -168,6 +171,7 @@ Configuration file:
     lease_ttl  = {lease-ttl:toml}
     kill_grace = {kill-grace:toml}
     aging      = {aging:toml}
+    offline_timeout = {offline-timeout:toml}
     retain_for = {retain-for:toml}
     retain_jobs = {retain-jobs:toml}
     metrics    = {metrics:toml}        # e.g. "127.0.0.1:9190"; empty: off
@@ -238,6 +242,7 @@ func controllerFlags(fs *flag.FlagSet, cfg *controller.Config, lf *logFlags) (mi
 	fs.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "")
 	fs.DurationVar(&cfg.KillGrace, "kill-grace", cfg.KillGrace, "")
 	fs.DurationVar(&cfg.Aging, "aging", cfg.Aging, "")
+	fs.DurationVar(&cfg.OfflineTimeout, "offline-timeout", cfg.OfflineTimeout, "")
 	fs.DurationVar(&cfg.RetainFor, "retain-for", cfg.RetainFor, "")
 	fs.IntVar(&cfg.RetainJobs, "retain-jobs", cfg.RetainJobs, "")
 	fs.StringVar(&cfg.MetricsAddr, "metrics", cfg.MetricsAddr, "")

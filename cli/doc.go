@@ -32,5 +32,8 @@
 // the controller for good, 127 an unknown command; submit -f, logs -f
 // and resubmit -f exit with the job's own code (124 timeout, 130
 // cancelled or interrupted, 1 when the job ended without an exit code),
-// and tell what happens to the job on stderr (narrate.go).
+// and tell what happens to the job on stderr (narrate.go); submit -all
+// -f follows every child of a fan-out at once, each line prefixed with
+// its host or each host's output held as one block (-group, hostout.go),
+// and exits with the worst child's code (fanout.go).
 package cli

@@ -184,8 +184,13 @@ func (c *ListCommand) print(raw json.RawMessage, asJSON, more bool) int {
 		if j.ExitCode != nil {
 			exit = strconv.Itoa(*j.ExitCode)
 		}
-		if n := len(j.Attempts); n > 0 && j.Attempts[n-1].Agent != "" {
+		switch n := len(j.Attempts); {
+		case n > 0 && j.Attempts[n-1].Agent != "":
 			agent = j.Attempts[n-1].Agent
+		case j.Agent != "": // a fan-out child, pinned
+			agent = j.Agent
+		case j.Fanout != nil:
+			agent = fmt.Sprintf("fan-out: %d hosts", j.Fanout.Children)
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", j.JobID, cell(j.Name, 40), colorize(c.Stdout, j.Status), priorityText(j), exit, agent, ago(j.CreatedAt, now))
 	}

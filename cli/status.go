@@ -130,6 +130,10 @@ func (c *StatusCommand) Run(args []string) int {
 		return c.errorf("the controller's answer is not a job: %v", err)
 	}
 	printJob(c.Stdout, &job, timeNow())
+	if len(job.Children) > 0 {
+		fmt.Fprintln(c.Stdout, "Hosts:")
+		hostTable(c.Stdout, job.Children)
+	}
 	if *live {
 		var lv struct {
 			Live *api.LiveView `json:"live"`
@@ -319,6 +323,26 @@ func printJob(w io.Writer, j *api.JobView, now time.Time) {
 	}
 	if j.Schedule != "" {
 		line("Schedule", "%s", j.Schedule)
+	}
+	if j.Parent != 0 {
+		line("Fan-out", "child of job %d, pinned to agent %s", j.Parent, j.Agent)
+	}
+	if f := j.Fanout; f != nil {
+		who := "every agent"
+		if len(f.Labels) > 0 {
+			who = "agents matching " + labelsText(f.Labels)
+		}
+		if f.IncludeDisconnected {
+			who += ", disconnected ones included"
+		}
+		how := "all at once"
+		if f.Batch > 0 {
+			how = fmt.Sprintf("%d at a time", f.Batch)
+		}
+		if f.MaxFailures != nil {
+			how += fmt.Sprintf(", stops at %d failures", *f.MaxFailures)
+		}
+		line("Fan-out", "%d hosts (%s), %s", f.Children, who, how)
 	}
 	if j.Dir != "" {
 		line("Dir", "%s", j.Dir)

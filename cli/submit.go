@@ -49,6 +49,7 @@ Usage: jobsuite submit [options] [--] COMMAND...
 Options:
 
 ` + jobOptionsHelp + `
+` + fanoutHelp + `
   -after=<id>[,<id>...]
     Run the job only after these jobs completed: until then it is
     blocked, and it is cancelled if one of them fails, times out or is
@@ -106,6 +107,12 @@ Example:
   hello
   $ echo $?
   3
+
+  $ jobsuite submit -all -label role=web -batch 1 -f -- uptime
+  jobsuite: job 20: fan-out to 2 hosts (web-1, web-2)
+  web-1:  10:01:02 up 3 days,  2 users,  load average: 0.10, 0.05, 0.01
+  web-2:  10:01:03 up 9 days,  0 users,  load average: 0.00, 0.00, 0.00
+  jobsuite: job 20 completed: 2 completed
 `)
 }
 
@@ -118,10 +125,14 @@ func (c *SubmitCommand) Run(args []string) int {
 		afterAny      bool
 		follow        bool
 		asJSON, quiet bool
+		ff            fanoutFlags
+		group         bool
 	)
 	fs := c.flagSet(name)
 	cf.register(fs)
 	jf.register(fs)
+	ff.register(fs)
+	fs.BoolVar(&group, "group", false, "")
 	fs.Var(&after, "after", "")
 	fs.BoolVar(&afterAny, "after-any", false, "")
 	fs.BoolVar(&follow, "f", false, "")
@@ -146,6 +157,15 @@ func (c *SubmitCommand) Run(args []string) int {
 		return usageError(c.Meta, name, "-after-any needs -after: the jobs to wait for")
 	}
 	req.After, req.AfterAny = after, afterAny
+	if err := ff.apply(&req); err != nil {
+		return usageError(c.Meta, name, "%v", err)
+	}
+	if group && (req.Fanout == nil || !follow) {
+		return usageError(c.Meta, name, "-group needs -all and -f: it groups a fan-out's output by host")
+	}
+	if req.Fanout != nil && len(after) > 0 {
+		return usageError(c.Meta, name, "-after cannot be combined with -all (a job can run -after a fan-out, not the reverse)")
+	}
 
 	client, err := newClient(c.Meta, &cf)
 	if err != nil {
@@ -167,6 +187,9 @@ func (c *SubmitCommand) Run(args []string) int {
 	if err != nil {
 		return c.errorf("%v", err)
 	}
+	if req.Fanout != nil {
+		return c.fannedOut(client, raw, asJSON, follow, group, quiet)
+	}
 	job, code, done := queued(c.Meta, client, raw, asJSON, follow, quiet)
 	if done {
 		return code
@@ -183,6 +206,36 @@ func (c *SubmitCommand) Run(args []string) int {
 	}
 	fmt.Fprintf(c.Stdout, "Job %d %s (priority %s)\n", job.JobID, job.Status, priorityText(&job))
 	warnBlocked(c.Stderr, &job)
+	return ExitOK
+}
+
+// fannedOut is what submit does with a fan-out's parent (raw): print
+// it, or follow its children (-f).
+func (c *SubmitCommand) fannedOut(client *Client, raw json.RawMessage, asJSON, follow, group, quiet bool) int {
+	if asJSON {
+		writeRawJSON(c.Stdout, raw)
+		return ExitOK
+	}
+	var p api.JobView
+	if err := json.Unmarshal(raw, &p); err != nil || p.Fanout == nil {
+		return c.errorf("the controller's answer is not a fan-out: %v", err)
+	}
+	switch {
+	case follow:
+		return followFanout(c.Meta, client, p, group, quiet)
+	case quiet:
+		fmt.Fprintln(c.Stdout, p.JobID)
+		return ExitOK
+	}
+	hosts := make([]string, len(p.Children))
+	for i, ch := range p.Children {
+		hosts[i] = ch.Agent
+	}
+	how := "all at once"
+	if p.Fanout.Batch > 0 {
+		how = fmt.Sprintf("%d at a time", p.Fanout.Batch)
+	}
+	fmt.Fprintf(c.Stdout, "Job %d fanned out to %d hosts, %s: %s\n", p.JobID, len(hosts), how, strings.Join(hosts, ", "))
 	return ExitOK
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"jobsuite/api"
 	"jobsuite/certs"
+	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
 	"jobsuite/protocol"
 )
@@ -188,18 +189,114 @@ func (s *Server) limits() submitLimits {
 	return submitLimits{body: int(s.cfg.MaxBodyBytes), command: s.cfg.MaxCommandBytes, env: s.cfg.MaxEnv, labels: s.cfg.MaxLabels}
 }
 
-// decodeSubmit parses and validates a submission into a new job.
+// decodeSubmit parses and validates a submission into a new job; a
+// fan-out is refused (only POST /jobs takes one: decodeJob).
 func decodeSubmit(body []byte, lim submitLimits) (*store.Job, error) {
+	j, fo, err := decodeJob(body, lim)
+	if err == nil && fo != nil {
+		return nil, badField("fanout", "is taken by POST /jobs only (not in a batch or a schedule's job)")
+	}
+	return j, err
+}
+
+// decodeJob parses and validates a submission into a new job, and its
+// fan-out if it asks for one.
+func decodeJob(body []byte, lim submitLimits) (*store.Job, *sched.FanoutSpec, error) {
+	j, req, err := decodeRequest(body, lim)
+	if err != nil || req.Fanout == nil {
+		return j, nil, err
+	}
+	spec, err := decodeFanout(req, lim)
+	if err != nil {
+		return nil, nil, err
+	}
+	return j, spec, nil
+}
+
+// decodeFanout checks a submission's fanout object.
+func decodeFanout(req *api.SubmitRequest, lim submitLimits) (*sched.FanoutSpec, error) {
+	fo := req.Fanout
+	if !fo.All && len(fo.Labels) == 0 {
+		return nil, badField("fanout", "needs \"all\": true (every agent) or \"labels\" (the agents matching them)")
+	}
+	if len(req.Labels) > 0 {
+		return nil, badField("labels", "a fan-out selects its agents with \"fanout\": {\"labels\": ...}; leave the job's labels out")
+	}
+	if len(req.After) > 0 {
+		return nil, badField("after", "is not supported with a fan-out (a job can run after a fan-out, not the reverse)")
+	}
+	if len(fo.Labels) > lim.labels {
+		return nil, badField("fanout.labels", "has %d entries; the limit is %d (the controller's -max-labels)", len(fo.Labels), lim.labels)
+	}
+	for k, v := range fo.Labels {
+		if !labelKeyRE.MatchString(k) {
+			return nil, badField("fanout.labels", "key %q must be 1–63 letters, digits, '.', '_', '/' or '-'", k)
+		}
+		if len(v) > maxLabelValue {
+			return nil, badField("fanout.labels", "value of %q is longer than %d bytes", k, maxLabelValue)
+		}
+	}
+	spec := &sched.FanoutSpec{IncludeOffline: fo.IncludeDisconnected}
+	if len(fo.Labels) > 0 {
+		spec.Selector = fo.Labels
+	}
+	var err error
+	if spec.Batch, err = decodeCount("fanout.batch", fo.Batch); err != nil {
+		return nil, err
+	}
+	if spec.MaxFailures, err = decodeCount("fanout.max_failures", fo.MaxFailures); err != nil {
+		return nil, err
+	}
+	return spec, nil
+}
+
+// maxFanoutCount bounds a fan-out's batch and max_failures.
+const maxFanoutCount = 100000
+
+// decodeCount reads a fan-out count: a positive integer, or "N%" with
+// N from 1 to 100 (a plain number may be sent as a string too).
+func decodeCount(field string, raw json.RawMessage) (sched.Count, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return sched.Count{}, nil
+	}
+	var text string
+	if err := json.Unmarshal(raw, &text); err != nil {
+		text = string(raw)
+	}
+	text = strings.TrimSpace(text)
+	pct := strings.HasSuffix(text, "%")
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(text, "%")))
+	switch {
+	case err != nil:
+		return sched.Count{}, badField(field, "must be a positive integer or a percentage such as \"25%%\", got %s", raw)
+	case pct && (n < 1 || n > 100):
+		return sched.Count{}, badField(field, "a percentage must be between 1%% and 100%%, got %s", raw)
+	case n < 1 || n > maxFanoutCount:
+		return sched.Count{}, badField(field, "must be between 1 and %d, got %s", maxFanoutCount, raw)
+	}
+	return sched.Count{N: n, Percent: pct}, nil
+}
+
+// decodeRequest parses and validates a submission into a new job and
+// the request it came in.
+func decodeRequest(body []byte, lim submitLimits) (*store.Job, *api.SubmitRequest, error) {
+	var req api.SubmitRequest
+	j, err := decodeInto(body, lim, &req)
+	return j, &req, err
+}
+
+// decodeInto parses and validates a submission into req and a new job.
+func decodeInto(body []byte, lim submitLimits, into *api.SubmitRequest) (*store.Job, error) {
 	if len(body) > lim.body {
 		return nil, fmt.Errorf("the job is %d bytes of JSON; the limit is %d (the controller's -max-body-bytes)", len(body), lim.body)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, errors.New("request body is empty; send a JSON job such as {\"command\": \"echo hi\"}")
 	}
-	var req api.SubmitRequest
+	req := into
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := dec.Decode(req); err != nil {
 		return nil, jsonError(err)
 	}
 	if dec.More() {

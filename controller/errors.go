@@ -25,6 +25,8 @@ var (
 	// ErrNoDependency: a submitted job runs after a job that does not
 	// exist.
 	ErrNoDependency = sched.ErrNoDependency
+	// ErrNoAgents: a fan-out selects no agent.
+	ErrNoAgents = sched.ErrNoAgents
 	// ErrNoSchedule: no schedule of that name.
 	ErrNoSchedule = sched.ErrNoSchedule
 	// ErrScheduleExists: a schedule of that name exists already.

@@ -13,6 +13,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"jobsuite/api"
+	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
 )
 
@@ -32,7 +33,14 @@ func viewJob(j *store.Job, reason string) api.JobView {
 		Labels: j.Labels, Env: j.Env, Dir: j.Dir, IdempotencyKey: j.IdempotencyKey, Output: "ordered", TTY: j.TTY,
 		CreatedAt: j.CreatedAt, StartedAt: timePtr(j.StartedAt), FinishedAt: timePtr(j.FinishedAt),
 		Attempt: len(j.Attempts), Attempts: make([]api.AttemptView, 0, len(j.Attempts)), LogBytes: j.LogBytes,
-		After: j.After, AfterAny: j.AfterAny, Schedule: j.Schedule,
+		After: j.After, AfterAny: j.AfterAny, Schedule: j.Schedule, Parent: j.Parent, Agent: j.Agent,
+	}
+	if f := j.Fanout; f != nil {
+		v.Fanout = &api.FanoutView{
+			Labels: f.Selector, IncludeDisconnected: f.IncludeOffline, Children: f.Children, FirstChild: f.FirstChild,
+			Batch: f.Batch, MaxFailures: f.MaxFailures, Completed: f.Completed, Failed: f.Failed, Timeout: f.Timeout,
+			Cancelled: f.Cancelled, Stopped: f.Stopped,
+		}
 	}
 	if reason != "" {
 		v.Reason = reason
@@ -145,12 +153,16 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprout
 	if !ok {
 		return
 	}
-	job, err := decodeSubmit(body, s.limits())
+	job, fanout, err := decodeJob(body, s.limits())
 	if err != nil {
 		writeDecodeError(w, err)
 		return
 	}
 	audit := s.auditEntry(r, auditSubmit) // stored with the job, if created
+	if fanout != nil {
+		s.submitFanout(w, job, *fanout, audit)
+		return
+	}
 	j, created, err := s.sched.Submit(job, audit)
 	if err != nil {
 		s.submitFailed(w, err, 1)
@@ -166,6 +178,72 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprout
 	}
 	s.logAudit(audit)
 	writeJSON(w, http.StatusCreated, viewJob(j, ""))
+}
+
+// submitFanout creates a fan-out (its parent and children in one
+// round) and answers with the parent and its children: 409 when no
+// agent matches.
+func (s *Server) submitFanout(w http.ResponseWriter, job *store.Job, spec sched.FanoutSpec, audit *store.AuditEntry) {
+	p, children, created, err := s.sched.SubmitFanout(job, spec, audit)
+	if errors.Is(err, ErrNoAgents) {
+		writeJSON(w, http.StatusConflict, api.Error{Error: "field \"fanout\": " + err.Error(), Field: "fanout"})
+		return
+	}
+	if err != nil {
+		s.submitFailed(w, err, 1)
+		return
+	}
+	w.Header().Set("Location", "/jobs/"+strconv.FormatUint(p.ID, 10))
+	if !created { // the idempotency key's job, as it is now
+		if cur, err := s.st.Get(p.ID); err == nil {
+			p = cur
+		}
+		v := viewJob(p, s.sched.Reason(p))
+		if p.Fanout != nil {
+			v.Children = childViews(s.children(p), func(c *store.Job) string { return c.Reason })
+		}
+		writeJSON(w, http.StatusOK, v)
+		return
+	}
+	s.logAudit(audit)
+	v := viewJob(p, "")
+	v.Children = childViews(children, func(c *store.Job) string { return c.Reason })
+	writeJSON(w, http.StatusCreated, v)
+}
+
+// childViews is the per-host table of a fan-out; nil children (not
+// found) are left out.
+func childViews(children []*store.Job, reason func(*store.Job) string) []api.ChildView {
+	out := make([]api.ChildView, 0, len(children))
+	for _, c := range children {
+		if c == nil {
+			continue
+		}
+		cv := api.ChildView{JobID: c.ID, Agent: c.Agent, Status: string(c.State), Reason: reason(c)}
+		for i := len(c.Attempts) - 1; i >= 0; i-- {
+			if c.Attempts[i].Outcome != "" {
+				cv.ExitCode = c.Attempts[i].ExitCode
+				break
+			}
+		}
+		out = append(out, cv)
+	}
+	return out
+}
+
+// children reads the children of fan-out parent p: the scheduler's
+// latest version of those it holds, the store's of the others.
+func (s *Server) children(p *store.Job) []*store.Job {
+	out := s.sched.Children(p)
+	for i, c := range out {
+		if c != nil {
+			continue
+		}
+		if j, err := s.st.Get(p.Fanout.FirstChild + uint64(i)); err == nil {
+			out[i] = j
+		}
+	}
+	return out
 }
 
 // submitFailed answers a submission the scheduler could not take: 507
@@ -286,6 +364,14 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, p httprouter.
 	}
 	v := viewJob(j, s.sched.Reason(j))
 	v.LogBytes = s.sched.OutputSoFar(j)
+	if j.Fanout != nil {
+		v.Children = childViews(s.children(j), func(c *store.Job) string {
+			if r := s.sched.Reason(c); r != "" {
+				return r
+			}
+			return c.Reason
+		})
+	}
 	if wantLive {
 		v.Live = s.live(r.Context(), id, wait)
 	}

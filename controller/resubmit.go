@@ -11,20 +11,33 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"jobsuite/api"
+	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
 )
 
 // resubmission is a new job with what job j was submitted with: name,
 // command, params, priority, timeout, retries, logs, cancellable,
-// labels, env, dir and backoff. Not its idempotency key: a copy is a
-// new submission on purpose.
+// labels, env, dir and backoff, and the agent a fan-out child was
+// pinned to. Not its idempotency key: a copy is a new submission on
+// purpose.
 func resubmission(j *store.Job) *store.Job {
 	c := j.Clone()
 	return &store.Job{
 		Name: c.Name, Command: c.Command, Params: c.Params, Priority: c.Priority,
 		Timeout: c.Timeout, Retries: c.Retries, Logs: c.Logs, Cancellable: c.Cancellable,
 		Labels: c.Labels, Env: c.Env, Dir: c.Dir, BackoffBase: c.BackoffBase, BackoffMax: c.BackoffMax,
+		Agent: c.Agent,
 	}
+}
+
+// refanout is the fan-out of a parent run again: the same selector,
+// batch and max failures, over the agents it selects now.
+func refanout(f *store.Fanout) sched.FanoutSpec {
+	spec := sched.FanoutSpec{Selector: f.Selector, IncludeOffline: f.IncludeOffline, Batch: sched.Count{N: f.Batch}}
+	if f.MaxFailures != nil {
+		spec.MaxFailures = sched.Count{N: *f.MaxFailures}
+	}
+	return spec
 }
 
 // handleResubmit runs a job again: it queues a new job made like the
@@ -53,6 +66,10 @@ func (s *Server) handleResubmit(w http.ResponseWriter, r *http.Request, _ httpro
 	}
 	audit := s.auditEntry(r, auditResubmit)
 	audit.Detail = "a copy of job " + strconv.FormatUint(req.JobID, 10)
+	if orig.Fanout != nil { // a fan-out runs again as a fan-out
+		s.submitFanout(w, resubmission(orig), refanout(orig.Fanout), audit)
+		return
+	}
 	j, _, err := s.sched.Submit(resubmission(orig), audit)
 	if err != nil {
 		s.log.Error("resubmit failed", "job", req.JobID, "error", err)

@@ -42,8 +42,12 @@ type Config struct {
 	HandshakeTimeout  time.Duration // agent hello deadline; default 10s
 	BackoffBase       time.Duration // first retry delay; default 1s
 	BackoffMax        time.Duration // longest retry delay; default 5m
-	MaxBodyBytes      int64         // largest API request body (and job of a batch); default 1 MiB, at most 3 MiB
-	BodyTimeout       time.Duration // longest time to receive a request body; default 30s
+	// OfflineTimeout is how long a fan-out child whose agent is not
+	// connected waits for it (from its turn, the agent's disconnect or
+	// the controller's start) before it fails; default 10m.
+	OfflineTimeout time.Duration
+	MaxBodyBytes   int64         // largest API request body (and job of a batch); default 1 MiB, at most 3 MiB
+	BodyTimeout    time.Duration // longest time to receive a request body; default 30s
 
 	// Limits on input; zero means the default. See SECURITY.md.
 	MaxCommandBytes int // longest job command plus params; default 64 KiB
@@ -161,6 +165,7 @@ func DefaultConfig() Config {
 		HandshakeTimeout:   10 * time.Second,
 		BackoffBase:        time.Second,
 		BackoffMax:         5 * time.Minute,
+		OfflineTimeout:     sched.DefaultOfflineTimeout,
 		MaxBodyBytes:       1 << 20,
 		BodyTimeout:        30 * time.Second,
 		MaxCommandBytes:    defaultMaxCommand,
@@ -209,6 +214,7 @@ func (c *Config) setDefaults() error {
 	def(&c.BodyTimeout, d.BodyTimeout)
 	def(&c.BackoffBase, d.BackoffBase)
 	def(&c.BackoffMax, d.BackoffMax)
+	def(&c.OfflineTimeout, d.OfflineTimeout)
 	def(&c.StatsInterval, d.StatsInterval)
 	def(&c.AgentCertTTL, d.AgentCertTTL)
 	def(&c.CertReloadInterval, d.CertReloadInterval)
@@ -373,7 +379,8 @@ func newServer(cfg Config, d *serverDeps) (*Server, error) {
 	s.sched = sched.New(s.log.Named("scheduler"), s.st, s.c, sched.Options{
 		LeaseTTL: cfg.LeaseTTL, HeartbeatInterval: cfg.HeartbeatInterval, KillGrace: cfg.KillGrace,
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Aging: cfg.Aging, MaxOutput: maxOutput,
-		Disk: s.disk, Clock: s.clock,
+		OfflineTimeout: cfg.OfflineTimeout,
+		Disk:           s.disk, Clock: s.clock,
 	})
 	// The metrics first: load counts the jobs it reads into them.
 	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st, metricsOptions{version: cfg.Version, maxAgents: max(cfg.MetricsAgents, 0), disk: s.disk, cluster: d.cluster})

@@ -416,6 +416,23 @@ func TestUIBrowser(t *testing.T) {
 	}
 	b.screenshot("schedules.png")
 
+	// A fan-out's page: the per-host table, each child linked (on
+	// agent-1, drained above: it takes jobs again first).
+	if code, body := c.do("POST", "/agents/agent-1/undrain", ""); code != http.StatusOK {
+		t.Fatalf("undrain: %d %s", code, body)
+	}
+	fo := c.fanout(`{"command": "echo from $JOBSUITE_AGENT", "fanout": {"all": true}}`)
+	child := fo.Children[0].JobID
+	c.waitView(fo.JobID, "completed")
+	b.navigate(base + fmt.Sprintf("/ui/job?id=%d", fo.JobID))
+	b.waitJS("the per-host table", fmt.Sprintf(`!document.getElementById('hosts-section').hidden &&
+		document.querySelector('#hosts tr[data-key="%d"] td').textContent === 'agent-1' &&
+		document.querySelector('#hosts tr[data-key="%d"] .badge').textContent === 'completed' &&
+		document.querySelector('#hosts tr[data-key="%d"] td:nth-child(4)').textContent === '0'`, child, child, child))
+	b.screenshot("fanout.png")
+	b.click(fmt.Sprintf(`#hosts tr[data-key="%d"] td:nth-child(2) a`, child))
+	b.waitJS("the child's page and log", fmt.Sprintf(`location.search === '?id=%d' && document.getElementById('log').textContent.includes('from agent-1')`, child))
+
 	if errs := b.failures(); len(errs) > 0 {
 		t.Errorf("the browser reported errors:\n%s", strings.Join(errs, "\n"))
 	}

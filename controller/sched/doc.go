@@ -26,6 +26,13 @@
 //     retries with their backoff, the delay loop.
 //   - deps.go: dependencies between jobs (Job.After): blocked jobs,
 //     decided in the round that ends the last job they wait for.
+//   - fanout.go: fan-out (issue 17): a parent and one child per chosen
+//     agent, created in one round; children pinned to their agent
+//     (the queue matches the agent's name under a key no label can
+//     spell); the rollout (batch, max failures) and the parent's
+//     summary and final state written in the round that ends a child;
+//     cancel of a parent; a pinned job failing when its agent stays
+//     away (Options.OfflineTimeout); the durable record of agents seen.
 //   - schedules.go: cron schedules (issue 17), fired from the delay
 //     loop's clock, each firing one round (the job and the schedule's
 //     advance), with the overlap and catch-up policies.
@@ -44,7 +51,9 @@
 //
 // A round is what must be durable together: change (every transition
 // goes through it) gathers a job's new version and, when the job ends,
-// the decisions of the jobs blocked on it, and commit queues them with
+// the decisions of the jobs blocked on it and, for a fan-out child, its
+// parent's next version (written by commit, with the rollout's next
+// step, before the round is queued), and commit queues them with
 // Committer.AddAll as one batch — a crash keeps all or none of them.
 //
 // The clock the scheduler runs on is package controller/clock: the

@@ -13,6 +13,9 @@ var (
 	// ErrNoDependency: a job names a job to run after that does not
 	// exist (the error says which).
 	ErrNoDependency = errors.New("no such job to run after")
+	// ErrNoAgents: a fan-out selects no agent (the error says whom it
+	// looked for).
+	ErrNoAgents = errors.New("no agent to fan out to")
 	// ErrNoSchedule: no schedule of that name.
 	ErrNoSchedule = errors.New("no such schedule")
 	// ErrScheduleExists: a schedule of that name exists already.

@@ -21,6 +21,7 @@ type Reader interface {
 	Active() ([]*store.Job, error)
 	LogEnd(id uint64) (uint64, error)
 	Schedules() ([]store.Schedule, error)
+	Agents() ([]store.Agent, error)
 }
 
 // Session is one connected agent session: the scheduler sends it

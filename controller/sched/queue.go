@@ -122,10 +122,11 @@ func (q *queue) pushAll(jobs []*store.Job) {
 		if _, ok := q.items[j.ID]; ok {
 			continue
 		}
-		key := selectorKey(j.Labels)
+		sel := selectorOf(j)
+		key := selectorKey(sel)
 		c := q.classes[key]
 		if c == nil {
-			c = &class{selector: j.Labels}
+			c = &class{selector: sel}
 			q.classes[key] = c
 		}
 		if len(block) == 0 {

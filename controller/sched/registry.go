@@ -19,6 +19,7 @@ import (
 type agentState struct {
 	conn     Session
 	labels   map[string]string // conn.Labels(), read once
+	match    map[string]string // labels and the name under pinKey: what the queue matches (fanout.go)
 	slots    int               // conn.Slots(), read once
 	credits  int
 	draining bool
@@ -78,7 +79,9 @@ func (s *Scheduler) Register(a Session, running []protocol.AttemptRef) {
 	if f, ok := a.(featured); ok {
 		st.earlyRelease = f.Features().Has(protocol.FeatureEarlyRelease)
 	}
+	st.match = matchSet(name, st.labels)
 	s.agents[name] = st
+	s.rememberAgent(name, st.labels, st.slots, now)
 	for _, ref := range running {
 		if j := s.current(ref.JobID, ref.Attempt, name); j != nil {
 			st.running[ref.JobID] = ref.Attempt
@@ -96,6 +99,7 @@ func (s *Scheduler) Unregister(a Session) {
 	defer s.mu.Unlock()
 	if s.state(a) != nil {
 		delete(s.agents, a.Name())
+		s.agentGone(a.Name())
 	}
 	// Its attempts keep their leases: the agent may reconnect and claim
 	// them; otherwise they expire and count as lost.

@@ -52,14 +52,23 @@ type Scheduler struct {
 	// dependents lists, under each unfinished job, the blocked jobs
 	// that run after it (deps.go).
 	dependents map[uint64][]uint64
-	schedules  map[string]*schedule // by name (schedules.go)
-	timers     timerHeap            // when each schedule fires next
-	rotate     int                  // round-robin start among agents
-	wake       chan struct{}        // dispatcher doorbell
-	delayCh    chan struct{}        // delay timer doorbell
-	expiryCh   chan struct{}        // expiry timer doorbell: an earlier entry
-	metrics    Metrics              // counts transitions (SetMetrics); noMetrics until then
-	disk       Disk                 // dispatch pauses while it refuses growth
+	// Fan-out (fanout.go): the agents ever seen (their durable
+	// records), the unfinished jobs pinned to each agent, when each
+	// agent last disconnected, the away checks of queued pinned jobs,
+	// and when Load ran.
+	known     map[string]store.Agent
+	pinned    map[string]map[uint64]struct{}
+	goneAt    map[string]time.Time
+	pins      pinHeap
+	loadedAt  time.Time
+	schedules map[string]*schedule // by name (schedules.go)
+	timers    timerHeap            // when each schedule fires next
+	rotate    int                  // round-robin start among agents
+	wake      chan struct{}        // dispatcher doorbell
+	delayCh   chan struct{}        // delay timer doorbell
+	expiryCh  chan struct{}        // expiry timer doorbell: an earlier entry
+	metrics   Metrics              // counts transitions (SetMetrics); noMetrics until then
+	disk      Disk                 // dispatch pauses while it refuses growth
 }
 
 // ended is a job that reached a final state whose batch may not be
@@ -90,8 +99,12 @@ type Options struct {
 	BackoffBase       time.Duration
 	BackoffMax        time.Duration
 	Aging             time.Duration
-	MaxOutput         uint64 // stored output per attempt, sent in Dispatch; 0: no cap
-	Disk              Disk   // dispatch pauses while it refuses growth; nil: no guard
+	// OfflineTimeout is how long a queued job pinned to an agent (a
+	// fan-out child) waits for its agent to connect before it fails;
+	// 0 means DefaultOfflineTimeout.
+	OfflineTimeout time.Duration
+	MaxOutput      uint64 // stored output per attempt, sent in Dispatch; 0: no cap
+	Disk           Disk   // dispatch pauses while it refuses growth; nil: no guard
 	// Clock is the scheduler's time; nil means clock.Real. Every time the
 	// scheduler puts in a command (event, attempt and chunk times,
 	// NotBefore, lease deadlines) comes from it.
@@ -124,6 +137,9 @@ func New(log hclog.Logger, st Reader, c *Committer, o Options) *Scheduler {
 		logEnd:     map[uint64]uint64{},
 		ended:      map[uint64]ended{},
 		dependents: map[uint64][]uint64{},
+		known:      map[string]store.Agent{},
+		pinned:     map[string]map[uint64]struct{}{},
+		goneAt:     map[string]time.Time{},
 		schedules:  map[string]*schedule{},
 		wake:       make(chan struct{}, 1),
 		delayCh:    make(chan struct{}, 1),
@@ -162,17 +178,17 @@ func (s *Scheduler) Load() error {
 	// states, read before the lock. One no longer stored is left out
 	// and counts as ended well.
 	var blocked []*store.Job
-	known := map[uint64]store.State{}
+	deps := map[uint64]store.State{}
 	for _, j := range jobs {
-		if j.State != store.Blocked {
-			continue
+		if j.State != store.Blocked || j.Parent != 0 {
+			continue // a blocked fan-out child waits for its turn, not for jobs
 		}
 		blocked = append(blocked, j)
 		for _, d := range j.After {
-			if _, done := known[d]; held[d] || done {
+			if _, done := deps[d]; held[d] || done {
 				continue
 			}
-			if err := s.lookUp([]uint64{d}, known); err != nil && !errors.Is(err, ErrNoDependency) {
+			if err := s.lookUp([]uint64{d}, deps); err != nil && !errors.Is(err, ErrNoDependency) {
 				return err
 			}
 		}
@@ -181,10 +197,19 @@ func (s *Scheduler) Load() error {
 	if err != nil {
 		return err
 	}
+	known, err := s.st.Agents()
+	if err != nil {
+		return err
+	}
 	now := s.clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.loadSchedules(scheds)
+	s.loadedAt = now.UTC()
+	for _, a := range known {
+		s.known[a.Name] = a
+	}
+	var parents []*store.Job
 	if len(s.jobs) == 0 {
 		s.jobs = make(map[uint64]*store.Job, len(jobs))
 	}
@@ -202,6 +227,11 @@ func (s *Scheduler) Load() error {
 		if end := max(j.LogBytes, ends[j.ID]); end > 0 {
 			s.logEnd[j.ID] = end
 		}
+		s.pin(j)
+		if j.Fanout != nil {
+			parents = append(parents, j) // never dispatched: no attempt, no lease
+			continue
+		}
 		switch j.State {
 		case store.Queued:
 			queued = append(queued, j)
@@ -215,8 +245,12 @@ func (s *Scheduler) Load() error {
 	}
 	jobs = jobs[:n]
 	s.q.pushAll(queued)
+	for _, j := range queued {
+		s.watchPinned(j)
+	}
 	s.metrics.CountAll(slices.Values(jobs))
-	s.loadBlocked(blocked, known)
+	s.loadBlocked(blocked, deps)
+	s.loadParents(parents)
 	s.log.Info("queue loaded", "queued", s.q.len(), "waiting", s.delay.Len(), "active", len(s.leases))
 	return nil
 }
@@ -272,11 +306,19 @@ func (s *Scheduler) submitTransition(prev, next *store.Job, typ, msg string, lev
 type round struct {
 	cmds  []store.Command
 	ended []*store.Job
+	// parents holds the next versions of the fan-out parents whose
+	// children this round ends, written by finishParents (fanout.go);
+	// parentOrder is the order they were first touched in, childMsgs
+	// what happened to their children.
+	parents     map[uint64]*store.Job
+	parentOrder []uint64
+	childMsgs   map[uint64][]string
 }
 
 // commit queues r's commands as one batch and keeps its finished jobs
 // at hand until it is durable. The caller holds s.mu.
 func (s *Scheduler) commit(r *round) *Batch {
+	s.finishParents(r)
 	var b *Batch
 	if len(r.cmds) == 1 {
 		b = s.c.Add(r.cmds[0])
@@ -322,9 +364,11 @@ func (s *Scheduler) change(r *round, prev, next *store.Job, typ, msg string, lev
 		s.q.remove(id)
 	}
 	if next.State == store.Queued && (prev == nil || prev.State != store.Queued) {
-		s.q.push(id, next.Priority, next.QueuedAt.UnixNano(), next.Labels)
+		s.q.push(id, next.Priority, next.QueuedAt.UnixNano(), selectorOf(next))
+		s.watchPinned(next)
 		s.KickDispatch()
 	}
+	s.pin(next)
 	if next.State == store.Waiting && (prev == nil || prev.State != store.Waiting) {
 		heap.Push(&s.delay, delayItem{id: id, due: next.NotBefore})
 		s.kickDelay()
@@ -349,6 +393,9 @@ func (s *Scheduler) change(r *round, prev, next *store.Job, typ, msg string, lev
 	if next.State.Terminal() {
 		r.ended = append(r.ended, next)
 		s.settle(r, next)
+		if next.Parent != 0 {
+			s.childEnded(r, next)
+		}
 	}
 }
 
@@ -621,6 +668,15 @@ func (s *Scheduler) whyQueued(j *store.Job) string {
 	if !s.disk.Accepting() {
 		return "dispatch is paused: the controller's disk is nearly full (jobs resume when space is freed)"
 	}
+	if j.Agent != "" {
+		switch st := s.agents[j.Agent]; {
+		case st == nil:
+			return fmt.Sprintf("agent %s is not connected (the job fails if it has not connected by %s)", j.Agent, s.awayDeadline(j).Format(time.RFC3339))
+		case st.draining:
+			return "agent " + j.Agent + " is draining"
+		}
+		return "waiting for a free slot on agent " + j.Agent
+	}
 	if len(j.Labels) == 0 {
 		if len(s.agents) == 0 {
 			return "waiting for an agent to connect"
@@ -664,7 +720,16 @@ func (s *Scheduler) Reason(j *store.Job) string {
 	case store.Blocked:
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		if j.Parent != 0 {
+			return s.fanoutNow(j)
+		}
 		return s.blockedNow(j)
+	case store.Running:
+		if j.Fanout != nil {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.fanoutNow(j)
+		}
 	}
 	return ""
 }
@@ -756,7 +821,7 @@ func (s *Scheduler) dispatch() (dispatchRound, bool) {
 			if st == nil || st.free() <= 0 {
 				continue
 			}
-			id := s.q.best(st.labels)
+			id := s.q.best(st.match)
 			if id == 0 {
 				continue
 			}
@@ -865,6 +930,9 @@ func (s *Scheduler) Holder(id uint64) (agent string, attempt uint32, a Session, 
 		return "", 0, nil, false
 	}
 	c := j.Current()
+	if c == nil {
+		return "", 0, nil, false // a fan-out parent runs no attempt
+	}
 	if st := s.agents[c.Agent]; st != nil {
 		a = st.conn
 	}
@@ -1134,6 +1202,27 @@ func (s *Scheduler) Cancel(id uint64) (*store.Job, bool, error) {
 		s.mu.Unlock()
 		return next, false, b.Wait()
 	}
+	if prev.Fanout != nil {
+		if prev.CancelRequested {
+			s.mu.Unlock()
+			return prev, true, nil
+		}
+		r := round{}
+		sends := s.cancelFanout(&r, prev)
+		b := s.commit(&r)
+		cur := s.jobs[id]
+		if cur == nil {
+			cur = s.ended[id].job
+		}
+		s.mu.Unlock()
+		if err := b.Wait(); err != nil {
+			return nil, false, err
+		}
+		for _, o := range sends {
+			o.a.Send(o.m)
+		}
+		return cur, !cur.State.Terminal(), nil
+	}
 	// Dispatched or running.
 	if !prev.Cancellable {
 		s.mu.Unlock()
@@ -1188,6 +1277,9 @@ func (s *Scheduler) DelayLoop(ctx context.Context) {
 			wait = next.Sub(now)
 		}
 		if next := s.fireDue(now); !next.IsZero() {
+			wait = min(wait, next.Sub(now))
+		}
+		if next := s.failAway(now); !next.IsZero() {
 			wait = min(wait, next.Sub(now))
 		}
 		t.Reset(wait)

@@ -23,6 +23,7 @@ type memStore struct {
 	cmds   []store.Command   // applied, in order
 	rounds [][]store.Command // applied, batch by batch
 	scheds map[string]store.Schedule
+	agents map[string]store.Agent
 	keyErr error // IdempotencyKey fails with it
 }
 
@@ -88,6 +89,17 @@ func (m *memStore) Schedules() ([]store.Schedule, error) {
 	return out, nil
 }
 
+func (m *memStore) Agents() ([]store.Agent, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []store.Agent
+	for _, a := range m.agents {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, func(a, b store.Agent) int { return cmp.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
 func (m *memStore) LogEnd(id uint64) (uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -112,6 +124,11 @@ func (m *memStore) apply(cmds []store.Command) (syncer, []store.Result, error) {
 			m.scheds[c.Schedule.Name] = c.Schedule
 		case *store.DeleteSchedule:
 			delete(m.scheds, c.Name)
+		case *store.PutAgent:
+			if m.agents == nil {
+				m.agents = map[string]store.Agent{}
+			}
+			m.agents[c.Agent.Name] = c.Agent
 		case *store.Output:
 			m.ends[c.Job] = max(m.ends[c.Job], c.Chunk.Offset+uint64(len(c.Chunk.Data)))
 		}

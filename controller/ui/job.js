@@ -58,6 +58,19 @@ function renderJob(j) {
     deps.append(j.after_any ? ' (once all ended, whatever their outcome)' : ' (once all completed)');
     field(dl, 'Runs after', deps);
   }
+  if (j.parent) {
+    field(dl, 'Fan-out', el('span', {}, 'child of job ', el('a', { href: '/ui/job?id=' + j.parent }, String(j.parent)),
+      ', pinned to agent ', el('a', { href: '/ui/agent?name=' + encodeURIComponent(j.agent) }, j.agent)));
+  }
+  if (j.fanout) {
+    const f = j.fanout;
+    let how = (Object.keys(f.labels || {}).length ? 'agents matching ' + labels(f.labels) : 'every agent') +
+      (f.include_disconnected ? ', disconnected ones included' : '') + '; ' +
+      (f.batch ? f.batch + ' at a time' : 'all at once') +
+      (f.max_failures !== undefined && f.max_failures !== null ? ', stops at ' + f.max_failures + ' failures' : '') +
+      (f.stopped ? ' (stopped)' : '');
+    field(dl, 'Fan-out', f.children + ' hosts: ' + how);
+  }
   if (j.schedule) field(dl, 'Schedule', el('a', { href: '/ui/schedules#' + encodeURIComponent(j.schedule) }, j.schedule));
   if (j.env && Object.keys(j.env).length) {
     field(dl, 'Environment', el('details', {}, el('summary', {}, Object.keys(j.env).length + ' variables'),
@@ -77,6 +90,7 @@ function renderJob(j) {
   field(dl, 'Terminal', j.tty === true ? 'yes' : j.tty === false ? 'no' : '');
   $('fields').replaceChildren(dl);
   renderLive(j);
+  renderHosts(j);
 
   const rows = (j.attempts || []).map((a) => el('tr', { 'data-key': a.number },
     el('td', {}, '#' + a.number),
@@ -91,6 +105,21 @@ function renderJob(j) {
     el('td', { class: 'num' }, a.max_rss ? bytes(a.max_rss) : '-'),
     el('td', { class: 'wrap' }, a.error || '')));
   patchRows($('attempts'), rows.length ? rows : [el('tr', {}, el('td', { colspan: 11, class: 'empty' }, 'No attempts yet.'))]);
+}
+
+// renderHosts fills a fan-out parent's per-host table: each child's
+// state, exit code and a link to its page and log.
+function renderHosts(j) {
+  $('hosts-section').hidden = !j.fanout;
+  if (!j.fanout) return;
+  const rows = (j.children || []).map((c) => el('tr', { 'data-key': c.job_id },
+    el('td', {}, el('a', { href: '/ui/agent?name=' + encodeURIComponent(c.agent) }, c.agent)),
+    el('td', { class: 'num' }, el('a', { href: '/ui/job?id=' + c.job_id }, String(c.job_id))),
+    el('td', {}, badge(c.status)),
+    el('td', { class: 'num' }, c.exit_code === null || c.exit_code === undefined ? '-' : String(c.exit_code)),
+    el('td', { class: 'wrap' }, c.reason || ''),
+    el('td', {}, el('a', { href: '/ui/job?id=' + c.job_id + '#log' }, 'log'))));
+  patchRows($('hosts'), rows.length ? rows : [el('tr', {}, el('td', { colspan: 6, class: 'empty' }, 'No children.'))]);
 }
 
 // The live state shown, and how many answers in a row were stale: an
