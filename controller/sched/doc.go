@@ -46,6 +46,12 @@
 // goes through it) gathers a job's new version and, when the job ends,
 // the decisions of the jobs blocked on it, and commit queues them with
 // Committer.AddAll as one batch — a crash keeps all or none of them.
+// With Options.Notify set, the same round holds the webhook outbox
+// entries (store.PutDelivery) of a job that starts running or ends:
+// the Notifier chooses the targets and writes the bodies, under the
+// lock, and is handed the entries back once the round is durable, so a
+// notification exists exactly when its event does (the delivery worker
+// is the controller's: controller/webhook.Outbox).
 //
 // The clock the scheduler runs on is package controller/clock: the
 // controller's retention loop runs on it too, and the tests of both

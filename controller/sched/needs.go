@@ -2,6 +2,7 @@ package sched
 
 import (
 	"iter"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -68,6 +69,27 @@ type Disk interface {
 	// (KickDispatch) when space returns.
 	Accepting() bool
 }
+
+// Notifier makes the webhook notifications of job events (issue 17):
+// the controller's, which knows the configured webhooks and writes the
+// bodies.
+type Notifier interface {
+	// Deliveries returns the outbox entries reporting that j reached
+	// event (EventStarted, EventFinished) at now, one per target that
+	// wants it; none is usual. Everything that varies (IDs, times, the
+	// body) is in them: they go into the round as PutDelivery commands.
+	// It is called under the scheduler's lock and must not call back.
+	Deliveries(j *store.Job, event string, now time.Time) []store.Delivery
+	// Queued hands over entries once the round holding them is durable
+	// (the delivery worker then sends them).
+	Queued(ds ...store.Delivery)
+}
+
+// The events a Notifier is asked about.
+const (
+	EventStarted  = "job.started"  // the first start of an attempt
+	EventFinished = "job.finished" // a terminal state
+)
 
 // noMetrics and noDisk stand in when Options leave them out (tests).
 type noMetrics struct{}
