@@ -262,18 +262,19 @@ func (e *Error) Error() string { return e.Msg }
 func (e *Error) Unwrap() error { return e.Err }
 
 // Send makes one delivery at now with client (from Policy.Client) and
-// returns nil for a 2xx answer. Otherwise the *Error says whether to
+// returns the answer's status (0 for none), with a nil error for a 2xx
+// answer. Otherwise the *Error says whether to
 // retry: a refused target (policy) or 410 Gone is final; network errors,
 // timeouts, 408, 429 and 5xx are worth retrying, and so is any other
 // answer (a receiver being deployed may answer 404 for a while).
-func Send(ctx context.Context, client *http.Client, p *Policy, d Delivery, now time.Time) error {
+func Send(ctx context.Context, client *http.Client, p *Policy, d Delivery, now time.Time) (int, error) {
 	u, err := p.CheckURL(d.URL)
 	if err != nil {
-		return &Error{Msg: err.Error(), Err: err}
+		return 0, &Error{Msg: err.Error(), Err: err}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(d.Body))
 	if err != nil {
-		return &Error{Msg: err.Error(), Err: err}
+		return 0, &Error{Msg: err.Error(), Err: err}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "jobsuite-webhook/1")
@@ -283,15 +284,15 @@ func Send(ctx context.Context, client *http.Client, p *Policy, d Delivery, now t
 	resp, err := client.Do(req)
 	if err != nil {
 		if errors.Is(err, ErrPolicy) {
-			return &Error{Msg: err.Error(), Err: err}
+			return 0, &Error{Msg: err.Error(), Err: err}
 		}
-		return &Error{Msg: "POST " + redact(u) + ": " + rootCause(err), Retry: true, Err: err}
+		return 0, &Error{Msg: "POST " + redact(u) + ": " + rootCause(err), Retry: true, Err: err}
 	}
 	defer resp.Body.Close()
 	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // let the connection be reused
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return nil
+		return resp.StatusCode, nil
 	}
 	msg := fmt.Sprintf("POST %s: %s", redact(u), resp.Status)
 	if s := strings.TrimSpace(string(answer)); s != "" {
@@ -303,7 +304,7 @@ func Send(ctx context.Context, client *http.Client, p *Policy, d Delivery, now t
 	if loc := resp.Header.Get("Location"); resp.StatusCode >= 300 && resp.StatusCode < 400 && loc != "" {
 		msg += " (redirects are not followed; configure the new URL)"
 	}
-	return &Error{Status: resp.StatusCode, Msg: msg, Retry: resp.StatusCode != http.StatusGone}
+	return resp.StatusCode, &Error{Status: resp.StatusCode, Msg: msg, Retry: resp.StatusCode != http.StatusGone}
 }
 
 // redact drops the query string, which may hold a receiver's token.

@@ -171,7 +171,10 @@ func TestSend(t *testing.T) {
 			p := r.policy(true)
 			d := d
 			d.URL = r.srv.URL + "/hook?token=abc"
-			err := Send(context.Background(), p.Client(), p, d, time.Now())
+			status, err := Send(context.Background(), p.Client(), p, d, time.Now())
+			if status != tt.status {
+				t.Errorf("Send's status %d, want %d", status, tt.status)
+			}
 			if !tt.wantErr {
 				if err != nil {
 					t.Fatalf("Send = %v", err)
@@ -207,7 +210,7 @@ func TestSendRefusesLocalTargets(t *testing.T) {
 	r := newReceiver(t)
 	p := r.policy(false)
 	for _, u := range []string{r.srv.URL, strings.Replace(r.srv.URL, "127.0.0.1", "localhost", 1)} {
-		err := Send(context.Background(), p.Client(), p, Delivery{ID: "x", URL: u, Body: []byte("{}"), Secret: secret}, time.Now())
+		_, err := Send(context.Background(), p.Client(), p, Delivery{ID: "x", URL: u, Body: []byte("{}"), Secret: secret}, time.Now())
 		var e *Error
 		if !errors.As(err, &e) || e.Retry || !errors.Is(err, ErrPolicy) {
 			t.Errorf("Send to %s = %v, want a final policy refusal", u, err)
@@ -226,7 +229,7 @@ func TestSendUnreachable(t *testing.T) {
 	p := r.policy(true)
 	url := r.srv.URL
 	r.srv.Close()
-	err := Send(context.Background(), p.Client(), p, Delivery{ID: "x", URL: url, Body: []byte("{}"), Secret: secret}, time.Now())
+	_, err := Send(context.Background(), p.Client(), p, Delivery{ID: "x", URL: url, Body: []byte("{}"), Secret: secret}, time.Now())
 	var e *Error
 	if !errors.As(err, &e) || !e.Retry || e.Status != 0 {
 		t.Errorf("Send to a closed server = %#v, want a retryable error without status", err)
