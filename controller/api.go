@@ -20,6 +20,7 @@ import (
 	"jobsuite/api"
 	"jobsuite/certs"
 	"jobsuite/controller/store"
+	"jobsuite/controller/webhook"
 	"jobsuite/protocol"
 )
 
@@ -81,6 +82,7 @@ func (s *Server) routes() http.Handler {
 	r.POST("/schedules/:name/pause", s.auth(certs.RoleOperator, s.handlePauseSchedule))
 	r.POST("/schedules/:name/resume", s.auth(certs.RoleOperator, s.handleResumeSchedule))
 	r.POST("/schedules/:name/run", s.auth(certs.RoleOperator, s.handleRunSchedule))
+	r.GET("/webhooks/secret", s.auth(certs.RoleOperator, s.handleNotifySecret)) // notify.go
 	r.GET("/health", s.handleHealth)
 	r.GET("/openapi.json", s.handleOpenAPI)
 	r.GET("/ui", s.handleUI) // the web dashboard: static files, no role needed (see ui.go)
@@ -180,11 +182,14 @@ type submitLimits struct {
 	command int // command plus params
 	env     int // env entries
 	labels  int // labels
+	// notify checks notify URLs; nil: the default policy (https, public
+	// addresses).
+	notify *webhook.Policy
 }
 
 // limits are the server's submit limits.
 func (s *Server) limits() submitLimits {
-	return submitLimits{body: int(s.cfg.MaxBodyBytes), command: s.cfg.MaxCommandBytes, env: s.cfg.MaxEnv, labels: s.cfg.MaxLabels}
+	return submitLimits{body: int(s.cfg.MaxBodyBytes), command: s.cfg.MaxCommandBytes, env: s.cfg.MaxEnv, labels: s.cfg.MaxLabels, notify: s.notify.policy}
 }
 
 // decodeSubmit parses and validates a submission into a new job.
@@ -345,6 +350,16 @@ func decodeSubmit(body []byte, lim submitLimits) (*store.Job, error) {
 	if len(req.After) > 0 {
 		j.After = req.After
 		j.AfterAny = req.AfterAny
+	}
+	policy := lim.notify
+	if policy == nil {
+		policy = &webhook.Policy{}
+	}
+	if err := checkNotify(req.Notify, policy); err != nil {
+		return nil, err
+	}
+	if len(req.Notify) > 0 {
+		j.Notify = req.Notify
 	}
 	// JSON decoding can grow a value (an invalid UTF-8 byte becomes a
 	// 3-byte U+FFFD): bound the decoded job too, so it fits a frame.

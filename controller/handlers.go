@@ -34,6 +34,9 @@ func viewJob(j *store.Job, reason string) api.JobView {
 		Attempt: len(j.Attempts), Attempts: make([]api.AttemptView, 0, len(j.Attempts)), LogBytes: j.LogBytes,
 		After: j.After, AfterAny: j.AfterAny, Schedule: j.Schedule,
 	}
+	for _, u := range j.Notify {
+		v.Notify = append(v.Notify, webhookURL(u))
+	}
 	if reason != "" {
 		v.Reason = reason
 	}

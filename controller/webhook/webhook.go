@@ -18,7 +18,8 @@
 // deliveries are at least once, so receivers dedupe by Jobsuite-Delivery.
 // The scheme is Stripe's: receivers with a library for it can use it.
 //
-// Policy: only https:// unless AllowHTTP; the connection is refused
+// Policy: only https:// unless AllowHTTP; only the hosts Hosts lists,
+// if it lists any; the connection is refused
 // when the address the name resolves to (checked on the dialled address,
 // so DNS rebinding between check and connect does not help) is loopback,
 // private, link-local (cloud metadata at 169.254.169.254), unspecified,
@@ -126,6 +127,10 @@ type Policy struct {
 	// Allow lists address ranges that may be called although they are
 	// not public (an internal receiver: 10.1.2.0/24, 127.0.0.1/32).
 	Allow []netip.Prefix
+	// Hosts, if not empty, is the allowlist of the hosts a URL may
+	// name: "hooks.example.com" matches that name, "*.example.com" any
+	// name under example.com. An address literal is matched as written.
+	Hosts []string
 	// Timeout bounds one delivery, connection to answer; 0: 10 s.
 	Timeout time.Duration
 	// TLS is the client's TLS configuration (nil: the system roots);
@@ -158,10 +163,33 @@ func (p *Policy) CheckURL(raw string) (*url.URL, error) {
 	if u.Fragment != "" {
 		return nil, fmt.Errorf("%w: %q: a fragment is not sent; remove it", ErrPolicy, raw)
 	}
+	if !p.hostListed(u.Hostname()) {
+		return nil, fmt.Errorf("%w: %q: host %s is not in the controller's notify_hosts allowlist", ErrPolicy, raw, u.Hostname())
+	}
 	if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil && !p.allowed(ip) {
 		return nil, fmt.Errorf("%w: %q: %s is not a public address (list it in notify_allow to permit it)", ErrPolicy, raw, ip)
 	}
 	return u, nil
+}
+
+// hostListed reports whether host is in the Hosts allowlist (or there
+// is none).
+func (p *Policy) hostListed(host string) bool {
+	if len(p.Hosts) == 0 {
+		return true
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	for _, h := range p.Hosts {
+		h = strings.ToLower(h)
+		if suffix, ok := strings.CutPrefix(h, "*."); ok {
+			if strings.HasSuffix(host, "."+suffix) {
+				return true
+			}
+		} else if host == h {
+			return true
+		}
+	}
+	return false
 }
 
 // allowed reports whether ip may be dialled.

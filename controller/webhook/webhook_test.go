@@ -62,6 +62,7 @@ func TestSignVerify(t *testing.T) {
 func TestCheckURL(t *testing.T) {
 	strict := &Policy{}
 	lenient := &Policy{AllowHTTP: true, Allow: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}}
+	listed := &Policy{Hosts: []string{"hooks.example.com", "*.corp.example"}}
 	tests := map[string]struct {
 		p    *Policy
 		url  string
@@ -88,6 +89,11 @@ func TestCheckURL(t *testing.T) {
 		"public v4":           {strict, "https://8.8.8.8/", ""},
 		"public v6":           {strict, "https://[2606:4700::1111]/", ""},
 		"documentation range": {strict, "https://192.0.2.10/", "not a public address"},
+		"listed host":         {listed, "https://HOOKS.example.com/x", ""},
+		"listed suffix":       {listed, "https://ci.corp.example/x", ""},
+		"suffix is not apex":  {listed, "https://corp.example/x", "not in the controller's notify_hosts"},
+		"unlisted host":       {listed, "https://evil.example.net/x", "not in the controller's notify_hosts"},
+		"lookalike suffix":    {listed, "https://xcorp.example/x", "not in the controller's notify_hosts"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
