@@ -4,18 +4,24 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"jobsuite/api"
 	"jobsuite/controller"
+	"jobsuite/controller/store"
 	"jobsuite/controller/webhook"
 )
 
@@ -203,5 +209,117 @@ func TestWebhooksEndToEnd(t *testing.T) {
 				t.Errorf("notify %s: %d %s, want 400 on field notify mentioning %q", tc.url, code, body, tc.want)
 			}
 		})
+	}
+}
+
+// TestCrashWebhook: a real controller process is killed (kill -9)
+// between the commit of a job's end — its outbox entry with it — and
+// the delivery's answer; the restarted controller delivers it, with the
+// same delivery ID, and the job's events record one delivery.
+func TestCrashWebhook(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test: builds the binary; skipped with -short")
+	}
+	arrived := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var ids []string
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		_, _ = io.ReadAll(req.Body)
+		mu.Lock()
+		ids = append(ids, req.Header.Get(webhook.HeaderDelivery))
+		first := len(ids) == 1
+		mu.Unlock()
+		if first {
+			// Hold the first delivery unanswered while the test kills
+			// the controller.
+			arrived <- struct{}{}
+			<-release
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+
+	work := t.TempDir()
+	caFile := filepath.Join(work, "receiver-ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := &controllerProc{t: t, bin: buildJobsuite(t, work), dir: work, pki: newPKI(t), data: filepath.Join(work, "data"),
+		extra: []string{"-notify-ca", caFile, "-notify-allow", "127.0.0.1", "-notify-retry-base", "100ms"}}
+	p.httpAddr, p.agentAddr = freeAddrs(t)
+	client := newAPIClient(t, p.pki, "operator", "https://"+p.httpAddr)
+	p.start(client)
+	defer func() {
+		select {
+		case <-p.exited:
+		default:
+			p.kill()
+		}
+		if t.Failed() {
+			t.Log(p.tail(p.starts, 60))
+		}
+	}()
+
+	// No agent: the job stays queued until it is cancelled, which ends
+	// it and writes its outbox entry in the same round.
+	j, err := client.submit(fmt.Sprintf(`{"command": "true", "notify": [%q]}`, srv.URL+"/hook"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, body, err := client.do("DELETE", fmt.Sprintf("/jobs/%d", j.JobID), ""); err != nil || code != http.StatusOK {
+		t.Fatalf("cancel: %d %s %v", code, body, err)
+	}
+	select {
+	case <-arrived: // the entry is durable: the worker gets it only then
+	case <-time.After(30 * time.Second):
+		t.Fatal("no delivery within 30s")
+	}
+	p.kill()
+	close(release)
+	p.start(client)
+
+	var notified []api.Event
+	deadline := time.Now().Add(30 * time.Second)
+	for len(notified) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no delivery recorded within 30s of the restart")
+		}
+		time.Sleep(20 * time.Millisecond)
+		var evs []api.Event
+		if err := client.get(fmt.Sprintf("/jobs/%d/events", j.JobID), &evs); err != nil {
+			continue
+		}
+		for _, e := range evs {
+			if e.Type == "notified" || e.Type == "notify_failed" {
+				notified = append(notified, e)
+			}
+		}
+	}
+	p.stop()
+	if len(notified) != 1 || notified[0].Type != "notified" || !strings.Contains(notified[0].Message, "delivered (200)") {
+		t.Errorf("events %+v, want one delivery", notified)
+	}
+	mu.Lock()
+	if len(ids) != 2 || ids[0] != ids[1] || ids[0] == "" {
+		t.Errorf("delivery IDs %v, want the same one twice (before and after the kill)", ids)
+	}
+	mu.Unlock()
+	st, err := store.Open(p.data, store.Options{Logger: hclog.NewNullLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if left, err := st.Deliveries(); err != nil || len(left) != 0 {
+		t.Errorf("outbox after the delivery: %+v %v", left, err)
 	}
 }
