@@ -58,6 +58,26 @@ type Metrics interface {
 	LogBytes(n int)
 }
 
+// ScheduleMetrics, if the Metrics also implement it, hears of every
+// firing of a schedule (the controller's Prometheus metrics). Called
+// under the scheduler's lock: it must be quick and must not call back.
+type ScheduleMetrics interface {
+	// ScheduleFired counts a job created by schedule name: lateness is
+	// how long after its occurrence it was created (not observed for a
+	// run-now, manual).
+	ScheduleFired(name string, lateness time.Duration, manual bool)
+	// ScheduleSkipped counts n occurrences of schedule name that
+	// created no job, and why: SkipOverlap, SkipCatchUp or SkipDisk.
+	ScheduleSkipped(name, why string, n int)
+}
+
+// Why an occurrence was skipped (ScheduleMetrics.ScheduleSkipped).
+const (
+	SkipOverlap = "overlap"  // the previous job had not ended (overlap skip)
+	SkipCatchUp = "catch_up" // missed while no controller ran, not caught up
+	SkipDisk    = "disk"     // the controller's disk was nearly full
+)
+
 // Disk is the floor of free space on the data directory (the
 // controller's disk guard).
 type Disk interface {
