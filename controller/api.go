@@ -189,7 +189,11 @@ type submitLimits struct {
 
 // limits are the server's submit limits.
 func (s *Server) limits() submitLimits {
-	return submitLimits{body: int(s.cfg.MaxBodyBytes), command: s.cfg.MaxCommandBytes, env: s.cfg.MaxEnv, labels: s.cfg.MaxLabels, notify: s.notify.policy}
+	lim := submitLimits{body: int(s.cfg.MaxBodyBytes), command: s.cfg.MaxCommandBytes, env: s.cfg.MaxEnv, labels: s.cfg.MaxLabels}
+	if s.notify != nil {
+		lim.notify = s.notify.policy
+	}
+	return lim
 }
 
 // decodeSubmit parses and validates a submission into a new job.
