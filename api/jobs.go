@@ -47,6 +47,11 @@ type SubmitRequest struct {
 	// they all ended, however. Every ID must exist.
 	After    []uint64 `json:"after,omitempty"`
 	AfterAny bool     `json:"after_any,omitempty"`
+	// Notify lists URLs the controller POSTs a signed Notification to
+	// when the job ends (webhooks): https:// only unless the controller
+	// allows http, and only to the hosts its notify_hosts allowlist
+	// names, if it has one.
+	Notify []string `json:"notify,omitempty"`
 	// Fanout runs the job on every agent it selects (POST /jobs only):
 	// a parent job and one child per agent, pinned to it.
 	Fanout *FanoutRequest `json:"fanout,omitempty"`
@@ -159,6 +164,7 @@ type JobView struct {
 	Agent           string            `json:"agent,omitempty"`    // the agent it is pinned to (a fan-out child)
 	Fanout          *FanoutView       `json:"fanout,omitempty"`   // set on a fan-out's parent
 	Children        []ChildView       `json:"children,omitempty"` // a fan-out parent's children (GET /jobs/:id only)
+	Notify          []string          `json:"notify,omitempty"`   // webhook URLs, query strings elided
 	Live            *LiveView         `json:"live,omitempty"`     // only with ?live=1
 }
 
@@ -247,4 +253,49 @@ type LogMessage struct {
 	Signal   string    `json:"signal,omitempty"`
 	Reason   string    `json:"reason,omitempty"`
 	Outcome  string    `json:"outcome,omitempty"` // end of ?attempt=N: the attempt's outcome, "" while it runs
+}
+
+// The events of a Notification (its "event" and the Jobsuite-Event
+// header).
+const (
+	EventJobStarted  = "job.started"  // an attempt started running
+	EventJobFinished = "job.finished" // the job reached a terminal state
+)
+
+// Notification is the body of a webhook delivery: POSTed, signed, to a
+// job's notify URLs and to the controller's configured webhooks.
+// README "Webhooks" shows how a receiver verifies it.
+type Notification struct {
+	// ID is the delivery's ID, also in the Jobsuite-Delivery header: the
+	// same on every retry, so receivers can drop a repeat.
+	ID    string          `json:"id"`
+	Event string          `json:"event"` // EventJobStarted or EventJobFinished
+	Time  time.Time       `json:"time"`  // when the event happened
+	Job   NotificationJob `json:"job"`
+}
+
+// NotificationJob is the job a Notification reports: what a receiver
+// needs to act on it, and never its environment (which may hold
+// secrets).
+type NotificationJob struct {
+	JobID      uint64            `json:"job_id"`
+	Name       string            `json:"name"`
+	Status     string            `json:"status"` // one of the State constants
+	Reason     string            `json:"reason,omitempty"`
+	ExitCode   *int              `json:"exit_code"`        // of the latest attempt; null if none ended with one
+	Signal     string            `json:"signal,omitempty"` // that killed the latest attempt
+	Attempt    int               `json:"attempt"`          // attempts so far
+	Agent      string            `json:"agent,omitempty"`  // of the latest attempt
+	Labels     map[string]string `json:"labels,omitempty"`
+	Schedule   string            `json:"schedule,omitempty"`
+	CreatedAt  time.Time         `json:"created_at"`
+	StartedAt  *time.Time        `json:"started_at,omitempty"`
+	FinishedAt *time.Time        `json:"finished_at,omitempty"`
+	Duration   *float64          `json:"duration,omitempty"` // seconds from first start to finish
+}
+
+// NotifySecretView is the answer of GET /webhooks/secret: the key the
+// controller signs the deliveries to jobs' notify URLs with.
+type NotifySecretView struct {
+	Secret string `json:"secret"`
 }

@@ -262,6 +262,11 @@ func (f *fakeController) serve(w http.ResponseWriter, r *http.Request) {
 			"free": 3, "transport": "quic", "address": "127.0.0.1:5000", "version": "0.1.0",
 			"connected_at": time.Now().Add(-2 * time.Hour), "last_heartbeat": time.Now().Add(-time.Second), "jobs": []int{12},
 		}})
+	case r.Method == "GET" && r.URL.Path == "/jobs/12/events": // status prints its webhooks
+		fakeJSON(w, http.StatusOK, []map[string]any{
+			{"seq": 0, "time": time.Now(), "type": "submitted", "state": "queued"},
+			{"seq": 5, "time": time.Now(), "type": "notified", "state": "failed", "message": "job.finished webhook to https://hooks.example/x delivered (200) after 3 tries"},
+		})
 	case r.Method == "GET" && len(parts) == 4 && parts[0] == "ws" && parts[1] == "jobs" && parts[3] == "logs":
 		f.serveLogs(w, r, parts[2])
 	default:

@@ -301,6 +301,10 @@ func (c *configApply) apply(key []string, v any) {
 		}
 		return
 	}
+	if _, ok := f.Value.(*webhookFlag); ok {
+		c.applyWebhooks(key, f, v)
+		return
+	}
 	if kv, ok := f.Value.(kvFlag); ok {
 		c.applyKV(key, kv, v)
 		return
@@ -493,6 +497,37 @@ func (c *configApply) applyList(key []string, f *flag.Flag, v any) {
 		return // the command line wins
 	}
 	for _, s := range values {
+		if err := c.fs.Set(f.Name, s); err != nil {
+			c.errorf(key, "%v", err)
+		}
+	}
+}
+
+// applyWebhooks sets -webhook from [[webhook]] tables, unless the
+// command line set it.
+func (c *configApply) applyWebhooks(key []string, f *flag.Flag, v any) {
+	tables, ok := v.([]map[string]any)
+	if !ok {
+		c.errorf(key, `must be tables: [[webhook]] with url, events, secret_file or secret_env; got %s`, tomlType(v))
+		return
+	}
+	var specs []string
+	for i, t := range tables {
+		spec, err := webhookTableSpec(t)
+		if err != nil {
+			c.errorf(key, "table %d: %v", i+1, err)
+			return
+		}
+		if _, err := parseWebhook(spec); err != nil {
+			c.errorf(key, "table %d: %v", i+1, err)
+			return
+		}
+		specs = append(specs, spec)
+	}
+	if c.set[f.Name] {
+		return // the command line wins
+	}
+	for _, s := range specs {
 		if err := c.fs.Set(f.Name, s); err != nil {
 			c.errorf(key, "%v", err)
 		}

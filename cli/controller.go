@@ -153,6 +153,30 @@ Cluster mode (3 or 5 controllers on raft; README "Running a cluster"):
                         log whatever -raft-trailing-logs says. Default (0):
                         raft-wal's, 64 MiB.
 
+Webhook notifications (README "Webhooks", SECURITY.md "Webhooks"):
+
+  -webhook 'URL [events=E,...] secret-file=FILE|secret-env=VAR [name=N]'
+                        A controller-wide webhook (repeatable; in the config
+                        file a [[webhook]] table, below). Events: started,
+                        finished (every end), or a final state (completed,
+                        failed, timeout, cancelled); default finished. Its
+                        deliveries are signed with the secret (at least 16
+                        bytes), read at start and never logged.
+  -notify-allow-http    Permit http:// targets (body and signature in clear).
+  -notify-hosts HOST,...
+                        Allowlist of the hosts a target may name (a job's
+                        notify URLs and the webhooks): hooks.example.com, or
+                        *.example.com for any name under it. Default: any.
+  -notify-allow CIDR,...
+                        Address ranges a target may resolve to although they
+                        are not public (loopback, private, link-local: refused
+                        by default, checked on the address dialled).
+  -notify-ca FILE       Extra CA certificates (PEM) trusted for receivers.
+  -notify-retry-base DUR, -notify-retry-max DUR, -notify-max-tries N
+                        A failed delivery is retried after base, doubling up
+                        to max (±20% jitter), at most N tries in all.
+                        Defaults {notify-retry-base}, {notify-retry-max}, {notify-max-tries}.
+
 Configuration file:
 
   Every flag has a key in the -config file: its name with _ for -.
@@ -187,6 +211,18 @@ Configuration file:
     raft_snapshot_interval  = {raft-snapshot-interval:toml}
     raft_trailing_logs      = {raft-trailing-logs:toml}
     raft_wal_segment_bytes  = {raft-wal-segment-bytes:toml}
+    notify_allow_http = {notify-allow-http:toml}
+    notify_hosts = ""                    # e.g. "hooks.example.com,*.corp.example"
+    notify_allow = ""                    # e.g. "10.1.2.0/24"
+    notify_ca    = ""                    # e.g. "/etc/jobsuite/hooks-ca.pem"
+    notify_retry_base = {notify-retry-base:toml}
+    notify_retry_max  = {notify-retry-max:toml}
+    notify_max_tries  = {notify-max-tries:toml}
+    # webhook = ...: one table per webhook, after the keys above:
+    #   [[webhook]]
+    #   url = "https://hooks.example.com/jobs"
+    #   events = ["started", "failed"]
+    #   secret_file = "/etc/jobsuite/hook.secret"   # or secret_env = "HOOK_SECRET"
     max_body_bytes    = {max-body-bytes:toml}
     max_command_bytes = {max-command-bytes:toml}
     max_env           = {max-env:toml}
@@ -210,7 +246,7 @@ func (c *ControllerCommand) Run(args []string) int {
 	fs := c.flagSet("controller")
 	cfg := controller.DefaultConfig()
 	var lf logFlags
-	minFree, maxOutput, configPath := controllerFlags(fs, &cfg, &lf)
+	minFree, maxOutput, configPath, nf := controllerFlags(fs, &cfg, &lf)
 	if code, ok := c.parse(fs, args, c.Help()); !ok {
 		return code
 	}
@@ -223,6 +259,9 @@ func (c *ControllerCommand) Run(args []string) int {
 			return c.errorf("%v", err)
 		}
 	}
+	if err := nf.apply(&cfg, os.Getenv); err != nil {
+		return c.errorf("%v", err)
+	}
 	return c.run(cfg, lf, *minFree, *maxOutput)
 }
 
@@ -230,7 +269,7 @@ func (c *ControllerCommand) Run(args []string) int {
 // its field of cfg with the field's value — DefaultConfig's — as its
 // default, and the logging flags on lf. -min-free-bytes and
 // -max-output-bytes default to -1, the default that follows the disk.
-func controllerFlags(fs *flag.FlagSet, cfg *controller.Config, lf *logFlags) (minFree, maxOutput *int64, configPath *string) {
+func controllerFlags(fs *flag.FlagSet, cfg *controller.Config, lf *logFlags) (minFree, maxOutput *int64, configPath *string, nf *notifyFlags) {
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "")
 	fs.StringVar(&cfg.TLS.CA, "ca", "", "")
 	fs.StringVar(&cfg.TLS.Cert, "cert", "", "")
@@ -274,9 +313,11 @@ func controllerFlags(fs *flag.FlagSet, cfg *controller.Config, lf *logFlags) (mi
 	// -1: the default, which follows the disk's size; 0: off.
 	minFree = fs.Int64("min-free-bytes", -1, "")
 	maxOutput = fs.Int64("max-output-bytes", -1, "")
+	nf = &notifyFlags{}
+	nf.register(fs, cfg)
 	lf.register(fs)
 	configPath = fs.String("config", "", "")
-	return minFree, maxOutput, configPath
+	return minFree, maxOutput, configPath, nf
 }
 
 // run runs the controller configured by the flags.

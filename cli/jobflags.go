@@ -24,6 +24,7 @@ type jobFlags struct {
 	retries              int
 	logs                 bool
 	labels, env          kvFlag
+	notify               listFlag
 	noCancel, split, tty bool
 }
 
@@ -46,6 +47,7 @@ func (j *jobFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&j.noCancel, "no-cancel", false, "")
 	fs.BoolVar(&j.split, "split-output", false, "")
 	fs.BoolVar(&j.tty, "tty", false, "")
+	fs.Var(&j.notify, "notify", "")
 }
 
 // request is the job fs's flags and arguments describe (fs parsed);
@@ -113,6 +115,9 @@ func (j *jobFlags) request(fs *flag.FlagSet, example string) (api.SubmitRequest,
 	}
 	if len(j.env) > 0 {
 		req.Env = j.env
+	}
+	if len(j.notify) > 0 {
+		req.Notify = j.notify
 	}
 	return req, nil
 }
@@ -193,6 +198,13 @@ const jobOptionsHelp = `  -name=<name>
     -env sets TERM), so tools that check for one keep their colours and
     line buffering; stdin stays empty. Its output is one stream. Agents
     started with -tty do this for every job; -tty=false declines it.
+
+  -notify=<url>
+    POST a signed JSON notification to this URL when the job ends
+    (a webhook, retried until delivered or given up; the job's events
+    say which). https:// only unless the controller allows http, and
+    only to hosts its allowlist names (README "Webhooks"). May be
+    repeated.
 `
 
 // scheduledJobOptionsHelp is jobOptionsHelp without the flags a

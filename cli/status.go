@@ -134,6 +134,7 @@ func (c *StatusCommand) Run(args []string) int {
 		fmt.Fprintln(c.Stdout, "Hosts:")
 		hostTable(c.Stdout, job.Children)
 	}
+	c.printWebhooks(ctx, client, &job)
 	if *live {
 		var lv struct {
 			Live *api.LiveView `json:"live"`
@@ -144,6 +145,30 @@ func (c *StatusCommand) Run(args []string) int {
 		printLive(c.Stdout, lv.Live)
 	}
 	return ExitOK
+}
+
+// printWebhooks writes the outcomes of a finished job's webhook
+// deliveries (its notified and notify_failed events), if it has any.
+// Best effort: a controller that cannot say leaves them out.
+func (c *StatusCommand) printWebhooks(ctx context.Context, client *Client, j *api.JobView) {
+	if j.FinishedAt == nil {
+		return // deliveries are recorded on finished jobs only
+	}
+	var evs []api.Event
+	if err := client.do(ctx, "GET", fmt.Sprintf("/jobs/%d/events", j.JobID), nil, &evs); err != nil {
+		return
+	}
+	first := true
+	for _, e := range evs {
+		if e.Type != "notified" && e.Type != "notify_failed" {
+			continue
+		}
+		if first {
+			fmt.Fprintln(c.Stdout, "Webhooks:")
+			first = false
+		}
+		fmt.Fprintf(c.Stdout, "  %s %s\n", e.Time.Local().Format(time.TimeOnly), visibleLine(e.Message))
+	}
 }
 
 // Waits of status -live: the controller's default and upper bound.
@@ -343,6 +368,9 @@ func printJob(w io.Writer, j *api.JobView, now time.Time) {
 			how += fmt.Sprintf(", stops at %d failures", *f.MaxFailures)
 		}
 		line("Fan-out", "%d hosts (%s), %s", f.Children, who, how)
+	}
+	if len(j.Notify) > 0 {
+		line("Notify", "%s", strings.Join(j.Notify, ", "))
 	}
 	if j.Dir != "" {
 		line("Dir", "%s", j.Dir)

@@ -34,6 +34,7 @@ func TestStatus(t *testing.T) {
 		"Exit code: 3\n",
 		"Attempts:  1\n",
 		"#1  agent worker-1  failed  exit code 3, 1.5s",
+		"Webhooks:\n", "job.finished webhook to https://hooks.example/x delivered (200) after 3 tries\n",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

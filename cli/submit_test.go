@@ -53,6 +53,11 @@ func TestSubmitBody(t *testing.T) {
 			want: `{"command":"ls --color=auto","tty":true}`,
 			out:  "Job 12 queued (priority mid)\n",
 		},
+		"webhooks": {
+			args: []string{"-notify", "https://a.example/h", "-notify", "https://b.example/h?t=1", "--", "make"},
+			want: `{"command":"make","notify":["https://a.example/h","https://b.example/h?t=1"]}`,
+			out:  "Job 12 queued (priority mid)\n",
+		},
 		"declining the agent's terminal": {
 			args: []string{"-tty=false", "ls"},
 			want: `{"command":"ls","tty":false}`,

@@ -21,6 +21,7 @@ import (
 	"jobsuite/certs"
 	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
+	"jobsuite/controller/webhook"
 	"jobsuite/protocol"
 )
 
@@ -83,6 +84,7 @@ func (s *Server) routes() http.Handler {
 	r.POST("/schedules/:name/pause", s.auth(certs.RoleOperator, s.handlePauseSchedule))
 	r.POST("/schedules/:name/resume", s.auth(certs.RoleOperator, s.handleResumeSchedule))
 	r.POST("/schedules/:name/run", s.auth(certs.RoleOperator, s.handleRunSchedule))
+	r.GET("/webhooks/secret", s.auth(certs.RoleOperator, s.handleNotifySecret)) // notify.go
 	r.GET("/health", s.handleHealth)
 	r.GET("/openapi.json", s.handleOpenAPI)
 	r.GET("/ui", s.handleUI) // the web dashboard: static files, no role needed (see ui.go)
@@ -182,11 +184,18 @@ type submitLimits struct {
 	command int // command plus params
 	env     int // env entries
 	labels  int // labels
+	// notify checks notify URLs; nil: the default policy (https, public
+	// addresses).
+	notify *webhook.Policy
 }
 
 // limits are the server's submit limits.
 func (s *Server) limits() submitLimits {
-	return submitLimits{body: int(s.cfg.MaxBodyBytes), command: s.cfg.MaxCommandBytes, env: s.cfg.MaxEnv, labels: s.cfg.MaxLabels}
+	lim := submitLimits{body: int(s.cfg.MaxBodyBytes), command: s.cfg.MaxCommandBytes, env: s.cfg.MaxEnv, labels: s.cfg.MaxLabels}
+	if s.notify != nil {
+		lim.notify = s.notify.policy
+	}
+	return lim
 }
 
 // decodeSubmit parses and validates a submission into a new job; a
@@ -443,6 +452,16 @@ func decodeInto(body []byte, lim submitLimits, into *api.SubmitRequest) (*store.
 	if len(req.After) > 0 {
 		j.After = req.After
 		j.AfterAny = req.AfterAny
+	}
+	policy := lim.notify
+	if policy == nil {
+		policy = &webhook.Policy{}
+	}
+	if err := checkNotify(req.Notify, policy); err != nil {
+		return nil, err
+	}
+	if len(req.Notify) > 0 {
+		j.Notify = req.Notify
 	}
 	// JSON decoding can grow a value (an invalid UTF-8 byte becomes a
 	// 3-byte U+FFFD): bound the decoded job too, so it fits a frame.

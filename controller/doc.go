@@ -50,6 +50,18 @@
 //     api's, shared with the CLI. Handlers in their own
 //     package would have to reach into every component above; the
 //     boundary worth having is the wire types', not the handlers'.
+//   - Webhook notifications (notify.go): the scheduler's Notifier
+//     (sched.Options.Notify), which chooses the targets of a job's
+//     start and end — its own notify URLs, the configured webhooks
+//     that ask for the event — and writes the bodies, so the outbox
+//     entries are committed in the round of the transition; and the
+//     delivery worker (controller/webhook's Outbox, with its signing
+//     and SSRF policy), run by Server.Run beside the scheduler's loops
+//     — so on the leader, a Server per term, in cluster mode — which
+//     records each outcome as committed commands (DeleteDelivery or a
+//     retry's PutDelivery, and AppendEvent on the job). It loads the
+//     outbox the store holds when it starts: a delivery interrupted by
+//     a crash or a change of leader is sent again.
 //
 // The bodies its API reads and writes are the types of package api
 // (jobsuite/api), which the CLI decodes too; the handlers convert store

@@ -42,6 +42,9 @@ func viewJob(j *store.Job, reason string) api.JobView {
 			Cancelled: f.Cancelled, Stopped: f.Stopped,
 		}
 	}
+	for _, u := range j.Notify {
+		v.Notify = append(v.Notify, webhookURL(u))
+	}
 	if reason != "" {
 		v.Reason = reason
 	}

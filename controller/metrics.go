@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -50,6 +51,16 @@ type metrics struct {
 	runTime         prometheus.Histogram   // attempt run time, seconds
 	logBytesTotal   prometheus.Counter     // output bytes stored
 	http            *httpMetrics           // API requests (httpmetrics.go)
+
+	// Schedules (issue 17): lateness of every firing, and per schedule
+	// the jobs fired and the occurrences skipped. The schedule label is
+	// bounded: the first maxScheduleSeries names seen get their own
+	// series, later ones share schedule="_other" (scheduleLabel).
+	scheduleLateness prometheus.Histogram
+	scheduleFired    *prometheus.CounterVec // schedule
+	scheduleSkipped  *prometheus.CounterVec // schedule, reason
+	schedMu          sync.Mutex
+	schedNames       map[string]bool // the names with series of their own
 
 	// The plain-HTTP listener of Config.MetricsAddr, if any.
 	plain plainMetrics
@@ -108,6 +119,20 @@ func newMetrics(log hclog.Logger, sched *sched.Scheduler, h *hub.Hub, st storeSt
 			Name: "jobsuite_log_bytes_total",
 			Help: "Job output bytes stored.",
 		}),
+		scheduleLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "jobsuite_schedule_lateness_seconds",
+			Help:    "How long after its occurrence a schedule's job was created (run-now not counted; a caught-up occurrence counts the downtime).",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 3600},
+		}),
+		scheduleFired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jobsuite_schedule_fired_total",
+			Help: "Jobs created by each schedule (run-now included). The first 100 schedule names seen have a series each; the rest share schedule=\"_other\".",
+		}, []string{"schedule"}),
+		scheduleSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jobsuite_schedule_skipped_total",
+			Help: "Occurrences of each schedule that created no job, by reason: overlap (the previous job had not ended), catch_up (missed while no controller ran), disk (the disk was nearly full). Schedule names bounded as for jobsuite_schedule_fired_total.",
+		}, []string{"schedule", "reason"}),
+		schedNames: map[string]bool{},
 	}
 	for _, st := range metricStates {
 		m.jobs.WithLabelValues(string(st))
@@ -121,6 +146,7 @@ func newMetrics(log hclog.Logger, sched *sched.Scheduler, h *hub.Hub, st storeSt
 	m.reg.MustRegister(
 		m.jobs, m.queueDepth, m.submissions, m.completions, m.retries, m.lost,
 		m.dispatchLatency, m.runTime, m.logBytesTotal,
+		m.scheduleLateness, m.scheduleFired, m.scheduleSkipped,
 		m.http.requests, m.http.duration, buildInfo(o.version),
 		newLiveCollector(sched, h, st, o.disk, o.maxAgents),
 		collectors.NewGoCollector(),
@@ -221,6 +247,45 @@ func priorityBucket(p int) string {
 
 // transition counts one job transition (prev is nil for a submission).
 // The scheduler calls it from transition, under its mutex.
+// maxScheduleSeries bounds the schedule label of the schedule metrics:
+// the first this many names seen (since the controller started) get
+// series of their own, the others share "_other". Deleted schedules
+// keep theirs until a restart.
+const maxScheduleSeries = 100
+
+// scheduleLabel is name's value of the schedule label.
+func (m *metrics) scheduleLabel(name string) string {
+	m.schedMu.Lock()
+	defer m.schedMu.Unlock()
+	if m.schedNames[name] {
+		return name
+	}
+	if len(m.schedNames) < maxScheduleSeries {
+		m.schedNames[name] = true
+		return name
+	}
+	return "_other"
+}
+
+// ScheduleFired is sched.ScheduleMetrics'.
+func (m *metrics) ScheduleFired(name string, lateness time.Duration, manual bool) {
+	if m == nil {
+		return
+	}
+	m.scheduleFired.WithLabelValues(m.scheduleLabel(name)).Inc()
+	if !manual {
+		m.scheduleLateness.Observe(max(lateness, 0).Seconds())
+	}
+}
+
+// ScheduleSkipped is sched.ScheduleMetrics'.
+func (m *metrics) ScheduleSkipped(name, why string, n int) {
+	if m == nil {
+		return
+	}
+	m.scheduleSkipped.WithLabelValues(m.scheduleLabel(name), why).Add(float64(n))
+}
+
 func (m *metrics) Transition(prev, next *store.Job) {
 	if m == nil {
 		return

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -220,4 +221,21 @@ func testScheduler(t *testing.T, st *store.Store) *sched.Scheduler {
 		}
 	})
 	return sched.New(testLog(t, "scheduler"), st, c, sched.Options{})
+}
+
+// The schedule label is bounded: the first maxScheduleSeries names keep
+// theirs, later ones share "_other".
+func TestScheduleLabelBounded(t *testing.T) {
+	m := &metrics{schedNames: map[string]bool{}}
+	for i := range maxScheduleSeries {
+		if got, name := m.scheduleLabel(fmt.Sprintf("s%d", i)), fmt.Sprintf("s%d", i); got != name {
+			t.Fatalf("schedule %s labelled %q", name, got)
+		}
+	}
+	tests := map[string]string{"s0": "s0", "s99": "s99", "new": "_other", "another": "_other"}
+	for name, want := range tests {
+		if got := m.scheduleLabel(name); got != want {
+			t.Errorf("schedule %s labelled %q, want %q", name, got, want)
+		}
+	}
 }

@@ -96,6 +96,9 @@ func decodeSchedule(body []byte, lim submitLimits) (store.Schedule, error) {
 // made from.
 func viewTemplate(j *store.Job) api.SubmitRequest {
 	req := api.SubmitRequest{Name: j.Name, Command: j.Command, Labels: j.Labels, Env: j.Env, Dir: j.Dir, TTY: j.TTY}
+	for _, u := range j.Notify {
+		req.Notify = append(req.Notify, webhookURL(u)) // the query string may hold a receiver's token
+	}
 	if j.Params != "" {
 		req.Params, _ = json.Marshal(j.Params)
 	}

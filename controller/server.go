@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -114,6 +115,29 @@ type Config struct {
 	// default, 10s).
 	StatsInterval time.Duration
 
+	// Webhook notifications (notify.go, issue 17; SECURITY.md
+	// "Webhooks"). Webhooks are the controller-wide targets; a job's
+	// own notify URLs come with it.
+	Webhooks []Webhook
+	// NotifyAllowHTTP permits http:// targets (the body and signature
+	// then cross the network in clear).
+	NotifyAllowHTTP bool
+	// NotifyAllow lists address ranges a target may resolve to although
+	// they are not public (loopback, private, link-local).
+	NotifyAllow []netip.Prefix
+	// NotifyHosts, if not empty, is the allowlist of hosts a target may
+	// name ("hooks.example.com", "*.example.com").
+	NotifyHosts []string
+	// NotifyTLS is the webhook client's TLS configuration; nil: the
+	// system's roots (tests trust their receiver's certificate here).
+	NotifyTLS *tls.Config
+	// NotifyRetryBase and NotifyRetryMax are the retry backoff of a
+	// delivery (doubling, with jitter), default 10s and 10m;
+	// NotifyMaxTries how many tries it gets, default 8.
+	NotifyRetryBase time.Duration
+	NotifyRetryMax  time.Duration
+	NotifyMaxTries  int
+
 	// NoSync commits without fsync. Tests only: a crash loses data.
 	NoSync bool
 
@@ -182,6 +206,9 @@ func DefaultConfig() Config {
 		StatsInterval:      defaultStatsInterval,
 		RaftMultiplier:     1,
 		MaxStale:           10 * time.Second,
+		NotifyRetryBase:    10 * time.Second,
+		NotifyRetryMax:     10 * time.Minute,
+		NotifyMaxTries:     8,
 	}
 }
 
@@ -219,6 +246,8 @@ func (c *Config) setDefaults() error {
 	def(&c.AgentCertTTL, d.AgentCertTTL)
 	def(&c.CertReloadInterval, d.CertReloadInterval)
 	def(&c.MaxStale, d.MaxStale)
+	def(&c.NotifyRetryBase, d.NotifyRetryBase)
+	def(&c.NotifyRetryMax, d.NotifyRetryMax)
 	if c.RetainFor == 0 {
 		c.RetainFor = d.RetainFor
 	}
@@ -246,6 +275,10 @@ func (c *Config) setDefaults() error {
 		c.MetricsAgents = d.MetricsAgents
 	}
 	defInt(&c.RaftMultiplier, d.RaftMultiplier)
+	defInt(&c.NotifyMaxTries, d.NotifyMaxTries)
+	if err := c.checkWebhooks(); err != nil {
+		return err
+	}
 	if c.MaxFrameBytes < MinFrameBytes || c.MaxFrameBytes > protocol.MaxFrameSize {
 		return fmt.Errorf("%w: the frame limit must be between %d (a log chunk must fit) and %d bytes, got %d", ErrConfig, MinFrameBytes, protocol.MaxFrameSize, c.MaxFrameBytes)
 	}
@@ -273,6 +306,7 @@ type Server struct {
 	sec       *security  // revocations, API tokens and the audit log (auth.go, audit.go)
 	pki       *pki       // own certificate (reloadable) and the CA key for enrollment (enroll.go)
 	history   history    // samples of the counts for GET /stats (stats.go)
+	notify    *notifier  // webhook targets and the delivery worker (notify.go)
 	// snapshotMu: one GET /operator/snapshot at a time (snapshot.go).
 	snapshotMu sync.Mutex
 	// rounds, if set, hears of every round the committer applied
@@ -376,11 +410,13 @@ func newServer(cfg Config, d *serverDeps) (*Server, error) {
 	s.log.Info("disk limits", "dir", cfg.DataDir, "size", size, "min_free_bytes", floor, "max_output_bytes", maxOutput)
 	s.c = sched.NewCommitter(s.st, sched.CommitOptions{Writable: s.disk.writable, Applied: s.applied, Log: d.log})
 	s.maxOutput = maxOutput
+	s.notify = newNotifier(cfg, s.clock.Now, s.log.Named("webhook"))
+	s.notify.outbox = s.newOutbox(s.notify)
 	s.sched = sched.New(s.log.Named("scheduler"), s.st, s.c, sched.Options{
 		LeaseTTL: cfg.LeaseTTL, HeartbeatInterval: cfg.HeartbeatInterval, KillGrace: cfg.KillGrace,
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Aging: cfg.Aging, MaxOutput: maxOutput,
 		OfflineTimeout: cfg.OfflineTimeout,
-		Disk:           s.disk, Clock: s.clock,
+		Disk:           s.disk, Clock: s.clock, Notify: s.notify,
 	})
 	// The metrics first: load counts the jobs it reads into them.
 	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st, metricsOptions{version: cfg.Version, maxAgents: max(cfg.MetricsAgents, 0), disk: s.disk, cluster: d.cluster})
@@ -492,6 +528,8 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.disk.watch(ctx, s.sched.KickDispatch) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.statsLoop(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.runNotify(ctx) }() // webhook deliveries (notify.go)
 	if s.http != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.metrics.serve(ctx, s.log.Named("metrics")) }()

@@ -55,6 +55,12 @@
 // parent's next version (written by commit, with the rollout's next
 // step, before the round is queued), and commit queues them with
 // Committer.AddAll as one batch — a crash keeps all or none of them.
+// With Options.Notify set, the same round holds the webhook outbox
+// entries (store.PutDelivery) of a job that starts running or ends:
+// the Notifier chooses the targets and writes the bodies, under the
+// lock, and is handed the entries back once the round is durable, so a
+// notification exists exactly when its event does (the delivery worker
+// is the controller's: controller/webhook.Outbox).
 //
 // The clock the scheduler runs on is package controller/clock: the
 // controller's retention loop runs on it too, and the tests of both

@@ -2,6 +2,7 @@ package sched
 
 import (
 	"iter"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -58,6 +59,26 @@ type Metrics interface {
 	LogBytes(n int)
 }
 
+// ScheduleMetrics, if the Metrics also implement it, hears of every
+// firing of a schedule (the controller's Prometheus metrics). Called
+// under the scheduler's lock: it must be quick and must not call back.
+type ScheduleMetrics interface {
+	// ScheduleFired counts a job created by schedule name: lateness is
+	// how long after its occurrence it was created (not observed for a
+	// run-now, manual).
+	ScheduleFired(name string, lateness time.Duration, manual bool)
+	// ScheduleSkipped counts n occurrences of schedule name that
+	// created no job, and why: SkipOverlap, SkipCatchUp or SkipDisk.
+	ScheduleSkipped(name, why string, n int)
+}
+
+// Why an occurrence was skipped (ScheduleMetrics.ScheduleSkipped).
+const (
+	SkipOverlap = "overlap"  // the previous job had not ended (overlap skip)
+	SkipCatchUp = "catch_up" // missed while no controller ran, not caught up
+	SkipDisk    = "disk"     // the controller's disk was nearly full
+)
+
 // Disk is the floor of free space on the data directory (the
 // controller's disk guard).
 type Disk interface {
@@ -69,6 +90,27 @@ type Disk interface {
 	// (KickDispatch) when space returns.
 	Accepting() bool
 }
+
+// Notifier makes the webhook notifications of job events (issue 17):
+// the controller's, which knows the configured webhooks and writes the
+// bodies.
+type Notifier interface {
+	// Deliveries returns the outbox entries reporting that j reached
+	// event (EventStarted, EventFinished) at now, one per target that
+	// wants it; none is usual. Everything that varies (IDs, times, the
+	// body) is in them: they go into the round as PutDelivery commands.
+	// It is called under the scheduler's lock and must not call back.
+	Deliveries(j *store.Job, event string, now time.Time) []store.Delivery
+	// Queued hands over entries once the round holding them is durable
+	// (the delivery worker then sends them).
+	Queued(ds ...store.Delivery)
+}
+
+// The events a Notifier is asked about.
+const (
+	EventStarted  = "job.started"  // the first start of an attempt
+	EventFinished = "job.finished" // a terminal state
+)
 
 // noMetrics and noDisk stand in when Options leave them out (tests).
 type noMetrics struct{}

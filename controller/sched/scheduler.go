@@ -112,6 +112,10 @@ type Options struct {
 	// Jitter returns a number in [0, 1) that spreads retry delays (see
 	// backoff); nil means math/rand/v2's Float64.
 	Jitter func() float64
+	// Notify, if set, makes the webhook notifications of jobs that start
+	// and end: their outbox entries are written in the round of the
+	// transition, and handed back to it once that round is durable.
+	Notify Notifier
 }
 
 // New returns a scheduler that reads st and writes through c. It holds
@@ -313,6 +317,9 @@ type round struct {
 	parents     map[uint64]*store.Job
 	parentOrder []uint64
 	childMsgs   map[uint64][]string
+	// notify are the outbox entries among cmds, for Options.Notify
+	// once the batch is durable.
+	notify []store.Delivery
 }
 
 // commit queues r's commands as one batch and keeps its finished jobs
@@ -326,6 +333,14 @@ func (s *Scheduler) commit(r *round) *Batch {
 		b, _ = s.c.AddAll(r.cmds...)
 	}
 	s.remember(r, b)
+	if len(r.notify) > 0 {
+		ds, n := r.notify, s.opts.Notify
+		go func() {
+			if b.Wait() == nil {
+				n.Queued(ds...)
+			}
+		}()
+	}
 	return b
 }
 
@@ -390,12 +405,34 @@ func (s *Scheduler) change(r *round, prev, next *store.Job, typ, msg string, lev
 	}
 	s.metrics.Transition(prev, next)
 	r.cmds = append(r.cmds, tr)
+	s.notifyOf(r, prev, next, ev.Time)
 	if next.State.Terminal() {
 		r.ended = append(r.ended, next)
 		s.settle(r, next)
 		if next.Parent != 0 {
 			s.childEnded(r, next)
 		}
+	}
+}
+
+// notifyOf adds to r the outbox entries of next's start or end, if the
+// Notifier wants any. The caller holds s.mu.
+func (s *Scheduler) notifyOf(r *round, prev, next *store.Job, now time.Time) {
+	if s.opts.Notify == nil {
+		return
+	}
+	var event string
+	switch {
+	case next.State.Terminal():
+		event = EventFinished
+	case next.State == store.Running && (prev == nil || prev.State != store.Running):
+		event = EventStarted
+	default:
+		return
+	}
+	for _, d := range s.opts.Notify.Deliveries(next, event, now) {
+		r.cmds = append(r.cmds, &store.PutDelivery{Delivery: d})
+		r.notify = append(r.notify, d)
 	}
 }
 

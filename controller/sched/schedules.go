@@ -253,6 +253,9 @@ func (s *Scheduler) fire(sc *schedule, now time.Time, manual bool) (ScheduleRun,
 		var skipped int
 		run, skipped, next.Next = sc.spec.Due(rec.Next, now, rec.CatchUp != store.CatchUpNone)
 		next.Skipped += uint64(skipped)
+		if skipped > 0 {
+			s.scheduleSkipped(rec.Name, SkipCatchUp, skipped)
+		}
 		if skipped > 0 || run.IsZero() {
 			s.log.Warn("schedule missed occurrences while no controller ran", "schedule", rec.Name,
 				"missed", skipped, "catch_up", rec.CatchUp, "runs_one", !run.IsZero())
@@ -269,12 +272,14 @@ func (s *Scheduler) fire(sc *schedule, now time.Time, manual bool) (ScheduleRun,
 	case run.IsZero():
 	case last != nil && !manual && rec.Overlap == store.OverlapSkip:
 		next.Skipped++
+		s.scheduleSkipped(rec.Name, SkipOverlap, 1)
 		s.log.Info("schedule skipped an occurrence: its previous job has not ended", "schedule", rec.Name,
 			"occurrence", run, "job", last.ID, "state", string(last.State))
 	case !manual && s.disk.Room(recordSize(&rec.Job)) != nil:
 		// As a submission would be refused (507): the occurrence is
 		// counted as skipped, the schedule goes on.
 		next.Skipped++
+		s.scheduleSkipped(rec.Name, SkipDisk, 1)
 		s.log.Warn("schedule skipped an occurrence: the controller's disk is nearly full", "schedule", rec.Name, "occurrence", run)
 	default:
 		if last != nil && !manual && rec.Overlap == store.OverlapReplace {
@@ -298,6 +303,9 @@ func (s *Scheduler) fire(sc *schedule, now time.Time, manual bool) (ScheduleRun,
 		s.change(&r, nil, job, "submitted", msg, level, nil)
 		next.LastJob, next.LastFired = job.ID, run
 		next.Fired++
+		if m, ok := s.metrics.(ScheduleMetrics); ok {
+			m.ScheduleFired(rec.Name, now.Sub(run), manual)
+		}
 	}
 	if manual {
 		next.Next = rec.Next
@@ -355,4 +363,12 @@ func (h *timerHeap) Pop() any {
 	it := old[len(old)-1]
 	*h = old[:len(old)-1]
 	return it
+}
+
+// scheduleSkipped tells the metrics, if they count schedules, of n
+// occurrences skipped. The caller holds s.mu.
+func (s *Scheduler) scheduleSkipped(name, why string, n int) {
+	if m, ok := s.metrics.(ScheduleMetrics); ok {
+		m.ScheduleSkipped(name, why, n)
+	}
 }

@@ -2,6 +2,7 @@ package sched
 
 import (
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -294,5 +295,61 @@ func TestScheduleSkipsOnFullDisk(t *testing.T) {
 	}
 	if _, err := f.s.RunSchedule("s"); err == nil {
 		t.Error("run-now on a full disk was accepted")
+	}
+}
+
+// schedMetrics records what a ScheduleMetrics hears.
+type schedMetrics struct {
+	noMetrics
+	mu       sync.Mutex
+	lateness []time.Duration
+	fired    map[string]int
+	skipped  map[string]int // "name why"
+}
+
+func (m *schedMetrics) ScheduleFired(name string, lateness time.Duration, manual bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.fired[name]++
+	if !manual {
+		m.lateness = append(m.lateness, lateness)
+	}
+}
+
+func (m *schedMetrics) ScheduleSkipped(name, why string, n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.skipped[name+" "+why] += n
+}
+
+// The metrics hear of each firing with its lateness (the firing's time
+// minus its occurrence), of a run-now without one, and of skipped
+// occurrences with the reason: overlap, and catch-up after downtime.
+func TestScheduleMetrics(t *testing.T) {
+	m := &schedMetrics{fired: map[string]int{}, skipped: map[string]int{}}
+	f := newSchedFixture(t, Options{})
+	f.s.SetMetrics(m)
+	f.create(every5("backup", store.OverlapSkip, store.CatchUpNone))
+	f.clock.Advance(5*time.Minute + 3*time.Second) // 3 s late
+	f.fire("backup")
+	f.clock.Advance(5 * time.Minute) // the first job has not ended: skipped
+	f.fire("backup")
+	// Three occurrences missed (15, 20, 25): none caught up; the one
+	// at 30, 3 s ago, is on time but its previous job has not ended.
+	f.clock.Advance(20 * time.Minute)
+	f.fire("backup")
+	if _, err := f.s.RunSchedule("backup"); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.lateness) != 1 || m.lateness[0] != 3*time.Second {
+		t.Errorf("lateness %v, want [3s]", m.lateness)
+	}
+	if m.fired["backup"] != 2 {
+		t.Errorf("fired %v, want 2 (one on time, one run now)", m.fired)
+	}
+	if m.skipped["backup overlap"] != 2 || m.skipped["backup catch_up"] != 3 {
+		t.Errorf("skipped %v, want 2 for overlap and 3 for catch_up", m.skipped)
 	}
 }

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"jobsuite/controller/clock"
 	"jobsuite/controller/store"
 )
 
@@ -25,9 +28,10 @@ import (
 // a POST and its commit sends it again after the restart, with the same
 // Jobsuite-Delivery ID, so receivers can tell.
 type Outbox struct {
-	// Send makes one delivery (Send with the policy's client and the
-	// signing secret, in production).
-	Send func(ctx context.Context, d store.Delivery) error
+	// Send makes one delivery and returns the answer's status (0 for
+	// none): Send with the policy's client and the signing secret, in
+	// production.
+	Send func(ctx context.Context, d store.Delivery) (int, error)
 	// Do applies commands and waits until they are durable. Its error
 	// is a failed commit (the controller stops); a command the store
 	// refuses (an event for a job retention removed) is not one.
@@ -38,8 +42,13 @@ type Outbox struct {
 	MaxTries int
 	// Parallel bounds the deliveries in flight; 0: 8.
 	Parallel int
-	Now      func() time.Time
-	Log      hclog.Logger
+	// PerTarget bounds the deliveries in flight to one host (the URL's
+	// host and port), so a slow receiver holds at most this many of
+	// the Parallel slots; 0: 2.
+	PerTarget int
+	// Clock is the time tries are made and retries wait on.
+	Clock clock.Clock
+	Log   hclog.Logger
 
 	mu      sync.Mutex
 	waiting map[string]store.Delivery // by ID; not in flight
@@ -79,38 +88,47 @@ func (o *Outbox) kick() {
 // what is left).
 func (o *Outbox) Run(ctx context.Context) error {
 	o.Add() // make the maps
-	maxTries, parallel := o.MaxTries, o.Parallel
+	maxTries, parallel, perTarget := o.MaxTries, o.Parallel, o.PerTarget
 	if maxTries <= 0 {
 		maxTries = 8
 	}
 	if parallel <= 0 {
 		parallel = 8
 	}
+	if perTarget <= 0 {
+		perTarget = 2
+	}
 	slots := make(chan struct{}, parallel)
+	busy := map[string]int{} // deliveries in flight by target host; under o.mu
 	failed := make(chan error, 1)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		now := o.Now()
+		now := o.Clock.Now()
 		var next time.Time
 		o.mu.Lock()
-		for id, d := range o.waiting {
-			if d.NextTry.After(now) {
-				if next.IsZero() || d.NextTry.Before(next) {
-					next = d.NextTry
-				}
-				continue
+		for _, d := range o.due(now) {
+			host := targetOf(d.URL)
+			if busy[host] >= perTarget {
+				continue // a finished one kicks
 			}
 			select {
 			case slots <- struct{}{}:
 			default:
 				continue // all slots busy: a finished one kicks
 			}
-			delete(o.waiting, id)
+			delete(o.waiting, d.ID)
+			busy[host]++
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer func() { <-slots; o.kick() }()
+				defer func() {
+					o.mu.Lock()
+					busy[host]--
+					o.mu.Unlock()
+					<-slots
+					o.kick()
+				}()
 				if err := o.deliver(ctx, d, maxTries); err != nil {
 					select {
 					case failed <- err:
@@ -119,12 +137,17 @@ func (o *Outbox) Run(ctx context.Context) error {
 				}
 			}()
 		}
+		for _, d := range o.waiting {
+			if d.NextTry.After(now) && (next.IsZero() || d.NextTry.Before(next)) {
+				next = d.NextTry
+			}
+		}
 		o.mu.Unlock()
-		var timer *time.Timer
+		var timer clock.Timer
 		var due <-chan time.Time
 		if !next.IsZero() {
-			timer = time.NewTimer(next.Sub(now))
-			due = timer.C
+			timer = o.Clock.NewTimer(next.Sub(now))
+			due = timer.C()
 		}
 		var err error
 		select {
@@ -142,20 +165,56 @@ func (o *Outbox) Run(ctx context.Context) error {
 	}
 }
 
+// due returns the waiting entries due at now, oldest first (the order
+// they were made in). The caller holds o.mu.
+func (o *Outbox) due(now time.Time) []store.Delivery {
+	var out []store.Delivery
+	for _, d := range o.waiting {
+		if !d.NextTry.After(now) {
+			out = append(out, d)
+		}
+	}
+	slices.SortFunc(out, func(a, b store.Delivery) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// targetOf is the host (and port) a delivery goes to: the unit of the
+// per-target bound.
+func targetOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return u.Host
+}
+
+// tries writes a count of tries for the job's events.
+func tries(n int) string {
+	if n == 1 {
+		return "1 try"
+	}
+	return fmt.Sprintf("%d tries", n)
+}
+
 // deliver makes one try of d and records its end.
 func (o *Outbox) deliver(ctx context.Context, d store.Delivery, maxTries int) error {
-	err := o.Send(ctx, d)
+	status, err := o.Send(ctx, d)
 	if ctx.Err() != nil {
 		o.Add(d) // stopping: the entry stays, to be tried after the restart
 		return nil
 	}
 	d.Tries++
-	now := o.Now()
+	now := o.Clock.Now()
 	target := redactURL(d.URL)
 	if err == nil {
 		o.Log.Debug("notification delivered", "job", d.Job, "event", d.Event, "url", target, "try", d.Tries)
 		return o.Do(&store.DeleteDelivery{ID: d.ID}, &store.AppendEvent{Job: d.Job, Event: store.Event{
-			Time: now, Type: "notified", Message: fmt.Sprintf("%s delivered to %s (try %d)", d.Event, target, d.Tries),
+			Time: now, Type: "notified", Message: fmt.Sprintf("%s webhook to %s delivered (%d) after %s", d.Event, target, status, tries(d.Tries)),
 		}})
 	}
 	var we *Error
@@ -169,13 +228,13 @@ func (o *Outbox) deliver(ctx context.Context, d store.Delivery, maxTries int) er
 		o.Add(d)
 		return nil
 	}
-	why := fmt.Sprintf("failed after %d tries: %v", d.Tries, err)
+	why := fmt.Sprintf("failed after %s: %v", tries(d.Tries), err)
 	if !retry {
-		why = fmt.Sprintf("refused (try %d, not retried): %v", d.Tries, err)
+		why = fmt.Sprintf("failed after %s (not retried): %v", tries(d.Tries), err)
 	}
 	o.Log.Warn("notification given up", "job", d.Job, "url", target, "error", err)
 	return o.Do(&store.DeleteDelivery{ID: d.ID}, &store.AppendEvent{Job: d.Job, Event: store.Event{
-		Time: now, Type: "notify_failed", Message: fmt.Sprintf("%s to %s %s", d.Event, target, why),
+		Time: now, Type: "notify_failed", Message: fmt.Sprintf("%s webhook to %s %s", d.Event, target, why),
 	}})
 }
 

@@ -18,7 +18,8 @@
 // deliveries are at least once, so receivers dedupe by Jobsuite-Delivery.
 // The scheme is Stripe's: receivers with a library for it can use it.
 //
-// Policy: only https:// unless AllowHTTP; the connection is refused
+// Policy: only https:// unless AllowHTTP; only the hosts Hosts lists,
+// if it lists any; the connection is refused
 // when the address the name resolves to (checked on the dialled address,
 // so DNS rebinding between check and connect does not help) is loopback,
 // private, link-local (cloud metadata at 169.254.169.254), unspecified,
@@ -126,6 +127,10 @@ type Policy struct {
 	// Allow lists address ranges that may be called although they are
 	// not public (an internal receiver: 10.1.2.0/24, 127.0.0.1/32).
 	Allow []netip.Prefix
+	// Hosts, if not empty, is the allowlist of the hosts a URL may
+	// name: "hooks.example.com" matches that name, "*.example.com" any
+	// name under example.com. An address literal is matched as written.
+	Hosts []string
 	// Timeout bounds one delivery, connection to answer; 0: 10 s.
 	Timeout time.Duration
 	// TLS is the client's TLS configuration (nil: the system roots);
@@ -158,10 +163,33 @@ func (p *Policy) CheckURL(raw string) (*url.URL, error) {
 	if u.Fragment != "" {
 		return nil, fmt.Errorf("%w: %q: a fragment is not sent; remove it", ErrPolicy, raw)
 	}
+	if !p.hostListed(u.Hostname()) {
+		return nil, fmt.Errorf("%w: %q: host %s is not in the controller's notify_hosts allowlist", ErrPolicy, raw, u.Hostname())
+	}
 	if ip, err := netip.ParseAddr(strings.Trim(u.Hostname(), "[]")); err == nil && !p.allowed(ip) {
 		return nil, fmt.Errorf("%w: %q: %s is not a public address (list it in notify_allow to permit it)", ErrPolicy, raw, ip)
 	}
 	return u, nil
+}
+
+// hostListed reports whether host is in the Hosts allowlist (or there
+// is none).
+func (p *Policy) hostListed(host string) bool {
+	if len(p.Hosts) == 0 {
+		return true
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	for _, h := range p.Hosts {
+		h = strings.ToLower(h)
+		if suffix, ok := strings.CutPrefix(h, "*."); ok {
+			if strings.HasSuffix(host, "."+suffix) {
+				return true
+			}
+		} else if host == h {
+			return true
+		}
+	}
+	return false
 }
 
 // allowed reports whether ip may be dialled.
@@ -262,18 +290,19 @@ func (e *Error) Error() string { return e.Msg }
 func (e *Error) Unwrap() error { return e.Err }
 
 // Send makes one delivery at now with client (from Policy.Client) and
-// returns nil for a 2xx answer. Otherwise the *Error says whether to
+// returns the answer's status (0 for none), with a nil error for a 2xx
+// answer. Otherwise the *Error says whether to
 // retry: a refused target (policy) or 410 Gone is final; network errors,
 // timeouts, 408, 429 and 5xx are worth retrying, and so is any other
 // answer (a receiver being deployed may answer 404 for a while).
-func Send(ctx context.Context, client *http.Client, p *Policy, d Delivery, now time.Time) error {
+func Send(ctx context.Context, client *http.Client, p *Policy, d Delivery, now time.Time) (int, error) {
 	u, err := p.CheckURL(d.URL)
 	if err != nil {
-		return &Error{Msg: err.Error(), Err: err}
+		return 0, &Error{Msg: err.Error(), Err: err}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(d.Body))
 	if err != nil {
-		return &Error{Msg: err.Error(), Err: err}
+		return 0, &Error{Msg: err.Error(), Err: err}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "jobsuite-webhook/1")
@@ -283,15 +312,15 @@ func Send(ctx context.Context, client *http.Client, p *Policy, d Delivery, now t
 	resp, err := client.Do(req)
 	if err != nil {
 		if errors.Is(err, ErrPolicy) {
-			return &Error{Msg: err.Error(), Err: err}
+			return 0, &Error{Msg: err.Error(), Err: err}
 		}
-		return &Error{Msg: "POST " + redact(u) + ": " + rootCause(err), Retry: true, Err: err}
+		return 0, &Error{Msg: "POST " + redact(u) + ": " + rootCause(err), Retry: true, Err: err}
 	}
 	defer resp.Body.Close()
 	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // let the connection be reused
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return nil
+		return resp.StatusCode, nil
 	}
 	msg := fmt.Sprintf("POST %s: %s", redact(u), resp.Status)
 	if s := strings.TrimSpace(string(answer)); s != "" {
@@ -303,7 +332,7 @@ func Send(ctx context.Context, client *http.Client, p *Policy, d Delivery, now t
 	if loc := resp.Header.Get("Location"); resp.StatusCode >= 300 && resp.StatusCode < 400 && loc != "" {
 		msg += " (redirects are not followed; configure the new URL)"
 	}
-	return &Error{Status: resp.StatusCode, Msg: msg, Retry: resp.StatusCode != http.StatusGone}
+	return resp.StatusCode, &Error{Status: resp.StatusCode, Msg: msg, Retry: resp.StatusCode != http.StatusGone}
 }
 
 // redact drops the query string, which may hold a receiver's token.

@@ -62,6 +62,7 @@ func TestSignVerify(t *testing.T) {
 func TestCheckURL(t *testing.T) {
 	strict := &Policy{}
 	lenient := &Policy{AllowHTTP: true, Allow: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}}
+	listed := &Policy{Hosts: []string{"hooks.example.com", "*.corp.example"}}
 	tests := map[string]struct {
 		p    *Policy
 		url  string
@@ -88,6 +89,11 @@ func TestCheckURL(t *testing.T) {
 		"public v4":           {strict, "https://8.8.8.8/", ""},
 		"public v6":           {strict, "https://[2606:4700::1111]/", ""},
 		"documentation range": {strict, "https://192.0.2.10/", "not a public address"},
+		"listed host":         {listed, "https://HOOKS.example.com/x", ""},
+		"listed suffix":       {listed, "https://ci.corp.example/x", ""},
+		"suffix is not apex":  {listed, "https://corp.example/x", "not in the controller's notify_hosts"},
+		"unlisted host":       {listed, "https://evil.example.net/x", "not in the controller's notify_hosts"},
+		"lookalike suffix":    {listed, "https://xcorp.example/x", "not in the controller's notify_hosts"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -171,7 +177,10 @@ func TestSend(t *testing.T) {
 			p := r.policy(true)
 			d := d
 			d.URL = r.srv.URL + "/hook?token=abc"
-			err := Send(context.Background(), p.Client(), p, d, time.Now())
+			status, err := Send(context.Background(), p.Client(), p, d, time.Now())
+			if status != tt.status {
+				t.Errorf("Send's status %d, want %d", status, tt.status)
+			}
 			if !tt.wantErr {
 				if err != nil {
 					t.Fatalf("Send = %v", err)
@@ -207,7 +216,7 @@ func TestSendRefusesLocalTargets(t *testing.T) {
 	r := newReceiver(t)
 	p := r.policy(false)
 	for _, u := range []string{r.srv.URL, strings.Replace(r.srv.URL, "127.0.0.1", "localhost", 1)} {
-		err := Send(context.Background(), p.Client(), p, Delivery{ID: "x", URL: u, Body: []byte("{}"), Secret: secret}, time.Now())
+		_, err := Send(context.Background(), p.Client(), p, Delivery{ID: "x", URL: u, Body: []byte("{}"), Secret: secret}, time.Now())
 		var e *Error
 		if !errors.As(err, &e) || e.Retry || !errors.Is(err, ErrPolicy) {
 			t.Errorf("Send to %s = %v, want a final policy refusal", u, err)
@@ -226,7 +235,7 @@ func TestSendUnreachable(t *testing.T) {
 	p := r.policy(true)
 	url := r.srv.URL
 	r.srv.Close()
-	err := Send(context.Background(), p.Client(), p, Delivery{ID: "x", URL: url, Body: []byte("{}"), Secret: secret}, time.Now())
+	_, err := Send(context.Background(), p.Client(), p, Delivery{ID: "x", URL: url, Body: []byte("{}"), Secret: secret}, time.Now())
 	var e *Error
 	if !errors.As(err, &e) || !e.Retry || e.Status != 0 {
 		t.Errorf("Send to a closed server = %#v, want a retryable error without status", err)
