@@ -30,14 +30,14 @@ func operatorCommands(m Meta) map[string]mcli.CommandFactory {
 Usage: jobsuite operator <subcommand> [options]
 
   Commands for running the controllers themselves. 'operator members'
-  lists the controllers of a cluster (README "Running a cluster") and
-  'operator remove-peer' removes one that is gone for good,
+  lists the controllers of a cluster (README "Running a cluster"),
+  'operator remove-peer' removes one that is gone for good and
   'operator transfer-leadership' hands the leadership on before
   maintenance of the leader's machine; a single controller is a cluster
-  of one to them. 'operator snapshot' saves a
-  consistent copy of the controller's store while it runs, and puts one
-  back in place of a stopped single controller's store: its backup and
-  restore (README, "Backup and restore").
+  of one to them. 'operator snapshot' saves a consistent copy of the
+  controller's store while it runs, and puts one back in place of a
+  stopped single controller's store: its backup and restore (README,
+  "Backup and restore").
 
 Example:
 
