@@ -610,3 +610,74 @@ func TestFarewellRedirect(t *testing.T) {
 		return
 	}
 }
+
+// TestOrchestrationAcrossLeaders: a fan-out rolling one host at a time,
+// with a webhook on its end, outlives a change of leader mid-rollout —
+// the new leader goes on with the rollout from the replicated store
+// (every child runs once, on its own host), and its webhook worker
+// delivers the parent's end, signed with the replicated notify secret.
+func TestOrchestrationAcrossLeaders(t *testing.T) {
+	r := newHookReceiver(t, nil)
+	c := startNodesWith(t, 3, r.notifyConfig)
+	lead := c.leader()
+	var addrs []string
+	for _, cfg := range c.cfgs {
+		addrs = append(addrs, cfg.AgentAddr)
+	}
+	for _, name := range []string{"agent-1", "agent-2"} {
+		startClusterAgent(t, c, name, strings.Join(addrs, ","))
+	}
+	(&cluster{t: t}).waitFor("both agents at the leader", func() bool {
+		var agents []api.AgentInfo
+		code, b := doWith(t, c.client, "GET", c.url(lead, "/agents"), "")
+		return code == 200 && json.Unmarshal(b, &agents) == nil && len(agents) == 2
+	})
+	code, b := doWith(t, c.client, "POST", c.url(lead, "/jobs"), fmt.Sprintf(
+		`{"command": "sleep 0.5; echo on $JOBSUITE_AGENT", "fanout": {"all": true, "batch": 1}, "notify": [%q]}`, r.srv.URL+"/fan"))
+	if code != 201 {
+		t.Fatalf("fan-out: %d %s", code, b)
+	}
+	var parent struct {
+		JobID    uint64 `json:"job_id"`
+		Children []struct {
+			JobID uint64 `json:"job_id"`
+			Agent string `json:"agent"`
+		} `json:"children"`
+	}
+	if err := json.Unmarshal(b, &parent); err != nil || len(parent.Children) != 2 {
+		t.Fatalf("fan-out answer %s: %v", b, err)
+	}
+	waitNodeState(t, c, lead, parent.Children[0].JobID, "running")
+	if err := c.nodes[lead].TransferLeadership(); err != nil {
+		t.Fatal(err)
+	}
+	lead2 := -1
+	(&cluster{t: t}).waitFor("another node to lead", func() bool {
+		for i, nd := range c.nodes {
+			if i != lead && nd.Leading() && !c.nodes[lead].Leading() {
+				lead2 = i
+				return true
+			}
+		}
+		return false
+	})
+	waitNodeState(t, c, lead2, parent.JobID, "completed")
+	for _, ch := range parent.Children {
+		j := nodeJob(t, c, lead2, ch.JobID)
+		if j.Status != "completed" || len(j.Attempts) != 1 || j.Attempts[0].Agent != ch.Agent {
+			t.Errorf("child %d on %s: %s, attempts %+v; want completed once on its host", ch.JobID, ch.Agent, j.Status, j.Attempts)
+		}
+	}
+	var sec api.NotifySecretView
+	code, b = doWith(t, c.client, "GET", c.url(lead2, "/webhooks/secret"), "")
+	if code != 200 || json.Unmarshal(b, &sec) != nil {
+		t.Fatalf("notify secret: %d %s", code, b)
+	}
+	(&cluster{t: t}).waitFor("the parent's end delivered", func() bool { return len(r.requests("/fan")) > 0 })
+	for _, q := range r.requests("/fan") {
+		n := verifyDelivery(t, q, []byte(sec.Secret))
+		if n.Event != api.EventJobFinished || n.Job.JobID != parent.JobID || n.Job.Status != "completed" {
+			t.Errorf("delivery %+v; want the parent's end, completed", n)
+		}
+	}
+}

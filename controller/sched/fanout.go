@@ -202,6 +202,10 @@ func (s *Scheduler) SubmitFanout(j *store.Job, spec FanoutSpec, audit *store.Aud
 		c.ID = s.st.NextID()
 		c.Fanout = nil
 		c.IdempotencyKey = ""
+		// The job's own notify URLs hear of the fan-out's start and end
+		// (the parent's), not of each host's: its summary names them.
+		// Controller-wide webhooks still hear of every job.
+		c.Notify = nil
 		c.Parent = j.ID
 		c.Agent = h
 		c.StartedAt = time.Time{}

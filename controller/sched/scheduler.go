@@ -288,9 +288,7 @@ func (s *Scheduler) transitionWithin(prev, next *store.Job, typ, msg string, wit
 	}
 	r := round{}
 	s.change(&r, prev, next, typ, msg, hclog.Info, nil)
-	b, _ := s.c.AddAllWithin(within, r.cmds...)
-	s.remember(&r, b)
-	return b
+	return s.commitWithin(&r, within)
 }
 
 // submitTransition is transition for submissions: with the level of its
@@ -324,12 +322,22 @@ type round struct {
 
 // commit queues r's commands as one batch and keeps its finished jobs
 // at hand until it is durable. The caller holds s.mu.
-func (s *Scheduler) commit(r *round) *Batch {
+func (s *Scheduler) commit(r *round) *Batch { return s.commitWithin(r, 0) }
+
+// commitWithin is commit for a round that may wait up to within for a
+// round to ride (Committer.AddAllWithin); 0: a round of its own at
+// once. Every round goes through here: the fan-out parents it changes
+// are written into it and its outbox entries handed on once durable.
+// The caller holds s.mu.
+func (s *Scheduler) commitWithin(r *round, within time.Duration) *Batch {
 	s.finishParents(r)
 	var b *Batch
-	if len(r.cmds) == 1 {
+	switch {
+	case within > 0:
+		b, _ = s.c.AddAllWithin(within, r.cmds...)
+	case len(r.cmds) == 1:
 		b = s.c.Add(r.cmds[0])
-	} else {
+	default:
 		b, _ = s.c.AddAll(r.cmds...)
 	}
 	s.remember(r, b)
@@ -1071,9 +1079,9 @@ func (s *Scheduler) Started(agent string, id uint64, attempt uint32, m *protocol
 	// ends a Dispatched attempt as it ends a Running one.
 	r := round{}
 	s.change(&r, prev, next, "started", "pid "+strconv.FormatUint(uint64(m.PID), 10), hclog.Info, nil)
-	for _, cmd := range r.cmds { // one: a started job is not terminal
-		s.c.AddLazy(cmd)
-	}
+	// As Committer.AddLazy, through commitWithin so that a webhook's
+	// "started" outbox entry is handed on once durable.
+	s.commitWithin(&r, lazyWait)
 	return nil
 }
 
