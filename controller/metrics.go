@@ -22,6 +22,7 @@ import (
 	"jobsuite/controller/hub"
 	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
+	"jobsuite/controller/webhook"
 )
 
 // metrics is the controller's Prometheus instrumentation, in a registry
@@ -162,6 +163,9 @@ func newMetrics(log hclog.Logger, sched *sched.Scheduler, h *hub.Hub, st storeSt
 	if o.cluster != nil {
 		m.reg.MustRegister(clusterCollector{o.cluster})
 	}
+	if o.outbox != nil {
+		m.reg.MustRegister(outboxCollector{o.outbox})
+	}
 	sched.SetMetrics(m)
 	return m
 }
@@ -200,6 +204,27 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	if s.LastContact >= 0 {
 		ch <- prometheus.MustNewConstMetric(descClusterContact, prometheus.GaugeValue, s.LastContact.Seconds())
 	}
+}
+
+// outboxCollector reads the webhook outbox's figures at scrape time.
+type outboxCollector struct{ stats func() webhook.Stats }
+
+var (
+	descWebhookPending    = prometheus.NewDesc("jobsuite_webhook_deliveries_pending", "Webhook deliveries waiting in the outbox or in flight.", nil, nil)
+	descWebhookDeliveries = prometheus.NewDesc("jobsuite_webhook_deliveries_total", "Webhook delivery outcomes since this controller started leading: delivered, retried (a try failed and was scheduled again), failed (given up).", []string{"result"}, nil)
+)
+
+func (c outboxCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descWebhookPending
+	ch <- descWebhookDeliveries
+}
+
+func (c outboxCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	ch <- prometheus.MustNewConstMetric(descWebhookPending, prometheus.GaugeValue, float64(s.Pending))
+	ch <- prometheus.MustNewConstMetric(descWebhookDeliveries, prometheus.CounterValue, float64(s.Delivered), "delivered")
+	ch <- prometheus.MustNewConstMetric(descWebhookDeliveries, prometheus.CounterValue, float64(s.Retried), "retried")
+	ch <- prometheus.MustNewConstMetric(descWebhookDeliveries, prometheus.CounterValue, float64(s.Failed), "failed")
 }
 
 // CountAll adds jobs to the state and queue depth gauges, as count(j, 1)
@@ -337,10 +362,11 @@ func (m *metrics) LogBytes(n int) {
 
 // metricsOptions are the Config settings the metrics use.
 type metricsOptions struct {
-	version   string      // jobsuite_build_info's version
-	maxAgents int         // per-agent series for at most this many agents; 0: none
-	disk      *diskGuard  // the jobsuite_disk_* series; nil: zeros
-	cluster   clusterView // the jobsuite_cluster_* series; nil (a single controller): none
+	version   string               // jobsuite_build_info's version
+	maxAgents int                  // per-agent series for at most this many agents; 0: none
+	disk      *diskGuard           // the jobsuite_disk_* series; nil: zeros
+	cluster   clusterView          // the jobsuite_cluster_* series; nil (a single controller): none
+	outbox    func() webhook.Stats // the jobsuite_webhook_* series; nil: none
 }
 
 // buildInfo is jobsuite_build_info: 1, with the release, the Go version

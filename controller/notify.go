@@ -248,6 +248,14 @@ func (n *notifier) send(ctx context.Context, d store.Delivery) (int, error) {
 	return webhook.Send(ctx, n.client, n.policy, webhook.Delivery{ID: d.ID, Event: d.Event, URL: d.URL, Body: d.Body, Secret: secret}, n.clock())
 }
 
+// outboxStats are the webhook outbox's figures for /metrics.
+func (s *Server) outboxStats() webhook.Stats {
+	if s.notify == nil || s.notify.outbox == nil {
+		return webhook.Stats{}
+	}
+	return s.notify.outbox.Stats()
+}
+
 // newOutbox makes s's delivery worker.
 func (s *Server) newOutbox(n *notifier) *webhook.Outbox {
 	p := backoff.Policy{Base: s.cfg.NotifyRetryBase, Max: s.cfg.NotifyRetryMax, Down: 0.2, Up: 0.2}

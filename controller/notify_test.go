@@ -168,6 +168,13 @@ func TestWebhooksEndToEnd(t *testing.T) {
 		}
 	}
 
+	// /metrics counts the outcomes: the /job receiver's three failures
+	// were retried (the ops webhook's receiver answers at once).
+	if code, b := c.do("GET", "/metrics", ""); code != 200 || !strings.Contains(string(b), `jobsuite_webhook_deliveries_total{result="retried"} 3`+"\n") ||
+		!strings.Contains(string(b), `jobsuite_webhook_deliveries_total{result="failed"} 0`+"\n") || !strings.Contains(string(b), "jobsuite_webhook_deliveries_pending ") {
+		t.Errorf("webhook metrics: %d\n%s", code, grepLines(string(b), "jobsuite_webhook"))
+	}
+
 	bad := c.submit(`{"command": "exit 3"}`)
 	c.waitState(bad.JobID, "failed")
 	// The ops webhook asked for starts and failures: both jobs' starts,
@@ -322,4 +329,15 @@ func TestCrashWebhook(t *testing.T) {
 	if left, err := st.Deliveries(); err != nil || len(left) != 0 {
 		t.Errorf("outbox after the delivery: %+v %v", left, err)
 	}
+}
+
+// grepLines returns the lines of text that contain word.
+func grepLines(text, word string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, word) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

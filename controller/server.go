@@ -419,7 +419,7 @@ func newServer(cfg Config, d *serverDeps) (*Server, error) {
 		Disk:           s.disk, Clock: s.clock, Notify: s.notify,
 	})
 	// The metrics first: load counts the jobs it reads into them.
-	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st, metricsOptions{version: cfg.Version, maxAgents: max(cfg.MetricsAgents, 0), disk: s.disk, cluster: d.cluster})
+	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st, metricsOptions{version: cfg.Version, maxAgents: max(cfg.MetricsAgents, 0), disk: s.disk, cluster: d.cluster, outbox: s.outboxStats})
 	if err := s.sched.Load(); err != nil {
 		return nil, fmt.Errorf("controller: loading queue: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -53,6 +54,28 @@ type Outbox struct {
 	mu      sync.Mutex
 	waiting map[string]store.Delivery // by ID; not in flight
 	wake    chan struct{}
+
+	inFlight                   atomic.Int64
+	delivered, retried, failed atomic.Uint64
+}
+
+// Stats are an Outbox's figures since it was made (for /metrics).
+type Stats struct {
+	Pending   int    // entries waiting or in flight (a retry being put back may count twice for an instant)
+	Delivered uint64 // deliveries answered with success
+	Retried   uint64 // tries that failed and were scheduled again
+	Failed    uint64 // deliveries given up (out of tries, or refused for good)
+}
+
+// Stats returns the Outbox's figures now.
+func (o *Outbox) Stats() Stats {
+	o.mu.Lock()
+	waiting := len(o.waiting)
+	o.mu.Unlock()
+	return Stats{
+		Pending:   waiting + int(o.inFlight.Load()),
+		Delivered: o.delivered.Load(), Retried: o.retried.Load(), Failed: o.failed.Load(),
+	}
 }
 
 // Add hands the Outbox entries to deliver: those Load found at start,
@@ -119,12 +142,14 @@ func (o *Outbox) Run(ctx context.Context) error {
 			}
 			delete(o.waiting, d.ID)
 			busy[host]++
+			o.inFlight.Add(1)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				defer func() {
 					o.mu.Lock()
 					busy[host]--
+					o.inFlight.Add(-1)
 					o.mu.Unlock()
 					<-slots
 					o.kick()
@@ -212,6 +237,7 @@ func (o *Outbox) deliver(ctx context.Context, d store.Delivery, maxTries int) er
 	now := o.Clock.Now()
 	target := redactURL(d.URL)
 	if err == nil {
+		o.delivered.Add(1)
 		o.Log.Debug("notification delivered", "job", d.Job, "event", d.Event, "url", target, "try", d.Tries)
 		return o.Do(&store.DeleteDelivery{ID: d.ID}, &store.AppendEvent{Job: d.Job, Event: store.Event{
 			Time: now, Type: "notified", Message: fmt.Sprintf("%s webhook to %s delivered (%d) after %s", d.Event, target, status, tries(d.Tries)),
@@ -225,6 +251,7 @@ func (o *Outbox) deliver(ctx context.Context, d store.Delivery, maxTries int) er
 		if err := o.Do(&store.PutDelivery{Delivery: d}); err != nil {
 			return err
 		}
+		o.retried.Add(1)
 		o.Add(d)
 		return nil
 	}
@@ -232,6 +259,7 @@ func (o *Outbox) deliver(ctx context.Context, d store.Delivery, maxTries int) er
 	if !retry {
 		why = fmt.Sprintf("failed after %s (not retried): %v", tries(d.Tries), err)
 	}
+	o.failed.Add(1)
 	o.Log.Warn("notification given up", "job", d.Job, "url", target, "error", err)
 	return o.Do(&store.DeleteDelivery{ID: d.ID}, &store.AppendEvent{Job: d.Job, Event: store.Event{
 		Time: now, Type: "notify_failed", Message: fmt.Sprintf("%s webhook to %s %s", d.Event, target, why),
