@@ -99,8 +99,10 @@
 // earlier batch being durable too.
 //
 // A job's start is the one transition nothing waits for: nothing is
-// acted on once it is durable, so Started queues it with
-// Committer.AddLazy, which starts no round (and no fsync) of its own —
+// acted on once it is durable, so Started queues it as Committer.AddLazy
+// does (AddAllWithin lazyWait, through commitWithin like every round, so
+// a webhook's "started" entry is handed on once durable), which starts
+// no round (and no fsync) of its own —
 // it rides the next round something else starts (a short job's result,
 // usually, which the agent sends in the same write), or one started
 // lazyWait (50 ms) after it. A crash before then loses nothing: the store
