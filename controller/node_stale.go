@@ -2,6 +2,7 @@ package controller
 
 import (
 	"crypto/sha256"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/julienschmidt/httprouter"
 
+	"jobsuite/api"
 	"jobsuite/certs"
 	"jobsuite/controller/store"
 )
@@ -126,6 +128,11 @@ func (n *Node) serveStale(w http.ResponseWriter, r *http.Request, what, id strin
 	}
 	st := n.fsm.Store() // for this request: a snapshot's restore may swap it
 	sec, err := n.stale.security(st, n)
+	if err != nil && n.fsm.Store() != st {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "controller %s installed a snapshot while reading; retry", n.id)
+		return
+	}
 	if err != nil {
 		n.log.Error("stale read: reading the tokens and revocations", "error", err)
 		writeError(w, http.StatusInternalServerError, "reading this controller's tokens and revocations failed")
@@ -141,7 +148,45 @@ func (n *Node) serveStale(w http.ResponseWriter, r *http.Request, what, id strin
 		r.URL.RawQuery = q.Encode()
 	}
 	h := map[string]httprouter.Handle{"list": s.handleList, "get": s.handleGet, "logs": s.handleLogs}[what]
-	s.auth(certs.RoleViewer, h)(w, r, httprouter.Params{{Key: "id", Value: id}})
+	g := &swapGuard{ResponseWriter: w, swapped: func() bool { return n.fsm.Store() != st }}
+	s.auth(certs.RoleViewer, h)(g, r, httprouter.Params{{Key: "id", Value: id}})
+	g.finish(n.id)
+}
+
+// swapGuard turns the 500 of a stale read whose store was swapped under
+// it (a snapshot installed meanwhile closes the old one) into a 503 with
+// Retry-After: the read is worth retrying, and nothing is broken.
+type swapGuard struct {
+	http.ResponseWriter
+	swapped func() bool
+	retry   bool // the 500 became a 503: its body is replaced
+}
+
+func (g *swapGuard) WriteHeader(code int) {
+	if code == http.StatusInternalServerError && g.swapped() {
+		g.retry = true
+		g.Header().Set("Retry-After", "1")
+		code = http.StatusServiceUnavailable
+	}
+	g.ResponseWriter.WriteHeader(code)
+}
+
+func (g *swapGuard) Write(b []byte) (int, error) {
+	if g.retry {
+		return len(b), nil // the 500's body; finish writes the 503's
+	}
+	return g.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (flushes of
+// a streamed log).
+func (g *swapGuard) Unwrap() http.ResponseWriter { return g.ResponseWriter }
+
+// finish writes the 503's body if the answer became one.
+func (g *swapGuard) finish(node string) {
+	if g.retry {
+		_ = json.NewEncoder(g.ResponseWriter).Encode(api.Error{Error: "controller " + node + " installed a snapshot while reading; retry"})
+	}
 }
 
 // staleSecurity is a follower's copy of the tokens and revocations for
