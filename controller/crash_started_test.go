@@ -36,20 +36,7 @@ func TestCrashStartedNotSynced(t *testing.T) {
 		t.Skip("crash test: builds the binary; skipped with -short")
 	}
 	work := t.TempDir()
-	p := &controllerProc{t: t, bin: buildJobsuite(t, work), dir: work, pki: newPKI(t), data: filepath.Join(work, "data")}
-	p.httpAddr, p.agentAddr = freeAddrs(t)
-	client := newAPIClient(t, p.pki, "operator", "https://"+p.httpAddr)
-	p.start(client)
-	defer func() {
-		select {
-		case <-p.exited:
-		default:
-			p.kill()
-		}
-		if t.Failed() {
-			t.Log(p.tail(p.starts, 60))
-		}
-	}()
+	p, client := startCrashController(t, work)
 
 	agentLog, err := os.Create(filepath.Join(work, "agent.log"))
 	if err != nil {

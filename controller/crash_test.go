@@ -169,6 +169,29 @@ func (p *controllerProc) start(client *apiClient) {
 	}
 }
 
+// startCrashController builds the jobsuite binary into work and starts
+// a controller process of it on fresh loopback addresses, with extra
+// flags after the defaults; when the test ends the process is killed
+// (if still running) and, if the test failed, its log's tail shown.
+func startCrashController(t *testing.T, work string, extra ...string) (*controllerProc, *apiClient) {
+	t.Helper()
+	p := &controllerProc{t: t, bin: buildJobsuite(t, work), dir: work, pki: newPKI(t), data: filepath.Join(work, "data"), extra: extra}
+	p.httpAddr, p.agentAddr = freeAddrs(t)
+	client := newAPIClient(t, p.pki, "operator", "https://"+p.httpAddr)
+	p.start(client)
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+		default:
+			p.kill()
+		}
+		if t.Failed() {
+			t.Log(p.tail(p.starts, 80))
+		}
+	})
+	return p, client
+}
+
 // kill is kill -9.
 func (p *controllerProc) kill() {
 	p.t.Helper()

@@ -27,20 +27,7 @@ func TestCrashFanout(t *testing.T) {
 		t.Skip("crash test: builds the binary; skipped with -short")
 	}
 	work := t.TempDir()
-	p := &controllerProc{t: t, bin: buildJobsuite(t, work), dir: work, pki: newPKI(t), data: filepath.Join(work, "data")}
-	p.httpAddr, p.agentAddr = freeAddrs(t)
-	client := newAPIClient(t, p.pki, "operator", "https://"+p.httpAddr)
-	p.start(client)
-	defer func() {
-		select {
-		case <-p.exited:
-		default:
-			p.kill()
-		}
-		if t.Failed() {
-			t.Log(p.tail(p.starts, 80))
-		}
-	}()
+	p, client := startCrashController(t, work)
 	runs := filepath.Join(work, "runs")
 	if err := os.Mkdir(runs, 0o755); err != nil {
 		t.Fatal(err)

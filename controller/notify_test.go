@@ -261,21 +261,7 @@ func TestCrashWebhook(t *testing.T) {
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &controllerProc{t: t, bin: buildJobsuite(t, work), dir: work, pki: newPKI(t), data: filepath.Join(work, "data"),
-		extra: []string{"-notify-ca", caFile, "-notify-allow", "127.0.0.1", "-notify-retry-base", "100ms"}}
-	p.httpAddr, p.agentAddr = freeAddrs(t)
-	client := newAPIClient(t, p.pki, "operator", "https://"+p.httpAddr)
-	p.start(client)
-	defer func() {
-		select {
-		case <-p.exited:
-		default:
-			p.kill()
-		}
-		if t.Failed() {
-			t.Log(p.tail(p.starts, 60))
-		}
-	}()
+	p, client := startCrashController(t, work, "-notify-ca", caFile, "-notify-allow", "127.0.0.1", "-notify-retry-base", "100ms")
 
 	// No agent: the job stays queued until it is cancelled, which ends
 	// it and writes its outbox entry in the same round.

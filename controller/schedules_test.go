@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -129,20 +128,7 @@ func TestCrashSchedule(t *testing.T) {
 		t.Skip("crash test: builds the binary; skipped with -short")
 	}
 	work := t.TempDir()
-	p := &controllerProc{t: t, bin: buildJobsuite(t, work), dir: work, pki: newPKI(t), data: filepath.Join(work, "data")}
-	p.httpAddr, p.agentAddr = freeAddrs(t)
-	client := newAPIClient(t, p.pki, "operator", "https://"+p.httpAddr)
-	p.start(client)
-	defer func() {
-		select {
-		case <-p.exited:
-		default:
-			p.kill()
-		}
-		if t.Failed() {
-			t.Log(p.tail(p.starts, 60))
-		}
-	}()
+	p, client := startCrashController(t, work)
 	// No agent: the jobs stay queued, so allow lets every occurrence
 	// create one.
 	code, body, err := client.do("POST", "/schedules", `{"name": "tick", "cron": "@every 1s", "overlap": "allow", "job": {"command": "true"}}`)
