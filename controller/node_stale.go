@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"crypto/sha256"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -205,23 +204,10 @@ func (c *staleSecurity) security(st *store.Store, n *Node) (*security, error) {
 	if c.sec != nil && c.st == st && c.applied == applied {
 		return c.sec, nil
 	}
-	sec := &security{st: st, log: n.log.Named("auth"), revoked: map[string]store.Revocation{}, tokens: map[[sha256.Size]byte]store.Token{}}
-	revs, err := st.Revocations()
+	// Read-only: no committer, no audit retention (the leader prunes).
+	sec, err := loadSecurity(st, nil, n.log.Named("auth"), 0)
 	if err != nil {
 		return nil, err
-	}
-	for _, r := range revs {
-		sec.revoked[r.ID()] = r
-	}
-	toks, err := st.Tokens()
-	if err != nil {
-		return nil, err
-	}
-	for _, t := range toks {
-		if len(t.Hash) != sha256.Size {
-			continue
-		}
-		sec.tokens[[sha256.Size]byte(t.Hash)] = t
 	}
 	c.st, c.applied, c.sec = st, applied, sec
 	return sec, nil
