@@ -104,6 +104,15 @@ func TestFanoutEndToEnd(t *testing.T) {
 	if j := c.waitState(after.JobID, "completed"); j.Status != "completed" {
 		t.Errorf("the job after the fan-out: %s", j.Status)
 	}
+	// GET /jobs?parent= lists the children only, newest first.
+	var kids []api.JobView
+	c.getJSON(fmt.Sprintf("/jobs?parent=%d", p.JobID), &kids)
+	if len(kids) != 3 || kids[0].JobID != p.Children[2].JobID || kids[2].JobID != p.Children[0].JobID {
+		t.Errorf("GET /jobs?parent=%d: %d jobs %+v; want the 3 children", p.JobID, len(kids), kids)
+	}
+	if code, b := c.do("GET", "/jobs?parent=x", ""); code != 400 || !strings.Contains(string(b), `"field": "parent"`) && !strings.Contains(string(b), `"field":"parent"`) {
+		t.Errorf("GET /jobs?parent=x: %d %s; want 400 naming parent", code, b)
+	}
 	// Run again: a fan-out again, over the same selector and batch; a
 	// child run again stays on its host.
 	code, b := c.do("POST", "/jobs/resubmit", fmt.Sprintf(`{"job_id": %d}`, p.JobID))

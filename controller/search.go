@@ -22,11 +22,12 @@ const (
 // name of an agent one of its attempts ran on, or its state; ?agent=
 // keeps the jobs with an attempt on that agent.
 type jobSearch struct {
-	terms []string // lower case
-	agent string
+	terms  []string // lower case
+	agent  string
+	parent uint64 // a fan-out's children only; 0: any job
 }
 
-// searchFilter reads ?q= and ?agent= of a job list request. It returns
+// searchFilter reads ?q=, ?agent= and ?parent= of a job list request. It returns
 // nil (no filter) when neither is given, and writes a 400 and returns
 // ok false when one is malformed.
 func searchFilter(w http.ResponseWriter, q url.Values) (match func(*store.Job) bool, ok bool) {
@@ -49,7 +50,15 @@ func searchFilter(w http.ResponseWriter, q url.Values) (match func(*store.Job) b
 		}
 		js.agent = a
 	}
-	if len(js.terms) == 0 && js.agent == "" {
+	if p := q.Get("parent"); p != "" {
+		n, err := strconv.ParseUint(p, 10, 64)
+		if err != nil || n == 0 {
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: "parent must be the job id of a fan-out, got " + strconv.Quote(p), Field: "parent"})
+			return nil, false
+		}
+		js.parent = n
+	}
+	if len(js.terms) == 0 && js.agent == "" && js.parent == 0 {
 		return nil, true
 	}
 	return js.match, true
@@ -57,6 +66,9 @@ func searchFilter(w http.ResponseWriter, q url.Values) (match func(*store.Job) b
 
 // match reports whether j is a result of the search.
 func (js jobSearch) match(j *store.Job) bool {
+	if js.parent != 0 && j.Parent != js.parent {
+		return false
+	}
 	if js.agent != "" {
 		found := false
 		for _, a := range j.Attempts {
