@@ -36,13 +36,16 @@ Options:
     Only jobs labelled key=value. Repeat it for jobs carrying every one
     of the labels given.
 
+  -parent=<id>
+    Only the children of fan-out <id> (one job per host).
+
   -limit=<n>
     List at most n jobs, 1 to 1000. Default: 100. With -all, the size
     of each page fetched.
 
   -cursor=<cursor>
     Start at this page: the cursor printed by an earlier list ("more:"
-    on stderr). Give the same -status and -label again.
+    on stderr). Give the same -status, -label and -parent again.
 
   -all
     Follow the pages to the end and list every matching job.
@@ -59,6 +62,7 @@ Example:
 
   $ jobsuite list -status failed -limit 20
   $ jobsuite list -label team=infra -label gpu=yes -all
+  $ jobsuite list -parent 812
 `)
 }
 
@@ -68,6 +72,7 @@ func (c *ListCommand) Run(args []string) int {
 	fs := c.flagSet(name)
 	cf.register(fs)
 	status := fs.String("status", "", "")
+	parent := fs.Uint64("parent", 0, "")
 	limit := fs.Int("limit", 0, "")
 	labels := kvFlag{}
 	fs.Var(labels, "label", "")
@@ -97,6 +102,10 @@ func (c *ListCommand) Run(args []string) int {
 	for _, k := range keys {
 		q.Add("label", k+"="+labels[k])
 		hint = append(hint, "-label", shellQuote(k+"="+labels[k]))
+	}
+	if *parent > 0 {
+		q.Set("parent", strconv.FormatUint(*parent, 10))
+		hint = append(hint, "-parent", q.Get("parent"))
 	}
 	if *limit > 0 {
 		q.Set("limit", strconv.Itoa(*limit))

@@ -205,6 +205,12 @@ func TestListPaging(t *testing.T) {
 			ids:     []string{"4", "3", "2", "1"},
 			queries: []url.Values{{"limit": {"3"}, "cursor": {"after-5"}}, {"limit": {"3"}, "cursor": {"after-2"}}},
 		},
+		"a fan-out's children": {
+			args:    []string{"-parent", "812", "-limit", "2"},
+			ids:     []string{"5", "4"},
+			queries: []url.Values{{"parent": {"812"}, "limit": {"2"}}},
+			more:    "more: jobsuite list -parent 812 -limit 2 -cursor after-4\n",
+		},
 		"hint quotes labels": {
 			args:    []string{"-label", "team=it's", "-limit", "4"},
 			ids:     []string{"5", "4", "3", "2"},
