@@ -286,7 +286,7 @@ func (s *Server) notifyJitter() float64 {
 // notify secret exists (the first term or start that needs one commits
 // it), hands the worker the outbox the store holds and runs it.
 func (s *Server) runNotify(ctx context.Context) {
-	secret, err := s.notifySecret()
+	secret, err := s.notifySecret(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Error("webhook notifications stopped: no notify secret", "error", err)
@@ -312,7 +312,7 @@ func (s *Server) runNotify(ctx context.Context) {
 
 // notifySecret returns the key jobs' own notify URLs are signed with,
 // committing a new one if the store has none.
-func (s *Server) notifySecret() ([]byte, error) {
+func (s *Server) notifySecret(ctx context.Context) ([]byte, error) {
 	secret, err := s.st.NotifySecret()
 	if err != nil || secret != nil {
 		return secret, err
@@ -321,7 +321,9 @@ func (s *Server) notifySecret() ([]byte, error) {
 	if _, err := rand.Read(b); err != nil {
 		return nil, err
 	}
-	res, err := s.c.Do(&store.SetNotifySecret{Secret: []byte(hex.EncodeToString(b))})
+	// Not waited for past ctx: a Server stopping before its first
+	// round commits (a store below its disk floor) must not hang here.
+	res, err := s.c.DoContext(ctx, &store.SetNotifySecret{Secret: []byte(hex.EncodeToString(b))})
 	if err != nil {
 		return nil, err
 	}
@@ -330,8 +332,8 @@ func (s *Server) notifySecret() ([]byte, error) {
 
 // handleNotifySecret answers GET /webhooks/secret: the key receivers of
 // jobs' notify URLs verify signatures with.
-func (s *Server) handleNotifySecret(w http.ResponseWriter, _ *http.Request, _ httprouter.Params) {
-	secret, err := s.notifySecret()
+func (s *Server) handleNotifySecret(w http.ResponseWriter, r *http.Request, _ httprouter.Params) {
+	secret, err := s.notifySecret(r.Context())
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, "no notify secret: %v", err)
 		return

@@ -1,6 +1,7 @@
 package sched
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -244,6 +245,21 @@ func (c *Committer) Do(cmd store.Command) (store.Result, error) {
 	b, i := c.queue(cmd)
 	if err := b.Wait(); err != nil {
 		return store.Result{}, err
+	}
+	return b.results[i], nil
+}
+
+// DoContext is Do that stops waiting when ctx ends (the command may
+// still be applied later): for waiters that must not hold a shutdown.
+func (c *Committer) DoContext(ctx context.Context, cmd store.Command) (store.Result, error) {
+	b, i := c.queue(cmd)
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return store.Result{}, ctx.Err()
+	}
+	if b.err != nil {
+		return store.Result{}, b.err
 	}
 	return b.results[i], nil
 }
