@@ -196,7 +196,10 @@
 //
 // Prune walks "f" from the oldest finish on and hands the jobs it
 // chooses, up to DefaultPruneBatch at a time, to a PruneJobs command (the
-// caller's writer applies it: the controller's committer). PruneJobs
+// caller's writer applies it: the controller's committer). A fan-out's
+// children go with their parent, never before it: Prune reads each
+// candidate's record, passes over a child whose parent is still stored,
+// and names a parent's children in the parent's command. PruneJobs
 // removes each job that is stored and finished when it applies: its
 // record, index keys and idempotency key with point deletes and its "e"
 // and "l" ranges with one range deletion each. A finished job without

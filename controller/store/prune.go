@@ -38,6 +38,13 @@ type PruneOptions struct {
 // or Apply — and must return once the command is applied, so that the
 // next group's choice sees it.
 //
+// A fan-out's children go with their parent, never before it: a child
+// whose parent is still stored is passed over (the parent finishes after
+// its children, so it is found later), and a parent's group also names
+// all its children, so `GET /jobs?parent=ID` keeps listing every child
+// of a parent it can still show. Such a group may exceed o.MaxBatch by
+// the parent's children.
+//
 // Each group takes the store only as long as one batch, so Prune may run
 // beside other writers and Close. It returns how many jobs it removed;
 // when ctx ends between groups it stops with ctx's error. Only one
@@ -100,7 +107,7 @@ func (s *Store) pruneCandidates(o PruneOptions, from *[]byte) (ids []uint64, mor
 	}
 	var last []byte // last finished index key looked at
 	for ok := it.First(); ok; ok = it.Next() {
-		if len(ids) == o.MaxBatch {
+		if len(ids) >= o.MaxBatch {
 			more = true
 			break
 		}
@@ -113,8 +120,26 @@ func (s *Store) pruneCandidates(o PruneOptions, from *[]byte) (ids []uint64, mor
 			break // every later entry finished later still
 		}
 		last = append(last[:0], k...)
-		ids = append(ids, binary.BigEndian.Uint64(k[9:17]))
+		id := binary.BigEndian.Uint64(k[9:17])
+		parent, first, children, err := s.family(id)
+		if err != nil {
+			_ = it.Close()
+			return nil, false, err
+		}
+		if parent != 0 {
+			if found, err := s.exists(jobKey(parent)); err != nil {
+				_ = it.Close()
+				return nil, false, err
+			} else if found {
+				continue // goes with its parent (it finishes after its children)
+			}
+		}
+		ids = append(ids, id)
 		excess--
+		for c := first; c < first+uint64(children); c++ {
+			ids = append(ids, c) // PruneJobs skips one that is not finished
+			excess--
+		}
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
 		return nil, false, err
@@ -123,4 +148,41 @@ func (s *Store) pruneCandidates(o PruneOptions, from *[]byte) (ids []uint64, mor
 		*from = append(last, 0) // the smallest key after last
 	}
 	return ids, more, nil
+}
+
+// family returns a finished job's place in a fan-out: its parent (0 when
+// it is not a child), and for a parent its children, first to
+// first+children-1. A job that is gone has none.
+func (s *Store) family(id uint64) (parent, first uint64, children int, err error) {
+	v, closer, err := s.db.Get(jobKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer closer.Close()
+	j := new(Job)
+	if !decodeJobFast(v, j, nil) {
+		*j = Job{}
+		if err := jsonDecodeJob(v, j); err != nil {
+			return 0, 0, 0, fmt.Errorf("job %d: %w", id, err)
+		}
+	}
+	if j.Fanout != nil {
+		first, children = j.Fanout.FirstChild, j.Fanout.Children
+	}
+	return j.Parent, first, children, nil
+}
+
+// exists reports whether key is stored.
+func (s *Store) exists(key []byte) (bool, error) {
+	_, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, closer.Close()
 }

@@ -305,3 +305,93 @@ func TestPruneConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneFanoutFamily: a fan-out's children go with their parent and
+// never before it, whichever limit asks, while a lone job finished
+// among them goes on its own; a child whose parent is gone goes alone.
+func TestPruneFanoutFamily(t *testing.T) {
+	at := func(min int) time.Time { return t0.Add(time.Duration(min) * time.Minute) }
+	tests := map[string]struct {
+		o       PruneOptions
+		parents int  // how many of the two parents are removed, with their children
+		lone    bool // the lone job finished at minute 1 is removed
+	}{
+		"by age, before the first parent": {PruneOptions{FinishedBefore: at(5)}, 0, true},
+		"by age, the first parent":        {PruneOptions{FinishedBefore: at(6)}, 1, true},
+		"by age, all":                     {PruneOptions{FinishedBefore: at(60)}, 2, true},
+		"by count, keep the newest 4":     {PruneOptions{KeepNewest: 4}, 1, true},
+		"by count, keep only the newest":  {PruneOptions{KeepNewest: 1}, 2, true},
+		"batches of 1":                    {PruneOptions{FinishedBefore: at(60), MaxBatch: 1}, 2, true},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			finish := func(j *Job, min int) *Job {
+				return move(t, s, move(t, s, j, Running, nil), Completed, func(j *Job) { j.FinishedAt = at(min) })
+			}
+			// Two fan-outs of two children each: children finish at
+			// minutes 0, 2 (parent at 5) and 3, 4 (parent at 7); a lone
+			// job at minute 1.
+			family := func(first, second, parentAt int) []*Job {
+				p := newJob(s, 1, t0)
+				c1, c2 := newJob(s, 1, t0), newJob(s, 1, t0)
+				p.Fanout = &Fanout{FirstChild: c1.ID, Children: 2}
+				c1.Parent, c2.Parent = p.ID, p.ID
+				p, c1, c2 = submit(t, s, p), submit(t, s, c1), submit(t, s, c2)
+				c1, c2 = finish(c1, first), finish(c2, second)
+				return []*Job{finish(p, parentAt), c1, c2}
+			}
+			a := family(0, 2, 5)
+			lone := finish(submit(t, s, newJob(s, 1, t0)), 1)
+			b := family(3, 4, 7)
+			var gone, kept []*Job
+			for i, f := range [][]*Job{a, b} {
+				if i < tt.parents {
+					gone = append(gone, f...)
+				} else {
+					kept = append(kept, f...)
+				}
+			}
+			if tt.lone {
+				gone = append(gone, lone)
+			} else {
+				kept = append(kept, lone)
+			}
+			removed, err := s.Prune(t.Context(), tt.o, prune(s))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if removed != len(gone) {
+				t.Errorf("removed %d, want %d", removed, len(gone))
+			}
+			checkGone(t, s, gone, kept)
+		})
+	}
+
+	t.Run("orphan child", func(t *testing.T) {
+		s := open(t)
+		c := newJob(s, 1, t0)
+		c.Parent = 12345 // never stored, as after its parent was removed
+		c = move(t, s, move(t, s, submit(t, s, c), Running, nil), Failed, func(j *Job) { j.FinishedAt = at(1) })
+		if n, err := s.Prune(t.Context(), PruneOptions{FinishedBefore: at(2)}, prune(s)); n != 1 || err != nil {
+			t.Fatalf("Prune = %d, %v; want the orphan removed", n, err)
+		}
+		checkGone(t, s, []*Job{c}, nil)
+	})
+}
+
+// checkGone checks that the jobs of gone are not stored and those of
+// kept are.
+func checkGone(t *testing.T, s *Store, gone, kept []*Job) {
+	t.Helper()
+	for _, j := range gone {
+		if _, err := s.Get(j.ID); !errors.Is(err, ErrNotFound) {
+			t.Errorf("job %d (parent %d): Get = %v, want ErrNotFound", j.ID, j.Parent, err)
+		}
+	}
+	for _, j := range kept {
+		if _, err := s.Get(j.ID); err != nil {
+			t.Errorf("job %d (parent %d) was removed: %v", j.ID, j.Parent, err)
+		}
+	}
+}
