@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -30,12 +31,23 @@ func TestDevFanout(t *testing.T) {
 		return code == 0 && strings.Contains(out, "agent-1") && strings.Contains(out, "agent-2")
 	})
 
-	// Lines prefixed with the host; batch 1 runs agent-1's child first,
-	// so the order is known. agent-2 exits 4: the worst child.
+	// Lines prefixed with the host, each host's in its order. Batch 1
+	// runs agent-1's child before agent-2's, but the two followers print
+	// as their streams deliver, so the hosts' lines may interleave: only
+	// each host's own order is promised. agent-2 exits 4: the worst child.
 	script := `echo "one $JOBSUITE_AGENT"; echo two; [ "$JOBSUITE_AGENT" = agent-1 ] || exit 4`
 	code, out, errOut := runCLI(t, "submit", "-all", "-batch", "1", "-f", "-q", "--", script)
-	if want := "agent-1: one agent-1\nagent-1: two\nagent-2: one agent-2\nagent-2: two\n"; code != 4 || out != want || errOut != "" {
-		t.Errorf("submit -all -f: exit %d, stdout %q, stderr %q; want 4, %q, \"\"", code, out, errOut, want)
+	perHost := map[string][]string{}
+	for _, line := range strings.SplitAfter(out, "\n") {
+		if host, rest, ok := strings.Cut(line, ": "); ok {
+			perHost[host] = append(perHost[host], rest)
+		} else if line != "" {
+			perHost["?"] = append(perHost["?"], line)
+		}
+	}
+	wantHosts := map[string][]string{"agent-1": {"one agent-1\n", "two\n"}, "agent-2": {"one agent-2\n", "two\n"}}
+	if code != 4 || !reflect.DeepEqual(perHost, wantHosts) || errOut != "" {
+		t.Errorf("submit -all -f: exit %d, stdout %q, stderr %q; want 4, each host's lines %q, \"\"", code, out, errOut, wantHosts)
 	}
 	// -group: one block per host, each under its header.
 	code, out, _ = runCLI(t, "submit", "-all", "-f", "-q", "-group", "--", script)
