@@ -156,17 +156,18 @@ func (n *Node) restore(ctx context.Context, body io.Reader) (restored, error) {
 		return out, fmt.Errorf("controller: %s does not lead the cluster (leadership moved); retry", n.id)
 	}
 	n.log.Warn("restoring a snapshot: the cluster's store is replaced", "bytes", info.StreamBytes, "jobs", checked.Jobs)
-	if err := n.restoreLocked(r, f, info.StreamBytes); err != nil {
-		return out, err
-	}
-	out.res.Index, _ = n.fsm.Applied()
-	n.log.Warn("snapshot restored on a quorum; the leader rebuilds its scheduler from it", "index", out.res.Index)
-
-	// The lifecycle builds the new term's Server from the restored store.
+	err = n.restoreLocked(r, f, info.StreamBytes)
+	// Whatever happened, the term was stopped: the lifecycle builds the
+	// next term's Server (from the restored store, if it was restored).
 	select {
 	case n.wake <- struct{}{}:
 	default:
 	}
+	if err != nil {
+		return out, err
+	}
+	out.res.Index, _ = n.fsm.Applied()
+	n.log.Warn("snapshot restored on a quorum; the leader rebuilds its scheduler from it", "index", out.res.Index)
 	wait, cancel := context.WithTimeout(ctx, restoreServeWait)
 	defer cancel()
 	for {
