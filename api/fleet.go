@@ -105,3 +105,20 @@ type Member struct {
 	// Error says why an unreachable member did not answer.
 	Error string `json:"error,omitempty"`
 }
+
+// SnapshotRestored answers POST /operator/snapshot/restore: a cluster
+// took the snapshot in place of its store.
+type SnapshotRestored struct {
+	// Bytes and SHA256 describe the stream received and checked.
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+	// Index is the raft index the cluster gave the restored state (past
+	// its log's end before the restore); SnapshotIndex the raft index
+	// stored in the file (0: a single controller's snapshot).
+	Index         uint64 `json:"index"`
+	SnapshotIndex uint64 `json:"snapshot_index"`
+	// Jobs counts the restored jobs by state.
+	Jobs map[string]int `json:"jobs"`
+	// Leader is the node that restored it and leads afterwards.
+	Leader string `json:"leader"`
+}

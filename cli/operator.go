@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	mcli "github.com/mitchellh/cli"
 
+	"jobsuite/api"
 	"jobsuite/controller/snapshot"
 	"jobsuite/controller/store"
 )
@@ -35,15 +37,17 @@ Usage: jobsuite operator <subcommand> [options]
   'operator transfer-leadership' hands the leadership on before
   maintenance of the leader's machine; a single controller is a cluster
   of one to them. 'operator snapshot' saves a consistent copy of the
-  controller's store while it runs, and puts one back in place of a
-  stopped single controller's store: its backup and restore (README,
-  "Backup and restore").
+  controller's store while it runs, and puts one back into a running
+  cluster or in place of a stopped single controller's store: the
+  backup and restore (README, "Backup and restore"), and the way a
+  single controller's jobs move into a cluster.
 
 Example:
 
   jobsuite operator members
   jobsuite operator remove-peer ctl-3
   jobsuite operator snapshot save backup.snap
+  jobsuite operator snapshot restore -force backup.snap
   jobsuite operator snapshot restore -data-dir /var/lib/jobsuite backup.snap
 `,
 		},
@@ -55,8 +59,9 @@ Usage: jobsuite operator snapshot <subcommand> [options]
   A snapshot is a consistent copy of the controller's whole store (every
   job, its events and output, revocations, API token hashes, the audit
   log), checked by a SHA-256. 'save' takes one from a running controller,
-  'inspect' checks a file and says what it holds, 'restore' puts it in
-  place of a stopped controller's data directory.
+  'inspect' checks a file and says what it holds, 'restore' puts it into
+  a running cluster (-force) or in place of a stopped single
+  controller's data directory (-data-dir).
 
   A snapshot holds every job's command, environment and output and the
   API tokens' hashes: keep it as safe as the data directory.
@@ -65,6 +70,7 @@ Example:
 
   jobsuite operator snapshot save backup.snap
   jobsuite operator snapshot inspect backup.snap
+  jobsuite operator snapshot restore -force backup.snap
   jobsuite operator snapshot restore -data-dir /var/lib/jobsuite backup.snap
 `,
 		},
@@ -331,49 +337,71 @@ func jobCounts(jobs map[string]int) string {
 	return fmt.Sprintf("%d (%s)", total, strings.Join(parts, ", "))
 }
 
-// SnapshotRestoreCommand is "jobsuite operator snapshot restore -data-dir DIR FILE".
+// SnapshotRestoreCommand is "jobsuite operator snapshot restore
+// [-data-dir DIR | -force] FILE".
 type SnapshotRestoreCommand struct{ Meta }
 
 func (c *SnapshotRestoreCommand) Synopsis() string {
-	return "Put a snapshot in place of a stopped controller's store"
+	return "Put a snapshot in place of a cluster's or a stopped controller's store"
 }
 
 func (c *SnapshotRestoreCommand) Help() string {
 	return strings.TrimSpace(`
-Usage: jobsuite operator snapshot restore -data-dir DIR [options] FILE
+Usage: jobsuite operator snapshot restore -force [options] FILE
+       jobsuite operator snapshot restore -data-dir DIR [options] FILE
 
-  Replaces the store in the data directory DIR of a stopped single
-  controller with the snapshot in FILE. Run it on the controller's
-  machine, as the user the controller runs as, with the controller
-  stopped: while a controller (or 'jobsuite dev') holds DIR the restore
-  is refused and nothing changes.
+  Puts the snapshot in FILE in place of the controllers' store. FILE is
+  checked whole first (format, lengths, SHA-256); a file that is not a
+  whole snapshot changes nothing. A single controller's backup restores
+  into a cluster too: that is how a single controller's jobs move into
+  a cluster (README, "Running a cluster").
 
-  The whole file is checked first (format, lengths, SHA-256); then the
-  store is unpacked into a new directory beside DIR, checked again and
-  opened, the controller's own files (DIR/node) are copied over, and the
-  two directories are swapped in one atomic step (renameat2
+  A cluster restores while it runs (-force, no -data-dir): the snapshot
+  goes to the controller at JOBSUITE_ADDR (POST
+  /operator/snapshot/restore; operator role; a follower forwards it to
+  the leader), which checks it again, stops its scheduler, and restores
+  it through raft: every controller of the cluster installs it, and the
+  command returns once a quorum has and the leader serves from it.
+
+  A single controller restores offline (-data-dir DIR): run it on the
+  controller's machine, as the user the controller runs as, with the
+  controller stopped: while a controller (or 'jobsuite dev') holds DIR
+  the restore is refused and nothing changes. The store is unpacked
+  into a new directory beside DIR, checked again and opened, the
+  controller's own files (DIR/node) are copied over, and the two
+  directories are swapped in one atomic step (renameat2
   RENAME_EXCHANGE, Linux): a crash at any point leaves DIR holding the
   old store or the new one, whole. The old store is kept as
   DIR.before-restore-<time> (printed) unless -discard-old. DIR must not
   be a mount point (the swap renames it; restore into a directory inside
   the mount instead), and a DIR that is a symlink stays one: the
   directory it names is swapped. A DIR that does not exist is created.
+  A cluster node's data directory is refused: restore the cluster
+  online.
 
-  A restore rewinds the controller to the snapshot: jobs submitted after
-  it are gone, and their IDs will be handed out again. When the
-  controller starts, queued jobs are queued again and attempts that were
-  running get the restart grace as after any restart; an agent reporting
-  an attempt the snapshot does not know is told it is stale.
+  A restore rewinds the controllers to the snapshot: jobs submitted
+  after it are gone, and their IDs will be handed out again. Queued jobs
+  are queued again and attempts that were running get the restart grace
+  as after any restart; an agent reporting an attempt the snapshot does
+  not know is told it is stale. That is what -force acknowledges.
 
 Options:
 
+  -force
+    Restore into the running cluster at JOBSUITE_ADDR.
+
   -data-dir=<path>
-    The controller's data directory (its -data-dir). Required.
+    The stopped single controller's data directory (its -data-dir).
 
   -discard-old
-    Remove the replaced store instead of keeping it.
+    With -data-dir: remove the replaced store instead of keeping it.
+` + clientOptionsHelp + `
 
-Example:
+Examples:
+
+  $ jobsuite operator snapshot restore -force backup.snap
+  Checked backup.snap: 48.2 MiB, 23 files, SHA-256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+  Restored into the cluster (leader ctl-2) at raft index 120456; jobs: 1520 (completed 1490, failed 12, queued 18)
 
   $ jobsuite operator snapshot restore -data-dir /var/lib/jobsuite backup.snap
   Checked backup.snap: 48.2 MiB, 23 files, SHA-256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
@@ -384,9 +412,12 @@ Example:
 
 func (c *SnapshotRestoreCommand) Run(args []string) int {
 	const name = "operator snapshot restore"
+	var cf clientFlags
 	fs := c.flagSet(name)
+	cf.register(fs)
 	dataDir := fs.String("data-dir", "", "")
 	discardOld := fs.Bool("discard-old", false, "")
+	force := fs.Bool("force", false, "")
 	if code, ok := c.parse(fs, args, c.Help()); !ok {
 		return code
 	}
@@ -394,8 +425,8 @@ func (c *SnapshotRestoreCommand) Run(args []string) int {
 	if !ok {
 		return code
 	}
-	if *dataDir == "" {
-		return usageError(c.Meta, name, "give the controller's data directory with -data-dir")
+	if *dataDir == "" && !*force {
+		return usageError(c.Meta, name, "give -force to restore into the running cluster at JOBSUITE_ADDR (it goes back to the snapshot: jobs submitted after it are gone), or -data-dir DIR to restore a stopped single controller")
 	}
 	f, err := os.Open(file)
 	if err != nil {
@@ -403,7 +434,7 @@ func (c *SnapshotRestoreCommand) Run(args []string) int {
 	}
 	defer f.Close()
 	// First the whole file, writing nothing: a bad file is refused
-	// before anything is unpacked.
+	// before anything is unpacked or sent.
 	info, err := snapshot.Verify(f)
 	if err != nil {
 		return c.errorf("%s is not a whole snapshot; nothing was changed: %v", file, err)
@@ -411,6 +442,9 @@ func (c *SnapshotRestoreCommand) Run(args []string) int {
 	fmt.Fprintf(c.Stdout, "Checked %s: %s, %d files, SHA-256 %s\n", file, bytesText(uint64(info.StreamBytes)), info.Files, hex.EncodeToString(info.SHA256[:]))
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return c.errorf("%v", err)
+	}
+	if *dataDir == "" {
+		return c.online(&cf, f, info.StreamBytes)
 	}
 	res, err := snapshot.Restore(f, *dataDir, snapshot.RestoreOptions{Now: time.Now(), DiscardOld: *discardOld})
 	for _, line := range res.Recovered {
@@ -421,6 +455,8 @@ func (c *SnapshotRestoreCommand) Run(args []string) int {
 		return c.errorf("a controller (or 'jobsuite dev') is running on %s: stop it first; nothing was changed", *dataDir)
 	case errors.Is(err, snapshot.ErrUnsupported):
 		return c.errorf("%v; nothing was changed. Restore into a new directory instead (-data-dir NEW) and start the controller with -data-dir NEW", err)
+	case errors.Is(err, snapshot.ErrClusterNode):
+		return c.errorf("%s is a cluster node's data directory; nothing was changed. A cluster restores while it runs: 'jobsuite operator snapshot restore -force %s' with JOBSUITE_ADDR naming the cluster", *dataDir, file)
 	case err != nil:
 		return c.errorf("%v", err)
 	}
@@ -429,4 +465,52 @@ func (c *SnapshotRestoreCommand) Run(args []string) int {
 		fmt.Fprintf(c.Stdout, "The previous store is kept as %s\n", res.Before)
 	}
 	return ExitOK
+}
+
+// online restores the snapshot f into the running cluster.
+func (c *SnapshotRestoreCommand) online(cf *clientFlags, f *os.File, size int64) int {
+	client, err := newClient(c.Meta, cf)
+	if err != nil {
+		return c.errorf("%v", err)
+	}
+	defer client.close()
+	ctx, cancel := c.signalContext()
+	defer cancel()
+	res, err := client.restoreSnapshot(ctx, f, size)
+	if err != nil {
+		// A single controller answers 409 saying how it restores.
+		return c.errorf("%v; nothing was restored", err)
+	}
+	fmt.Fprintf(c.Stdout, "Restored into the cluster (leader %s) at raft index %d; jobs: %s\n", res.Leader, res.Index, jobCounts(res.Jobs))
+	return ExitOK
+}
+
+// restoreSnapshot sends the snapshot r (size bytes) to POST
+// /operator/snapshot/restore and waits for the answer: there is no
+// overall timeout, a restore takes as long as the store is big.
+func (c *Client) restoreSnapshot(ctx context.Context, r io.Reader, size int64) (api.SnapshotRestored, error) {
+	var out api.SnapshotRestored
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url("https", "/operator/snapshot/restore"), io.NopCloser(r))
+	if err != nil {
+		return out, err
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	hc := &http.Client{Transport: c.http.Transport}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return out, c.connError(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	if err != nil {
+		return out, fmt.Errorf("reading the answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return out, apiError(resp.StatusCode, body)
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		return out, fmt.Errorf("the answer is not the JSON expected: %v", err)
+	}
+	return out, nil
 }

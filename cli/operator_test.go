@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -273,5 +275,85 @@ func TestOperatorHelp(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "Usage: jobsuite "+name) {
 			t.Errorf("%s -h: %d %q %q", name, code, out, errOut)
 		}
+	}
+}
+
+// snapNode runs a one-node cluster (-bootstrap-expect 1) on dataDir with
+// the PKI p until the test ends, and points the JOBSUITE_* variables at
+// it as the operator alice.
+func snapNode(t *testing.T, p *testPKI, dataDir string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clusterAddr := ln.Addr().String()
+	ln.Close()
+	nd, err := controller.NewNode(controller.Config{
+		HTTPAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DataDir: dataDir,
+		TLS:         certs.Files{CA: p.ca(), Cert: p.ctlCert, Key: p.ctlKey},
+		ClusterAddr: clusterAddr, BootstrapExpect: 1,
+		Logger: hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: testLog{t}}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- nd.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("node: %v", err)
+		}
+	})
+	for deadline := time.Now().Add(30 * time.Second); !nd.Leading(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the one-node cluster did not elect itself")
+		}
+	}
+	t.Setenv(envAddr, nd.HTTPAddr())
+}
+
+// TestSnapshotIntoACluster (issue 14): a single controller's jobs move
+// into a cluster — saved from the single controller, restored into the
+// running cluster with -force — and the cluster goes on from them. The
+// online restore needs -force; a single controller refuses it naming
+// its offline restore; -data-dir on a cluster node's data directory is
+// refused naming the online one.
+func TestSnapshotIntoACluster(t *testing.T) {
+	p := newTestPKI(t)
+	stop := snapController(t, p, filepath.Join(t.TempDir(), "single"))
+	submitJobs(t, 3)
+	saved := listedJobs(t)
+	file := filepath.Join(t.TempDir(), "backup.snap")
+	if code, out, errOut := runCLI(t, "operator", "snapshot", "save", file); code != 0 {
+		t.Fatalf("save: %d %q %q", code, out, errOut)
+	}
+	code, _, errOut := runCLI(t, "operator", "snapshot", "restore", "-force", file)
+	if code != ExitError || !strings.Contains(errOut, "-data-dir DIR FILE") {
+		t.Fatalf("online restore into a single controller: %d %q; want refused naming the offline restore", code, errOut)
+	}
+	stop()
+
+	node := filepath.Join(t.TempDir(), "node")
+	snapNode(t, p, node)
+	submitJobs(t, 1) // the cluster's own, gone after the restore
+	if code, _, errOut := runCLI(t, "operator", "snapshot", "restore", file); code != ExitUsage || !strings.Contains(errOut, "-force") {
+		t.Fatalf("restore without -force or -data-dir: %d %q; want a usage error asking for -force", code, errOut)
+	}
+	if code, _, errOut := runCLI(t, "operator", "snapshot", "restore", "-data-dir", node, file); code != ExitError || !strings.Contains(errOut, "cluster node's data directory") {
+		t.Fatalf("offline restore into a cluster node's data directory: %d %q; want refused", code, errOut)
+	}
+	code, out, errOut := runCLI(t, "operator", "snapshot", "restore", "-force", file)
+	if code != 0 || !strings.Contains(out, "Restored into the cluster (leader ctl) at raft index") || !strings.Contains(out, "jobs: 3 (queued 3)") {
+		t.Fatalf("restore into the cluster: %d %q %q", code, out, errOut)
+	}
+	if got := listedJobs(t); !mapsEqual(got, saved) {
+		t.Fatalf("after the restore the cluster has %v, want the single controller's %v", got, saved)
+	}
+	submitJobs(t, 1)
+	if got := listedJobs(t); len(got) != 4 || got[4] != "queued" {
+		t.Errorf("after one more submit: %v; want job 4 queued beside the 3", got)
 	}
 }

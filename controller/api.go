@@ -75,9 +75,10 @@ func (s *Server) routes() http.Handler {
 	r.GET("/operator/members", s.auth(certs.RoleViewer, s.handleMembers))               // node_members.go
 	r.DELETE("/operator/members/:id", s.auth(certs.RoleOperator, s.handleRemoveMember)) // remove-peer
 	r.POST("/operator/transfer-leadership", s.auth(certs.RoleOperator, s.handleTransferLeadership))
-	r.POST("/enroll", s.handleEnroll)                                        // no role: the join token in the body authenticates
-	r.POST("/enroll/renew", s.handleRenew)                                   // no role: the agent's own certificate authenticates
-	r.POST("/schedules", s.auth(certs.RoleOperator, s.handleCreateSchedule)) // schedules.go
+	r.POST("/operator/snapshot/restore", s.auth(certs.RoleOperator, s.handleSnapshotRestore)) // node_restore.go
+	r.POST("/enroll", s.handleEnroll)                                                         // no role: the join token in the body authenticates
+	r.POST("/enroll/renew", s.handleRenew)                                                    // no role: the agent's own certificate authenticates
+	r.POST("/schedules", s.auth(certs.RoleOperator, s.handleCreateSchedule))                  // schedules.go
 	r.GET("/schedules", s.auth(certs.RoleViewer, s.handleSchedules))
 	r.GET("/schedules/:name", s.auth(certs.RoleViewer, s.handleSchedule))
 	r.DELETE("/schedules/:name", s.auth(certs.RoleOperator, s.handleDeleteSchedule))

@@ -23,7 +23,9 @@
 //   - controller/snapshot: the store's snapshot stream (a checkpoint's
 //     files and a SHA-256), shared by a cluster's raft snapshots and a
 //     single controller's backup (GET /operator/snapshot, snapshot.go)
-//     and offline restore (the CLI's 'operator snapshot restore').
+//     and offline restore (the CLI's 'operator snapshot restore
+//     -data-dir'), and a cluster's online restore
+//     (POST /operator/snapshot/restore, node_restore.go).
 //
 // What stays here, this round, and why:
 //
@@ -190,6 +192,18 @@
 // gives them a second to leave before its term's Server stops
 // (Server.sayFarewell). Node.TransferLeadership hands leadership on, as
 // a clean stop does.
+//
+// An operator's restore (POST /operator/snapshot/restore,
+// node_restore.go) replaces the whole cluster's store while it runs:
+// the leader checks the whole stream first (a cluster's snapshot or a
+// single controller's backup: the same format), stops its term's
+// Server, and hands the stream to raft.Restore, which numbers it past
+// the log's end and has every node install it; raft keeps the node
+// leader in the same term, so the stopped term is what makes the
+// lifecycle build a new Server from the restored store. This is also
+// how a single controller's jobs move into a cluster: a node refuses a
+// single controller's data directory and its error names the steps. A
+// single controller restores offline (snapshot.Restore), stopped.
 //
 // Output rides the raft log like every other command. The design note
 // proposed a channel of its own beside raft (output is >99% of the

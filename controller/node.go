@@ -92,6 +92,11 @@ type Node struct {
 	fatalMu sync.Mutex
 	fatal   error
 	stop    context.CancelFunc // ends Run (a fatal FSM error)
+
+	// leadMu: reconcile holds it to start or end a term, an operator's
+	// restore (node_restore.go) across stopping the term and raft.Restore.
+	leadMu    sync.Mutex
+	restoreMu sync.Mutex // one restore at a time
 }
 
 // term is one term of leadership: its Server and what ends it.
@@ -195,9 +200,11 @@ func NewNode(cfg Config) (n *Node, err error) {
 	if n.logs, err = raft.NewLogCache(128, n.wal); err != nil {
 		return nil, fmt.Errorf("controller: raft log cache: %w", err)
 	}
-	if n.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(raftDir, "snapshots"), 2, n.raftLogger("snapshots")); err != nil {
+	files, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(raftDir, "snapshots"), 2, n.raftLogger("snapshots"))
+	if err != nil {
 		return nil, fmt.Errorf("controller: raft snapshots: %w", err)
 	}
+	n.snaps = cluster.SnapshotStore{SnapshotStore: files} // tells the FSM each restored snapshot's index
 
 	ln, err := net.Listen("tcp", cfg.ClusterAddr)
 	if err != nil {
@@ -283,12 +290,16 @@ func (c *Config) clusterDefaults() error {
 
 // refuseSingleStore refuses a data directory that holds a single
 // controller's store: a cluster node keeps its store under fsm/ and its
-// raft state under raft/, and turning one into the other is not built
-// (the jobs would be missing from every other node's log).
+// raft state under raft/, and the single controller's jobs are in no
+// raft log. The way over is a snapshot restored into the running
+// cluster (node_restore.go); the error names the steps.
 func refuseSingleStore(dir string) error {
 	m, _ := filepath.Glob(filepath.Join(dir, "OPTIONS-*"))
 	if len(m) > 0 {
-		return fmt.Errorf("%w: %s holds a single controller's store; a cluster node needs a data directory of its own (converting a single controller to a cluster is not supported yet)", ErrConfig, dir)
+		return fmt.Errorf("%w: %s holds a single controller's store; a cluster node needs a data directory of its own. "+
+			"To move a single controller's jobs into a cluster: save a snapshot of it while it runs ('jobsuite operator snapshot save FILE'), "+
+			"start the cluster's controllers on new, empty data directories, then restore the snapshot into the running cluster "+
+			"('jobsuite operator snapshot restore -force FILE' with JOBSUITE_ADDR naming the cluster); README, \"Running a cluster\"", ErrConfig, dir)
 	}
 	return nil
 }
@@ -444,6 +455,21 @@ func (n *Node) startRaft(servers []cluster.Member) error {
 			return err
 		}
 		n.log.Info("bootstrapped a new cluster", "servers", len(servers))
+	}
+	// Design 5.4: restore the newest snapshot at start only when the
+	// store is behind it; otherwise raft replays just the log's tail.
+	restore, newest, err := n.fsm.RestoreOnStart(n.snaps)
+	if err != nil {
+		return err
+	}
+	conf.NoSnapshotRestoreOnStart = !restore
+	if newest != nil {
+		applied, _ := n.fsm.Applied()
+		if restore {
+			n.log.Warn("the store is behind the newest snapshot: restoring it", "applied_index", applied, "snapshot_index", newest.Index)
+		} else {
+			n.log.Info("the store holds the newest snapshot: replaying the log after it", "applied_index", applied, "snapshot_index", newest.Index)
+		}
 	}
 	r, err := raft.NewRaft(conf, n.fsm, n.logs, n.wal, n.snaps, n.trans)
 	if err != nil {
@@ -613,6 +639,8 @@ func (n *Node) lead(ctx context.Context) {
 
 // reconcile starts or ends the term Server to match raft.
 func (n *Node) reconcile(ctx context.Context, r *raft.Raft) {
+	n.leadMu.Lock()
+	defer n.leadMu.Unlock()
 	leader := r.State() == raft.Leader
 	cur := r.CurrentTerm()
 	if t := n.term.Load(); t != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -27,6 +28,7 @@ type clusterView interface {
 	members(ctx context.Context) []api.Member
 	removePeer(id string) error
 	transferLeadership(ctx context.Context) (to string, err error)
+	restore(ctx context.Context, snap io.Reader) (restored, error) // node_restore.go
 	stats() clusterStats
 }
 

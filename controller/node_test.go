@@ -534,7 +534,8 @@ func TestNodeConfigRefusals(t *testing.T) {
 	c.stopController()
 	cfg := base
 	cfg.DataDir = c.data
-	if _, err := controller.NewNode(cfg); err == nil || !strings.Contains(err.Error(), "single controller") {
+	if _, err := controller.NewNode(cfg); err == nil || !strings.Contains(err.Error(), "single controller") ||
+		!strings.Contains(err.Error(), "operator snapshot save") || !strings.Contains(err.Error(), "operator snapshot restore -force") {
 		t.Fatalf("NewNode on a single controller's data: %v", err)
 	}
 	c.startController() // for the cleanup

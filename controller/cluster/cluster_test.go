@@ -140,12 +140,19 @@ func (c *testCluster) start(i int) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	snaps := SnapshotStore{nd.snaps} // as a node wraps it
 	if first {
-		if err := raft.BootstrapCluster(conf, logs, nd.log, nd.snaps, nd.trans, c.boot); err != nil {
+		if err := raft.BootstrapCluster(conf, logs, nd.log, snaps, nd.trans, c.boot); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if nd.r, err = raft.NewRaft(conf, nd.fsm, logs, nd.log, nd.snaps, nd.trans); err != nil {
+	// The start-up check of a node (design 5.4).
+	restore, _, err := nd.fsm.RestoreOnStart(snaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf.NoSnapshotRestoreOnStart = !restore
+	if nd.r, err = raft.NewRaft(conf, nd.fsm, logs, nd.log, snaps, nd.trans); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -318,7 +325,7 @@ func TestClusterStoresIdentical(t *testing.T) {
 	want := dump(t, plain)
 	var withoutApplied []string
 	for _, line := range strings.SplitAfter(replicated, "\n") {
-		if !strings.HasPrefix(line, `"zi"=`) {
+		if !strings.HasPrefix(line, `"zi"=`) && !strings.HasPrefix(line, `"zc"=`) {
 			withoutApplied = append(withoutApplied, line)
 		}
 	}
@@ -327,6 +334,9 @@ func TestClusterStoresIdentical(t *testing.T) {
 	}
 	if !strings.Contains(replicated, `"zi"=`) {
 		t.Error("no applied index in the replicated store")
+	}
+	if !strings.Contains(replicated, `"zc"=`) {
+		t.Error("no configuration in the replicated store")
 	}
 	if !strings.Contains(want, `"l`) || !strings.Contains(want, `"t`) || !strings.Contains(want, `"n`) {
 		t.Error("the workload wrote no output, token or join token")

@@ -16,8 +16,9 @@
 // snapshot — applies nothing twice, and a store that lost its unsynced
 // tail in a crash gets it back from the log: the FSM opens its store
 // with NoSync, because the raft log, fsynced by the log store, is the
-// write-ahead log. A configuration entry only moves the index (the
-// configuration itself is not stored yet).
+// write-ahead log. A configuration entry writes the membership into the
+// store (store.SetConfiguration, the "zc" key, with the entry's index)
+// in the same batch: FSM.Configuration reads it.
 //
 // Each entry's *Response carries one store.Result per command of its
 // round, in order: raft hands it to the proposer's ApplyFuture. An
@@ -42,7 +43,25 @@
 // FSM's "store" link to it with an atomic rename; a corrupt, truncated
 // or foreign stream is refused with ErrSnapshot and the live store is
 // untouched. Open undoes whatever an interrupted restore or snapshot
-// left.
+// left. Raft is given SnapshotStore, a wrapper of its snapshot store
+// whose Open tags each stream with its metadata: Restore writes the
+// index and term raft numbers the snapshot with, and its
+// configuration, into the new store (synced) before it goes live. That
+// index may differ from the one inside the snapshot's store — raft
+// snapshots at its last entry, possibly a no-op, and an operator's
+// restore (raft.Restore: a single controller's backup or another
+// cluster's, controller/node_restore.go) is numbered past the live
+// log's end whatever the file says — and only raft's makes the next
+// entries apply and a replay skip exactly what the store holds.
+//
+// Start-up (design 5.4): before raft starts, RestoreOnStart compares the
+// store's applied index with the newest snapshot's. A store at or past
+// it (the usual case: Snapshot syncs the store first) starts raft with
+// NoSnapshotRestoreOnStart, so a restart replays only the log after the
+// snapshot onto the live store instead of reinstalling the whole
+// snapshot; a store behind it (lost, replaced by an older copy) lets
+// raft restore the snapshot first, since starting without it would
+// skip the entries in between.
 //
 // Readers take the live store from FSM.Store for one operation at a
 // time: a Restore closes the store it replaces (after readers in
@@ -80,10 +99,6 @@
 //
 //   - Output is not replicated outside raft: Output commands ride the
 //     rounds like any other command (controller/doc.go says why).
-//   - The raft configuration is not written into the store ("zc"), and
-//     the start-up check for NoSnapshotRestoreOnStart (design 5.4) is not
-//     built: raft restores its newest snapshot at start, which is
-//     correct, only slower than replaying the tail onto the live store.
 //   - No own raft.SnapshotStore handing checkpoint directories over
 //     without streaming them (design 5.2): snapshots are streamed into
 //     the snapshot store even on the node that took them.

@@ -279,14 +279,40 @@ func (f *FSM) Close() error {
 	return nil
 }
 
+// Configuration returns the membership configuration the store holds
+// (the last configuration entry applied, or a restored snapshot's) and
+// the index of the entry that set it; ok is false if it holds none.
+func (f *FSM) Configuration() (c raft.Configuration, index uint64, ok bool, err error) {
+	data, index, err := f.Store().Configuration()
+	if err != nil || data == nil {
+		return c, 0, false, err
+	}
+	if c, err = decodeConfiguration(data); err != nil {
+		return c, 0, false, fmt.Errorf("cluster: the store's configuration: %w", err)
+	}
+	return c, index, true, nil
+}
+
+// decodeConfiguration is raft.DecodeConfiguration, which panics on bytes
+// it cannot read, with an error instead.
+func decodeConfiguration(b []byte) (c raft.Configuration, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("malformed: %v", r)
+		}
+	}()
+	return raft.DecodeConfiguration(b), nil
+}
+
 // Apply applies one entry; raft calls ApplyBatch instead.
 func (f *FSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
 // ApplyBatch applies the entries raft committed (LogCommand and
 // LogConfiguration, in log order) and returns a *Response for each
 // (nil for a configuration entry). Every round of the entries above the
-// applied index goes into one store batch, followed by SetApplied with
-// the last entry's index and term; entries at or below it are skipped.
+// applied index, and each configuration (store.SetConfiguration), goes
+// into one store batch, followed by SetApplied with the last entry's
+// index and term; entries at or below it are skipped.
 // The batch is not synced (Options.Store.NoSync): raft's log holds the
 // entries, and a batch lost in a crash comes back from it.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
@@ -319,8 +345,15 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			continue
 		}
 		lastIdx, lastTm = l.Index, l.Term
+		if l.Type == raft.LogConfiguration {
+			// The membership goes into the store with the entries
+			// around it ("zc"): the store says which servers it is
+			// the state of.
+			cmds = append(cmds, &store.SetConfiguration{Index: l.Index, Data: l.Data})
+			continue
+		}
 		if l.Type != raft.LogCommand {
-			continue // configuration: only the index moves (for now)
+			continue
 		}
 		round, err := store.DecodeRound(l.Data)
 		if errors.Is(err, store.ErrUnknownCommand) {

@@ -64,15 +64,70 @@ func (c *checkpoint) Persist(sink raft.SnapshotSink) error {
 // Release removes the checkpoint directory.
 func (c *checkpoint) Release() { _ = os.RemoveAll(c.dir) }
 
+// SnapshotStore is the raft.SnapshotStore raft is given: the one it
+// wraps (raft.FileSnapshotStore), with one addition. Open hands out the
+// snapshot's stream together with its metadata, so that Restore, which
+// raft calls with that stream (wrapped in raft's own counting reader),
+// learns the index and term raft gives the restored state and the
+// membership configuration that goes with it. That index is not always
+// the one inside the snapshot's store: raft takes a snapshot at its last
+// applied entry, which may be a no-op past the store's "zi", and an
+// operator's restore (raft.Restore) is given a new index past the end
+// of the live log. Restore writes raft's into the store, so that the
+// store and raft agree on what it holds: the next entry applies, a
+// replay skips exactly what it holds, and the start-up check
+// (RestoreOnStart) compares like with like.
+type SnapshotStore struct{ raft.SnapshotStore }
+
+var _ raft.SnapshotStore = SnapshotStore{}
+
+// Open opens snapshot id and tags its stream with its metadata.
+func (s SnapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	meta, rc, err := s.SnapshotStore.Open(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return meta, &source{ReadCloser: rc, meta: *meta}, nil
+}
+
+// source is a snapshot's stream with its metadata (SnapshotStore.Open).
+type source struct {
+	io.ReadCloser
+	meta raft.SnapshotMeta
+}
+
+// metaOf finds the metadata SnapshotStore.Open attached to rc, under
+// whatever raft wrapped it in (raft.ReadCloserWrapper).
+func metaOf(rc io.ReadCloser) (raft.SnapshotMeta, bool) {
+	for range 8 {
+		switch r := rc.(type) {
+		case *source:
+			return r.meta, true
+		case raft.ReadCloserWrapper:
+			rc = r.WrappedReadCloser()
+		default:
+			return raft.SnapshotMeta{}, false
+		}
+	}
+	return raft.SnapshotMeta{}, false
+}
+
 // Restore replaces the store with the snapshot rc streams (a follower
-// catching up, or raft restoring its newest snapshot at start). The
-// stream goes into a new directory; only when it checked out and opened
-// as a store does the "store" link move to it, and the old store is
-// closed and removed. A bad stream is refused with ErrSnapshot and
-// leaves the live store as it was. The applied index becomes the one
-// stored in the snapshot.
+// catching up, raft restoring its newest snapshot at start, or an
+// operator's restore through raft.Restore). The stream goes into a new
+// directory; only when it checked out and opened as a store does the
+// "store" link move to it, and the old store is closed and removed. A
+// bad stream is refused with ErrSnapshot and leaves the live store as it
+// was.
+//
+// When rc came from SnapshotStore.Open (always, in a node), the new
+// store's applied index and term become the snapshot's as raft numbers
+// it, and its configuration ("zc") the snapshot's, written durably
+// before the store goes live; otherwise (a bare raft.SnapshotStore) the
+// applied index is the one stored in the snapshot.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	meta, tagged := metaOf(rc)
 	f.mu.RLock()
 	gen, closed := f.gen+1, f.closed
 	f.mu.RUnlock()
@@ -95,6 +150,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return fail(err)
+	}
+	if tagged {
+		if err := stamp(final, f.opts, meta); err != nil {
+			return fail(err)
+		}
 	}
 	st, err := store.Open(final, f.opts)
 	if err != nil {
@@ -128,4 +188,56 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.setApplied(index, term)
 	f.log.Info("snapshot restored", "store", storeDirName(gen), "applied_index", index, "applied_term", term)
 	return nil
+}
+
+// stamp writes raft's index, term and configuration of a snapshot into
+// the store restored from it in dir, synced (the store is opened
+// without NoSync for it), so that the store says what raft will believe
+// it holds before it goes live.
+func stamp(dir string, opts store.Options, meta raft.SnapshotMeta) error {
+	var cmds []store.Command
+	if meta.Index > 0 {
+		cmds = append(cmds, &store.SetApplied{Index: meta.Index, Term: meta.Term})
+	}
+	if meta.ConfigurationIndex > 0 {
+		cmds = append(cmds, &store.SetConfiguration{Index: meta.ConfigurationIndex, Data: raft.EncodeConfiguration(meta.Configuration)})
+	}
+	if len(cmds) == 0 {
+		return nil
+	}
+	opts.NoSync = false
+	st, err := store.Open(dir, opts)
+	if err != nil {
+		return fmt.Errorf("%w: it does not open as a store: %v", ErrSnapshot, err)
+	}
+	_, err = st.Apply(cmds...)
+	return errors.Join(err, st.Close())
+}
+
+// RestoreOnStart is the start-up check of design 5.4, made before raft
+// starts: it reports whether raft must restore the newest snapshot of
+// snaps into the store (raft.Config.NoSnapshotRestoreOnStart is its
+// negation). Raft's habit is to restore its newest snapshot at every
+// start and replay the log after it; but the store is durable up to
+// every snapshot raft took of it (Snapshot syncs it first), so it
+// usually holds at least the snapshot's entries already, and restoring
+// would replace it by an older copy of itself only to replay the tail
+// again. So: when the store's applied index is at or past the newest
+// snapshot's, raft starts without restoring (it takes the snapshot's
+// index and configuration from its metadata, and ApplyBatch skips the
+// replayed entries the store holds); when it is behind (the store was
+// lost or replaced by an older one, or a crash lost a restore's stamp),
+// raft restores the snapshot, as it would without the option — starting
+// without it would skip the entries between the two silently. No
+// snapshot: nothing to restore.
+func (f *FSM) RestoreOnStart(snaps raft.SnapshotStore) (restore bool, newest *raft.SnapshotMeta, err error) {
+	list, err := snaps.List()
+	if err != nil {
+		return false, nil, fmt.Errorf("cluster: listing snapshots: %w", err)
+	}
+	if len(list) == 0 {
+		return false, nil, nil
+	}
+	applied, _ := f.Applied()
+	return applied < list[0].Index, list[0], nil
 }

@@ -3,7 +3,8 @@
 // lagging follower (package cluster) or an operator saves a single
 // controller's backup (GET /operator/snapshot, 'jobsuite operator
 // snapshot save') and restores it ('jobsuite operator snapshot
-// restore').
+// restore'), offline into a single controller's data directory or
+// online into a cluster.
 //
 // A snapshot is the files of a Pebble checkpoint of the store
 // (store.Checkpoint) written one after the other, in name order, with a
@@ -29,6 +30,8 @@
 // renameat2(RENAME_EXCHANGE), so that a crash at any point leaves the
 // data directory holding the old store or the new one, whole; the old
 // one is kept as DIR.before-restore-STAMP. A file system without
-// RENAME_EXCHANGE gets ErrUnsupported and nothing changes. Inspect
+// RENAME_EXCHANGE gets ErrUnsupported and nothing changes; a cluster
+// node's data directory (fsm/, raft/) gets ErrClusterNode — a cluster
+// restores while it runs, through raft (controller/node_restore.go). Inspect
 // reads a snapshot into a scratch directory to report what it holds.
 package snapshot

@@ -13,4 +13,9 @@ var (
 	// atomically (renameat2 RENAME_EXCHANGE): Restore refuses rather
 	// than replace the data directory in two steps a crash could split.
 	ErrUnsupported = errors.New("the file system cannot exchange directories atomically")
+	// ErrClusterNode means the data directory is a cluster node's (it
+	// holds fsm/ or raft/): Restore replaces a single controller's store
+	// only. A cluster restores while it runs, through raft
+	// (POST /operator/snapshot/restore).
+	ErrClusterNode = errors.New("a cluster node's data directory")
 )

@@ -41,7 +41,9 @@ import (
 // out: the next restore renames it to DIR.before-restore-STAMP.
 //
 // A data directory that is a symlink stays one: the directory it names
-// is exchanged. A data directory that does not exist is created from the
+// is exchanged. A cluster node's data directory (fsm/, raft/) is refused
+// with ErrClusterNode: its store is the raft log's state, and replacing
+// it under raft would make the node diverge; a cluster restores online. A data directory that does not exist is created from the
 // snapshot with a plain rename.
 const (
 	markerName    = "jobsuite-restore"
@@ -51,6 +53,10 @@ const (
 	stagingSuffix = ".tmp"
 	stampLayout   = "20060102T150405.000Z"
 )
+
+// clusterDirs are what a cluster node's data directory holds instead of
+// a store (controller.Node): Restore refuses such a directory.
+var clusterDirs = []string{"fsm", "raft"}
 
 // RestoreOptions configures Restore.
 type RestoreOptions struct {
@@ -77,8 +83,9 @@ type Restored struct {
 
 // Restore replaces the store in dataDir with the snapshot r streams, as
 // the comment above describes. A bad stream (ErrSnapshot), a store that
-// does not open, a running controller (store.ErrLocked) or a file system
-// without RENAME_EXCHANGE (ErrUnsupported) leave dataDir as it was.
+// does not open, a running controller (store.ErrLocked), a cluster
+// node's directory (ErrClusterNode) or a file system without
+// RENAME_EXCHANGE (ErrUnsupported) leave dataDir as it was.
 func Restore(r io.Reader, dataDir string, opts RestoreOptions) (res Restored, err error) {
 	if opts.Now.IsZero() {
 		return res, errors.New("snapshot: restore: no time given")
@@ -101,6 +108,11 @@ func Restore(r io.Reader, dataDir string, opts RestoreOptions) (res Restored, er
 		}
 		if fi, err := os.Stat(real); err != nil || !fi.IsDir() {
 			return res, fmt.Errorf("snapshot: restore: %s is not a directory", dataDir)
+		}
+		for _, sub := range clusterDirs {
+			if _, err := os.Stat(filepath.Join(real, sub)); err == nil {
+				return res, fmt.Errorf("snapshot: restore: %s holds %s/: %w", dataDir, sub, ErrClusterNode)
+			}
 		}
 		// The same spelling as the controller's -data-dir, for an
 		// in-process holder (tests); the kernel's lock sees any.

@@ -218,19 +218,27 @@ func TestRestore(t *testing.T) {
 func TestRestoreRefused(t *testing.T) {
 	good := streamOf(t, 3)
 	cases := map[string]struct {
-		data   []byte
-		locked bool
-		want   error
+		data    []byte
+		locked  bool
+		cluster string // a subdirectory that makes it a cluster node's
+		want    error
 	}{
-		"truncated":       {data: good[:len(good)-10], want: ErrSnapshot},
-		"corrupt":         {data: append(slices.Clone(good[:100]), append([]byte{good[100] ^ 0xff}, good[101:]...)...), want: ErrSnapshot},
-		"store is in use": {data: good, locked: true, want: store.ErrLocked},
+		"cluster node's fsm":  {data: good, cluster: "fsm", want: ErrClusterNode},
+		"cluster node's raft": {data: good, cluster: "raft", want: ErrClusterNode},
+		"truncated":           {data: good[:len(good)-10], want: ErrSnapshot},
+		"corrupt":             {data: append(slices.Clone(good[:100]), append([]byte{good[100] ^ 0xff}, good[101:]...)...), want: ErrSnapshot},
+		"store is in use":     {data: good, locked: true, want: store.ErrLocked},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
 			parent := t.TempDir()
 			dir := filepath.Join(parent, "data")
 			fill(t, dir, 5)
+			if c.cluster != "" {
+				if err := os.Mkdir(filepath.Join(dir, c.cluster), 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if c.locked {
 				st, err := store.Open(dir, store.Options{})
 				if err != nil {

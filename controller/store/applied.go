@@ -9,10 +9,14 @@ import (
 )
 
 // prefixCluster is the prefix of the replicated log's bookkeeping keys
-// (doc.go): "zi", the last log index applied.
+// (doc.go): "zi", the last log index applied, and "zc", the replicated
+// log's membership configuration.
 const prefixCluster = 'z'
 
-var appliedKey = []byte{prefixCluster, 'i'}
+var (
+	appliedKey = []byte{prefixCluster, 'i'}
+	configKey  = []byte{prefixCluster, 'c'}
+)
 
 // SetApplied records that the store holds every log entry up to Index
 // (of Term) of a replicated log: the FSM (controller/cluster) appends
@@ -58,6 +62,54 @@ func (s *Store) Applied() (index, term uint64, err error) {
 		return 0, 0, fmt.Errorf("store: applied index: malformed value (%d bytes)", len(v))
 	}
 	return binary.BigEndian.Uint64(v[:8]), binary.BigEndian.Uint64(v[8:]), nil
+}
+
+// SetConfiguration records the membership configuration of a replicated
+// log (Data, as the log encodes it: the store does not read it) and the
+// index of the entry that set it. The FSM (controller/cluster) writes it
+// in the batch of the configuration entry it applies, and with a
+// restored snapshot, so that the store itself says which servers its
+// state belongs with. Like SetApplied it has no type number and cannot
+// travel in a round: only the FSM writes it.
+type SetConfiguration struct {
+	Index uint64
+	Data  []byte
+}
+
+func (c *SetConfiguration) check() error {
+	if c.Index == 0 || len(c.Data) == 0 {
+		return fmt.Errorf("%w: a configuration needs its index and its bytes", ErrInvalid)
+	}
+	return nil
+}
+
+func (c *SetConfiguration) apply(r *round) (Result, error) {
+	v := make([]byte, 8+len(c.Data))
+	binary.BigEndian.PutUint64(v[:8], c.Index)
+	copy(v[8:], c.Data)
+	_ = r.b.Set(configKey, v, nil)
+	return Result{}, nil
+}
+
+// Configuration returns the bytes and the index SetConfiguration last
+// wrote, or nil and 0 if it never did.
+func (s *Store) Configuration() (data []byte, index uint64, err error) {
+	if !s.acquire() {
+		return nil, 0, fmt.Errorf("store: configuration: %w", ErrClosed)
+	}
+	defer s.mu.RUnlock()
+	v, closer, err := s.db.Get(configKey)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("store: configuration: %w", err)
+	}
+	defer closer.Close()
+	if len(v) <= 8 {
+		return nil, 0, fmt.Errorf("store: configuration: malformed value (%d bytes)", len(v))
+	}
+	return append([]byte(nil), v[8:]...), binary.BigEndian.Uint64(v[:8]), nil
 }
 
 // Checkpoint writes a consistent copy of the whole store to dir, which

@@ -11,8 +11,9 @@
 // a job Transition (a new version of the job with one event, and
 // optionally an audit entry), an Output chunk, API tokens, revocations,
 // join tokens (create, use, delete, prune), audit entries (append,
-// prune), PruneJobs, and SetApplied (applied.go: a replicated log's
-// applied index, see "Rounds on the wire"). A command carries
+// prune), PruneJobs, and SetApplied and SetConfiguration (applied.go: a
+// replicated log's applied index and membership, see "Rounds on the
+// wire"). A command carries
 // everything that varies — IDs, times, backoff delays, the output's
 // bytes — and applying it reads only the store and the command, so the
 // same commands applied to two stores holding the same data leave them
@@ -112,6 +113,11 @@
 //	"zi"                                         index(8) term(8): the last entry of a
 //	                                             replicated log applied (SetApplied);
 //	                                             absent in a single controller's store
+//	"zc"                                         index(8) configuration: the replicated
+//	                                             log's membership as the log encodes it,
+//	                                             and the index of the entry that set it
+//	                                             (SetConfiguration); absent in a single
+//	                                             controller's store
 //
 // The "c" prefix is retired: schema 3 kept the controller's secrets
 // there, and Open moves them out (below). No other prefix may reuse it.
@@ -172,7 +178,7 @@
 // A type it does not know is skipped when bit 7 is set (an optional
 // command of a newer release, for rolling upgrades) and otherwise fails
 // with ErrUnknownCommand: a node must stop rather than apply a round
-// partly. SetApplied has no number: only the applier of an entry knows
+// partly. SetApplied (and SetConfiguration) has no number: only the applier of an entry knows
 // its index, and writes it with the entry's commands in one batch (the
 // "zi" key), so the index never disagrees with what the store holds.
 // Checkpoint copies the store (a Pebble checkpoint, WAL synced first)

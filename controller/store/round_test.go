@@ -236,6 +236,7 @@ func TestDecodeRoundSkipsIgnorable(t *testing.T) {
 func TestEncodeRoundRefuses(t *testing.T) {
 	for name, c := range map[string]Command{
 		"set applied":   &SetApplied{Index: 1},
+		"set config":    &SetConfiguration{Index: 1, Data: []byte("c")},
 		"invalid":       &Output{Job: 1},
 		"no job":        &Transition{},
 		"bad time json": &PutToken{Token: Token{ID: "t", Hash: []byte{1}, CreatedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}},
@@ -294,6 +295,40 @@ func TestAppliedAndCheckpoint(t *testing.T) {
 	}
 	if i, _, _ := cp.Applied(); i != 7 {
 		t.Errorf("checkpoint's applied index %d, want 7", i)
+	}
+}
+
+// TestConfiguration: SetConfiguration is read back by Configuration,
+// a later one replaces it, a checkpoint carries it, and one without its
+// index or bytes is refused.
+func TestConfiguration(t *testing.T) {
+	s := open(t)
+	if data, i, err := s.Configuration(); err != nil || data != nil || i != 0 {
+		t.Fatalf("Configuration of an empty store = %q, %d, %v", data, i, err)
+	}
+	for name, c := range map[string]*SetConfiguration{
+		"no index": {Data: []byte("x")},
+		"no data":  {Index: 3},
+	} {
+		if _, err := s.Apply(c); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: Apply = %v, want ErrInvalid", name, err)
+		}
+	}
+	if err := applyAll(s, &SetConfiguration{Index: 3, Data: []byte("three")}, &SetApplied{Index: 3, Term: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyAll(s, &SetConfiguration{Index: 9, Data: []byte("nine")}); err != nil {
+		t.Fatal(err)
+	}
+	if data, i, err := s.Configuration(); err != nil || string(data) != "nine" || i != 9 {
+		t.Fatalf("Configuration = %q, %d, %v; want nine at 9", data, i, err)
+	}
+	dir := filepath.Join(t.TempDir(), "cp")
+	if err := s.Checkpoint(dir); err != nil {
+		t.Fatal(err)
+	}
+	if data, i, err := openAt(t, dir).Configuration(); err != nil || string(data) != "nine" || i != 9 {
+		t.Fatalf("the checkpoint's Configuration = %q, %d, %v; want nine at 9", data, i, err)
 	}
 }
 
