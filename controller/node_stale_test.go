@@ -171,7 +171,7 @@ func TestStaleReads(t *testing.T) {
 	if !sawLeaderless {
 		t.Errorf("the lone follower never answered a stale read while it knew no leader")
 	}
-	if refused.retryAfter == "" || refused.lastContact <= maxStale.Seconds() || !strings.Contains(string(refused.body), "-max-stale") {
+	if refused.retryAfter == "" || refused.lastContact < maxStale.Seconds() || !strings.Contains(string(refused.body), "-max-stale") {
 		t.Errorf("refused stale read: Retry-After %q, last contact %v s, %s", refused.retryAfter, refused.lastContact, refused.body)
 	}
 }
