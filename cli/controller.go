@@ -152,6 +152,16 @@ Cluster mode (3 or 5 controllers on raft; README "Running a cluster"):
                         behind by less than a segment catches up from the
                         log whatever -raft-trailing-logs says. Default (0):
                         raft-wal's, 64 MiB.
+  -max-follower-lag N, -max-follower-lag-bytes N
+                        The follower-lag bound: the leader holds new writes
+                        while a live voter (heard from in the last 2 s, and
+                        applying) is more than N entries, or N bytes of
+                        entries, behind its log, so that a failover never
+                        first waits for a long backlog; writes slow to what
+                        the slowest live voter keeps up with. A dead or
+                        stuck voter is not waited for. -1 turns that bound
+                        off. Defaults {max-follower-lag} and
+                        {max-follower-lag-bytes} (64 MiB).
 
 Webhook notifications (README "Webhooks", SECURITY.md "Webhooks"):
 
@@ -211,6 +221,8 @@ Configuration file:
     raft_snapshot_interval  = {raft-snapshot-interval:toml}
     raft_trailing_logs      = {raft-trailing-logs:toml}
     raft_wal_segment_bytes  = {raft-wal-segment-bytes:toml}
+    max_follower_lag        = {max-follower-lag:toml}
+    max_follower_lag_bytes  = {max-follower-lag-bytes:toml}
     notify_allow_http = {notify-allow-http:toml}
     notify_hosts = ""                    # e.g. "hooks.example.com,*.corp.example"
     notify_allow = ""                    # e.g. "10.1.2.0/24"
@@ -310,6 +322,8 @@ func controllerFlags(fs *flag.FlagSet, cfg *controller.Config, lf *logFlags) (mi
 	fs.DurationVar(&cfg.RaftSnapshotInterval, "raft-snapshot-interval", cfg.RaftSnapshotInterval, "")
 	fs.Uint64Var(&cfg.RaftTrailingLogs, "raft-trailing-logs", cfg.RaftTrailingLogs, "")
 	fs.IntVar(&cfg.RaftWALSegmentBytes, "raft-wal-segment-bytes", cfg.RaftWALSegmentBytes, "")
+	fs.IntVar(&cfg.MaxFollowerLag, "max-follower-lag", cfg.MaxFollowerLag, "")
+	fs.Int64Var(&cfg.MaxFollowerLagBytes, "max-follower-lag-bytes", cfg.MaxFollowerLagBytes, "")
 	// -1: the default, which follows the disk's size; 0: off.
 	minFree = fs.Int64("min-free-bytes", -1, "")
 	maxOutput = fs.Int64("max-output-bytes", -1, "")

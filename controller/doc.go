@@ -214,6 +214,17 @@
 // cost is raft bandwidth: every output byte is sent to each follower
 // inside AppendEntries, in entries of at most 64 KiB.
 //
+// The follower-lag bound (design note 3.2; cluster/lag.go, node_lag.go):
+// hashicorp/raft commits with the fastest follower and lets a slower
+// one fall behind without limit, which a failover then pays for. So the
+// leader asks every other voter for its applied and last index every
+// 100 ms, and the term's Log holds each new round (the committer keeps
+// gathering commands meanwhile) while a live voter — heard from in the
+// last 2 s and, while behind, applying — is more than MaxFollowerLag
+// entries (2000) or MaxFollowerLagBytes (64 MiB of this term's entries)
+// behind the leader's last index. A dead, cut-off or stuck voter is not
+// waited for. /metrics shows each voter's lag and the time held.
+//
 // # Ownership
 //
 // The scheduler owns its state: its mutex, its maps and its book of each

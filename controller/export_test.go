@@ -1,7 +1,9 @@
 package controller
 
 import (
+	"bytes"
 	"context"
+	"io"
 
 	"jobsuite/controller/store"
 )
@@ -18,3 +20,45 @@ func (s *Server) RecordRounds(fn func(cmds []store.Command, results []store.Resu
 func (s *Server) PruneNow(ctx context.Context) {
 	s.retention().pass(ctx, s.clock.Now())
 }
+
+// SetApplyHook makes fn run before each batch of entries raft hands the
+// node's FSM (a slow follower). Call it before Run.
+func (n *Node) SetApplyHook(fn func(entries int)) { n.applyHook = fn }
+
+// RaftIndexes returns the node's applied index and the last index of
+// its raft log.
+func (n *Node) RaftIndexes() (applied, last uint64) {
+	applied, _ = n.fsm.Applied()
+	if r := n.raftNode(); r != nil {
+		last = r.LastIndex()
+	}
+	return applied, last
+}
+
+// SetStaleHook makes fn run in each try of a stale read once it has
+// taken its store.
+func (n *Node) SetStaleHook(fn func()) { n.staleHook = fn }
+
+// InstallOwnSnapshot takes a snapshot of the node's store and installs
+// it, as a follower catching up installs the leader's: the live store
+// is swapped for a copy and closed. Only for a cluster that writes
+// nothing meanwhile.
+func (n *Node) InstallOwnSnapshot() error {
+	snap, err := n.fsm.Snapshot()
+	if err != nil {
+		return err
+	}
+	defer snap.Release()
+	var sink memSink
+	if err := snap.Persist(&sink); err != nil {
+		return err
+	}
+	return n.fsm.Restore(io.NopCloser(&sink.Buffer))
+}
+
+// memSink is a raft.SnapshotSink into memory.
+type memSink struct{ bytes.Buffer }
+
+func (s *memSink) ID() string    { return "mem" }
+func (s *memSink) Cancel() error { return nil }
+func (s *memSink) Close() error  { return nil }

@@ -51,28 +51,13 @@ func newHANet(t *testing.T) *haNet {
 	}
 	sweepStaleNamespaces(t)
 	h := &haNet{t: t}
-	partitionMu.Lock()
-	for tries := 1; ; tries++ {
-		partitionSeq++
-		octet := (partitionBase + partitionSeq) % 256
-		if tries > 256 {
-			partitionMu.Unlock()
-			t.Fatal("no free 10.213.x.0/24 for the access LAN")
-		}
-		if !addrInUse(fmt.Sprintf("10.213.%d.", octet)) {
-			h.octet = octet
-			break
-		}
-	}
-	first := partitionSeq
-	partitionSeq += 3 // the controllers' namespaces
-	partitionMu.Unlock()
-	pid := os.Getpid()
-	h.sw = fmt.Sprintf("js-part-%d-%d", pid, first)
+	octet, first := netnsAlloc(t, 1+len(h.ns), "the access LAN") // the switch's and the controllers' namespaces
+	h.octet = octet
+	h.sw = netnsName(first)
 	for i := range h.ns {
-		h.ns[i] = fmt.Sprintf("js-part-%d-%d", pid, first+1+i)
+		h.ns[i] = netnsName(first + 1 + i)
 	}
-	h.rootIf = fmt.Sprintf("jsp%d-%dh", pid, first) // at most 15 bytes
+	h.rootIf = netnsRootIf(first)
 
 	if out, err := exec.Command("ip", "netns", "add", h.sw).CombinedOutput(); err != nil {
 		t.Skipf("cluster partition test: cannot create a network namespace (ip netns add: %v: %s); it needs root with CAP_SYS_ADMIN and CAP_NET_ADMIN", err, strings.TrimSpace(string(out)))
@@ -134,23 +119,7 @@ func (h *haNet) heal(i int) {
 
 // remove deletes the namespaces (their links go with them) and the
 // root end of the access LAN should it still be there.
-func (h *haNet) remove() {
-	for _, ns := range append([]string{h.sw}, h.ns[:]...) {
-		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {
-			h.t.Errorf("deleting namespace %s: %v: %s", ns, err, out)
-		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for exec.Command("ip", "link", "show", "dev", h.rootIf).Run() == nil {
-		if time.Now().After(deadline) {
-			if out, err := exec.Command("ip", "link", "del", "dev", h.rootIf).CombinedOutput(); err != nil {
-				h.t.Errorf("deleting %s: %v: %s", h.rootIf, err, out)
-			}
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+func (h *haNet) remove() { removeNetns(h.t, append([]string{h.sw}, h.ns[:]...), h.rootIf) }
 
 // logTime is the time at the start of a controller's text log line
 // (cli's logTimeFormat).

@@ -181,10 +181,15 @@ var (
 	descClusterLastIndex   = prometheus.NewDesc("jobsuite_cluster_last_index", "The last entry in this controller's raft log.", nil, nil)
 	descClusterVoters      = prometheus.NewDesc("jobsuite_cluster_voters", "Voting members of the cluster's configuration.", nil, nil)
 	descClusterContact     = prometheus.NewDesc("jobsuite_cluster_last_contact_seconds", "How long ago this follower last heard from the leader (absent on the leader and before any contact); scrape each node's -metrics listener to see every follower's.", nil, nil)
+	descClusterLag         = prometheus.NewDesc("jobsuite_cluster_follower_lag_entries", "On the leader: how many entries each voter's store is behind the leader's last index, as last reported (at most 100 ms old).", []string{"peer"}, nil)
+	descClusterLagBytes    = prometheus.NewDesc("jobsuite_cluster_follower_lag_bytes", "On the leader: the bytes of this term's entries past each voter's applied index.", []string{"peer"}, nil)
+	descClusterLagLive     = prometheus.NewDesc("jobsuite_cluster_follower_live", "On the leader: 1 if the voter counts for the follower-lag bound (reported in the last 2 s and, while behind, applying), 0 if it is ignored as dead or stuck.", []string{"peer"}, nil)
+	descClusterHeld        = prometheus.NewDesc("jobsuite_cluster_admission_held_seconds_total", "Time the follower-lag bound held new rounds (a voter was too far behind) since this controller started.", nil, nil)
+	descClusterHolds       = prometheus.NewDesc("jobsuite_cluster_admission_holds_total", "Times the follower-lag bound began to hold new rounds since this controller started.", nil, nil)
 )
 
 func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descClusterLeader, descClusterTerm, descClusterCommitIndex, descClusterApplied, descClusterLastIndex, descClusterVoters, descClusterContact} {
+	for _, d := range []*prometheus.Desc{descClusterLeader, descClusterTerm, descClusterCommitIndex, descClusterApplied, descClusterLastIndex, descClusterVoters, descClusterContact, descClusterLag, descClusterLagBytes, descClusterLagLive, descClusterHeld, descClusterHolds} {
 		ch <- d
 	}
 }
@@ -204,6 +209,17 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	if s.LastContact >= 0 {
 		ch <- prometheus.MustNewConstMetric(descClusterContact, prometheus.GaugeValue, s.LastContact.Seconds())
 	}
+	for _, l := range s.Lags {
+		live := 0.0
+		if l.Live {
+			live = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descClusterLag, prometheus.GaugeValue, float64(l.Entries), l.Peer)
+		ch <- prometheus.MustNewConstMetric(descClusterLagBytes, prometheus.GaugeValue, float64(l.Bytes), l.Peer)
+		ch <- prometheus.MustNewConstMetric(descClusterLagLive, prometheus.GaugeValue, live, l.Peer)
+	}
+	ch <- prometheus.MustNewConstMetric(descClusterHeld, prometheus.CounterValue, s.Held.Seconds())
+	ch <- prometheus.MustNewConstMetric(descClusterHolds, prometheus.CounterValue, float64(s.Holds))
 }
 
 // outboxCollector reads the webhook outbox's figures at scrape time.

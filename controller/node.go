@@ -97,6 +97,14 @@ type Node struct {
 	// restore (node_restore.go) across stopping the term and raft.Restore.
 	leadMu    sync.Mutex
 	restoreMu sync.Mutex // one restore at a time
+	// lag is the follower-lag bound of this node's terms (node_lag.go).
+	lag *cluster.LagBound
+	// applyHook, if set, runs before each batch raft hands the FSM
+	// (tests: a slow follower).
+	applyHook func(entries int)
+	// staleHook, if set, runs in each try of a stale read once it has
+	// taken the store (tests: a snapshot installed meanwhile).
+	staleHook func()
 }
 
 // term is one term of leadership: its Server and what ends it.
@@ -159,7 +167,7 @@ func NewNode(cfg Config) (n *Node, err error) {
 	if err := refuseSingleStore(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	n = &Node{cfg: cfg, log: cfg.Logger, id: cert.Leaf.Subject.CommonName, pool: pool, wake: make(chan struct{}, 1), leaderGen: make(chan struct{})}
+	n = &Node{cfg: cfg, log: cfg.Logger, id: cert.Leaf.Subject.CommonName, pool: pool, wake: make(chan struct{}, 1), leaderGen: make(chan struct{}), lag: newLagBound(cfg)}
 	var closers []func() error
 	defer func() {
 		if err != nil {
@@ -471,7 +479,11 @@ func (n *Node) startRaft(servers []cluster.Member) error {
 			n.log.Info("the store holds the newest snapshot: replaying the log after it", "applied_index", applied, "snapshot_index", newest.Index)
 		}
 	}
-	r, err := raft.NewRaft(conf, n.fsm, n.logs, n.wal, n.snaps, n.trans)
+	var fsm raft.FSM = n.fsm
+	if n.applyHook != nil {
+		fsm = hookedFSM{n.fsm, n.applyHook}
+	}
+	r, err := raft.NewRaft(conf, fsm, n.logs, n.wal, n.snaps, n.trans)
 	if err != nil {
 		return err
 	}
@@ -708,20 +720,27 @@ func (n *Node) establish(ctx context.Context, r *raft.Raft, t uint64) {
 	gate := &sendGate{r: r, t: t, window: raftLease * time.Duration(n.cfg.RaftMultiplier)}
 	cfg := n.cfg
 	cfg.MetricsAddr = "" // the node serves it for all its terms (node_metrics.go)
-	srv, err := newServer(cfg, &serverDeps{st: n.fsm.Store(), log: cluster.NewLog(r), pki: n.pki, agents: agents, cluster: n, gate: gate.ok,
+	tctx, cancel := context.WithCancel(ctx)
+	n.lag.Reset() // nobody is waited for until it reports in this term
+	log := cluster.NewLog(r).Bounded(tctx, n.lag)
+	srv, err := newServer(cfg, &serverDeps{st: n.fsm.Store(), log: log, pki: n.pki, agents: agents, cluster: n, gate: gate.ok,
 		term: t, members: n.agentMembers})
 	if err != nil {
+		cancel()
 		n.log.Error("new leader could not load the queue; handing leadership on", "term", t, "error", err)
 		_ = r.LeadershipTransfer().Error()
 		return
 	}
-	tctx, cancel := context.WithCancel(ctx)
 	tm := &term{n: t, srv: srv, agents: agents, cancel: cancel, done: make(chan struct{})}
+	lagDone := make(chan struct{})
+	go func() { defer close(lagDone); n.watchLag(tctx, r) }()
 	go func() {
 		defer close(tm.done)
 		if err := srv.Run(tctx); err != nil && tctx.Err() == nil {
 			n.log.Warn("leader's term ended", "term", t, "error", err)
 		}
+		cancel() // the lag watch ends with the term's Server
+		<-lagDone
 		select {
 		case n.wake <- struct{}{}:
 		default:

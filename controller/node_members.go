@@ -16,6 +16,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"jobsuite/api"
+	"jobsuite/controller/cluster"
 )
 
 // Operator views of the cluster: GET /operator/members and DELETE
@@ -40,6 +41,13 @@ type clusterStats struct {
 	// LastContact is how long ago a follower last heard from the
 	// leader; negative for the leader itself and before any contact.
 	LastContact time.Duration
+	// Lags are the voters' lags as the leader sees them (the
+	// follower-lag bound, node_lag.go); empty on a follower.
+	Lags []cluster.Lag
+	// Held is how long the bound held new rounds since the node
+	// started, in Holds holds.
+	Held  time.Duration
+	Holds uint64
 }
 
 // opStatus asks a node on the cluster port for its own view.
@@ -153,6 +161,10 @@ func (n *Node) stats() clusterStats {
 	}
 	s.Term = r.CurrentTerm()
 	s.LastIndex = r.LastIndex()
+	if s.Leader {
+		s.Lags = n.lag.Lags(s.LastIndex)
+	}
+	s.Held, s.Holds = n.lag.Held()
 	s.CommitIndex, _ = strconv.ParseUint(r.Stats()["commit_index"], 10, 64)
 	if f := r.GetConfiguration(); f.Error() == nil {
 		for _, srv := range f.Configuration().Servers {

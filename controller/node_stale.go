@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -41,6 +42,13 @@ import (
 // again whenever its applied index moved). ?live= is ignored: live state
 // is the leader's, which holds the agent sessions. Any other endpoint
 // ignores stale=1 and is forwarded as usual.
+//
+// A read that a snapshot install cuts short (a follower catching up
+// swaps its store for the snapshot's and closes the old one under the
+// read) is tried again on the new store once the install is done,
+// waiting up to staleRetryWait (1 s); only a read that fails that way
+// twice, or whose install does not finish in time, gets 503 with
+// Retry-After.
 
 // Headers of a stale read.
 const (
@@ -120,59 +128,130 @@ func (n *Node) staleness(w http.ResponseWriter, leading bool) bool {
 	return true
 }
 
-// serveStale answers a stale read from this node's own store.
+// serveStale answers a stale read from this node's own store. A read
+// that a snapshot install cut short (its store was swapped and closed
+// under it) is tried again on the new store, once, after waiting up to
+// staleRetryWait for the install to finish; only if that fails too does
+// the client get 503 with Retry-After.
 func (n *Node) serveStale(w http.ResponseWriter, r *http.Request, what, id string) {
 	if !n.staleness(w, false) {
 		return
 	}
-	st := n.fsm.Store() // for this request: a snapshot's restore may swap it
-	sec, err := n.stale.security(st, n)
-	if err != nil && n.fsm.Store() != st {
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "controller %s installed a snapshot while reading; retry", n.id)
-		return
-	}
-	if err != nil {
-		n.log.Error("stale read: reading the tokens and revocations", "error", err)
-		writeError(w, http.StatusInternalServerError, "reading this controller's tokens and revocations failed")
-		return
-	}
-	// A Server of the store alone: no scheduler (nil: the handlers
-	// report the stored state), no committer, no agents.
-	s := &Server{cfg: n.cfg, st: st, sec: sec, log: n.log.Named("stale")}
 	if what == "get" {
 		q := r.URL.Query()
 		q.Del("live")
 		r = r.Clone(r.Context())
 		r.URL.RawQuery = q.Encode()
 	}
+	retryStale(w, n.id, func(g *swapGuard) {
+		restores := n.fsm.Stats().Restores
+		st := n.fsm.Store() // for this try: a snapshot's restore may swap it
+		g.swapped = func() bool { return n.fsm.Store() != st }
+		g.wait = func() bool { return n.waitRestored(r.Context(), st, restores) }
+		applied, _ := n.fsm.Applied()
+		w.Header().Set(hdrAppliedIndex, strconv.FormatUint(applied, 10))
+		if n.staleHook != nil {
+			n.staleHook()
+		}
+		n.readStale(g, r, st, what, id)
+	})
+}
+
+// staleRetryWait bounds how long a stale read cut short by a snapshot
+// install waits for the install to finish before its one retry.
+const staleRetryWait = time.Second
+
+// retryStale runs read with a swapGuard on w; when the guard held back
+// a swap's 500 (nothing was written) and the install finished within
+// the guard's wait, it runs read once more, whose answer stands (a
+// second swap's 500 becomes 503 with Retry-After).
+func retryStale(w http.ResponseWriter, node string, read func(g *swapGuard)) {
+	g := &swapGuard{ResponseWriter: w, hold: true}
+	read(g)
+	if g.held && g.wait() {
+		g = &swapGuard{ResponseWriter: w}
+		read(g)
+	} else if g.held {
+		g.retry = true // the install did not finish in time: 503
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	g.finish(node)
+}
+
+// waitRestored waits up to staleRetryWait for the snapshot install that
+// swapped st out to finish (the FSM counts it once the new store is
+// live and its applied index published); false if it did not, or ctx
+// ended.
+func (n *Node) waitRestored(ctx context.Context, st *store.Store, restores uint64) bool {
+	deadline := time.Now().Add(staleRetryWait)
+	for {
+		if n.fsm.Store() != st && n.fsm.Stats().Restores > restores {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// readStale is one try of a stale read on store st.
+func (n *Node) readStale(g *swapGuard, r *http.Request, st *store.Store, what, id string) {
+	sec, err := n.stale.security(st, n)
+	if err != nil && g.swapped() {
+		writeError(g, http.StatusInternalServerError, "controller %s installed a snapshot while reading", n.id) // the guard's to turn
+		return
+	}
+	if err != nil {
+		n.log.Error("stale read: reading the tokens and revocations", "error", err)
+		writeError(g, http.StatusInternalServerError, "reading this controller's tokens and revocations failed")
+		return
+	}
+	// A Server of the store alone: no scheduler (nil: the handlers
+	// report the stored state), no committer, no agents.
+	s := &Server{cfg: n.cfg, st: st, sec: sec, log: n.log.Named("stale")}
 	h := map[string]httprouter.Handle{"list": s.handleList, "get": s.handleGet, "logs": s.handleLogs}[what]
-	g := &swapGuard{ResponseWriter: w, swapped: func() bool { return n.fsm.Store() != st }}
 	s.auth(certs.RoleViewer, h)(g, r, httprouter.Params{{Key: "id", Value: id}})
-	g.finish(n.id)
 }
 
 // swapGuard turns the 500 of a stale read whose store was swapped under
-// it (a snapshot installed meanwhile closes the old one) into a 503 with
-// Retry-After: the read is worth retrying, and nothing is broken.
+// it (a snapshot installed meanwhile closes the old one), when it is
+// the answer's first write: with hold set it writes nothing and records
+// held, so that the read can be tried again on the new store
+// (retryStale); without, it becomes a 503 with Retry-After: the read is
+// worth retrying, and nothing is broken. A 500 after something was
+// written (a streamed log cut short) cannot be taken back and passes.
 type swapGuard struct {
 	http.ResponseWriter
 	swapped func() bool
-	retry   bool // the 500 became a 503: its body is replaced
+	wait    func() bool // waits for the install to finish (hold)
+	hold    bool        // hold a swap's 500 back for a retry
+	held    bool        // a swap's 500 was held back: nothing was written
+	retry   bool        // the 500 became a 503: its body is replaced
+	wrote   bool        // a header went out
 }
 
 func (g *swapGuard) WriteHeader(code int) {
-	if code == http.StatusInternalServerError && g.swapped() {
+	if !g.wrote && code == http.StatusInternalServerError && g.swapped() {
+		if g.hold {
+			g.held = true
+			return
+		}
 		g.retry = true
 		g.Header().Set("Retry-After", "1")
 		code = http.StatusServiceUnavailable
 	}
+	g.wrote = true
 	g.ResponseWriter.WriteHeader(code)
 }
 
 func (g *swapGuard) Write(b []byte) (int, error) {
-	if g.retry {
+	if g.retry || g.held {
 		return len(b), nil // the 500's body; finish writes the 503's
+	}
+	if !g.wrote {
+		g.wrote = true // an implicit 200
 	}
 	return g.ResponseWriter.Write(b)
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -170,7 +171,58 @@ func TestStaleReads(t *testing.T) {
 	if !sawLeaderless {
 		t.Errorf("the lone follower never answered a stale read while it knew no leader")
 	}
-	if refused.retryAfter == "" || refused.lastContact <= maxStale.Seconds() || !strings.Contains(string(refused.body), "-max-stale") {
+	if refused.retryAfter == "" || refused.lastContact < maxStale.Seconds() || !strings.Contains(string(refused.body), "-max-stale") {
 		t.Errorf("refused stale read: Retry-After %q, last contact %v s, %s", refused.retryAfter, refused.lastContact, refused.body)
+	}
+}
+
+// TestStaleReadDuringSnapshotInstall: a stale read on a follower that
+// installs a snapshot while reading (its store swapped for the
+// snapshot's and closed under the read) is tried again on the new store
+// and answered, not refused.
+func TestStaleReadDuringSnapshotInstall(t *testing.T) {
+	var (
+		armed atomic.Int32 // the node whose next stale read installs a snapshot
+		tries atomic.Int32 // tries of stale reads on it since armed
+		errs  = make(chan error, 1)
+	)
+	armed.Store(-1)
+	c := startNodesHooked(t, 3, nil, func(i int, nd *controller.Node) {
+		nd.SetStaleHook(func() {
+			if armed.Load() != int32(i) {
+				return
+			}
+			if tries.Add(1) == 1 {
+				errs <- nd.InstallOwnSnapshot()
+			}
+		})
+	})
+	lead := c.leader()
+	fol := c.other(lead)
+	code, body := doWith(t, c.client, "POST", c.url(lead, "/jobs"), `{"name":"during-install","command":"true"}`)
+	if code != 201 {
+		t.Fatalf("POST /jobs: %d %s", code, body)
+	}
+	var j job
+	if err := json.Unmarshal(body, &j); err != nil {
+		t.Fatal(err)
+	}
+	url := c.url(fol, fmt.Sprintf("/jobs/%d?stale=1", j.JobID))
+	(&cluster{t: t}).waitFor("the follower's stale view of the job", func() bool {
+		return staleGet(t, c.client, url, "").code == 200
+	})
+
+	armed.Store(int32(fol))
+	a := staleGet(t, c.client, url, "")
+	armed.Store(-1)
+	if err := <-errs; err != nil {
+		t.Fatalf("installing the snapshot: %v", err)
+	}
+	if n := tries.Load(); n != 2 {
+		t.Fatalf("the read was tried %d times, want 2 (cut short by the install, then again)", n)
+	}
+	var got api.JobView
+	if a.code != 200 || json.Unmarshal(a.body, &got) != nil || got.JobID != j.JobID || got.Name != "during-install" {
+		t.Fatalf("stale read during the install: %d %s (Retry-After %q)", a.code, a.body, a.retryAfter)
 	}
 }

@@ -34,6 +34,8 @@ type nodeCluster struct {
 	stops  []context.CancelFunc
 	dones  []chan error
 	client *http.Client
+	// before, if set, is called with each node before it runs.
+	before func(i int, nd *controller.Node)
 }
 
 // freeAddr returns a loopback TCP address that was free a moment ago:
@@ -56,7 +58,14 @@ func startNodes(t *testing.T, n int) *nodeCluster {
 // startNodesWith is startNodes with set applied to each node's Config.
 func startNodesWith(t *testing.T, n int, set func(*controller.Config)) *nodeCluster {
 	t.Helper()
-	c := &nodeCluster{t: t, dir: newPKI(t)}
+	return startNodesHooked(t, n, set, nil)
+}
+
+// startNodesHooked is startNodesWith with before called with each node
+// before it runs (nodeCluster.before).
+func startNodesHooked(t *testing.T, n int, set func(*controller.Config), before func(int, *controller.Node)) *nodeCluster {
+	t.Helper()
+	c := &nodeCluster{t: t, dir: newPKI(t), before: before}
 	var join []string
 	for i := range n {
 		name := fmt.Sprintf("ctl-%d", i+1)
@@ -107,6 +116,9 @@ func (c *nodeCluster) start(i int) {
 		c.t.Fatal(err)
 	}
 	c.cfgs[i].HTTPAddr, c.cfgs[i].AgentAddr = nd.HTTPAddr(), nd.AgentAddr()
+	if c.before != nil {
+		c.before(i, nd)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.nodes[i], c.stops[i], c.dones[i] = nd, cancel, make(chan error, 1)
 	go func() { c.dones[i] <- nd.Run(ctx) }()

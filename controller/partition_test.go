@@ -332,24 +332,10 @@ var (
 func newPartition(t *testing.T, bin string, mode transport.Mode, ttl, heartbeat time.Duration) *partitionEnv {
 	t.Helper()
 	e := &partitionEnv{}
-	partitionMu.Lock()
-	for tries := 1; ; tries++ {
-		partitionSeq++
-		octet := (partitionBase + partitionSeq) % 256
-		if tries > 256 {
-			partitionMu.Unlock()
-			t.Fatal("no free 10.213.x.0/24 for the veth pair's /30")
-		}
-		if !addrInUse(fmt.Sprintf("10.213.%d.", octet)) {
-			e.hostIP, e.peerIP = net.IPv4(10, 213, byte(octet), 1), net.IPv4(10, 213, byte(octet), 2)
-			break
-		}
-	}
-	n := partitionSeq
-	partitionMu.Unlock()
-	pid := os.Getpid()
-	e.ns = fmt.Sprintf("js-part-%d-%d", pid, n)
-	e.hostIf, e.peerIf = fmt.Sprintf("jsp%d-%dh", pid, n), fmt.Sprintf("jsp%d-%dn", pid, n) // at most 15 bytes
+	octet, n := netnsAlloc(t, 1, "the veth pair's /30")
+	e.hostIP, e.peerIP = net.IPv4(10, 213, byte(octet), 1), net.IPv4(10, 213, byte(octet), 2)
+	e.ns, e.hostIf = netnsName(n), netnsRootIf(n)
+	e.peerIf = fmt.Sprintf("jsp%d-%dn", os.Getpid(), n) // at most 15 bytes
 
 	if out, err := exec.Command("ip", "netns", "add", e.ns).CombinedOutput(); err != nil {
 		t.Skipf("partition test: cannot create a network namespace (ip netns add: %v: %s); it needs root with CAP_SYS_ADMIN and CAP_NET_ADMIN", err, strings.TrimSpace(string(out)))
@@ -404,22 +390,7 @@ func (e *partitionEnv) linkUp() {
 
 // removeNetwork deletes the namespace, which takes its veth end and with
 // it the root end, and the root end too should it still be there.
-func (e *partitionEnv) removeNetwork() {
-	if out, err := exec.Command("ip", "netns", "del", e.ns).CombinedOutput(); err != nil {
-		e.t.Errorf("deleting namespace %s: %v: %s", e.ns, err, out)
-	}
-	// The kernel removes a deleted namespace's devices asynchronously.
-	deadline := time.Now().Add(5 * time.Second)
-	for exec.Command("ip", "link", "show", "dev", e.hostIf).Run() == nil {
-		if time.Now().After(deadline) {
-			if out, err := exec.Command("ip", "link", "del", "dev", e.hostIf).CombinedOutput(); err != nil {
-				e.t.Errorf("deleting %s: %v: %s", e.hostIf, err, out)
-			}
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+func (e *partitionEnv) removeNetwork() { removeNetns(e.t, []string{e.ns}, e.hostIf) }
 
 func (e *partitionEnv) view(id uint64) api.JobView {
 	e.t.Helper()
@@ -577,8 +548,62 @@ func sweepStaleNamespaces(t *testing.T) {
 			}
 		}
 		_ = exec.Command("ip", "netns", "del", f[0]).Run()
-		_ = exec.Command("ip", "link", "del", "dev", fmt.Sprintf("jsp%d-%dh", pid, n)).Run()
+		_ = exec.Command("ip", "link", "del", "dev", fmt.Sprintf("jsp%d-%dh", pid, n)).Run() // netnsRootIf of that run
 		t.Logf("removed namespace %s, left behind by an earlier run", f[0])
+	}
+}
+
+// netnsAlloc reserves, for a test's network, a 10.213.X.0/24 no
+// interface here uses and n consecutive numbers for the names of its
+// namespaces (netnsName) and root-side link (netnsRootIf); it returns X
+// and the first number. what names the network in the failure.
+func netnsAlloc(t *testing.T, n int, what string) (octet, first int) {
+	t.Helper()
+	partitionMu.Lock()
+	defer partitionMu.Unlock()
+	for tries := 1; ; tries++ {
+		partitionSeq++
+		octet = (partitionBase + partitionSeq) % 256
+		if tries > 256 {
+			t.Fatalf("no free 10.213.x.0/24 for %s", what)
+		}
+		if !addrInUse(fmt.Sprintf("10.213.%d.", octet)) {
+			break
+		}
+	}
+	first = partitionSeq
+	partitionSeq += n - 1
+	return octet, first
+}
+
+// netnsName is the name of a test's namespace number n: js-part-PID-N,
+// which sweepStaleNamespaces recognises once PID is gone.
+func netnsName(n int) string { return fmt.Sprintf("js-part-%d-%d", os.Getpid(), n) }
+
+// netnsRootIf is the root namespace's end of the veth pair of
+// namespace number n (at most 15 bytes; sweepStaleNamespaces removes
+// it too).
+func netnsRootIf(n int) string { return fmt.Sprintf("jsp%d-%dh", os.Getpid(), n) }
+
+// removeNetns deletes the namespaces (their links go with them) and
+// then waits for rootIf, the root end of a veth pair into one of them,
+// to go too — the kernel removes a deleted namespace's devices
+// asynchronously — deleting it itself after 5 s.
+func removeNetns(t *testing.T, namespaces []string, rootIf string) {
+	for _, ns := range namespaces {
+		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {
+			t.Errorf("deleting namespace %s: %v: %s", ns, err, out)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for exec.Command("ip", "link", "show", "dev", rootIf).Run() == nil {
+		if time.Now().After(deadline) {
+			if out, err := exec.Command("ip", "link", "del", "dev", rootIf).CombinedOutput(); err != nil {
+				t.Errorf("deleting %s: %v: %s", rootIf, err, out)
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

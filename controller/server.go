@@ -18,6 +18,7 @@ import (
 
 	"jobsuite/certs"
 	"jobsuite/controller/clock"
+	"jobsuite/controller/cluster"
 	"jobsuite/controller/hub"
 	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
@@ -170,6 +171,13 @@ type Config struct {
 	// keeps: a follower behind by less than that catches up from the log,
 	// whatever RaftTrailingLogs says. Smaller segments: tests.
 	RaftWALSegmentBytes int
+	// The follower-lag bound (design note 3.2, cluster/lag.go): the
+	// leader holds new rounds while a live voter is more than
+	// MaxFollowerLag entries or MaxFollowerLagBytes bytes behind its
+	// last index, so a failover never first waits for a long backlog.
+	// Defaults 2000 and 64 MiB; a negative value turns that bound off.
+	MaxFollowerLag      int
+	MaxFollowerLagBytes int64
 }
 
 // DefaultConfig is the controller's defaults, the one place they are
@@ -181,7 +189,7 @@ type Config struct {
 // the data directory's file system (MinFreeBytes, MaxOutputBytes: see
 // their fields); Aging's default is 0.
 func DefaultConfig() Config {
-	return Config{
+	c := Config{
 		HTTPAddr:           "127.0.0.1:8443",
 		AgentAddr:          ":7443",
 		LeaseTTL:           15 * time.Second,
@@ -210,6 +218,9 @@ func DefaultConfig() Config {
 		NotifyRetryMax:     10 * time.Minute,
 		NotifyMaxTries:     8,
 	}
+	// The follower-lag bound (cluster mode).
+	c.MaxFollowerLag, c.MaxFollowerLagBytes = cluster.DefaultMaxLagEntries, cluster.DefaultMaxLagBytes
+	return c
 }
 
 func (c *Config) setDefaults() error {
@@ -275,6 +286,12 @@ func (c *Config) setDefaults() error {
 		c.MetricsAgents = d.MetricsAgents
 	}
 	defInt(&c.RaftMultiplier, d.RaftMultiplier)
+	if c.MaxFollowerLag == 0 {
+		c.MaxFollowerLag = d.MaxFollowerLag
+	}
+	if c.MaxFollowerLagBytes == 0 {
+		c.MaxFollowerLagBytes = d.MaxFollowerLagBytes
+	}
 	defInt(&c.NotifyMaxTries, d.NotifyMaxTries)
 	if err := c.checkWebhooks(); err != nil {
 		return err

@@ -54,3 +54,55 @@ func TestSwapGuard(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryStale: a stale read whose store was swapped under it before
+// it wrote anything is tried again once the install finished, and the
+// retry's answer is the client's; a second swap, or an install that
+// does not finish within the wait, gives 503 with Retry-After; other
+// answers are not retried.
+func TestRetryStale(t *testing.T) {
+	ok := func(g *swapGuard) { writeJSON(g, http.StatusOK, map[string]string{"job": "7"}) }
+	swapped500 := func(g *swapGuard) { writeError(g, http.StatusInternalServerError, "reading job 7 failed: closed") }
+	for name, tc := range map[string]struct {
+		tries    []func(g *swapGuard)
+		swapped  []bool // per try
+		finished bool   // the install finishes within the wait
+		want     int
+		retry    bool
+		reads    int
+		bodyWant string
+	}{
+		"a swap, then the retry answers": {tries: []func(*swapGuard){swapped500, ok}, swapped: []bool{true, false}, finished: true,
+			want: 200, reads: 2, bodyWant: `"job": "7"`},
+		"a swap twice": {tries: []func(*swapGuard){swapped500, swapped500}, swapped: []bool{true, true}, finished: true,
+			want: 503, retry: true, reads: 2, bodyWant: "installed a snapshot"},
+		"the install does not finish in time": {tries: []func(*swapGuard){swapped500, ok}, swapped: []bool{true, false}, finished: false,
+			want: 503, retry: true, reads: 1, bodyWant: "installed a snapshot"},
+		"a 500 without a swap": {tries: []func(*swapGuard){swapped500, ok}, swapped: []bool{false, false}, finished: true,
+			want: 500, reads: 1, bodyWant: "reading job 7 failed"},
+		"answered at once": {tries: []func(*swapGuard){ok, ok}, swapped: []bool{true, true}, finished: true,
+			want: 200, reads: 1, bodyWant: `"job": "7"`},
+		"a 500 after a streamed answer began": {tries: []func(*swapGuard){func(g *swapGuard) {
+			_, _ = g.Write([]byte("first line\n"))
+			g.WriteHeader(http.StatusInternalServerError)
+		}, ok}, swapped: []bool{true, true}, finished: true, want: 200, reads: 1, bodyWant: "first line"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			reads := 0
+			retryStale(rec, "ctl-2", func(g *swapGuard) {
+				i := reads
+				reads++
+				g.swapped = func() bool { return tc.swapped[i] }
+				g.wait = func() bool { return tc.finished }
+				tc.tries[i](g)
+			})
+			if rec.Code != tc.want || (rec.Header().Get("Retry-After") != "") != tc.retry || reads != tc.reads {
+				t.Fatalf("answer %d, Retry-After %q after %d reads; want %d, retry %v after %d", rec.Code, rec.Header().Get("Retry-After"), reads, tc.want, tc.retry, tc.reads)
+			}
+			if !strings.Contains(rec.Body.String(), tc.bodyWant) || (tc.want != 500 && strings.Contains(rec.Body.String(), "failed")) {
+				t.Fatalf("body %q; want it to say %q (and no held-back 500)", rec.Body.String(), tc.bodyWant)
+			}
+		})
+	}
+}

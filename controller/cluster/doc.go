@@ -95,6 +95,16 @@
 // (controller/node.go) wires the rest: the cluster port, formation, raft
 // with raft-wal, the leadership lifecycle.
 //
+// A Log given a LagBound (lag.go, Log.Bounded) first waits in Propose
+// while a live voter is past the follower-lag bound (design 3.2): more
+// than the bound's entries behind the leader's last index (plus the
+// entries in flight), or more than its bytes of this term's proposals.
+// Voters report through LagBound.Report (the controller's Node asks
+// them every LagPoll); a voter silent for LagLive, or behind and
+// applying nothing for LagLive, is not waited for, so a dead or stuck
+// one never stops the cluster. Every hold ends when the Log's context
+// (the term's) does.
+//
 // # Not yet (later steps of the design)
 //
 //   - Output is not replicated outside raft: Output commands ride the
@@ -102,5 +112,4 @@
 //   - No own raft.SnapshotStore handing checkpoint directories over
 //     without streaming them (design 5.2): snapshots are streamed into
 //     the snapshot store even on the node that took them.
-//   - No follower-lag bound in admission (design 3.2).
 package cluster

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -27,13 +28,23 @@ const MaxEntryBytes = 64 << 10
 // MaxEntryBytes), and its Proposal's Wait returns once raft committed it
 // on a quorum and the FSM applied it here, with the FSM's results.
 // Raft completes futures in log order, so proposals finish in the order
-// they were made.
+// they were made. With a LagBound (Bounded), Propose first waits while
+// a live voter is too far behind (lag.go).
 type Log struct {
-	r *raft.Raft
+	r     *raft.Raft
+	bound *LagBound
+	ctx   context.Context // ends the bound's holds
 }
 
 // NewLog returns a Log proposing to r.
 func NewLog(r *raft.Raft) *Log { return &Log{r: r} }
+
+// Bounded makes l hold each round while b says a live voter is past the
+// follower-lag bound, until ctx ends (the term's). It returns l.
+func (l *Log) Bounded(ctx context.Context, b *LagBound) *Log {
+	l.ctx, l.bound = ctx, b
+	return l
+}
 
 var _ sched.Log = (*Log)(nil)
 
@@ -42,7 +53,11 @@ var _ sched.Log = (*Log)(nil)
 // the starts of the groups queued together (sched.Log), so a group is
 // applied whole.
 func (l *Log) Propose(cmds []store.Command, starts []int) (sched.Proposal, error) {
-	var p proposal
+	if l.bound != nil {
+		// Commands queued meanwhile gather into the next round.
+		l.bound.Wait(l.ctx, l.r.LastIndex)
+	}
+	p := proposal{bound: l.bound}
 	if err := l.propose(cmds, starts, &p); err != nil {
 		return nil, err
 	}
@@ -70,7 +85,12 @@ func (l *Log) propose(cmds []store.Command, starts []int, p *proposal) error {
 		}
 		return l.propose(cmds[cut:], right, p)
 	}
-	p.parts = append(p.parts, part{f: l.r.Apply(data, 0), n: len(cmds)})
+	pt := part{n: len(cmds)}
+	if l.bound != nil {
+		pt.cum = l.bound.Proposed(len(data))
+	}
+	pt.f = l.r.Apply(data, 0)
+	p.parts = append(p.parts, pt)
 	return nil
 }
 
@@ -97,11 +117,15 @@ func abs(x int) int {
 }
 
 // proposal is one round's entries in flight.
-type proposal struct{ parts []part }
+type proposal struct {
+	parts []part
+	bound *LagBound // told of each entry's commit; nil: none
+}
 
 type part struct {
-	f raft.ApplyFuture
-	n int // commands in the entry
+	f   raft.ApplyFuture
+	n   int    // commands in the entry
+	cum uint64 // LagBound.Proposed's count for it
 }
 
 // Wait waits for every entry of the round and returns their results in
@@ -109,9 +133,17 @@ type part struct {
 // round's outcome is unknown: it may still commit under the next leader.
 func (p *proposal) Wait() ([]store.Result, error) {
 	var results []store.Result
-	for _, pt := range p.parts {
+	for i, pt := range p.parts {
 		if err := pt.f.Error(); err != nil {
+			if p.bound != nil {
+				for range p.parts[i:] {
+					p.bound.Abandoned()
+				}
+			}
 			return nil, fmt.Errorf("cluster: round not committed: %w", err)
+		}
+		if p.bound != nil {
+			p.bound.Committed(pt.f.Index(), pt.cum)
 		}
 		resp, ok := pt.f.Response().(*Response)
 		switch {

@@ -1,0 +1,105 @@
+package controller
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"jobsuite/controller/clock"
+	"jobsuite/controller/cluster"
+)
+
+// The follower-lag bound's inputs (cluster/lag.go): while this node
+// leads, it asks every other voter for its status (opStatus, the answer
+// `operator members` shows) every cluster.LagPoll and hands the voter's
+// applied and last index to the bound, which the term's Log consults
+// before each round.
+//
+// The leader asks rather than the followers telling it: only the leader
+// needs the figures, and only while it leads, so followers keep no loop
+// that must track who leads; a voter the leader cannot reach simply
+// stops reporting, which is what makes it not live for the bound; and
+// the question exists already. It costs each follower one TLS connection
+// per LagPoll.
+
+// newLagBound is the node's bound from its settings.
+func newLagBound(cfg Config) *cluster.LagBound {
+	var entries, bytes uint64
+	if cfg.MaxFollowerLag > 0 {
+		entries = uint64(cfg.MaxFollowerLag)
+	}
+	if cfg.MaxFollowerLagBytes > 0 {
+		bytes = uint64(cfg.MaxFollowerLagBytes)
+	}
+	return cluster.NewLagBound(entries, bytes, clock.Real{})
+}
+
+// watchLag asks each other voter for its status every LagPoll until ctx
+// ends (the term's), at most one question per voter at a time, each
+// bounded by LagLive.
+func (n *Node) watchLag(ctx context.Context, r *raft.Raft) {
+	if n.lag.Off() {
+		return
+	}
+	var (
+		mu   sync.Mutex
+		busy = map[string]bool{}
+		wg   sync.WaitGroup
+	)
+	defer wg.Wait()
+	tick := time.NewTicker(cluster.LagPoll)
+	defer tick.Stop()
+	known := map[string]bool{}
+	for {
+		if f := r.GetConfiguration(); f.Error() == nil {
+			now := map[string]bool{}
+			for _, srv := range f.Configuration().Servers {
+				id, addr := string(srv.ID), string(srv.Address)
+				if id == n.id || srv.Suffrage != raft.Voter {
+					continue
+				}
+				now[id] = true
+				mu.Lock()
+				if busy[id] {
+					mu.Unlock()
+					continue
+				}
+				busy[id] = true
+				mu.Unlock()
+				wg.Go(func() {
+					defer func() { mu.Lock(); delete(busy, id); mu.Unlock() }()
+					cctx, cancel := context.WithTimeout(ctx, cluster.LagLive)
+					defer cancel()
+					var st memberStatus
+					if err := n.ident.Call(cctx, addr, opStatus, nil, &st); err == nil && ctx.Err() == nil {
+						n.lag.Report(id, st.AppliedIndex, st.LastIndex)
+					}
+				})
+			}
+			for id := range known {
+				if !now[id] {
+					n.lag.Forget(id)
+				}
+			}
+			known = now
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// hookedFSM is the FSM with Node.applyHook run before each batch.
+type hookedFSM struct {
+	*cluster.FSM
+	hook func(entries int)
+}
+
+func (h hookedFSM) ApplyBatch(logs []*raft.Log) []any {
+	h.hook(len(logs))
+	return h.FSM.ApplyBatch(logs)
+}
