@@ -208,10 +208,12 @@
 // 9p: the leader's store, streamed over the cluster port, followers'
 // stores, acked when synced, quorum = second highest) moved 1.5–1.8× the
 // bytes per second of raft with the real FSM for 256 KiB chunks
-// (2.5–2.6× for 64 KiB) at 0.6–0.7× the CPU per GiB, and wrote each
-// byte 2× per node instead of 3×; and under a 1 GiB stream the in-raft
-// leader lost its lease (followers answered too late) and leadership
-// moved several times (row 9d). The channel is clearly better, so it is
+// (2.4–2.6× for 64 KiB) at 0.6–0.75× the CPU per GiB in three runs, and
+// wrote each byte 2× per node instead of 3×. Under a 1 GiB stream (row
+// 9d) the in-raft leader lost its lease and leadership moved until
+// cluster.Log stopped re-encoding big rounds, and even after that one
+// follower trails the other by about 20 s of output, since raft commits
+// with the faster one. The channel is clearly better, so it is
 // to be built as the design note describes (section 8): OutputChunk /
 // OutputAck on ALPNCluster, followers applying a chunk only once the
 // attempt's dispatch is applied, LogAck from the quorum-durable chunk,
