@@ -138,6 +138,14 @@ func (e *env) raftAlone(ctx context.Context) map[int]float64 {
 	}
 	for _, v := range outputVariants() {
 		res, err := e.runOutputVariant(ctx, v, size)
+		retried := ""
+		if errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrNotLeader) {
+			// On a loaded machine the leader may miss its lease (500 ms)
+			// and step down mid-run; the row says so and runs once more
+			// on a fresh cluster.
+			retried = fmt.Sprintf("; the first try lost its leader (%v) and was run again", err)
+			res, err = e.runOutputVariant(ctx, v, size)
+		}
 		if err != nil {
 			e.fail(v.id, v.name, err)
 			continue
@@ -146,7 +154,7 @@ func (e *env) raftAlone(ctx context.Context) map[int]float64 {
 		if v.kind == "raft" && v.maxAppend == 0 && v.inFlight == 0 {
 			best[v.chunk] = got
 		}
-		r := Row{ID: v.id, Name: v.name, Value: got, Unit: "MB/s", Detail: res.detail(),
+		r := Row{ID: v.id, Name: v.name, Value: got, Unit: "MB/s", Detail: res.detail() + retried,
 			Target: "report (issue 14's output decision)", Verdict: "reported"}
 		if d, ok := e.diskRate(); ok {
 			r.Limit, r.LimitUnit, r.LimitName = d, "MB/s", "disk: sequential writes then fdatasync (one node's share is a third: three nodes, one disk)"
