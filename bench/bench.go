@@ -118,9 +118,11 @@ func SmokeSizes() Sizes {
 // the issue's item number.
 var Groups = []string{"submit", "capacity", "real", "latency", "log", "scale", "deep", "faults"}
 
-// OptInGroups run only when named: cluster (issue 14's rows 9a–9g,
-// three controllers in cluster mode, about 2 more minutes).
-var OptInGroups = []string{"cluster"}
+// OptInGroups run only when named: cluster (issue 14's rows 9a–9h and
+// 9p, three controllers in cluster mode, about 10 more minutes),
+// cluster-output (its rows 9h, 9p and 9d alone) and cluster-log (row
+// 9d alone, without a limit: for before/after pairs).
+var OptInGroups = []string{"cluster", "cluster-output", "cluster-log"}
 
 // Row is one line of the report: a figure, the machine limit it is
 // compared with (measured in the same run) and the issue's target.
@@ -266,6 +268,10 @@ func (e *env) run(ctx context.Context, group string) {
 		e.faults(ctx)
 	case "cluster":
 		e.cluster(ctx)
+	case "cluster-output":
+		e.clusterOutput(ctx)
+	case "cluster-log":
+		e.clusterLog(ctx, 0, 1)
 	}
 }
 

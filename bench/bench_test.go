@@ -59,7 +59,9 @@ func TestSmoke(t *testing.T) {
 
 // TestSmokeCluster runs the opt-in cluster group with tiny sizes: three
 // cluster nodes, fake agents, the built binary killed once per agent
-// transport. It checks that every row has a number, never how fast.
+// transport, the raft-alone and output-channel prototype rows and the
+// log stream through a cluster. It checks that every row has a number,
+// never how fast.
 func TestSmokeCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three cluster nodes twice and builds the jobsuite binary")
@@ -72,7 +74,10 @@ func TestSmokeCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]bool{"9a": false, "9g": false, "9b": false, "9c": false, "9e": false, "9f": false, "9e-tcp": false, "9f-tcp": false}
+	want := map[string]bool{"9a": false, "9g": false, "9b": false, "9c": false, "9e": false, "9f": false, "9e-tcp": false, "9f-tcp": false, "9d": false, "9d-m2": false}
+	for _, v := range outputVariants() {
+		want[v.id] = false
+	}
 	for _, r := range rep.Rows {
 		if _, ok := want[r.ID]; !ok {
 			t.Errorf("row %s: not a cluster row", r.ID)

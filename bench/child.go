@@ -33,7 +33,7 @@ const childEnv = "JOBSUITE_BENCH_CHILD"
 
 // childConfig configures a child process.
 type childConfig struct {
-	Mode     string // "controller" or "agent"
+	Mode     string // "controller", "agent" or "output-peer"
 	PKI      string // PKI directory
 	Data     string // controller data directory, or agent state directory
 	Log      string // log file (appended)
@@ -47,6 +47,14 @@ type childConfig struct {
 	ClusterAddr string
 	Join        []string
 	Expect      int // -bootstrap-expect
+	// RaftMultiplier is -raft-multiplier (0: the default, 1)
+	RaftMultiplier int
+
+	// output-peer (rows 9h, 9p: raftalone.go): "raft",
+	// "raft-trivial" or "channel", and raft's MaxAppendEntries (0:
+	// raft's default); Name is the node's certificate name
+	Variant   string
+	MaxAppend int
 
 	// agent
 	Name       string
@@ -60,6 +68,8 @@ type childInfo struct {
 	HTTP  string        `json:"http,omitempty"`
 	Agent string        `json:"agent,omitempty"`
 	New   time.Duration `json:"new_ns,omitempty"` // controller.New: store open and queue load
+	// Cluster is an output-peer's cluster port.
+	Cluster string `json:"cluster,omitempty"`
 }
 
 // Child runs this process as a benchmark child when the environment
@@ -168,6 +178,8 @@ func runChild(cfg childConfig) error {
 			return err
 		}
 		return a.Run(ctx)
+	case "output-peer":
+		return runOutputPeer(ctx, cfg, logger, out)
 	}
 	return fmt.Errorf("unknown mode %q", cfg.Mode)
 }
@@ -180,7 +192,7 @@ func runNode(ctx context.Context, cfg childConfig, logger hclog.Logger, out *jso
 		HTTPAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DataDir: cfg.Data,
 		TLS:    certs.Files{CA: certs.CAFile(cfg.PKI), Cert: certs.CertFile(cfg.PKI, cfg.Name), Key: certs.KeyFile(cfg.PKI, cfg.Name)},
 		Logger: logger, LeaseTTL: cfg.LeaseTTL,
-		ClusterAddr: cfg.ClusterAddr, Join: cfg.Join, BootstrapExpect: cfg.Expect,
+		ClusterAddr: cfg.ClusterAddr, Join: cfg.Join, BootstrapExpect: cfg.Expect, RaftMultiplier: cfg.RaftMultiplier,
 	})
 	if err != nil {
 		return err

@@ -332,12 +332,17 @@ func (a *api) records(ctx context.Context, ids []uint64) (map[uint64]*jobRecord,
 // follow opens the log WebSocket of job id and counts the bytes of its
 // messages until the controller closes it at the job's end.
 func (a *api) follow(ctx context.Context, id uint64) (int64, error) {
+	return a.followFrom(ctx, id, 0)
+}
+
+// followFrom is follow from byte offset on.
+func (a *api) followFrom(ctx context.Context, id uint64, offset int64) (int64, error) {
 	d := websocket.Dialer{
 		TLSClientConfig:  certs.ClientTLS(a.pki.pool, a.pki.op, "127.0.0.1", "http/1.1"),
 		HandshakeTimeout: 10 * time.Second,
 		ReadBufferSize:   256 << 10,
 	}
-	conn, _, err := d.DialContext(ctx, fmt.Sprintf("wss://%s/ws/jobs/%d/logs", a.host, id), nil)
+	conn, _, err := d.DialContext(ctx, fmt.Sprintf("wss://%s/ws/jobs/%d/logs?offset=%d", a.host, id, offset), nil)
 	if err != nil {
 		return 0, err
 	}

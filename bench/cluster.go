@@ -21,12 +21,13 @@ import (
 	"jobsuite/transport"
 )
 
-// The cluster group (issue 14, rows 9a–9g): three controllers in
+// The cluster group (issue 14, rows 9a–9h and 9p): three controllers in
 // cluster mode on this machine. Rows 9a, 9b, 9c and 9g run the nodes as
 // benchmark children (controller.NewNode in a process of its own, so
 // -cpuprofile profiles each node); rows 9e and 9f run the built
 // jobsuite binary, as an operator would, and kill its leader with
-// SIGKILL.
+// SIGKILL. Rows 9h and 9p (raftalone.go) and 9d (clusterlog.go)
+// measure the output path.
 
 // clusterSize is how many controllers the cluster rows run.
 const clusterSize = 3
@@ -97,6 +98,12 @@ func freeTCPUDP() (string, error) {
 // directories under Dir/name and waits until one leads and accepts a
 // submit.
 func (e *env) startRaftCluster(ctx context.Context, name string) (*raftCluster, error) {
+	return e.startRaftClusterWith(ctx, name, 1)
+}
+
+// startRaftClusterWith is startRaftCluster with the nodes'
+// -raft-multiplier.
+func (e *env) startRaftClusterWith(ctx context.Context, name string, multiplier int) (*raftCluster, error) {
 	if err := e.clusterCerts(); err != nil {
 		return nil, err
 	}
@@ -113,7 +120,7 @@ func (e *env) startRaftCluster(ctx context.Context, name string) (*raftCluster, 
 		id := nodeName(i)
 		cfg := childConfig{Mode: "controller", PKI: e.pki.dir, Name: id, Data: filepath.Join(base, id),
 			Log: filepath.Join(base, id+".log"), LogLevel: e.cfg.LogLevel,
-			ClusterAddr: join[i-1], Join: join, Expect: clusterSize}
+			ClusterAddr: join[i-1], Join: join, Expect: clusterSize, RaftMultiplier: multiplier}
 		if e.cfg.ProfileDir != "" {
 			cfg.Profile = filepath.Join(e.cfg.ProfileDir, name+"-"+id+".pprof")
 		}
@@ -256,6 +263,17 @@ func (e *env) cluster(ctx context.Context) {
 	e.clusterCapacity(ctx)
 	e.failover(ctx, transport.ModeQUIC, "")
 	e.failover(ctx, transport.ModeTCP, "-tcp")
+	e.clusterOutput(ctx)
+}
+
+// clusterOutput measures what issue 14's output decision rests on, in
+// one run: the raft layer alone (9h), the prototype of a separate
+// output channel (9p), and the 1 GiB log stream through a cluster (9d),
+// whose limit is 9h's figure for the real FSM.
+func (e *env) clusterOutput(ctx context.Context) {
+	limits := e.raftAlone(ctx)
+	e.clusterLog(ctx, limits[256<<10], 1)
+	e.clusterLog(ctx, limits[256<<10], 2)
 }
 
 // clusterSubmit measures rows 9a, 9g and 9b on one cluster.

@@ -39,7 +39,7 @@
 // dispatch cost, restart time, memory). Each group starts fresh
 // controllers with empty data directories.
 //
-// The cluster group (cluster.go, issue 14's rows 9a–9g) runs only when
+// The cluster group (cluster.go, issue 14's rows 9a–9h, 9p) runs only when
 // named (-groups cluster): three controllers in cluster mode on this
 // machine. Rows 9a (64 clients to the leader), 9g (the same through a
 // follower), 9b (batches) and 9c (burn-down by fake agents connected
@@ -52,6 +52,27 @@
 // attempt's dispatched_at, on the controllers' clock, this machine's),
 // 9f until every agent is listed by the new leader; both with QUIC and
 // with TCP agents (rows 9e-tcp, 9f-tcp).
+//
+// The cluster group ends with the rows of issue 14's output decision
+// (also alone as the opt-in group cluster-output; cluster-log runs 9d
+// alone, for before/after pairs): 9h and its variants (raftalone.go) are
+// the raft layer alone with this repository's transport (cluster.Mux,
+// mutual TLS 1.3), raft-wal and cluster.FSM applying rounds of one
+// Output command (or a trivial FSM), LogBytes/4 in 64 or 256 KiB
+// entries; 9p and 9p-256k are a bench-only PROTOTYPE of the design
+// note's separate output channel (each node applies each chunk to its
+// own Pebble store, the followers ack their synced chunk over an
+// ALPNCluster connection, quorum = the second highest synced chunk),
+// measured the same way. Their leader runs in the benchmark process and
+// each follower in a child ("output-peer"), so CPU splits per node. 9d
+// is one job writing LogBytes through a real agent at the leader of a
+// three-node cluster, followed by a WebSocket on a follower, checked
+// byte for byte (length and SHA-256 of each node's own stored copy,
+// read with ?stale=1); its limit is 9h-256k of the same run, the size
+// of entry 9d carries (the agent's 256 KiB LogChunks). The follower's
+// WebSocket is proxied from the leader; when a leader change drops it,
+// the client dials again from the offset it has, and the row counts the
+// leader changes. 9d-m2 is the same with -raft-multiplier 2.
 //
 // The machine limits are measured directly: fdatasync of the data disk,
 // synced store.Apply at the same concurrency and batch size (Pebble's

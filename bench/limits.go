@@ -226,6 +226,7 @@ type limits struct {
 	fsyncLat  []time.Duration
 	pebble    map[[2]int]float64
 	pebbleLat map[[2]int][]time.Duration
+	disk      float64 // sequential write MB/s (diskRate), 0 until measured
 	measured  []Row
 }
 

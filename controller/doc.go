@@ -212,7 +212,31 @@
 // node's store holds every log (any node serves logs, a new leader has
 // no gap to fill), and a snapshot carries output with the rest. The
 // cost is raft bandwidth: every output byte is sent to each follower
-// inside AppendEntries, in entries of at most 64 KiB.
+// inside AppendEntries, one entry per agent LogChunk (256 KiB: a chunk
+// larger than MaxEntryBytes travels alone), and written twice on every
+// node (raft-wal, then the store).
+//
+// Measured, and decided (BENCHMARKS.md, "Issue 14: output in the raft
+// log vs a channel of its own"): on this machine, in the same runs, a
+// bench-only prototype of the separate channel's data path (bench rows
+// 9p: the leader's store, streamed over the cluster port, followers'
+// stores, acked when synced, quorum = second highest) moved 1.5–1.8× the
+// bytes per second of raft with the real FSM for 256 KiB chunks
+// (2.4–2.6× for 64 KiB) at 0.6–0.75× the CPU per GiB in three runs, and
+// wrote each byte 2× per node instead of 3×. Under a 1 GiB stream (row
+// 9d) the in-raft leader lost its lease and leadership moved until
+// cluster.Log stopped re-encoding big rounds, and even after that one
+// follower trails the other by about 20 s of output, since raft commits
+// with the faster one. The channel is clearly better, so it is
+// to be built as the design note describes (section 8): OutputChunk /
+// OutputAck on ALPNCluster, followers applying a chunk only once the
+// attempt's dispatch is applied, LogAck from the quorum-durable chunk,
+// an attempt's end committed only once the quorum holds its last byte
+// (LogBytes authoritative, the tail beyond it truncated on apply), gap
+// fill by a new leader from a quorum of peers, repair of a follower's
+// missing output, and a sender bound that turns a slow follower into
+// repair mode. Until then output stays in the rounds, which is correct
+// and only slower.
 //
 // The follower-lag bound (design note 3.2; cluster/lag.go, node_lag.go):
 // hashicorp/raft commits with the fastest follower and lets a slower

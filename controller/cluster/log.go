@@ -66,12 +66,21 @@ func (l *Log) Propose(cmds []store.Command, starts []int) (sched.Proposal, error
 
 // propose proposes cmds, whose groups begin at starts (offsets into
 // cmds; the first is 0 or absent).
+//
+// A round whose output bytes alone pass MaxEntryBytes is split before it
+// is encoded: its encoding would be larger still, so the entries are the
+// same, and a round of many output chunks (a job writing fast) is then
+// encoded once instead of once per level of halving.
 func (l *Log) propose(cmds []store.Command, starts []int, p *proposal) error {
-	data, err := store.EncodeRound(cmds)
-	if err != nil {
-		return fmt.Errorf("cluster: encoding a round: %w", err)
+	cut := middleCut(starts, len(cmds))
+	var data []byte
+	if cut == 0 || outputBytes(cmds) <= MaxEntryBytes {
+		var err error
+		if data, err = store.EncodeRound(cmds); err != nil {
+			return fmt.Errorf("cluster: encoding a round: %w", err)
+		}
 	}
-	if cut := middleCut(starts, len(cmds)); len(data) > MaxEntryBytes && cut > 0 {
+	if cut > 0 && (data == nil || len(data) > MaxEntryBytes) {
 		var left, right []int
 		for _, s := range starts {
 			if s < cut {
@@ -92,6 +101,18 @@ func (l *Log) propose(cmds []store.Command, starts []int, p *proposal) error {
 	pt.f = l.r.Apply(data, 0)
 	p.parts = append(p.parts, pt)
 	return nil
+}
+
+// outputBytes is the size of the output data cmds carry: a lower bound
+// of their encoded size.
+func outputBytes(cmds []store.Command) int {
+	n := 0
+	for _, c := range cmds {
+		if o, ok := c.(*store.Output); ok {
+			n += len(o.Chunk.Data)
+		}
+	}
+	return n
 }
 
 // middleCut returns the group start nearest the middle of n commands,

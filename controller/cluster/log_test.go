@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"bytes"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +84,40 @@ func TestLogSplitsBigRoundsAtGroups(t *testing.T) {
 	}
 	if n := len(p.(*proposal).parts); n != 1 {
 		t.Fatalf("one group went in %d entries", n)
+	}
+	// Output chunks, each a group (as the scheduler queues them): split
+	// before encoding, still one entry per chunk that passes the cap, and
+	// small chunks together.
+	for name, tc := range map[string]struct {
+		sizes   []int
+		entries []int // commands per entry
+	}{
+		"big chunks":   {sizes: []int{256 << 10, 256 << 10, 256 << 10, 100 << 10, 256 << 10}, entries: []int{1, 1, 1, 1, 1}},
+		"small chunks": {sizes: []int{8 << 10, 8 << 10, 8 << 10}, entries: []int{3}},
+		"mixed":        {sizes: []int{256 << 10, 8 << 10, 8 << 10, 8 << 10, 8 << 10}, entries: []int{1, 1, 3}},
+	} {
+		var out []store.Command
+		var starts []int
+		var off uint64
+		for i, n := range tc.sizes {
+			starts = append(starts, i)
+			out = append(out, &store.Output{Job: 7, Chunk: store.Chunk{Offset: off, Stream: 1, Data: bytes.Repeat([]byte{byte(i + 1)}, n), Time: epoch}})
+			off += uint64(n)
+		}
+		p, err := l.Propose(out, starts)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if results, err := p.Wait(); err != nil || len(results) != len(out) {
+			t.Fatalf("%s: Wait: %d results, %v", name, len(results), err)
+		}
+		var got []int
+		for _, pt := range p.(*proposal).parts {
+			got = append(got, pt.n)
+		}
+		if !slices.Equal(got, tc.entries) {
+			t.Errorf("%s: commands per entry %v, want %v", name, got, tc.entries)
+		}
 	}
 	_, last := c.propose([][]store.Command{{entry(100)}})
 	c.converge(last)

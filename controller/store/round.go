@@ -73,7 +73,17 @@ func EncodeRound(cmds []Command) ([]byte, error) {
 	defer scratchPool.Put(sc)
 	// The header first, with room for the CRC, then the commands after
 	// it: one buffer, grown as it goes, and no copy at the end.
-	out := make([]byte, 0, 16+512*len(cmds))
+	// Room for 512 bytes per command, or an Output's data and its
+	// header, so a chunk of output is copied in once, not regrown.
+	size := 16
+	for _, c := range cmds {
+		if o, ok := c.(*Output); ok {
+			size += 32 + len(o.Chunk.Data)
+		} else {
+			size += 512
+		}
+	}
+	out := make([]byte, 0, size)
 	out = append(out, roundMagic, roundFormat)
 	out = binary.AppendUvarint(out, uint64(len(cmds)))
 	crcAt := len(out)

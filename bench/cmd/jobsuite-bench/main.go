@@ -1,7 +1,7 @@
 // Command jobsuite-bench runs the jobsuite benchmarks (package bench)
 // and prints their table as Markdown: `make bench` runs it.
 //
-//	jobsuite-bench [-full] [-groups submit,capacity,...,cluster] [-dir DIR -keep]
+//	jobsuite-bench [-full] [-groups submit,capacity,...,cluster,cluster-output,cluster-log] [-dir DIR -keep]
 //	               [-log-level info] [-cpuprofile DIR] [-o FILE] [-jobsuite BIN]
 //
 // JOBSUITE_BENCH_FULL=1 is the same as -full: the issue's large sizes
