@@ -297,8 +297,9 @@ type Finished struct {
 	LogBytes  uint64
 	// Credit: this result returns the attempt's slot; no Credit was
 	// sent for it (FeatureCreditWithResult). Appended after the first
-	// agents: absent, it is false.
-	Credit bool
+	// agents: absent, it is false. It belongs to one session's frame,
+	// never to a stored result (the agent's record leaves it out).
+	Credit bool `json:"-"`
 }
 
 // FinishAck says the controller stored the Finished report.
