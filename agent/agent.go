@@ -151,6 +151,10 @@ type session struct {
 	t    transport.Session
 	ctrl *protocol.Writer
 	ctx  context.Context
+	// creditWithResult: the Welcome agreed to FeatureCreditWithResult,
+	// so a slot freed on this session returns with the attempt's
+	// Finished (Finished.Credit) instead of a Credit (release).
+	creditWithResult bool
 }
 
 // job is one attempt the agent holds: running, or ended with a result
@@ -168,9 +172,12 @@ type job struct {
 	pid       int
 	startedAt time.Time
 	result    *protocol.Finished
-	released  bool        // the process ended and its slot was granted again
-	shipping  *session    // the session a shipper serves, if any
-	abandoned bool        // the controller refused the attempt
+	released  bool     // the process ended and its slot was granted again
+	shipping  *session // the session a shipper serves, if any
+	abandoned bool     // the controller refused the attempt
+	// owed: the session whose Credit for this slot rides the attempt's
+	// Finished (release); nil when a Credit was sent or none is due.
+	owed      *session
 	syncTimer *time.Timer // syncs the result resultSyncDelay after it was written; stopped when forgotten
 }
 
@@ -572,7 +579,7 @@ func (a *Agent) session(ctx, jobsCtx context.Context, addr string) (res tryResul
 	if err := w.Write(&protocol.Hello{
 		Version: protocol.Version, Name: a.name, Labels: a.cfg.Labels,
 		Slots: uint32(a.cfg.Slots), AgentVersion: Version, Running: a.held(),
-		Features: protocol.FeatureRedirect | protocol.FeatureEarlyRelease,
+		Features: protocol.FeatureRedirect | protocol.FeatureEarlyRelease | protocol.FeatureCreditWithResult,
 	}); err != nil {
 		return res, fmt.Errorf("sending hello: %w", err)
 	}
@@ -625,7 +632,7 @@ func (a *Agent) session(ctx, jobsCtx context.Context, addr string) (res tryResul
 		stop()
 		t.Close("agent stopping")
 	}()
-	s := &session{t: t, ctrl: w, ctx: sctx}
+	s := &session{t: t, ctrl: w, ctx: sctx, creditWithResult: welcome.Features.Has(protocol.FeatureCreditWithResult)}
 	// The first Credit covers every slot no attempt occupies; releases
 	// from here on send their own (slotMu keeps the two apart).
 	a.slotMu.Lock()
@@ -781,7 +788,11 @@ func (a *Agent) heldEnded() (held, ended []protocol.AttemptRef) {
 			continue
 		}
 		held = append(held, ref)
-		if j.released {
+		// An attempt whose slot rides its Finished on this session is
+		// listed as running: the heartbeat is not ordered with the
+		// Finished on its job stream, and the controller counts the slot
+		// free once it has the result (PROTOCOL.md §2.1).
+		if j.released && (j.owed == nil || j.owed != a.sess) {
 			ended = append(ended, ref)
 		}
 	}
@@ -1045,7 +1056,11 @@ const resultSyncDelay = 50 * time.Millisecond
 
 // release grants the slot of an attempt whose process has ended: the
 // attempt is still held (its result waits for the FinishAck) but runs
-// nothing, so the controller may send the next job at once.
+// nothing, so the controller may send the next job at once. On a
+// session that agreed to FeatureCreditWithResult the grant rides the
+// attempt's Finished (shipOnce) instead of a Credit of its own — one
+// frame less on the wire per job — unless the controller has refused
+// the attempt already (no Finished will be read).
 func (a *Agent) release(j *job) {
 	a.slotMu.Lock()
 	defer a.slotMu.Unlock()
@@ -1056,6 +1071,11 @@ func (a *Agent) release(j *job) {
 	}
 	j.released = true
 	s, draining := a.sess, a.draining
+	if s != nil && !draining && s.creditWithResult && !j.abandoned {
+		j.owed = s
+		a.mu.Unlock()
+		return
+	}
 	a.mu.Unlock()
 	if s != nil && !draining {
 		// A lost credit is not lost for good: a failed write ends the
@@ -1233,6 +1253,14 @@ func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, 
 	}
 	a.mu.Lock()
 	f := j.result
+	if j.owed == s {
+		// The slot returns with the result. Sent again on a reopened
+		// stream of the same session, it still says so: the controller
+		// counts the result it accepts, once.
+		fc := *f
+		fc.Credit = true
+		f = &fc
+	}
 	a.mu.Unlock()
 	if err := flush(f); err != nil {
 		cancel()
@@ -1252,9 +1280,20 @@ const startedHold = 5 * time.Millisecond
 // nothing more is reported.
 func (a *Agent) abandon(j *job, why string, log hclog.Logger) {
 	log.Warn("controller refused the attempt; stopping it", "reason", why)
+	a.slotMu.Lock()
 	a.mu.Lock()
 	j.abandoned = true
+	// A refused result returned no slot: grant it now if the session its
+	// Finished was to return it on is still the current one (a later
+	// session's first Credit counted it).
+	s := j.owed
+	grant := s != nil && s == a.sess && !a.draining
+	j.owed = nil
 	a.mu.Unlock()
+	if grant {
+		_ = s.ctrl.Write(&protocol.Credit{Slots: 1})
+	}
+	a.slotMu.Unlock()
 	j.cancel()
 	go func() {
 		<-j.sp.waitClosed()

@@ -10,10 +10,15 @@
 // up to 5 ms after the start for the first output or the end, so a
 // short job costs one packet (JobOpen, Started, output, Finished)
 // rather than one per frame.
-// The slot is granted again (Credit) as soon as the process ends, while
-// the result still waits for its FinishAck: the next job's dispatch
-// overlaps the controller's commit of the last one's result. Heartbeats
-// list the attempts the agent holds, and which of them have ended, and
+// The slot is granted again as soon as the process ends, while the
+// result still waits for its FinishAck: the next job's dispatch overlaps
+// the controller's commit of the last one's result. With a controller
+// that agreed to FeatureCreditWithResult (Welcome.Features) the grant
+// rides the result (Finished.Credit) — one frame less per job — and a
+// Credit on the control stream is sent only when no result will carry
+// it (the controller refused the attempt); otherwise it is a Credit.
+// Heartbeats list the attempts the agent holds, and which of them have
+// ended with their slot granted by a Credit before the heartbeat, and
 // renew their leases. protocol/PROTOCOL.md specifies the exchange.
 //
 // The agent trusts only the configured CA and only a peer whose

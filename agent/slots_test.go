@@ -16,8 +16,24 @@ import (
 // as soon as the process has ended, not after the FinishAck; every
 // heartbeat must list the attempt while the agent holds it, as ended
 // exactly when its Credit came before the heartbeat; and the FinishAck
-// must not bring a second Credit.
+// must not bring a second Credit. With a controller that agreed to
+// FeatureCreditWithResult, the grant is the Finished's Credit instead:
+// no Credit at all, and the attempt listed as running (not ended) until
+// the FinishAck. A controller that refuses such a result (the attempt
+// is stale) gets the Credit after all, once.
 func TestSlotGrantedAtExit(t *testing.T) {
+	for name, tc := range map[string]struct {
+		agree, refuse bool
+	}{
+		"credit on the control stream": {},
+		"credit with the result":       {agree: true},
+		"result refused":               {agree: true, refuse: true},
+	} {
+		t.Run(name, func(t *testing.T) { testSlotGrantedAtExit(t, tc.agree, tc.refuse) })
+	}
+}
+
+func testSlotGrantedAtExit(t *testing.T, agree, refuse bool) {
 	pki, state := testPKI(t), t.TempDir()
 	files := func(name string) certs.Files {
 		return certs.Files{CA: certs.CAFile(pki), Cert: certs.CertFile(pki, name), Key: certs.KeyFile(pki, name)}
@@ -58,10 +74,14 @@ func TestSlotGrantedAtExit(t *testing.T) {
 	r, w := protocol.NewReader(ctrl, 0), protocol.NewWriter(ctrl)
 	if m, err := r.Read(); err != nil {
 		t.Fatal(err)
-	} else if _, ok := m.(*protocol.Hello); !ok {
-		t.Fatalf("first message %#v, want Hello", m)
+	} else if h, ok := m.(*protocol.Hello); !ok || !h.Features.Has(protocol.FeatureCreditWithResult) {
+		t.Fatalf("first message %#v, want Hello announcing FeatureCreditWithResult", m)
 	}
-	if err := w.Write(&protocol.Welcome{Version: protocol.Version, HeartbeatInterval: 20 * time.Millisecond, LeaseTTL: time.Hour}); err != nil {
+	welcome := &protocol.Welcome{Version: protocol.Version, HeartbeatInterval: 20 * time.Millisecond, LeaseTTL: time.Hour}
+	if agree {
+		welcome.Features = protocol.FeatureCreditWithResult
+	}
+	if err := w.Write(welcome); err != nil {
 		t.Fatal(err)
 	}
 	msgs := make(chan protocol.Message, 1024)
@@ -133,8 +153,12 @@ func TestSlotGrantedAtExit(t *testing.T) {
 			fin = f
 		}
 	}
-	if fin.Outcome != protocol.OutcomeCompleted || fin.LogBytes != 3 {
-		t.Fatalf("Finished %+v, want completed with 3 bytes", fin)
+	if fin.Outcome != protocol.OutcomeCompleted || fin.LogBytes != 3 || fin.Credit != agree {
+		t.Fatalf("Finished %+v, want completed with 3 bytes, Credit %v", fin, agree)
+	}
+	if agree {
+		testCreditWithResult(t, next, ref, jw, refuse)
+		return
 	}
 
 	// No FinishAck yet: the slot comes back anyway. Until its Credit, a
@@ -180,6 +204,59 @@ func TestSlotGrantedAtExit(t *testing.T) {
 					t.Errorf("state directory holds %v, want only the free record", names)
 				}
 				return
+			}
+		}
+	}
+}
+
+// testCreditWithResult goes on from TestSlotGrantedAtExit once the
+// Finished carrying the slot has arrived: no Credit comes, heartbeats
+// list the attempt as running and not ended until the FinishAck, and
+// then nothing. If the controller refuses the result instead, the agent
+// sends the Credit, once.
+func testCreditWithResult(t *testing.T, next func() protocol.Message, ref protocol.AttemptRef, jw *protocol.Writer, refuse bool) {
+	t.Helper()
+	for beats := 0; beats < 3; {
+		switch m := next().(type) {
+		case *protocol.Credit:
+			t.Fatalf("Credit{%d}: the slot rode the Finished", m.Slots)
+		case *protocol.Heartbeat:
+			if !slices.Equal(m.Running, []protocol.AttemptRef{ref}) || len(m.Ended) != 0 {
+				t.Fatalf("heartbeat before the FinishAck: %+v, want %v running, none ended", m, ref)
+			}
+			beats++
+		}
+	}
+	if refuse {
+		if err := jw.Write(&protocol.Error{Code: protocol.CodeStaleAttempt, Message: "not current"}); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := jw.Write(&protocol.FinishAck{}); err != nil {
+		t.Fatal(err)
+	}
+	credits := 0
+	for {
+		switch m := next().(type) {
+		case *protocol.Credit:
+			if !refuse || m.Slots != 1 {
+				t.Fatalf("Credit{%d} after the FinishAck (refused %v)", m.Slots, refuse)
+			}
+			credits++
+		case *protocol.Heartbeat:
+			if len(m.Running) != 0 {
+				continue
+			}
+			// Forgotten; one more heartbeat, after which no Credit may come.
+			for {
+				switch next().(type) {
+				case *protocol.Credit:
+					credits++
+				case *protocol.Heartbeat:
+					if want := map[bool]int{true: 1}[refuse]; credits != want {
+						t.Fatalf("%d Credits after the answer, want %d", credits, want)
+					}
+					return
+				}
 			}
 		}
 	}

@@ -49,7 +49,11 @@ type agentConn struct {
 	// set, is the last message writeControl writes (sayFarewell).
 	redirects bool
 	farewell  atomic.Pointer[protocol.Redirect]
-	gone      chan struct{} // closed when serveAgent returns
+	// creditWithResult: the agent announced FeatureCreditWithResult and
+	// the Welcome agreed, so a Finished with Credit set returns its
+	// attempt's slot (sched.Scheduler.SlotReturned).
+	creditWithResult bool
+	gone             chan struct{} // closed when serveAgent returns
 
 	statusMu   sync.Mutex
 	statusSeq  uint64
@@ -204,13 +208,18 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		transport: sess.Transport(), addr: sess.RemoteAddr().String(), connected: time.Now().UTC(),
 		sess: sess, log: log, out: make(chan protocol.Message, outQueue+2*min(int(hello.Slots), 4096)), ctrl: w,
 		gate: s.gate, term: s.term,
-		redirects: hello.Features&protocol.FeatureRedirect != 0, gone: make(chan struct{}),
+		redirects:        hello.Features&protocol.FeatureRedirect != 0,
+		creditWithResult: hello.Features.Has(protocol.FeatureCreditWithResult),
+		gone:             make(chan struct{}),
 	}
 	defer close(a.gone)
 	welcome := &protocol.Welcome{
 		Version: protocol.Version, ControllerID: s.id,
 		HeartbeatInterval: s.cfg.HeartbeatInterval, LeaseTTL: s.cfg.LeaseTTL,
 		Term: s.term,
+		// The features that need this controller's consent, of those
+		// the agent announced.
+		Features: hello.Features & protocol.FeatureCreditWithResult,
 	}
 	if s.members != nil {
 		welcome.Members = s.members()
@@ -537,8 +546,13 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			}
 			b, err := s.sched.Finished(a.name, id, attempt, m)
 			if err != nil {
+				// A refused result returns no slot: the agent sends a
+				// Credit once it learns of the refusal (PROTOCOL.md §2.1).
 				fail(protocol.CodeStaleAttempt, "%v", err)
 				return
+			}
+			if m.Credit && a.creditWithResult {
+				s.sched.SlotReturned(a, id, attempt)
 			}
 			if err := b.Wait(); err != nil {
 				return

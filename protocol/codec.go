@@ -79,6 +79,7 @@ func appendPayload(b []byte, m Message) ([]byte, bool) {
 		b = binary.AppendVarint(b, int64(m.LeaseTTL))
 		b = appendStrings(b, m.Members)
 		b = binary.AppendUvarint(b, m.Term)
+		b = binary.AppendUvarint(b, uint64(m.Features))
 	case *Credit:
 		if m == nil {
 			return b, false
@@ -157,6 +158,7 @@ func appendPayload(b []byte, m Message) ([]byte, bool) {
 		b = binary.AppendVarint(b, int64(m.SystemCPU))
 		b = binary.AppendUvarint(b, m.MaxRSS)
 		b = binary.AppendUvarint(b, m.LogBytes)
+		b = appendBool(b, m.Credit)
 	case *FinishAck:
 		// No fields: a nil *FinishAck encodes like &FinishAck{}.
 	case *Error:
@@ -389,6 +391,7 @@ func (d *decoder) welcome() *Welcome {
 	m.LeaseTTL = d.duration("Welcome.LeaseTTL")
 	m.Members = d.optionalStrs("Welcome.Members")
 	m.Term = d.optionalUvarint("Welcome.Term")
+	m.Features = Features(d.optionalUvarint("Welcome.Features"))
 	return m
 }
 
@@ -435,6 +438,13 @@ func (d *decoder) finished() *Finished {
 	m.SystemCPU = d.duration("Finished.SystemCPU")
 	m.MaxRSS = d.uvarint("Finished.MaxRSS")
 	m.LogBytes = d.uvarint("Finished.LogBytes")
+	switch c := d.optionalU8("Finished.Credit"); c {
+	case 0:
+	case 1:
+		m.Credit = true
+	default:
+		d.fail("Finished.Credit", "is %d, not 0 or 1", c)
+	}
 	return m
 }
 

@@ -36,7 +36,9 @@ func samples() map[string]Message {
 			LeaseTTL:          30 * time.Second,
 			Members:           []string{"ctl-a:7443", "ctl-b:7443", "[::1]:7443"},
 			Term:              1 << 35,
+			Features:          FeatureCreditWithResult,
 		},
+		"Welcome/future":    &Welcome{Version: Version, Features: math.MaxUint64},
 		"Welcome/term only": &Welcome{Version: Version, Term: 3},
 		"Welcome/negative":  &Welcome{HeartbeatInterval: -1, LeaseTTL: math.MinInt64},
 		"Welcome/zero":      &Welcome{},
@@ -95,6 +97,7 @@ func samples() map[string]Message {
 			SystemCPU: 5 * time.Millisecond,
 			MaxRSS:    512 << 20,
 			LogBytes:  1 << 20,
+			Credit:    true,
 		},
 		"Finished/extremes": &Finished{
 			Outcome:  OutcomeCancelled,
@@ -272,11 +275,17 @@ func optionalCut(m, got Message, cut int) bool {
 		old.Features = 0
 		steps = []step{{uv(uint64(m.Features)), &old}}
 	case *Welcome:
-		noTerm := *m
+		noFeatures := *m
+		noFeatures.Features = 0
+		noTerm := noFeatures
 		noTerm.Term = 0
 		noMembers := noTerm
 		noMembers.Members = nil
-		steps = []step{{uv(m.Term), &noTerm}, {len(appendStrings(nil, m.Members)), &noMembers}}
+		steps = []step{{uv(uint64(m.Features)), &noFeatures}, {uv(m.Term), &noTerm}, {len(appendStrings(nil, m.Members)), &noMembers}}
+	case *Finished:
+		old := *m
+		old.Credit = false
+		steps = []step{{1, &old}}
 	case *Heartbeat:
 		old := &Heartbeat{Seq: m.Seq, Running: m.Running}
 		steps = []step{{len(appendRefs(nil, m.Ended)), old}}
@@ -379,6 +388,7 @@ func TestMalformed(t *testing.T) {
 		"int32 underflow":      {TypeFinished, cat(uv(1), binary.AppendVarint(nil, math.MinInt32-1)), "Finished.ExitCode"},
 		"stream 0":             {TypeLogChunk, uv(0, 0, 0), "LogChunk.Stream"},
 		"outcome 0":            {TypeFinished, cat(uv(0, 0, 0, 0, 0, 0, 0, 0, 0)), "Finished.Outcome"},
+		"credit 2":             {TypeFinished, cat(uv(1, 0, 0, 0, 0, 0, 0, 0, 0), []byte{2}), "Finished.Credit"},
 		"bool 2":               {TypeDispatch, cat(uv(1, 1, 0, 0, 0, 0, 0, 0), []byte{2}), "Dispatch.CaptureLogs"},
 		"string too long":      {TypeCancel, cat(uv(1, 1, 4), []byte("abc")), "Cancel.Reason"},
 		"string length huge":   {TypeCancel, uv(1, 1, math.MaxUint64), "Cancel.Reason"},

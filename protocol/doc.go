@@ -30,7 +30,10 @@
 //     existing field means, needs a new Version — or, for a type only
 //     some agents understand, a Features bit that the agent announces in
 //     Hello and the controller checks before it sends the type
-//     (Redirect, FeatureRedirect).
+//     (Redirect, FeatureRedirect); a changed meaning that both sides
+//     apply, with a Features bit the agent announces and the controller
+//     answers in Welcome.Features (FeatureCreditWithResult: the slot
+//     returns with the result, Finished.Credit).
 //   - The Version is negotiated in the TLS ALPN name and again in
 //     Hello/Welcome; CheckVersion refuses any other version with
 //     ErrUnsupportedVersion, and the refusing side answers

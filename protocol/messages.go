@@ -16,7 +16,9 @@ import "time"
 //	    Hello.Features, Welcome.Members and Welcome.Term,
 //	    Dispatch.Term, Cancel.Term (optional last fields), and the
 //	    Redirect message, which a controller sends only to an agent
-//	    whose Hello announced FeatureRedirect.
+//	    whose Hello announced FeatureRedirect. Then, still 1:
+//	    Welcome.Features and Finished.Credit (optional last fields),
+//	    for FeatureCreditWithResult.
 const Version = 1
 
 // ALPN is the TLS application protocol name for this protocol version.
@@ -99,6 +101,12 @@ const (
 	// to acknowledge a result (to share a sync with others), since the
 	// agent waits for no FinishAck to run its next job.
 	FeatureEarlyRelease Features = 1 << 1
+	// FeatureCreditWithResult: an attempt's slot returns with its
+	// result (Finished.Credit) instead of a Credit on the control
+	// stream, when its process ends during the session. It needs the
+	// controller's consent: the agent uses it only on a session whose
+	// Welcome.Features has the bit (PROTOCOL.md §2.1).
+	FeatureCreditWithResult Features = 1 << 2
 )
 
 // Has reports whether every bit of g is in f.
@@ -122,6 +130,11 @@ type Welcome struct {
 	LeaseTTL          time.Duration
 	Members           []string
 	Term              uint64
+	// Features are the bits of the agent's Hello.Features that this
+	// controller applies on the session, for those that need its
+	// consent (FeatureCreditWithResult). Appended after the first
+	// controllers: absent, it is 0.
+	Features Features
 }
 
 // Credit grants the controller Slots more dispatches. Credits add up;
@@ -282,6 +295,11 @@ type Finished struct {
 	SystemCPU time.Duration
 	MaxRSS    uint64 // bytes
 	LogBytes  uint64
+	// Credit: this result returns the attempt's slot; no Credit was
+	// sent for it (FeatureCreditWithResult). Appended after the first
+	// agents: absent, it is false. It belongs to one session's frame,
+	// never to a stored result (the agent's record leaves it out).
+	Credit bool `json:"-"`
 }
 
 // FinishAck says the controller stored the Finished report.

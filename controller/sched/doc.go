@@ -118,7 +118,30 @@
 // agent runs its next job without waiting for the FinishAck, so the
 // result's round may wait up to resultWait (2 ms) for another to ride
 // (Committer.AddAllWithin) and the results of several agents share one
-// fsync. An older agent's result starts its round at once. A job transition or output chunk the
-// store refuses means memory and store disagree (ErrDiverged): the
-// Committer fails, and with it the controller.
+// fsync. An older agent's result starts its round at once. A job
+// transition or output chunk the store refuses means memory and store
+// disagree (ErrDiverged): the Committer fails, and with it the
+// controller.
+//
+// # Slots and credits
+//
+// An agent's book counts what it may be sent (registry.go): the credits
+// it granted, capped by its slots less the attempts it holds here, and
+// resynchronised by each heartbeat (slots less what the heartbeat says
+// it holds, and less what it was sent but has not seen). A credit comes
+// as a Credit on the control stream — ordered with the heartbeats, so a
+// heartbeat's Ended list says exactly which slots were granted before
+// it — or, from an agent whose session agreed to
+// protocol.FeatureCreditWithResult, with the attempt's result
+// (SlotReturned, called by the job stream once Finished accepted it).
+// The result's stream is not ordered with the heartbeats, so such an
+// agent lists the attempt as running until the FinishAck, and the book
+// remembers the attempts whose result returned their slot on the
+// session (agentState.returned) while heartbeats still list them: a
+// heartbeat counts those free and the others held, so a result that
+// comes after it adds its credit and one that came before is counted
+// in it, exactly once either way. A refused result returns nothing (the
+// agent sends a Credit instead), nor does one on a replaced session
+// (the new session's first Credit counted the slot) or while the agent
+// drains.
 package sched

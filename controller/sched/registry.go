@@ -30,6 +30,12 @@ type agentState struct {
 	// ends, before the FinishAck (protocol.FeatureEarlyRelease), so its
 	// results may wait a little for a shared fsync (resultWait).
 	earlyRelease bool
+	// returned: the attempts (job ID → attempt) whose slot came back
+	// with their result on this session (SlotReturned), kept while the
+	// agent's heartbeats still list them: the agent lists such an attempt
+	// as running, not ended, until it has the FinishAck, since its
+	// heartbeat is not ordered with the result (Heartbeat).
+	returned map[uint64]uint32
 }
 
 // resultWait bounds how long a job's result waits for a round to ride
@@ -136,6 +142,38 @@ func (s *Scheduler) Credit(a Session, n int) {
 	s.KickDispatch()
 }
 
+// SlotReturned adds the credit that a result returned: the agent
+// announced protocol.FeatureCreditWithResult, and the Finished of the
+// attempt (id, attempt), which the scheduler accepted, says its slot
+// comes back with it (its process ended on session a; no Credit was
+// sent for it). The job stream calls it after Finished. Nothing is
+// added when a is no longer the agent's current session (the next
+// session's first Credit counted the slot) or while it drains; the
+// attempt is remembered either way, for the heartbeats (Heartbeat).
+func (s *Scheduler) SlotReturned(a Session, id uint64, attempt uint32) {
+	s.mu.Lock()
+	st := s.state(a)
+	if st == nil {
+		s.mu.Unlock()
+		return
+	}
+	if st.returned == nil {
+		st.returned = map[uint64]uint32{}
+	}
+	if at, ok := st.returned[id]; ok && at == attempt {
+		s.mu.Unlock()
+		return // counted once (a result is accepted once; this is a guard)
+	}
+	st.returned[id] = attempt
+	if st.draining {
+		s.mu.Unlock()
+		return
+	}
+	st.credits = min(st.credits+1, st.slots)
+	s.mu.Unlock()
+	s.KickDispatch()
+}
+
 // Heartbeat renews the leases of the attempts the agent lists and
 // resynchronises its credits. Credits are deltas and a delta can be lost
 // (a credit sent on a session that died, an attempt dropped on one side
@@ -144,8 +182,14 @@ func (s *Scheduler) Credit(a Session, n int) {
 // (our attempts on it that it does not list). An attempt it lists as
 // ended holds no slot: its process is gone and its Credit went out
 // before this heartbeat. Credits it sends after this heartbeat come
-// after it on the stream and add to the result. A heartbeat on a session
-// that was replaced renews leases (the agent is alive) and nothing else.
+// after it on the stream and add to the result. An attempt whose slot
+// returns with its result (SlotReturned) is listed as running until the
+// agent has the FinishAck, since the result travels on its own stream,
+// unordered with the heartbeat: it holds a slot here until its result
+// has returned the slot (then the credit SlotReturned added is counted
+// in the heartbeat's), and its result adds the credit after. A heartbeat
+// on a session that was replaced renews leases (the agent is alive) and
+// nothing else.
 func (s *Scheduler) Heartbeat(a Session, running, ended []protocol.AttemptRef) {
 	name := a.Name()
 	s.mu.Lock()
@@ -159,6 +203,13 @@ func (s *Scheduler) Heartbeat(a Session, running, ended []protocol.AttemptRef) {
 	done := make(map[uint64]bool, len(ended))
 	for _, ref := range ended {
 		done[ref.JobID] = true
+	}
+	if st != nil {
+		for _, ref := range running {
+			if at, ok := st.returned[ref.JobID]; ok && at == ref.Attempt {
+				done[ref.JobID] = true // its result returned the slot: it holds none
+			}
+		}
 	}
 	held := map[uint64]bool{}
 	for _, ref := range running {
@@ -174,7 +225,15 @@ func (s *Scheduler) Heartbeat(a Session, running, ended []protocol.AttemptRef) {
 			a.Send(&protocol.Cancel{JobID: ref.JobID, Attempt: ref.Attempt, Reason: "attempt is no longer current"})
 		}
 	}
-	if st == nil || st.draining {
+	if st == nil {
+		return
+	}
+	for id := range st.returned {
+		if !listed[id] { // the agent has its FinishAck: no heartbeat lists it again
+			delete(st.returned, id)
+		}
+	}
+	if st.draining {
 		return
 	}
 	for id := range st.running {
