@@ -952,9 +952,8 @@ func (a *Agent) runJob(ctx, jobsCtx context.Context, j *job) {
 			Command: d.Command, Shell: a.cfg.Shell, Env: env, Dir: l.dir, Credential: l.cred,
 			Timeout: d.Timeout, KillGrace: d.KillGrace, Capture: d.CaptureLogs, Split: split, TTY: tty,
 		}, func(p Process) {
-			now := time.Now()
 			a.mu.Lock()
-			j.pid, j.startedAt = p.PID, now
+			j.pid, j.startedAt = p.PID, p.StartedAt
 			a.mu.Unlock()
 			startedOnce() // Started goes out while the PID is recorded
 			a.metrics.jobStarted()

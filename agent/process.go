@@ -132,6 +132,11 @@ type Process struct {
 	// clock just before and after the start, which costs no file read;
 	// the kernel takes the start time in between. 0 if unknown.
 	StartTick, StartTickMax uint64
+	// StartedAt is the time taken just before the start, the Result's
+	// StartedAt: the job's start time. (A time taken once the start has
+	// returned may be late by however long the agent waited for a CPU,
+	// and a `sleep 1` would then seem to run for less than a second.)
+	StartedAt time.Time
 }
 
 // Is reports whether the process running as PID now, which started at
@@ -293,7 +298,7 @@ func Run(ctx context.Context, spec Spec, started func(Process), out Output) Resu
 		return startErr(&os.PathError{Op: "fork/exec", Path: path, Err: err})
 	}
 	res.PID = pid
-	proc := Process{PID: pid, StartTick: before, StartTickMax: after}
+	proc := Process{PID: pid, StartTick: before, StartTickMax: after, StartedAt: res.StartedAt}
 	if before == 0 || after < before {
 		proc.StartTick, proc.StartTickMax = startTick(pid), 0
 	}

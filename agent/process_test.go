@@ -125,8 +125,11 @@ func TestRunExit(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			var startedPIDs []int
+			var startedAt, calledAt time.Time
 			res := Run(t.Context(), Spec{Command: tc.command, Env: pathEnv()},
-				func(p Process) { startedPIDs = append(startedPIDs, p.PID) }, nil)
+				func(p Process) {
+					startedPIDs, startedAt, calledAt = append(startedPIDs, p.PID), p.StartedAt, time.Now()
+				}, nil)
 			if res.Outcome != tc.outcome || res.ExitCode != tc.code || res.Signal != tc.signal || res.Err != nil {
 				t.Fatalf("got outcome %v, exit %d, signal %q, err %v; want %v, %d, %q, nil",
 					res.Outcome, res.ExitCode, res.Signal, res.Err, tc.outcome, tc.code, tc.signal)
@@ -136,6 +139,11 @@ func TestRunExit(t *testing.T) {
 			}
 			if res.StartedAt.IsZero() || res.Duration <= 0 {
 				t.Errorf("StartedAt %v, Duration %v", res.StartedAt, res.Duration)
+			}
+			// The start time the agent reports (Process.StartedAt) is
+			// the Result's, taken before the start, never a later one.
+			if !startedAt.Equal(res.StartedAt) || startedAt.After(calledAt) {
+				t.Errorf("Process.StartedAt %v, Result.StartedAt %v, started called at %v", startedAt, res.StartedAt, calledAt)
 			}
 		})
 	}
