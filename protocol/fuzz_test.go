@@ -116,7 +116,9 @@ func absentFields(m Message) int {
 	case *Hello:
 		zeros = []bool{m.Features == 0}
 	case *Welcome:
-		zeros = []bool{m.Term == 0, m.Members == nil}
+		zeros = []bool{m.Features == 0, m.Term == 0, m.Members == nil}
+	case *Finished:
+		zeros = []bool{!m.Credit}
 	case *Heartbeat:
 		zeros = []bool{m.Ended == nil}
 	case *Cancel:
