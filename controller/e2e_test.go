@@ -322,6 +322,23 @@ func (c *cluster) logs(id uint64) string {
 	return string(b)
 }
 
+// readWSText reads ws's messages until the server closes it normally and
+// returns them joined; any other end fails the test.
+func readWSText(t *testing.T, ws *websocket.Conn) string {
+	t.Helper()
+	var got strings.Builder
+	for {
+		_, msg, err := ws.ReadMessage()
+		if err != nil {
+			if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+				t.Fatalf("websocket ended with %v", err)
+			}
+			return got.String()
+		}
+		got.Write(msg)
+	}
+}
+
 func (c *cluster) dialWS(name, path string) (*websocket.Conn, error) {
 	pool, cert, err := files(c.dir, name).Load()
 	if err != nil {
@@ -360,19 +377,8 @@ func TestOriginalBodyEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	var got strings.Builder
-	for {
-		_, msg, err := ws.ReadMessage()
-		if err != nil {
-			if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
-				t.Fatalf("websocket ended with %v", err)
-			}
-			break
-		}
-		got.Write(msg)
-	}
-	if got.String() != "hi\n" {
-		t.Errorf("websocket streamed %q, want %q", got.String(), "hi\n")
+	if got := readWSText(t, ws); got != "hi\n" {
+		t.Errorf("websocket streamed %q, want %q", got, "hi\n")
 	}
 
 	j := c.waitState(id, "completed")

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -69,18 +68,7 @@ func TestAPIOffersHTTP2(t *testing.T) {
 	if resp.ProtoMajor != 1 {
 		t.Fatalf("WebSocket upgrade over %s", resp.Proto)
 	}
-	var got strings.Builder
-	for {
-		_, msg, err := ws.ReadMessage()
-		if err != nil {
-			if !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
-				t.Fatalf("websocket ended with %v", err)
-			}
-			break
-		}
-		got.Write(msg)
-	}
-	if got.String() != "hi\n" {
-		t.Errorf("websocket streamed %q, want %q", got.String(), "hi\n")
+	if got := readWSText(t, ws); got != "hi\n" {
+		t.Errorf("websocket streamed %q, want %q", got, "hi\n")
 	}
 }
