@@ -1290,6 +1290,9 @@ func (a *Agent) abandon(j *job, why string, log hclog.Logger) {
 	j.owed = nil
 	a.mu.Unlock()
 	if grant {
+		// A control-stream write, not a disk one: a failed write ends
+		// the session, the session's reader reports it, and the next
+		// session's heartbeats resynchronise the credits.
 		_ = s.ctrl.Write(&protocol.Credit{Slots: 1})
 	}
 	a.slotMu.Unlock()
