@@ -200,7 +200,11 @@
 // Server, and hands the stream to raft.Restore, which numbers it past
 // the log's end and has every node install it; raft keeps the node
 // leader in the same term, so the stopped term is what makes the
-// lifecycle build a new Server from the restored store. This is also
+// lifecycle build a new Server from the restored store. Its agents are
+// told to come straight back (a Redirect naming the leader itself), and
+// an agent that reaches the leader between two of its terms (a restore,
+// a new leader's barrier) is held up to 5 s for the next term's Server
+// rather than turned away into its backoff. This is also
 // how a single controller's jobs move into a cluster: a node refuses a
 // single controller's data directory and its error names the steps. A
 // single controller restores offline (snapshot.Restore), stopped.

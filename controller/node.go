@@ -851,8 +851,45 @@ func (n *Node) acceptAgents(ctx context.Context) {
 			case <-t.done:
 			}
 		}
-		wg.Add(1)
-		go func() { defer wg.Done(); n.redirectAgent(ctx, sess) }()
+		wg.Go(func() { n.holdAgent(ctx, sess) })
+	}
+}
+
+// agentHoldWait is how long an agent that reached the leader between
+// two of its terms — a new leader's barrier, an operator's restore —
+// is held for the next term's Server, instead of being turned away to
+// back off. The agent waits 15 s for its Welcome.
+const agentHoldWait = 5 * time.Second
+
+// holdAgent hands sess to the term's Server once there is one, if this
+// node is raft's leader and one comes up within agentHoldWait; else it
+// turns the agent away (redirectAgent).
+func (n *Node) holdAgent(ctx context.Context, sess transport.Session) {
+	deadline := time.Now().Add(agentHoldWait)
+	for {
+		if t := n.term.Load(); t != nil && !t.ended() {
+			select {
+			case t.agents <- sess:
+				return
+			case <-t.done:
+			case <-ctx.Done():
+				sess.Close("controller stopping")
+				return
+			}
+		}
+		r := n.raftNode()
+		if r == nil || r.State() != raft.Leader || time.Now().After(deadline) {
+			n.redirectAgent(ctx, sess)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			sess.Close("controller stopping")
+			return
+		case <-sess.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 

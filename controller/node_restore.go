@@ -16,6 +16,7 @@ import (
 
 	"jobsuite/api"
 	"jobsuite/controller/snapshot"
+	"jobsuite/protocol"
 )
 
 // POST /operator/snapshot/restore: an operator's restore of a running
@@ -32,7 +33,10 @@ import (
 //  2. stops its term's Server (the scheduler, agent sessions, the
 //     committer) while holding the leadership lifecycle's lock, so no
 //     new term starts meanwhile and nothing built from the old store
-//     proposes anything after the restore;
+//     proposes anything after the restore; its agents first get a
+//     farewell Redirect naming this node (restoreFarewell), and one
+//     that comes back before the new term is up is held for it
+//     (Node.holdAgent), so none sits out its reconnect backoff;
 //  3. hands the file to raft.Restore: raft copies it into its snapshot
 //     store under a new index past the log's end (in the current term),
 //     restores it into this node's FSM — which writes that index and
@@ -189,7 +193,7 @@ func (n *Node) restoreLocked(r *raft.Raft, snap io.Reader, size int64) error {
 	n.leadMu.Lock()
 	defer n.leadMu.Unlock()
 	if t := n.term.Load(); t != nil {
-		n.endTerm(t, "restoring a snapshot")
+		n.endTerm(t, "restoring a snapshot", n.restoreFarewell)
 	}
 	// Index 0: raft numbers the restored state past its own log's end.
 	// The index stored in the file (another cluster's, or none) means
@@ -199,4 +203,17 @@ func (n *Node) restoreLocked(r *raft.Raft, snap io.Reader, size int64) error {
 		return fmt.Errorf("controller: raft restore: %w", err)
 	}
 	return nil
+}
+
+// restoreFarewell tells term t's agents to come straight back to this
+// node, which stays leader through the restore: a Redirect naming it is
+// followed at once (where a session that merely ended would send them
+// into their reconnect backoff, up to -reconnect-max), and the node
+// holds an agent that arrives before the restored term's Server is up
+// (holdAgent) rather than turning it away.
+func (n *Node) restoreFarewell(_ context.Context, t *term) {
+	if t.ended() {
+		return
+	}
+	t.srv.sayFarewell(&protocol.Redirect{Leader: n.addrs.Agent, Members: n.agentMembers()})
 }

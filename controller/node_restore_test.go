@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"jobsuite/agent"
 	"jobsuite/api"
 )
 
@@ -159,5 +161,31 @@ func TestClusterSnapshotRestore(t *testing.T) {
 	if code != 200 || strings.Count(string(b2), `"snapshot-restore"`) != 2 {
 		t.Errorf("audit log after the second restore: %d, %d snapshot-restore entries, want 2: %s",
 			code, strings.Count(string(b2), `"snapshot-restore"`), b2)
+	}
+}
+
+// TestRestoreBringsAgentsBack: the leader stays leader through an
+// operator's restore, but its term's Server (and so every agent
+// session) is rebuilt. Its agents are told to come straight back (a
+// farewell Redirect naming the leader) and are held until the restored
+// term serves them, so they do not sit out their reconnect backoff: the
+// agent here would wait 5–10 minutes after a session that merely ended,
+// and must be running jobs for the restored cluster well before that.
+func TestRestoreBringsAgentsBack(t *testing.T) {
+	c := startNodes(t, 3)
+	lead := c.leader()
+	startClusterAgentWith(t, c, "agent-1", c.cfgs[lead].AgentAddr, func(cfg *agent.Config) {
+		cfg.ReconnectMin, cfg.ReconnectMax = 10*time.Minute, 10*time.Minute
+	})
+	submitVia(t, c, lead, "echo before")
+	snap := getSnapshot(t, c.client, c.url(lead, "/operator/snapshot"))
+	if code, _, b := restoreVia(t, c, lead, snap); code != 200 {
+		t.Fatalf("restore: %d %s", code, b)
+	}
+	if now := c.leader(); now != lead {
+		t.Fatalf("leadership moved from node %d to %d during the restore", lead, now)
+	}
+	if id := submitVia(t, c, lead, "echo after"); id != 2 {
+		t.Errorf("the first job after the restore got ID %d, want 2", id)
 	}
 }

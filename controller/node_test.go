@@ -431,11 +431,22 @@ type clusterAgent struct{ stop func() }
 // startClusterAgent runs an agent dialling addr.
 func startClusterAgent(t *testing.T, c *nodeCluster, name, addr string) clusterAgent {
 	t.Helper()
-	a, err := agent.New(agent.Config{
+	return startClusterAgentWith(t, c, name, addr, nil)
+}
+
+// startClusterAgentWith is startClusterAgent with set applied to the
+// agent's configuration.
+func startClusterAgentWith(t *testing.T, c *nodeCluster, name, addr string, set func(*agent.Config)) clusterAgent {
+	t.Helper()
+	cfg := agent.Config{
 		Controller: addr, TLS: files(c.dir, name), Slots: 2, Transport: transport.ModeQUIC,
 		Logger: testLogger(t, name), ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
 		StateDir: t.TempDir(),
-	})
+	}
+	if set != nil {
+		set(&cfg)
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
