@@ -94,19 +94,27 @@ type fakeController struct {
 func newFakeController(t *testing.T) *fakeController {
 	t.Helper()
 	f := &fakeController{t: t, pki: newTestPKI(t)}
-	pool, err := certs.LoadPool(f.pki.ca())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := certs.LoadKeyPair(f.pki.ctlCert, f.pki.ctlKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
-	f.srv.TLS = certs.ServerTLS(pool, cert, "http/1.1")
-	f.srv.StartTLS()
-	t.Cleanup(f.srv.Close)
+	f.srv = f.pki.serve(t, http.HandlerFunc(f.serve))
 	return f
+}
+
+// serve runs h behind the PKI's controller certificate, asking for
+// client certificates as a controller does.
+func (p *testPKI) serve(t *testing.T, h http.Handler) *httptest.Server {
+	t.Helper()
+	pool, err := certs.LoadPool(p.ca())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := certs.LoadKeyPair(p.ctlCert, p.ctlKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = certs.ServerTLS(pool, cert, "http/1.1")
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv
 }
 
 // useEnv points the CLI at the fake controller through the environment.

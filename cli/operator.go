@@ -395,6 +395,10 @@ Options:
 
   -discard-old
     With -data-dir: remove the replaced store instead of keeping it.
+
+  -timeout=<duration>
+    With -force: how long to wait for the cluster's answer (default 1h).
+    A restore the leader has begun finishes even if the wait ends.
 ` + clientOptionsHelp + `
 
 Examples:
@@ -418,12 +422,16 @@ func (c *SnapshotRestoreCommand) Run(args []string) int {
 	dataDir := fs.String("data-dir", "", "")
 	discardOld := fs.Bool("discard-old", false, "")
 	force := fs.Bool("force", false, "")
+	timeout := fs.Duration("timeout", time.Hour, "")
 	if code, ok := c.parse(fs, args, c.Help()); !ok {
 		return code
 	}
 	file, code, ok := fileArg(c.Meta, fs.Args(), name)
 	if !ok {
 		return code
+	}
+	if *timeout <= 0 {
+		return usageError(c.Meta, name, "-timeout must be positive")
 	}
 	if *dataDir == "" && !*force {
 		return usageError(c.Meta, name, "give -force to restore into the running cluster at JOBSUITE_ADDR (it goes back to the snapshot: jobs submitted after it are gone), or -data-dir DIR to restore a stopped single controller")
@@ -444,7 +452,7 @@ func (c *SnapshotRestoreCommand) Run(args []string) int {
 		return c.errorf("%v", err)
 	}
 	if *dataDir == "" {
-		return c.online(&cf, f, info.StreamBytes)
+		return c.online(&cf, f, info.StreamBytes, *timeout)
 	}
 	res, err := snapshot.Restore(f, *dataDir, snapshot.RestoreOptions{Now: time.Now(), DiscardOld: *discardOld})
 	for _, line := range res.Recovered {
@@ -467,8 +475,16 @@ func (c *SnapshotRestoreCommand) Run(args []string) int {
 	return ExitOK
 }
 
-// online restores the snapshot f into the running cluster.
-func (c *SnapshotRestoreCommand) online(cf *clientFlags, f *os.File, size int64) int {
+// online restores the snapshot f into the running cluster, waiting at
+// most timeout for the answer.
+//
+// Only a refusal (a 4xx answer) says for certain that nothing was
+// restored. Once the leader has the whole file it hands it to raft,
+// which finishes the restore whatever happens to this request; so when
+// the answer does not come (a timeout, ^C, a dropped connection) or is
+// a 5xx, the message says the restore may have happened and how to
+// tell.
+func (c *SnapshotRestoreCommand) online(cf *clientFlags, f *os.File, size int64, timeout time.Duration) int {
 	client, err := newClient(c.Meta, cf)
 	if err != nil {
 		return c.errorf("%v", err)
@@ -476,18 +492,28 @@ func (c *SnapshotRestoreCommand) online(cf *clientFlags, f *os.File, size int64)
 	defer client.close()
 	ctx, cancel := c.signalContext()
 	defer cancel()
+	ctx, cancelTimeout := context.WithTimeout(ctx, timeout)
+	defer cancelTimeout()
 	res, err := client.restoreSnapshot(ctx, f, size)
 	if err != nil {
-		// A single controller answers 409 saying how it restores.
-		return c.errorf("%v; nothing was restored", err)
+		var ae *APIError
+		if errors.As(err, &ae) && ae.Status < 500 {
+			// A single controller answers 409 saying how it restores.
+			return c.errorf("%v; nothing was restored", err)
+		}
+		if ctx.Err() != nil {
+			err = fmt.Errorf("no answer within -timeout %s or interrupted (%w)", timeout, err)
+		}
+		return c.errorf("%v. The restore may still have happened (raft finishes it once the leader holds the whole file): 'jobsuite audit' lists a %q entry when it did, and 'jobsuite operator members' shows the new applied index", err, "snapshot-restore")
 	}
 	fmt.Fprintf(c.Stdout, "Restored into the cluster (leader %s) at raft index %d; jobs: %s\n", res.Leader, res.Index, jobCounts(res.Jobs))
 	return ExitOK
 }
 
 // restoreSnapshot sends the snapshot r (size bytes) to POST
-// /operator/snapshot/restore and waits for the answer: there is no
-// overall timeout, a restore takes as long as the store is big.
+// /operator/snapshot/restore and waits for the answer, as long as ctx
+// allows: a restore takes as long as the store is big (the command's
+// -timeout, an hour by default).
 func (c *Client) restoreSnapshot(ctx context.Context, r io.Reader, size int64) (api.SnapshotRestored, error) {
 	var out api.SnapshotRestored
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url("https", "/operator/snapshot/restore"), io.NopCloser(r))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -355,5 +356,73 @@ func TestSnapshotIntoACluster(t *testing.T) {
 	submitJobs(t, 1)
 	if got := listedJobs(t); len(got) != 4 || got[4] != "queued" {
 		t.Errorf("after one more submit: %v; want job 4 queued beside the 3", got)
+	}
+}
+
+// TestRestoreOutcomeWords: the online restore says "nothing was
+// restored" only when the cluster refused it (4xx). A 5xx, or no answer
+// within -timeout, leaves the outcome open — the leader finishes a
+// restore it has begun — and the message says how to tell.
+func TestRestoreOutcomeWords(t *testing.T) {
+	snap := validSnapshot(t)
+	for name, tc := range map[string]struct {
+		answer  func(w http.ResponseWriter, r *http.Request)
+		args    []string
+		want    []string
+		notWant string
+	}{
+		"refused": {
+			answer: func(w http.ResponseWriter, _ *http.Request) { fakeError(w, 400, "not a usable snapshot") },
+			want:   []string{"not a usable snapshot", "nothing was restored"}, notWant: "may still have happened",
+		},
+		"failed on the leader": {
+			answer: func(w http.ResponseWriter, _ *http.Request) {
+				fakeError(w, 503, "restoring the snapshot: raft restore: timed out")
+			},
+			want: []string{"raft restore", "may still have happened", "snapshot-restore"}, notWant: "nothing was restored",
+		},
+		"no answer in time": {
+			answer: func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() },
+			args:   []string{"-timeout", "300ms"},
+			want:   []string{"-timeout 300ms", "may still have happened"}, notWant: "nothing was restored",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := newTestPKI(t)
+			var got []byte
+			srv := p.serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != "POST" || r.URL.Path != "/operator/snapshot/restore" {
+					http.NotFound(w, r)
+					return
+				}
+				got, _ = io.ReadAll(r.Body)
+				tc.answer(w, r)
+			}))
+			clearClientEnv(t)
+			t.Setenv(envAddr, srv.URL)
+			t.Setenv(envCACert, p.ca())
+			t.Setenv(envClientCert, p.opCert)
+			t.Setenv(envClientKey, p.opKey)
+			file := filepath.Join(t.TempDir(), "s.snap")
+			if err := os.WriteFile(file, snap, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := append(append([]string{"operator", "snapshot", "restore", "-force"}, tc.args...), file)
+			code, _, errOut := runCLI(t, args...)
+			if code != ExitError {
+				t.Fatalf("exit %d, want %d: %q", code, ExitError, errOut)
+			}
+			if !bytes.Equal(got, snap) {
+				t.Errorf("the controller received %d bytes, want the file's %d", len(got), len(snap))
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(errOut, w) {
+					t.Errorf("error %q does not say %q", errOut, w)
+				}
+			}
+			if strings.Contains(errOut, tc.notWant) {
+				t.Errorf("error %q says %q", errOut, tc.notWant)
+			}
+		})
 	}
 }
