@@ -21,8 +21,11 @@ import (
 // needs the figures, and only while it leads, so followers keep no loop
 // that must track who leads; a voter the leader cannot reach simply
 // stops reporting, which is what makes it not live for the bound; and
-// the question exists already. It costs each follower one TLS connection
-// per LagPoll.
+// the question exists already. The term keeps one connection to each
+// voter for it (cluster.Conns): a fresh mutual-TLS handshake per
+// question cost leader and follower together about 2.3 ms of CPU here,
+// 46 ms a second for two followers; a kept connection about 65 µs
+// (BenchmarkRPCCall).
 
 // newLagBound is the node's bound from its settings.
 func newLagBound(cfg Config) *cluster.LagBound {
@@ -51,6 +54,8 @@ func (n *Node) watchLag(ctx context.Context, r *raft.Raft) {
 	defer wg.Wait()
 	tick := time.NewTicker(cluster.LagPoll)
 	defer tick.Stop()
+	conns := n.ident.Kept()
+	defer conns.Close() // a question still out closes its own connection after it
 	known := map[string]bool{}
 	for {
 		if f := r.GetConfiguration(); f.Error() == nil {
@@ -73,7 +78,7 @@ func (n *Node) watchLag(ctx context.Context, r *raft.Raft) {
 					cctx, cancel := context.WithTimeout(ctx, cluster.LagLive)
 					defer cancel()
 					var st memberStatus
-					if err := n.ident.Call(cctx, addr, opStatus, nil, &st); err == nil && ctx.Err() == nil {
+					if err := conns.Call(cctx, addr, opStatus, nil, &st); err == nil && ctx.Err() == nil {
 						n.lag.Report(id, st.AppliedIndex, st.LastIndex)
 					}
 				})

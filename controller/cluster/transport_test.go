@@ -24,7 +24,7 @@ type pki struct {
 	dir, other string
 }
 
-func newPKI(t *testing.T) *pki {
+func newPKI(t testing.TB) *pki {
 	t.Helper()
 	p := &pki{dir: t.TempDir(), other: t.TempDir()}
 	for _, dir := range []string{p.dir, p.other} {
@@ -52,7 +52,7 @@ func newPKI(t *testing.T) *pki {
 }
 
 // identity is name's identity in dir's PKI, trusting dir's CA.
-func identity(t *testing.T, dir, name string, check func(*x509.Certificate) error) *Identity {
+func identity(t testing.TB, dir, name string, check func(*x509.Certificate) error) *Identity {
 	t.Helper()
 	pool, err := certs.LoadPool(certs.CAFile(dir))
 	if err != nil {
@@ -66,7 +66,7 @@ func identity(t *testing.T, dir, name string, check func(*x509.Certificate) erro
 }
 
 // serve starts a Mux for id on a loopback port.
-func serve(t *testing.T, id *Identity) *Mux {
+func serve(t testing.TB, id *Identity) *Mux {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
