@@ -32,6 +32,9 @@ import (
 // the first try of this test did just that.) Then its own store (read with ?stale=1, which it answers without
 // asking the leader) holds the same jobs as the leader's, byte for
 // byte: every job's record as the API shows it, its log, and the list.
+// Last, the follower is killed (SIGKILL) and started again: its store
+// is past its newest snapshot, so it starts without restoring it and
+// replays only what it missed (design 5.4's start-up check).
 func TestClusterSnapshotCatchUp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("snapshot catch-up test: real controllers and an agent, about a minute; skipped with -short")
@@ -94,8 +97,10 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 		return 0, false
 	}
 	var to uint64
+	next := 10 // the next job's number
 	for round := 0; ; round++ {
-		run(10+40*round, 40)
+		run(next, 40)
+		next += 40
 		var ok bool
 		if to, ok = pastFollower(); ok {
 			break
@@ -138,6 +143,40 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 		if !bytes.Equal(mine, theirs) {
 			t.Errorf("GET %s: %s's store says\n%s\nthe leader's\n%s", path, fol.name, mine, theirs)
 		}
+	}
+	for _, id := range ids {
+		same(fmt.Sprintf("/jobs/%d", id))
+		same(fmt.Sprintf("/jobs/%d/logs", id))
+	}
+	same("/jobs?limit=1000")
+
+	// Design 5.4 through a real crash: the follower now holds the
+	// installed snapshot and the entries after it. Killed (SIGKILL)
+	// while the others go on, it restarts with its store at or past its
+	// newest snapshot, so it must start without restoring the snapshot
+	// (which would throw away what its store holds and rewrite it) and
+	// apply only the entries it missed — few enough that the leader
+	// still has them in its log.
+	run(next, 2)
+	next += 2
+	poll(t, fol.name+" to apply the jobs after the snapshot", 30*time.Second, func() (bool, string) {
+		f, l := memberOf(t, lead, fol.name), memberOf(t, lead, lead.name)
+		return f.AppliedIndex >= l.AppliedIndex, fmt.Sprintf("%d of %d", f.AppliedIndex, l.AppliedIndex)
+	})
+	fol.kill()
+	run(next, 2)
+	want = memberOf(t, lead, lead.name).AppliedIndex
+	fol.start(fol.client)
+	poll(t, fol.name+" to catch up after the crash", 60*time.Second, func() (bool, string) {
+		f := memberOf(t, lead, fol.name)
+		return f.AppliedIndex >= want, fmt.Sprintf("%s: applied %d of %d", f.Role, f.AppliedIndex, want)
+	})
+	thisStart := fol.logFile(fol.starts)
+	poll(t, fol.name+"'s log to say how it started", 10*time.Second, func() (bool, string) {
+		return len(grepFile(thisStart, 1, "replaying the log after it")) > 0, fmt.Sprint(grepFile(thisStart, 3, "snapshot"))
+	})
+	if l := grepFile(thisStart, 3, "the store is behind the newest snapshot", "snapshot restored", "Installed remote snapshot"); len(l) > 0 {
+		t.Errorf("%s restored a snapshot after a crash that left its store ahead of it: %v", fol.name, l)
 	}
 	for _, id := range ids {
 		same(fmt.Sprintf("/jobs/%d", id))

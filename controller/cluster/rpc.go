@@ -92,10 +92,22 @@ func (s *RPCServer) Handle(op string, h Handler) {
 }
 
 // Serve answers connections from ln until it is closed; it returns nil
-// then.
+// then, once it has closed the connections it was still serving (a
+// kept one waits up to keptIdle for its next request).
 func (s *RPCServer) Serve(ln net.Listener) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		open = map[net.Conn]bool{}
+	)
+	defer func() {
+		mu.Lock()
+		for c := range open {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -104,11 +116,13 @@ func (s *RPCServer) Serve(ln net.Listener) error {
 			}
 			return err
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		mu.Lock()
+		open[c] = true
+		mu.Unlock()
+		wg.Go(func() {
+			defer func() { mu.Lock(); delete(open, c); mu.Unlock() }()
 			s.serveConn(c)
-		}()
+		})
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -105,5 +106,34 @@ func TestConnsKeepsConnections(t *testing.T) {
 				t.Errorf("%d connections for 20 requests, want %d", got, tc.conns)
 			}
 		})
+	}
+}
+
+// TestServeClosesKeptConnections: a server that stops closes the kept
+// connections it serves instead of waiting out their keptIdle — a
+// stopping controller took over 30 s to exit while its leader's status
+// poll kept a connection to it.
+func TestServeClosesKeptConnections(t *testing.T) {
+	p := newPKI(t)
+	m := serve(t, identity(t, p.dir, "c1", nil))
+	rpc := NewRPCServer(hclog.NewNullLogger())
+	rpc.Handle("echo", func(_ context.Context, _ string, b json.RawMessage) (any, error) { return b, nil })
+	done := make(chan error, 1)
+	go func() { done <- rpc.Serve(m.Listener(ALPNCluster)) }()
+	k := identity(t, p.dir, "c2", nil).Kept()
+	defer k.Close()
+	if err := k.Call(t.Context(), m.Addr().String(), "echo", 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(keptIdle / 2): // a hang guard: it returns at once
+		t.Fatalf("Serve still waiting for a kept connection %s after its listener closed", keptIdle/2)
 	}
 }
