@@ -538,6 +538,32 @@ func (a *Agent) idleTimeouts() (idle, keepAlive time.Duration) {
 	return idle, idle / 3
 }
 
+// dial opens a session with the controller at addr. Certificates are
+// reloaded on every connection, so renewed files on disk take effect at
+// the next reconnect.
+func (a *Agent) dial(ctx context.Context, addr string) (transport.Session, error) {
+	a.certMu.Lock()
+	pool, cert, err := a.files.Load()
+	a.certMu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("loading certificates: %w", err)
+	}
+	sn := a.serverName(addr)
+	hs := a.dialTimeout()
+	dctx, cancel := context.WithTimeout(ctx, hs+hs/2)
+	defer cancel()
+	idle, keepAlive := a.idleTimeouts()
+	t, err := transport.Dial(dctx, addr, certs.ClientTLS(pool, cert, sn), a.cfg.Transport,
+		transport.Options{Logger: a.log.Named("transport"), HandshakeTimeout: hs, IdleTimeout: idle, KeepAlive: keepAlive})
+	if err != nil {
+		if errors.Is(err, transport.ErrHandshake) {
+			return nil, fmt.Errorf("dialing %s: %w (check -ca and that the controller certificate names %q)", addr, err, sn)
+		}
+		return nil, fmt.Errorf("dialing %s: %w", addr, err)
+	}
+	return t, nil
+}
+
 // errFatal marks errors that reconnecting cannot fix.
 var errFatal = ErrRejected
 
@@ -546,26 +572,9 @@ var errFatal = ErrRejected
 // session ended, and where it redirected it, if it did.
 func (a *Agent) session(ctx, jobsCtx context.Context, addr string) (res tryResult, err error) {
 	res.addr = addr
-	// Certificates are reloaded on every connection, so renewed files on
-	// disk take effect at the next reconnect.
-	a.certMu.Lock()
-	pool, cert, err := a.files.Load()
-	a.certMu.Unlock()
+	t, err := a.dial(ctx, addr)
 	if err != nil {
-		return res, fmt.Errorf("loading certificates: %w", err)
-	}
-	sn := a.serverName(addr)
-	hs := a.dialTimeout()
-	dctx, cancel := context.WithTimeout(ctx, hs+hs/2)
-	idle, keepAlive := a.idleTimeouts()
-	t, err := transport.Dial(dctx, addr, certs.ClientTLS(pool, cert, sn), a.cfg.Transport,
-		transport.Options{Logger: a.log.Named("transport"), HandshakeTimeout: hs, IdleTimeout: idle, KeepAlive: keepAlive})
-	cancel()
-	if err != nil {
-		if errors.Is(err, transport.ErrHandshake) {
-			return res, fmt.Errorf("dialing %s: %w (check -ca and that the controller certificate names %q)", addr, err, sn)
-		}
-		return res, fmt.Errorf("dialing %s: %w", addr, err)
+		return res, err
 	}
 	defer t.Close("agent session ended")
 	log := a.log.With("controller", addr, "transport", t.Transport())
@@ -579,7 +588,7 @@ func (a *Agent) session(ctx, jobsCtx context.Context, addr string) (res tryResul
 	if err := w.Write(&protocol.Hello{
 		Version: protocol.Version, Name: a.name, Labels: a.cfg.Labels,
 		Slots: uint32(a.cfg.Slots), AgentVersion: Version, Running: a.held(),
-		Features: protocol.FeatureRedirect | protocol.FeatureEarlyRelease | protocol.FeatureCreditWithResult,
+		Features: protocol.FeatureRedirect | protocol.FeatureEarlyRelease | protocol.FeatureCreditWithResult | protocol.FeatureLeaderWatch,
 	}); err != nil {
 		return res, fmt.Errorf("sending hello: %w", err)
 	}
@@ -666,10 +675,22 @@ func (a *Agent) session(ctx, jobsCtx context.Context, addr string) (res tryResul
 	}
 	log.Info("connected", "slots", a.cfg.Slots, "held", a.Running(), "heartbeat", welcome.HeartbeatInterval, "term", welcome.Term)
 	go a.heartbeat(sctx, w, welcome.HeartbeatInterval)
+	var moved atomic.Pointer[protocol.Redirect] // a watched controller named a new leader
+	if welcome.Features.Has(protocol.FeatureLeaderWatch) {
+		go a.watchLeader(sctx, addr, welcome.Term, func(rd *protocol.Redirect) {
+			moved.Store(rd)
+			log.Info("another controller reports a new leader; leaving this one", "leader", rd.Leader)
+			t.Close("the cluster has a new leader")
+		})
+	}
 
 	for {
 		m, err := r.Read()
 		if err != nil {
+			if rd := moved.Load(); rd != nil {
+				res.redirect = rd
+				return res, fmt.Errorf("%s is no longer the leader (leader %q)", addr, rd.Leader)
+			}
 			if sctx.Err() != nil && ctx.Err() == nil {
 				return res, fmt.Errorf("session closed: %w", err)
 			}

@@ -81,6 +81,13 @@
 // that it follows redirects (Hello.Features), so a controller never
 // sends a Redirect to an older agent.
 //
+// Watching (watch.go): while attached to a leader that agreed to it
+// (Welcome.Features), the agent keeps a watch session with another
+// controller of the cluster, which answers with a Redirect as soon as
+// it knows a leader of a later term; the agent then leaves the old
+// leader at once instead of waiting for its session to time out (a
+// killed leader, over QUIC, closes nothing).
+//
 // Fencing: the agent remembers the highest leadership term that a
 // Welcome, Dispatch or Cancel carried. It leaves a controller that
 // welcomes it with a lower term (a deposed leader that does not know it

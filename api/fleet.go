@@ -102,6 +102,10 @@ type Member struct {
 	// LastContactSeconds is how long ago a follower last heard from the
 	// leader (absent for the leader itself).
 	LastContactSeconds *float64 `json:"last_contact_seconds,omitempty"`
+	// WatchSessions is how many agents attached to the leader watch
+	// this member for a change of leader (PROTOCOL.md §2.4); usually
+	// spread over the followers.
+	WatchSessions int `json:"watch_sessions,omitempty"`
 	// Error says why an unreachable member did not answer.
 	Error string `json:"error,omitempty"`
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	mcli "github.com/mitchellh/cli"
+
+	"jobsuite/api"
 )
 
 // runCLI runs one jobsuite command line as a user would and returns its
@@ -255,6 +258,22 @@ func TestDevCluster(t *testing.T) {
 	if code != 0 || strings.Count(out, "leader") != 1 || strings.Count(out, "follower") != 2 {
 		t.Fatalf("operator members: exit %d\n%s%s", code, out, errOut)
 	}
+	// Each agent watches a follower for a change of leader.
+	waitUntil(t, "both agents watching a follower", func() bool {
+		code, out, _ := runCLI(t, "operator", "members", "-json")
+		var ms []api.Member
+		if code != 0 || json.Unmarshal([]byte(out), &ms) != nil {
+			return false
+		}
+		watches := 0
+		for _, m := range ms {
+			if m.Role == "leader" && m.WatchSessions > 0 {
+				return false
+			}
+			watches += m.WatchSessions
+		}
+		return watches == 2
+	})
 	code, out, errOut = runCLI(t, "submit", "-f", "--", "echo from the cluster")
 	if code != 0 || out != "from the cluster\n" {
 		t.Fatalf("submit -f: exit %d, %q %q", code, out, errOut)

@@ -26,9 +26,11 @@ Usage: jobsuite operator members [options]
   address, role (leader, follower or candidate; unreachable when it did
   not answer within 2 s, with the reason), whether it votes, the raft
   term, the last raft entry its store applied and the last in its log (a
-  follower behind the leader is catching up), and how long ago a
-  follower last heard from the leader. A single controller lists itself
-  alone, as leader.
+  follower behind the leader is catching up), how long ago a follower
+  last heard from the leader, and how many agents watch it for a change
+  of leader (WATCHES: agents attached to the leader keep a watch session
+  with another controller, which tells them at once when a new leader
+  takes over). A single controller lists itself alone, as leader.
 
 Options:
 
@@ -39,10 +41,10 @@ Options:
 Example:
 
   $ jobsuite operator members
-  ID     ADDRESS        ROLE      VOTER  TERM  APPLIED  LAST-INDEX  LAST-CONTACT
-  ctl-1  10.0.0.1:7444  leader    yes    3     1204     1204        -
-  ctl-2  10.0.0.2:7444  follower  yes    3     1204     1204        0.1s
-  ctl-3  10.0.0.3:7444  unreachable  yes  -    -        -           -  (dial tcp 10.0.0.3:7444: connection refused)
+  ID     ADDRESS        ROLE      VOTER  TERM  APPLIED  LAST-INDEX  LAST-CONTACT  WATCHES
+  ctl-1  10.0.0.1:7444  leader    yes    3     1204     1204        -             0
+  ctl-2  10.0.0.2:7444  follower  yes    3     1204     1204        0.1s          12
+  ctl-3  10.0.0.3:7444  unreachable  yes  -    -        -           -             -  (dial tcp 10.0.0.3:7444: connection refused)
 `)
 }
 
@@ -52,7 +54,7 @@ func (c *OperatorMembersCommand) Run(args []string) int {
 		return code
 	}
 	tw := tabwriter.NewWriter(c.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tVOTER\tTERM\tAPPLIED\tLAST-INDEX\tLAST-CONTACT")
+	fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tVOTER\tTERM\tAPPLIED\tLAST-INDEX\tLAST-CONTACT\tWATCHES")
 	for _, m := range members {
 		voter := "no"
 		if m.Voter {
@@ -63,7 +65,7 @@ func (c *OperatorMembersCommand) Run(args []string) int {
 			addr = "-"
 		}
 		if m.Role == "unreachable" {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t-\t(%s)\n", m.ID, addr, m.Role, voter, m.Error)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\t(%s)\n", m.ID, addr, m.Role, voter, m.Error)
 			continue
 		}
 		contact := "-"
@@ -74,7 +76,7 @@ func (c *OperatorMembersCommand) Run(args []string) int {
 		if m.Term > 0 {
 			term = fmt.Sprint(m.Term)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", m.ID, addr, m.Role, voter, term, m.AppliedIndex, m.LastIndex, contact)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\n", m.ID, addr, m.Role, voter, term, m.AppliedIndex, m.LastIndex, contact, m.WatchSessions)
 	}
 	tw.Flush()
 	return ExitOK

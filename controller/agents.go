@@ -179,6 +179,19 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		goodbye(protocol.CodeProtocol, "expected hello: "+err.Error())
 		return
 	}
+	if wl, ok := m.(*protocol.WatchLeader); ok {
+		rd, refusal := s.answerWatch(wl)
+		if rd == nil {
+			log.Info("refusing a watch session", "reason", refusal)
+			goodbye(protocol.CodeProtocol, refusal)
+			return
+		}
+		_ = ctrl.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = w.Write(rd) // the agent's next try recovers a lost one
+		_ = ctrl.Close()
+		discardUntilEOF(ctrl, 2*time.Second) // the Redirect arrives before the session closes
+		return
+	}
 	hello, ok := m.(*protocol.Hello)
 	if !ok {
 		log.Warn("first message is not a hello", "type", m.Type())
@@ -219,7 +232,7 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		Term: s.term,
 		// The features that need this controller's consent, of those
 		// the agent announced.
-		Features: hello.Features & protocol.FeatureCreditWithResult,
+		Features: hello.Features & s.consents(),
 	}
 	if s.members != nil {
 		welcome.Members = s.members()
@@ -377,6 +390,37 @@ func (s *Server) sayFarewell(m *protocol.Redirect) {
 			return
 		}
 	}
+}
+
+// consents is the features this controller agrees to use with an
+// agent that announces them: the slot with the result, and in a
+// cluster the agent's watch sessions (its other controllers serve them,
+// Node.serveWatch).
+func (s *Server) consents() protocol.Features {
+	f := protocol.FeatureCreditWithResult
+	if s.cluster != nil {
+		f |= protocol.FeatureLeaderWatch
+	}
+	return f
+}
+
+// answerWatch answers a watch session (PROTOCOL.md §2.4) that reached
+// the leader of a cluster: one watching an earlier term's leader is
+// told that this controller leads now; one watching this very term
+// reached its own leader under another address, and is refused, as is
+// any on a single controller.
+func (s *Server) answerWatch(m *protocol.WatchLeader) (*protocol.Redirect, string) {
+	switch {
+	case s.cluster == nil:
+		return nil, "this is a single controller: there is no leader to watch"
+	case m.Term >= s.term:
+		return nil, fmt.Sprintf("this controller is the leader of term %d that the agent is attached to: watch another controller of the cluster", s.term)
+	}
+	rd := &protocol.Redirect{Leader: s.cluster.advertisedAgent()}
+	if s.members != nil {
+		rd.Members = s.members()
+	}
+	return rd, ""
 }
 
 // fenced reports whether m acts on a job (Dispatch, Cancel): what a

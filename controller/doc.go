@@ -190,7 +190,10 @@
 // each agent that follows redirects a Redirect — the new leader once it
 // is known (waiting up to a second for it), else the members — and
 // gives them a second to leave before its term's Server stops
-// (Server.sayFarewell). Node.TransferLeadership hands leadership on, as
+// (Server.sayFarewell). A leader that dies says nothing, so each agent
+// attached to the leader also keeps a watch session with a follower
+// (node_watch.go), which sends it a Redirect as soon as it knows the
+// leader of a later term. Node.TransferLeadership hands leadership on, as
 // a clean stop does.
 //
 // An operator's restore (POST /operator/snapshot/restore,

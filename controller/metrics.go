@@ -186,10 +186,11 @@ var (
 	descClusterLagLive     = prometheus.NewDesc("jobsuite_cluster_follower_live", "On the leader: 1 if the voter counts for the follower-lag bound (reported in the last 2 s and, while behind, applying), 0 if it is ignored as dead or stuck.", []string{"peer"}, nil)
 	descClusterHeld        = prometheus.NewDesc("jobsuite_cluster_admission_held_seconds_total", "Time the follower-lag bound held new rounds (a voter was too far behind) since this controller started.", nil, nil)
 	descClusterHolds       = prometheus.NewDesc("jobsuite_cluster_admission_holds_total", "Times the follower-lag bound began to hold new rounds since this controller started.", nil, nil)
+	descClusterWatches     = prometheus.NewDesc("jobsuite_cluster_watch_sessions", "Agents' watch sessions this controller serves: agents attached to the leader that it will tell when another leader takes over (on a follower; scrape each node's -metrics listener).", nil, nil)
 )
 
 func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descClusterLeader, descClusterTerm, descClusterCommitIndex, descClusterApplied, descClusterLastIndex, descClusterVoters, descClusterContact, descClusterLag, descClusterLagBytes, descClusterLagLive, descClusterHeld, descClusterHolds} {
+	for _, d := range []*prometheus.Desc{descClusterLeader, descClusterTerm, descClusterCommitIndex, descClusterApplied, descClusterLastIndex, descClusterVoters, descClusterContact, descClusterLag, descClusterLagBytes, descClusterLagLive, descClusterHeld, descClusterHolds, descClusterWatches} {
 		ch <- d
 	}
 }
@@ -220,6 +221,7 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descClusterHeld, prometheus.CounterValue, s.Held.Seconds())
 	ch <- prometheus.MustNewConstMetric(descClusterHolds, prometheus.CounterValue, float64(s.Holds))
+	ch <- prometheus.MustNewConstMetric(descClusterWatches, prometheus.GaugeValue, float64(s.Watches))
 }
 
 // outboxCollector reads the webhook outbox's figures at scrape time.

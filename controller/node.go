@@ -85,13 +85,16 @@ type Node struct {
 	fwd     *forwarder
 	plain   plainMetrics // Config.MetricsAddr's listener (node_metrics.go)
 
-	term    atomic.Pointer[term] // set while this node leads
-	stale   staleSecurity        // tokens and revocations for stale reads (node_stale.go)
-	ledAt   atomic.Int64         // Unix nanoseconds when this node last stopped leading; 0 if never
-	wake    chan struct{}        // kicks the leadership loop
-	fatalMu sync.Mutex
-	fatal   error
-	stop    context.CancelFunc // ends Run (a fatal FSM error)
+	term atomic.Pointer[term] // set while this node leads
+	// watching are the agents' watch sessions this node serves
+	// (node_watch.go).
+	watching watches
+	stale    staleSecurity // tokens and revocations for stale reads (node_stale.go)
+	ledAt    atomic.Int64  // Unix nanoseconds when this node last stopped leading; 0 if never
+	wake     chan struct{} // kicks the leadership loop
+	fatalMu  sync.Mutex
+	fatal    error
+	stop     context.CancelFunc // ends Run (a fatal FSM error)
 
 	// leadMu: reconcile holds it to start or end a term, an operator's
 	// restore (node_restore.go) across stopping the term and raft.Restore.
@@ -336,6 +339,10 @@ type addrOf string
 
 func (a addrOf) Network() string { return "udp" }
 func (a addrOf) String() string  { return string(a) }
+
+// advertisedAgent is the node's agent address as it gives it to
+// agents (Welcome.Members, Redirect).
+func (n *Node) advertisedAgent() string { return n.addrs.Agent }
 
 // HTTPAddr is the address the API listens on.
 func (n *Node) HTTPAddr() string { return n.httpLn.Addr().String() }
@@ -917,6 +924,12 @@ func (n *Node) redirectAgent(ctx context.Context, sess transport.Session) {
 	}
 	var reply protocol.Message = &protocol.Error{Code: protocol.CodeShutdown, Message: msg}
 	if m, err := r.Read(); err == nil {
+		if wl, ok := m.(*protocol.WatchLeader); ok {
+			n.serveWatch(ctx, sess, ctrl, w, wl) // node_watch.go
+			_ = ctrl.Close()
+			discardUntilEOF(ctrl, 2*time.Second)
+			return
+		}
 		if h, ok := m.(*protocol.Hello); ok && h.Features&protocol.FeatureRedirect != 0 {
 			reply = &protocol.Redirect{Leader: leader, Members: n.agentMembers()}
 		}

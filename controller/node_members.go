@@ -31,6 +31,7 @@ type clusterView interface {
 	transferLeadership(ctx context.Context) (to string, err error)
 	restore(ctx context.Context, snap io.Reader) (restored, error) // node_restore.go
 	stats() clusterStats
+	advertisedAgent() string // the node's own agent address, as members list it
 }
 
 // clusterStats are the node's raft figures for /metrics.
@@ -48,6 +49,9 @@ type clusterStats struct {
 	// started, in Holds holds.
 	Held  time.Duration
 	Holds uint64
+	// Watches are the agents' watch sessions the node serves
+	// (node_watch.go).
+	Watches int
 }
 
 // opStatus asks a node on the cluster port for its own view.
@@ -61,11 +65,12 @@ type memberStatus struct {
 	LastIndex    uint64   `json:"last_index"`
 	LastContact  *float64 `json:"last_contact_seconds,omitempty"`
 	Addrs        NodeAddrs
+	Watches      int `json:"watch_sessions,omitempty"`
 }
 
 // status is this node's memberStatus.
 func (n *Node) status() memberStatus {
-	st := memberStatus{State: "starting", Addrs: n.addrs}
+	st := memberStatus{State: "starting", Addrs: n.addrs, Watches: n.watching.count()}
 	st.AppliedIndex, _ = n.fsm.Applied()
 	r := n.raftNode()
 	if r == nil {
@@ -113,7 +118,7 @@ func (n *Node) members(ctx context.Context) []api.Member {
 				}
 			}
 			m.Role, m.Term, m.AppliedIndex, m.LastIndex, m.LastContactSeconds = st.State, st.Term, st.AppliedIndex, st.LastIndex, st.LastContact
-			m.APIAddr, m.AgentAddr = st.Addrs.API, st.Addrs.Agent
+			m.APIAddr, m.AgentAddr, m.WatchSessions = st.Addrs.API, st.Addrs.Agent, st.Watches
 		})
 	}
 	wg.Wait()
@@ -165,6 +170,7 @@ func (n *Node) stats() clusterStats {
 		s.Lags = n.lag.Lags(s.LastIndex)
 	}
 	s.Held, s.Holds = n.lag.Held()
+	s.Watches = n.watching.count()
 	s.CommitIndex, _ = strconv.ParseUint(r.Stats()["commit_index"], 10, 64)
 	if f := r.GetConfiguration(); f.Error() == nil {
 		for _, srv := range f.Configuration().Servers {

@@ -198,6 +198,14 @@ func appendPayload(b []byte, m Message) ([]byte, bool) {
 		}
 		b = appendString(b, m.Leader)
 		b = appendStrings(b, m.Members)
+	case *WatchLeader:
+		if m == nil {
+			return b, false
+		}
+		b = binary.AppendUvarint(b, uint64(m.Version))
+		b = appendString(b, m.Name)
+		b = binary.AppendUvarint(b, m.Term)
+		b = appendString(b, m.Leader)
 	default:
 		return b, false
 	}
@@ -263,7 +271,9 @@ func appendRefs(b []byte, refs []AttemptRef) []byte {
 }
 
 // known reports whether this build defines message type t.
-func known(t Type) bool { return t >= TypeHello && t <= lastType }
+func known(t Type) bool {
+	return (t >= TypeHello && t <= lastType) || (t >= OptionalBase && t <= lastOptional)
+}
 
 // Decode decodes the payload of one message of type t (the frame without
 // its length prefix and type byte) into a new message, always a pointer
@@ -357,6 +367,13 @@ func Decode(t Type, payload []byte) (Message, error) {
 		m = &Redirect{
 			Leader:  d.str("Redirect.Leader"),
 			Members: d.strs("Redirect.Members"),
+		}
+	case TypeWatchLeader:
+		m = &WatchLeader{
+			Version: d.u32("WatchLeader.Version"),
+			Name:    d.str("WatchLeader.Name"),
+			Term:    d.uvarint("WatchLeader.Term"),
+			Leader:  d.str("WatchLeader.Leader"),
 		}
 	default:
 		if t >= OptionalBase {
@@ -700,6 +717,7 @@ var typeNames = [...]string{
 	TypeStatusRequest: "StatusRequest",
 	TypeStatusReply:   "StatusReply",
 	TypeRedirect:      "Redirect",
+	TypeWatchLeader:   "WatchLeader",
 }
 
 // String returns "stdout" or "stderr", or "Stream(N)" for a number this

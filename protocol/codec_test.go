@@ -123,6 +123,8 @@ func samples() map[string]Message {
 		"Redirect":           &Redirect{Leader: "ctl-b:7443", Members: []string{"ctl-a:7443", "ctl-b:7443", "ctl-c:7443"}},
 		"Redirect/no leader": &Redirect{Members: []string{"ctl-a:7443"}},
 		"Redirect/zero":      &Redirect{},
+		"WatchLeader":        &WatchLeader{Version: Version, Name: "worker-1", Term: 7, Leader: "ctl-b:7443"},
+		"WatchLeader/zero":   &WatchLeader{},
 	}
 }
 
@@ -453,12 +455,13 @@ func TestDecodeUnknownType(t *testing.T) {
 		typ     Type
 		wantErr error
 	}{
-		"zero":           {0, ErrUnknownType},
-		"next required":  {lastType + 1, ErrUnknownType},
-		"redirect":       {TypeRedirect, ErrMalformed},
-		"last required":  {OptionalBase - 1, ErrUnknownType},
-		"first optional": {OptionalBase, nil},
-		"last optional":  {255, nil},
+		"zero":                   {0, ErrUnknownType},
+		"next required":          {lastType + 1, ErrUnknownType},
+		"redirect":               {TypeRedirect, ErrMalformed},
+		"last required":          {OptionalBase - 1, ErrUnknownType},
+		"watch leader":           {TypeWatchLeader, ErrMalformed},
+		"first unknown optional": {lastOptional + 1, nil},
+		"last optional":          {255, nil},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -531,8 +534,8 @@ func TestStrings(t *testing.T) {
 			}
 		})
 	}
-	for typ := TypeHello; typ <= lastType; typ++ {
-		if strings.HasPrefix(typ.String(), "Type(") {
+	for typ := TypeHello; typ <= lastOptional; typ++ {
+		if known(typ) && strings.HasPrefix(typ.String(), "Type(") {
 			t.Errorf("type %d has no name", typ)
 		}
 	}

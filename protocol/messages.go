@@ -55,6 +55,12 @@ const (
 
 	// lastType is the highest required type this build knows.
 	lastType = TypeRedirect
+
+	// Optional types: a receiver that does not know one skips it.
+	TypeWatchLeader Type = 128 // agent → controller, first frame of a watch session: tell me when the leader changes
+
+	// lastOptional is the highest optional type this build knows.
+	lastOptional = TypeWatchLeader
 )
 
 // Message is implemented by every message type.
@@ -107,6 +113,15 @@ const (
 	// controller's consent: the agent uses it only on a session whose
 	// Welcome.Features has the bit (PROTOCOL.md §2.1).
 	FeatureCreditWithResult Features = 1 << 2
+	// FeatureLeaderWatch: the agent keeps a watch session (WatchLeader)
+	// with another controller of its cluster while it is attached to the
+	// leader, and leaves the leader as soon as that controller says
+	// another leader took over — instead of waiting for its session to a
+	// dead leader to time out (QUIC learns nothing from a killed
+	// process). A leader answers the bit in Welcome.Features when it is
+	// one of a cluster whose controllers serve watch sessions; the agent
+	// watches only then (PROTOCOL.md §2.4).
+	FeatureLeaderWatch Features = 1 << 3
 )
 
 // Has reports whether every bit of g is in f.
@@ -219,6 +234,23 @@ type Cancel struct {
 type Redirect struct {
 	Leader  string
 	Members []string
+}
+
+// WatchLeader is the first frame of a watch session (an optional type:
+// a controller from before it skips it, and closes the session when no
+// Hello follows). The agent is attached to the controller at agent
+// address Leader, leader of term Term, and asks this one, another
+// controller of the cluster, to tell it when that changes: the
+// controller answers Redirect naming the leader of a later term (itself,
+// if it leads) as soon as it knows one, and nothing until then. A
+// controller that is itself the leader of Term answers Error: the agent
+// reached its own leader under another address. Name is the agent's
+// name, as in Hello (it must match the certificate).
+type WatchLeader struct {
+	Version uint32
+	Name    string
+	Term    uint64
+	Leader  string
 }
 
 // Heartbeat renews the leases of the listed attempts: Running lists
@@ -369,3 +401,4 @@ func (*Drain) Type() Type         { return TypeDrain }
 func (*StatusRequest) Type() Type { return TypeStatusRequest }
 func (*StatusReply) Type() Type   { return TypeStatusReply }
 func (*Redirect) Type() Type      { return TypeRedirect }
+func (*WatchLeader) Type() Type   { return TypeWatchLeader }

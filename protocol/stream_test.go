@@ -67,12 +67,12 @@ func testReaderWriterPipe(t *testing.T, size int) {
 
 func TestReaderSkipsUnknownOptional(t *testing.T) {
 	var stream []byte
-	stream = append(stream, rawFrame(OptionalBase, nil)...)
+	stream = append(stream, rawFrame(lastOptional+1, nil)...)
 	stream = Append(stream, &Credit{Slots: 1})
 	stream = append(stream, rawFrame(200, bytes.Repeat([]byte{0xff}, 100_000))...)
 	stream = append(stream, rawFrame(255, []byte{1, 2, 3})...)
 	stream = Append(stream, &Credit{Slots: 2})
-	stream = append(stream, rawFrame(OptionalBase, nil)...)
+	stream = append(stream, rawFrame(lastOptional+1, nil)...)
 	r := NewReader(bytes.NewReader(stream), 0)
 	for _, want := range []uint32{1, 2} {
 		m, err := r.Read()
