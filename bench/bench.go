@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"jobsuite/transport"
 )
 
 // Config configures a benchmark run. The zero value (with Sizes from
@@ -120,9 +122,10 @@ var Groups = []string{"submit", "capacity", "real", "latency", "log", "scale", "
 
 // OptInGroups run only when named: cluster (issue 14's rows 9a–9h and
 // 9p, three controllers in cluster mode, about 10 more minutes),
-// cluster-output (its rows 9h, 9p and 9d alone) and cluster-log (row
-// 9d alone, without a limit: for before/after pairs).
-var OptInGroups = []string{"cluster", "cluster-output", "cluster-log"}
+// cluster-output (its rows 9h, 9p and 9d alone), cluster-log (row 9d
+// alone, without a limit: for before/after pairs) and cluster-failover
+// (rows 9e and 9f alone, QUIC and TCP agents).
+var OptInGroups = []string{"cluster", "cluster-output", "cluster-log", "cluster-failover"}
 
 // Row is one line of the report: a figure, the machine limit it is
 // compared with (measured in the same run) and the issue's target.
@@ -272,6 +275,9 @@ func (e *env) run(ctx context.Context, group string) {
 		e.clusterOutput(ctx)
 	case "cluster-log":
 		e.clusterLog(ctx, 0, 1)
+	case "cluster-failover":
+		e.failover(ctx, transport.ModeQUIC, "")
+		e.failover(ctx, transport.ModeTCP, "-tcp")
 	}
 }
 

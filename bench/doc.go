@@ -51,7 +51,8 @@
 // to the dispatch of the first job the cluster accepted after it (the
 // attempt's dispatched_at, on the controllers' clock, this machine's),
 // 9f until every agent is listed by the new leader; both with QUIC and
-// with TCP agents (rows 9e-tcp, 9f-tcp).
+// with TCP agents (rows 9e-tcp, 9f-tcp). The opt-in group
+// cluster-failover runs these four rows alone.
 //
 // The cluster group ends with the rows of issue 14's output decision
 // (also alone as the opt-in group cluster-output; cluster-log runs 9d

@@ -903,7 +903,9 @@ func (n *Node) holdAgent(ctx context.Context, sess transport.Session) {
 // redirectAgent turns away an agent that reached a follower: an agent
 // that announced FeatureRedirect gets a Redirect naming the leader and
 // the members, an older one an Error saying so (PROTOCOL.md §2.4); the
-// agent dials another controller.
+// agent dials another controller. With no leader known, it first waits
+// for one, up to leaderWait. A watch session is served instead
+// (serveWatch).
 func (n *Node) redirectAgent(ctx context.Context, sess transport.Session) {
 	defer sess.Close("not the leader")
 	hctx, cancel := context.WithTimeout(ctx, n.cfg.HandshakeTimeout)
@@ -916,23 +918,29 @@ func (n *Node) redirectAgent(ctx context.Context, sess transport.Session) {
 	_ = ctrl.SetWriteDeadline(time.Now().Add(n.cfg.HandshakeTimeout))
 	r := protocol.NewReaderSize(ctrl, n.cfg.MaxFrameBytes, controlReadBuffer)
 	w := protocol.NewWriter(ctrl)
+	m, err := r.Read()
+	if err != nil {
+		return
+	}
+	if wl, ok := m.(*protocol.WatchLeader); ok {
+		n.serveWatch(ctx, sess, ctrl, w, wl) // node_watch.go
+		_ = ctrl.Close()
+		discardUntilEOF(ctrl, 2*time.Second)
+		return
+	}
+	// During an election the agent waits here for the new leader (up to
+	// leaderWait, well within the 15 s it waits for an answer), instead
+	// of going round its addresses, each knowing no leader, and into its
+	// backoff: it hears of the leader the moment this node does.
 	leader := ""
 	msg := "this controller is not the leader and no leader is known yet; try another controller"
-	if a, err := n.leaderAddrs(ctx, false); err == nil {
+	if a, err := n.leaderAddrs(ctx, true); err == nil {
 		leader = a.Agent
 		msg = "this controller is not the leader; the leader's agent address is " + leader
 	}
 	var reply protocol.Message = &protocol.Error{Code: protocol.CodeShutdown, Message: msg}
-	if m, err := r.Read(); err == nil {
-		if wl, ok := m.(*protocol.WatchLeader); ok {
-			n.serveWatch(ctx, sess, ctrl, w, wl) // node_watch.go
-			_ = ctrl.Close()
-			discardUntilEOF(ctrl, 2*time.Second)
-			return
-		}
-		if h, ok := m.(*protocol.Hello); ok && h.Features&protocol.FeatureRedirect != 0 {
-			reply = &protocol.Redirect{Leader: leader, Members: n.agentMembers()}
-		}
+	if h, ok := m.(*protocol.Hello); ok && h.Features&protocol.FeatureRedirect != 0 {
+		reply = &protocol.Redirect{Leader: leader, Members: n.agentMembers()}
 	}
 	_ = w.Write(reply)
 	_ = ctrl.Close()
