@@ -408,6 +408,18 @@ func nodeMembers(t *testing.T, c *nodeCluster, i int) []api.Member {
 // returns its answer.
 func agentHello(t *testing.T, c *nodeCluster, addr string, features protocol.Features) (protocol.Message, transport.Session) {
 	t.Helper()
+	sess := dialAgent3(t, c, addr)
+	m, _, _, err := controlReply(sess, &protocol.Hello{Version: protocol.Version, Name: "agent-3", Slots: 1, Features: features})
+	if err != nil {
+		t.Fatalf("hello to %s: %v", addr, err)
+	}
+	return m, sess
+}
+
+// dialAgent3 opens a QUIC session with the controller at addr as
+// agent-3, closed when the test ends.
+func dialAgent3(t *testing.T, c *nodeCluster, addr string) transport.Session {
+	t.Helper()
 	pool, kp, err := files(c.dir, "agent-3").Load()
 	if err != nil {
 		t.Fatal(err)
@@ -419,11 +431,7 @@ func agentHello(t *testing.T, c *nodeCluster, addr string, features protocol.Fea
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sess.Close("test over") })
-	m, _, _, err := controlReply(sess, &protocol.Hello{Version: protocol.Version, Name: "agent-3", Slots: 1, Features: features})
-	if err != nil {
-		t.Fatalf("hello to %s: %v", addr, err)
-	}
-	return m, sess
+	return sess
 }
 
 type clusterAgent struct{ stop func() }

@@ -8,9 +8,7 @@ import (
 	"time"
 
 	"jobsuite/api"
-	"jobsuite/certs"
 	"jobsuite/protocol"
-	"jobsuite/transport"
 )
 
 // watchVia opens a watch session as agent-3 with the controller at addr
@@ -18,17 +16,9 @@ import (
 // the controller's answer.
 func watchVia(t *testing.T, c *nodeCluster, addr string, term uint64, leader string) func() (protocol.Message, error) {
 	t.Helper()
-	pool, kp, err := files(c.dir, "agent-3").Load()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sess := dialAgent3(t, c, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sess, err := transport.Dial(ctx, addr, certs.ClientTLS(pool, kp, "127.0.0.1"), transport.ModeQUIC, transport.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sess.Close("test over") })
 	st, err := sess.OpenStream(ctx)
 	if err != nil {
 		t.Fatal(err)
