@@ -186,6 +186,10 @@ func clusterFaults(t *testing.T, bin, mode string) {
 		stop    atomic.Bool
 		cwg     sync.WaitGroup
 	)
+	// A fault that fails the test (t.Fatal in a poll) must not leave the
+	// clients running past its end: their t.Errorf would panic and take
+	// the whole package's run down with it.
+	defer func() { stop.Store(true); cwg.Wait() }()
 	start := time.Now()
 	now := func() int64 { return int64(time.Since(start)) }
 	runs := filepath.Join(work, "runs") // "s|e JOB ATTEMPT NANOS" lines the jobs append
