@@ -89,6 +89,7 @@ type fakeController struct {
 	drops    int              // WebSocket connections to cut after the first message
 	wsConns  int
 	clientCN string
+	protos   map[string]int // requests by "METHOD proto", e.g. "POST HTTP/2.0"
 }
 
 func newFakeController(t *testing.T) *fakeController {
@@ -103,7 +104,9 @@ func newFakeController(t *testing.T) *fakeController {
 		t.Fatal(err)
 	}
 	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
-	f.srv.TLS = certs.ServerTLS(pool, cert, "http/1.1")
+	// As the controller's API: HTTP/2 and HTTP/1.1 by ALPN.
+	f.srv.EnableHTTP2 = true
+	f.srv.TLS = certs.ServerTLS(pool, cert, "h2", "http/1.1")
 	f.srv.StartTLS()
 	t.Cleanup(f.srv.Close)
 	return f
@@ -203,6 +206,10 @@ func (f *fakeController) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.clientCN = r.TLS.PeerCertificates[0].Subject.CommonName
+	if f.protos == nil {
+		f.protos = map[string]int{}
+	}
+	f.protos[r.Method+" "+r.Proto]++
 	f.mu.Unlock()
 
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")

@@ -481,9 +481,17 @@ func (s *Server) listen(pool *x509.CertPool, cert tls.Certificate) error {
 	return nil
 }
 
-// listenAPI binds the HTTPS API's listener.
+// listenAPI binds the HTTPS API's listener. It offers HTTP/2 and
+// HTTP/1.1 by ALPN: clients that send many requests (the CLI, net/http
+// clients) multiplex them on one connection, and the WebSocket routes
+// keep working because WebSocket dialers ask for http/1.1 alone (gorilla's
+// dialer, and browsers, which open WebSockets over HTTP/1.1 since this
+// server does not offer HTTP/2's extended CONNECT — Go's default; the
+// GODEBUG setting http2xconnect=1 would offer it, and browsers would then
+// send WebSocket requests the log routes refuse). A client that asks for
+// no protocol gets HTTP/1.1.
 func listenAPI(addr string, p *pki, pool *x509.CertPool, cert tls.Certificate) (net.Listener, error) {
-	httpTLS := p.serve(certs.ServerTLS(pool, cert, "http/1.1"))
+	httpTLS := p.serve(certs.ServerTLS(pool, cert, "h2", "http/1.1"))
 	// A client may come without a certificate and show an API token
 	// instead (auth answers 401 when it has neither); a certificate that
 	// is given must still verify against the CA in the handshake.
