@@ -2,7 +2,9 @@ package controller
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,5 +88,52 @@ func TestJobJSONAllocs(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Errorf("%v allocations per view, want 0", n)
+	}
+}
+
+// The hand-written key checks of the submit path accept exactly what
+// the regular expressions do.
+func TestKeyMatchers(t *testing.T) {
+	alphabet := "aZ09._/-=\x00é "
+	var keys []string
+	for _, a := range alphabet {
+		keys = append(keys, string(a))
+		for _, b := range alphabet {
+			keys = append(keys, string(a)+string(b))
+		}
+	}
+	for _, n := range []int{62, 63, 64, 127, 128, 129} {
+		keys = append(keys, strings.Repeat("a", n), "_"+strings.Repeat("1", n-1), strings.Repeat("9", n))
+	}
+	keys = append(keys, "", "team", "k8s.io/name", "PATH", "_X1", "1X", "a b", "a\n")
+	for _, k := range keys {
+		if got, want := validLabelKey(k), labelKeyRE.MatchString(k); got != want {
+			t.Errorf("validLabelKey(%q) = %v, the regexp says %v", k, got, want)
+		}
+		if got, want := validEnvKey(k), envKeyRE.MatchString(k); got != want {
+			t.Errorf("validEnvKey(%q) = %v, the regexp says %v", k, got, want)
+		}
+	}
+}
+
+// decodePriority's shortcut gives what encoding/json's path gives.
+func TestDecodePriority(t *testing.T) {
+	tests := map[string]struct {
+		want    int
+		wantErr bool
+	}{
+		`"high"`: {want: 75}, `"low"`: {want: 25}, `"med"`: {want: 50}, `"HIGH"`: {want: 75}, `" mid "`: {want: 50},
+		`"\u0068igh"`: {want: 75}, `"40"`: {want: 40}, `40`: {want: 40}, `0`: {want: 0}, `100`: {want: 100},
+		`-0`: {want: 0}, `5e1`: {want: 50}, `50.0`: {want: 50}, `101`: {wantErr: true}, `-1`: {wantErr: true},
+		`2.5`: {wantErr: true}, `"urgent"`: {wantErr: true}, `""`: {wantErr: true}, `true`: {wantErr: true},
+		`99999999999999999999`: {wantErr: true},
+	}
+	for raw, tt := range tests {
+		t.Run(raw, func(t *testing.T) {
+			got, err := decodePriority(json.RawMessage(raw))
+			if (err != nil) != tt.wantErr || err == nil && got != tt.want {
+				t.Errorf("decodePriority(%s) = %d, %v; want %d (error: %v)", raw, got, err, tt.want, tt.wantErr)
+			}
+		})
 	}
 }
