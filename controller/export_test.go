@@ -66,3 +66,6 @@ func (s *memSink) Close() error  { return nil }
 
 // Handler is the API's http.Handler, for calling it without a listener.
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// APIProtocols are the protocols the API offers by ALPN under godebug.
+func APIProtocols(godebug string) []string { return apiProtocols(godebug) }
