@@ -44,7 +44,7 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s %s: no number (%v)", r.ID, r.Name, r.Value)
 		}
 	}
-	for _, id := range []string{"1a", "1b", "1c", "2a", "2b", "3", "3b", "3c", "4a", "4b", "4c", "4d", "4e", "4f", "5a", "5b", "5c", "6a", "6b", "6c", "6d", "7a", "7b", "7c"} {
+	for _, id := range []string{"1a", "1b", "1c", "1h", "2a", "2b", "3", "3b", "3c", "4a", "4b", "4c", "4d", "4e", "4f", "5a", "5b", "5c", "6a", "6b", "6c", "6d", "7a", "7b", "7c"} {
 		if !ids[id] {
 			t.Errorf("no row %s", id)
 		}

@@ -92,6 +92,17 @@ func newAPI(p *pki, addr string, conns int) *api {
 	return &api{base: "https://" + addr, host: addr, c: &http.Client{Transport: tr, Timeout: 2 * time.Minute}, pki: p}
 }
 
+// newAPIH2 is newAPI asking for HTTP/2 (and HTTP/1.1 after it) by ALPN,
+// as the CLI does: its clients' requests share one connection while
+// fewer than the server's 250 concurrent streams are open.
+func newAPIH2(p *pki, addr string, conns int) *api {
+	a := newAPI(p, addr, conns)
+	tr := a.c.Transport.(*http.Transport)
+	tr.TLSClientConfig = certs.ClientTLS(p.pool, p.op, "127.0.0.1", "h2", "http/1.1")
+	tr.ForceAttemptHTTP2 = true
+	return a
+}
+
 func (a *api) close() { a.c.CloseIdleConnections() }
 
 // do sends a request and returns the status and body; the body is read

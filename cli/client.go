@@ -406,10 +406,17 @@ func newClientAddrs(addrs []*url.URL, pool *x509.CertPool, cert tls.Certificate)
 	// No fixed server name: each connection checks the certificate
 	// against the host it dials (net/http and the WebSocket dialer fill
 	// it in), so the controllers of a cluster may have names of their own.
-	cfg := certs.ClientTLS(pool, cert, "", "http/1.1")
+	// HTTP/2 when the controller offers it (its API does since issue
+	// 16): a command that sends many requests (list pages, follow, waits)
+	// shares one connection. WebSockets ask for http/1.1 alone
+	// (websocketAt).
+	cfg := certs.ClientTLS(pool, cert, "", "h2", "http/1.1")
 	tr := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		TLSClientConfig:     cfg,
+		Proxy:             http.ProxyFromEnvironment,
+		ForceAttemptHTTP2: true, // a TLSClientConfig of our own turns it off otherwise
+		// A copy: the transport writes to its configuration when it sets
+		// HTTP/2 up, while websocketAt clones c.tls.
+		TLSClientConfig:     cfg.Clone(),
 		TLSHandshakeTimeout: 15 * time.Second,
 		IdleConnTimeout:     30 * time.Second,
 	}

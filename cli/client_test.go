@@ -89,6 +89,7 @@ type fakeController struct {
 	drops    int              // WebSocket connections to cut after the first message
 	wsConns  int
 	clientCN string
+	protos   map[string]int // requests by "METHOD proto", e.g. "POST HTTP/2.0"
 }
 
 func newFakeController(t *testing.T) *fakeController {
@@ -111,7 +112,9 @@ func (p *testPKI) serve(t *testing.T, h http.Handler) *httptest.Server {
 		t.Fatal(err)
 	}
 	srv := httptest.NewUnstartedServer(h)
-	srv.TLS = certs.ServerTLS(pool, cert, "http/1.1")
+	// As the controller's API: HTTP/2 and HTTP/1.1 by ALPN.
+	srv.EnableHTTP2 = true
+	srv.TLS = certs.ServerTLS(pool, cert, "h2", "http/1.1")
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	return srv
@@ -211,6 +214,10 @@ func (f *fakeController) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.clientCN = r.TLS.PeerCertificates[0].Subject.CommonName
+	if f.protos == nil {
+		f.protos = map[string]int{}
+	}
+	f.protos[r.Method+" "+r.Proto]++
 	f.mu.Unlock()
 
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")

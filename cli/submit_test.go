@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"reflect"
 	"strings"
 	"testing"
@@ -179,6 +180,14 @@ func TestSubmitFollow(t *testing.T) {
 	}
 	if q := f.lastQuery(); !strings.Contains(q, "format=json") || !strings.Contains(q, "follow=1") {
 		t.Errorf("WebSocket query %q", q)
+	}
+	// The submit goes over HTTP/2, the WebSocket over HTTP/1.1 (its
+	// upgrade is a GET).
+	f.mu.Lock()
+	protos := maps.Clone(f.protos)
+	f.mu.Unlock()
+	if protos["POST HTTP/2.0"] != 1 || protos["POST HTTP/1.1"] != 0 || protos["GET HTTP/1.1"] == 0 {
+		t.Errorf("requests by protocol %v: want the POST over HTTP/2 and the WebSocket's GET over HTTP/1.1", protos)
 	}
 }
 

@@ -153,6 +153,39 @@ var (
 	envKeyRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
 )
 
+// validLabelKey is labelKeyRE.MatchString without the regexp engine,
+// for the submit path (TestKeyMatchers holds them equal).
+func validLabelKey(k string) bool {
+	if len(k) == 0 || len(k) > 63 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		switch c := k[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '/' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validEnvKey is envKeyRE.MatchString without the regexp engine.
+func validEnvKey(k string) bool {
+	if len(k) == 0 || len(k) > 128 {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		switch c := k[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
+		case i > 0 && c >= '0' && c <= '9':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // Limits on a submitted job. The configurable ones are defaults of
 // Config (MaxCommandBytes, MaxEnv, MaxLabels).
 const (
@@ -239,7 +272,7 @@ func decodeFanout(req *api.SubmitRequest, lim submitLimits) (*sched.FanoutSpec, 
 		return nil, badField("fanout.labels", "has %d entries; the limit is %d (the controller's -max-labels)", len(fo.Labels), lim.labels)
 	}
 	for k, v := range fo.Labels {
-		if !labelKeyRE.MatchString(k) {
+		if !validLabelKey(k) {
 			return nil, badField("fanout.labels", "key %q must be 1–63 letters, digits, '.', '_', '/' or '-'", k)
 		}
 		if len(v) > maxLabelValue {
@@ -384,7 +417,7 @@ func decodeInto(body []byte, lim submitLimits, into *api.SubmitRequest) (*store.
 		return nil, badField("labels", "has %d entries; the limit is %d (the controller's -max-labels)", len(req.Labels), lim.labels)
 	}
 	for k, v := range req.Labels {
-		if !labelKeyRE.MatchString(k) {
+		if !validLabelKey(k) {
 			return nil, badField("labels", "key %q must be 1–63 letters, digits, '.', '_', '/' or '-'", k)
 		}
 		if len(v) > maxLabelValue {
@@ -398,7 +431,7 @@ func decodeInto(body []byte, lim submitLimits, into *api.SubmitRequest) (*store.
 		return nil, badField("env", "has %d entries; the limit is %d (the controller's -max-env)", len(req.Env), lim.env)
 	}
 	for k, v := range req.Env {
-		if !envKeyRE.MatchString(k) {
+		if !validEnvKey(k) {
 			return nil, badField("env", "name %q is not a valid environment variable name", k)
 		}
 		if len(v) > maxEnvValue {
@@ -555,6 +588,17 @@ func shellQuote(s string) string {
 }
 
 func decodePriority(raw json.RawMessage) (int, error) {
+	// The usual forms first, without encoding/json: a name as the map
+	// has it ("high"), or a plain integer. Anything else (escapes, upper
+	// case, spaces, 5e1) takes the general path below, which gives the
+	// same answer for these.
+	if n := len(raw); n >= 2 && raw[0] == '"' && raw[n-1] == '"' {
+		if p, ok := priorityNames[string(raw[1:n-1])]; ok {
+			return p, nil
+		}
+	} else if p, err := strconv.Atoi(string(raw)); err == nil && p >= 0 && p <= 100 {
+		return p, nil
+	}
 	var name string
 	if err := json.Unmarshal(raw, &name); err == nil {
 		if p, ok := priorityNames[strings.ToLower(strings.TrimSpace(name))]; ok {

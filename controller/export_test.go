@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net/http"
 
 	"jobsuite/controller/store"
 )
@@ -62,3 +63,9 @@ type memSink struct{ bytes.Buffer }
 func (s *memSink) ID() string    { return "mem" }
 func (s *memSink) Cancel() error { return nil }
 func (s *memSink) Close() error  { return nil }
+
+// Handler is the API's http.Handler, for calling it without a listener.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// APIProtocols are the protocols the API offers by ALPN under godebug.
+func APIProtocols(godebug string) []string { return apiProtocols(godebug) }

@@ -176,11 +176,13 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, _ httprout
 		if cur, err := s.st.Get(j.ID); err == nil {
 			j = cur
 		}
-		writeJSON(w, http.StatusOK, viewJob(j, s.sched.Reason(j)))
+		v := viewJob(j, s.sched.Reason(j))
+		writeJobJSON(w, http.StatusOK, &v)
 		return
 	}
 	s.logAudit(audit)
-	writeJSON(w, http.StatusCreated, viewJob(j, ""))
+	v := viewJob(j, "")
+	writeJobJSON(w, http.StatusCreated, &v) // jobjson.go
 }
 
 // submitFanout creates a fan-out (its parent and children in one

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/julienschmidt/httprouter"
@@ -73,17 +75,68 @@ func (r router) count(method, route string, h httprouter.Handle) httprouter.Hand
 	if r.m == nil {
 		return h
 	}
-	timed := route != "/ws/jobs/:id/logs"
+	rm := &routeMetrics{m: r.m, method: method, route: route, timed: route != "/ws/jobs/:id/logs"}
 	return func(w http.ResponseWriter, req *http.Request, p httprouter.Params) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		h(sw, req, p)
-		code := strconv.Itoa(sw.status())
-		r.m.requests.WithLabelValues(method, route, code).Inc()
-		if timed {
-			r.m.duration.WithLabelValues(method, route, code).Observe(time.Since(start).Seconds())
+		c := rm.code(sw.status())
+		c.requests.Inc()
+		if rm.timed {
+			c.duration.Observe(time.Since(start).Seconds())
 		}
 	}
+}
+
+// routeMetrics are one route's series, looked up once per status code
+// it answers with rather than on every request (WithLabelValues hashes
+// the three labels and takes the vector's lock; the code's label is a
+// string to format).
+type routeMetrics struct {
+	m             *httpMetrics
+	method, route string
+	timed         bool
+
+	codes atomic.Pointer[[]codeMetrics] // copied on write; a route answers few codes
+	mu    sync.Mutex                    // serialises the writes
+}
+
+// codeMetrics are a route's series for one status code.
+type codeMetrics struct {
+	code     int
+	requests prometheus.Counter
+	duration prometheus.Observer // nil for an untimed route
+}
+
+// code returns the route's series for status code, creating them on
+// its first use.
+func (rm *routeMetrics) code(code int) *codeMetrics {
+	if cs := rm.codes.Load(); cs != nil {
+		for i := range *cs {
+			if (*cs)[i].code == code {
+				return &(*cs)[i]
+			}
+		}
+	}
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	var cs []codeMetrics
+	if p := rm.codes.Load(); p != nil {
+		for i := range *p {
+			if (*p)[i].code == code {
+				return &(*p)[i]
+			}
+		}
+		cs = append(cs, *p...)
+	}
+	label := strconv.Itoa(code)
+	c := codeMetrics{code: code, requests: rm.m.requests.WithLabelValues(rm.method, rm.route, label)}
+	if rm.timed {
+		c.duration = rm.m.duration.WithLabelValues(rm.method, rm.route, label)
+	}
+	cs = append(cs, c)
+	rm.codes.Store(&cs)
+	return &cs[len(cs)-1]
 }
 
 // statusWriter records the status code a handler writes. It passes

@@ -11,6 +11,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -481,9 +483,18 @@ func (s *Server) listen(pool *x509.CertPool, cert tls.Certificate) error {
 	return nil
 }
 
-// listenAPI binds the HTTPS API's listener.
+// listenAPI binds the HTTPS API's listener. It offers HTTP/2 and
+// HTTP/1.1 by ALPN (apiProtocols): clients that send many requests (the
+// CLI, net/http clients) multiplex them on one connection, and a client
+// that asks for no protocol gets HTTP/1.1. The log WebSocket is served
+// over HTTP/1.1 only (gorilla's Upgrader takes an HTTP/1.1 Upgrade, not
+// RFC 8441's CONNECT over HTTP/2): WebSocket dialers ask for http/1.1
+// alone (gorilla's; the CLI's), and browsers open a connection of its
+// own with http/1.1 for a WebSocket whenever the HTTP/2 server does not
+// send SETTINGS_ENABLE_CONNECT_PROTOCOL — which Go's does not
+// (TestAPIOffersHTTP2 checks its SETTINGS).
 func listenAPI(addr string, p *pki, pool *x509.CertPool, cert tls.Certificate) (net.Listener, error) {
-	httpTLS := p.serve(certs.ServerTLS(pool, cert, "http/1.1"))
+	httpTLS := p.serve(certs.ServerTLS(pool, cert, apiProtocols(os.Getenv("GODEBUG"))...))
 	// A client may come without a certificate and show an API token
 	// instead (auth answers 401 when it has neither); a certificate that
 	// is given must still verify against the CA in the handshake.
@@ -493,6 +504,21 @@ func listenAPI(addr string, p *pki, pool *x509.CertPool, cert tls.Certificate) (
 		return nil, fmt.Errorf("controller: API listener: %w", err)
 	}
 	return tls.NewListener(ln, httpTLS), nil
+}
+
+// apiProtocols are the protocols the API offers by ALPN, given the
+// process's GODEBUG: h2 and http/1.1, or http/1.1 alone if GODEBUG
+// turns on net/http's HTTP/2 extended CONNECT (http2xconnect=1, read as
+// net/http reads it). With it, the server sends
+// SETTINGS_ENABLE_CONNECT_PROTOCOL, a browser that negotiated h2 then
+// opens the log WebSocket as an HTTP/2 CONNECT with :protocol
+// websocket, and the log route, which takes HTTP/1.1 upgrades only,
+// could not answer it: the page's log would never connect.
+func apiProtocols(godebug string) []string {
+	if strings.Contains(godebug, "http2xconnect=1") {
+		return []string{"http/1.1"}
+	}
+	return []string{"h2", "http/1.1"}
 }
 
 // newHTTPServer is the API's http.Server around h.

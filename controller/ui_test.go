@@ -280,7 +280,12 @@ func TestUIBrowser(t *testing.T) {
 		"command": `printf '\033[32mattempt %s\033[0m\n' "$JOBSUITE_ATTEMPT"; [ $JOBSUITE_ATTEMPT -ge 2 ]`,
 	}))
 	b.navigate(fmt.Sprintf("%s/ui/job?id=%d", base, retried.JobID))
-	b.waitJS("the retried job ended", `document.getElementById('log-state').textContent.startsWith('ended: completed')`)
+	// Ended in the log and rendered above it: the job's fields (from the
+	// page's poll, which may answer after the log's end) push the
+	// Timestamps button down when they arrive, and a click computed
+	// before would miss it.
+	b.waitJS("the retried job ended", `document.getElementById('log-state').textContent.startsWith('ended: completed') &&
+		document.getElementById('job-status').textContent === 'completed' && document.querySelectorAll('#attempts tr').length === 2`)
 	b.click("#timestamps")
 	for what, expr := range map[string]string{
 		"the output, unmarked":               `document.getElementById('log').textContent === 'attempt 1\nattempt 2\n'`,
@@ -1031,15 +1036,31 @@ func (b *browser) navigate(url string) {
 func (b *browser) center(selector string) [2]float64 {
 	b.t.Helper()
 	b.waitJS(selector+" to be visible", fmt.Sprintf(`(() => { const e = document.querySelector(%q); return !!e && e.getClientRects().length > 0; })()`, selector))
-	v, err := b.eval(fmt.Sprintf(`(() => { const e = document.querySelector(%q); e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect(); return [r.left + r.width / 2, r.top + r.height / 2]; })()`, selector))
-	if err != nil {
-		b.t.Fatalf("locating %s: %v", selector, err)
+	// The element must be what the browser finds at its middle: a page
+	// still rendering (a poll's answer adding rows above it) may have
+	// moved it, or covered it, since it became visible — a click there
+	// would miss (TestUIBrowser's timestamps button did, once).
+	expr := fmt.Sprintf(`(() => { const e = document.querySelector(%q); e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();
+		const x = r.left + r.width / 2, y = r.top + r.height / 2, hit = document.elementFromPoint(x, y);
+		return hit && (hit === e || e.contains(hit)) ? [x, y] : null; })()`, selector)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		v, err := b.eval(expr)
+		if err != nil {
+			b.t.Fatalf("locating %s: %v", selector, err)
+		}
+		var xy *[2]float64
+		if err := json.Unmarshal(v, &xy); err != nil {
+			b.t.Fatalf("locating %s: %v", selector, err)
+		}
+		if xy != nil {
+			return *xy
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("%s is visible but something else is at its middle", selector)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	var xy [2]float64
-	if err := json.Unmarshal(v, &xy); err != nil {
-		b.t.Fatalf("locating %s: %v", selector, err)
-	}
-	return xy
 }
 
 // click clicks the middle of the element selector names with the mouse.
