@@ -136,7 +136,7 @@ func TestDrain(t *testing.T) {
 		if err != nil {
 			t.Errorf("Run: %v", err)
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(waitLimit):
 		t.Fatal("the drained agent did not exit")
 	}
 	if j := c.job(late.JobID); j.Status != "queued" || len(j.Attempts) != 0 {
