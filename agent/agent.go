@@ -1170,6 +1170,14 @@ func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, 
 	w := protocol.NewWriter(st)
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
+	// A write blocked on the stream's flow control does not see ctx.
+	// When the stream is over for this side (the controller ended it
+	// with an Error — it then reads on only briefly — or it broke, or
+	// the session ended), abort it so such a write returns and the
+	// shipper can open a new stream; otherwise it waits while the
+	// session lives.
+	stopAbort := context.AfterFunc(ctx, st.Abort)
+	defer stopAbort()
 	finAck := make(chan struct{})
 	refusedCh := make(chan string, 1)
 	go func() {

@@ -170,3 +170,94 @@ func TestShipFramesTogether(t *testing.T) {
 		})
 	}
 }
+
+// stuckStream is a job stream whose reader has gone away, as a
+// controller's after it refused the stream with an Error and stopped
+// reading: each Write blocks (the stream's flow control) until Abort,
+// and Read returns the Error once a Write is blocked.
+type stuckStream struct {
+	writing chan struct{} // closed at the first Write
+	once    sync.Once
+	aborted chan struct{}
+	abort   sync.Once
+	reply   *bytes.Reader
+}
+
+func newStuckStream(reply protocol.Message) *stuckStream {
+	return &stuckStream{writing: make(chan struct{}), aborted: make(chan struct{}), reply: bytes.NewReader(protocol.Append(nil, reply))}
+}
+
+func (s *stuckStream) Write(p []byte) (int, error) {
+	s.once.Do(func() { close(s.writing) })
+	<-s.aborted
+	return 0, transport.ErrAborted
+}
+
+func (s *stuckStream) Read(p []byte) (int, error) {
+	select {
+	case <-s.writing:
+	case <-s.aborted:
+		return 0, transport.ErrAborted
+	}
+	if s.reply.Len() > 0 {
+		return s.reply.Read(p)
+	}
+	<-s.aborted
+	return 0, transport.ErrAborted
+}
+
+func (s *stuckStream) Close() error                     { return nil }
+func (s *stuckStream) Abort()                           { s.abort.Do(func() { close(s.aborted) }) }
+func (s *stuckStream) SetReadDeadline(time.Time) error  { return nil }
+func (s *stuckStream) SetWriteDeadline(time.Time) error { return nil }
+
+// seqSession opens the streams it is given, in order.
+type seqSession struct {
+	recSession
+	mu      sync.Mutex
+	streams []transport.Stream
+	opened  int
+}
+
+func (s *seqSession) OpenStream(context.Context) (transport.Stream, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[min(s.opened, len(s.streams)-1)]
+	s.opened++
+	return st, nil
+}
+
+// TestShipReopensAfterErrorWhileWriting: the controller refuses a job
+// stream with an Error (its disk is nearly full) and stops reading it
+// while the shipper is blocked writing to it. The shipper must give the
+// stream up and open a new one; it used to wait in its write for as
+// long as the session lived (TestControllerDiskFull, under load).
+func TestShipReopensAfterErrorWhileWriting(t *testing.T) {
+	a := testAgent(t, testPKI(t), t.TempDir())
+	stuck, next := newStuckStream(&protocol.Error{Code: protocol.CodeStorageFull, Message: "disk nearly full"}), newRecStream()
+	sctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	sess := &seqSession{recSession: recSession{done: make(chan struct{})}, streams: []transport.Stream{stuck, next}}
+	s := &session{t: sess, ctrl: protocol.NewWriter(io.Discard), ctx: sctx}
+	d := &protocol.Dispatch{JobID: 3, Attempt: 1, Command: "true", CaptureLogs: true, KillGrace: time.Second, Output: protocol.OutputOrdered}
+	if err := a.start(context.Background(), s, d); err != nil {
+		t.Fatal(err)
+	}
+	// The new stream carries the whole report again.
+	var got []protocol.Type
+	for !slices.Contains(got, protocol.TypeFinished) {
+		got = append(got, types(next.next(t))...)
+	}
+	if got[0] != protocol.TypeJobOpen {
+		t.Errorf("the new stream starts with %v, want JobOpen", got)
+	}
+	select {
+	case <-stuck.aborted:
+	default:
+		t.Error("the refused stream was not aborted")
+	}
+	if err := protocol.NewWriter(next.back).Write(&protocol.FinishAck{}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the attempt to be forgotten", func() bool { return a.Running() == 0 })
+}

@@ -354,7 +354,7 @@ log_json   = true
 	done := make(chan int, 1)
 	go func() { done <- (&ControllerCommand{Meta: m}).Run([]string{"-config", path}) }()
 
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	for !strings.Contains(stderr.String(), "controller ready") {
 		select {
 		case code := <-done:

@@ -105,16 +105,23 @@ func startDev(t *testing.T, m Meta, args ...string) func() {
 				if code != 0 {
 					t.Errorf("dev exited %d", code)
 				}
-			case <-time.After(30 * time.Second):
+			case <-time.After(waitLimit):
 				t.Error("dev did not stop")
 			}
 		})
 	}
 }
 
+// waitLimit bounds each wait of these tests for a controller, an agent
+// or a job: a deadline, not a delay (every wait ends as soon as its
+// event happens), sized for CI's shared 2-core machine under load, where
+// a controller's start or a real job takes many times what it does on a
+// quiet one (as in controller's tests).
+const waitLimit = 2 * time.Minute
+
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

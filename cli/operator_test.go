@@ -308,7 +308,7 @@ func snapNode(t *testing.T, p *testPKI, dataDir string) {
 			t.Errorf("node: %v", err)
 		}
 	})
-	for deadline := time.Now().Add(30 * time.Second); !nd.Leading(); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(waitLimit); !nd.Leading(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the one-node cluster did not elect itself")
 		}

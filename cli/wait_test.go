@@ -220,7 +220,7 @@ func TestWaitInterrupted(t *testing.T) {
 		if code != ExitInterrupted || !strings.Contains(errb.String(), "interrupted; the jobs keep running") {
 			t.Errorf("exit %d, stderr %q; want 130 and a note that the jobs keep running", code, errb)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(waitLimit):
 		t.Fatal("wait did not stop when its context ended")
 	}
 }

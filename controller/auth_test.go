@@ -73,8 +73,8 @@ func refusedWith(t *testing.T, errc <-chan error, want string) {
 			t.Fatalf("agent ended with %v; want a refusal mentioning %q", err, want)
 		}
 		t.Logf("agent refused: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatalf("agent was not refused (%q)", want)
+	case <-time.After(waitLimit):
+		t.Fatalf("agent was not refused (%q) within %v", want, waitLimit)
 	}
 }
 
@@ -234,7 +234,7 @@ func (c *cluster) tokenClient(token string) *tokenClient {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	return &tokenClient{t: c.t, base: c.base, token: token, http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+	return &tokenClient{t: c.t, base: c.base, token: token, http: &http.Client{Timeout: waitLimit, Transport: &http.Transport{
 		TLSClientConfig: certs.ClientTLS(pool, tls.Certificate{}, "127.0.0.1", "http/1.1"),
 	}}}
 }

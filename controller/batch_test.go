@@ -175,7 +175,13 @@ func TestBatchValidation(t *testing.T) {
 }
 
 func TestBatchTooLarge(t *testing.T) {
-	c := startCluster(t)
+	// An info logger (see testLoggerAt), and as long for a body to
+	// arrive as for any wait: on a loaded machine the 18 MiB body below
+	// took over the default 30 s, and the answer was a 400 for the
+	// timeout, not the 413 for the size this test is about.
+	c := startClusterWith(t, func(cfg *controller.Config) {
+		cfg.Logger, cfg.BodyTimeout = testLoggerAt(t, "controller", hclog.Info), waitLimit
+	})
 	objs := make([]string, controller.MaxBatchJobs+1)
 	for i := range objs {
 		objs[i] = `{"command":"true"}`

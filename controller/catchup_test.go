@@ -76,7 +76,7 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 		ids = append(ids, batch...)
 	}
 	run(0, 10)
-	poll(t, fol.name+" to apply what the leader has", 30*time.Second, func() (bool, string) {
+	poll(t, fol.name+" to apply what the leader has", waitLimit, func() (bool, string) {
 		f, l := memberOf(t, lead, fol.name), memberOf(t, lead, lead.name)
 		return f.AppliedIndex >= l.AppliedIndex, fmt.Sprintf("%d of %d", f.AppliedIndex, l.AppliedIndex)
 	})

@@ -83,8 +83,8 @@ func TestCrashStartedNotSynced(t *testing.T) {
 		// nothing of the controller, so the kill lands within the
 		// start's wait for a round even on a loaded machine.
 		line := fmt.Sprintf("job started: job=%d ", v.JobID)
-		if !waitLogLine(p.logFile(p.starts), line, 30*time.Second) {
-			t.Fatalf("job %d: no %q in the controller's log after 30s", v.JobID, line)
+		if !waitLogLine(p.logFile(p.starts), line, waitLimit) {
+			t.Fatalf("job %d: no %q in the controller's log after %v", v.JobID, line, waitLimit)
 		}
 		p.kill()
 

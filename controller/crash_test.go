@@ -151,7 +151,7 @@ func (p *controllerProc) start(client *apiClient) {
 		}
 	}(p.cmd, p.exited, p.starts)
 
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	for {
 		code, _, err := client.do("GET", "/health", "")
 		if err == nil && code == 200 {
@@ -163,7 +163,7 @@ func (p *controllerProc) start(client *apiClient) {
 		default:
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("controller start %d: API not up after 20s (%v)\n%s", p.starts, err, p.tail(p.starts, 40))
+			p.t.Fatalf("controller start %d: API not up after %v (%v)\n%s", p.starts, waitLimit, err, p.tail(p.starts, 40))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -214,10 +214,10 @@ func (p *controllerProc) stop() {
 		if p.err != nil {
 			p.t.Errorf("controller did not stop cleanly: %v\n%s", p.err, p.tail(p.starts, 40))
 		}
-	case <-time.After(30 * time.Second):
+	case <-time.After(waitLimit):
 		_ = p.cmd.Process.Kill()
 		<-p.exited
-		p.t.Errorf("controller took over 30s to stop on SIGTERM\n%s", p.tail(p.starts, 40))
+		p.t.Errorf("controller took over %v to stop on SIGTERM\n%s", waitLimit, p.tail(p.starts, 40))
 	}
 }
 

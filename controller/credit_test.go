@@ -78,13 +78,13 @@ func TestHeartbeatEndedHoldsNoSlot(t *testing.T) {
 	f.running, f.ended = []protocol.AttemptRef{ref}, []protocol.AttemptRef{ref}
 	f.mu.Unlock()
 	second := c.submit(`{"command":"true"}`)
-	timeout := time.After(15 * time.Second)
+	timeout := time.After(waitLimit)
 	for {
 		var m protocol.Message
 		select {
 		case m = <-f.ctrl:
 		case <-timeout:
-			t.Fatal("no dispatch within 15s")
+			t.Fatalf("no dispatch within %v", waitLimit)
 		}
 		if d, ok := m.(*protocol.Dispatch); ok {
 			if d.JobID != second.JobID {

@@ -45,7 +45,15 @@ type cluster struct {
 }
 
 func testLogger(t *testing.T, name string) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Debug, Output: tWriter{t}})
+	return testLoggerAt(t, name, hclog.Debug)
+}
+
+// testLoggerAt is testLogger from level up. A test that submits
+// thousands of jobs in batches gives its controller an info logger: each
+// job of a batch logs a debug line under the scheduler's mutex, and
+// 10,000 of them through t.Log took 25 s on a loaded machine.
+func testLoggerAt(t *testing.T, name string, level hclog.Level) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: name, Level: level, Output: tWriter{t}})
 }
 
 type tWriter struct{ t *testing.T }
@@ -197,7 +205,7 @@ func (c *cluster) httpClient(name string) *http.Client {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+	return &http.Client{Timeout: waitLimit, Transport: &http.Transport{
 		TLSClientConfig: certs.ClientTLS(pool, cert, "127.0.0.1", "http/1.1"),
 	}, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
@@ -286,10 +294,21 @@ func (c *cluster) job(id uint64) job {
 	return j
 }
 
-// waitFor polls cond until it holds or 30 s pass.
+// waitLimit bounds each wait of these tests for something a controller,
+// an agent or a job does: waitFor's polling, an agent's refusal, one
+// HTTP request, a browser page's state. It is a deadline, not a delay:
+// every wait returns as soon as its event happens, so a passing test
+// never waits it out, and a broken one still fails (and -timeout bounds
+// the package). It is sized for CI's shared 2-core machine under load:
+// at 12–24 runnable threads a job that needs 3 s of CPU alone (32 MiB
+// through the race-instrumented agent and controller, 1,000 real jobs)
+// takes well over 30 s, which is where these waits used to end.
+const waitLimit = 2 * time.Minute
+
+// waitFor polls cond until it holds or waitLimit passes.
 func (c *cluster) waitFor(what string, cond func() bool) {
 	c.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	for !cond() {
 		if time.Now().After(deadline) {
 			c.t.Fatalf("timed out waiting for %s", what)

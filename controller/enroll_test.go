@@ -87,7 +87,7 @@ func enrollFiles(dir string) certs.Files {
 func (c *cluster) enroll(token, pin, name string) (certs.Files, agent.Enrollment, error) {
 	c.t.Helper()
 	f := enrollFiles(filepath.Join(c.t.TempDir(), "pki"))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	e, err := agent.Enroll(ctx, agent.EnrollConfig{
 		API: c.srv.HTTPAddr(), Token: token, CAPin: pin, Name: name, Files: f, Logger: testLogger(c.t, "enroll"),
@@ -454,7 +454,7 @@ func certClient(t *testing.T, c *cluster, pair tls.Certificate) *http.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+	return &http.Client{Timeout: waitLimit, Transport: &http.Transport{
 		TLSClientConfig: certs.ClientTLS(pool, pair, "127.0.0.1", "http/1.1"),
 	}}
 }
@@ -684,7 +684,7 @@ func (c *cluster) peerSerial(mode string) string {
 		return conn.ConnectionState().PeerCertificates[0].SerialNumber.Text(16)
 	}
 	m, _ := transport.ParseMode(mode)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	s, err := transport.Dial(ctx, c.srv.AgentAddr(), conf, m, transport.Options{Logger: testLogger(c.t, "dial")})
 	if err != nil {

@@ -170,7 +170,7 @@ func clusterFaults(t *testing.T, bin, mode string) {
 		return true, ""
 	}
 	lead := leader(nil)
-	poll(t, "both agents at the leader", 30*time.Second, func() (bool, string) { return agentsBack(lead) })
+	poll(t, "both agents at the leader", waitLimit, func() (bool, string) { return agentsBack(lead) })
 
 	// Clients: each submits jobs with its own keys through random
 	// nodes, retrying (same key) on errors and 503s until acknowledged.
@@ -335,7 +335,7 @@ func clusterFaults(t *testing.T, bin, mode string) {
 			before := memberOf(t, lead, lead.name)
 			hn.heal(i)
 			healed := time.Now()
-			poll(t, fmt.Sprintf("cut %d: %s back as a follower that caught up", k, old.name), 30*time.Second, func() (bool, string) {
+			poll(t, fmt.Sprintf("cut %d: %s back as a follower that caught up", k, old.name), waitLimit, func() (bool, string) {
 				m, l := memberOf(t, lead, old.name), memberOf(t, lead, lead.name)
 				return m.Role == "follower" && m.Term == l.Term && m.AppliedIndex >= before.AppliedIndex,
 					fmt.Sprintf("%s: %s, term %d, applied %d; leader term %d, applied %d before the heal", old.name, m.Role, m.Term, m.AppliedIndex, l.Term, before.AppliedIndex)
@@ -372,7 +372,7 @@ func clusterFaults(t *testing.T, bin, mode string) {
 		want := sha256.Sum256([]byte(s.out))
 		for _, p := range procs {
 			var got []byte
-			poll(t, fmt.Sprintf("job %d's log on %s", s.id, p.name), 30*time.Second, func() (bool, string) {
+			poll(t, fmt.Sprintf("job %d's log on %s", s.id, p.name), waitLimit, func() (bool, string) {
 				code, b, err := p.client.do("GET", fmt.Sprintf("/jobs/%d/logs", s.id), "")
 				if err != nil || code != 200 {
 					return false, fmt.Sprint(code, err)
@@ -491,7 +491,7 @@ func startClusterProcs(t *testing.T, bin string, hn *haNet, extra ...string) clu
 func clusterLeader(t *testing.T, procs []*clusterProc, skip *clusterProc) *clusterProc {
 	t.Helper()
 	var lead *clusterProc
-	poll(t, "a leader", 30*time.Second, func() (bool, string) {
+	poll(t, "a leader", waitLimit, func() (bool, string) {
 		for _, p := range procs {
 			if p == skip {
 				continue
@@ -533,7 +533,7 @@ func stepDown(t *testing.T, p *clusterProc, cut time.Time) (raftDown, srvDown ti
 		}
 		return time.Time{}, false
 	}
-	poll(t, p.name+"'s step-down in its log", 30*time.Second, func() (bool, string) {
+	poll(t, p.name+"'s step-down in its log", waitLimit, func() (bool, string) {
 		var ok1, ok2 bool
 		raftDown, ok1 = find("failed to contact quorum of nodes, stepping down")
 		srvDown, ok2 = find("stopped leading")

@@ -43,7 +43,7 @@ type fakeAgent struct {
 // with the named certificate.
 func dialSession(t *testing.T, c *cluster, cert string, mode transport.Mode) (transport.Session, error) {
 	t.Helper()
-	return dialSessionWithin(t, c, cert, mode, 10*time.Second)
+	return dialSessionWithin(t, c, cert, mode, waitLimit)
 }
 
 func dialSessionWithin(t *testing.T, c *cluster, cert string, mode transport.Mode, timeout time.Duration) (transport.Session, error) {
@@ -61,7 +61,7 @@ func dialSessionWithin(t *testing.T, c *cluster, cert string, mode transport.Mod
 // controller's answer (Welcome or Error) and the stream's reader and
 // writer.
 func controlReply(sess transport.Session, first protocol.Message) (protocol.Message, *protocol.Reader, *protocol.Writer, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	st, err := sess.OpenStream(ctx)
 	if err != nil {
@@ -71,7 +71,7 @@ func controlReply(sess transport.Session, first protocol.Message) (protocol.Mess
 	if err := w.Write(first); err != nil {
 		return nil, nil, nil, err
 	}
-	_ = st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = st.SetReadDeadline(time.Now().Add(waitLimit))
 	m, err := r.Read()
 	_ = st.SetReadDeadline(time.Time{})
 	return m, r, w, err
@@ -165,7 +165,7 @@ func (f *fakeAgent) credit(n uint32) {
 // over Cancels.
 func (f *fakeAgent) dispatch() *protocol.Dispatch {
 	f.t.Helper()
-	timeout := time.After(15 * time.Second)
+	timeout := time.After(waitLimit)
 	for {
 		select {
 		case m, ok := <-f.ctrl:
@@ -176,7 +176,7 @@ func (f *fakeAgent) dispatch() *protocol.Dispatch {
 				return d
 			}
 		case <-timeout:
-			f.t.Fatal("no dispatch within 15s")
+			f.t.Fatalf("no dispatch within %v", waitLimit)
 		}
 	}
 }
@@ -190,7 +190,7 @@ type jobStream struct {
 
 func (f *fakeAgent) openJob(id uint64, attempt uint32) *jobStream {
 	f.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	st, err := f.sess.OpenStream(ctx)
 	if err != nil {
@@ -206,7 +206,7 @@ func (f *fakeAgent) openJob(id uint64, attempt uint32) *jobStream {
 // reply returns the controller's next message on the stream other than
 // a LogAck, or the read error (a closed or reset stream).
 func (js *jobStream) reply() (protocol.Message, error) {
-	_ = js.st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_ = js.st.SetReadDeadline(time.Now().Add(waitLimit))
 	defer js.st.SetReadDeadline(time.Time{})
 	for {
 		m, err := js.r.Read()
@@ -685,7 +685,7 @@ func TestControllerDeadline(t *testing.T) {
 		t.Errorf("job after the controller deadline: %+v", done)
 	}
 	// The agent is told to stop it.
-	deadline := time.After(20 * time.Second)
+	deadline := time.After(waitLimit)
 	for {
 		select {
 		case m, ok := <-f.ctrl:

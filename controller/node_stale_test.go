@@ -120,7 +120,7 @@ func TestStaleReads(t *testing.T) {
 	}
 
 	// Who may read: as on the leader, from the follower's own records.
-	anon := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: c.client.Transport.(*http.Transport).TLSClientConfig.Clone()}}
+	anon := &http.Client{Timeout: waitLimit, Transport: &http.Transport{TLSClientConfig: c.client.Transport.(*http.Transport).TLSClientConfig.Clone()}}
 	anon.Transport.(*http.Transport).TLSClientConfig.Certificates = nil
 	if a := staleGet(t, anon, c.url(fol, "/jobs?stale=1"), ""); a.code != 401 {
 		t.Errorf("stale read without credentials: %d %s", a.code, a.body)

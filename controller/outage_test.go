@@ -163,7 +163,7 @@ func controllerOutage(t *testing.T, bin string, outage time.Duration) {
 	}
 	for _, j := range jobs {
 		var v jobView
-		poll(t, fmt.Sprintf("job %d to finish", j.id), 30*time.Second, func() (bool, string) {
+		poll(t, fmt.Sprintf("job %d to finish", j.id), waitLimit, func() (bool, string) {
 			v = getJobView(t, client, j.id)
 			return v.Status != "running", v.Status
 		})

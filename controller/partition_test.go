@@ -114,7 +114,7 @@ func partitionBlip(t *testing.T, bin string, mode transport.Mode, ttl, heartbeat
 	j := e.submit(partitionJob("blip", fmt.Sprintf(
 		`i=0; while [ ! -e %s ] && [ $i -lt %d ]; do i=$((i+1)); echo "line $i"; sleep 0.005; done; echo $i > %s`, gate, maxLines, count), 0))
 
-	poll(t, "the job's output to flow", 30*time.Second, func() (bool, string) {
+	poll(t, "the job's output to flow", waitLimit, func() (bool, string) {
 		n := strings.Count(e.logs(j.JobID), "\n")
 		return n >= 50, fmt.Sprintf("%d lines", n)
 	})
@@ -145,7 +145,7 @@ func partitionBlip(t *testing.T, bin string, mode transport.Mode, ttl, heartbeat
 	e.linkUp()
 	up := time.Now()
 
-	poll(t, "output to resume after the link came back", 30*time.Second, func() (bool, string) {
+	poll(t, "output to resume after the link came back", waitLimit, func() (bool, string) {
 		n := len(e.logs(j.JobID))
 		return n > during, fmt.Sprintf("%d bytes, %d at the cut", n, during)
 	})
@@ -193,7 +193,7 @@ func partitionPastLease(t *testing.T, bin string, mode transport.Mode) {
 		`if [ "$JOBSUITE_ATTEMPT" = 1 ]; then i=0; while [ ! -e %s ] && [ $i -lt %d ]; do i=$((i+1)); echo "a1 line $i"; sleep 0.005; done; touch %s; exit 3; fi; echo "attempt $JOBSUITE_ATTEMPT on $JOBSUITE_AGENT"`,
 		gate, maxLines, exited), 1))
 
-	poll(t, "the job's output to flow", 30*time.Second, func() (bool, string) {
+	poll(t, "the job's output to flow", waitLimit, func() (bool, string) {
 		n := strings.Count(e.logs(j.JobID), "\n")
 		return n >= 50, fmt.Sprintf("%d lines", n)
 	})
@@ -242,7 +242,7 @@ func partitionPastLease(t *testing.T, bin string, mode transport.Mode) {
 	snap := e.snapshot(j.JobID)
 
 	// The controller has given up on agent-1.
-	poll(t, "the controller to drop agent-1's session", 30*time.Second, func() (bool, string) {
+	poll(t, "the controller to drop agent-1's session", waitLimit, func() (bool, string) {
 		var agents []api.AgentInfo
 		e.getJSON("/agents", &agents)
 		for _, a := range agents {
@@ -258,7 +258,7 @@ func partitionPastLease(t *testing.T, bin string, mode transport.Mode) {
 	if err := os.WriteFile(gate, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "attempt 1's process to end", 30*time.Second, func() (bool, string) {
+	poll(t, "attempt 1's process to end", waitLimit, func() (bool, string) {
 		_, err := os.Stat(exited)
 		return err == nil, fmt.Sprint(err)
 	})
@@ -280,7 +280,7 @@ func partitionPastLease(t *testing.T, bin string, mode transport.Mode) {
 	})
 	refused := time.Since(up)
 	// Once refused, agent-1 drops the attempt and offers its slot again.
-	poll(t, "agent-1 back and idle", 30*time.Second, func() (bool, string) {
+	poll(t, "agent-1 back and idle", waitLimit, func() (bool, string) {
 		var agents []api.AgentInfo
 		e.getJSON("/agents", &agents)
 		for _, a := range agents {
@@ -362,7 +362,7 @@ func newPartition(t *testing.T, bin string, mode transport.Mode, ttl, heartbeat 
 	t.Cleanup(e.close)
 
 	e.agent = startNSAgent(t, bin, e.ns, e.srv.AgentAddr(), pki, mode)
-	poll(t, "agent-1 to connect from the namespace", 30*time.Second, func() (bool, string) {
+	poll(t, "agent-1 to connect from the namespace", waitLimit, func() (bool, string) {
 		e.agent.checkAlive()
 		var agents []api.AgentInfo
 		e.getJSON("/agents", &agents)

@@ -145,10 +145,10 @@ func TestCrashSchedule(t *testing.T) {
 		return v.Fired
 	}
 	waitFired := func(above uint64) {
-		deadline := time.Now().Add(30 * time.Second)
+		deadline := time.Now().Add(waitLimit)
 		for fired() <= above {
 			if time.Now().After(deadline) {
-				t.Fatalf("the schedule did not fire past %d within 30s", above)
+				t.Fatalf("the schedule did not fire past %d within %v", above, waitLimit)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}

@@ -67,9 +67,9 @@ func TestUIFleet(t *testing.T) {
 		t.Fatalf("batch of %d: %d, %d items: %.300s", total, code, len(items), b)
 	}
 	var st api.StatsView
-	c.waitFor("the batch to run", func() bool {
+	poll(t, "the batch to run", waitLimit, func() (bool, string) {
 		c.getJSON("/stats", &st)
-		return st.Jobs["queued"] == gpu && st.Jobs["running"] == 3 && st.Jobs["dispatched"] == 0 && st.Jobs["waiting"] == 0
+		return st.Jobs["queued"] == gpu && st.Jobs["running"] == 3 && st.Jobs["dispatched"] == 0 && st.Jobs["waiting"] == 0, fmt.Sprint(st.Jobs)
 	})
 	soak := uint64(0)
 	for _, id := range c.listIDs("/jobs?q=soak-0005") {

@@ -738,10 +738,10 @@ func startBrowser(t *testing.T, chromium string, flags ...string) *browser {
 		tailMu.Lock()
 		defer tailMu.Unlock()
 		t.Fatalf("chromium exited before it listened:\n%s", strings.Join(tail, "\n"))
-	case <-time.After(30 * time.Second):
+	case <-time.After(waitLimit):
 		tailMu.Lock()
 		defer tailMu.Unlock()
-		t.Fatalf("chromium did not open its DevTools port within 30s:\n%s", strings.Join(tail, "\n"))
+		t.Fatalf("chromium did not open its DevTools port within %v:\n%s", waitLimit, strings.Join(tail, "\n"))
 	}
 
 	// The page target opened with about:blank.
@@ -750,7 +750,7 @@ func startBrowser(t *testing.T, chromium string, flags ...string) *browser {
 		t.Fatal(err)
 	}
 	var pageURL string
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	for pageURL == "" {
 		var targets []struct {
 			Type string `json:"type"`
@@ -928,8 +928,8 @@ func (b *browser) send(method string, params any) (json.RawMessage, error) {
 			return nil, fmt.Errorf("%s: %s", method, m.Error.Message)
 		}
 		return m.Result, nil
-	case <-time.After(30 * time.Second):
-		return nil, fmt.Errorf("%s: no answer within 30s", method)
+	case <-time.After(waitLimit):
+		return nil, fmt.Errorf("%s: no answer within %v", method, waitLimit)
 	}
 }
 
@@ -998,7 +998,7 @@ func (b *browser) evalString(expr string) string {
 // screenshot and logs the page's text.
 func (b *browser) waitJS(what, expr string) {
 	b.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(waitLimit)
 	var lastErr error
 	for {
 		v, err := b.eval(expr)
