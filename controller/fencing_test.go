@@ -410,6 +410,11 @@ func TestFencingLostAttemptRetriedElsewhere(t *testing.T) {
 			if tc.silent {
 				fake.silence()
 			} else {
+				// Alive but without the attempt. It drains first: the
+				// lost attempt's slot comes back to it, and the retry
+				// sent there (a fake that runs nothing) would be lost too
+				// — under load, before agent-2 had connected.
+				mustWrite(t, fake.w, &protocol.Drain{})
 				fake.renew()
 			}
 			c.startAgent("agent-2", 2, nil, transport.ModeTCP)
