@@ -383,19 +383,20 @@ func TestRestoreOutcomeWords(t *testing.T) {
 		},
 		"no answer in time": {
 			answer: func(_ http.ResponseWriter, r *http.Request) { <-r.Context().Done() },
-			args:   []string{"-timeout", "300ms"},
-			want:   []string{"-timeout 300ms", "may still have happened"}, notWant: "nothing was restored",
+			args:   []string{"-timeout", "2s"},
+			want:   []string{"-timeout 2s", "may still have happened"}, notWant: "nothing was restored",
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := newTestPKI(t)
-			var got []byte
+			received := make(chan []byte, 1) // the handler may outlive the command (no answer in time)
 			srv := p.serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if r.Method != "POST" || r.URL.Path != "/operator/snapshot/restore" {
 					http.NotFound(w, r)
 					return
 				}
-				got, _ = io.ReadAll(r.Body)
+				b, _ := io.ReadAll(r.Body)
+				received <- b
 				tc.answer(w, r)
 			}))
 			clearClientEnv(t)
@@ -412,8 +413,13 @@ func TestRestoreOutcomeWords(t *testing.T) {
 			if code != ExitError {
 				t.Fatalf("exit %d, want %d: %q", code, ExitError, errOut)
 			}
-			if !bytes.Equal(got, snap) {
-				t.Errorf("the controller received %d bytes, want the file's %d", len(got), len(snap))
+			select {
+			case got := <-received:
+				if !bytes.Equal(got, snap) {
+					t.Errorf("the controller received %d bytes, want the file's %d", len(got), len(snap))
+				}
+			default:
+				t.Error("the command ended before the controller had the whole snapshot")
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(errOut, w) {
