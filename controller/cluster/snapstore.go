@@ -376,8 +376,10 @@ func filesOf(db string) ([]ckptFile, error) {
 	return files, nil
 }
 
-// reap removes all but the newest retain snapshots, except those a
-// reader has open, and unfinished leftovers are not its business (start-up's).
+// reap removes all but the newest retain whole snapshots, except those
+// a reader has open. Unfinished ones (*.tmp) are start-up's business; a
+// directory that does not read as a snapshot goes only when it is older
+// than the ones kept.
 func (s *CheckpointStore) reap() {
 	all, err := s.list()
 	if err != nil {
