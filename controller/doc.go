@@ -156,8 +156,9 @@
 //
 // With -cluster-addr the controller is a Node (node.go) of a raft
 // cluster of 3 or 5 (hashicorp/raft v1.7.2, raft-wal v0.4.2 as its log;
-// the building blocks are controller/cluster's: FSM, snapshots, the
-// mutually authenticated cluster port, formation). Every node applies
+// the building blocks are controller/cluster's: FSM, snapshots kept as
+// Pebble checkpoint directories in DATA/raft/snapshots (CheckpointStore),
+// the mutually authenticated cluster port, formation). Every node applies
 // every committed round to its own store; only the leader schedules.
 //
 // The leader's work is a whole Server per term of leadership, built

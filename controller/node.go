@@ -211,11 +211,12 @@ func NewNode(cfg Config) (n *Node, err error) {
 	if n.logs, err = raft.NewLogCache(128, n.wal); err != nil {
 		return nil, fmt.Errorf("controller: raft log cache: %w", err)
 	}
-	files, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(raftDir, "snapshots"), 2, n.raftLogger("snapshots"))
+	// Checkpoint directories handed over, not copied (design 5.2); it
+	// also reads the snapshots raft.FileSnapshotStore left before.
+	n.snaps, err = cluster.NewCheckpointStore(filepath.Join(raftDir, "snapshots"), cluster.CheckpointStoreOptions{Retain: 2, Logger: n.log.Named("snapshots")})
 	if err != nil {
 		return nil, fmt.Errorf("controller: raft snapshots: %w", err)
 	}
-	n.snaps = cluster.SnapshotStore{SnapshotStore: files} // tells the FSM each restored snapshot's index
 
 	ln, err := net.Listen("tcp", cfg.ClusterAddr)
 	if err != nil {

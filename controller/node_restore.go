@@ -37,12 +37,14 @@ import (
 //     farewell Redirect naming this node (restoreFarewell), and one
 //     that comes back before the new term is up is held for it
 //     (Node.holdAgent), so none sits out its reconnect backoff;
-//  3. hands the file to raft.Restore: raft copies it into its snapshot
-//     store under a new index past the log's end (in the current term),
-//     restores it into this node's FSM — which writes that index and
-//     the cluster's configuration into the restored store
-//     (cluster.SnapshotStore) — drops the log before it, and waits until
-//     a quorum has installed the snapshot and committed a no-op after it;
+//  3. hands the file to raft.Restore: raft writes it into its snapshot
+//     store (cluster.CheckpointStore unpacks it as it comes, checking it
+//     again) under a new index past the log's end (in the current term),
+//     restores it into this node's FSM (hard links from the unpacked
+//     snapshot) — which writes that index and the cluster's
+//     configuration into the restored store — drops the log before it,
+//     and waits until a quorum has installed the snapshot and committed
+//     a no-op after it;
 //  4. releases the lifecycle: raft keeps this node leader through a
 //     restore, in the same term, so the lifecycle would not notice; the
 //     stopped term is what makes it build a new Server — barrier, queue,
@@ -54,7 +56,8 @@ import (
 // restore is offline (snapshot.Restore, 'operator snapshot restore
 // -data-dir DIR FILE' with the controller stopped). Below the data
 // directory's free-space floor: 507 (the stream is written there twice,
-// once as a file and once unpacked).
+// once as a file and once unpacked into the snapshot store; the store
+// built from it is hard links).
 
 const (
 	restoreTmpDir    = "restore.tmp"

@@ -20,16 +20,16 @@ import (
 
 // A test cluster: raft nodes in this process over raft's in-memory
 // transport, each with a real FSM on a Pebble store, raft-wal v0.4.2
-// behind raft.LogCache as its log and stable store (the production
-// stack of the design), and a raft.FileSnapshotStore, all in the
-// test's temporary directory.
+// behind raft.LogCache as its log and stable store and a CheckpointStore
+// (the production stack of the design), all in the test's temporary
+// directory.
 
 type node struct {
 	id    raft.ServerID
 	dir   string
 	fsm   *FSM
 	log   *wal.WAL
-	snaps *raft.FileSnapshotStore
+	snaps *CheckpointStore
 	trans *raft.InmemTransport
 	r     *raft.Raft
 
@@ -109,7 +109,7 @@ func (c *testCluster) start(i int) {
 	if nd.log, err = wal.Open(filepath.Join(nd.dir, "raft"), wal.WithSegmentSize(16<<10)); err != nil {
 		t.Fatal(err)
 	}
-	if nd.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(nd.dir, "snaps"), 2, testLogger(t, "snaps")); err != nil {
+	if nd.snaps, err = NewCheckpointStore(filepath.Join(nd.dir, "snaps"), CheckpointStoreOptions{Retain: 2, Logger: testLogger(t, "snaps")}); err != nil {
 		t.Fatal(err)
 	}
 	nd.fatal = nil
@@ -140,7 +140,7 @@ func (c *testCluster) start(i int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snaps := SnapshotStore{nd.snaps} // as a node wraps it
+	snaps := nd.snaps
 	if first {
 		if err := raft.BootstrapCluster(conf, logs, nd.log, snaps, nd.trans, c.boot); err != nil {
 			t.Fatal(err)
@@ -416,6 +416,13 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 	c.converge(last)
 	if s := nd.fsm.Stats(); s.Restores != 1 {
 		t.Errorf("the stopped node restored %d snapshots, want 1 (%+v)", s.Restores, s)
+	}
+	// The installed snapshot is in its store, unpacked, with the sum it
+	// arrived with.
+	if list, err := nd.snaps.List(); err != nil || len(list) != 1 {
+		t.Errorf("the caught-up node's snapshots: %v, %v", list, err)
+	} else if _, files, err := nd.snaps.readMeta(list[0].ID); err != nil || len(files) == 0 {
+		t.Errorf("the installed snapshot %s: files %v, %v", list[0].ID, files, err)
 	}
 
 	// It can lead: hand it leadership and write through it.

@@ -33,19 +33,46 @@
 //
 // Snapshots (snapshot.go) are Pebble checkpoints, taken on raft's FSM
 // goroutine (store.Checkpoint syncs the WAL first, so the store is
-// durable up to the snapshot before raft compacts its log) and streamed
-// by Persist in package snapshot's checksummed format (a list of named
+// durable up to the snapshot before raft compacts its log: hard links
+// to the SSTs, copies of the manifest, options and WAL). A node's
+// raft.SnapshotStore is CheckpointStore (snapstore.go, design 5.1-5.3):
+// a snapshot is a directory TERM-INDEX-MS/ with meta.json (raft's
+// metadata and the files' names and sizes, plus the stream's SHA-256
+// for one that arrived as a stream) and db/, the checkpoint. Persist
+// hands the checkpoint directory to a CheckpointStore's sink by a
+// rename: taking a snapshot copies no data, whatever the store's size
+// (any other sink, or another file system, gets the stream). Open
+// yields package snapshot's checksummed stream format (a list of named
 // files and a SHA-256 over the stream; a single controller's backup,
-// GET /operator/snapshot, is the same format) into whatever
-// raft.SnapshotStore raft uses (raft.FileSnapshotStore in the tests,
-// which adds its own CRC of the stored stream). Restore writes the stream into a new directory beside
-// the live one, checks it, opens it as a store, and only then swaps the
-// FSM's "store" link to it with an atomic rename; a corrupt, truncated
-// or foreign stream is refused with ErrSnapshot and the live store is
-// untouched. Open undoes whatever an interrupted restore or snapshot
-// left. Raft is given SnapshotStore, a wrapper of its snapshot store
-// whose Open tags each stream with its metadata: Restore writes the
-// index and term raft numbers the snapshot with, and its
+// GET /operator/snapshot, is the same format), made from db/ as it is
+// read, with meta.Size its exact length computed up front (raft's
+// InstallSnapshot compares the two). A stream written into a sink (a
+// follower installing the leader's snapshot, an operator's
+// raft.Restore) is unpacked as it arrives into ID.tmp/db/ with the
+// format's checks (plain file names only, lengths, the SHA-256, nothing
+// after it), synced and renamed to ID on Close; a bad stream or Cancel
+// leaves nothing. Two snapshots are kept (a snapshot an open reader
+// streams stays until it is closed); start-up removes *.tmp leftovers.
+// Snapshots raft.FileSnapshotStore wrote before (raft/snapshots/
+// snapshots/, meta.json and state.bin, which holds the same stream) are
+// moved up at start-up and read as they are — opened, sent to
+// followers, restored from — until retention removes them: no copy at
+// upgrade, and never a moment with a compacted log and no snapshot.
+//
+// Restore, given a CheckpointStore's reader (under raft's
+// ReadCloserWrapper), builds the next store directory from the
+// snapshot's db/ without reading the stream: SSTs and blob files
+// hard-linked, the files Pebble writes to or replaces (MANIFEST,
+// OPTIONS, WAL, markers) copied, so the snapshot stays intact. Any
+// other stream (a bare raft.SnapshotStore, a FileSnapshotStore
+// snapshot) is read into the new directory and checked. Either way the
+// result is opened as a store, and only then the FSM's "store" link is
+// swapped to it with an atomic rename; a corrupt, truncated or foreign
+// stream is refused with ErrSnapshot and the live store is untouched.
+// Open undoes whatever an interrupted restore or snapshot left. The
+// reader also carries raft's metadata of the snapshot (CheckpointStore
+// always; SnapshotStore wraps any other store to add it): Restore
+// writes the index and term raft numbers the snapshot with, and its
 // configuration, into the new store (synced) before it goes live. That
 // index may differ from the one inside the snapshot's store — raft
 // snapshots at its last entry, possibly a no-op, and an operator's
@@ -53,6 +80,12 @@
 // cluster's, controller/node_restore.go) is numbered past the live
 // log's end whatever the file says — and only raft's makes the next
 // entries apply and a replay skip exactly what the store holds.
+//
+// Disk: the SSTs of a snapshot are the live store's files as they were
+// then; once compaction replaces them, a snapshot keeps them alive, so
+// with two kept the data directory may hold up to about three stores'
+// worth of SSTs (the live one and two older ones), plus a copy of the
+// WAL and manifest per snapshot.
 //
 // Start-up (design 5.4): before raft starts, RestoreOnStart compares the
 // store's applied index with the newest snapshot's. A store at or past
@@ -114,7 +147,4 @@
 //     built. Log.Propose splits a round whose output alone passes
 //     MaxEntryBytes before encoding it, so a fast job's many chunks are
 //     encoded once each.
-//   - No own raft.SnapshotStore handing checkpoint directories over
-//     without streaming them (design 5.2): snapshots are streamed into
-//     the snapshot store even on the node that took them.
 package cluster

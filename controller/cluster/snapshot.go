@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/hashicorp/raft"
 
@@ -16,15 +17,18 @@ import (
 // A snapshot is a Pebble checkpoint of the store (store.Checkpoint:
 // hard-linked SSTables, copies of the manifest, options and WAL), taken
 // on raft's FSM goroutine so that it holds exactly the entries applied
-// up to the snapshot's index, and streamed by Persist in the format of
-// package snapshot (a list of named files and a SHA-256 over the
-// stream), the same a single controller's backup uses. Restore writes
-// the files into a new directory beside the live store (snapshot.Read
-// checks the sum and that the stream ends right after it), opens the
-// result as a store, and only then swaps the "store" link over to it (an
-// atomic rename) and closes the old store. A stream that fails any check
-// is refused (ErrSnapshot) and its directory removed; the live store is
-// not touched.
+// up to the snapshot's index. Persist hands the checkpoint directory to
+// a CheckpointStore (snapstore.go) by a rename, copying nothing; to any
+// other raft.SnapshotStore it streams it in the format of package
+// snapshot (a list of named files and a SHA-256 over the stream), the
+// same a single controller's backup uses. Restore builds a new store
+// directory beside the live store — from a CheckpointStore snapshot's
+// directory by hard links (linkCheckpoint), from any other stream by
+// reading it (snapshot.Read checks the sum and that the stream ends
+// right after it) — opens the result as a store, and only then swaps
+// the "store" link over to it (an atomic rename) and closes the old
+// store. A snapshot that fails any check is refused (ErrSnapshot) and
+// its directory removed; the live store is not touched.
 
 // Snapshot takes a checkpoint of the store. Raft calls it on the FSM
 // goroutine, so no ApplyBatch runs meanwhile: the checkpoint holds
@@ -51,9 +55,17 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 // streams and Release removes.
 type checkpoint struct{ dir string }
 
-// Persist writes the checkpoint to sink in the snapshot format. Raft
-// calls it off the FSM goroutine; applies go on meanwhile.
+// Persist hands the checkpoint to sink. A CheckpointStore's sink takes
+// the directory itself (a rename: the SSTs stay hard links to the live
+// store's, nothing is copied); any other sink gets it streamed in the
+// snapshot format, as does a CheckpointStore on another file system.
+// Raft calls it off the FSM goroutine; applies go on meanwhile.
 func (c *checkpoint) Persist(sink raft.SnapshotSink) error {
+	if own, ok := sink.(*checkpointSink); ok {
+		if err := own.adopt(c.dir); err == nil {
+			return sink.Close()
+		}
+	}
 	if err := snapshot.Write(sink, c.dir); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("cluster: persist snapshot: %w", err)
@@ -64,8 +76,8 @@ func (c *checkpoint) Persist(sink raft.SnapshotSink) error {
 // Release removes the checkpoint directory.
 func (c *checkpoint) Release() { _ = os.RemoveAll(c.dir) }
 
-// SnapshotStore is the raft.SnapshotStore raft is given: the one it
-// wraps (raft.FileSnapshotStore), with one addition. Open hands out the
+// SnapshotStore wraps a raft.SnapshotStore other than CheckpointStore
+// (which does the same by itself) with one addition. Open hands out the
 // snapshot's stream together with its metadata, so that Restore, which
 // raft calls with that stream (wrapped in raft's own counting reader),
 // learns the index and term raft gives the restored state and the
@@ -96,20 +108,28 @@ type source struct {
 	meta raft.SnapshotMeta
 }
 
-// metaOf finds the metadata SnapshotStore.Open attached to rc, under
-// whatever raft wrapped it in (raft.ReadCloserWrapper).
-func metaOf(rc io.ReadCloser) (raft.SnapshotMeta, bool) {
+// Meta is the snapshot's raft metadata.
+func (s *source) Meta() raft.SnapshotMeta { return s.meta }
+
+// unwrap finds, under whatever raft wrapped rc in
+// (raft.ReadCloserWrapper), the reader SnapshotStore or CheckpointStore
+// opened: its metadata (tagged) and, for a CheckpointStore snapshot,
+// its checkpoint directory (dir != "").
+func unwrap(rc io.ReadCloser) (meta raft.SnapshotMeta, tagged bool, dir string) {
 	for range 8 {
-		switch r := rc.(type) {
-		case *source:
-			return r.meta, true
-		case raft.ReadCloserWrapper:
-			rc = r.WrappedReadCloser()
-		default:
-			return raft.SnapshotMeta{}, false
+		if d, ok := rc.(interface{ Dir() string }); ok {
+			dir = d.Dir()
 		}
+		if m, ok := rc.(interface{ Meta() raft.SnapshotMeta }); ok {
+			return m.Meta(), true, dir
+		}
+		w, ok := rc.(raft.ReadCloserWrapper)
+		if !ok {
+			break
+		}
+		rc = w.WrappedReadCloser()
 	}
-	return raft.SnapshotMeta{}, false
+	return raft.SnapshotMeta{}, false, ""
 }
 
 // Restore replaces the store with the snapshot rc streams (a follower
@@ -127,7 +147,7 @@ func metaOf(rc io.ReadCloser) (raft.SnapshotMeta, bool) {
 // applied index is the one stored in the snapshot.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	meta, tagged := metaOf(rc)
+	meta, tagged, from := unwrap(rc)
 	f.mu.RLock()
 	gen, closed := f.gen+1, f.closed
 	f.mu.RUnlock()
@@ -145,7 +165,13 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if err := errors.Join(os.RemoveAll(tmp), os.RemoveAll(final)); err != nil {
 		return fail(err)
 	}
-	if _, err := snapshot.Read(rc, tmp); err != nil {
+	if from != "" {
+		// A CheckpointStore snapshot: the store is built from its
+		// directory, not from the stream.
+		if err := linkCheckpoint(from, tmp); err != nil {
+			return fail(err)
+		}
+	} else if _, err := snapshot.Read(rc, tmp); err != nil {
 		return fail(err)
 	}
 	if err := os.Rename(tmp, final); err != nil {
@@ -240,4 +266,59 @@ func (f *FSM) RestoreOnStart(snaps raft.SnapshotStore) (restore bool, newest *ra
 	}
 	applied, _ := f.Applied()
 	return applied < list[0].Index, list[0], nil
+}
+
+// linkCheckpoint makes dst (which must not exist) a store directory
+// from the checkpoint src: SSTables and blob files, which Pebble never
+// writes to once made, are hard-linked; every other file (MANIFEST,
+// OPTIONS, WAL, markers), which the store opened on dst writes to or
+// replaces, is copied, so the snapshot's own files stay as they are.
+// Files and directory are synced.
+func linkCheckpoint(src, dst string) error {
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrSnapshot, err)
+	}
+	if err := os.Mkdir(dst, 0o700); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		from, to := filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())
+		if !e.Type().IsRegular() {
+			return fmt.Errorf("%w: %s is not a regular file", ErrSnapshot, from)
+		}
+		if immutable(e.Name()) {
+			if err := os.Link(from, to); err == nil {
+				continue
+			}
+			// Another file system, or no hard links: copy it.
+		}
+		if err := copyFile(from, to); err != nil {
+			return err
+		}
+	}
+	return snapshot.SyncDir(dst)
+}
+
+// immutable reports whether Pebble never writes to the file name once
+// it is made.
+func immutable(name string) bool {
+	return strings.HasSuffix(name, ".sst") || strings.HasSuffix(name, ".blob")
+}
+
+func copyFile(from, to string) error {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if err == nil {
+		err = out.Sync()
+	}
+	return errors.Join(err, out.Close())
 }

@@ -100,18 +100,30 @@ func Size(dir string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	var num [binary.MaxVarintLen64]byte
-	n := int64(len(Magic) + 1 + 1 + sha256.Size)
+	n := HeaderSize + TrailerSize
 	for _, e := range entries {
 		fi, err := e.Info()
 		if err != nil {
 			return 0, err
 		}
-		size := fi.Size()
-		n += int64(binary.PutUvarint(num[:], uint64(len(e.Name())))) + int64(len(e.Name())) +
-			int64(binary.PutUvarint(num[:], uint64(size))) + size
+		n += EntrySize(e.Name(), fi.Size())
 	}
 	return n, nil
+}
+
+// HeaderSize and TrailerSize are the bytes of a stream before its first
+// file and after its last (the end mark and the checksum); a stream is
+// HeaderSize + TrailerSize + the EntrySize of each of its files long.
+const (
+	HeaderSize  = int64(len(Magic) + 1)
+	TrailerSize = int64(1 + sha256.Size)
+)
+
+// EntrySize is the bytes a file of that name and size takes in a stream.
+func EntrySize(name string, size int64) int64 {
+	var num [binary.MaxVarintLen64]byte
+	return int64(binary.PutUvarint(num[:], uint64(len(name)))) + int64(len(name)) +
+		int64(binary.PutUvarint(num[:], uint64(size))) + size
 }
 
 func plainName(name string) bool {
