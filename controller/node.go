@@ -21,6 +21,7 @@ import (
 
 	"jobsuite/certs"
 	"jobsuite/controller/cluster"
+	"jobsuite/controller/outchan"
 	"jobsuite/controller/store"
 	"jobsuite/protocol"
 	"jobsuite/transport"
@@ -223,7 +224,11 @@ func NewNode(cfg Config) (n *Node, err error) {
 		Certificate: func() (*tls.Certificate, error) { return n.pki.cur.Load(), nil },
 		Check:       n.checkPeer,
 	}
-	n.mux = cluster.NewMux(ln, n.ident, n.log.Named("cluster"), cluster.ALPNRaft, cluster.ALPNCluster)
+	protos := []string{cluster.ALPNRaft, cluster.ALPNCluster}
+	if cfg.OutputChannel {
+		protos = append(protos, cluster.ALPNOutput)
+	}
+	n.mux = cluster.NewMux(ln, n.ident, n.log.Named("cluster"), protos...)
 	closers = append(closers, n.mux.Close)
 	n.self = cluster.Member{ID: n.id, Addr: advertised(cfg.ClusterAddr, ln.Addr(), "")}
 	n.trans = raft.NewNetworkTransportWithLogger(cluster.NewStreamLayer(n.mux, n.ident), 3, 10*time.Second, n.raftLogger("transport"))
@@ -266,6 +271,9 @@ func NewNode(cfg Config) (n *Node, err error) {
 	cluster.HandleFormation(n.rpc, n.self, cfg.Join, n.hasState, n.formationNode)
 	n.rpc.Handle(opAddrs, func(context.Context, string, json.RawMessage) (any, error) { return n.addrs, nil })
 	n.rpc.Handle(opStatus, n.handleStatus)
+	for op, h := range outchan.Handlers(n.fsm.Store) {
+		n.rpc.Handle(op, h)
+	}
 	return n, nil
 }
 
@@ -533,6 +541,10 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = n.mux.Serve() }()
 	go func() { defer wg.Done(); _ = n.rpc.Serve(n.mux.Listener(cluster.ALPNCluster)) }()
+	if n.cfg.OutputChannel {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = n.outputFollower().Serve(n.mux.Listener(cluster.ALPNOutput)) }()
+	}
 	httpErr := make(chan error, 1)
 	go func() {
 		if err := n.http.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -723,8 +735,13 @@ func (n *Node) establish(ctx context.Context, r *raft.Raft, t uint64) {
 	tctx, cancel := context.WithCancel(ctx)
 	n.lag.Reset() // nobody is waited for until it reports in this term
 	log := cluster.NewLog(r).Bounded(tctx, n.lag)
-	srv, err := newServer(cfg, &serverDeps{st: n.fsm.Store(), log: log, pki: n.pki, agents: agents, cluster: n, gate: gate.ok,
-		term: t, members: n.agentMembers})
+	deps := &serverDeps{st: n.fsm.Store(), log: log, pki: n.pki, agents: agents, cluster: n, gate: gate.ok,
+		term: t, members: n.agentMembers}
+	if cfg.OutputChannel {
+		o := n.outputOptions(t)
+		deps.output, deps.outputCall = &o, n.outputCall
+	}
+	srv, err := newServer(cfg, deps)
 	if err != nil {
 		cancel()
 		n.log.Error("new leader could not load the queue; handing leadership on", "term", t, "error", err)

@@ -1,0 +1,172 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"jobsuite/controller/cluster"
+	"jobsuite/controller/outchan"
+	"jobsuite/controller/store"
+)
+
+// The output channel (Config.OutputChannel, controller/outchan): a term
+// Server hands its agents' output to the term's outchan.Leader instead
+// of the committer, and counts it only as far as a quorum holds it.
+
+// outputChannel is a term Server's side of the output channel.
+type outputChannel struct {
+	leader *outchan.Leader
+	call   outchan.Caller
+	// inherited are the attempts running when the term began, by job:
+	// their output passed through an earlier leader, so the term fills
+	// its gap (outchan.Leader.FillOnce) before it counts or takes any of
+	// it. Attempts dispatched in the term need none. Read-only after
+	// newServer.
+	inherited map[uint64]inheritedAttempt
+}
+
+type inheritedAttempt struct {
+	number   uint32
+	logStart uint64
+}
+
+// fillTimeout bounds one gap fill before a reopened job stream is
+// refused (the agent reopens it).
+const fillTimeout = 30 * time.Second
+
+// newOutputChannel builds the channel of a term Server whose scheduler
+// is loaded: s.sched reports each chunk's quorum-durable end to.
+func (s *Server) newOutputChannel(o outchan.LeaderOptions, call outchan.Caller) error {
+	o.Store = func() *store.Store { return s.st }
+	o.Durable = func(job uint64, attempt uint32, end uint64) { s.sched.OutputDurable(job, attempt, end) }
+	o.Logger = s.log.Named("output")
+	jobs, err := s.st.Active()
+	if err != nil {
+		return err
+	}
+	oc := &outputChannel{leader: outchan.NewLeader(o), call: call, inherited: map[uint64]inheritedAttempt{}}
+	for _, j := range jobs {
+		if c := j.Current(); j.State.Active() && c != nil && c.Outcome == "" {
+			oc.inherited[j.ID] = inheritedAttempt{c.Number, c.LogStart}
+		}
+	}
+	s.out = oc
+	return nil
+}
+
+// runOutputChannel runs the term's channel and fills the gap of every
+// inherited attempt, so that one whose agent never comes back is lost at
+// the end a quorum acknowledged rather than at its LogStart.
+func (s *Server) runOutputChannel(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { defer close(done); s.out.leader.Run(ctx) }()
+	for id, a := range s.out.inherited {
+		if ctx.Err() != nil {
+			break
+		}
+		if _, err := s.outputOpen(ctx, id, a.number, a.logStart); err != nil && ctx.Err() == nil {
+			s.log.Warn("output gap fill failed; tried again when the job stream reopens", "job", id, "attempt", a.number, "error", err)
+		}
+	}
+	<-done
+}
+
+// outputOpen returns how much of attempt's output (from logStart) a
+// quorum holds, filling the gap first for an inherited attempt.
+func (s *Server) outputOpen(ctx context.Context, id uint64, attempt uint32, logStart uint64) (uint64, error) {
+	end := logStart
+	if a, ok := s.out.inherited[id]; ok && a.number == attempt {
+		ctx, cancel := context.WithTimeout(ctx, fillTimeout)
+		defer cancel()
+		var err error
+		if end, err = s.out.leader.FillOnce(ctx, s.out.call, id, attempt, logStart); err != nil {
+			return 0, err
+		}
+	}
+	d, ok := s.sched.OutputDurable(id, attempt, end)
+	if !ok {
+		return 0, fmt.Errorf("job %d attempt %d is no longer current", id, attempt)
+	}
+	return d - logStart, nil
+}
+
+// outputAppend stores and replicates a chunk of attempt's output at off
+// (in the attempt's output) if the attempt is still current on agent,
+// and returns its seq. stale says the attempt is not current (any more,
+// or not here yet), not that the channel failed.
+func (s *Server) outputAppend(agent string, id uint64, attempt uint32, off uint64, stream uint8, data []byte) (seq uint64, stale bool, err error) {
+	logStart, _, ok := s.sched.StreamStart(id, attempt, agent)
+	if !ok {
+		return 0, true, fmt.Errorf("job %d attempt %d is no longer current on agent %s", id, attempt, agent)
+	}
+	now := s.clock.Now()
+	seq, err = s.out.leader.Append(id, attempt, logStart+off, stream, now, data)
+	if err != nil {
+		return 0, errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrNotYet), err
+	}
+	s.hub.Appended(id, store.Chunk{Offset: logStart + off, Stream: stream, Data: data, Time: now}, data)
+	s.hub.Ring(id)
+	return seq, false, nil
+}
+
+// outputPeers returns the other voters as the output channel dials them,
+// and the quorum size of the configuration.
+func (n *Node) outputPeers() ([]outchan.Peer, int) {
+	r := n.raftNode()
+	if r == nil {
+		return nil, 1
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return nil, 1
+	}
+	var peers []outchan.Peer
+	voters := 0
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if string(srv.ID) != n.id {
+			peers = append(peers, outchan.Peer{ID: string(srv.ID), Addr: string(srv.Address)})
+		}
+	}
+	return peers, voters/2 + 1
+}
+
+// outputOptions are the LeaderOptions of term t (the Server fills in the
+// rest).
+func (n *Node) outputOptions(t uint64) outchan.LeaderOptions {
+	return outchan.LeaderOptions{
+		Term:  t,
+		Self:  n.id,
+		Peers: n.outputPeers,
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			return n.ident.Dial(ctx, addr, cluster.ALPNOutput)
+		},
+	}
+}
+
+// outputCall sends a gap fill request to a peer.
+func (n *Node) outputCall(ctx context.Context, addr, op string, body, out any) error {
+	return n.ident.Call(ctx, addr, op, body, out)
+}
+
+// outputFollower is the node's side of the streams leaders open to it.
+func (n *Node) outputFollower() *outchan.Follower {
+	return outchan.NewFollower(outchan.FollowerOptions{
+		Replica: n.fsm,
+		Term: func() uint64 {
+			if r := n.raftNode(); r != nil {
+				return r.CurrentTerm()
+			}
+			return 0
+		},
+		Logger: n.log.Named("output"),
+	})
+}
