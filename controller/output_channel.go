@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"jobsuite/controller/cluster"
 	"jobsuite/controller/outchan"
@@ -56,7 +57,39 @@ func (s *Server) newOutputChannel(o outchan.LeaderOptions, call outchan.Caller) 
 		}
 	}
 	s.out = oc
+	s.metrics.reg.MustRegister(outputCollector{oc.leader})
 	return nil
+}
+
+// outputCollector reads the term's output channel at scrape time.
+type outputCollector struct{ l *outchan.Leader }
+
+var (
+	descOutputDurable = prometheus.NewDesc("jobsuite_cluster_output_durable_seq", "On the leader with -output-channel: the last chunk of this term's output that a quorum holds synced (LogAck and attempt ends follow it).", nil, nil)
+	descOutputLast    = prometheus.NewDesc("jobsuite_cluster_output_last_seq", "On the leader with -output-channel: the last chunk of this term's output it stored.", nil, nil)
+	descOutputLag     = prometheus.NewDesc("jobsuite_cluster_output_lag_chunks", "On the leader with -output-channel: chunks of this term's output each voter has not acknowledged as synced.", []string{"peer"}, nil)
+	descOutputBehind  = prometheus.NewDesc("jobsuite_cluster_output_behind", "On the leader with -output-channel: 1 if the voter fell out of the leader's 64 MiB resend buffer and no longer counts for the output quorum this term.", []string{"peer"}, nil)
+)
+
+func (c outputCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descOutputDurable
+	ch <- descOutputLast
+	ch <- descOutputLag
+	ch <- descOutputBehind
+}
+
+func (c outputCollector) Collect(ch chan<- prometheus.Metric) {
+	d, last := c.l.Durable()
+	ch <- prometheus.MustNewConstMetric(descOutputDurable, prometheus.GaugeValue, float64(d))
+	ch <- prometheus.MustNewConstMetric(descOutputLast, prometheus.GaugeValue, float64(last))
+	for peer, lag := range c.l.Lag() {
+		ch <- prometheus.MustNewConstMetric(descOutputLag, prometheus.GaugeValue, float64(lag.Seq), peer)
+		behind := 0.0
+		if lag.Behind {
+			behind = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descOutputBehind, prometheus.GaugeValue, behind, peer)
+	}
 }
 
 // runOutputChannel runs the term's channel and fills the gap of every

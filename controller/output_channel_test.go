@@ -66,6 +66,20 @@ func TestOutputChannelFailover(t *testing.T) {
 		})
 	}
 
+	// The leader counts the chunks a quorum holds.
+	code, body = doWith(t, c.client, "GET", c.url(lead, "/metrics"), "")
+	if code != 200 {
+		t.Fatalf("GET /metrics: %d", code)
+	}
+	var durable, last float64
+	for _, line := range strings.Split(string(body), "\n") {
+		fmt.Sscanf(line, "jobsuite_cluster_output_durable_seq %g", &durable)
+		fmt.Sscanf(line, "jobsuite_cluster_output_last_seq %g", &last)
+	}
+	if durable == 0 || durable != last {
+		t.Errorf("output seqs on the leader after the job: durable %g, last %g", durable, last)
+	}
+
 	// A job that runs across a failover: output before and after.
 	gate := filepath.Join(t.TempDir(), "gate")
 	code, body = doWith(t, c.client, "POST", c.url(lead, "/jobs"),
