@@ -138,8 +138,8 @@ Cluster mode (3 or 5 controllers on raft; README "Running a cluster"):
                         (faster; a LogAck then means "synced on a
                         quorum"), not in the raft log. Set it on every
                         controller of the cluster. Off by default: a
-                        controller that was down or far behind does not
-                        yet fetch the output it missed afterwards.
+                        controller restarted before it fetched output it
+                        missed keeps those logs short.
   -max-stale DUR        A stale read (?stale=1: GET /jobs, /jobs/ID and
                         /jobs/ID/logs answered from this node's own store,
                         not the leader's) is refused (503) once this node

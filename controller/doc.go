@@ -241,10 +241,13 @@
 // with the largest, and makes the range a quorum may lack durable
 // through the channel before it acknowledges that end. In-raft Output
 // commands still apply (old logs, snapshots), and a single controller
-// is unchanged. Not built yet (outchan's doc.go): repair of a node that
-// missed output of attempts that ended meanwhile, and followers ringing
-// their hub and serving logs from their own copy; an inherited attempt
-// lost before its gap fill finished is lost at what was filled by then.
+// is unchanged. A node that missed output (it was down, or fell behind
+// the leader's 64 MiB resend buffer) repairs the holes of each attempt
+// whose end it applies, from its peers (outchan.Repairer). Not built yet
+// (outchan's doc.go, "Not built yet"): a repair queue that survives a
+// restart or a snapshot install, followers ringing their hub and
+// serving logs from their own copy; an inherited attempt lost before
+// its gap fill finished is lost at what was filled by then.
 //
 // The follower-lag bound (design note 3.2; cluster/lag.go, node_lag.go):
 // hashicorp/raft commits with the fastest follower and lets a slower

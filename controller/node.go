@@ -98,6 +98,9 @@ type Node struct {
 	// restore (node_restore.go) across stopping the term and raft.Restore.
 	leadMu    sync.Mutex
 	restoreMu sync.Mutex // one restore at a time
+	// repair fetches output this node missed (Config.OutputChannel;
+	// output_channel.go); nil without the output channel.
+	repair *outchan.Repairer
 	// lag is the follower-lag bound of this node's terms (node_lag.go).
 	lag *cluster.LagBound
 	// applyHook, if set, runs before each batch raft hands the FSM
@@ -187,10 +190,14 @@ func NewNode(cfg Config) (n *Node, err error) {
 		}
 	}
 	size := diskSize(cfg.DataDir)
+	if cfg.OutputChannel {
+		n.repair = n.outputRepairer()
+	}
 	n.fsm, err = cluster.Open(filepath.Join(cfg.DataDir, "fsm"), cluster.Options{
-		Store:  store.Options{Logger: n.log.Named("store"), MemTableSize: defaultMemTable(size)},
-		Logger: n.log.Named("cluster"),
-		Fatal:  n.setFatal,
+		Store:   store.Options{Logger: n.log.Named("store"), MemTableSize: defaultMemTable(size)},
+		Logger:  n.log.Named("cluster"),
+		Fatal:   n.setFatal,
+		Applied: n.outputApplied,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
@@ -544,6 +551,8 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.cfg.OutputChannel {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = n.outputFollower().Serve(n.mux.Listener(cluster.ALPNOutput)) }()
+		wg.Add(1)
+		go func() { defer wg.Done(); n.repair.Run(ctx) }()
 	}
 	httpErr := make(chan error, 1)
 	go func() {

@@ -203,3 +203,29 @@ func (n *Node) outputFollower() *outchan.Follower {
 		Logger: n.log.Named("output"),
 	})
 }
+
+// outputRepairer is the node's repair of output it missed.
+func (n *Node) outputRepairer() *outchan.Repairer {
+	return outchan.NewRepairer(outchan.RepairOptions{
+		Self:   n.id,
+		Store:  func() *store.Store { return n.fsm.Store() },
+		Peers:  n.outputPeers,
+		Call:   n.outputCall,
+		Logger: n.log.Named("output"),
+	})
+}
+
+// outputApplied hears of every batch of rounds the FSM applied: a
+// round that ends an attempt whose output came on the channel
+// (store.TruncateLog) makes its output below the end final, and the
+// repair fetches whatever of it this node lacks.
+func (n *Node) outputApplied(cmds []store.Command) {
+	if n.repair == nil {
+		return
+	}
+	for _, c := range cmds {
+		if t, ok := c.(*store.TruncateLog); ok {
+			n.repair.Note(t.Job, t.At)
+		}
+	}
+}

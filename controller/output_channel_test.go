@@ -26,7 +26,8 @@ func staleLog(t *testing.T, c *nodeCluster, i int, id uint64) (int, []byte) {
 // every node's own store byte for byte; when the leader stops while the
 // job runs, the new leader fills the running attempt's output from the
 // others, takes the agent's reopened stream and the job ends with its
-// whole output, exactly once, on every node that stayed up.
+// whole output, exactly once, on every node — the stopped one too, once
+// it is back and has repaired what it missed.
 func TestOutputChannelFailover(t *testing.T) {
 	c := startNodesWith(t, 3, func(cfg *controller.Config) { cfg.OutputChannel = true })
 	lead := c.leader()
@@ -113,10 +114,10 @@ func TestOutputChannelFailover(t *testing.T) {
 	}
 	full += second.String()
 	wantSum := sha256.Sum256([]byte(full))
+	// The old leader comes back: it missed the second half, and repairs
+	// it from the others once it applies the attempt's end.
+	c.start(lead)
 	for i := range c.nodes {
-		if i == lead {
-			continue // stopped: it missed the second half (no repair yet)
-		}
 		(&cluster{t: t}).waitFor(fmt.Sprintf("node %d's own copy of job %d", i, long.JobID), func() bool {
 			code, b := staleLog(t, c, i, long.JobID)
 			return code == 200 && sha256.Sum256(b) == wantSum

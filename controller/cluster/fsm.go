@@ -33,6 +33,11 @@ type Options struct {
 	// controller logs and exits; nil panics. After Fatal returns, the FSM
 	// applies nothing more (every later entry's Response has ErrStopped).
 	Fatal func(error)
+	// Applied, if set, is called with the commands of each batch of
+	// entries once they are applied (the output channel's repair hears
+	// of ended attempts this way). It runs on raft's apply path: it must
+	// not block.
+	Applied func(cmds []store.Command)
 }
 
 // Response is what ApplyBatch returns for one log entry: an
@@ -67,6 +72,8 @@ type FSM struct {
 	opts  store.Options
 	log   hclog.Logger
 	fatal func(error)
+	// onApplied is Options.Applied.
+	onApplied func(cmds []store.Command)
 
 	// mu: Restore holds it to swap the store; ApplyBatch, Snapshot and
 	// Store hold it for reading.
@@ -113,11 +120,12 @@ func Open(dir string, opts Options) (*FSM, error) {
 		logger = hclog.NewNullLogger()
 	}
 	f := &FSM{
-		dir:      dir,
-		opts:     opts.Store,
-		log:      logger.Named("fsm"),
-		fatal:    opts.Fatal,
-		advanced: make(chan struct{}),
+		dir:       dir,
+		opts:      opts.Store,
+		log:       logger.Named("fsm"),
+		fatal:     opts.Fatal,
+		onApplied: opts.Applied,
+		advanced:  make(chan struct{}),
 	}
 	f.opts.NoSync = true
 	if f.fatal == nil {
@@ -154,7 +162,7 @@ func Open(dir string, opts Options) (*FSM, error) {
 	f.st, f.gen = st, gen
 	f.applied.Store(index)
 	f.term.Store(term)
-	f.log.Debug("opened", "dir", dir, "store", storeDirName(gen), "applied_index", index, "applied_term", term)
+	f.log.Debug("opened", "dir", dir, "store", storeDirName(gen), "onAppliedindex", index, "onAppliedterm", term)
 	return f, nil
 }
 
@@ -388,6 +396,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	}
 	f.entriesApplied.Add(uint64(len(spans)))
 	f.setApplied(lastIdx, lastTm)
+	if f.onApplied != nil {
+		f.onApplied(cmds)
+	}
 	return resp
 }
 

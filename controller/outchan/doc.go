@@ -67,18 +67,32 @@
 // and waits until a quorum holds it. That end is the attempt's durable
 // end; the agent resends the rest from its spool.
 //
+// # Repair
+//
+// A node that was down, or fell out of a leader's ring, lacks some
+// output — holes, not only a short tail: chunks of the next term arrive
+// past the ones it missed. Every round that ends an attempt carries a
+// store.TruncateLog, which says the job's output below its At is final;
+// the node's Repairer (repair.go) hears of each one the FSM applies
+// (cluster.Options.Applied), finds the holes below At
+// (store.LogHole) and fetches them from a peer (OpRead), storing each
+// byte under the attempt it belongs to with store.ReplicaOutput (so a
+// job pruned meanwhile is not brought back). Gap fill and OpEnd count
+// only what a node holds without a hole.
+//
 // # Not built yet
 //
-//   - Repair: a follower that was down or fell out of the ring lacks
-//     the output of attempts that ended meanwhile (a quorum holds it;
-//     this node does not), and nothing fetches it later; its own reads
-//     of those logs (a stale read, a WebSocket on a follower after a
-//     failover made it leader) are short until then. The output of an
-//     attempt still running when it becomes leader is filled (above).
+//   - The repair queue is in memory: a node that stops before it
+//     repaired a job, or that catches up by installing a snapshot
+//     (which applies no rounds), keeps that job's holes; nothing scans
+//     the store for them at start.
+//   - An attempt inherited by a new leader that is lost before its gap
+//     fill completed is lost at what was filled by then (its lease has
+//     the restart grace, 1¼ leases, for the fill and the agent).
 //   - A follower's hub is not rung on replicated appends, and a
-//     follower's log reads are forwarded to the leader as before.
+//     follower's log reads are forwarded to the leader as before (stale
+//     reads, ?stale=1, read its own copy).
 //   - A snapshot installed on a follower replaces its store with the
-//     leader's checkpoint: output it acked but the leader truncated is
-//     gone with it, as it should be; output of the current term that the
+//     leader's checkpoint: output of the current term that the
 //     checkpoint predates is resent only if still in the ring.
 package outchan

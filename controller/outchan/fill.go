@@ -51,7 +51,8 @@ type ReadAnswer struct {
 
 // AttemptEnd is this node's answer to OpEnd: it syncs its store first,
 // so the end it names is durable here, then reads where the attempt's
-// output ends: the job's stored log end, but never past the attempt's
+// output ends: the end of what it holds from LogStart on without a hole,
+// but never past the attempt's
 // recorded end once it ended, and LogStart when the store does not hold
 // the attempt (then it has none of its output either: chunks are stored
 // only once their attempt is).
@@ -78,6 +79,13 @@ func AttemptEnd(st *store.Store, r EndRequest) (EndAnswer, error) {
 		end = min(end, j.Attempts[n].LogStart)
 	} else if j.Attempts[n-1].Outcome != "" || j.State.Terminal() {
 		end = min(end, j.LogBytes)
+	}
+	// Only what it holds without a hole counts (a node that missed some
+	// chunks holds later ones).
+	if start, _, hole, err := st.LogHole(r.Job, r.LogStart, end); err != nil {
+		return EndAnswer{}, err
+	} else if hole {
+		end = start
 	}
 	return EndAnswer{End: max(end, r.LogStart)}, nil
 }

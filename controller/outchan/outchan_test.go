@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -90,8 +91,14 @@ func (r *replica) WaitApplied(ctx context.Context, index uint64) error {
 // index.
 func (r *replica) apply(t *testing.T, cmds ...store.Command) {
 	t.Helper()
-	if _, err := r.st.Apply(cmds...); err != nil {
+	res, err := r.st.Apply(cmds...)
+	if err != nil {
 		t.Fatal(err)
+	}
+	for i, x := range res {
+		if x.Err != nil {
+			t.Fatalf("command %d: %v", i, x.Err)
+		}
 	}
 	r.mu.Lock()
 	r.applied++
@@ -386,5 +393,81 @@ func TestFill(t *testing.T) {
 				t.Errorf("FillOnce again = %d, %v; want %d", again, err, end)
 			}
 		})
+	}
+}
+
+// TestRepair: a node that missed parts of ended attempts' output (a
+// hole in the middle, the tail) fetches them from a peer, each byte
+// under the attempt it belongs to, and nothing past the last ended
+// attempt's end.
+func TestRepair(t *testing.T) {
+	local, peer := newReplica(t), newReplica(t)
+	create, dispatch := job(1)
+	// Attempt 1 lost at 30, attempt 2 ended at 60.
+	lost := dispatch.Job.Clone()
+	lost.Attempts[0].Outcome = store.OutcomeLost
+	lost.LogBytes = 30
+	lost.Attempts = append(lost.Attempts, store.Attempt{Number: 2, Agent: "b", LogStart: 30})
+	lostT := store.NewTransition(lost, store.Event{Time: t0, Type: "lost"})
+	ended := lost.Clone()
+	ended.State = store.Completed
+	ended.Attempts[1].Outcome = store.OutcomeCompleted
+	ended.LogBytes = 60
+	endedT := store.NewTransition(ended, store.Event{Time: t0, Type: "completed"})
+	full := []byte("aaaaaaaaaabbbbbbbbbbccccccccccddddddddddeeeeeeeeeeffffffffff")
+	for _, r := range []*replica{local, peer} {
+		r.apply(t, create)
+		r.apply(t, dispatch)
+	}
+	put := func(r *replica, attempt uint32, from, to int) {
+		res, err := r.st.Apply(&store.ReplicaOutput{Job: 1, Attempt: attempt, Chunk: store.Chunk{Offset: uint64(from), Stream: 1, Data: full[from:to], Time: t0}})
+		if err == nil {
+			err = res[0].Err
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(peer, 1, 0, 30)
+	put(local, 1, 0, 10)
+	put(local, 1, 20, 30)
+	for _, r := range []*replica{local, peer} {
+		r.apply(t, lostT, &store.TruncateLog{Job: 1, At: 30})
+	}
+	put(peer, 2, 30, 60)
+	put(local, 2, 30, 40)
+	for _, r := range []*replica{local, peer} {
+		r.apply(t, endedT, &store.TruncateLog{Job: 1, At: 60})
+	}
+	call := func(ctx context.Context, addr, op string, body, out any) error {
+		if op != OpRead {
+			return fmt.Errorf("op %q", op)
+		}
+		a, err := ReadRange(peer.st, body.(ReadRequest))
+		*out.(*ReadAnswer) = a
+		return err
+	}
+	repaired := make(chan uint64, 1)
+	r := NewRepairer(RepairOptions{
+		Self: "n0", Store: local.Store, Call: call,
+		Peers:    func() ([]Peer, int) { return []Peer{{ID: "n0", Addr: "self"}, {ID: "n1", Addr: "peer"}}, 2 },
+		Repaired: func(job uint64) { repaired <- job },
+		Logger:   hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: os.Stderr}),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	r.Note(1, 60)
+	select {
+	case <-repaired:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no repair")
+	}
+	if got := local.log(t, 1); got != string(full) {
+		t.Fatalf("after repair: %q, want %q", got, full)
+	}
+	if _, _, hole, err := local.st.LogHole(1, 0, 60); err != nil || hole {
+		t.Fatalf("a hole left: %v %v", hole, err)
 	}
 }

@@ -164,3 +164,50 @@ func (s *Store) SyncOutput() error {
 	}
 	return nil
 }
+
+// LogHole returns the first range of [from, to) that job id's stored
+// output does not cover, and false when it covers all of it. Output that
+// came on the output channel may have holes on a node that missed some
+// of it (it was down, or fell behind the leader's resend buffer): gap
+// fill and repair fetch them from the other nodes.
+func (s *Store) LogHole(id, from, to uint64) (start, end uint64, ok bool, err error) {
+	if !s.acquire() {
+		return 0, 0, false, fmt.Errorf("store: log hole of job %d: %w", id, ErrClosed)
+	}
+	defer s.mu.RUnlock()
+	if from >= to {
+		return 0, 0, false, nil
+	}
+	prefix := logKey(id, 0)[:9]
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("store: log hole of job %d: %w", id, err)
+	}
+	defer it.Close()
+	pos := from
+	ok2 := it.SeekLT(logKey(id, from+1))
+	if !ok2 {
+		ok2 = it.First()
+	}
+	for ; ok2 && pos < to; ok2 = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return 0, 0, false, fmt.Errorf("store: log hole of job %d: %w", id, err)
+		}
+		e, err := decodeLogEntry(it.Key(), v)
+		if err != nil {
+			return 0, 0, false, fmt.Errorf("store: log hole of job %d: %w", id, err)
+		}
+		if e.off > pos {
+			return pos, min(e.off, to), true, nil
+		}
+		pos = max(pos, e.off+uint64(len(e.data)))
+	}
+	if err := it.Error(); err != nil {
+		return 0, 0, false, fmt.Errorf("store: log hole of job %d: %w", id, err)
+	}
+	if pos < to {
+		return pos, to, true, nil
+	}
+	return 0, 0, false, nil
+}

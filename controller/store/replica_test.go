@@ -156,3 +156,45 @@ func TestTruncateLog(t *testing.T) {
 		})
 	}
 }
+
+func TestLogHole(t *testing.T) {
+	s := open(t)
+	for _, c := range []Chunk{{Offset: 0, Stream: 1, Data: []byte("0123")}, {Offset: 4, Stream: 1, Data: []byte("45")}, {Offset: 10, Stream: 1, Data: []byte("abcd")}, {Offset: 12, Stream: 1, Data: []byte("cdef")}} {
+		if err := appendLog(s, 7, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type hole struct {
+		start, end uint64
+		ok         bool
+	}
+	tests := map[string]struct {
+		from, to uint64
+		want     hole
+	}{
+		"covered prefix":        {0, 6, hole{}},
+		"the hole":              {0, 20, hole{6, 10, true}},
+		"inside the hole":       {7, 9, hole{7, 9, true}},
+		"from inside a chunk":   {2, 11, hole{6, 10, true}},
+		"overlapping chunks":    {10, 16, hole{}},
+		"past the end":          {10, 20, hole{16, 20, true}},
+		"empty range":           {5, 5, hole{}},
+		"another job, all hole": {0, 3, hole{}},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			id := uint64(7)
+			if name == "another job, all hole" {
+				id = 8
+				tt.want = hole{0, 3, true}
+			}
+			start, end, ok, err := s.LogHole(id, tt.from, tt.to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := (hole{start, end, ok}); got != tt.want {
+				t.Errorf("LogHole(%d, %d, %d) = %+v, want %+v", id, tt.from, tt.to, got, tt.want)
+			}
+		})
+	}
+}
