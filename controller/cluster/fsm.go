@@ -34,9 +34,11 @@ type Options struct {
 	// applies nothing more (every later entry's Response has ErrStopped).
 	Fatal func(error)
 	// Applied, if set, is called with the commands of each batch of
-	// entries once they are applied (the output channel's repair hears
-	// of ended attempts this way). It runs on raft's apply path: it must
-	// not block.
+	// entries once they are applied, and with those of entries skipped
+	// because the store held them already (raft's replay after a
+	// restart): the output channel's repair hears of ended attempts
+	// this way, also of those it had not repaired when the node
+	// stopped. It runs on raft's apply path: it must not block.
 	Applied func(cmds []store.Command)
 }
 
@@ -344,11 +346,17 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		lastIdx, lastTm uint64
 		applied         = f.applied.Load()
 	)
+	var replayed []store.Command // Options.Applied: the skipped entries' commands
 	for i, l := range logs {
 		if l.Index <= applied {
 			f.entriesSkipped.Add(1)
 			if l.Type == raft.LogCommand {
 				resp[i] = &Response{Skipped: true}
+				if f.onApplied != nil {
+					if round, err := store.DecodeRound(l.Data); err == nil {
+						replayed = append(replayed, round...)
+					}
+				}
 			}
 			continue
 		}
@@ -377,6 +385,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		}
 		spans = append(spans, span{i, len(cmds), len(round)})
 		cmds = append(cmds, round...)
+	}
+	if len(replayed) > 0 {
+		f.onApplied(replayed)
 	}
 	if lastIdx == 0 {
 		return resp
