@@ -247,7 +247,8 @@
 // (outchan's doc.go, "Not built yet"): a repair queue that survives a
 // restart or a snapshot install, followers ringing their hub and
 // serving logs from their own copy; an inherited attempt lost before
-// its gap fill finished is lost at what was filled by then.
+// its gap fill finished (the term's sweep retries it every 2 s within
+// the attempt's restart grace) is lost at what was filled by then.
 //
 // The follower-lag bound (design note 3.2; cluster/lag.go, node_lag.go):
 // hashicorp/raft commits with the fastest follower and lets a slower

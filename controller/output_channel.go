@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"time"
 
@@ -93,21 +94,45 @@ func (c outputCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // runOutputChannel runs the term's channel and fills the gap of every
-// inherited attempt, so that one whose agent never comes back is lost at
-// the end a quorum acknowledged rather than at its LogStart.
+// inherited attempt, trying again every fillRetry until each is filled
+// or ended, so that one whose agent never comes back is lost at the end
+// a quorum acknowledged rather than at its LogStart (its lease has the
+// restart grace for that).
 func (s *Server) runOutputChannel(ctx context.Context) {
 	done := make(chan struct{})
 	go func() { defer close(done); s.out.leader.Run(ctx) }()
-	for id, a := range s.out.inherited {
-		if ctx.Err() != nil {
-			break
+	left := maps.Clone(s.out.inherited)
+	for len(left) > 0 && ctx.Err() == nil {
+		for id, a := range left {
+			if ctx.Err() != nil {
+				break
+			}
+			_, err := s.outputOpen(ctx, id, a.number, a.logStart)
+			if err == nil || errors.Is(err, errNotCurrent) {
+				delete(left, id)
+			} else if ctx.Err() == nil {
+				s.log.Warn("output gap fill failed; trying again", "job", id, "attempt", a.number, "error", err)
+			}
 		}
-		if _, err := s.outputOpen(ctx, id, a.number, a.logStart); err != nil && ctx.Err() == nil {
-			s.log.Warn("output gap fill failed; tried again when the job stream reopens", "job", id, "attempt", a.number, "error", err)
+		if len(left) > 0 {
+			t := time.NewTimer(fillRetry)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
 		}
 	}
 	<-done
 }
+
+// fillRetry is how long the term's sweep waits before it tries the gap
+// fills that failed again (no quorum answered, a peer failed a read).
+const fillRetry = 2 * time.Second
+
+// errNotCurrent: the attempt ended (or was not the job's) before its
+// output was counted.
+var errNotCurrent = errors.New("attempt no longer current")
 
 // outputOpen returns how much of attempt's output (from logStart) a
 // quorum holds, filling the gap first for an inherited attempt.
@@ -123,7 +148,7 @@ func (s *Server) outputOpen(ctx context.Context, id uint64, attempt uint32, logS
 	}
 	d, ok := s.sched.OutputDurable(id, attempt, end)
 	if !ok {
-		return 0, fmt.Errorf("job %d attempt %d is no longer current", id, attempt)
+		return 0, fmt.Errorf("job %d attempt %d: %w", id, attempt, errNotCurrent)
 	}
 	return d - logStart, nil
 }

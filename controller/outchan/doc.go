@@ -87,8 +87,10 @@
 //     (which applies no rounds), keeps that job's holes; nothing scans
 //     the store for them at start.
 //   - An attempt inherited by a new leader that is lost before its gap
-//     fill completed is lost at what was filled by then (its lease has
-//     the restart grace, 1¼ leases, for the fill and the agent).
+//     fill completed is lost at what was filled by then. The term's
+//     sweep tries every such fill again every 2 s, and the attempt's
+//     lease has the restart grace (1¼ leases) before it can be lost, so
+//     this needs a fill failing for that long while a quorum is up.
 //   - A follower's hub is not rung on replicated appends, and a
 //     follower's log reads are forwarded to the leader as before (stale
 //     reads, ?stale=1, read its own copy).
