@@ -45,6 +45,9 @@ type LeaderOptions struct {
 	// log). It runs under the Leader's lock: it must not call the
 	// Leader.
 	Durable func(job uint64, attempt uint32, end uint64)
+	// Behind, if set, is told of a follower that fell out of the ring
+	// (it no longer counts for the quorum this term).
+	Behind func(peer string)
 	// RingBytes is DefaultRingBytes when 0.
 	RingBytes int
 	Logger    hclog.Logger
@@ -324,6 +327,9 @@ func (l *Leader) send(ctx context.Context, s *sender) {
 		err := l.stream(ctx, s)
 		if errors.Is(err, errBehind) {
 			l.log.Warn("output channel: follower fell behind the ring; it no longer counts for the quorum this term", "peer", s.peer.ID)
+			if l.o.Behind != nil {
+				l.o.Behind(s.peer.ID)
+			}
 			return
 		}
 		if ctx.Err() == nil {

@@ -471,3 +471,114 @@ func TestRepair(t *testing.T) {
 		t.Fatalf("a hole left: %v %v", hole, err)
 	}
 }
+
+// TestSenderResumesAndFallsBehind: a follower whose stream breaks is
+// sent the rest from its durable seq on the next connection; one that
+// cannot be reached while more than the ring's bytes pass falls out of
+// the quorum count (and says so in Lag), and the others carry on.
+func TestSenderResumesAndFallsBehind(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		down  = map[string]bool{}
+		conns []net.Conn
+	)
+	reps := []*replica{newReplica(t), newReplica(t), newReplica(t)}
+	var peers []Peer
+	for i := 1; i < 3; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := NewFollower(FollowerOptions{Replica: reps[i], Term: func() uint64 { return 1 }})
+		go func() { _ = f.Serve(ln) }()
+		t.Cleanup(func() { _ = ln.Close() })
+		peers = append(peers, Peer{ID: fmt.Sprintf("n%d", i), Addr: ln.Addr().String()})
+	}
+	q := 3
+	behind := make(chan string, 2)
+	l := NewLeader(LeaderOptions{
+		Term: 1, Self: "n0", Store: reps[0].Store, RingBytes: 1000,
+		Behind: func(peer string) { behind <- peer },
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if down[addr] {
+				return nil, errors.New("down")
+			}
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", addr)
+			if err == nil {
+				conns = append(conns, c)
+			}
+			return c, err
+		},
+		Peers: func() ([]Peer, int) { mu.Lock(); defer mu.Unlock(); return peers, q },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	create, dispatch := job(1)
+	for _, r := range reps {
+		r.apply(t, create)
+		r.apply(t, dispatch)
+	}
+	var want bytes.Buffer
+	appendN := func(n int) uint64 {
+		var seq uint64
+		for range n {
+			data := bytes.Repeat([]byte{'a' + byte(want.Len()%26)}, 100)
+			var err error
+			if seq, err = l.Append(1, 1, uint64(want.Len()), 1, t0, data); err != nil {
+				t.Fatal(err)
+			}
+			want.Write(data)
+		}
+		return seq
+	}
+	wait(t, l, appendN(5)) // all three hold 5 chunks
+	// Break both streams: the senders dial again and resume.
+	mu.Lock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	mu.Unlock()
+	wait(t, l, appendN(5))
+	for i, r := range reps {
+		if got := r.log(t, 1); got != want.String() {
+			t.Fatalf("after a reconnect node %d holds %d bytes, want %d", i, len(got), want.Len())
+		}
+	}
+	// n2 goes away (its stream too) while 3000 bytes pass a ring of 1000:
+	// with it counted no quorum of 3 could form, so count 2 of 3.
+	mu.Lock()
+	q = 2
+	down[peers[1].Addr] = true
+	for _, c := range conns {
+		if c.RemoteAddr().String() == peers[1].Addr {
+			_ = c.Close()
+		}
+	}
+	mu.Unlock()
+	for range 30 { // one at a time: n1 keeps up, inside the ring
+		wait(t, l, appendN(1))
+	}
+	mu.Lock()
+	down[peers[1].Addr] = false
+	mu.Unlock()
+	select {
+	case p := <-behind:
+		if p != "n2" {
+			t.Fatalf("%s fell behind, want n2", p)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("n2 never fell behind: %+v", l.Lag())
+	}
+	if lag := l.Lag(); !lag["n2"].Behind || lag["n1"].Behind {
+		t.Fatalf("Lag() = %+v, want only n2 behind", lag)
+	}
+	wait(t, l, appendN(3)) // the quorum moves on without n2
+	if got := reps[1].log(t, 1); got != want.String() {
+		t.Fatalf("n1 holds %d bytes, want %d", len(got), want.Len())
+	}
+}
