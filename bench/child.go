@@ -49,6 +49,8 @@ type childConfig struct {
 	Expect      int // -bootstrap-expect
 	// RaftMultiplier is -raft-multiplier (0: the default, 1)
 	RaftMultiplier int
+	// OutputChannel is -output-channel (controller/outchan)
+	OutputChannel bool
 
 	// output-peer (rows 9h, 9p: raftalone.go): "raft",
 	// "raft-trivial" or "channel", and raft's MaxAppendEntries (0:
@@ -192,7 +194,7 @@ func runNode(ctx context.Context, cfg childConfig, logger hclog.Logger, out *jso
 		HTTPAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DataDir: cfg.Data,
 		TLS:    certs.Files{CA: certs.CAFile(cfg.PKI), Cert: certs.CertFile(cfg.PKI, cfg.Name), Key: certs.KeyFile(cfg.PKI, cfg.Name)},
 		Logger: logger, LeaseTTL: cfg.LeaseTTL,
-		ClusterAddr: cfg.ClusterAddr, Join: cfg.Join, BootstrapExpect: cfg.Expect, RaftMultiplier: cfg.RaftMultiplier,
+		ClusterAddr: cfg.ClusterAddr, Join: cfg.Join, BootstrapExpect: cfg.Expect, RaftMultiplier: cfg.RaftMultiplier, OutputChannel: cfg.OutputChannel,
 	})
 	if err != nil {
 		return err

@@ -120,7 +120,7 @@ func (e *env) startRaftClusterWith(ctx context.Context, name string, multiplier 
 		id := nodeName(i)
 		cfg := childConfig{Mode: "controller", PKI: e.pki.dir, Name: id, Data: filepath.Join(base, id),
 			Log: filepath.Join(base, id+".log"), LogLevel: e.cfg.LogLevel,
-			ClusterAddr: join[i-1], Join: join, Expect: clusterSize, RaftMultiplier: multiplier}
+			ClusterAddr: join[i-1], Join: join, Expect: clusterSize, RaftMultiplier: multiplier, OutputChannel: e.outputChannel}
 		if e.cfg.ProfileDir != "" {
 			cfg.Profile = filepath.Join(e.cfg.ProfileDir, name+"-"+id+".pprof")
 		}

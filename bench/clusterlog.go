@@ -39,6 +39,10 @@ func (e *env) clusterLog(ctx context.Context, limit float64, multiplier int) {
 		id9d = fmt.Sprintf("9d-m%d", multiplier)
 		name += fmt.Sprintf(", -raft-multiplier %d", multiplier)
 	}
+	if e.outputChannel {
+		id9d += "-oc"
+		name += ", -output-channel (output beside raft, controller/outchan)"
+	}
 	c, err := e.startRaftClusterWith(ctx, "cluster-log-"+id9d, multiplier)
 	if err != nil {
 		e.fail(id9d, name, err)

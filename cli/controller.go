@@ -133,6 +133,13 @@ Cluster mode (3 or 5 controllers on raft; README "Running a cluster"):
                         leader lease 500 ms) by N: a larger N tolerates
                         slow or busy machines, at the price of a slower
                         failover. Default {raft-multiplier}.
+  -output-channel       Send agents' output from the leader to the other
+                        controllers on a channel of its own beside raft
+                        (faster; a LogAck then means "synced on a
+                        quorum"), not in the raft log. Set it on every
+                        controller of the cluster. Off by default: a
+                        controller restarted before it fetched output it
+                        missed keeps those logs short.
   -max-stale DUR        A stale read (?stale=1: GET /jobs, /jobs/ID and
                         /jobs/ID/logs answered from this node's own store,
                         not the leader's) is refused (503) once this node
@@ -216,6 +223,7 @@ Configuration file:
     bootstrap_expect = {bootstrap-expect:toml}
     join       = ""                      # e.g. "10.0.0.1:7444,10.0.0.2:7444,10.0.0.3:7444"
     raft_multiplier = {raft-multiplier:toml}
+    output_channel = {output-channel:toml}
     max_stale  = {max-stale:toml}
     raft_snapshot_threshold = {raft-snapshot-threshold:toml}
     raft_snapshot_interval  = {raft-snapshot-interval:toml}
@@ -317,6 +325,7 @@ func controllerFlags(fs *flag.FlagSet, cfg *controller.Config, lf *logFlags) (mi
 		return nil
 	})
 	fs.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "")
+	fs.BoolVar(&cfg.OutputChannel, "output-channel", cfg.OutputChannel, "")
 	fs.DurationVar(&cfg.MaxStale, "max-stale", cfg.MaxStale, "")
 	fs.Uint64Var(&cfg.RaftSnapshotThreshold, "raft-snapshot-threshold", cfg.RaftSnapshotThreshold, "")
 	fs.DurationVar(&cfg.RaftSnapshotInterval, "raft-snapshot-interval", cfg.RaftSnapshotInterval, "")

@@ -510,12 +510,22 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 		fail(protocol.CodeStaleAttempt, "job %d attempt %d is not current on agent %s", id, attempt, a.name)
 		return
 	}
-	acks := &streamAcks{have: end - logStart} // output bytes of this attempt stored
+	acks := &streamAcks{have: end - logStart, id: id, attempt: attempt, logStart: logStart} // output bytes of this attempt stored
 	log := a.log.With("job", id, "attempt", attempt)
-	// On a reopened stream, what we have may not be durable yet (the
-	// previous stream's last chunks): wait for it before saying so. A
-	// fresh attempt has nothing stored, so it costs no wait.
-	if acks.have > 0 {
+	if s.out != nil {
+		// The output channel: the output a quorum holds (after gap fill,
+		// for an attempt an earlier leader took output of).
+		have, err := s.outputOpen(context.Background(), id, attempt, logStart)
+		if err != nil {
+			log.Warn("output channel cannot take the stream yet", "error", err)
+			fail(protocol.CodeShutdown, "controller cannot take output yet: %v", err)
+			return
+		}
+		acks.have = have
+	} else if acks.have > 0 {
+		// On a reopened stream, what we have may not be durable yet (the
+		// previous stream's last chunks): wait for it before saying so. A
+		// fresh attempt has nothing stored, so it costs no wait.
 		if err := s.c.Barrier().Wait(); err != nil {
 			fail(protocol.CodeShutdown, "controller cannot store output")
 			return
@@ -571,6 +581,20 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			// The reader reuses its buffer: the command (and the hub, which
 			// keeps the newest output of followed jobs) get a copy.
 			data = bytes.Clone(data)
+			if s.out != nil {
+				seq, stale, err := s.outputAppend(a.name, id, attempt, got, uint8(m.Stream), data)
+				if stale {
+					fail(protocol.CodeStaleAttempt, "%v", err)
+					return
+				}
+				if err != nil {
+					log.Error("storing output failed", "error", err)
+					fail(protocol.CodeShutdown, "controller cannot store output")
+					return
+				}
+				acks.appended(got+uint64(len(data)), seq)
+				continue
+			}
 			b, err := s.sched.Output(a.name, id, attempt, got, uint8(m.Stream), data)
 			if err != nil {
 				fail(protocol.CodeStaleAttempt, "%v", err)
@@ -587,6 +611,14 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			if have := acks.stored(); m.LogBytes != have {
 				fail(protocol.CodeProtocol, "result says %d output bytes, %d arrived", m.LogBytes, have)
 				return
+			}
+			if s.out != nil {
+				// The end is proposed only once a quorum holds every byte
+				// it counts: the scheduler's end is then the agent's.
+				if err := s.out.leader.WaitDurable(context.Background(), acks.lastSeq()); err != nil {
+					fail(protocol.CodeShutdown, "controller cannot store output: %v", err)
+					return
+				}
 			}
 			b, err := s.sched.Finished(a.name, id, attempt, m)
 			if err != nil {
@@ -625,6 +657,25 @@ type streamAcks struct {
 	mu   sync.Mutex
 	have uint64       // output bytes of the attempt queued (or stored before the stream)
 	b    *sched.Batch // the batch holding the last chunk queued; nil before the first
+	seq  uint64       // with the output channel: the seq of the last chunk appended; 0 before the first
+
+	id       uint64
+	attempt  uint32
+	logStart uint64
+}
+
+// appended records that the attempt's output up to have is on the
+// output channel, the last of it as seq.
+func (a *streamAcks) appended(have, seq uint64) {
+	a.mu.Lock()
+	a.have, a.seq = have, seq
+	a.mu.Unlock()
+}
+
+func (a *streamAcks) lastSeq() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.seq
 }
 
 func (a *streamAcks) stored() uint64 {
@@ -656,9 +707,28 @@ func (s *Server) ackLoop(ctx context.Context, w *protocol.Writer, acks *streamAc
 		case <-t.C:
 		}
 		acks.mu.Lock()
-		got, b := acks.have, acks.b
+		got, b, seq := acks.have, acks.b, acks.seq
 		acks.mu.Unlock()
 		if got == acked {
+			continue
+		}
+		if s.out != nil {
+			// A LogAck says what the scheduler counts: output a quorum
+			// holds, of an attempt still current (once it ended, its
+			// LogBytes is decided and nothing more is acknowledged).
+			if err := s.out.leader.WaitDurable(ctx, seq); err != nil {
+				return
+			}
+			d, ok := s.sched.OutputDurable(acks.id, acks.attempt, 0)
+			if !ok {
+				return
+			}
+			if off := d - acks.logStart; off > acked {
+				if err := w.Write(&protocol.LogAck{Offset: off}); err != nil {
+					return
+				}
+				acked = off
+			}
 			continue
 		}
 		if err := b.Wait(); err != nil {

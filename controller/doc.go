@@ -109,7 +109,8 @@
 // event with Seq 0 creates the job), Output (a chunk of a job's log at
 // its offset), PutToken and DeleteToken (API tokens), PutRevocation and
 // DeleteRevocation, CreateJoinToken, UseJoinToken, DeleteJoinToken and
-// PruneJoinTokens, AppendAudit and PruneAudit, and PruneJobs (explicit
+// PruneJoinTokens, AppendAudit and PruneAudit, TruncateLog (with the
+// output channel: an ended attempt's log cut at its LogBytes), and PruneJobs (explicit
 // job IDs, chosen by the retention loop from the finished index: the
 // policy — its clock, its limits, the finished count — stays with the
 // leader, and the command stays bounded, one read per job, whatever the
@@ -213,38 +214,49 @@
 // single controller's data directory and its error names the steps. A
 // single controller restores offline (snapshot.Restore), stopped.
 //
-// Output rides the raft log like every other command. The design note
-// proposed a channel of its own beside raft (output is >99% of the
-// bytes); this first version keeps it in the rounds because then an
-// agent's LogAck means "committed on a quorum" by construction, every
-// node's store holds every log (any node serves logs, a new leader has
-// no gap to fill), and a snapshot carries output with the rest. The
-// cost is raft bandwidth: every output byte is sent to each follower
-// inside AppendEntries, one entry per agent LogChunk (256 KiB: a chunk
-// larger than MaxEntryBytes travels alone), and written twice on every
-// node (raft-wal, then the store).
+// Output rides the raft log like every other command by default: an
+// agent's LogAck then means "committed on a quorum" by construction,
+// every node's store holds every log (any node serves logs, a new
+// leader has no gap to fill), and a snapshot carries output with the
+// rest. The cost is raft bandwidth: every output byte is sent to each
+// follower inside AppendEntries, one entry per agent LogChunk (256 KiB:
+// a chunk larger than MaxEntryBytes travels alone), and written twice
+// on every node (raft-wal, then the store). Measured (BENCHMARKS.md,
+// "Issue 14: output in the raft log vs a channel of its own"), a
+// channel of its own beside raft carried 1.5–1.8× the bytes per second
+// at 0.6–0.75× the CPU per GiB.
 //
-// Measured, and decided (BENCHMARKS.md, "Issue 14: output in the raft
-// log vs a channel of its own"): on this machine, in the same runs, a
-// bench-only prototype of the separate channel's data path (bench rows
-// 9p: the leader's store, streamed over the cluster port, followers'
-// stores, acked when synced, quorum = second highest) moved 1.5–1.8× the
-// bytes per second of raft with the real FSM for 256 KiB chunks
-// (2.4–2.6× for 64 KiB) at 0.6–0.75× the CPU per GiB in three runs, and
-// wrote each byte 2× per node instead of 3×. Under a 1 GiB stream (row
-// 9d) the in-raft leader lost its lease and leadership moved until
-// cluster.Log stopped re-encoding big rounds, and even after that one
-// follower trails the other by about 20 s of output, since raft commits
-// with the faster one. The channel is clearly better, so it is
-// to be built as the design note describes (section 8): OutputChunk /
-// OutputAck on ALPNCluster, followers applying a chunk only once the
-// attempt's dispatch is applied, LogAck from the quorum-durable chunk,
-// an attempt's end committed only once the quorum holds its last byte
-// (LogBytes authoritative, the tail beyond it truncated on apply), gap
-// fill by a new leader from a quorum of peers, repair of a follower's
-// missing output, and a sender bound that turns a slow follower into
-// repair mode. Until then output stays in the rounds, which is correct
-// and only slower.
+// Config.OutputChannel (-output-channel, on every node; off by default)
+// is that channel (controller/outchan; output_channel.go here). A term
+// Server hands each LogChunk its job stream accepts (attempt current,
+// checked under the scheduler's lock as before) to the term's
+// outchan.Leader, which writes it to the leader's store
+// (store.ReplicaOutput, unsynced, a group syncer behind it), numbers it
+// and streams it to every voter on the cluster port (ALPN
+// jobsuite-output/1); followers store a chunk only once its attempt is
+// applied in their store, sync in groups and acknowledge. The
+// scheduler (sched.Options.OutputChannel) counts an attempt's output
+// only as far as a quorum holds it synced (sched.OutputDurable, told
+// by the Leader in order), so LogAck, a Finished (the stream waits for
+// the quorum to hold its last chunk before proposing it), a lost
+// attempt's LogBytes and the next attempt's LogStart are all
+// quorum-durable ends; each round that ends an attempt carries a
+// store.TruncateLog at its LogBytes, which removes on every node the
+// bytes no quorum acknowledged. A new leader fills the gap of every
+// attempt running when its term began (at the term's start, and before
+// it takes the attempt's reopened stream): it asks the peers for their
+// synced end until a quorum answered, fetches what it lacks from the one
+// with the largest, and makes the range a quorum may lack durable
+// through the channel before it acknowledges that end. In-raft Output
+// commands still apply (old logs, snapshots), and a single controller
+// is unchanged. A node that missed output (it was down, or fell behind
+// the leader's 64 MiB resend buffer) repairs the holes of each attempt
+// whose end it applies, from its peers (outchan.Repairer). Not built yet
+// (outchan's doc.go, "Not built yet"): a repair queue that survives a
+// restart or a snapshot install, followers ringing their hub and
+// serving logs from their own copy; an inherited attempt lost before
+// its gap fill finished (the term's sweep retries it every 2 s within
+// the attempt's restart grace) is lost at what was filled by then.
 //
 // The follower-lag bound (design note 3.2; cluster/lag.go, node_lag.go):
 // hashicorp/raft commits with the fastest follower and lets a slower
@@ -332,7 +344,8 @@
 // An agent streams output on the attempt's own stream; the controller
 // queues each chunk to the committer at the job's log offset, and the
 // hub hears of it (and rings the job's followers) once the committer has
-// applied it. The stream acknowledges output (LogAck) about every 50 ms,
+// applied it (with the output channel: once the leader stored it, see
+// Cluster mode). The stream acknowledges output (LogAck) about every 50 ms,
 // once the round holding the last chunk it counts is durable: chunks
 // ride the committer's rounds, so a stream costs no fsync of its own.
 // Followers (WebSocket, CLI) read from their own offset whenever the hub

@@ -83,7 +83,7 @@ func TestClusterFaults(t *testing.T) {
 		t.Skip("cluster fault tests: real controllers and agents through leader kills, pauses and a rolling restart, a few minutes; skipped with -short")
 	}
 	bin := buildJobsuite(t, t.TempDir())
-	for _, mode := range []string{"kill", "pause", "rolling", "partition"} {
+	for _, mode := range []string{"kill", "pause", "rolling", "partition", "kill-output-channel"} {
 		t.Run(mode, func(t *testing.T) { clusterFaults(t, bin, mode) })
 	}
 	t.Run("watch", func(t *testing.T) { leaderWatchKill(t, bin) })
@@ -150,7 +150,14 @@ func clusterFaults(t *testing.T, bin, mode string) {
 	if mode == "partition" {
 		hn = newHANet(t) // first: its cleanup runs after the processes stopped
 	}
-	c := startClusterProcs(t, bin, hn)
+	// kill-output-channel: the kills, with output on the output channel;
+	// every node's own copy of each log is then checked (?stale=1).
+	outchan := mode == "kill-output-channel"
+	var extra []string
+	if outchan {
+		mode, extra = "kill", []string{"-output-channel"}
+	}
+	c := startClusterProcs(t, bin, hn, extra...)
 	procs, agentAddrs, pki, work := c.procs, c.agentAddrs, c.pki, c.work
 
 	leader := func(skip *clusterProc) *clusterProc { t.Helper(); return clusterLeader(t, procs, skip) }
@@ -373,12 +380,17 @@ func clusterFaults(t *testing.T, bin, mode string) {
 		for _, p := range procs {
 			var got []byte
 			poll(t, fmt.Sprintf("job %d's log on %s", s.id, p.name), waitLimit, func() (bool, string) {
-				code, b, err := p.client.do("GET", fmt.Sprintf("/jobs/%d/logs", s.id), "")
+				path := fmt.Sprintf("/jobs/%d/logs", s.id)
+				if outchan {
+					path += "?stale=1" // this node's own copy
+				}
+				code, b, err := p.client.do("GET", path, "")
 				if err != nil || code != 200 {
 					return false, fmt.Sprint(code, err)
 				}
 				got = b
-				return true, ""
+				// A node's own copy may still be repairing.
+				return !outchan || sha256.Sum256(b) == want, fmt.Sprintf("%d of %d bytes", len(b), len(s.out))
 			})
 			if sha256.Sum256(got) != want {
 				t.Errorf("job %d's log through %s: %q, want %q", s.id, p.name, got, s.out)

@@ -21,6 +21,7 @@ import (
 
 	"jobsuite/certs"
 	"jobsuite/controller/cluster"
+	"jobsuite/controller/outchan"
 	"jobsuite/controller/store"
 	"jobsuite/protocol"
 	"jobsuite/transport"
@@ -100,6 +101,9 @@ type Node struct {
 	// restore (node_restore.go) across stopping the term and raft.Restore.
 	leadMu    sync.Mutex
 	restoreMu sync.Mutex // one restore at a time
+	// repair fetches output this node missed (Config.OutputChannel;
+	// output_channel.go); nil without the output channel.
+	repair *outchan.Repairer
 	// lag is the follower-lag bound of this node's terms (node_lag.go).
 	lag *cluster.LagBound
 	// applyHook, if set, runs before each batch raft hands the FSM
@@ -189,10 +193,14 @@ func NewNode(cfg Config) (n *Node, err error) {
 		}
 	}
 	size := diskSize(cfg.DataDir)
+	if cfg.OutputChannel {
+		n.repair = n.outputRepairer()
+	}
 	n.fsm, err = cluster.Open(filepath.Join(cfg.DataDir, "fsm"), cluster.Options{
-		Store:  store.Options{Logger: n.log.Named("store"), MemTableSize: defaultMemTable(size)},
-		Logger: n.log.Named("cluster"),
-		Fatal:  n.setFatal,
+		Store:   store.Options{Logger: n.log.Named("store"), MemTableSize: defaultMemTable(size)},
+		Logger:  n.log.Named("cluster"),
+		Fatal:   n.setFatal,
+		Applied: n.outputApplied,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
@@ -227,7 +235,11 @@ func NewNode(cfg Config) (n *Node, err error) {
 		Certificate: func() (*tls.Certificate, error) { return n.pki.cur.Load(), nil },
 		Check:       n.checkPeer,
 	}
-	n.mux = cluster.NewMux(ln, n.ident, n.log.Named("cluster"), cluster.ALPNRaft, cluster.ALPNCluster)
+	protos := []string{cluster.ALPNRaft, cluster.ALPNCluster}
+	if cfg.OutputChannel {
+		protos = append(protos, cluster.ALPNOutput)
+	}
+	n.mux = cluster.NewMux(ln, n.ident, n.log.Named("cluster"), protos...)
 	closers = append(closers, n.mux.Close)
 	n.self = cluster.Member{ID: n.id, Addr: advertised(cfg.ClusterAddr, ln.Addr(), "")}
 	n.trans = raft.NewNetworkTransportWithLogger(cluster.NewStreamLayer(n.mux, n.ident), 3, 10*time.Second, n.raftLogger("transport"))
@@ -270,6 +282,9 @@ func NewNode(cfg Config) (n *Node, err error) {
 	cluster.HandleFormation(n.rpc, n.self, cfg.Join, n.hasState, n.formationNode)
 	n.rpc.Handle(opAddrs, func(context.Context, string, json.RawMessage) (any, error) { return n.addrs, nil })
 	n.rpc.Handle(opStatus, n.handleStatus)
+	for op, h := range outchan.Handlers(n.fsm.Store) {
+		n.rpc.Handle(op, h)
+	}
 	return n, nil
 }
 
@@ -541,6 +556,12 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = n.mux.Serve() }()
 	go func() { defer wg.Done(); _ = n.rpc.Serve(n.mux.Listener(cluster.ALPNCluster)) }()
+	if n.cfg.OutputChannel {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = n.outputFollower().Serve(n.mux.Listener(cluster.ALPNOutput)) }()
+		wg.Add(1)
+		go func() { defer wg.Done(); n.repair.Run(ctx) }()
+	}
 	httpErr := make(chan error, 1)
 	go func() {
 		if err := n.http.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -731,8 +752,13 @@ func (n *Node) establish(ctx context.Context, r *raft.Raft, t uint64) {
 	tctx, cancel := context.WithCancel(ctx)
 	n.lag.Reset() // nobody is waited for until it reports in this term
 	log := cluster.NewLog(r).Bounded(tctx, n.lag)
-	srv, err := newServer(cfg, &serverDeps{st: n.fsm.Store(), log: log, pki: n.pki, agents: agents, cluster: n, gate: gate.ok,
-		term: t, members: n.agentMembers})
+	deps := &serverDeps{st: n.fsm.Store(), log: log, pki: n.pki, agents: agents, cluster: n, gate: gate.ok,
+		term: t, members: n.agentMembers}
+	if cfg.OutputChannel {
+		o := n.outputOptions(t)
+		deps.output, deps.outputCall = &o, n.outputCall
+	}
+	srv, err := newServer(cfg, deps)
 	if err != nil {
 		cancel()
 		n.log.Error("new leader could not load the queue; handing leadership on", "term", t, "error", err)

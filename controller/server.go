@@ -22,6 +22,7 @@ import (
 	"jobsuite/controller/clock"
 	"jobsuite/controller/cluster"
 	"jobsuite/controller/hub"
+	"jobsuite/controller/outchan"
 	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
 	"jobsuite/protocol"
@@ -143,6 +144,14 @@ type Config struct {
 
 	// NoSync commits without fsync. Tests only: a crash loses data.
 	NoSync bool
+
+	// OutputChannel (cluster mode only; set it on every node) sends
+	// agents' output from the leader to the followers on a channel of
+	// its own beside raft (controller/outchan) instead of in the raft
+	// rounds; an agent's LogAck then means "synced on a quorum". Off by
+	// default while parts of it are missing (outchan's doc.go, "Not
+	// built yet").
+	OutputChannel bool
 
 	// Cluster mode (node.go, issue 14). ClusterAddr, when set, makes the
 	// controller a node of a raft cluster: NewNode instead of New.
@@ -338,6 +347,7 @@ type Server struct {
 	term     uint64          // the raft term a term Server leads; 0 for a single controller
 	members  func() []string // the controllers' agent addresses, for Welcome; nil for a single controller
 	handler  http.Handler    // the API's routes
+	out      *outputChannel  // the term's output channel (Config.OutputChannel); nil: output rides the committer
 	// A single controller's listeners; a cluster node's term server
 	// has none (agentLn, httpLn and http nil): the node serves the API
 	// with handler and hands it agent sessions on agents.
@@ -411,6 +421,10 @@ type serverDeps struct {
 	gate    func() bool
 	term    uint64
 	members func() []string
+	// output, if set, makes a term Server send its agents' output on the
+	// output channel (output_channel.go), calling peers with outputCall.
+	output     *outchan.LeaderOptions
+	outputCall outchan.Caller
 }
 
 // newServer builds a Server on d and rebuilds the queue from the store:
@@ -436,11 +450,17 @@ func newServer(cfg Config, d *serverDeps) (*Server, error) {
 		BackoffBase: cfg.BackoffBase, BackoffMax: cfg.BackoffMax, Aging: cfg.Aging, MaxOutput: maxOutput,
 		OfflineTimeout: cfg.OfflineTimeout,
 		Disk:           s.disk, Clock: s.clock, Notify: s.notify,
+		OutputChannel: d.output != nil,
 	})
 	// The metrics first: load counts the jobs it reads into them.
 	s.metrics = newMetrics(s.log.Named("metrics"), s.sched, s.hub, s.st, metricsOptions{version: cfg.Version, maxAgents: max(cfg.MetricsAgents, 0), disk: s.disk, cluster: d.cluster, outbox: s.outboxStats})
 	if err := s.sched.Load(); err != nil {
 		return nil, fmt.Errorf("controller: loading queue: %w", err)
+	}
+	if d.output != nil {
+		if err := s.newOutputChannel(*d.output, d.outputCall); err != nil {
+			return nil, fmt.Errorf("controller: output channel: %w", err)
+		}
 	}
 	var err error
 	if s.sec, err = loadSecurity(s.st, s.c, s.log.Named("auth"), cfg.RetainFor); err != nil {
@@ -573,6 +593,10 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); s.statsLoop(ctx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); s.runNotify(ctx) }() // webhook deliveries (notify.go)
+	if s.out != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.runOutputChannel(ctx) }()
+	}
 	if s.http != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.metrics.serve(ctx, s.log.Named("metrics")) }()

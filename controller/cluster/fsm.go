@@ -33,6 +33,13 @@ type Options struct {
 	// controller logs and exits; nil panics. After Fatal returns, the FSM
 	// applies nothing more (every later entry's Response has ErrStopped).
 	Fatal func(error)
+	// Applied, if set, is called with the commands of each batch of
+	// entries once they are applied, and with those of entries skipped
+	// because the store held them already (raft's replay after a
+	// restart): the output channel's repair hears of ended attempts
+	// this way, also of those it had not repaired when the node
+	// stopped. It runs on raft's apply path: it must not block.
+	Applied func(cmds []store.Command)
 }
 
 // Response is what ApplyBatch returns for one log entry: an
@@ -67,6 +74,8 @@ type FSM struct {
 	opts  store.Options
 	log   hclog.Logger
 	fatal func(error)
+	// onApplied is Options.Applied.
+	onApplied func(cmds []store.Command)
 
 	// mu: Restore holds it to swap the store; ApplyBatch, Snapshot and
 	// Store hold it for reading.
@@ -113,11 +122,12 @@ func Open(dir string, opts Options) (*FSM, error) {
 		logger = hclog.NewNullLogger()
 	}
 	f := &FSM{
-		dir:      dir,
-		opts:     opts.Store,
-		log:      logger.Named("fsm"),
-		fatal:    opts.Fatal,
-		advanced: make(chan struct{}),
+		dir:       dir,
+		opts:      opts.Store,
+		log:       logger.Named("fsm"),
+		fatal:     opts.Fatal,
+		onApplied: opts.Applied,
+		advanced:  make(chan struct{}),
 	}
 	f.opts.NoSync = true
 	if f.fatal == nil {
@@ -154,7 +164,7 @@ func Open(dir string, opts Options) (*FSM, error) {
 	f.st, f.gen = st, gen
 	f.applied.Store(index)
 	f.term.Store(term)
-	f.log.Debug("opened", "dir", dir, "store", storeDirName(gen), "applied_index", index, "applied_term", term)
+	f.log.Debug("opened", "dir", dir, "store", storeDirName(gen), "onAppliedindex", index, "onAppliedterm", term)
 	return f, nil
 }
 
@@ -336,11 +346,17 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		lastIdx, lastTm uint64
 		applied         = f.applied.Load()
 	)
+	var replayed []store.Command // Options.Applied: the skipped entries' commands
 	for i, l := range logs {
 		if l.Index <= applied {
 			f.entriesSkipped.Add(1)
 			if l.Type == raft.LogCommand {
 				resp[i] = &Response{Skipped: true}
+				if f.onApplied != nil {
+					if round, err := store.DecodeRound(l.Data); err == nil {
+						replayed = append(replayed, round...)
+					}
+				}
 			}
 			continue
 		}
@@ -370,6 +386,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 		spans = append(spans, span{i, len(cmds), len(round)})
 		cmds = append(cmds, round...)
 	}
+	if len(replayed) > 0 {
+		f.onApplied(replayed)
+	}
 	if lastIdx == 0 {
 		return resp
 	}
@@ -388,6 +407,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	}
 	f.entriesApplied.Add(uint64(len(spans)))
 	f.setApplied(lastIdx, lastTm)
+	if f.onApplied != nil {
+		f.onApplied(cmds)
+	}
 	return resp
 }
 

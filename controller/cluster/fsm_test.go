@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
@@ -485,4 +486,42 @@ func FuzzReadSnapshot(f *testing.F) {
 			t.Fatalf("error %v, want ErrSnapshot", err)
 		}
 	})
+}
+
+// TestAppliedHook: Options.Applied hears the commands of every entry
+// applied, and again of entries skipped on a replay (the output
+// channel's repair must hear of attempts that ended before a restart).
+func TestAppliedHook(t *testing.T) {
+	var heard []string
+	f, err := Open(t.TempDir(), Options{Logger: testLogger(t, "fsm"), Applied: func(cmds []store.Command) {
+		for _, c := range cmds {
+			if tl, ok := c.(*store.TruncateLog); ok {
+				heard = append(heard, fmt.Sprintf("%d@%d", tl.Job, tl.At))
+			}
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	round := func(job, at uint64) []byte {
+		b, err := store.EncodeRound([]store.Command{&store.TruncateLog{Job: job, At: at}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	logs := []*raft.Log{
+		{Index: 1, Term: 1, Type: raft.LogCommand, Data: round(1, 10)},
+		{Index: 2, Term: 1, Type: raft.LogCommand, Data: round(2, 20)},
+	}
+	f.ApplyBatch(logs)
+	if want := []string{"1@10", "2@20"}; !slices.Equal(heard, want) {
+		t.Fatalf("after applying: heard %v, want %v", heard, want)
+	}
+	heard = nil
+	f.ApplyBatch(append(logs[1:], &raft.Log{Index: 3, Term: 1, Type: raft.LogCommand, Data: round(3, 30)}))
+	if want := []string{"2@20", "3@30"}; !slices.Equal(heard, want) {
+		t.Fatalf("after a replay and a new entry: heard %v, want %v", heard, want)
+	}
 }

@@ -26,8 +26,11 @@ import (
 // routing and a client that speaks none of them is refused by TLS:
 //
 //	jobsuite-raft/1     raft's RPCs (raft.NetworkTransport over StreamLayer)
-//	jobsuite-cluster/1  everything else between controllers (output
-//	                    replication, forwarded requests)
+//	jobsuite-cluster/1  everything else between controllers (one request
+//	                    and its answer per connection: formation,
+//	                    status, output gap fill)
+//	jobsuite-output/1   the output channel's leader → follower stream
+//	                    (controller/outchan; only with -output-channel)
 //
 // The handshake runs on its own goroutine under a deadline, so a peer
 // that connects and says nothing holds a socket for handshakeTimeout,
@@ -37,6 +40,7 @@ import (
 const (
 	ALPNRaft    = "jobsuite-raft/1"
 	ALPNCluster = "jobsuite-cluster/1"
+	ALPNOutput  = "jobsuite-output/1"
 )
 
 // handshakeTimeout bounds a TLS handshake on the cluster port.

@@ -116,6 +116,16 @@ type Options struct {
 	// and end: their outbox entries are written in the round of the
 	// transition, and handed back to it once that round is durable.
 	Notify Notifier
+	// OutputChannel: output does not go through the committer (a
+	// cluster's output channel, controller/outchan, stores and
+	// replicates it), so the scheduler counts an attempt's output only
+	// as far as OutputDurable says a quorum holds it. That end is what
+	// a lost or finished attempt records as LogBytes and where the next
+	// attempt starts, and every round that ends an attempt carries a
+	// store.TruncateLog at that end, which removes on every node the
+	// bytes no quorum acknowledged. Output (the in-round path) must not
+	// be used then.
+	OutputChannel bool
 }
 
 // New returns a scheduler that reads st and writes through c. It holds
@@ -168,11 +178,14 @@ func (s *Scheduler) Load() error {
 	}
 	// Output of a running attempt is in the store beyond the record's
 	// LogBytes (set only when an attempt ends): read before the lock.
+	// With the output channel, what this node stores beyond LogBytes may
+	// be on no quorum: the running attempt's durable end is found again
+	// by gap fill (OutputDurable), and until then it is its LogStart.
 	ends := map[uint64]uint64{}
 	held := make(map[uint64]bool, len(jobs))
 	for _, j := range jobs {
 		held[j.ID] = true
-		if j.State.Active() {
+		if j.State.Active() && !s.opts.OutputChannel {
 			if ends[j.ID], err = s.st.LogEnd(j.ID); err != nil {
 				return err
 			}
@@ -413,6 +426,12 @@ func (s *Scheduler) change(r *round, prev, next *store.Job, typ, msg string, lev
 	}
 	s.metrics.Transition(prev, next)
 	r.cmds = append(r.cmds, tr)
+	if s.opts.OutputChannel && endsAttempt(prev, next) {
+		// Bytes past the attempt's durable end that some node stored
+		// (a chunk no quorum acknowledged) go on every node, before the
+		// next attempt writes there.
+		r.cmds = append(r.cmds, &store.TruncateLog{Job: id, At: next.LogBytes})
+	}
 	s.notifyOf(r, prev, next, ev.Time)
 	if next.State.Terminal() {
 		r.ended = append(r.ended, next)
@@ -1024,6 +1043,42 @@ func (s *Scheduler) Output(agent string, id uint64, attempt uint32, from uint64,
 	s.logEnd[id] = off + uint64(len(data))
 	s.metrics.LogBytes(len(data))
 	return b, nil
+}
+
+// endsAttempt reports whether next ends prev's open attempt.
+func endsAttempt(prev, next *store.Job) bool {
+	if prev == nil || !prev.State.Active() {
+		return false
+	}
+	a := prev.Current()
+	if a == nil || a.Outcome != "" {
+		return false
+	}
+	return !next.State.Active() || next.Attempts[a.Number-1].Outcome != ""
+}
+
+// OutputDurable records that attempt of job id has output up to end (an
+// offset in the job's log) on a quorum of the cluster (Options.
+// OutputChannel), and returns the attempt's durable end as the
+// scheduler now counts it. ok is false if attempt is not the job's
+// current attempt any more: the end it was given is then ignored, since
+// the attempt's LogBytes is decided. The end never moves back.
+func (s *Scheduler) OutputDurable(id uint64, attempt uint32, end uint64) (durable uint64, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j := s.jobs[id]
+	if j == nil || !j.State.Active() {
+		return 0, false
+	}
+	c := j.Current()
+	if c == nil || c.Number != attempt || c.Outcome != "" {
+		return 0, false
+	}
+	if have := max(s.logEnd[id], c.LogStart); end > have {
+		s.metrics.LogBytes(int(end - have))
+		s.logEnd[id] = end
+	}
+	return max(s.logEnd[id], c.LogStart), true
 }
 
 // SetMetrics hooks m into the scheduler: it counts the jobs held now and

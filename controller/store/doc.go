@@ -13,7 +13,12 @@
 // join tokens (create, use, delete, prune), audit entries (append,
 // prune), PruneJobs, and SetApplied and SetConfiguration (applied.go: a
 // replicated log's applied index and membership, see "Rounds on the
-// wire"). A command carries
+// wire"). For a cluster's output channel (replica.go): TruncateLog (a
+// round that ends an attempt cuts the job's log at its LogBytes) and
+// ReplicaOutput (node-local, never in a round: a chunk that came on the
+// channel, written only once its attempt is in the store and never past
+// an ended attempt's end), with SyncOutput, an fsync even in a NoSync
+// store. A command carries
 // everything that varies — IDs, times, backoff delays, the output's
 // bytes — and applying it reads only the store and the command, so the
 // same commands applied to two stores holding the same data leave them
@@ -162,7 +167,7 @@
 // 8 UseJoinToken, 9 DeleteJoinToken, 10 PruneJoinTokens, 11 AppendAudit,
 // 12 PruneAudit, 13 PruneJobs, 14 PutSchedule, 15 DeleteSchedule,
 // 16 PutDelivery, 17 DeleteDelivery, 18 PutAgent, 19 DeleteAgent,
-// 20 SetNotifySecret, 21 AppendEvent; 0 is none. Numbers are only added, never
+// 20 SetNotifySecret, 21 AppendEvent, 22 TruncateLog; 0 is none. Numbers are only added, never
 // reused or renumbered, whatever happens to a command later. Command
 // bytes: a Transition is the job record's JSON and the event's JSON, each
 // after its length (uvarint), then 0, or 1 and the audit entry's JSON to
@@ -178,7 +183,7 @@
 // A type it does not know is skipped when bit 7 is set (an optional
 // command of a newer release, for rolling upgrades) and otherwise fails
 // with ErrUnknownCommand: a node must stop rather than apply a round
-// partly. SetApplied (and SetConfiguration) has no number: only the applier of an entry knows
+// partly. SetApplied (and SetConfiguration, and ReplicaOutput) has no number: only the applier of an entry knows
 // its index, and writes it with the entry's commands in one batch (the
 // "zi" key), so the index never disagrees with what the store holds.
 // Checkpoint copies the store (a Pebble checkpoint, WAL synced first)

@@ -60,6 +60,7 @@ const (
 	typeDeleteAgent      = 19
 	typeSetNotifySecret  = 20
 	typeAppendEvent      = 21
+	typeTruncateLog      = 22
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -182,6 +183,9 @@ func appendCommand(dst []byte, c Command, sc *roundScratch) ([]byte, error) {
 		b, err = json.Marshal(c)
 	case *SetNotifySecret:
 		typ = typeSetNotifySecret
+		b, err = json.Marshal(c)
+	case *TruncateLog:
+		typ = typeTruncateLog
 		b, err = json.Marshal(c)
 	case *AppendEvent:
 		typ = typeAppendEvent
@@ -356,6 +360,8 @@ func decodeCommand(typ byte, b []byte) (Command, error) {
 		c = new(SetNotifySecret)
 	case typeAppendEvent:
 		c = new(AppendEvent)
+	case typeTruncateLog:
+		c = new(TruncateLog)
 	default:
 		return nil, errUnknownType
 	}

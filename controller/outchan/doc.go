@@ -1,0 +1,100 @@
+// Package outchan is the output channel of a controller cluster (issue
+// 14, design note section 8): agents' output is replicated from the
+// leader to the followers beside raft, not in its log, because it is
+// more than 99% of the bytes (BENCHMARKS.md, "Issue 14: output in the
+// raft log vs a channel of its own"). A single controller does not use
+// it, and neither does a cluster unless Config.OutputChannel is set on
+// its nodes; then output rides the raft rounds as store.Output commands.
+//
+// # The stream
+//
+// Each term's Leader (leader.go) stores every chunk the job streams hand
+// it (Append) in the leader's own store with store.ReplicaOutput — not
+// synced: a syncer fsyncs back to back while output arrives
+// (store.SyncOutput), each sync covering every chunk stored before it
+// began — and numbers it with the term's next seq. It keeps the newest
+// RingBytes (64 MiB) of chunks in a ring, and one sender per voter
+// streams them on a connection of their own (ALPN cluster.ALPNOutput,
+// "jobsuite-output/1", the framing in wire.go). A long-lived stream
+// needs its own protocol name rather than an op of the cluster port's
+// request/answer RPC: those carry one JSON request per connection under
+// a 10 s deadline, and the Mux routes by ALPN at the handshake, so the
+// stream costs no routing byte and no deadline games.
+//
+// The Follower (follower.go) refuses a stream of a term lower than its
+// raft term, and answers the leader's hello with the highest seq of
+// that term it holds durably, so a reconnecting leader resumes there
+// from its ring; a follower further behind than the ring falls out of
+// the quorum count for the rest of the term (see "Not built"). It
+// stores each chunk with store.ReplicaOutput, which writes it only once
+// the round that dispatched its attempt is applied on this node
+// (store.ErrNotYet: the follower waits for the next applied index) —
+// the design note's "applied index ≥ the dispatch's index", checked on
+// the record itself: an attempt recorded means every earlier attempt's
+// end (and its truncation) is applied too, since an attempt ends before
+// the next is dispatched — and never past the end of an attempt that
+// ended on this node (store.ErrStale). It syncs like the leader and acks
+// the highest seq synced.
+//
+// # What a LogAck means
+//
+// The quorum-durable seq Q is the q-th highest of the leader's own
+// synced seq and each follower's acked seq (q = the quorum of the
+// voters: 2 of 3, 3 of 5; quorumSeq). As Q passes each chunk the Leader
+// tells LeaderOptions.Durable its job, attempt and end, in seq order;
+// the controller hands that to the scheduler (sched.OutputDurable),
+// which counts an attempt's output only that far. So the LogAck a job
+// stream sends, the LogBytes a lost attempt records, the end a Finished
+// is proposed with (the job stream waits for Q to cover its last chunk
+// first) and the next attempt's LogStart are all quorum-durable ends.
+// Every round that ends an attempt carries store.TruncateLog at its
+// LogBytes, so bytes some node stored past it (a deposed leader's
+// unacknowledged tail) are removed on every node before the next
+// attempt writes there.
+//
+// # Gap fill
+//
+// A new leader does not know how far a running attempt's output was
+// acknowledged: it may have missed the last chunks. Before it takes the
+// attempt's reopened job stream — and in a sweep over the running
+// attempts when the term starts, so that an attempt whose agent never
+// returns is lost at the right end — Leader.FillOnce asks the peers
+// (OpEnd, on the cluster port's RPC) for their synced end of the
+// attempt's output until, with itself, a quorum answered. The largest
+// end covers every acknowledged byte (any two quorums intersect); it
+// fetches what it lacks from the peer that has it (OpRead), appends the
+// range from the smallest end heard to the largest through the channel,
+// and waits until a quorum holds it. That end is the attempt's durable
+// end; the agent resends the rest from its spool.
+//
+// # Repair
+//
+// A node that was down, or fell out of a leader's ring, lacks some
+// output — holes, not only a short tail: chunks of the next term arrive
+// past the ones it missed. Every round that ends an attempt carries a
+// store.TruncateLog, which says the job's output below its At is final;
+// the node's Repairer (repair.go) hears of each one the FSM applies
+// (cluster.Options.Applied), finds the holes below At
+// (store.LogHole) and fetches them from a peer (OpRead), storing each
+// byte under the attempt it belongs to with store.ReplicaOutput (so a
+// job pruned meanwhile is not brought back). Gap fill and OpEnd count
+// only what a node holds without a hole.
+//
+// # Not built yet
+//
+//   - The repair queue is in memory: a node that stops before it
+//     repaired a job, or that catches up by installing a snapshot
+//     (which applies no rounds), keeps that job's holes; nothing scans
+//     the store for them at start.
+//   - An attempt inherited by a new leader that is lost before its gap
+//     fill completed is lost at what was filled by then. The term's
+//     sweep tries every such fill again every 2 s, and the attempt's
+//     lease has the restart grace (1¼ leases) before it can be lost, so
+//     this needs a fill failing for that long while a quorum is up.
+//   - A follower's hub is not rung on replicated appends, and a
+//     follower's log reads are forwarded to the leader as before (stale
+//     reads, ?stale=1, read its own copy).
+//   - A snapshot installed on a follower replaces its store with the
+//     leader's checkpoint: output of the current term that the
+//     checkpoint predates is resent only if still in the ring.
+package outchan

@@ -1,0 +1,252 @@
+package outchan
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"jobsuite/certs"
+	"jobsuite/controller/store"
+)
+
+// Replica is what a follower needs of its node's replicated state: the
+// store (it changes when a snapshot is installed) and its applied raft
+// index, to wait for the round that dispatched a chunk's attempt
+// (cluster.FSM).
+type Replica interface {
+	Store() *store.Store
+	Applied() (index, term uint64)
+	WaitApplied(ctx context.Context, index uint64) error
+}
+
+// FollowerOptions configure a node's Follower.
+type FollowerOptions struct {
+	Replica Replica
+	// Term returns the node's current raft term: a stream of a lower
+	// term is refused.
+	Term func() uint64
+	// Appended, if set, is told of each chunk stored (the hub rings the
+	// job's log followers).
+	Appended func(job uint64)
+	Logger   hclog.Logger
+}
+
+// Follower takes the output streams leaders open to this node: it
+// stores each chunk once its attempt is applied here, syncs in groups
+// and acknowledges the highest seq it holds durably.
+type Follower struct {
+	o   FollowerOptions
+	log hclog.Logger
+
+	mu      sync.Mutex
+	term    uint64 // the term of the last stream served
+	durable uint64 // its highest durable seq
+	// cur ends the stream being served; done is closed when it returned.
+	cur  context.CancelFunc
+	done chan struct{}
+}
+
+// NewFollower returns a node's Follower; Serve runs it.
+func NewFollower(o FollowerOptions) *Follower {
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	return &Follower{o: o, log: o.Logger}
+}
+
+// Serve takes streams from ln until it is closed.
+func (f *Follower) Serve(ln net.Listener) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			f.mu.Lock()
+			if f.cur != nil {
+				f.cur()
+			}
+			f.mu.Unlock()
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f.serve(c); err != nil && !errors.Is(err, context.Canceled) {
+				f.log.Debug("output stream ended", "error", err)
+			}
+		}()
+	}
+}
+
+// serve runs one stream. A newer stream replaces it: one leader streams
+// to a node at a time, and seqs are acknowledged in order.
+func (f *Follower) serve(c net.Conn) error {
+	defer c.Close()
+	peer := ""
+	if tc, ok := c.(*tls.Conn); ok {
+		if _, name, err := certs.PeerIdentity(tc.ConnectionState()); err == nil {
+			peer = name
+		}
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fr := &frameReader{r: c}
+	typ, body, err := fr.read()
+	if err != nil {
+		return err
+	}
+	if typ != frameHello {
+		return fmt.Errorf("%w: first frame is type %d", ErrProtocol, typ)
+	}
+	term, leader, err := parseHello(body)
+	if err != nil {
+		return err
+	}
+	if peer != "" && leader != peer {
+		return fmt.Errorf("%w: hello names leader %q, the certificate %q", ErrProtocol, leader, peer)
+	}
+	if cur := f.o.Term(); term < cur {
+		return fmt.Errorf("%w: %d from %s, this node is at %d", ErrLowerTerm, term, leader, cur)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	defer close(done)
+	f.mu.Lock()
+	if f.cur != nil {
+		f.cur()
+		prev := f.done
+		f.mu.Unlock()
+		<-prev
+		f.mu.Lock()
+	}
+	if term < f.term {
+		f.mu.Unlock()
+		return fmt.Errorf("%w: %d from %s after a stream of term %d", ErrLowerTerm, term, leader, f.term)
+	}
+	if term != f.term {
+		f.term, f.durable = term, 0
+	}
+	from := f.durable
+	f.cur, f.done = cancel, done
+	f.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+	defer stop()
+
+	var wmu sync.Mutex
+	ack := func(seq uint64) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		_, err := c.Write(appendAck(nil, term, seq))
+		return err
+	}
+	if err := ack(from); err != nil {
+		return err
+	}
+	_ = c.SetDeadline(time.Time{})
+
+	// The syncer: fsync whenever chunks were stored since the last one,
+	// then acknowledge the last seq stored before it began.
+	var (
+		smu     sync.Mutex
+		stored  = from
+		dirty   = make(chan struct{}, 1)
+		syncErr = make(chan error, 1)
+	)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-dirty:
+			}
+			smu.Lock()
+			seq := stored
+			smu.Unlock()
+			err := f.o.Replica.Store().SyncOutput()
+			if err == nil {
+				f.mu.Lock()
+				if f.term == term {
+					f.durable = max(f.durable, seq)
+				}
+				f.mu.Unlock()
+				err = ack(seq)
+			}
+			if err != nil {
+				syncErr <- err
+				cancel()
+				return
+			}
+		}
+	}()
+
+	next := from + 1
+	for {
+		typ, body, err := fr.read()
+		if err != nil {
+			select {
+			case e := <-syncErr:
+				return e
+			default:
+			}
+			return err
+		}
+		if typ != frameChunk {
+			return fmt.Errorf("%w: frame type %d from the leader", ErrProtocol, typ)
+		}
+		ch, err := parseChunk(body)
+		if err != nil {
+			return err
+		}
+		if ch.seq != next {
+			return fmt.Errorf("%w: chunk seq %d, expected %d", ErrProtocol, ch.seq, next)
+		}
+		if err := f.store(ctx, &ch); err != nil {
+			return err
+		}
+		next++
+		smu.Lock()
+		stored = ch.seq
+		smu.Unlock()
+		select {
+		case dirty <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// store writes a chunk once the round that dispatched its attempt is
+// applied here (store.ErrNotYet: wait for the next applied index). A
+// chunk of an attempt that ended here is cut at its end or dropped
+// (store.ErrStale): the round that ended it decided its bytes.
+func (f *Follower) store(ctx context.Context, c *chunk) error {
+	cmd := &store.ReplicaOutput{Job: c.job, Attempt: c.attempt, Chunk: store.Chunk{Offset: c.offset, Stream: c.stream, Data: c.data, Time: time.Unix(0, c.time).UTC()}}
+	for {
+		idx, _ := f.o.Replica.Applied()
+		res, err := f.o.Replica.Store().Apply(cmd)
+		if err != nil {
+			return err
+		}
+		switch err := res[0].Err; {
+		case err == nil:
+			if f.o.Appended != nil {
+				f.o.Appended(c.job)
+			}
+			return nil
+		case errors.Is(err, store.ErrStale):
+			return nil
+		case errors.Is(err, store.ErrNotYet):
+			if err := f.o.Replica.WaitApplied(ctx, idx+1); err != nil {
+				return err
+			}
+		default:
+			return err
+		}
+	}
+}

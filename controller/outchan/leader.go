@@ -1,0 +1,454 @@
+package outchan
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"jobsuite/controller/store"
+)
+
+// DefaultRingBytes is how much of the newest output a Leader keeps to
+// resend to a follower that reconnects.
+const DefaultRingBytes = 64 << 20
+
+// redialWait is how long a sender waits before dialling a follower
+// again after its stream broke.
+const redialWait = 200 * time.Millisecond
+
+// Peer is another voter of the cluster, as the output channel dials it.
+type Peer struct {
+	ID   string
+	Addr string // cluster address
+}
+
+// LeaderOptions configure one term's Leader.
+type LeaderOptions struct {
+	Term uint64
+	Self string // this node's ID
+	// Store returns the node's store (it changes when a snapshot is
+	// installed).
+	Store func() *store.Store
+	// Dial opens a stream to a peer's cluster address (cluster.ALPNOutput).
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Peers returns the other voters and the quorum size of the whole
+	// cluster (2 of 3, 3 of 5); it is asked at the start and every
+	// second.
+	Peers func() ([]Peer, int)
+	// Durable is told, in seq order, of each chunk once a quorum holds
+	// it durably: its job, attempt and end (an offset in the job's
+	// log). It runs under the Leader's lock: it must not call the
+	// Leader.
+	Durable func(job uint64, attempt uint32, end uint64)
+	// Behind, if set, is told of a follower that fell out of the ring
+	// (it no longer counts for the quorum this term).
+	Behind func(peer string)
+	// RingBytes is DefaultRingBytes when 0.
+	RingBytes int
+	Logger    hclog.Logger
+}
+
+// Leader is the output channel of one term on the leader: it stores
+// each chunk an agent sends (Append), numbers it, streams it to every
+// follower and learns which seq a quorum holds durably.
+type Leader struct {
+	o   LeaderOptions
+	log hclog.Logger
+
+	mu      sync.Mutex
+	closed  bool
+	seq     uint64 // last seq given
+	ring    []chunk
+	ringLen int // bytes of data in ring
+	// pending are the chunks not yet on a quorum, without their data.
+	pending []chunk
+	own     uint64 // own synced seq
+	peers   map[string]*sender
+	quorum  int
+	durable uint64           // quorum-durable seq
+	changed chan struct{}    // closed and replaced when durable moves or the Leader closes
+	grew    chan struct{}    // closed and replaced when a chunk is appended or the Leader closes
+	dirty   chan struct{}    // 1-buffered: the syncer has work
+	fills   map[uint64]*fill // gap fills of this term, by job
+	wg      sync.WaitGroup
+	cancel  context.CancelFunc
+}
+
+// sender streams the term's chunks to one follower.
+type sender struct {
+	peer   Peer
+	acked  uint64 // the follower's durable seq, as it last said
+	behind bool   // fell out of the ring: no longer counted (repair)
+	sent   uint64 // bytes sent in this term
+	cancel context.CancelFunc
+}
+
+// NewLeader returns the Leader of a term; Run starts it.
+func NewLeader(o LeaderOptions) *Leader {
+	if o.RingBytes <= 0 {
+		o.RingBytes = DefaultRingBytes
+	}
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	if o.Durable == nil {
+		o.Durable = func(uint64, uint32, uint64) {}
+	}
+	return &Leader{
+		o: o, log: o.Logger, peers: map[string]*sender{}, quorum: 1,
+		changed: make(chan struct{}), grew: make(chan struct{}), dirty: make(chan struct{}, 1),
+		fills: map[uint64]*fill{},
+	}
+}
+
+// Run syncs the leader's own store and streams to the followers until
+// ctx ends; then the Leader is closed: Append and the waits fail with
+// ErrClosed.
+func (l *Leader) Run(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	l.mu.Lock()
+	l.cancel = cancel
+	l.mu.Unlock()
+	l.refreshPeers(ctx)
+	l.wg.Add(1)
+	go func() { defer l.wg.Done(); l.syncLoop(ctx) }()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			l.close()
+			l.wg.Wait()
+			return
+		case <-t.C:
+			l.refreshPeers(ctx)
+		}
+	}
+}
+
+func (l *Leader) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	l.closed = true
+	close(l.changed)
+	close(l.grew)
+	for _, s := range l.peers {
+		s.cancel()
+	}
+}
+
+// refreshPeers starts a sender for each new voter and stops those of
+// voters gone.
+func (l *Leader) refreshPeers(ctx context.Context) {
+	peers, q := l.o.Peers()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	l.quorum = max(q, 1)
+	seen := map[string]bool{}
+	for _, p := range peers {
+		if p.ID == l.o.Self {
+			continue
+		}
+		seen[p.ID] = true
+		if s := l.peers[p.ID]; s != nil && s.peer.Addr == p.Addr {
+			continue
+		} else if s != nil {
+			s.cancel()
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		s := &sender{peer: p, cancel: cancel}
+		l.peers[p.ID] = s
+		l.wg.Add(1)
+		go func() { defer l.wg.Done(); l.send(sctx, s) }()
+	}
+	for id, s := range l.peers {
+		if !seen[id] {
+			s.cancel()
+			delete(l.peers, id)
+		}
+	}
+	l.recompute()
+}
+
+// Append stores a chunk of attempt's output at offset (in the job's
+// log) in the leader's own store and queues it to every follower. It
+// returns the chunk's seq: the chunk is on a quorum once WaitDurable of
+// it returns. A chunk of an attempt the store holds ended (the end was
+// applied meanwhile) is refused with store.ErrStale; one the store does
+// not hold yet with store.ErrNotYet. data is kept: the caller must not
+// modify it.
+func (l *Leader) Append(job uint64, attempt uint32, offset uint64, stream uint8, t time.Time, data []byte) (uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return 0, ErrClosed
+	}
+	c := chunk{job: job, attempt: attempt, offset: offset, stream: stream, time: t.UnixNano(), data: data}
+	res, err := l.o.Store().Apply(&store.ReplicaOutput{Job: job, Attempt: attempt, Chunk: store.Chunk{Offset: offset, Stream: stream, Data: data, Time: t}})
+	if err != nil {
+		return 0, err
+	}
+	if err := res[0].Err; err != nil {
+		return 0, err
+	}
+	l.seq++
+	c.seq = l.seq
+	l.ring = append(l.ring, c)
+	l.ringLen += len(data)
+	for l.ringLen > l.o.RingBytes && len(l.ring) > 1 {
+		l.ringLen -= len(l.ring[0].data)
+		l.ring[0] = chunk{}
+		l.ring = l.ring[1:]
+	}
+	l.pending = append(l.pending, chunk{seq: c.seq, job: job, attempt: attempt, offset: offset, data: data[:0:0]})
+	l.pending[len(l.pending)-1].offset = c.end() // pending keeps the end
+	close(l.grew)
+	l.grew = make(chan struct{})
+	select {
+	case l.dirty <- struct{}{}:
+	default:
+	}
+	return c.seq, nil
+}
+
+// WaitDurable waits until a quorum holds every chunk up to seq durably.
+func (l *Leader) WaitDurable(ctx context.Context, seq uint64) error {
+	for {
+		l.mu.Lock()
+		if l.durable >= seq {
+			l.mu.Unlock()
+			return nil
+		}
+		if l.closed {
+			l.mu.Unlock()
+			return ErrClosed
+		}
+		ch := l.changed
+		l.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Durable returns the quorum-durable seq and the last seq given.
+func (l *Leader) Durable() (durable, last uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.durable, l.seq
+}
+
+// Lag returns, for each follower, the bytes of this term's output sent
+// to it that it has not acknowledged as durable, and whether it fell
+// out of the ring.
+func (l *Leader) Lag() map[string]PeerLag {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]PeerLag, len(l.peers))
+	for id, s := range l.peers {
+		out[id] = PeerLag{Seq: l.seq - min(s.acked, l.seq), Behind: s.behind}
+	}
+	return out
+}
+
+// PeerLag is one follower's lag behind the term's output.
+type PeerLag struct {
+	Seq    uint64 // chunks given but not acknowledged durable
+	Behind bool   // fell out of the ring: not counted for the quorum
+}
+
+// recompute moves the quorum-durable seq. The caller holds l.mu.
+func (l *Leader) recompute() {
+	acks := make([]uint64, 0, len(l.peers))
+	for _, s := range l.peers {
+		if !s.behind {
+			acks = append(acks, s.acked)
+		}
+	}
+	q := min(quorumSeq(l.own, acks, l.quorum), l.seq)
+	if q <= l.durable || l.closed {
+		return
+	}
+	l.durable = q
+	n := 0
+	for n < len(l.pending) && l.pending[n].seq <= q {
+		p := &l.pending[n]
+		l.o.Durable(p.job, p.attempt, p.offset)
+		n++
+	}
+	l.pending = append(l.pending[:0:0], l.pending[n:]...)
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// syncLoop fsyncs the leader's own store whenever chunks were appended
+// since the last sync, and counts them as its own durable seq. Syncs run
+// back to back while output arrives: each covers every chunk appended
+// before it began.
+func (l *Leader) syncLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.dirty:
+		}
+		l.mu.Lock()
+		seq := l.seq
+		l.mu.Unlock()
+		if err := l.o.Store().SyncOutput(); err != nil {
+			l.log.Error("output channel: syncing the store failed; output is not acknowledged", "error", err)
+			return
+		}
+		l.mu.Lock()
+		l.own = max(l.own, seq)
+		l.recompute()
+		l.mu.Unlock()
+	}
+}
+
+// send streams the term's chunks to one follower, dialling it again
+// whenever the stream breaks, until ctx ends or the follower falls out
+// of the ring.
+func (l *Leader) send(ctx context.Context, s *sender) {
+	for ctx.Err() == nil {
+		err := l.stream(ctx, s)
+		if errors.Is(err, errBehind) {
+			l.log.Warn("output channel: follower fell behind the ring; it no longer counts for the quorum this term", "peer", s.peer.ID)
+			if l.o.Behind != nil {
+				l.o.Behind(s.peer.ID)
+			}
+			return
+		}
+		if ctx.Err() == nil {
+			l.log.Debug("output stream to follower broke", "peer", s.peer.ID, "error", err)
+		}
+		t := time.NewTimer(redialWait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+var errBehind = errors.New("follower behind the ring")
+
+// stream runs one connection to a follower.
+func (l *Leader) stream(ctx context.Context, s *sender) error {
+	conn, err := l.o.Dial(ctx, s.peer.Addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write(appendHello(nil, l.o.Term, l.o.Self)); err != nil {
+		return err
+	}
+	fr := &frameReader{r: conn}
+	typ, body, err := fr.read()
+	if err != nil {
+		return err
+	}
+	if typ != frameAck {
+		return fmt.Errorf("%w: answer to hello is type %d", ErrProtocol, typ)
+	}
+	term, from, err := parseAck(body)
+	if err != nil {
+		return err
+	}
+	if term != l.o.Term {
+		return fmt.Errorf("%w: follower answered for term %d, not %d", ErrLowerTerm, term, l.o.Term)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	l.ackFrom(s, from)
+
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			typ, body, err := fr.read()
+			if err == nil && typ != frameAck {
+				err = fmt.Errorf("%w: frame type %d from a follower", ErrProtocol, typ)
+			}
+			var term, d uint64
+			if err == nil {
+				term, d, err = parseAck(body)
+			}
+			if err == nil && term != l.o.Term {
+				err = fmt.Errorf("%w: ack for term %d", ErrLowerTerm, term)
+			}
+			if err != nil {
+				readErr <- err
+				_ = conn.Close()
+				return
+			}
+			l.ackFrom(s, d)
+		}
+	}()
+
+	next := from + 1
+	var buf []byte
+	for {
+		l.mu.Lock()
+		for next > l.seq && !l.closed {
+			ch := l.grew
+			l.mu.Unlock()
+			select {
+			case <-ch:
+			case err := <-readErr:
+				return err
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			l.mu.Lock()
+		}
+		if l.closed {
+			l.mu.Unlock()
+			return ErrClosed
+		}
+		if len(l.ring) == 0 || next < l.ring[0].seq {
+			s.behind = true
+			l.recompute()
+			l.mu.Unlock()
+			return errBehind
+		}
+		i := int(next - l.ring[0].seq)
+		buf = buf[:0]
+		n := 0
+		for ; i < len(l.ring) && len(buf) < 1<<20; i++ {
+			buf = appendChunk(buf, &l.ring[i])
+			n++
+			s.sent += uint64(len(l.ring[i].data))
+		}
+		l.mu.Unlock()
+		if _, err := conn.Write(buf); err != nil {
+			return err
+		}
+		next += uint64(n)
+	}
+}
+
+// ackFrom records a follower's durable seq.
+func (l *Leader) ackFrom(s *sender, durable uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if durable > s.acked {
+		s.acked = min(durable, l.seq)
+		l.recompute()
+	}
+}

@@ -1,0 +1,584 @@
+package outchan
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"jobsuite/controller/store"
+)
+
+func TestQuorumSeq(t *testing.T) {
+	tests := map[string]struct {
+		own   uint64
+		peers []uint64
+		q     int
+		want  uint64
+	}{
+		"3 nodes, leader ahead":         {10, []uint64{7, 3}, 2, 7},
+		"3 nodes, a follower ahead":     {5, []uint64{9, 3}, 2, 5},
+		"3 nodes, one follower silent":  {10, []uint64{0, 8}, 2, 8},
+		"3 nodes, both followers quiet": {10, []uint64{0, 0}, 2, 0},
+		"5 nodes":                       {10, []uint64{9, 8, 2, 1}, 3, 8},
+		"5 nodes, two silent":           {10, []uint64{9, 0, 0, 7}, 3, 7},
+		"single node":                   {4, nil, 1, 4},
+		"too few values":                {4, []uint64{4}, 3, 0},
+		"all equal":                     {6, []uint64{6, 6}, 2, 6},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := quorumSeq(tt.own, tt.peers, tt.q); got != tt.want {
+				t.Errorf("quorumSeq(%d, %v, %d) = %d, want %d", tt.own, tt.peers, tt.q, got, tt.want)
+			}
+		})
+	}
+}
+
+// replica is a node's store with an applied index the test moves.
+type replica struct {
+	st      *store.Store
+	mu      sync.Mutex
+	applied uint64
+	moved   chan struct{}
+	waiting chan struct{} // gets a value each time WaitApplied starts waiting
+}
+
+func newReplica(t *testing.T) *replica {
+	st, err := store.Open(t.TempDir(), store.Options{Logger: hclog.NewNullLogger(), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return &replica{st: st, moved: make(chan struct{}), waiting: make(chan struct{}, 16)}
+}
+
+func (r *replica) Store() *store.Store { return r.st }
+func (r *replica) Applied() (uint64, uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.applied, 1
+}
+func (r *replica) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		r.mu.Lock()
+		if r.applied >= index {
+			r.mu.Unlock()
+			return nil
+		}
+		ch := r.moved
+		r.mu.Unlock()
+		select {
+		case r.waiting <- struct{}{}:
+		default:
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// apply applies cmds as a committed round would and moves the applied
+// index.
+func (r *replica) apply(t *testing.T, cmds ...store.Command) {
+	t.Helper()
+	res, err := r.st.Apply(cmds...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, x := range res {
+		if x.Err != nil {
+			t.Fatalf("command %d: %v", i, x.Err)
+		}
+	}
+	r.mu.Lock()
+	r.applied++
+	close(r.moved)
+	r.moved = make(chan struct{})
+	r.mu.Unlock()
+}
+
+func (r *replica) log(t *testing.T, id uint64) string {
+	t.Helper()
+	chunks, err := r.st.ReadLog(id, 0, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	for _, c := range chunks {
+		b.Write(c.Data)
+	}
+	return b.String()
+}
+
+var t0 = time.Unix(1_700_000_000, 0).UTC()
+
+// job returns a job's creation and its dispatch of attempt 1 at logStart.
+func job(id uint64) (create, dispatch *store.Transition) {
+	j := &store.Job{ID: id, Name: "j", Command: "true", State: store.Queued, CreatedAt: t0, QueuedAt: t0}
+	create = store.NewTransition(j, store.Event{Time: t0, Type: "submitted"})
+	d := j.Clone()
+	d.State = store.Running
+	d.Attempts = append(d.Attempts, store.Attempt{Number: 1, Agent: "a", DispatchedAt: t0})
+	dispatch = store.NewTransition(d, store.Event{Time: t0, Type: "running"})
+	return create, dispatch
+}
+
+// cluster is a leader and its followers over loopback TCP (the cluster
+// port's TLS is the Mux's: not needed for the channel's logic).
+type cluster struct {
+	leader    *Leader
+	reps      []*replica // [0] the leader's
+	addrs     []string
+	q         int
+	mu        sync.Mutex
+	durable   []string // "job/attempt/end" as Durable was told
+	cancel    context.CancelFunc
+	done      chan struct{}
+	followers []*Follower
+}
+
+func newCluster(t *testing.T, nodes, q int) *cluster {
+	c := &cluster{q: q, done: make(chan struct{})}
+	var peers []Peer
+	for i := range nodes {
+		r := newReplica(t)
+		c.reps = append(c.reps, r)
+		if i == 0 {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := NewFollower(FollowerOptions{Replica: r, Term: func() uint64 { return 1 }})
+		c.followers = append(c.followers, f)
+		go func() { _ = f.Serve(ln) }()
+		t.Cleanup(func() { _ = ln.Close() })
+		peers = append(peers, Peer{ID: fmt.Sprintf("n%d", i), Addr: ln.Addr().String()})
+	}
+	c.leader = NewLeader(LeaderOptions{
+		Term: 1, Self: "n0",
+		Store: c.reps[0].Store,
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		},
+		Peers: func() ([]Peer, int) { return peers, q },
+		Durable: func(job uint64, attempt uint32, end uint64) {
+			c.mu.Lock()
+			c.durable = append(c.durable, fmt.Sprintf("%d/%d/%d", job, attempt, end))
+			c.mu.Unlock()
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	go func() { defer close(c.done); c.leader.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-c.done })
+	return c
+}
+
+// applyAll applies cmds on every node.
+func (c *cluster) applyAll(t *testing.T, cmds ...store.Command) {
+	t.Helper()
+	for _, r := range c.reps {
+		r.apply(t, cmds...)
+	}
+}
+
+func wait(t *testing.T, l *Leader, seq uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := l.WaitDurable(ctx, seq); err != nil {
+		t.Fatalf("WaitDurable(%d): %v", seq, err)
+	}
+}
+
+// TestChannelReplicates: chunks appended on the leader reach every
+// follower's store byte for byte, are reported durable in seq order,
+// and the quorum-durable seq covers them.
+func TestChannelReplicates(t *testing.T) {
+	c := newCluster(t, 3, 3) // a quorum of 3 of 3: every follower must hold it all
+	create, dispatch := job(1)
+	c.applyAll(t, create)
+	c.applyAll(t, dispatch)
+	var want bytes.Buffer
+	var last uint64
+	for i := range 50 {
+		data := bytes.Repeat([]byte{byte('a' + i%26)}, 1000+i)
+		seq, err := c.leader.Append(1, 1, uint64(want.Len()), 1, t0, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want.Write(data)
+		last = seq
+	}
+	wait(t, c.leader, last)
+	if d, l := c.leader.Durable(); d != last || l != last {
+		t.Fatalf("Durable() = %d, %d; want %d, %d", d, l, last, last)
+	}
+	c.mu.Lock()
+	if n := len(c.durable); n != 50 || c.durable[49] != fmt.Sprintf("1/1/%d", want.Len()) {
+		t.Errorf("Durable told %d chunks, last %q", n, c.durable[n-1])
+	}
+	c.mu.Unlock()
+	for i, r := range c.reps {
+		if got := r.log(t, 1); got != want.String() {
+			t.Errorf("node %d holds %d bytes, want %d", i, len(got), want.Len())
+		}
+	}
+}
+
+// TestFollowerWaitsForDispatch: a follower stores a chunk only once the
+// round that dispatched its attempt is applied there, and acknowledges
+// nothing before; a quorum without it moves on.
+func TestFollowerWaitsForDispatch(t *testing.T) {
+	c := newCluster(t, 3, 3)
+	create, dispatch := job(1)
+	c.applyAll(t, create)
+	c.reps[0].apply(t, dispatch)
+	c.reps[1].apply(t, dispatch)
+	seq, err := c.leader.Append(1, 1, 0, 1, t0, []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.reps[2].waiting:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the follower without the dispatch never waited for it")
+	}
+	if got := c.reps[2].log(t, 1); got != "" {
+		t.Fatalf("follower stored %q before the dispatch was applied", got)
+	}
+	if d, _ := c.leader.Durable(); d != 0 {
+		t.Fatalf("quorum-durable seq %d with a follower (of 3 needed) still waiting", d)
+	}
+	c.reps[2].apply(t, dispatch)
+	wait(t, c.leader, seq)
+	for i, r := range c.reps {
+		if got := r.log(t, 1); got != "hello" {
+			t.Errorf("node %d: log %q", i, got)
+		}
+	}
+}
+
+// TestUnackedOutputTruncated: output no quorum acknowledged, of an
+// attempt lost at its durable end, is gone from every node once the
+// loss is applied — the leader's copy included — and a chunk still in
+// flight to a follower is dropped there.
+func TestUnackedOutputTruncated(t *testing.T) {
+	c := newCluster(t, 3, 3)
+	create, dispatch := job(1)
+	c.applyAll(t, create)
+	c.reps[0].apply(t, dispatch)
+	c.reps[1].apply(t, dispatch)
+	if _, err := c.leader.Append(1, 1, 0, 1, t0, []byte("never acknowledged")); err != nil {
+		t.Fatal(err)
+	}
+	<-c.reps[2].waiting
+	if d, _ := c.leader.Durable(); d != 0 {
+		t.Fatalf("quorum-durable seq %d", d)
+	}
+	// The attempt is lost at its durable end, 0.
+	lost := dispatch.Job.Clone()
+	lost.State = store.Queued
+	lost.Attempts[0].Outcome = store.OutcomeLost
+	end := store.NewTransition(lost, store.Event{Time: t0, Type: "lost"})
+	c.reps[0].apply(t, end, &store.TruncateLog{Job: 1, At: 0})
+	c.reps[1].apply(t, end, &store.TruncateLog{Job: 1, At: 0})
+	// The third gets the dispatch and the end in one go, its chunk in flight.
+	c.reps[2].apply(t, dispatch, end, &store.TruncateLog{Job: 1, At: 0})
+	// A later chunk of the lost attempt is refused on the leader.
+	if _, err := c.leader.Append(1, 1, 18, 1, t0, []byte("more")); !errors.Is(err, store.ErrStale) {
+		t.Fatalf("Append after the loss: %v, want store.ErrStale", err)
+	}
+	// Seq 1 becomes durable on all three (the third dropped it as stale).
+	wait(t, c.leader, 1)
+	for i, r := range c.reps {
+		if got := r.log(t, 1); got != "" {
+			t.Errorf("node %d still holds %q of the lost attempt", i, got)
+		}
+	}
+}
+
+// TestFill: a new leader that holds less of a running attempt's output
+// than its peers gets the largest end a quorum knows of, fetches the
+// bytes it lacks, and makes them durable on a quorum.
+func TestFill(t *testing.T) {
+	full := bytes.Repeat([]byte("0123456789"), 30) // 300 bytes
+	tests := map[string]struct {
+		q       int
+		down    int // peer index (1 or 2) whose calls fail; 0: none
+		want    uint64
+		holders []int // nodes that must hold want bytes afterwards
+	}{
+		"all answer, quorum of 3":      {q: 3, want: 300, holders: []int{0, 1, 2}},
+		"node 1 down, quorum of 2":     {q: 2, down: 1, want: 200, holders: []int{0, 2}},
+		"node 2 down, quorum of 2":     {q: 2, down: 2, want: 300, holders: []int{0, 1}},
+		"both down, no quorum of 2":    {q: 2, down: -1},
+		"nothing to fill when in sync": {q: 3, want: 300},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			c := newCluster(t, 3, tt.q)
+			create, dispatch := job(1)
+			c.applyAll(t, create)
+			c.applyAll(t, dispatch)
+			have := []int{100, 300, 200} // the old leader (node 1) had acked 200 on {1, 2}
+			if name == "nothing to fill when in sync" {
+				have = []int{300, 300, 300}
+			}
+			for i, r := range c.reps {
+				for off := 0; off < have[i]; off += 50 {
+					if _, err := r.st.Apply(&store.ReplicaOutput{Job: 1, Attempt: 1, Chunk: store.Chunk{Offset: uint64(off), Stream: 1, Data: full[off : off+50], Time: t0}}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			byAddr := map[string]int{}
+			peers, _ := c.leader.o.Peers()
+			for i, p := range peers {
+				byAddr[p.Addr] = i + 1
+			}
+			call := func(ctx context.Context, addr, op string, body, out any) error {
+				i := byAddr[addr]
+				if tt.down == i || tt.down == -1 {
+					return errors.New("unreachable")
+				}
+				st := c.reps[i].st
+				switch op {
+				case OpEnd:
+					a, err := AttemptEnd(st, body.(EndRequest))
+					*out.(*EndAnswer) = a
+					return err
+				case OpRead:
+					a, err := ReadRange(st, body.(ReadRequest))
+					*out.(*ReadAnswer) = a
+					return err
+				}
+				return fmt.Errorf("op %q", op)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			end, err := c.leader.FillOnce(ctx, call, 1, 1, 0)
+			if tt.down == -1 {
+				if !errors.Is(err, ErrNoQuorum) {
+					t.Fatalf("Fill without a quorum: %d, %v; want ErrNoQuorum", end, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if end != tt.want {
+				t.Fatalf("Fill = %d, want %d", end, tt.want)
+			}
+			for _, i := range tt.holders {
+				if got := c.reps[i].log(t, 1); got[:tt.want] != string(full[:tt.want]) {
+					t.Errorf("node %d holds %d bytes: %q", i, len(got), got)
+				}
+			}
+			// A second call shares the first's result.
+			if again, err := c.leader.FillOnce(ctx, call, 1, 1, 0); err != nil || again != end {
+				t.Errorf("FillOnce again = %d, %v; want %d", again, err, end)
+			}
+		})
+	}
+}
+
+// TestRepair: a node that missed parts of ended attempts' output (a
+// hole in the middle, the tail) fetches them from a peer, each byte
+// under the attempt it belongs to, and nothing past the last ended
+// attempt's end.
+func TestRepair(t *testing.T) {
+	local, peer := newReplica(t), newReplica(t)
+	create, dispatch := job(1)
+	// Attempt 1 lost at 30, attempt 2 ended at 60.
+	lost := dispatch.Job.Clone()
+	lost.Attempts[0].Outcome = store.OutcomeLost
+	lost.LogBytes = 30
+	lost.Attempts = append(lost.Attempts, store.Attempt{Number: 2, Agent: "b", LogStart: 30})
+	lostT := store.NewTransition(lost, store.Event{Time: t0, Type: "lost"})
+	ended := lost.Clone()
+	ended.State = store.Completed
+	ended.Attempts[1].Outcome = store.OutcomeCompleted
+	ended.LogBytes = 60
+	endedT := store.NewTransition(ended, store.Event{Time: t0, Type: "completed"})
+	full := []byte("aaaaaaaaaabbbbbbbbbbccccccccccddddddddddeeeeeeeeeeffffffffff")
+	for _, r := range []*replica{local, peer} {
+		r.apply(t, create)
+		r.apply(t, dispatch)
+	}
+	put := func(r *replica, attempt uint32, from, to int) {
+		res, err := r.st.Apply(&store.ReplicaOutput{Job: 1, Attempt: attempt, Chunk: store.Chunk{Offset: uint64(from), Stream: 1, Data: full[from:to], Time: t0}})
+		if err == nil {
+			err = res[0].Err
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(peer, 1, 0, 30)
+	put(local, 1, 0, 10)
+	put(local, 1, 20, 30)
+	for _, r := range []*replica{local, peer} {
+		r.apply(t, lostT, &store.TruncateLog{Job: 1, At: 30})
+	}
+	put(peer, 2, 30, 60)
+	put(local, 2, 30, 40)
+	for _, r := range []*replica{local, peer} {
+		r.apply(t, endedT, &store.TruncateLog{Job: 1, At: 60})
+	}
+	call := func(ctx context.Context, addr, op string, body, out any) error {
+		if op != OpRead {
+			return fmt.Errorf("op %q", op)
+		}
+		a, err := ReadRange(peer.st, body.(ReadRequest))
+		*out.(*ReadAnswer) = a
+		return err
+	}
+	repaired := make(chan uint64, 1)
+	r := NewRepairer(RepairOptions{
+		Self: "n0", Store: local.Store, Call: call,
+		Peers:    func() ([]Peer, int) { return []Peer{{ID: "n0", Addr: "self"}, {ID: "n1", Addr: "peer"}}, 2 },
+		Repaired: func(job uint64) { repaired <- job },
+		Logger:   hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: os.Stderr}),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	r.Note(1, 60)
+	select {
+	case <-repaired:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no repair")
+	}
+	if got := local.log(t, 1); got != string(full) {
+		t.Fatalf("after repair: %q, want %q", got, full)
+	}
+	if _, _, hole, err := local.st.LogHole(1, 0, 60); err != nil || hole {
+		t.Fatalf("a hole left: %v %v", hole, err)
+	}
+}
+
+// TestSenderResumesAndFallsBehind: a follower whose stream breaks is
+// sent the rest from its durable seq on the next connection; one that
+// cannot be reached while more than the ring's bytes pass falls out of
+// the quorum count (and says so in Lag), and the others carry on.
+func TestSenderResumesAndFallsBehind(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		down  = map[string]bool{}
+		conns []net.Conn
+	)
+	reps := []*replica{newReplica(t), newReplica(t), newReplica(t)}
+	var peers []Peer
+	for i := 1; i < 3; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := NewFollower(FollowerOptions{Replica: reps[i], Term: func() uint64 { return 1 }})
+		go func() { _ = f.Serve(ln) }()
+		t.Cleanup(func() { _ = ln.Close() })
+		peers = append(peers, Peer{ID: fmt.Sprintf("n%d", i), Addr: ln.Addr().String()})
+	}
+	q := 3
+	behind := make(chan string, 2)
+	l := NewLeader(LeaderOptions{
+		Term: 1, Self: "n0", Store: reps[0].Store, RingBytes: 1000,
+		Behind: func(peer string) { behind <- peer },
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if down[addr] {
+				return nil, errors.New("down")
+			}
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", addr)
+			if err == nil {
+				conns = append(conns, c)
+			}
+			return c, err
+		},
+		Peers: func() ([]Peer, int) { mu.Lock(); defer mu.Unlock(); return peers, q },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	create, dispatch := job(1)
+	for _, r := range reps {
+		r.apply(t, create)
+		r.apply(t, dispatch)
+	}
+	var want bytes.Buffer
+	appendN := func(n int) uint64 {
+		var seq uint64
+		for range n {
+			data := bytes.Repeat([]byte{'a' + byte(want.Len()%26)}, 100)
+			var err error
+			if seq, err = l.Append(1, 1, uint64(want.Len()), 1, t0, data); err != nil {
+				t.Fatal(err)
+			}
+			want.Write(data)
+		}
+		return seq
+	}
+	wait(t, l, appendN(5)) // all three hold 5 chunks
+	// Break both streams: the senders dial again and resume.
+	mu.Lock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	mu.Unlock()
+	wait(t, l, appendN(5))
+	for i, r := range reps {
+		if got := r.log(t, 1); got != want.String() {
+			t.Fatalf("after a reconnect node %d holds %d bytes, want %d", i, len(got), want.Len())
+		}
+	}
+	// n2 goes away (its stream too) while 3000 bytes pass a ring of 1000:
+	// with it counted no quorum of 3 could form, so count 2 of 3.
+	mu.Lock()
+	q = 2
+	down[peers[1].Addr] = true
+	for _, c := range conns {
+		if c.RemoteAddr().String() == peers[1].Addr {
+			_ = c.Close()
+		}
+	}
+	mu.Unlock()
+	for range 30 { // one at a time: n1 keeps up, inside the ring
+		wait(t, l, appendN(1))
+	}
+	mu.Lock()
+	down[peers[1].Addr] = false
+	mu.Unlock()
+	select {
+	case p := <-behind:
+		if p != "n2" {
+			t.Fatalf("%s fell behind, want n2", p)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("n2 never fell behind: %+v", l.Lag())
+	}
+	if lag := l.Lag(); !lag["n2"].Behind || lag["n1"].Behind {
+		t.Fatalf("Lag() = %+v, want only n2 behind", lag)
+	}
+	wait(t, l, appendN(3)) // the quorum moves on without n2
+	if got := reps[1].log(t, 1); got != want.String() {
+		t.Fatalf("n1 holds %d bytes, want %d", len(got), want.Len())
+	}
+}

@@ -1,0 +1,133 @@
+package outchan
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+)
+
+// The stream's framing (ALPN cluster.ALPNOutput, one stream per leader
+// and follower, leader → follower chunks, follower → leader acks):
+//
+//	frame := type (1) | length uint32 (big-endian) | body
+//	hello (1): term u64 | leader ID (the rest)          leader → follower, first
+//	ack   (2): term u64 | durable seq u64                follower → leader
+//	chunk (3): seq u64 | job u64 | attempt u32 | offset u64 | stream u8 |
+//	           time (Unix ns) i64 | data (the rest)      leader → follower
+//
+// The follower answers hello with an ack of the highest seq of that term
+// it holds durably (0 for a term it has not seen), and the leader sends
+// from the next one on. Seq numbers chunks within one leader term, from
+// 1, without gaps.
+const (
+	frameHello = 1
+	frameAck   = 2
+	frameChunk = 3
+
+	frameHeader = 5
+	chunkHeader = 8 + 8 + 4 + 8 + 1 + 8
+	// maxFrame bounds a frame's body: a chunk of the largest agent
+	// frame with its header.
+	maxFrame = 16<<20 + chunkHeader
+)
+
+// chunk is one chunk of an attempt's output as the channel carries it.
+type chunk struct {
+	seq     uint64
+	job     uint64
+	attempt uint32
+	offset  uint64 // in the job's log
+	stream  uint8
+	time    int64
+	data    []byte
+}
+
+func (c *chunk) end() uint64 { return c.offset + uint64(len(c.data)) }
+
+func appendHeader(b []byte, typ byte, n int) []byte {
+	b = append(b, typ)
+	return binary.BigEndian.AppendUint32(b, uint32(n))
+}
+
+func appendHello(b []byte, term uint64, leader string) []byte {
+	b = appendHeader(b, frameHello, 8+len(leader))
+	b = binary.BigEndian.AppendUint64(b, term)
+	return append(b, leader...)
+}
+
+func appendAck(b []byte, term, durable uint64) []byte {
+	b = appendHeader(b, frameAck, 16)
+	b = binary.BigEndian.AppendUint64(b, term)
+	return binary.BigEndian.AppendUint64(b, durable)
+}
+
+func appendChunk(b []byte, c *chunk) []byte {
+	b = appendHeader(b, frameChunk, chunkHeader+len(c.data))
+	b = binary.BigEndian.AppendUint64(b, c.seq)
+	b = binary.BigEndian.AppendUint64(b, c.job)
+	b = binary.BigEndian.AppendUint32(b, c.attempt)
+	b = binary.BigEndian.AppendUint64(b, c.offset)
+	b = append(b, c.stream)
+	b = binary.BigEndian.AppendUint64(b, uint64(c.time))
+	return append(b, c.data...)
+}
+
+// frameReader reads frames into a buffer it reuses: a body is valid
+// until the next read.
+type frameReader struct {
+	r   io.Reader
+	hdr [frameHeader]byte
+	buf []byte
+}
+
+func (fr *frameReader) read() (typ byte, body []byte, err error) {
+	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(fr.hdr[1:])
+	if n > maxFrame {
+		return 0, nil, fmt.Errorf("%w: frame of %d bytes, over %d", ErrProtocol, n, maxFrame)
+	}
+	if cap(fr.buf) < int(n) {
+		fr.buf = make([]byte, n)
+	}
+	body = fr.buf[:n]
+	if _, err := io.ReadFull(fr.r, body); err != nil {
+		return 0, nil, err
+	}
+	return fr.hdr[0], body, nil
+}
+
+func parseHello(b []byte) (term uint64, leader string, err error) {
+	if len(b) < 8 {
+		return 0, "", fmt.Errorf("%w: hello of %d bytes", ErrProtocol, len(b))
+	}
+	return binary.BigEndian.Uint64(b), string(b[8:]), nil
+}
+
+func parseAck(b []byte) (term, durable uint64, err error) {
+	if len(b) != 16 {
+		return 0, 0, fmt.Errorf("%w: ack of %d bytes", ErrProtocol, len(b))
+	}
+	return binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:]), nil
+}
+
+// parseChunk decodes a chunk; its data aliases b.
+func parseChunk(b []byte) (chunk, error) {
+	if len(b) <= chunkHeader {
+		return chunk{}, fmt.Errorf("%w: chunk of %d bytes", ErrProtocol, len(b))
+	}
+	c := chunk{
+		seq:     binary.BigEndian.Uint64(b),
+		job:     binary.BigEndian.Uint64(b[8:]),
+		attempt: binary.BigEndian.Uint32(b[16:]),
+		offset:  binary.BigEndian.Uint64(b[20:]),
+		stream:  b[28],
+		time:    int64(binary.BigEndian.Uint64(b[29:])),
+		data:    b[chunkHeader:],
+	}
+	if c.attempt == 0 || c.offset > ^uint64(0)-uint64(len(c.data)) {
+		return chunk{}, fmt.Errorf("%w: chunk of job %d attempt %d at %d", ErrProtocol, c.job, c.attempt, c.offset)
+	}
+	return c, nil
+}

@@ -1,0 +1,256 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"jobsuite/controller/cluster"
+	"jobsuite/controller/outchan"
+	"jobsuite/controller/store"
+)
+
+// The output channel (Config.OutputChannel, controller/outchan): a term
+// Server hands its agents' output to the term's outchan.Leader instead
+// of the committer, and counts it only as far as a quorum holds it.
+
+// outputChannel is a term Server's side of the output channel.
+type outputChannel struct {
+	leader *outchan.Leader
+	call   outchan.Caller
+	// inherited are the attempts running when the term began, by job:
+	// their output passed through an earlier leader, so the term fills
+	// its gap (outchan.Leader.FillOnce) before it counts or takes any of
+	// it. Attempts dispatched in the term need none. Read-only after
+	// newServer.
+	inherited map[uint64]inheritedAttempt
+}
+
+type inheritedAttempt struct {
+	number   uint32
+	logStart uint64
+}
+
+// fillTimeout bounds one gap fill before a reopened job stream is
+// refused (the agent reopens it).
+const fillTimeout = 30 * time.Second
+
+// newOutputChannel builds the channel of a term Server whose scheduler
+// is loaded: s.sched reports each chunk's quorum-durable end to.
+func (s *Server) newOutputChannel(o outchan.LeaderOptions, call outchan.Caller) error {
+	o.Store = func() *store.Store { return s.st }
+	o.Durable = func(job uint64, attempt uint32, end uint64) { s.sched.OutputDurable(job, attempt, end) }
+	o.Logger = s.log.Named("output")
+	jobs, err := s.st.Active()
+	if err != nil {
+		return err
+	}
+	oc := &outputChannel{leader: outchan.NewLeader(o), call: call, inherited: map[uint64]inheritedAttempt{}}
+	for _, j := range jobs {
+		if c := j.Current(); j.State.Active() && c != nil && c.Outcome == "" {
+			oc.inherited[j.ID] = inheritedAttempt{c.Number, c.LogStart}
+		}
+	}
+	s.out = oc
+	s.metrics.reg.MustRegister(outputCollector{oc.leader})
+	return nil
+}
+
+// outputCollector reads the term's output channel at scrape time.
+type outputCollector struct{ l *outchan.Leader }
+
+var (
+	descOutputDurable = prometheus.NewDesc("jobsuite_cluster_output_durable_seq", "On the leader with -output-channel: the last chunk of this term's output that a quorum holds synced (LogAck and attempt ends follow it).", nil, nil)
+	descOutputLast    = prometheus.NewDesc("jobsuite_cluster_output_last_seq", "On the leader with -output-channel: the last chunk of this term's output it stored.", nil, nil)
+	descOutputLag     = prometheus.NewDesc("jobsuite_cluster_output_lag_chunks", "On the leader with -output-channel: chunks of this term's output each voter has not acknowledged as synced.", []string{"peer"}, nil)
+	descOutputBehind  = prometheus.NewDesc("jobsuite_cluster_output_behind", "On the leader with -output-channel: 1 if the voter fell out of the leader's 64 MiB resend buffer and no longer counts for the output quorum this term.", []string{"peer"}, nil)
+)
+
+func (c outputCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descOutputDurable
+	ch <- descOutputLast
+	ch <- descOutputLag
+	ch <- descOutputBehind
+}
+
+func (c outputCollector) Collect(ch chan<- prometheus.Metric) {
+	d, last := c.l.Durable()
+	ch <- prometheus.MustNewConstMetric(descOutputDurable, prometheus.GaugeValue, float64(d))
+	ch <- prometheus.MustNewConstMetric(descOutputLast, prometheus.GaugeValue, float64(last))
+	for peer, lag := range c.l.Lag() {
+		ch <- prometheus.MustNewConstMetric(descOutputLag, prometheus.GaugeValue, float64(lag.Seq), peer)
+		behind := 0.0
+		if lag.Behind {
+			behind = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descOutputBehind, prometheus.GaugeValue, behind, peer)
+	}
+}
+
+// runOutputChannel runs the term's channel and fills the gap of every
+// inherited attempt, trying again every fillRetry until each is filled
+// or ended, so that one whose agent never comes back is lost at the end
+// a quorum acknowledged rather than at its LogStart (its lease has the
+// restart grace for that).
+func (s *Server) runOutputChannel(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { defer close(done); s.out.leader.Run(ctx) }()
+	left := maps.Clone(s.out.inherited)
+	for len(left) > 0 && ctx.Err() == nil {
+		for id, a := range left {
+			if ctx.Err() != nil {
+				break
+			}
+			_, err := s.outputOpen(ctx, id, a.number, a.logStart)
+			if err == nil || errors.Is(err, errNotCurrent) {
+				delete(left, id)
+			} else if ctx.Err() == nil {
+				s.log.Warn("output gap fill failed; trying again", "job", id, "attempt", a.number, "error", err)
+			}
+		}
+		if len(left) > 0 {
+			t := time.NewTimer(fillRetry)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+		}
+	}
+	<-done
+}
+
+// fillRetry is how long the term's sweep waits before it tries the gap
+// fills that failed again (no quorum answered, a peer failed a read).
+const fillRetry = 2 * time.Second
+
+// errNotCurrent: the attempt ended (or was not the job's) before its
+// output was counted.
+var errNotCurrent = errors.New("attempt no longer current")
+
+// outputOpen returns how much of attempt's output (from logStart) a
+// quorum holds, filling the gap first for an inherited attempt.
+func (s *Server) outputOpen(ctx context.Context, id uint64, attempt uint32, logStart uint64) (uint64, error) {
+	end := logStart
+	if a, ok := s.out.inherited[id]; ok && a.number == attempt {
+		ctx, cancel := context.WithTimeout(ctx, fillTimeout)
+		defer cancel()
+		var err error
+		if end, err = s.out.leader.FillOnce(ctx, s.out.call, id, attempt, logStart); err != nil {
+			return 0, err
+		}
+	}
+	d, ok := s.sched.OutputDurable(id, attempt, end)
+	if !ok {
+		return 0, fmt.Errorf("job %d attempt %d: %w", id, attempt, errNotCurrent)
+	}
+	return d - logStart, nil
+}
+
+// outputAppend stores and replicates a chunk of attempt's output at off
+// (in the attempt's output) if the attempt is still current on agent,
+// and returns its seq. stale says the attempt is not current (any more,
+// or not here yet), not that the channel failed.
+func (s *Server) outputAppend(agent string, id uint64, attempt uint32, off uint64, stream uint8, data []byte) (seq uint64, stale bool, err error) {
+	logStart, _, ok := s.sched.StreamStart(id, attempt, agent)
+	if !ok {
+		return 0, true, fmt.Errorf("job %d attempt %d is no longer current on agent %s", id, attempt, agent)
+	}
+	now := s.clock.Now()
+	seq, err = s.out.leader.Append(id, attempt, logStart+off, stream, now, data)
+	if err != nil {
+		return 0, errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrNotYet), err
+	}
+	s.hub.Appended(id, store.Chunk{Offset: logStart + off, Stream: stream, Data: data, Time: now}, data)
+	s.hub.Ring(id)
+	return seq, false, nil
+}
+
+// outputPeers returns the other voters as the output channel dials them,
+// and the quorum size of the configuration.
+func (n *Node) outputPeers() ([]outchan.Peer, int) {
+	r := n.raftNode()
+	if r == nil {
+		return nil, 1
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return nil, 1
+	}
+	var peers []outchan.Peer
+	voters := 0
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if string(srv.ID) != n.id {
+			peers = append(peers, outchan.Peer{ID: string(srv.ID), Addr: string(srv.Address)})
+		}
+	}
+	return peers, voters/2 + 1
+}
+
+// outputOptions are the LeaderOptions of term t (the Server fills in the
+// rest).
+func (n *Node) outputOptions(t uint64) outchan.LeaderOptions {
+	return outchan.LeaderOptions{
+		Term:  t,
+		Self:  n.id,
+		Peers: n.outputPeers,
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			return n.ident.Dial(ctx, addr, cluster.ALPNOutput)
+		},
+	}
+}
+
+// outputCall sends a gap fill request to a peer.
+func (n *Node) outputCall(ctx context.Context, addr, op string, body, out any) error {
+	return n.ident.Call(ctx, addr, op, body, out)
+}
+
+// outputFollower is the node's side of the streams leaders open to it.
+func (n *Node) outputFollower() *outchan.Follower {
+	return outchan.NewFollower(outchan.FollowerOptions{
+		Replica: n.fsm,
+		Term: func() uint64 {
+			if r := n.raftNode(); r != nil {
+				return r.CurrentTerm()
+			}
+			return 0
+		},
+		Logger: n.log.Named("output"),
+	})
+}
+
+// outputRepairer is the node's repair of output it missed.
+func (n *Node) outputRepairer() *outchan.Repairer {
+	return outchan.NewRepairer(outchan.RepairOptions{
+		Self:   n.id,
+		Store:  func() *store.Store { return n.fsm.Store() },
+		Peers:  n.outputPeers,
+		Call:   n.outputCall,
+		Logger: n.log.Named("output"),
+	})
+}
+
+// outputApplied hears of every batch of rounds the FSM applied: a
+// round that ends an attempt whose output came on the channel
+// (store.TruncateLog) makes its output below the end final, and the
+// repair fetches whatever of it this node lacks.
+func (n *Node) outputApplied(cmds []store.Command) {
+	if n.repair == nil {
+		return
+	}
+	for _, c := range cmds {
+		if t, ok := c.(*store.TruncateLog); ok {
+			n.repair.Note(t.Job, t.At)
+		}
+	}
+}

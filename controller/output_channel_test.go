@@ -1,0 +1,126 @@
+package controller_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"jobsuite/agent"
+	"jobsuite/controller"
+	"jobsuite/transport"
+)
+
+// staleLog reads job id's log from node i's own store (?stale=1).
+func staleLog(t *testing.T, c *nodeCluster, i int, id uint64) (int, []byte) {
+	t.Helper()
+	return doWith(t, c.client, "GET", c.url(i, fmt.Sprintf("/jobs/%d/logs?stale=1", id)), "")
+}
+
+// TestOutputChannelFailover: with -output-channel a job's output reaches
+// every node's own store byte for byte; when the leader stops while the
+// job runs, the new leader fills the running attempt's output from the
+// others, takes the agent's reopened stream and the job ends with its
+// whole output, exactly once, on every node — the stopped one too, once
+// it is back and has repaired what it missed.
+func TestOutputChannelFailover(t *testing.T) {
+	c := startNodesWith(t, 3, func(cfg *controller.Config) { cfg.OutputChannel = true })
+	lead := c.leader()
+	var addrs []string
+	for _, cfg := range c.cfgs {
+		addrs = append(addrs, cfg.AgentAddr)
+	}
+	a, err := agent.New(agent.Config{
+		Controller: strings.Join(addrs, ","), TLS: files(c.dir, "agent-1"), Slots: 2, Transport: transport.ModeQUIC,
+		Logger: testLogger(t, "agent-1"), ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
+		StateDir: t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithCancel(context.Background())
+	adone := make(chan struct{})
+	go func() { defer close(adone); _ = a.Run(actx) }()
+	t.Cleanup(func() { cancel(); <-adone })
+
+	// A short job: its log on every node, from each one's own store.
+	code, body := doWith(t, c.client, "POST", c.url(lead, "/jobs"), `{"command":"seq 1 3000"}`)
+	if code != 201 {
+		t.Fatalf("POST /jobs: %d %s", code, body)
+	}
+	var short job
+	_ = json.Unmarshal(body, &short)
+	waitNodeState(t, c, lead, short.JobID, "completed")
+	var want strings.Builder
+	for i := 1; i <= 3000; i++ {
+		fmt.Fprintf(&want, "%d\n", i)
+	}
+	for i := range c.nodes {
+		(&cluster{t: t}).waitFor(fmt.Sprintf("node %d's own copy of job %d", i, short.JobID), func() bool {
+			code, b := staleLog(t, c, i, short.JobID)
+			return code == 200 && string(b) == want.String()
+		})
+	}
+
+	// The leader counts the chunks a quorum holds.
+	code, body = doWith(t, c.client, "GET", c.url(lead, "/metrics"), "")
+	if code != 200 {
+		t.Fatalf("GET /metrics: %d", code)
+	}
+	var durable, last float64
+	for _, line := range strings.Split(string(body), "\n") {
+		fmt.Sscanf(line, "jobsuite_cluster_output_durable_seq %g", &durable)
+		fmt.Sscanf(line, "jobsuite_cluster_output_last_seq %g", &last)
+	}
+	if durable == 0 || durable != last {
+		t.Errorf("output seqs on the leader after the job: durable %g, last %g", durable, last)
+	}
+
+	// A job that runs across a failover: output before and after.
+	gate := filepath.Join(t.TempDir(), "gate")
+	code, body = doWith(t, c.client, "POST", c.url(lead, "/jobs"),
+		fmt.Sprintf(`{"command":"seq 1 50000; while [ ! -e %s ]; do sleep 0.05; done; seq 50001 100000"}`, gate))
+	if code != 201 {
+		t.Fatalf("POST /jobs: %d %s", code, body)
+	}
+	var long job
+	_ = json.Unmarshal(body, &long)
+	var first strings.Builder
+	for i := 1; i <= 50000; i++ {
+		fmt.Fprintf(&first, "%d\n", i)
+	}
+	(&cluster{t: t}).waitFor("the first half on the leader", func() bool {
+		code, b := staleLog(t, c, lead, long.JobID)
+		return code == 200 && len(b) == first.Len()
+	})
+	c.stop(lead)
+	lead2 := c.leader()
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := waitNodeState(t, c, lead2, long.JobID, "completed")
+	if len(done.Attempts) != 1 {
+		t.Fatalf("the job ran %d attempts, want 1 (its agent reattached)", len(done.Attempts))
+	}
+	full := first.String()
+	var second strings.Builder
+	for i := 50001; i <= 100000; i++ {
+		fmt.Fprintf(&second, "%d\n", i)
+	}
+	full += second.String()
+	wantSum := sha256.Sum256([]byte(full))
+	// The old leader comes back: it missed the second half, and repairs
+	// it from the others once it applies the attempt's end.
+	c.start(lead)
+	for i := range c.nodes {
+		(&cluster{t: t}).waitFor(fmt.Sprintf("node %d's own copy of job %d", i, long.JobID), func() bool {
+			code, b := staleLog(t, c, i, long.JobID)
+			return code == 200 && sha256.Sum256(b) == wantSum
+		})
+	}
+}

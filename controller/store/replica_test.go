@@ -1,0 +1,200 @@
+package store
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// logString reads job id's whole log as one string.
+func logString(t *testing.T, s *Store, id uint64) string {
+	t.Helper()
+	chunks, err := s.ReadLog(id, 0, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	for _, c := range chunks {
+		b = append(b, c.Data...)
+	}
+	return string(b)
+}
+
+// TestReplicaOutputGate: a chunk that came on the output channel is
+// written only once its attempt is in the store, whole while the
+// attempt runs, and only below the end once it ended — never into the
+// next attempt's range.
+func TestReplicaOutputGate(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0).UTC()
+	s := open(t)
+	j := submit(t, s, newJob(s, 0, now))
+	chunk := func(off uint64, data string) Chunk {
+		return Chunk{Offset: off, Stream: 1, Data: []byte(data), Time: now}
+	}
+
+	// Attempt 1 is not recorded yet: not yet.
+	if err := applyErr(s, &ReplicaOutput{Job: j.ID, Attempt: 1, Chunk: chunk(0, "abc")}); !errors.Is(err, ErrNotYet) {
+		t.Fatalf("before the dispatch: %v, want ErrNotYet", err)
+	}
+	// A job not stored yet at all: not yet either.
+	if err := applyErr(s, &ReplicaOutput{Job: j.ID + 100, Attempt: 1, Chunk: chunk(0, "abc")}); !errors.Is(err, ErrNotYet) {
+		t.Fatalf("unknown job: %v, want ErrNotYet", err)
+	}
+	if got := logString(t, s, j.ID); got != "" {
+		t.Fatalf("log after refused chunks = %q", got)
+	}
+	j = move(t, s, j, Running, func(n *Job) { n.Attempts = append(n.Attempts, Attempt{Number: 1, Agent: "a"}) })
+	if err := applyErr(s, &ReplicaOutput{Job: j.ID, Attempt: 1, Chunk: chunk(0, "hello ")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyErr(s, &ReplicaOutput{Job: j.ID, Attempt: 1, Chunk: chunk(6, "world")}); err != nil {
+		t.Fatal(err)
+	}
+	// Attempt 1 is lost at 8 bytes (what a quorum held); attempt 2 starts there.
+	j = move(t, s, j, Running, func(n *Job) {
+		n.LogBytes = 8
+		n.Attempts[0].Outcome = OutcomeLost
+		n.Attempts[0].OutputBytes = 8
+		n.Attempts = append(n.Attempts, Attempt{Number: 2, Agent: "b", LogStart: 8})
+	})
+	if err := applyErr(s, &TruncateLog{Job: j.ID, At: 8}); err != nil {
+		t.Fatal(err)
+	}
+	if got := logString(t, s, j.ID); got != "hello wo" {
+		t.Fatalf("log after truncating at 8 = %q, want %q", got, "hello wo")
+	}
+	tests := map[string]struct {
+		attempt uint32
+		chunk   Chunk
+		want    error
+	}{
+		"late chunk of the lost attempt, past its end": {1, chunk(11, "!!"), ErrStale},
+		"late chunk of the lost attempt, at its end":   {1, chunk(8, "rl"), ErrStale},
+		"late chunk straddling the end is cut":         {1, chunk(6, "wo#"), nil},
+		"the next attempt's first chunk":               {2, chunk(8, "XY"), nil},
+		"an attempt not dispatched yet":                {3, chunk(10, "zz"), ErrNotYet},
+	}
+	for _, name := range []string{
+		"late chunk of the lost attempt, past its end",
+		"late chunk of the lost attempt, at its end",
+		"late chunk straddling the end is cut",
+		"the next attempt's first chunk",
+		"an attempt not dispatched yet",
+	} {
+		tt := tests[name]
+		err := applyErr(s, &ReplicaOutput{Job: j.ID, Attempt: tt.attempt, Chunk: tt.chunk})
+		if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+			t.Errorf("%s: %v, want %v", name, err, tt.want)
+		}
+	}
+	if got, want := logString(t, s, j.ID), "hello woXY"; got != want {
+		t.Fatalf("log = %q, want %q", got, want)
+	}
+	// The job ends with attempt 2 at 10: a chunk of attempt 2 past it is cut.
+	j = move(t, s, j, Completed, func(n *Job) {
+		n.LogBytes = 10
+		n.Attempts[1].Outcome = OutcomeCompleted
+	})
+	if err := applyErr(s, &ReplicaOutput{Job: j.ID, Attempt: 2, Chunk: chunk(10, "late")}); !errors.Is(err, ErrStale) {
+		t.Fatalf("chunk past the finished attempt's end: %v, want ErrStale", err)
+	}
+	if got, want := logString(t, s, j.ID), "hello woXY"; got != want {
+		t.Fatalf("log = %q, want %q", got, want)
+	}
+}
+
+// TestTruncateLog: what lies at or past At goes, a chunk across At is
+// cut there, other jobs' logs stay, and it travels in a round.
+func TestTruncateLog(t *testing.T) {
+	tests := map[string]struct {
+		at   uint64
+		want string
+	}{
+		"at a chunk boundary": {6, "hello "},
+		"inside a chunk":      {8, "hello wo"},
+		"at the end":          {13, "hello world!\n"},
+		"past the end":        {100, "hello world!\n"},
+		"at zero":             {0, ""},
+		"inside the first":    {2, "he"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			for _, id := range []uint64{6, 7, 8} {
+				for _, c := range []Chunk{{Offset: 0, Stream: 1, Data: []byte("hello ")}, {Offset: 6, Stream: 2, Data: []byte("world")}, {Offset: 11, Stream: 1, Data: []byte("!\n")}} {
+					if err := appendLog(s, id, c); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			round, err := EncodeRound([]Command{&TruncateLog{Job: 7, At: tt.at}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmds, err := DecodeRound(round)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Apply(cmds...); err != nil {
+				t.Fatal(err)
+			}
+			if got := logString(t, s, 7); got != tt.want {
+				t.Errorf("log = %q, want %q", got, tt.want)
+			}
+			end, err := s.LogEnd(7)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if end != uint64(len(tt.want)) {
+				t.Errorf("LogEnd = %d, want %d", end, len(tt.want))
+			}
+			for _, id := range []uint64{6, 8} {
+				if got := logString(t, s, id); got != "hello world!\n" {
+					t.Errorf("job %d's log = %q: touched", id, got)
+				}
+			}
+		})
+	}
+}
+
+func TestLogHole(t *testing.T) {
+	s := open(t)
+	for _, c := range []Chunk{{Offset: 0, Stream: 1, Data: []byte("0123")}, {Offset: 4, Stream: 1, Data: []byte("45")}, {Offset: 10, Stream: 1, Data: []byte("abcd")}, {Offset: 12, Stream: 1, Data: []byte("cdef")}} {
+		if err := appendLog(s, 7, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type hole struct {
+		start, end uint64
+		ok         bool
+	}
+	tests := map[string]struct {
+		from, to uint64
+		want     hole
+	}{
+		"covered prefix":        {0, 6, hole{}},
+		"the hole":              {0, 20, hole{6, 10, true}},
+		"inside the hole":       {7, 9, hole{7, 9, true}},
+		"from inside a chunk":   {2, 11, hole{6, 10, true}},
+		"overlapping chunks":    {10, 16, hole{}},
+		"past the end":          {10, 20, hole{16, 20, true}},
+		"empty range":           {5, 5, hole{}},
+		"another job, all hole": {0, 3, hole{}},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			id := uint64(7)
+			if name == "another job, all hole" {
+				id = 8
+				tt.want = hole{0, 3, true}
+			}
+			start, end, ok, err := s.LogHole(id, tt.from, tt.to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := (hole{start, end, ok}); got != tt.want {
+				t.Errorf("LogHole(%d, %d, %d) = %+v, want %+v", id, tt.from, tt.to, got, tt.want)
+			}
+		})
+	}
+}
