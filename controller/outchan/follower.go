@@ -96,12 +96,9 @@ func (f *Follower) serve(c net.Conn) error {
 	}
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	fr := &frameReader{r: c}
-	typ, body, err := fr.read()
+	body, err := fr.expect(frameHello, "first frame")
 	if err != nil {
 		return err
-	}
-	if typ != frameHello {
-		return fmt.Errorf("%w: first frame is type %d", ErrProtocol, typ)
 	}
 	term, leader, err := parseHello(body)
 	if err != nil {

@@ -361,12 +361,9 @@ func (l *Leader) stream(ctx context.Context, s *sender) error {
 		return err
 	}
 	fr := &frameReader{r: conn}
-	typ, body, err := fr.read()
+	body, err := fr.expect(frameAck, "answer to hello")
 	if err != nil {
 		return err
-	}
-	if typ != frameAck {
-		return fmt.Errorf("%w: answer to hello is type %d", ErrProtocol, typ)
 	}
 	term, from, err := parseAck(body)
 	if err != nil {

@@ -80,6 +80,19 @@ type frameReader struct {
 	buf []byte
 }
 
+// expect reads the next frame, which must be of type want (what names
+// it in the error).
+func (fr *frameReader) expect(want byte, what string) ([]byte, error) {
+	typ, body, err := fr.read()
+	if err != nil {
+		return nil, err
+	}
+	if typ != want {
+		return nil, fmt.Errorf("%w: %s is type %d", ErrProtocol, what, typ)
+	}
+	return body, nil
+}
+
 func (fr *frameReader) read() (typ byte, body []byte, err error) {
 	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
 		return 0, nil, err
