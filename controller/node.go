@@ -257,7 +257,10 @@ func NewNode(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("controller: agent listener: %w", err)
 	}
-	closers = append(closers, func() error { n.agentLn.Close(); return nil })
+	// The closers must not read n: a failed return sets it to nil
+	// before they run.
+	agentLn := n.agentLn
+	closers = append(closers, func() error { agentLn.Close(); return nil })
 	if n.httpLn, err = listenAPI(cfg.HTTPAddr, n.pki, pool, cert); err != nil {
 		return nil, err
 	}
@@ -271,9 +274,10 @@ func NewNode(cfg Config) (n *Node, err error) {
 	if err := n.plain.listen(cfg.MetricsAddr, n.metricsHandler(), n.log.Named("metrics")); err != nil {
 		return nil, fmt.Errorf("controller: metrics listener: %w", err)
 	}
+	plain := &n.plain
 	closers = append(closers, func() error {
-		if n.plain.ln != nil {
-			return n.plain.ln.Close()
+		if plain.ln != nil {
+			return plain.ln.Close()
 		}
 		return nil
 	})

@@ -560,6 +560,21 @@ func TestNodeConfigRefusals(t *testing.T) {
 			}
 		})
 	}
+	// A port that is taken is an error, not a panic (the cleanup once
+	// read the nil Node a failed NewNode returns), and it leaves nothing
+	// open: the data directory's lock is free for the next try.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	busy := base
+	busy.DataDir, busy.HTTPAddr = t.TempDir(), taken.Addr().String()
+	for try := range 2 {
+		if _, err := controller.NewNode(busy); err == nil || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("NewNode with its API port taken, try %d: %v; want the bind error", try+1, err)
+		}
+	}
 	// A single controller's data directory is not a node's.
 	c := startCluster(t)
 	c.stopController()
