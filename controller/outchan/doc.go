@@ -3,8 +3,9 @@
 // leader to the followers beside raft, not in its log, because it is
 // more than 99% of the bytes (BENCHMARKS.md, "Issue 14: output in the
 // raft log vs a channel of its own"). A single controller does not use
-// it, and neither does a cluster unless Config.OutputChannel is set on
-// its nodes; then output rides the raft rounds as store.Output commands.
+// it; a cluster does unless Config.OutputInRaft (-output-channel=false,
+// kept for measurements) is set on its nodes: then output rides the raft
+// rounds as store.Output commands.
 //
 // # The stream
 //

@@ -45,7 +45,7 @@ type Follower struct {
 	log hclog.Logger
 
 	mu      sync.Mutex
-	term    uint64 // the term of the last stream served
+	st      stream // the last stream served (term and epoch)
 	durable uint64 // its highest durable seq
 	// cur ends the stream being served; done is closed when it returned.
 	cur  context.CancelFunc
@@ -100,10 +100,11 @@ func (f *Follower) serve(c net.Conn) error {
 	if err != nil {
 		return err
 	}
-	term, leader, err := parseHello(body)
+	st, leader, err := parseHello(body)
 	if err != nil {
 		return err
 	}
+	term := st.term
 	if peer != "" && leader != peer {
 		return fmt.Errorf("%w: hello names leader %q, the certificate %q", ErrProtocol, leader, peer)
 	}
@@ -122,12 +123,12 @@ func (f *Follower) serve(c net.Conn) error {
 		<-prev
 		f.mu.Lock()
 	}
-	if term < f.term {
+	if st.before(f.st) {
 		f.mu.Unlock()
-		return fmt.Errorf("%w: %d from %s after a stream of term %d", ErrLowerTerm, term, leader, f.term)
+		return fmt.Errorf("%w: %d (epoch %d) from %s after a stream of term %d (epoch %d)", ErrLowerTerm, term, st.epoch, leader, f.st.term, f.st.epoch)
 	}
-	if term != f.term {
-		f.term, f.durable = term, 0
+	if st != f.st {
+		f.st, f.durable = st, 0
 	}
 	from := f.durable
 	f.cur, f.done = cancel, done
@@ -140,7 +141,7 @@ func (f *Follower) serve(c net.Conn) error {
 		wmu.Lock()
 		defer wmu.Unlock()
 		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		_, err := c.Write(appendAck(nil, term, seq))
+		_, err := c.Write(appendAck(nil, st, seq))
 		return err
 	}
 	if err := ack(from); err != nil {
@@ -169,7 +170,7 @@ func (f *Follower) serve(c net.Conn) error {
 			err := f.o.Replica.Store().SyncOutput()
 			if err == nil {
 				f.mu.Lock()
-				if f.term == term {
+				if f.st == st {
 					f.durable = max(f.durable, seq)
 				}
 				f.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -59,6 +60,7 @@ type LeaderOptions struct {
 type Leader struct {
 	o   LeaderOptions
 	log hclog.Logger
+	st  stream // its term and epoch (wire.go)
 
 	mu      sync.Mutex
 	closed  bool
@@ -88,6 +90,9 @@ type sender struct {
 	cancel context.CancelFunc
 }
 
+// nextEpoch numbers the Leaders this process makes (wire.go, stream).
+var nextEpoch atomic.Uint64
+
 // NewLeader returns the Leader of a term; Run starts it.
 func NewLeader(o LeaderOptions) *Leader {
 	if o.RingBytes <= 0 {
@@ -100,7 +105,7 @@ func NewLeader(o LeaderOptions) *Leader {
 		o.Durable = func(uint64, uint32, uint64) {}
 	}
 	return &Leader{
-		o: o, log: o.Logger, peers: map[string]*sender{}, quorum: 1,
+		o: o, log: o.Logger, st: stream{o.Term, nextEpoch.Add(1)}, peers: map[string]*sender{}, quorum: 1,
 		changed: make(chan struct{}), grew: make(chan struct{}), dirty: make(chan struct{}, 1),
 		fills: map[uint64]*fill{},
 	}
@@ -357,7 +362,7 @@ func (l *Leader) stream(ctx context.Context, s *sender) error {
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := conn.Write(appendHello(nil, l.o.Term, l.o.Self)); err != nil {
+	if _, err := conn.Write(appendHello(nil, l.st, l.o.Self)); err != nil {
 		return err
 	}
 	fr := &frameReader{r: conn}
@@ -365,12 +370,12 @@ func (l *Leader) stream(ctx context.Context, s *sender) error {
 	if err != nil {
 		return err
 	}
-	term, from, err := parseAck(body)
+	st, from, err := parseAck(body)
 	if err != nil {
 		return err
 	}
-	if term != l.o.Term {
-		return fmt.Errorf("%w: follower answered for term %d, not %d", ErrLowerTerm, term, l.o.Term)
+	if st != l.st {
+		return fmt.Errorf("%w: follower answered for term %d epoch %d, not %d/%d", ErrLowerTerm, st.term, st.epoch, l.st.term, l.st.epoch)
 	}
 	_ = conn.SetDeadline(time.Time{})
 	l.ackFrom(s, from)
@@ -382,12 +387,13 @@ func (l *Leader) stream(ctx context.Context, s *sender) error {
 			if err == nil && typ != frameAck {
 				err = fmt.Errorf("%w: frame type %d from a follower", ErrProtocol, typ)
 			}
-			var term, d uint64
+			var st stream
+			var d uint64
 			if err == nil {
-				term, d, err = parseAck(body)
+				st, d, err = parseAck(body)
 			}
-			if err == nil && term != l.o.Term {
-				err = fmt.Errorf("%w: ack for term %d", ErrLowerTerm, term)
+			if err == nil && st != l.st {
+				err = fmt.Errorf("%w: ack for term %d epoch %d", ErrLowerTerm, st.term, st.epoch)
 			}
 			if err != nil {
 				readErr <- err

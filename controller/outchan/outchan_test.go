@@ -145,6 +145,7 @@ type cluster struct {
 	cancel    context.CancelFunc
 	done      chan struct{}
 	followers []*Follower
+	peers     []Peer
 }
 
 func newCluster(t *testing.T, nodes, q int) *cluster {
@@ -166,6 +167,7 @@ func newCluster(t *testing.T, nodes, q int) *cluster {
 		t.Cleanup(func() { _ = ln.Close() })
 		peers = append(peers, Peer{ID: fmt.Sprintf("n%d", i), Addr: ln.Addr().String()})
 	}
+	c.peers = peers
 	c.leader = NewLeader(LeaderOptions{
 		Term: 1, Self: "n0",
 		Store: c.reps[0].Store,
@@ -580,5 +582,59 @@ func TestSenderResumesAndFallsBehind(t *testing.T) {
 	wait(t, l, appendN(3)) // the quorum moves on without n2
 	if got := reps[1].log(t, 1); got != want.String() {
 		t.Fatalf("n1 holds %d bytes, want %d", len(got), want.Len())
+	}
+}
+
+// TestSecondLeaderOfATerm: one node can run two Leaders in one raft
+// term (an operator's restore rebuilds the term's Server; raft keeps the
+// term), and the second numbers its chunks from 1 again. The follower
+// must take its stream as a new one: were it to answer the second
+// Leader's hello with the first's durable seq, the second would count
+// chunks the follower never got as durable and never send them.
+func TestSecondLeaderOfATerm(t *testing.T) {
+	c := newCluster(t, 2, 2) // the leader and one follower: both must hold it
+	create, dispatch := job(1)
+	c.applyAll(t, create)
+	c.applyAll(t, dispatch)
+	var want bytes.Buffer
+	var last uint64
+	for i := range 3 {
+		data := bytes.Repeat([]byte{byte('a' + i)}, 100)
+		seq, err := c.leader.Append(1, 1, uint64(want.Len()), 1, t0, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want.Write(data)
+		last = seq
+	}
+	wait(t, c.leader, last)
+	c.cancel()
+	<-c.done
+
+	peers := c.peers
+	l := NewLeader(LeaderOptions{
+		Term: 1, Self: "n0", Store: c.reps[0].Store,
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr)
+		},
+		Peers: func() ([]Peer, int) { return peers, 2 },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	data := []byte("after the restore")
+	seq, err := l.Append(1, 1, uint64(want.Len()), 1, t0, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.Write(data)
+	if seq != 1 {
+		t.Fatalf("the second Leader's first seq is %d, want 1", seq)
+	}
+	wait(t, l, seq)
+	if got := c.reps[1].log(t, 1); got != want.String() {
+		t.Fatalf("the follower holds %q, want %q: it took the second Leader's seq 1 as held", got, want.String())
 	}
 }

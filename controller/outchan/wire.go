@@ -10,15 +10,20 @@ import (
 // and follower, leader → follower chunks, follower → leader acks):
 //
 //	frame := type (1) | length uint32 (big-endian) | body
-//	hello (1): term u64 | leader ID (the rest)          leader → follower, first
-//	ack   (2): term u64 | durable seq u64                follower → leader
+//	hello (1): term u64 | epoch u64 | leader ID (the rest)  leader → follower, first
+//	ack   (2): term u64 | epoch u64 | durable seq u64       follower → leader
 //	chunk (3): seq u64 | job u64 | attempt u32 | offset u64 | stream u8 |
 //	           time (Unix ns) i64 | data (the rest)      leader → follower
 //
-// The follower answers hello with an ack of the highest seq of that term
-// it holds durably (0 for a term it has not seen), and the leader sends
-// from the next one on. Seq numbers chunks within one leader term, from
-// 1, without gaps.
+// The follower answers hello with an ack of the highest seq of that
+// stream it holds durably (0 for one it has not seen), and the leader
+// sends from the next one on. Seq numbers chunks within one stream, from
+// 1, without gaps. A stream is a term and an epoch: one leader can run
+// two Leaders in one raft term (an operator's restore rebuilds the
+// term's Server, and raft keeps the term), and the second numbers its
+// chunks from 1 again, so a follower must not take the first's seqs for
+// the second's. The epoch grows with every Leader a process makes
+// (nextEpoch), and only one process leads a term.
 const (
 	frameHello = 1
 	frameAck   = 2
@@ -49,15 +54,25 @@ func appendHeader(b []byte, typ byte, n int) []byte {
 	return binary.BigEndian.AppendUint32(b, uint32(n))
 }
 
-func appendHello(b []byte, term uint64, leader string) []byte {
-	b = appendHeader(b, frameHello, 8+len(leader))
-	b = binary.BigEndian.AppendUint64(b, term)
+// stream names one Leader's stream: its term and epoch.
+type stream struct{ term, epoch uint64 }
+
+// before orders streams: a lower term, or the same term's older epoch.
+func (s stream) before(o stream) bool {
+	return s.term < o.term || s.term == o.term && s.epoch < o.epoch
+}
+
+func appendHello(b []byte, st stream, leader string) []byte {
+	b = appendHeader(b, frameHello, 16+len(leader))
+	b = binary.BigEndian.AppendUint64(b, st.term)
+	b = binary.BigEndian.AppendUint64(b, st.epoch)
 	return append(b, leader...)
 }
 
-func appendAck(b []byte, term, durable uint64) []byte {
-	b = appendHeader(b, frameAck, 16)
-	b = binary.BigEndian.AppendUint64(b, term)
+func appendAck(b []byte, st stream, durable uint64) []byte {
+	b = appendHeader(b, frameAck, 24)
+	b = binary.BigEndian.AppendUint64(b, st.term)
+	b = binary.BigEndian.AppendUint64(b, st.epoch)
 	return binary.BigEndian.AppendUint64(b, durable)
 }
 
@@ -111,18 +126,18 @@ func (fr *frameReader) read() (typ byte, body []byte, err error) {
 	return fr.hdr[0], body, nil
 }
 
-func parseHello(b []byte) (term uint64, leader string, err error) {
-	if len(b) < 8 {
-		return 0, "", fmt.Errorf("%w: hello of %d bytes", ErrProtocol, len(b))
+func parseHello(b []byte) (st stream, leader string, err error) {
+	if len(b) < 16 {
+		return stream{}, "", fmt.Errorf("%w: hello of %d bytes", ErrProtocol, len(b))
 	}
-	return binary.BigEndian.Uint64(b), string(b[8:]), nil
+	return stream{binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:])}, string(b[16:]), nil
 }
 
-func parseAck(b []byte) (term, durable uint64, err error) {
-	if len(b) != 16 {
-		return 0, 0, fmt.Errorf("%w: ack of %d bytes", ErrProtocol, len(b))
+func parseAck(b []byte) (st stream, durable uint64, err error) {
+	if len(b) != 24 {
+		return stream{}, 0, fmt.Errorf("%w: ack of %d bytes", ErrProtocol, len(b))
 	}
-	return binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:]), nil
+	return stream{binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:])}, binary.BigEndian.Uint64(b[16:]), nil
 }
 
 // parseChunk decodes a chunk; its data aliases b.
