@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -263,34 +262,6 @@ func grepFile(path string, max int, words ...string) []string {
 		}
 	}
 	return out
-}
-
-// freeAddrs picks a loopback TCP port for the API and one free on both
-// TCP and UDP for the agent listener.
-func freeAddrs(t *testing.T) (httpAddr, agentAddr string) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpAddr = ln.Addr().String()
-	defer ln.Close()
-	for range 50 {
-		tl, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := tl.Addr().String()
-		pc, err := net.ListenPacket("udp", addr)
-		tl.Close()
-		if err != nil {
-			continue
-		}
-		pc.Close()
-		return httpAddr, addr
-	}
-	t.Fatal("found no port free on both TCP and UDP")
-	return "", ""
 }
 
 // buildJobsuite builds the jobsuite binary into dir.

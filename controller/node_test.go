@@ -38,18 +38,6 @@ type nodeCluster struct {
 	before func(i int, nd *controller.Node)
 }
 
-// freeAddr returns a loopback TCP address that was free a moment ago:
-// the nodes must know each other's cluster addresses before they start.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func startNodes(t *testing.T, n int) *nodeCluster {
 	t.Helper()
 	return startNodesWith(t, n, nil)

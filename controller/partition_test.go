@@ -123,8 +123,20 @@ func partitionBlip(t *testing.T, bin string, mode transport.Mode, ttl, heartbeat
 	}
 
 	down := e.linkDown()
-	time.Sleep(time.Second) // what was in flight has landed
-	during := len(e.logs(j.JobID))
+	// What was in flight lands: the stored log stops growing (the same
+	// length on 3 reads in a row, poll's growing interval apart). A
+	// partition that does not hold keeps it growing, and the check below
+	// fails.
+	during, same := -1, 0
+	poll(t, "the stored log to stop growing after the cut", waitLimit, func() (bool, string) {
+		n := len(e.logs(j.JobID))
+		if n == during {
+			same++
+		} else {
+			during, same = n, 0
+		}
+		return same >= 2, fmt.Sprintf("%d bytes", n)
+	})
 	time.Sleep(time.Until(down.Add(outage))) // holding the link down is the point
 	// The partition holds: nothing arrived while the link was down.
 	if n := len(e.logs(j.JobID)); n != during {
