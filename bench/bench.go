@@ -123,10 +123,13 @@ var Groups = []string{"submit", "capacity", "real", "latency", "log", "scale", "
 // OptInGroups run only when named: cluster (issue 14's rows 9a–9h and
 // 9p, three controllers in cluster mode, about 10 more minutes),
 // cluster-output (its rows 9h, 9p and 9d alone), cluster-log (row 9d
-// alone, without a limit: for before/after pairs), cluster-log-oc (row
-// 9d-oc: 9d with the nodes' -output-channel) and cluster-failover (rows
+// alone, without a limit: for before/after pairs), cluster-log-raft (row
+// 9d-raft: 9d with the nodes' -output-channel=false, output in the raft
+// rounds as before the channel was the default), cluster-capacity (row
+// 9c alone) and cluster-capacity-raft (9c-raft: 9c with
+// -output-channel=false), and cluster-failover (rows
 // 9e and 9f alone, QUIC and TCP agents).
-var OptInGroups = []string{"cluster", "cluster-output", "cluster-log", "cluster-log-oc", "cluster-failover"}
+var OptInGroups = []string{"cluster", "cluster-output", "cluster-log", "cluster-log-raft", "cluster-capacity", "cluster-capacity-raft", "cluster-failover"}
 
 // Row is one line of the report: a figure, the machine limit it is
 // compared with (measured in the same run) and the issue's target.
@@ -178,9 +181,9 @@ type env struct {
 
 	rows   []Row
 	limits limits
-	// outputChannel starts cluster nodes with -output-channel (group
-	// cluster-log-oc).
-	outputChannel bool
+	// outputInRaft starts cluster nodes with -output-channel=false
+	// (group cluster-log-raft).
+	outputInRaft bool
 }
 
 // Run runs the benchmarks and returns the report. A benchmark that
@@ -282,10 +285,16 @@ func (e *env) run(ctx context.Context, group string) {
 	case "cluster-failover":
 		e.failover(ctx, transport.ModeQUIC, "")
 		e.failover(ctx, transport.ModeTCP, "-tcp")
-	case "cluster-log-oc":
-		e.outputChannel = true
+	case "cluster-log-raft":
+		e.outputInRaft = true
 		e.clusterLog(ctx, 0, 1)
-		e.outputChannel = false
+		e.outputInRaft = false
+	case "cluster-capacity":
+		e.clusterCapacity(ctx)
+	case "cluster-capacity-raft":
+		e.outputInRaft = true
+		e.clusterCapacity(ctx)
+		e.outputInRaft = false
 	}
 }
 

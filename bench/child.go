@@ -49,8 +49,9 @@ type childConfig struct {
 	Expect      int // -bootstrap-expect
 	// RaftMultiplier is -raft-multiplier (0: the default, 1)
 	RaftMultiplier int
-	// OutputChannel is -output-channel (controller/outchan)
-	OutputChannel bool
+	// OutputInRaft is -output-channel=false: output in the raft rounds
+	// instead of on the output channel (controller/outchan)
+	OutputInRaft bool
 
 	// output-peer (rows 9h, 9p: raftalone.go): "raft",
 	// "raft-trivial" or "channel", and raft's MaxAppendEntries (0:
@@ -194,7 +195,7 @@ func runNode(ctx context.Context, cfg childConfig, logger hclog.Logger, out *jso
 		HTTPAddr: "127.0.0.1:0", AgentAddr: "127.0.0.1:0", DataDir: cfg.Data,
 		TLS:    certs.Files{CA: certs.CAFile(cfg.PKI), Cert: certs.CertFile(cfg.PKI, cfg.Name), Key: certs.KeyFile(cfg.PKI, cfg.Name)},
 		Logger: logger, LeaseTTL: cfg.LeaseTTL,
-		ClusterAddr: cfg.ClusterAddr, Join: cfg.Join, BootstrapExpect: cfg.Expect, RaftMultiplier: cfg.RaftMultiplier, OutputChannel: cfg.OutputChannel,
+		ClusterAddr: cfg.ClusterAddr, Join: cfg.Join, BootstrapExpect: cfg.Expect, RaftMultiplier: cfg.RaftMultiplier, OutputInRaft: cfg.OutputInRaft,
 	})
 	if err != nil {
 		return err

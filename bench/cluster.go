@@ -120,7 +120,7 @@ func (e *env) startRaftClusterWith(ctx context.Context, name string, multiplier 
 		id := nodeName(i)
 		cfg := childConfig{Mode: "controller", PKI: e.pki.dir, Name: id, Data: filepath.Join(base, id),
 			Log: filepath.Join(base, id+".log"), LogLevel: e.cfg.LogLevel,
-			ClusterAddr: join[i-1], Join: join, Expect: clusterSize, RaftMultiplier: multiplier, OutputChannel: e.outputChannel}
+			ClusterAddr: join[i-1], Join: join, Expect: clusterSize, RaftMultiplier: multiplier, OutputInRaft: e.outputInRaft}
 		if e.cfg.ProfileDir != "" {
 			cfg.Profile = filepath.Join(e.cfg.ProfileDir, name+"-"+id+".pprof")
 		}
@@ -346,26 +346,31 @@ func (e *env) clusterCapacity(ctx context.Context) {
 	mode := transport.ModeQUIC
 	name := fmt.Sprintf("cluster of %d: burn-down of %s queued jobs by %d fake agents × %d slots (%s) at the leader",
 		clusterSize, count(e.sz.BurnDown), e.sz.FakeAgents, e.sz.FakeSlots, mode)
+	id := "9c"
+	if e.outputInRaft {
+		id += "-raft"
+		name += ", -output-channel=false (output in the raft rounds)"
+	}
 	limit, _, err := e.pebbleRate(e.sz.BatchClients, e.sz.BatchSize)
 	if err != nil {
-		e.fail("9c", name, err)
+		e.fail(id, name, err)
 		return
 	}
 	c, err := e.startRaftCluster(ctx, "cluster-capacity")
 	if err != nil {
-		e.fail("9c", name, err)
+		e.fail(id, name, err)
 		return
 	}
 	defer c.close()
 	t := time.Now()
 	if err := c.fill(ctx, e.sz.BurnDown, e.sz.BatchSize); err != nil {
-		e.fail("9c", name, err)
+		e.fail(id, name, err)
 		return
 	}
 	load := time.Since(t)
 	// The fake agents dial the leader of now.
 	if c.leader, err = findLeader(ctx, c.apis, c.ids, -1, time.Minute); err != nil {
-		e.fail("9c", name, err)
+		e.fail(id, name, err)
 		return
 	}
 	// The warm-up job is queued too: one more to burn down.
@@ -376,18 +381,18 @@ func (e *env) clusterCapacity(ctx context.Context) {
 	fl, err := dialFleet(ctx, e.pki, c.nodes[c.leader].info.Agent, mode, "cluster-capacity", e.sz.FakeAgents, e.sz.FakeSlots, e.sz.FakeAgents, true,
 		fakeHooks{done: func(*protocol.Dispatch, protocol.Outcome) { cnt.add() }})
 	if err != nil {
-		e.fail("9c", name, err)
+		e.fail(id, name, err)
 		return
 	}
 	defer fl.close()
 	if err := cnt.wait(ctx, burnWithin(goal)); err != nil {
-		e.fail("9c", name, err)
+		e.fail(id, name, err)
 		return
 	}
 	took := time.Since(start)
 	n := float64(goal)
 	got := n / took.Seconds()
-	e.add(Row{ID: "9c", Name: name, Value: got, Unit: "jobs/s",
+	e.add(Row{ID: id, Name: name, Value: got, Unit: "jobs/s",
 		Detail: fmt.Sprintf("dispatched, started and completed durably (each committed on a quorum) in %s; %s; queue filled by batch at %s jobs/s; %s",
 			took.Round(time.Millisecond), cpu(n), num(n/load.Seconds()), loadNote()),
 		Limit: limit / 3, LimitUnit: "jobs/s", LimitName: "Pebble batched Apply rate ÷ 3 synced transitions per job, one store",

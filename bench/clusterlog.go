@@ -39,9 +39,9 @@ func (e *env) clusterLog(ctx context.Context, limit float64, multiplier int) {
 		id9d = fmt.Sprintf("9d-m%d", multiplier)
 		name += fmt.Sprintf(", -raft-multiplier %d", multiplier)
 	}
-	if e.outputChannel {
-		id9d += "-oc"
-		name += ", -output-channel (output beside raft, controller/outchan)"
+	if e.outputInRaft {
+		id9d += "-raft"
+		name += ", -output-channel=false (output in the raft rounds)"
 	}
 	c, err := e.startRaftClusterWith(ctx, "cluster-log-"+id9d, multiplier)
 	if err != nil {

@@ -56,8 +56,8 @@
 //
 // The cluster group ends with the rows of issue 14's output decision
 // (also alone as the opt-in group cluster-output; cluster-log runs 9d
-// alone, for before/after pairs, and cluster-log-oc runs 9d-oc, 9d with
-// the nodes' -output-channel): 9h and its variants (raftalone.go) are
+// alone, for before/after pairs, and cluster-log-raft runs 9d-raft, 9d
+// with the nodes' -output-channel=false, output in the raft rounds): 9h and its variants (raftalone.go) are
 // the raft layer alone with this repository's transport (cluster.Mux,
 // mutual TLS 1.3), raft-wal and cluster.FSM applying rounds of one
 // Output command (or a trivial FSM), LogBytes/4 in 64 or 256 KiB

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -135,11 +136,12 @@ Cluster mode (3 or 5 controllers on raft; README "Running a cluster"):
                         failover. Default {raft-multiplier}.
   -output-channel       Send agents' output from the leader to the other
                         controllers on a channel of its own beside raft
-                        (faster; a LogAck then means "synced on a
-                        quorum"), not in the raft log. Set it on every
-                        controller of the cluster. Off by default: a
-                        controller restarted before it fetched output it
-                        missed keeps those logs short.
+                        (a LogAck then means "synced on a quorum"). On by
+                        default; -output-channel=false sends output in
+                        the raft rounds instead, as the first cluster
+                        version did: slower, kept for measurements. Set
+                        it the same on every controller of the cluster
+                        ('operator members' shows it, OUTPUT).
   -max-stale DUR        A stale read (?stale=1: GET /jobs, /jobs/ID and
                         /jobs/ID/logs answered from this node's own store,
                         not the leader's) is refused (503) once this node
@@ -325,7 +327,7 @@ func controllerFlags(fs *flag.FlagSet, cfg *controller.Config, lf *logFlags) (mi
 		return nil
 	})
 	fs.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "")
-	fs.BoolVar(&cfg.OutputChannel, "output-channel", cfg.OutputChannel, "")
+	fs.Var(notFlag{&cfg.OutputInRaft}, "output-channel", "")
 	fs.DurationVar(&cfg.MaxStale, "max-stale", cfg.MaxStale, "")
 	fs.Uint64Var(&cfg.RaftSnapshotThreshold, "raft-snapshot-threshold", cfg.RaftSnapshotThreshold, "")
 	fs.DurationVar(&cfg.RaftSnapshotInterval, "raft-snapshot-interval", cfg.RaftSnapshotInterval, "")
@@ -425,3 +427,27 @@ func reloadOnHangup(ctx context.Context, srv controllerRunner, log hclog.Logger)
 	}()
 	return func() { signal.Stop(hup); close(done) }
 }
+
+// notFlag is a boolean flag that sets the negation of its field: the
+// flag says what is on by default (-output-channel), the field what is
+// not (Config.OutputInRaft), so a Config's zero value is the default.
+type notFlag struct{ p *bool }
+
+func (f notFlag) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	*f.p = !v
+	return nil
+}
+
+func (f notFlag) String() string {
+	if f.p == nil {
+		return "true"
+	}
+	return strconv.FormatBool(!*f.p)
+}
+
+func (f notFlag) Get() any         { return f.p == nil || !*f.p }
+func (f notFlag) IsBoolFlag() bool { return true }

@@ -30,7 +30,10 @@ Usage: jobsuite operator members [options]
   last heard from the leader, and how many agents watch it for a change
   of leader (WATCHES: agents attached to the leader keep a watch session
   with another controller, which tells them at once when a new leader
-  takes over). A single controller lists itself alone, as leader.
+  takes over), and how it sends agents' output to the others when it
+  leads (OUTPUT: channel, the default, or raft with
+  -output-channel=false; every member must say the same). A single
+  controller lists itself alone, as leader.
 
 Options:
 
@@ -41,10 +44,10 @@ Options:
 Example:
 
   $ jobsuite operator members
-  ID     ADDRESS        ROLE      VOTER  TERM  APPLIED  LAST-INDEX  LAST-CONTACT  WATCHES
-  ctl-1  10.0.0.1:7444  leader    yes    3     1204     1204        -             0
-  ctl-2  10.0.0.2:7444  follower  yes    3     1204     1204        0.1s          12
-  ctl-3  10.0.0.3:7444  unreachable  yes  -    -        -           -             -  (dial tcp 10.0.0.3:7444: connection refused)
+  ID     ADDRESS        ROLE      VOTER  TERM  APPLIED  LAST-INDEX  LAST-CONTACT  WATCHES  OUTPUT
+  ctl-1  10.0.0.1:7444  leader    yes    3     1204     1204        -             0        channel
+  ctl-2  10.0.0.2:7444  follower  yes    3     1204     1204        0.1s          12       channel
+  ctl-3  10.0.0.3:7444  unreachable  yes  -    -        -           -             -        -  (dial tcp 10.0.0.3:7444: connection refused)
 `)
 }
 
@@ -54,7 +57,7 @@ func (c *OperatorMembersCommand) Run(args []string) int {
 		return code
 	}
 	tw := tabwriter.NewWriter(c.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tVOTER\tTERM\tAPPLIED\tLAST-INDEX\tLAST-CONTACT\tWATCHES")
+	fmt.Fprintln(tw, "ID\tADDRESS\tROLE\tVOTER\tTERM\tAPPLIED\tLAST-INDEX\tLAST-CONTACT\tWATCHES\tOUTPUT")
 	for _, m := range members {
 		voter := "no"
 		if m.Voter {
@@ -65,7 +68,7 @@ func (c *OperatorMembersCommand) Run(args []string) int {
 			addr = "-"
 		}
 		if m.Role == "unreachable" {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\t(%s)\n", m.ID, addr, m.Role, voter, m.Error)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t(%s)\n", m.ID, addr, m.Role, voter, m.Error)
 			continue
 		}
 		contact := "-"
@@ -76,7 +79,11 @@ func (c *OperatorMembersCommand) Run(args []string) int {
 		if m.Term > 0 {
 			term = fmt.Sprint(m.Term)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\n", m.ID, addr, m.Role, voter, term, m.AppliedIndex, m.LastIndex, contact, m.WatchSessions)
+		output := m.Output
+		if output == "" {
+			output = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s\n", m.ID, addr, m.Role, voter, term, m.AppliedIndex, m.LastIndex, contact, m.WatchSessions, output)
 	}
 	tw.Flush()
 	return ExitOK

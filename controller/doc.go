@@ -214,21 +214,26 @@
 // single controller's data directory and its error names the steps. A
 // single controller restores offline (snapshot.Restore), stopped.
 //
-// Output rides the raft log like every other command by default: an
-// agent's LogAck then means "committed on a quorum" by construction,
-// every node's store holds every log (any node serves logs, a new
-// leader has no gap to fill), and a snapshot carries output with the
-// rest. The cost is raft bandwidth: every output byte is sent to each
-// follower inside AppendEntries, one entry per agent LogChunk (256 KiB:
-// a chunk larger than MaxEntryBytes travels alone), and written twice
-// on every node (raft-wal, then the store). Measured (BENCHMARKS.md,
-// "Issue 14: output in the raft log vs a channel of its own"), a
-// channel of its own beside raft carried 1.5–1.8× the bytes per second
-// at 0.6–0.75× the CPU per GiB.
+// Output does not ride the raft log. The first version sent it there
+// like every other command, and that is still what
+// Config.OutputInRaft (-output-channel=false) does: an agent's LogAck
+// then means "committed on a quorum" by construction and every node's
+// store holds every log. The cost is raft bandwidth: every output byte
+// is sent to each follower inside AppendEntries, one entry per agent
+// LogChunk (256 KiB: a chunk larger than MaxEntryBytes travels alone),
+// and written twice on every node (raft-wal, then the store). Measured
+// (BENCHMARKS.md, "Issue 14: output in the raft log vs a channel of its
+// own" and row 9d-oc), a channel of its own beside raft carried
+// 1.4–1.8× the bytes per second at 0.56–0.75× the CPU per GiB, so the
+// channel is the default. The setting must be the same on every node:
+// a leader that sends output in the rounds cannot fill the gap of an
+// attempt whose output an earlier leader sent on the channel. Nodes
+// report it in their status (operator members, OUTPUT) and a leader
+// logs a voter whose setting differs; every node serves the channel's
+// follower side and its repair whatever its own setting.
 //
-// Config.OutputChannel (-output-channel, on every node; off by default)
-// is that channel (controller/outchan; output_channel.go here). A term
-// Server hands each LogChunk its job stream accepts (attempt current,
+// The output channel is controller/outchan (output_channel.go here). A
+// term Server hands each LogChunk its job stream accepts (attempt current,
 // checked under the scheduler's lock as before) to the term's
 // outchan.Leader, which writes it to the leader's store
 // (store.ReplicaOutput, unsynced, a group syncer behind it), numbers it

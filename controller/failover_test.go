@@ -83,7 +83,7 @@ func TestClusterFaults(t *testing.T) {
 		t.Skip("cluster fault tests: real controllers and agents through leader kills, pauses and a rolling restart, a few minutes; skipped with -short")
 	}
 	bin := buildJobsuite(t, t.TempDir())
-	for _, mode := range []string{"kill", "pause", "rolling", "partition", "kill-output-channel"} {
+	for _, mode := range []string{"kill", "pause", "rolling", "partition", "kill-output-in-raft"} {
 		t.Run(mode, func(t *testing.T) { clusterFaults(t, bin, mode) })
 	}
 	t.Run("watch", func(t *testing.T) { leaderWatchKill(t, bin) })
@@ -150,12 +150,12 @@ func clusterFaults(t *testing.T, bin, mode string) {
 	if mode == "partition" {
 		hn = newHANet(t) // first: its cleanup runs after the processes stopped
 	}
-	// kill-output-channel: the kills, with output on the output channel;
-	// every node's own copy of each log is then checked (?stale=1).
-	outchan := mode == "kill-output-channel"
+	// kill-output-in-raft: the kills, with output in the raft rounds
+	// (-output-channel=false) instead of on the output channel. Every
+	// mode checks every node's own copy of each log (?stale=1).
 	var extra []string
-	if outchan {
-		mode, extra = "kill", []string{"-output-channel"}
+	if mode == "kill-output-in-raft" {
+		mode, extra = "kill", []string{"-output-channel=false"}
 	}
 	c := startClusterProcs(t, bin, hn, extra...)
 	procs, agentAddrs, pki, work := c.procs, c.agentAddrs, c.pki, c.work
@@ -380,17 +380,14 @@ func clusterFaults(t *testing.T, bin, mode string) {
 		for _, p := range procs {
 			var got []byte
 			poll(t, fmt.Sprintf("job %d's log on %s", s.id, p.name), waitLimit, func() (bool, string) {
-				path := fmt.Sprintf("/jobs/%d/logs", s.id)
-				if outchan {
-					path += "?stale=1" // this node's own copy
-				}
+				path := fmt.Sprintf("/jobs/%d/logs?stale=1", s.id) // this node's own copy
 				code, b, err := p.client.do("GET", path, "")
 				if err != nil || code != 200 {
 					return false, fmt.Sprint(code, err)
 				}
 				got = b
-				// A node's own copy may still be repairing.
-				return !outchan || sha256.Sum256(b) == want, fmt.Sprintf("%d of %d bytes", len(b), len(s.out))
+				// A node's own copy may still be applying or repairing.
+				return sha256.Sum256(b) == want, fmt.Sprintf("%d of %d bytes", len(b), len(s.out))
 			})
 			if sha256.Sum256(got) != want {
 				t.Errorf("job %d's log through %s: %q, want %q", s.id, p.name, got, s.out)

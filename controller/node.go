@@ -101,8 +101,9 @@ type Node struct {
 	// restore (node_restore.go) across stopping the term and raft.Restore.
 	leadMu    sync.Mutex
 	restoreMu sync.Mutex // one restore at a time
-	// repair fetches output this node missed (Config.OutputChannel;
-	// output_channel.go); nil without the output channel.
+	// repair fetches output this node missed (output_channel.go). It
+	// runs whatever Config.OutputInRaft says: an earlier leader may have
+	// sent output on the channel.
 	repair *outchan.Repairer
 	// lag is the follower-lag bound of this node's terms (node_lag.go).
 	lag *cluster.LagBound
@@ -193,9 +194,7 @@ func NewNode(cfg Config) (n *Node, err error) {
 		}
 	}
 	size := diskSize(cfg.DataDir)
-	if cfg.OutputChannel {
-		n.repair = n.outputRepairer()
-	}
+	n.repair = n.outputRepairer()
 	n.fsm, err = cluster.Open(filepath.Join(cfg.DataDir, "fsm"), cluster.Options{
 		Store:   store.Options{Logger: n.log.Named("store"), MemTableSize: defaultMemTable(size)},
 		Logger:  n.log.Named("cluster"),
@@ -235,11 +234,9 @@ func NewNode(cfg Config) (n *Node, err error) {
 		Certificate: func() (*tls.Certificate, error) { return n.pki.cur.Load(), nil },
 		Check:       n.checkPeer,
 	}
-	protos := []string{cluster.ALPNRaft, cluster.ALPNCluster}
-	if cfg.OutputChannel {
-		protos = append(protos, cluster.ALPNOutput)
-	}
-	n.mux = cluster.NewMux(ln, n.ident, n.log.Named("cluster"), protos...)
+	// The output channel's follower side is served whatever
+	// Config.OutputInRaft says, like the repair.
+	n.mux = cluster.NewMux(ln, n.ident, n.log.Named("cluster"), cluster.ALPNRaft, cluster.ALPNCluster, cluster.ALPNOutput)
 	closers = append(closers, n.mux.Close)
 	n.self = cluster.Member{ID: n.id, Addr: advertised(cfg.ClusterAddr, ln.Addr(), "")}
 	n.trans = raft.NewNetworkTransportWithLogger(cluster.NewStreamLayer(n.mux, n.ident), 3, 10*time.Second, n.raftLogger("transport"))
@@ -560,12 +557,9 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = n.mux.Serve() }()
 	go func() { defer wg.Done(); _ = n.rpc.Serve(n.mux.Listener(cluster.ALPNCluster)) }()
-	if n.cfg.OutputChannel {
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = n.outputFollower().Serve(n.mux.Listener(cluster.ALPNOutput)) }()
-		wg.Add(1)
-		go func() { defer wg.Done(); n.repair.Run(ctx) }()
-	}
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = n.outputFollower().Serve(n.mux.Listener(cluster.ALPNOutput)) }()
+	go func() { defer wg.Done(); n.repair.Run(ctx) }()
 	httpErr := make(chan error, 1)
 	go func() {
 		if err := n.http.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -758,7 +752,7 @@ func (n *Node) establish(ctx context.Context, r *raft.Raft, t uint64) {
 	log := cluster.NewLog(r).Bounded(tctx, n.lag)
 	deps := &serverDeps{st: n.fsm.Store(), log: log, pki: n.pki, agents: agents, cluster: n, gate: gate.ok,
 		term: t, members: n.agentMembers}
-	if cfg.OutputChannel {
+	if !cfg.OutputInRaft {
 		o := n.outputOptions(t)
 		deps.output, deps.outputCall = &o, n.outputCall
 	}

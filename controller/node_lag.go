@@ -57,6 +57,7 @@ func (n *Node) watchLag(ctx context.Context, r *raft.Raft) {
 	conns := n.ident.Kept()
 	defer conns.Close() // a question still out closes its own connection after it
 	known := map[string]bool{}
+	warned := map[string]bool{} // voters whose output setting differs, told once a term
 	for {
 		if f := r.GetConfiguration(); f.Error() == nil {
 			now := map[string]bool{}
@@ -80,6 +81,15 @@ func (n *Node) watchLag(ctx context.Context, r *raft.Raft) {
 					var st memberStatus
 					if err := conns.Call(cctx, addr, opStatus, nil, &st); err == nil && ctx.Err() == nil {
 						n.lag.Report(id, st.AppliedIndex, st.LastIndex)
+						if st.Output != n.outputMode() {
+							mu.Lock()
+							first := !warned[id]
+							warned[id] = true
+							mu.Unlock()
+							if first {
+								n.log.Error("a voter sends output differently when it leads: set -output-channel the same on every controller (a leader sending output in the raft rounds cannot fill the gap of an attempt whose output came on the channel)", "peer", id, "peer_output", st.Output, "output", n.outputMode())
+							}
+						}
 					}
 				})
 			}

@@ -66,11 +66,23 @@ type memberStatus struct {
 	LastContact  *float64 `json:"last_contact_seconds,omitempty"`
 	Addrs        NodeAddrs
 	Watches      int `json:"watch_sessions,omitempty"`
+	// Output is how the node, as leader, sends output to the others:
+	// "channel" or "raft" (Config.OutputInRaft). Empty from a node
+	// older than the setting's default.
+	Output string `json:"output,omitempty"`
+}
+
+// outputMode is this node's memberStatus.Output.
+func (n *Node) outputMode() string {
+	if n.cfg.OutputInRaft {
+		return "raft"
+	}
+	return "channel"
 }
 
 // status is this node's memberStatus.
 func (n *Node) status() memberStatus {
-	st := memberStatus{State: "starting", Addrs: n.addrs, Watches: n.watching.count()}
+	st := memberStatus{State: "starting", Addrs: n.addrs, Watches: n.watching.count(), Output: n.outputMode()}
 	st.AppliedIndex, _ = n.fsm.Applied()
 	r := n.raftNode()
 	if r == nil {
@@ -118,7 +130,7 @@ func (n *Node) members(ctx context.Context) []api.Member {
 				}
 			}
 			m.Role, m.Term, m.AppliedIndex, m.LastIndex, m.LastContactSeconds = st.State, st.Term, st.AppliedIndex, st.LastIndex, st.LastContact
-			m.APIAddr, m.AgentAddr, m.WatchSessions = st.Addrs.API, st.Addrs.Agent, st.Watches
+			m.APIAddr, m.AgentAddr, m.WatchSessions, m.Output = st.Addrs.API, st.Addrs.Agent, st.Watches, st.Output
 		})
 	}
 	wg.Wait()

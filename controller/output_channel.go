@@ -16,9 +16,10 @@ import (
 	"jobsuite/controller/store"
 )
 
-// The output channel (Config.OutputChannel, controller/outchan): a term
-// Server hands its agents' output to the term's outchan.Leader instead
-// of the committer, and counts it only as far as a quorum holds it.
+// The output channel (controller/outchan; the default unless
+// Config.OutputInRaft): a term Server hands its agents' output to the
+// term's outchan.Leader instead of the committer, and counts it only as
+// far as a quorum holds it.
 
 // outputChannel is a term Server's side of the output channel.
 type outputChannel struct {

@@ -22,14 +22,14 @@ func staleLog(t *testing.T, c *nodeCluster, i int, id uint64) (int, []byte) {
 	return doWith(t, c.client, "GET", c.url(i, fmt.Sprintf("/jobs/%d/logs?stale=1", id)), "")
 }
 
-// TestOutputChannelFailover: with -output-channel a job's output reaches
+// TestOutputChannelFailover: with the output channel (the default) a job's output reaches
 // every node's own store byte for byte; when the leader stops while the
 // job runs, the new leader fills the running attempt's output from the
 // others, takes the agent's reopened stream and the job ends with its
 // whole output, exactly once, on every node — the stopped one too, once
 // it is back and has repaired what it missed.
 func TestOutputChannelFailover(t *testing.T) {
-	c := startNodesWith(t, 3, func(cfg *controller.Config) { cfg.OutputChannel = true })
+	c := startNodes(t, 3)
 	lead := c.leader()
 	var addrs []string
 	for _, cfg := range c.cfgs {
@@ -123,4 +123,25 @@ func TestOutputChannelFailover(t *testing.T) {
 			return code == 200 && sha256.Sum256(b) == wantSum
 		})
 	}
+}
+
+// TestOutputSettingShown: each member reports how it sends output when
+// it leads, so `operator members` shows a node whose -output-channel
+// differs from the others'. The channel is the default; the third node
+// here runs with -output-channel=false.
+func TestOutputSettingShown(t *testing.T) {
+	n := 0
+	c := startNodesWith(t, 3, func(cfg *controller.Config) {
+		n++
+		cfg.OutputInRaft = n == 3
+	})
+	lead := c.leader()
+	want := map[string]string{"ctl-1": "channel", "ctl-2": "channel", "ctl-3": "raft"}
+	poll(t, "every member's output setting", waitLimit, func() (bool, string) {
+		got := map[string]string{}
+		for _, m := range nodeMembers(t, c, lead) {
+			got[m.ID] = m.Output
+		}
+		return fmt.Sprint(got) == fmt.Sprint(want), fmt.Sprint(got)
+	})
 }

@@ -145,13 +145,18 @@ type Config struct {
 	// NoSync commits without fsync. Tests only: a crash loses data.
 	NoSync bool
 
-	// OutputChannel (cluster mode only; set it on every node) sends
-	// agents' output from the leader to the followers on a channel of
-	// its own beside raft (controller/outchan) instead of in the raft
-	// rounds; an agent's LogAck then means "synced on a quorum". Off by
-	// default while parts of it are missing (outchan's doc.go, "Not
-	// built yet").
-	OutputChannel bool
+	// OutputInRaft (cluster mode only; -output-channel=false) sends
+	// agents' output to the followers inside the raft rounds, as the
+	// first cluster version did, instead of on the output channel beside
+	// raft (controller/outchan), which every cluster uses by default.
+	// It is kept for measurements (bench row 9d against 9d-oc) and must
+	// be the same on every node: a leader that sends output in the
+	// rounds cannot fill the gap of an attempt whose output an earlier
+	// leader sent on the channel. Nodes report it to each other (the
+	// leader logs a mismatch; `operator members` shows it, OUTPUT).
+	// Every node serves the channel's follower side and repair whatever
+	// its own setting.
+	OutputInRaft bool
 
 	// Cluster mode (node.go, issue 14). ClusterAddr, when set, makes the
 	// controller a node of a raft cluster: NewNode instead of New.
@@ -347,7 +352,7 @@ type Server struct {
 	term     uint64          // the raft term a term Server leads; 0 for a single controller
 	members  func() []string // the controllers' agent addresses, for Welcome; nil for a single controller
 	handler  http.Handler    // the API's routes
-	out      *outputChannel  // the term's output channel (Config.OutputChannel); nil: output rides the committer
+	out      *outputChannel  // the term's output channel; nil with Config.OutputInRaft: output rides the committer
 	// A single controller's listeners; a cluster node's term server
 	// has none (agentLn, httpLn and http nil): the node serves the API
 	// with handler and hands it agent sessions on agents.
