@@ -49,8 +49,11 @@ func TestUIFleet(t *testing.T) {
 		j := map[string]any{"name": fmt.Sprintf("build-%04d", i), "command": "true"}
 		switch {
 		case i == 5, i == 6, i == 7:
+			// Running for the whole test: at load 20 it took over the 2
+			// minutes these once slept, and the viewer's page then found
+			// soak-0005 completed. The agents' stop kills them.
 			j["name"] = fmt.Sprintf("soak-%04d", i)
-			j["command"] = `for i in $(seq 1 30); do echo "line $i: tick"; done; sleep 120`
+			j["command"] = `for i in $(seq 1 30); do echo "line $i: tick"; done; sleep 1800`
 		case i%50 == 3:
 			j["name"], j["labels"] = fmt.Sprintf("train-%04d", i), map[string]string{"gpu": "yes"}
 			gpu++
