@@ -598,25 +598,31 @@ func TestOutputPipeModes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	defer w.Close()
-	nonblock := func(f *os.File) bool {
+	defer unix.Close(w)
+	nonblock := func(fd uintptr) bool {
 		t.Helper()
-		rc, err := f.SyscallConn()
+		fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var fl int
-		var ferr error
-		if err := rc.Control(func(fd uintptr) { fl, ferr = unix.FcntlInt(fd, unix.F_GETFL, 0) }); err != nil || ferr != nil {
-			t.Fatal(err, ferr)
-		}
 		return fl&unix.O_NONBLOCK != 0
 	}
-	if !nonblock(r) {
+	rc, err := r.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rNonblock bool
+	if err := rc.Control(func(fd uintptr) { rNonblock = nonblock(fd) }); err != nil {
+		t.Fatal(err)
+	}
+	if !rNonblock {
 		t.Error("read end is blocking")
 	}
-	if nonblock(w) {
+	if nonblock(uintptr(w)) {
 		t.Error("write end is non-blocking")
+	}
+	if fl, err := unix.FcntlInt(uintptr(w), unix.F_GETFD, 0); err != nil || fl&unix.FD_CLOEXEC == 0 {
+		t.Errorf("write end: close-on-exec not set (flags %#x, %v): a job would leak it to the next", fl, err)
 	}
 	// Deadlines work on the read end: it is in the poller.
 	if err := r.SetReadDeadline(time.Now()); err != nil {
@@ -939,6 +945,36 @@ func TestWaitExit(t *testing.T) {
 		var ws unix.WaitStatus
 		if got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil); err != nil || got != pid {
 			t.Fatalf("pidfd %v: wait4 after the exit: %d, %v; want the unreaped process %d", withPidfd, got, err, pid)
+		}
+	}
+}
+
+// The start tick bracket Run reports (one boot-clock read after the
+// start, the beginning put back by the start's duration) holds the start
+// time /proc gives the process: recover tells a job's process from a
+// reused PID by it.
+func TestStartBracket(t *testing.T) {
+	t.Parallel()
+	for i := range 20 {
+		ctx, cancel := context.WithCancel(t.Context())
+		var got Process
+		var start uint64
+		res := Run(ctx, Spec{Command: "sleep 5", Env: pathEnv(), KillGrace: time.Second}, func(p Process) {
+			got, start = p, startTick(p.PID) // the process runs: it sleeps
+			cancel()
+		}, nil)
+		cancel()
+		if res.Outcome != OutcomeCancelled {
+			t.Fatalf("run %d: outcome %v, want cancelled (err %v)", i, res.Outcome, res.Err)
+		}
+		if start == 0 || got.StartTick == 0 || got.StartTickMax < got.StartTick {
+			t.Fatalf("run %d: /proc start %d, bracket [%d, %d]", i, start, got.StartTick, got.StartTickMax)
+		}
+		if !got.Is(start) {
+			t.Errorf("run %d: /proc start tick %d outside the bracket [%d, %d]", i, start, got.StartTick, got.StartTickMax)
+		}
+		if got.Is(got.StartTickMax + 1) {
+			t.Errorf("run %d: a process started after the bracket counts as the job's", i)
 		}
 	}
 }
