@@ -326,6 +326,7 @@ func (a *Agent) Running() int {
 // cancels what is left (or everything at once after Stop) and returns
 // once their results are delivered or a short grace has passed.
 func (a *Agent) Run(ctx context.Context) error {
+	defer a.runners.stop()   // the goroutines kept for attempts end with Run
 	defer a.serveMetrics()() // until Run returns
 	if err := a.recover(); err != nil {
 		return err

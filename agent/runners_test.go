@@ -64,3 +64,27 @@ func TestRunnersReuse(t *testing.T) {
 	close(release)
 	waitUntil(t, "the goroutine to wait again", func() bool { return r.idle.Load() == 1 })
 }
+
+// stop ends the waiting goroutines; work handed over afterwards still
+// runs, once, on a goroutine that then ends.
+func TestRunnersStop(t *testing.T) {
+	r := newRunners(4)
+	var wg sync.WaitGroup
+	release := make(chan struct{})
+	for range 4 { // none waits yet: four goroutines
+		wg.Add(1)
+		r.goRun(func() { <-release; wg.Done() })
+	}
+	close(release)
+	wg.Wait()
+	waitUntil(t, "the goroutines to wait for work", func() bool { return r.idle.Load() == 4 })
+	r.stop()
+	waitUntil(t, "the waiting goroutines to end", func() bool { return r.idle.Load() == 0 })
+	ran := make(chan struct{})
+	r.goRun(func() { close(ran) })
+	<-ran
+	r.stop() // twice is fine
+	if got := r.idle.Load(); got != 0 {
+		t.Errorf("%d goroutines wait after stop", got)
+	}
+}
