@@ -101,6 +101,7 @@ type Agent struct {
 	policy  *policy
 	metrics *metrics
 	recs    *recPool // record files for the attempts' meta (state.go)
+	runners *runners // goroutines kept from one attempt to the next (runners.go)
 	// startedHold is startedHold; tests set it.
 	startedHold time.Duration
 
@@ -279,6 +280,7 @@ func New(cfg Config) (*Agent, error) {
 		precancel: map[protocol.AttemptRef]time.Time{},
 		idle:      make(chan struct{}),
 		recs:      &recPool{dir: cfg.StateDir, keep: 2 * cfg.Slots},
+		runners:   newRunners(3 * cfg.Slots), // runJob, the shipper and its reader
 
 		startedHold: startedHold,
 	}
@@ -324,6 +326,7 @@ func (a *Agent) Running() int {
 // cancels what is left (or everything at once after Stop) and returns
 // once their results are delivered or a short grace has passed.
 func (a *Agent) Run(ctx context.Context) error {
+	defer a.runners.stop()   // the goroutines kept for attempts end with Run
 	defer a.serveMetrics()() // until Run returns
 	if err := a.recover(); err != nil {
 		return err
@@ -937,7 +940,7 @@ func (a *Agent) start(jobsCtx context.Context, s *session, d *protocol.Dispatch)
 	a.jobs[ref] = j
 	a.shipLocked(j, s)
 	a.mu.Unlock()
-	go a.runJob(jctx, jobsCtx, j)
+	a.runners.goRun(func() { a.runJob(jctx, jobsCtx, j) })
 	return nil
 }
 
@@ -1111,7 +1114,7 @@ func (a *Agent) shipLocked(j *job, s *session) {
 		return
 	}
 	j.shipping = s
-	go a.ship(j, s)
+	a.runners.goRun(func() { a.ship(j, s) })
 }
 
 // ship reports one attempt on session s: it opens the attempt's stream,
@@ -1180,7 +1183,7 @@ func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, 
 	defer stopAbort()
 	finAck := make(chan struct{})
 	refusedCh := make(chan string, 1)
-	go func() {
+	a.runners.goRun(func() {
 		defer cancel()
 		// Only small frames come back on a job stream (acks, errors):
 		// a small buffer, not 16 KiB per attempt.
@@ -1208,7 +1211,7 @@ func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, 
 				return
 			}
 		}
-	}()
+	})
 	// outcome reads what the controller said once the stream is over.
 	outcome := func() (string, bool) {
 		<-ctx.Done()

@@ -128,9 +128,10 @@ type Process struct {
 	PID int
 	// StartTick and StartTickMax bracket its start time in clock ticks
 	// since boot, as /proc/PID/stat gives it (starttime): with the PID
-	// they name the process across PID reuse. They are read from the
-	// clock just before and after the start, which costs no file read;
-	// the kernel takes the start time in between. 0 if unknown.
+	// they name the process across PID reuse. They come from the clock
+	// (startBracket: read once after the start, the beginning put back
+	// by the start's duration), which costs no file read; the kernel
+	// takes the start time in between. 0 if unknown.
 	StartTick, StartTickMax uint64
 	// StartedAt is the time taken just before the start, the Result's
 	// StartedAt: the job's start time. (A time taken once the start has
@@ -222,20 +223,32 @@ func Run(ctx context.Context, spec Spec, started func(Process), out Output) Resu
 	if err != nil {
 		return fail(OutcomeFailed, fmt.Errorf("agent: %w", err))
 	}
-	stdin, stdout, stderr := dn.r, dn.w, dn.w
+	stdin, stdout, stderr := dn.r.Fd(), dn.w.Fd(), dn.w.Fd()
 
 	// readEnds are read by the agent, stream 1 first; the child gets
-	// writeEnds.
-	var readEnds, writeEnds []*os.File
+	// writeEnds, plain descriptors the agent only closes (no *os.File:
+	// wrapping one costs an fcntl and a cleanup per job), or the
+	// terminal's slave side.
+	var readEnds []*os.File
+	var writeEnds []int
+	var slave *os.File
 	closeAll := func(fs ...*os.File) {
 		for _, f := range fs {
 			f.Close()
 		}
 	}
+	closeWrite := func() {
+		for _, fd := range writeEnds {
+			unix.Close(fd)
+		}
+		if slave != nil {
+			slave.Close()
+		}
+	}
 	switch {
 	case !spec.Capture:
 	case spec.TTY:
-		master, slave, err := openTTY()
+		master, s, err := openTTY()
 		if err != nil {
 			return fail(OutcomeFailed, fmt.Errorf("agent: pseudo-terminal: %w (run the job without -tty, or check /dev/ptmx and /dev/pts on the worker)", err))
 		}
@@ -243,14 +256,15 @@ func Run(ctx context.Context, spec Spec, started func(Process), out Output) Resu
 			// The terminal is the job user's, as login and sshd make it,
 			// so the job can open /dev/tty too. Best effort: the job has
 			// its descriptors either way.
-			_ = slave.Chown(int(c.Uid), int(c.Gid))
+			_ = s.Chown(int(c.Uid), int(c.Gid))
 		}
-		stdout, stderr = slave, slave
+		slave = s
+		stdout, stderr = s.Fd(), s.Fd()
 		// A session of its own, with the terminal (the child's fd 1) as
 		// its controlling terminal; the session leader also leads a new
 		// process group, whose ID is its PID, as with Setpgid.
 		sys = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 1, Credential: spec.Credential}
-		readEnds, writeEnds = []*os.File{master}, []*os.File{slave}
+		readEnds = []*os.File{master}
 	case spec.Split:
 		outR, outW, err := outputPipe()
 		if err != nil {
@@ -258,19 +272,20 @@ func Run(ctx context.Context, spec Spec, started func(Process), out Output) Resu
 		}
 		errR, errW, err := outputPipe()
 		if err != nil {
-			closeAll(outR, outW)
+			outR.Close()
+			unix.Close(outW)
 			return fail(OutcomeFailed, fmt.Errorf("agent: stderr pipe: %w", err))
 		}
-		stdout, stderr = outW, errW
-		readEnds, writeEnds = []*os.File{outR, errR}, []*os.File{outW, errW}
+		stdout, stderr = uintptr(outW), uintptr(errW)
+		readEnds, writeEnds = []*os.File{outR, errR}, []int{outW, errW}
 	default:
 		// One pipe for both: the kernel keeps the job's writes in order.
 		r, w, err := outputPipe()
 		if err != nil {
 			return fail(OutcomeFailed, fmt.Errorf("agent: output pipe: %w", err))
 		}
-		stdout, stderr = w, w
-		readEnds, writeEnds = []*os.File{r}, []*os.File{w}
+		stdout, stderr = uintptr(w), uintptr(w)
+		readEnds, writeEnds = []*os.File{r}, []int{w}
 	}
 	defer closeAll(readEnds...)
 
@@ -278,17 +293,14 @@ func Run(ctx context.Context, spec Spec, started func(Process), out Output) Resu
 	if pidfdPoll() {
 		sys.PidFD = &pidfd
 	}
-	attr := &syscall.ProcAttr{Dir: spec.Dir, Env: env, Files: []uintptr{stdin.Fd(), stdout.Fd(), stderr.Fd()}, Sys: sys}
+	attr := &syscall.ProcAttr{Dir: spec.Dir, Env: env, Files: []uintptr{stdin, stdout, stderr}, Sys: sys}
 	res.StartedAt = time.Now()
-	before := bootTicks()
 	pid, _, err := syscall.StartProcess(path, []string{shell, "-c", spec.Command}, attr)
-	after := bootTicks()
-	runtime.KeepAlive(stdin)
-	runtime.KeepAlive(stdout)
-	runtime.KeepAlive(stderr)
+	before, after := startBracket(res.StartedAt)
+	runtime.KeepAlive(dn)
 	// The child holds its own copies; ours must go for EOF to come (EIO
 	// on a terminal's master: see readPipe).
-	closeAll(writeEnds...)
+	closeWrite()
 	if err != nil {
 		if derr := checkDir(spec.Dir); derr != nil {
 			// A missing directory otherwise surfaces as the confusing
@@ -422,16 +434,27 @@ func execEnv(env []string) ([]string, error) {
 	return out, nil
 }
 
-// bootTicks is CLOCK_BOOTTIME in clock ticks (USER_HZ): the clock and
-// unit of a process's start time in /proc/PID/stat, which the kernel
-// takes while it creates the process. Read before and after a start, it
-// brackets the new process's start tick; 0 if unavailable.
-func bootTicks() uint64 {
+// startBracket returns the bracket, in clock ticks since boot (USER_HZ,
+// CLOCK_BOOTTIME: the clock and unit of a process's start time in
+// /proc/PID/stat, which the kernel takes while it creates the process),
+// of the start of a process whose start began at began (a time.Now
+// with its monotonic reading) and has just returned; 0, 0 if the clock
+// cannot be read. It reads the boot clock once, as the bracket's end,
+// and puts the beginning as long before it as the monotonic clock says
+// the start took, measured to after that read: the two clocks run
+// together (they part only while the machine is suspended), so the
+// beginning is no later than the boot clock was at began. One clock
+// read (a system call: CLOCK_BOOTTIME has no vDSO path here) instead of
+// one on each side.
+func startBracket(began time.Time) (before, after uint64) {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return 0
+		return 0, 0
 	}
-	return uint64(ts.Nano()) / uint64(time.Second/clockTick)
+	end := ts.Nano()
+	took := time.Since(began) // after the read: the beginning errs early, never late
+	tick := int64(time.Second / clockTick)
+	return uint64(max(end-int64(took), 0) / tick), uint64(end / tick)
 }
 
 // pidfdPoll reports whether the kernel gives pidfds that poll readable
@@ -491,21 +514,22 @@ func hasExited(pid int) bool {
 // outputPipe returns a pipe for a job's stdout or stderr. Only the read
 // end is non-blocking and in the runtime's poller; the write end, which
 // the child gets and Run closes right after the start, stays a plain
-// blocking descriptor (os.Pipe would register it with the poller, and
-// os/exec would then switch it back to blocking).
-func outputPipe() (r, w *os.File, err error) {
+// blocking descriptor, returned as such (os.Pipe would register it with
+// the poller, and os/exec would then switch it back to blocking; even
+// os.NewFile would cost an fcntl to learn its flags).
+func outputPipe() (r *os.File, w int, err error) {
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		return nil, nil, os.NewSyscallError("pipe2", err)
+		return nil, -1, os.NewSyscallError("pipe2", err)
 	}
 	// The read end is O_RDONLY: F_SETFL leaves that and sets only
 	// O_NONBLOCK, with no F_GETFL first.
 	if _, err := unix.FcntlInt(uintptr(p[0]), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
 		unix.Close(p[0])
 		unix.Close(p[1])
-		return nil, nil, os.NewSyscallError("fcntl", err)
+		return nil, -1, os.NewSyscallError("fcntl", err)
 	}
-	return os.NewFile(uintptr(p[0]), "|0"), os.NewFile(uintptr(p[1]), "|1"), nil
+	return os.NewFile(uintptr(p[0]), "|0"), p[1], nil
 }
 
 // devNullFiles is /dev/null, opened once for reading and once for writing.
