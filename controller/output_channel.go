@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -24,6 +25,11 @@ import (
 type outputChannel struct {
 	leader *outchan.Leader
 	call   outchan.Caller
+	// hubMu orders a chunk's store write and its copy into the hub
+	// (outputAppend) against a cut of the job's log (outputTruncated),
+	// so the hub's tail never keeps a chunk the cut removed from the
+	// store.
+	hubMu sync.Mutex
 	// inherited are the attempts running when the term began, by job:
 	// their output passed through an earlier leader, so the term fills
 	// its gap (outchan.Leader.FillOnce) before it counts or takes any of
@@ -163,13 +169,30 @@ func (s *Server) outputAppend(agent string, id uint64, attempt uint32, off uint6
 		return 0, true, fmt.Errorf("job %d attempt %d is no longer current on agent %s", id, attempt, agent)
 	}
 	now := s.clock.Now()
+	s.out.hubMu.Lock()
 	seq, err = s.out.leader.Append(id, attempt, logStart+off, stream, now, data)
 	if err != nil {
+		s.out.hubMu.Unlock()
 		return 0, errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrNotYet), err
 	}
 	s.hub.Appended(id, store.Chunk{Offset: logStart + off, Stream: stream, Data: data, Time: now}, data)
+	s.out.hubMu.Unlock()
 	s.hub.Ring(id)
 	return seq, false, nil
+}
+
+// outputTruncated cuts the hub's copy of job id's output at at, as the
+// round that ended its attempt (store.TruncateLog) cut the store's: the
+// hub must not serve bytes no quorum acknowledged once they are gone.
+// The committer calls it once the round is applied, before anything of
+// the next attempt can be stored (its Dispatch leaves after the round).
+func (s *Server) outputTruncated(id, at uint64) {
+	if s.out != nil {
+		s.out.hubMu.Lock()
+		defer s.out.hubMu.Unlock()
+	}
+	s.hub.Truncate(id, at)
+	s.hub.Ring(id)
 }
 
 // outputPeers returns the other voters as the output channel dials them,
