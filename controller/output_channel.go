@@ -266,7 +266,9 @@ func (n *Node) outputRepairer() *outchan.Repairer {
 // outputApplied hears of every batch of rounds the FSM applied: a
 // round that ends an attempt whose output came on the channel
 // (store.TruncateLog) makes its output below the end final, and the
-// repair fetches whatever of it this node lacks.
+// repair fetches whatever of it this node lacks. The FSM's apply of the
+// round also queued the job in the store (the queue the repair reads
+// at start and after a snapshot): this only spares it that read.
 func (n *Node) outputApplied(cmds []store.Command) {
 	if n.repair == nil {
 		return
@@ -275,5 +277,53 @@ func (n *Node) outputApplied(cmds []store.Command) {
 		if t, ok := c.(*store.TruncateLog); ok {
 			n.repair.Note(t.Job, t.At)
 		}
+	}
+}
+
+// outputRestored hears that a snapshot replaced the node's store: the
+// repair reads the new store's queue (outchan.Repairer.Rescan), which
+// holds the jobs the node the snapshot came from had not repaired.
+func (n *Node) outputRestored() {
+	if n.repair != nil {
+		n.repair.Rescan()
+	}
+}
+
+// runRepair runs the node's output repair until ctx ends (once the test
+// hook repairGate, if set, is closed).
+func (n *Node) runRepair(ctx context.Context) {
+	if n.repairGate != nil {
+		select {
+		case <-n.repairGate:
+		case <-ctx.Done():
+			return
+		}
+	}
+	n.repair.Run(ctx)
+}
+
+// repairCollector reads the node's output repair at scrape time.
+type repairCollector struct{ r *outchan.Repairer }
+
+var (
+	descRepairPending = prometheus.NewDesc("jobsuite_cluster_output_repair_pending", "With -output-channel: jobs in this node's output repair queue — ended attempts' output it has not yet checked for holes, or is fetching from its peers.", nil, nil)
+	descRepairedBytes = prometheus.NewDesc("jobsuite_cluster_output_repaired_bytes_total", "With -output-channel: bytes of output this node had missed and fetched from its peers since it started.", nil, nil)
+)
+
+func (c repairCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descRepairPending
+	ch <- descRepairedBytes
+}
+
+func (c repairCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(descRepairPending, prometheus.GaugeValue, float64(c.r.Pending()))
+	ch <- prometheus.MustNewConstMetric(descRepairedBytes, prometheus.CounterValue, float64(c.r.RepairedBytes()))
+}
+
+// registerRepairMetrics adds the repair's figures to reg (the node's
+// own registry, and each term Server's), with the output channel.
+func (n *Node) registerRepairMetrics(reg *prometheus.Registry) {
+	if n.repair != nil {
+		reg.MustRegister(repairCollector{n.repair})
 	}
 }
