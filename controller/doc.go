@@ -256,12 +256,21 @@
 // commands still apply (old logs, snapshots), and a single controller
 // is unchanged. A node that missed output (it was down, or fell behind
 // the leader's 64 MiB resend buffer) repairs the holes of each attempt
-// whose end it applies, from its peers (outchan.Repairer). Not built yet
-// (outchan's doc.go, "Not built yet"): a repair queue that survives a
-// restart or a snapshot install, followers ringing their hub and
-// serving logs from their own copy; an inherited attempt lost before
-// its gap fill finished (the term's sweep retries it every 2 s within
-// the attempt's restart grace) is lost at what was filled by then.
+// whose end it applies, from its peers (outchan.Repairer). Its queue is
+// in the store: the apply of each TruncateLog queues the job in the
+// round's batch, and the repair takes it out once the node holds every
+// byte below the end, so a node that stops before it repaired finds the
+// job at start, and one that installs a snapshot repairs what the node
+// it came from had not (the checkpoint carries that node's queue;
+// cluster.Options.Restored makes the repair read it). The leader's hub
+// cuts its in-memory copy of a job's newest output with each
+// TruncateLog the committer hands over. Not built yet (outchan's
+// doc.go, "Not built yet"): followers ringing their hub and serving
+// logs from their own copy; an inherited attempt lost before its gap
+// fill finished (the term's sweep retries it every 2 s within the
+// attempt's restart grace) is lost at what was filled by then; a
+// follower that installs a snapshot may have acknowledged chunks of a
+// running attempt that the install replaced.
 //
 // The follower-lag bound (design note 3.2; cluster/lag.go, node_lag.go):
 // hashicorp/raft commits with the fastest follower and lets a slower

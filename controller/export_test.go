@@ -3,8 +3,10 @@ package controller
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"sync"
 
 	"jobsuite/controller/store"
 )
@@ -69,3 +71,42 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // APIProtocols are the protocols the API offers by ALPN under godebug.
 func APIProtocols(godebug string) []string { return apiProtocols(godebug) }
+
+// HoldRepair keeps the node's output repair from running until release
+// is called (a node that stops before it repaired what it missed). Call
+// it before Run.
+func (n *Node) HoldRepair() (release func()) {
+	n.repairGate = make(chan struct{})
+	var once sync.Once
+	return func() { once.Do(func() { close(n.repairGate) }) }
+}
+
+// TakeSnapshot makes raft snapshot the node's store now: a restart then
+// replays only the entries after it.
+func (n *Node) TakeSnapshot() error { return n.raftNode().Snapshot().Error() }
+
+// TransferLeadershipTo hands this node's leadership to the voter id.
+func (n *Node) TransferLeadershipTo(id string) error {
+	r := n.raftNode()
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			return r.LeadershipTransferToServer(s.ID, s.Address).Error()
+		}
+	}
+	return fmt.Errorf("no voter %q", id)
+}
+
+// RaftFirstIndex is the first index of the node's raft log (entries
+// before it were compacted into a snapshot).
+func (n *Node) RaftFirstIndex() uint64 {
+	i, _ := n.logs.FirstIndex()
+	return i
+}
+
+// Restores is how many snapshots the node's FSM restored since it
+// started (a follower that installed the leader's).
+func (n *Node) Restores() uint64 { return n.fsm.Stats().Restores }

@@ -103,8 +103,10 @@ type Node struct {
 	restoreMu sync.Mutex // one restore at a time
 	// repair fetches output this node missed (output_channel.go). It
 	// runs whatever Config.OutputInRaft says: an earlier leader may have
-	// sent output on the channel.
-	repair *outchan.Repairer
+	// sent output on the channel. repairGate, if set, holds it until
+	// closed (tests: a node stopped before it repaired).
+	repair     *outchan.Repairer
+	repairGate chan struct{}
 	// lag is the follower-lag bound of this node's terms (node_lag.go).
 	lag *cluster.LagBound
 	// applyHook, if set, runs before each batch raft hands the FSM
@@ -196,10 +198,11 @@ func NewNode(cfg Config) (n *Node, err error) {
 	size := diskSize(cfg.DataDir)
 	n.repair = n.outputRepairer()
 	n.fsm, err = cluster.Open(filepath.Join(cfg.DataDir, "fsm"), cluster.Options{
-		Store:   store.Options{Logger: n.log.Named("store"), MemTableSize: defaultMemTable(size)},
-		Logger:  n.log.Named("cluster"),
-		Fatal:   n.setFatal,
-		Applied: n.outputApplied,
+		Store:    store.Options{Logger: n.log.Named("store"), MemTableSize: defaultMemTable(size)},
+		Logger:   n.log.Named("cluster"),
+		Fatal:    n.setFatal,
+		Applied:  n.outputApplied,
+		Restored: n.outputRestored,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
@@ -559,7 +562,7 @@ func (n *Node) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); _ = n.rpc.Serve(n.mux.Listener(cluster.ALPNCluster)) }()
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = n.outputFollower().Serve(n.mux.Listener(cluster.ALPNOutput)) }()
-	go func() { defer wg.Done(); n.repair.Run(ctx) }()
+	go func() { defer wg.Done(); n.runRepair(ctx) }()
 	httpErr := make(chan error, 1)
 	go func() {
 		if err := n.http.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -763,6 +766,7 @@ func (n *Node) establish(ctx context.Context, r *raft.Raft, t uint64) {
 		_ = r.LeadershipTransfer().Error()
 		return
 	}
+	n.registerRepairMetrics(srv.metrics.reg)
 	tm := &term{n: t, srv: srv, agents: agents, cancel: cancel, done: make(chan struct{})}
 	lagDone := make(chan struct{})
 	go func() { defer close(lagDone); n.watchLag(tctx, r) }()

@@ -37,6 +37,7 @@ func (n *Node) followerMetrics() http.Handler {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	n.registerRepairMetrics(reg)
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:            n.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
 		ErrorHandling:       promhttp.ContinueOnError,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -25,6 +26,11 @@ import (
 type outputChannel struct {
 	leader *outchan.Leader
 	call   outchan.Caller
+	// hubMu orders a chunk's store write and its copy into the hub
+	// (outputAppend) against a cut of the job's log (outputTruncated),
+	// so the hub's tail never keeps a chunk the cut removed from the
+	// store.
+	hubMu sync.Mutex
 	// inherited are the attempts running when the term began, by job:
 	// their output passed through an earlier leader, so the term fills
 	// its gap (outchan.Leader.FillOnce) before it counts or takes any of
@@ -164,13 +170,30 @@ func (s *Server) outputAppend(agent string, id uint64, attempt uint32, off uint6
 		return 0, true, fmt.Errorf("job %d attempt %d is no longer current on agent %s", id, attempt, agent)
 	}
 	now := s.clock.Now()
+	s.out.hubMu.Lock()
 	seq, err = s.out.leader.Append(id, attempt, logStart+off, stream, now, data)
 	if err != nil {
+		s.out.hubMu.Unlock()
 		return 0, errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrNotYet), err
 	}
 	s.hub.Appended(id, store.Chunk{Offset: logStart + off, Stream: stream, Data: data, Time: now}, data)
+	s.out.hubMu.Unlock()
 	s.hub.Ring(id)
 	return seq, false, nil
+}
+
+// outputTruncated cuts the hub's copy of job id's output at at, as the
+// round that ended its attempt (store.TruncateLog) cut the store's: the
+// hub must not serve bytes no quorum acknowledged once they are gone.
+// The committer calls it once the round is applied, before anything of
+// the next attempt can be stored (its Dispatch leaves after the round).
+func (s *Server) outputTruncated(id, at uint64) {
+	if s.out != nil {
+		s.out.hubMu.Lock()
+		defer s.out.hubMu.Unlock()
+	}
+	s.hub.Truncate(id, at)
+	s.hub.Ring(id)
 }
 
 // outputPeers returns the other voters as the output channel dials them,
@@ -244,7 +267,9 @@ func (n *Node) outputRepairer() *outchan.Repairer {
 // outputApplied hears of every batch of rounds the FSM applied: a
 // round that ends an attempt whose output came on the channel
 // (store.TruncateLog) makes its output below the end final, and the
-// repair fetches whatever of it this node lacks.
+// repair fetches whatever of it this node lacks. The FSM's apply of the
+// round also queued the job in the store (the queue the repair reads
+// at start and after a snapshot): this only spares it that read.
 func (n *Node) outputApplied(cmds []store.Command) {
 	if n.repair == nil {
 		return
@@ -253,5 +278,53 @@ func (n *Node) outputApplied(cmds []store.Command) {
 		if t, ok := c.(*store.TruncateLog); ok {
 			n.repair.Note(t.Job, t.At)
 		}
+	}
+}
+
+// outputRestored hears that a snapshot replaced the node's store: the
+// repair reads the new store's queue (outchan.Repairer.Rescan), which
+// holds the jobs the node the snapshot came from had not repaired.
+func (n *Node) outputRestored() {
+	if n.repair != nil {
+		n.repair.Rescan()
+	}
+}
+
+// runRepair runs the node's output repair until ctx ends (once the test
+// hook repairGate, if set, is closed).
+func (n *Node) runRepair(ctx context.Context) {
+	if n.repairGate != nil {
+		select {
+		case <-n.repairGate:
+		case <-ctx.Done():
+			return
+		}
+	}
+	n.repair.Run(ctx)
+}
+
+// repairCollector reads the node's output repair at scrape time.
+type repairCollector struct{ r *outchan.Repairer }
+
+var (
+	descRepairPending = prometheus.NewDesc("jobsuite_cluster_output_repair_pending", "With -output-channel: jobs in this node's output repair queue — ended attempts' output it has not yet checked for holes, or is fetching from its peers.", nil, nil)
+	descRepairedBytes = prometheus.NewDesc("jobsuite_cluster_output_repaired_bytes_total", "With -output-channel: bytes of output this node had missed and fetched from its peers since it started.", nil, nil)
+)
+
+func (c repairCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descRepairPending
+	ch <- descRepairedBytes
+}
+
+func (c repairCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(descRepairPending, prometheus.GaugeValue, float64(c.r.Pending()))
+	ch <- prometheus.MustNewConstMetric(descRepairedBytes, prometheus.CounterValue, float64(c.r.RepairedBytes()))
+}
+
+// registerRepairMetrics adds the repair's figures to reg (the node's
+// own registry, and each term Server's), with the output channel.
+func (n *Node) registerRepairMetrics(reg *prometheus.Registry) {
+	if n.repair != nil {
+		reg.MustRegister(repairCollector{n.repair})
 	}
 }

@@ -657,13 +657,17 @@ func (s *Server) applied(cmds []store.Command, results []store.Result) {
 }
 
 // outputApplied tells the hub of the output chunks in a batch the
-// committer applied, in the order it applied them: the hub's tail
+// committer applied, in the order it applied them, and of the cuts of
+// jobs' logs (store.TruncateLog, output channel): the hub's tail
 // matches the store, and followers woken now find the chunks there.
 func (s *Server) outputApplied(cmds []store.Command) {
 	for _, c := range cmds {
-		if o, ok := c.(*store.Output); ok {
-			s.hub.Appended(o.Job, o.Chunk, o.Chunk.Data)
-			s.hub.Ring(o.Job)
+		switch c := c.(type) {
+		case *store.Output:
+			s.hub.Appended(c.Job, c.Chunk, c.Chunk.Data)
+			s.hub.Ring(c.Job)
+		case *store.TruncateLog:
+			s.outputTruncated(c.Job, c.At)
 		}
 	}
 }

@@ -69,6 +69,9 @@
 // result is opened as a store, and only then the FSM's "store" link is
 // swapped to it with an atomic rename; a corrupt, truncated or foreign
 // stream is refused with ErrSnapshot and the live store is untouched.
+// Options.Restored is told once the new store is live (a snapshot
+// brings no rounds: the output channel's repair reads the new store's
+// repair queue then).
 // Open undoes whatever an interrupted restore or snapshot left. The
 // reader also carries raft's metadata of the snapshot (CheckpointStore
 // always; SnapshotStore wraps any other store to add it): Restore

@@ -37,9 +37,18 @@ type Options struct {
 	// entries once they are applied, and with those of entries skipped
 	// because the store held them already (raft's replay after a
 	// restart): the output channel's repair hears of ended attempts
-	// this way, also of those it had not repaired when the node
-	// stopped. It runs on raft's apply path: it must not block.
+	// this way (its queue is also in the store, written by the
+	// commands themselves, for what no replay brings back: entries
+	// behind a snapshot). It runs on raft's apply path: it must not
+	// block.
 	Applied func(cmds []store.Command)
+	// Restored, if set, is called once a snapshot replaced the store
+	// (Restore: a follower installing the leader's snapshot, an
+	// operator's restore), before any entry after it is applied: the
+	// output channel's repair reads the new store's repair queue then,
+	// since a snapshot brings no rounds to hear of. It runs on raft's
+	// FSM goroutine: it must not block.
+	Restored func()
 }
 
 // Response is what ApplyBatch returns for one log entry: an
@@ -74,8 +83,9 @@ type FSM struct {
 	opts  store.Options
 	log   hclog.Logger
 	fatal func(error)
-	// onApplied is Options.Applied.
-	onApplied func(cmds []store.Command)
+	// onApplied is Options.Applied, onRestored Options.Restored.
+	onApplied  func(cmds []store.Command)
+	onRestored func()
 
 	// mu: Restore holds it to swap the store; ApplyBatch, Snapshot and
 	// Store hold it for reading.
@@ -122,12 +132,13 @@ func Open(dir string, opts Options) (*FSM, error) {
 		logger = hclog.NewNullLogger()
 	}
 	f := &FSM{
-		dir:       dir,
-		opts:      opts.Store,
-		log:       logger.Named("fsm"),
-		fatal:     opts.Fatal,
-		onApplied: opts.Applied,
-		advanced:  make(chan struct{}),
+		dir:        dir,
+		opts:       opts.Store,
+		log:        logger.Named("fsm"),
+		fatal:      opts.Fatal,
+		onApplied:  opts.Applied,
+		onRestored: opts.Restored,
+		advanced:   make(chan struct{}),
 	}
 	f.opts.NoSync = true
 	if f.fatal == nil {

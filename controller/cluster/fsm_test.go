@@ -525,3 +525,38 @@ func TestAppliedHook(t *testing.T) {
 		t.Fatalf("after a replay and a new entry: heard %v, want %v", heard, want)
 	}
 }
+
+// TestRestoredHook: Options.Restored is called once per snapshot that
+// replaced the store, after the new store is live (the output repair
+// reads its queue from it), and not for a snapshot refused.
+func TestRestoredHook(t *testing.T) {
+	src, _ := openFSM(t, t.TempDir())
+	src.ApplyBatch(entries(t, newWorkload(), 1, 10))
+	good := snapshotOf(t, src)
+
+	var f *FSM
+	var seen []uint64 // the applied index of the store live at each call
+	f, err := Open(t.TempDir(), Options{Logger: testLogger(t, "fsm"), Restored: func() {
+		index, _, err := f.Store().Applied()
+		if err != nil {
+			t.Error(err)
+		}
+		seen = append(seen, index)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	if err := f.Restore(nopCloser{bytes.NewReader(good[:len(good)/2])}); err == nil {
+		t.Fatal("a truncated snapshot restored")
+	}
+	if len(seen) != 0 {
+		t.Fatalf("Restored called for a refused snapshot: %v", seen)
+	}
+	if err := f.Restore(nopCloser{bytes.NewReader(good)}); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 1 || seen[0] != 10 {
+		t.Fatalf("Restored saw applied indexes %v, want [10]", seen)
+	}
+}

@@ -213,6 +213,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.restores.Add(1)
 	f.setApplied(index, term)
 	f.log.Info("snapshot restored", "store", storeDirName(gen), "applied_index", index, "applied_term", term)
+	if f.onRestored != nil {
+		f.onRestored()
+	}
 	return nil
 }
 

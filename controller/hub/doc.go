@@ -7,8 +7,9 @@
 // nothing of the controller: its state sits behind its own mutex, it
 // knows chunks only as store.Chunk, and the controller tells it what
 // happened — Appended for each chunk the committer applied, in apply
-// order (so the tail is an exact copy of what the store holds), Ring
-// for any news — and asks it what it holds (Read, Followers). It never
+// order (so the tail is an exact copy of what the store holds),
+// Truncate when a job's stored output was cut (a cluster's attempt
+// ends, store.TruncateLog), Ring for any news — and asks it what it holds (Read, Followers). It never
 // reads the store and never writes: a follower whose offset the tail
 // does not cover reads the store itself, so a slow follower holds up
 // nothing and needs no buffer of its own.

@@ -141,6 +141,39 @@ func (h *Hub) Appended(id uint64, c store.Chunk, kept []byte) {
 	}
 }
 
+// Truncate records that job id's stored output was cut at offset at
+// (store.TruncateLog: an attempt ended there, and bytes some node had
+// stored past it are gone): the tail keeps only what lies below at, so
+// it never returns bytes the store no longer holds, and the next
+// attempt's output, which starts at at, continues it.
+func (h *Hub) Truncate(id, at uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t := h.subs[id]
+	if t == nil {
+		return
+	}
+	t.high = min(t.high, at)
+	for len(t.tail) > 0 {
+		last := &t.tail[len(t.tail)-1]
+		if last.Offset >= at {
+			n := len(last.Data) + chunkOverhead
+			t.size -= n
+			h.bytes -= n
+			*last = store.Chunk{}
+			t.tail = t.tail[:len(t.tail)-1]
+			continue
+		}
+		if end := chunkEnd(*last); end > at {
+			cut := int(end - at)
+			last.Data = last.Data[:len(last.Data)-cut] // a shorter view: Data is never modified
+			t.size -= cut
+			h.bytes -= cut
+		}
+		break
+	}
+}
+
 // drop empties t's tail.
 func (h *Hub) drop(t *topic) {
 	h.bytes -= t.size

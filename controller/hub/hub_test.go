@@ -177,3 +177,60 @@ func TestHubTailSmallChunks(t *testing.T) {
 		}
 	}
 }
+
+// TestHubTruncate: when a job's output is cut (an attempt ended below
+// what some node had stored), the tail keeps only what lies below the
+// cut, and the next attempt's output, from the cut on, continues it.
+func TestHubTruncate(t *testing.T) {
+	tests := map[string]struct {
+		at       uint64
+		below    string // the tail read from 10 after the cut
+		next     string // the tail read from 10 once the next attempt wrote "NEW" at the cut
+		fromNext bool   // the tail no longer covers 10 (cut below it): read from the cut
+	}{
+		"inside a chunk":       {at: 13, below: "hel", next: "helNEW"},
+		"at a chunk boundary":  {at: 16, below: "hello ", next: "hello NEW"},
+		"at the end":           {at: 21, below: "hello world", next: "hello worldNEW"},
+		"below the whole tail": {at: 10, below: "", next: "NEW", fromNext: true},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			h := New()
+			_, unsubscribe, _ := h.Subscribe(1, 0)
+			defer unsubscribe()
+			appendChunk(h, 1, chunk(10, "hello "))
+			appendChunk(h, 1, chunk(16, "world"))
+			h.Truncate(1, tt.at)
+			got, ok := readAll(t, h, 1, 10, 100)
+			if tt.below != "" && (got != tt.below || !ok) {
+				t.Errorf("after the cut: %q, %v; want %q", got, ok, tt.below)
+			}
+			if tt.below == "" && got != "" {
+				t.Errorf("after the cut: %q, %v; want nothing", got, ok)
+			}
+			if got, ok := readAll(t, h, 1, tt.at+1, 100); ok && got != "" {
+				t.Errorf("after the cut, from %d: %q: bytes the store no longer holds", tt.at+1, got)
+			}
+			appendChunk(h, 1, chunk(tt.at, "NEW"))
+			from := uint64(10)
+			if tt.fromNext {
+				from = tt.at
+			}
+			if got, ok := readAll(t, h, 1, from, 100); got != tt.next || !ok {
+				t.Errorf("after the next attempt's chunk: %q, %v; want %q", got, ok, tt.next)
+			}
+			if h.bytes != h.subs[1].size || h.bytes != len(tt.next)+chunkOverhead*h.countChunks(1) {
+				t.Errorf("accounting: hub %d, tail %d, want %d", h.bytes, h.subs[1].size, len(tt.next)+chunkOverhead*h.countChunks(1))
+			}
+		})
+	}
+	// A job without followers: nothing to cut, nothing kept.
+	h := New()
+	h.Truncate(2, 5)
+	if len(h.subs) != 0 {
+		t.Fatal("Truncate made a topic")
+	}
+}
+
+// countChunks is how many chunks job id's tail holds.
+func (h *Hub) countChunks(id uint64) int { return len(h.subs[id].tail) }

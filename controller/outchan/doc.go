@@ -74,19 +74,68 @@
 // output — holes, not only a short tail: chunks of the next term arrive
 // past the ones it missed. Every round that ends an attempt carries a
 // store.TruncateLog, which says the job's output below its At is final;
-// the node's Repairer (repair.go) hears of each one the FSM applies
-// (cluster.Options.Applied), finds the holes below At
+// the node's Repairer (repair.go) finds the holes below At
 // (store.LogHole) and fetches them from a peer (OpRead), storing each
 // byte under the attempt it belongs to with store.ReplicaOutput (so a
 // job pruned meanwhile is not brought back). Gap fill and OpEnd count
 // only what a node holds without a hole.
 //
+// The repair queue is durable, in the store: the FSM's apply of a
+// TruncateLog also writes the job's "y" key (its At), in the same
+// Pebble batch as the round, on every node alike; the Repairer takes
+// the key out (store.RepairDone, node-local, a batch per pass) only
+// once the node holds every byte below At, or the job is gone (a
+// PruneJobs takes it out too). A key raised meanwhile by a later end
+// stays. So:
+//
+//   - a node that stops (kill -9 included) after it applied an end and
+//     before it repaired finds the job again when it starts: Run reads
+//     the store's queue first (store.PendingRepairs). A crash that lost
+//     the unsynced batch with the key lost the applied index with it,
+//     and raft applies the round again; the repaired bytes are written
+//     before the key's removal, and the WAL keeps a prefix, so the key
+//     never outlives them wrongly;
+//   - a node that catches up by installing a snapshot applies no rounds
+//     for what the snapshot covers, but the checkpoint holds the queue
+//     of the node it was taken on: the jobs that node had not repaired,
+//     whose holes the installed copy shares. cluster.Options.Restored
+//     makes the Repairer drop what it was told and read the new store's
+//     queue (Rescan); it repairs those holes from the peers that hold
+//     the bytes (any peer: the one the snapshot came from may lack them
+//     too). A job the leader had repaired has no hole below its At in
+//     the checkpoint, since a hole below At can only come from a
+//     TruncateLog that queues it again.
+//
+// Note (cluster.Options.Applied, from the same apply) only spares the
+// Repairer a read of the store per end. On the leader the check finds
+// no hole, as a rule, and costs one LogHole and a share of a batch per
+// ended attempt. The queue is node-local: store.Dump leaves it out, so
+// stores still compare equal across nodes. Metrics:
+// jobsuite_cluster_output_repair_pending (the jobs queued on this
+// node) and jobsuite_cluster_output_repaired_bytes_total.
+//
+// What the queue does not cover: output of an attempt still running.
+// A node that installs a snapshot takes the leader's copy of it as of
+// the checkpoint; chunks the stream had stored in the replaced store
+// since then are gone with it, and the stream resends only what is
+// still in the leader's ring. The attempt's end will queue the job
+// (its TruncateLog comes after the snapshot, as a round this node
+// applies) and the repair fills those holes then; until then the node
+// serves a shorter copy, and it may have acknowledged chunks it no
+// longer holds (see "Not built yet"). Stores written before the queue
+// existed hold no keys: their unrepaired holes are not found at start.
+// The output channel was off by default then, and a scan of every ended
+// job's log at start would read all stored output, so there is none.
+//
 // # Not built yet
 //
-//   - The repair queue is in memory: a node that stops before it
-//     repaired a job, or that catches up by installing a snapshot
-//     (which applies no rounds), keeps that job's holes; nothing scans
-//     the store for them at start.
+//   - A follower that installs a snapshot keeps its seq acknowledgements
+//     of the term although the chunks that came on the stream before the
+//     install may be gone with the replaced store (above): until the
+//     attempt ends and the repair runs, that node counts for a quorum
+//     of bytes it lacks. Gap fill on a new leader asks for the end
+//     without a hole, so this matters only if the leader and the other
+//     node holding those bytes are lost together.
 //   - An attempt inherited by a new leader that is lost before its gap
 //     fill completed is lost at what was filled by then. The term's
 //     sweep tries every such fill again every 2 s, and the attempt's
@@ -95,7 +144,4 @@
 //   - A follower's hub is not rung on replicated appends, and a
 //     follower's log reads are forwarded to the leader as before (stale
 //     reads, ?stale=1, read its own copy).
-//   - A snapshot installed on a follower replaces its store with the
-//     leader's checkpoint: output of the current term that the
-//     checkpoint predates is resent only if still in the ring.
 package outchan

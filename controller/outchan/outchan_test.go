@@ -398,14 +398,14 @@ func TestFill(t *testing.T) {
 	}
 }
 
-// TestRepair: a node that missed parts of ended attempts' output (a
-// hole in the middle, the tail) fetches them from a peer, each byte
-// under the attempt it belongs to, and nothing past the last ended
-// attempt's end.
-func TestRepair(t *testing.T) {
-	local, peer := newReplica(t), newReplica(t)
+// holeyPair returns two nodes' stores holding job 1, whose attempt 1
+// was lost at 30 and attempt 2 completed at 60: peer holds its whole
+// output (full), local has holes at 10-20 and 40-60. Both applied the
+// rounds that ended the attempts, so both queued the job for a repair.
+func holeyPair(t *testing.T) (local, peer *replica, full []byte) {
+	t.Helper()
+	local, peer = newReplica(t), newReplica(t)
 	create, dispatch := job(1)
-	// Attempt 1 lost at 30, attempt 2 ended at 60.
 	lost := dispatch.Job.Clone()
 	lost.Attempts[0].Outcome = store.OutcomeLost
 	lost.LogBytes = 30
@@ -416,7 +416,7 @@ func TestRepair(t *testing.T) {
 	ended.Attempts[1].Outcome = store.OutcomeCompleted
 	ended.LogBytes = 60
 	endedT := store.NewTransition(ended, store.Event{Time: t0, Type: "completed"})
-	full := []byte("aaaaaaaaaabbbbbbbbbbccccccccccddddddddddeeeeeeeeeeffffffffff")
+	full = []byte("aaaaaaaaaabbbbbbbbbbccccccccccddddddddddeeeeeeeeeeffffffffff")
 	for _, r := range []*replica{local, peer} {
 		r.apply(t, create)
 		r.apply(t, dispatch)
@@ -441,25 +441,59 @@ func TestRepair(t *testing.T) {
 	for _, r := range []*replica{local, peer} {
 		r.apply(t, endedT, &store.TruncateLog{Job: 1, At: 60})
 	}
-	call := func(ctx context.Context, addr, op string, body, out any) error {
+	return local, peer, full
+}
+
+// readFrom answers OpRead from st's store as a peer would (a nil store:
+// the peer is down).
+func readFrom(st func() *store.Store) Caller {
+	return func(ctx context.Context, addr, op string, body, out any) error {
 		if op != OpRead {
 			return fmt.Errorf("op %q", op)
 		}
-		a, err := ReadRange(peer.st, body.(ReadRequest))
+		s := st()
+		if s == nil {
+			return errors.New("peer down")
+		}
+		a, err := ReadRange(s, body.(ReadRequest))
 		*out.(*ReadAnswer) = a
 		return err
 	}
-	repaired := make(chan uint64, 1)
-	r := NewRepairer(RepairOptions{
-		Self: "n0", Store: local.Store, Call: call,
-		Peers:    func() ([]Peer, int) { return []Peer{{ID: "n0", Addr: "self"}, {ID: "n1", Addr: "peer"}}, 2 },
-		Repaired: func(job uint64) { repaired <- job },
-		Logger:   hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: os.Stderr}),
-	})
+}
+
+var twoPeers = func() ([]Peer, int) { return []Peer{{ID: "n0", Addr: "self"}, {ID: "n1", Addr: "peer"}}, 2 }
+
+// runRepairer runs r until the test ends.
+func runRepairer(t *testing.T, r *Repairer) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); r.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// queued returns local's store's repair queue.
+func queued(t *testing.T, st *store.Store) []store.PendingRepair {
+	t.Helper()
+	p, err := st.PendingRepairs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestRepair: a node that missed parts of ended attempts' output (a
+// hole in the middle, the tail) fetches them from a peer, each byte
+// under the attempt it belongs to, and nothing past the last ended
+// attempt's end; then the job leaves the store's repair queue.
+func TestRepair(t *testing.T) {
+	local, peer, full := holeyPair(t)
+	repaired := make(chan uint64, 1)
+	r := NewRepairer(RepairOptions{
+		Self: "n0", Store: local.Store, Call: readFrom(peer.Store), Peers: twoPeers,
+		Repaired: func(job uint64) { repaired <- job },
+		Logger:   hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: os.Stderr}),
+	})
+	runRepairer(t, r)
 	r.Note(1, 60)
 	select {
 	case <-repaired:
@@ -471,6 +505,75 @@ func TestRepair(t *testing.T) {
 	}
 	if _, _, hole, err := local.st.LogHole(1, 0, 60); err != nil || hole {
 		t.Fatalf("a hole left: %v %v", hole, err)
+	}
+	waitFor(t, "the job to leave the store's repair queue", func() bool { return len(queued(t, local.st)) == 0 && r.Pending() == 0 })
+	if got := r.RepairedBytes(); got != 30 {
+		t.Errorf("RepairedBytes = %d, want 30 (10-20 and 40-60)", got)
+	}
+}
+
+// TestRepairQueueDurable: the repair queue is the store's. A Repairer
+// that was never told of the job (the node stopped after applying the
+// attempt's end, before it repaired) finds it in the store when it
+// starts; one whose peer is down keeps the job queued, in memory and in
+// the store, and tries again; and after its store is replaced (a
+// snapshot installed), Rescan makes it repair what the new store's
+// queue holds.
+func TestRepairQueueDurable(t *testing.T) {
+	local, peer, full := holeyPair(t)
+	var mu sync.Mutex
+	cur, up := local.st, false
+	r := NewRepairer(RepairOptions{
+		Self: "n0", Peers: twoPeers,
+		Store: func() *store.Store { mu.Lock(); defer mu.Unlock(); return cur },
+		Call: readFrom(func() *store.Store {
+			mu.Lock()
+			defer mu.Unlock()
+			if !up {
+				return nil
+			}
+			return peer.st
+		}),
+	})
+	runRepairer(t, r) // no Note: a restarted node
+	waitFor(t, "the queue read from the store", func() bool { return r.Pending() == 1 })
+	// The peer is down: the job stays queued, here and in the store.
+	if got := queued(t, local.st); len(got) != 1 || got[0] != (store.PendingRepair{Job: 1, At: 60}) {
+		t.Fatalf("store's queue while the peer is down: %v", got)
+	}
+	mu.Lock()
+	up = true
+	mu.Unlock()
+	waitFor(t, "the repair once the peer is back", func() bool { return len(queued(t, local.st)) == 0 && r.Pending() == 0 })
+	if got := local.log(t, 1); got != string(full) {
+		t.Fatalf("after repair: %q, want %q", got, full)
+	}
+
+	// A snapshot replaces the store with another node's copy, holes and
+	// queue included: Rescan repairs it.
+	installed, _, _ := holeyPair(t)
+	mu.Lock()
+	cur = installed.st
+	mu.Unlock()
+	r.Rescan()
+	waitFor(t, "the installed store's repair", func() bool { return len(queued(t, installed.st)) == 0 && r.Pending() == 0 })
+	if got := installed.log(t, 1); got != string(full) {
+		t.Fatalf("installed store after repair: %q, want %q", got, full)
+	}
+	if got := r.RepairedBytes(); got != 60 {
+		t.Errorf("RepairedBytes = %d, want 60 (30 in each store)", got)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 20 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

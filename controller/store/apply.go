@@ -632,6 +632,7 @@ func (c *PruneJobs) apply(r *round) (Result, error) {
 		_ = b.DeleteRange(events, prefixEnd(events), nil)
 		logs := logKey(id, 0)[:9]
 		_ = b.DeleteRange(logs, prefixEnd(logs), nil)
+		r.del(repairKey(id)) // nothing left to repair
 		if cur.key != "" {
 			// The key is the job's unless something is badly wrong; never
 			// free another job's key.

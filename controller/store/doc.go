@@ -14,11 +14,13 @@
 // prune), PruneJobs, and SetApplied and SetConfiguration (applied.go: a
 // replicated log's applied index and membership, see "Rounds on the
 // wire"). For a cluster's output channel (replica.go): TruncateLog (a
-// round that ends an attempt cuts the job's log at its LogBytes) and
-// ReplicaOutput (node-local, never in a round: a chunk that came on the
-// channel, written only once its attempt is in the store and never past
-// an ended attempt's end), with SyncOutput, an fsync even in a NoSync
-// store. A command carries
+// round that ends an attempt cuts the job's log at its LogBytes, and
+// queues the job for an output repair on this node), ReplicaOutput
+// (node-local, never in a round: a chunk that came on the channel,
+// written only once its attempt is in the store and never past an
+// ended attempt's end) and RepairDone (node-local: the job's repair is
+// done, PendingRepairs lists those that are not), with SyncOutput, an
+// fsync even in a NoSync store. A command carries
 // everything that varies — IDs, times, backoff delays, the output's
 // bytes — and applying it reads only the store and the command, so the
 // same commands applied to two stores holding the same data leave them
@@ -118,6 +120,10 @@
 //	"zi"                                         index(8) term(8): the last entry of a
 //	                                             replicated log applied (SetApplied);
 //	                                             absent in a single controller's store
+//	"y" id(8)                                    At(8): the job's output below At is final
+//	                                             and this node has not yet checked it for
+//	                                             holes (output repair queue, node-local;
+//	                                             TruncateLog, RepairDone, PruneJobs)
 //	"zc"                                         index(8) configuration: the replicated
 //	                                             log's membership as the log encodes it,
 //	                                             and the index of the entry that set it
@@ -127,12 +133,18 @@
 // The "c" prefix is retired: schema 3 kept the controller's secrets
 // there, and Open moves them out (below). No other prefix may reuse it.
 //
-// Node-local state is not in Pebble: the keys above are what commands
-// change and what a replica of the store would hold, while the
-// controller's own secrets (Secret: the QUIC stateless-reset key) belong
-// to one node. They are files under node/ in the data directory (mode
-// 0600; Pebble ignores files it did not name), written once through a
-// synced temporary file and a rename.
+// Node-local state is not in Pebble, with one exception: the keys
+// above are what commands change and what a replica of the store would
+// hold, while the controller's own secrets (Secret: the QUIC
+// stateless-reset key) belong to one node. The exception is the output
+// repair queue, "y": TruncateLog writes it in the round's batch, the
+// same on every node, and each node's repair removes it on its own
+// (RepairDone), so replicas differ there; Dump leaves it out. It is in
+// Pebble so that it is written atomically with the round and travels in
+// a checkpoint: a node that installs a snapshot repairs what the node it
+// came from had not. The secrets are files under node/ in the data
+// directory (mode 0600; Pebble ignores files it did not name), written
+// once through a synced temporary file and a rename.
 //
 // Priority is clamped to 0..255 in the queue key. A job's index keys are
 // derived from its record (State, Priority, QueuedAt, NotBefore,
@@ -183,7 +195,7 @@
 // A type it does not know is skipped when bit 7 is set (an optional
 // command of a newer release, for rolling upgrades) and otherwise fails
 // with ErrUnknownCommand: a node must stop rather than apply a round
-// partly. SetApplied (and SetConfiguration, and ReplicaOutput) has no number: only the applier of an entry knows
+// partly. SetApplied (and SetConfiguration, ReplicaOutput and RepairDone) has no number: only the applier of an entry knows
 // its index, and writes it with the entry's commands in one batch (the
 // "zi" key), so the index never disagrees with what the store holds.
 // Checkpoint copies the store (a Pebble checkpoint, WAL synced first)

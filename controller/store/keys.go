@@ -18,6 +18,9 @@ const (
 	prefixEvent   = 'e'
 	prefixLog     = 'l'
 	prefixIdem    = 'k'
+	// prefixRepair holds the output channel's repair queue: node-local,
+	// skipped by Dump (replica.go).
+	prefixRepair = 'y'
 )
 
 var versionKey = []byte{prefixVersion}
@@ -115,6 +118,13 @@ func logKey(id, offset uint64) []byte {
 	k[0] = prefixLog
 	binary.BigEndian.PutUint64(k[1:], id)
 	binary.BigEndian.PutUint64(k[9:], offset)
+	return k
+}
+
+func repairKey(id uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = prefixRepair
+	binary.BigEndian.PutUint64(k[1:], id)
 	return k
 }
 

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -104,6 +105,14 @@ func attemptEnd(j *Job, n int) (uint64, bool) {
 // writes from At on. A chunk that straddles At is cut to end there. It
 // is deterministic: what it removes is what this store holds past At,
 // and ReplicaOutput never writes past an ended attempt's end afterwards.
+//
+// It also puts the job in this store's repair queue ("y" id → At): the
+// job's output below At is final, and this node must check it for holes
+// (it may have missed chunks) and fetch them from its peers. The queue
+// is durable, written in the same batch as the round, so a node that
+// stops before it repaired the job, or that installs a snapshot (which
+// carries the queue of the node it came from), still finds the job: see
+// PendingRepairs and RepairDone. An At of 0 leaves nothing to repair.
 type TruncateLog struct {
 	Job uint64
 	At  uint64
@@ -155,7 +164,78 @@ func (c *TruncateLog) apply(r *round) (Result, error) {
 	if err := r.b.DeleteRange(logKey(c.Job, c.At), prefixEnd(prefix), nil); err != nil {
 		return Result{}, fmt.Errorf("job %d: truncate log: %w", c.Job, err)
 	}
+	// The latest end of the job's log is the one to repair up to (ends
+	// only grow: the next attempt starts where this one ended).
+	if c.At == 0 {
+		r.del(repairKey(c.Job))
+	} else {
+		r.set(repairKey(c.Job), binary.BigEndian.AppendUint64(nil, c.At))
+	}
 	return Result{}, nil
+}
+
+// RepairDone takes job Job out of this store's repair queue once the
+// node holds every byte of its output below At: the key goes unless a
+// later TruncateLog queued the job up to a larger end meanwhile (then
+// Result.N is 0 and the job stays queued). Like ReplicaOutput it is
+// node-local and never carried in a round: each node repairs its own
+// copy, so the queue differs between nodes, and Dump leaves it out.
+type RepairDone struct {
+	Job uint64
+	At  uint64
+}
+
+func (c *RepairDone) check() error { return nil }
+
+func (c *RepairDone) apply(r *round) (Result, error) {
+	k := repairKey(c.Job)
+	v, ok, err := r.get(k)
+	if err != nil {
+		return Result{}, fmt.Errorf("job %d: repair queue: %w", c.Job, err)
+	}
+	if !ok {
+		return Result{}, nil
+	}
+	if len(v) == 8 && binary.BigEndian.Uint64(v) > c.At {
+		return Result{}, nil
+	}
+	r.del(k)
+	return Result{N: 1}, nil
+}
+
+// PendingRepair is a job in this store's repair queue: its output below
+// At is final, and this node has not yet checked that it holds all of it.
+type PendingRepair struct {
+	Job uint64
+	At  uint64
+}
+
+// PendingRepairs returns the store's repair queue, by job ID (see
+// TruncateLog and RepairDone). A node reads it when it starts and after
+// it installed a snapshot.
+func (s *Store) PendingRepairs() ([]PendingRepair, error) {
+	if !s.acquire() {
+		return nil, fmt.Errorf("store: pending repairs: %w", ErrClosed)
+	}
+	defer s.mu.RUnlock()
+	p := []byte{prefixRepair}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return nil, fmt.Errorf("store: pending repairs: %w", err)
+	}
+	var out []PendingRepair
+	for ok := it.First(); ok; ok = it.Next() {
+		k, v := it.Key(), it.Value()
+		if len(k) != 9 || len(v) != 8 {
+			_ = it.Close()
+			return nil, fmt.Errorf("store: pending repairs: malformed entry %q=%q", k, v)
+		}
+		out = append(out, PendingRepair{Job: binary.BigEndian.Uint64(k[1:]), At: binary.BigEndian.Uint64(v)})
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return nil, fmt.Errorf("store: pending repairs: %w", err)
+	}
+	return out, nil
 }
 
 // SyncOutput makes every batch applied so far durable with an fsync of

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"maps"
 	"testing"
 	"time"
 )
@@ -196,5 +197,107 @@ func TestLogHole(t *testing.T) {
 				t.Errorf("LogHole(%d, %d, %d) = %+v, want %+v", id, tt.from, tt.to, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestRepairQueue: a TruncateLog queues its job for an output repair up
+// to its At, durably and in the same batch; the latest end wins; a
+// RepairDone for an older end leaves the job queued, one for the end
+// queued takes it out; PruneJobs takes a pruned job out; the queue
+// survives a reopen and Dump leaves it out.
+func TestRepairQueue(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := func(s *Store) map[uint64]uint64 {
+		t.Helper()
+		p, err := s.PendingRepairs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[uint64]uint64{}
+		for _, r := range p {
+			m[r.Job] = r.At
+		}
+		return m
+	}
+	dumped := func(s *Store) string {
+		var b []byte
+		if err := s.Dump(func(k, v []byte) error { b = append(append(b, k...), v...); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	before := dumped(s)
+	// Two ends of job 5 in one batch, one of job 6, one of job 7 at 0.
+	if _, err := s.Apply(&TruncateLog{Job: 5, At: 10}, &TruncateLog{Job: 5, At: 30}, &TruncateLog{Job: 6, At: 4}, &TruncateLog{Job: 7, At: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := pending(s), map[uint64]uint64{5: 30, 6: 4}; !maps.Equal(got, want) {
+		t.Fatalf("queue after the ends = %v, want %v", got, want)
+	}
+	if got := dumped(s); got != before {
+		t.Errorf("Dump shows the repair queue: %q, was %q", got, before)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openAt(t, dir)
+	if got, want := pending(s), map[uint64]uint64{5: 30, 6: 4}; !maps.Equal(got, want) {
+		t.Fatalf("queue after a reopen = %v, want %v", got, want)
+	}
+
+	tests := map[string]struct {
+		cmd  Command
+		n    int
+		want map[uint64]uint64
+	}{
+		"repaired below an older end: stays": {&RepairDone{Job: 5, At: 10}, 0, map[uint64]uint64{5: 30, 6: 4}},
+		"repaired up to the end: goes":       {&RepairDone{Job: 5, At: 30}, 1, map[uint64]uint64{6: 4}},
+		"a job not queued":                   {&RepairDone{Job: 9, At: 1}, 0, map[uint64]uint64{6: 4}},
+		"a later end queues again":           {&TruncateLog{Job: 5, At: 40}, 0, map[uint64]uint64{5: 40, 6: 4}},
+		"an end at 0 takes it out":           {&TruncateLog{Job: 5, At: 0}, 0, map[uint64]uint64{6: 4}},
+	}
+	for _, name := range []string{
+		"repaired below an older end: stays",
+		"repaired up to the end: goes",
+		"a job not queued",
+		"a later end queues again",
+		"an end at 0 takes it out",
+	} {
+		tt := tests[name]
+		res, err := s.Apply(tt.cmd)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if res[0].N != tt.n || res[0].Err != nil {
+			t.Errorf("%s: result %+v, want N %d", name, res[0], tt.n)
+		}
+		if got := pending(s); !maps.Equal(got, tt.want) {
+			t.Errorf("%s: queue = %v, want %v", name, got, tt.want)
+		}
+	}
+
+	// A finished job that is pruned leaves the queue.
+	now := time.Unix(1_700_000_000, 0).UTC()
+	j := submit(t, s, newJob(s, 0, now))
+	j = move(t, s, j, Completed, func(n *Job) {
+		n.LogBytes = 3
+		n.FinishedAt = now
+		n.Attempts = append(n.Attempts, Attempt{Number: 1, Agent: "a", Outcome: OutcomeCompleted})
+	})
+	if err := applyErr(s, &TruncateLog{Job: j.ID, At: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if got := pending(s)[j.ID]; got != 3 {
+		t.Fatalf("job %d queued up to %d, want 3", j.ID, got)
+	}
+	if err := applyErr(s, &PruneJobs{IDs: []uint64{j.ID}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := pending(s), map[uint64]uint64{6: 4}; !maps.Equal(got, want) {
+		t.Errorf("queue after the prune = %v, want %v", got, want)
 	}
 }

@@ -305,9 +305,10 @@ func (s *Store) seeID(id uint64) {
 
 // Dump calls fn with every key and its value, in key order, read from
 // one snapshot: the whole state that commands make (the node-local
-// secrets are files, not keys), byte for byte. fn must not keep k or v
-// past its return; an error from fn stops the walk and is returned.
-// Tests compare stores with it.
+// secrets are files, not keys), byte for byte, except the output
+// repair queue ("y"), which each node of a cluster empties on its own
+// (RepairDone). fn must not keep k or v past its return; an error from
+// fn stops the walk and is returned. Tests compare stores with it.
 func (s *Store) Dump(fn func(k, v []byte) error) error {
 	if !s.acquire() {
 		return fmt.Errorf("store: dump: %w", ErrClosed)
@@ -320,6 +321,9 @@ func (s *Store) Dump(fn func(k, v []byte) error) error {
 		return fmt.Errorf("store: dump: %w", err)
 	}
 	for ok := it.First(); ok; ok = it.Next() {
+		if k := it.Key(); len(k) > 0 && k[0] == prefixRepair {
+			continue
+		}
 		v, err := it.ValueAndErr()
 		if err == nil {
 			err = fn(it.Key(), v)
