@@ -69,6 +69,7 @@ var (
 	descOutputDurable = prometheus.NewDesc("jobsuite_cluster_output_durable_seq", "On the leader with -output-channel: the last chunk of this term's output that a quorum holds synced (LogAck and attempt ends follow it).", nil, nil)
 	descOutputLast    = prometheus.NewDesc("jobsuite_cluster_output_last_seq", "On the leader with -output-channel: the last chunk of this term's output it stored.", nil, nil)
 	descOutputLag     = prometheus.NewDesc("jobsuite_cluster_output_lag_chunks", "On the leader with -output-channel: chunks of this term's output each voter has not acknowledged as synced.", []string{"peer"}, nil)
+	descOutputLagB    = prometheus.NewDesc("jobsuite_cluster_output_lag_bytes", "On the leader with -output-channel: bytes of this term's output the leader holds synced that each voter has not acknowledged as synced.", []string{"peer"}, nil)
 	descOutputBehind  = prometheus.NewDesc("jobsuite_cluster_output_behind", "On the leader with -output-channel: 1 if the voter fell out of the leader's 64 MiB resend buffer and no longer counts for the output quorum this term.", []string{"peer"}, nil)
 )
 
@@ -76,6 +77,7 @@ func (c outputCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descOutputDurable
 	ch <- descOutputLast
 	ch <- descOutputLag
+	ch <- descOutputLagB
 	ch <- descOutputBehind
 }
 
@@ -85,6 +87,7 @@ func (c outputCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descOutputLast, prometheus.GaugeValue, float64(last))
 	for peer, lag := range c.l.Lag() {
 		ch <- prometheus.MustNewConstMetric(descOutputLag, prometheus.GaugeValue, float64(lag.Seq), peer)
+		ch <- prometheus.MustNewConstMetric(descOutputLagB, prometheus.GaugeValue, float64(lag.Bytes), peer)
 		behind := 0.0
 		if lag.Behind {
 			behind = 1

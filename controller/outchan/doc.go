@@ -36,6 +36,11 @@
 // ended on this node (store.ErrStale). It syncs like the leader and acks
 // the highest seq synced.
 //
+// The Leader's Lag tells, per follower, the chunks given that it has not
+// acknowledged and the bytes the leader holds synced that it has not
+// (each sender keeps the running byte sum of the chunks it sent until
+// they are acknowledged).
+//
 // # What a LogAck means
 //
 // The quorum-durable seq Q is the q-th highest of the leader's own

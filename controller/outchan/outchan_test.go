@@ -581,4 +581,18 @@ func TestSenderResumesAndFallsBehind(t *testing.T) {
 	if got := reps[1].log(t, 1); got != want.String() {
 		t.Fatalf("n1 holds %d bytes, want %d", len(got), want.Len())
 	}
+	// In bytes: n2 acknowledged the first 10 chunks (1000 bytes) of what
+	// the leader synced, n1 everything, once the leader's own sync and
+	// n1's last ack are in.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		lag := l.Lag()
+		if lag["n2"].Bytes == uint64(want.Len()-1000) && lag["n1"].Bytes == 0 && lag["n2"].Seq == uint64(want.Len()/100-10) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Lag() = %+v, want n2 %d bytes (%d chunks) behind, n1 none", lag, want.Len()-1000, want.Len()/100-10)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
