@@ -145,10 +145,11 @@ type cluster struct {
 	cancel    context.CancelFunc
 	done      chan struct{}
 	followers []*Follower
+	appended  map[int]int // chunks each follower told Appended of (job 1's)
 }
 
 func newCluster(t *testing.T, nodes, q int) *cluster {
-	c := &cluster{q: q, done: make(chan struct{})}
+	c := &cluster{q: q, done: make(chan struct{}), appended: map[int]int{}}
 	var peers []Peer
 	for i := range nodes {
 		r := newReplica(t)
@@ -160,7 +161,13 @@ func newCluster(t *testing.T, nodes, q int) *cluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f := NewFollower(FollowerOptions{Replica: r, Term: func() uint64 { return 1 }})
+		f := NewFollower(FollowerOptions{Replica: r, Term: func() uint64 { return 1 }, Appended: func(job uint64) {
+			c.mu.Lock()
+			if job == 1 {
+				c.appended[i]++
+			}
+			c.mu.Unlock()
+		}})
 		c.followers = append(c.followers, f)
 		go func() { _ = f.Serve(ln) }()
 		t.Cleanup(func() { _ = ln.Close() })
@@ -235,6 +242,29 @@ func TestChannelReplicates(t *testing.T) {
 	for i, r := range c.reps {
 		if got := r.log(t, 1); got != want.String() {
 			t.Errorf("node %d holds %d bytes, want %d", i, len(got), want.Len())
+		}
+	}
+	// Each follower told of every chunk it stored (its node rings the
+	// job's log followers), and is streaming until the leader stops.
+	c.mu.Lock()
+	if c.appended[1] != 50 || c.appended[2] != 50 {
+		t.Errorf("Appended told of %v chunks of job 1, want 50 on nodes 1 and 2", c.appended)
+	}
+	c.mu.Unlock()
+	for i, f := range c.followers {
+		if !f.Streaming() {
+			t.Errorf("follower %d is not streaming while the leader runs", i+1)
+		}
+	}
+	c.cancel()
+	<-c.done
+	deadline := time.Now().Add(20 * time.Second)
+	for i, f := range c.followers {
+		for f.Streaming() {
+			if time.Now().After(deadline) {
+				t.Fatalf("follower %d still streaming after the leader stopped", i+1)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
 }
