@@ -186,6 +186,8 @@
 // /jobs/:id/logs, node_stale.go) is the exception: any node answers it
 // from its own store, saying in headers how far behind it may be, and
 // refuses it (503) once it has not heard from a leader for MaxStale.
+// With the output channel, logs are the other (see below, node_logs.go).
+// Jobsuite-Served-By names the node that answered.
 // Agents are served by the leader; a follower turns an agent away
 // naming the leader's agent address. A leader that loses its
 // leadership first stops serving the API and taking agents, then sends
@@ -251,12 +253,21 @@
 // commands still apply (old logs, snapshots), and a single controller
 // is unchanged. A node that missed output (it was down, or fell behind
 // the leader's 64 MiB resend buffer) repairs the holes of each attempt
-// whose end it applies, from its peers (outchan.Repairer). Not built yet
-// (outchan's doc.go, "Not built yet"): a repair queue that survives a
-// restart or a snapshot install, followers ringing their hub and
-// serving logs from their own copy; an inherited attempt lost before
-// its gap fill finished (the term's sweep retries it every 2 s within
-// the attempt's restart grace) is lost at what was filled by then.
+// whose end it applies, from its peers (outchan.Repairer). With the
+// channel a follower serves GET /jobs/:id/logs and /ws/jobs/:id/logs from
+// its own copy (node_logs.go): it first waits until its store applied
+// the leader's applied index, asked at the request's start, so the job's
+// state, attempts and LogBytes are the committed ones; it serves an
+// ended attempt's output only if its copy has no hole below the end,
+// and a running one only while a leader streams to it, else it forwards;
+// its reads stop at a hole; its WebSocket follow ends only once the job
+// ended in its store and it holds every byte to LogBytes; and the node's
+// Follower and Repairer ring its own log hub (Node.logHub, rings only,
+// no tail: a truncation cannot leave it stale). Not built yet (outchan's
+// doc.go, "Not built yet"): a repair queue that survives a restart or a
+// snapshot install; an inherited attempt lost before its gap fill
+// finished (the term's sweep retries it every 2 s within the attempt's
+// restart grace) is lost at what was filled by then.
 //
 // The follower-lag bound (design note 3.2; cluster/lag.go, node_lag.go):
 // hashicorp/raft commits with the fastest follower and lets a slower

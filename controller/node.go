@@ -21,6 +21,7 @@ import (
 
 	"jobsuite/certs"
 	"jobsuite/controller/cluster"
+	"jobsuite/controller/hub"
 	"jobsuite/controller/outchan"
 	"jobsuite/controller/store"
 	"jobsuite/protocol"
@@ -104,6 +105,13 @@ type Node struct {
 	// repair fetches output this node missed (Config.OutputChannel;
 	// output_channel.go); nil without the output channel.
 	repair *outchan.Repairer
+	// follower takes the leaders' output streams (Config.OutputChannel);
+	// nil without the output channel.
+	follower *outchan.Follower
+	// logHub rings the log followers this node serves from its own copy
+	// (node_logs.go); logConns asks the leader for its applied index.
+	logHub   *hub.Hub
+	logConns *cluster.Conns
 	// lag is the follower-lag bound of this node's terms (node_lag.go).
 	lag *cluster.LagBound
 	// applyHook, if set, runs before each batch raft hands the FSM
@@ -174,7 +182,7 @@ func NewNode(cfg Config) (n *Node, err error) {
 	if err := refuseSingleStore(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	n = &Node{cfg: cfg, log: cfg.Logger, id: cert.Leaf.Subject.CommonName, pool: pool, wake: make(chan struct{}, 1), leaderGen: make(chan struct{}), lag: newLagBound(cfg)}
+	n = &Node{cfg: cfg, log: cfg.Logger, id: cert.Leaf.Subject.CommonName, pool: pool, wake: make(chan struct{}, 1), leaderGen: make(chan struct{}), lag: newLagBound(cfg), logHub: hub.New()}
 	var closers []func() error
 	defer func() {
 		if err != nil {
@@ -206,6 +214,9 @@ func NewNode(cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
 	closers = append(closers, n.fsm.Close)
+	if cfg.OutputChannel {
+		n.follower = n.outputFollower()
+	}
 	walDir := filepath.Join(raftDir, "wal")
 	if cfg.RaftWALSegmentBytes > 0 {
 		n.wal, err = wal.Open(walDir, wal.WithSegmentSize(cfg.RaftWALSegmentBytes))
@@ -235,6 +246,7 @@ func NewNode(cfg Config) (n *Node, err error) {
 		Certificate: func() (*tls.Certificate, error) { return n.pki.cur.Load(), nil },
 		Check:       n.checkPeer,
 	}
+	n.logConns = n.ident.Kept()
 	protos := []string{cluster.ALPNRaft, cluster.ALPNCluster}
 	if cfg.OutputChannel {
 		protos = append(protos, cluster.ALPNOutput)
@@ -562,7 +574,7 @@ func (n *Node) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); _ = n.rpc.Serve(n.mux.Listener(cluster.ALPNCluster)) }()
 	if n.cfg.OutputChannel {
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = n.outputFollower().Serve(n.mux.Listener(cluster.ALPNOutput)) }()
+		go func() { defer wg.Done(); _ = n.follower.Serve(n.mux.Listener(cluster.ALPNOutput)) }()
 		wg.Add(1)
 		go func() { defer wg.Done(); n.repair.Run(ctx) }()
 	}
@@ -609,6 +621,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	_ = n.trans.Close()
 	_ = n.mux.Close()
+	n.logConns.Close()
 	cancel() // a failed join returns with ctx still live
 	wg.Wait()
 	if cerr := n.wal.Close(); cerr != nil && err == nil {

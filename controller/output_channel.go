@@ -219,6 +219,8 @@ func (n *Node) outputCall(ctx context.Context, addr, op string, body, out any) e
 }
 
 // outputFollower is the node's side of the streams leaders open to it.
+// Each chunk it stores rings the job's log followers on this node
+// (node_logs.go).
 func (n *Node) outputFollower() *outchan.Follower {
 	return outchan.NewFollower(outchan.FollowerOptions{
 		Replica: n.fsm,
@@ -229,10 +231,13 @@ func (n *Node) outputFollower() *outchan.Follower {
 			return 0
 		},
 		Logger: n.log.Named("output"),
+
+		Appended: n.logHub.Ring,
 	})
 }
 
-// outputRepairer is the node's repair of output it missed.
+// outputRepairer is the node's repair of output it missed; a job
+// repaired rings its log followers on this node.
 func (n *Node) outputRepairer() *outchan.Repairer {
 	return outchan.NewRepairer(outchan.RepairOptions{
 		Self:   n.id,
@@ -240,6 +245,8 @@ func (n *Node) outputRepairer() *outchan.Repairer {
 		Peers:  n.outputPeers,
 		Call:   n.outputCall,
 		Logger: n.log.Named("output"),
+
+		Repaired: n.logHub.Ring,
 	})
 }
 

@@ -85,6 +85,17 @@
 // job pruned meanwhile is not brought back). Gap fill and OpEnd count
 // only what a node holds without a hole.
 //
+// # Serving logs from every node
+//
+// Every node's store holds the output, so every node serves logs
+// (controller/node_logs.go). The Follower tells FollowerOptions.Appended
+// of each chunk it stored and the Repairer RepairOptions.Repaired of each
+// job it repaired: the node rings its log followers. Follower.Streaming
+// says whether a leader streams to this node now, the condition for
+// serving a running attempt's output from this copy; an ended attempt's
+// is served only without a hole (store.LogHole), else the read goes to
+// the leader.
+//
 // # Not built yet
 //
 //   - The repair queue is in memory: a node that stops before it
@@ -96,9 +107,6 @@
 //     sweep tries every such fill again every 2 s, and the attempt's
 //     lease has the restart grace (1¼ leases) before it can be lost, so
 //     this needs a fill failing for that long while a quorum is up.
-//   - A follower's hub is not rung on replicated appends, and a
-//     follower's log reads are forwarded to the leader as before (stale
-//     reads, ?stale=1, read its own copy).
 //   - A snapshot installed on a follower replaces its store with the
 //     leader's checkpoint: output of the current term that the
 //     checkpoint predates is resent only if still in the ring.
