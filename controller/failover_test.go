@@ -151,7 +151,8 @@ func clusterFaults(t *testing.T, bin, mode string) {
 		hn = newHANet(t) // first: its cleanup runs after the processes stopped
 	}
 	// kill-output-channel: the kills, with output on the output channel;
-	// every node's own copy of each log is then checked (?stale=1).
+	// every node's own copy of each log is then checked (?stale=1), and
+	// a plain read through each node (which serves it from that copy).
 	outchan := mode == "kill-output-channel"
 	var extra []string
 	if outchan {
@@ -394,6 +395,15 @@ func clusterFaults(t *testing.T, bin, mode string) {
 			})
 			if sha256.Sum256(got) != want {
 				t.Errorf("job %d's log through %s: %q, want %q", s.id, p.name, got, s.out)
+			}
+			if outchan {
+				// A plain read: served by the node from its own copy, or
+				// forwarded while that copy lacks something; whole either
+				// way.
+				code, b, err := p.client.do("GET", fmt.Sprintf("/jobs/%d/logs", s.id), "")
+				if err != nil || code != 200 || sha256.Sum256(b) != want {
+					t.Errorf("job %d's log through %s (not stale): %d %q %v, want %q", s.id, p.name, code, b, err, s.out)
+				}
 			}
 		}
 	}
