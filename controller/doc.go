@@ -186,6 +186,8 @@
 // /jobs/:id/logs, node_stale.go) is the exception: any node answers it
 // from its own store, saying in headers how far behind it may be, and
 // refuses it (503) once it has not heard from a leader for MaxStale.
+// With the output channel, logs are the other (see below, node_logs.go).
+// Jobsuite-Served-By names the node that answered.
 // Agents are served by the leader; a follower turns an agent away
 // naming the leader's agent address. A leader that loses its
 // leadership first stops serving the API and taking agents, then sends
@@ -264,13 +266,23 @@
 // it came from had not (the checkpoint carries that node's queue;
 // cluster.Options.Restored makes the repair read it). The leader's hub
 // cuts its in-memory copy of a job's newest output with each
-// TruncateLog the committer hands over. Not built yet (outchan's
-// doc.go, "Not built yet"): followers ringing their hub and serving
-// logs from their own copy; an inherited attempt lost before its gap
-// fill finished (the term's sweep retries it every 2 s within the
-// attempt's restart grace) is lost at what was filled by then; a
-// follower that installs a snapshot may have acknowledged chunks of a
-// running attempt that the install replaced.
+// TruncateLog the committer hands over. A follower serves GET
+// /jobs/:id/logs and /ws/jobs/:id/logs from its own copy (node_logs.go;
+// with Config.OutputInRaft it forwards them as before): it first waits
+// until its store applied the leader's applied index, asked at the
+// request's start, so the job's state, attempts and LogBytes are the
+// committed ones; it serves an ended attempt's output only if its copy
+// has no hole below the end, and a running one only while a leader
+// streams to it, else it forwards; its reads stop at a hole; its
+// WebSocket follow ends only once the job ended in its store and it
+// holds every byte to LogBytes; and the node's Follower and Repairer
+// ring its own log hub (Node.logHub, rings only, no tail: a truncation
+// cannot leave it stale). Not built yet (outchan's doc.go, "Not built
+// yet"): an inherited attempt lost before its gap fill finished (the
+// term's sweep retries it every 2 s within the attempt's restart grace)
+// is lost at what was filled by then; a follower that installs a
+// snapshot may have acknowledged chunks of a running attempt that the
+// install replaced.
 //
 // The follower-lag bound (design note 3.2; cluster/lag.go, node_lag.go):
 // hashicorp/raft commits with the fastest follower and lets a slower

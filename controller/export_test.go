@@ -110,3 +110,37 @@ func (n *Node) RaftFirstIndex() uint64 {
 // Restores is how many snapshots the node's FSM restored since it
 // started (a follower that installed the leader's).
 func (n *Node) Restores() uint64 { return n.fsm.Stats().Restores }
+
+// PunchLogHole removes [from, to) of job id's output from the node's own
+// store, keeping what lies past to, as a node that missed those chunks
+// holds it; nothing repairs it (the cut's repair queue entry is taken
+// out again, and the repair hears only of applied rounds).
+func (n *Node) PunchLogHole(id, from, to uint64) error {
+	st := n.fsm.Store()
+	var keep []store.Chunk
+	for pos := to; ; {
+		chunks, err := st.ReadLog(id, pos, 0)
+		if err != nil {
+			return err
+		}
+		if len(chunks) == 0 {
+			break
+		}
+		keep = append(keep, chunks...)
+		last := chunks[len(chunks)-1]
+		pos = last.Offset + uint64(len(last.Data))
+	}
+	if _, err := st.Apply(&store.TruncateLog{Job: id, At: from}, &store.RepairDone{Job: id, At: from}); err != nil {
+		return err
+	}
+	for _, c := range keep {
+		if _, err := st.Apply(&store.Output{Job: id, Chunk: c}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// OutputStreaming reports whether a leader streams output to the node
+// now (outchan.Follower.Streaming); false without the output channel.
+func (n *Node) OutputStreaming() bool { return n.follower.Streaming() }

@@ -152,7 +152,9 @@ func clusterFaults(t *testing.T, bin, mode string) {
 	}
 	// kill-output-in-raft: the kills, with output in the raft rounds
 	// (-output-channel=false) instead of on the output channel. Every
-	// mode checks every node's own copy of each log (?stale=1).
+	// mode checks every node's own copy of each log (?stale=1), and a
+	// plain read through each node (which, with the channel, serves it
+	// from that copy).
 	var extra []string
 	if mode == "kill-output-in-raft" {
 		mode, extra = "kill", []string{"-output-channel=false"}
@@ -391,6 +393,13 @@ func clusterFaults(t *testing.T, bin, mode string) {
 			})
 			if sha256.Sum256(got) != want {
 				t.Errorf("job %d's log through %s: %q, want %q", s.id, p.name, got, s.out)
+			}
+			// A plain read: with the channel served by the node from its
+			// own copy, or forwarded while that copy lacks something;
+			// whole either way.
+			code, b, err := p.client.do("GET", fmt.Sprintf("/jobs/%d/logs", s.id), "")
+			if err != nil || code != 200 || sha256.Sum256(b) != want {
+				t.Errorf("job %d's log through %s (not stale): %d %q %v, want %q", s.id, p.name, code, b, err, s.out)
 			}
 		}
 	}

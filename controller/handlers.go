@@ -464,7 +464,7 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, p httprouter
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	for offset < stop {
-		chunks, err := s.st.ReadLog(id, offset, 1<<20)
+		chunks, _, err := s.readLog(id, offset, 1<<20)
 		if err != nil {
 			s.log.Error("reading log", "job", id, "error", err)
 			return

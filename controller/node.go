@@ -21,6 +21,7 @@ import (
 
 	"jobsuite/certs"
 	"jobsuite/controller/cluster"
+	"jobsuite/controller/hub"
 	"jobsuite/controller/outchan"
 	"jobsuite/controller/store"
 	"jobsuite/protocol"
@@ -107,6 +108,13 @@ type Node struct {
 	// closed (tests: a node stopped before it repaired).
 	repair     *outchan.Repairer
 	repairGate chan struct{}
+	// follower takes the leaders' output streams, whatever
+	// Config.OutputInRaft says.
+	follower *outchan.Follower
+	// logHub rings the log followers this node serves from its own copy
+	// (node_logs.go); logConns asks the leader for its applied index.
+	logHub   *hub.Hub
+	logConns *cluster.Conns
 	// lag is the follower-lag bound of this node's terms (node_lag.go).
 	lag *cluster.LagBound
 	// applyHook, if set, runs before each batch raft hands the FSM
@@ -177,7 +185,7 @@ func NewNode(cfg Config) (n *Node, err error) {
 	if err := refuseSingleStore(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	n = &Node{cfg: cfg, log: cfg.Logger, id: cert.Leaf.Subject.CommonName, pool: pool, wake: make(chan struct{}, 1), leaderGen: make(chan struct{}), lag: newLagBound(cfg)}
+	n = &Node{cfg: cfg, log: cfg.Logger, id: cert.Leaf.Subject.CommonName, pool: pool, wake: make(chan struct{}, 1), leaderGen: make(chan struct{}), lag: newLagBound(cfg), logHub: hub.New()}
 	var closers []func() error
 	defer func() {
 		if err != nil {
@@ -208,6 +216,7 @@ func NewNode(cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
 	closers = append(closers, n.fsm.Close)
+	n.follower = n.outputFollower()
 	walDir := filepath.Join(raftDir, "wal")
 	if cfg.RaftWALSegmentBytes > 0 {
 		n.wal, err = wal.Open(walDir, wal.WithSegmentSize(cfg.RaftWALSegmentBytes))
@@ -237,6 +246,7 @@ func NewNode(cfg Config) (n *Node, err error) {
 		Certificate: func() (*tls.Certificate, error) { return n.pki.cur.Load(), nil },
 		Check:       n.checkPeer,
 	}
+	n.logConns = n.ident.Kept()
 	// The output channel's follower side is served whatever
 	// Config.OutputInRaft says, like the repair.
 	n.mux = cluster.NewMux(ln, n.ident, n.log.Named("cluster"), cluster.ALPNRaft, cluster.ALPNCluster, cluster.ALPNOutput)
@@ -561,7 +571,7 @@ func (n *Node) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); _ = n.mux.Serve() }()
 	go func() { defer wg.Done(); _ = n.rpc.Serve(n.mux.Listener(cluster.ALPNCluster)) }()
 	wg.Add(2)
-	go func() { defer wg.Done(); _ = n.outputFollower().Serve(n.mux.Listener(cluster.ALPNOutput)) }()
+	go func() { defer wg.Done(); _ = n.follower.Serve(n.mux.Listener(cluster.ALPNOutput)) }()
 	go func() { defer wg.Done(); n.runRepair(ctx) }()
 	httpErr := make(chan error, 1)
 	go func() {
@@ -606,6 +616,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	_ = n.trans.Close()
 	_ = n.mux.Close()
+	n.logConns.Close()
 	cancel() // a failed join returns with ctx still live
 	wg.Wait()
 	if cerr := n.wal.Close(); cerr != nil && err == nil {

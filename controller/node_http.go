@@ -36,14 +36,21 @@ import (
 //
 // Reads are forwarded too, so every answer comes from the leader's
 // committed state; WebSocket log followers are proxied the same way and
-// resume by offset after a failover. The exception is a stale read
+// resume by offset after a failover. The exceptions: a stale read
 // (?stale=1 on GET /jobs, /jobs/:id, /jobs/:id/logs), which a follower
-// answers from its own store (node_stale.go).
+// answers from its own store (node_stale.go), and, with the output
+// channel, a job's log (GET /jobs/:id/logs, /ws/jobs/:id/logs), which a
+// follower serves from its own copy once it has applied what the leader
+// had (node_logs.go).
+//
+// Every answer a node gives itself says so in Jobsuite-Served-By (its
+// ID); a forwarded answer carries the leader's.
 
 // Headers between controllers.
 const (
 	hdrForwardedBy   = "Jobsuite-Forwarded-By"
 	hdrForwardedCert = "Jobsuite-Forwarded-Cert"
+	hdrServedBy      = "Jobsuite-Served-By"
 )
 
 // ServeHTTP serves the API: the leader's term Server answers, a
@@ -59,14 +66,28 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if what != "" {
 			n.staleness(w, true)
 		}
+		w.Header().Set(hdrServedBy, n.id)
 		t.srv.handler.ServeHTTP(w, r)
 		return
 	}
 	by := r.Header.Get(hdrForwardedBy)
-	if what != "" && by == "" && r.Header.Get(hdrForwardedCert) == "" {
+	direct := by == "" && r.Header.Get(hdrForwardedCert) == ""
+	if what != "" && direct {
+		w.Header().Set(hdrServedBy, n.id)
 		n.serveStale(w, r, what, id)
 		return
 	}
+	if ws, id, ok := logRead(r); ok && direct && !n.cfg.OutputInRaft {
+		n.serveLogs(w, r, ws, id) // node_logs.go
+		return
+	}
+	n.forward(w, r)
+}
+
+// forward answers r with the leader's answer, or 503 while there is
+// none.
+func (n *Node) forward(w http.ResponseWriter, r *http.Request) {
+	by := r.Header.Get(hdrForwardedBy)
 	if by != "" {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "controller %s forwarded this request here, but %s is not the leader either (leadership is changing); retry", by, n.id)

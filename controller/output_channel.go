@@ -73,16 +73,18 @@ func (s *Server) newOutputChannel(o outchan.LeaderOptions, call outchan.Caller) 
 type outputCollector struct{ l *outchan.Leader }
 
 var (
-	descOutputDurable = prometheus.NewDesc("jobsuite_cluster_output_durable_seq", "On the leader with -output-channel: the last chunk of this term's output that a quorum holds synced (LogAck and attempt ends follow it).", nil, nil)
-	descOutputLast    = prometheus.NewDesc("jobsuite_cluster_output_last_seq", "On the leader with -output-channel: the last chunk of this term's output it stored.", nil, nil)
-	descOutputLag     = prometheus.NewDesc("jobsuite_cluster_output_lag_chunks", "On the leader with -output-channel: chunks of this term's output each voter has not acknowledged as synced.", []string{"peer"}, nil)
-	descOutputBehind  = prometheus.NewDesc("jobsuite_cluster_output_behind", "On the leader with -output-channel: 1 if the voter fell out of the leader's 64 MiB resend buffer and no longer counts for the output quorum this term.", []string{"peer"}, nil)
+	descOutputDurable = prometheus.NewDesc("jobsuite_cluster_output_durable_seq", "On the leader (the output channel): the last chunk of this term's output that a quorum holds synced (LogAck and attempt ends follow it).", nil, nil)
+	descOutputLast    = prometheus.NewDesc("jobsuite_cluster_output_last_seq", "On the leader (the output channel): the last chunk of this term's output it stored.", nil, nil)
+	descOutputLag     = prometheus.NewDesc("jobsuite_cluster_output_lag_chunks", "On the leader (the output channel): chunks of this term's output each voter has not acknowledged as synced.", []string{"peer"}, nil)
+	descOutputLagB    = prometheus.NewDesc("jobsuite_cluster_output_lag_bytes", "On the leader (the output channel): bytes of this term's output the leader holds synced that each voter has not acknowledged as synced.", []string{"peer"}, nil)
+	descOutputBehind  = prometheus.NewDesc("jobsuite_cluster_output_behind", "On the leader (the output channel): 1 if the voter fell out of the leader's 64 MiB resend buffer and no longer counts for the output quorum this term.", []string{"peer"}, nil)
 )
 
 func (c outputCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descOutputDurable
 	ch <- descOutputLast
 	ch <- descOutputLag
+	ch <- descOutputLagB
 	ch <- descOutputBehind
 }
 
@@ -92,6 +94,7 @@ func (c outputCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descOutputLast, prometheus.GaugeValue, float64(last))
 	for peer, lag := range c.l.Lag() {
 		ch <- prometheus.MustNewConstMetric(descOutputLag, prometheus.GaugeValue, float64(lag.Seq), peer)
+		ch <- prometheus.MustNewConstMetric(descOutputLagB, prometheus.GaugeValue, float64(lag.Bytes), peer)
 		behind := 0.0
 		if lag.Behind {
 			behind = 1
@@ -240,6 +243,8 @@ func (n *Node) outputCall(ctx context.Context, addr, op string, body, out any) e
 }
 
 // outputFollower is the node's side of the streams leaders open to it.
+// Each chunk it stores rings the job's log followers on this node
+// (node_logs.go).
 func (n *Node) outputFollower() *outchan.Follower {
 	return outchan.NewFollower(outchan.FollowerOptions{
 		Replica: n.fsm,
@@ -250,10 +255,13 @@ func (n *Node) outputFollower() *outchan.Follower {
 			return 0
 		},
 		Logger: n.log.Named("output"),
+
+		Appended: n.logHub.Ring,
 	})
 }
 
-// outputRepairer is the node's repair of output it missed.
+// outputRepairer is the node's repair of output it missed; a job
+// repaired rings its log followers on this node.
 func (n *Node) outputRepairer() *outchan.Repairer {
 	return outchan.NewRepairer(outchan.RepairOptions{
 		Self:   n.id,
@@ -261,6 +269,8 @@ func (n *Node) outputRepairer() *outchan.Repairer {
 		Peers:  n.outputPeers,
 		Call:   n.outputCall,
 		Logger: n.log.Named("output"),
+
+		Repaired: n.logHub.Ring,
 	})
 }
 
@@ -307,8 +317,8 @@ func (n *Node) runRepair(ctx context.Context) {
 type repairCollector struct{ r *outchan.Repairer }
 
 var (
-	descRepairPending = prometheus.NewDesc("jobsuite_cluster_output_repair_pending", "With -output-channel: jobs in this node's output repair queue — ended attempts' output it has not yet checked for holes, or is fetching from its peers.", nil, nil)
-	descRepairedBytes = prometheus.NewDesc("jobsuite_cluster_output_repaired_bytes_total", "With -output-channel: bytes of output this node had missed and fetched from its peers since it started.", nil, nil)
+	descRepairPending = prometheus.NewDesc("jobsuite_cluster_output_repair_pending", "Cluster mode: jobs in this node's output repair queue — ended attempts' output it has not yet checked for holes, or is fetching from its peers.", nil, nil)
+	descRepairedBytes = prometheus.NewDesc("jobsuite_cluster_output_repaired_bytes_total", "Cluster mode: bytes of output this node had missed and fetched from its peers since it started.", nil, nil)
 )
 
 func (c repairCollector) Describe(ch chan<- *prometheus.Desc) {

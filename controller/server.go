@@ -346,6 +346,10 @@ type Server struct {
 	// (RecordRounds, for tests; set before Run).
 	rounds func(cmds []store.Command, results []store.Result)
 
+	// replica is set on the Server a cluster follower builds to serve a
+	// job's log from its own copy (node_logs.go); nil otherwise.
+	replica *replicaLogs
+
 	ownStore bool            // Run closes st when it ends (not a cluster node's term)
 	cluster  clusterView     // the node a term Server runs for; nil for a single controller
 	gate     func() bool     // agentConn.gate: the term's send gate; nil for a single controller

@@ -123,7 +123,11 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 		return
 	}
 	defer unsubscribe()
-	conn, err := upgrader.Upgrade(w, r, nil)
+	var hdr http.Header // the upgrade's answer is written by the upgrader
+	if by := w.Header().Get(hdrServedBy); by != "" {
+		hdr = http.Header{hdrServedBy: {by}}
+	}
+	conn, err := upgrader.Upgrade(w, r, hdr)
 	if err != nil {
 		return // the upgrader answered
 	}
@@ -197,8 +201,19 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 				if err := s.sendOutput(id, f); err != nil {
 					return
 				}
-				f.end(j)
-				return
+				if s.replica.holds(j, f) {
+					f.end(j)
+					return
+				}
+			}
+			if s.replica != nil {
+				// Nobody rings a follower node's hub when a round
+				// changes the job: look again.
+				recheck.Reset(wsStateEvery)
+				if s.replica.stalled(j, f, ended) {
+					f.retry(fmt.Sprintf("controller %s lacks job %d's output at %d; reconnect from there", s.replica.node, id, f.offset))
+					return
+				}
 			}
 		}
 		select {
@@ -221,9 +236,10 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 func (s *Server) sendOutput(id uint64, f *follower) error {
 	for f.offset < f.stop {
 		chunks, ok := s.hub.Read(id, f.offset, wsReadChunk)
+		f.gap = false
 		if !ok {
 			var err error
-			if chunks, err = s.st.ReadLog(id, f.offset, wsReadChunk); err != nil {
+			if chunks, f.gap, err = s.readLog(id, f.offset, wsReadChunk); err != nil {
 				return nil
 			}
 		}
@@ -257,6 +273,7 @@ type follower struct {
 	json   bool
 	offset uint64
 	carry  []byte // an incomplete UTF-8 sequence held for the next text message
+	gap    bool   // the last read stopped at a hole (a follower's own copy)
 
 	// stop is where the output sent ends: math.MaxUint64, or with
 	// ?attempt=N (only) the end of attempt N once it has ended.
@@ -484,6 +501,15 @@ func validUTF8(data []byte, emit func([]byte) (int, error)) error {
 		}
 	}
 	return nil
+}
+
+// retry closes the connection with 1013 (try again later) and reason:
+// a client resumes by offset, from another controller if it has several.
+func (f *follower) retry(reason string) {
+	if len(reason) > 120 {
+		reason = reason[:120]
+	}
+	_ = f.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, reason), time.Now().Add(wsWriteTimeout))
 }
 
 func (f *follower) end(j *store.Job) {

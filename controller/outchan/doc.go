@@ -37,6 +37,11 @@
 // ended on this node (store.ErrStale). It syncs like the leader and acks
 // the highest seq synced.
 //
+// The Leader's Lag tells, per follower, the chunks given that it has not
+// acknowledged and the bytes the leader holds synced that it has not
+// (each sender keeps the running byte sum of the chunks it sent until
+// they are acknowledged).
+//
 // # What a LogAck means
 //
 // The quorum-durable seq Q is the q-th highest of the leader's own
@@ -127,6 +132,17 @@
 // The output channel was off by default then, and a scan of every ended
 // job's log at start would read all stored output, so there is none.
 //
+// # Serving logs from every node
+//
+// Every node's store holds the output, so every node serves logs
+// (controller/node_logs.go). The Follower tells FollowerOptions.Appended
+// of each chunk it stored and the Repairer RepairOptions.Repaired of each
+// job it repaired: the node rings its log followers. Follower.Streaming
+// says whether a leader streams to this node now, the condition for
+// serving a running attempt's output from this copy; an ended attempt's
+// is served only without a hole (store.LogHole), else the read goes to
+// the leader.
+//
 // # Not built yet
 //
 //   - A follower that installs a snapshot keeps its seq acknowledgements
@@ -141,7 +157,8 @@
 //     sweep tries every such fill again every 2 s, and the attempt's
 //     lease has the restart grace (1¼ leases) before it can be lost, so
 //     this needs a fill failing for that long while a quorum is up.
-//   - A follower's hub is not rung on replicated appends, and a
-//     follower's log reads are forwarded to the leader as before (stale
-//     reads, ?stale=1, read its own copy).
+//   - A follower serves bytes of a running attempt that no quorum may
+//     have acknowledged yet (as the leader does): if the attempt is then
+//     lost and its log truncated, a client that resumes past that point
+//     reads the next attempt's bytes there.
 package outchan

@@ -115,6 +115,13 @@ func (f *Follower) serve(c net.Conn) error {
 	defer cancel()
 	done := make(chan struct{})
 	defer close(done)
+	defer func() {
+		f.mu.Lock()
+		if f.done == done {
+			f.cur = nil // no stream now (Streaming)
+		}
+		f.mu.Unlock()
+	}()
 	f.mu.Lock()
 	if f.cur != nil {
 		f.cur()
@@ -217,6 +224,16 @@ func (f *Follower) serve(c net.Conn) error {
 		default:
 		}
 	}
+}
+
+// Streaming reports whether a leader's stream is being served now: this
+// node's copy of running attempts' output grows as the leader's does.
+// Not while no leader streams to it (an election, this node leads) or
+// after the leader dropped it for falling out of its ring.
+func (f *Follower) Streaming() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cur != nil
 }
 
 // store writes a chunk once the round that dispatched its attempt is

@@ -65,11 +65,13 @@ type Leader struct {
 	mu      sync.Mutex
 	closed  bool
 	seq     uint64 // last seq given
+	total   uint64 // bytes given this term (through seq)
 	ring    []chunk
 	ringLen int // bytes of data in ring
 	// pending are the chunks not yet on a quorum, without their data.
 	pending []chunk
 	own     uint64 // own synced seq
+	ownSum  uint64 // bytes of the term through own
 	peers   map[string]*sender
 	quorum  int
 	durable uint64           // quorum-durable seq
@@ -87,11 +89,19 @@ type sender struct {
 	acked  uint64 // the follower's durable seq, as it last said
 	behind bool   // fell out of the ring: no longer counted (repair)
 	sent   uint64 // bytes sent in this term
-	cancel context.CancelFunc
+	// ackedSum is the bytes of the term through acked; unacked holds
+	// the seq and that sum of each chunk sent and not acknowledged yet,
+	// in seq order, for the acks to come (Lag's bytes).
+	ackedSum uint64
+	unacked  []seqSum
+	cancel   context.CancelFunc
 }
 
 // nextEpoch numbers the Leaders this process makes (wire.go, stream).
 var nextEpoch atomic.Uint64
+
+// seqSum is a chunk's seq and the bytes of the term through it.
+type seqSum struct{ seq, sum uint64 }
 
 // NewLeader returns the Leader of a term; Run starts it.
 func NewLeader(o LeaderOptions) *Leader {
@@ -208,7 +218,8 @@ func (l *Leader) Append(job uint64, attempt uint32, offset uint64, stream uint8,
 		return 0, err
 	}
 	l.seq++
-	c.seq = l.seq
+	l.total += uint64(len(data))
+	c.seq, c.sum = l.seq, l.total
 	l.ring = append(l.ring, c)
 	l.ringLen += len(data)
 	for l.ringLen > l.o.RingBytes && len(l.ring) > 1 {
@@ -256,15 +267,16 @@ func (l *Leader) Durable() (durable, last uint64) {
 	return l.durable, l.seq
 }
 
-// Lag returns, for each follower, the bytes of this term's output sent
-// to it that it has not acknowledged as durable, and whether it fell
-// out of the ring.
+// Lag returns, for each follower, how far behind the term's output it
+// acknowledged: the chunks given that it has not acknowledged as
+// durable, the bytes the leader holds durably (synced) that it has not,
+// and whether it fell out of the ring.
 func (l *Leader) Lag() map[string]PeerLag {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := make(map[string]PeerLag, len(l.peers))
 	for id, s := range l.peers {
-		out[id] = PeerLag{Seq: l.seq - min(s.acked, l.seq), Behind: s.behind}
+		out[id] = PeerLag{Seq: l.seq - min(s.acked, l.seq), Bytes: l.ownSum - min(s.ackedSum, l.ownSum), Behind: s.behind}
 	}
 	return out
 }
@@ -272,6 +284,7 @@ func (l *Leader) Lag() map[string]PeerLag {
 // PeerLag is one follower's lag behind the term's output.
 type PeerLag struct {
 	Seq    uint64 // chunks given but not acknowledged durable
+	Bytes  uint64 // bytes the leader synced that it has not acknowledged
 	Behind bool   // fell out of the ring: not counted for the quorum
 }
 
@@ -311,7 +324,7 @@ func (l *Leader) syncLoop(ctx context.Context) {
 		case <-l.dirty:
 		}
 		l.mu.Lock()
-		seq := l.seq
+		seq, sum := l.seq, l.total
 		l.mu.Unlock()
 		if err := l.o.Store().SyncOutput(); err != nil {
 			l.log.Error("output channel: syncing the store failed; output is not acknowledged", "error", err)
@@ -319,6 +332,7 @@ func (l *Leader) syncLoop(ctx context.Context) {
 		}
 		l.mu.Lock()
 		l.own = max(l.own, seq)
+		l.ownSum = max(l.ownSum, sum)
 		l.recompute()
 		l.mu.Unlock()
 	}
@@ -434,9 +448,14 @@ func (l *Leader) stream(ctx context.Context, s *sender) error {
 		buf = buf[:0]
 		n := 0
 		for ; i < len(l.ring) && len(buf) < 1<<20; i++ {
-			buf = appendChunk(buf, &l.ring[i])
+			c := &l.ring[i]
+			buf = appendChunk(buf, c)
 			n++
-			s.sent += uint64(len(l.ring[i].data))
+			s.sent += uint64(len(c.data))
+			// A chunk sent again after a reconnect is queued once.
+			if c.seq > s.acked && (len(s.unacked) == 0 || c.seq > s.unacked[len(s.unacked)-1].seq) {
+				s.unacked = append(s.unacked, seqSum{c.seq, c.sum})
+			}
 		}
 		l.mu.Unlock()
 		if _, err := conn.Write(buf); err != nil {
@@ -452,6 +471,12 @@ func (l *Leader) ackFrom(s *sender, durable uint64) {
 	defer l.mu.Unlock()
 	if durable > s.acked {
 		s.acked = min(durable, l.seq)
+		n := 0
+		for n < len(s.unacked) && s.unacked[n].seq <= s.acked {
+			s.ackedSum = s.unacked[n].sum
+			n++
+		}
+		s.unacked = s.unacked[:copy(s.unacked, s.unacked[n:])]
 		l.recompute()
 	}
 }

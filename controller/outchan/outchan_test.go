@@ -146,10 +146,11 @@ type cluster struct {
 	done      chan struct{}
 	followers []*Follower
 	peers     []Peer
+	appended  map[int]int // chunks each follower told Appended of (job 1's)
 }
 
 func newCluster(t *testing.T, nodes, q int) *cluster {
-	c := &cluster{q: q, done: make(chan struct{})}
+	c := &cluster{q: q, done: make(chan struct{}), appended: map[int]int{}}
 	var peers []Peer
 	for i := range nodes {
 		r := newReplica(t)
@@ -161,7 +162,13 @@ func newCluster(t *testing.T, nodes, q int) *cluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f := NewFollower(FollowerOptions{Replica: r, Term: func() uint64 { return 1 }})
+		f := NewFollower(FollowerOptions{Replica: r, Term: func() uint64 { return 1 }, Appended: func(job uint64) {
+			c.mu.Lock()
+			if job == 1 {
+				c.appended[i]++
+			}
+			c.mu.Unlock()
+		}})
 		c.followers = append(c.followers, f)
 		go func() { _ = f.Serve(ln) }()
 		t.Cleanup(func() { _ = ln.Close() })
@@ -237,6 +244,29 @@ func TestChannelReplicates(t *testing.T) {
 	for i, r := range c.reps {
 		if got := r.log(t, 1); got != want.String() {
 			t.Errorf("node %d holds %d bytes, want %d", i, len(got), want.Len())
+		}
+	}
+	// Each follower told of every chunk it stored (its node rings the
+	// job's log followers), and is streaming until the leader stops.
+	c.mu.Lock()
+	if c.appended[1] != 50 || c.appended[2] != 50 {
+		t.Errorf("Appended told of %v chunks of job 1, want 50 on nodes 1 and 2", c.appended)
+	}
+	c.mu.Unlock()
+	for i, f := range c.followers {
+		if !f.Streaming() {
+			t.Errorf("follower %d is not streaming while the leader runs", i+1)
+		}
+	}
+	c.cancel()
+	<-c.done
+	deadline := time.Now().Add(20 * time.Second)
+	for i, f := range c.followers {
+		for f.Streaming() {
+			if time.Now().After(deadline) {
+				t.Fatalf("follower %d still streaming after the leader stopped", i+1)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
 }
@@ -685,6 +715,20 @@ func TestSenderResumesAndFallsBehind(t *testing.T) {
 	wait(t, l, appendN(3)) // the quorum moves on without n2
 	if got := reps[1].log(t, 1); got != want.String() {
 		t.Fatalf("n1 holds %d bytes, want %d", len(got), want.Len())
+	}
+	// In bytes: n2 acknowledged the first 10 chunks (1000 bytes) of what
+	// the leader synced, n1 everything, once the leader's own sync and
+	// n1's last ack are in.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		lag := l.Lag()
+		if lag["n2"].Bytes == uint64(want.Len()-1000) && lag["n1"].Bytes == 0 && lag["n2"].Seq == uint64(want.Len()/100-10) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Lag() = %+v, want n2 %d bytes (%d chunks) behind, n1 none", lag, want.Len()-1000, want.Len()/100-10)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -45,6 +45,7 @@ type chunk struct {
 	stream  uint8
 	time    int64
 	data    []byte
+	sum     uint64 // on the leader: the bytes of the term through this chunk (not sent)
 }
 
 func (c *chunk) end() uint64 { return c.offset + uint64(len(c.data)) }

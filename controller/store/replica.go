@@ -158,11 +158,10 @@ func (c *TruncateLog) apply(r *round) (Result, error) {
 	if cutKey != nil {
 		_ = r.b.Set(cutKey, cut, nil)
 	}
-	if !beyond {
-		return Result{}, nil
-	}
-	if err := r.b.DeleteRange(logKey(c.Job, c.At), prefixEnd(prefix), nil); err != nil {
-		return Result{}, fmt.Errorf("job %d: truncate log: %w", c.Job, err)
+	if beyond {
+		if err := r.b.DeleteRange(logKey(c.Job, c.At), prefixEnd(prefix), nil); err != nil {
+			return Result{}, fmt.Errorf("job %d: truncate log: %w", c.Job, err)
+		}
 	}
 	// The latest end of the job's log is the one to repair up to (ends
 	// only grow: the next attempt starts where this one ended).
