@@ -378,7 +378,14 @@ func clusterFaults(t *testing.T, bin, mode string) {
 				break
 			}
 		}
-		want := sha256.Sum256([]byte(s.out))
+		// The job's log: each lost attempt's output up to its recorded
+		// end (a prefix of the job's deterministic output), then the
+		// completed attempt's whole output.
+		wantLog, ok := expectedLog(j.Attempts, s.out)
+		if !ok {
+			t.Errorf("job %d: attempts' log ranges %+v do not fit its output of %d bytes", s.id, j.Attempts, len(s.out))
+		}
+		want := sha256.Sum256([]byte(wantLog))
 		for _, p := range procs {
 			var got []byte
 			poll(t, fmt.Sprintf("job %d's log on %s", s.id, p.name), waitLimit, func() (bool, string) {
@@ -389,17 +396,17 @@ func clusterFaults(t *testing.T, bin, mode string) {
 				}
 				got = b
 				// A node's own copy may still be applying or repairing.
-				return sha256.Sum256(b) == want, fmt.Sprintf("%d of %d bytes", len(b), len(s.out))
+				return sha256.Sum256(b) == want, fmt.Sprintf("%d of %d bytes", len(b), len(wantLog))
 			})
 			if sha256.Sum256(got) != want {
-				t.Errorf("job %d's log through %s: %q, want %q", s.id, p.name, got, s.out)
+				t.Errorf("job %d's log through %s: %q, want %q", s.id, p.name, got, wantLog)
 			}
 			// A plain read: with the channel served by the node from its
 			// own copy, or forwarded while that copy lacks something;
 			// whole either way.
 			code, b, err := p.client.do("GET", fmt.Sprintf("/jobs/%d/logs", s.id), "")
 			if err != nil || code != 200 || sha256.Sum256(b) != want {
-				t.Errorf("job %d's log through %s (not stale): %d %q %v, want %q", s.id, p.name, code, b, err, s.out)
+				t.Errorf("job %d's log through %s (not stale): %d %q %v, want %q", s.id, p.name, code, b, err, wantLog)
 			}
 		}
 	}
@@ -672,4 +679,52 @@ func startClusterAgentProc(t *testing.T, bin, pki, dir, name, controllers string
 		"-ca", filepath.Join(pki, "ca.pem"), "-cert", filepath.Join(pki, name+".pem"), "-key", filepath.Join(pki, name+"-key.pem"),
 		"-slots", "4", "-state-dir", filepath.Join(dir, name+"-state"), "-drain-timeout", "0s", "-log-level", "info")
 	runAgentProc(t, cmd, logf, name)
+}
+
+// expectedLog is the log of a job whose every attempt writes out: each
+// attempt but the last ended (lost) somewhere in out, at the next
+// attempt's LogStart; the last completed with all of out. ok is false
+// when the ranges cannot be that.
+func expectedLog(attempts []api.AttemptView, out string) (string, bool) {
+	var b strings.Builder
+	for i, a := range attempts {
+		if a.LogStart != uint64(b.Len()) {
+			return "", false
+		}
+		if i == len(attempts)-1 {
+			b.WriteString(out)
+			break
+		}
+		n := attempts[i+1].LogStart - a.LogStart
+		if attempts[i+1].LogStart < a.LogStart || n > uint64(len(out)) {
+			return "", false
+		}
+		b.WriteString(out[:n])
+	}
+	return b.String(), true
+}
+
+func TestExpectedLog(t *testing.T) {
+	for name, c := range map[string]struct {
+		starts []uint64
+		want   string
+		ok     bool
+	}{
+		"one attempt":              {[]uint64{0}, "abc", true},
+		"a lost attempt cut early": {[]uint64{0, 2}, "ababc", true},
+		"a lost attempt with none": {[]uint64{0, 0}, "abc", true},
+		"a lost attempt whole":     {[]uint64{0, 3}, "abcabc", true},
+		"longer than the output":   {[]uint64{0, 4}, "", false},
+		"not starting at 0":        {[]uint64{1}, "", false},
+		"ranges going back":        {[]uint64{0, 2, 1}, "", false},
+	} {
+		var as []api.AttemptView
+		for i, s := range c.starts {
+			as = append(as, api.AttemptView{Number: uint32(i + 1), LogStart: s})
+		}
+		got, ok := expectedLog(as, "abc")
+		if got != c.want || ok != c.ok {
+			t.Errorf("%s: expectedLog = %q, %v; want %q, %v", name, got, ok, c.want, c.ok)
+		}
+	}
 }
