@@ -1,7 +1,6 @@
 package controller_test
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -9,11 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"jobsuite/agent"
 	"jobsuite/controller"
-	"jobsuite/transport"
 )
 
 // staleLog reads job id's log from node i's own store (?stale=1).
@@ -29,24 +25,8 @@ func staleLog(t *testing.T, c *nodeCluster, i int, id uint64) (int, []byte) {
 // whole output, exactly once, on every node — the stopped one too, once
 // it is back and has repaired what it missed.
 func TestOutputChannelFailover(t *testing.T) {
-	c := startNodes(t, 3)
+	c := channelCluster(t)
 	lead := c.leader()
-	var addrs []string
-	for _, cfg := range c.cfgs {
-		addrs = append(addrs, cfg.AgentAddr)
-	}
-	a, err := agent.New(agent.Config{
-		Controller: strings.Join(addrs, ","), TLS: files(c.dir, "agent-1"), Slots: 2, Transport: transport.ModeQUIC,
-		Logger: testLogger(t, "agent-1"), ReconnectMin: 50 * time.Millisecond, ReconnectMax: 200 * time.Millisecond,
-		StateDir: t.TempDir(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx, cancel := context.WithCancel(context.Background())
-	adone := make(chan struct{})
-	go func() { defer close(adone); _ = a.Run(actx) }()
-	t.Cleanup(func() { cancel(); <-adone })
 
 	// A short job: its log on every node, from each one's own store.
 	code, body := doWith(t, c.client, "POST", c.url(lead, "/jobs"), `{"command":"seq 1 3000"}`)
