@@ -280,9 +280,10 @@
 // cannot leave it stale). Not built yet (outchan's doc.go, "Not built
 // yet"): an inherited attempt lost before its gap fill finished (the
 // term's sweep retries it every 2 s within the attempt's restart grace)
-// is lost at what was filled by then; a follower that installs a
-// snapshot may have acknowledged chunks of a running attempt that the
-// install replaced.
+// is lost at what was filled by then. A follower that installs a
+// snapshot while a stream runs carries the output of running attempts
+// it stored after the snapshot's checkpoint into the new store
+// (cluster.FSM.Restore), so an install takes no acknowledged byte away.
 //
 // The follower-lag bound (design note 3.2; cluster/lag.go, node_lag.go):
 // hashicorp/raft commits with the fastest follower and lets a slower

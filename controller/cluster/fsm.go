@@ -243,6 +243,17 @@ func (f *FSM) Store() *store.Store {
 	return f.st
 }
 
+// ApplyOutput applies node-local output commands (the output channel's
+// store.ReplicaOutput) to the live store, under the lock Restore swaps
+// the store with: a chunk is written either to the store a restore
+// replaces, before the restore carries that store's output of running
+// attempts over (carryOutput), or to the new one — never lost between.
+func (f *FSM) ApplyOutput(cmds ...store.Command) ([]store.Result, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.Apply(cmds...)
+}
+
 // Applied returns the last raft log index (and its term) whose entry the
 // store holds.
 func (f *FSM) Applied() (index, term uint64) { return f.applied.Load(), f.term.Load() }

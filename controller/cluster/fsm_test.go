@@ -560,3 +560,59 @@ func TestRestoredHook(t *testing.T) {
 		t.Fatalf("Restored saw applied indexes %v, want [10]", seen)
 	}
 }
+
+// TestRestoreCarriesRunningOutput: output of running attempts that a
+// node stored (and may have acknowledged on the output channel) after
+// the snapshot it installs was taken is carried into the restored
+// store, so the install does not take acknowledged bytes away.
+func TestRestoreCarriesRunningOutput(t *testing.T) {
+	f, _ := openFSM(t, t.TempDir())
+	t0 := time.Unix(1_700_000_000, 0).UTC()
+	dispatched := func(id uint64) (create, dispatch *store.Transition) {
+		j := &store.Job{ID: id, Name: "j", Command: "true", State: store.Queued, CreatedAt: t0, QueuedAt: t0}
+		create = store.NewTransition(j, store.Event{Time: t0, Type: "submitted"})
+		d := j.Clone()
+		d.State = store.Running
+		d.Attempts = append(d.Attempts, store.Attempt{Number: 1, Agent: "a", DispatchedAt: t0})
+		return create, store.NewTransition(d, store.Event{Time: t0, Type: "running"})
+	}
+	out := func(id uint64, off uint64, data string) store.Command {
+		return &store.ReplicaOutput{Job: id, Attempt: 1, Chunk: store.Chunk{Offset: off, Stream: 1, Data: []byte(data), Time: t0}}
+	}
+	log := func(id uint64) string {
+		chunks, err := f.Store().ReadLog(id, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		for _, c := range chunks {
+			b.Write(c.Data)
+		}
+		return b.String()
+	}
+	c1, d1 := dispatched(1)
+	c2, d2 := dispatched(2)
+	if _, err := f.Store().Apply(c1, c2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Store().Apply(d1, d2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ApplyOutput(out(1, 0, "aaaa"), out(2, 0, "xx")); err != nil {
+		t.Fatal(err)
+	}
+	snap := snapshotOf(t, f)
+	// After the checkpoint both streams go on.
+	if _, err := f.ApplyOutput(out(1, 4, "bbbbbb"), out(1, 10, "cc"), out(2, 2, "yy")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Restore(nopCloser{bytes.NewReader(snap)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := log(1); got != "aaaabbbbbbcc" {
+		t.Errorf("job 1's log after the restore: %q, want the stream's bytes past the checkpoint carried", got)
+	}
+	if got := log(2); got != "xxyy" {
+		t.Errorf("job 2's log after the restore: %q", got)
+	}
+}

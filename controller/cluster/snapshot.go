@@ -145,6 +145,12 @@ func unwrap(rc io.ReadCloser) (meta raft.SnapshotMeta, tagged bool, dir string) 
 // it, and its configuration ("zc") the snapshot's, written durably
 // before the store goes live; otherwise (a bare raft.SnapshotStore) the
 // applied index is the one stored in the snapshot.
+//
+// Before the swap it carries over the output of attempts still running
+// in the new store that the old one holds past the new one's end
+// (carryOutput): a follower of the output channel stores and
+// acknowledges chunks beside raft, and those that came after the
+// checkpoint was taken must not go with the old store.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	meta, tagged, from := unwrap(rc)
@@ -193,6 +199,15 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 
 	f.mu.Lock()
+	// Output of attempts still running that this node stored after the
+	// snapshot's checkpoint was taken: the new store lacks it, and this
+	// node may have acknowledged it to the leader, which counted it for
+	// the quorum. It is carried over, synced, before the old store goes.
+	if carried, err := carryOutput(f.st, st); err != nil {
+		f.log.Error("carrying running attempts' output into the restored store failed; the repair fetches it when they end", "error", err)
+	} else if carried > 0 {
+		f.log.Info("carried running attempts' output into the restored store", "bytes", carried)
+	}
 	if err := f.link(gen); err != nil {
 		// The rename either happened or not: find out which store is live.
 		f.mu.Unlock()
@@ -324,4 +339,68 @@ func copyFile(from, to string) error {
 		err = out.Sync()
 	}
 	return errors.Join(err, out.Close())
+}
+
+// carryOutput copies into to the output from stores that to lacks of
+// the attempts still running in to: for each, the chunks from past the
+// end of to's copy of its job's log, if from's current attempt of the
+// job is the same one. store.ReplicaOutput refuses what to's record
+// does not allow. It syncs to and returns the bytes carried.
+func carryOutput(from, to *store.Store) (int64, error) {
+	jobs, err := to.Active()
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, j := range jobs {
+		c := j.Current()
+		if c == nil || c.Outcome != "" {
+			continue
+		}
+		old, err := from.Get(j.ID)
+		if err != nil || old == nil {
+			continue // the job is new to this node: nothing of it here
+		}
+		if oc := old.Current(); oc == nil || oc.Number != c.Number {
+			continue
+		}
+		end, err := to.LogEnd(j.ID)
+		if err != nil {
+			return n, err
+		}
+		for pos := end; ; {
+			chunks, err := from.ReadLog(j.ID, pos, 0)
+			if err != nil {
+				return n, err
+			}
+			var cmds []store.Command
+			for _, ch := range chunks {
+				if ch.Offset < pos { // the chunk holding pos: only its part past end
+					cut := pos - ch.Offset
+					if cut >= uint64(len(ch.Data)) {
+						continue
+					}
+					ch.Data, ch.Offset = ch.Data[cut:], pos
+				}
+				cmds = append(cmds, &store.ReplicaOutput{Job: j.ID, Attempt: c.Number, Chunk: ch})
+				pos = ch.Offset + uint64(len(ch.Data))
+			}
+			if len(cmds) == 0 {
+				break
+			}
+			res, err := to.Apply(cmds...)
+			if err != nil {
+				return n, err
+			}
+			for i, r := range res {
+				if r.Err == nil {
+					n += int64(len(cmds[i].(*store.ReplicaOutput).Chunk.Data))
+				}
+			}
+		}
+	}
+	if n > 0 {
+		return n, to.SyncOutput()
+	}
+	return n, nil
 }

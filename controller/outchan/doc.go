@@ -121,14 +121,15 @@
 //
 // What the queue does not cover: output of an attempt still running.
 // A node that installs a snapshot takes the leader's copy of it as of
-// the checkpoint; chunks the stream had stored in the replaced store
-// since then are gone with it, and the stream resends only what is
-// still in the leader's ring. The attempt's end will queue the job
-// (its TruncateLog comes after the snapshot, as a round this node
-// applies) and the repair fills those holes then; until then the node
-// serves a shorter copy, and it may have acknowledged chunks it no
-// longer holds (see "Not built yet"). Stores written before the queue
-// existed hold no keys: their unrepaired holes are not found at start.
+// the checkpoint; the chunks the stream stored in the replaced store
+// since then, which this node may have acknowledged, are carried over
+// into the new store before the old one goes (cluster's carryOutput,
+// under the lock the Follower's writes take: FSM.ApplyOutput), so an
+// install never takes acknowledged bytes away. What neither store had
+// (a hole from before) waits for the attempt's end: its TruncateLog
+// queues the job and the repair fills it. Stores written before the
+// queue existed hold no keys: their unrepaired holes are not found at
+// start.
 // The output channel was off by default then, and a scan of every ended
 // job's log at start would read all stored output, so there is none.
 //
@@ -145,13 +146,6 @@
 //
 // # Not built yet
 //
-//   - A follower that installs a snapshot keeps its seq acknowledgements
-//     of the term although the chunks that came on the stream before the
-//     install may be gone with the replaced store (above): until the
-//     attempt ends and the repair runs, that node counts for a quorum
-//     of bytes it lacks. Gap fill on a new leader asks for the end
-//     without a hole, so this matters only if the leader and the other
-//     node holding those bytes are lost together.
 //   - An attempt inherited by a new leader that is lost before its gap
 //     fill completed is lost at what was filled by then. The term's
 //     sweep tries every such fill again every 2 s, and the attempt's

@@ -21,6 +21,10 @@ import (
 // (cluster.FSM).
 type Replica interface {
 	Store() *store.Store
+	// ApplyOutput applies output commands to the live store, never to
+	// one a snapshot install is replacing after it carried its output
+	// over (cluster.FSM.ApplyOutput).
+	ApplyOutput(cmds ...store.Command) ([]store.Result, error)
 	Applied() (index, term uint64)
 	WaitApplied(ctx context.Context, index uint64) error
 }
@@ -244,7 +248,7 @@ func (f *Follower) store(ctx context.Context, c *chunk) error {
 	cmd := &store.ReplicaOutput{Job: c.job, Attempt: c.attempt, Chunk: store.Chunk{Offset: c.offset, Stream: c.stream, Data: c.data, Time: time.Unix(0, c.time).UTC()}}
 	for {
 		idx, _ := f.o.Replica.Applied()
-		res, err := f.o.Replica.Store().Apply(cmd)
+		res, err := f.o.Replica.ApplyOutput(cmd)
 		if err != nil {
 			return err
 		}

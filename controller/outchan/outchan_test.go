@@ -61,6 +61,9 @@ func newReplica(t *testing.T) *replica {
 }
 
 func (r *replica) Store() *store.Store { return r.st }
+func (r *replica) ApplyOutput(cmds ...store.Command) ([]store.Result, error) {
+	return r.st.Apply(cmds...)
+}
 func (r *replica) Applied() (uint64, uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
