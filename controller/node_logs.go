@@ -16,9 +16,10 @@ import (
 )
 
 // Logs from any node (issue 14, design note 8.5). With the output
-// channel (Config.OutputChannel) every node stores every job's output
-// as the leader streams it, so a follower serves GET /jobs/:id/logs and
-// /ws/jobs/:id/logs from its own copy instead of forwarding them, and
+// channel (the default; not with Config.OutputInRaft) every node stores
+// every job's output as the leader streams it, so a follower serves GET
+// /jobs/:id/logs and /ws/jobs/:id/logs from its own copy instead of
+// forwarding them, and
 // its WebSocket followers see output a few milliseconds behind the
 // leader's: the node's Follower rings this node's log hub (Node.logHub)
 // for each chunk it stores, and its Repairer for each job it repaired.

@@ -30,7 +30,7 @@ import (
 //	                    and its answer per connection: formation,
 //	                    status, output gap fill)
 //	jobsuite-output/1   the output channel's leader → follower stream
-//	                    (controller/outchan; only with -output-channel)
+//	                    (controller/outchan; every node serves it)
 //
 // The handshake runs on its own goroutine under a deadline, so a peer
 // that connects and says nothing holds a socket for handshakeTimeout,
