@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -264,8 +265,30 @@ func (s *Server) newOutbox(n *notifier) *webhook.Outbox {
 		Do: func(cmds ...store.Command) error {
 			// A command the store refuses (an event for a job pruned,
 			// or not finished yet) is not a failure: its Result says so.
-			b, _ := s.c.AddAll(cmds...)
-			return b.Wait()
+			b, first := s.c.AddAll(cmds...)
+			if err := b.Wait(); err != nil {
+				return err
+			}
+			// An event that met its job changed in the same round (two
+			// deliveries of one job recorded together) is appended in
+			// a round of its own.
+			res := b.Results()
+			for k, cmd := range cmds {
+				ev, ok := cmd.(*store.AppendEvent)
+				if !ok || first+k >= len(res) || !errors.Is(res[first+k].Err, store.ErrSameRound) {
+					continue
+				}
+				for range 3 {
+					r, err := s.c.Do(ev)
+					if err != nil {
+						return err
+					}
+					if !errors.Is(r.Err, store.ErrSameRound) {
+						break
+					}
+				}
+			}
+			return nil
 		},
 		Backoff:  func(tries int) time.Duration { return p.Delay(tries, s.notifyJitter()) },
 		MaxTries: s.cfg.NotifyMaxTries,

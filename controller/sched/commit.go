@@ -144,6 +144,13 @@ func (b *Batch) Wait() error {
 	return b.err
 }
 
+// Results returns the result of each command, in the order queued
+// (AddAll's index gives a caller's first); valid once Wait returned nil.
+func (b *Batch) Results() []store.Result {
+	<-b.done
+	return b.results
+}
+
 // Err returns the commit error of a batch that is done, without
 // waiting; nil while it is not done yet.
 func (b *Batch) Err() error {

@@ -21,6 +21,11 @@ var (
 	// does not come next in the stored history. The command's maker
 	// had a wrong idea of the store.
 	ErrConflict = errors.New("conflicts with the stored record")
+	// ErrSameRound (with ErrConflict) means an AppendEvent met a job
+	// that an earlier command of its round changed: the round cannot
+	// read that record yet. The same command in a later round applies
+	// (two deliveries of one job's notifications landing together).
+	ErrSameRound = errors.New("changed in the same round")
 	// ErrInvalid means the caller passed an argument the store refuses,
 	// such as a Transition without a job or an empty log chunk.
 	ErrInvalid = errors.New("invalid argument")

@@ -238,7 +238,7 @@ func (c *AppendEvent) apply(r *round) (Result, error) {
 	if _, ok := r.jobs[c.Job]; ok {
 		// The batch is not readable: a record this round wrote is not
 		// in Pebble yet. Never the case for a finished job.
-		return Result{Err: fmt.Errorf("store: event of job %d: %w: changed in the same round", c.Job, ErrConflict)}, nil
+		return Result{Err: fmt.Errorf("store: event of job %d: %w: %w", c.Job, ErrConflict, ErrSameRound)}, nil
 	}
 	j, err := getJob(r.s.db, c.Job)
 	if errors.Is(err, ErrNotFound) {

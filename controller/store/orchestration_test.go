@@ -259,8 +259,23 @@ func TestAppendEvent(t *testing.T) {
 	cancelled := other.Clone()
 	cancelled.State, cancelled.FinishedAt = Cancelled, t0
 	res, err := s.Apply(NewTransition(cancelled, Event{Type: "cancelled"}), &AppendEvent{Job: other.ID, Event: ev})
-	if err != nil || res[0].Err != nil || !errors.Is(res[1].Err, ErrConflict) {
-		t.Errorf("same round: %v, %+v; want the event refused", err, res)
+	if err != nil || res[0].Err != nil || !errors.Is(res[1].Err, ErrConflict) || !errors.Is(res[1].Err, ErrSameRound) {
+		t.Errorf("same round: %v, %+v; want the event refused with ErrSameRound", err, res)
+	}
+	// Two events of one finished job in one round (two deliveries
+	// recorded together): the second is refused as ErrSameRound, and
+	// applies in a round of its own.
+	res, err = s.Apply(&AppendEvent{Job: other.ID, Event: ev}, &AppendEvent{Job: other.ID, Event: ev})
+	if err != nil || res[0].Err != nil || !errors.Is(res[1].Err, ErrSameRound) {
+		t.Errorf("two events in a round: %v, %+v; want the second refused with ErrSameRound", err, res)
+	}
+	if err := applyErr(s, &AppendEvent{Job: other.ID, Event: ev}); err != nil {
+		t.Errorf("the event again in a round of its own: %v", err)
+	}
+	// An event of a job not finished is not ErrSameRound: retrying it
+	// would not help.
+	if err := applyErr(s, &AppendEvent{Job: 999999, Event: ev}); errors.Is(err, ErrSameRound) {
+		t.Errorf("event of an unknown job = %v, not ErrSameRound", err)
 	}
 	if err := applyErr(s, &AppendEvent{Job: other.ID}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("event without a type = %v, want ErrInvalid", err)
