@@ -205,6 +205,7 @@ func TestUIBrowser(t *testing.T) {
 	// The browser trusts the controller's key, and nothing else beyond
 	// its own roots, for the direct part of the test.
 	b := startBrowser(t, chromium, "--ignore-certificate-errors-spki-list="+spkiHash(t, c))
+	b.diag = func() string { return "the proxy's last requests: " + px.last(12) }
 	base := px.url
 
 	// The jobs page, loaded before any job exists.
@@ -435,8 +436,14 @@ func TestUIBrowser(t *testing.T) {
 		document.querySelector('#hosts tr[data-key="%d"] .badge').textContent === 'completed' &&
 		document.querySelector('#hosts tr[data-key="%d"] td:nth-child(4)').textContent === '0'`, child, child, child))
 	b.screenshot("fanout.png")
+	// The child's log WebSocket: the proxy swallows its first handshake,
+	// which the page gives up on and tries again.
+	px.stick(fmt.Sprintf("/ws/jobs/%d/logs", child))
 	b.click(fmt.Sprintf(`#hosts tr[data-key="%d"] td:nth-child(2) a`, child))
 	b.waitJS("the child's page and log", fmt.Sprintf(`location.search === '?id=%d' && document.getElementById('log').textContent.includes('from agent-1')`, child))
+	if p := px.last(1000); !strings.Contains(p, fmt.Sprintf("/ws/jobs/%d/logs (swallowed)", child)) {
+		t.Errorf("the child's first log handshake was not swallowed; the proxy saw: %s", p)
+	}
 
 	if errs := b.failures(); len(errs) > 0 {
 		t.Errorf("the browser reported errors:\n%s", strings.Join(errs, "\n"))
@@ -595,6 +602,9 @@ type uiProxy struct {
 	url string
 	mu  sync.Mutex
 	log []proxied
+	// swallow holds paths whose next request the proxy takes and never
+	// answers (until the browser gives up on it): a stuck handshake.
+	swallow map[string]bool
 }
 
 type proxied struct {
@@ -629,10 +639,44 @@ func startUIProxy(t *testing.T, c *cluster) *uiProxy {
 		},
 		Transport: &http.Transport{TLSClientConfig: certs.ClientTLS(pool, cert, "127.0.0.1", "http/1.1")},
 	}
-	srv := httptest.NewServer(rp)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		stuck := p.swallow[r.URL.Path]
+		delete(p.swallow, r.URL.Path)
+		if stuck {
+			p.log = append(p.log, proxied{path: r.URL.Path + " (swallowed)"})
+		}
+		p.mu.Unlock()
+		if stuck {
+			<-r.Context().Done()
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 	p.url = srv.URL
 	return p
+}
+
+// stick makes the proxy swallow the next request for path.
+func (p *uiProxy) stick(path string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.swallow == nil {
+		p.swallow = map[string]bool{}
+	}
+	p.swallow[path] = true
+}
+
+// last lists the paths of the newest n requests proxied.
+func (p *uiProxy) last(n int) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var paths []string
+	for _, r := range p.log[max(0, len(p.log)-n):] {
+		paths = append(paths, r.path)
+	}
+	return strings.Join(paths, " ")
 }
 
 // mark and since return the requests proxied after a point.
@@ -664,6 +708,10 @@ type browser struct {
 	calls   map[int64]chan cdpMessage
 	errs    []string // exceptions and policy violations
 	dialogT []string // texts of the dialogs accepted
+
+	// diag, if set, adds to a waitJS timeout's report (the requests a
+	// proxy saw, say).
+	diag func() string
 }
 
 type cdpMessage struct {
@@ -1011,9 +1059,13 @@ func (b *browser) waitJS(what, expr string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	text, _ := b.eval(`document.body ? location.href + '\n' + document.body.innerText.slice(0, 3000) : location.href`)
+	// The log's state line first: a report cut short keeps it.
+	text, _ := b.eval(`document.body ? location.href + '\nlog state: ' + (document.getElementById('log-state') || {}).textContent + '\n' + document.body.innerText.slice(0, 3000) : location.href`)
 	var s string
 	json.Unmarshal(text, &s)
+	if b.diag != nil {
+		s = b.diag() + "\n" + s
+	}
 	b.screenshot("failure.png")
 	b.t.Fatalf("timed out waiting for %s (%s; last error %v); errors %q; the page:\n%s", what, expr, lastErr, b.failures(), s)
 }

@@ -190,6 +190,9 @@ function logState(text, cls) {
   s.className = 'log-state ' + (cls || '');
 }
 
+// openTimeout bounds a WebSocket handshake (ms).
+const openTimeout = 10000;
+
 function connect() {
   if (gone) return;
   if (socket) socket.close();
@@ -198,7 +201,16 @@ function connect() {
   const ws = new WebSocket(wsURL('/ws/jobs/' + id + '/logs?' + q));
   socket = ws;
   logState(view.offset ? 'reconnecting…' : 'connecting…');
-  ws.onopen = () => logState('live', 'live');
+  // A handshake that never completes (a proxy or network that swallows
+  // it) would leave the log "connecting…" for good: give up on it after
+  // openTimeout; onclose then retries as for a dropped connection.
+  const opening = setTimeout(() => {
+    if (ws.readyState === WebSocket.CONNECTING) ws.close();
+  }, openTimeout);
+  ws.onopen = () => {
+    clearTimeout(opening);
+    logState('live', 'live');
+  };
   ws.onmessage = (ev) => {
     let m;
     try {
@@ -223,6 +235,7 @@ function connect() {
     }
   };
   ws.onclose = () => {
+    clearTimeout(opening);
     if (socket !== ws || ended || gone) return;
     socket = null;
     // Dropped before the end (controller restart, network): resume from
