@@ -106,9 +106,10 @@ type Member struct {
 	// this member for a change of leader (PROTOCOL.md §2.4); usually
 	// spread over the followers.
 	WatchSessions int `json:"watch_sessions,omitempty"`
-	// Output is how the member sends agents' output to the others when
-	// it leads: "channel" (the default) or "raft" (-output-channel=false,
-	// for measurements). Every member must say the same.
+	// Output is how the member would send agents' output to the others
+	// if it led: "channel" (the default) or "raft" (-output-channel=false,
+	// for measurements, and only while the cluster never used the
+	// channel: after that every member says "channel").
 	Output string `json:"output,omitempty"`
 	// Error says why an unreachable member did not answer.
 	Error string `json:"error,omitempty"`

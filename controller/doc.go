@@ -227,12 +227,16 @@
 // (BENCHMARKS.md, "Issue 14: output in the raft log vs a channel of its
 // own" and row 9d-oc), a channel of its own beside raft carried
 // 1.4–1.8× the bytes per second at 0.56–0.75× the CPU per GiB, so the
-// channel is the default. The setting must be the same on every node:
-// a leader that sends output in the rounds cannot fill the gap of an
-// attempt whose output an earlier leader sent on the channel. Nodes
-// report it in their status (operator members, OUTPUT) and a leader
-// logs a voter whose setting differs; every node serves the channel's
-// follower side and its repair whatever its own setting.
+// channel is the default. The setting is meant to be the same on every
+// node, and it holds only while the cluster never used the channel: a
+// leader that sends output in the rounds cannot fill the gap of an
+// attempt whose output an earlier leader sent on the channel, so the
+// first leader that uses the channel commits a mark
+// (store.UseOutputChannel) before it takes any output, and every later
+// leader uses the channel whatever its setting (Node.termOutput, with a
+// warning). Nodes report how they would send (operator members, OUTPUT)
+// and a leader logs a voter that differs; every node serves the
+// channel's follower side and its repair whatever its own setting.
 //
 // The output channel is controller/outchan (output_channel.go here). A
 // term Server hands each LogChunk its job stream accepts (attempt current,

@@ -766,7 +766,16 @@ func (n *Node) establish(ctx context.Context, r *raft.Raft, t uint64) {
 	log := cluster.NewLog(r).Bounded(tctx, n.lag)
 	deps := &serverDeps{st: n.fsm.Store(), log: log, pki: n.pki, agents: agents, cluster: n, gate: gate.ok,
 		term: t, members: n.agentMembers}
-	if !cfg.OutputInRaft {
+	channel, err := n.termOutput(r)
+	if err != nil {
+		cancel()
+		if r.State() == raft.Leader && r.CurrentTerm() == t {
+			n.log.Error("new leader could not record how it sends output; handing leadership on", "term", t, "error", err)
+			_ = r.LeadershipTransfer().Error()
+		}
+		return
+	}
+	if channel {
 		o := n.outputOptions(t)
 		deps.output, deps.outputCall = &o, n.outputCall
 	}
@@ -795,6 +804,43 @@ func (n *Node) establish(ctx context.Context, r *raft.Raft, t uint64) {
 	}()
 	n.term.Store(tm)
 	n.log.Info("leading", "term", t, "ready_after", time.Since(start).Round(time.Millisecond))
+}
+
+// termOutput says whether this node, leading, sends agents' output on
+// the output channel (controller/outchan) or in the raft rounds. The
+// channel is the default; Config.OutputInRaft asks for the rounds, but
+// once any leader of the cluster has used the channel the store says so
+// (store.UseOutputChannel) and every later leader uses it too: a leader
+// sending in the rounds has no gap fill, so it would take an inherited
+// attempt's stream short of what an earlier leader acknowledged on the
+// channel. A leader about to use the channel for the first time commits
+// the mark before it takes any output (the barrier ran: the store is
+// up to date). So the setting is the cluster's, fixed by whichever
+// leader first uses the channel; a node set otherwise says so.
+func (n *Node) termOutput(r *raft.Raft) (channel bool, err error) {
+	marked, err := n.fsm.Store().OutputChannel()
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case n.cfg.OutputInRaft && !marked:
+		return false, nil
+	case n.cfg.OutputInRaft:
+		n.log.Warn("-output-channel=false is ignored: an earlier leader of this cluster sent output on the output channel, and only the channel's gap fill finds the output it acknowledged; a cluster sends output in the raft rounds only if it never used the channel")
+	case !marked:
+		p, err := cluster.NewLog(r).Propose([]store.Command{&store.UseOutputChannel{}}, nil)
+		if err != nil {
+			return false, err
+		}
+		res, err := p.Wait()
+		if err == nil && len(res) == 1 {
+			err = res[0].Err
+		}
+		if err != nil {
+			return false, fmt.Errorf("committing the output channel's mark: %w", err)
+		}
+	}
+	return true, nil
 }
 
 // sendGate fences a deposed leader (design note section 7): a Dispatch

@@ -87,7 +87,7 @@ func (n *Node) watchLag(ctx context.Context, r *raft.Raft) {
 							warned[id] = true
 							mu.Unlock()
 							if first {
-								n.log.Error("a voter sends output differently when it leads: set -output-channel the same on every controller (a leader sending output in the raft rounds cannot fill the gap of an attempt whose output came on the channel)", "peer", id, "peer_output", st.Output, "output", n.outputMode())
+								n.log.Warn("a voter would send output differently if it led: set -output-channel the same on every controller (once a leader sends output on the channel, every later leader does, whatever its setting)", "peer", id, "peer_output", st.Output, "output", n.outputMode())
 							}
 						}
 					}

@@ -66,18 +66,23 @@ type memberStatus struct {
 	LastContact  *float64 `json:"last_contact_seconds,omitempty"`
 	Addrs        NodeAddrs
 	Watches      int `json:"watch_sessions,omitempty"`
-	// Output is how the node, as leader, sends output to the others:
-	// "channel" or "raft" (Config.OutputInRaft). Empty from a node
+	// Output is how the node, as leader, would send output to the
+	// others: "channel" or "raft" (Config.OutputInRaft, unless the
+	// cluster has used the channel: Node.termOutput). Empty from a node
 	// older than the setting's default.
 	Output string `json:"output,omitempty"`
 }
 
-// outputMode is this node's memberStatus.Output.
+// outputMode is this node's memberStatus.Output: how it would send
+// output if it led now (termOutput).
 func (n *Node) outputMode() string {
-	if n.cfg.OutputInRaft {
-		return "raft"
+	if !n.cfg.OutputInRaft {
+		return "channel"
 	}
-	return "channel"
+	if on, err := n.fsm.Store().OutputChannel(); err == nil && on {
+		return "channel"
+	}
+	return "raft"
 }
 
 // status is this node's memberStatus.

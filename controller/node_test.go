@@ -141,6 +141,21 @@ func (c *nodeCluster) leader() int {
 	return lead
 }
 
+// leadBy restarts the leader until node i leads (elections pick at
+// random: a few rounds).
+func (c *nodeCluster) leadBy(i int) {
+	c.t.Helper()
+	for range 20 {
+		lead := c.leader()
+		if lead == i {
+			return
+		}
+		c.stop(lead)
+		c.start(lead)
+	}
+	c.t.Fatalf("ctl-%d did not win an election in 20", i+1)
+}
+
 // other returns a running node that is not i.
 func (c *nodeCluster) other(i int) int {
 	for j := range c.nodes {

@@ -105,23 +105,47 @@ func TestOutputChannelFailover(t *testing.T) {
 	}
 }
 
-// TestOutputSettingShown: each member reports how it sends output when
-// it leads, so `operator members` shows a node whose -output-channel
-// differs from the others'. The channel is the default; the third node
-// here runs with -output-channel=false.
-func TestOutputSettingShown(t *testing.T) {
-	n := 0
-	c := startNodesWith(t, 3, func(cfg *controller.Config) {
-		n++
-		cfg.OutputInRaft = n == 3
-	})
+// TestOutputChannelSticky: each member reports how it would send output
+// if it led (`operator members`, OUTPUT). A cluster whose nodes all run
+// with -output-channel=false sends output in the raft rounds and says
+// "raft"; once a node set to the channel has led, the store records it,
+// and every node, the ones set to the rounds included, says "channel"
+// and uses the channel when it leads (its metrics have the channel's
+// gauges): a leader in the rounds could not fill the gap of an
+// attempt an earlier leader acknowledged on the channel.
+func TestOutputChannelSticky(t *testing.T) {
+	c := startNodesWith(t, 3, func(cfg *controller.Config) { cfg.OutputInRaft = true })
+	members := func(want map[string]string) {
+		t.Helper()
+		poll(t, fmt.Sprintf("members' output settings %v", want), waitLimit, func() (bool, string) {
+			got := map[string]string{}
+			for _, m := range nodeMembers(t, c, c.leader()) {
+				got[m.ID] = m.Output
+			}
+			return fmt.Sprint(got) == fmt.Sprint(want), fmt.Sprint(got)
+		})
+	}
+	members(map[string]string{"ctl-1": "raft", "ctl-2": "raft", "ctl-3": "raft"})
+	if _, ok := scrape(t, c.nodes[c.leader()].MetricsAddr())["jobsuite_cluster_output_durable_seq"]; ok {
+		t.Fatal("a leader set to send output in the rounds runs the output channel in a cluster that never used it")
+	}
+
+	// ctl-1 restarts set to the channel; it leads at some point (a leader
+	// that is not ctl-1 is restarted until ctl-1 wins an election).
+	c.stop(0)
+	c.cfgs[0].OutputInRaft = false
+	c.start(0)
+	members(map[string]string{"ctl-1": "channel", "ctl-2": "raft", "ctl-3": "raft"})
+	c.leadBy(0)
+	members(map[string]string{"ctl-1": "channel", "ctl-2": "channel", "ctl-3": "channel"})
+
+	// ctl-1 goes: the leader after it, set to the rounds, uses the
+	// channel all the same.
+	c.stop(0)
 	lead := c.leader()
-	want := map[string]string{"ctl-1": "channel", "ctl-2": "channel", "ctl-3": "raft"}
-	poll(t, "every member's output setting", waitLimit, func() (bool, string) {
-		got := map[string]string{}
-		for _, m := range nodeMembers(t, c, lead) {
-			got[m.ID] = m.Output
-		}
-		return fmt.Sprint(got) == fmt.Sprint(want), fmt.Sprint(got)
+	poll(t, "the channel's gauges on the new leader", waitLimit, func() (bool, string) {
+		m := scrape(t, c.nodes[lead].MetricsAddr())
+		_, ok := m["jobsuite_cluster_output_durable_seq"]
+		return ok, fmt.Sprintf("ctl-%d's metrics have no jobsuite_cluster_output_durable_seq", lead+1)
 	})
 }

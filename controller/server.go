@@ -149,13 +149,16 @@ type Config struct {
 	// agents' output to the followers inside the raft rounds, as the
 	// first cluster version did, instead of on the output channel beside
 	// raft (controller/outchan), which every cluster uses by default.
-	// It is kept for measurements (bench row 9d against 9d-oc) and must
-	// be the same on every node: a leader that sends output in the
+	// It is kept for measurements (bench row 9d-raft against 9d) and is
+	// meant to be the same on every node. It only holds while the
+	// cluster never used the channel: a leader that sends output in the
 	// rounds cannot fill the gap of an attempt whose output an earlier
-	// leader sent on the channel. Nodes report it to each other (the
-	// leader logs a mismatch; `operator members` shows it, OUTPUT).
-	// Every node serves the channel's follower side and repair whatever
-	// its own setting.
+	// leader sent on the channel, so the first leader to use the channel
+	// records that in the store and every later leader uses it too
+	// (Node.termOutput, store.UseOutputChannel). Nodes report how they
+	// would send (`operator members`, OUTPUT; the leader logs a
+	// difference). Every node serves the channel's follower side and
+	// repair whatever its own setting.
 	OutputInRaft bool
 
 	// Cluster mode (node.go, issue 14). ClusterAddr, when set, makes the

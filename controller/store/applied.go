@@ -129,3 +129,41 @@ func (s *Store) Checkpoint(dir string) error {
 	}
 	return nil
 }
+
+// outputChannelKey ("zo") marks a replicated store whose cluster has
+// sent agents' output on the output channel (controller/outchan).
+var outputChannelKey = []byte{prefixCluster, 'o'}
+
+// UseOutputChannel records, for good, that the cluster's leaders send
+// agents' output on the output channel beside the replicated log rather
+// than in its rounds. A leader that sends on the channel commits it
+// before it takes any output, and a leader set to send output in the
+// rounds (controller Config.OutputInRaft) uses the channel all the same
+// once the store says so: only the channel's gap fill finds the
+// acknowledged output an earlier leader sent on it. It travels in a
+// round (type 23) like any replicated command.
+type UseOutputChannel struct{}
+
+func (c *UseOutputChannel) check() error { return nil }
+
+func (c *UseOutputChannel) apply(r *round) (Result, error) {
+	_ = r.b.Set(outputChannelKey, []byte{1}, nil)
+	return Result{}, nil
+}
+
+// OutputChannel reports whether UseOutputChannel was applied.
+func (s *Store) OutputChannel() (bool, error) {
+	if !s.acquire() {
+		return false, fmt.Errorf("store: output channel mark: %w", ErrClosed)
+	}
+	defer s.mu.RUnlock()
+	_, closer, err := s.db.Get(outputChannelKey)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: output channel mark: %w", err)
+	}
+	closer.Close()
+	return true, nil
+}

@@ -129,6 +129,8 @@
 //	                                             and the index of the entry that set it
 //	                                             (SetConfiguration); absent in a single
 //	                                             controller's store
+//	"zo"                                         1: the cluster sends output on the output
+//	                                             channel, for good (UseOutputChannel)
 //
 // The "c" prefix is retired: schema 3 kept the controller's secrets
 // there, and Open moves them out (below). No other prefix may reuse it.
@@ -179,7 +181,8 @@
 // 8 UseJoinToken, 9 DeleteJoinToken, 10 PruneJoinTokens, 11 AppendAudit,
 // 12 PruneAudit, 13 PruneJobs, 14 PutSchedule, 15 DeleteSchedule,
 // 16 PutDelivery, 17 DeleteDelivery, 18 PutAgent, 19 DeleteAgent,
-// 20 SetNotifySecret, 21 AppendEvent, 22 TruncateLog; 0 is none. Numbers are only added, never
+// 20 SetNotifySecret, 21 AppendEvent, 22 TruncateLog, 23 UseOutputChannel;
+// 0 is none. Numbers are only added, never
 // reused or renumbered, whatever happens to a command later. Command
 // bytes: a Transition is the job record's JSON and the event's JSON, each
 // after its length (uvarint), then 0, or 1 and the audit entry's JSON to

@@ -61,6 +61,7 @@ const (
 	typeSetNotifySecret  = 20
 	typeAppendEvent      = 21
 	typeTruncateLog      = 22
+	typeUseOutputChannel = 23
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -189,6 +190,9 @@ func appendCommand(dst []byte, c Command, sc *roundScratch) ([]byte, error) {
 		b, err = json.Marshal(c)
 	case *AppendEvent:
 		typ = typeAppendEvent
+		b, err = json.Marshal(c)
+	case *UseOutputChannel:
+		typ = typeUseOutputChannel
 		b, err = json.Marshal(c)
 	default:
 		return dst, fmt.Errorf("%w: %T has no command type number and cannot travel in a round", ErrInvalid, c)
@@ -362,6 +366,8 @@ func decodeCommand(typ byte, b []byte) (Command, error) {
 		c = new(AppendEvent)
 	case typeTruncateLog:
 		c = new(TruncateLog)
+	case typeUseOutputChannel:
+		c = new(UseOutputChannel)
 	default:
 		return nil, errUnknownType
 	}

@@ -71,6 +71,7 @@ func sampleRounds(first uint64) [][]Command {
 			&PutAgent{Agent: Agent{Name: "web-1", Labels: map[string]string{"role": "web"}, Slots: 4, FirstSeen: at, LastSeen: at}},
 			&DeleteAgent{Name: "nobody"},
 			&SetNotifySecret{Secret: bytes.Repeat([]byte{7}, 32)},
+			&UseOutputChannel{},
 		},
 		{&PruneJobs{IDs: []uint64{first, first + 1, 1 << 60}}},
 	}
@@ -329,6 +330,31 @@ func TestConfiguration(t *testing.T) {
 	}
 	if data, i, err := openAt(t, dir).Configuration(); err != nil || string(data) != "nine" || i != 9 {
 		t.Fatalf("the checkpoint's Configuration = %q, %d, %v; want nine at 9", data, i, err)
+	}
+}
+
+// TestUseOutputChannel: the mark is absent in a new store, set for good
+// by UseOutputChannel (applied twice, it stays), and carried by a
+// checkpoint.
+func TestUseOutputChannel(t *testing.T) {
+	s := open(t)
+	if on, err := s.OutputChannel(); err != nil || on {
+		t.Fatalf("OutputChannel of a new store = %v, %v; want false", on, err)
+	}
+	for range 2 {
+		if err := applyAll(s, &UseOutputChannel{}); err != nil {
+			t.Fatal(err)
+		}
+		if on, err := s.OutputChannel(); err != nil || !on {
+			t.Fatalf("OutputChannel after UseOutputChannel = %v, %v; want true", on, err)
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "cp")
+	if err := s.Checkpoint(dir); err != nil {
+		t.Fatal(err)
+	}
+	if on, err := openAt(t, dir).OutputChannel(); err != nil || !on {
+		t.Fatalf("the checkpoint's OutputChannel = %v, %v; want true", on, err)
 	}
 }
 
