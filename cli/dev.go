@@ -56,9 +56,10 @@ Usage: jobsuite dev [-dir DIR] [-agents N] [-slots N] [-controllers N] [-http AD
   consecutive ports from -http and -listen (8443-8445 and 7443-7445 by
   default), with their cluster ports 100 above the agent ports; each keeps
   its data in DIR/node-N, the agents and the CLI know all of them, and the
-  agents follow the leader. Stopping one of them (operator remove-peer is
-  not needed for that) is how to watch a failover; a single controller's
-  DIR/data is left alone.
+  agents follow the leader. They share this one process, which stops
+  them together: to watch a failover, run the controllers as processes
+  of their own (README "Running a cluster") and stop the leader. A
+  single controller's DIR/data is left alone.
 
   Only one 'jobsuite dev' may use DIR at a time; a second one says which
   process holds it. With -agents 0 only the controller runs (until

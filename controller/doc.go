@@ -138,14 +138,18 @@
 //     controller's own, key by key) and are never modified once queued.
 //
 // What a replica must do with them: apply every round, in log order,
-// each as one batch through store.ApplyNoWait, and nothing else to its
-// store (Open's schema version is the only other write). Node-local
+// each as one batch through store.ApplyNoWait. The other writes to a
+// replica's store are Open's schema version, the output the output
+// channel brings (store.ReplicaOutput, in a cluster by default) and the
+// node's own repair bookkeeping (store.RepairDone); see Cluster mode.
+// Node-local
 // state stays node-local: the QUIC stateless-reset key is a file under
 // node/ in the data directory, not a key, and the store's memory of
 // unfinished jobs (store.head) and its finished count are rebuilt from
-// the store by each node. Output is >99% of the bytes; its commands
-// ride the rounds like the others, in a cluster too (see Cluster mode
-// for why, and what it costs).
+// the store by each node. Output is >99% of the bytes: a single
+// controller's output commands ride the rounds like the others, and a
+// cluster sends output beside them on the output channel (Cluster
+// mode says why, and what each costs).
 //
 // The leader's side: a job transition or output chunk is counted done by
 // the scheduler when it is queued, so the store refusing one means memory

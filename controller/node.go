@@ -314,8 +314,8 @@ func (c *Config) clusterDefaults() error {
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		return fmt.Errorf("%w: -cluster-addr %q: give the address the other controllers dial (an IP or a host name), not a wildcard", ErrConfig, c.ClusterAddr)
 	}
-	if c.BootstrapExpect < 0 || c.BootstrapExpect == 2 || c.BootstrapExpect > 7 {
-		return fmt.Errorf("%w: -bootstrap-expect %d: a cluster starts with 1, 3, 5 or 7 controllers (2 would stop when either stops)", ErrConfig, c.BootstrapExpect)
+	if c.BootstrapExpect < 0 || c.BootstrapExpect%2 == 0 && c.BootstrapExpect > 0 || c.BootstrapExpect > 7 {
+		return fmt.Errorf("%w: -bootstrap-expect %d: a cluster starts with 1, 3, 5 or 7 controllers (an even number survives no more failures than the odd one below it, and 2 stops when either stops)", ErrConfig, c.BootstrapExpect)
 	}
 	if c.BootstrapExpect > 1 && len(c.Join) == 0 {
 		return fmt.Errorf("%w: -bootstrap-expect %d needs -join naming the other controllers' cluster addresses", ErrConfig, c.BootstrapExpect)

@@ -550,6 +550,8 @@ func TestNodeConfigRefusals(t *testing.T) {
 	}{
 		"wildcard cluster address": {func(c *controller.Config) { c.ClusterAddr = ":7444" }, "not a wildcard"},
 		"two controllers":          {func(c *controller.Config) { c.BootstrapExpect = 2 }, "1, 3, 5 or 7"},
+		"four controllers":         {func(c *controller.Config) { c.BootstrapExpect = 4 }, "1, 3, 5 or 7"},
+		"nine controllers":         {func(c *controller.Config) { c.BootstrapExpect = 9 }, "1, 3, 5 or 7"},
 		"expect without join":      {func(c *controller.Config) { c.BootstrapExpect = 3 }, "needs -join"},
 		"no fsync":                 {func(c *controller.Config) { c.NoSync = true }, "fsync"},
 	} {

@@ -141,13 +141,14 @@
 // one never stops the cluster. Every hold ends when the Log's context
 // (the term's) does.
 //
-// # Not yet (later steps of the design)
+// # Output
 //
-//   - Output is not replicated outside raft: Output commands ride the
-//     rounds like any other command. controller/doc.go says why, and
-//     that the measured comparison (bench rows 9h, 9p, 9d) decided for
-//     the separate channel of the design note, which is still to be
-//     built. Log.Propose splits a round whose output alone passes
-//     MaxEntryBytes before encoding it, so a fast job's many chunks are
-//     encoded once each.
+// Agents' output does not ride the rounds by default: the leader sends
+// it to the followers on a channel of its own beside raft
+// (controller/outchan; controller/doc.go "Cluster mode" says why, with
+// bench rows 9h, 9p and 9d). With controller Config.OutputInRaft output
+// chunks are store.Output commands in the rounds like any other, and
+// Log.Propose splits a round whose output alone passes MaxEntryBytes
+// before encoding it, so a fast job's many chunks are encoded once
+// each.
 package cluster
