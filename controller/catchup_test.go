@@ -34,7 +34,8 @@ import (
 // byte: every job's record as the API shows it, its log, and the list.
 // Last, the follower is killed (SIGKILL) and started again: its store
 // is past its newest snapshot, so it starts without restoring it and
-// replays only what it missed (design 5.4's start-up check).
+// replays only what it missed (design 5.4's start-up check). And it
+// can lead: leadership moves to it and it runs jobs.
 func TestClusterSnapshotCatchUp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("snapshot catch-up test: real controllers and an agent, about a minute; skipped with -short")
@@ -183,4 +184,34 @@ func TestClusterSnapshotCatchUp(t *testing.T) {
 		same(fmt.Sprintf("/jobs/%d/logs", id))
 	}
 	same("/jobs?limit=1000")
+
+	// And it can lead: leadership is handed on (operator
+	// transfer-leadership; raft picks the most up-to-date voter) until it
+	// lands on the follower, which then runs jobs.
+	for try := 0; ; try++ {
+		cur := clusterLeader(t, c.procs, nil)
+		if cur == fol {
+			break
+		}
+		if try == 10 {
+			t.Fatalf("leadership did not land on %s in %d transfers", fol.name, try)
+		}
+		if code, b, err := cur.client.do("POST", "/operator/transfer-leadership", ""); err != nil || code != 200 {
+			t.Fatalf("transfer-leadership on %s: %d %s %v", cur.name, code, b, err)
+		}
+		poll(t, cur.name+" to hand the leadership on", 30*time.Second, func() (bool, string) {
+			m := memberOf(t, fol, cur.name)
+			return m.Role != "leader", m.Role
+		})
+	}
+	t.Logf("%s leads", fol.name)
+	lead = fol
+	first := len(ids)
+	run(next, 3)
+	for _, id := range ids[first:] {
+		code, b, err := fol.client.do("GET", fmt.Sprintf("/jobs/%d/logs", id), "")
+		if err != nil || code != 200 || !strings.HasPrefix(string(b), "job ") {
+			t.Errorf("job %d run under %s: log %d %q %v", id, fol.name, code, b, err)
+		}
+	}
 }

@@ -256,12 +256,31 @@ func clusterFaults(t *testing.T, bin, mode string) {
 			key := keys[rand.IntN(len(keys))]
 			id := acked[key].id
 			mu.Unlock()
-			p := procs[rand.IntN(len(procs))]
+			// Retried through random nodes, as a client does, until
+			// it has an answer: test 4 wants no operation failing after
+			// its retries. A read has no effect, so the operation spans
+			// the first call to the answer.
 			called := now()
-			code, b, err := p.client.do("GET", fmt.Sprintf("/jobs/%d", id), "")
+			var (
+				code int
+				b    []byte
+				err  error
+			)
+			for try := 0; ; try++ {
+				p := procs[rand.IntN(len(procs))]
+				code, b, err = p.client.do("GET", fmt.Sprintf("/jobs/%d", id), "")
+				if err == nil && (code == 200 || code == 404) || stop.Load() {
+					break
+				}
+				if try == 600 {
+					t.Errorf("GET /jobs/%d: no answer after %d tries (last %d %s %v)", id, try, code, b, err)
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
 			returned := now()
 			if err != nil || (code != 200 && code != 404) {
-				continue // no answer: no effect, nothing to check
+				continue // stopped before an answer
 			}
 			out := linOut{found: code == 200}
 			if out.found {
