@@ -149,6 +149,9 @@ func TestFollowerLagBound(t *testing.T) {
 	if v := m[fmt.Sprintf(`jobsuite_cluster_follower_live{peer="ctl-%d"}`, s+1)]; v != 1 {
 		t.Fatalf("the slow follower counted as not live (%v)", v)
 	}
+	if v, ok := m[fmt.Sprintf(`jobsuite_cluster_peer_last_contact_seconds{peer="ctl-%d"}`, s+1)]; !ok || v < 0 || v > 60 {
+		t.Fatalf("the slow follower's last contact on the leader: %v (present %v)", v, ok)
+	}
 
 	// Failover: the leader stops with the slow follower within the bound,
 	// so the new leader has no long backlog to ship or apply first.

@@ -183,6 +183,7 @@ var (
 	descClusterContact     = prometheus.NewDesc("jobsuite_cluster_last_contact_seconds", "How long ago this follower last heard from the leader (absent on the leader and before any contact); scrape each node's -metrics listener to see every follower's.", nil, nil)
 	descClusterLag         = prometheus.NewDesc("jobsuite_cluster_follower_lag_entries", "On the leader: how many entries each voter's store is behind the leader's last index, as last reported (at most 100 ms old).", []string{"peer"}, nil)
 	descClusterLagBytes    = prometheus.NewDesc("jobsuite_cluster_follower_lag_bytes", "On the leader: the bytes of this term's entries past each voter's applied index.", []string{"peer"}, nil)
+	descClusterPeerContact = prometheus.NewDesc("jobsuite_cluster_peer_last_contact_seconds", "On the leader: how long ago each voter last heard from the leader — what the voter said in its last status report (at most 100 ms old) plus that report's age, so it grows while a voter does not answer.", []string{"peer"}, nil)
 	descClusterLagLive     = prometheus.NewDesc("jobsuite_cluster_follower_live", "On the leader: 1 if the voter counts for the follower-lag bound (reported in the last 2 s and, while behind, applying), 0 if it is ignored as dead or stuck.", []string{"peer"}, nil)
 	descClusterHeld        = prometheus.NewDesc("jobsuite_cluster_admission_held_seconds_total", "Time the follower-lag bound held new rounds (a voter was too far behind) since this controller started.", nil, nil)
 	descClusterHolds       = prometheus.NewDesc("jobsuite_cluster_admission_holds_total", "Times the follower-lag bound began to hold new rounds since this controller started.", nil, nil)
@@ -190,7 +191,7 @@ var (
 )
 
 func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descClusterLeader, descClusterTerm, descClusterCommitIndex, descClusterApplied, descClusterLastIndex, descClusterVoters, descClusterContact, descClusterLag, descClusterLagBytes, descClusterLagLive, descClusterHeld, descClusterHolds, descClusterWatches} {
+	for _, d := range []*prometheus.Desc{descClusterLeader, descClusterTerm, descClusterCommitIndex, descClusterApplied, descClusterLastIndex, descClusterVoters, descClusterContact, descClusterLag, descClusterLagBytes, descClusterLagLive, descClusterPeerContact, descClusterHeld, descClusterHolds, descClusterWatches} {
 		ch <- d
 	}
 }
@@ -218,6 +219,9 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descClusterLag, prometheus.GaugeValue, float64(l.Entries), l.Peer)
 		ch <- prometheus.MustNewConstMetric(descClusterLagBytes, prometheus.GaugeValue, float64(l.Bytes), l.Peer)
 		ch <- prometheus.MustNewConstMetric(descClusterLagLive, prometheus.GaugeValue, live, l.Peer)
+		if l.LastContact >= 0 {
+			ch <- prometheus.MustNewConstMetric(descClusterPeerContact, prometheus.GaugeValue, l.LastContact.Seconds(), l.Peer)
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(descClusterHeld, prometheus.CounterValue, s.Held.Seconds())
 	ch <- prometheus.MustNewConstMetric(descClusterHolds, prometheus.CounterValue, float64(s.Holds))

@@ -81,6 +81,9 @@ func (n *Node) watchLag(ctx context.Context, r *raft.Raft) {
 					var st memberStatus
 					if err := conns.Call(cctx, addr, opStatus, nil, &st); err == nil && ctx.Err() == nil {
 						n.lag.Report(id, st.AppliedIndex, st.LastIndex)
+						if st.LastContact != nil {
+							n.lag.ReportContact(id, time.Duration(*st.LastContact*float64(time.Second)))
+						}
 						if st.Output != n.outputMode() {
 							mu.Lock()
 							first := !warned[id]

@@ -77,6 +77,9 @@ type peerLag struct {
 	applied, last uint64
 	heard         time.Time // last report
 	progressed    time.Time // last report whose applied index moved
+	// contact is how long before heard the voter had last heard from
+	// the leader, as it said (ReportContact); -1 before it said.
+	contact time.Duration
 }
 
 // mark says that the entries up to index came to cum bytes of this
@@ -111,7 +114,7 @@ func (b *LagBound) Report(peer string, applied, last uint64) {
 	defer b.mu.Unlock()
 	p := b.peers[peer]
 	if p == nil {
-		p = &peerLag{progressed: now}
+		p = &peerLag{progressed: now, contact: -1}
 		b.peers[peer] = p
 	}
 	if applied > p.applied {
@@ -209,6 +212,22 @@ type Lag struct {
 	Entries uint64 // the leader's last index minus the voter's applied index
 	Bytes   uint64 // of this term's proposals past the voter's applied index
 	Live    bool   // it counts for the bound (heard from, and progressing)
+	// LastContact is how long ago, at most, the voter last heard from
+	// the leader: what it said in its last report plus that report's
+	// age, so it grows while the voter does not answer. -1: it never
+	// said.
+	LastContact time.Duration
+}
+
+// ReportContact records, with a Report of the same peer, how long ago
+// the voter said it last heard from the leader (raft's last contact on
+// the voter's side, as Consul's autopilot reads it).
+func (b *LagBound) ReportContact(peer string, ago time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.peers[peer]; p != nil {
+		p.contact = max(ago, 0)
+	}
 }
 
 // Lags returns each reported voter's lag behind last (the leader's last
@@ -219,7 +238,10 @@ func (b *LagBound) Lags(last uint64) []Lag {
 	defer b.mu.Unlock()
 	out := make([]Lag, 0, len(b.peers))
 	for id, p := range b.peers {
-		l := Lag{Peer: id, Bytes: b.bytesAfter(p.applied), Live: b.live(p, now)}
+		l := Lag{Peer: id, Bytes: b.bytesAfter(p.applied), Live: b.live(p, now), LastContact: -1}
+		if p.contact >= 0 {
+			l.LastContact = p.contact + now.Sub(p.heard)
+		}
 		if last > p.applied {
 			l.Entries = last - p.applied
 		}

@@ -202,3 +202,37 @@ func TestLagBoundOff(t *testing.T) {
 		t.Fatalf("held %v in %d holds", held, holds)
 	}
 }
+
+// TestLagBoundContact: a voter's last contact is what it said plus the
+// age of its report, so it grows while the voter does not answer;
+// unknown (-1) until it said, and a contact before its first Report is
+// ignored.
+func TestLagBoundContact(t *testing.T) {
+	clk := clocktest.NewFake(t0)
+	b := NewLagBound(0, 0, clk)
+	b.ReportContact("a", time.Second) // no Report yet: nothing to attach it to
+	b.Report("b", 5, 5)
+	contact := func() map[string]time.Duration {
+		out := map[string]time.Duration{}
+		for _, l := range b.Lags(5) {
+			out[l.Peer] = l.LastContact
+		}
+		return out
+	}
+	if got := contact(); len(got) != 1 || got["b"] != -1 {
+		t.Fatalf("before b said: %v; want b unknown (-1) and no a", got)
+	}
+	b.ReportContact("b", 30*time.Millisecond)
+	if got := contact()["b"]; got != 30*time.Millisecond {
+		t.Fatalf("b's contact = %v, want 30ms", got)
+	}
+	clk.Advance(2 * time.Second) // b does not answer
+	if got := contact()["b"]; got != 2030*time.Millisecond {
+		t.Fatalf("b's contact 2 s later = %v, want 2.03s", got)
+	}
+	b.Report("b", 6, 6)
+	b.ReportContact("b", 10*time.Millisecond)
+	if got := contact()["b"]; got != 10*time.Millisecond {
+		t.Fatalf("b's contact after it answered = %v, want 10ms", got)
+	}
+}
