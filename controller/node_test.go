@@ -733,3 +733,75 @@ func TestOrchestrationAcrossLeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestNoLeader503: with two of three controllers stopped, the third
+// knows no leader. A write and a plain read through it wait a bounded
+// time for one (leaderWait), then answer 503 with Retry-After and say
+// why (a stale read answers from the node's own store for a while:
+// node_stale_test.go). Once a second controller is back, the write
+// retried with its idempotency key (what the CLI does) succeeds.
+func TestNoLeader503(t *testing.T) {
+	c := startNodes(t, 3)
+	lead := c.leader()
+	code, body := doWith(t, c.client, "POST", c.url(lead, "/jobs"), `{"command":"true","idempotency_key":"before"}`)
+	if code != 201 {
+		t.Fatalf("POST /jobs: %d %s", code, body)
+	}
+	var j job
+	if err := json.Unmarshal(body, &j); err != nil {
+		t.Fatal(err)
+	}
+	keep := c.other(lead)
+	stale := fmt.Sprintf("/jobs/%d?stale=1", j.JobID)
+	(&cluster{t: t}).waitFor("the job on the node kept", func() bool {
+		code, _ := doWith(t, c.client, "GET", c.url(keep, stale), "")
+		return code == 200
+	})
+	for i := range c.nodes {
+		if i != keep {
+			c.stop(i)
+		}
+	}
+	write := `{"command":"true","idempotency_key":"during"}`
+	do := func(method, path, body string) (int, string, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, c.url(keep, path), strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Retry-After"), string(b)
+	}
+	// Until raft on the node kept gives up on the old leader, requests
+	// may still go its way; then every one is a 503.
+	(&cluster{t: t}).waitFor("a 503 for a write", func() bool {
+		code, _, _ := do("POST", "/jobs", write)
+		return code == http.StatusServiceUnavailable
+	})
+	for _, r := range []struct{ method, path, body string }{
+		{"POST", "/jobs", write},
+		{"GET", fmt.Sprintf("/jobs/%d", j.JobID), ""},
+	} {
+		code, retry, b := do(r.method, r.path, r.body)
+		if code != http.StatusServiceUnavailable || retry == "" || !strings.Contains(b, "no leader") {
+			t.Errorf("%s %s with no leader: %d, Retry-After %q, %s; want 503 with Retry-After saying there is no leader", r.method, r.path, code, retry, b)
+		}
+	}
+
+	c.start((keep + 1) % len(c.nodes))
+	var after job
+	(&cluster{t: t}).waitFor("the write to succeed once a quorum is back", func() bool {
+		code, _, b := do("POST", "/jobs", write)
+		return (code == 201 || code == 200) && json.Unmarshal([]byte(b), &after) == nil
+	})
+	code, _, b := do("POST", "/jobs", write)
+	var again job
+	if code != 200 || json.Unmarshal([]byte(b), &again) != nil || again.JobID != after.JobID {
+		t.Errorf("the write retried with its key: %d %s; want 200 and job %d", code, b, after.JobID)
+	}
+}
