@@ -212,34 +212,54 @@ func clusterFaults(t *testing.T, bin, mode string) {
 				}
 				body := fmt.Sprintf(`{"name":%q,"command":%q,"idempotency_key":%q,"retries":3,"backoff":{"base":0.2,"max":1}}`,
 					key, fmt.Sprintf("%s; printf '%%s\\n%%s\\n' %s %s; sleep 0.%d; %s", mark("s"), key, strings.Repeat(key, 1+n%20), n%4, mark("e")), key)
-				called := now()
-				for try := 0; ; try++ {
-					p := procs[rand.IntN(len(procs))]
-					code, b, err := p.client.do("POST", "/jobs", body)
-					if err == nil && (code == 201 || code == 200) {
-						var j api.JobView
-						if err := json.Unmarshal(b, &j); err != nil {
-							t.Errorf("submit %s: %v: %s", key, err, b)
-							return
+				// submit posts body through random nodes until one
+				// acknowledges it, and records the operation.
+				submit := func() (uint64, bool) {
+					called := now()
+					for try := 0; ; try++ {
+						p := procs[rand.IntN(len(procs))]
+						code, b, err := p.client.do("POST", "/jobs", body)
+						if err == nil && (code == 201 || code == 200) {
+							var j api.JobView
+							if err := json.Unmarshal(b, &j); err != nil {
+								t.Errorf("submit %s: %v: %s", key, err, b)
+								return 0, false
+							}
+							mu.Lock()
+							history = append(history, porcupine.Operation{ClientId: c, Input: linOp{key: key}, Call: called, Output: linOut{id: j.JobID}, Return: now()})
+							mu.Unlock()
+							return j.JobID, true
 						}
-						mu.Lock()
-						acked[key] = submitted{id: j.JobID, out: out}
-						keys = append(keys, key)
-						history = append(history, porcupine.Operation{ClientId: c, Input: linOp{key: key}, Call: called, Output: linOut{id: j.JobID}, Return: now()})
-						mu.Unlock()
-						time.Sleep(300 * time.Millisecond) // about 25 jobs/s in all: the agents keep up
-						break
+						if err == nil && code != 503 && code != 502 {
+							t.Errorf("submit %s through %s: %d %s", key, p.name, code, b)
+							return 0, false
+						}
+						if try > 300 {
+							t.Errorf("submit %s: no success after %d tries (last %d %v)", key, try, code, err)
+							return 0, false
+						}
+						time.Sleep(50 * time.Millisecond)
 					}
-					if err == nil && code != 503 && code != 502 {
-						t.Errorf("submit %s through %s: %d %s", key, p.name, code, b)
-						return
-					}
-					if try > 300 {
-						t.Errorf("submit %s: no success after %d tries (last %d %v)", key, try, code, err)
-						return
-					}
-					time.Sleep(50 * time.Millisecond)
 				}
+				id, ok := submit()
+				if !ok {
+					return
+				}
+				mu.Lock()
+				acked[key] = submitted{id: id, out: out}
+				keys = append(keys, key)
+				mu.Unlock()
+				if n%3 == 0 {
+					// The same submission again, through any node, as a
+					// client that missed the answer would: the same job
+					// (the model checks it too).
+					if again, ok := submit(); !ok {
+						return
+					} else if again != id {
+						t.Errorf("submit %s again: job %d, first %d", key, again, id)
+					}
+				}
+				time.Sleep(300 * time.Millisecond) // about 25 jobs/s in all: the agents keep up
 			}
 		})
 	}

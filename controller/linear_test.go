@@ -11,8 +11,10 @@ import (
 // A linearizability check of job histories under faults (the issue's
 // HA test 6), with porcupine. The clients of clusterFaults record every
 // submission (from its first try to its acknowledgement, retries with
-// the same key in between) and a reader records GET /jobs/:id answers
-// from random nodes while the faults happen. Partitioned by idempotency
+// the same key in between; every third key is submitted a second time
+// once acknowledged, as a client that missed the answer would) and a
+// reader records GET /jobs/:id answers from random nodes, retried
+// through other nodes until one answers, while the faults happen. Partitioned by idempotency
 // key, each job's history must be linearizable against this model:
 //
 //   - a submission with a key returns the job of the first one with
