@@ -172,6 +172,20 @@ type round struct {
 	// moves are the jobs' state changes, for the state counts
 	// (counts.go): from "" is a create, to "" a removal.
 	moves []stateMove
+	// ends are the log ends this round changed, of jobs whose end the
+	// store knows (Store.logEnds); merged into it once the batch is
+	// committed.
+	ends map[uint64]uint64
+}
+
+// logEnd returns the end of job id's stored output as this round left
+// it, if the store knows it.
+func (r *round) logEnd(id uint64) (uint64, bool) {
+	if e, ok := r.ends[id]; ok {
+		return e, true
+	}
+	e, ok := r.s.logEnds[id]
+	return e, ok
 }
 
 type stateMove struct{ from, to State }
@@ -210,6 +224,11 @@ func (s *Store) apply(cmds []Command) (*Pending, error) {
 	} else {
 		clear(r.kv)
 	}
+	if len(r.ends) > roundMapKeep {
+		r.ends = make(map[uint64]uint64)
+	} else {
+		clear(r.ends)
+	}
 	r.finished, r.lastID, r.moves = 0, 0, r.moves[:0]
 	p := &Pending{s: s, results: make([]Result, len(cmds))}
 	var err error
@@ -243,9 +262,13 @@ func (s *Store) apply(cmds []Command) (*Pending, error) {
 		_ = r.b.Close()
 	}
 	r.b = nil
+	for id, e := range r.ends {
+		s.logEnds[id] = e
+	}
 	for id, h := range r.jobs {
 		if h.state == "" || h.state.Terminal() {
 			delete(s.live, id)
+			delete(s.logEnds, id) // after the round's TruncateLog used it
 		} else {
 			s.live[id] = h
 		}
@@ -465,6 +488,7 @@ func (t *Transition) apply(r *round) (Result, error) {
 	r.jobs[id] = nh
 	if create {
 		r.lastID = max(r.lastID, id)
+		r.ends[id] = 0 // a new job's log is empty
 	}
 	return Result{}, nil
 }
@@ -479,6 +503,9 @@ func (o *Output) apply(r *round) (Result, error) {
 	copy(op.Value[logTimedHeader:], c.Data)
 	if err := op.Finish(); err != nil {
 		return Result{}, fmt.Errorf("job %d: output: %w", o.Job, err)
+	}
+	if e, ok := r.logEnd(o.Job); ok {
+		r.ends[o.Job] = max(e, c.Offset+uint64(len(c.Data)))
 	}
 	return Result{}, nil
 }

@@ -301,3 +301,48 @@ func TestRepairQueue(t *testing.T) {
 		t.Errorf("queue after the prune = %v, want %v", got, want)
 	}
 }
+
+// TestTruncateLogKnownEnd: for a job created since Open the store knows
+// its log's end and a TruncateLog at or past it reads nothing; the end
+// follows every write (a chunk written after a cut moves it again), and
+// a store opened anew knows no end and reads. Each step's log is what a
+// store that always reads would hold.
+func TestTruncateLogKnownEnd(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := submit(t, s, newJob(s, 0, t0))
+	step := func(s *Store, name string, cmd Command, want string) {
+		t.Helper()
+		if err := applyErr(s, cmd); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := logString(t, s, j.ID); got != want {
+			t.Fatalf("%s: log %q, want %q", name, got, want)
+		}
+	}
+	for _, c := range []Chunk{{Offset: 0, Stream: 1, Data: []byte("hello ")}, {Offset: 6, Stream: 2, Data: []byte("world")}, {Offset: 11, Stream: 1, Data: []byte("!\n")}} {
+		step(s, "append", &Output{Job: j.ID, Chunk: c}, "hello world!\n"[:c.Offset+uint64(len(c.Data))])
+	}
+	if e, ok := s.logEnds[j.ID]; !ok || e != 13 {
+		t.Fatalf("known end %d (%v), want 13", e, ok)
+	}
+	step(s, "cut inside a chunk", &TruncateLog{Job: j.ID, At: 8}, "hello wo")
+	step(s, "again at the end (known: no read)", &TruncateLog{Job: j.ID, At: 8}, "hello wo")
+	step(s, "append after the cut", &Output{Job: j.ID, Chunk: Chunk{Offset: 8, Stream: 1, Data: []byte("XY")}}, "hello woXY")
+	step(s, "cut inside the new chunk", &TruncateLog{Job: j.ID, At: 9}, "hello woX")
+	step(s, "past the end", &TruncateLog{Job: j.ID, At: 100}, "hello woX")
+	if err := applyErr(s, &Output{Job: j.ID, Chunk: Chunk{Offset: 9, Stream: 1, Data: []byte("Z!")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openAt(t, dir)
+	if _, ok := s2.logEnds[j.ID]; ok {
+		t.Fatal("a store opened anew knows the end of a job created before")
+	}
+	step(s2, "cut after reopening (unknown: reads)", &TruncateLog{Job: j.ID, At: 10}, "hello woXZ")
+}

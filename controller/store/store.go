@@ -64,6 +64,12 @@ type Store struct {
 	// since Open: what a Transition needs of the current record, without
 	// reading it. It holds exactly what the store holds for those jobs.
 	live map[uint64]head
+	// logEnds is, for unfinished jobs created since Open, the end of
+	// the output this store holds (every write of a job's log goes
+	// through apply): a TruncateLog at or past it has nothing to cut and
+	// skips its iterator (round.logEnd). Jobs created before Open, or
+	// carried in by a restore, are not in it: their truncation reads.
+	logEnds map[uint64]uint64
 	// stored is at least the highest job ID ever stored: a job with a
 	// higher ID does not exist, which a create need not read to know.
 	stored uint64
@@ -121,13 +127,14 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
 	s := &Store{
-		dir:    dir,
-		db:     db,
-		log:    logger,
-		write:  pebble.Sync,
-		live:   map[uint64]head{},
-		round:  round{jobs: map[uint64]head{}, kv: map[string]kvEntry{}},
-		stalls: stalls,
+		dir:     dir,
+		db:      db,
+		log:     logger,
+		write:   pebble.Sync,
+		live:    map[uint64]head{},
+		logEnds: map[uint64]uint64{},
+		round:   round{jobs: map[uint64]head{}, kv: map[string]kvEntry{}, ends: map[uint64]uint64{}},
+		stalls:  stalls,
 	}
 	if opts.NoSync {
 		s.write = pebble.NoSync
