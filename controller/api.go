@@ -329,26 +329,32 @@ func decodeRequest(body []byte, lim submitLimits) (*store.Job, *api.SubmitReques
 }
 
 // decodeInto parses and validates a submission into req and a new job.
-func decodeInto(body []byte, lim submitLimits, into *api.SubmitRequest) (*store.Job, error) {
+func decodeInto(body []byte, lim submitLimits, req *api.SubmitRequest) (*store.Job, error) {
+	if err := checkBody(body, lim); err != nil {
+		return nil, err
+	}
+	if !decodeSubmitFast(body, req) { // submitjson.go
+		*req = api.SubmitRequest{}
+		if err := decodeSubmitJSON(body, req); err != nil {
+			return nil, err
+		}
+	}
+	return jobFrom(req, lim)
+}
+
+// checkBody refuses a body too large or empty, before it is parsed.
+func checkBody(body []byte, lim submitLimits) error {
 	if len(body) > lim.body {
-		return nil, fmt.Errorf("the job is %d bytes of JSON; the limit is %d (the controller's -max-body-bytes)", len(body), lim.body)
+		return fmt.Errorf("the job is %d bytes of JSON; the limit is %d (the controller's -max-body-bytes)", len(body), lim.body)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, errors.New("request body is empty; send a JSON job such as {\"command\": \"echo hi\"}")
+		return errors.New("request body is empty; send a JSON job such as {\"command\": \"echo hi\"}")
 	}
-	req := into
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(req); err != nil {
-		return nil, jsonError(err)
-	}
-	if dec.More() {
-		return nil, errors.New("request body holds more than one JSON value")
-	}
-	var extra json.RawMessage
-	if err := dec.Decode(&extra); err != io.EOF {
-		return nil, errors.New("request body holds more than one JSON value")
-	}
+	return nil
+}
+
+// jobFrom validates a parsed submission and makes its new job.
+func jobFrom(req *api.SubmitRequest, lim submitLimits) (*store.Job, error) {
 	j := &store.Job{Name: req.Name, Command: req.Command, Logs: true, Cancellable: true, Priority: 50}
 
 	if strings.TrimSpace(req.Command) == "" {
@@ -517,6 +523,24 @@ func decodeInto(body []byte, lim submitLimits, into *api.SubmitRequest) (*store.
 		}
 	}
 	return j, nil
+}
+
+// decodeSubmitJSON parses body into req with encoding/json: unknown
+// fields and trailing values refused, every error worded for the client.
+func decodeSubmitJSON(body []byte, req *api.SubmitRequest) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(req); err != nil {
+		return jsonError(err)
+	}
+	if dec.More() {
+		return errors.New("request body holds more than one JSON value")
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); err != io.EOF {
+		return errors.New("request body holds more than one JSON value")
+	}
+	return nil
 }
 
 // decodedSize is the size of a job's variable-length fields.
