@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/julienschmidt/httprouter"
@@ -134,6 +135,21 @@ func priorityName(p int) string {
 		return "high"
 	}
 	return ""
+}
+
+// priorityValue is a priority as a view shows it: its canonical name, or
+// else the number. The names are constants in an interface, which a
+// string variable would have to be copied to the heap to be.
+func priorityValue(p int) any {
+	switch p {
+	case 25:
+		return "low"
+	case 50:
+		return "mid"
+	case 75:
+		return "high"
+	}
+	return p
 }
 
 // fieldError is a validation error that names its field.
@@ -557,13 +573,18 @@ func decodedSize(j *store.Job) int {
 
 // firstWords names a job after the start of its command.
 func firstWords(cmd string) string {
-	f := strings.Fields(cmd)
-	if len(f) == 0 {
+	// The first two of strings.Fields(cmd), without making the list.
+	s0, e0 := nextField(cmd, 0)
+	if s0 == e0 {
 		return "job"
 	}
-	name := f[0]
-	if len(f) > 1 {
-		name += " " + f[1]
+	name := cmd[s0:e0]
+	if s1, e1 := nextField(cmd, e0); s1 < e1 {
+		if s1 == e0+1 && cmd[e0] == ' ' {
+			name = cmd[s0:e1] // one space between them: a substring, no copy
+		} else {
+			name += " " + cmd[s1:e1]
+		}
 	}
 	// "echo hello; echo bye" is named "echo hello", not "echo hello;":
 	// a separator ending the name says nothing about the job.
@@ -580,6 +601,27 @@ func firstWords(cmd string) string {
 		name = name[:n]
 	}
 	return name
+}
+
+// nextField is where the next field of s from i on lies, as
+// strings.Fields splits: runs of unicode.IsSpace. start == end: none.
+func nextField(s string, i int) (start, end int) {
+	for i < len(s) {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if !unicode.IsSpace(r) {
+			break
+		}
+		i += n
+	}
+	start = i
+	for i < len(s) {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if unicode.IsSpace(r) {
+			break
+		}
+		i += n
+	}
+	return start, i
 }
 
 func decodeParams(raw json.RawMessage) (string, error) {

@@ -166,3 +166,23 @@ func BenchmarkDecodeSubmit(b *testing.B) {
 		})
 	}
 }
+
+// The fast path's allocations: the job, and each string and map of the
+// request (bench row 1's body: the command, and the name made from it).
+func TestDecodeSubmitAllocs(t *testing.T) {
+	for body, want := range map[string]float64{
+		// the request, the command, the job (the name is the command's)
+		`{"command":"true"}`: 3,
+		// the request, 3 strings, the priority, the map and its 2 strings, the job
+		`{"command": "true", "name": "bench", "priority": "high", "labels": {"team": "bench"}}`: 9,
+	} {
+		b := []byte(body)
+		if n := testing.AllocsPerRun(100, func() {
+			if _, err := decodeSubmit(b, defaultLimits); err != nil {
+				t.Fatal(err)
+			}
+		}); n > want {
+			t.Errorf("%s: %v allocations, want at most %v", body, n, want)
+		}
+	}
+}
