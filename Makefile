@@ -30,6 +30,8 @@ fuzz: ## each fuzz target for FUZZTIME (a duration, or a count such as 20000x; C
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJobFast$$' -fuzztime $(FUZZTIME) ./controller/store/
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendString$$' -fuzztime $(FUZZTIME) ./controller/store/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSubmit$$' -fuzztime $(FUZZTIME) ./controller/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSubmitFast$$' -fuzztime $(FUZZTIME) ./controller/
+	$(GO) test -run '^$$' -fuzz '^FuzzFirstWords$$' -fuzztime $(FUZZTIME) ./controller/
 	$(GO) test -run '^$$' -fuzz '^FuzzValidUTF8$$' -fuzztime $(FUZZTIME) ./controller/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRound$$' -fuzztime $(FUZZTIME) ./controller/store/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRoundBody$$' -fuzztime $(FUZZTIME) ./controller/store/

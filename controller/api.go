@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/julienschmidt/httprouter"
@@ -134,6 +135,21 @@ func priorityName(p int) string {
 		return "high"
 	}
 	return ""
+}
+
+// priorityValue is a priority as a view shows it: its canonical name, or
+// else the number. The names are constants in an interface, which a
+// string variable would have to be copied to the heap to be.
+func priorityValue(p int) any {
+	switch p {
+	case 25:
+		return "low"
+	case 50:
+		return "mid"
+	case 75:
+		return "high"
+	}
+	return p
 }
 
 // fieldError is a validation error that names its field.
@@ -329,26 +345,32 @@ func decodeRequest(body []byte, lim submitLimits) (*store.Job, *api.SubmitReques
 }
 
 // decodeInto parses and validates a submission into req and a new job.
-func decodeInto(body []byte, lim submitLimits, into *api.SubmitRequest) (*store.Job, error) {
+func decodeInto(body []byte, lim submitLimits, req *api.SubmitRequest) (*store.Job, error) {
+	if err := checkBody(body, lim); err != nil {
+		return nil, err
+	}
+	if !decodeSubmitFast(body, req) { // submitjson.go
+		*req = api.SubmitRequest{}
+		if err := decodeSubmitJSON(body, req); err != nil {
+			return nil, err
+		}
+	}
+	return jobFrom(req, lim)
+}
+
+// checkBody refuses a body too large or empty, before it is parsed.
+func checkBody(body []byte, lim submitLimits) error {
 	if len(body) > lim.body {
-		return nil, fmt.Errorf("the job is %d bytes of JSON; the limit is %d (the controller's -max-body-bytes)", len(body), lim.body)
+		return fmt.Errorf("the job is %d bytes of JSON; the limit is %d (the controller's -max-body-bytes)", len(body), lim.body)
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return nil, errors.New("request body is empty; send a JSON job such as {\"command\": \"echo hi\"}")
+		return errors.New("request body is empty; send a JSON job such as {\"command\": \"echo hi\"}")
 	}
-	req := into
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(req); err != nil {
-		return nil, jsonError(err)
-	}
-	if dec.More() {
-		return nil, errors.New("request body holds more than one JSON value")
-	}
-	var extra json.RawMessage
-	if err := dec.Decode(&extra); err != io.EOF {
-		return nil, errors.New("request body holds more than one JSON value")
-	}
+	return nil
+}
+
+// jobFrom validates a parsed submission and makes its new job.
+func jobFrom(req *api.SubmitRequest, lim submitLimits) (*store.Job, error) {
 	j := &store.Job{Name: req.Name, Command: req.Command, Logs: true, Cancellable: true, Priority: 50}
 
 	if strings.TrimSpace(req.Command) == "" {
@@ -519,6 +541,24 @@ func decodeInto(body []byte, lim submitLimits, into *api.SubmitRequest) (*store.
 	return j, nil
 }
 
+// decodeSubmitJSON parses body into req with encoding/json: unknown
+// fields and trailing values refused, every error worded for the client.
+func decodeSubmitJSON(body []byte, req *api.SubmitRequest) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(req); err != nil {
+		return jsonError(err)
+	}
+	if dec.More() {
+		return errors.New("request body holds more than one JSON value")
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); err != io.EOF {
+		return errors.New("request body holds more than one JSON value")
+	}
+	return nil
+}
+
 // decodedSize is the size of a job's variable-length fields.
 func decodedSize(j *store.Job) int {
 	n := len(j.Name) + len(j.Command) + len(j.Params) + len(j.Dir) + len(j.IdempotencyKey)
@@ -533,13 +573,18 @@ func decodedSize(j *store.Job) int {
 
 // firstWords names a job after the start of its command.
 func firstWords(cmd string) string {
-	f := strings.Fields(cmd)
-	if len(f) == 0 {
+	// The first two of strings.Fields(cmd), without making the list.
+	s0, e0 := nextField(cmd, 0)
+	if s0 == e0 {
 		return "job"
 	}
-	name := f[0]
-	if len(f) > 1 {
-		name += " " + f[1]
+	name := cmd[s0:e0]
+	if s1, e1 := nextField(cmd, e0); s1 < e1 {
+		if s1 == e0+1 && cmd[e0] == ' ' {
+			name = cmd[s0:e1] // one space between them: a substring, no copy
+		} else {
+			name += " " + cmd[s1:e1]
+		}
 	}
 	// "echo hello; echo bye" is named "echo hello", not "echo hello;":
 	// a separator ending the name says nothing about the job.
@@ -556,6 +601,27 @@ func firstWords(cmd string) string {
 		name = name[:n]
 	}
 	return name
+}
+
+// nextField is where the next field of s from i on lies, as
+// strings.Fields splits: runs of unicode.IsSpace. start == end: none.
+func nextField(s string, i int) (start, end int) {
+	for i < len(s) {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if !unicode.IsSpace(r) {
+			break
+		}
+		i += n
+	}
+	start = i
+	for i < len(s) {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if unicode.IsSpace(r) {
+			break
+		}
+		i += n
+	}
+	return start, i
 }
 
 func decodeParams(raw json.RawMessage) (string, error) {

@@ -92,12 +92,61 @@ func (id identity) who() string {
 	return fmt.Sprintf("%s %s (%s %s)", id.Role, id.Name, id.Via, cred)
 }
 
+// identityKey is the request context's key of the *identity auth
+// admitted it with (a pointer: boxing it allocates nothing).
 type identityKey struct{}
 
 // requestIdentity returns the identity auth admitted r with.
 func requestIdentity(r *http.Request) (identity, bool) {
-	id, ok := r.Context().Value(identityKey{}).(identity)
-	return id, ok
+	id, ok := r.Context().Value(identityKey{}).(*identity)
+	if !ok {
+		return identity{}, false
+	}
+	return *id, true
+}
+
+// withIdentity is r carrying id for requestIdentity.
+func withIdentity(r *http.Request, id *identity) *http.Request {
+	return r.WithContext(context.WithValue(r.Context(), identityKey{}, id))
+}
+
+// certIdentities remembers the identity of the client certificates
+// requests came with: a connection's requests share one parsed
+// certificate, and its role, name and serial (the serial formatted from
+// a big.Int) were worked out anew for each. Keyed by the certificate's
+// pointer, which the map keeps alive, so an address is never reused
+// while it is a key; emptied when it reaches maxCertIdentities. The
+// identities are never modified once stored. Revocation is checked on
+// every request, before this is consulted.
+type certIdentities struct {
+	mu sync.RWMutex
+	m  map[*x509.Certificate]*identity
+}
+
+// maxCertIdentities bounds certIdentities: far more clients than an API
+// has connected at once.
+const maxCertIdentities = 1024
+
+// of returns the identity of the verified certificate leaf of cs.
+func (c *certIdentities) of(cs tls.ConnectionState, leaf *x509.Certificate) (*identity, error) {
+	c.mu.RLock()
+	id, ok := c.m[leaf]
+	c.mu.RUnlock()
+	if ok {
+		return id, nil
+	}
+	role, name, err := certs.PeerIdentity(cs)
+	if err != nil {
+		return nil, err
+	}
+	id = &identity{Role: role, Name: name, Via: "certificate", Credential: serialHex(leaf.SerialNumber)}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCertIdentities {
+		c.m = make(map[*x509.Certificate]*identity)
+	}
+	c.m[leaf] = id
+	c.mu.Unlock()
+	return id, nil
 }
 
 // security holds the revocations and tokens in memory, and the audit
@@ -176,12 +225,12 @@ func (sec *security) deniedCert(leaf *x509.Certificate) (store.Revocation, bool)
 	if sec == nil || leaf == nil {
 		return store.Revocation{}, false
 	}
-	role, _ := certs.RoleOf(leaf)
 	sec.mu.RLock()
 	defer sec.mu.RUnlock()
 	if len(sec.revoked) == 0 {
 		return store.Revocation{}, false
 	}
+	role, _ := certs.RoleOf(leaf)
 	if r, ok := sec.revoked["serial:"+serialHex(leaf.SerialNumber)]; ok {
 		return r, true
 	}
@@ -286,7 +335,7 @@ func bearer(r *http.Request) (token string, given bool, err error) {
 
 // authenticate finds who r comes from. A revoked certificate is refused
 // even with a valid token; a token, when given, decides the identity.
-func (s *Server) authenticate(r *http.Request) (identity, error) {
+func (s *Server) authenticate(r *http.Request) (*identity, error) {
 	var leaf *x509.Certificate
 	if r.TLS != nil {
 		leaf = leafOf(*r.TLS)
@@ -294,32 +343,32 @@ func (s *Server) authenticate(r *http.Request) (identity, error) {
 	if rev, ok := s.sec.deniedCert(leaf); ok {
 		s.log.Warn("refusing request: certificate revoked", "name", leaf.Subject.CommonName, "serial", serialHex(leaf.SerialNumber),
 			"revocation", rev.ID(), "remote", r.RemoteAddr, "path", r.URL.Path)
-		return identity{}, errors.New(revokedMessage(leaf, rev))
+		return nil, errors.New(revokedMessage(leaf, rev))
 	}
 	tok, given, err := bearer(r)
 	if err != nil {
-		return identity{}, err
+		return nil, err
 	}
 	if given {
 		t, ok := s.sec.token(tok)
 		if !ok || !strings.HasPrefix(tok, TokenPrefix) {
 			s.log.Warn("refusing request: unknown API token", "remote", r.RemoteAddr, "path", r.URL.Path)
-			return identity{}, errors.New("the API token is not valid (unknown, mistyped or revoked); create one with 'jobsuite token create'")
+			return nil, errors.New("the API token is not valid (unknown, mistyped or revoked); create one with 'jobsuite token create'")
 		}
 		if now := time.Now(); !now.Before(t.ExpiresAt) {
 			s.log.Info("refusing request: API token expired", "token", t.ID, "name", t.Name, "expired", t.ExpiresAt, "remote", r.RemoteAddr)
-			return identity{}, fmt.Errorf("the API token %q (id %s) expired at %s; create a new one with 'jobsuite token create'", t.Name, t.ID, t.ExpiresAt.UTC().Format(time.RFC3339))
+			return nil, fmt.Errorf("the API token %q (id %s) expired at %s; create a new one with 'jobsuite token create'", t.Name, t.ID, t.ExpiresAt.UTC().Format(time.RFC3339))
 		}
-		return identity{Role: certs.Role(t.Role), Name: t.Name, Via: "token", Credential: t.ID}, nil
+		return &identity{Role: certs.Role(t.Role), Name: t.Name, Via: "token", Credential: t.ID}, nil
 	}
 	if leaf == nil {
-		return identity{}, errNoCredentials
+		return nil, errNoCredentials
 	}
-	role, name, err := certs.PeerIdentity(*r.TLS)
+	id, err := s.certIDs.of(*r.TLS, leaf)
 	if err != nil {
-		return identity{}, fmt.Errorf("client certificate: %v", err)
+		return nil, fmt.Errorf("client certificate: %v", err)
 	}
-	return identity{Role: role, Name: name, Via: "certificate", Credential: serialHex(leaf.SerialNumber)}, nil
+	return id, nil
 }
 
 // auth admits a request whose certificate or token carries a role at
@@ -342,7 +391,7 @@ func (s *Server) auth(min certs.Role, h httprouter.Handle) httprouter.Handle {
 			writeError(w, http.StatusForbidden, "%s has role %s, which may not use the API; use an operator or viewer certificate or token", id, id.Role)
 			return
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), identityKey{}, id)), p)
+		h(w, withIdentity(r, id), p)
 	}
 }
 

@@ -539,7 +539,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request, _ httprout
 	v.Labels = t.Labels
 	s.log.Info("agent enrolled", "agent", name, "token", t.ID(), "uses_left", t.UsesLeft, "serial", v.Serial, "not_after", v.NotAfter, "remote", r.RemoteAddr)
 	id := identity{Role: certs.RoleAgent, Name: name, Via: "join token", Credential: t.ID()}
-	s.auditDetail(r.WithContext(context.WithValue(r.Context(), identityKey{}, id)), auditEnroll, "agent "+name,
+	s.auditDetail(withIdentity(r, &id), auditEnroll, "agent "+name,
 		fmt.Sprintf("certificate %s until %s; join token %s, %d use(s) left", v.Serial, v.NotAfter.Format(time.RFC3339), t.ID(), t.UsesLeft))
 	writeJSON(w, http.StatusCreated, v)
 }
@@ -629,7 +629,7 @@ func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request, _ httproute
 	old := serialHex(leaf.SerialNumber)
 	s.log.Info("agent certificate renewed", "agent", name, "old_serial", old, "serial", v.Serial, "not_after", v.NotAfter)
 	id := identity{Role: certs.RoleAgent, Name: name, Via: "certificate", Credential: old}
-	s.auditDetail(r.WithContext(context.WithValue(r.Context(), identityKey{}, id)), auditRenew, "agent "+name,
+	s.auditDetail(withIdentity(r, &id), auditRenew, "agent "+name,
 		fmt.Sprintf("certificate %s replaces %s, until %s", v.Serial, old, v.NotAfter.Format(time.RFC3339)))
 	writeJSON(w, http.StatusCreated, v)
 }

@@ -21,7 +21,9 @@ func timePtr(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
 	}
-	return &t
+	p := new(time.Time) // not &t: that allocates t even when it is zero
+	*p = t
+	return p
 }
 
 func viewJob(j *store.Job, reason string) api.JobView {
@@ -51,11 +53,7 @@ func viewJob(j *store.Job, reason string) api.JobView {
 	if j.Output == store.OutputSplit {
 		v.Output = store.OutputSplit
 	}
-	if name := priorityName(j.Priority); name != "" {
-		v.Priority = name
-	} else {
-		v.Priority = j.Priority
-	}
+	v.Priority = priorityValue(j.Priority)
 	if j.State == store.Queued {
 		v.QueuedAt = timePtr(j.QueuedAt)
 	}

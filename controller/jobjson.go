@@ -34,7 +34,8 @@ func writeJobJSON(w http.ResponseWriter, code int, v *api.JobView) {
 	b, ok := appendJobView((*bp)[:0], v)
 	if !ok {
 		jsonBufs.Put(bp)
-		writeJSON(w, code, v)
+		c := *v // a copy escapes to writeJSON, so the caller's view may stay on its stack
+		writeJSON(w, code, &c)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

@@ -91,6 +91,35 @@ func TestJobJSONAllocs(t *testing.T) {
 	}
 }
 
+// A fresh job's view costs one allocation, its queued_at (the view
+// itself stays on the caller's stack when writeJobJSON takes it; the
+// unset times and the priority's name cost nothing).
+func TestViewJobAllocs(t *testing.T) {
+	j := &store.Job{ID: 12, Name: "true", Command: "true", Priority: 75, State: store.Queued, Logs: true,
+		CreatedAt: time.Now(), QueuedAt: time.Now()}
+	if n := testing.AllocsPerRun(100, func() {
+		v := viewJob(j, "")
+		if v.Priority != "high" || v.QueuedAt == nil {
+			t.Fatalf("view %+v", v)
+		}
+	}); n != 1 {
+		t.Errorf("%v allocations per view, want 1", n)
+	}
+}
+
+// priorityValue shows a priority as priorityName names it, or its number.
+func TestPriorityValue(t *testing.T) {
+	for p := -1; p <= 101; p++ {
+		var want any = p
+		if name := priorityName(p); name != "" {
+			want = name
+		}
+		if got := priorityValue(p); got != want {
+			t.Errorf("priorityValue(%d) = %#v, want %#v", p, got, want)
+		}
+	}
+}
+
 // The hand-written key checks of the submit path accept exactly what
 // the regular expressions do.
 func TestKeyMatchers(t *testing.T) {

@@ -336,13 +336,14 @@ type Server struct {
 	sched *sched.Scheduler
 	clock clock.Clock // the scheduler's and the retention loop's time
 
-	disk      *diskGuard // free space of the data directory (disk.go)
-	maxOutput uint64     // stored output per attempt (Config.MaxOutputBytes as resolved); 0: no cap
-	metrics   *metrics   // Prometheus registry, GET /metrics and the -metrics listener
-	sec       *security  // revocations, API tokens and the audit log (auth.go, audit.go)
-	pki       *pki       // own certificate (reloadable) and the CA key for enrollment (enroll.go)
-	history   history    // samples of the counts for GET /stats (stats.go)
-	notify    *notifier  // webhook targets and the delivery worker (notify.go)
+	disk      *diskGuard     // free space of the data directory (disk.go)
+	certIDs   certIdentities // the API's client certificates, parsed once (auth.go)
+	maxOutput uint64         // stored output per attempt (Config.MaxOutputBytes as resolved); 0: no cap
+	metrics   *metrics       // Prometheus registry, GET /metrics and the -metrics listener
+	sec       *security      // revocations, API tokens and the audit log (auth.go, audit.go)
+	pki       *pki           // own certificate (reloadable) and the CA key for enrollment (enroll.go)
+	history   history        // samples of the counts for GET /stats (stats.go)
+	notify    *notifier      // webhook targets and the delivery worker (notify.go)
 	// snapshotMu: one GET /operator/snapshot at a time (snapshot.go).
 	snapshotMu sync.Mutex
 	// rounds, if set, hears of every round the committer applied

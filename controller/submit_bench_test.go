@@ -173,6 +173,11 @@ func (w *discardWriter) WriteHeader(code int) {
 	}
 }
 
+// SetReadDeadline is net/http's, which the API's body timeout sets
+// through http.ResponseController: without it the controller would make
+// an error per request that a real connection does not.
+func (w *discardWriter) SetReadDeadline(time.Time) error { return nil }
+
 func (w *discardWriter) Write(p []byte) (int, error) {
 	if w.code == 0 {
 		w.code = http.StatusOK

@@ -201,7 +201,7 @@ type kvEntry struct {
 
 // scratch holds the buffers apply encodes into.
 type scratch struct {
-	job, event []byte
+	job, event, audit []byte
 }
 
 // apply applies cmds as one batch. The caller holds s.mu for reading; the
@@ -443,9 +443,10 @@ func (t *Transition) apply(r *round) (Result, error) {
 	}
 	var audit []byte
 	if t.Audit != nil {
-		if audit, err = json.Marshal(t.Audit); err != nil {
+		if sc.audit, err = appendAudit(sc.audit[:0], t.Audit); err != nil {
 			return Result{}, fmt.Errorf("job %d: encode audit entry: %w", id, err)
 		}
+		audit = sc.audit
 	}
 	b := r.b
 	// Batch operations cannot fail on an open, uncommitted batch; Set
@@ -626,10 +627,11 @@ func (c *PruneJoinTokens) apply(r *round) (Result, error) {
 }
 
 func (c *AppendAudit) apply(r *round) (Result, error) {
-	v, err := json.Marshal(&c.Entry)
+	v, err := appendAudit(r.sc.audit[:0], &c.Entry)
 	if err != nil {
 		return Result{}, fmt.Errorf("audit entry: %w", err)
 	}
+	r.sc.audit = v
 	_ = r.b.Set(auditKey(c.Entry.ID), v, nil)
 	return Result{}, nil
 }

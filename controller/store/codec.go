@@ -24,7 +24,7 @@ import (
 //
 // codec_test.go compares them with json.Marshal on random records that
 // fill every field by reflection, and fails when a field is added to Job,
-// Attempt or Event that these encoders do not write: add it here, in
+// Attempt, Event or AuditEntry that these encoders do not write: add it here, in
 // declaration order, with the same omitempty or omitzero rule as its tag.
 
 // appendJob appends j encoded as json.Marshal would to dst.
@@ -267,6 +267,39 @@ func appendEvent(dst []byte, e *Event) ([]byte, error) {
 	if e.Message != "" {
 		dst = append(dst, `,"message":`...)
 		dst = appendString(dst, e.Message)
+	}
+	return append(dst, '}'), nil
+}
+
+// appendAudit appends e encoded as json.Marshal would to dst (an audit
+// entry rides every submission's Transition).
+func appendAudit(dst []byte, e *AuditEntry) ([]byte, error) {
+	var err error
+	dst = append(dst, `{"id":`...)
+	dst = strconv.AppendUint(dst, e.ID, 10)
+	dst = append(dst, `,"time":`...)
+	if dst, err = appendTime(dst, e.Time); err != nil {
+		return dst, err
+	}
+	dst = append(dst, `,"who":`...)
+	dst = appendString(dst, e.Who)
+	dst = append(dst, `,"role":`...)
+	dst = appendString(dst, e.Role)
+	dst = append(dst, `,"via":`...)
+	dst = appendString(dst, e.Via)
+	dst = append(dst, `,"credential":`...)
+	dst = appendString(dst, e.Credential)
+	if e.Remote != "" {
+		dst = append(dst, `,"remote":`...)
+		dst = appendString(dst, e.Remote)
+	}
+	dst = append(dst, `,"action":`...)
+	dst = appendString(dst, e.Action)
+	dst = append(dst, `,"target":`...)
+	dst = appendString(dst, e.Target)
+	if e.Detail != "" {
+		dst = append(dst, `,"detail":`...)
+		dst = appendString(dst, e.Detail)
 	}
 	return append(dst, '}'), nil
 }

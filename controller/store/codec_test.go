@@ -207,6 +207,11 @@ func TestCodecMatchesEncodingJSON(t *testing.T) {
 		if !same(t, "event", &e, appendEvent) {
 			t.Fatalf("record %d", i)
 		}
+		var a AuditEntry
+		f.fill(reflect.ValueOf(&a).Elem())
+		if !same(t, "audit entry", &a, appendAudit) {
+			t.Fatalf("record %d", i)
+		}
 	}
 	// Both paths must be exercised: most records encode, some fail.
 	if errs == 0 || errs == 20000 {
@@ -255,6 +260,11 @@ func TestCodecKnowsEveryField(t *testing.T) {
 	each(reflect.TypeFor[Event](), func(field string, v reflect.Value) {
 		if !same(t, "Event."+field, v.Addr().Interface().(*Event), appendEvent) {
 			t.Errorf("Event.%s: is it missing from appendEvent in codec.go?", field)
+		}
+	})
+	each(reflect.TypeFor[AuditEntry](), func(field string, v reflect.Value) {
+		if !same(t, "AuditEntry."+field, v.Addr().Interface().(*AuditEntry), appendAudit) {
+			t.Errorf("AuditEntry.%s: is it missing from appendAudit in codec.go?", field)
 		}
 	})
 }
@@ -320,10 +330,12 @@ func TestCodecAllocs(t *testing.T) {
 		Labels: map[string]string{"os": "linux", "arch": "amd64"}, Env: map[string]string{"A": "1"},
 		Attempts: []Attempt{{Number: 1, Agent: "a", DispatchedAt: t0, StartedAt: t0, ExitCode: &code}}, Events: 3}
 	e := &Event{Seq: 2, Time: t0, Type: "started", State: Running, Attempt: 1, Agent: "a"}
+	a := &AuditEntry{ID: 9, Time: t0, Who: "op", Role: "operator", Via: "certificate", Credential: "1f", Remote: "127.0.0.1:1", Action: "submit", Target: "job 7"}
 	buf := make([]byte, 0, 4096)
 	if n := testing.AllocsPerRun(100, func() {
 		_, _ = appendJob(buf[:0], j)
 		_, _ = appendEvent(buf[:0], e)
+		_, _ = appendAudit(buf[:0], a)
 	}); n != 0 {
 		t.Errorf("%v allocations per record, want 0", n)
 	}
