@@ -129,6 +129,7 @@ type Node struct {
 type term struct {
 	n      uint64 // raft term
 	srv    *Server
+	gate   *sendGate // also fences the term's reads (Node.ServeHTTP)
 	agents chan transport.Session
 	cancel context.CancelFunc
 	done   chan struct{} // closed when srv.Run returned
@@ -787,7 +788,7 @@ func (n *Node) establish(ctx context.Context, r *raft.Raft, t uint64) {
 		return
 	}
 	n.registerRepairMetrics(srv.metrics.reg)
-	tm := &term{n: t, srv: srv, agents: agents, cancel: cancel, done: make(chan struct{})}
+	tm := &term{n: t, srv: srv, gate: gate, agents: agents, cancel: cancel, done: make(chan struct{})}
 	lagDone := make(chan struct{})
 	go func() { defer close(lagDone); n.watchLag(tctx, r) }()
 	go func() {

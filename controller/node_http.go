@@ -53,6 +53,26 @@ const (
 	hdrServedBy      = "Jobsuite-Served-By"
 )
 
+// fencedRead reports whether r reads the cluster's state, which the
+// leader answers only while it knows it leads (sendGate: within a lease
+// of the last quorum contact, else after a VerifyLeader): a deposed
+// leader that has not noticed yet (a SIGSTOP, a partition) would
+// otherwise answer from a state older than the new leader's. Writes
+// need no fence (they commit through raft or fail), nor do the pages,
+// the API description, health, metrics, whoami and the members list,
+// which say nothing about jobs.
+func fencedRead(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	switch p := r.URL.Path; {
+	case p == "/health", p == "/metrics", p == "/openapi.json", p == "/whoami", p == "/operator/members",
+		p == "/ui", strings.HasPrefix(p, "/ui/"):
+		return false
+	}
+	return true
+}
+
 // ServeHTTP serves the API: the leader's term Server answers, a
 // follower forwards.
 func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -65,6 +85,14 @@ func (n *Node) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if what != "" {
 			n.staleness(w, true)
+		} else if fencedRead(r) && t.gate != nil && !t.gate.ok() {
+			// A leader that cannot confirm it still leads (paused, or
+			// cut off, while the others elected another) must not answer
+			// from a state that may be behind one a client already read
+			// from the new leader.
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, "controller %s cannot confirm it still leads the cluster (it lost contact with the others); retry, or read with ?stale=1", n.id)
+			return
 		}
 		w.Header().Set(hdrServedBy, n.id)
 		t.srv.handler.ServeHTTP(w, r)
