@@ -14,6 +14,7 @@ import (
 
 	"jobsuite/controller/cluster"
 	"jobsuite/controller/outchan"
+	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
 )
 
@@ -65,18 +66,22 @@ func (s *Server) newOutputChannel(o outchan.LeaderOptions, call outchan.Caller) 
 		}
 	}
 	s.out = oc
-	s.metrics.reg.MustRegister(outputCollector{oc.leader})
+	s.metrics.reg.MustRegister(outputCollector{oc.leader, s.sched})
 	return nil
 }
 
 // outputCollector reads the term's output channel at scrape time.
-type outputCollector struct{ l *outchan.Leader }
+type outputCollector struct {
+	l *outchan.Leader
+	s *sched.Scheduler
+}
 
 var (
 	descOutputDurable = prometheus.NewDesc("jobsuite_cluster_output_durable_seq", "On the leader (the output channel): the last chunk of this term's output that a quorum holds synced (LogAck and attempt ends follow it).", nil, nil)
 	descOutputLast    = prometheus.NewDesc("jobsuite_cluster_output_last_seq", "On the leader (the output channel): the last chunk of this term's output it stored.", nil, nil)
 	descOutputLag     = prometheus.NewDesc("jobsuite_cluster_output_lag_chunks", "On the leader (the output channel): chunks of this term's output each voter has not acknowledged as synced.", []string{"peer"}, nil)
 	descOutputLagB    = prometheus.NewDesc("jobsuite_cluster_output_lag_bytes", "On the leader (the output channel): bytes of this term's output the leader holds synced that each voter has not acknowledged as synced.", []string{"peer"}, nil)
+	descOutputWaiting = prometheus.NewDesc("jobsuite_cluster_output_fill_waiting", "On the leader (the output channel): attempts inherited from the previous leader whose lease ran out (or deadline passed) while their output's gap fill has not completed: their end is recorded once it has.", nil, nil)
 	descOutputBehind  = prometheus.NewDesc("jobsuite_cluster_output_behind", "On the leader (the output channel): 1 if the voter fell out of the leader's 64 MiB resend buffer and no longer counts for the output quorum this term.", []string{"peer"}, nil)
 )
 
@@ -86,12 +91,14 @@ func (c outputCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descOutputLag
 	ch <- descOutputLagB
 	ch <- descOutputBehind
+	ch <- descOutputWaiting
 }
 
 func (c outputCollector) Collect(ch chan<- prometheus.Metric) {
 	d, last := c.l.Durable()
 	ch <- prometheus.MustNewConstMetric(descOutputDurable, prometheus.GaugeValue, float64(d))
 	ch <- prometheus.MustNewConstMetric(descOutputLast, prometheus.GaugeValue, float64(last))
+	ch <- prometheus.MustNewConstMetric(descOutputWaiting, prometheus.GaugeValue, float64(c.s.FillWaiting()))
 	for peer, lag := range c.l.Lag() {
 		ch <- prometheus.MustNewConstMetric(descOutputLag, prometheus.GaugeValue, float64(lag.Seq), peer)
 		ch <- prometheus.MustNewConstMetric(descOutputLagB, prometheus.GaugeValue, float64(lag.Bytes), peer)
@@ -105,9 +112,10 @@ func (c outputCollector) Collect(ch chan<- prometheus.Metric) {
 
 // runOutputChannel runs the term's channel and fills the gap of every
 // inherited attempt, trying again every fillRetry until each is filled
-// or ended, so that one whose agent never comes back is lost at the end
-// a quorum acknowledged rather than at its LogStart (its lease has the
-// restart grace for that).
+// or ended. An inherited attempt is not ended before its fill completed
+// (the scheduler holds a lease that ran out until Filled:
+// sched/inherited.go), so one whose agent never comes back is lost at
+// the end a quorum acknowledged, however long the fill takes.
 func (s *Server) runOutputChannel(ctx context.Context) {
 	done := make(chan struct{})
 	go func() { defer close(done); s.out.leader.Run(ctx) }()
@@ -148,6 +156,7 @@ var errNotCurrent = errors.New("attempt no longer current")
 // quorum holds, filling the gap first for an inherited attempt.
 func (s *Server) outputOpen(ctx context.Context, id uint64, attempt uint32, logStart uint64) (uint64, error) {
 	end := logStart
+	durable := s.sched.OutputDurable
 	if a, ok := s.out.inherited[id]; ok && a.number == attempt {
 		ctx, cancel := context.WithTimeout(ctx, fillTimeout)
 		defer cancel()
@@ -155,8 +164,11 @@ func (s *Server) outputOpen(ctx context.Context, id uint64, attempt uint32, logS
 		if end, err = s.out.leader.FillOnce(ctx, s.out.call, id, attempt, logStart); err != nil {
 			return 0, err
 		}
+		// The ends of the attempt that waited for its fill (a lease run
+		// out) are recorded now, at the full end (sched/inherited.go).
+		durable = s.sched.Filled
 	}
-	d, ok := s.sched.OutputDurable(id, attempt, end)
+	d, ok := durable(id, attempt, end)
 	if !ok {
 		return 0, fmt.Errorf("job %d attempt %d: %w", id, attempt, errNotCurrent)
 	}

@@ -73,6 +73,18 @@
 // and waits until a quorum holds it. That end is the attempt's durable
 // end; the agent resends the rest from its spool.
 //
+// Nothing records an inherited attempt's end before its fill completed
+// in the term: the scheduler holds a lease that runs out, the
+// controller's deadline of a job with a timeout and a revoked agent's
+// loss until the fill reports the end (sched.Scheduler.Filled;
+// sched/inherited.go), then records them there — the lease checked
+// again, as a heartbeat may have renewed it meanwhile. So a lost
+// attempt's LogBytes covers every byte a quorum acknowledged, however
+// long the fill takes: while it fails (the sweep tries again every 2 s)
+// no quorum answers, and then nothing can be committed anyway. The
+// leader's jobsuite_cluster_output_fill_waiting counts the attempts
+// whose end waits so.
+//
 // # Repair
 //
 // A node that was down, or fell out of a leader's ring, lacks some
@@ -146,11 +158,6 @@
 //
 // # Not built yet
 //
-//   - An attempt inherited by a new leader that is lost before its gap
-//     fill completed is lost at what was filled by then. The term's
-//     sweep tries every such fill again every 2 s, and the attempt's
-//     lease has the restart grace (1¼ leases) before it can be lost, so
-//     this needs a fill failing for that long while a quorum is up.
 //   - A follower serves bytes of a running attempt that no quorum may
 //     have acknowledged yet (as the leader does): if the attempt is then
 //     lost and its log truncated, a client that resumes past that point
