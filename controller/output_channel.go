@@ -53,7 +53,15 @@ const fillTimeout = 30 * time.Second
 // is loaded: s.sched reports each chunk's quorum-durable end to.
 func (s *Server) newOutputChannel(o outchan.LeaderOptions, call outchan.Caller) error {
 	o.Store = func() *store.Store { return s.st }
-	o.Durable = func(job uint64, attempt uint32, end uint64) { s.sched.OutputDurable(job, attempt, end) }
+	o.Durable = func(job uint64, attempt uint32, end uint64) bool {
+		// Readers are served up to the end the scheduler counts
+		// (readLimit): ring them when it moves.
+		_, ok := s.sched.OutputDurable(job, attempt, end)
+		if ok {
+			s.hub.Ring(job)
+		}
+		return ok
+	}
 	o.Logger = s.log.Named("output")
 	jobs, err := s.st.Active()
 	if err != nil {
@@ -193,7 +201,8 @@ func (s *Server) outputAppend(agent string, id uint64, attempt uint32, off uint6
 	}
 	s.hub.Appended(id, store.Chunk{Offset: logStart + off, Stream: stream, Data: data, Time: now}, data)
 	s.out.hubMu.Unlock()
-	s.hub.Ring(id)
+	// No ring: readers get the chunk once a quorum holds it (the
+	// Durable callback rings them).
 	return seq, false, nil
 }
 
@@ -204,6 +213,7 @@ func (s *Server) outputAppend(agent string, id uint64, attempt uint32, off uint6
 // the next attempt can be stored (its Dispatch leaves after the round).
 func (s *Server) outputTruncated(id, at uint64) {
 	if s.out != nil {
+		s.out.leader.Forget(id) // the followers apply the end too
 		s.out.hubMu.Lock()
 		defer s.out.hubMu.Unlock()
 	}
@@ -255,8 +265,8 @@ func (n *Node) outputCall(ctx context.Context, addr, op string, body, out any) e
 }
 
 // outputFollower is the node's side of the streams leaders open to it.
-// Each chunk it stores rings the job's log followers on this node
-// (node_logs.go).
+// Each chunk it stores, and each end the leader counted, rings the job's
+// log followers on this node (node_logs.go).
 func (n *Node) outputFollower() *outchan.Follower {
 	return outchan.NewFollower(outchan.FollowerOptions{
 		Replica: n.fsm,
@@ -268,7 +278,11 @@ func (n *Node) outputFollower() *outchan.Follower {
 		},
 		Logger: n.log.Named("output"),
 
-		Appended: n.logHub.Ring,
+		// A log follower on this node reads a running attempt's output
+		// up to the end the leader counted (DurableEnd) and as far as
+		// this copy holds it: either may move.
+		Appended:  n.logHub.Ring,
+		Committed: n.logHub.Ring,
 	})
 }
 
@@ -288,17 +302,21 @@ func (n *Node) outputRepairer() *outchan.Repairer {
 
 // outputApplied hears of every batch of rounds the FSM applied: a
 // round that ends an attempt whose output came on the channel
-// (store.TruncateLog) makes its output below the end final, and the
-// repair fetches whatever of it this node lacks. The FSM's apply of the
+// (store.TruncateLog) makes its output below the end final — the
+// Follower drops the end the leader sent for the job — and the repair
+// fetches whatever of it this node lacks. The FSM's apply of the
 // round also queued the job in the store (the queue the repair reads
 // at start and after a snapshot): this only spares it that read.
 func (n *Node) outputApplied(cmds []store.Command) {
-	if n.repair == nil {
-		return
-	}
 	for _, c := range cmds {
 		if t, ok := c.(*store.TruncateLog); ok {
-			n.repair.Note(t.Job, t.At)
+			// Its LogBytes now says how far the job's output is final.
+			if n.follower != nil {
+				n.follower.Ended(t.Job)
+			}
+			if n.repair != nil {
+				n.repair.Note(t.Job, t.At)
+			}
 		}
 	}
 }

@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/julienschmidt/httprouter"
 
 	"jobsuite/controller/clock/clocktest"
@@ -50,11 +53,14 @@ func (r *chanReplica) hold() (release func()) {
 	r.mu.Lock()
 	r.gate = g
 	r.mu.Unlock()
+	var once sync.Once
 	return func() {
-		r.mu.Lock()
-		r.gate = nil
-		r.mu.Unlock()
-		close(g)
+		once.Do(func() {
+			r.mu.Lock()
+			r.gate = nil
+			r.mu.Unlock()
+			close(g)
+		})
 	}
 }
 
@@ -210,5 +216,90 @@ func TestInheritedAttemptLostAfterFill(t *testing.T) {
 	}
 	if got := fx.getLog("0"); got != "0123456789abcdefghijABCDEFGHIJ" {
 		t.Errorf("stored log %q, want the 30 acknowledged bytes", got)
+	}
+}
+
+// TestLeaderServesOnlyDurableOutput: the leader serves a running
+// attempt's output only as far as a quorum holds it (the scheduler's
+// count): while its one follower withholds its acks (its syncs wait),
+// a GET and a WebSocket follow stop at the durable end although the
+// leader stored more; once the follower acks, the follow gets the rest
+// at once. When the attempt is then lost with a tail no quorum holds,
+// what the follow had read is byte for byte the stored log: no client
+// could have read bytes that the loss cut off (and that the next
+// attempt would write over).
+func TestLeaderServesOnlyDurableOutput(t *testing.T) {
+	ten := []store.Chunk{chunkAt(0, "0123456789")}
+	fx := newFillFixture(t, ten, ten, nil)
+	fx.waitFor("the inherited attempt's fill", func() bool { return fx.getLog("0") == "0123456789" })
+	release := fx.rep.hold()
+	defer release()
+	appendOut := func(off uint64, data string) {
+		t.Helper()
+		if _, stale, err := fx.s.outputAppend("a", 1, 1, off, 1, []byte(data)); err != nil || stale {
+			t.Fatalf("outputAppend at %d: stale %v, %v", off, stale, err)
+		}
+	}
+	appendOut(10, "abcdefghij")
+	if chunks, err := fx.s.st.ReadLog(1, 0, 1<<10); err != nil || len(chunks) != 2 {
+		t.Fatalf("the leader's store holds %d chunks (%v), want 2", len(chunks), err)
+	}
+	if got := fx.getLog("0"); got != "0123456789" {
+		t.Fatalf("GET before a quorum holds the second chunk: %q", got)
+	}
+
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fx.s.handleLogSocket(w, r, httprouter.Params{{Key: "id", Value: "1"}})
+	}))
+	defer srv.Close()
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/?format=text", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var read strings.Builder
+	next := func() string {
+		t.Helper()
+		_, b, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("follow after %q: %v", read.String(), err)
+		}
+		read.Write(b)
+		return string(b)
+	}
+	// Text messages carry all the output read at once: the stored tail
+	// would be in the first.
+	if m := next(); m != "0123456789" {
+		t.Fatalf("the follow's first message %q, want only the durable 10 bytes", m)
+	}
+	release()
+	if m := next(); m != "abcdefghij" {
+		t.Fatalf("after the follower acked: %q", m)
+	}
+
+	release = fx.rep.hold()
+	defer release()
+	appendOut(20, "KLMNOPQRST")
+	if got := fx.getLog("15"); got != "fghij" {
+		t.Fatalf("GET from 15 with an unacknowledged tail: %q", got)
+	}
+	fx.clk.Advance(time.Hour) // the lease runs out: lost at its durable end
+	fx.waitFor("the attempt's loss", func() bool { return !fx.job().State.Active() })
+	if j := fx.job(); j.LogBytes != 20 {
+		t.Fatalf("lost at %d, want the durable 20", j.LogBytes)
+	}
+	for {
+		_, b, err := ws.ReadMessage()
+		if err != nil {
+			break // the follow ends with the job
+		}
+		read.Write(b)
+	}
+	if got := fx.getLog("0"); got != read.String() || got != "0123456789abcdefghij" {
+		t.Fatalf("stored log %q, the follow read %q: want both the 20 durable bytes", got, read.String())
+	}
+	if got := fx.getLog("20"); got != "" {
+		t.Fatalf("resumed at 20: %q", got)
 	}
 }
