@@ -279,7 +279,11 @@
 // has no hole below the end, and a running one only while a leader
 // streams to it, else it forwards; its reads stop at a hole; its
 // WebSocket follow ends only once the job ended in its store and it
-// holds every byte to LogBytes; and the node's Follower and Repairer
+// holds every byte to LogBytes; of a running job, it and the leader
+// serve output only up to the end the leader's scheduler counted
+// (sched.DurableEnd; the leader sends followers those ends on the
+// output stream), so no reader sees bytes a lost attempt's TruncateLog
+// takes back; and the node's Follower and Repairer
 // ring its own log hub (Node.logHub, rings only, no tail: a truncation
 // cannot leave it stale). A follower that installs a
 // snapshot while a stream runs carries the output of running attempts

@@ -48,6 +48,12 @@ import (
 //     until the attempt ends and is repaired).
 //   - Contiguous reads. A follower's reads stop at the first byte it
 //     lacks (Server.readLog), where the leader's read past it.
+//   - Final bytes only. Of a running job it serves output only up to
+//     the end the leader counted and sent on the output stream
+//     (outchan.Follower.DurableEnd), or the job's LogBytes and its
+//     running attempt's LogStart (replicaLogs.limit): bytes past it may
+//     be cut if the attempt is lost. The leader serves up to the same
+//     end (Server.readLimit).
 //   - The end. A WebSocket follow ends only when the job (or attempt=N)
 //     has ended in this node's store and this copy holds every byte up
 //     to its end; until then it waits for the bytes (the stream's

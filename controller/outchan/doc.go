@@ -26,7 +26,7 @@
 // raft term, and answers the leader's hello with the highest seq of
 // that term it holds durably, so a reconnecting leader resumes there
 // from its ring; a follower further behind than the ring falls out of
-// the quorum count for the rest of the term (see "Not built"). It
+// the quorum count for the rest of the term (see "Repair"). It
 // stores each chunk with store.ReplicaOutput, which writes it only once
 // the round that dispatched its attempt is applied on this node
 // (store.ErrNotYet: the follower waits for the next applied index) —
@@ -156,10 +156,30 @@
 // is served only without a hole (store.LogHole), else the read goes to
 // the leader.
 //
-// # Not built yet
-//
-//   - A follower serves bytes of a running attempt that no quorum may
-//     have acknowledged yet (as the leader does): if the attempt is then
-//     lost and its log truncated, a client that resumes past that point
-//     reads the next attempt's bytes there.
+// Of a running attempt, every node serves only output that is final:
+// below an end the scheduler counted (LeaderOptions.Durable returned
+// true), which the attempt's LogBytes will be at least, whether it
+// finishes, is lost or its leader fails over (a new leader's gap fill
+// finds every quorum-durable byte). Bytes past it a quorum may not hold:
+// were the attempt lost, its end's TruncateLog would cut them and the
+// next attempt write there, and a client that had read them and resumed
+// past them would get the next attempt's bytes at those offsets. The
+// leader's readers stop at sched.Scheduler.DurableEnd and are rung as it
+// moves (the Durable callback). Followers learn the counted ends on the
+// stream: after chunks, the Leader sends an ends frame (wire.go) with
+// each job whose end it counted since the last one (every job's on a
+// new stream), and the Follower keeps the largest per job (DurableEnd,
+// rung through FollowerOptions.Committed) until the attempt's end is
+// applied on the node (Ended, from its TruncateLog; its LogBytes then
+// says the rest). A node serves a running job up to the larger of that
+// and its LogBytes and running attempt's LogStart. Why not raft's way,
+// the quorum-durable seq Q in the frames and "the chunks up to Q" on the
+// follower: a chunk can reach the quorum after its attempt was lost
+// (the scheduler no longer counts it, the round that cuts it is not yet
+// applied on the follower), and a follower that counted it would serve
+// bytes the cut removes. The counted ends are what the scheduler
+// records, so they are never taken back; they cost one small frame per
+// quorum acknowledgement (a few hundred a second while output flows),
+// and readers trail the leader's copy by one acknowledgement round.
+// Single controllers and ended attempts are served as before.
 package outchan
