@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
@@ -254,7 +255,19 @@ func (n *Node) outputOptions(t uint64) outchan.LeaderOptions {
 		Self:  n.id,
 		Peers: n.outputPeers,
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
-			return n.ident.Dial(ctx, addr, cluster.ALPNOutput)
+			c, err := n.ident.Dial(ctx, addr, cluster.ALPNOutput)
+			if err != nil && ctx.Err() == nil {
+				// A node of an earlier release speaks only the first
+				// version (or the peer is down: this fails too).
+				if c1, err1 := n.ident.Dial(ctx, addr, cluster.ALPNOutputV1); err1 == nil {
+					return c1, nil
+				}
+			}
+			return c, err
+		},
+		Legacy: func(c net.Conn) bool {
+			tc, ok := c.(*tls.Conn)
+			return ok && tc.ConnectionState().NegotiatedProtocol == cluster.ALPNOutputV1
 		},
 	}
 }

@@ -16,7 +16,9 @@
 // began — and numbers it with the term's next seq. It keeps the newest
 // RingBytes (64 MiB) of chunks in a ring, and one sender per voter
 // streams them on a connection of their own (ALPN cluster.ALPNOutput,
-// "jobsuite-output/1", the framing in wire.go). A long-lived stream
+// "jobsuite-output/2", the framing in wire.go; a node of an earlier
+// release speaks "jobsuite-output/1", the same without ends frames, and
+// the leader falls back to it: LeaderOptions.Legacy). A long-lived stream
 // needs its own protocol name rather than an op of the cluster port's
 // request/answer RPC: those carry one JSON request per connection under
 // a 10 s deadline, and the Mux routes by ALPN at the handshake, so the

@@ -35,8 +35,13 @@ type LeaderOptions struct {
 	// Store returns the node's store (it changes when a snapshot is
 	// installed).
 	Store func() *store.Store
-	// Dial opens a stream to a peer's cluster address (cluster.ALPNOutput).
+	// Dial opens a stream to a peer's cluster address (cluster.ALPNOutput,
+	// or ALPNOutputV1 for a node of an earlier release).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Legacy, if set, reports whether the follower at the far end of a
+	// stream Dial opened speaks the stream's first version, which has no
+	// ends frames (wire.go): it gets none.
+	Legacy func(net.Conn) bool
 	// Peers returns the other voters and the quorum size of the whole
 	// cluster (2 of 3, 3 of 5); it is asked at the start and every
 	// second.
@@ -419,9 +424,12 @@ func (l *Leader) stream(ctx context.Context, s *sender) error {
 	_ = conn.SetDeadline(time.Time{})
 	l.ackFrom(s, from)
 	l.mu.Lock()
-	s.dirty = make(map[uint64]struct{}, len(l.ends)) // a new stream: every end
-	for job := range l.ends {
-		s.dirty[job] = struct{}{}
+	s.dirty = nil
+	if l.o.Legacy == nil || !l.o.Legacy(conn) {
+		s.dirty = make(map[uint64]struct{}, len(l.ends)) // a new stream: every end
+		for job := range l.ends {
+			s.dirty[job] = struct{}{}
+		}
 	}
 	l.mu.Unlock()
 

@@ -154,7 +154,11 @@ type cluster struct {
 	committed map[int]int     // ends each follower told Committed of
 }
 
-func newCluster(t *testing.T, nodes, q int) *cluster {
+func newCluster(t *testing.T, nodes, q int) *cluster { return newClusterOf(t, nodes, q, false) }
+
+// newClusterOf is newCluster whose followers, with legacy, speak the
+// stream's first version (LeaderOptions.Legacy): no ends frames.
+func newClusterOf(t *testing.T, nodes, q int, legacy bool) *cluster {
 	c := &cluster{q: q, done: make(chan struct{}), appended: map[int]int{}, refuse: map[uint64]bool{}, committed: map[int]int{}}
 	var peers []Peer
 	for i := range nodes {
@@ -191,7 +195,8 @@ func newCluster(t *testing.T, nodes, q int) *cluster {
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp", addr)
 		},
-		Peers: func() ([]Peer, int) { return peers, q },
+		Peers:  func() ([]Peer, int) { return peers, q },
+		Legacy: func(net.Conn) bool { return legacy },
 		Durable: func(job uint64, attempt uint32, end uint64) bool {
 			c.mu.Lock()
 			defer c.mu.Unlock()
@@ -803,6 +808,26 @@ func TestSecondLeaderOfATerm(t *testing.T) {
 // the leader did not count (its attempt had ended: the end's
 // TruncateLog cuts it). Ended drops a job's.
 func TestFollowersLearnFinalEnds(t *testing.T) {
+	t.Run("legacy follower", func(t *testing.T) {
+		// A follower of an earlier release gets no ends frames (it would
+		// refuse them) and still stores and acks.
+		c := newClusterOf(t, 2, 2, true)
+		create, dispatch := job(1)
+		c.applyAll(t, create, dispatch)
+		seq, err := c.leader.Append(1, 1, 0, 1, t0, []byte("hello"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wait(t, c.leader, seq)
+		if seq2, err := c.leader.Append(1, 1, 5, 1, t0, []byte("!")); err != nil {
+			t.Fatal(err)
+		} else {
+			wait(t, c.leader, seq2) // a second round trip: an ends frame would be there by now
+		}
+		if end, ok := c.followers[0].DurableEnd(1); ok {
+			t.Fatalf("legacy follower was sent an end (%d)", end)
+		}
+	})
 	c := newCluster(t, 3, 3) // every follower must ack
 	c.mu.Lock()
 	c.refuse[2] = true

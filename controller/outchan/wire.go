@@ -7,7 +7,10 @@ import (
 )
 
 // The stream's framing (ALPN cluster.ALPNOutput, one stream per leader
-// and follower, leader → follower chunks, follower → leader acks):
+// and follower, leader → follower chunks and ends, follower → leader
+// acks; ALPNOutputV1, a node of an earlier release's, has no ends
+// frames — it refuses a frame type it does not know, so the leader
+// sends it none):
 //
 //	frame := type (1) | length uint32 (big-endian) | body
 //	hello (1): term u64 | epoch u64 | leader ID (the rest)  leader → follower, first
