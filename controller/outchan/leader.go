@@ -287,7 +287,13 @@ func (l *Leader) Durable() (durable, last uint64) {
 func (l *Leader) Forget(job uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if _, ok := l.ends[job]; !ok {
+		return
+	}
 	delete(l.ends, job)
+	for _, s := range l.peers {
+		delete(s.dirty, job)
+	}
 }
 
 // Lag returns, for each follower, how far behind the term's output it
@@ -398,6 +404,13 @@ var errBehind = errors.New("follower behind the ring")
 
 // stream runs one connection to a follower.
 func (l *Leader) stream(ctx context.Context, s *sender) error {
+	defer func() {
+		// Between streams nothing is kept for it: the next sends every
+		// end.
+		l.mu.Lock()
+		s.dirty = nil
+		l.mu.Unlock()
+	}()
 	conn, err := l.o.Dial(ctx, s.peer.Addr)
 	if err != nil {
 		return err
