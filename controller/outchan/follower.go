@@ -254,7 +254,12 @@ func (f *Follower) serve(c net.Conn) error {
 			if ends, err = parseEnds(body, ends); err != nil {
 				return err
 			}
-			f.setEnds(ends)
+			// Not from a deposed leader once this node knows a newer
+			// term: the new one's gap fill may not have seen the bytes
+			// it counted since.
+			if term >= f.o.Term() {
+				f.setEnds(ends)
+			}
 			continue
 		}
 		if typ != frameChunk {
