@@ -240,7 +240,7 @@
 // outchan.Leader, which writes it to the leader's store
 // (store.ReplicaOutput, unsynced, a group syncer behind it), numbers it
 // and streams it to every voter on the cluster port (ALPN
-// jobsuite-output/1); followers store a chunk only once its attempt is
+// jobsuite-output/2); followers store a chunk only once its attempt is
 // applied in their store, sync in groups and acknowledge. The
 // scheduler (sched.Options.OutputChannel) counts an attempt's output
 // only as far as a quorum holds it synced (sched.OutputDurable, told
