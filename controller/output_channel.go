@@ -255,21 +255,27 @@ func (n *Node) outputOptions(t uint64) outchan.LeaderOptions {
 		Self:  n.id,
 		Peers: n.outputPeers,
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
-			c, err := n.ident.Dial(ctx, addr, cluster.ALPNOutput)
-			if err != nil && ctx.Err() == nil {
-				// A node of an earlier release speaks only the first
-				// version (or the peer is down: this fails too).
-				if c1, err1 := n.ident.Dial(ctx, addr, cluster.ALPNOutputV1); err1 == nil {
-					return c1, nil
-				}
-			}
-			return c, err
+			return dialOutput(ctx, n.ident.Dial, addr)
 		},
 		Legacy: func(c net.Conn) bool {
 			tc, ok := c.(*tls.Conn)
 			return ok && tc.ConnectionState().NegotiatedProtocol == cluster.ALPNOutputV1
 		},
 	}
+}
+
+// dialOutput opens an output stream to addr with dial: the current
+// version (cluster.ALPNOutput), or the first (ALPNOutputV1) if the peer
+// refuses that — a node of an earlier release speaks only the first. A
+// peer that is down fails both.
+func dialOutput(ctx context.Context, dial func(ctx context.Context, addr, proto string) (net.Conn, error), addr string) (net.Conn, error) {
+	c, err := dial(ctx, addr, cluster.ALPNOutput)
+	if err != nil && ctx.Err() == nil {
+		if c1, err1 := dial(ctx, addr, cluster.ALPNOutputV1); err1 == nil {
+			return c1, nil
+		}
+	}
+	return c, err
 }
 
 // outputCall sends a gap fill request to a peer.

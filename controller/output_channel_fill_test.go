@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 	"github.com/julienschmidt/httprouter"
 
 	"jobsuite/controller/clock/clocktest"
+	"jobsuite/controller/cluster"
 	"jobsuite/controller/outchan"
 	"jobsuite/controller/store"
 )
@@ -302,4 +304,54 @@ func TestLeaderServesOnlyDurableOutput(t *testing.T) {
 	if got := fx.getLog("20"); got != "" {
 		t.Fatalf("resumed at 20: %q", got)
 	}
+}
+
+// TestDialOutputFallsBack: the leader dials the output stream's current
+// version and falls back to the first for a peer that speaks only that
+// (an earlier release); a peer that speaks neither fails with the
+// first error.
+func TestDialOutputFallsBack(t *testing.T) {
+	tests := map[string]struct {
+		speaks  []string
+		want    string // the protocol of the stream opened; "" for an error
+		dialled int
+	}{
+		"current":         {speaks: []string{cluster.ALPNOutput, cluster.ALPNOutputV1}, want: cluster.ALPNOutput, dialled: 1},
+		"earlier release": {speaks: []string{cluster.ALPNOutputV1}, want: cluster.ALPNOutputV1, dialled: 2},
+		"down":            {dialled: 2},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			dialled := 0
+			dial := func(_ context.Context, addr, proto string) (net.Conn, error) {
+				dialled++
+				for _, p := range tt.speaks {
+					if p == proto {
+						a, b := net.Pipe()
+						t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
+						return protoConn{a, proto}, nil
+					}
+				}
+				return nil, fmt.Errorf("%s does not speak %s", addr, proto)
+			}
+			c, err := dialOutput(context.Background(), dial, "peer:1")
+			switch {
+			case tt.want == "" && err == nil:
+				t.Fatalf("opened %s, want an error", c.(protoConn).proto)
+			case tt.want == "" && !strings.Contains(err.Error(), cluster.ALPNOutput):
+				t.Errorf("error %v, want the current version's", err)
+			case tt.want != "" && (err != nil || c.(protoConn).proto != tt.want):
+				t.Fatalf("dialOutput: %v, %v; want %s", c, err, tt.want)
+			}
+			if dialled != tt.dialled {
+				t.Errorf("dialled %d times, want %d", dialled, tt.dialled)
+			}
+		})
+	}
+}
+
+// protoConn is a connection that says which protocol it was opened with.
+type protoConn struct {
+	net.Conn
+	proto string
 }
