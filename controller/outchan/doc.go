@@ -173,7 +173,10 @@
 // new stream), and the Follower keeps the largest per job (DurableEnd,
 // rung through FollowerOptions.Committed) until the attempt's end is
 // applied on the node (Ended, from its TruncateLog; its LogBytes then
-// says the rest). A node serves a running job up to the larger of that
+// says the rest). It takes them only from a stream whose term is not
+// below its own raft term: a deposed leader may still count bytes that
+// the new leader's gap fill did not see. A follower of an earlier
+// release (jobsuite-output/1) gets none. A node serves a running job up to the larger of that
 // and its LogBytes and running attempt's LogStart. Why not raft's way,
 // the quorum-durable seq Q in the frames and "the chunks up to Q" on the
 // follower: a chunk can reach the quorum after its attempt was lost
