@@ -248,7 +248,7 @@
 // outchan.Leader, which writes it to the leader's store
 // (store.ReplicaOutput, unsynced, a group syncer behind it), numbers it
 // and streams it to every voter on the cluster port (ALPN
-// jobsuite-output/1); followers store a chunk only once its attempt is
+// jobsuite-output/2); followers store a chunk only once its attempt is
 // applied in their store, sync in groups and acknowledge. The
 // scheduler (sched.Options.OutputChannel) counts an attempt's output
 // only as far as a quorum holds it synced (sched.OutputDurable, told
@@ -262,7 +262,11 @@
 // it takes the attempt's reopened stream): it asks the peers for their
 // synced end until a quorum answered, fetches what it lacks from the one
 // with the largest, and makes the range a quorum may lack durable
-// through the channel before it acknowledges that end. In-raft Output
+// through the channel before it acknowledges that end; no end of such
+// an attempt (a lease run out, the controller's deadline, a revoked
+// agent) is recorded before its fill completed (sched/inherited.go), so
+// a lost attempt's LogBytes covers every byte a quorum acknowledged.
+// In-raft Output
 // commands still apply (old logs, snapshots), and a single controller
 // is unchanged. A node that missed output (it was down, or fell behind
 // the leader's 64 MiB resend buffer) repairs the holes of each attempt
@@ -283,12 +287,13 @@
 // has no hole below the end, and a running one only while a leader
 // streams to it, else it forwards; its reads stop at a hole; its
 // WebSocket follow ends only once the job ended in its store and it
-// holds every byte to LogBytes; and the node's Follower and Repairer
+// holds every byte to LogBytes; of a running job, it and the leader
+// serve output only up to the end the leader's scheduler counted
+// (sched.DurableEnd; the leader sends followers those ends on the
+// output stream), so no reader sees bytes a lost attempt's TruncateLog
+// takes back; and the node's Follower and Repairer
 // ring its own log hub (Node.logHub, rings only, no tail: a truncation
-// cannot leave it stale). Not built yet (outchan's doc.go, "Not built
-// yet"): an inherited attempt lost before its gap fill finished (the
-// term's sweep retries it every 2 s within the attempt's restart grace)
-// is lost at what was filled by then. A follower that installs a
+// cannot leave it stale). A follower that installs a
 // snapshot while a stream runs carries the output of running attempts
 // it stored after the snapshot's checkpoint into the new store
 // (cluster.FSM.Restore), so an install takes no acknowledged byte away.

@@ -459,6 +459,7 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request, p httprouter
 			w.Header().Set("X-Log-End", strconv.FormatUint(end, 10))
 		}
 	}
+	stop = min(stop, s.readLimit(id)) // a running attempt's final output (ws.go)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	for offset < stop {

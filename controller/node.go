@@ -250,7 +250,7 @@ func NewNode(cfg Config) (n *Node, err error) {
 	n.logConns = n.ident.Kept()
 	// The output channel's follower side is served whatever
 	// Config.OutputInRaft says, like the repair.
-	n.mux = cluster.NewMux(ln, n.ident, n.log.Named("cluster"), cluster.ALPNRaft, cluster.ALPNCluster, cluster.ALPNOutput)
+	n.mux = cluster.NewMux(ln, n.ident, n.log.Named("cluster"), cluster.ALPNRaft, cluster.ALPNCluster, cluster.ALPNOutput, cluster.ALPNOutputV1)
 	closers = append(closers, n.mux.Close)
 	n.self = cluster.Member{ID: n.id, Addr: advertised(cfg.ClusterAddr, ln.Addr(), "")}
 	n.trans = raft.NewNetworkTransportWithLogger(cluster.NewStreamLayer(n.mux, n.ident), 3, 10*time.Second, n.raftLogger("transport"))
@@ -571,8 +571,9 @@ func (n *Node) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); _ = n.mux.Serve() }()
 	go func() { defer wg.Done(); _ = n.rpc.Serve(n.mux.Listener(cluster.ALPNCluster)) }()
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); _ = n.follower.Serve(n.mux.Listener(cluster.ALPNOutput)) }()
+	go func() { defer wg.Done(); _ = n.follower.Serve(n.mux.Listener(cluster.ALPNOutputV1)) }()
 	go func() { defer wg.Done(); n.runRepair(ctx) }()
 	httpErr := make(chan error, 1)
 	go func() {

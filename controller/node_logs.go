@@ -48,6 +48,12 @@ import (
 //     until the attempt ends and is repaired).
 //   - Contiguous reads. A follower's reads stop at the first byte it
 //     lacks (Server.readLog), where the leader's read past it.
+//   - Final bytes only. Of a running job it serves output only up to
+//     the end the leader counted and sent on the output stream
+//     (outchan.Follower.DurableEnd), or the job's LogBytes and its
+//     running attempt's LogStart (replicaLogs.limit): bytes past it may
+//     be cut if the attempt is lost. The leader serves up to the same
+//     end (Server.readLimit).
 //   - The end. A WebSocket follow ends only when the job (or attempt=N)
 //     has ended in this node's store and this copy holds every byte up
 //     to its end; until then it waits for the bytes (the stream's
@@ -112,7 +118,8 @@ func (n *Node) serveLogs(w http.ResponseWriter, r *http.Request, ws bool, id uin
 	// node's hub: no scheduler (nil: the handlers read the stored
 	// state), no committer, no agents.
 	s := &Server{cfg: n.cfg, st: st, sec: sec, log: n.log.Named("logs"), hub: n.logHub,
-		replica: &replicaLogs{node: n.id, streaming: n.follower.Streaming, stall: replicaStall * time.Duration(n.cfg.RaftMultiplier)}}
+		replica: &replicaLogs{node: n.id, streaming: n.follower.Streaming, durable: n.follower.DurableEnd,
+			stall: replicaStall * time.Duration(n.cfg.RaftMultiplier)}}
 	h := s.handleLogs
 	if ws {
 		h = s.handleLogSocket
@@ -211,7 +218,13 @@ func (n *Node) readIndex(ctx context.Context) (uint64, error) {
 type replicaLogs struct {
 	node      string
 	streaming func() bool
-	stall     time.Duration
+	// durable is the node's Follower.DurableEnd: how far the leader said
+	// a job's output is final.
+	durable func(job uint64) (uint64, bool)
+	stall   time.Duration
+	// job is the job as last read from this node's store (limit reads
+	// it once; the WebSocket follow sets it each time it reads the job).
+	job *store.Job
 
 	mark  uint64    // the follow's offset when last seen moving
 	since time.Time // since when it has not moved while waiting
@@ -237,6 +250,37 @@ func (s *Server) readLog(id, from uint64, max int) (chunks []store.Chunk, gap bo
 		pos += uint64(len(c.Data))
 	}
 	return chunks, false, nil
+}
+
+// limit is where job id's output this follower's copy may serve ends
+// (Server.readLimit): all of an ended job's; of one still active, what
+// is final — below its LogBytes and its running attempt's LogStart
+// (ended attempts' output), and up to the end the leader counted and
+// sent (durable). A job read before the leader's end arrived, or before
+// its next attempt was applied, only serves less: every end involved is
+// final, whatever attempt it was counted for.
+func (rl *replicaLogs) limit(st *store.Store, id uint64) uint64 {
+	if rl.job == nil || rl.job.ID != id {
+		j, err := st.Get(id)
+		if err != nil {
+			return 0
+		}
+		rl.job = j
+	}
+	j := rl.job
+	if j.State.Terminal() {
+		return math.MaxUint64
+	}
+	end := j.LogBytes
+	if c := j.Current(); c != nil {
+		end = max(end, c.LogStart)
+	}
+	if rl.durable != nil {
+		if d, ok := rl.durable(id); ok {
+			end = max(end, d)
+		}
+	}
+	return end
 }
 
 // holds reports whether a follow that reached the end of job j (or of

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,6 +86,12 @@ func readLogMessage(t *testing.T, ws *websocket.Conn) api.LogMessage {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// finalTo is a Follower.DurableEnd that says job 1's output is final
+// to end.
+func finalTo(end uint64) func(uint64) (uint64, bool) {
+	return func(job uint64) (uint64, bool) { return end, job == 1 }
 }
 
 // A follow on a follower's own copy stops at a hole and ends only once
@@ -169,7 +176,8 @@ func TestReplicaFollowStalls(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			st := replicaStore(t, tc.done, 11, tc.chunks...)
-			s := &Server{st: st, hub: hub.New(), log: hclog.NewNullLogger(), replica: &replicaLogs{node: "n1", streaming: func() bool { return tc.streaming }, stall: 100 * time.Millisecond}}
+			s := &Server{st: st, hub: hub.New(), log: hclog.NewNullLogger(), replica: &replicaLogs{node: "n1", streaming: func() bool { return tc.streaming },
+				durable: finalTo(11), stall: 100 * time.Millisecond}}
 			ws := replicaSocket(t, s, "format=json")
 			if m := readLogMessage(t, ws); m.Type != "output" || string(m.Data) != "hello" {
 				t.Fatalf("first message %+v", m)
@@ -196,4 +204,88 @@ func TestReplicaFollowStalls(t *testing.T) {
 			t.Fatalf("leader's follow sent %v", got)
 		}
 	})
+}
+
+// A follower's copy serves a running attempt's output only as far as
+// the leader said it is final (Follower.DurableEnd): it holds 11 bytes,
+// the leader counted 5, and the follow waits there — a GET stops there
+// too — until the end moves and rings the hub. With no end heard it
+// serves nothing of the attempt; once the job ended, all of it.
+func TestReplicaServesOnlyFinalOutput(t *testing.T) {
+	st := replicaStore(t, false, 0, store.Chunk{Offset: 0, Stream: 1, Data: []byte("hello")}, store.Chunk{Offset: 5, Stream: 1, Data: []byte(" world")})
+	h := hub.New()
+	var mu sync.Mutex
+	final, heard := uint64(5), true
+	looked := make(chan struct{}, 1)
+	rl := func() *replicaLogs {
+		return &replicaLogs{node: "n1", streaming: func() bool { return true }, stall: time.Minute,
+			durable: func(job uint64) (uint64, bool) {
+				mu.Lock()
+				defer mu.Unlock()
+				return final, heard && job == 1
+			},
+			looked: func() {
+				select {
+				case looked <- struct{}{}:
+				default:
+				}
+			}}
+	}
+	get := func() string {
+		s := &Server{st: st, hub: h, log: hclog.NewNullLogger(), replica: rl()}
+		w := httptest.NewRecorder()
+		s.handleLogs(w, httptest.NewRequest("GET", "/jobs/1/logs", nil), httprouter.Params{{Key: "id", Value: "1"}})
+		return w.Body.String()
+	}
+	if got := get(); got != "hello" {
+		t.Fatalf("GET while final to 5: %q, want %q", got, "hello")
+	}
+	s := &Server{st: st, hub: h, log: hclog.NewNullLogger(), replica: rl()}
+	ws := replicaSocket(t, s, "format=json")
+	msgs := make(chan api.LogMessage, 16)
+	go func() {
+		defer close(msgs)
+		for {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			var m api.LogMessage
+			_ = json.Unmarshal(b, &m)
+			msgs <- m
+		}
+	}()
+	if m := <-msgs; m.Type != "output" || m.Offset != 0 || string(m.Data) != "hello" {
+		t.Fatalf("first message %+v", m)
+	}
+	for range 2 { // it looked at the job twice and sent nothing more
+		select {
+		case <-looked:
+		case m := <-msgs:
+			t.Fatalf("past the final end: %+v", m)
+		}
+	}
+	mu.Lock()
+	final = 11
+	mu.Unlock()
+	h.Ring(1)
+	if m := <-msgs; m.Type != "output" || m.Offset != 5 || string(m.Data) != " world" {
+		t.Fatalf("after the end moved: %+v", m)
+	}
+	if got := get(); got != "hello world" {
+		t.Fatalf("GET while final to 11: %q", got)
+	}
+	mu.Lock()
+	heard = false
+	mu.Unlock()
+	if got := get(); got != "" {
+		t.Fatalf("GET with no end heard: %q, want nothing of the running attempt", got)
+	}
+	done := replicaStore(t, true, 11, store.Chunk{Offset: 0, Stream: 1, Data: []byte("hello world")})
+	s = &Server{st: done, hub: h, log: hclog.NewNullLogger(), replica: rl()}
+	w := httptest.NewRecorder()
+	s.handleLogs(w, httptest.NewRequest("GET", "/jobs/1/logs", nil), httprouter.Params{{Key: "id", Value: "1"}})
+	if got := w.Body.String(); got != "hello world" {
+		t.Fatalf("GET of the ended job: %q", got)
+	}
 }

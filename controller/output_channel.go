@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
@@ -14,6 +15,7 @@ import (
 
 	"jobsuite/controller/cluster"
 	"jobsuite/controller/outchan"
+	"jobsuite/controller/sched"
 	"jobsuite/controller/store"
 )
 
@@ -52,7 +54,15 @@ const fillTimeout = 30 * time.Second
 // is loaded: s.sched reports each chunk's quorum-durable end to.
 func (s *Server) newOutputChannel(o outchan.LeaderOptions, call outchan.Caller) error {
 	o.Store = func() *store.Store { return s.st }
-	o.Durable = func(job uint64, attempt uint32, end uint64) { s.sched.OutputDurable(job, attempt, end) }
+	o.Durable = func(job uint64, attempt uint32, end uint64) bool {
+		// Readers are served up to the end the scheduler counts
+		// (readLimit): ring them when it moves.
+		_, ok := s.sched.OutputDurable(job, attempt, end)
+		if ok {
+			s.hub.Ring(job)
+		}
+		return ok
+	}
 	o.Logger = s.log.Named("output")
 	jobs, err := s.st.Active()
 	if err != nil {
@@ -65,18 +75,22 @@ func (s *Server) newOutputChannel(o outchan.LeaderOptions, call outchan.Caller) 
 		}
 	}
 	s.out = oc
-	s.metrics.reg.MustRegister(outputCollector{oc.leader})
+	s.metrics.reg.MustRegister(outputCollector{oc.leader, s.sched})
 	return nil
 }
 
 // outputCollector reads the term's output channel at scrape time.
-type outputCollector struct{ l *outchan.Leader }
+type outputCollector struct {
+	l *outchan.Leader
+	s *sched.Scheduler
+}
 
 var (
 	descOutputDurable = prometheus.NewDesc("jobsuite_cluster_output_durable_seq", "On the leader (the output channel): the last chunk of this term's output that a quorum holds synced (LogAck and attempt ends follow it).", nil, nil)
 	descOutputLast    = prometheus.NewDesc("jobsuite_cluster_output_last_seq", "On the leader (the output channel): the last chunk of this term's output it stored.", nil, nil)
 	descOutputLag     = prometheus.NewDesc("jobsuite_cluster_output_lag_chunks", "On the leader (the output channel): chunks of this term's output each voter has not acknowledged as synced.", []string{"peer"}, nil)
 	descOutputLagB    = prometheus.NewDesc("jobsuite_cluster_output_lag_bytes", "On the leader (the output channel): bytes of this term's output the leader holds synced that each voter has not acknowledged as synced.", []string{"peer"}, nil)
+	descOutputWaiting = prometheus.NewDesc("jobsuite_cluster_output_fill_waiting", "On the leader (the output channel): attempts inherited from the previous leader whose lease ran out (or deadline passed) while their output's gap fill has not completed: their end is recorded once it has.", nil, nil)
 	descOutputBehind  = prometheus.NewDesc("jobsuite_cluster_output_behind", "On the leader (the output channel): 1 if the voter fell out of the leader's 64 MiB resend buffer and no longer counts for the output quorum this term.", []string{"peer"}, nil)
 )
 
@@ -86,12 +100,14 @@ func (c outputCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descOutputLag
 	ch <- descOutputLagB
 	ch <- descOutputBehind
+	ch <- descOutputWaiting
 }
 
 func (c outputCollector) Collect(ch chan<- prometheus.Metric) {
 	d, last := c.l.Durable()
 	ch <- prometheus.MustNewConstMetric(descOutputDurable, prometheus.GaugeValue, float64(d))
 	ch <- prometheus.MustNewConstMetric(descOutputLast, prometheus.GaugeValue, float64(last))
+	ch <- prometheus.MustNewConstMetric(descOutputWaiting, prometheus.GaugeValue, float64(c.s.FillWaiting()))
 	for peer, lag := range c.l.Lag() {
 		ch <- prometheus.MustNewConstMetric(descOutputLag, prometheus.GaugeValue, float64(lag.Seq), peer)
 		ch <- prometheus.MustNewConstMetric(descOutputLagB, prometheus.GaugeValue, float64(lag.Bytes), peer)
@@ -105,9 +121,10 @@ func (c outputCollector) Collect(ch chan<- prometheus.Metric) {
 
 // runOutputChannel runs the term's channel and fills the gap of every
 // inherited attempt, trying again every fillRetry until each is filled
-// or ended, so that one whose agent never comes back is lost at the end
-// a quorum acknowledged rather than at its LogStart (its lease has the
-// restart grace for that).
+// or ended. An inherited attempt is not ended before its fill completed
+// (the scheduler holds a lease that ran out until Filled:
+// sched/inherited.go), so one whose agent never comes back is lost at
+// the end a quorum acknowledged, however long the fill takes.
 func (s *Server) runOutputChannel(ctx context.Context) {
 	done := make(chan struct{})
 	go func() { defer close(done); s.out.leader.Run(ctx) }()
@@ -148,6 +165,7 @@ var errNotCurrent = errors.New("attempt no longer current")
 // quorum holds, filling the gap first for an inherited attempt.
 func (s *Server) outputOpen(ctx context.Context, id uint64, attempt uint32, logStart uint64) (uint64, error) {
 	end := logStart
+	durable := s.sched.OutputDurable
 	if a, ok := s.out.inherited[id]; ok && a.number == attempt {
 		ctx, cancel := context.WithTimeout(ctx, fillTimeout)
 		defer cancel()
@@ -155,8 +173,11 @@ func (s *Server) outputOpen(ctx context.Context, id uint64, attempt uint32, logS
 		if end, err = s.out.leader.FillOnce(ctx, s.out.call, id, attempt, logStart); err != nil {
 			return 0, err
 		}
+		// The ends of the attempt that waited for its fill (a lease run
+		// out) are recorded now, at the full end (sched/inherited.go).
+		durable = s.sched.Filled
 	}
-	d, ok := s.sched.OutputDurable(id, attempt, end)
+	d, ok := durable(id, attempt, end)
 	if !ok {
 		return 0, fmt.Errorf("job %d attempt %d: %w", id, attempt, errNotCurrent)
 	}
@@ -181,7 +202,8 @@ func (s *Server) outputAppend(agent string, id uint64, attempt uint32, off uint6
 	}
 	s.hub.Appended(id, store.Chunk{Offset: logStart + off, Stream: stream, Data: data, Time: now}, data)
 	s.out.hubMu.Unlock()
-	s.hub.Ring(id)
+	// No ring: readers get the chunk once a quorum holds it (the
+	// Durable callback rings them).
 	return seq, false, nil
 }
 
@@ -192,6 +214,7 @@ func (s *Server) outputAppend(agent string, id uint64, attempt uint32, off uint6
 // the next attempt can be stored (its Dispatch leaves after the round).
 func (s *Server) outputTruncated(id, at uint64) {
 	if s.out != nil {
+		s.out.leader.Forget(id) // the followers apply the end too
 		s.out.hubMu.Lock()
 		defer s.out.hubMu.Unlock()
 	}
@@ -232,9 +255,27 @@ func (n *Node) outputOptions(t uint64) outchan.LeaderOptions {
 		Self:  n.id,
 		Peers: n.outputPeers,
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
-			return n.ident.Dial(ctx, addr, cluster.ALPNOutput)
+			return dialOutput(ctx, n.ident.Dial, addr)
+		},
+		Legacy: func(c net.Conn) bool {
+			tc, ok := c.(*tls.Conn)
+			return ok && tc.ConnectionState().NegotiatedProtocol == cluster.ALPNOutputV1
 		},
 	}
+}
+
+// dialOutput opens an output stream to addr with dial: the current
+// version (cluster.ALPNOutput), or the first (ALPNOutputV1) if the peer
+// refuses that — a node of an earlier release speaks only the first. A
+// peer that is down fails both.
+func dialOutput(ctx context.Context, dial func(ctx context.Context, addr, proto string) (net.Conn, error), addr string) (net.Conn, error) {
+	c, err := dial(ctx, addr, cluster.ALPNOutput)
+	if err != nil && ctx.Err() == nil {
+		if c1, err1 := dial(ctx, addr, cluster.ALPNOutputV1); err1 == nil {
+			return c1, nil
+		}
+	}
+	return c, err
 }
 
 // outputCall sends a gap fill request to a peer.
@@ -243,8 +284,8 @@ func (n *Node) outputCall(ctx context.Context, addr, op string, body, out any) e
 }
 
 // outputFollower is the node's side of the streams leaders open to it.
-// Each chunk it stores rings the job's log followers on this node
-// (node_logs.go).
+// Each chunk it stores, and each end the leader counted, rings the job's
+// log followers on this node (node_logs.go).
 func (n *Node) outputFollower() *outchan.Follower {
 	return outchan.NewFollower(outchan.FollowerOptions{
 		Replica: n.fsm,
@@ -256,7 +297,11 @@ func (n *Node) outputFollower() *outchan.Follower {
 		},
 		Logger: n.log.Named("output"),
 
-		Appended: n.logHub.Ring,
+		// A log follower on this node reads a running attempt's output
+		// up to the end the leader counted (DurableEnd) and as far as
+		// this copy holds it: either may move.
+		Appended:  n.logHub.Ring,
+		Committed: n.logHub.Ring,
 	})
 }
 
@@ -276,17 +321,21 @@ func (n *Node) outputRepairer() *outchan.Repairer {
 
 // outputApplied hears of every batch of rounds the FSM applied: a
 // round that ends an attempt whose output came on the channel
-// (store.TruncateLog) makes its output below the end final, and the
-// repair fetches whatever of it this node lacks. The FSM's apply of the
+// (store.TruncateLog) makes its output below the end final — the
+// Follower drops the end the leader sent for the job — and the repair
+// fetches whatever of it this node lacks. The FSM's apply of the
 // round also queued the job in the store (the queue the repair reads
 // at start and after a snapshot): this only spares it that read.
 func (n *Node) outputApplied(cmds []store.Command) {
-	if n.repair == nil {
-		return
-	}
 	for _, c := range cmds {
 		if t, ok := c.(*store.TruncateLog); ok {
-			n.repair.Note(t.Job, t.At)
+			// Its LogBytes now says how far the job's output is final.
+			if n.follower != nil {
+				n.follower.Ended(t.Job)
+			}
+			if n.repair != nil {
+				n.repair.Note(t.Job, t.At)
+			}
 		}
 	}
 }

@@ -438,6 +438,8 @@ type serverDeps struct {
 	// output channel (output_channel.go), calling peers with outputCall.
 	output     *outchan.LeaderOptions
 	outputCall outchan.Caller
+	// clock, if set, is the Server's time (tests); clock.Real otherwise.
+	clock clock.Clock
 }
 
 // newServer builds a Server on d and rebuilds the queue from the store:
@@ -447,6 +449,9 @@ func newServer(cfg Config, d *serverDeps) (*Server, error) {
 	_, _ = rand.Read(idb)
 	s := &Server{cfg: cfg, log: cfg.Logger, id: hex.EncodeToString(idb), hub: hub.New(), clock: clock.Real{},
 		st: d.st, pki: d.pki, ownStore: d.ownStore, agents: d.agents, cluster: d.cluster, gate: d.gate, term: d.term, members: d.members}
+	if d.clock != nil {
+		s.clock = d.clock
+	}
 
 	// The disk's size sets the defaults that keep a small one from
 	// filling up (disk.go).

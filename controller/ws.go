@@ -186,6 +186,9 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 			if err != nil {
 				return
 			}
+			if s.replica != nil {
+				s.replica.job = j // its state bounds what readLimit serves
+			}
 			checked = time.Now()
 			ended := false // attempt=N: N has ended
 			if only > 0 {
@@ -234,7 +237,9 @@ func (s *Server) handleLogSocket(w http.ResponseWriter, r *http.Request, p httpr
 // store. A failed store read ends it early; only a failed send is an
 // error.
 func (s *Server) sendOutput(id uint64, f *follower) error {
-	for f.offset < f.stop {
+	// A running attempt's output only as far as it is final (readLimit).
+	stop := min(f.stop, s.readLimit(id))
+	for f.offset < stop {
 		chunks, ok := s.hub.Read(id, f.offset, wsReadChunk)
 		f.gap = false
 		if !ok {
@@ -248,8 +253,9 @@ func (s *Server) sendOutput(id uint64, f *follower) error {
 			// in the scheduler) before its agent gets the Dispatch, so
 			// the job read now knows the attempt of every chunk read.
 			f.refresh(s, id)
-			chunks = clipChunks(chunks, f.stop)
+			stop = min(stop, f.stop)
 		}
+		chunks = clipChunks(chunks, stop)
 		if len(chunks) == 0 {
 			return f.markersUpTo(f.offset) // attempts that began without output yet
 		}
@@ -266,6 +272,27 @@ func (s *Server) sendOutput(id uint64, f *follower) error {
 		}
 	}
 	return f.markersUpTo(f.offset) // at stop: attempt=N's marker, if it wrote nothing
+}
+
+// readLimit is where job id's output that readers may be served ends
+// for now: with the output channel, a running attempt's output only as
+// far as it is final — counted on a quorum, so never cut off the log if
+// the attempt is lost (else a client that read past the cut and resumed
+// from there would get the next attempt's bytes at that offset). On the
+// leader that is the scheduler's durable end (sched.DurableEnd), on a
+// follower the end the leader sent (replicaLogs.limit). Elsewhere, and
+// for a job that ended, the whole stored log (math.MaxUint64): a single
+// controller serves only what its committer made durable.
+func (s *Server) readLimit(id uint64) uint64 {
+	switch {
+	case s.replica != nil:
+		return s.replica.limit(s.st, id)
+	case s.out != nil:
+		if end, ok := s.sched.DurableEnd(id); ok {
+			return end
+		}
+	}
+	return math.MaxUint64
 }
 
 type follower struct {

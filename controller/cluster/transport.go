@@ -29,8 +29,11 @@ import (
 //	jobsuite-cluster/1  everything else between controllers (one request
 //	                    and its answer per connection: formation,
 //	                    status, output gap fill)
-//	jobsuite-output/1   the output channel's leader → follower stream
+//	jobsuite-output/2   the output channel's leader → follower stream
 //	                    (controller/outchan; every node serves it)
+//	jobsuite-output/1   the same without the leader's ends frames: a
+//	                    leader falls back to it for a node of an earlier
+//	                    release, which speaks only that
 //
 // The handshake runs on its own goroutine under a deadline, so a peer
 // that connects and says nothing holds a socket for handshakeTimeout,
@@ -40,7 +43,9 @@ import (
 const (
 	ALPNRaft    = "jobsuite-raft/1"
 	ALPNCluster = "jobsuite-cluster/1"
-	ALPNOutput  = "jobsuite-output/1"
+	ALPNOutput  = "jobsuite-output/2"
+	// ALPNOutputV1 is ALPNOutput before the ends frames (outchan/wire.go).
+	ALPNOutputV1 = "jobsuite-output/1"
 )
 
 // handshakeTimeout bounds a TLS handshake on the cluster port.

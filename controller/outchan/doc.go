@@ -16,7 +16,9 @@
 // began — and numbers it with the term's next seq. It keeps the newest
 // RingBytes (64 MiB) of chunks in a ring, and one sender per voter
 // streams them on a connection of their own (ALPN cluster.ALPNOutput,
-// "jobsuite-output/1", the framing in wire.go). A long-lived stream
+// "jobsuite-output/2", the framing in wire.go; a node of an earlier
+// release speaks "jobsuite-output/1", the same without ends frames, and
+// the leader falls back to it: LeaderOptions.Legacy). A long-lived stream
 // needs its own protocol name rather than an op of the cluster port's
 // request/answer RPC: those carry one JSON request per connection under
 // a 10 s deadline, and the Mux routes by ALPN at the handshake, so the
@@ -26,7 +28,7 @@
 // raft term, and answers the leader's hello with the highest seq of
 // that term it holds durably, so a reconnecting leader resumes there
 // from its ring; a follower further behind than the ring falls out of
-// the quorum count for the rest of the term (see "Not built"). It
+// the quorum count for the rest of the term (see "Repair"). It
 // stores each chunk with store.ReplicaOutput, which writes it only once
 // the round that dispatched its attempt is applied on this node
 // (store.ErrNotYet: the follower waits for the next applied index) —
@@ -72,6 +74,18 @@
 // range from the smallest end heard to the largest through the channel,
 // and waits until a quorum holds it. That end is the attempt's durable
 // end; the agent resends the rest from its spool.
+//
+// Nothing records an inherited attempt's end before its fill completed
+// in the term: the scheduler holds a lease that runs out, the
+// controller's deadline of a job with a timeout and a revoked agent's
+// loss until the fill reports the end (sched.Scheduler.Filled;
+// sched/inherited.go), then records them there — the lease checked
+// again, as a heartbeat may have renewed it meanwhile. So a lost
+// attempt's LogBytes covers every byte a quorum acknowledged, however
+// long the fill takes: while it fails (the sweep tries again every 2 s)
+// no quorum answers, and then nothing can be committed anyway. The
+// leader's jobsuite_cluster_output_fill_waiting counts the attempts
+// whose end waits so.
 //
 // # Repair
 //
@@ -144,15 +158,33 @@
 // is served only without a hole (store.LogHole), else the read goes to
 // the leader.
 //
-// # Not built yet
-//
-//   - An attempt inherited by a new leader that is lost before its gap
-//     fill completed is lost at what was filled by then. The term's
-//     sweep tries every such fill again every 2 s, and the attempt's
-//     lease has the restart grace (1¼ leases) before it can be lost, so
-//     this needs a fill failing for that long while a quorum is up.
-//   - A follower serves bytes of a running attempt that no quorum may
-//     have acknowledged yet (as the leader does): if the attempt is then
-//     lost and its log truncated, a client that resumes past that point
-//     reads the next attempt's bytes there.
+// Of a running attempt, every node serves only output that is final:
+// below an end the scheduler counted (LeaderOptions.Durable returned
+// true), which the attempt's LogBytes will be at least, whether it
+// finishes, is lost or its leader fails over (a new leader's gap fill
+// finds every quorum-durable byte). Bytes past it a quorum may not hold:
+// were the attempt lost, its end's TruncateLog would cut them and the
+// next attempt write there, and a client that had read them and resumed
+// past them would get the next attempt's bytes at those offsets. The
+// leader's readers stop at sched.Scheduler.DurableEnd and are rung as it
+// moves (the Durable callback). Followers learn the counted ends on the
+// stream: after chunks, the Leader sends an ends frame (wire.go) with
+// each job whose end it counted since the last one (every job's on a
+// new stream), and the Follower keeps the largest per job (DurableEnd,
+// rung through FollowerOptions.Committed) until the attempt's end is
+// applied on the node (Ended, from its TruncateLog; its LogBytes then
+// says the rest). It takes them only from a stream whose term is not
+// below its own raft term: a deposed leader may still count bytes that
+// the new leader's gap fill did not see. A follower of an earlier
+// release (jobsuite-output/1) gets none. A node serves a running job up to the larger of that
+// and its LogBytes and running attempt's LogStart. Why not raft's way,
+// the quorum-durable seq Q in the frames and "the chunks up to Q" on the
+// follower: a chunk can reach the quorum after its attempt was lost
+// (the scheduler no longer counts it, the round that cuts it is not yet
+// applied on the follower), and a follower that counted it would serve
+// bytes the cut removes. The counted ends are what the scheduler
+// records, so they are never taken back; they cost one small frame per
+// quorum acknowledgement (a few hundred a second while output flows),
+// and readers trail the leader's copy by one acknowledgement round.
+// Single controllers and ended attempts are served as before.
 package outchan

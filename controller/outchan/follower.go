@@ -35,10 +35,12 @@ type FollowerOptions struct {
 	// Term returns the node's current raft term: a stream of a lower
 	// term is refused.
 	Term func() uint64
-	// Appended, if set, is told of each chunk stored (the hub rings the
-	// job's log followers).
+	// Appended, if set, is told of each chunk stored.
 	Appended func(job uint64)
-	Logger   hclog.Logger
+	// Committed, if set, is told of each job whose final end
+	// (DurableEnd) moved (the hub rings the job's log followers).
+	Committed func(job uint64)
+	Logger    hclog.Logger
 }
 
 // Follower takes the output streams leaders open to this node: it
@@ -51,6 +53,10 @@ type Follower struct {
 	mu      sync.Mutex
 	st      stream // the last stream served (term and epoch)
 	durable uint64 // its highest durable seq
+	// ends are the jobs' final output ends the leaders sent (ends
+	// frames), until Ended: valid across streams and terms, as an end a
+	// leader counted is never cut off.
+	ends map[uint64]uint64
 	// cur ends the stream being served; done is closed when it returned.
 	cur  context.CancelFunc
 	done chan struct{}
@@ -61,7 +67,44 @@ func NewFollower(o FollowerOptions) *Follower {
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()
 	}
-	return &Follower{o: o, log: o.Logger}
+	return &Follower{o: o, log: o.Logger, ends: map[uint64]uint64{}}
+}
+
+// DurableEnd returns how far job's output is final as the leaders said
+// (ends frames, wire.go): a running attempt's output up to there is
+// never cut off, so this node may serve it. ok is false when no leader
+// said (since Ended).
+func (f *Follower) DurableEnd(job uint64) (end uint64, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	end, ok = f.ends[job]
+	return end, ok
+}
+
+// Ended drops job's end: an attempt of it ended on this node (its
+// round's TruncateLog is applied), and its LogBytes says the rest.
+func (f *Follower) Ended(job uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.ends, job)
+}
+
+// setEnds takes an ends frame's entries.
+func (f *Follower) setEnds(ends []jobEnd) {
+	f.mu.Lock()
+	moved := ends[:0]
+	for _, e := range ends {
+		if e.end > f.ends[e.job] {
+			f.ends[e.job] = e.end
+			moved = append(moved, e)
+		}
+	}
+	f.mu.Unlock()
+	if f.o.Committed != nil {
+		for _, e := range moved {
+			f.o.Committed(e.job)
+		}
+	}
 }
 
 // Serve takes streams from ln until it is closed.
@@ -196,6 +239,7 @@ func (f *Follower) serve(c net.Conn) error {
 	}()
 
 	next := from + 1
+	var ends []jobEnd
 	for {
 		typ, body, err := fr.read()
 		if err != nil {
@@ -205,6 +249,18 @@ func (f *Follower) serve(c net.Conn) error {
 			default:
 			}
 			return err
+		}
+		if typ == frameEnds {
+			if ends, err = parseEnds(body, ends); err != nil {
+				return err
+			}
+			// Not from a deposed leader once this node knows a newer
+			// term: the new one's gap fill may not have seen the bytes
+			// it counted since.
+			if term >= f.o.Term() {
+				f.setEnds(ends)
+			}
+			continue
 		}
 		if typ != frameChunk {
 			return fmt.Errorf("%w: frame type %d from the leader", ErrProtocol, typ)

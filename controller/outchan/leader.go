@@ -35,17 +35,25 @@ type LeaderOptions struct {
 	// Store returns the node's store (it changes when a snapshot is
 	// installed).
 	Store func() *store.Store
-	// Dial opens a stream to a peer's cluster address (cluster.ALPNOutput).
+	// Dial opens a stream to a peer's cluster address (cluster.ALPNOutput,
+	// or ALPNOutputV1 for a node of an earlier release).
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Legacy, if set, reports whether the follower at the far end of a
+	// stream Dial opened speaks the stream's first version, which has no
+	// ends frames (wire.go): it gets none.
+	Legacy func(net.Conn) bool
 	// Peers returns the other voters and the quorum size of the whole
 	// cluster (2 of 3, 3 of 5); it is asked at the start and every
 	// second.
 	Peers func() ([]Peer, int)
 	// Durable is told, in seq order, of each chunk once a quorum holds
 	// it durably: its job, attempt and end (an offset in the job's
-	// log). It runs under the Leader's lock: it must not call the
-	// Leader.
-	Durable func(job uint64, attempt uint32, end uint64)
+	// log). It returns whether the end counts (the attempt is still
+	// current: the scheduler took it, so the attempt's LogBytes will be
+	// at least end); the ends that count go to the followers (ends
+	// frames, wire.go), whose readers serve output up to them. It runs
+	// under the Leader's lock: it must not call the Leader.
+	Durable func(job uint64, attempt uint32, end uint64) bool
 	// Behind, if set, is told of a follower that fell out of the ring
 	// (it no longer counts for the quorum this term).
 	Behind func(peer string)
@@ -79,8 +87,11 @@ type Leader struct {
 	grew    chan struct{}    // closed and replaced when a chunk is appended or the Leader closes
 	dirty   chan struct{}    // 1-buffered: the syncer has work
 	fills   map[uint64]*fill // gap fills of this term, by job
-	wg      sync.WaitGroup
-	cancel  context.CancelFunc
+	// ends are the jobs' final output ends counted this term (Durable
+	// said so), until Forget; each sender sends those in its dirty set.
+	ends   map[uint64]uint64
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
 }
 
 // sender streams the term's chunks to one follower.
@@ -94,7 +105,10 @@ type sender struct {
 	// in seq order, for the acks to come (Lag's bytes).
 	ackedSum uint64
 	unacked  []seqSum
-	cancel   context.CancelFunc
+	// dirty are the jobs whose end (Leader.ends) moved since this
+	// follower's stream last sent it.
+	dirty  map[uint64]struct{}
+	cancel context.CancelFunc
 }
 
 // nextEpoch numbers the Leaders this process makes (wire.go, stream).
@@ -112,12 +126,12 @@ func NewLeader(o LeaderOptions) *Leader {
 		o.Logger = hclog.NewNullLogger()
 	}
 	if o.Durable == nil {
-		o.Durable = func(uint64, uint32, uint64) {}
+		o.Durable = func(uint64, uint32, uint64) bool { return true }
 	}
 	return &Leader{
 		o: o, log: o.Logger, st: stream{o.Term, nextEpoch.Add(1)}, peers: map[string]*sender{}, quorum: 1,
 		changed: make(chan struct{}), grew: make(chan struct{}), dirty: make(chan struct{}, 1),
-		fills: map[uint64]*fill{},
+		fills: map[uint64]*fill{}, ends: map[uint64]uint64{},
 	}
 }
 
@@ -267,6 +281,21 @@ func (l *Leader) Durable() (durable, last uint64) {
 	return l.durable, l.seq
 }
 
+// Forget drops job's counted end: its attempt ended (the round that
+// cut its log at LogBytes is applied), and the followers learn of the
+// end from that round.
+func (l *Leader) Forget(job uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.ends[job]; !ok {
+		return
+	}
+	delete(l.ends, job)
+	for _, s := range l.peers {
+		delete(s.dirty, job)
+	}
+}
+
 // Lag returns, for each follower, how far behind the term's output it
 // acknowledged: the chunks given that it has not acknowledged as
 // durable, the bytes the leader holds durably (synced) that it has not,
@@ -304,7 +333,14 @@ func (l *Leader) recompute() {
 	n := 0
 	for n < len(l.pending) && l.pending[n].seq <= q {
 		p := &l.pending[n]
-		l.o.Durable(p.job, p.attempt, p.offset)
+		if l.o.Durable(p.job, p.attempt, p.offset) && p.offset > l.ends[p.job] {
+			l.ends[p.job] = p.offset
+			for _, s := range l.peers {
+				if s.dirty != nil {
+					s.dirty[p.job] = struct{}{}
+				}
+			}
+		}
 		n++
 	}
 	l.pending = append(l.pending[:0:0], l.pending[n:]...)
@@ -368,6 +404,13 @@ var errBehind = errors.New("follower behind the ring")
 
 // stream runs one connection to a follower.
 func (l *Leader) stream(ctx context.Context, s *sender) error {
+	defer func() {
+		// Between streams nothing is kept for it: the next sends every
+		// end.
+		l.mu.Lock()
+		s.dirty = nil
+		l.mu.Unlock()
+	}()
 	conn, err := l.o.Dial(ctx, s.peer.Addr)
 	if err != nil {
 		return err
@@ -393,6 +436,15 @@ func (l *Leader) stream(ctx context.Context, s *sender) error {
 	}
 	_ = conn.SetDeadline(time.Time{})
 	l.ackFrom(s, from)
+	l.mu.Lock()
+	s.dirty = nil
+	if l.o.Legacy == nil || !l.o.Legacy(conn) {
+		s.dirty = make(map[uint64]struct{}, len(l.ends)) // a new stream: every end
+		for job := range l.ends {
+			s.dirty[job] = struct{}{}
+		}
+	}
+	l.mu.Unlock()
 
 	readErr := make(chan error, 1)
 	go func() {
@@ -420,13 +472,15 @@ func (l *Leader) stream(ctx context.Context, s *sender) error {
 
 	next := from + 1
 	var buf []byte
+	var ends []jobEnd
 	for {
 		l.mu.Lock()
-		for next > l.seq && !l.closed {
-			ch := l.grew
+		for next > l.seq && len(s.dirty) == 0 && !l.closed {
+			grew, changed := l.grew, l.changed
 			l.mu.Unlock()
 			select {
-			case <-ch:
+			case <-grew:
+			case <-changed:
 			case err := <-readErr:
 				return err
 			case <-ctx.Done():
@@ -438,6 +492,32 @@ func (l *Leader) stream(ctx context.Context, s *sender) error {
 			l.mu.Unlock()
 			return ErrClosed
 		}
+		buf = buf[:0]
+		// The ends counted since the last frame. One may pass the chunks
+		// sent to this follower (a quorum acknowledged them without it):
+		// its readers stop where its copy does.
+		for len(s.dirty) > 0 {
+			ends = ends[:0]
+			for job := range s.dirty {
+				delete(s.dirty, job)
+				if end, ok := l.ends[job]; ok {
+					ends = append(ends, jobEnd{job, end})
+				}
+				if len(ends) == maxEnds {
+					break
+				}
+			}
+			if len(ends) > 0 {
+				buf = appendEnds(buf, ends)
+			}
+		}
+		if next > l.seq {
+			l.mu.Unlock()
+			if _, err := conn.Write(buf); err != nil {
+				return err
+			}
+			continue
+		}
 		if len(l.ring) == 0 || next < l.ring[0].seq {
 			s.behind = true
 			l.recompute()
@@ -445,7 +525,6 @@ func (l *Leader) stream(ctx context.Context, s *sender) error {
 			return errBehind
 		}
 		i := int(next - l.ring[0].seq)
-		buf = buf[:0]
 		n := 0
 		for ; i < len(l.ring) && len(buf) < 1<<20; i++ {
 			c := &l.ring[i]

@@ -149,11 +149,17 @@ type cluster struct {
 	done      chan struct{}
 	followers []*Follower
 	peers     []Peer
-	appended  map[int]int // chunks each follower told Appended of (job 1's)
+	appended  map[int]int     // chunks each follower told Appended of (job 1's)
+	refuse    map[uint64]bool // jobs whose durable ends do not count (Durable says false)
+	committed map[int]int     // ends each follower told Committed of
 }
 
-func newCluster(t *testing.T, nodes, q int) *cluster {
-	c := &cluster{q: q, done: make(chan struct{}), appended: map[int]int{}}
+func newCluster(t *testing.T, nodes, q int) *cluster { return newClusterOf(t, nodes, q, false) }
+
+// newClusterOf is newCluster whose followers, with legacy, speak the
+// stream's first version (LeaderOptions.Legacy): no ends frames.
+func newClusterOf(t *testing.T, nodes, q int, legacy bool) *cluster {
+	c := &cluster{q: q, done: make(chan struct{}), appended: map[int]int{}, refuse: map[uint64]bool{}, committed: map[int]int{}}
 	var peers []Peer
 	for i := range nodes {
 		r := newReplica(t)
@@ -171,6 +177,10 @@ func newCluster(t *testing.T, nodes, q int) *cluster {
 				c.appended[i]++
 			}
 			c.mu.Unlock()
+		}, Committed: func(uint64) {
+			c.mu.Lock()
+			c.committed[i]++
+			c.mu.Unlock()
 		}})
 		c.followers = append(c.followers, f)
 		go func() { _ = f.Serve(ln) }()
@@ -185,11 +195,13 @@ func newCluster(t *testing.T, nodes, q int) *cluster {
 			var d net.Dialer
 			return d.DialContext(ctx, "tcp", addr)
 		},
-		Peers: func() ([]Peer, int) { return peers, q },
-		Durable: func(job uint64, attempt uint32, end uint64) {
+		Peers:  func() ([]Peer, int) { return peers, q },
+		Legacy: func(net.Conn) bool { return legacy },
+		Durable: func(job uint64, attempt uint32, end uint64) bool {
 			c.mu.Lock()
+			defer c.mu.Unlock()
 			c.durable = append(c.durable, fmt.Sprintf("%d/%d/%d", job, attempt, end))
-			c.mu.Unlock()
+			return !c.refuse[job]
 		},
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -786,5 +798,77 @@ func TestSecondLeaderOfATerm(t *testing.T) {
 	wait(t, l, seq)
 	if got := c.reps[1].log(t, 1); got != want.String() {
 		t.Fatalf("the follower holds %q, want %q: it took the second Leader's seq 1 as held", got, want.String())
+	}
+}
+
+// TestFollowersLearnFinalEnds: a follower learns how far each job's
+// output is final (ends frames) only once a quorum holds it and the
+// leader counted it — not while another follower withholds its ack,
+// even though it stored the bytes itself — and never the end of a chunk
+// the leader did not count (its attempt had ended: the end's
+// TruncateLog cuts it). Ended drops a job's.
+func TestFollowersLearnFinalEnds(t *testing.T) {
+	t.Run("legacy follower", func(t *testing.T) {
+		// A follower of an earlier release gets no ends frames (it would
+		// refuse them) and still stores and acks.
+		c := newClusterOf(t, 2, 2, true)
+		create, dispatch := job(1)
+		c.applyAll(t, create, dispatch)
+		seq, err := c.leader.Append(1, 1, 0, 1, t0, []byte("hello"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wait(t, c.leader, seq)
+		if seq2, err := c.leader.Append(1, 1, 5, 1, t0, []byte("!")); err != nil {
+			t.Fatal(err)
+		} else {
+			wait(t, c.leader, seq2) // a second round trip: an ends frame would be there by now
+		}
+		if end, ok := c.followers[0].DurableEnd(1); ok {
+			t.Fatalf("legacy follower was sent an end (%d)", end)
+		}
+	})
+	c := newCluster(t, 3, 3) // every follower must ack
+	c.mu.Lock()
+	c.refuse[2] = true
+	c.mu.Unlock()
+	create1, dispatch1 := job(1)
+	create2, dispatch2 := job(2)
+	c.applyAll(t, create1, create2)
+	// Follower 2 lacks the dispatches: it stores nothing, acks nothing.
+	c.reps[0].apply(t, dispatch1, dispatch2)
+	c.reps[1].apply(t, dispatch1, dispatch2)
+	if _, err := c.leader.Append(1, 1, 0, 1, t0, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := c.leader.Append(2, 1, 0, 1, t0, []byte("world"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "follower 1 to store both", func() bool { return c.reps[1].log(t, 1) == "hello" && c.reps[1].log(t, 2) == "world" })
+	<-c.reps[2].waiting
+	f1 := c.followers[0]
+	if end, ok := f1.DurableEnd(1); ok {
+		t.Fatalf("follower 1 was told job 1 is final to %d before a quorum held it", end)
+	}
+	c.reps[2].apply(t, dispatch1, dispatch2)
+	wait(t, c.leader, seq)
+	for i, f := range c.followers {
+		waitFor(t, fmt.Sprintf("follower %d to learn job 1's end", i+1), func() bool {
+			end, ok := f.DurableEnd(1)
+			return ok && end == 5
+		})
+	}
+	if end, ok := f1.DurableEnd(2); ok {
+		t.Errorf("follower 1 was told job 2 is final to %d: the leader did not count it", end)
+	}
+	c.mu.Lock()
+	if c.committed[1] != 1 || c.committed[2] != 1 {
+		t.Errorf("Committed told %v times, want once on each follower", c.committed)
+	}
+	c.mu.Unlock()
+	f1.Ended(1)
+	if _, ok := f1.DurableEnd(1); ok {
+		t.Error("job 1's end kept after Ended")
 	}
 }

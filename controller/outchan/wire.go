@@ -7,13 +7,30 @@ import (
 )
 
 // The stream's framing (ALPN cluster.ALPNOutput, one stream per leader
-// and follower, leader → follower chunks, follower → leader acks):
+// and follower, leader → follower chunks and ends, follower → leader
+// acks; ALPNOutputV1, a node of an earlier release's, has no ends
+// frames — it refuses a frame type it does not know, so the leader
+// sends it none):
 //
 //	frame := type (1) | length uint32 (big-endian) | body
 //	hello (1): term u64 | epoch u64 | leader ID (the rest)  leader → follower, first
 //	ack   (2): term u64 | epoch u64 | durable seq u64       follower → leader
 //	chunk (3): seq u64 | job u64 | attempt u32 | offset u64 | stream u8 |
 //	           time (Unix ns) i64 | data (the rest)      leader → follower
+//
+//	ends  (4): (job u64 | end u64) repeated, at most maxEnds leader → follower
+//
+// An ends frame tells the follower how far each job's output is final:
+// the durable ends the leader's scheduler counted (LeaderOptions.
+// Durable said so) since the last one, a job's newest end only; the
+// first after the hello carries every job's of the term. Such an end is
+// never cut off the log: the attempt's LogBytes is at least it (a new
+// leader's gap fill finds it too), so a follower may serve a running
+// attempt's output up to it (Follower.DurableEnd), like raft's commit
+// index in AppendEntries — but per job and only what was counted, so a
+// chunk a quorum acknowledged after its attempt was lost (and that its
+// end's TruncateLog will cut) is never served. It goes out whenever the
+// leader counts more, so it trails the quorum's ack by one frame.
 //
 // The follower answers hello with an ack of the highest seq of that
 // stream it holds durably (0 for one it has not seen), and the leader
@@ -28,12 +45,15 @@ const (
 	frameHello = 1
 	frameAck   = 2
 	frameChunk = 3
+	frameEnds  = 4
 
 	frameHeader = 5
 	chunkHeader = 8 + 8 + 4 + 8 + 1 + 8
 	// maxFrame bounds a frame's body: a chunk of the largest agent
 	// frame with its header.
 	maxFrame = 16<<20 + chunkHeader
+	// maxEnds bounds the entries of one ends frame (16 bytes each).
+	maxEnds = 4096
 )
 
 // chunk is one chunk of an attempt's output as the channel carries it.
@@ -86,6 +106,30 @@ func appendChunk(b []byte, c *chunk) []byte {
 	b = append(b, c.stream)
 	b = binary.BigEndian.AppendUint64(b, uint64(c.time))
 	return append(b, c.data...)
+}
+
+// jobEnd is a job's final output end, as an ends frame carries it.
+type jobEnd struct{ job, end uint64 }
+
+func appendEnds(b []byte, ends []jobEnd) []byte {
+	b = appendHeader(b, frameEnds, 16*len(ends))
+	for _, e := range ends {
+		b = binary.BigEndian.AppendUint64(b, e.job)
+		b = binary.BigEndian.AppendUint64(b, e.end)
+	}
+	return b
+}
+
+// parseEnds decodes an ends frame into ends (reused).
+func parseEnds(b []byte, ends []jobEnd) ([]jobEnd, error) {
+	if len(b)%16 != 0 || len(b)/16 > maxEnds {
+		return nil, fmt.Errorf("%w: ends frame of %d bytes", ErrProtocol, len(b))
+	}
+	ends = ends[:0]
+	for ; len(b) > 0; b = b[16:] {
+		ends = append(ends, jobEnd{binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:])})
+	}
+	return ends, nil
 }
 
 // frameReader reads frames into a buffer it reuses: a body is valid

@@ -90,6 +90,15 @@
 // returns the Batch holding the chunk; the stream acknowledges the chunk
 // (LogAck) once that batch is durable.
 //
+// With a cluster's output channel (Options.OutputChannel) the channel
+// stores output and the scheduler counts an attempt's output only as far
+// as OutputDurable says a quorum holds it. An attempt running when it
+// loads was inherited from an earlier leader: its durable end is known
+// only once the term's gap fill has asked a quorum, so no end of it is
+// recorded before Filled (a lease that ran out, a passed deadline, a
+// revoked agent wait for it; inherited.go). DurableEnd tells the log
+// readers how far a running attempt's output may be served.
+//
 // # Durability
 //
 // Whatever makes a change visible outside waits for the Batch holding

@@ -131,6 +131,10 @@ func (s *Scheduler) expire(now time.Time) time.Time {
 		}
 		c := j.Current()
 		if it.hard {
+			if u := s.waiting(it.id, it.attempt); u != nil {
+				u.hard = true // recorded once the gap fill is (inherited.go)
+				continue
+			}
 			// The agent enforces the timeout; this is the backstop for an
 			// agent that heartbeats but does not stop the job.
 			next := j.Clone()
@@ -153,6 +157,10 @@ func (s *Scheduler) expire(now time.Time) time.Time {
 			l.queued = l.deadline
 			s.leases[it.id] = l
 			heap.Push(&s.expiry, expiryItem{due: l.deadline, id: it.id, attempt: it.attempt})
+			continue
+		}
+		if u := s.waiting(it.id, it.attempt); u != nil {
+			u.lease = true // checked again once the gap fill is (inherited.go)
 			continue
 		}
 		s.loseAttempt(j, fmt.Sprintf("agent %s did not renew the lease within %s", c.Agent, s.opts.LeaseTTL))

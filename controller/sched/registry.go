@@ -417,7 +417,8 @@ func (s *Scheduler) Sessions() []Session {
 // LoseAttempts ends every attempt session a holds as lost, for why (a
 // revoked certificate: the agent will not be let back in to report on
 // them), and returns the jobs and the batch to wait on before saying
-// so; nil if there were none.
+// so; nil if there were none. An inherited attempt whose gap fill has
+// not completed is lost once it has (inherited.go), and not listed.
 func (s *Scheduler) LoseAttempts(a Session, why string) ([]uint64, *Batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -429,6 +430,11 @@ func (s *Scheduler) LoseAttempts(a Session, why string) ([]uint64, *Batch) {
 	var last *Batch
 	for id, attempt := range st.running {
 		if j := s.current(id, attempt, a.Name()); j != nil {
+			if u := s.waiting(id, attempt); u != nil {
+				u.lose = why // recorded once the gap fill is (inherited.go)
+				delete(st.running, id)
+				continue
+			}
 			last = s.loseAttempt(j, why)
 			lost = append(lost, id)
 		}

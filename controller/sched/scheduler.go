@@ -49,6 +49,9 @@ type Scheduler struct {
 	logEnd map[uint64]uint64      // job ID → end of its stored output (active jobs)
 	ended  map[uint64]ended       // jobs just finished, until their batch is durable
 	endedQ []uint64               // the keys of ended in the order they ended
+	// unfilled are the inherited attempts whose gap fill has not
+	// completed (Options.OutputChannel; inherited.go), by job.
+	unfilled map[uint64]*unfilled
 	// dependents lists, under each unfinished job, the blocked jobs
 	// that run after it (deps.go).
 	dependents map[uint64][]uint64
@@ -258,6 +261,9 @@ func (s *Scheduler) Load() error {
 			c := j.Current()
 			s.setLease(j.ID, c.Number, now.Add(s.restartGrace()))
 			s.setHardDeadline(j.ID, c.Number, c.DispatchedAt, j.Timeout)
+			if s.opts.OutputChannel && c.Outcome == "" {
+				s.holdFill(j.ID, c.Number) // inherited.go
+			}
 		}
 	}
 	jobs = jobs[:n]
