@@ -115,7 +115,7 @@ func TestLogStoreCrash(t *testing.T) {
 			unacked, batches := 0, 0
 			for k := range crashKills {
 				goal := rng.IntN(crashMaxAcks + 1)
-				printed := crashOnce(t, kind, dir, a, goal)
+				printed, sealed := crashOnce(t, kind, dir, a, goal)
 				s, err := open(dir, crashSegment)
 				if err != nil {
 					t.Fatalf("kill %d: the store does not open: %v", k, err)
@@ -127,6 +127,13 @@ func TestLogStoreCrash(t *testing.T) {
 				if err != nil {
 					t.Fatalf("kill %d (after %d acknowledged batches): %v", k, goal, err)
 				}
+				if sealed {
+					// The store lost nothing (checked above) but refuses
+					// to append: the kills end here (walSealed).
+					t.Logf("after kill %d the store refuses every StoreLogs (%q); it holds all %d acknowledged entries", k-1, walSealed, got.index)
+					a = got
+					break
+				}
 				if got.index > printed.index {
 					unacked++
 				}
@@ -136,7 +143,7 @@ func TestLogStoreCrash(t *testing.T) {
 			if a.index == 0 {
 				t.Fatalf("%d kills and not one entry stored", crashKills)
 			}
-			t.Logf("%d kills, %d entries and term %d in the end; %d kills left a whole batch the child had not acknowledged, none a part of one", crashKills, a.index, a.cur, unacked)
+			t.Logf("%d entries and term %d in the end; %d kills left a whole batch the child had not acknowledged, none a part of one", a.index, a.cur, unacked)
 		})
 	}
 }
@@ -145,7 +152,7 @@ func TestLogStoreCrash(t *testing.T) {
 // found in the store), kills it once it printed goal batches, and
 // returns all it printed: the lines still in the pipe after the kill
 // were acknowledged too.
-func crashOnce(t *testing.T, kind, dir string, a acked, goal int) acked {
+func crashOnce(t *testing.T, kind, dir string, a acked, goal int) (printed acked, sealed bool) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLogStoreCrashChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), crashEnvKind+"="+kind, crashEnvDir+"="+dir)
@@ -201,11 +208,24 @@ func crashOnce(t *testing.T, kind, dir string, a acked, goal int) acked {
 	}
 	err = cmd.Wait()
 	var ee *exec.ExitError
+	if !killed && strings.Contains(stderr.String(), walSealed) {
+		killed = true // it ended: nothing left to kill
+		return printed, true
+	}
 	if !killed || !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		t.Fatalf("the child ended on its own (%v) before the kill; stderr:\n%s", err, stderr.String())
 	}
-	return printed
+	return printed, false
 }
+
+// walSealed is raft-wal v0.4.2's error (types.ErrSealed) for every
+// StoreLogs after a kill between the append that sealed a segment
+// (acknowledged, fsynced) and the rotation that follows it in the
+// background: the reopened tail is sealed and nothing rotates it, so
+// the store keeps what it has but never appends again.
+// TestLogStoreWALKillAtSegmentEnd shows it; BENCHMARKS.md, "Issue 14:
+// raft-wal vs raft-boltdb (session 8)", says what it means for a node.
+const walSealed = "segment is sealed"
 
 // TestLogStoreCheckCatches shows that checkLog can fail: each case
 // builds a store as a writer would (batches up to index 40 or more,
@@ -350,4 +370,66 @@ func flipOnDisk(t *testing.T, dir string, pattern []byte) {
 		}
 	}
 	t.Fatalf("no file under %s holds the entry's bytes", dir)
+}
+
+// TestLogStoreWALKillAtSegmentEnd kills a raft-wal writer (1 MiB
+// segments, 60 KiB entries, one per StoreLogs) right after its n-th
+// StoreLogs returned, for each n around the first segment's end (the
+// kill races the background rotation that follows the append which
+// sealed the segment), and checks that the store reopens with all n
+// entries, byte for byte. Whether it then appends is logged, not
+// asserted: after a kill that beats the rotation raft-wal v0.4.2
+// refuses every StoreLogs (walSealed), on every reopen.
+func TestLogStoreWALKillAtSegmentEnd(t *testing.T) {
+	data := make([]byte, 60<<10)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	if dir := os.Getenv(crashEnvDir); os.Getenv(crashEnvKind) == "wal-segment-end" {
+		n, _ := strconv.ParseUint(os.Getenv(crashEnvSeed), 10, 64)
+		w, err := logStores["wal"](dir, crashSegment)
+		if err != nil {
+			os.Exit(2)
+		}
+		for i := uint64(1); i <= n; i++ {
+			if err := w.StoreLogs([]*raft.Log{{Index: i, Term: 1, Type: raft.LogCommand, Data: data}}); err != nil {
+				os.Exit(2)
+			}
+		}
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
+	refused := 0
+	for n := uint64(14); n <= 22; n++ {
+		dir := filepath.Join(t.TempDir(), "wal")
+		cmd := exec.Command(os.Args[0], "-test.run=^TestLogStoreWALKillAtSegmentEnd$", "-test.count=1")
+		cmd.Env = append(os.Environ(), crashEnvKind+"=wal-segment-end", crashEnvDir+"="+dir, crashEnvSeed+"="+strconv.FormatUint(n, 10))
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("n=%d: the writer did not kill itself: %v", n, err)
+		}
+		s, err := logStores["wal"](dir, crashSegment)
+		if err != nil {
+			t.Fatalf("n=%d: the store does not open: %v", n, err)
+		}
+		last, err := s.LastIndex()
+		if err != nil || last != n {
+			t.Fatalf("n=%d: last index %d (%v), want %d", n, last, err, n)
+		}
+		var l raft.Log
+		for i := uint64(1); i <= n; i++ {
+			if err := s.GetLog(i, &l); err != nil || !bytes.Equal(l.Data, data) {
+				t.Fatalf("n=%d: index %d: %v, %d bytes", n, i, err, len(l.Data))
+			}
+		}
+		err = s.StoreLogs([]*raft.Log{{Index: n + 1, Term: 1, Type: raft.LogCommand, Data: data}})
+		if err != nil {
+			refused++
+			t.Logf("n=%d: all %d entries kept; the next StoreLogs: %v", n, n, err)
+		}
+		if cerr := s.Close(); cerr != nil {
+			t.Fatal(cerr)
+		}
+	}
+	t.Logf("%d of 9 kills left a store that refuses to append", refused)
 }
