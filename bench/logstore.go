@@ -62,7 +62,7 @@ func (e *env) logStores(ctx context.Context) {
 			e.fail(c.id, c.name, err)
 			continue
 		}
-		r.Limit, r.LimitUnit, r.LimitName = rate, "fdatasync/s", "fdatasync of the data disk (4 KiB)"
+		r.Limit, r.LimitUnit, r.LimitName = rate, "fdatasync/s", "4 KiB writes, one writer: a StoreLogs needs at least one"
 		e.add(r)
 	}
 }
