@@ -142,8 +142,8 @@
 // leave a store that refuses every StoreLogs ("segment is sealed", on
 // every reopen) after a kill between the append that seals a segment
 // and the background rotation (TestLogStoreWALKillAtSegmentEnd): that
-// node cannot take entries again until its raft/wal directory is
-// removed and it catches up from a snapshot. A kill -9 keeps the page
+// node cannot take entries again until it is removed from the cluster
+// and joins again with an empty data directory. A kill -9 keeps the page
 // cache, so these tests say nothing of power loss, for which both rely
 // on fsync (raft-wal one per StoreLogs and a CRC per commit that drops
 // a torn tail; raft-boltdb two fdatasyncs per transaction). raft-wal
