@@ -127,9 +127,10 @@ var Groups = []string{"submit", "capacity", "real", "latency", "log", "scale", "
 // 9d-raft: 9d with the nodes' -output-channel=false, output in the raft
 // rounds as before the channel was the default), cluster-capacity (row
 // 9c alone) and cluster-capacity-raft (9c-raft: 9c with
-// -output-channel=false), and cluster-failover (rows
+// -output-channel=false), cluster-logstore (rows 9l-wal and 9l-bolt:
+// raft-wal and raft-boltdb/v2 alone, logstore.go), and cluster-failover (rows
 // 9e and 9f alone, QUIC and TCP agents).
-var OptInGroups = []string{"cluster", "cluster-output", "cluster-log", "cluster-log-raft", "cluster-capacity", "cluster-capacity-raft", "cluster-failover"}
+var OptInGroups = []string{"cluster", "cluster-output", "cluster-log", "cluster-log-raft", "cluster-capacity", "cluster-capacity-raft", "cluster-failover", "cluster-logstore"}
 
 // Row is one line of the report: a figure, the machine limit it is
 // compared with (measured in the same run) and the issue's target.
@@ -291,6 +292,8 @@ func (e *env) run(ctx context.Context, group string) {
 		e.outputInRaft = false
 	case "cluster-capacity":
 		e.clusterCapacity(ctx)
+	case "cluster-logstore":
+		e.logStores(ctx)
 	case "cluster-capacity-raft":
 		e.outputInRaft = true
 		e.clusterCapacity(ctx)

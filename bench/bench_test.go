@@ -104,3 +104,35 @@ func TestSmokeCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestSmokeLogStore runs the opt-in group cluster-logstore with tiny
+// sizes: both raft log stores fed for a moment. It checks that both
+// rows have a number and a limit, never how fast.
+func TestSmokeLogStore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := Run(ctx, Config{Dir: t.TempDir(), Sizes: SmokeSizes(), Groups: []string{"cluster-logstore"}, Progress: &progress})
+	t.Log(progress.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"9l-wal": false, "9l-bolt": false}
+	for _, r := range rep.Rows {
+		if _, ok := want[r.ID]; !ok {
+			t.Errorf("row %s: not a cluster-logstore row", r.ID)
+			continue
+		}
+		want[r.ID] = true
+		if r.Err != nil {
+			t.Errorf("%s %s: %v", r.ID, r.Name, r.Err)
+		} else if math.IsNaN(r.Ratio()) || r.Value <= 0 {
+			t.Errorf("%s %s: no number or no limit (%v of %v)", r.ID, r.Name, r.Value, r.Limit)
+		}
+	}
+	for id, seen := range want {
+		if !seen {
+			t.Errorf("no row %s", id)
+		}
+	}
+}

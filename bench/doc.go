@@ -76,6 +76,14 @@
 // the client dials again from the offset it has, and the row counts the
 // leader changes. 9d-m2 is the same with -raft-multiplier 2.
 //
+// The opt-in group cluster-logstore (logstore.go, rows 9l-wal and
+// 9l-bolt) feeds issue 14's two candidate raft log stores, raft-wal
+// (a node's) and raft-boltdb/v2, alone, one after the other, with
+// fsynced StoreLogs batches of a round's mix of sizes for Probe; the
+// limit is the disk's fdatasync rate. controller/cluster's
+// BenchmarkLogStore* and TestLogStoreCrash hold the rest of that
+// comparison.
+//
 // The machine limits are measured directly: fdatasync of the data disk,
 // synced store.Apply at the same concurrency and batch size (Pebble's
 // group commit, without the controller), /bin/sh -c true spawned with
