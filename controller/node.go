@@ -228,7 +228,7 @@ func NewNode(cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("controller: raft log: %w", err)
 	}
 	closers = append(closers, n.wal.Close)
-	if n.logs, err = raft.NewLogCache(128, n.wal); err != nil {
+	if n.logs, err = raft.NewLogCache(128, &cluster.SealedWAL{WAL: n.wal, Log: n.log.Named("raft")}); err != nil {
 		return nil, fmt.Errorf("controller: raft log cache: %w", err)
 	}
 	// Checkpoint directories handed over, not copied (design 5.2); it
