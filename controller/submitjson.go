@@ -56,16 +56,10 @@ func decodeSubmitFast(body []byte, req *api.SubmitRequest) (ok bool) {
 	}
 	var seen uint32
 	for {
-		p.ws()
-		key, ok := p.str()
+		key, ok := p.key()
 		if !ok {
 			return false
 		}
-		p.ws()
-		if !p.byte(':') {
-			return false
-		}
-		p.ws()
 		var bit uint32
 		switch string(key) { // no allocation: a switch on string(b)
 		case "name":
@@ -176,6 +170,21 @@ func (p *fastParser) end() bool {
 	return p.i == len(p.b)
 }
 
+// key reads an object's key and its colon, with the white space
+// around them.
+func (p *fastParser) key() (k []byte, ok bool) {
+	p.ws()
+	if k, ok = p.str(); !ok {
+		return nil, false
+	}
+	p.ws()
+	if !p.byte(':') {
+		return nil, false
+	}
+	p.ws()
+	return k, true
+}
+
 // str reads a plain string: quoted, with no escape, no control
 // character and valid UTF-8 (what encoding/json hands back unchanged);
 // s is its contents, within b.
@@ -278,16 +287,10 @@ func (p *fastParser) strMap(dst *map[string]string) bool {
 		return true
 	}
 	for {
-		p.ws()
-		k, ok := p.str()
+		k, ok := p.key()
 		if !ok {
 			return false
 		}
-		p.ws()
-		if !p.byte(':') {
-			return false
-		}
-		p.ws()
 		v, ok := p.str()
 		if !ok {
 			return false
