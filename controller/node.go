@@ -297,7 +297,7 @@ func NewNode(cfg Config) (n *Node, err error) {
 	cluster.HandleFormation(n.rpc, n.self, cfg.Join, n.hasState, n.formationNode)
 	n.rpc.Handle(opAddrs, func(context.Context, string, json.RawMessage) (any, error) { return n.addrs, nil })
 	n.rpc.Handle(opStatus, n.handleStatus)
-	for op, h := range outchan.Handlers(n.fsm.Store) {
+	for op, h := range outchan.Handlers(n.fsm.Store, n.follower.Fence) {
 		n.rpc.Handle(op, h)
 	}
 	return n, nil

@@ -254,6 +254,7 @@ func (n *Node) outputOptions(t uint64) outchan.LeaderOptions {
 		Term:  t,
 		Self:  n.id,
 		Peers: n.outputPeers,
+		Fence: n.follower.Fence,
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
 			return dialOutput(ctx, n.ident.Dial, addr)
 		},

@@ -93,7 +93,7 @@ func newFillFixture(t *testing.T, own, peer []store.Chunk, endGate chan struct{}
 	go func() { _ = fx.fol.Serve(ln) }()
 	t.Cleanup(func() { _ = ln.Close() })
 	peers := []outchan.Peer{{ID: "f", Addr: ln.Addr().String()}, {ID: "g", Addr: "g.invalid:1"}}
-	handlers := outchan.Handlers(func() *store.Store { return fx.rep.st })
+	handlers := outchan.Handlers(func() *store.Store { return fx.rep.st }, nil)
 	call := func(ctx context.Context, addr, op string, body, out any) error {
 		if addr != peers[0].Addr {
 			return errors.New("g does not answer")

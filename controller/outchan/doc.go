@@ -75,6 +75,19 @@
 // and waits until a quorum holds it. That end is the attempt's durable
 // end; the agent resends the rest from its spool.
 //
+// The largest end is only an upper bound of what was acknowledged if
+// no deposed leader can still get acknowledgements after the answers:
+// a leader that has not noticed its deposition (paused, cut off from
+// some peers) keeps streaming, and a follower whose raft term has not
+// moved yet would store, sync and acknowledge its chunks — bytes the
+// old leader then counts for a quorum and acknowledges to the agent,
+// past an end already given to the new leader. So OpEnd carries the
+// asking leader's term (EndRequest.Term) and the answering node first
+// fences its Follower at it (Follower.Fence; the new leader fences its
+// own too): no acknowledgement of a stream of a lower term is sent
+// after that, that stream is ended, and a stream of a lower term is
+// refused from then on (TestFenceStopsDeposedAcks).
+//
 // Nothing records an inherited attempt's end before its fill completed
 // in the term: the scheduler holds a lease that runs out, the
 // controller's deadline of a job with a timeout and a revoked agent's

@@ -28,6 +28,11 @@ type EndRequest struct {
 	Job      uint64 `json:"job"`
 	Attempt  uint32 `json:"attempt"`
 	LogStart uint64 `json:"log_start"`
+	// Term is the asking leader's: the node first stops acknowledging
+	// chunks of streams of lower terms (Follower.Fence), so a deposed
+	// leader cannot count, after this answer, bytes the answer left
+	// out. 0 from a controller of an earlier release.
+	Term uint64 `json:"term,omitempty"`
 }
 
 // EndAnswer: End is where the node's synced output of the attempt ends
@@ -103,13 +108,18 @@ func ReadRange(st *store.Store, r ReadRequest) (ReadAnswer, error) {
 }
 
 // Handlers returns the handlers of OpEnd and OpRead for a node whose
-// store st returns, in the shape of cluster.Handler.
-func Handlers(st func() *store.Store) map[string]func(ctx context.Context, peer string, body json.RawMessage) (any, error) {
+// store st returns, in the shape of cluster.Handler. fence, if set, is
+// the node's Follower.Fence, called with an OpEnd's term before it is
+// answered.
+func Handlers(st func() *store.Store, fence func(term uint64)) map[string]func(ctx context.Context, peer string, body json.RawMessage) (any, error) {
 	return map[string]func(context.Context, string, json.RawMessage) (any, error){
 		OpEnd: func(_ context.Context, _ string, body json.RawMessage) (any, error) {
 			var r EndRequest
 			if err := json.Unmarshal(body, &r); err != nil {
 				return nil, err
+			}
+			if fence != nil && r.Term > 0 {
+				fence(r.Term)
 			}
 			return AttemptEnd(st(), r)
 		},
@@ -139,7 +149,10 @@ type Caller func(ctx context.Context, addr, op string, body, out any) error
 // were never acknowledged, and the agent sends them again.
 func (l *Leader) Fill(ctx context.Context, call Caller, job uint64, attempt uint32, logStart uint64) (uint64, error) {
 	st := l.o.Store()
-	own, err := AttemptEnd(st, EndRequest{Job: job, Attempt: attempt, LogStart: logStart})
+	if l.o.Fence != nil {
+		l.o.Fence(l.st.term) // this node may still take a deposed leader's stream
+	}
+	own, err := AttemptEnd(st, EndRequest{Job: job, Attempt: attempt, LogStart: logStart, Term: l.st.term})
 	if err != nil {
 		return 0, err
 	}
@@ -160,7 +173,7 @@ func (l *Leader) Fill(ctx context.Context, call Caller, job uint64, attempt uint
 		n++
 		go func() {
 			var a EndAnswer
-			err := call(actx, p.Addr, OpEnd, EndRequest{Job: job, Attempt: attempt, LogStart: logStart}, &a)
+			err := call(actx, p.Addr, OpEnd, EndRequest{Job: job, Attempt: attempt, LogStart: logStart, Term: l.st.term}, &a)
 			answers <- answer{p, a.End, err}
 		}()
 	}

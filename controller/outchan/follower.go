@@ -60,7 +60,40 @@ type Follower struct {
 	// cur ends the stream being served; done is closed when it returned.
 	cur  context.CancelFunc
 	done chan struct{}
+
+	// ackMu orders acknowledgements and Fence: a stream acknowledges
+	// holding it for reading, after checking fence; Fence raises fence
+	// holding it for writing.
+	ackMu sync.RWMutex
+	// fence is the highest term a leader's gap fill asked this node
+	// about (Fence): chunks of streams of lower terms are no longer
+	// acknowledged.
+	fence uint64
 }
+
+// Fence stops this node acknowledging chunks of streams of terms below
+// term, and ends such a stream: a new leader's gap fill (OpEnd, with its
+// term) is answered after it, so no deposed leader can count, once the
+// answer is given, a byte the answer left out — it would acknowledge to
+// an agent output the new leader never fills in. A stream of a lower
+// term is refused from then on too, whatever this node's raft term.
+func (f *Follower) Fence(term uint64) {
+	f.ackMu.Lock()
+	f.fence = max(f.fence, term)
+	f.ackMu.Unlock()
+	f.mu.Lock()
+	cur, done := f.cur, f.done
+	stale := cur != nil && f.st.term < term
+	f.mu.Unlock()
+	if stale {
+		cur()
+		<-done
+	}
+}
+
+// fenced reports whether a stream of term may no longer acknowledge.
+// The caller holds f.ackMu.
+func (f *Follower) fenced(term uint64) bool { return term < f.fence }
 
 // NewFollower returns a node's Follower; Serve runs it.
 func NewFollower(o FollowerOptions) *Follower {
@@ -158,6 +191,12 @@ func (f *Follower) serve(c net.Conn) error {
 	if cur := f.o.Term(); term < cur {
 		return fmt.Errorf("%w: %d from %s, this node is at %d", ErrLowerTerm, term, leader, cur)
 	}
+	f.ackMu.RLock()
+	fenced := f.fenced(term)
+	f.ackMu.RUnlock()
+	if fenced {
+		return fmt.Errorf("%w: %d from %s, a leader of a later term filled its gaps from this node", ErrLowerTerm, term, leader)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan struct{})
@@ -192,6 +231,11 @@ func (f *Follower) serve(c net.Conn) error {
 
 	var wmu sync.Mutex
 	ack := func(seq uint64) error {
+		f.ackMu.RLock()
+		defer f.ackMu.RUnlock()
+		if f.fenced(term) {
+			return fmt.Errorf("%w: a leader of a later term filled its gaps from this node; no more acknowledgements for term %d", ErrLowerTerm, term)
+		}
 		wmu.Lock()
 		defer wmu.Unlock()
 		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))

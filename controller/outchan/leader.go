@@ -46,6 +46,10 @@ type LeaderOptions struct {
 	// cluster (2 of 3, 3 of 5); it is asked at the start and every
 	// second.
 	Peers func() ([]Peer, int)
+	// Fence, if set, is this node's Follower.Fence: a gap fill first
+	// stops this node acknowledging a deposed leader's chunks, as it
+	// asks the peers to (EndRequest.Term).
+	Fence func(term uint64)
 	// Durable is told, in seq order, of each chunk once a quorum holds
 	// it durably: its job, attempt and end (an offset in the job's
 	// log). It returns whether the end counts (the attempt is still

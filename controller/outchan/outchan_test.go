@@ -872,3 +872,46 @@ func TestFollowersLearnFinalEnds(t *testing.T) {
 		t.Error("job 1's end kept after Ended")
 	}
 }
+
+// TestFenceStopsDeposedAcks: once a leader of a later term asked a
+// follower for its end (Fence), the follower acknowledges no chunk of
+// an earlier term's stream — the deposed leader cannot count, after the
+// answer, bytes the answer left out — and refuses that stream when it
+// reconnects. A fence at the stream's own term changes nothing.
+func TestFenceStopsDeposedAcks(t *testing.T) {
+	c := newCluster(t, 2, 2) // the follower's ack is needed for every chunk
+	create, dispatch := job(1)
+	c.applyAll(t, create)
+	c.applyAll(t, dispatch)
+	off := uint64(0)
+	appendOne := func(data string) uint64 {
+		t.Helper()
+		seq, err := c.leader.Append(1, 1, off, 1, t0, []byte(data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		off += uint64(len(data))
+		return seq
+	}
+	wait(t, c.leader, appendOne("before "))
+	f := c.followers[0]
+	f.Fence(1) // the stream's own term: no change
+	wait(t, c.leader, appendOne("same term "))
+
+	f.Fence(2)
+	if f.Streaming() {
+		t.Fatal("the term-1 stream still runs after a fence at term 2")
+	}
+	seq := appendOne("after the fence")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := c.leader.WaitDurable(ctx, seq); err == nil {
+		t.Fatal("a chunk of term 1 became quorum-durable through a follower fenced at term 2")
+	}
+	if d, _ := c.leader.Durable(); d >= seq {
+		t.Fatalf("durable seq %d reached the fenced chunk %d", d, seq)
+	}
+	if f.Streaming() {
+		t.Fatal("the follower took the deposed leader's stream again")
+	}
+}
