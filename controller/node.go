@@ -59,7 +59,7 @@ type Node struct {
 	log  hclog.Logger
 	id   string // node ID: the certificate's name
 	pool *x509.CertPool
-	pki  *pki
+	pki      *pki
 
 	fsm   *cluster.FSM
 	wal   *wal.WAL
@@ -219,11 +219,7 @@ func NewNode(cfg Config) (n *Node, err error) {
 	closers = append(closers, n.fsm.Close)
 	n.follower = n.outputFollower()
 	walDir := filepath.Join(raftDir, "wal")
-	if cfg.RaftWALSegmentBytes > 0 {
-		n.wal, err = wal.Open(walDir, wal.WithSegmentSize(cfg.RaftWALSegmentBytes))
-	} else {
-		n.wal, err = wal.Open(walDir)
-	}
+	n.wal, err = cluster.OpenWAL(walDir, cfg.RaftWALSegmentBytes, n.log.Named("raft"))
 	if err != nil {
 		return nil, fmt.Errorf("controller: raft log: %w", err)
 	}

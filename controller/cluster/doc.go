@@ -134,26 +134,26 @@
 // # The raft log store
 //
 // A node's raft log and stable store (term, vote) are raft-wal v0.4.2
-// (controller/node.go: wal.Open, behind raft.NewLogCache(128)), kept
+// (controller/node.go: OpenWAL, behind raft.NewLogCache(128)), kept
 // after measuring it against raft-boltdb/v2 v2.3.1 (BENCHMARKS.md,
 // "Issue 14: raft-wal vs raft-boltdb (session 8)"; tests and benchmarks
 // in logstore_*_test.go). Under repeated kill -9 (TestLogStoreCrash)
-// both kept every acknowledged entry byte for byte, but raft-wal can
-// leave a store that refuses every StoreLogs ("segment is sealed", on
+// both kept every acknowledged entry byte for byte, but raft-wal alone
+// leaves a store that refuses every StoreLogs ("segment is sealed", on
 // every reopen) after a kill between the append that seals a segment
-// and the background rotation (TestLogStoreWALKillAtSegmentEnd): that
-// node cannot take entries again until it is removed from the cluster
-// and joins again with an empty data directory. A kill -9 keeps the page
-// cache, so these tests say nothing of power loss, for which both rely
-// on fsync (raft-wal one per StoreLogs and a CRC per commit that drops
-// a torn tail; raft-boltdb two fdatasyncs per transaction). raft-wal
-// stores our rounds 2-5 times faster (BenchmarkLogStore: one fsync and
-// an append against two fdatasyncs and B+tree pages) and gives a
-// compacted head back to the file system (whole segments:
-// -raft-wal-segment-bytes) where a bbolt file never shrinks; so it
-// stays, on the condition that its crash defect is repaired at start-up
-// or fixed upstream — otherwise raft-boltdb is the safer store, and the
-// section says what switching takes.
+// and the background rotation (TestLogStoreWALKillAtSegmentEnd).
+// OpenWAL (walstore.go) finishes that rotation before raft-wal opens the
+// directory: one metadata commit, the one the rotation would have made,
+// after every entry of the sealed segment was read back through its
+// index (TestRepairSealedTail, TestRepairSealedTailTrustsNoTornIndex).
+// A kill -9 keeps the page cache, so these tests say nothing of power
+// loss, for which both rely on fsync (raft-wal one per StoreLogs and a
+// CRC per commit that drops a torn tail; raft-boltdb two fdatasyncs per
+// transaction). raft-wal stores our rounds 2-5 times faster
+// (BenchmarkLogStore: one fsync and an append against two fdatasyncs
+// and B+tree pages) and gives a compacted head back to the file system
+// (whole segments: -raft-wal-segment-bytes) where a bbolt file never
+// shrinks; so it stays, with its crash defect repaired at start-up.
 //
 // A Log given a LagBound (lag.go, Log.Bounded) first waits in Propose
 // while a live voter is past the follower-lag bound (design 3.2): more

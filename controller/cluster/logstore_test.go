@@ -10,9 +10,9 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	wal "github.com/hashicorp/raft-wal"
 )
 
 // Issue 14 asks for raft-wal v0.4.2 and raft-boltdb/v2 v2.3.1 measured
@@ -31,7 +31,8 @@ type logStore interface {
 }
 
 // logStores opens each candidate in dir, the way a node would: raft-wal
-// with its defaults (64 MiB segments, an fsync per StoreLogs, the
+// through OpenWAL (which first finishes a segment rotation a stop cut
+// short) with its defaults (64 MiB segments, an fsync per StoreLogs, the
 // stable store in its bbolt meta file) or with segment bytes of its own
 // (segment > 0), raft-boltdb with its defaults (bbolt with an fsync per
 // transaction, NoSync off).
@@ -40,10 +41,7 @@ var logStores = map[string]func(dir string, segment int) (logStore, error){
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, err
 		}
-		if segment > 0 {
-			return wal.Open(dir, wal.WithSegmentSize(segment))
-		}
-		return wal.Open(dir)
+		return OpenWAL(dir, segment, hclog.NewNullLogger())
 	},
 	"bolt": func(dir string, _ int) (logStore, error) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
