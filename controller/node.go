@@ -59,6 +59,8 @@ type Node struct {
 	log  hclog.Logger
 	id   string // node ID: the certificate's name
 	pool *x509.CertPool
+	// fwdCerts: forwarded client certificates, verified once (fromPeer).
+	fwdCerts verifiedCerts
 	pki      *pki
 
 	fsm   *cluster.FSM

@@ -166,19 +166,11 @@ func (n *Node) fromPeer(t *term, r *http.Request) (*http.Request, error) {
 	cs := *r.TLS
 	cs.PeerCertificates, cs.VerifiedChains = nil, nil
 	if h := r.Header.Get(hdrForwardedCert); h != "" {
-		der, err := base64.StdEncoding.DecodeString(h)
+		v, err := n.fwdCerts.verify(h, n.pool, time.Now())
 		if err != nil {
-			return nil, fmt.Errorf("forwarded certificate: %v", err)
+			return nil, err
 		}
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			return nil, fmt.Errorf("forwarded certificate: %v", err)
-		}
-		chains, err := cert.Verify(x509.VerifyOptions{Roots: n.pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-		if err != nil {
-			return nil, fmt.Errorf("forwarded certificate %q: %v", cert.Subject.CommonName, err)
-		}
-		cs.PeerCertificates, cs.VerifiedChains = []*x509.Certificate{cert}, chains
+		cs.PeerCertificates, cs.VerifiedChains = []*x509.Certificate{v.cert}, v.chains
 	}
 	r2 := r.Clone(r.Context())
 	r2.TLS = &cs
@@ -325,4 +317,62 @@ func (f *forwarder) addrsOf(ctx context.Context, id, clusterAddr string) (NodeAd
 	f.addrs[key] = a
 	f.mu.Unlock()
 	return a, nil
+}
+
+// verifiedCerts remembers the client certificates forwarded requests
+// carried, verified: a follower forwards every request of its clients
+// with the client's certificate in a header, and parsing and verifying
+// it anew (an ECDSA signature check) was 11% of the leader's CPU in
+// row 9g. Keyed by the header's text, so only the same bytes hit; an
+// entry is used only within the validity of its verified chain, and
+// revocation is still checked on every request (auth). Emptied when it
+// reaches maxCertIdentities. The pool is the node's, fixed for its life.
+type verifiedCerts struct {
+	mu sync.RWMutex
+	m  map[string]*verifiedCert
+}
+
+type verifiedCert struct {
+	cert        *x509.Certificate
+	chains      [][]*x509.Certificate
+	from, until time.Time // when every certificate of chains[0] is valid
+}
+
+// verify returns the certificate the header h (base64 DER) carries,
+// verified against pool as a client certificate at now.
+func (c *verifiedCerts) verify(h string, pool *x509.CertPool, now time.Time) (*verifiedCert, error) {
+	c.mu.RLock()
+	v, ok := c.m[h]
+	c.mu.RUnlock()
+	if ok && !now.Before(v.from) && !now.After(v.until) {
+		return v, nil
+	}
+	der, err := base64.StdEncoding.DecodeString(h)
+	if err != nil {
+		return nil, fmt.Errorf("forwarded certificate: %v", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("forwarded certificate: %v", err)
+	}
+	chains, err := cert.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		return nil, fmt.Errorf("forwarded certificate %q: %v", cert.Subject.CommonName, err)
+	}
+	v = &verifiedCert{cert: cert, chains: chains, from: cert.NotBefore, until: cert.NotAfter}
+	for _, ca := range chains[0] {
+		if ca.NotBefore.After(v.from) {
+			v.from = ca.NotBefore
+		}
+		if ca.NotAfter.Before(v.until) {
+			v.until = ca.NotAfter
+		}
+	}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCertIdentities {
+		c.m = make(map[string]*verifiedCert)
+	}
+	c.m[h] = v
+	c.mu.Unlock()
+	return v, nil
 }
