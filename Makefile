@@ -28,6 +28,8 @@ fuzz: ## each fuzz target for FUZZTIME (a duration, or a count such as 20000x; C
 	$(GO) test -run '^$$' -fuzz '^FuzzReadLog$$' -fuzztime $(FUZZTIME) ./controller/store/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCursor$$' -fuzztime $(FUZZTIME) ./controller/store/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeJobFast$$' -fuzztime $(FUZZTIME) ./controller/store/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEventFast$$' -fuzztime $(FUZZTIME) ./controller/store/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeAuditFast$$' -fuzztime $(FUZZTIME) ./controller/store/
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendString$$' -fuzztime $(FUZZTIME) ./controller/store/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSubmit$$' -fuzztime $(FUZZTIME) ./controller/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeSubmitFast$$' -fuzztime $(FUZZTIME) ./controller/

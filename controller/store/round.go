@@ -438,13 +438,13 @@ func decodeTransition(b []byte) (Command, error) {
 			return nil, err
 		}
 	}
-	if err := json.Unmarshal(ev, &t.Event); err != nil {
-		return nil, fmt.Errorf("decode event: %w", err)
+	if err := decodeEvent(ev, &t.Event); err != nil {
+		return nil, err
 	}
 	if audit == 1 {
 		t.Audit = new(AuditEntry)
-		if err := json.Unmarshal(r.b, t.Audit); err != nil {
-			return nil, fmt.Errorf("decode audit entry: %w", err)
+		if err := decodeAudit(r.b, t.Audit); err != nil {
+			return nil, err
 		}
 	}
 	return t, nil

@@ -150,7 +150,7 @@ func (s *Store) Audit(before uint64, limit int) ([]AuditEntry, error) {
 	var out []AuditEntry
 	for ok := it.Last(); ok && len(out) < limit; ok = it.Prev() {
 		var e AuditEntry
-		if err := json.Unmarshal(it.Value(), &e); err != nil {
+		if err := decodeAudit(it.Value(), &e); err != nil {
 			_ = it.Close()
 			return nil, fmt.Errorf("store: audit: entry %x: %w", it.Key(), err)
 		}

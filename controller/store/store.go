@@ -416,9 +416,9 @@ func (s *Store) events(id uint64) ([]Event, error) {
 	var evs []Event
 	for ok := it.First(); ok; ok = it.Next() {
 		var e Event
-		if err := json.Unmarshal(it.Value(), &e); err != nil {
+		if err := decodeEvent(it.Value(), &e); err != nil {
 			_ = it.Close()
-			return nil, fmt.Errorf("decode event: %w", err)
+			return nil, err
 		}
 		evs = append(evs, e)
 	}
