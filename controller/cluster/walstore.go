@@ -105,11 +105,11 @@ func RepairSealedTail(dir string, segmentBytes int) (waltypes.SegmentInfo, error
 		return none, nil // a new log (or one raft-wal will report on)
 	}
 	var meta metadb.BoltMetaDB
+	defer meta.Close() // also after a failed Load: raft-wal must find it unlocked
 	state, err := meta.Load(dir)
 	if err != nil {
-		return none, err
+		return none, nil // unreadable metadata: raft-wal's Open reports it
 	}
-	defer meta.Close()
 	if len(state.Segments) == 0 {
 		return none, nil
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/hashicorp/raft-wal/segment"
 	waltypes "github.com/hashicorp/raft-wal/types"
+	"go.etcd.io/bbolt"
 )
 
 // TestSealedWALSays: raft-wal's "segment is sealed" refusal is passed
@@ -281,4 +282,32 @@ func metaState(t *testing.T, dir string) waltypes.PersistentState {
 		t.Fatal(err)
 	}
 	return st
+}
+
+// TestOpenWALCorruptMeta: metadata the repair cannot read is left to
+// raft-wal, which refuses it; the repair must not keep the file locked
+// (raft-wal would then wait for the lock for ever).
+func TestOpenWALCorruptMeta(t *testing.T) {
+	dir, _, _, _ := sealedTailLog(t)
+	db, err := bbolt.Open(filepath.Join(dir, metadb.FileName), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket([]byte(metadb.MetaBucket)).Put([]byte(metadb.MetaKey), []byte("{not json"))
+	})
+	if cerr := db.Close(); err != nil || cerr != nil {
+		t.Fatal(err, cerr)
+	}
+	if next, err := RepairSealedTail(dir, 1<<20); err != nil || next.ID != 0 {
+		t.Fatalf("repair of unreadable metadata: %+v, %v; want nothing done", next, err)
+	}
+	s, err := OpenWAL(dir, 1<<20, hclog.NewNullLogger())
+	if err == nil {
+		s.Close()
+		t.Fatal("raft-wal opened unreadable metadata")
+	}
+	if !errors.Is(err, waltypes.ErrCorrupt) {
+		t.Fatalf("open: %v, want raft-wal's corruption error", err)
+	}
 }
