@@ -68,68 +68,49 @@ func recordEdits(r *rand.Rand) []func(string) string {
 // on records as appendEvent writes them (and json.Marshal, which writes
 // the same) and on edited ones, and takes nearly all plain records.
 func TestDecodeEventFast(t *testing.T) {
-	r := rand.New(rand.NewPCG(11, 12))
-	edits := recordEdits(r)
-	fast, total := 0, 0
-	for i := range 20000 {
-		e := randEvent(r)
-		data, err := appendEvent(nil, e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if m, _ := json.Marshal(e); string(m) != string(data) {
-			t.Fatalf("appendEvent wrote %s, json.Marshal %s", data, m)
-		}
-		if i%2 == 1 {
-			data = []byte(edits[i/2%len(edits)](string(data)))
-		} else {
-			total++
-		}
-		if checkDecodeAs(t, data, decodeEventFast) && i%2 == 0 {
-			fast++
-		}
-		var viaDecode Event
-		if err := decodeEvent(data, &viaDecode); err == nil {
-			var want Event
-			if json.Unmarshal(data, &want) != nil || !reflect.DeepEqual(viaDecode, want) {
-				t.Fatalf("decodeEvent(%q) = %#v", data, viaDecode)
-			}
-		}
-	}
-	if fast < total*8/10 {
-		t.Errorf("fast decoder took %d of %d plain records", fast, total)
-	}
+	checkRecordDecoder(t, rand.New(rand.NewPCG(11, 12)), randEvent, appendEvent, decodeEventFast, decodeEvent)
 }
 
 // TestDecodeAuditFast: as TestDecodeEventFast, for audit entries.
 func TestDecodeAuditFast(t *testing.T) {
-	r := rand.New(rand.NewPCG(13, 14))
+	checkRecordDecoder(t, rand.New(rand.NewPCG(13, 14)), randAudit, appendAudit, decodeAuditFast, decodeAudit)
+}
+
+// checkRecordDecoder runs 20,000 random records of T through encode
+// (which must write what json.Marshal writes), every other one edited,
+// and checks fast and decode against encoding/json on each.
+func checkRecordDecoder[T any](t *testing.T, r *rand.Rand, gen func(*rand.Rand) *T, encode func([]byte, *T) ([]byte, error),
+	fast func([]byte, *T) bool, decode func([]byte, *T) error) {
+	t.Helper()
 	edits := recordEdits(r)
-	fast, total := 0, 0
+	took, plain := 0, 0
 	for i := range 20000 {
-		a := randAudit(r)
-		data, err := appendAudit(nil, a)
+		rec := gen(r)
+		data, err := encode(nil, rec)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if m, _ := json.Marshal(rec); string(m) != string(data) {
+			t.Fatalf("the encoder wrote %s, json.Marshal %s", data, m)
 		}
 		if i%2 == 1 {
 			data = []byte(edits[i/2%len(edits)](string(data)))
 		} else {
-			total++
+			plain++
 		}
-		if checkDecodeAs(t, data, decodeAuditFast) && i%2 == 0 {
-			fast++
+		if checkDecodeAs(t, data, fast) && i%2 == 0 {
+			took++
 		}
-		var viaDecode AuditEntry
-		if err := decodeAudit(data, &viaDecode); err == nil {
-			var want AuditEntry
-			if json.Unmarshal(data, &want) != nil || !reflect.DeepEqual(viaDecode, want) {
-				t.Fatalf("decodeAudit(%q) = %#v", data, viaDecode)
+		var got T
+		if err := decode(data, &got); err == nil {
+			var want T
+			if json.Unmarshal(data, &want) != nil || !reflect.DeepEqual(got, want) {
+				t.Fatalf("decode(%q) = %#v", data, got)
 			}
 		}
 	}
-	if fast < total*8/10 {
-		t.Errorf("fast decoder took %d of %d plain records", fast, total)
+	if took < plain*8/10 {
+		t.Errorf("fast decoder took %d of %d plain records", took, plain)
 	}
 }
 
