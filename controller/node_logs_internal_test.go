@@ -109,19 +109,7 @@ func TestReplicaFollowEndsOnlyWithEveryByte(t *testing.T) {
 			}
 		}}}
 	ws := replicaSocket(t, s, "format=json")
-	msgs := make(chan api.LogMessage, 16)
-	go func() {
-		defer close(msgs)
-		for {
-			_, b, err := ws.ReadMessage()
-			if err != nil {
-				return
-			}
-			var m api.LogMessage
-			_ = json.Unmarshal(b, &m)
-			msgs <- m
-		}
-	}()
+	msgs := socketMessages(ws)
 	if m := <-msgs; m.Type != "output" || m.Offset != 0 || string(m.Data) != "hello" {
 		t.Fatalf("first message %+v", m)
 	}
@@ -242,19 +230,7 @@ func TestReplicaServesOnlyFinalOutput(t *testing.T) {
 	}
 	s := &Server{st: st, hub: h, log: hclog.NewNullLogger(), replica: rl()}
 	ws := replicaSocket(t, s, "format=json")
-	msgs := make(chan api.LogMessage, 16)
-	go func() {
-		defer close(msgs)
-		for {
-			_, b, err := ws.ReadMessage()
-			if err != nil {
-				return
-			}
-			var m api.LogMessage
-			_ = json.Unmarshal(b, &m)
-			msgs <- m
-		}
-	}()
+	msgs := socketMessages(ws)
 	if m := <-msgs; m.Type != "output" || m.Offset != 0 || string(m.Data) != "hello" {
 		t.Fatalf("first message %+v", m)
 	}
@@ -288,4 +264,22 @@ func TestReplicaServesOnlyFinalOutput(t *testing.T) {
 	if got := w.Body.String(); got != "hello world" {
 		t.Fatalf("GET of the ended job: %q", got)
 	}
+}
+
+// socketMessages delivers the log messages ws reads, until it fails.
+func socketMessages(ws *websocket.Conn) <-chan api.LogMessage {
+	msgs := make(chan api.LogMessage, 16)
+	go func() {
+		defer close(msgs)
+		for {
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				return
+			}
+			var m api.LogMessage
+			_ = json.Unmarshal(b, &m)
+			msgs <- m
+		}
+	}()
+	return msgs
 }
