@@ -436,6 +436,31 @@ func (n *binNode) start(bin string) error {
 	return nil
 }
 
+// exitedNodes names the nodes whose process has ended, with the last
+// line of each one's log, for the error of a row that found no leader
+// (a controller that could not start — its port taken between the
+// bench choosing it and the start — leaves two that wait for a third).
+func exitedNodes(nodes []*binNode) string {
+	var b strings.Builder
+	for _, n := range nodes {
+		if n.exited == nil {
+			continue
+		}
+		select {
+		case <-n.exited:
+		default:
+			continue
+		}
+		last := "(no log)"
+		if data, err := os.ReadFile(filepath.Join(n.dir, fmt.Sprintf("controller-%d.log", n.starts))); err == nil {
+			lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+			last = lines[len(lines)-1]
+		}
+		fmt.Fprintf(&b, "; %s exited (%s): %s", n.id, n.cmd.ProcessState, last)
+	}
+	return b.String()
+}
+
 // kill sends SIGKILL and waits for the process to be gone.
 func (n *binNode) kill() {
 	if n.cmd == nil {
@@ -559,7 +584,7 @@ func (e *env) failover(ctx context.Context, mode transport.Mode, suffix string) 
 	}
 	leader, err := findLeader(ctx, apis, ids, -1, 2*time.Minute)
 	if err != nil {
-		fail(err)
+		fail(fmt.Errorf("%w%s", err, exitedNodes(nodes)))
 		return
 	}
 	if err := warmSubmit(ctx, apis[leader], time.Minute); err != nil {
@@ -634,7 +659,7 @@ func (e *env) failover(ctx context.Context, mode transport.Mode, suffix string) 
 	var dispatch, accepted, attached []time.Duration
 	for k := 1; k <= kills; k++ {
 		if leader, err = findLeader(ctx, apis, ids, -1, time.Minute); err != nil {
-			fail(err)
+			fail(fmt.Errorf("before kill %d: %w%s", k, err, exitedNodes(nodes)))
 			return
 		}
 		if err := apis[leader].waitAgents(ctx, nAgents, time.Minute); err != nil {
@@ -679,7 +704,7 @@ func (e *env) failover(ctx context.Context, mode transport.Mode, suffix string) 
 		accepted = append(accepted, time.Since(killed))
 		newLeader, err := findLeader(ctx, apis, ids, leader, time.Minute)
 		if err != nil {
-			fail(fmt.Errorf("kill %d: %w", k, err))
+			fail(fmt.Errorf("kill %d: %w%s", k, err, exitedNodes(nodes)))
 			return
 		}
 		if err := apis[newLeader].waitAgents(ctx, nAgents, time.Minute); err != nil {
