@@ -53,12 +53,15 @@ func (s State) Active() bool { return s == Dispatched || s == Running }
 // Embedding keeps the JSON flat and in the same order as before:
 // encoding/json writes an embedded struct's fields in its place, leaves
 // them all out when the pointer is nil and allocates it when a record
-// has one of them, so the stored records are byte-for-byte unchanged.
-// Reading a promoted field through a nil pointer would panic, so Job
-// shadows every one with a nil-safe method of the same name
-// (j.Parent(), j.Fanout(), ...): j.Parent is the method, never the
-// field, and code that reads or writes the field does not compile. Write
-// through j.Orch(), which allocates the struct on an ordinary job.
+// has one of them, so the stored records are byte-for-byte unchanged
+// (TestJobFlatJSON). Reading a promoted field through a nil pointer
+// would panic, so Job shadows every one with a nil-safe method of the
+// same name (j.Parent(), j.Fanout(), ...): j.Parent is the method, never
+// the field, so code that uses it as the field does not compile, and the
+// uses that would (comparing j.Fanout with nil, printing j.Agent) are
+// reported by go vet. Write through j.Orch(), which allocates the struct
+// on an ordinary job; whoever reads j.Orchestration itself checks it for
+// nil.
 //
 // The remaining padding (after Cancellable, CancelRequested and Events,
 // 17 bytes) stays: removing it means moving those fields next to each
