@@ -506,8 +506,8 @@ func jobFrom(req *api.SubmitRequest, lim submitLimits) (*store.Job, error) {
 		return nil, badField("after_any", "needs \"after\": the jobs to wait for")
 	}
 	if len(req.After) > 0 {
-		j.After = req.After
-		j.AfterAny = req.AfterAny
+		j.Orch().After = req.After
+		j.Orch().AfterAny = req.AfterAny
 	}
 	policy := lim.notify
 	if policy == nil {
@@ -517,7 +517,7 @@ func jobFrom(req *api.SubmitRequest, lim submitLimits) (*store.Job, error) {
 		return nil, err
 	}
 	if len(req.Notify) > 0 {
-		j.Notify = req.Notify
+		j.Orch().Notify = req.Notify
 	}
 	// JSON decoding can grow a value (an invalid UTF-8 byte becomes a
 	// 3-byte U+FFFD): bound the decoded job too, so it fits a frame.

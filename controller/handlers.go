@@ -35,16 +35,16 @@ func viewJob(j *store.Job, reason string) api.JobView {
 		Labels: j.Labels, Env: j.Env, Dir: j.Dir, IdempotencyKey: j.IdempotencyKey, Output: "ordered", TTY: j.TTY,
 		CreatedAt: j.CreatedAt, StartedAt: timePtr(j.StartedAt), FinishedAt: timePtr(j.FinishedAt),
 		Attempt: len(j.Attempts), Attempts: make([]api.AttemptView, 0, len(j.Attempts)), LogBytes: j.LogBytes,
-		After: j.After, AfterAny: j.AfterAny, Schedule: j.Schedule, Parent: j.Parent, Agent: j.Agent,
+		After: j.After(), AfterAny: j.AfterAny(), Schedule: j.Schedule(), Parent: j.Parent(), Agent: j.Agent(),
 	}
-	if f := j.Fanout; f != nil {
+	if f := j.Fanout(); f != nil {
 		v.Fanout = &api.FanoutView{
 			Labels: f.Selector, IncludeDisconnected: f.IncludeOffline, Children: f.Children, FirstChild: f.FirstChild,
 			Batch: f.Batch, MaxFailures: f.MaxFailures, Completed: f.Completed, Failed: f.Failed, Timeout: f.Timeout,
 			Cancelled: f.Cancelled, Stopped: f.Stopped,
 		}
 	}
-	for _, u := range j.Notify {
+	for _, u := range j.Notify() {
 		v.Notify = append(v.Notify, webhookURL(u))
 	}
 	if reason != "" {
@@ -202,7 +202,7 @@ func (s *Server) submitFanout(w http.ResponseWriter, job *store.Job, spec sched.
 			p = cur
 		}
 		v := viewJob(p, s.sched.Reason(p))
-		if p.Fanout != nil {
+		if p.Fanout() != nil {
 			v.Children = childViews(s.children(p), func(c *store.Job) string { return c.Reason })
 		}
 		writeJSON(w, http.StatusOK, v)
@@ -222,7 +222,7 @@ func childViews(children []*store.Job, reason func(*store.Job) string) []api.Chi
 		if c == nil {
 			continue
 		}
-		cv := api.ChildView{JobID: c.ID, Agent: c.Agent, Status: string(c.State), Reason: reason(c)}
+		cv := api.ChildView{JobID: c.ID, Agent: c.Agent(), Status: string(c.State), Reason: reason(c)}
 		for i := len(c.Attempts) - 1; i >= 0; i-- {
 			if c.Attempts[i].Outcome != "" {
 				cv.ExitCode = c.Attempts[i].ExitCode
@@ -242,7 +242,7 @@ func (s *Server) children(p *store.Job) []*store.Job {
 		if c != nil {
 			continue
 		}
-		if j, err := s.st.Get(p.Fanout.FirstChild + uint64(i)); err == nil {
+		if j, err := s.st.Get(p.Fanout().FirstChild + uint64(i)); err == nil {
 			out[i] = j
 		}
 	}
@@ -367,7 +367,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request, p httprouter.
 	}
 	v := viewJob(j, s.sched.Reason(j))
 	v.LogBytes = s.sched.OutputSoFar(j)
-	if j.Fanout != nil {
+	if j.Fanout() != nil {
 		v.Children = childViews(s.children(j), func(c *store.Job) string {
 			if r := s.sched.Reason(c); r != "" {
 				return r

@@ -178,7 +178,7 @@ func (n *notifier) Deliveries(j *store.Job, event string, now time.Time) []store
 	type target struct{ url, hook string }
 	var targets []target
 	if event == sched.EventFinished {
-		for _, u := range j.Notify {
+		for _, u := range j.Notify() {
 			targets = append(targets, target{url: u})
 		}
 	}
@@ -212,7 +212,7 @@ func (n *notifier) Deliveries(j *store.Job, event string, now time.Time) []store
 func notificationJob(j *store.Job) api.NotificationJob {
 	v := api.NotificationJob{
 		JobID: j.ID, Name: j.Name, Status: string(j.State), Reason: j.Reason, Attempt: len(j.Attempts),
-		Labels: j.Labels, Schedule: j.Schedule, CreatedAt: j.CreatedAt,
+		Labels: j.Labels, Schedule: j.Schedule(), CreatedAt: j.CreatedAt,
 		StartedAt: timePtr(j.StartedAt), FinishedAt: timePtr(j.FinishedAt),
 	}
 	if a := j.Current(); a != nil {

@@ -22,12 +22,15 @@ import (
 // purpose.
 func resubmission(j *store.Job) *store.Job {
 	c := j.Clone()
-	return &store.Job{
+	n := &store.Job{
 		Name: c.Name, Command: c.Command, Params: c.Params, Priority: c.Priority,
 		Timeout: c.Timeout, Retries: c.Retries, Logs: c.Logs, Cancellable: c.Cancellable,
 		Labels: c.Labels, Env: c.Env, Dir: c.Dir, BackoffBase: c.BackoffBase, BackoffMax: c.BackoffMax,
-		Agent: c.Agent,
 	}
+	if a := c.Agent(); a != "" {
+		n.Orch().Agent = a
+	}
+	return n
 }
 
 // refanout is the fan-out of a parent run again: the same selector,
@@ -66,8 +69,8 @@ func (s *Server) handleResubmit(w http.ResponseWriter, r *http.Request, _ httpro
 	}
 	audit := s.auditEntry(r, auditResubmit)
 	audit.Detail = "a copy of job " + strconv.FormatUint(req.JobID, 10)
-	if orig.Fanout != nil { // a fan-out runs again as a fan-out
-		s.submitFanout(w, resubmission(orig), refanout(orig.Fanout), audit)
+	if orig.Fanout() != nil { // a fan-out runs again as a fan-out
+		s.submitFanout(w, resubmission(orig), refanout(orig.Fanout()), audit)
 		return
 	}
 	j, _, err := s.sched.Submit(resubmission(orig), audit)

@@ -85,7 +85,7 @@ func decodeSchedule(body []byte, lim submitLimits) (store.Schedule, error) {
 	switch {
 	case j.IdempotencyKey != "":
 		return store.Schedule{}, badField("job.idempotency_key", "a schedule creates a job per occurrence: they cannot share one key")
-	case len(j.After) > 0:
+	case len(j.After()) > 0:
 		return store.Schedule{}, badField("job.after", "a scheduled job cannot run after other jobs")
 	}
 	sc.Job = *j
@@ -96,7 +96,7 @@ func decodeSchedule(body []byte, lim submitLimits) (store.Schedule, error) {
 // made from.
 func viewTemplate(j *store.Job) api.SubmitRequest {
 	req := api.SubmitRequest{Name: j.Name, Command: j.Command, Labels: j.Labels, Env: j.Env, Dir: j.Dir, TTY: j.TTY}
-	for _, u := range j.Notify {
+	for _, u := range j.Notify() {
 		req.Notify = append(req.Notify, webhookURL(u)) // the query string may hold a receiver's token
 	}
 	if j.Params != "" {

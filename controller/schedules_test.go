@@ -173,7 +173,7 @@ func TestCrashSchedule(t *testing.T) {
 	if err != nil || len(scheds) != 1 {
 		t.Fatalf("schedules stored: %+v %v", scheds, err)
 	}
-	jobs, _, err := st.List(store.ListOptions{Limit: 10000, Match: func(j *store.Job) bool { return j.Schedule == "tick" }})
+	jobs, _, err := st.List(store.ListOptions{Limit: 10000, Match: func(j *store.Job) bool { return j.Schedule() == "tick" }})
 	if err != nil {
 		t.Fatal(err)
 	}

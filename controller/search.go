@@ -66,7 +66,7 @@ func searchFilter(w http.ResponseWriter, q url.Values) (match func(*store.Job) b
 
 // match reports whether j is a result of the search.
 func (js jobSearch) match(j *store.Job) bool {
-	if js.parent != 0 && j.Parent != js.parent {
+	if js.parent != 0 && j.Parent() != js.parent {
 		return false
 	}
 	if js.agent != "" {

@@ -58,12 +58,12 @@ func endedHow(st store.State) string {
 // that ended otherwise than completed (only without AfterAny); pending
 // the ones not ended, in order.
 func verdict(j *store.Job, state func(uint64) (st store.State, live bool)) (failed uint64, how store.State, pending []uint64) {
-	for _, d := range j.After {
+	for _, d := range j.After() {
 		st, live := state(d)
 		switch {
 		case live:
 			pending = append(pending, d)
-		case st != store.Completed && !j.AfterAny && failed == 0:
+		case st != store.Completed && !j.AfterAny() && failed == 0:
 			failed, how = d, st
 		}
 	}
@@ -148,7 +148,7 @@ func (s *Scheduler) depsBefore(jobs []*store.Job, known map[uint64]store.State) 
 	var ids []uint64
 	s.mu.Lock()
 	for _, j := range jobs {
-		for _, d := range j.After {
+		for _, d := range j.After() {
 			if d == 0 {
 				s.mu.Unlock()
 				return fmt.Errorf("%w: job 0", ErrNoDependency)
@@ -191,7 +191,7 @@ func (s *Scheduler) lookUp(ids []uint64, known map[uint64]store.State) error {
 func (s *Scheduler) unsettled(jobs []*store.Job, known map[uint64]store.State) []uint64 {
 	var out []uint64
 	for _, j := range jobs {
-		for _, d := range j.After {
+		for _, d := range j.After() {
 			if s.jobs[d] != nil {
 				continue
 			}
@@ -214,7 +214,7 @@ func (s *Scheduler) unsettled(jobs []*store.Job, known map[uint64]store.State) [
 // job's times.
 func (s *Scheduler) admit(j *store.Job, known map[uint64]store.State) string {
 	j.State = store.Queued
-	if len(j.After) == 0 {
+	if len(j.After()) == 0 {
 		j.Reason = s.whyQueued(j)
 		return ""
 	}
@@ -264,7 +264,7 @@ func (s *Scheduler) loadBlocked(blocked []*store.Job, known map[uint64]store.Sta
 // still waits for. The caller holds s.mu.
 func (s *Scheduler) blockedNow(j *store.Job) string {
 	var pending []uint64
-	for _, d := range j.After {
+	for _, d := range j.After() {
 		if s.jobs[d] != nil {
 			pending = append(pending, d)
 		}

@@ -56,8 +56,8 @@ func TestDepsSuccessChain(t *testing.T) {
 	f := newSchedFixture(t, Options{})
 	a := newAgent(t, f.s, "a", 1)
 	ja := f.submit(&store.Job{Command: "a"})
-	jb := f.submit(&store.Job{Command: "b", After: []uint64{ja.ID}})
-	jc := f.submit(&store.Job{Command: "c", After: []uint64{jb.ID}})
+	jb := f.submit(&store.Job{Command: "b", Orchestration: &store.Orchestration{After: []uint64{ja.ID}}})
+	jc := f.submit(&store.Job{Command: "c", Orchestration: &store.Orchestration{After: []uint64{jb.ID}}})
 	for _, c := range []struct {
 		j    *store.Job
 		want string
@@ -100,9 +100,9 @@ func TestDepsFailureCancelsDependents(t *testing.T) {
 			f := newSchedFixture(t, Options{})
 			a := newAgent(t, f.s, "a", 1)
 			ja := f.submit(&store.Job{Command: "a"})
-			jb := f.submit(&store.Job{Command: "b", After: []uint64{ja.ID}})
-			jc := f.submit(&store.Job{Command: "c", After: []uint64{jb.ID}})
-			jany := f.submit(&store.Job{Command: "any", After: []uint64{ja.ID}, AfterAny: true})
+			jb := f.submit(&store.Job{Command: "b", Orchestration: &store.Orchestration{After: []uint64{ja.ID}}})
+			jc := f.submit(&store.Job{Command: "c", Orchestration: &store.Orchestration{After: []uint64{jb.ID}}})
+			jany := f.submit(&store.Job{Command: "any", Orchestration: &store.Orchestration{After: []uint64{ja.ID}, AfterAny: true}})
 			f.run(a, ja.ID, tc.outcome)
 			if got := f.job(jb.ID); got.State != store.Cancelled || got.Reason != tc.reason {
 				t.Errorf("B: %s %q, want cancelled %q", got.State, got.Reason, tc.reason)
@@ -128,7 +128,7 @@ func TestDepsWaitsForAll(t *testing.T) {
 	a := newAgent(t, f.s, "a", 1)
 	j1 := f.submit(&store.Job{Command: "1"})
 	j2 := f.submit(&store.Job{Command: "2"})
-	j3 := f.submit(&store.Job{Command: "3", After: []uint64{j1.ID, j2.ID}})
+	j3 := f.submit(&store.Job{Command: "3", Orchestration: &store.Orchestration{After: []uint64{j1.ID, j2.ID}}})
 	if got := f.job(j3.ID); got.Reason != "waiting for jobs 1, 2" {
 		t.Fatalf("reason %q", got.Reason)
 	}
@@ -158,7 +158,7 @@ func TestDepsCycleImpossible(t *testing.T) {
 		"zero":        {0},
 		"one unknown": {j1.ID, 7},
 	} {
-		_, _, err := f.s.Submit(&store.Job{Command: "x", After: after}, nil)
+		_, _, err := f.s.Submit(&store.Job{Command: "x", Orchestration: &store.Orchestration{After: after}}, nil)
 		if !errors.Is(err, ErrNoDependency) {
 			t.Errorf("%s: %v, want ErrNoDependency", name, err)
 		}
@@ -180,12 +180,12 @@ func TestDepsAlreadyEnded(t *testing.T) {
 		job   *store.Job
 		state store.State
 	}{
-		"after completed":     {&store.Job{Command: "x", After: []uint64{ok.ID}}, store.Queued},
-		"after failed":        {&store.Job{Command: "x", After: []uint64{bad.ID}}, store.Cancelled},
-		"after failed, any":   {&store.Job{Command: "x", After: []uint64{bad.ID}, AfterAny: true}, store.Queued},
-		"after both":          {&store.Job{Command: "x", After: []uint64{ok.ID, bad.ID}}, store.Cancelled},
-		"after both, any":     {&store.Job{Command: "x", After: []uint64{ok.ID, bad.ID}, AfterAny: true}, store.Queued},
-		"after failed+queued": {&store.Job{Command: "x", After: []uint64{bad.ID, ok.ID + 100}}, ""},
+		"after completed":     {&store.Job{Command: "x", Orchestration: &store.Orchestration{After: []uint64{ok.ID}}}, store.Queued},
+		"after failed":        {&store.Job{Command: "x", Orchestration: &store.Orchestration{After: []uint64{bad.ID}}}, store.Cancelled},
+		"after failed, any":   {&store.Job{Command: "x", Orchestration: &store.Orchestration{After: []uint64{bad.ID}, AfterAny: true}}, store.Queued},
+		"after both":          {&store.Job{Command: "x", Orchestration: &store.Orchestration{After: []uint64{ok.ID, bad.ID}}}, store.Cancelled},
+		"after both, any":     {&store.Job{Command: "x", Orchestration: &store.Orchestration{After: []uint64{ok.ID, bad.ID}, AfterAny: true}}, store.Queued},
+		"after failed+queued": {&store.Job{Command: "x", Orchestration: &store.Orchestration{After: []uint64{bad.ID, ok.ID + 100}}}, ""},
 	}
 	for name, tc := range tests {
 		j, _, err := f.s.Submit(tc.job, nil)
@@ -208,8 +208,8 @@ func TestDepsAlreadyEnded(t *testing.T) {
 func TestDepsCancelBlocked(t *testing.T) {
 	f := newSchedFixture(t, Options{})
 	j1 := f.submit(&store.Job{Command: "1"})
-	j2 := f.submit(&store.Job{Command: "2", After: []uint64{j1.ID}})
-	j3 := f.submit(&store.Job{Command: "3", After: []uint64{j2.ID}})
+	j2 := f.submit(&store.Job{Command: "2", Orchestration: &store.Orchestration{After: []uint64{j1.ID}}})
+	j3 := f.submit(&store.Job{Command: "3", Orchestration: &store.Orchestration{After: []uint64{j2.ID}}})
 	got, pending, err := f.s.Cancel(j2.ID)
 	if err != nil || pending || got.State != store.Cancelled {
 		t.Fatalf("cancel: %v pending %v state %s", err, pending, got.State)
@@ -230,13 +230,13 @@ func TestDepsCancelBlocked(t *testing.T) {
 func TestDepsLoad(t *testing.T) {
 	f := newSchedFixture(t, Options{})
 	j1 := f.submit(&store.Job{Command: "1"})
-	j2 := f.submit(&store.Job{Command: "2", After: []uint64{j1.ID}})
+	j2 := f.submit(&store.Job{Command: "2", Orchestration: &store.Orchestration{After: []uint64{j1.ID}}})
 	// A blocked job whose dependency ended completed, and one whose
 	// dependency failed, without their decisions stored.
 	f.ms.put(&store.Job{ID: 10, Command: "done", State: store.Completed, Events: 1})
 	f.ms.put(&store.Job{ID: 11, Command: "fail", State: store.Failed, Events: 1})
-	f.ms.put(&store.Job{ID: 12, Command: "x", State: store.Blocked, After: []uint64{10}, Events: 1})
-	f.ms.put(&store.Job{ID: 13, Command: "y", State: store.Blocked, After: []uint64{11}, Events: 1})
+	f.ms.put(&store.Job{ID: 12, Command: "x", State: store.Blocked, Events: 1, Orchestration: &store.Orchestration{After: []uint64{10}}})
+	f.ms.put(&store.Job{ID: 13, Command: "y", State: store.Blocked, Events: 1, Orchestration: &store.Orchestration{After: []uint64{11}}})
 
 	s2, _ := memSchedulerOver(t, f.ms, f.s.opts)
 	if err := s2.Load(); err != nil {

@@ -60,12 +60,12 @@ const agentRecordEvery = 10 * time.Minute
 // selectorOf is the queue selector of job j: its labels, plus its
 // agent under pinKey when it is pinned.
 func selectorOf(j *store.Job) map[string]string {
-	if j.Agent == "" {
+	if j.Agent() == "" {
 		return j.Labels
 	}
 	m := make(map[string]string, len(j.Labels)+1)
 	maps.Copy(m, j.Labels)
-	m[pinKey] = j.Agent
+	m[pinKey] = j.Agent()
 	return m
 }
 
@@ -183,15 +183,15 @@ func (s *Scheduler) SubmitFanout(j *store.Job, spec FanoutSpec, audit *store.Aud
 	n := len(hosts)
 	now := s.clock.Now().UTC()
 	j.ID = s.st.NextID()
-	j.Fanout = &store.Fanout{
+	j.Orch().Fanout = &store.Fanout{
 		Selector: spec.Selector, IncludeOffline: spec.IncludeOffline,
 		Children: n, Batch: spec.Batch.of(n),
 	}
-	if j.Fanout.Batch >= n {
-		j.Fanout.Batch = 0
+	if j.Fanout().Batch >= n {
+		j.Fanout().Batch = 0
 	}
 	if m := spec.MaxFailures.of(n); m > 0 {
-		j.Fanout.MaxFailures = &m
+		j.Fanout().MaxFailures = &m
 	}
 	j.Labels = nil
 	j.State = store.Running
@@ -200,25 +200,25 @@ func (s *Scheduler) SubmitFanout(j *store.Job, spec FanoutSpec, audit *store.Aud
 	for i, h := range hosts {
 		c := j.Clone()
 		c.ID = s.st.NextID()
-		c.Fanout = nil
+		c.Orch().Fanout = nil
 		c.IdempotencyKey = ""
 		// The job's own notify URLs hear of the fan-out's start and end
 		// (the parent's), not of each host's: its summary names them.
 		// Controller-wide webhooks still hear of every job.
-		c.Notify = nil
-		c.Parent = j.ID
-		c.Agent = h
+		c.Orch().Notify = nil
+		c.Orch().Parent = j.ID
+		c.Orch().Agent = h
 		c.StartedAt = time.Time{}
 		c.State = store.Queued
-		if b := j.Fanout.Batch; b > 0 && i >= b {
+		if b := j.Fanout().Batch; b > 0 && i >= b {
 			c.State = store.Blocked
-			c.Reason = rolloutReason(j.Fanout.Batch, n, i-b+1)
+			c.Reason = rolloutReason(j.Fanout().Batch, n, i-b+1)
 		}
 		children[i] = c
 	}
-	j.Fanout.FirstChild = children[0].ID
-	released := batchOr(j.Fanout.Batch, n)
-	j.Reason = summary(j.Fanout, fanoutTally{queued: released, blocked: n - released})
+	j.Fanout().FirstChild = children[0].ID
+	released := batchOr(j.Fanout().Batch, n)
+	j.Reason = summary(j.Fanout(), fanoutTally{queued: released, blocked: n - released})
 	if audit != nil {
 		audit.Target = "job " + strconv.FormatUint(j.ID, 10)
 		audit.Detail = fmt.Sprintf("fan-out to %d agents", n)
@@ -234,7 +234,7 @@ func (s *Scheduler) SubmitFanout(j *store.Job, spec FanoutSpec, audit *store.Aud
 		if c.State == store.Queued {
 			c.Reason = s.whyQueued(c)
 		}
-		s.change(&r, nil, c, "submitted", "fan-out child of job "+strconv.FormatUint(j.ID, 10)+" on "+c.Agent, hclog.Debug, nil)
+		s.change(&r, nil, c, "submitted", "fan-out child of job "+strconv.FormatUint(j.ID, 10)+" on "+c.Agent(), hclog.Debug, nil)
 	}
 	b := s.commit(&r)
 	if mine != nil {
@@ -340,20 +340,20 @@ func endedCount(f *store.Fanout) int { return f.Completed + f.Failed + f.Timeout
 // in the next version of its parent that r gathers. The caller holds
 // s.mu.
 func (s *Scheduler) childEnded(r *round, child *store.Job) {
-	p := r.parents[child.Parent]
+	p := r.parents[child.Parent()]
 	if p == nil {
-		prev := s.jobs[child.Parent]
-		if prev == nil || prev.Fanout == nil {
+		prev := s.jobs[child.Parent()]
+		if prev == nil || prev.Fanout() == nil {
 			return // the parent ended (a store written by hand)
 		}
 		p = prev.Clone()
 		if r.parents == nil {
 			r.parents = map[uint64]*store.Job{}
 		}
-		r.parents[child.Parent] = p
-		r.parentOrder = append(r.parentOrder, child.Parent)
+		r.parents[child.Parent()] = p
+		r.parentOrder = append(r.parentOrder, child.Parent())
 	}
-	f := p.Fanout
+	f := p.Fanout()
 	switch child.State {
 	case store.Completed:
 		f.Completed++
@@ -364,7 +364,7 @@ func (s *Scheduler) childEnded(r *round, child *store.Job) {
 	case store.Cancelled:
 		f.Cancelled++
 	}
-	r.note(child.Parent, fmt.Sprintf("job %d on %s %s", child.ID, child.Agent, child.State))
+	r.note(child.Parent(), fmt.Sprintf("job %d on %s %s", child.ID, child.Agent(), child.State))
 }
 
 // finishParents writes the parents r changed: the rollout moves on
@@ -383,7 +383,7 @@ func (s *Scheduler) finishParents(r *round) {
 		if prev == nil {
 			continue
 		}
-		f := p.Fanout
+		f := p.Fanout()
 		t := s.tally(f)
 		msg := strings.Join(r.childMsgs[id], "; ")
 		delete(r.childMsgs, id)
@@ -419,7 +419,7 @@ func (s *Scheduler) finishParents(r *round) {
 // unfinished. Children cancelled here are counted in p. The caller
 // holds s.mu.
 func (s *Scheduler) advance(r *round, p *store.Job) {
-	f := p.Fanout
+	f := p.Fanout()
 	if m := f.MaxFailures; m != nil && !f.Stopped && failures(f) >= *m {
 		f.Stopped = true
 		s.stopRollout(r, p, fmt.Sprintf("rollout stopped: %d failures reached max_failures %d", failures(f), *m))
@@ -447,7 +447,7 @@ func (s *Scheduler) advance(r *round, p *store.Job) {
 // stopRollout cancels every child of p not started yet (blocked,
 // queued or waiting to retry), for why. The caller holds s.mu.
 func (s *Scheduler) stopRollout(r *round, p *store.Job, why string) {
-	f := p.Fanout
+	f := p.Fanout()
 	for id := f.FirstChild; id < f.FirstChild+uint64(f.Children); id++ {
 		c := s.jobs[id]
 		if c == nil {
@@ -472,14 +472,14 @@ func (s *Scheduler) stopRollout(r *round, p *store.Job, why string) {
 func (s *Scheduler) cancelFanout(r *round, prev *store.Job) (sends []outgoing) {
 	p := prev.Clone()
 	p.CancelRequested = true
-	p.Fanout.Stopped = true
+	p.Fanout().Stopped = true
 	if r.parents == nil {
 		r.parents = map[uint64]*store.Job{}
 	}
 	r.parents[p.ID] = p
 	r.parentOrder = append(r.parentOrder, p.ID)
 	s.stopRollout(r, p, "cancelled with its fan-out (job "+strconv.FormatUint(p.ID, 10)+")")
-	f := p.Fanout
+	f := p.Fanout()
 	for id := f.FirstChild; id < f.FirstChild+uint64(f.Children); id++ {
 		c := s.jobs[id]
 		if c == nil || !c.State.Active() || c.CancelRequested || !c.Cancellable {
@@ -501,38 +501,38 @@ func (s *Scheduler) cancelFanout(r *round, prev *store.Job) (sends []outgoing) {
 // fanoutNow is the live reason of a fan-out parent or of a blocked
 // child. The caller holds s.mu.
 func (s *Scheduler) fanoutNow(j *store.Job) string {
-	if j.Fanout != nil {
+	if j.Fanout() != nil {
 		cur := s.jobs[j.ID]
-		if cur == nil || cur.Fanout == nil {
+		if cur == nil || cur.Fanout() == nil {
 			return ""
 		}
-		return summary(cur.Fanout, s.tally(cur.Fanout))
+		return summary(cur.Fanout(), s.tally(cur.Fanout()))
 	}
-	p := s.jobs[j.Parent]
-	if p == nil || p.Fanout == nil {
+	p := s.jobs[j.Parent()]
+	if p == nil || p.Fanout() == nil {
 		return ""
 	}
 	ahead := 1
-	for id := p.Fanout.FirstChild; id < j.ID; id++ {
+	for id := p.Fanout().FirstChild; id < j.ID; id++ {
 		if c := s.jobs[id]; c != nil && c.State == store.Blocked {
 			ahead++
 		}
 	}
-	return rolloutReason(p.Fanout.Batch, p.Fanout.Children, ahead)
+	return rolloutReason(p.Fanout().Batch, p.Fanout().Children, ahead)
 }
 
 // Children returns the latest versions the scheduler holds of the
 // children of fan-out parent p (nil for one it no longer holds: read
 // the store).
 func (s *Scheduler) Children(p *store.Job) []*store.Job {
-	if p.Fanout == nil {
+	if p.Fanout() == nil {
 		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]*store.Job, p.Fanout.Children)
+	out := make([]*store.Job, p.Fanout().Children)
 	for i := range out {
-		id := p.Fanout.FirstChild + uint64(i)
+		id := p.Fanout().FirstChild + uint64(i)
 		j := s.jobs[id]
 		if j == nil {
 			j = s.ended[id].job
@@ -552,7 +552,7 @@ func (s *Scheduler) Children(p *store.Job) []*store.Job {
 func (s *Scheduler) loadParents(parents []*store.Job) {
 	var r round
 	for _, p := range parents {
-		if s.jobs[p.ID] != p || !s.stuck(p.Fanout) {
+		if s.jobs[p.ID] != p || !s.stuck(p.Fanout()) {
 			continue
 		}
 		if r.parents == nil {
@@ -617,7 +617,7 @@ func (s *Scheduler) offlineTimeout() time.Duration {
 // away. The caller holds s.mu.
 func (s *Scheduler) awayDeadline(j *store.Job) time.Time {
 	since := j.QueuedAt
-	if g := s.goneAt[j.Agent]; g.After(since) {
+	if g := s.goneAt[j.Agent()]; g.After(since) {
 		since = g
 	}
 	if s.loadedAt.After(since) {
@@ -629,7 +629,7 @@ func (s *Scheduler) awayDeadline(j *store.Job) time.Time {
 // watchPinned arms the away check of queued pinned job j if its agent
 // is not connected. The caller holds s.mu.
 func (s *Scheduler) watchPinned(j *store.Job) {
-	if j.Agent == "" || j.State != store.Queued || s.agents[j.Agent] != nil {
+	if j.Agent() == "" || j.State != store.Queued || s.agents[j.Agent()] != nil {
 		return
 	}
 	heap.Push(&s.pins, pinItem{id: j.ID, due: s.awayDeadline(j)})
@@ -650,22 +650,22 @@ func (s *Scheduler) agentGone(name string) {
 // pin keeps s.pinned in step with pinned job next. The caller holds
 // s.mu.
 func (s *Scheduler) pin(next *store.Job) {
-	if next.Agent == "" {
+	if next.Agent() == "" {
 		return
 	}
 	if next.State.Terminal() {
-		if m := s.pinned[next.Agent]; m != nil {
+		if m := s.pinned[next.Agent()]; m != nil {
 			delete(m, next.ID)
 			if len(m) == 0 {
-				delete(s.pinned, next.Agent)
+				delete(s.pinned, next.Agent())
 			}
 		}
 		return
 	}
-	m := s.pinned[next.Agent]
+	m := s.pinned[next.Agent()]
 	if m == nil {
 		m = map[uint64]struct{}{}
-		s.pinned[next.Agent] = m
+		s.pinned[next.Agent()] = m
 	}
 	m[next.ID] = struct{}{}
 }
@@ -678,7 +678,7 @@ func (s *Scheduler) failAway(now time.Time) time.Time {
 	for s.pins.Len() > 0 && !s.pins[0].due.After(now) {
 		it := heap.Pop(&s.pins).(pinItem)
 		j := s.jobs[it.id]
-		if j == nil || j.State != store.Queued || s.agents[j.Agent] != nil {
+		if j == nil || j.State != store.Queued || s.agents[j.Agent()] != nil {
 			continue // it ran, ended, or its agent is back (agentGone re-arms it)
 		}
 		if due := s.awayDeadline(j); due.After(now) {
@@ -688,7 +688,7 @@ func (s *Scheduler) failAway(now time.Time) time.Time {
 		next := j.Clone()
 		next.State = store.Failed
 		next.FinishedAt = now.UTC()
-		next.Reason = fmt.Sprintf("agent %s did not connect within %s", j.Agent, s.offlineTimeout())
+		next.Reason = fmt.Sprintf("agent %s did not connect within %s", j.Agent(), s.offlineTimeout())
 		s.transition(j, next, "finished", next.Reason)
 	}
 	if s.pins.Len() == 0 {

@@ -60,15 +60,15 @@ func TestFanoutSelectsAndPins(t *testing.T) {
 	p, children := f.fanout(FanoutSpec{Selector: map[string]string{"role": "web"}})
 	var hosts []string
 	for _, c := range children {
-		hosts = append(hosts, c.Agent)
-		if c.Parent != p.ID || c.State != store.Queued {
-			t.Errorf("child %d: parent %d state %s, want parent %d, queued", c.ID, c.Parent, c.State, p.ID)
+		hosts = append(hosts, c.Agent())
+		if c.Parent() != p.ID || c.State != store.Queued {
+			t.Errorf("child %d: parent %d state %s, want parent %d, queued", c.ID, c.Parent(), c.State, p.ID)
 		}
 	}
 	if got := strings.Join(hosts, ","); got != "a2,a4,a5" {
 		t.Fatalf("children on %s, want a2,a4,a5", got)
 	}
-	if p.State != store.Running || p.Fanout.FirstChild != p.ID+1 || p.Fanout.Children != 3 {
+	if p.State != store.Running || p.Fanout().FirstChild != p.ID+1 || p.Fanout().Children != 3 {
 		t.Fatalf("parent %+v", p)
 	}
 	// a1 and a3 have credits but get nothing; a2's child goes to a2.
@@ -125,7 +125,7 @@ func TestFanoutBatchOne(t *testing.T) {
 			want = store.Queued
 		}
 		if c.State != want {
-			t.Fatalf("child %d on %s: %s, want %s", i, c.Agent, c.State, want)
+			t.Fatalf("child %d on %s: %s, want %s", i, c.Agent(), c.State, want)
 		}
 	}
 	if r := f.s.Reason(f.job(children[3].ID)); !strings.Contains(r, "3 ahead of it") {
@@ -138,7 +138,7 @@ func TestFanoutBatchOne(t *testing.T) {
 				t.Fatalf("while child %d runs, child %d is %s", i, j, st)
 			}
 		}
-		f.runOn(agents[c.Agent], c.ID, protocol.OutcomeCompleted)
+		f.runOn(agents[c.Agent()], c.ID, protocol.OutcomeCompleted)
 		if i+1 < len(children) {
 			if r := f.roundOf(c.ID, store.Completed); !inRound(r, children[i+1].ID, store.Queued) {
 				t.Errorf("child %d's release is not in the round of child %d's end", i+1, i)
@@ -186,14 +186,14 @@ func TestFanoutMaxFailures(t *testing.T) {
 	want := "rollout stopped: 1 failures reached max_failures 1"
 	for _, c := range children[2:] {
 		if got := f.job(c.ID); got.State != store.Cancelled || got.Reason != want {
-			t.Errorf("child on %s: %s %q, want cancelled %q", c.Agent, got.State, got.Reason, want)
+			t.Errorf("child on %s: %s %q, want cancelled %q", c.Agent(), got.State, got.Reason, want)
 		}
 	}
 	if got := f.job(children[1].ID); got.State != store.Dispatched {
 		t.Errorf("the running child is %s, want it left running", got.State)
 	}
-	if got := f.job(p.ID); got.State != store.Running || !got.Fanout.Stopped {
-		t.Errorf("parent %s stopped=%v, want running, stopped", got.State, got.Fanout.Stopped)
+	if got := f.job(p.ID); got.State != store.Running || !got.Fanout().Stopped {
+		t.Errorf("parent %s stopped=%v, want running, stopped", got.State, got.Fanout().Stopped)
 	}
 	f.finish(agents["a2"], children[1].ID, d[0].Attempt, protocol.OutcomeCompleted, 0)
 	got := f.job(p.ID)
@@ -228,7 +228,7 @@ func TestFanoutCancelParent(t *testing.T) {
 	}
 	for _, c := range children[2:] {
 		if got := f.job(c.ID); got.State != store.Cancelled {
-			t.Errorf("blocked child on %s: %s, want cancelled", c.Agent, got.State)
+			t.Errorf("blocked child on %s: %s, want cancelled", c.Agent(), got.State)
 		}
 	}
 	for i, n := range []string{"a1", "a2"} {
@@ -250,8 +250,8 @@ func TestFanoutOfflineAgent(t *testing.T) {
 		t.Fatalf("%d children, want 5 (a3 included)", len(children))
 	}
 	c3 := children[2]
-	if c3.Agent != "a3" {
-		t.Fatalf("child 2 on %s", c3.Agent)
+	if c3.Agent() != "a3" {
+		t.Fatalf("child 2 on %s", c3.Agent())
 	}
 	if r := f.s.Reason(f.job(c3.ID)); !strings.Contains(r, "agent a3 is not connected") {
 		t.Errorf("reason %q", r)
@@ -306,7 +306,7 @@ func TestFanoutDependency(t *testing.T) {
 	f := newSchedFixture(t, Options{})
 	agents := fanoutAgents(t, f)
 	p, children := f.fanout(FanoutSpec{Selector: map[string]string{"role": "web"}})
-	after := f.submit(&store.Job{Command: "after", After: []uint64{p.ID}})
+	after := f.submit(&store.Job{Command: "after", Orchestration: &store.Orchestration{After: []uint64{p.ID}}})
 	f.runOn(agents["a2"], children[0].ID, protocol.OutcomeCompleted)
 	f.runOn(agents["a4"], children[1].ID, protocol.OutcomeCompleted)
 	if got := f.job(after.ID); got.State != store.Blocked {

@@ -19,7 +19,7 @@ type fakeNotifier struct {
 
 func (n *fakeNotifier) Deliveries(j *store.Job, event string, now time.Time) []store.Delivery {
 	var out []store.Delivery
-	for i, u := range j.Notify {
+	for i, u := range j.Notify() {
 		out = append(out, store.Delivery{
 			ID: fmt.Sprintf("%d.%s.%d", j.ID, event, i), Job: j.ID, Event: event, URL: u,
 			Body: []byte(`{"state":"` + string(j.State) + `"}`), NextTry: now, CreatedAt: now,
@@ -53,7 +53,7 @@ func TestNotifyOutboxRounds(t *testing.T) {
 	n := &fakeNotifier{queued: make(chan store.Delivery, 10)}
 	f := newSchedFixture(t, Options{Notify: n})
 	a := newAgent(t, f.s, "a", 1)
-	j := f.submit(&store.Job{Command: "x", Notify: []string{"https://a.example/h", "https://b.example/h"}})
+	j := f.submit(&store.Job{Command: "x", Orchestration: &store.Orchestration{Notify: []string{"https://a.example/h", "https://b.example/h"}}})
 	quiet := f.submit(&store.Job{Command: "y"})
 
 	f.s.Credit(a, 1)
@@ -80,7 +80,7 @@ func TestNotifyOutboxRounds(t *testing.T) {
 				t.Fatalf("the round to %s holds %d outbox entries, want 2", tc.state, len(ds))
 			}
 			for i, d := range ds {
-				if d.Event != tc.event || d.URL != j.Notify[i] || d.Job != j.ID {
+				if d.Event != tc.event || d.URL != j.Notify()[i] || d.Job != j.ID {
 					t.Errorf("entry %d: %+v", i, d)
 				}
 			}

@@ -200,11 +200,11 @@ func (s *Scheduler) Load() error {
 	var blocked []*store.Job
 	deps := map[uint64]store.State{}
 	for _, j := range jobs {
-		if j.State != store.Blocked || j.Parent != 0 {
+		if j.State != store.Blocked || j.Parent() != 0 {
 			continue // a blocked fan-out child waits for its turn, not for jobs
 		}
 		blocked = append(blocked, j)
-		for _, d := range j.After {
+		for _, d := range j.After() {
 			if _, done := deps[d]; held[d] || done {
 				continue
 			}
@@ -248,7 +248,7 @@ func (s *Scheduler) Load() error {
 			s.logEnd[j.ID] = end
 		}
 		s.pin(j)
-		if j.Fanout != nil {
+		if j.Fanout() != nil {
 			parents = append(parents, j) // never dispatched: no attempt, no lease
 			continue
 		}
@@ -442,7 +442,7 @@ func (s *Scheduler) change(r *round, prev, next *store.Job, typ, msg string, lev
 	if next.State.Terminal() {
 		r.ended = append(r.ended, next)
 		s.settle(r, next)
-		if next.Parent != 0 {
+		if next.Parent() != 0 {
 			s.childEnded(r, next)
 		}
 	}
@@ -738,14 +738,14 @@ func (s *Scheduler) whyQueued(j *store.Job) string {
 	if !s.disk.Accepting() {
 		return "dispatch is paused: the controller's disk is nearly full (jobs resume when space is freed)"
 	}
-	if j.Agent != "" {
-		switch st := s.agents[j.Agent]; {
+	if j.Agent() != "" {
+		switch st := s.agents[j.Agent()]; {
 		case st == nil:
-			return fmt.Sprintf("agent %s is not connected (the job fails if it has not connected by %s)", j.Agent, s.awayDeadline(j).Format(time.RFC3339))
+			return fmt.Sprintf("agent %s is not connected (the job fails if it has not connected by %s)", j.Agent(), s.awayDeadline(j).Format(time.RFC3339))
 		case st.draining:
-			return "agent " + j.Agent + " is draining"
+			return "agent " + j.Agent() + " is draining"
 		}
-		return "waiting for a free slot on agent " + j.Agent
+		return "waiting for a free slot on agent " + j.Agent()
 	}
 	if len(j.Labels) == 0 {
 		if len(s.agents) == 0 {
@@ -790,12 +790,12 @@ func (s *Scheduler) Reason(j *store.Job) string {
 	case store.Blocked:
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if j.Parent != 0 {
+		if j.Parent() != 0 {
 			return s.fanoutNow(j)
 		}
 		return s.blockedNow(j)
 	case store.Running:
-		if j.Fanout != nil {
+		if j.Fanout() != nil {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			return s.fanoutNow(j)
@@ -1308,7 +1308,7 @@ func (s *Scheduler) Cancel(id uint64) (*store.Job, bool, error) {
 		s.mu.Unlock()
 		return next, false, b.Wait()
 	}
-	if prev.Fanout != nil {
+	if prev.Fanout() != nil {
 		if prev.CancelRequested {
 			s.mu.Unlock()
 			return prev, true, nil

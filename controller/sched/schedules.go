@@ -287,7 +287,7 @@ func (s *Scheduler) fire(sc *schedule, now time.Time, manual bool) (ScheduleRun,
 		}
 		job = rec.Job.Clone()
 		job.ID = s.st.NextID()
-		job.Schedule = rec.Name
+		job.Orch().Schedule = rec.Name
 		job.CreatedAt, job.QueuedAt = now, now
 		job.State = store.Queued
 		job.Reason = s.whyQueued(job)

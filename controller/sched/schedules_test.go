@@ -60,7 +60,7 @@ func TestScheduleFiresOnTime(t *testing.T) {
 		t.Fatalf("after the first occurrence: %+v", got)
 	}
 	j := f.job(got.LastJob)
-	if j.Schedule != "backup" || j.Command != "backup" || j.State != store.Queued || !j.CreatedAt.Equal(schedT0.Add(5*time.Minute)) {
+	if j.Schedule() != "backup" || j.Command != "backup" || j.State != store.Queued || !j.CreatedAt.Equal(schedT0.Add(5*time.Minute)) {
 		t.Errorf("the job: %+v", j)
 	}
 	r := f.roundOf(j.ID, store.Queued)
@@ -204,7 +204,7 @@ func TestScheduleCatchUp(t *testing.T) {
 				if !got.LastFired.Equal(schedT0.Add(time.Hour)) {
 					t.Errorf("the run stands for %v, want the most recent missed occurrence, 01:00", got.LastFired.Sub(schedT0))
 				}
-				if j, _ := f.ms.Get(got.LastJob); j == nil || j.Schedule != "s" {
+				if j, _ := f.ms.Get(got.LastJob); j == nil || j.Schedule() != "s" {
 					t.Errorf("the catch-up job: %+v", j)
 				}
 			}
@@ -252,7 +252,7 @@ func TestScheduleLifecycle(t *testing.T) {
 		t.Errorf("a paused schedule fired: %+v", got)
 	}
 	run, err := f.s.RunSchedule("s")
-	if err != nil || run.Job == nil || run.Job.Schedule != "s" || run.Schedule.Fired != 1 {
+	if err != nil || run.Job == nil || run.Job.Schedule() != "s" || run.Schedule.Fired != 1 {
 		t.Fatalf("run now: %+v %v", run, err)
 	}
 	// Run-now ignores the overlap policy (the previous job is queued).

@@ -84,49 +84,51 @@ func appendJob(dst []byte, j *Job) ([]byte, error) {
 		dst = append(dst, `,"tty":`...)
 		dst = strconv.AppendBool(dst, *j.TTY)
 	}
-	if j.Parent != 0 {
-		dst = append(dst, `,"parent":`...)
-		dst = strconv.AppendUint(dst, j.Parent, 10)
-	}
-	if j.Agent != "" {
-		dst = append(dst, `,"agent":`...)
-		dst = appendString(dst, j.Agent)
-	}
-	if len(j.After) > 0 {
-		dst = append(dst, `,"after":[`...)
-		for i, id := range j.After {
-			if i > 0 {
-				dst = append(dst, ',')
+	if o := j.Orchestration; o != nil {
+		if o.Parent != 0 {
+			dst = append(dst, `,"parent":`...)
+			dst = strconv.AppendUint(dst, o.Parent, 10)
+		}
+		if o.Agent != "" {
+			dst = append(dst, `,"agent":`...)
+			dst = appendString(dst, o.Agent)
+		}
+		if len(o.After) > 0 {
+			dst = append(dst, `,"after":[`...)
+			for i, id := range o.After {
+				if i > 0 {
+					dst = append(dst, ',')
+				}
+				dst = strconv.AppendUint(dst, id, 10)
 			}
-			dst = strconv.AppendUint(dst, id, 10)
+			dst = append(dst, ']')
 		}
-		dst = append(dst, ']')
-	}
-	if j.AfterAny {
-		dst = append(dst, `,"after_any":true`...)
-	}
-	if j.Schedule != "" {
-		dst = append(dst, `,"schedule":`...)
-		dst = appendString(dst, j.Schedule)
-	}
-	if len(j.Notify) > 0 {
-		dst = append(dst, `,"notify":[`...)
-		for i, u := range j.Notify {
-			if i > 0 {
-				dst = append(dst, ',')
+		if o.AfterAny {
+			dst = append(dst, `,"after_any":true`...)
+		}
+		if o.Schedule != "" {
+			dst = append(dst, `,"schedule":`...)
+			dst = appendString(dst, o.Schedule)
+		}
+		if len(o.Notify) > 0 {
+			dst = append(dst, `,"notify":[`...)
+			for i, u := range o.Notify {
+				if i > 0 {
+					dst = append(dst, ',')
+				}
+				dst = appendString(dst, u)
 			}
-			dst = appendString(dst, u)
+			dst = append(dst, ']')
 		}
-		dst = append(dst, ']')
-	}
-	if j.Fanout != nil {
-		// Only fan-out parents have one: encoding/json is fast enough.
-		b, err := json.Marshal(j.Fanout)
-		if err != nil {
-			return dst, err
+		if o.Fanout != nil {
+			// Only fan-out parents have one: encoding/json is fast enough.
+			b, err := json.Marshal(o.Fanout)
+			if err != nil {
+				return dst, err
+			}
+			dst = append(dst, `,"fanout":`...)
+			dst = append(dst, b...)
 		}
-		dst = append(dst, `,"fanout":`...)
-		dst = append(dst, b...)
 	}
 	dst = append(dst, `,"state":`...)
 	dst = appendString(dst, string(j.State))

@@ -251,6 +251,12 @@ func TestCodecKnowsEveryField(t *testing.T) {
 			t.Errorf("Job.%s: is it missing from appendJob in codec.go?", field)
 		}
 	})
+	each(reflect.TypeFor[Orchestration](), func(field string, v reflect.Value) {
+		o := v.Interface().(Orchestration)
+		if !same(t, "Orchestration."+field, &Job{Orchestration: &o}, appendJob) {
+			t.Errorf("Orchestration.%s: is it missing from appendJob in codec.go?", field)
+		}
+	})
 	each(reflect.TypeFor[Attempt](), func(field string, v reflect.Value) {
 		j := &Job{Attempts: []Attempt{v.Interface().(Attempt)}}
 		if !same(t, "Attempt."+field, j, appendJob) {

@@ -263,6 +263,12 @@
 // record is in another state is skipped with a warning, and one without a
 // record fails Active.
 //
+// The scheduler keeps every job Active returns in memory, so Job's size
+// is most of the controller's memory per queued job: Job is kept in Go's
+// 384-byte size class, its rarely set orchestration fields (fan-out,
+// dependencies, schedule, webhooks) behind one pointer, *Orchestration,
+// nil on an ordinary job (the layout note on Job; TestJobSize).
+//
 // # Security records
 //
 // Revocations and tokens are few; the controller loads them all at start

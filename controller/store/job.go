@@ -38,6 +38,35 @@ func (s State) Active() bool { return s == Dispatched || s == Running }
 
 // Job is the durable record of one job. It is stored as JSON; fields are
 // only ever added.
+//
+// Layout. The scheduler keeps every active job's Job in memory (100,000
+// queued jobs are 100,000 of them), so its size is the controller's
+// memory per queued job: bench row 7c. It is 384 bytes on 64-bit
+// platforms, exactly Go's 384-byte size class; TestJobSize fails if it
+// grows past that (the next class is 416 bytes). Issue 17's
+// orchestration fields, set on few jobs, had made it 480 (+96 bytes per
+// queued job, +12–14% in row 7c); they live behind the embedded pointer
+// *Orchestration since, nil on an ordinary job, so they cost those jobs
+// 8 bytes. A field added to Job must be set on most jobs to belong here;
+// a rarely set one goes in Orchestration (or another such struct).
+//
+// Embedding keeps the JSON flat and in the same order as before:
+// encoding/json writes an embedded struct's fields in its place, leaves
+// them all out when the pointer is nil and allocates it when a record
+// has one of them, so the stored records are byte-for-byte unchanged
+// (TestJobFlatJSON). Reading a promoted field through a nil pointer
+// would panic, so Job shadows every one with a nil-safe method of the
+// same name (j.Parent(), j.Fanout(), ...): j.Parent is the method, never
+// the field, so code that uses it as the field does not compile, and the
+// uses that would (comparing j.Fanout with nil, printing j.Agent) are
+// reported by go vet. Write through j.Orch(), which allocates the struct
+// on an ordinary job; whoever reads j.Orchestration itself checks it for
+// nil.
+//
+// The remaining padding (after Cancellable, CancelRequested and Events,
+// 17 bytes) stays: removing it means moving those fields next to each
+// other, which would change the order encoding/json and appendJob write
+// the fields in, and with it every stored record.
 type Job struct {
 	ID             uint64            `json:"id"`
 	Name           string            `json:"name"`
@@ -63,25 +92,9 @@ type Job struct {
 	// leaves it to the agent's default.
 	TTY *bool `json:"tty,omitempty"`
 
-	// Orchestration (issue 17).
-	//
-	// Parent is the fan-out job this job is a child of; Agent pins the
-	// job to the agent of that name (a fan-out child runs on its host
-	// and nowhere else).
-	Parent uint64 `json:"parent,omitempty"`
-	Agent  string `json:"agent,omitempty"`
-	// After lists the jobs this one runs after: it stays blocked until
-	// all of them completed, and is cancelled if one did not — unless
-	// AfterAny, when it runs once they all ended, whatever their outcome.
-	After    []uint64 `json:"after,omitempty"`
-	AfterAny bool     `json:"after_any,omitempty"`
-	// Schedule names the schedule that created the job.
-	Schedule string `json:"schedule,omitempty"`
-	// Notify lists URLs to POST the job's end to (webhooks).
-	Notify []string `json:"notify,omitempty"`
-	// Fanout is set on a fan-out's parent: the job is never dispatched
-	// itself; its children run the command, one per agent.
-	Fanout *Fanout `json:"fanout,omitempty"`
+	// The orchestration fields (issue 17), nil on an ordinary job: see
+	// the layout note above and the accessors below.
+	*Orchestration
 
 	State     State     `json:"state"`
 	CreatedAt time.Time `json:"created_at"`
@@ -100,6 +113,95 @@ type Job struct {
 	// Events counts the events appended for this job; the next event
 	// gets sequence number Events.
 	Events uint32 `json:"events"`
+}
+
+// Orchestration holds the fields of a job that only orchestration
+// (issue 17) sets: fan-outs, dependencies, schedules and webhooks. A Job
+// embeds a pointer to one, nil unless one of them is set (Job's layout
+// note). Read them with Job's methods of the same names, write them
+// through Job.Orch.
+type Orchestration struct {
+	// Parent is the fan-out job this job is a child of; Agent pins the
+	// job to the agent of that name (a fan-out child runs on its host
+	// and nowhere else).
+	Parent uint64 `json:"parent,omitempty"`
+	Agent  string `json:"agent,omitempty"`
+	// After lists the jobs this one runs after: it stays blocked until
+	// all of them completed, and is cancelled if one did not — unless
+	// AfterAny, when it runs once they all ended, whatever their outcome.
+	After    []uint64 `json:"after,omitempty"`
+	AfterAny bool     `json:"after_any,omitempty"`
+	// Schedule names the schedule that created the job.
+	Schedule string `json:"schedule,omitempty"`
+	// Notify lists URLs to POST the job's end to (webhooks).
+	Notify []string `json:"notify,omitempty"`
+	// Fanout is set on a fan-out's parent: the job is never dispatched
+	// itself; its children run the command, one per agent.
+	Fanout *Fanout `json:"fanout,omitempty"`
+}
+
+// Orch returns j's orchestration fields for writing, allocating them on
+// a job that has none.
+func (j *Job) Orch() *Orchestration {
+	if j.Orchestration == nil {
+		j.Orchestration = new(Orchestration)
+	}
+	return j.Orchestration
+}
+
+// Parent is the fan-out job j is a child of; 0: none.
+func (j *Job) Parent() uint64 {
+	if j.Orchestration == nil {
+		return 0
+	}
+	return j.Orchestration.Parent
+}
+
+// Agent is the name of the agent j is pinned to; "": none.
+func (j *Job) Agent() string {
+	if j.Orchestration == nil {
+		return ""
+	}
+	return j.Orchestration.Agent
+}
+
+// After lists the jobs j runs after (the caller must not modify it).
+func (j *Job) After() []uint64 {
+	if j.Orchestration == nil {
+		return nil
+	}
+	return j.Orchestration.After
+}
+
+// AfterAny reports whether j runs once the jobs it runs after ended,
+// whatever their outcome.
+func (j *Job) AfterAny() bool {
+	return j.Orchestration != nil && j.Orchestration.AfterAny
+}
+
+// Schedule names the schedule that created j; "": none.
+func (j *Job) Schedule() string {
+	if j.Orchestration == nil {
+		return ""
+	}
+	return j.Orchestration.Schedule
+}
+
+// Notify lists the URLs j's end is posted to (the caller must not
+// modify it).
+func (j *Job) Notify() []string {
+	if j.Orchestration == nil {
+		return nil
+	}
+	return j.Orchestration.Notify
+}
+
+// Fanout is set on a fan-out's parent; nil on any other job.
+func (j *Job) Fanout() *Fanout {
+	if j.Orchestration == nil {
+		return nil
+	}
+	return j.Orchestration.Fanout
 }
 
 // Fanout describes a fan-out parent: its children, how they roll out
@@ -147,22 +249,24 @@ func (j *Job) Clone() *Job {
 		v := *j.TTY
 		c.TTY = &v
 	}
-	c.After = append([]uint64(nil), j.After...)
-	c.Notify = append([]string(nil), j.Notify...)
-	if j.After == nil {
-		c.After = nil
-	}
-	if j.Notify == nil {
-		c.Notify = nil
-	}
-	if j.Fanout != nil {
-		f := *j.Fanout
-		f.Selector = cloneMap(j.Fanout.Selector)
-		if m := j.Fanout.MaxFailures; m != nil {
-			v := *m
-			f.MaxFailures = &v
+	if o := j.Orchestration; o != nil {
+		co := *o
+		if o.After != nil {
+			co.After = append([]uint64(nil), o.After...)
 		}
-		c.Fanout = &f
+		if o.Notify != nil {
+			co.Notify = append([]string(nil), o.Notify...)
+		}
+		if o.Fanout != nil {
+			f := *o.Fanout
+			f.Selector = cloneMap(o.Fanout.Selector)
+			if m := o.Fanout.MaxFailures; m != nil {
+				v := *m
+				f.MaxFailures = &v
+			}
+			co.Fanout = &f
+		}
+		c.Orchestration = &co
 	}
 	c.Attempts = append([]Attempt(nil), j.Attempts...)
 	for i := range c.Attempts {

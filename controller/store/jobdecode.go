@@ -513,23 +513,24 @@ func (d *jobDecoder) job(j *Job) bool {
 			j.TTY = &v
 			return true
 		case "parent":
-			return set.first(28) && d.uint64(&j.Parent)
+			return set.first(28) && d.uint64(&j.Orch().Parent)
 		case "agent":
-			return set.first(29) && d.shared(&j.Agent)
+			return set.first(29) && d.shared(&j.Orch().Agent)
 		case "after_any":
-			return set.first(30) && d.bool(&j.AfterAny)
+			return set.first(30) && d.bool(&j.Orch().AfterAny)
 		case "schedule":
-			return set.first(31) && d.shared(&j.Schedule)
+			return set.first(31) && d.shared(&j.Orch().Schedule)
 		case "after":
-			return set.first(32) && d.uint64s(&j.After)
+			return set.first(32) && d.uint64s(&j.Orch().After)
 		case "notify":
-			return set.first(33) && d.strings(&j.Notify)
+			return set.first(33) && d.strings(&j.Orch().Notify)
 		case "fanout":
 			if !set.first(34) {
 				return false
 			}
-			j.Fanout = new(Fanout)
-			return d.fanout(j.Fanout)
+			f := new(Fanout)
+			j.Orch().Fanout = f
+			return d.fanout(f)
 		}
 		return false // unknown, or another case: encoding/json's rules
 	})

@@ -261,9 +261,9 @@ func TestDecodeJobFastFields(t *testing.T) {
 		Labels: map[string]string{"a": "b"}, Env: map[string]string{"E": "v"}, Dir: "/d", IdempotencyKey: "k",
 		BackoffBase: 6, BackoffMax: 7, Output: OutputSplit, TTY: &tty, State: Running, CreatedAt: at, QueuedAt: at, NotBefore: at, StartedAt: at,
 		FinishedAt: at, CancelRequested: true, Reason: "r", LogBytes: 8, Events: 9,
-		Parent: 17, Agent: "web-1", After: []uint64{3, 4}, AfterAny: true, Schedule: "nightly", Notify: []string{"https://h/1"},
-		Fanout: &Fanout{Selector: map[string]string{"role": "web"}, IncludeOffline: true, FirstChild: 18, Children: 5, Batch: 2,
-			MaxFailures: &exit, Completed: 1, Failed: 2, Timeout: 3, Cancelled: 4, Stopped: true},
+		Orchestration: &Orchestration{Parent: 17, Agent: "web-1", After: []uint64{3, 4}, AfterAny: true, Schedule: "nightly", Notify: []string{"https://h/1"},
+			Fanout: &Fanout{Selector: map[string]string{"role": "web"}, IncludeOffline: true, FirstChild: 18, Children: 5, Batch: 2,
+				MaxFailures: &exit, Completed: 1, Failed: 2, Timeout: 3, Cancelled: 4, Stopped: true}},
 		Attempts: []Attempt{{Number: 1, Agent: "ag", DispatchedAt: at, StartedAt: at, FinishedAt: at, PID: 10,
 			Outcome: "failed", ExitCode: &exit, Signal: "KILL", Error: "e", Duration: 11, UserCPU: 12, SystemCPU: 13,
 			MaxRSS: 14, LogStart: 15, QueuedAt: at, OutputBytes: 16}}}
@@ -279,7 +279,7 @@ func TestDecodeJobFastFields(t *testing.T) {
 		t.Fatalf("got %#v\nwant %#v", &got, j)
 	}
 	// Every field must be set, so the comparison covered them all.
-	for _, v := range []reflect.Value{reflect.ValueOf(got), reflect.ValueOf(got.Attempts[0]), reflect.ValueOf(*got.Fanout)} {
+	for _, v := range []reflect.Value{reflect.ValueOf(got), reflect.ValueOf(got.Attempts[0]), reflect.ValueOf(*got.Orchestration), reflect.ValueOf(*got.Fanout())} {
 		for i := range v.NumField() {
 			if v.Field(i).IsZero() {
 				t.Errorf("%s.%s is zero in the test record", v.Type().Name(), v.Type().Field(i).Name)

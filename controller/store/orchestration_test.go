@@ -183,12 +183,12 @@ func TestActiveBlocked(t *testing.T) {
 	s := open(t)
 	q := submit(t, s, newJob(s, 50, t0))
 	b1 := newJob(s, 50, t0)
-	b1.State, b1.After, b1.Reason = Blocked, []uint64{q.ID}, "waiting for job 1"
+	b1.State, b1.Orch().After, b1.Reason = Blocked, []uint64{q.ID}, "waiting for job 1"
 	submit(t, s, b1)
 	max := 1
 	b2 := newJob(s, 50, t0)
-	b2.State, b2.Parent, b2.Agent, b2.Notify = Blocked, 99, "web-1", []string{"https://h/x"}
-	b2.Fanout = &Fanout{Selector: map[string]string{"role": "web"}, FirstChild: 5, Children: 2, Batch: 1, MaxFailures: &max}
+	b2.State, b2.Orch().Parent, b2.Orch().Agent, b2.Orch().Notify = Blocked, 99, "web-1", []string{"https://h/x"}
+	b2.Orch().Fanout = &Fanout{Selector: map[string]string{"role": "web"}, FirstChild: 5, Children: 2, Batch: 1, MaxFailures: &max}
 	submit(t, s, b2)
 
 	ids := func() []uint64 {
@@ -210,8 +210,8 @@ func TestActiveBlocked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Parent != 99 || got.Agent != "web-1" || got.Fanout == nil || *got.Fanout.MaxFailures != 1 || got.Fanout.Selector["role"] != "web" || got.Notify[0] != "https://h/x" {
-		t.Errorf("stored %+v (fanout %+v)", got, got.Fanout)
+	if got.Parent() != 99 || got.Agent() != "web-1" || got.Fanout() == nil || *got.Fanout().MaxFailures != 1 || got.Fanout().Selector["role"] != "web" || got.Notify()[0] != "https://h/x" {
+		t.Errorf("stored %+v (fanout %+v)", got, got.Fanout())
 	}
 	move(t, s, b1, Queued, func(j *Job) { j.QueuedAt = t0.Add(time.Second) })
 	move(t, s, b2, Cancelled, func(j *Job) { j.FinishedAt = t0.Add(time.Second) })

@@ -169,10 +169,10 @@ func (s *Store) family(id uint64) (parent, first uint64, children int, err error
 			return 0, 0, 0, fmt.Errorf("job %d: %w", id, err)
 		}
 	}
-	if j.Fanout != nil {
-		first, children = j.Fanout.FirstChild, j.Fanout.Children
+	if f := j.Fanout(); f != nil {
+		first, children = f.FirstChild, f.Children
 	}
-	return j.Parent, first, children, nil
+	return j.Parent(), first, children, nil
 }
 
 // exists reports whether key is stored.

@@ -335,8 +335,8 @@ func TestPruneFanoutFamily(t *testing.T) {
 			family := func(first, second, parentAt int) []*Job {
 				p := newJob(s, 1, t0)
 				c1, c2 := newJob(s, 1, t0), newJob(s, 1, t0)
-				p.Fanout = &Fanout{FirstChild: c1.ID, Children: 2}
-				c1.Parent, c2.Parent = p.ID, p.ID
+				p.Orch().Fanout = &Fanout{FirstChild: c1.ID, Children: 2}
+				c1.Orch().Parent, c2.Orch().Parent = p.ID, p.ID
 				p, c1, c2 = submit(t, s, p), submit(t, s, c1), submit(t, s, c2)
 				c1, c2 = finish(c1, first), finish(c2, second)
 				return []*Job{finish(p, parentAt), c1, c2}
@@ -371,7 +371,7 @@ func TestPruneFanoutFamily(t *testing.T) {
 	t.Run("orphan child", func(t *testing.T) {
 		s := open(t)
 		c := newJob(s, 1, t0)
-		c.Parent = 12345 // never stored, as after its parent was removed
+		c.Orch().Parent = 12345 // never stored, as after its parent was removed
 		c = move(t, s, move(t, s, submit(t, s, c), Running, nil), Failed, func(j *Job) { j.FinishedAt = at(1) })
 		if n, err := s.Prune(t.Context(), PruneOptions{FinishedBefore: at(2)}, prune(s)); n != 1 || err != nil {
 			t.Fatalf("Prune = %d, %v; want the orphan removed", n, err)
@@ -386,12 +386,12 @@ func checkGone(t *testing.T, s *Store, gone, kept []*Job) {
 	t.Helper()
 	for _, j := range gone {
 		if _, err := s.Get(j.ID); !errors.Is(err, ErrNotFound) {
-			t.Errorf("job %d (parent %d): Get = %v, want ErrNotFound", j.ID, j.Parent, err)
+			t.Errorf("job %d (parent %d): Get = %v, want ErrNotFound", j.ID, j.Parent(), err)
 		}
 	}
 	for _, j := range kept {
 		if _, err := s.Get(j.ID); err != nil {
-			t.Errorf("job %d (parent %d) was removed: %v", j.ID, j.Parent, err)
+			t.Errorf("job %d (parent %d) was removed: %v", j.ID, j.Parent(), err)
 		}
 	}
 }
