@@ -280,19 +280,22 @@ func (a *api) waitIdle(ctx context.Context, within time.Duration) error {
 
 // jobRecord is the part of a job view the benchmark reads.
 type jobRecord struct {
-	JobID      uint64      `json:"job_id"`
-	Status     store.State `json:"status"`
-	CreatedAt  time.Time   `json:"created_at"`
-	FinishedAt *time.Time  `json:"finished_at"`
-	RetryAt    *time.Time  `json:"retry_at"`
-	LogBytes   uint64      `json:"log_bytes"`
-	Attempts   []struct {
-		Number       int        `json:"number"`
-		DispatchedAt time.Time  `json:"dispatched_at"`
-		StartedAt    *time.Time `json:"started_at"`
-		FinishedAt   *time.Time `json:"finished_at"`
-		Outcome      string     `json:"outcome"`
-	} `json:"attempts"`
+	JobID      uint64          `json:"job_id"`
+	Status     store.State     `json:"status"`
+	CreatedAt  time.Time       `json:"created_at"`
+	FinishedAt *time.Time      `json:"finished_at"`
+	RetryAt    *time.Time      `json:"retry_at"`
+	LogBytes   uint64          `json:"log_bytes"`
+	Attempts   []attemptRecord `json:"attempts"`
+}
+
+// attemptRecord is the part of an attempt's view the benchmark reads.
+type attemptRecord struct {
+	Number       int        `json:"number"`
+	DispatchedAt time.Time  `json:"dispatched_at"`
+	StartedAt    *time.Time `json:"started_at"`
+	FinishedAt   *time.Time `json:"finished_at"`
+	Outcome      string     `json:"outcome"`
 }
 
 // records fetches the jobs in ids (any order) by walking GET /jobs
