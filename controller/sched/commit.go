@@ -241,6 +241,16 @@ func (c *Committer) AddAllWithin(d time.Duration, cmds ...store.Command) (*Batch
 	return c.queueWithin(d, cmds...)
 }
 
+// Kick starts a round for what is queued, as Add does, without adding
+// anything: for whoever a queueWithin waited on (the dispatch loop, for
+// a submit's round: Scheduler.submitJobs).
+func (c *Committer) Kick() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
 // lazyWait bounds how long a lazy command waits for a round to ride: a
 // store reader (GET /jobs/:id, lists by state) sees the change at most
 // this late. Under load the next round comes far sooner.
