@@ -125,7 +125,7 @@
 // A result waits a little too, when its agent announced that it frees
 // the slot as the process ends (protocol.FeatureEarlyRelease): such an
 // agent runs its next job without waiting for the FinishAck, so the
-// result's round may wait up to resultWait (2 ms) for another to ride
+// result's round may wait up to resultWait (10 ms) for another to ride
 // (Committer.AddAllWithin) and the results of several agents share one
 // fsync. An older agent's result starts its round at once. A job
 // transition or output chunk the store refuses means memory and store
