@@ -447,8 +447,8 @@ func (e *env) real(ctx context.Context) {
 		}
 		return r.Attempts[0].StartedAt.Sub(r.CreatedAt), true
 	}
-	c.ctl.profilePhase("4a")
 	lat, detail, err := e.pacedLatency(ctx, c, trueJob, e.sz.LatencyJobs, e.sz.Rate, started,
+		func() error { c.ctl.profilePhase("4a"); return nil },
 		func() error {
 			err := c.api.waitIdle(ctx, burnWithin(e.sz.LatencyJobs*5))
 			c.ctl.profilePhase("4a-records")
@@ -461,16 +461,27 @@ func (e *env) real(ctx context.Context) {
 	// CPU per job over this run: at a low rate its group commit has
 	// little to group, which is what issue 16's second CPU target is
 	// about ("≤ 300 µs at 500 jobs/s offered").
-	if rate := min(int(got/2), e.sz.Rate/2); rate > 0 {
+	rate := min(int(got/2), e.sz.Rate/2)
+	if e.sz.RealRate > 0 {
+		rate = e.sz.RealRate // pinned for before/after pairs (-real-rate)
+	}
+	if rate > 0 {
 		n := max(50, int(float64(rate)*e.sz.Phase.Seconds()))
-		name = fmt.Sprintf("dispatch latency: submit → process start, real agents, offered %s jobs/s (half of row 3, at most %s)", count(rate), count(e.sz.Rate/2))
+		how := fmt.Sprintf("half of row 3, at most %s", count(e.sz.Rate/2))
+		if e.sz.RealRate > 0 {
+			how = "set by -real-rate"
+		}
+		name = fmt.Sprintf("dispatch latency: submit → process start, real agents, offered %s jobs/s (%s)", count(rate), how)
 		// The CPU is read once the jobs are done, before the records
 		// are listed: listing every job of the group (≈ 10,000 with
 		// rows 3 and 4a's) is the benchmark's reading, not the jobs'.
-		c.ctl.profilePhase("4d")
-		var cpu time.Duration
-		cpu0 := c.ctl.cpu()
+		var cpu, cpu0 time.Duration
 		lat, detail, err := e.pacedLatency(ctx, c, trueJob, n, rate, started,
+			func() error {
+				c.ctl.profilePhase("4d")
+				cpu0 = c.ctl.cpu()
+				return nil
+			},
 			func() error {
 				err := c.api.waitIdle(ctx, burnWithin(n*5))
 				cpu = c.ctl.cpu() - cpu0
@@ -516,8 +527,22 @@ func agentOverheadRow(used cpuTimes, jobs int, spawn spawnCost, par int) Row {
 
 // pacedLatency submits n copies of body at the offered rate, waits with
 // wait, and measures each job with measure.
-func (e *env) pacedLatency(ctx context.Context, c *cluster, body string, n, rate int, measure func(*jobRecord) (time.Duration, bool), wait func() error) ([]time.Duration, string, error) {
-	ids, offered, accepted, err := paced(ctx, newAPI(e.pki, c.ctl.info.HTTP, 64), n, rate, 64, []byte(body))
+//
+// The pacer's 64 connections are opened first (api.warm); begin, if not
+// nil, is called once they are, just before the first submit.
+func (e *env) pacedLatency(ctx context.Context, c *cluster, body string, n, rate int, measure func(*jobRecord) (time.Duration, bool), begin, wait func() error) ([]time.Duration, string, error) {
+	a := newAPI(e.pki, c.ctl.info.HTTP, 64)
+	if err := a.warm(ctx, 64); err != nil {
+		a.close()
+		return nil, "", err
+	}
+	if begin != nil {
+		if err := begin(); err != nil {
+			a.close()
+			return nil, "", err
+		}
+	}
+	ids, offered, accepted, err := paced(ctx, a, n, rate, 64, []byte(body))
 	if err != nil {
 		return nil, "", err
 	}
@@ -755,7 +780,7 @@ func (e *env) latency(ctx context.Context) {
 			return 0, false
 		}
 		return r.Attempts[0].StartedAt.Sub(r.CreatedAt), true
-	}, func() error { return latDone.wait(ctx, burnWithin(e.sz.LatencyJobs)) })
+	}, nil, func() error { return latDone.wait(ctx, burnWithin(e.sz.LatencyJobs)) })
 	e.latencyRow("4b", name, lat, detail, err, latencyTarget{p50: time.Millisecond, p99: 5 * time.Millisecond, at: "at 1k jobs/s"})
 
 	// Timer lateness, with bare Go timers over the same spread measured
