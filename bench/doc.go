@@ -36,6 +36,8 @@
 // (proc.profilePhase, SIGUSR2): real-3.pprof, real-4a.pprof and
 // real-4d.pprof hold rows 3, 4a and 4d alone, the *-records files the
 // benchmark's own reading of the jobs afterwards, real.pprof the start.
+// Row 4d offers half of row 3's rate (at most 500 jobs/s), so it moves
+// with the machine; -real-rate pins it, for before/after pairs.
 //
 // # Groups
 //
