@@ -59,6 +59,7 @@ type Sizes struct {
 	TrueJobs   int // `true` jobs run through the real agents
 
 	Rate        int           // offered jobs/s for the latency benchmarks
+	RealRate    int           // offered jobs/s of row 4d; 0: half of row 3's rate, at most Rate/2
 	LatencyJobs int           // jobs submitted at Rate for the dispatch latency
 	TimerJobs   int           // jobs that fail once and are retried after a backoff
 	TimerBase   time.Duration // their backoff base (the delay is base ±20%)

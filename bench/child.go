@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -136,7 +137,34 @@ func runChild(cfg childConfig) error {
 		if err := pprof.StartCPUProfile(pf); err != nil {
 			return err
 		}
+		// SIGUSR2 ends the CPU profile and starts the next phase's:
+		// <profile>-<phase>.pprof, the phase named in <profile>.next,
+		// which is removed once the new profile runs (proc.profilePhase).
+		var mu sync.Mutex
+		usr2 := make(chan os.Signal, 1)
+		signal.Notify(usr2, syscall.SIGUSR2)
+		defer signal.Stop(usr2)
+		go func() {
+			next := cfg.Profile + ".next"
+			for range usr2 {
+				phase, err := os.ReadFile(next)
+				if err != nil {
+					continue
+				}
+				mu.Lock()
+				pprof.StopCPUProfile()
+				pf.Close()
+				if f, err := os.Create(strings.TrimSuffix(cfg.Profile, ".pprof") + "-" + strings.TrimSpace(string(phase)) + ".pprof"); err == nil {
+					pf = f
+					_ = pprof.StartCPUProfile(pf)
+				}
+				mu.Unlock()
+				_ = os.Remove(next)
+			}
+		}()
 		defer func() {
+			mu.Lock()
+			defer mu.Unlock()
 			pprof.StopCPUProfile()
 			pf.Close()
 		}()
@@ -326,6 +354,26 @@ func (p *proc) waitQuiet(ctx context.Context, within time.Duration) (time.Durati
 		}
 	}
 	return time.Since(start), false
+}
+
+// profilePhase asks a child started with a profile to end its CPU
+// profile and write the rest of its run to <profile>-<phase>.pprof, and
+// waits until it has (at most a second), so that a row's work can be
+// profiled alone.
+func (p *proc) profilePhase(phase string) {
+	if p.cfg.Profile == "" {
+		return
+	}
+	next := p.cfg.Profile + ".next"
+	if err := os.WriteFile(next, []byte(phase), 0o600); err != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGUSR2)
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if _, err := os.Stat(next); errors.Is(err, os.ErrNotExist) {
+			return
+		}
+	}
 }
 
 // heapProfile asks a child started with a profile to write its heap

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -227,6 +228,37 @@ func (a *api) waitHealthy(ctx context.Context, within time.Duration) error {
 	}
 }
 
+// warm opens up to n keep-alive connections (TLS handshakes included)
+// with n simultaneous GET /health, so that a paced run that follows
+// does not pay for them — and does not charge them to the controller —
+// while it is measured: a pacer's workers otherwise dial a new
+// connection each time the requests in flight outnumber the idle ones,
+// which they do exactly when the controller stalls.
+func (a *api) warm(ctx context.Context, n int) error {
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			<-start
+			code, _, err := a.do(ctx, "GET", "/health", nil)
+			if err == nil && code != http.StatusOK {
+				err = fmt.Errorf("GET /health: %d", code)
+			}
+			errs <- err
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // agentCount returns how many agents the controller lists.
 func (a *api) agentCount(ctx context.Context) (int, error) {
 	var agents []json.RawMessage
@@ -280,19 +312,22 @@ func (a *api) waitIdle(ctx context.Context, within time.Duration) error {
 
 // jobRecord is the part of a job view the benchmark reads.
 type jobRecord struct {
-	JobID      uint64      `json:"job_id"`
-	Status     store.State `json:"status"`
-	CreatedAt  time.Time   `json:"created_at"`
-	FinishedAt *time.Time  `json:"finished_at"`
-	RetryAt    *time.Time  `json:"retry_at"`
-	LogBytes   uint64      `json:"log_bytes"`
-	Attempts   []struct {
-		Number       int        `json:"number"`
-		DispatchedAt time.Time  `json:"dispatched_at"`
-		StartedAt    *time.Time `json:"started_at"`
-		FinishedAt   *time.Time `json:"finished_at"`
-		Outcome      string     `json:"outcome"`
-	} `json:"attempts"`
+	JobID      uint64          `json:"job_id"`
+	Status     store.State     `json:"status"`
+	CreatedAt  time.Time       `json:"created_at"`
+	FinishedAt *time.Time      `json:"finished_at"`
+	RetryAt    *time.Time      `json:"retry_at"`
+	LogBytes   uint64          `json:"log_bytes"`
+	Attempts   []attemptRecord `json:"attempts"`
+}
+
+// attemptRecord is the part of an attempt's view the benchmark reads.
+type attemptRecord struct {
+	Number       int        `json:"number"`
+	DispatchedAt time.Time  `json:"dispatched_at"`
+	StartedAt    *time.Time `json:"started_at"`
+	FinishedAt   *time.Time `json:"finished_at"`
+	Outcome      string     `json:"outcome"`
 }
 
 // records fetches the jobs in ids (any order) by walking GET /jobs

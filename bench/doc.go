@@ -28,6 +28,17 @@
 // durable. Fake agents measure the controller; real agents measure the
 // whole path, process spawning included.
 //
+// # Profiles
+//
+// With -cpuprofile each controller child writes a CPU profile,
+// <dir>/<group>.pprof, and each real agent <group>-agent-N.pprof. The
+// real group cuts the controller's into one file per row
+// (proc.profilePhase, SIGUSR2): real-3.pprof, real-4a.pprof and
+// real-4d.pprof hold rows 3, 4a and 4d alone, the *-records files the
+// benchmark's own reading of the jobs afterwards, real.pprof the start.
+// Row 4d offers half of row 3's rate (at most 500 jobs/s), so it moves
+// with the machine; -real-rate pins it, for before/after pairs.
+//
 // # Groups
 //
 // The benchmarks are grouped by the items: submit (durable

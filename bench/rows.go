@@ -24,6 +24,7 @@ type cluster struct {
 	ctl    *proc
 	api    *api
 	agents []*proc
+	slots  int // the real agents' slots in all (realAgents); 0: none
 }
 
 // startCluster starts a controller child with a fresh data directory
@@ -104,6 +105,7 @@ func (c *cluster) realAgents(ctx context.Context, n, slots int, mode transport.M
 			return err
 		}
 		c.agents = append(c.agents, p)
+		c.slots += slots
 	}
 	return c.api.waitAgents(ctx, n, time.Minute)
 }
@@ -393,6 +395,7 @@ func (e *env) real(ctx context.Context) {
 		e.fail("3", name, err)
 		return
 	}
+	c.ctl.profilePhase("3")
 	agents0, ctl0 := c.agentCPU(), c.ctl.cpu()
 	ids, err := c.api.submitMany(ctx, trueJob, e.sz.TrueJobs, e.sz.BatchSize)
 	if err != nil {
@@ -404,6 +407,7 @@ func (e *env) real(ctx context.Context) {
 		return
 	}
 	agentsCPU, ctlCPU := c.agentCPU().sub(agents0), c.ctl.cpu()-ctl0
+	c.ctl.profilePhase("3-records")
 	recs, err := c.api.records(ctx, ids)
 	if err != nil {
 		e.fail("3", name, err)
@@ -444,7 +448,12 @@ func (e *env) real(ctx context.Context) {
 		return r.Attempts[0].StartedAt.Sub(r.CreatedAt), true
 	}
 	lat, detail, err := e.pacedLatency(ctx, c, trueJob, e.sz.LatencyJobs, e.sz.Rate, started,
-		func() error { return c.api.waitIdle(ctx, burnWithin(e.sz.LatencyJobs*5)) })
+		func() error { c.ctl.profilePhase("4a"); return nil },
+		func() error {
+			err := c.api.waitIdle(ctx, burnWithin(e.sz.LatencyJobs*5))
+			c.ctl.profilePhase("4a-records")
+			return err
+		})
 	e.latencyRow("4a", name, lat, detail, err, latencyTarget{p99: 10 * time.Millisecond})
 
 	// The same below the real agents' capacity (row 3): half of it,
@@ -452,13 +461,33 @@ func (e *env) real(ctx context.Context) {
 	// CPU per job over this run: at a low rate its group commit has
 	// little to group, which is what issue 16's second CPU target is
 	// about ("≤ 300 µs at 500 jobs/s offered").
-	if rate := min(int(got/2), e.sz.Rate/2); rate > 0 {
+	rate := min(int(got/2), e.sz.Rate/2)
+	if e.sz.RealRate > 0 {
+		rate = e.sz.RealRate // pinned for before/after pairs (-real-rate)
+	}
+	if rate > 0 {
 		n := max(50, int(float64(rate)*e.sz.Phase.Seconds()))
-		name = fmt.Sprintf("dispatch latency: submit → process start, real agents, offered %s jobs/s (half of row 3, at most %s)", count(rate), count(e.sz.Rate/2))
-		cpu0 := c.ctl.cpu()
+		how := fmt.Sprintf("half of row 3, at most %s", count(e.sz.Rate/2))
+		if e.sz.RealRate > 0 {
+			how = "set by -real-rate"
+		}
+		name = fmt.Sprintf("dispatch latency: submit → process start, real agents, offered %s jobs/s (%s)", count(rate), how)
+		// The CPU is read once the jobs are done, before the records
+		// are listed: listing every job of the group (≈ 10,000 with
+		// rows 3 and 4a's) is the benchmark's reading, not the jobs'.
+		var cpu, cpu0 time.Duration
 		lat, detail, err := e.pacedLatency(ctx, c, trueJob, n, rate, started,
-			func() error { return c.api.waitIdle(ctx, burnWithin(n*5)) })
-		cpu := c.ctl.cpu() - cpu0
+			func() error {
+				c.ctl.profilePhase("4d")
+				cpu0 = c.ctl.cpu()
+				return nil
+			},
+			func() error {
+				err := c.api.waitIdle(ctx, burnWithin(n*5))
+				cpu = c.ctl.cpu() - cpu0
+				c.ctl.profilePhase("4d-records")
+				return err
+			})
 		e.latencyRow("4d", name, lat, detail, err, latencyTarget{p99: 5 * time.Millisecond, p999: 10 * time.Millisecond})
 		if err == nil {
 			e.add(controllerPerJobRow("4f", fmt.Sprintf("real: controller CPU per job, offered %s jobs/s (row 4d)", count(rate)), cpu, n,
@@ -498,8 +527,22 @@ func agentOverheadRow(used cpuTimes, jobs int, spawn spawnCost, par int) Row {
 
 // pacedLatency submits n copies of body at the offered rate, waits with
 // wait, and measures each job with measure.
-func (e *env) pacedLatency(ctx context.Context, c *cluster, body string, n, rate int, measure func(*jobRecord) (time.Duration, bool), wait func() error) ([]time.Duration, string, error) {
-	ids, offered, accepted, err := paced(ctx, newAPI(e.pki, c.ctl.info.HTTP, 64), n, rate, 64, []byte(body))
+//
+// The pacer's 64 connections are opened first (api.warm); begin, if not
+// nil, is called once they are, just before the first submit.
+func (e *env) pacedLatency(ctx context.Context, c *cluster, body string, n, rate int, measure func(*jobRecord) (time.Duration, bool), begin, wait func() error) ([]time.Duration, string, error) {
+	a := newAPI(e.pki, c.ctl.info.HTTP, 64)
+	if err := a.warm(ctx, 64); err != nil {
+		a.close()
+		return nil, "", err
+	}
+	if begin != nil {
+		if err := begin(); err != nil {
+			a.close()
+			return nil, "", err
+		}
+	}
+	ids, offered, accepted, err := paced(ctx, a, n, rate, 64, []byte(body))
 	if err != nil {
 		return nil, "", err
 	}
@@ -527,8 +570,53 @@ func (e *env) pacedLatency(ctx context.Context, c *cluster, body string, n, rate
 	hop := func(ds []time.Duration) string {
 		return fmt.Sprintf("p50 %.2f / p99 %.2f / max %.2f ms", ms(percentile(ds, 0.5)), ms(percentile(ds, 0.99)), ms(percentile(ds, 1)))
 	}
-	return lat, fmt.Sprintf("%d jobs, offered %s/s, accepted %s/s; submit → dispatch decided %s; dispatch decided → started %s",
-		len(lat), num(offered), num(accepted), hop(decide), hop(start)), nil
+	detail := fmt.Sprintf("%d jobs, offered %s/s, accepted %s/s; submit → dispatch decided %s; dispatch decided → started %s",
+		len(lat), num(offered), num(accepted), hop(decide), hop(start))
+	if c.slots > 0 {
+		late, full := slotWaits(recs, c.slots, lateDecision)
+		detail += fmt.Sprintf("; %d jobs decided ≥ %s after their submit, %d of them submitted while all %d slots were held", late, lateDecision, full, c.slots)
+	}
+	return lat, detail, nil
+}
+
+// lateDecision is how long after its submit a job's dispatch decision
+// counts as late in slotWaits.
+const lateDecision = 5 * time.Millisecond
+
+// slotWaits says why jobs waited for their dispatch: of the jobs whose
+// first attempt was decided late or later after their submit, how many
+// were submitted while every one of the slots was held. A slot is held,
+// as the controller counts it, from an attempt's dispatch decision to
+// the controller's receipt of its result (the attempt's finished_at:
+// the agent frees the slot at the process's exit and says so with the
+// result). A late job submitted while a slot was free waited for
+// something else: the dispatch loop, a lock, the machine.
+func slotWaits(recs map[uint64]*jobRecord, slots int, late time.Duration) (n, full int) {
+	type hold struct{ from, to time.Time }
+	var holds []hold
+	for _, r := range recs {
+		for _, a := range r.Attempts {
+			if a.FinishedAt != nil {
+				holds = append(holds, hold{a.DispatchedAt, *a.FinishedAt})
+			}
+		}
+	}
+	for _, r := range recs {
+		if len(r.Attempts) == 0 || r.Attempts[0].DispatchedAt.Sub(r.CreatedAt) < late {
+			continue
+		}
+		n++
+		held := 0
+		for _, h := range holds {
+			if !h.from.After(r.CreatedAt) && h.to.After(r.CreatedAt) {
+				held++
+			}
+		}
+		if held >= slots {
+			full++
+		}
+	}
+	return n, full
 }
 
 // latencyTarget is what a latency row must meet: each percentile set
@@ -692,7 +780,7 @@ func (e *env) latency(ctx context.Context) {
 			return 0, false
 		}
 		return r.Attempts[0].StartedAt.Sub(r.CreatedAt), true
-	}, func() error { return latDone.wait(ctx, burnWithin(e.sz.LatencyJobs)) })
+	}, nil, func() error { return latDone.wait(ctx, burnWithin(e.sz.LatencyJobs)) })
 	e.latencyRow("4b", name, lat, detail, err, latencyTarget{p50: time.Millisecond, p99: 5 * time.Millisecond, at: "at 1k jobs/s"})
 
 	// Timer lateness, with bare Go timers over the same spread measured

@@ -24,9 +24,9 @@ func (l *logFlags) register(fs *flag.FlagSet) {
 }
 
 // logger builds the root logger, or an error naming the bad level. It
-// writes through a logsink.Writer on out (one write(2) for every line
-// that arrives while the previous write is in progress, instead of one
-// per line); the command must write its own messages to stderr through
+// writes through a logsink.Writer on out (one write(2) for the lines
+// of each DefaultLinger, or that arrive while the previous write is in
+// progress, instead of one per line); the command must write its own messages to stderr through
 // the same sink, so they stay in order with the log lines, and Close it
 // before returning.
 func (l *logFlags) logger(name string, out io.Writer) (hclog.Logger, *logsink.Writer, error) {
@@ -43,7 +43,7 @@ func NewLogger(name, levelName string, json bool, out io.Writer) (hclog.Logger, 
 	if level == hclog.NoLevel {
 		return nil, nil, fmt.Errorf("-log-level %q: use trace, debug, info, warn or error", levelName)
 	}
-	sink := logsink.New(out, 0)
+	sink := logsink.NewLinger(out, 0, logsink.DefaultLinger)
 	opts := &hclog.LoggerOptions{
 		Name:            name,
 		Level:           level,

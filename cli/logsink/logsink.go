@@ -7,32 +7,44 @@
 // and it does so while the scheduler lock is held, since transitions log
 // under it. A Writer instead copies the line into a buffer and returns; a
 // goroutine writes whatever has accumulated in one call. It is group
-// commit for log lines: when the process is idle a line goes out at once
-// (the goroutine is woken by the first line), and under load every line
-// that arrives while a write is in progress rides along with the next
-// one. No timer, so nothing waits for a tick.
+// commit for log lines: the goroutine is woken by the first line, and
+// every line that arrives while a write is in progress rides along with
+// the next one.
+//
+// With a linger (NewLinger) the goroutine, once woken, waits that long
+// before it writes, so the lines of a lightly loaded process share a
+// write too: a controller running 250 jobs a second logs ≈ 1,200 lines a
+// second, and without a linger nearly every one of them finds the sink
+// idle and costs a goroutine wake-up (a thread's, when the process is
+// idle) and a write(2) of its own. The commands use DefaultLinger.
 //
 // Nothing is dropped: a Write that finds more than the buffer limit
 // pending waits until the output catches up (as a blocking write would
-// have). Flush waits until everything written so far has reached the
-// output; Close flushes and stops the goroutine, after which Writes go
-// straight to the output. A crash (kill -9) loses at most the lines not
-// yet handed to the kernel, microseconds' worth.
+// have), and makes the goroutine write at once. Flush waits until
+// everything written so far has reached the output, without waiting for
+// the linger; Close flushes and stops the goroutine, after which Writes
+// go straight to the output. A crash (kill -9) loses at most the lines
+// not yet handed to the kernel: the last linger's worth.
 package logsink
 
 import (
 	"io"
 	"sync"
+	"time"
 )
 
 // DefaultLimit is how many pending bytes make Write wait.
 const DefaultLimit = 1 << 20
 
+// DefaultLinger is the linger of the commands' log sinks (cli.NewLogger).
+const DefaultLinger = 5 * time.Millisecond
+
 // Writer is an io.Writer that hands its bytes to w from a goroutine of
 // its own. Safe for concurrent use.
 type Writer struct {
-	w     io.Writer
-	limit int
+	w      io.Writer
+	limit  int
+	linger time.Duration
 
 	mu      sync.Mutex
 	cond    *sync.Cond // signalled when a write to w finishes
@@ -42,19 +54,35 @@ type Writer struct {
 	closed  bool
 	err     error // the first error from w, returned by Flush and Close
 	kick    chan struct{}
+	hurry   chan struct{} // ends the linger: Flush, Close, a full buffer
 	done    chan struct{}
 }
 
 // New starts a Writer for w. limit is the pending size at which Write
 // waits; 0 means DefaultLimit.
 func New(w io.Writer, limit int) *Writer {
+	return NewLinger(w, limit, 0)
+}
+
+// NewLinger starts a Writer for w whose goroutine, woken by a line,
+// waits up to linger for more before it writes (0: none).
+func NewLinger(w io.Writer, limit int, linger time.Duration) *Writer {
 	if limit <= 0 {
 		limit = DefaultLimit
 	}
-	lw := &Writer{w: w, limit: limit, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	lw := &Writer{w: w, limit: limit, linger: linger, kick: make(chan struct{}, 1),
+		hurry: make(chan struct{}, 1), done: make(chan struct{})}
 	lw.cond = sync.NewCond(&lw.mu)
 	go lw.run()
 	return lw
+}
+
+// hurryUp ends the goroutine's linger, if it lingers.
+func (lw *Writer) hurryUp() {
+	select {
+	case lw.hurry <- struct{}{}:
+	default:
+	}
 }
 
 // Write copies p into the pending buffer and returns len(p). It waits
@@ -63,6 +91,7 @@ func New(w io.Writer, limit int) *Writer {
 func (lw *Writer) Write(p []byte) (int, error) {
 	lw.mu.Lock()
 	for len(lw.buf) >= lw.limit && !lw.closed {
+		lw.hurryUp()
 		lw.cond.Wait()
 	}
 	if lw.closed {
@@ -83,8 +112,21 @@ func (lw *Writer) Write(p []byte) (int, error) {
 // closed; then it writes what is left and returns.
 func (lw *Writer) run() {
 	defer close(lw.done)
+	var t *time.Timer
+	if lw.linger > 0 {
+		t = time.NewTimer(lw.linger)
+		t.Stop()
+	}
 	for {
 		_, open := <-lw.kick
+		if open && t != nil {
+			t.Reset(lw.linger)
+			select {
+			case <-t.C:
+			case <-lw.hurry:
+				t.Stop()
+			}
+		}
 		lw.mu.Lock()
 		for len(lw.buf) > 0 {
 			out := lw.buf
@@ -112,6 +154,9 @@ func (lw *Writer) run() {
 func (lw *Writer) Flush() error {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
+	if len(lw.buf) > 0 {
+		lw.hurryUp()
+	}
 	for (len(lw.buf) > 0 || lw.writing) && !lw.closed {
 		lw.cond.Wait()
 	}
@@ -132,6 +177,7 @@ func (lw *Writer) Close() error {
 	if !lw.closed {
 		lw.closed = true
 		close(lw.kick)
+		lw.hurryUp()
 		lw.cond.Broadcast()
 	}
 	lw.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -227,4 +228,91 @@ func BenchmarkLogLine(b *testing.B) {
 			}
 		})
 	}
+}
+
+// With a linger, the lines that arrive within it after the first share
+// its write; Flush does not wait for the linger; a line after the write
+// starts the next linger.
+func TestLingerGathersLines(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		out := &lockedBuffer{}
+		const linger = 5 * time.Millisecond
+		w := NewLinger(out, 0, linger)
+		defer w.Close()
+		writes := func() int {
+			out.mu.Lock()
+			defer out.mu.Unlock()
+			return out.writes
+		}
+		_, _ = w.Write([]byte("a\n"))
+		synctest.Wait()
+		if n := writes(); n != 0 {
+			t.Fatalf("%d writes before the linger ended, want 0", n)
+		}
+		time.Sleep(linger / 2)
+		_, _ = w.Write([]byte("b\n"))
+		_, _ = w.Write([]byte("c\n"))
+		synctest.Wait()
+		if n := writes(); n != 0 {
+			t.Fatalf("%d writes before the linger ended, want 0", n)
+		}
+		time.Sleep(linger / 2)
+		synctest.Wait()
+		if n, got := writes(), out.String(); n != 1 || got != "a\nb\nc\n" {
+			t.Fatalf("after the linger: %d writes of %q, want 1 of the three lines", n, got)
+		}
+
+		start := time.Now()
+		_, _ = w.Write([]byte("d\n"))
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if waited := time.Since(start); waited != 0 {
+			t.Errorf("Flush waited %s for the linger", waited)
+		}
+		if n, got := writes(), out.String(); n != 2 || got != "a\nb\nc\nd\n" {
+			t.Fatalf("after Flush: %d writes of %q", n, got)
+		}
+	})
+}
+
+// Close does not wait for the linger either, and writes what is pending.
+func TestLingerClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		out := &lockedBuffer{}
+		w := NewLinger(out, 0, time.Hour)
+		_, _ = w.Write([]byte("a\n"))
+		start := time.Now()
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if waited := time.Since(start); waited != 0 {
+			t.Errorf("Close waited %s for the linger", waited)
+		}
+		if got := out.String(); got != "a\n" {
+			t.Fatalf("output %q", got)
+		}
+	})
+}
+
+// A full buffer ends the linger: the writer waits for the output, not
+// for the clock.
+func TestLingerFullBufferWritesAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		out := &lockedBuffer{}
+		w := NewLinger(out, 4, time.Hour)
+		defer w.Close()
+		start := time.Now()
+		_, _ = w.Write([]byte("abcd\n")) // reaches the limit
+		_, _ = w.Write([]byte("e\n"))    // waits for the output
+		if waited := time.Since(start); waited != 0 {
+			t.Errorf("a Write past the limit waited %s", waited)
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if got := out.String(); got != "abcd\ne\n" {
+			t.Fatalf("output %q", got)
+		}
+	})
 }

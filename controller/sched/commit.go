@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"jobsuite/controller/store"
@@ -67,12 +68,19 @@ type Committer struct {
 	log      Log                                   // CommitOptions.Log; nil: apply
 	writable func() bool                           // CommitOptions.Writable
 
-	mu      sync.Mutex
-	open    *Batch
-	failed  error
-	kick    chan struct{}
-	soon    chan struct{} // the open batch's due time came earlier (queueWithin)
+	mu     sync.Mutex
+	open   *Batch
+	failed error
+	kick   chan struct{}
+	// The open batch's due time (queueWithin) is kept by a timer the
+	// queuing goroutine arms itself, so that queuing a command that can
+	// wait wakes nobody: armed is when it fires (zero: not armed), and
+	// its callback signals due to the applier.
+	timer   *time.Timer
+	armed   time.Time
+	due     chan struct{}
 	stopped bool
+	wakes   atomic.Int64 // times the applier woke (tests)
 
 	inflight chan *Batch   // applied, waiting for their fsync, in order
 	broken   chan struct{} // closed when failed is set
@@ -202,10 +210,17 @@ func NewCommitter(st *store.Store, o CommitOptions) *Committer {
 			return p, p.Results(), nil
 		},
 		kick:     make(chan struct{}, 1),
-		soon:     make(chan struct{}, 1),
+		due:      make(chan struct{}, 1),
 		inflight: make(chan *Batch, maxInFlight-2),
 		broken:   make(chan struct{}),
 	}
+	c.timer = time.AfterFunc(time.Hour, func() {
+		select {
+		case c.due <- struct{}{}:
+		default:
+		}
+	})
+	c.timer.Stop()
 	c.log = o.Log
 	if c.log != nil {
 		c.inflight = make(chan *Batch, maxInFlightLog-2)
@@ -239,6 +254,16 @@ func (c *Committer) AddLazy(cmd store.Command) {
 // starting its own when the committer is idle.
 func (c *Committer) AddAllWithin(d time.Duration, cmds ...store.Command) (*Batch, int) {
 	return c.queueWithin(d, cmds...)
+}
+
+// Kick starts a round for what is queued, as Add does, without adding
+// anything: for whoever a queueWithin waited on (the dispatch loop, for
+// a submit's round: Scheduler.submitJobs).
+func (c *Committer) Kick() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
 }
 
 // lazyWait bounds how long a lazy command waits for a round to ride: a
@@ -307,28 +332,30 @@ func (c *Committer) queueWithin(d time.Duration, cmds ...store.Command) (*Batch,
 		b.starts = append(b.starts, i)
 	}
 	due := time.Now().Add(d)
-	earlier := b.due.IsZero() || due.Before(b.due)
-	if earlier {
+	if b.due.IsZero() || due.Before(b.due) {
 		b.due = due
+		c.armLocked(due)
 	}
 	c.mu.Unlock()
-	if earlier {
-		select {
-		case c.soon <- struct{}{}:
-		default:
-		}
-	}
 	return b, i
 }
 
-// openDue returns the open batch's due time (zero: none, or no batch).
-func (c *Committer) openDue() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.open == nil {
-		return time.Time{}
+// armLocked makes the timer fire at due, unless it already fires by
+// then. The caller holds c.mu.
+func (c *Committer) armLocked(due time.Time) {
+	if !c.armed.IsZero() && !due.Before(c.armed) {
+		return
 	}
-	return c.open.due
+	c.armed = due
+	c.timer.Reset(time.Until(due))
+}
+
+// disarmLocked stops the timer. The caller holds c.mu.
+func (c *Committer) disarmLocked() {
+	if !c.armed.IsZero() {
+		c.timer.Stop()
+		c.armed = time.Time{}
+	}
 }
 
 // openBatch returns the batch being filled, making one if needed; nil
@@ -426,46 +453,37 @@ func (c *Committer) currentErr() error {
 // applyLoop hands batches to the store until stop is closed (after a
 // final flush) or a batch fails. A batch holding only commands that
 // can wait (queueWithin) is handed over at its due time, unless a kick
-// comes first; one timer runs for the earliest due time it was told of.
+// comes first; the timer for the earliest due time is armed by whoever
+// queues (armLocked), and disarmed when a kick takes the batch.
 func (c *Committer) applyLoop(stop <-chan struct{}) {
-	var (
-		timer *time.Timer
-		fire  <-chan time.Time // nil while no timer runs
-		armed time.Time        // when it fires
-	)
 	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
+		c.mu.Lock()
+		c.disarmLocked()
+		c.mu.Unlock()
 	}()
-	// arm makes the timer fire at the open batch's due time, unless it
-	// already fires before that.
-	arm := func() {
-		due := c.openDue()
-		if due.IsZero() || (fire != nil && !due.Before(armed)) {
-			return
-		}
-		if timer == nil {
-			timer = time.NewTimer(time.Until(due))
-		} else {
-			timer.Reset(time.Until(due))
-		}
-		fire, armed = timer.C, due
-	}
 	for {
 		select {
 		case <-c.kick:
+			c.wakes.Add(1)
 			if !c.flush(false, stop) {
 				return
 			}
-		case <-c.soon:
-			arm()
-		case <-fire:
-			fire = nil
+		case <-c.due:
+			c.wakes.Add(1)
 			// The batch it was armed for may have gone with a kick; the
 			// one open now may be due later.
-			if due := c.openDue(); due.IsZero() || time.Until(due) > 0 {
-				arm()
+			c.mu.Lock()
+			c.armed = time.Time{}
+			var due time.Time
+			if c.open != nil {
+				due = c.open.due
+			}
+			later := !due.IsZero() && time.Until(due) > 0
+			if later {
+				c.armLocked(due)
+			}
+			c.mu.Unlock()
+			if due.IsZero() || later {
 				continue
 			}
 			if !c.flush(false, stop) {
@@ -492,6 +510,7 @@ func (c *Committer) flush(final bool, stop <-chan struct{}) bool {
 	c.mu.Lock()
 	b := c.open
 	c.open = nil
+	c.disarmLocked() // whatever it was armed for goes now
 	if final {
 		c.stopped = true
 	}

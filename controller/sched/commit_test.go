@@ -556,3 +556,55 @@ func TestCommitterWithin(t *testing.T) {
 		}
 	})
 }
+
+// Queuing commands that can wait wakes nobody: the queuing goroutine
+// arms the timer itself, and the applier wakes once, at the earliest due
+// time (or at a kick), however many were queued.
+func TestCommitterWithinWakesOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeStore()
+		c := fakeCommitter(f)
+		stop := make(chan struct{})
+		result := make(chan error, 1)
+		go func() { result <- c.Run(stop) }()
+
+		const short = 2 * time.Millisecond
+		c.AddLazy(update(1))
+		c.AddAllWithin(short, update(2))
+		c.AddLazy(update(3))
+		b, _ := c.AddAllWithin(short/2, update(4))
+		synctest.Wait()
+		if n := c.wakes.Load(); n != 0 {
+			t.Fatalf("the applier woke %d times before anything was due, want 0", n)
+		}
+		s := <-f.applied
+		if len(s.cmds) != 4 {
+			t.Fatalf("the round holds %v, want all four", s.cmds)
+		}
+		s.result <- nil
+		if err := b.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if n := c.wakes.Load(); n != 1 {
+			t.Fatalf("the applier woke %d times for one due round, want 1", n)
+		}
+		// A kick takes the next batch before its due time, and the timer
+		// armed for it does not wake the applier again.
+		c.AddAllWithin(short, update(5))
+		b = c.Add(update(6))
+		s = <-f.applied
+		s.result <- nil
+		if err := b.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * short)
+		synctest.Wait()
+		if n := c.wakes.Load(); n != 2 {
+			t.Fatalf("the applier woke %d times for two rounds, want 2", n)
+		}
+		close(stop)
+		if err := <-result; err != nil {
+			t.Fatal(err)
+		}
+	})
+}

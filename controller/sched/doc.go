@@ -122,10 +122,17 @@
 // /jobs/:id, lists by state) may see a running job as dispatched for up
 // to lazyWait.
 //
+// A submit waits for its dispatch when a slot is free: the job's round
+// does not start at once but when the dispatch loop, which the submit
+// wakes, has added the job's dispatch to it (or found it cannot be
+// dispatched), at most submitWait (2 ms) later. The 201 and the Dispatch
+// then wait for one fsync instead of one each; both still go out only
+// once their transitions are durable.
+//
 // A result waits a little too, when its agent announced that it frees
 // the slot as the process ends (protocol.FeatureEarlyRelease): such an
 // agent runs its next job without waiting for the FinishAck, so the
-// result's round may wait up to resultWait (2 ms) for another to ride
+// result's round may wait up to resultWait (10 ms) for another to ride
 // (Committer.AddAllWithin) and the results of several agents share one
 // fsync. An older agent's result starts its round at once. A job
 // transition or output chunk the store refuses means memory and store

@@ -37,6 +37,7 @@ func run() int {
 	level := flag.String("log-level", "info", "log level of the controller and agent processes (their logs go to files in -dir)")
 	prof := flag.String("cpuprofile", "", "write a CPU profile of each controller process to this directory")
 	out := flag.String("o", "", "also write the Markdown report to this file")
+	realRate := flag.Int("real-rate", 0, "offer row 4d this many jobs/s instead of half of row 3's rate (at most 500): the same rate for both runs of a before/after pair")
 	jobsuite := flag.String("jobsuite", "", "the jobsuite binary the cluster group's failover rows run; default: go build it into -dir")
 	flag.Parse()
 
@@ -45,6 +46,7 @@ func run() int {
 	if *smoke {
 		cfg.Sizes = bench.SmokeSizes()
 	}
+	cfg.Sizes.RealRate = *realRate
 	if *groups != "" {
 		cfg.Groups = strings.Split(*groups, ",")
 	}
