@@ -104,6 +104,8 @@ type Agent struct {
 	runners *runners // goroutines kept from one attempt to the next (runners.go)
 	// startedHold is startedHold; tests set it.
 	startedHold time.Duration
+	// features is what Hello announces; tests take bits away.
+	features protocol.Features
 
 	stopOnce sync.Once
 	stopNow  chan struct{} // Stop: cancel running jobs now
@@ -156,6 +158,63 @@ type session struct {
 	// so a slot freed on this session returns with the attempt's
 	// Finished (Finished.Credit) instead of a Credit (release).
 	creditWithResult bool
+	// streamReuse: the Welcome agreed to FeatureStreamReuse, so a job
+	// stream whose attempt got its FinishAck waits in idle for the next
+	// attempt to report (shipOnce) instead of being closed.
+	streamReuse bool
+	maxIdle     int // at most this many streams wait in idle
+
+	idleMu sync.Mutex
+	idle   []*jobConn
+}
+
+// helloFeatures is what the agent announces in Hello.
+const helloFeatures = protocol.FeatureRedirect | protocol.FeatureEarlyRelease |
+	protocol.FeatureCreditWithResult | protocol.FeatureLeaderWatch | protocol.FeatureStreamReuse
+
+// jobConn is the agent's end of a job stream.
+type jobConn struct {
+	st transport.Stream
+	r  *protocol.Reader
+	w  *protocol.Writer
+}
+
+// jobStream returns a job stream of the session that waits for an
+// attempt, or opens one.
+func (s *session) jobStream() (*jobConn, error) {
+	s.idleMu.Lock()
+	if n := len(s.idle); n > 0 {
+		c := s.idle[n-1]
+		s.idle[n-1] = nil
+		s.idle = s.idle[:n-1]
+		s.idleMu.Unlock()
+		return c, nil
+	}
+	s.idleMu.Unlock()
+	st, err := s.t.OpenStream(s.ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Only small frames come back on a job stream (acks, errors): a
+	// small buffer, not 16 KiB per stream.
+	return &jobConn{st: st, r: protocol.NewReaderSize(st, 0, 512), w: protocol.NewWriter(st)}, nil
+}
+
+// keepStream puts a job stream whose attempt ended with its FinishAck
+// in idle for the next attempt, and reports whether it did: not when
+// maxIdle streams wait already (at most one per slot is ever needed at
+// once) or the session is over.
+func (s *session) keepStream(c *jobConn) bool {
+	if s.ctx.Err() != nil {
+		return false
+	}
+	s.idleMu.Lock()
+	defer s.idleMu.Unlock()
+	if len(s.idle) >= s.maxIdle {
+		return false
+	}
+	s.idle = append(s.idle, c)
+	return true
 }
 
 // job is one attempt the agent holds: running, or ended with a result
@@ -283,6 +342,7 @@ func New(cfg Config) (*Agent, error) {
 		runners:   newRunners(3 * cfg.Slots), // runJob, the shipper and its reader
 
 		startedHold: startedHold,
+		features:    helloFeatures,
 	}
 	a.lease.Store(int64(defaultLease))
 	a.resumeCluster()
@@ -591,7 +651,7 @@ func (a *Agent) session(ctx, jobsCtx context.Context, addr string) (res tryResul
 	if err := w.Write(&protocol.Hello{
 		Version: protocol.Version, Name: a.name, Labels: a.cfg.Labels,
 		Slots: uint32(a.cfg.Slots), AgentVersion: Version, Running: a.held(),
-		Features: protocol.FeatureRedirect | protocol.FeatureEarlyRelease | protocol.FeatureCreditWithResult | protocol.FeatureLeaderWatch,
+		Features: a.features,
 	}); err != nil {
 		return res, fmt.Errorf("sending hello: %w", err)
 	}
@@ -644,7 +704,11 @@ func (a *Agent) session(ctx, jobsCtx context.Context, addr string) (res tryResul
 		stop()
 		t.Close("agent stopping")
 	}()
-	s := &session{t: t, ctrl: w, ctx: sctx, creditWithResult: welcome.Features.Has(protocol.FeatureCreditWithResult)}
+	s := &session{t: t, ctrl: w, ctx: sctx,
+		creditWithResult: welcome.Features.Has(protocol.FeatureCreditWithResult),
+		streamReuse:      welcome.Features.Has(protocol.FeatureStreamReuse),
+		maxIdle:          a.cfg.Slots,
+	}
 	// The first Credit covers every slot no attempt occupies; releases
 	// from here on send their own (slotMu keeps the two apart).
 	a.slotMu.Lock()
@@ -1165,12 +1229,22 @@ func (a *Agent) ship(j *job, s *session) {
 // records its start and its end in one commit. The times reported are
 // the process's own (Started.StartedAt), whatever the hold.
 func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, done bool) {
-	st, err := s.t.OpenStream(s.ctx)
+	c, err := s.jobStream()
 	if err != nil {
 		return "", false
 	}
-	defer st.Abort()
-	w := protocol.NewWriter(st)
+	st, w := c.st, c.w
+	// On a session that agreed to FeatureStreamReuse, a stream whose
+	// attempt got its FinishAck is kept for the next attempt: nothing
+	// more is sent on it, and it is neither closed nor aborted (either
+	// would cost QUIC a few packets each way). Any other end aborts it.
+	var reusable atomic.Bool
+	kept := false
+	defer func() {
+		if !kept {
+			st.Abort()
+		}
+	}()
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	// A write blocked on the stream's flow control does not see ctx.
@@ -1185,11 +1259,8 @@ func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, 
 	refusedCh := make(chan string, 1)
 	a.runners.goRun(func() {
 		defer cancel()
-		// Only small frames come back on a job stream (acks, errors):
-		// a small buffer, not 16 KiB per attempt.
-		r := protocol.NewReaderSize(st, 0, 512)
 		for {
-			m, err := r.Read()
+			m, err := c.r.Read()
 			if err != nil {
 				return
 			}
@@ -1197,6 +1268,11 @@ func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, 
 			case *protocol.LogAck:
 				j.sp.ack(m.Offset)
 			case *protocol.FinishAck:
+				// The attempt is over and the stream is whole: it may carry
+				// the next attempt unless the session is ending already.
+				if s.streamReuse && stopAbort() {
+					reusable.Store(true)
+				}
 				close(finAck)
 				return
 			case *protocol.Error:
@@ -1212,11 +1288,13 @@ func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, 
 			}
 		}
 	})
-	// outcome reads what the controller said once the stream is over.
+	// outcome reads what the controller said once the stream is over,
+	// and keeps the stream for the next attempt if it may.
 	outcome := func() (string, bool) {
 		<-ctx.Done()
 		select {
 		case <-finAck:
+			kept = reusable.Load() && s.keepStream(c)
 			return "", true
 		case msg := <-refusedCh:
 			return msg, false
@@ -1297,7 +1375,9 @@ func (a *Agent) shipOnce(j *job, s *session, log hclog.Logger) (refused string, 
 		cancel()
 		return outcome()
 	}
-	_ = st.Close()
+	if !s.streamReuse {
+		_ = st.Close() // the Finished is the last frame of the stream
+	}
 	return outcome()
 }
 

@@ -2,10 +2,15 @@
 // or TCP+TLS+yamux where UDP is blocked), says hello with its name,
 // labels and slots, grants credits for free slots, and runs each
 // dispatched attempt with /bin/sh -c in a process group of its own
-// (process.go). Every attempt gets a stream of its own that carries
+// (process.go). Every attempt is reported on a job stream that carries
 // JobOpen, Started, the output chunks with their byte offsets, and
 // Finished; the controller acknowledges the output it stored (LogAck)
 // and the result (FinishAck), after which the agent forgets the attempt.
+// With a controller that agreed to FeatureStreamReuse, a stream whose
+// attempt got its FinishAck waits for the next attempt to report (at
+// most one per slot wait): QUIC then spends no packets per job on
+// opening and closing streams (their stream credit, reset or close,
+// and the acknowledgements of each).
 // Frames that are ready together go out in one write, and Started waits
 // up to 5 ms after the start for the first output or the end, so a
 // short job costs one packet (JobOpen, Started, output, Finished)

@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -260,4 +262,64 @@ func TestShipReopensAfterErrorWhileWriting(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "the attempt to be forgotten", func() bool { return a.Running() == 0 })
+}
+
+// countStream is a recStream that counts Close and Abort.
+type countStream struct {
+	*recStream
+	closed, aborted atomic.Int32
+}
+
+func (s *countStream) Close() error { s.closed.Add(1); return nil }
+func (s *countStream) Abort()       { s.aborted.Add(1); s.recStream.Abort() }
+
+// TestShipReusesStream: on a session that agreed to FeatureStreamReuse,
+// the stream of an attempt that got its FinishAck carries the next
+// attempt and is neither closed nor aborted; on one that did not, each
+// attempt has a stream of its own, closed after its Finished.
+func TestShipReusesStream(t *testing.T) {
+	for _, reuse := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reuse=%v", reuse), func(t *testing.T) {
+			a := testAgent(t, testPKI(t), t.TempDir())
+			a.startedHold = time.Hour // each report in one write
+			st1, st2 := &countStream{recStream: newRecStream()}, &countStream{recStream: newRecStream()}
+			sess := &seqSession{recSession: recSession{done: make(chan struct{})}, streams: []transport.Stream{st1, st2}}
+			sctx, stop := context.WithCancel(context.Background())
+			defer stop()
+			s := &session{t: sess, ctrl: protocol.NewWriter(io.Discard), ctx: sctx, streamReuse: reuse, maxIdle: 1}
+			for i, st := range []*countStream{st1, map[bool]*countStream{true: st1, false: st2}[reuse]} {
+				d := &protocol.Dispatch{JobID: uint64(10 + i), Attempt: 1, Command: "true", CaptureLogs: true, KillGrace: time.Second}
+				if err := a.start(context.Background(), s, d); err != nil {
+					t.Fatal(err)
+				}
+				got := st.next(t)
+				if !slices.Equal(types(got), []protocol.Type{protocol.TypeJobOpen, protocol.TypeStarted, protocol.TypeFinished}) {
+					t.Fatalf("attempt %d: write %v", i+1, types(got))
+				}
+				if open := got[0].(*protocol.JobOpen); open.JobID != d.JobID {
+					t.Fatalf("attempt %d: JobOpen for job %d, want %d", i+1, open.JobID, d.JobID)
+				}
+				if err := protocol.NewWriter(st.back).Write(&protocol.FinishAck{}); err != nil {
+					t.Fatal(err)
+				}
+				waitUntil(t, "the attempt to be forgotten", func() bool { return a.Running() == 0 })
+			}
+			sess.mu.Lock()
+			opened := sess.opened
+			sess.mu.Unlock()
+			if reuse {
+				if opened != 1 || st1.closed.Load() != 0 || st1.aborted.Load() != 0 {
+					t.Errorf("streams opened %d, first stream closed %d and aborted %d times; want 1, 0, 0", opened, st1.closed.Load(), st1.aborted.Load())
+				}
+				if len(s.idle) != 1 || s.idle[0].st != st1 {
+					t.Errorf("idle streams %v, want the one stream", s.idle)
+				}
+				return
+			}
+			if opened != 2 || st1.closed.Load() != 1 || st1.aborted.Load() == 0 || len(s.idle) != 0 {
+				t.Errorf("streams opened %d, first stream closed %d and aborted %d times, %d idle; want 2, 1, ≥ 1, 0",
+					opened, st1.closed.Load(), st1.aborted.Load(), len(s.idle))
+			}
+		})
+	}
 }

@@ -53,7 +53,10 @@ type agentConn struct {
 	// the Welcome agreed, so a Finished with Credit set returns its
 	// attempt's slot (sched.Scheduler.SlotReturned).
 	creditWithResult bool
-	gone             chan struct{} // closed when serveAgent returns
+	// streamReuse: the agent announced FeatureStreamReuse (the Welcome
+	// agrees to it): a job stream carries its attempts one after another.
+	streamReuse bool
+	gone        chan struct{} // closed when serveAgent returns
 
 	statusMu   sync.Mutex
 	statusSeq  uint64
@@ -223,6 +226,7 @@ func (s *Server) serveAgent(ctx context.Context, sess transport.Session) {
 		gate: s.gate, term: s.term,
 		redirects:        hello.Features&protocol.FeatureRedirect != 0,
 		creditWithResult: hello.Features.Has(protocol.FeatureCreditWithResult),
+		streamReuse:      hello.Features.Has(protocol.FeatureStreamReuse),
 		gone:             make(chan struct{}),
 	}
 	defer close(a.gone)
@@ -393,11 +397,12 @@ func (s *Server) sayFarewell(m *protocol.Redirect) {
 }
 
 // consents is the features this controller agrees to use with an
-// agent that announces them: the slot with the result, and in a
+// agent that announces them: the slot with the result, job streams
+// that carry one attempt after another, and in a
 // cluster the agent's watch sessions (its other controllers serve them,
 // Node.serveWatch).
 func (s *Server) consents() protocol.Features {
-	f := protocol.FeatureCreditWithResult
+	f := protocol.FeatureCreditWithResult | protocol.FeatureStreamReuse
 	if s.cluster != nil {
 		f |= protocol.FeatureLeaderWatch
 	}
@@ -462,7 +467,66 @@ func (s *Server) acceptJobStreams(ctx context.Context, a *agentConn) {
 	}
 }
 
-// serveJobStream receives one attempt's start, output and result. The
+// serveJobStream serves a job stream: one attempt's start, output and
+// result, and — on a session that agreed to FeatureStreamReuse — the
+// attempts the agent sends on it after that one, each beginning with its
+// own JobOpen once the one before has its FinishAck (PROTOCOL.md §2.2).
+// A stream that waits for its next attempt costs a parked goroutine
+// until the agent closes it or the session ends; a session holds no
+// more streams than the transport's stream limit either way.
+func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
+	defer st.Close()
+	js := &jobStreamConn{
+		st:  st,
+		r:   protocol.NewReaderSize(st, s.cfg.MaxFrameBytes, jobStreamReadBuffer),
+		w:   protocol.NewWriter(st),
+		log: a.log,
+	}
+	// The first JobOpen is due at once; a reused stream waits for the
+	// next attempt as long as the session lives.
+	_ = st.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	for {
+		m, err := js.r.Read()
+		if err != nil {
+			return // an idle stream the agent closed, or the session ended
+		}
+		_ = st.SetReadDeadline(time.Time{})
+		open, ok := m.(*protocol.JobOpen)
+		if !ok {
+			js.fail(protocol.CodeProtocol, "expected job open, got %s", m.Type())
+			return
+		}
+		if !s.serveAttempt(a, js, open) {
+			return
+		}
+		if !a.streamReuse {
+			// The FinishAck was the stream's last frame: let it arrive.
+			discardUntilEOF(st, 10*time.Second)
+			return
+		}
+	}
+}
+
+// jobStreamConn is the controller's end of a job stream.
+type jobStreamConn struct {
+	st  transport.Stream
+	r   *protocol.Reader
+	w   *protocol.Writer
+	log hclog.Logger
+}
+
+// fail ends the stream with an Error: its last frame.
+func (js *jobStreamConn) fail(code uint16, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	js.log.Warn("job stream refused", "reason", msg)
+	_ = js.w.Write(&protocol.Error{Code: code, Message: msg})
+	_ = js.st.Close()
+	discardUntilEOF(js.st, 2*time.Second) // let the Error arrive rather than reset it
+}
+
+// serveAttempt receives the attempt open names: its start, output and
+// result. It reports whether the attempt ended with a FinishAck (and so
+// the stream may carry another); false means the stream is over. The
 // agent may open a stream for the same attempt again after a reconnect;
 // it then resends output from its last acknowledged offset, and bytes
 // already stored are skipped, so the stored log has every byte once.
@@ -470,28 +534,8 @@ func (s *Server) acceptJobStreams(ctx context.Context, a *agentConn) {
 // Output is acknowledged (LogAck) only once it is durable: an acker
 // syncs the store at most every ackEvery and then tells the agent, which
 // may then discard it from its spool.
-func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
-	defer st.Close()
-	r := protocol.NewReaderSize(st, s.cfg.MaxFrameBytes, jobStreamReadBuffer)
-	w := protocol.NewWriter(st)
-	fail := func(code uint16, format string, args ...any) {
-		msg := fmt.Sprintf(format, args...)
-		a.log.Warn("job stream refused", "reason", msg)
-		_ = w.Write(&protocol.Error{Code: code, Message: msg})
-		_ = st.Close()
-		discardUntilEOF(st, 2*time.Second) // let the Error arrive rather than reset it
-	}
-	_ = st.SetReadDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
-	m, err := r.Read()
-	if err != nil {
-		return
-	}
-	_ = st.SetReadDeadline(time.Time{})
-	open, ok := m.(*protocol.JobOpen)
-	if !ok {
-		fail(protocol.CodeProtocol, "expected job open, got %s", m.Type())
-		return
-	}
+func (s *Server) serveAttempt(a *agentConn, js *jobStreamConn, open *protocol.JobOpen) bool {
+	r, w, fail := js.r, js.w, js.fail
 	id, attempt := open.JobID, open.Attempt
 	logStart, end, ok := s.sched.StreamStart(id, attempt, a.name)
 	if !ok {
@@ -501,14 +545,12 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			// wait until it is durable before saying so.
 			if err := s.c.Barrier().Wait(); err != nil {
 				fail(protocol.CodeShutdown, "controller cannot store the result")
-				return
+				return false
 			}
-			_ = w.Write(&protocol.FinishAck{})
-			discardUntilEOF(st, 10*time.Second)
-			return
+			return w.Write(&protocol.FinishAck{}) == nil
 		}
 		fail(protocol.CodeStaleAttempt, "job %d attempt %d is not current on agent %s", id, attempt, a.name)
-		return
+		return false
 	}
 	acks := &streamAcks{have: end - logStart, id: id, attempt: attempt, logStart: logStart} // output bytes of this attempt stored
 	log := a.log.With("job", id, "attempt", attempt)
@@ -519,7 +561,7 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 		if err != nil {
 			log.Warn("output channel cannot take the stream yet", "error", err)
 			fail(protocol.CodeShutdown, "controller cannot take output yet: %v", err)
-			return
+			return false
 		}
 		acks.have = have
 	} else if acks.have > 0 {
@@ -528,14 +570,45 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 		// fresh attempt has nothing stored, so it costs no wait.
 		if err := s.c.Barrier().Wait(); err != nil {
 			fail(protocol.CodeShutdown, "controller cannot store output")
-			return
+			return false
 		}
 	}
-	_ = w.Write(&protocol.LogAck{Offset: acks.have})
+	if acks.have > open.Offset {
+		// The agent resumes below what is stored: tell it. An answer
+		// that says what it knows (a fresh attempt's 0) would cost a
+		// packet each way and tell nothing; the next frame it gets is a
+		// later LogAck, the FinishAck or an Error.
+		if err := w.Write(&protocol.LogAck{Offset: acks.have}); err != nil {
+			return false
+		}
+	}
 
-	ackCtx, stopAcks := context.WithCancel(context.Background())
-	defer stopAcks()
-	go s.ackLoop(ackCtx, w, acks)
+	// The acker starts with the first output: most short jobs write
+	// none. It is stopped, and waited for, before the FinishAck, so that
+	// no LogAck of this attempt follows it on a stream that carries the
+	// next attempt.
+	var stopAcks func()
+	defer func() {
+		if stopAcks != nil {
+			stopAcks()
+		}
+	}()
+	startAcks := func() {
+		if stopAcks != nil {
+			return
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		acked := acks.stored() // what the agent knows of: before this chunk
+		go func() {
+			defer close(done)
+			s.ackLoop(ctx, w, acks, acked)
+		}()
+		stopAcks = func() {
+			cancel()
+			<-done
+		}
+	}
 
 	for {
 		m, err := r.Read()
@@ -543,19 +616,19 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			if !errors.Is(err, io.EOF) {
 				log.Debug("job stream ended", "error", err)
 			}
-			return
+			return false
 		}
 		switch m := m.(type) {
 		case *protocol.Started:
 			if err := s.sched.Started(a.name, id, attempt, m); err != nil {
 				fail(protocol.CodeStaleAttempt, "%v", err)
-				return
+				return false
 			}
 		case *protocol.LogChunk:
 			data, off, got := m.Data, m.Offset, acks.stored()
 			if off > got {
 				fail(protocol.CodeProtocol, "log gap: chunk at offset %d, have %d", off, got)
-				return
+				return false
 			}
 			if skip := got - off; skip > 0 { // resent bytes we already have
 				if skip >= uint64(len(data)) {
@@ -570,14 +643,15 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 				// The agent stops at MaxOutput (and adds a marker line): one
 				// that goes on ignores the Dispatch.
 				fail(protocol.CodeProtocol, "output passes the cap of %d bytes the dispatch set (MaxOutput)", limit)
-				return
+				return false
 			}
 			if err := s.disk.Room(len(data)); err != nil {
 				// Nothing is lost: the agent keeps the output spooled and
 				// sends it again on a later stream.
 				fail(protocol.CodeStorageFull, "%v", err)
-				return
+				return false
 			}
+			startAcks()
 			// The reader reuses its buffer: the command (and the hub, which
 			// keeps the newest output of followed jobs) get a copy.
 			data = bytes.Clone(data)
@@ -585,12 +659,12 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 				seq, stale, err := s.outputAppend(a.name, id, attempt, got, uint8(m.Stream), data)
 				if stale {
 					fail(protocol.CodeStaleAttempt, "%v", err)
-					return
+					return false
 				}
 				if err != nil {
 					log.Error("storing output failed", "error", err)
 					fail(protocol.CodeShutdown, "controller cannot store output")
-					return
+					return false
 				}
 				acks.appended(got+uint64(len(data)), seq)
 				continue
@@ -598,26 +672,26 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 			b, err := s.sched.Output(a.name, id, attempt, got, uint8(m.Stream), data)
 			if err != nil {
 				fail(protocol.CodeStaleAttempt, "%v", err)
-				return
+				return false
 			}
 			if err := b.Err(); err != nil {
 				log.Error("storing output failed", "error", err)
 				fail(protocol.CodeShutdown, "controller cannot store output")
-				return
+				return false
 			}
 			got += uint64(len(data))
 			acks.queued(got, b)
 		case *protocol.Finished:
 			if have := acks.stored(); m.LogBytes != have {
 				fail(protocol.CodeProtocol, "result says %d output bytes, %d arrived", m.LogBytes, have)
-				return
+				return false
 			}
 			if s.out != nil {
 				// The end is proposed only once a quorum holds every byte
 				// it counts: the scheduler's end is then the agent's.
 				if err := s.out.leader.WaitDurable(context.Background(), acks.lastSeq()); err != nil {
 					fail(protocol.CodeShutdown, "controller cannot store output: %v", err)
-					return
+					return false
 				}
 			}
 			b, err := s.sched.Finished(a.name, id, attempt, m)
@@ -625,21 +699,23 @@ func (s *Server) serveJobStream(a *agentConn, st transport.Stream) {
 				// A refused result returns no slot: the agent sends a
 				// Credit once it learns of the refusal (PROTOCOL.md §2.1).
 				fail(protocol.CodeStaleAttempt, "%v", err)
-				return
+				return false
 			}
 			if m.Credit && a.creditWithResult {
 				s.sched.SlotReturned(a, id, attempt)
 			}
 			if err := b.Wait(); err != nil {
-				return
+				return false
 			}
 			s.hub.Ring(id)
-			_ = w.Write(&protocol.FinishAck{})
-			discardUntilEOF(st, 10*time.Second)
-			return
+			if stopAcks != nil {
+				stopAcks()
+				stopAcks = nil
+			}
+			return w.Write(&protocol.FinishAck{}) == nil
 		default:
 			fail(protocol.CodeProtocol, "unexpected %s on a job stream", m.Type())
-			return
+			return false
 		}
 	}
 }
@@ -695,11 +771,11 @@ func (a *streamAcks) queued(have uint64, b *sched.Batch) {
 // ackLoop tells the agent which output is durable, every ackEvery while
 // more arrives: it waits for the batch holding the last chunk counted
 // (batches become durable in order, so every earlier chunk is durable
-// with it) and then sends the LogAck.
-func (s *Server) ackLoop(ctx context.Context, w *protocol.Writer, acks *streamAcks) {
+// with it) and then sends the LogAck. acked is the offset the agent
+// already knows to be stored.
+func (s *Server) ackLoop(ctx context.Context, w *protocol.Writer, acks *streamAcks, acked uint64) {
 	t := time.NewTicker(ackEvery)
 	defer t.Stop()
-	acked := acks.stored()
 	for {
 		select {
 		case <-ctx.Done():

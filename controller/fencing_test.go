@@ -81,12 +81,18 @@ func controlReply(sess transport.Session, first protocol.Message) (protocol.Mess
 // name too) and slots, and starts heartbeating.
 func connectFake(t *testing.T, c *cluster, name string, slots uint32, mode transport.Mode) *fakeAgent {
 	t.Helper()
+	return connectFakeWith(t, c, name, slots, mode, 0)
+}
+
+// connectFakeWith is connectFake with a Hello that announces features.
+func connectFakeWith(t *testing.T, c *cluster, name string, slots uint32, mode transport.Mode, features protocol.Features) *fakeAgent {
+	t.Helper()
 	sess, err := dialSession(t, c, name, mode)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sess.Close("test over") })
-	m, r, w, err := controlReply(sess, &protocol.Hello{Version: protocol.Version, Name: name, Slots: slots, AgentVersion: "fake"})
+	m, r, w, err := controlReply(sess, &protocol.Hello{Version: protocol.Version, Name: name, Slots: slots, AgentVersion: "fake", Features: features})
 	if err != nil {
 		t.Fatalf("%s: hello: %v", name, err)
 	}
@@ -190,6 +196,13 @@ type jobStream struct {
 
 func (f *fakeAgent) openJob(id uint64, attempt uint32) *jobStream {
 	f.t.Helper()
+	return f.openJobAt(id, attempt, 0)
+}
+
+// openJobAt opens a job stream that resumes the attempt's output at
+// offset.
+func (f *fakeAgent) openJobAt(id uint64, attempt uint32, offset uint64) *jobStream {
+	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	st, err := f.sess.OpenStream(ctx)
@@ -197,7 +210,7 @@ func (f *fakeAgent) openJob(id uint64, attempt uint32) *jobStream {
 		f.t.Fatalf("open job stream: %v", err)
 	}
 	js := &jobStream{st: st, r: protocol.NewReader(st, 0), w: protocol.NewWriter(st)}
-	if err := js.w.Write(&protocol.JobOpen{JobID: id, Attempt: attempt}); err != nil {
+	if err := js.w.Write(&protocol.JobOpen{JobID: id, Attempt: attempt, Offset: offset}); err != nil {
 		f.t.Fatalf("job open: %v", err)
 	}
 	return js

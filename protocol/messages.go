@@ -18,7 +18,9 @@ import "time"
 //	    Redirect message, which a controller sends only to an agent
 //	    whose Hello announced FeatureRedirect. Then, still 1:
 //	    Welcome.Features and Finished.Credit (optional last fields),
-//	    for FeatureCreditWithResult.
+//	    for FeatureCreditWithResult. Then, still 1: FeatureLeaderWatch
+//	    with WatchLeader, and FeatureStreamReuse (a job stream carries
+//	    one attempt after another).
 const Version = 1
 
 // ALPN is the TLS application protocol name for this protocol version.
@@ -122,6 +124,15 @@ const (
 	// one of a cluster whose controllers serve watch sessions; the agent
 	// watches only then (PROTOCOL.md §2.4).
 	FeatureLeaderWatch Features = 1 << 3
+	// FeatureStreamReuse: a job stream whose attempt ended with a
+	// FinishAck stays open and may carry the agent's next attempt, which
+	// starts with its own JobOpen (PROTOCOL.md §2.2). Without it every
+	// attempt opens a stream and both sides close it after the
+	// FinishAck, which costs QUIC a stream's credit update, a reset or
+	// close, and their acknowledgements: four packets per job more on a
+	// lightly loaded link. It needs the controller's consent
+	// (Welcome.Features), like FeatureCreditWithResult.
+	FeatureStreamReuse Features = 1 << 4
 )
 
 // Has reports whether every bit of g is in f.
