@@ -118,6 +118,12 @@ Options:
   -metrics ADDR      Serve Prometheus metrics at http://ADDR/metrics: plain
                      HTTP, no authentication, so bind a private address
                      (127.0.0.1:9191). Default: off.
+  -procs N           Threads that may run the agent's own code at once
+                     (GOMAXPROCS; the jobs use every CPU whatever it is).
+                     Default 1, or the GOMAXPROCS environment variable if
+                     set: an agent's short bursts per job cost less CPU on
+                     one. Raise it for an agent that ships a great deal of
+                     output at once.
   -log-level LEVEL   trace, debug, info, warn or error. Default {log-level}.
   -log-json          Log JSON lines.
 
@@ -175,6 +181,7 @@ Configuration file:
     reconnect_min = {reconnect-min:toml}
     reconnect_max = {reconnect-max:toml}
     metrics       = ""        # e.g. "127.0.0.1:9191"; empty: off
+    procs         = 0         # 0: 1, or the GOMAXPROCS environment variable
     log_level     = {log-level:toml}
     log_json      = {log-json:toml}
     # policy (defaults: no restriction)
@@ -224,6 +231,7 @@ func (c *AgentCommand) Run(args []string) int {
 // Config.
 type agentFlagValues struct {
 	lf                        logFlags
+	procs                     int
 	labels, mode, join, caPin string
 	configPath                string
 	allowCommands, allowEnv   listFlag
@@ -255,6 +263,7 @@ func agentFlags(fs *flag.FlagSet, cfg *agent.Config, v *agentFlagValues) {
 	fs.DurationVar(&cfg.ReconnectMin, "reconnect-min", cfg.ReconnectMin, "")
 	fs.DurationVar(&cfg.ReconnectMax, "reconnect-max", cfg.ReconnectMax, "")
 	fs.StringVar(&cfg.MetricsAddr, "metrics", cfg.MetricsAddr, "")
+	fs.IntVar(&v.procs, "procs", 0, "")
 	fs.Var(&v.allowCommands, "allow-command", "")
 	fs.StringVar(&cfg.Policy.RunAs, "run-as", "", "")
 	fs.StringVar(&cfg.Policy.WorkRoot, "work-root", "", "")
@@ -285,6 +294,9 @@ func (c *AgentCommand) run(cfg agent.Config, v *agentFlagValues) int {
 	if cfg.Slots < 0 {
 		return c.errorf("-slots must be at least 1")
 	}
+	if v.procs < 0 {
+		return c.errorf("-procs must be at least 1 (0: the default)")
+	}
 	if join != "" {
 		if code := c.joinDefaults(&cfg, caPin); code != ExitOK {
 			return code
@@ -308,6 +320,7 @@ func (c *AgentCommand) run(cfg agent.Config, v *agentFlagValues) int {
 	if e, err := agent.ReadEnrollment(cfg.TLS); err == nil && len(e.Labels) > 0 {
 		cfg.Labels = mergeLabels(e.Labels, cfg.Labels) // the token's labels, under the agent's own
 	}
+	log.Debug("Go threads for the agent's own code", "procs", agent.SetProcs(v.procs))
 	a, err := agent.New(cfg)
 	if err != nil {
 		return c.errorf("%v", err)

@@ -155,6 +155,7 @@ func TestAgentJoinUsage(t *testing.T) {
 		"revoke bad id":    {[]string{"agent", "token", "revoke", "XYZ"}, "not a join token id"},
 		"revoke no id":     {[]string{"agent", "token", "revoke"}, "want one join token id"},
 		"create extra arg": {[]string{"agent", "token", "create", "x"}, "unexpected argument"},
+		"negative procs":   {[]string{"agent", "-procs", "-1", "-controller", "127.0.0.1:1"}, "-procs must be at least 1"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
