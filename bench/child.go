@@ -196,7 +196,6 @@ func runChild(cfg childConfig) error {
 		if err != nil {
 			return err
 		}
-		agent.SetProcs(0) // as the agent command does
 		a, err := agent.New(agent.Config{
 			Controller: cfg.Controller, ServerName: "127.0.0.1",
 			TLS:   certs.Files{CA: certs.CAFile(cfg.PKI), Cert: certs.CertFile(cfg.PKI, cfg.Name), Key: certs.KeyFile(cfg.PKI, cfg.Name)},

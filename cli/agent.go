@@ -120,10 +120,11 @@ Options:
                      (127.0.0.1:9191). Default: off.
   -procs N           Threads that may run the agent's own code at once
                      (GOMAXPROCS; the jobs use every CPU whatever it is).
-                     Default 1, or the GOMAXPROCS environment variable if
-                     set: an agent's short bursts per job cost less CPU on
-                     one. Raise it for an agent that ships a great deal of
-                     output at once.
+                     Default: the GOMAXPROCS environment variable, else the
+                     number of CPUs. 1 costs the least CPU per job, but a
+                     spawn then stalls the whole agent until the job's
+                     process starts, which on a busy host adds tens of
+                     milliseconds to other jobs' starts.
   -log-level LEVEL   trace, debug, info, warn or error. Default {log-level}.
   -log-json          Log JSON lines.
 
@@ -181,7 +182,7 @@ Configuration file:
     reconnect_min = {reconnect-min:toml}
     reconnect_max = {reconnect-max:toml}
     metrics       = ""        # e.g. "127.0.0.1:9191"; empty: off
-    procs         = 0         # 0: 1, or the GOMAXPROCS environment variable
+    procs         = 0         # 0: GOMAXPROCS, else the number of CPUs
     log_level     = {log-level:toml}
     log_json      = {log-json:toml}
     # policy (defaults: no restriction)
@@ -320,7 +321,7 @@ func (c *AgentCommand) run(cfg agent.Config, v *agentFlagValues) int {
 	if e, err := agent.ReadEnrollment(cfg.TLS); err == nil && len(e.Labels) > 0 {
 		cfg.Labels = mergeLabels(e.Labels, cfg.Labels) // the token's labels, under the agent's own
 	}
-	log.Debug("Go threads for the agent's own code", "procs", agent.SetProcs(v.procs))
+	log.Debug("threads for the agent's own code", "procs", agent.SetProcs(v.procs))
 	a, err := agent.New(cfg)
 	if err != nil {
 		return c.errorf("%v", err)
