@@ -41,6 +41,17 @@ func (js *jobStream) untilFinishAck(t *testing.T, max uint64) {
 	}
 }
 
+// take submits body, grants the fake one credit and returns the job and
+// its Dispatch, which the fake's heartbeats then list.
+func (f *fakeAgent) take(c *cluster, body string) (job, *protocol.Dispatch) {
+	f.t.Helper()
+	j := c.submit(body)
+	f.credit(1)
+	d := f.dispatch()
+	f.renew(protocol.AttemptRef{JobID: d.JobID, Attempt: d.Attempt})
+	return j, d
+}
+
 // TestJobStreamReuse: with FeatureStreamReuse agreed, a job stream
 // whose attempt got its FinishAck carries the agent's next attempt, and
 // nothing of the first attempt follows its FinishAck. A fresh attempt
@@ -55,10 +66,7 @@ func TestJobStreamReuse(t *testing.T) {
 				t.Fatalf("Welcome.Features %b does not agree to FeatureStreamReuse", fake.welcome.Features)
 			}
 
-			j1 := c.submit(`{"command":"echo one","retries":0}`)
-			fake.credit(1)
-			d1 := fake.dispatch()
-			fake.renew(protocol.AttemptRef{JobID: d1.JobID, Attempt: d1.Attempt})
+			j1, d1 := fake.take(c, `{"command":"echo one","retries":0}`)
 			js := fake.openJob(d1.JobID, d1.Attempt)
 			mustWrite(t, js.w, &protocol.Started{PID: 701, StartedAt: time.Now()})
 			mustWrite(t, js.w, &protocol.LogChunk{Stream: protocol.Stdout, Offset: 0, Data: []byte("one\n")})
@@ -67,10 +75,7 @@ func TestJobStreamReuse(t *testing.T) {
 			c.waitState(j1.JobID, "completed")
 
 			// The next attempt on the same stream.
-			j2 := c.submit(`{"command":"true","retries":0}`)
-			fake.credit(1)
-			d2 := fake.dispatch()
-			fake.renew(protocol.AttemptRef{JobID: d2.JobID, Attempt: d2.Attempt})
+			j2, d2 := fake.take(c, `{"command":"true","retries":0}`)
 			mustWrite(t, js.w, &protocol.JobOpen{JobID: d2.JobID, Attempt: d2.Attempt})
 			mustWrite(t, js.w, &protocol.Started{PID: 702, StartedAt: time.Now()})
 			mustWrite(t, js.w, &protocol.Finished{Outcome: protocol.OutcomeCompleted, LogBytes: 0})
@@ -98,10 +103,7 @@ func TestJobStreamReuse(t *testing.T) {
 func TestJobStreamIdleClosed(t *testing.T) {
 	c := startCluster(t)
 	fake := connectFakeWith(t, c, "agent-1", 1, transport.ModeQUIC, protocol.FeatureStreamReuse)
-	j := c.submit(`{"command":"true","retries":0}`)
-	fake.credit(1)
-	d := fake.dispatch()
-	fake.renew(protocol.AttemptRef{JobID: d.JobID, Attempt: d.Attempt})
+	j, d := fake.take(c, `{"command":"true","retries":0}`)
 	js := fake.openJob(d.JobID, d.Attempt)
 	mustWrite(t, js.w, &protocol.Finished{Outcome: protocol.OutcomeCompleted, LogBytes: 0})
 	js.untilFinishAck(t, 0)
@@ -124,10 +126,7 @@ func TestJobStreamLogAckOnlyWhenAhead(t *testing.T) {
 	if fake.welcome.Features.Has(protocol.FeatureStreamReuse) {
 		t.Fatalf("Welcome.Features %b agrees to a feature the agent did not announce", fake.welcome.Features)
 	}
-	j := c.submit(`{"command":"echo abc","retries":0}`)
-	fake.credit(1)
-	d := fake.dispatch()
-	fake.renew(protocol.AttemptRef{JobID: d.JobID, Attempt: d.Attempt})
+	j, d := fake.take(c, `{"command":"echo abc","retries":0}`)
 	first := fake.openJob(d.JobID, d.Attempt)
 	mustWrite(t, first.w, &protocol.Started{PID: 703, StartedAt: time.Now()})
 	mustWrite(t, first.w, &protocol.LogChunk{Stream: protocol.Stdout, Offset: 0, Data: []byte("abc\n")})
