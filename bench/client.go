@@ -281,6 +281,31 @@ func (a *api) waitAgents(ctx context.Context, n int, within time.Duration) error
 	}
 }
 
+// waitEnded waits until job id has ended (any terminal state). It reads
+// the one job, so polling it while a group runs costs the controller
+// little: waitIdle's listings, run every 20 ms through row 3, were ≈ 5%
+// of the controller's CPU charged to row 3c.
+func (a *api) waitEnded(ctx context.Context, id uint64, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		var j jobRecord
+		if err := a.getJSON(ctx, fmt.Sprintf("/jobs/%d", id), &j); err != nil {
+			return err
+		}
+		if j.Status.Terminal() {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("job %d still %s after %s", id, j.Status, within)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // waitIdle waits until no job is queued, waiting, dispatched or running.
 func (a *api) waitIdle(ctx context.Context, within time.Duration) error {
 	deadline := time.Now().Add(within)

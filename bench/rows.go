@@ -402,6 +402,14 @@ func (e *env) real(ctx context.Context) {
 		e.fail("3", name, err)
 		return
 	}
+	// The last job submitted is among the last to end (one priority,
+	// dispatched in order): wait for it with cheap reads, then make sure.
+	if len(ids) > 0 {
+		if err := c.api.waitEnded(ctx, ids[len(ids)-1], burnWithin(e.sz.TrueJobs*5)); err != nil {
+			e.fail("3", name, err)
+			return
+		}
+	}
 	if err := c.api.waitIdle(ctx, burnWithin(e.sz.TrueJobs*5)); err != nil {
 		e.fail("3", name, err)
 		return
