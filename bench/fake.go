@@ -13,16 +13,22 @@ import (
 )
 
 // fakeAgent speaks the agent protocol over a real transport session but
-// runs nothing: on each Dispatch it opens the attempt's job stream and
-// reports JobOpen, Started and Finished at once, waits for the
-// controller's FinishAck (the result is durable) and grants the slot
-// again. It measures the controller, not process spawning.
+// runs nothing: on each Dispatch it reports JobOpen, Started and
+// Finished at once on a job stream, waits for the controller's
+// FinishAck (the result is durable) and grants the slot again. Like the
+// agent, it reports on a stream an earlier attempt left open when the
+// controller agrees to FeatureStreamReuse. It measures the controller,
+// not process spawning.
 type fakeAgent struct {
 	name  string
 	sess  transport.Session
 	w     *protocol.Writer // control stream; safe for concurrent use
 	slots int
 	hooks fakeHooks
+	reuse bool // the Welcome agreed to FeatureStreamReuse
+
+	idleMu sync.Mutex
+	idle   []*fakeStream // streams whose attempt got its FinishAck
 
 	mu      sync.Mutex
 	running map[protocol.AttemptRef]bool
@@ -56,7 +62,8 @@ func dialFake(ctx context.Context, addr string, conf *tls.Config, mode transport
 		return nil, err
 	}
 	w, r := protocol.NewWriter(st), protocol.NewReader(st, 0)
-	if err := w.Write(&protocol.Hello{Version: protocol.Version, Name: name, Slots: uint32(slots), AgentVersion: "bench-fake"}); err != nil {
+	if err := w.Write(&protocol.Hello{Version: protocol.Version, Name: name, Slots: uint32(slots), AgentVersion: "bench-fake",
+		Features: protocol.FeatureStreamReuse}); err != nil {
 		sess.Close("bench")
 		return nil, err
 	}
@@ -74,6 +81,7 @@ func dialFake(ctx context.Context, addr string, conf *tls.Config, mode transport
 	}
 	fctx, fcancel := context.WithCancel(context.Background())
 	f := &fakeAgent{name: name, sess: sess, w: w, slots: slots, hooks: hooks,
+		reuse:   welcome.Features.Has(protocol.FeatureStreamReuse),
 		running: map[protocol.AttemptRef]bool{}, ctx: fctx, cancel: fcancel}
 	if credit && slots > 0 {
 		if err := w.Write(&protocol.Credit{Slots: uint32(slots)}); err != nil {
@@ -115,7 +123,30 @@ func (f *fakeAgent) read(r *protocol.Reader) {
 	}
 }
 
-// run reports one attempt on its own stream.
+// fakeStream is a job stream with its reader.
+type fakeStream struct {
+	st transport.Stream
+	r  *protocol.Reader
+}
+
+// stream returns an idle job stream, or opens one.
+func (f *fakeAgent) stream() (*fakeStream, error) {
+	f.idleMu.Lock()
+	if n := len(f.idle); n > 0 {
+		fs := f.idle[n-1]
+		f.idle = f.idle[:n-1]
+		f.idleMu.Unlock()
+		return fs, nil
+	}
+	f.idleMu.Unlock()
+	st, err := f.sess.OpenStream(f.ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &fakeStream{st: st, r: protocol.NewReaderSize(st, 0, 512)}, nil // as the agent: only acks come back
+}
+
+// run reports one attempt.
 func (f *fakeAgent) run(d *protocol.Dispatch, ref protocol.AttemptRef, received time.Time) {
 	defer f.wg.Done()
 	outcome := protocol.OutcomeCompleted
@@ -138,11 +169,21 @@ func (f *fakeAgent) run(d *protocol.Dispatch, ref protocol.AttemptRef, received 
 			}
 		}
 	}()
-	st, err := f.sess.OpenStream(f.ctx)
+	fs, err := f.stream()
 	if err != nil {
 		return
 	}
-	defer st.Abort()
+	st := fs.st
+	defer func() {
+		if acked && f.reuse {
+			_ = st.SetReadDeadline(time.Time{})
+			f.idleMu.Lock()
+			f.idle = append(f.idle, fs)
+			f.idleMu.Unlock()
+			return
+		}
+		st.Abort()
+	}()
 	// The three messages in one write: a job that ends at once has
 	// them together, and the controller reads them one by one anyway.
 	if err := protocol.NewWriter(st).WriteAll(
@@ -152,11 +193,12 @@ func (f *fakeAgent) run(d *protocol.Dispatch, ref protocol.AttemptRef, received 
 	); err != nil {
 		return
 	}
-	_ = st.Close()
+	if !f.reuse {
+		_ = st.Close()
+	}
 	_ = st.SetReadDeadline(time.Now().Add(time.Minute))
-	r := protocol.NewReaderSize(st, 0, 512) // as the agent: only acks come back
 	for {
-		m, err := r.Read()
+		m, err := fs.r.Read()
 		if err != nil {
 			return
 		}
