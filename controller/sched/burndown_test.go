@@ -1,6 +1,7 @@
 package sched
 
 import (
+	"maps"
 	"testing"
 	"time"
 
@@ -91,5 +92,62 @@ func BenchmarkBurnDown(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		bd.job(b)
+	}
+}
+
+// logEnd holds only the jobs that have output: a job submitted, queued,
+// dispatched and started without writing any has no entry (a missing
+// one reads as 0), so the map does not grow with the queue; the first
+// chunk adds the job, and its end removes it.
+func TestLogEndOnlyForJobsWithOutput(t *testing.T) {
+	f := newSchedFixture(t, Options{})
+	for range 3 {
+		f.submit(&store.Job{Command: "true"})
+	}
+	if _, err := f.s.SubmitBatch([]*store.Job{{Command: "true"}, {Command: "true"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.s.logEnd) != 0 {
+		t.Fatalf("logEnd after submits: %v, want no entry", f.s.logEnd)
+	}
+	a := newAgent(t, f.s, "a", 2)
+	f.s.Credit(a, 2)
+	d := f.dispatch()
+	if len(d) != 2 {
+		t.Fatalf("dispatched %d, want 2", len(d))
+	}
+	for _, m := range d {
+		if err := f.s.Started(a.name, m.JobID, m.Attempt, &protocol.Started{PID: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if start, end, ok := f.s.StreamStart(m.JobID, m.Attempt, a.name); !ok || start != 0 || end != 0 {
+			t.Fatalf("job %d's stream: start %d, end %d, ok %v; want 0, 0, true", m.JobID, start, end, ok)
+		}
+	}
+	if len(f.s.logEnd) != 0 {
+		t.Fatalf("logEnd of running jobs without output: %v, want no entry", f.s.logEnd)
+	}
+	out := d[0]
+	b, err := f.s.Output(a.name, out.JobID, out.Attempt, 0, 1, []byte("hello\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if want := map[uint64]uint64{out.JobID: 6}; !maps.Equal(f.s.logEnd, want) {
+		t.Fatalf("logEnd after a chunk: %v, want %v", f.s.logEnd, want)
+	}
+	for _, m := range d {
+		f.finish(a, m.JobID, m.Attempt, protocol.OutcomeCompleted, 0)
+	}
+	if got := f.job(out.JobID).LogBytes; got != 6 {
+		t.Errorf("job %d's LogBytes %d, want 6", out.JobID, got)
+	}
+	if got := f.job(d[1].JobID).LogBytes; got != 0 {
+		t.Errorf("job %d's LogBytes %d, want 0", d[1].JobID, got)
+	}
+	if len(f.s.logEnd) != 0 {
+		t.Fatalf("logEnd after both ended: %v, want no entry", f.s.logEnd)
 	}
 }

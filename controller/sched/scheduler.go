@@ -46,7 +46,7 @@ type Scheduler struct {
 	leases map[uint64]lease       // job ID → lease of its current attempt (expiry.go)
 	expiry expiryHeap             // when leases and controller deadlines may run out
 	keys   map[string]*pendingKey // idempotency keys being looked up or created
-	logEnd map[uint64]uint64      // job ID → end of its stored output (active jobs)
+	logEnd map[uint64]uint64      // job ID → end of its stored output (active jobs that have output; none reads as 0)
 	ended  map[uint64]ended       // jobs just finished, until their batch is durable
 	endedQ []uint64               // the keys of ended in the order they ended
 	// unfilled are the inherited attempts whose gap fill has not
@@ -653,7 +653,6 @@ func (s *Scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBat
 		j := jobs[i]
 		j.CreatedAt = now
 		j.QueuedAt = now
-		s.logEnd[j.ID] = 0
 		msg := s.admit(j, known)
 		var a *store.AuditEntry
 		if k == len(created)-1 {
