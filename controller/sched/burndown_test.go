@@ -151,3 +151,37 @@ func TestLogEndOnlyForJobsWithOutput(t *testing.T) {
 		t.Fatalf("logEnd after both ended: %v, want no entry", f.s.logEnd)
 	}
 }
+
+// A transition's log line is "job " + its type, with its state as a
+// plain string; for the frequent types and every state neither is made
+// per line (each was an allocation per transition, three per job).
+func TestTransitionLogValues(t *testing.T) {
+	for _, typ := range []string{"submitted", "dispatched", "started", "finished", "retry", "cancelled"} {
+		if got := logMessage(typ); got != "job "+typ {
+			t.Errorf("logMessage(%q) = %q", typ, got)
+		}
+	}
+	states := []store.State{store.Queued, store.Waiting, store.Dispatched, store.Running, store.Completed,
+		store.Failed, store.Timeout, store.Cancelled, store.Blocked, "some-later-state"}
+	for _, st := range states {
+		if got, ok := stateValue(st).(string); !ok || got != string(st) {
+			t.Errorf("stateValue(%q) = %#v, want the plain string", st, stateValue(st))
+		}
+	}
+	var (
+		msg   string
+		value any
+	)
+	allocs := testing.AllocsPerRun(100, func() {
+		for _, typ := range []string{"submitted", "dispatched", "started", "finished"} {
+			msg = logMessage(typ)
+		}
+		for _, st := range states[:len(states)-1] {
+			value = stateValue(st)
+		}
+	})
+	_, _ = msg, value
+	if allocs != 0 {
+		t.Errorf("%v allocations for the log values of the frequent transitions, want 0", allocs)
+	}
+}
