@@ -249,8 +249,8 @@ func (s *Store) apply(cmds []Command) (*Pending, error) {
 		// Still a WAL record, so that Wait waits for an fsync: a barrier.
 		_ = r.b.LogData(nil, nil)
 	}
-	add, counted := s.counts.begin()
-	defer counted()
+	counting := s.counts.begin()
+	defer s.counts.end()
 	if s.write.Sync {
 		err = s.db.ApplyNoSyncWait(r.b, s.write)
 	} else {
@@ -260,8 +260,10 @@ func (s *Store) apply(cmds []Command) (*Pending, error) {
 		_ = r.b.Close()
 		return nil, err
 	}
-	for _, m := range r.moves {
-		add(m.from, m.to)
+	if counting {
+		for _, m := range r.moves {
+			s.counts.add(m.from, m.to)
+		}
 	}
 	if s.write.Sync {
 		p.b = r.b
