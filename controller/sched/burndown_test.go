@@ -84,15 +84,19 @@ func (bd *burnDown) job(tb testing.TB) {
 
 // BenchmarkBurnDown is one job's dispatch, start and result through the
 // scheduler and the store, as in bench row 2a: allocations per job
-// (-benchmem) and where they come from (-memprofile).
+// (-benchmem), where they come from (-memprofile), and the process's
+// CPU time per job (the committer's and Pebble's goroutines included).
 func BenchmarkBurnDown(b *testing.B) {
 	bd := newBurnDown(b, b.N)
 	defer bd.stop()
 	b.ReportAllocs()
+	cpu0 := cpuTime()
 	b.ResetTimer()
 	for range b.N {
 		bd.job(b)
 	}
+	b.StopTimer()
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/job")
 }
 
 // logEnd holds only the jobs that have output: a job submitted, queued,
