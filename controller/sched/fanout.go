@@ -230,7 +230,6 @@ func (s *Scheduler) SubmitFanout(j *store.Job, spec FanoutSpec, audit *store.Aud
 	msg := fmt.Sprintf("fan-out to %d agents (%s)", n, strings.Join(hosts, ", "))
 	s.change(&r, nil, j, "submitted", msg, hclog.Info, audit)
 	for _, c := range children {
-		s.logEnd[c.ID] = 0
 		if c.State == store.Queued {
 			c.Reason = s.whyQueued(c)
 		}

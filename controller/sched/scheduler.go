@@ -46,7 +46,7 @@ type Scheduler struct {
 	leases map[uint64]lease       // job ID → lease of its current attempt (expiry.go)
 	expiry expiryHeap             // when leases and controller deadlines may run out
 	keys   map[string]*pendingKey // idempotency keys being looked up or created
-	logEnd map[uint64]uint64      // job ID → end of its stored output (active jobs)
+	logEnd map[uint64]uint64      // job ID → end of its stored output (active jobs that have output; none reads as 0)
 	ended  map[uint64]ended       // jobs just finished, until their batch is durable
 	endedQ []uint64               // the keys of ended in the order they ended
 	// unfilled are the inherited attempts whose gap fill has not
@@ -430,9 +430,7 @@ func (s *Scheduler) change(r *round, prev, next *store.Job, typ, msg string, lev
 	}
 
 	if s.log.GetLevel() <= level {
-		// string(State): hclog formats a string directly, a named string
-		// type through reflection and fmt.Sprintf.
-		s.log.Log(level, "job "+typ, "job", id, "state", string(next.State), "attempt", ev.Attempt, "agent", ev.Agent, "msg", msg)
+		s.log.Log(level, logMessage(typ), "job", id, "state", stateValue(next.State), "attempt", ev.Attempt, "agent", ev.Agent, "msg", msg)
 	}
 	s.metrics.Transition(prev, next)
 	r.cmds = append(r.cmds, tr)
@@ -450,6 +448,51 @@ func (s *Scheduler) change(r *round, prev, next *store.Job, typ, msg string, lev
 			s.childEnded(r, next)
 		}
 	}
+}
+
+// logMessage is the log line of a transition of type typ: "job " + typ,
+// a constant for the frequent types (a string built per line is an
+// allocation per transition).
+func logMessage(typ string) string {
+	switch typ {
+	case "submitted":
+		return "job submitted"
+	case "dispatched":
+		return "job dispatched"
+	case "started":
+		return "job started"
+	case "finished":
+		return "job finished"
+	}
+	return "job " + typ
+}
+
+// stateValue is st as a log value: a string (hclog formats a named
+// string type through reflection), boxed without allocating for the
+// states there are (a string made an interface allocates unless it is a
+// constant).
+func stateValue(st store.State) any {
+	switch st {
+	case store.Queued:
+		return string(store.Queued)
+	case store.Waiting:
+		return string(store.Waiting)
+	case store.Dispatched:
+		return string(store.Dispatched)
+	case store.Running:
+		return string(store.Running)
+	case store.Completed:
+		return string(store.Completed)
+	case store.Failed:
+		return string(store.Failed)
+	case store.Timeout:
+		return string(store.Timeout)
+	case store.Cancelled:
+		return string(store.Cancelled)
+	case store.Blocked:
+		return string(store.Blocked)
+	}
+	return string(st)
 }
 
 // notifyOf adds to r the outbox entries of next's start or end, if the
@@ -653,7 +696,6 @@ func (s *Scheduler) submitJobs(jobs []*store.Job, audit *store.AuditEntry, isBat
 		j := jobs[i]
 		j.CreatedAt = now
 		j.QueuedAt = now
-		s.logEnd[j.ID] = 0
 		msg := s.admit(j, known)
 		var a *store.AuditEntry
 		if k == len(created)-1 {

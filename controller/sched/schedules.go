@@ -295,7 +295,6 @@ func (s *Scheduler) fire(sc *schedule, now time.Time, manual bool) (ScheduleRun,
 		if manual {
 			msg = "schedule " + rec.Name + ": run now"
 		}
-		s.logEnd[job.ID] = 0
 		level := hclog.Debug // fireDue logs one line for the firings of an instant
 		if manual {
 			level = hclog.Info

@@ -122,34 +122,40 @@ func headOf(j *Job) head {
 
 // keys returns the index keys a job in this head occupies: its queue,
 // delay or active key, its state key and its finished key, as far as its
-// state has them. The first n are set.
-func (h *head) keys(id uint64) (keys [3][]byte, n int) {
+// state has them. The first n are set. They are written into buf, so
+// that a Transition, which computes the keys of two heads, allocates
+// none (the key functions' own buffers stay on the stack).
+func (h *head) keys(id uint64, buf *keyBuf) (keys [3][]byte, n int) {
 	switch {
 	case h.state == Queued:
-		keys[n] = queueKeyAt(h.priority, h.queued, id)
+		keys[n] = append(buf[n][:0], queueKeyAt(h.priority, h.queued, id)...)
 		n++
 	case h.state == Waiting:
-		keys[n] = delayKeyAt(h.notBefore, id)
+		keys[n] = append(buf[n][:0], delayKeyAt(h.notBefore, id)...)
 		n++
 	case h.state.Active():
-		keys[n] = activeKey(id)
+		keys[n] = append(buf[n][:0], activeKey(id)...)
 		n++
 	}
 	if code, ok := stateCodes[h.state]; ok {
-		keys[n] = stateIDKey(code, id)
+		keys[n] = append(buf[n][:0], stateIDKey(code, id)...)
 		n++
 	}
 	if h.state.Terminal() {
-		keys[n] = doneKeyAt(h.finished, id)
+		keys[n] = append(buf[n][:0], doneKeyAt(h.finished, id)...)
 		n++
 	}
 	return keys, n
 }
 
+// keyBuf holds the index keys of one head (head.keys): at most three,
+// the longest a queue key of 18 bytes.
+type keyBuf [3][18]byte
+
 // indexKeys returns every index key j occupies.
 func indexKeys(j *Job) [][]byte {
 	h := headOf(j)
-	keys, n := h.keys(j.ID)
+	keys, n := h.keys(j.ID, new(keyBuf))
 	return keys[:n:n]
 }
 
@@ -202,6 +208,7 @@ type kvEntry struct {
 // scratch holds the buffers apply encodes into.
 type scratch struct {
 	job, event, audit []byte
+	old, next         keyBuf // a Transition's index keys, before and after
 }
 
 // apply applies cmds as one batch. The caller holds s.mu for reading; the
@@ -242,8 +249,8 @@ func (s *Store) apply(cmds []Command) (*Pending, error) {
 		// Still a WAL record, so that Wait waits for an fsync: a barrier.
 		_ = r.b.LogData(nil, nil)
 	}
-	add, counted := s.counts.begin()
-	defer counted()
+	counting := s.counts.begin()
+	defer s.counts.end()
 	if s.write.Sync {
 		err = s.db.ApplyNoSyncWait(r.b, s.write)
 	} else {
@@ -253,8 +260,10 @@ func (s *Store) apply(cmds []Command) (*Pending, error) {
 		_ = r.b.Close()
 		return nil, err
 	}
-	for _, m := range r.moves {
-		add(m.from, m.to)
+	if counting {
+		for _, m := range r.moves {
+			s.counts.add(m.from, m.to)
+		}
 	}
 	if s.write.Sync {
 		p.b = r.b
@@ -457,8 +466,8 @@ func (t *Transition) apply(r *round) (Result, error) {
 	// running, the state key when only a field changes) stays as it is:
 	// deleting and setting it again would end the same.
 	nh := headOf(next)
-	old, nOld := cur.keys(id)
-	keys, n := nh.keys(id)
+	old, nOld := cur.keys(id, &sc.old)
+	keys, n := nh.keys(id, &sc.next)
 	for _, k := range old[:nOld] {
 		if !slices.ContainsFunc(keys[:n], func(nk []byte) bool { return bytes.Equal(k, nk) }) {
 			_ = b.Delete(k, nil)
@@ -653,7 +662,8 @@ func (c *PruneJobs) apply(r *round) (Result, error) {
 		}
 		b := r.b
 		_ = b.Delete(jobKey(id), nil)
-		keys, nk := cur.keys(id)
+		var kb keyBuf
+		keys, nk := cur.keys(id, &kb)
 		for _, k := range keys[:nk] {
 			_ = b.Delete(k, nil)
 		}

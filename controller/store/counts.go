@@ -103,23 +103,25 @@ func countStates(snap *pebble.Snapshot, n *[256]atomic.Int64) error {
 	return nil
 }
 
-// begin is called before a batch that changes job states commits; the
-// returned function, called after it committed (or failed), adds
-// changes when counting is on.
-func (c *stateCounts) begin() (add func(from, to State), end func()) {
+// begin is called before a batch that changes job states commits, and
+// end after it committed (or failed); in between, add counts a change
+// when begin said counting is on. Methods, not closures: a round would
+// otherwise allocate two.
+func (c *stateCounts) begin() (on bool) {
 	c.mu.RLock()
-	if !c.on {
-		return func(State, State) {}, c.mu.RUnlock
+	return c.on
+}
+
+func (c *stateCounts) end() { c.mu.RUnlock() }
+
+func (c *stateCounts) add(from, to State) {
+	if from == to {
+		return
 	}
-	return func(from, to State) {
-		if from == to {
-			return
-		}
-		if code, ok := stateCodes[from]; ok && from != "" {
-			c.n[code].Add(-1)
-		}
-		if code, ok := stateCodes[to]; ok && to != "" {
-			c.n[code].Add(1)
-		}
-	}, c.mu.RUnlock
+	if code, ok := stateCodes[from]; ok && from != "" {
+		c.n[code].Add(-1)
+	}
+	if code, ok := stateCodes[to]; ok && to != "" {
+		c.n[code].Add(1)
+	}
 }
