@@ -81,7 +81,7 @@ func isDone(b *Batch) bool {
 
 // startCommitter runs c until the test ends (or stop is closed by the
 // test) and returns run's result channel.
-func startCommitter(t *testing.T, c *Committer) (stop chan struct{}, result chan error) {
+func startCommitter(t testing.TB, c *Committer) (stop chan struct{}, result chan error) {
 	t.Helper()
 	stop = make(chan struct{})
 	result = make(chan error, 1)
@@ -231,9 +231,7 @@ func TestCommitterStore(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := NewCommitter(st, CommitOptions{})
-			stop := make(chan struct{})
-			result := make(chan error, 1)
-			go func() { result <- c.Run(stop) }()
+			stop, result := startCommitter(t, c)
 
 			const writers, perWriter = 8, 50
 			var (
@@ -328,9 +326,7 @@ func BenchmarkCommitter(b *testing.B) {
 				batches.Add(1)
 				return apply(cmds)
 			}
-			stop := make(chan struct{})
-			result := make(chan error, 1)
-			go func() { result <- c.Run(stop) }()
+			stop, result := startCommitter(b, c)
 			var next sync.Mutex
 			n := 0
 			cpu0 := cpuTime()
@@ -385,9 +381,7 @@ func BenchmarkCommitterLatency(b *testing.B) {
 	}
 	defer st.Close()
 	c := NewCommitter(st, CommitOptions{})
-	stop := make(chan struct{})
-	result := make(chan error, 1)
-	go func() { result <- c.Run(stop) }()
+	stop, result := startCommitter(b, c)
 	create := func() store.Command {
 		j := &store.Job{ID: st.NextID(), Command: "true", State: store.Queued, CreatedAt: time.Now(), QueuedAt: time.Now()}
 		return store.NewTransition(j, store.Event{Time: j.CreatedAt, Type: "submitted"})
@@ -436,9 +430,7 @@ func TestCommitterLazy(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeStore()
 		c := fakeCommitter(f)
-		stop := make(chan struct{})
-		result := make(chan error, 1)
-		go func() { result <- c.Run(stop) }()
+		stop, result := startCommitter(t, c)
 
 		c.AddLazy(update(1))
 		synctest.Wait()
@@ -511,9 +503,7 @@ func TestCommitterWithin(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeStore()
 		c := fakeCommitter(f)
-		stop := make(chan struct{})
-		result := make(chan error, 1)
-		go func() { result <- c.Run(stop) }()
+		stop, result := startCommitter(t, c)
 
 		queued := time.Now()
 		c.AddLazy(update(1))
@@ -564,9 +554,7 @@ func TestCommitterWithinWakesOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFakeStore()
 		c := fakeCommitter(f)
-		stop := make(chan struct{})
-		result := make(chan error, 1)
-		go func() { result <- c.Run(stop) }()
+		stop, result := startCommitter(t, c)
 
 		const short = 2 * time.Millisecond
 		c.AddLazy(update(1))
