@@ -437,9 +437,16 @@ func TestUIBrowser(t *testing.T) {
 		document.querySelector('#hosts tr[data-key="%d"] td:nth-child(4)').textContent === '0'`, child, child, child))
 	b.screenshot("fanout.png")
 	// The child's log WebSocket: the proxy swallows its first handshake,
-	// which the page gives up on and tries again.
-	px.stick(fmt.Sprintf("/ws/jobs/%d/logs", child))
+	// which the page gives up on (after its openTimeout) and tries again.
+	// Only then is the swallowed connection dropped: Chromium may hold the
+	// retry until the first handshake's connection is gone (one
+	// WebSocket per host connecting at a time), which left CI's page
+	// "connecting…" for good while the proxy held it.
+	release := px.stick(fmt.Sprintf("/ws/jobs/%d/logs", child))
+	defer release()
 	b.click(fmt.Sprintf(`#hosts tr[data-key="%d"] td:nth-child(2) a`, child))
+	b.waitJS("the page to give up on the swallowed handshake", fmt.Sprintf(`location.search === '?id=%d' && (document.getElementById('log-state') || {}).textContent.startsWith('disconnected')`, child))
+	release()
 	b.waitJS("the child's page and log", fmt.Sprintf(`location.search === '?id=%d' && document.getElementById('log').textContent.includes('from agent-1')`, child))
 	if p := px.last(1000); !strings.Contains(p, fmt.Sprintf("/ws/jobs/%d/logs (swallowed)", child)) {
 		t.Errorf("the child's first log handshake was not swallowed; the proxy saw: %s", p)
@@ -602,9 +609,10 @@ type uiProxy struct {
 	url string
 	mu  sync.Mutex
 	log []proxied
-	// swallow holds paths whose next request the proxy takes and never
-	// answers (until the browser gives up on it): a stuck handshake.
-	swallow map[string]bool
+	// swallow holds paths whose next request the proxy takes and does
+	// not answer — a stuck handshake — until the browser closes it or the
+	// test releases it (release).
+	swallow map[string]chan struct{}
 }
 
 type proxied struct {
@@ -641,14 +649,25 @@ func startUIProxy(t *testing.T, c *cluster) *uiProxy {
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
-		stuck := p.swallow[r.URL.Path]
+		release, stuck := p.swallow[r.URL.Path]
 		delete(p.swallow, r.URL.Path)
 		if stuck {
 			p.log = append(p.log, proxied{path: r.URL.Path + " (swallowed)"})
 		}
 		p.mu.Unlock()
 		if stuck {
-			<-r.Context().Done()
+			select {
+			case <-r.Context().Done():
+			case <-release:
+				// Drop the connection: a browser that still counts the
+				// handshake as pending (Chromium lets one WebSocket per
+				// host be connecting at a time) lets the next one go.
+				if hj, ok := w.(http.Hijacker); ok {
+					if conn, _, err := hj.Hijack(); err == nil {
+						conn.Close()
+					}
+				}
+			}
 			return
 		}
 		rp.ServeHTTP(w, r)
@@ -658,14 +677,18 @@ func startUIProxy(t *testing.T, c *cluster) *uiProxy {
 	return p
 }
 
-// stick makes the proxy swallow the next request for path.
-func (p *uiProxy) stick(path string) {
+// stick makes the proxy swallow the next request for path; release
+// drops it.
+func (p *uiProxy) stick(path string) (release func()) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.swallow == nil {
-		p.swallow = map[string]bool{}
+		p.swallow = map[string]chan struct{}{}
 	}
-	p.swallow[path] = true
+	ch := make(chan struct{})
+	p.swallow[path] = ch
+	var once sync.Once
+	return func() { once.Do(func() { close(ch) }) }
 }
 
 // last lists the paths of the newest n requests proxied.
