@@ -163,6 +163,8 @@ func (f *fakeAgent) run(d *protocol.Dispatch, ref protocol.AttemptRef, received 
 		delete(f.running, ref)
 		f.mu.Unlock()
 		if acked {
+			// A control-stream write, not a disk one: a failed write means
+			// the session is gone, and the control reader ends the fake.
 			_ = f.w.Write(&protocol.Credit{Slots: 1})
 			if f.hooks.done != nil {
 				f.hooks.done(d, outcome)
